@@ -1,0 +1,1 @@
+"""The Vivified core broker: CA, registry, interceptor chain, policy and audit."""

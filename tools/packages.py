@@ -1,0 +1,26 @@
+"""Print the package list for pyproject.toml's [tool.setuptools] `packages`.
+
+Run `python tools/packages.py` after adding a package; tests/test_packaging.py
+fails when the list and the tree disagree.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+ROOTS = {"vivified": "gen/vivified", "vivified.core": "core", "vivified.sdk": "sdk/python", "vivified.plugins": "plugins"}
+
+
+def packages(top: pathlib.Path) -> list[str]:
+    found: set[str] = set()
+    for name, rel in ROOTS.items():
+        base = top / rel
+        for init in base.rglob("__init__.py"):
+            parts = init.parent.relative_to(base).parts
+            found.add(".".join((name, *parts)) if parts else name)
+    return sorted(found)
+
+
+if __name__ == "__main__":
+    for pkg in packages(pathlib.Path(__file__).resolve().parent.parent):
+        print(f'  "{pkg}",')
