@@ -1,1 +1,26 @@
-"""Package."""
+"""Tamper-evident audit log: an append-only, hash-chained SQL table with
+Ed25519-signed checkpoints kept outside the database.
+
+- `AuditLog` appends records with group commit; `append` returns after commit.
+- `CheckpointSigner` holds the checkpoint key (0600) and exports `<key>.pub`.
+- `verify` checks the chain and every checkpoint; `tail` reads the newest records.
+"""
+
+from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
+from vivified.core.audit._log import AuditLog
+from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
+from vivified.core.audit._table import audit_table
+from vivified.core.audit._verify import VerifyResult, tail, verify
+
+__all__ = [
+    "GENESIS_HASH",
+    "AuditLog",
+    "AuditRecord",
+    "Checkpoint",
+    "CheckpointSigner",
+    "StoredRecord",
+    "VerifyResult",
+    "audit_table",
+    "tail",
+    "verify",
+]

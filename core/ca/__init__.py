@@ -1,1 +1,64 @@
-"""Package."""
+"""The core's certificate authority and the SPIFFE identities it issues.
+
+Public surface::
+
+    CertificateAuthority  load_or_create / load; issue_plugin_certificate (from a CSR),
+                          issue_core_certificate, issue_operator_certificate
+    CAConfig, IssuedCertificate
+    validate_csr          the CSR checks of SECURITY.md I3
+    new_private_key, write_private_key, load_private_key (mode 0600, SECURITY.md K1)
+    SPIFFE helpers        plugin_spiffe_id, core_spiffe_id, operator_spiffe_id,
+                          parse_spiffe_id, plugin_dns_name, core_dns_name
+    PeerCertificateParser identity of a verified TLS peer, cached per certificate
+
+Errors (all `vivified.core.errors.VivifiedError`)::
+
+    InvalidArgument  CSR_INVALID (vivified.registry), INVALID_REQUEST for bad names or keys
+    Unauthenticated  IDENTITY_INVALID (vivified.auth) for a SPIFFE ID or peer cert not accepted
+    KeyFileError     FailedPrecondition: KEY_FILE_INSECURE / _MISSING / _UNREADABLE / _INVALID
+    CAError          FailedPrecondition: CA_INVALID / CA_INCOMPLETE / CA_EXPIRED / CA_NOT_YET_VALID
+"""
+
+from vivified.core.ca._authority import CertificateAuthority
+from vivified.core.ca._config import CAConfig, IssuedCertificate
+from vivified.core.ca._csr import MAX_CSR_PEM_BYTES, validate_csr
+from vivified.core.ca._keyfiles import KeyFileError, load_private_key, write_private_key
+from vivified.core.ca._keys import SigningKey, SubjectPublicKey, new_private_key
+from vivified.core.ca._material import CAError
+from vivified.core.ca._peer import PeerCertificate, PeerCertificateParser, identity_from_pem
+from vivified.core.ca._spiffe import (
+    SpiffeIdentity,
+    SpiffeKind,
+    core_dns_name,
+    core_spiffe_id,
+    operator_spiffe_id,
+    parse_spiffe_id,
+    plugin_dns_name,
+    plugin_spiffe_id,
+)
+
+__all__ = [
+    "MAX_CSR_PEM_BYTES",
+    "CAConfig",
+    "CAError",
+    "CertificateAuthority",
+    "IssuedCertificate",
+    "KeyFileError",
+    "PeerCertificate",
+    "PeerCertificateParser",
+    "SigningKey",
+    "SpiffeIdentity",
+    "SpiffeKind",
+    "SubjectPublicKey",
+    "core_dns_name",
+    "core_spiffe_id",
+    "identity_from_pem",
+    "load_private_key",
+    "new_private_key",
+    "operator_spiffe_id",
+    "parse_spiffe_id",
+    "plugin_dns_name",
+    "plugin_spiffe_id",
+    "validate_csr",
+    "write_private_key",
+]

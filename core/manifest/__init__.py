@@ -1,1 +1,43 @@
-"""Package."""
+"""Plugin manifests: parse (YAML or JSON), validate, and digest.
+
+    >>> from vivified.core.traits import TraitCatalogue
+    >>> manifest = load_manifest_file("plugins/email/manifest.yaml")
+    >>> validate_manifest(manifest, TraitCatalogue.load_default())
+    >>> approved_digest = manifest_sha256(manifest)
+
+Every problem raises `vivified.core.errors.InvalidArgument` with reason
+`MANIFEST_INVALID` and domain `vivified.registry`, and a message that names
+the key and what is wrong with it.
+"""
+
+from vivified.core.manifest._digest import canonical_json, manifest_sha256, reject_unknown_fields
+from vivified.core.manifest._domains import validate_allowed_domain
+from vivified.core.manifest._load import (
+    MAX_DEPTH,
+    MAX_MANIFEST_BYTES,
+    REQUIRED_KEYS,
+    load_manifest_bytes,
+    load_manifest_file,
+)
+from vivified.core.manifest._validate import (
+    DEFAULT_CONTRACTS,
+    MIN_PHI_RETENTION_DAYS,
+    RESERVED_IDS,
+    validate_manifest,
+)
+
+__all__ = [
+    "DEFAULT_CONTRACTS",
+    "MAX_DEPTH",
+    "MAX_MANIFEST_BYTES",
+    "MIN_PHI_RETENTION_DAYS",
+    "REQUIRED_KEYS",
+    "RESERVED_IDS",
+    "canonical_json",
+    "load_manifest_bytes",
+    "load_manifest_file",
+    "manifest_sha256",
+    "reject_unknown_fields",
+    "validate_allowed_domain",
+    "validate_manifest",
+]

@@ -1,1 +1,23 @@
-"""Package."""
+"""Trait catalogue: capability and data-handling labels, their rules and grantees.
+
+    >>> catalogue = TraitCatalogue.load_default()
+    >>> catalogue.check_plugin_traits(["handles_pii", "audit_required"])
+"""
+
+from vivified.core.traits._catalogue import (
+    CATEGORIES,
+    GRANTEES,
+    Grantee,
+    InvalidCatalogue,
+    Trait,
+    TraitCatalogue,
+)
+
+__all__ = [
+    "CATEGORIES",
+    "GRANTEES",
+    "Grantee",
+    "InvalidCatalogue",
+    "Trait",
+    "TraitCatalogue",
+]

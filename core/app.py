@@ -1,0 +1,257 @@
+"""The core process: wires CA, registry, policy, audit, metrics and the server.
+
+`Core.start()` refuses to start on anything insecure or unreadable (key files
+readable by others, a corrupt policy file) and says why; nothing falls back to
+a weaker default."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import pathlib
+from dataclasses import dataclass
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from grpc_health.v1 import health
+from opentelemetry.sdk.trace import TracerProvider
+
+from vivified.core.audit import AuditLog, CheckpointSigner
+from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key, write_private_key
+from vivified.core.chain import AuditRecorder, Authenticator, PluginView, StreamTracker, TokenBuckets, build_chain
+from vivified.core.clock import Clock, SystemClock
+from vivified.core.config import CoreConfig
+from vivified.core.db import create_engine_for, sqlite_url
+from vivified.core.metrics import Metrics
+from vivified.core.policy import RuleIndex, load_default_rules
+from vivified.core.registry import PluginRecord, PluginStore
+from vivified.core.registry._admin_service import AdminService
+from vivified.core.registry._connector import CoreIdentity, PluginConnector
+from vivified.core.registry._monitor import HealthMonitor
+from vivified.core.registry._registry_service import RegistryService
+from vivified.core.server import AEAD_CIPHER_SUITES, build_server
+from vivified.core.traits import TraitCatalogue
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunningCore:
+    """Where a started core listens; also written to `<data_dir>/run/core.json`."""
+
+    pid: int
+    listen_address: str
+    bootstrap_address: str
+    metrics_address: str
+    trust_domain: str
+
+
+def _with_port(address: str, port: int) -> str:
+    return f"{address.rpartition(':')[0]}:{port}"
+
+
+def _pem_key(key: object) -> bytes:
+    return key.private_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+class Core:
+    """One core broker process."""
+
+    def __init__(self, config: CoreConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.running: RunningCore | None = None
+        self._server: grpc.aio.Server | None = None
+        self._audit: AuditLog | None = None
+        self._monitor: HealthMonitor | None = None
+        self._connector: PluginConnector | None = None
+
+    def _load_ca(self) -> CertificateAuthority:
+        ca_config = CAConfig(
+            trust_domain=self.config.trust_domain, leaf_ttl=dt.timedelta(seconds=self.config.leaf_ttl_seconds)
+        )
+        paths = self.config.ca_paths
+        if paths is not None:
+            return CertificateAuthority.load(
+                paths.root_certificate, paths.issuing_certificate, paths.issuing_key, ca_config, self.clock
+            )
+        return CertificateAuthority.load_or_create(self.config.data_dir / "ca", ca_config, self.clock)
+
+    def _write_operator_identity(self, ca: CertificateAuthority) -> None:
+        """Give the local operator (CLI, grpcurl) a client certificate."""
+        directory = self.config.data_dir / "operator"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        cert_path = directory / "operator.crt"
+        if cert_path.exists():
+            current = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            if current.not_valid_after_utc - self.clock.now() > dt.timedelta(days=1):
+                (directory / "ca.crt").write_bytes(ca.root_pem)
+                return
+        key = new_private_key()
+        issued = ca.issue_operator_certificate("admin", key)
+        key_path = directory / "operator.key"
+        key_path.unlink(missing_ok=True)
+        write_private_key(key_path, key)
+        cert_path.write_bytes(issued.chain_pem)
+        (directory / "ca.crt").write_bytes(ca.root_pem)
+
+    async def start(self) -> RunningCore:
+        config = self.config
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ.setdefault("GRPC_SSL_CIPHER_SUITES", AEAD_CIPHER_SUITES)
+        rules = load_default_rules(config.policy_file)
+        index = RuleIndex.build(rules)
+        catalogue = TraitCatalogue.load_default()
+        ca = self._load_ca()
+        core_key = new_private_key()
+        core_cert = ca.issue_core_certificate(core_key)
+        key_pem = _pem_key(core_key)
+        self._write_operator_identity(ca)
+
+        engine = create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
+        audit_dir = config.data_dir / "audit"
+        audit_dir.mkdir(mode=0o700, exist_ok=True)
+        signer = CheckpointSigner.load_or_create(audit_dir / "checkpoint.key")
+        self._audit = AuditLog(
+            engine,
+            clock=self.clock,
+            signer=signer,
+            checkpoint_path=audit_dir / "checkpoints.jsonl",
+            checkpoint_every=config.audit_checkpoint_seconds,
+            on_commit=self.metrics.on_audit_commit,
+        )
+        await self._audit.start()
+
+        store = PluginStore(engine, self.clock)
+        await store.load()
+        store.subscribe(lambda _record: self.metrics.on_plugins(store.all()))
+        self.metrics.on_plugins(store.all())
+        views: dict[str, PluginView] = {}
+
+        def track(record: PluginRecord) -> None:
+            views[record.plugin_id] = PluginView(record.status, record.granted_traits)
+
+        store.subscribe(track)
+        for record in store.all():
+            track(record)
+
+        streams = StreamTracker()
+        parser = PeerCertificateParser(config.trust_domain)
+        authenticator = Authenticator(parser, store.is_revoked_serial)
+        recorder = AuditRecorder(self._audit)
+        chain = build_chain(
+            tracer=TracerProvider().get_tracer("vivified.core"),
+            authenticator=authenticator,
+            plugin_lookup=views.get,
+            streams=streams,
+            buckets=TokenBuckets(config.rate_limit, self.clock),
+            policy_index=lambda: index,
+            on_decision=self.metrics.on_decision,
+            audit=recorder,
+            on_done=self.metrics.on_call_done,
+        )
+        self._connector = PluginConnector(
+            CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock
+        )
+        self._monitor = HealthMonitor(
+            store,
+            self._connector,
+            self.clock,
+            interval=config.heartbeat_interval_seconds,
+            misses=config.heartbeat_misses,
+            init_timeout=config.init_timeout_seconds,
+        )
+        connector = self._connector
+
+        async def revoked(plugin_id: str) -> None:
+            record = store.get(plugin_id)
+            if record is not None:
+                await connector.shutdown(record, "revoked")
+            await connector.forget(plugin_id)
+
+        registry = RegistryService(
+            store=store,
+            ca=ca,
+            catalogue=catalogue,
+            authenticator=authenticator,
+            monitor=self._monitor,
+            streams=streams,
+            heartbeat_interval=config.heartbeat_interval_seconds,
+            on_revoked=revoked,
+        )
+        admin = AdminService(
+            store=store,
+            catalogue=catalogue,
+            streams=streams,
+            clock=self.clock,
+            token_ttl_seconds=config.join_token_ttl_seconds,
+            on_revoked=revoked,
+        )
+        self._server, mtls_port, bootstrap_port = build_server(
+            config=config,
+            chain=chain,
+            registry=registry,
+            admin=admin,
+            health_servicer=health.aio.HealthServicer(),
+            root_pem=ca.root_pem,
+            chain_pem=core_cert.chain_pem,
+            key_pem=key_pem,
+        )
+        await self._server.start()
+        metrics_port = self.metrics.serve(config.metrics_address)
+        self._monitor.start()
+        self.running = RunningCore(
+            pid=os.getpid(),
+            listen_address=_with_port(config.listen_address, mtls_port),
+            bootstrap_address=_with_port(config.bootstrap_address, bootstrap_port),
+            metrics_address=_with_port(config.metrics_address, metrics_port),
+            trust_domain=config.trust_domain,
+        )
+        self._write_run_file(self.running)
+        _log.info("core listening: mTLS %s, bootstrap %s", self.running.listen_address, self.running.bootstrap_address)
+        return self.running
+
+    def _write_run_file(self, running: RunningCore) -> None:
+        run_dir = self.config.data_dir / "run"
+        run_dir.mkdir(mode=0o700, exist_ok=True)
+        tmp = run_dir / "core.json.tmp"
+        tmp.write_text(json.dumps(running.__dict__))
+        tmp.replace(run_dir / "core.json")
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """Stop serving, finish in-flight calls, write the final audit checkpoint."""
+        if self._monitor is not None:
+            await self._monitor.stop()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._connector is not None:
+            await self._connector.close()
+        if self._audit is not None:
+            await self._audit.close()
+        self.metrics.stop()
+        (self.config.data_dir / "run" / "core.json").unlink(missing_ok=True)
+
+
+def run_file(data_dir: pathlib.Path) -> pathlib.Path:
+    return data_dir / "run" / "core.json"
+
+
+async def serve(config: CoreConfig, stop_event: asyncio.Event) -> None:
+    """Run a core until `stop_event` is set."""
+    core = Core(config)
+    await core.start()
+    try:
+        await stop_event.wait()
+    finally:
+        await core.stop()

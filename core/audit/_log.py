@@ -1,0 +1,245 @@
+"""The audit writer: group commit on one thread, chained inside the transaction.
+
+Every `append` enqueues its record and waits. A single writer thread takes
+everything queued (up to `max_batch`), reads the chain head inside the
+transaction, chains the batch onto it, inserts it and commits; only then are
+the callers' futures resolved. One commit (one fsync) thus covers many
+records, and the event loop never blocks on the database. If the transaction
+fails, every caller in the batch gets the exception and nothing is chained:
+the head is re-read from the database, never advanced in memory alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
+from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
+from vivified.core.audit._table import audit_table
+from vivified.core.clock import Clock
+
+_log = logging.getLogger(__name__)
+
+# PostgreSQL: several core replicas share the table, so each batch takes a
+# transaction-scoped advisory lock before reading the head. SQLite needs none:
+# this process has one writer and SQLite serialises writers across processes;
+# the primary key on seq turns any lost race into a failed batch, never a fork.
+_PG_LOCK_KEY = 0x766976_61756474  # "viv" "audt"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    record: AuditRecord
+    time: dt.datetime
+    future: asyncio.Future[StoredRecord]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = object()
+
+
+class AuditLog:
+    """Append-only, hash-chained audit log with signed checkpoints.
+
+    `on_commit(batch_size, seconds)` is called on the writer thread after each
+    commit with the duration of the transaction (metrics plug in here).
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        clock: Clock,
+        signer: CheckpointSigner,
+        checkpoint_path: Path,
+        checkpoint_every: float = 10.0,
+        max_batch: int = 512,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        if max_batch < 1 or checkpoint_every <= 0:
+            raise ValueError("max_batch must be >= 1 and checkpoint_every > 0")
+        self._engine = engine
+        self._clock = clock
+        self._signer = signer
+        self._checkpoint_path = checkpoint_path
+        self._every = checkpoint_every
+        self._max_batch = max_batch
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        # Owned by the writer thread once started.
+        self._head: tuple[int, str] = (0, GENESIS_HASH)
+        self._checkpointed_seq = 0
+        self._last_checkpoint: float | None = None
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last record this log committed or loaded."""
+        return self._head
+
+    async def start(self) -> None:
+        """Load the chain head, anchor it with a checkpoint if the table is not
+        empty, and start the writer thread."""
+        if self._thread is not None or self._closed:
+            raise RuntimeError("audit log already started")
+        self._head = await asyncio.to_thread(self._read_head)
+        if self._head[0] > 0:
+            await asyncio.to_thread(self._write_checkpoint)
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    async def append(self, record: AuditRecord) -> StoredRecord:
+        """Record `record`; returns once it is committed (durable)."""
+        if self._thread is None or self._closed:
+            raise RuntimeError("audit log is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StoredRecord] = loop.create_future()
+        self._queue.put(_Pending(record, self._clock.now(), future, loop))
+        # A caller cancelled while waiting does not stop the write: the record
+        # still commits (the writer skips its cancelled future).
+        return await future
+
+    async def close(self) -> None:
+        """Drain queued records, write a final checkpoint, stop the writer."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+
+    # -- writer thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        wake = min(max(self._every, 0.05), 1.0)
+        while True:
+            try:
+                item = self._queue.get(timeout=wake)
+            except queue.Empty:
+                self._checkpoint_if_due()
+                continue
+            stop = item is _STOP
+            batch = [] if stop else [item]
+            while not stop and len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                else:
+                    batch.append(more)
+            if batch:
+                self._commit([p for p in batch if isinstance(p, _Pending)])
+            if stop and self._queue.empty():
+                if self._head[0] != self._checkpointed_seq:
+                    self._write_checkpoint()
+                return
+            if stop:
+                # Appends raced with close(); serve them before stopping.
+                self._queue.put(_STOP)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        started = self._clock.monotonic()
+        try:
+            with self._engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+                seq, prev = self._read_head_in(conn)
+                stored = []
+                for pending in batch:
+                    seq += 1
+                    record = StoredRecord.chain(
+                        pending.record, seq=seq, time=pending.time, prev_hash=prev
+                    )
+                    prev = record.hash
+                    stored.append(record)
+                conn.execute(audit_table.insert(), [r.as_row() for r in stored])
+        except Exception as exc:
+            _log.error("audit batch of %d failed: %s", len(batch), type(exc).__name__)
+            self._resolve(batch, None, exc)
+            try:
+                self._head = self._read_head()
+            except Exception:
+                _log.exception("audit head reload failed")
+            return
+        self._head = (stored[-1].seq, stored[-1].hash)
+        if self._on_commit is not None:
+            try:
+                self._on_commit(len(batch), self._clock.monotonic() - started)
+            except Exception:
+                _log.exception("audit on_commit hook failed")
+        self._checkpoint_if_due()
+        self._resolve(batch, stored, None)
+
+    @staticmethod
+    def _resolve(
+        batch: list[_Pending], stored: list[StoredRecord] | None, exc: BaseException | None
+    ) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[int, _Pending]]] = {}
+        for index, pending in enumerate(batch):
+            by_loop.setdefault(pending.loop, []).append((index, pending))
+
+        def settle(items: list[tuple[int, _Pending]]) -> None:
+            for index, pending in items:
+                if pending.future.done():
+                    continue
+                if stored is not None:
+                    pending.future.set_result(stored[index])
+                elif exc is not None:
+                    pending.future.set_exception(exc)
+
+        for loop, items in by_loop.items():
+            try:
+                # One wake-up per loop per batch, not one per record.
+                loop.call_soon_threadsafe(settle, items)
+            except RuntimeError:
+                _log.warning("audit caller's event loop closed before its result")
+
+    def _checkpoint_if_due(self) -> None:
+        due = (
+            self._last_checkpoint is None
+            or self._clock.monotonic() - self._last_checkpoint >= self._every
+        )
+        if due and self._head[0] != self._checkpointed_seq:
+            self._write_checkpoint()
+
+    def _write_checkpoint(self) -> Checkpoint | None:
+        seq, head_hash = self._head
+        if seq == 0:
+            return None
+        try:
+            checkpoint = self._signer.write(
+                self._checkpoint_path, seq=seq, hash=head_hash, count=seq, time=self._clock.now()
+            )
+        except OSError:
+            # The records are committed; losing one anchor only widens the
+            # window an attacker could truncate, so log loudly and go on.
+            _log.exception("audit checkpoint write to %s failed", self._checkpoint_path)
+            return None
+        self._checkpointed_seq = seq
+        self._last_checkpoint = self._clock.monotonic()
+        return checkpoint
+
+    def _read_head(self) -> tuple[int, str]:
+        with self._engine.connect() as conn:
+            return self._read_head_in(conn)
+
+    @staticmethod
+    def _read_head_in(conn: sa.Connection) -> tuple[int, str]:
+        row = conn.execute(
+            sa.select(audit_table.c.seq, audit_table.c.hash)
+            .order_by(audit_table.c.seq.desc())
+            .limit(1)
+        ).first()
+        return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.hash))

@@ -1,0 +1,185 @@
+"""Audit records and their hash: the one canonical serialisation both the
+writer and the verifier use, so the two can never disagree.
+
+The hash of a record is the sha256 (hex) of compact JSON with sorted keys over
+every column except `hash` itself — including `seq` and `prev_hash`, which is
+what chains the records: changing, removing or reordering one breaks every
+link after it. Time is serialised as ISO-8601 UTC with microseconds and `Z`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+
+GENESIS_HASH = "0" * 64
+"""`prev_hash` of the first record (seq 1)."""
+
+DECISIONS = frozenset({"allow", "deny"})
+MAX_DETAIL_CHARS = 4096
+"""Detail is a small annotation (ids, counts), never a body: a large value is
+refused rather than truncated so nothing is silently lost."""
+
+_REASON = re.compile(r"^(?:[A-Z][A-Z0-9_]{0,63})?$")
+_OUTCOME = re.compile(r"^[A-Z][A-Z_]{0,31}$")
+
+
+def format_time(value: dt.datetime) -> str:
+    """ISO-8601 UTC with microseconds and `Z`, e.g. `2030-01-01T00:00:00.000000Z`."""
+    if value.tzinfo is None:
+        raise ValueError("audit time must be timezone-aware")
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(value: Mapping[str, object]) -> str:
+    """Compact JSON with sorted keys; ASCII-only so the bytes never depend on
+    how a reader decodes them."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditRecord:
+    """What the caller asks to be recorded; the log adds seq, time and hashes.
+
+    `actor` is e.g. `plugin:email`, `operator:admin`, `anonymous:127.0.0.1`;
+    `action` the full gRPC method or a verb such as `plugin.approve`;
+    `decision` is `allow` or `deny`; `reason` a stable UPPER_SNAKE reason or
+    empty; `outcome` a gRPC status code name (`OK`, `PERMISSION_DENIED`).
+    `detail` holds small string annotations — never request bodies or secrets.
+    """
+
+    actor: str
+    action: str
+    resource: str = ""
+    decision: str = "allow"
+    reason: str = ""
+    rule_id: str = ""
+    outcome: str = "OK"
+    trace_id: str = ""
+    detail: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        # Explicit checks, not asserts: a malformed record must never reach
+        # the chain, even under `python -O`.
+        if not self.actor or not self.action:
+            raise ValueError("audit record needs an actor and an action")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"audit decision must be allow or deny, not {self.decision!r}")
+        if not _REASON.match(self.reason):
+            raise ValueError(f"audit reason must be UPPER_SNAKE or empty, not {self.reason!r}")
+        if not _OUTCOME.match(self.outcome):
+            raise ValueError(f"audit outcome must be a status code name, not {self.outcome!r}")
+        if self.detail is not None:
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.detail.items()):
+                raise ValueError("audit detail must map strings to strings")
+            # Freeze a private copy so a caller mutating its dict later cannot
+            # change what gets hashed.
+            object.__setattr__(self, "detail", dict(self.detail))
+            if len(self.detail_text() or "") > MAX_DETAIL_CHARS:
+                raise ValueError(f"audit detail exceeds {MAX_DETAIL_CHARS} characters")
+
+    def detail_text(self) -> str | None:
+        """The detail as stored: canonical JSON, or None when absent."""
+        return None if self.detail is None else canonical_json(self.detail)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredRecord:
+    """One row of the audit table. `detail` is the stored JSON text (or None)."""
+
+    seq: int
+    time: dt.datetime
+    actor: str
+    action: str
+    resource: str
+    decision: str
+    reason: str
+    rule_id: str
+    outcome: str
+    trace_id: str
+    detail: str | None
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def chain(
+        cls, record: AuditRecord, *, seq: int, time: dt.datetime, prev_hash: str
+    ) -> StoredRecord:
+        """The stored form of `record` placed after `prev_hash` at `seq`."""
+        unhashed = cls(
+            seq=seq,
+            time=time.astimezone(dt.timezone.utc),
+            actor=record.actor,
+            action=record.action,
+            resource=record.resource,
+            decision=record.decision,
+            reason=record.reason,
+            rule_id=record.rule_id,
+            outcome=record.outcome,
+            trace_id=record.trace_id,
+            detail=record.detail_text(),
+            prev_hash=prev_hash,
+            hash="",
+        )
+        return dataclasses.replace(unhashed, hash=unhashed.compute_hash())
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> StoredRecord:
+        """Build from a table row; SQLite returns naive datetimes, which the
+        writer stored as UTC."""
+        when = row["time"]
+        seq = row["seq"]
+        if not isinstance(when, dt.datetime) or not isinstance(seq, int):
+            raise ValueError(f"audit row {seq!r} has no valid seq or time")
+        when = (
+            when.replace(tzinfo=dt.timezone.utc)
+            if when.tzinfo is None
+            else when.astimezone(dt.timezone.utc)
+        )
+        detail = row["detail"]
+        return cls(
+            seq=seq,
+            time=when,
+            actor=str(row["actor"]),
+            action=str(row["action"]),
+            resource=str(row["resource"]),
+            decision=str(row["decision"]),
+            reason=str(row["reason"]),
+            rule_id=str(row["rule_id"]),
+            outcome=str(row["outcome"]),
+            trace_id=str(row["trace_id"]),
+            detail=None if detail is None else str(detail),
+            prev_hash=str(row["prev_hash"]),
+            hash=str(row["hash"]),
+        )
+
+    def canonical(self) -> str:
+        """The serialisation the hash covers: every field except `hash`."""
+        return canonical_json(
+            {
+                "seq": self.seq,
+                "time": format_time(self.time),
+                "actor": self.actor,
+                "action": self.action,
+                "resource": self.resource,
+                "decision": self.decision,
+                "reason": self.reason,
+                "rule_id": self.rule_id,
+                "outcome": self.outcome,
+                "trace_id": self.trace_id,
+                "detail": self.detail,
+                "prev_hash": self.prev_hash,
+            }
+        )
+
+    def compute_hash(self) -> str:
+        """sha256 hex of `canonical()`."""
+        return hashlib.sha256(self.canonical().encode("ascii")).hexdigest()
+
+    def as_row(self) -> dict[str, object]:
+        """Column values for an INSERT."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -1,0 +1,39 @@
+"""The core's interceptor chain: one layer per concern, composed in `_build`."""
+
+from vivified.core.chain._audit import AuditLayer, AuditRecorder
+from vivified.core.chain._authn import AuthenticationLayer, Authenticator
+from vivified.core.chain._build import ChainInterceptor, Layer, build_chain, compose
+from vivified.core.chain._call import Call, Principal
+from vivified.core.chain._deny import Denier
+from vivified.core.chain._errors import DomainErrorLayer, ErrorBoundaryLayer
+from vivified.core.chain._policy import PolicyLayer
+from vivified.core.chain._rate_limit import RateLimitConfig, RateLimitLayer, TokenBuckets
+from vivified.core.chain._status import abort_with, status_metadata
+from vivified.core.chain._status_gate import PluginView, StatusGateLayer, StreamTracker
+from vivified.core.chain._tracing import TracingLayer
+
+__all__ = [
+    "AuditLayer",
+    "AuditRecorder",
+    "AuthenticationLayer",
+    "Authenticator",
+    "Call",
+    "ChainInterceptor",
+    "Denier",
+    "DomainErrorLayer",
+    "ErrorBoundaryLayer",
+    "Layer",
+    "PluginView",
+    "PolicyLayer",
+    "Principal",
+    "RateLimitConfig",
+    "RateLimitLayer",
+    "StatusGateLayer",
+    "StreamTracker",
+    "TokenBuckets",
+    "TracingLayer",
+    "abort_with",
+    "build_chain",
+    "compose",
+    "status_metadata",
+]

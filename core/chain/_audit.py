@@ -1,0 +1,77 @@
+"""Audit layer: an allowed call is acknowledged only after its record commits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from vivified.core.audit import AuditLog, AuditRecord
+from vivified.core.chain._call import Call, Proceed
+
+
+def _resource(call: Call) -> str:
+    """The object a call acts on: a plugin id when the request names one."""
+    request = call.request
+    for name in ("plugin_id",):
+        value = getattr(request, name, None)
+        if isinstance(value, str) and value:
+            return f"plugin/{value}"
+    manifest = getattr(request, "manifest", None)
+    if manifest is not None and getattr(manifest, "id", ""):
+        return f"plugin/{manifest.id}"
+    return call.extra.get("resource", call.service)
+
+
+class AuditRecorder:
+    """Turns a Call into an AuditRecord and waits for it to be committed."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self._log = log
+
+    async def record(self, call: Call, *, outcome: str) -> None:
+        await self._log.append(
+            AuditRecord(
+                actor=call.actor,
+                action=call.method,
+                resource=_resource(call),
+                decision=call.decision or "deny",
+                reason=call.reason,
+                rule_id=call.rule_id,
+                outcome=outcome,
+                trace_id=call.trace_id,
+                detail=dict(call.extra) or None,
+            )
+        )
+
+
+class AuditLayer:
+    """Records every allowed call exactly once: a unary call when it has its
+    outcome (before the response leaves), a stream when it opens."""
+
+    def __init__(self, recorder: AuditRecorder) -> None:
+        self._recorder = recorder
+
+    async def __call__(self, call: Call, proceed: Proceed) -> None:
+        if call.streaming:
+            await self._recorder.record(call, outcome="STREAM_OPENED")
+            call.audited = True
+            await proceed(call)
+            return
+        try:
+            await proceed(call)
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            await self._finish(call, call.code or call.context.code() or grpc.StatusCode.UNKNOWN)
+            raise
+        except Exception:
+            await self._finish(call, grpc.StatusCode.INTERNAL)
+            raise
+        await self._finish(call, grpc.StatusCode.OK)
+
+    async def _finish(self, call: Call, code: grpc.StatusCode) -> None:
+        call.code = code
+        await self._recorder.record(call, outcome=code.name)
+        call.audited = True

@@ -1,0 +1,56 @@
+"""The one typed object every layer of the chain reads and writes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as established from the verified TLS peer only.
+
+    kind is `plugin`, `operator`, `core` or `anonymous` (no client certificate:
+    possible only on the bootstrap port)."""
+
+    kind: str
+    id: str
+    cert_serial: int | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+@dataclass
+class Call:
+    """Per-call state, created by the chain for each RPC and passed to every layer."""
+
+    method: str
+    service: str
+    method_name: str
+    metadata: dict[str, str]
+    context: grpc.aio.ServicerContext[Any, Any]
+    streaming: bool
+    request: Any = None
+    response: Any = None
+    terminal: Callable[[Call], Awaitable[None]] | None = None
+    principal: Principal | None = None
+    traits: frozenset[str] = frozenset()
+    trace_id: str = ""
+    rule_id: str = ""
+    decision: str = ""
+    reason: str = ""
+    code: grpc.StatusCode | None = None
+    audited: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> str:
+        return self.principal.actor if self.principal else "unauthenticated:"
+
+
+Proceed = Callable[[Call], Awaitable[None]]

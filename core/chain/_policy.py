@@ -1,0 +1,55 @@
+"""Policy layer: default deny, and an evaluation error denies too."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from vivified.core.chain._call import Call, Proceed
+from vivified.core.chain._deny import Denier
+from vivified.core.policy import Decision, PolicyInput, RuleIndex, evaluate
+
+_log = logging.getLogger(__name__)
+
+
+class PolicyLayer:
+    """Evaluates the call against the rule index; only an allow proceeds."""
+
+    def __init__(
+        self,
+        index: Callable[[], RuleIndex],
+        denier: Denier,
+        on_decision: Callable[[Decision], None],
+    ) -> None:
+        self._index = index
+        self._denier = denier
+        self._on_decision = on_decision
+
+    async def __call__(self, call: Call, proceed: Proceed) -> None:
+        principal = call.principal
+        try:
+            if principal is None:
+                raise RuntimeError("policy reached without a principal")
+            decision = evaluate(
+                self._index(),
+                PolicyInput(principal.kind, principal.id, call.traits, call.service, call.method),
+            )
+        except Exception:
+            _log.exception("policy evaluation failed for %s; denying", call.method)
+            decision = Decision(False, "POLICY_ERROR", "policy-error", "the policy could not be evaluated")
+        self._on_decision(decision)
+        call.rule_id = decision.rule_id
+        if not decision.allowed:
+            await self._denier.deny(
+                call,
+                grpc.StatusCode.PERMISSION_DENIED,
+                decision.message,
+                reason=decision.reason,
+                rule_id=decision.rule_id,
+                domain="vivified.policy",
+            )
+            return
+        call.decision = "allow"
+        await proceed(call)

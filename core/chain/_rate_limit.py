@@ -1,0 +1,61 @@
+"""Per-principal rate limit: a token bucket per actor, bounded in number."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import grpc
+
+from vivified.core.chain._call import Call, Proceed
+from vivified.core.chain._deny import Denier
+from vivified.core.clock import Clock
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Sustained calls per second and burst size for each principal."""
+
+    rate_per_second: float = 500.0
+    burst: int = 1000
+    max_tracked_principals: int = 100_000
+
+
+class TokenBuckets:
+    """Token buckets keyed by actor; least recently used keys are evicted."""
+
+    def __init__(self, config: RateLimitConfig, clock: Clock) -> None:
+        self._config = config
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str) -> bool:
+        now = self._clock.monotonic()
+        tokens, last = self._buckets.pop(key, (float(self._config.burst), now))
+        tokens = min(float(self._config.burst), tokens + (now - last) * self._config.rate_per_second)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self._config.max_tracked_principals:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+class RateLimitLayer:
+    """Refuses calls over the principal's rate with RESOURCE_EXHAUSTED."""
+
+    def __init__(self, buckets: TokenBuckets, denier: Denier) -> None:
+        self._buckets = buckets
+        self._denier = denier
+
+    async def __call__(self, call: Call, proceed: Proceed) -> None:
+        if self._buckets.take(call.actor):
+            await proceed(call)
+            return
+        await self._denier.deny(
+            call,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "rate limit exceeded; retry later",
+            reason="RATE_LIMITED",
+            rule_id="rate-limit",
+            domain="vivified.core",
+        )

@@ -1,0 +1,68 @@
+"""The `vivified` command line.
+
+    vivified up                      core + bundled plugins (development profile)
+    vivified core                    the core broker alone
+    vivified plugins approve|list|enable|disable|revoke
+    vivified audit verify|tail
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from vivified.core.cli import _audit_cmd, _plugins_cmd
+from vivified.core.cli._client import ClientError
+from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
+from vivified.core.cli._up import run_core, run_up
+from vivified.core.errors import VivifiedError
+from vivified.core.policy import PolicyError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vivified",
+        description="Vivified: a secure plugin platform. The core brokers every plugin interaction over "
+        "gRPC with mutual TLS, default-deny policy and a tamper-evident audit log.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("up", "run the core and every bundled plugin (development profile)"),
+                       ("core", "run the core broker alone")):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("--data-dir", help="keys, database and audit checkpoints (default ./.vivified)")
+        add_core_flags(cmd)
+    _plugins_cmd.add_parser(sub)
+    _audit_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    environ = dict(os.environ)
+    out: list[str] = []
+    try:
+        if args.command in ("up", "core"):
+            config = core_config(args, environ)
+            if args.command == "up":
+                return asyncio.run(run_up(config, environ))
+            return asyncio.run(run_core(config))
+        if args.command == "plugins":
+            code = asyncio.run(_plugins_cmd.run(args, environ, out))
+        else:
+            code = _audit_cmd.run(args, environ, out)
+    except (SettingsError, ClientError, VivifiedError, PolicyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for line in out:
+            print(line)
+    return code

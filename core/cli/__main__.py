@@ -1,0 +1,3 @@
+from vivified.core.cli import main
+
+raise SystemExit(main())

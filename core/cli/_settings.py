@@ -1,0 +1,90 @@
+"""Command-line flags and `VIVIFIED_*` environment → CoreConfig, read once here.
+
+An unknown `VIVIFIED_*` variable is refused, so a typo never silently leaves a
+setting at its default."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from collections.abc import Mapping
+
+from vivified.core.config import CoreConfig
+
+# Variables of the core, and the ones `vivified up` hands to plugin processes.
+CORE_VARIABLES = {
+    "VIVIFIED_DATA_DIR": "data_dir",
+    "VIVIFIED_PROFILE": "profile",
+    "VIVIFIED_LISTEN_ADDRESS": "listen_address",
+    "VIVIFIED_BOOTSTRAP_ADDRESS": "bootstrap_address",
+    "VIVIFIED_METRICS_ADDRESS": "metrics_address",
+    "VIVIFIED_TRUST_DOMAIN": "trust_domain",
+    "VIVIFIED_DATABASE_URL": "database_url",
+    "VIVIFIED_POLICY_FILE": "policy_file",
+    "VIVIFIED_LEAF_TTL_SECONDS": "leaf_ttl_seconds",
+    "VIVIFIED_HEARTBEAT_INTERVAL_SECONDS": "heartbeat_interval_seconds",
+}
+CLIENT_VARIABLES = frozenset({"VIVIFIED_CORE_ADDRESS"})
+PLUGIN_VARIABLES = frozenset({"VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE"})
+DEFAULT_DATA_DIR = pathlib.Path(".vivified")
+
+
+class SettingsError(Exception):
+    """A flag or variable the core cannot accept; the message says which."""
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    known = set(CORE_VARIABLES) | CLIENT_VARIABLES | PLUGIN_VARIABLES
+    unknown = sorted(k for k in environ if k.startswith("VIVIFIED_") and k not in known)
+    if unknown:
+        raise SettingsError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+
+
+def add_core_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=["development", "production"], help="default: development")
+    parser.add_argument("--listen", dest="listen_address", metavar="HOST:PORT", help="mTLS port (default 127.0.0.1:7443)")
+    parser.add_argument(
+        "--bootstrap", dest="bootstrap_address", metavar="HOST:PORT", help="registration port (default 127.0.0.1:7444)"
+    )
+    parser.add_argument("--metrics", dest="metrics_address", metavar="HOST:PORT", help="default 127.0.0.1:9464")
+    parser.add_argument("--trust-domain", dest="trust_domain", help="SPIFFE trust domain (default vivified.local)")
+    parser.add_argument("--database-url", dest="database_url", help="SQLAlchemy URL (default SQLite in the data dir)")
+    parser.add_argument("--policy-file", dest="policy_file", type=pathlib.Path, help="JSON policy rules")
+    parser.add_argument("--leaf-ttl", dest="leaf_ttl_seconds", type=int, metavar="SECONDS", help="plugin cert lifetime")
+    parser.add_argument(
+        "--heartbeat-interval", dest="heartbeat_interval_seconds", type=float, metavar="SECONDS", help="default 5"
+    )
+
+
+def data_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> pathlib.Path:
+    value = getattr(args, "data_dir", None) or environ.get("VIVIFIED_DATA_DIR")
+    return pathlib.Path(value) if value else DEFAULT_DATA_DIR
+
+
+def core_config(args: argparse.Namespace, environ: Mapping[str, str]) -> CoreConfig:
+    """Flags win over the environment, which wins over built-in defaults."""
+    check_environment(environ)
+    values: dict[str, object] = {}
+    for variable, field in CORE_VARIABLES.items():
+        if field == "data_dir":
+            continue
+        flag = getattr(args, field, None)
+        raw: object = flag if flag is not None else environ.get(variable)
+        if raw is None:
+            continue
+        try:
+            if field in ("leaf_ttl_seconds",):
+                raw = int(raw)  # type: ignore[call-overload]
+            elif field in ("heartbeat_interval_seconds",):
+                raw = float(raw)  # type: ignore[arg-type]
+            elif field == "policy_file":
+                raw = pathlib.Path(str(raw))
+        except ValueError:
+            raise SettingsError(f"{variable} / --{field.replace('_', '-')} must be a number, got {raw!r}") from None
+        values[field] = raw
+    try:
+        return CoreConfig(data_dir=data_dir(args, environ), **values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None

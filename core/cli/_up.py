@@ -1,0 +1,158 @@
+"""`vivified core` and `vivified up`.
+
+`up` is the development profile's one command: it runs the core and every
+plugin under `vivified.plugins` that ships a manifest, approving each one
+itself through the admin service (audited like any operator call) and
+supervising it as a subprocess restarted with backoff when it crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import grpc
+
+from vivified.admin.v1 import plugin_admin_pb2 as pb
+from vivified.admin.v1 import plugin_admin_pb2_grpc
+from vivified.core.app import Core, RunningCore
+from vivified.core.cli._client import describe, open_channel, operator_target
+from vivified.core.config import CoreConfig
+from vivified.core.manifest import load_manifest_file
+
+_log = logging.getLogger("vivified.up")
+_MAX_BACKOFF = 30.0
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plugin shipped under `plugins/<name>/` with a manifest and `__main__`."""
+
+    module: str
+    manifest: Path
+
+
+def discover_plugins() -> list[PluginSpec]:
+    root = resources.files("vivified.plugins")
+    specs = []
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        manifest = entry / "manifest.yaml"
+        if entry.is_dir() and manifest.is_file() and (entry / "__main__.py").is_file():
+            specs.append(PluginSpec(module=f"vivified.plugins.{entry.name}", manifest=Path(str(manifest))))
+    return specs
+
+
+def grpcurl_hint(config: CoreConfig, running: RunningCore) -> str:
+    operator = config.data_dir / "operator"
+    return (
+        f"grpcurl -cacert {operator / 'ca.crt'} -cert {operator / 'operator.crt'} "
+        f"-key {operator / 'operator.key'} {running.listen_address} list"
+    )
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_core(config: CoreConfig) -> int:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    core = Core(config)
+    running = await core.start()
+    print(f"vivified core ready: mTLS {running.listen_address}, bootstrap {running.bootstrap_address}", flush=True)
+    print(f"list services: {grpcurl_hint(config, running)}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await core.stop()
+    return 0
+
+
+class Supervisor:
+    """Approves, starts and restarts the bundled plugins."""
+
+    def __init__(self, config: CoreConfig, running: RunningCore, environ: Mapping[str, str]) -> None:
+        self._config = config
+        self._running = running
+        self._environ = environ
+
+    async def _approve(self, spec: PluginSpec) -> str:
+        target = operator_target(self._config.data_dir, self._environ, self._running.listen_address)
+        async with open_channel(target) as channel:
+            stub = plugin_admin_pb2_grpc.PluginAdminServiceStub(channel)
+            try:
+                reply = await stub.ApprovePlugin(
+                    pb.ApprovePluginRequest(manifest=load_manifest_file(spec.manifest), replace=True), timeout=30
+                )
+            except grpc.aio.AioRpcError as err:
+                raise describe(err) from None
+        return reply.join_token
+
+    async def supervise(self, spec: PluginSpec, stop: asyncio.Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            token = await self._approve(spec)
+            env = {k: v for k, v in self._environ.items() if not k.startswith("VIVIFIED_")}
+            env.update(
+                VIVIFIED_MANIFEST=str(spec.manifest),
+                VIVIFIED_JOIN_TOKEN=token,
+                VIVIFIED_CA_FILE=str(self._config.data_dir / "operator" / "ca.crt"),
+                VIVIFIED_CORE_ADDRESS=self._running.listen_address,
+                VIVIFIED_BOOTSTRAP_ADDRESS=self._running.bootstrap_address,
+                VIVIFIED_TRUST_DOMAIN=self._running.trust_domain,
+            )
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", spec.module, env=env)
+            _log.info("started %s (pid %d)", spec.module, proc.pid)
+            waiter = asyncio.create_task(proc.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if stop.is_set():
+                await _terminate(proc)
+                return
+            _log.warning("%s exited with %s; restarting in %.0fs", spec.module, proc.returncode, backoff)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=backoff)
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def run_up(config: CoreConfig, environ: Mapping[str, str]) -> int:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    core = Core(config)
+    running = await core.start()
+    specs = discover_plugins()
+    print(f"vivified is up: core mTLS {running.listen_address}, bootstrap {running.bootstrap_address}, "
+          f"metrics http://{running.metrics_address}/metrics", flush=True)
+    print(f"plugins: {', '.join(s.module.rsplit('.', 1)[1] for s in specs) or '(none)'}", flush=True)
+    print(f"list the core's services with:\n  {grpcurl_hint(config, running)}", flush=True)
+    print("stop with Ctrl-C", flush=True)
+    supervisor = Supervisor(config, running, {**os.environ, **environ})
+    tasks = [asyncio.create_task(supervisor.supervise(spec, stop)) for spec in specs]
+    try:
+        await stop.wait()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await core.stop()
+    return 0

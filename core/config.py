@@ -1,0 +1,68 @@
+"""Typed configuration of the core. The environment and flags are read once, at
+the edge (the CLI); everything below receives these frozen objects."""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass, field
+
+from vivified.core.chain import RateLimitConfig
+
+PROFILES = ("development", "production")
+
+
+@dataclass(frozen=True)
+class CAPaths:
+    """Load the CA from these files instead of creating it in the data dir."""
+
+    root_certificate: pathlib.Path
+    issuing_certificate: pathlib.Path
+    issuing_key: pathlib.Path
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Everything the core needs to start."""
+
+    data_dir: pathlib.Path
+    """Keys, certificates, the SQLite database and audit checkpoints live here."""
+    profile: str = "development"
+    """`development` serves reflection; `production` does not."""
+    listen_address: str = "127.0.0.1:7443"
+    """mTLS port for plugins and operators (client certificate required)."""
+    bootstrap_address: str = "127.0.0.1:7444"
+    """Server-authenticated TLS port where plugins register with a join token."""
+    metrics_address: str = "127.0.0.1:9464"
+    """Prometheus endpoint."""
+    trust_domain: str = "vivified.local"
+    """SPIFFE trust domain of every identity the core issues."""
+    database_url: str | None = None
+    """SQLAlchemy URL; default: SQLite file `vivified.db` in the data dir."""
+    policy_file: pathlib.Path | None = None
+    """Policy rules (JSON) replacing the packaged rules."""
+    ca_paths: CAPaths | None = None
+    """Bring-your-own CA files; default: created in `<data_dir>/ca`."""
+    leaf_ttl_seconds: int = 3600
+    """Lifetime of a plugin certificate."""
+    join_token_ttl_seconds: int = 900
+    """Default lifetime of a join token."""
+    heartbeat_interval_seconds: float = 5.0
+    """How often plugins must heartbeat."""
+    heartbeat_misses: int = 3
+    """Missed heartbeats after which a plugin is unhealthy."""
+    init_timeout_seconds: float = 15.0
+    """How long the core keeps trying to reach a new plugin's Init."""
+    audit_checkpoint_seconds: float = 10.0
+    """How often a signed audit checkpoint is written."""
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest request or response message."""
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    """Per-principal rate limit."""
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
+        if self.leaf_ttl_seconds < 10:
+            raise ValueError("leaf_ttl_seconds must be at least 10")
+        if self.heartbeat_interval_seconds <= 0 or self.heartbeat_misses < 1:
+            raise ValueError("heartbeat interval must be positive and misses at least 1")

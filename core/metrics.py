@@ -1,0 +1,67 @@
+"""Prometheus metrics of the core, on a registry the core owns (no globals)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as _Tally
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from vivified.core.chain import Call
+from vivified.core.policy import Decision
+from vivified.core.registry import PluginRecord
+
+_STATUSES = ("approved", "active", "disabled", "revoked")
+
+
+class Metrics:
+    """Counters and gauges the chain, registry and audit log move."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.calls = Counter(
+            "vivified_rpc_calls", "RPCs handled by the core", ["service", "method", "code"], registry=self.registry
+        )
+        self.decisions = Counter(
+            "vivified_policy_decisions", "Policy decisions", ["outcome", "rule"], registry=self.registry
+        )
+        self.plugins = Gauge("vivified_plugins", "Known plugins by status", ["status"], registry=self.registry)
+        self.unhealthy = Gauge("vivified_plugins_unhealthy", "Active plugins that are unhealthy", registry=self.registry)
+        self.audit_write = Histogram(
+            "vivified_audit_write_seconds", "Audit group-commit latency", registry=self.registry
+        )
+        self.audit_records = Counter("vivified_audit_records", "Audit records committed", registry=self.registry)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def on_call_done(self, call: Call, code: grpc.StatusCode) -> None:
+        self.calls.labels(call.service, call.method_name, code.name).inc()
+
+    def on_decision(self, decision: Decision) -> None:
+        self.decisions.labels("allow" if decision.allowed else "deny", decision.rule_id).inc()
+
+    def on_audit_commit(self, batch: int, seconds: float) -> None:
+        self.audit_write.observe(seconds)
+        self.audit_records.inc(batch)
+
+    def on_plugins(self, records: Iterable[PluginRecord]) -> None:
+        listed = list(records)
+        tally = _Tally(r.status for r in listed)
+        for status in _STATUSES:
+            self.plugins.labels(status).set(tally.get(status, 0))
+        self.unhealthy.set(sum(1 for r in listed if r.status == "active" and r.health == "unhealthy"))
+
+    def serve(self, address: str) -> int:
+        """Serve /metrics on `host:port`; returns the bound port."""
+        host, _, port = address.rpartition(":")
+        self._server, self._thread = start_http_server(int(port), addr=host, registry=self.registry)
+        return int(self._server.server_port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

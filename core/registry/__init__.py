@@ -1,0 +1,25 @@
+"""The plugin registry: durable plugin state, registration, administration and health."""
+
+from vivified.core.registry._store import (
+    ACTIVE,
+    APPROVED,
+    DISABLED,
+    HEALTHY,
+    REVOKED,
+    UNHEALTHY,
+    UNKNOWN,
+    PluginRecord,
+    PluginStore,
+)
+
+__all__ = [
+    "ACTIVE",
+    "APPROVED",
+    "DISABLED",
+    "HEALTHY",
+    "REVOKED",
+    "UNHEALTHY",
+    "UNKNOWN",
+    "PluginRecord",
+    "PluginStore",
+]

@@ -1,0 +1,157 @@
+"""PluginAdminService: operators approve, list, enable, disable and revoke plugins."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from vivified.admin.v1 import plugin_admin_pb2 as pb
+from vivified.admin.v1 import plugin_admin_pb2_grpc
+from vivified.core.chain import StreamTracker
+from vivified.core.clock import Clock
+from vivified.core.errors import FailedPrecondition, InvalidArgument
+from vivified.core.manifest import manifest_sha256, reject_unknown_fields, validate_manifest
+from vivified.core.registry._registry_service import token_sha256
+from vivified.core.registry._store import (
+    ACTIVE,
+    APPROVED,
+    DISABLED,
+    HEALTHY,
+    REVOKED,
+    UNHEALTHY,
+    PluginRecord,
+    PluginStore,
+)
+from vivified.core.traits import TraitCatalogue
+
+_DOMAIN = "vivified.admin"
+_MAX_TOKEN_TTL = 24 * 3600
+_STATUS = {
+    APPROVED: pb.PLUGIN_STATUS_APPROVED,
+    ACTIVE: pb.PLUGIN_STATUS_ACTIVE,
+    DISABLED: pb.PLUGIN_STATUS_DISABLED,
+    REVOKED: pb.PLUGIN_STATUS_REVOKED,
+}
+_HEALTH = {HEALTHY: pb.PLUGIN_HEALTH_HEALTHY, UNHEALTHY: pb.PLUGIN_HEALTH_UNHEALTHY}
+
+
+def plugin_message(record: PluginRecord) -> pb.Plugin:
+    message = pb.Plugin(
+        plugin_id=record.plugin_id,
+        status=_STATUS[record.status],
+        health=_HEALTH.get(record.health, pb.PLUGIN_HEALTH_UNSPECIFIED),
+        granted_traits=sorted(record.granted_traits),
+        manifest_sha256=record.manifest_sha256,
+        endpoint=record.endpoint,
+        version=record.version,
+    )
+    if record.last_heartbeat_epoch is not None:
+        message.last_heartbeat_time.FromNanoseconds(int(record.last_heartbeat_epoch * 1e9))
+    return message
+
+
+def _require_id(plugin_id: str) -> str:
+    if not plugin_id:
+        raise InvalidArgument("plugin_id is required", reason="INVALID_REQUEST", domain=_DOMAIN)
+    return plugin_id
+
+
+class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
+    """Operator-facing plugin governance. Every call is audited by the chain."""
+
+    def __init__(
+        self,
+        *,
+        store: PluginStore,
+        catalogue: TraitCatalogue,
+        streams: StreamTracker,
+        clock: Clock,
+        token_ttl_seconds: int,
+        on_revoked: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._catalogue = catalogue
+        self._streams = streams
+        self._clock = clock
+        self._token_ttl = token_ttl_seconds
+        self._on_revoked = on_revoked
+
+    async def ApprovePlugin(
+        self, request: pb.ApprovePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ApprovePluginResponse:
+        if not request.HasField("manifest"):
+            raise InvalidArgument("manifest is required", reason="MANIFEST_INVALID", domain=_DOMAIN)
+        manifest = request.manifest
+        reject_unknown_fields(manifest)
+        validate_manifest(manifest, self._catalogue)
+        granted = frozenset(request.granted_traits or manifest.traits)
+        extra = sorted(granted - set(manifest.traits))
+        if extra:
+            raise InvalidArgument(
+                f"cannot grant traits the manifest does not request: {', '.join(extra)}",
+                reason="INVALID_REQUEST",
+                domain=_DOMAIN,
+            )
+        ttl = request.token_ttl_seconds or self._token_ttl
+        if not 0 < ttl <= _MAX_TOKEN_TTL:
+            raise InvalidArgument(
+                f"token_ttl_seconds must be between 1 and {_MAX_TOKEN_TTL}", reason="INVALID_REQUEST", domain=_DOMAIN
+            )
+        token = "vjt_" + secrets.token_urlsafe(32)
+        expires = int(self._clock.now().timestamp()) + ttl
+        digest = manifest_sha256(manifest)
+        previous = self._store.get(manifest.id)
+        await self._store.approve(
+            manifest, digest, granted, token_sha256(token), expires, replace_existing=request.replace
+        )
+        if previous is not None and previous.status in (ACTIVE, DISABLED):
+            self._streams.close_all(manifest.id)
+        response = pb.ApprovePluginResponse(
+            join_token=token, manifest_sha256=digest, granted_traits=sorted(granted)
+        )
+        response.token_expire_time.CopyFrom(timestamp_pb2.Timestamp(seconds=expires))
+        return response
+
+    async def ListPlugins(
+        self, request: pb.ListPluginsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListPluginsResponse:
+        return pb.ListPluginsResponse(plugins=[plugin_message(r) for r in self._store.all()])
+
+    async def EnablePlugin(
+        self, request: pb.EnablePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.EnablePluginResponse:
+        record = self._store.require(_require_id(request.plugin_id))
+        if record.status == APPROVED:
+            raise FailedPrecondition(
+                f"plugin {record.plugin_id!r} has not registered yet", reason="PLUGIN_STATE", domain=_DOMAIN
+            )
+        if record.status != ACTIVE:
+            record = await self._store.set_status(record.plugin_id, ACTIVE)
+        return pb.EnablePluginResponse(plugin=plugin_message(record))
+
+    async def DisablePlugin(
+        self, request: pb.DisablePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DisablePluginResponse:
+        record = self._store.require(_require_id(request.plugin_id))
+        if record.status == REVOKED:
+            raise FailedPrecondition(
+                f"plugin {record.plugin_id!r} is revoked", reason="PLUGIN_STATE", domain=_DOMAIN
+            )
+        if record.status != DISABLED:
+            record = await self._store.set_status(record.plugin_id, DISABLED)
+        self._streams.close_all(record.plugin_id)
+        return pb.DisablePluginResponse(plugin=plugin_message(record))
+
+    async def RevokePlugin(
+        self, request: pb.RevokePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RevokePluginResponse:
+        record = self._store.require(_require_id(request.plugin_id))
+        if record.status != REVOKED:
+            record = await self._store.set_status(record.plugin_id, REVOKED)
+        self._streams.close_all(record.plugin_id)
+        await self._on_revoked(record.plugin_id)
+        return pb.RevokePluginResponse(plugin=plugin_message(record))

@@ -1,0 +1,101 @@
+"""Core → plugin calls over mTLS with the core's own certificate.
+
+The plugin's server certificate is verified against the core's root and the
+host name `<id>.plugin.<trust-domain>`, so only that plugin can answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from vivified.core.clock import Clock
+from vivified.core.registry._store import PluginRecord
+from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoreIdentity:
+    """The material the core presents when it calls a plugin."""
+
+    root_pem: bytes
+    chain_pem: bytes
+    key_pem: bytes
+    trust_domain: str
+
+
+class PluginConnector:
+    """One cached channel per plugin endpoint."""
+
+    def __init__(self, identity: CoreIdentity, clock: Clock) -> None:
+        self._identity = identity
+        self._clock = clock
+        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._credentials = grpc.ssl_channel_credentials(
+            root_certificates=identity.root_pem, private_key=identity.key_pem, certificate_chain=identity.chain_pem
+        )
+
+    def channel(self, record: PluginRecord) -> grpc.aio.Channel:
+        cached = self._channels.get(record.plugin_id)
+        if cached is not None and cached[0] == record.endpoint:
+            return cached[1]
+        if cached is not None:
+            asyncio.ensure_future(cached[1].close())
+        channel = grpc.aio.secure_channel(
+            record.endpoint,
+            self._credentials,
+            options=[("grpc.ssl_target_name_override", f"{record.plugin_id}.plugin.{self._identity.trust_domain}")],
+        )
+        self._channels[record.plugin_id] = (record.endpoint, channel)
+        return channel
+
+    async def init(self, record: PluginRecord, timeout: float) -> bool:
+        """Call Init until it answers or `timeout` passes, then check health."""
+        channel = self.channel(record)
+        lifecycle = lifecycle_pb2_grpc.PluginLifecycleServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = self._clock.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                reply = await lifecycle.Init(
+                    lifecycle_pb2.InitRequest(plugin_id=record.plugin_id, granted_traits=sorted(record.granted_traits)),
+                    timeout=max(0.5, min(5.0, deadline - self._clock.monotonic())),
+                    wait_for_ready=True,
+                )
+                if not reply.ready:
+                    _log.warning("plugin %s answered Init but is not ready", record.plugin_id)
+                    return False
+                checked = await health.Check(health_pb2.HealthCheckRequest(), timeout=5.0)
+                return checked.status == health_pb2.HealthCheckResponse.SERVING
+            except grpc.aio.AioRpcError as exc:
+                if self._clock.monotonic() + delay >= deadline:
+                    _log.warning("plugin %s did not answer Init: %s", record.plugin_id, exc.code().name)
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def shutdown(self, record: PluginRecord, reason: str) -> None:
+        """Ask a plugin to stop; best effort, bounded."""
+        if not record.endpoint:
+            return
+        try:
+            await lifecycle_pb2_grpc.PluginLifecycleServiceStub(self.channel(record)).Shutdown(
+                lifecycle_pb2.ShutdownRequest(reason=reason), timeout=3.0
+            )
+        except grpc.aio.AioRpcError as exc:
+            _log.info("plugin %s did not acknowledge Shutdown: %s", record.plugin_id, exc.code().name)
+
+    async def forget(self, plugin_id: str) -> None:
+        cached = self._channels.pop(plugin_id, None)
+        if cached is not None:
+            await cached[1].close()
+
+    async def close(self) -> None:
+        for plugin_id in list(self._channels):
+            await self.forget(plugin_id)

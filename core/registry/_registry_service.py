@@ -1,0 +1,151 @@
+"""PluginRegistryService: Register (bootstrap port), RenewCertificate,
+Heartbeat and Deregister (mTLS port)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from vivified.core.ca import CertificateAuthority
+from vivified.core.chain import Authenticator, StreamTracker
+from vivified.core.errors import InvalidArgument, PermissionDenied
+from vivified.core.manifest import manifest_sha256, reject_unknown_fields, validate_manifest
+from vivified.core.registry._monitor import HealthMonitor
+from vivified.core.registry._store import APPROVED, REVOKED, PluginStore
+from vivified.core.traits import TraitCatalogue
+from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
+
+_DOMAIN = "vivified.registry"
+_MAX_TOKEN = 256
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _timestamp(epoch: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromSeconds(int(epoch))
+    return ts
+
+
+def validate_endpoint(endpoint: str) -> str:
+    """`host:port` with an IP literal or DNS name host and a port in 1..65535."""
+    host, sep, port = endpoint.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    valid_host = False
+    try:
+        ipaddress.ip_address(host)
+        valid_host = True
+    except ValueError:
+        labels = host.split(".")
+        valid_host = bool(host) and len(host) <= 253 and all(
+            0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii() for label in labels
+        )
+    if not sep or not valid_host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(
+            f"endpoint must be host:port with a port in 1-65535, got {endpoint[:80]!r}",
+            reason="INVALID_REQUEST",
+            domain=_DOMAIN,
+        )
+    return endpoint
+
+
+class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
+    """Admits plugins and keeps their identity fresh."""
+
+    def __init__(
+        self,
+        *,
+        store: PluginStore,
+        ca: CertificateAuthority,
+        catalogue: TraitCatalogue,
+        authenticator: Authenticator,
+        monitor: HealthMonitor,
+        streams: StreamTracker,
+        heartbeat_interval: float,
+        on_revoked: Callable[[str], Any],
+    ) -> None:
+        self._store = store
+        self._ca = ca
+        self._catalogue = catalogue
+        self._authn = authenticator
+        self._monitor = monitor
+        self._streams = streams
+        self._interval = int(max(1, round(heartbeat_interval)))
+        self._on_revoked = on_revoked
+
+    async def Register(
+        self, request: registry_pb2.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> registry_pb2.RegisterResponse:
+        if not request.HasField("manifest"):
+            raise InvalidArgument("manifest is required", reason="MANIFEST_INVALID", domain=_DOMAIN)
+        if not request.csr_pem:
+            raise InvalidArgument("csr_pem is required", reason="CSR_INVALID", domain=_DOMAIN)
+        if not request.join_token or len(request.join_token) > _MAX_TOKEN:
+            raise InvalidArgument("join_token is required", reason="INVALID_REQUEST", domain=_DOMAIN)
+        manifest = request.manifest
+        reject_unknown_fields(manifest)
+        validate_manifest(manifest, self._catalogue)
+        endpoint = validate_endpoint(request.endpoint)
+        digest = manifest_sha256(manifest)
+        token_hash = token_sha256(request.join_token)
+        await asyncio.to_thread(self._store.check_join_token, manifest.id, token_hash)
+        record = self._store.get(manifest.id)
+        if record is None or record.status != APPROVED or record.manifest_sha256 != digest:
+            raise PermissionDenied(
+                "this manifest is not the one the operator approved (sha256 differs); approve it again",
+                reason="MANIFEST_NOT_APPROVED",
+                domain=_DOMAIN,
+                metadata={"manifest_sha256": digest},
+            )
+        ungranted = sorted(set(manifest.traits) - record.granted_traits)
+        if ungranted:
+            raise PermissionDenied(
+                f"traits not granted by the operator: {', '.join(ungranted)}",
+                reason="TRAIT_NOT_GRANTED",
+                domain=_DOMAIN,
+            )
+        issued = self._ca.issue_plugin_certificate(manifest.id, request.csr_pem.encode())
+        not_after = int(issued.not_after.timestamp())
+        record = await self._store.register(manifest.id, token_hash, digest, endpoint, issued.serial, not_after)
+        self._monitor.registered(record)
+        return registry_pb2.RegisterResponse(
+            certificate_chain_pem=issued.chain_pem.decode(),
+            ca_certificate_pem=self._ca.root_pem.decode(),
+            spiffe_id=f"spiffe://{self._ca.trust_domain}/plugin/{manifest.id}",
+            expire_time=_timestamp(not_after),
+            heartbeat_interval_seconds=self._interval,
+        )
+
+    async def RenewCertificate(
+        self, request: registry_pb2.RenewCertificateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> registry_pb2.RenewCertificateResponse:
+        plugin_id = self._authn.principal(context).id
+        issued = self._ca.issue_plugin_certificate(plugin_id, request.csr_pem.encode())
+        not_after = int(issued.not_after.timestamp())
+        await self._store.record_certificate(f"plugin/{plugin_id}", issued.serial, not_after)
+        return registry_pb2.RenewCertificateResponse(
+            certificate_chain_pem=issued.chain_pem.decode(), expire_time=_timestamp(not_after)
+        )
+
+    async def Heartbeat(
+        self, request: registry_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> registry_pb2.HeartbeatResponse:
+        self._monitor.heartbeat(self._authn.principal(context).id)
+        return registry_pb2.HeartbeatResponse(heartbeat_interval_seconds=self._interval)
+
+    async def Deregister(
+        self, request: registry_pb2.DeregisterRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> registry_pb2.DeregisterResponse:
+        plugin_id = self._authn.principal(context).id
+        await self._store.set_status(plugin_id, REVOKED)
+        self._streams.close_all(plugin_id)
+        await self._on_revoked(plugin_id)
+        return registry_pb2.DeregisterResponse()

@@ -1,0 +1,40 @@
+"""Tables of the plugin registry. Times are integer epoch seconds (UTC), which
+compare the same way on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from vivified.core.db import metadata
+
+plugins_table = sa.Table(
+    "plugins",
+    metadata,
+    sa.Column("plugin_id", sa.String(63), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("manifest_sha256", sa.String(64), nullable=False),
+    sa.Column("manifest_json", sa.Text, nullable=False),
+    sa.Column("granted_traits", sa.Text, nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("endpoint", sa.String(270), nullable=False, default=""),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+join_tokens_table = sa.Table(
+    "join_tokens",
+    metadata,
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("plugin_id", sa.String(63), nullable=False, index=True),
+    sa.Column("manifest_sha256", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("used_at", sa.BigInteger, nullable=True),
+)
+
+certificates_table = sa.Table(
+    "certificates",
+    metadata,
+    sa.Column("serial", sa.String(40), primary_key=True),
+    sa.Column("subject", sa.String(128), nullable=False, index=True),
+    sa.Column("not_after", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+)

@@ -1,0 +1,75 @@
+"""The core's gRPC server: one grpc.aio server, one interceptor chain, two TLS
+listeners — the mTLS port (client certificate required) and the bootstrap port
+(server-authenticated TLS, where policy lets anonymous callers only register)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vivified.admin.v1 import plugin_admin_pb2, plugin_admin_pb2_grpc
+from vivified.core.chain import ChainInterceptor
+from vivified.core.config import CoreConfig
+from vivified.core.registry._admin_service import AdminService
+from vivified.core.registry._registry_service import RegistryService
+from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
+
+# TLS 1.2+ with AEAD suites only (gRPC's BoringSSL already refuses TLS < 1.2);
+# the variable is read by gRPC when credentials are created.
+AEAD_CIPHER_SUITES = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+    ]
+)
+
+
+def server_options(config: CoreConfig) -> Sequence[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_concurrent_streams", 256),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.http2.min_ping_interval_without_data_ms", 60_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.max_connection_idle_ms", 15 * 60_000),
+    ]
+
+
+def build_server(
+    *,
+    config: CoreConfig,
+    chain: ChainInterceptor,
+    registry: RegistryService,
+    admin: AdminService,
+    health_servicer: health.aio.HealthServicer,
+    root_pem: bytes,
+    chain_pem: bytes,
+    key_pem: bytes,
+) -> tuple[grpc.aio.Server, int, int]:
+    """Build the server and bind both ports; returns (server, mtls_port, bootstrap_port)."""
+    server = grpc.aio.server(interceptors=[chain], options=list(server_options(config)))
+    registry_pb2_grpc.add_PluginRegistryServiceServicer_to_server(registry, server)
+    plugin_admin_pb2_grpc.add_PluginAdminServiceServicer_to_server(admin, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if config.profile == "development":
+        names = (
+            registry_pb2.DESCRIPTOR.services_by_name["PluginRegistryService"].full_name,
+            plugin_admin_pb2.DESCRIPTOR.services_by_name["PluginAdminService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+    mtls = grpc.ssl_server_credentials(
+        [(key_pem, chain_pem)], root_certificates=root_pem, require_client_auth=True
+    )
+    bootstrap = grpc.ssl_server_credentials([(key_pem, chain_pem)], root_certificates=None, require_client_auth=False)
+    mtls_port = server.add_secure_port(config.listen_address, mtls)
+    bootstrap_port = server.add_secure_port(config.bootstrap_address, bootstrap)
+    return server, mtls_port, bootstrap_port

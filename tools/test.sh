@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The full test suite on a fresh machine: installs what it needs, checks the
+# contracts and generated code, then runs every test. Usage: bash tools/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tools/setup.sh
+
+echo "== contracts: buf lint, format, generated code, breaking changes"
+node_modules/.bin/buf lint
+node_modules/.bin/buf format --diff --exit-code
+node_modules/.bin/buf generate
+if ! git diff --quiet -- gen || [ -n "$(git ls-files --others --exclude-standard gen)" ]; then
+  echo "gen/ is stale: run 'node_modules/.bin/buf generate' and commit the result" >&2
+  git status --short gen >&2
+  exit 1
+fi
+if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto 2>/dev/null; then
+  node_modules/.bin/buf breaking --against ".git#ref=HEAD~1"
+else
+  echo "buf breaking: no earlier commit with proto/ to compare against"
+fi
+
+echo "== tests"
+python -m pytest "$@"
