@@ -79,7 +79,7 @@ class CheckpointSigner:
                 )
             loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(loaded, ed25519.Ed25519PrivateKey):
-                raise ValueError(f"audit checkpoint key {key_path} is not an Ed25519 key")
+                raise TypeError(f"audit checkpoint key {key_path} is not an Ed25519 key")
             key = loaded
         signer = cls(key)
         pub_path = public_key_path(key_path)
@@ -99,7 +99,9 @@ class CheckpointSigner:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
-    def write(self, path: Path, *, seq: int, hash: str, count: int, time: dt.datetime) -> Checkpoint:
+    def write(
+        self, path: Path, *, seq: int, hash: str, count: int, time: dt.datetime
+    ) -> Checkpoint:
         """Sign a checkpoint and append it to `path` as one JSON line, fsynced
         before returning."""
         checkpoint = Checkpoint(seq=seq, hash=hash, count=count, time=format_time(time))
@@ -128,7 +130,7 @@ def load_public_key(path: Path) -> ed25519.Ed25519PublicKey:
     """The Ed25519 public key in the PEM file at `path`."""
     key = serialization.load_pem_public_key(path.read_bytes())
     if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise ValueError(f"{path} is not an Ed25519 public key")
+        raise TypeError(f"{path} is not an Ed25519 public key")
     return key
 
 

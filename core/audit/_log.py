@@ -12,8 +12,6 @@ the head is re-read from the database, never advanced in memory alone.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import datetime as dt
 import logging
 import queue
 import threading
@@ -23,6 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
+from vivified.core.audit._handoff import Pending, settle
 from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
 from vivified.core.audit._table import audit_table
 from vivified.core.clock import Clock
@@ -34,14 +33,6 @@ _log = logging.getLogger(__name__)
 # this process has one writer and SQLite serialises writers across processes;
 # the primary key on seq turns any lost race into a failed batch, never a fork.
 _PG_LOCK_KEY = 0x766976_61756474  # "viv" "audt"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Pending:
-    record: AuditRecord
-    time: dt.datetime
-    future: asyncio.Future[StoredRecord]
-    loop: asyncio.AbstractEventLoop
 
 
 _STOP = object()
@@ -74,7 +65,7 @@ class AuditLog:
         self._every = checkpoint_every
         self._max_batch = max_batch
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
         # Owned by the writer thread once started.
@@ -100,11 +91,11 @@ class AuditLog:
 
     async def append(self, record: AuditRecord) -> StoredRecord:
         """Record `record`; returns once it is committed (durable)."""
-        if self._thread is None or self._closed:
+        if self._thread is None or self._closed or not self._thread.is_alive():
             raise RuntimeError("audit log is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StoredRecord] = loop.create_future()
-        self._queue.put(_Pending(record, self._clock.now(), future, loop))
+        self._queue.put(Pending(record, self._clock.now(), future, loop))
         # A caller cancelled while waiting does not stop the write: the record
         # still commits (the writer skips its cancelled future).
         return await future
@@ -140,7 +131,7 @@ class AuditLog:
                 else:
                     batch.append(more)
             if batch:
-                self._commit([p for p in batch if isinstance(p, _Pending)])
+                self._commit([p for p in batch if isinstance(p, Pending)])
             if stop and self._queue.empty():
                 if self._head[0] != self._checkpointed_seq:
                     self._write_checkpoint()
@@ -149,7 +140,7 @@ class AuditLog:
                 # Appends raced with close(); serve them before stopping.
                 self._queue.put(_STOP)
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: list[Pending]) -> None:
         started = self._clock.monotonic()
         try:
             with self._engine.begin() as conn:
@@ -165,46 +156,22 @@ class AuditLog:
                     prev = record.hash
                     stored.append(record)
                 conn.execute(audit_table.insert(), [r.as_row() for r in stored])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every caller must learn of any failure
             _log.error("audit batch of %d failed: %s", len(batch), type(exc).__name__)
-            self._resolve(batch, None, exc)
+            settle(batch, None, exc)
             try:
                 self._head = self._read_head()
-            except Exception:
+            except Exception:  # noqa: BLE001 - the writer thread must survive
                 _log.exception("audit head reload failed")
             return
         self._head = (stored[-1].seq, stored[-1].hash)
         if self._on_commit is not None:
             try:
                 self._on_commit(len(batch), self._clock.monotonic() - started)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a metrics bug must not fail audit
                 _log.exception("audit on_commit hook failed")
         self._checkpoint_if_due()
-        self._resolve(batch, stored, None)
-
-    @staticmethod
-    def _resolve(
-        batch: list[_Pending], stored: list[StoredRecord] | None, exc: BaseException | None
-    ) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[int, _Pending]]] = {}
-        for index, pending in enumerate(batch):
-            by_loop.setdefault(pending.loop, []).append((index, pending))
-
-        def settle(items: list[tuple[int, _Pending]]) -> None:
-            for index, pending in items:
-                if pending.future.done():
-                    continue
-                if stored is not None:
-                    pending.future.set_result(stored[index])
-                elif exc is not None:
-                    pending.future.set_exception(exc)
-
-        for loop, items in by_loop.items():
-            try:
-                # One wake-up per loop per batch, not one per record.
-                loop.call_soon_threadsafe(settle, items)
-            except RuntimeError:
-                _log.warning("audit caller's event loop closed before its result")
+        settle(batch, stored, None)
 
     def _checkpoint_if_due(self) -> None:
         due = (
@@ -222,7 +189,7 @@ class AuditLog:
             checkpoint = self._signer.write(
                 self._checkpoint_path, seq=seq, hash=head_hash, count=seq, time=self._clock.now()
             )
-        except OSError:
+        except Exception:  # noqa: BLE001 - the writer thread must survive
             # The records are committed; losing one anchor only widens the
             # window an attacker could truncate, so log loudly and go on.
             _log.exception("audit checkpoint write to %s failed", self._checkpoint_path)

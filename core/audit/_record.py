@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from typing import Any
 
 GENESIS_HASH = "0" * 64
 """`prev_hash` of the first record (seq 1)."""
@@ -32,7 +33,7 @@ def format_time(value: dt.datetime) -> str:
     """ISO-8601 UTC with microseconds and `Z`, e.g. `2030-01-01T00:00:00.000000Z`."""
     if value.tzinfo is None:
         raise ValueError("audit time must be timezone-aware")
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical_json(value: Mapping[str, object]) -> str:
@@ -61,6 +62,9 @@ class AuditRecord:
     outcome: str = "OK"
     trace_id: str = ""
     detail: Mapping[str, str] | None = None
+    _detail_text: str | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # Explicit checks, not asserts: a malformed record must never reach
@@ -79,12 +83,13 @@ class AuditRecord:
             # Freeze a private copy so a caller mutating its dict later cannot
             # change what gets hashed.
             object.__setattr__(self, "detail", dict(self.detail))
+            object.__setattr__(self, "_detail_text", canonical_json(self.detail))
             if len(self.detail_text() or "") > MAX_DETAIL_CHARS:
                 raise ValueError(f"audit detail exceeds {MAX_DETAIL_CHARS} characters")
 
     def detail_text(self) -> str | None:
         """The detail as stored: canonical JSON, or None when absent."""
-        return None if self.detail is None else canonical_json(self.detail)
+        return self._detail_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +117,7 @@ class StoredRecord:
         """The stored form of `record` placed after `prev_hash` at `seq`."""
         unhashed = cls(
             seq=seq,
-            time=time.astimezone(dt.timezone.utc),
+            time=time.astimezone(dt.UTC),
             actor=record.actor,
             action=record.action,
             resource=record.resource,
@@ -125,21 +130,20 @@ class StoredRecord:
             prev_hash=prev_hash,
             hash="",
         )
-        return dataclasses.replace(unhashed, hash=unhashed.compute_hash())
+        # Set on the instance nobody else has seen yet, the way a frozen
+        # dataclass's own __init__ does: half the cost of building it twice.
+        object.__setattr__(unhashed, "hash", unhashed.compute_hash())
+        return unhashed
 
     @classmethod
-    def from_row(cls, row: Mapping[str, object]) -> StoredRecord:
+    def from_row(cls, row: Mapping[Any, object]) -> StoredRecord:
         """Build from a table row; SQLite returns naive datetimes, which the
         writer stored as UTC."""
         when = row["time"]
         seq = row["seq"]
         if not isinstance(when, dt.datetime) or not isinstance(seq, int):
-            raise ValueError(f"audit row {seq!r} has no valid seq or time")
-        when = (
-            when.replace(tzinfo=dt.timezone.utc)
-            if when.tzinfo is None
-            else when.astimezone(dt.timezone.utc)
-        )
+            raise TypeError(f"audit row {seq!r} has no valid seq or time")
+        when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
         detail = row["detail"]
         return cls(
             seq=seq,
@@ -182,4 +186,4 @@ class StoredRecord:
 
     def as_row(self) -> dict[str, object]:
         """Column values for an INSERT."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dict(vars(self))

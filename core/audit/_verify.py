@@ -37,40 +37,58 @@ class VerifyResult:
     problem: str
 
 
+class _Unreadable(Exception):
+    """A row whose columns cannot even be decoded (e.g. text in a datetime)."""
+
+
+def _fetch(engine: sa.Engine, after: int, limit: int) -> list[StoredRecord]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(audit_table)
+            .where(audit_table.c.seq > after)
+            .order_by(audit_table.c.seq)
+            .limit(limit)
+        ).mappings()
+        return [StoredRecord.from_row(row) for row in rows]
+
+
 def _rows(engine: sa.Engine) -> Iterator[StoredRecord]:
     # Keyset pages, each in its own short read: memory stays bounded and no
     # long-lived read transaction holds back the writer (or the WAL).
     last = 0
     while True:
-        with engine.connect() as conn:
-            page = conn.execute(
-                sa.select(audit_table)
-                .where(audit_table.c.seq > last)
-                .order_by(audit_table.c.seq)
-                .limit(_PAGE)
-            ).mappings().all()
+        try:
+            page = _fetch(engine, last, _PAGE)
+        except (ValueError, TypeError):
+            # Some row of this page is undecodable: go one row at a time to
+            # find out which position it holds.
+            try:
+                page = _fetch(engine, last, 1)
+            except (ValueError, TypeError) as exc:
+                raise _Unreadable(str(exc)) from exc
         if not page:
             return
-        for row in page:
-            yield StoredRecord.from_row(row)
-        last = int(page[-1]["seq"])
+        yield from page
+        last = page[-1].seq
 
 
 def _walk(engine: sa.Engine) -> VerifyResult:
     count, prev = 0, GENESIS_HASH
-    for record in _rows(engine):
-        expected = count + 1
-        if record.seq != expected:
-            return VerifyResult(
-                False, count, expected, f"seq {expected} is missing (next row is seq {record.seq})"
-            )
-        if record.compute_hash() != record.hash:
-            return VerifyResult(False, count, expected, f"seq {expected}: hash does not match its content")
-        if record.prev_hash != prev:
-            return VerifyResult(
-                False, count, expected, f"seq {expected}: prev_hash does not link to seq {count}"
-            )
-        count, prev = expected, record.hash
+    try:
+        for record in _rows(engine):
+            expected = count + 1
+            if record.seq != expected:
+                problem = f"seq {expected} is missing (next row is seq {record.seq})"
+                return VerifyResult(False, count, expected, problem)
+            if record.compute_hash() != record.hash:
+                problem = f"seq {expected}: hash does not match its content"
+                return VerifyResult(False, count, expected, problem)
+            if record.prev_hash != prev:
+                problem = f"seq {expected}: prev_hash does not link to seq {count}"
+                return VerifyResult(False, count, expected, problem)
+            count, prev = expected, record.hash
+    except _Unreadable as exc:
+        return VerifyResult(False, count, count + 1, f"row after seq {count} is unreadable: {exc}")
     return VerifyResult(True, count, None, "")
 
 
@@ -131,7 +149,9 @@ def tail(engine: sa.Engine, n: int) -> list[StoredRecord]:
     if n <= 0:
         return []
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(audit_table).order_by(audit_table.c.seq.desc()).limit(n)
-        ).mappings().all()
+        rows = (
+            conn.execute(sa.select(audit_table).order_by(audit_table.c.seq.desc()).limit(n))
+            .mappings()
+            .all()
+        )
     return [StoredRecord.from_row(row) for row in reversed(rows)]

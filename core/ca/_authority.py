@@ -73,7 +73,14 @@ class CertificateAuthority:
 
     @classmethod
     def load(
-        cls, root_cert: Path, issuing_cert: Path, issuing_key: Path, config: CAConfig, clock: Clock
+        cls,
+        root_cert: Path,
+        issuing_cert: Path,
+        issuing_key: Path,
+        config: CAConfig,
+        clock: Clock,
+        *,
+        random_bytes: RandomBytes = secrets.token_bytes,
     ) -> CertificateAuthority:
         """Load CA material from explicitly configured paths (e.g. mounted secrets)."""
         return cls(
@@ -82,6 +89,7 @@ class CertificateAuthority:
             issuing_key=load_private_key(issuing_key),
             config=config,
             clock=clock,
+            random_bytes=random_bytes,
         )
 
     @classmethod
@@ -156,7 +164,9 @@ class CertificateAuthority:
         )
         return self._issue(profile, _public_key(key), self._config.core_ttl)
 
-    def issue_operator_certificate(self, name: str, key: SigningKey | SubjectPublicKey) -> IssuedCertificate:
+    def issue_operator_certificate(
+        self, name: str, key: SigningKey | SubjectPublicKey
+    ) -> IssuedCertificate:
         """A client-only certificate for an operator's admin tooling."""
         profile = LeafProfile(
             common_name=name,
@@ -166,7 +176,9 @@ class CertificateAuthority:
         )
         return self._issue(profile, _public_key(key), self._config.operator_ttl)
 
-    def _issue(self, profile: LeafProfile, public_key: SubjectPublicKey, ttl: dt.timedelta) -> IssuedCertificate:
+    def _issue(
+        self, profile: LeafProfile, public_key: SubjectPublicKey, ttl: dt.timedelta
+    ) -> IssuedCertificate:
         now = self._clock.now()
         ca_not_after = self._issuing_cert.not_valid_after_utc
         if now >= ca_not_after:

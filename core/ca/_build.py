@@ -110,14 +110,21 @@ def _ca_builder(
         # The trust domain in the CA's own SAN lets a loader tell that CA
         # material belongs to another deployment before it issues anything.
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]),
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]
+            ),
             critical=False,
         )
     )
 
 
 def build_root(
-    *, key: SigningKey, trust_domain: str, serial: int, not_before: dt.datetime, not_after: dt.datetime
+    *,
+    key: SigningKey,
+    trust_domain: str,
+    serial: int,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
 ) -> x509.Certificate:
     """Self-signed root: CA, path length 1 (it signs issuing CAs, which sign leaves)."""
     subject = _name(f"Vivified root CA {trust_domain}", "Vivified")

@@ -42,7 +42,9 @@ def load_certificate_file(path: Path) -> x509.Certificate:
     except ValueError:
         raise CAError(f"certificate file {path} holds no valid PEM certificate") from None
     if len(certs) != 1:
-        raise CAError(f"certificate file {path} must hold exactly one certificate, found {len(certs)}")
+        raise CAError(
+            f"certificate file {path} must hold exactly one certificate, found {len(certs)}"
+        )
     return certs[0]
 
 
@@ -69,7 +71,11 @@ def _require_trust_domain(cert: x509.Certificate, role: str, trust_domain: str) 
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return
-    uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("spiffe://")]
+    uris = [
+        u
+        for u in san.get_values_for_type(x509.UniformResourceIdentifier)
+        if u.startswith("spiffe://")
+    ]
     if uris and f"spiffe://{trust_domain}" not in uris:
         raise CAError(
             f"{role} certificate belongs to {', '.join(uris)}, not to trust domain {trust_domain!r}"

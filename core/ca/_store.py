@@ -65,7 +65,9 @@ def load_or_create_material(
     )
 
 
-def _create(directory: Path, config: CAConfig, clock: Clock, random_bytes: RandomBytes) -> CAMaterial:
+def _create(
+    directory: Path, config: CAConfig, clock: Clock, random_bytes: RandomBytes
+) -> CAMaterial:
     now = clock.now()
     not_before = now - config.clock_skew
     root_key, issuing_key = new_private_key(), new_private_key()
@@ -90,5 +92,9 @@ def _create(directory: Path, config: CAConfig, clock: Clock, random_bytes: Rando
     write_private_key(directory / "root.key", root_key)
     write_private_key(directory / "issuing.key", issuing_key)
     atomic_write(directory / "root.crt", root_cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    atomic_write(directory / "issuing.crt", issuing_cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    return CAMaterial(root_cert=root_cert, issuing_cert=issuing_cert, issuing_key=issuing_key, root_key=root_key)
+    atomic_write(
+        directory / "issuing.crt", issuing_cert.public_bytes(serialization.Encoding.PEM), 0o644
+    )
+    return CAMaterial(
+        root_cert=root_cert, issuing_cert=issuing_cert, issuing_key=issuing_key, root_key=root_key
+    )

@@ -5,7 +5,7 @@ from vivified.core.chain._authn import AuthenticationLayer, Authenticator
 from vivified.core.chain._build import ChainInterceptor, Layer, build_chain, compose
 from vivified.core.chain._call import Call, Principal
 from vivified.core.chain._deny import Denier
-from vivified.core.chain._errors import DomainErrorLayer, ErrorBoundaryLayer
+from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
 from vivified.core.chain._rate_limit import RateLimitConfig, RateLimitLayer, TokenBuckets
 from vivified.core.chain._status import abort_with, status_metadata
@@ -20,7 +20,6 @@ __all__ = [
     "Call",
     "ChainInterceptor",
     "Denier",
-    "DomainErrorLayer",
     "ErrorBoundaryLayer",
     "Layer",
     "PluginView",

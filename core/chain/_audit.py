@@ -8,6 +8,7 @@ import grpc
 
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain._call import Call, Proceed
+from vivified.core.errors import VivifiedError
 
 
 def _resource(call: Call) -> str:
@@ -47,7 +48,8 @@ class AuditRecorder:
 
 class AuditLayer:
     """Records every allowed call exactly once: a unary call when it has its
-    outcome (before the response leaves), a stream when it opens."""
+    outcome (before the response or error status leaves), a stream when it
+    opens. Domain errors pass through to the error boundary, which sends them."""
 
     def __init__(self, recorder: AuditRecorder) -> None:
         self._recorder = recorder
@@ -63,8 +65,13 @@ class AuditLayer:
         except asyncio.CancelledError:
             call.code = grpc.StatusCode.CANCELLED
             raise
+        except VivifiedError as exc:
+            call.reason = exc.reason
+            await self._finish(call, exc.code)
+            raise
         except grpc.aio.AbortError:
-            await self._finish(call, call.code or call.context.code() or grpc.StatusCode.UNKNOWN)
+            # The handler aborted by itself, so its status has already been sent.
+            await self._finish(call, call.context.code() or grpc.StatusCode.UNKNOWN)
             raise
         except Exception:
             await self._finish(call, grpc.StatusCode.INTERNAL)

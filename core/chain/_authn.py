@@ -28,9 +28,9 @@ class Authenticator:
         A peer without a client certificate (bootstrap port) is anonymous."""
         pems = context.auth_context().get("x509_pem_cert")
         if not pems:
-            peer = context.peer() or ""
-            host = peer.rsplit(":", 1)[0] if peer.count(":") else peer
-            return Principal(kind="anonymous", id=host)
+            # context.peer() is e.g. "ipv4:127.0.0.1:54321" or "ipv6:[::1]:54321".
+            _, _, address = (context.peer() or "").partition(":")
+            return Principal(kind="anonymous", id=address.rpartition(":")[0] or "unknown")
         peer_cert = self._parser.parse(pems[0])
         if self._is_revoked(peer_cert.serial):
             raise Unauthenticated(

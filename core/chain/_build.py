@@ -3,7 +3,7 @@
 Order, outermost first (see ARCHITECTURE §3):
 
     error boundary → tracing → authentication → status gate → rate limit
-    → policy → audit → domain errors → handler
+    → policy → audit → handler
 
 Each layer is one class with one concern and the signature
 `async (call: Call, proceed) -> None`. The chain is a single grpc.aio server
@@ -24,7 +24,7 @@ from vivified.core.chain._audit import AuditLayer, AuditRecorder
 from vivified.core.chain._authn import AuthenticationLayer, Authenticator
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._deny import Denier
-from vivified.core.chain._errors import DomainErrorLayer, ErrorBoundaryLayer
+from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
 from vivified.core.chain._rate_limit import RateLimitLayer, TokenBuckets
 from vivified.core.chain._status_gate import PluginView, StatusGateLayer, StreamTracker
@@ -164,6 +164,5 @@ def build_chain(
             RateLimitLayer(buckets, denier),
             PolicyLayer(policy_index, denier, on_decision),
             AuditLayer(audit),
-            DomainErrorLayer(),
         ]
     )

@@ -1,9 +1,11 @@
-"""The two error edges of the chain.
+"""The chain's error edge.
 
-`ErrorBoundaryLayer` (outermost) turns any unexpected exception into a
-sanitised INTERNAL, auditing it when no inner layer did. `DomainErrorLayer`
-(innermost) maps `VivifiedError` raised by handlers to canonical codes with a
-`google.rpc.ErrorInfo` detail."""
+`ErrorBoundaryLayer` is outermost. It maps a `VivifiedError` raised by a
+handler to its canonical code with a `google.rpc.ErrorInfo` detail, and turns
+any unexpected exception into a sanitised INTERNAL, auditing it when no inner
+layer did. It sends the status only after the audit layer has recorded the
+outcome: grpc.aio's `abort` transmits the status at once, so aborting deeper
+would acknowledge the call before its audit record is committed."""
 
 from __future__ import annotations
 
@@ -34,6 +36,13 @@ class ErrorBoundaryLayer:
         except (grpc.aio.AbortError, asyncio.CancelledError):
             self._on_done(call, call.code or grpc.StatusCode.CANCELLED)
             raise
+        except VivifiedError as exc:
+            call.code, call.reason = exc.code, exc.reason
+            if not call.audited:
+                await self._audit.record(call, outcome=exc.code.name)
+                call.audited = True
+            self._on_done(call, exc.code)
+            await abort_with(call.context, exc.code, exc.message, exc.reason, exc.domain, exc.metadata)
         except Exception:
             _log.exception("unexpected error in %s (trace %s)", call.method, call.trace_id)
             call.code = grpc.StatusCode.INTERNAL
@@ -51,15 +60,3 @@ class ErrorBoundaryLayer:
             )
         else:
             self._on_done(call, call.code or grpc.StatusCode.OK)
-
-
-class DomainErrorLayer:
-    """Innermost: runs the handler and maps domain errors to rich statuses."""
-
-    async def __call__(self, call: Call, proceed: Proceed) -> None:
-        try:
-            await proceed(call)
-        except VivifiedError as exc:
-            call.code = exc.code
-            call.reason = exc.reason
-            await abort_with(call.context, exc.code, exc.message, exc.reason, exc.domain, exc.metadata)

@@ -4,14 +4,17 @@ The operator approves a manifest by its sha256, so the digest must depend
 on content only: the same manifest read from YAML, JSON or the wire gives
 the same digest, and any changed field gives another. The canonical form is
 the proto JSON mapping with proto field names, sorted keys, no whitespace
-and ASCII escapes; default values are omitted by MessageToDict, which is
-what makes "absent" and "empty" the same content.
+and ASCII escapes. MessageToDict omits default scalars and empty lists but
+keeps an empty sub-message that was set (`security: {}`), and proto keeps
+that presence across the wire; such empty mappings are pruned, so a file
+with `security: {}` and a message built without `security` share a digest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -21,10 +24,21 @@ from vivified.core.manifest._problem import manifest_invalid
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
 
+def _prune_empty(value: dict[str, Any]) -> dict[str, Any]:
+    pruned = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            item = _prune_empty(item)
+            if not item:
+                continue
+        pruned[key] = item
+    return pruned
+
+
 def canonical_json(manifest: PluginManifest) -> str:
     """The canonical text the digest is taken over."""
     return json.dumps(
-        MessageToDict(manifest, preserving_proto_field_name=True),
+        _prune_empty(MessageToDict(manifest, preserving_proto_field_name=True)),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=True,
@@ -37,7 +51,8 @@ def manifest_sha256(manifest: PluginManifest) -> str:
 
 
 def _unknown_numbers(message: Message, path: str) -> list[str]:
-    found = [f"{path or 'manifest'} field {f.field_number}" for f in UnknownFieldSet(message)]
+    unknown = UnknownFieldSet(message)
+    found = [f"{path or 'manifest'} field {unknown[i].field_number}" for i in range(len(unknown))]
     for field, value in message.ListFields():
         if field.message_type is None:
             continue

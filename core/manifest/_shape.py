@@ -68,7 +68,7 @@ def _check_field(value: object, field: FieldDescriptor, path: str, source: str) 
 
 def _check_single(value: object, field: FieldDescriptor, path: str, source: str) -> None:
     kind = field.type
-    if kind == FieldDescriptor.TYPE_MESSAGE:
+    if kind == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
         check_message(value, field.message_type, path, source)
     elif kind == FieldDescriptor.TYPE_STRING:
         if not isinstance(value, str):
@@ -82,7 +82,7 @@ def _check_single(value: object, field: FieldDescriptor, path: str, source: str)
             raise manifest_invalid(f"{source}: {path}: expected an integer, got {describe(value)}")
         if not _INT32_MIN <= value <= _INT32_MAX:
             raise manifest_invalid(f"{source}: {path}: integer out of range")
-    elif kind == FieldDescriptor.TYPE_ENUM:
+    elif kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
         names = field.enum_type.values_by_name
         if not isinstance(value, str) or value not in names:
             raise manifest_invalid(

@@ -50,7 +50,7 @@ def public_key_path(key_path: Path, signer: CheckpointSigner) -> Path:
 
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+    return ManualClock(dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
 
 
 @pytest.fixture

@@ -50,26 +50,45 @@ async def test_hash_is_sha256_of_canonical_json_and_links_to_previous(
     log = make_log()
     await log.start()
     first = await log.append(
-        AuditRecord(actor="operator:admin", action="plugin.approve", resource="plugin/email",
-                    detail={"traits": "handles_pii", "manifest": "abc"})
+        AuditRecord(
+            actor="operator:admin",
+            action="plugin.approve",
+            resource="plugin/email",
+            detail={"traits": "handles_pii", "manifest": "abc"},
+        )
     )
     clock.advance(1.5)
-    second = await log.append(AuditRecord(actor="anonymous:127.0.0.1", action="x", decision="deny",
-                                          reason="IDENTITY_MISSING", outcome="UNAUTHENTICATED"))
+    second = await log.append(
+        AuditRecord(
+            actor="anonymous:127.0.0.1",
+            action="x",
+            decision="deny",
+            reason="IDENTITY_MISSING",
+            outcome="UNAUTHENTICATED",
+        )
+    )
     await log.close()
 
     # Recomputed independently of the module, from the documented format.
     expected = {
-        "seq": 1, "time": "2030-01-01T00:00:00.000000Z", "actor": "operator:admin",
-        "action": "plugin.approve", "resource": "plugin/email", "decision": "allow",
-        "reason": "", "rule_id": "", "outcome": "OK", "trace_id": "",
-        "detail": '{"manifest":"abc","traits":"handles_pii"}', "prev_hash": "0" * 64,
+        "seq": 1,
+        "time": "2030-01-01T00:00:00.000000Z",
+        "actor": "operator:admin",
+        "action": "plugin.approve",
+        "resource": "plugin/email",
+        "decision": "allow",
+        "reason": "",
+        "rule_id": "",
+        "outcome": "OK",
+        "trace_id": "",
+        "detail": '{"manifest":"abc","traits":"handles_pii"}',
+        "prev_hash": "0" * 64,
     }
     blob = json.dumps(expected, sort_keys=True, separators=(",", ":")).encode()
     assert first.hash == hashlib.sha256(blob).hexdigest()
     assert first.prev_hash == GENESIS_HASH
     assert (second.seq, second.prev_hash) == (2, first.hash)
-    assert second.time == dt.datetime(2030, 1, 1, 0, 0, 1, 500000, tzinfo=dt.timezone.utc)
+    assert second.time == dt.datetime(2030, 1, 1, 0, 0, 1, 500000, tzinfo=dt.UTC)
 
 
 @pytest.mark.asyncio
@@ -86,9 +105,11 @@ async def test_append_resolves_only_after_commit(
             # A separate engine (own connection, own pool) sees the row the
             # moment append returns: it was committed, not merely queued.
             with raw_engine.connect() as conn:
-                row = conn.execute(
-                    sa.select(audit_table).where(audit_table.c.seq == stored.seq)
-                ).mappings().one()
+                row = (
+                    conn.execute(sa.select(audit_table).where(audit_table.c.seq == stored.seq))
+                    .mappings()
+                    .one()
+                )
             assert StoredRecord.from_row(row) == stored
     finally:
         await log.close()

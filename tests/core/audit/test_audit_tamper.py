@@ -60,9 +60,7 @@ def _update(engine: sa.Engine, seq: int, **values: object) -> None:
 
 def _row(engine: sa.Engine, seq: int) -> StoredRecord:
     with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(audit_table).where(audit_table.c.seq == seq)
-        ).mappings().one()
+        row = conn.execute(sa.select(audit_table).where(audit_table.c.seq == seq)).mappings().one()
     return StoredRecord.from_row(row)
 
 
@@ -71,9 +69,13 @@ def _rechain_from(engine: sa.Engine, seq: int) -> None:
     prev_hash and hash from there on, so the table is self-consistent again."""
     prev = _row(engine, seq - 1).hash if seq > 1 else "0" * 64
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(audit_table).where(audit_table.c.seq >= seq).order_by(audit_table.c.seq)
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(audit_table).where(audit_table.c.seq >= seq).order_by(audit_table.c.seq)
+            )
+            .mappings()
+            .all()
+        )
     for row in rows:
         record = StoredRecord.from_row(row)
         fixed = StoredRecord(**{**record.as_row(), "prev_hash": prev, "hash": ""})  # type: ignore[arg-type]
@@ -91,8 +93,11 @@ def test_checkpoints_were_written_where_expected(
 
 
 def test_edited_row_names_its_seq(
-    written: list[StoredRecord], raw_engine: sa.Engine, engine: sa.Engine,
-    checkpoint_path: Path, public_key_path: Path,
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
 ) -> None:
     _update(raw_engine, 7, actor="plugin:someone-else")
 
@@ -103,8 +108,11 @@ def test_edited_row_names_its_seq(
 
 
 def test_deleted_row_names_the_start_of_the_gap(
-    written: list[StoredRecord], raw_engine: sa.Engine, engine: sa.Engine,
-    checkpoint_path: Path, public_key_path: Path,
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
 ) -> None:
     with raw_engine.begin() as conn:
         conn.execute(audit_table.delete().where(audit_table.c.seq.in_([4, 5])))
@@ -116,8 +124,11 @@ def test_deleted_row_names_the_start_of_the_gap(
 
 
 def test_swapped_rows_name_the_first_of_them(
-    written: list[StoredRecord], raw_engine: sa.Engine, engine: sa.Engine,
-    checkpoint_path: Path, public_key_path: Path,
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
 ) -> None:
     third, eighth = _row(raw_engine, 3).as_row(), _row(raw_engine, 8).as_row()
     del third["seq"], eighth["seq"]
@@ -130,8 +141,11 @@ def test_swapped_rows_name_the_first_of_them(
 
 
 def test_e1_tail_truncation_detected_by_checkpoint(
-    written: list[StoredRecord], raw_engine: sa.Engine, engine: sa.Engine,
-    checkpoint_path: Path, public_key_path: Path,
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
 ) -> None:
     with raw_engine.begin() as conn:
         conn.execute(audit_table.delete().where(audit_table.c.seq > 9))
@@ -145,8 +159,11 @@ def test_e1_tail_truncation_detected_by_checkpoint(
 
 
 def test_e1_full_rechain_detected_by_checkpoint(
-    written: list[StoredRecord], raw_engine: sa.Engine, engine: sa.Engine,
-    checkpoint_path: Path, public_key_path: Path,
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
 ) -> None:
     _update(raw_engine, 8, actor="plugin:innocent", decision="allow", outcome="OK")
     _rechain_from(raw_engine, 8)
@@ -159,8 +176,11 @@ def test_e1_full_rechain_detected_by_checkpoint(
 
 
 def test_rechain_from_the_start_fails_at_the_first_checkpoint(
-    written: list[StoredRecord], raw_engine: sa.Engine, engine: sa.Engine,
-    checkpoint_path: Path, public_key_path: Path,
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
 ) -> None:
     _update(raw_engine, 1, actor="operator:nobody")
     _rechain_from(raw_engine, 1)
@@ -171,15 +191,21 @@ def test_rechain_from_the_start_fails_at_the_first_checkpoint(
 
 
 def test_forged_checkpoint_signature_detected(
-    written: list[StoredRecord], raw_engine: sa.Engine, engine: sa.Engine,
-    checkpoint_path: Path, public_key_path: Path,
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
 ) -> None:
     # Truncate, then replace the anchors with ones signed by the attacker's key.
     with raw_engine.begin() as conn:
         conn.execute(audit_table.delete().where(audit_table.c.seq > 9))
     attacker = ed25519.Ed25519PrivateKey.generate()
     forged = Checkpoint(seq=9, hash=written[8].hash, count=9, time="2030-01-01T00:00:00.000000Z")
-    line = {**forged.__dict__, "signature": base64.b64encode(attacker.sign(forged.payload())).decode()}
+    line = {
+        **forged.__dict__,
+        "signature": base64.b64encode(attacker.sign(forged.payload())).decode(),
+    }
     checkpoint_path.write_text(json.dumps(line) + "\n")
 
     result = verify(engine, checkpoint_path, public_key_path)
@@ -189,7 +215,10 @@ def test_forged_checkpoint_signature_detected(
 
 
 def test_edited_checkpoint_count_breaks_its_signature(
-    written: list[StoredRecord], engine: sa.Engine, checkpoint_path: Path, public_key_path: Path,
+    written: list[StoredRecord],
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
 ) -> None:
     lines = _checkpoints(checkpoint_path)
     lines[1]["count"] = 5
@@ -202,7 +231,10 @@ def test_edited_checkpoint_count_breaks_its_signature(
 
 
 def test_malformed_checkpoint_line_is_reported(
-    written: list[StoredRecord], engine: sa.Engine, checkpoint_path: Path, public_key_path: Path,
+    written: list[StoredRecord],
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
 ) -> None:
     with checkpoint_path.open("a") as f:
         f.write('{"seq": "x"}\n')
@@ -213,10 +245,29 @@ def test_malformed_checkpoint_line_is_reported(
 
 
 def test_removed_checkpoint_file_is_reported(
-    written: list[StoredRecord], engine: sa.Engine, checkpoint_path: Path, public_key_path: Path,
+    written: list[StoredRecord],
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
 ) -> None:
     checkpoint_path.unlink()
 
     result = verify(engine, checkpoint_path, public_key_path)
 
     assert not result.ok and "missing" in result.problem
+
+
+def test_undecodable_row_is_reported_not_crashed_on(
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
+) -> None:
+    with raw_engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE audit_log SET time = 'yesterday' WHERE seq = 5")
+
+    result = verify(engine, checkpoint_path, public_key_path)
+
+    assert (result.ok, result.count, result.first_bad_seq) == (False, 4, 5)
+    assert "unreadable" in result.problem

@@ -167,3 +167,25 @@ async def test_close_drains_every_queued_append(
         assert conn.execute(sa.select(sa.func.count()).select_from(audit_table)).scalar() == 100
     with pytest.raises(RuntimeError):
         await log.append(sample(101))
+
+
+@pytest.mark.asyncio
+async def test_cancelled_caller_does_not_unrecord_its_event(
+    make_log: Callable[..., AuditLog],
+    sample: Callable[..., AuditRecord],
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
+) -> None:
+    log = make_log(on_commit=lambda _size, _seconds: 1 / 0)  # a broken metrics hook
+    await log.start()
+    caller = asyncio.ensure_future(log.append(sample(1)))
+    await asyncio.sleep(0)  # enqueued
+    caller.cancel()
+    after = await log.append(sample(2))
+    await log.close()
+
+    assert caller.cancelled()
+    assert after.seq == 2
+    assert [r.resource for r in tail(engine, 5)] == ["message/1", "message/2"]
+    assert verify(engine, checkpoint_path, public_key_path).ok

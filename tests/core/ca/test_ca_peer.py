@@ -34,8 +34,8 @@ def _self_signed(names: list[x509.GeneralName] | None) -> bytes:
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(7)
-        .not_valid_before(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
-        .not_valid_after(dt.datetime(2030, 1, 2, tzinfo=dt.timezone.utc))
+        .not_valid_before(dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2030, 1, 2, tzinfo=dt.UTC))
     )
     if names is not None:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -64,7 +64,9 @@ def test_identity_serial_and_expiry_come_from_the_issued_certificate(
     )
 
 
-def test_core_and_operator_certificates_parse_to_their_kinds(authority: CertificateAuthority) -> None:
+def test_core_and_operator_certificates_parse_to_their_kinds(
+    authority: CertificateAuthority,
+) -> None:
     core = authority.issue_core_certificate(new_private_key())
     operator = authority.issue_operator_certificate("alice", new_private_key())
     assert identity_from_pem(core.cert_pem, TD).identity == SpiffeIdentity("core", "")
@@ -119,7 +121,9 @@ def test_parser_cache_returns_the_identical_object(authority: CertificateAuthori
     assert len(parser) == 1
 
 
-def test_parser_cache_is_bounded_and_evicts_least_recently_used(authority: CertificateAuthority) -> None:
+def test_parser_cache_is_bounded_and_evicts_least_recently_used(
+    authority: CertificateAuthority,
+) -> None:
     parser = PeerCertificateParser(TD, max_entries=2)
     a, b, c = (authority.issue_plugin_certificate(n, _csr()).cert_pem for n in ("a", "b", "c"))
     parsed_a = parser.parse(a)

@@ -1,0 +1,1 @@
+"""Test support: real core processes, operator and raw-plugin clients."""
