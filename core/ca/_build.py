@@ -78,7 +78,7 @@ def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
         # An externally provided issuing CA may lack an SKI; derive it the RFC 5280 way.
         issuer_key = issuer.public_key()
         if not isinstance(issuer_key, SubjectPublicKey):
-            raise ValueError("issuing CA key type cannot sign certificates") from None
+            raise TypeError("issuing CA key type cannot sign certificates") from None
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key)
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 

@@ -6,12 +6,17 @@ closes them at once instead of when the client next writes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._deny import Denier
+from vivified.core.chain._status import abort_with
+
+_log = logging.getLogger(__name__)
 
 _DOMAIN = "vivified.registry"
 _REASONS = {"disabled": "PLUGIN_DISABLED", "revoked": "PLUGIN_REVOKED"}
@@ -28,27 +33,45 @@ class PluginView:
 
 
 class StreamTracker:
-    """Open streaming calls per plugin, so they can be ended on revocation."""
+    """Open streaming calls per plugin, so they can be ended on revocation.
+
+    Ending a stream sends PERMISSION_DENIED with the reason to the client
+    first (grpc.aio's abort transmits the status at once), then cancels the
+    handler task so nothing more is delivered on it."""
 
     def __init__(self) -> None:
-        self._tasks: dict[str, set[asyncio.Task[object]]] = {}
+        self._open: dict[str, dict[asyncio.Task[object], Any]] = {}
+        self._closers: set[asyncio.Task[None]] = set()
 
-    def add(self, plugin_id: str, task: asyncio.Task[object]) -> None:
-        self._tasks.setdefault(plugin_id, set()).add(task)
+    def add(self, plugin_id: str, task: asyncio.Task[object], context: Any) -> None:
+        self._open.setdefault(plugin_id, {})[task] = context
 
     def discard(self, plugin_id: str, task: asyncio.Task[object]) -> None:
-        tasks = self._tasks.get(plugin_id)
-        if tasks is not None:
-            tasks.discard(task)
-            if not tasks:
-                del self._tasks[plugin_id]
+        calls = self._open.get(plugin_id)
+        if calls is not None:
+            calls.pop(task, None)
+            if not calls:
+                del self._open[plugin_id]
 
-    def close_all(self, plugin_id: str) -> int:
-        """Cancel every open stream of a plugin; returns how many."""
-        tasks = self._tasks.pop(plugin_id, set())
-        for task in tasks:
-            task.cancel()
-        return len(tasks)
+    def close_all(self, plugin_id: str, reason: str = "PLUGIN_REVOKED") -> int:
+        """End every open stream of a plugin; returns how many."""
+        calls = self._open.pop(plugin_id, {})
+        for task, context in calls.items():
+            closer = asyncio.ensure_future(self._end(task, context, plugin_id, reason))
+            self._closers.add(closer)
+            closer.add_done_callback(self._closers.discard)
+        return len(calls)
+
+    @staticmethod
+    async def _end(task: asyncio.Task[object], context: Any, plugin_id: str, reason: str) -> None:
+        message = f"plugin {plugin_id!r} lost access ({reason}); stream closed"
+        try:
+            await abort_with(context, grpc.StatusCode.PERMISSION_DENIED, message, reason, _DOMAIN)
+        except grpc.aio.AbortError:
+            pass
+        except Exception:  # the call may already have ended; cancelling below still applies
+            _log.debug("stream of %s already finished", plugin_id)
+        task.cancel()
 
 
 class StatusGateLayer:
@@ -84,7 +107,7 @@ class StatusGateLayer:
         if task is None:
             await proceed(call)
             return
-        self._streams.add(principal.id, task)
+        self._streams.add(principal.id, task, call.context)
         try:
             await proceed(call)
         finally:

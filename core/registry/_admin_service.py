@@ -143,7 +143,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
             )
         if record.status != DISABLED:
             record = await self._store.set_status(record.plugin_id, DISABLED)
-        self._streams.close_all(record.plugin_id)
+        self._streams.close_all(record.plugin_id, "PLUGIN_DISABLED")
         return pb.DisablePluginResponse(plugin=plugin_message(record))
 
     async def RevokePlugin(
