@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from vivified.core.audit import AuditLog, CheckpointSigner
 from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key, write_private_key
@@ -147,7 +148,7 @@ class Core:
         authenticator = Authenticator(parser, store.is_revoked_serial)
         recorder = AuditRecorder(self._audit)
         chain = build_chain(
-            tracer=TracerProvider().get_tracer("vivified.core"),
+            tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
             authenticator=authenticator,
             plugin_lookup=views.get,
             streams=streams,

@@ -10,7 +10,11 @@ Every problem raises `vivified.core.errors.InvalidArgument` with reason
 the key and what is wrong with it.
 """
 
-from vivified.core.manifest._digest import canonical_json, manifest_sha256, reject_unknown_fields
+from vivified.core.manifest._digest import (
+    canonical_json,
+    manifest_sha256,
+    reject_unknown_fields,
+)
 from vivified.core.manifest._domains import validate_allowed_domain
 from vivified.core.manifest._load import (
     MAX_DEPTH,

@@ -75,8 +75,7 @@ def validate_allowed_domain(entry: str) -> str:
     if any(ch in _URL_CHARS or ch.isspace() or not ch.isprintable() for ch in entry):
         raise _refused(entry, "must be a bare host name: no scheme, user info, port, path or spaces")
     host = entry.lower()
-    if host.endswith("."):
-        host = host[:-1]
+    host = host.removesuffix(".")
     wildcard = host.startswith("*.")
     name = host[2:] if wildcard else host
     if "*" in name:

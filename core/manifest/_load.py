@@ -15,14 +15,12 @@ from typing import Any
 
 import yaml
 from google.protobuf import json_format
-
 from vivified.core.manifest._problem import manifest_invalid, show
 from vivified.core.manifest._shape import check_message
-from vivified.core.manifest._yaml import StrictLoader, load_yaml
+from vivified.core.manifest._yaml import MAX_DEPTH, load_yaml
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
 MAX_MANIFEST_BYTES = 64 * 1024
-MAX_DEPTH = StrictLoader.max_depth
 # Present in every manifest file; security and compliance may be omitted
 # by a plugin that reaches no outside host and handles no classified data.
 REQUIRED_KEYS = ("id", "name", "version", "contracts", "traits")

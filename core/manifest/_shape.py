@@ -9,10 +9,7 @@ one JSON type per field kind, and names the path of the first problem.
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-
 from vivified.core.manifest._problem import manifest_invalid, show
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1

@@ -120,7 +120,7 @@ def _check_satisfiable(traits: Mapping[str, Trait]) -> None:
             clash = traits[member].conflicts & needed
             if clash:
                 raise InvalidCatalogue(
-                    f"trait {name!r} can never be held: it needs {member!r} and {sorted(clash)[0]!r}, which conflict"
+                    f"trait {name!r} can never be held: it needs {member!r} and {min(clash)!r}, which conflict"
                 )
 
 

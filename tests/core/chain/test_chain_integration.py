@@ -15,7 +15,8 @@ import grpc
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -88,9 +89,6 @@ class Harness:
 
 
 def _csr(key: Any, name: str) -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)]))

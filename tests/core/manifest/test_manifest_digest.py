@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from vivified.core.errors import InvalidArgument
 from vivified.core.manifest import (
     canonical_json,

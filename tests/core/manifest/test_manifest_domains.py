@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from vivified.core.errors import InvalidArgument
-from vivified.core.manifest import load_manifest_bytes, validate_allowed_domain, validate_manifest
+from vivified.core.manifest import (
+    load_manifest_bytes,
+    validate_allowed_domain,
+    validate_manifest,
+)
 from vivified.core.traits import TraitCatalogue
 
 BAD_ENTRIES = [

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from vivified.core.errors import InvalidArgument
-from vivified.core.manifest import load_manifest_bytes, manifest_sha256, validate_manifest
+from vivified.core.manifest import (
+    load_manifest_bytes,
+    manifest_sha256,
+    validate_manifest,
+)
 from vivified.core.traits import TraitCatalogue
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
@@ -59,7 +63,7 @@ _PLAUSIBLE = _SCALARS | st.from_regex(r"[a-z0-9.*:\[\]-]{0,20}", fullmatch=True)
 @st.composite
 def _mutated_valid(draw: st.DrawFn) -> dict[str, Any]:
     """A valid manifest with one field replaced, so validation rules get exercised."""
-    data = json.loads(json.dumps(_VALID))
+    data: dict[str, Any] = copy.deepcopy(_VALID)
     section = draw(st.sampled_from(sorted(data)))
     value = draw(_PLAUSIBLE | st.lists(_PLAUSIBLE, max_size=4) | _JSON_LIKE)
     if isinstance(data[section], dict):

@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 import pytest
-
 from vivified.core.errors import InvalidArgument
 from vivified.core.manifest import (
     MAX_DEPTH,
@@ -260,7 +259,7 @@ def test_i1_encoding() -> None:
 
 
 def test_i1_non_bytes_and_missing_file_refused(tmp_path: Path) -> None:
-    refused("id: x".encode().decode())  # type: ignore[arg-type]
+    refused(b"id: x".decode())  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument) as info:
         load_manifest_file(tmp_path / "absent.yaml")
     assert info.value.reason == "MANIFEST_INVALID" and "cannot read" in info.value.message

@@ -9,7 +9,6 @@ from typing import Any
 
 import grpc
 import pytest
-
 from vivified.core.errors import InvalidArgument
 from vivified.core.traits import CATEGORIES, InvalidCatalogue, TraitCatalogue
 

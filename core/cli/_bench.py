@@ -1,0 +1,25 @@
+"""`vivified bench <scenario>`: the project's own benchmark (see PERFORMANCE.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from vivified.core.bench import run_chain_bench
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    bench = sub.add_parser("bench", help="measure the platform; ratios are taken side by side in one run")
+    scenarios = bench.add_subparsers(dest="scenario", required=True)
+    chain = scenarios.add_parser("chain", help="interceptor chain CPU per call (P2) and policy growth 10→1000 (P8)")
+    chain.add_argument("--calls", type=int, default=20_000, help="calls through the chain per sink (default 20000)")
+    chain.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace, out: list[str]) -> int:
+    if args.calls < 1000:
+        out.append("error: --calls must be at least 1000")
+        return 2
+    report = asyncio.run(run_chain_bench(calls=args.calls))
+    out.extend([report.to_json()] if args.json else report.to_table())
+    return 0
