@@ -73,9 +73,10 @@ class PluginAdminServiceServicer:
     def ApprovePlugin(self, request, context):
         """ApprovePlugin validates a manifest, records its sha256 and the traits
         granted, and returns a one-time join token. Errors: INVALID_ARGUMENT
-        (MANIFEST_INVALID), ALREADY_EXISTS (PLUGIN_ALREADY_EXISTS) unless
-        `replace` is set, PERMISSION_DENIED (TRAIT_NOT_GRANTED) when asked to
-        grant a trait the manifest does not request. Not idempotent.
+        (MANIFEST_INVALID; INVALID_REQUEST when asked to grant a trait the
+        manifest does not request), ALREADY_EXISTS (PLUGIN_ALREADY_EXISTS) unless
+        `replace` is set. Replacing ends the plugin's current identity: its
+        certificates are revoked and it must register again. Not idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

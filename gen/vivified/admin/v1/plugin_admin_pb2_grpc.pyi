@@ -39,9 +39,10 @@ class PluginAdminServiceStub:
     ApprovePlugin: _grpc.UnaryUnaryMultiCallable[_plugin_admin_pb2.ApprovePluginRequest, _plugin_admin_pb2.ApprovePluginResponse]
     """ApprovePlugin validates a manifest, records its sha256 and the traits
     granted, and returns a one-time join token. Errors: INVALID_ARGUMENT
-    (MANIFEST_INVALID), ALREADY_EXISTS (PLUGIN_ALREADY_EXISTS) unless
-    `replace` is set, PERMISSION_DENIED (TRAIT_NOT_GRANTED) when asked to
-    grant a trait the manifest does not request. Not idempotent.
+    (MANIFEST_INVALID; INVALID_REQUEST when asked to grant a trait the
+    manifest does not request), ALREADY_EXISTS (PLUGIN_ALREADY_EXISTS) unless
+    `replace` is set. Replacing ends the plugin's current identity: its
+    certificates are revoked and it must register again. Not idempotent.
     """
     ListPlugins: _grpc.UnaryUnaryMultiCallable[_plugin_admin_pb2.ListPluginsRequest, _plugin_admin_pb2.ListPluginsResponse]
     """ListPlugins lists every known plugin with its status. Read-only."""
@@ -70,9 +71,10 @@ class PluginAdminServiceAsyncStub(PluginAdminServiceStub):
     ApprovePlugin: _aio.UnaryUnaryMultiCallable[_plugin_admin_pb2.ApprovePluginRequest, _plugin_admin_pb2.ApprovePluginResponse]  # type: ignore[assignment]
     """ApprovePlugin validates a manifest, records its sha256 and the traits
     granted, and returns a one-time join token. Errors: INVALID_ARGUMENT
-    (MANIFEST_INVALID), ALREADY_EXISTS (PLUGIN_ALREADY_EXISTS) unless
-    `replace` is set, PERMISSION_DENIED (TRAIT_NOT_GRANTED) when asked to
-    grant a trait the manifest does not request. Not idempotent.
+    (MANIFEST_INVALID; INVALID_REQUEST when asked to grant a trait the
+    manifest does not request), ALREADY_EXISTS (PLUGIN_ALREADY_EXISTS) unless
+    `replace` is set. Replacing ends the plugin's current identity: its
+    certificates are revoked and it must register again. Not idempotent.
     """
     ListPlugins: _aio.UnaryUnaryMultiCallable[_plugin_admin_pb2.ListPluginsRequest, _plugin_admin_pb2.ListPluginsResponse]  # type: ignore[assignment]
     """ListPlugins lists every known plugin with its status. Read-only."""
@@ -104,9 +106,10 @@ class PluginAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_plugin_admin_pb2.ApprovePluginResponse, _abc.Awaitable[_plugin_admin_pb2.ApprovePluginResponse]]:
         """ApprovePlugin validates a manifest, records its sha256 and the traits
         granted, and returns a one-time join token. Errors: INVALID_ARGUMENT
-        (MANIFEST_INVALID), ALREADY_EXISTS (PLUGIN_ALREADY_EXISTS) unless
-        `replace` is set, PERMISSION_DENIED (TRAIT_NOT_GRANTED) when asked to
-        grant a trait the manifest does not request. Not idempotent.
+        (MANIFEST_INVALID; INVALID_REQUEST when asked to grant a trait the
+        manifest does not request), ALREADY_EXISTS (PLUGIN_ALREADY_EXISTS) unless
+        `replace` is set. Replacing ends the plugin's current identity: its
+        certificates are revoked and it must register again. Not idempotent.
         """
 
     @_abc_1.abstractmethod
