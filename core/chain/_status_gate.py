@@ -6,7 +6,6 @@ closes them at once instead of when the client next writes."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +14,6 @@ import grpc
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._status import abort_with
-
-_log = logging.getLogger(__name__)
 
 _DOMAIN = "vivified.registry"
 _REASONS = {"disabled": "PLUGIN_DISABLED", "revoked": "PLUGIN_REVOKED"}
@@ -35,43 +32,32 @@ class PluginView:
 class StreamTracker:
     """Open streaming calls per plugin, so they can be ended on revocation.
 
-    Ending a stream sends PERMISSION_DENIED with the reason to the client
-    first (grpc.aio's abort transmits the status at once), then cancels the
-    handler task so nothing more is delivered on it."""
+    Each tracked stream waits on its own `asyncio.Event`; `close_all` sets it
+    with the reason, and the stream's handler task (not another task) cancels
+    the inner work and aborts with PERMISSION_DENIED and that reason."""
 
     def __init__(self) -> None:
-        self._open: dict[str, dict[asyncio.Task[object], Any]] = {}
-        self._closers: set[asyncio.Task[None]] = set()
+        self._open: dict[str, dict[asyncio.Event, list[str]]] = {}
 
-    def add(self, plugin_id: str, task: asyncio.Task[object], context: Any) -> None:
-        self._open.setdefault(plugin_id, {})[task] = context
+    def add(self, plugin_id: str) -> tuple[asyncio.Event, list[str]]:
+        event, reason = asyncio.Event(), ["PLUGIN_REVOKED"]
+        self._open.setdefault(plugin_id, {})[event] = reason
+        return event, reason
 
-    def discard(self, plugin_id: str, task: asyncio.Task[object]) -> None:
+    def discard(self, plugin_id: str, event: asyncio.Event) -> None:
         calls = self._open.get(plugin_id)
         if calls is not None:
-            calls.pop(task, None)
+            calls.pop(event, None)
             if not calls:
                 del self._open[plugin_id]
 
     def close_all(self, plugin_id: str, reason: str = "PLUGIN_REVOKED") -> int:
         """End every open stream of a plugin; returns how many."""
         calls = self._open.pop(plugin_id, {})
-        for task, context in calls.items():
-            closer = asyncio.ensure_future(self._end(task, context, plugin_id, reason))
-            self._closers.add(closer)
-            closer.add_done_callback(self._closers.discard)
+        for event, slot in calls.items():
+            slot[0] = reason
+            event.set()
         return len(calls)
-
-    @staticmethod
-    async def _end(task: asyncio.Task[object], context: Any, plugin_id: str, reason: str) -> None:
-        message = f"plugin {plugin_id!r} lost access ({reason}); stream closed"
-        try:
-            await abort_with(context, grpc.StatusCode.PERMISSION_DENIED, message, reason, _DOMAIN)
-        except grpc.aio.AbortError:
-            pass
-        except Exception:  # the call may already have ended; cancelling below still applies
-            _log.debug("stream of %s already finished", plugin_id)
-        task.cancel()
 
 
 class StatusGateLayer:
@@ -103,12 +89,24 @@ class StatusGateLayer:
         if not call.streaming:
             await proceed(call)
             return
-        task = asyncio.current_task()
-        if task is None:
-            await proceed(call)
-            return
-        self._streams.add(principal.id, task, call.context)
+        closed, reason = self._streams.add(principal.id)
+        work = asyncio.ensure_future(proceed(call))
+        waiter = asyncio.ensure_future(closed.wait())
         try:
-            await proceed(call)
+            await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._streams.discard(principal.id, task)
+            self._streams.discard(principal.id, closed)
+            waiter.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+        if not work.cancelled() and not closed.is_set():
+            work.result()
+            return
+        await abort_with(
+            call.context,
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"plugin {principal.id!r} lost access ({reason[0]}); stream closed",
+            reason[0],
+            _DOMAIN,
+        )
