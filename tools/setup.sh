@@ -17,6 +17,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 if [ ! -x node_modules/.bin/buf ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  # npm ci refuses this lock file: the registry here omits the other platforms' optional buf
+  # binaries from it, so install from package.json with the lock file as a guide.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$PATH"
