@@ -24,20 +24,22 @@ class Authenticator:
         self._is_revoked = is_revoked_serial
 
     def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
-        """Raise Unauthenticated unless the peer is a known, unrevoked identity.
-        A peer without a client certificate (bootstrap port) is anonymous."""
+        """The verified peer's identity; raises Unauthenticated for a
+        certificate that is not a Vivified identity. A peer without a client
+        certificate (possible only on the bootstrap port) is anonymous.
+        Revocation is checked separately by `revoked`."""
         pems = context.auth_context().get("x509_pem_cert")
         if not pems:
             # context.peer() is e.g. "ipv4:127.0.0.1:54321" or "ipv6:[::1]:54321".
             _, _, address = (context.peer() or "").partition(":")
             return Principal(kind="anonymous", id=address.rpartition(":")[0] or "unknown")
         peer_cert = self._parser.parse(pems[0])
-        if self._is_revoked(peer_cert.serial):
-            raise Unauthenticated(
-                "this certificate was revoked or superseded", reason="CERTIFICATE_REVOKED", domain=_DOMAIN
-            )
         name = peer_cert.identity.name or peer_cert.identity.kind
         return Principal(kind=peer_cert.identity.kind, id=name, cert_serial=peer_cert.serial)
+
+
+    def revoked(self, principal: Principal) -> bool:
+        return principal.cert_serial is not None and self._is_revoked(principal.cert_serial)
 
 
 class AuthenticationLayer:
@@ -53,6 +55,16 @@ class AuthenticationLayer:
         except Unauthenticated as exc:
             await self._denier.deny(
                 call, exc.code, exc.message, reason=exc.reason, rule_id="authentication", domain=exc.domain
+            )
+            return
+        if self._authenticator.revoked(call.principal):
+            await self._denier.deny(
+                call,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this certificate was revoked or superseded",
+                reason="CERTIFICATE_REVOKED",
+                rule_id="authentication",
+                domain=_DOMAIN,
             )
             return
         await proceed(call)

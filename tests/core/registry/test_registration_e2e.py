@@ -11,9 +11,11 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from support.clients import (
+    PluginIdentity,
     admitted_plugin,
     audit_rows,
     error_info,
+    new_csr,
     operator_channel,
     plugin_channel,
 )
@@ -81,3 +83,32 @@ async def test_disable_enable_revoke_lifecycle(core: CoreProcess) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as no_enable:
             await admin.EnablePlugin(admin_pb.EnablePluginRequest(plugin_id="lifecycle"), timeout=5)
         assert no_enable.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_renewal_over_mtls_then_deregister(core: CoreProcess) -> None:
+    identity = await admitted_plugin(core, "renewer")
+    async with plugin_channel(core, identity) as channel:
+        csr_pem, key_pem = new_csr("renewer")
+        renewed = await reg_grpc.PluginRegistryServiceStub(channel).RenewCertificate(
+            reg_pb.RenewCertificateRequest(csr_pem=csr_pem.decode()), timeout=5
+        )
+    fresh = PluginIdentity("renewer", renewed.certificate_chain_pem.encode(), key_pem, identity.response)
+    assert fresh.leaf.serial_number != identity.leaf.serial_number
+    san = fresh.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://vivified.local/plugin/renewer"]
+    # Both certificates work during the overlap; deregistering ends every one of them.
+    async with plugin_channel(core, identity) as old, plugin_channel(core, fresh) as new:
+        await reg_grpc.PluginRegistryServiceStub(old).Heartbeat(reg_pb.HeartbeatRequest(), timeout=5)
+        new_stub = reg_grpc.PluginRegistryServiceStub(new)
+        await new_stub.Heartbeat(reg_pb.HeartbeatRequest(), timeout=5)
+        await new_stub.Deregister(reg_pb.DeregisterRequest(reason="test over"), timeout=5)
+        for stub in (reg_grpc.PluginRegistryServiceStub(old), new_stub):
+            with pytest.raises(grpc.aio.AioRpcError) as gone:
+                await stub.Heartbeat(reg_pb.HeartbeatRequest(), timeout=5)
+            assert gone.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert error_info(gone.value).reason == "CERTIFICATE_REVOKED"
+    rows = audit_rows(core, actor="plugin:renewer")
+    assert [r.action.rsplit("/", 1)[1] for r in rows] == [
+        "RenewCertificate", "Heartbeat", "Heartbeat", "Deregister", "Heartbeat", "Heartbeat"
+    ]
+    assert [r.reason for r in rows[-2:]] == ["CERTIFICATE_REVOKED", "CERTIFICATE_REVOKED"]
