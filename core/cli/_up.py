@@ -3,7 +3,8 @@
 `up` is the development profile's one command: it runs the core and every
 plugin under `vivified.plugins` that ships a manifest, approving each one
 itself through the admin service (audited like any operator call) and
-supervising it as a subprocess restarted with backoff when it crashes."""
+supervising it as a subprocess restarted with backoff when it crashes (a
+non-zero exit); a plugin that stops cleanly stays stopped."""
 
 from __future__ import annotations
 
@@ -118,7 +119,12 @@ class Supervisor:
             if stop.is_set():
                 await _terminate(proc)
                 return
-            _log.warning("%s exited with %s; restarting in %.0fs", spec.module, proc.returncode, backoff)
+            if proc.returncode == 0:
+                # A clean exit is a deliberate stop (e.g. the operator revoked the
+                # plugin and the core asked it to shut down): do not undo it.
+                _log.info("%s stopped cleanly; not restarting", spec.module)
+                return
+            _log.warning("%s crashed (exit %s); restarting in %.0fs", spec.module, proc.returncode, backoff)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
             except TimeoutError:
