@@ -17,7 +17,6 @@ from vivified.core.manifest._digest import (
 )
 from vivified.core.manifest._domains import validate_allowed_domain
 from vivified.core.manifest._load import (
-    MAX_DEPTH,
     MAX_MANIFEST_BYTES,
     REQUIRED_KEYS,
     load_manifest_bytes,
@@ -29,11 +28,13 @@ from vivified.core.manifest._validate import (
     RESERVED_IDS,
     validate_manifest,
 )
+from vivified.core.manifest._yaml import MAX_DEPTH, MAX_NODES
 
 __all__ = [
     "DEFAULT_CONTRACTS",
     "MAX_DEPTH",
     "MAX_MANIFEST_BYTES",
+    "MAX_NODES",
     "MIN_PHI_RETENTION_DAYS",
     "REQUIRED_KEYS",
     "RESERVED_IDS",

@@ -17,7 +17,7 @@ import yaml
 from google.protobuf import json_format
 from vivified.core.manifest._problem import manifest_invalid, show
 from vivified.core.manifest._shape import check_message
-from vivified.core.manifest._yaml import MAX_DEPTH, load_yaml
+from vivified.core.manifest._yaml import MAX_DEPTH, MAX_NODES, load_yaml
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -41,6 +41,20 @@ def _json_depth(text: str) -> int:
     return deepest
 
 
+def _count_values(value: Any) -> int:
+    """Number of values in parsed JSON, iteratively (depth is already capped)."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            count += len(item)  # keys count as values, as in YAML
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -58,7 +72,7 @@ def _parse_json(text: str, source: str) -> Any:
     if _json_depth(text) > MAX_DEPTH:
         raise manifest_invalid(f"{source}: nesting deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_refuse_constant)
+        parsed = json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise manifest_invalid(
             f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
@@ -67,6 +81,10 @@ def _parse_json(text: str, source: str) -> Any:
         raise manifest_invalid(f"{source}: nesting too deep") from None
     except ValueError as exc:  # duplicate key, NaN/Infinity, over-long integer
         raise manifest_invalid(f"{source}: not valid JSON: {exc}") from None
+    # Same cap as YAML, so a document's fate does not depend on its syntax.
+    if _count_values(parsed) > MAX_NODES:
+        raise manifest_invalid(f"{source}: more than {MAX_NODES} values")
+    return parsed
 
 
 def _parse_yaml(text: str, source: str) -> Any:

@@ -5,9 +5,10 @@ two readers must never see different content in the same bytes (ASVS 1.5.3).
 Duplicate keys (last one silently wins in PyYAML), anchors and aliases
 (billion-laughs expansion), explicit tags, YAML 1.1 implicit types
 (`no` -> False, `2001-01-01` -> date, `<<` merge keys) and non-string keys
-are all refused. Scalars resolve by the YAML 1.2 core schema. Nesting is
-capped while composing, so a deeply nested document fails cleanly instead
-of exhausting the recursive composer.
+are all refused. Scalars resolve by the YAML 1.2 core schema. Nesting and
+the number of values are capped while composing, so a deeply nested or
+bloated document fails cleanly and cheaply instead of exhausting the
+recursive composer.
 """
 
 from __future__ import annotations
@@ -28,10 +29,15 @@ from yaml.scanner import Scanner
 
 try:  # libyaml, when PyYAML was built with it
     from yaml._yaml import CParser
+
+    HAVE_LIBYAML = True
 except ImportError:  # pragma: no cover - depends on the PyYAML build
-    CParser = None
+    HAVE_LIBYAML = False
 
 MAX_DEPTH = 16
+# A real manifest has a few hundred nodes; the cap bounds the Python-side
+# composing work a 64 KiB document of tiny items could otherwise cost.
+MAX_NODES = 4096
 
 _Y = "tag:yaml.org,2002:"
 _CORE_TAGS = frozenset(_Y + t for t in ("str", "int", "float", "bool", "null", "seq", "map"))
@@ -49,7 +55,9 @@ class _StrictComposition(Composer, SafeConstructor, Resolver):
     yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012
     yaml_constructors: ClassVar[dict[str | None, Any]] = dict(SafeConstructor.yaml_constructors)
     max_depth = MAX_DEPTH
+    max_nodes = MAX_NODES
     _depth = 0
+    _nodes = 0
 
     def peek_event(self) -> Any:
         raise NotImplementedError  # provided by the parser class mixed in after this one
@@ -61,6 +69,9 @@ class _StrictComposition(Composer, SafeConstructor, Resolver):
         tag = getattr(event, "tag", None)
         if tag is not None and tag not in _CORE_TAGS:
             raise _refuse(f"tag {tag!r} is not allowed", event.start_mark)
+        self._nodes += 1
+        if self._nodes > self.max_nodes:
+            raise _refuse(f"more than {self.max_nodes} values", event.start_mark)
         nests = isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
         if nests:
             self._depth += 1
@@ -101,7 +112,7 @@ class StrictLoader(_StrictComposition, Reader, Scanner, Parser):
         return Parser.peek_event(self)  # type: ignore[no-untyped-call]  # unannotated in the stubs
 
 
-def _construct_int(loader: StrictLoader, node: ScalarNode) -> int:
+def _construct_int(loader: SafeConstructor, node: ScalarNode) -> int:
     text = str(loader.construct_scalar(node))
     if text.startswith("0o"):
         return int(text, 0)
@@ -110,7 +121,7 @@ def _construct_int(loader: StrictLoader, node: ScalarNode) -> int:
     return int(text, 10)
 
 
-def _construct_float(loader: StrictLoader, node: ScalarNode) -> float:
+def _construct_float(loader: SafeConstructor, node: ScalarNode) -> float:
     text = str(loader.construct_scalar(node))
     lowered = text.lower()
     if lowered.endswith(".inf"):
@@ -134,12 +145,14 @@ _RESOLVERS = (
     ),
 )
 for _name, _pattern, _first in _RESOLVERS:
-    StrictLoader.add_implicit_resolver(_Y + _name, re.compile(rf"^(?:{_pattern})\Z"), _first)
-StrictLoader.add_constructor(_Y + "int", _construct_int)
-StrictLoader.add_constructor(_Y + "float", _construct_float)
+    _StrictComposition.add_implicit_resolver(
+        _Y + _name, re.compile(rf"^(?:{_pattern})\Z"), _first
+    )
+_StrictComposition.yaml_constructors[_Y + "int"] = _construct_int
+_StrictComposition.yaml_constructors[_Y + "float"] = _construct_float
 
 
-if CParser is not None:
+if HAVE_LIBYAML:
 
     class CStrictLoader(_StrictComposition, CParser):
         """Same checks, with libyaml scanning and parsing (about 5x faster).

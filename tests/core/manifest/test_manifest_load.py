@@ -10,14 +10,17 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from vivified.core.errors import InvalidArgument
 from vivified.core.manifest import (
     MAX_DEPTH,
     MAX_MANIFEST_BYTES,
+    MAX_NODES,
     REQUIRED_KEYS,
     load_manifest_bytes,
     load_manifest_file,
 )
+from vivified.core.manifest._yaml import LOADERS, load_yaml
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 from vivified.options.v1.options_pb2 import Classification
 
@@ -269,3 +272,52 @@ def test_i1_load_file_reads_yaml(tmp_path: Path) -> None:
     path = tmp_path / "manifest.yaml"
     path.write_bytes(VALID_YAML)
     assert load_manifest_file(path) == load_manifest_bytes(VALID_YAML)
+
+
+@pytest.mark.parametrize("as_yaml", [False, True])
+def test_i1_value_count_cap_is_the_same_for_json_and_yaml(as_yaml: bool) -> None:
+    prefix = b"# yaml\n" if as_yaml else b""
+    # The mapping, its key and the list are three values; the items make up the rest.
+    at_cap = prefix + as_json({"id": [None] * (MAX_NODES - 3)})
+    assert "missing required key" in refused(at_cap).message
+    over = prefix + as_json({"id": [None] * (MAX_NODES - 2)})
+    assert f"more than {MAX_NODES} values" in refused(over).message
+
+
+def test_i1_many_values_refused_fast() -> None:
+    document = b"id: [" + b"~," * 32_000 + b"]"
+    start = time.perf_counter()
+    assert "values" in refused(document).message
+    assert time.perf_counter() - start < 0.5
+
+
+_YAML_REFUSALS = [
+    "a: 1\na: 2\n",
+    "a: &x 1\nb: *x\n",
+    "a: !!binary aGk=\n",
+    "a: !!python/name:os.system\n",
+    "? [a]\n: b\n",
+    "1: x\n",
+    "null: x\n",
+    "- " * 40 + "x\n",
+    "[" * 40 + "]" * 40,
+    "a: 1\n---\nb: 2\n",
+    "a: \x07\n",
+]
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("document", _YAML_REFUSALS)
+def test_i1_every_yaml_loader_refuses_the_same(loader: type[Any], document: str) -> None:
+    # libyaml (when built in) and the pure-Python parser must enforce the same rules.
+    with pytest.raises(yaml.YAMLError):
+        load_yaml(document, loader)
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda cls: cls.__name__)
+def test_i1_every_yaml_loader_reads_the_same(loader: type[Any]) -> None:
+    expected = load_yaml(VALID_YAML.decode(), LOADERS[-1])
+    assert load_yaml(VALID_YAML.decode(), loader) == expected
+    assert load_yaml("a: no\nb: 0o17\nc: 017\nd: 0x1F\ne: .inf\nf: ~\ng: True\n", loader) == {
+        "a": "no", "b": 15, "c": 17, "d": 31, "e": float("inf"), "f": None, "g": True,
+    }
