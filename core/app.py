@@ -106,7 +106,8 @@ class Core:
     async def start(self) -> RunningCore:
         config = self.config
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.environ.setdefault("GRPC_SSL_CIPHER_SUITES", AEAD_CIPHER_SUITES)
+        # Forced, not defaulted: an inherited variable must not re-enable CBC suites.
+        os.environ["GRPC_SSL_CIPHER_SUITES"] = AEAD_CIPHER_SUITES
         rules = load_default_rules(config.policy_file)
         index = RuleIndex.build(rules)
         catalogue = TraitCatalogue.load_default()
