@@ -34,7 +34,7 @@ from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
 from vivified.core.registry._monitor import HealthMonitor
 from vivified.core.registry._registry_service import RegistryService
-from vivified.core.server import AEAD_CIPHER_SUITES, build_server
+from vivified.core.server import build_server, check_cipher_suites
 from vivified.core.traits import TraitCatalogue
 
 _log = logging.getLogger(__name__)
@@ -106,8 +106,10 @@ class Core:
     async def start(self) -> RunningCore:
         config = self.config
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Forced, not defaulted: an inherited variable must not re-enable CBC suites.
-        os.environ["GRPC_SSL_CIPHER_SUITES"] = AEAD_CIPHER_SUITES
+        check_cipher_suites(os.environ.get("GRPC_SSL_CIPHER_SUITES"))
+        audit_dir = config.data_dir / "audit"
+        audit_dir.mkdir(mode=0o700, exist_ok=True)
+        signer = CheckpointSigner.load_or_create(audit_dir / "checkpoint.key")
         rules = load_default_rules(config.policy_file)
         index = RuleIndex.build(rules)
         catalogue = TraitCatalogue.load_default()
@@ -118,9 +120,6 @@ class Core:
         self._write_operator_identity(ca)
 
         engine = create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
-        audit_dir = config.data_dir / "audit"
-        audit_dir.mkdir(mode=0o700, exist_ok=True)
-        signer = CheckpointSigner.load_or_create(audit_dir / "checkpoint.key")
         self._audit = AuditLog(
             engine,
             clock=self.clock,

@@ -13,21 +13,38 @@ from grpc_reflection.v1alpha import reflection
 from vivified.admin.v1 import plugin_admin_pb2, plugin_admin_pb2_grpc
 from vivified.core.chain import ChainInterceptor
 from vivified.core.config import CoreConfig
+from vivified.core.errors import FailedPrecondition
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._registry_service import RegistryService
 from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
 
-# TLS 1.2+ with AEAD suites only (gRPC's BoringSSL already refuses TLS < 1.2);
-# the variable is read by gRPC when credentials are created.
-AEAD_CIPHER_SUITES = ":".join(
-    [
+# TLS 1.2+ with AEAD suites only. gRPC's BoringSSL refuses TLS < 1.2 and its
+# default suite list is AEAD-only; GRPC_SSL_CIPHER_SUITES, which gRPC reads once
+# when it is imported, could widen that, so the core refuses to start when it
+# names anything else.
+AEAD_CIPHER_SUITES = frozenset(
+    {
         "ECDHE-ECDSA-AES128-GCM-SHA256",
         "ECDHE-ECDSA-AES256-GCM-SHA384",
         "ECDHE-ECDSA-CHACHA20-POLY1305",
         "ECDHE-RSA-AES128-GCM-SHA256",
         "ECDHE-RSA-AES256-GCM-SHA384",
-    ]
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    }
 )
+
+
+def check_cipher_suites(value: str | None) -> None:
+    """Refuse a GRPC_SSL_CIPHER_SUITES that names a non-AEAD suite."""
+    if value is None:
+        return
+    weak = sorted(set(filter(None, value.split(":"))) - AEAD_CIPHER_SUITES)
+    if weak:
+        raise FailedPrecondition(
+            f"GRPC_SSL_CIPHER_SUITES enables non-AEAD or unknown suites ({', '.join(weak)}); "
+            f"unset it or list only: {', '.join(sorted(AEAD_CIPHER_SUITES))}",
+            reason="TLS_CONFIG_INSECURE",
+        )
 
 
 def server_options(config: CoreConfig) -> Sequence[tuple[str, int]]:

@@ -15,7 +15,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from vivified.core.audit._record import canonical_json, format_time
+from vivified.core.ca import KeyFileError, load_private_key
 
 
 def public_key_path(key_path: Path) -> Path:
@@ -58,12 +58,11 @@ class CheckpointSigner:
         """Load the key at `key_path`, or create it (mode 0600) if absent; make
         sure the public key is exported beside it.
 
-        Raises PermissionError if group or others can access an existing key
-        file: a key others can read is a key others can forge checkpoints with.
+        Raises KeyFileError (a VivifiedError) if group or others can access an
+        existing key file — a key others can read is a key others can forge
+        checkpoints with — or if it is not an Ed25519 key.
         """
-        try:
-            mode = stat.S_IMODE(os.stat(key_path).st_mode)
-        except FileNotFoundError:
+        if not key_path.exists():
             key = ed25519.Ed25519PrivateKey.generate()
             pem = key.private_bytes(
                 serialization.Encoding.PEM,
@@ -72,14 +71,11 @@ class CheckpointSigner:
             )
             _write_new(key_path, pem, 0o600)
         else:
-            if mode & 0o077:
-                raise PermissionError(
-                    f"audit checkpoint key {key_path} has mode {mode:04o}; "
-                    f"it must be private to its owner: run chmod 600 {key_path}"
-                )
-            loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            loaded = load_private_key(key_path)
             if not isinstance(loaded, ed25519.Ed25519PrivateKey):
-                raise TypeError(f"audit checkpoint key {key_path} is not an Ed25519 key")
+                raise KeyFileError(
+                    f"audit checkpoint key {key_path} is not an Ed25519 key", reason="KEY_FILE_INVALID"
+                )
             key = loaded
         signer = cls(key)
         pub_path = public_key_path(key_path)

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner, verify
+from vivified.core.ca import KeyFileError
 
 
 def test_key_is_created_0600_with_public_key_beside_it(tmp_path: Path) -> None:
@@ -43,7 +44,7 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path, mode: int) -> No
     CheckpointSigner.load_or_create(key_path)
     os.chmod(key_path, mode)
 
-    with pytest.raises(PermissionError) as raised:
+    with pytest.raises(KeyFileError) as raised:
         CheckpointSigner.load_or_create(key_path)
 
     assert str(key_path) in str(raised.value)
