@@ -21,7 +21,7 @@ from grpc_health.v1 import health
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
-from vivified.core.audit import AuditLog, CheckpointSigner
+from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
 from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key, write_private_key
 from vivified.core.chain import AuditRecorder, Authenticator, PluginView, StreamTracker, TokenBuckets, build_chain
 from vivified.core.clock import Clock, SystemClock
@@ -85,8 +85,9 @@ class Core:
             )
         return CertificateAuthority.load_or_create(self.config.data_dir / "ca", ca_config, self.clock)
 
-    def _write_operator_identity(self, ca: CertificateAuthority) -> None:
-        """Give the local operator (CLI, grpcurl) a client certificate."""
+    def _write_operator_identity(self, ca: CertificateAuthority) -> int | None:
+        """Give the local operator (CLI, grpcurl) a client certificate; returns
+        the serial of a newly issued one, None when the current one is kept."""
         directory = self.config.data_dir / "operator"
         directory.mkdir(mode=0o700, exist_ok=True)
         cert_path = directory / "operator.crt"
@@ -94,7 +95,7 @@ class Core:
             current = x509.load_pem_x509_certificate(cert_path.read_bytes())
             if current.not_valid_after_utc - self.clock.now() > dt.timedelta(days=1):
                 (directory / "ca.crt").write_bytes(ca.root_pem)
-                return
+                return None
         key = new_private_key()
         issued = ca.issue_operator_certificate("admin", key)
         key_path = directory / "operator.key"
@@ -102,6 +103,7 @@ class Core:
         write_private_key(key_path, key)
         cert_path.write_bytes(issued.chain_pem)
         (directory / "ca.crt").write_bytes(ca.root_pem)
+        return issued.serial
 
     async def start(self) -> RunningCore:
         config = self.config
@@ -117,7 +119,6 @@ class Core:
         core_key = new_private_key()
         core_cert = ca.issue_core_certificate(core_key)
         key_pem = _pem_key(core_key)
-        self._write_operator_identity(ca)
 
         engine = create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
         self._audit = AuditLog(
@@ -129,6 +130,19 @@ class Core:
             on_commit=self.metrics.on_audit_commit,
         )
         await self._audit.start()
+        await self._audit.append(
+            AuditRecord(actor="core:core", action="core.start", resource=config.profile, detail={"pid": str(os.getpid())})
+        )
+        operator_serial = self._write_operator_identity(ca)
+        if operator_serial is not None:
+            await self._audit.append(
+                AuditRecord(
+                    actor="core:core",
+                    action="certificate.issue",
+                    resource="operator/admin",
+                    detail={"serial": format(operator_serial, "x")},
+                )
+            )
 
         store = PluginStore(engine, self.clock)
         await store.load()
