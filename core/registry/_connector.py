@@ -49,7 +49,13 @@ class PluginConnector:
         channel = grpc.aio.secure_channel(
             record.endpoint,
             self._credentials,
-            options=[("grpc.ssl_target_name_override", f"{record.plugin_id}.plugin.{self._identity.trust_domain}")],
+            options=[
+                ("grpc.ssl_target_name_override", f"{record.plugin_id}.plugin.{self._identity.trust_domain}"),
+                # A new plugin's server is often still starting when Init is sent;
+                # reconnect quickly instead of after gRPC's default 1 s backoff.
+                ("grpc.initial_reconnect_backoff_ms", 50),
+                ("grpc.min_reconnect_backoff_ms", 50),
+            ],
         )
         self._channels[record.plugin_id] = (record.endpoint, channel)
         return channel

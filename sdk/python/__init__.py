@@ -1,1 +1,66 @@
-"""Package."""
+"""The Vivified plugin SDK.
+
+A plugin is a class that subclasses the generated servicer of its contract.
+The SDK registers it with the core (one-time join token, fresh key, CSR),
+serves it over mutual TLS accepting only the core's certificate, answers the
+core's `Init`/`Shutdown` and `grpc.health.v1` checks, heartbeats, renews its
+certificate before expiry without a restart, and stops gracefully.
+
+Example (a complete plugin process)::
+
+    import os
+    from vivified.communication.v1 import communication_pb2, communication_pb2_grpc
+    from vivified.sdk import PluginSettings, run
+
+    class Echo(communication_pb2_grpc.CommunicationPluginServiceServicer):
+        async def SendMessage(self, request, context):
+            return communication_pb2.SendMessageResponse(
+                message_id=request.message.message_id,
+                status=communication_pb2.DELIVERY_STATUS_DELIVERED,
+            )
+
+    run([Echo()], PluginSettings.from_env(os.environ))
+
+`PluginRuntime` is the same machinery for code that owns its event loop
+(tests, or a plugin that runs other tasks beside its server). Every error is
+a `VivifiedSDKError` subclass carrying the core's `reason` and `domain`.
+"""
+
+from vivified.sdk._errors import (
+    ConfigurationError,
+    CoreUntrustedError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+    VivifiedSDKError,
+    from_rpc_error,
+)
+from vivified.sdk._manifest import load_manifest
+from vivified.sdk._run import run, serve
+from vivified.sdk._runtime import PluginRuntime
+from vivified.sdk._settings import PluginSettings
+from vivified.sdk._status import abort
+
+__all__ = [
+    "ConfigurationError",
+    "CoreUntrustedError",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PluginRuntime",
+    "PluginSettings",
+    "ResourceExhaustedError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "VivifiedSDKError",
+    "abort",
+    "from_rpc_error",
+    "load_manifest",
+    "run",
+    "serve",
+]

@@ -1,0 +1,242 @@
+"""`PluginRuntime`: register, serve, heartbeat, renew, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+
+from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
+from vivified.sdk._core_client import CoreClient
+from vivified.sdk._errors import SDK_DOMAIN, ConfigurationError, VivifiedSDKError
+from vivified.sdk._identity import IssuedCertificate
+from vivified.sdk._lifecycle import LifecycleServicer
+from vivified.sdk._maintenance import heartbeat_forever, renew_forever
+from vivified.sdk._manifest import load_manifest
+from vivified.sdk._server import PluginServer, host_port, reserve_port
+from vivified.sdk._settings import PluginSettings
+from vivified.sdk._transport import ServerCertificates
+
+_log = logging.getLogger("vivified.sdk")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class PluginRuntime:
+    """Runs one plugin process's servicers against the core.
+
+    `start()` loads the manifest, registers with the core (one-time join token,
+    fresh key and CSR), serves the servicers over mTLS accepting only the core,
+    then heartbeats and renews the certificate in the background. `stop()`
+    ends all of it gracefully and deregisters. The core calls `Init` (which runs
+    `on_init`) once it has admitted the plugin, and may call `Shutdown`.
+
+    Example::
+
+        runtime = PluginRuntime([EchoCommunicationPlugin()], PluginSettings.from_env(os.environ))
+        await runtime.start()
+        try:
+            await runtime.wait_closed()
+        finally:
+            await runtime.stop()
+    """
+
+    def __init__(
+        self,
+        servicers: Sequence[object],
+        settings: PluginSettings,
+        *,
+        on_init: Callable[[InitRequest], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[str], Awaitable[None]] | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not servicers:
+            raise ConfigurationError("a plugin needs at least one servicer")
+        self._settings = settings
+        self._on_shutdown = on_shutdown
+        self._clock = clock
+        self._sleep = sleep
+        self._lifecycle = LifecycleServicer(
+            on_init=on_init, on_ready=self._ready, on_shutdown_requested=self._request_stop_soon
+        )
+        self._server = PluginServer(servicers, self._lifecycle, settings.trust_domain)
+        self._client: CoreClient | None = None
+        self._certificates: ServerCertificates | None = None
+        self._issued: IssuedCertificate | None = None
+        self._endpoint = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop_task: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._started = False
+        self.renewals = 0
+        """How many times the certificate was renewed."""
+        self.failure: VivifiedSDKError | None = None
+        """Why the runtime stopped on its own with an error (e.g. the certificate expired), else None."""
+
+    @property
+    def plugin_id(self) -> str:
+        return self._require_client().spiffe_id.rsplit("/", 1)[1]
+
+    @property
+    def endpoint(self) -> str:
+        """`host:port` where the plugin serves (sent to the core in Register)."""
+        return self._endpoint
+
+    @property
+    def certificate_pem(self) -> bytes:
+        """The current leaf certificate, used both as client and as server certificate."""
+        if self._issued is None:
+            raise VivifiedSDKError("the plugin is not registered", reason="NOT_CONNECTED", domain=SDK_DOMAIN)
+        return self._issued.leaf_pem
+
+    @property
+    def core_channel(self) -> grpc.aio.Channel:
+        """The current mTLS channel to the core. It is replaced on renewal, so
+        fetch it for each use rather than keeping it."""
+        return self._require_client().channel
+
+    @property
+    def closed(self) -> bool:
+        """Whether the runtime has stopped."""
+        return self._closed.is_set()
+
+    @property
+    def initialised(self) -> bool:
+        """Whether the core has called Init successfully."""
+        return self._lifecycle.initialised
+
+    def _require_client(self) -> CoreClient:
+        if self._client is None:
+            raise VivifiedSDKError("the plugin is not registered", reason="NOT_CONNECTED", domain=SDK_DOMAIN)
+        return self._client
+
+    async def start(self) -> None:
+        """Register with the core and start serving. Raises `ConfigurationError`,
+        `CoreUntrustedError` or the typed error of the core's refusal; after a
+        failure the runtime is closed and nothing is left listening."""
+        if self._started:
+            raise VivifiedSDKError("start() was already called", reason="ALREADY_STARTED", domain=SDK_DOMAIN)
+        self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            await self._server.stop(0)
+            self._closed.set()
+            raise
+
+    async def _start(self) -> None:
+        settings = self._settings
+        manifest = load_manifest(settings.manifest_path)
+        missing = sorted(set(manifest.contracts) - set(self._server.service_names))
+        if missing:
+            raise ConfigurationError(f"the manifest declares contracts no servicer implements: {', '.join(missing)}")
+        try:
+            root_pem = settings.ca_file.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the core's CA file {settings.ca_file}: {exc.strerror}") from None
+        client = self._client = CoreClient(settings, root_pem, manifest, self._clock)
+        placeholder = reserve_port(settings.listen_host)
+        try:
+            port = placeholder.getsockname()[1]
+            self._endpoint = host_port(settings.dial_host, port)
+            issued, reply = await client.register(self._endpoint)
+            self._issued = issued
+            self._certificates = ServerCertificates(root_pem, issued)
+            await self._server.start(settings.listen_host, port, self._certificates)
+        finally:
+            placeholder.close()
+        client.connect(issued)
+        _log.info("registered as %s; serving on %s", client.spiffe_id, self._endpoint)
+        interval = float(max(reply.heartbeat_interval_seconds, 1))
+        self._tasks = [
+            asyncio.create_task(heartbeat_forever(client, interval, sleep=self._sleep, request_stop=self._request_stop)),
+            asyncio.create_task(
+                renew_forever(
+                    client,
+                    self._current,
+                    self._install,
+                    fraction=settings.renew_at_fraction,
+                    clock=self._clock,
+                    sleep=self._sleep,
+                    request_stop=self._request_stop,
+                )
+            ),
+        ]
+
+    def _current(self) -> IssuedCertificate:
+        if self._issued is None:
+            raise VivifiedSDKError("the plugin is not registered", reason="NOT_CONNECTED", domain=SDK_DOMAIN)
+        return self._issued
+
+    def _install(self, issued: IssuedCertificate) -> None:
+        if self._client is None or self._certificates is None:
+            return
+        self._issued = issued
+        self._certificates.install(issued)
+        self._client.connect(issued)
+        self.renewals += 1
+
+    async def _ready(self) -> None:
+        await self._server.set_serving(True)
+
+    def _request_stop(self, reason: str, error: VivifiedSDKError | None) -> None:
+        if error is not None and self.failure is None:
+            self.failure = error
+        self._request_stop_soon(reason)
+
+    def _request_stop_soon(self, reason: str) -> asyncio.Task[None]:
+        """Stop from inside a handler or a background task, without awaiting ourselves."""
+        if self._stop_task is None:
+            self._stop_task = asyncio.create_task(self._stop(reason))
+        return self._stop_task
+
+    def request_stop(self, reason: str = "shutdown") -> None:
+        """Ask the runtime to stop without waiting for it (see `stop`)."""
+        self._request_stop_soon(reason)
+
+    async def heartbeat(self) -> None:
+        """Send one heartbeat now; raises the typed error of a refusal."""
+        await self._require_client().heartbeat()
+
+    async def deregister(self, reason: str) -> None:
+        """End the registration at the core (its certificates stop working)."""
+        await self._require_client().deregister(reason)
+
+    async def stop(self, reason: str = "shutdown") -> None:
+        """Stop gracefully: background tasks, then the server (in-flight calls get
+        `shutdown_grace_seconds`), then `on_shutdown`, then a best-effort
+        `Deregister`, then the channels. Idempotent; concurrent callers wait
+        for the same stop."""
+        await asyncio.shield(self._request_stop_soon(reason))
+
+    async def _stop(self, reason: str) -> None:
+        try:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.stop(self._settings.shutdown_grace_seconds)
+            if self._on_shutdown is not None:
+                try:
+                    await self._on_shutdown(reason)
+                except Exception:  # noqa: BLE001 - a failing hook must not stop deregistration
+                    _log.exception("the plugin's on_shutdown hook failed")
+            if self._client is not None and self._issued is not None:
+                try:
+                    await self._client.deregister(reason)
+                except VivifiedSDKError as error:
+                    _log.info("deregistration not acknowledged: %s", error)
+            if self._client is not None:
+                await self._client.close()
+            _log.info("plugin stopped: %s", reason)
+        finally:
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Return once the runtime has stopped (by `stop()`, the core's Shutdown, or revocation)."""
+        await self._closed.wait()

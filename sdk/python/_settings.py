@@ -1,0 +1,102 @@
+"""How a plugin finds and trusts its core: one frozen dataclass, read from the
+environment once, at the edge (`PluginSettings.from_env`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vivified.sdk._errors import ConfigurationError
+
+DEFAULT_CORE_ADDRESS = "127.0.0.1:7443"
+DEFAULT_BOOTSTRAP_ADDRESS = "127.0.0.1:7444"
+DEFAULT_TRUST_DOMAIN = "vivified.local"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginSettings:
+    """Where the core is, how to trust it, and how the plugin serves.
+
+    Example::
+
+        settings = PluginSettings(
+            manifest_path=Path("plugins/example_echo/manifest.yaml"),
+            join_token=token,
+            ca_file=Path(".vivified/operator/ca.crt"),
+        )
+    """
+
+    manifest_path: Path
+    """The plugin's manifest (YAML or JSON); must be the one the operator approved."""
+    join_token: str = field(repr=False)
+    """The one-time token printed by `vivified plugins approve`. Kept out of `repr` so it is never logged."""
+    ca_file: Path
+    """PEM root certificate of the core's CA: the only root the plugin trusts, both to
+    verify the core's server certificate and to verify the core when it calls the plugin."""
+    core_address: str = DEFAULT_CORE_ADDRESS
+    """The core's mTLS port (`host:port`): heartbeats, renewal, deregistration."""
+    bootstrap_address: str = DEFAULT_BOOTSTRAP_ADDRESS
+    """The core's bootstrap port (`host:port`), server-authenticated TLS, used once for `Register`."""
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    """SPIFFE trust domain. The core must present the name `core.<trust_domain>`."""
+    listen_host: str = "127.0.0.1"
+    """Interface the plugin's own server binds to; the port is chosen by the OS."""
+    advertise_host: str | None = None
+    """Host the core should dial to reach the plugin, when it differs from `listen_host`
+    (for example `listen_host="0.0.0.0"` inside a container). Defaults to `listen_host`."""
+    renew_at_fraction: float = 0.66
+    """Renew the certificate once this fraction of its lifetime has passed (0 < f < 1)."""
+    shutdown_grace_seconds: float = 5.0
+    """How long in-flight calls may run on after a stop is requested."""
+    connect_timeout_seconds: float = 10.0
+    """Deadline of each call the SDK makes to the core (`Register`, heartbeats, renewal)."""
+
+    def __post_init__(self) -> None:
+        if not self.join_token:
+            raise ConfigurationError("join_token is empty")
+        if not 0.0 < self.renew_at_fraction < 1.0:
+            raise ConfigurationError(f"renew_at_fraction must be between 0 and 1, got {self.renew_at_fraction}")
+        if self.shutdown_grace_seconds < 0 or self.connect_timeout_seconds <= 0:
+            raise ConfigurationError("shutdown_grace_seconds must be >= 0 and connect_timeout_seconds > 0")
+        for name in ("core_address", "bootstrap_address", "trust_domain", "listen_host"):
+            if not getattr(self, name):
+                raise ConfigurationError(f"{name} is empty")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PluginSettings:
+        """Settings from `VIVIFIED_*` variables, read once at the plugin's edge.
+
+        Required: `VIVIFIED_MANIFEST`, `VIVIFIED_JOIN_TOKEN`, `VIVIFIED_CA_FILE`.
+        Optional: `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`.
+        Change anything else with `dataclasses.replace`.
+
+        Example::
+
+            settings = PluginSettings.from_env(os.environ)
+        """
+
+        def required(variable: str, what: str) -> str:
+            value = environ.get(variable, "")
+            if not value:
+                raise ConfigurationError(
+                    f"environment variable {variable} is not set (it gives {what})", reason="SETTING_MISSING"
+                )
+            return value
+
+        def optional(variable: str, default: str) -> str:
+            return environ.get(variable) or default
+
+        return cls(
+            manifest_path=Path(required("VIVIFIED_MANIFEST", "the path of the plugin's manifest")),
+            join_token=required("VIVIFIED_JOIN_TOKEN", "the one-time join token from `vivified plugins approve`"),
+            ca_file=Path(required("VIVIFIED_CA_FILE", "the path of the core's root CA certificate")),
+            core_address=optional("VIVIFIED_CORE_ADDRESS", DEFAULT_CORE_ADDRESS),
+            bootstrap_address=optional("VIVIFIED_BOOTSTRAP_ADDRESS", DEFAULT_BOOTSTRAP_ADDRESS),
+            trust_domain=optional("VIVIFIED_TRUST_DOMAIN", DEFAULT_TRUST_DOMAIN),
+        )
+
+    @property
+    def dial_host(self) -> str:
+        """The host part of the endpoint sent to the core."""
+        return self.advertise_host or self.listen_host

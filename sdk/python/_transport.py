@@ -1,0 +1,78 @@
+"""TLS in both directions, pinned to the core's CA and the core's name.
+
+Client side: every channel to the core trusts only the root in `ca_file` and
+verifies the host name `core.<trust-domain>` (`grpc.ssl_target_name_override`),
+whatever address it dials, so a plugin certificate from the same CA (DNS SAN
+`<id>.plugin.<trust-domain>`) can never pass as the core.
+
+Server side: the plugin's server requires a client certificate from the same
+root and takes its own certificate from a `ServerCertificates` store that gRPC
+consults before every handshake, so a renewed certificate is presented to new
+connections without restarting the server."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+
+from vivified.sdk._identity import IssuedCertificate
+
+
+def core_name(trust_domain: str) -> str:
+    """The DNS name the core's server certificate must carry."""
+    return f"core.{trust_domain}"
+
+
+def core_channel_options(trust_domain: str) -> list[tuple[str, str]]:
+    return [("grpc.ssl_target_name_override", core_name(trust_domain))]
+
+
+def bootstrap_channel(address: str, root_pem: bytes, trust_domain: str) -> grpc.aio.Channel:
+    """Server-authenticated TLS to the core's bootstrap port (no client certificate)."""
+    credentials = grpc.ssl_channel_credentials(root_certificates=root_pem)
+    return grpc.aio.secure_channel(address, credentials, options=core_channel_options(trust_domain))
+
+
+def mtls_channel(address: str, root_pem: bytes, trust_domain: str, issued: IssuedCertificate) -> grpc.aio.Channel:
+    """Mutual TLS to the core's main port, presenting the plugin's certificate."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=root_pem, private_key=issued.key_pem, certificate_chain=issued.chain_pem
+    )
+    return grpc.aio.secure_channel(address, credentials, options=core_channel_options(trust_domain))
+
+
+class ServerCertificates:
+    """The certificate the plugin's server presents, swappable at run time.
+
+    gRPC calls `fetch` from its own threads before each TLS handshake; it
+    returns a new configuration only when one was installed since the last
+    call, so unchanged handshakes reuse gRPC's cached TLS context."""
+
+    def __init__(self, client_root_pem: bytes, issued: IssuedCertificate) -> None:
+        self._root = client_root_pem
+        self._lock = threading.Lock()
+        self._pending: grpc.ServerCertificateConfiguration | None = None
+        self._initial = self._config(issued)
+
+    def _config(self, issued: IssuedCertificate) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration([(issued.key_pem, issued.chain_pem)], self._root)
+
+    def install(self, issued: IssuedCertificate) -> None:
+        """Present `issued` to every connection accepted from now on."""
+        config = self._config(issued)
+        with self._lock:
+            self._pending = config
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        with self._lock:
+            config, self._pending = self._pending, None
+        return config
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials requiring a client certificate signed by the core's root."""
+        return grpc.dynamic_ssl_server_credentials(
+            self._initial,
+            self.fetch,  # type: ignore[arg-type]  # the stub omits None, which gRPC documents as "no change"
+            require_client_authentication=True,
+        )
