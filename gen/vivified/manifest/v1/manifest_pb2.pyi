@@ -38,6 +38,8 @@ class PluginManifest(_message.Message):
     TRAITS_FIELD_NUMBER: _builtins.int
     SECURITY_FIELD_NUMBER: _builtins.int
     COMPLIANCE_FIELD_NUMBER: _builtins.int
+    PROVIDES_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Plugin id: 2 to 63 characters of `a-z`, `0-9` and `-`, starting with a
     letter. It becomes the plugin's SPIFFE id `spiffe://<trust-domain>/plugin/<id>`.
@@ -66,6 +68,20 @@ class PluginManifest(_message.Message):
     def compliance(self) -> Global___ComplianceDeclaration:
         """Compliance declarations."""
 
+    @_builtins.property
+    def provides(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Operations of this plugin's contracts that other plugins may call through
+        the operator lane, as full method names
+        (`vivified.communication.v1.CommunicationPluginService/SendMessage`).
+        Each must belong to a contract listed in `contracts`.
+        """
+
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___OperationCall]:
+        """Operations this plugin calls through the operator lane. A call outside
+        this list is refused before the target sees anything.
+        """
+
     def __init__(
         self,
         *,
@@ -77,14 +93,44 @@ class PluginManifest(_message.Message):
         traits: _abc.Iterable[_builtins.str] | None = ...,
         security: Global___SecurityDeclaration | None = ...,
         compliance: Global___ComplianceDeclaration | None = ...,
+        provides: _abc.Iterable[_builtins.str] | None = ...,
+        calls: _abc.Iterable[Global___OperationCall] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["compliance", b"compliance", "security", b"security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compliance", b"compliance", "contracts", b"contracts", "description", b"description", "id", b"id", "name", b"name", "security", b"security", "traits", b"traits", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "compliance", b"compliance", "contracts", b"contracts", "description", b"description", "id", b"id", "name", b"name", "provides", b"provides", "security", b"security", "traits", b"traits", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PluginManifest: _TypeAlias = PluginManifest  # noqa: Y015
+
+@_typing.final
+class OperationCall(_message.Message):
+    """OperationCall names one operation a plugin may call on another plugin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLUGIN_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    plugin_id: _builtins.str
+    """The target plugin's id."""
+    method: _builtins.str
+    """The full method name, e.g.
+    `vivified.communication.v1.CommunicationPluginService/SendMessage`.
+    """
+    def __init__(
+        self,
+        *,
+        plugin_id: _builtins.str = ...,
+        method: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["method", b"method", "plugin_id", b"plugin_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OperationCall: _TypeAlias = OperationCall  # noqa: Y015
 
 @_typing.final
 class SecurityDeclaration(_message.Message):
@@ -93,6 +139,7 @@ class SecurityDeclaration(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ALLOWED_DOMAINS_FIELD_NUMBER: _builtins.int
+    ALLOWED_PORTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def allowed_domains(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """External hosts the plugin needs (exact host names or a one-label wildcard
@@ -100,14 +147,19 @@ class SecurityDeclaration(_message.Message):
         entries are refused when the manifest is validated.
         """
 
+    @_builtins.property
+    def allowed_ports(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """TCP ports the plugin may fetch on. Empty means 443 only."""
+
     def __init__(
         self,
         *,
         allowed_domains: _abc.Iterable[_builtins.str] | None = ...,
+        allowed_ports: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_domains", b"allowed_domains"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_domains", b"allowed_domains", "allowed_ports", b"allowed_ports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
