@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from vivified.core.contracts import contract_method
 from vivified.core.manifest._digest import reject_unknown_fields
 from vivified.core.manifest._domains import validate_allowed_domain
 from vivified.core.manifest._problem import manifest_invalid, show
@@ -144,6 +145,43 @@ def _check_security(manifest: PluginManifest, traits: set[str]) -> None:
     _no_duplicates("security.allowed_domains", (validate_allowed_domain(e) for e in entries))
 
 
+def _check_operations(manifest: PluginManifest) -> None:
+    contracts = set(manifest.contracts)
+    provides = list(manifest.provides)
+    _no_duplicates("provides", provides)
+    for name in provides:
+        method = contract_method(name)
+        if method is None or name.startswith("/"):
+            raise manifest_invalid(
+                f"provides: {show(name)} is not a contract operation like "
+                "vivified.communication.v1.CommunicationPluginService/SendMessage"
+            )
+        if method.service not in contracts:
+            raise manifest_invalid(f"provides: {name} belongs to {method.service}, which is not in contracts")
+    seen: set[tuple[str, str]] = set()
+    for index, call in enumerate(manifest.calls):
+        where = f"calls[{index}]"
+        if not _ID.fullmatch(call.plugin_id) or call.plugin_id in RESERVED_IDS:
+            raise manifest_invalid(f"{where}.plugin_id: {show(call.plugin_id)} is not a plugin id")
+        if call.plugin_id == manifest.id:
+            raise manifest_invalid(f"{where}: a plugin does not call itself through the core")
+        if contract_method(call.method) is None or call.method.startswith("/"):
+            raise manifest_invalid(f"{where}.method: {show(call.method)} is not a known contract operation")
+        if (call.plugin_id, call.method) in seen:
+            raise manifest_invalid(f"{where}: {call.plugin_id} {call.method} is listed twice")
+        seen.add((call.plugin_id, call.method))
+
+
+def _check_ports(manifest: PluginManifest) -> None:
+    ports = list(manifest.security.allowed_ports)
+    _no_duplicates("security.allowed_ports", ports)
+    for port in ports:
+        if not 0 < port < 65536:
+            raise manifest_invalid(f"security.allowed_ports: {port} is not a TCP port")
+    if ports and not manifest.security.allowed_domains:
+        raise manifest_invalid("security.allowed_ports: only meaningful with allowed_domains")
+
+
 def validate_manifest(
     manifest: PluginManifest,
     catalogue: TraitCatalogue,
@@ -160,3 +198,5 @@ def validate_manifest(
     catalogue.check_plugin_traits(traits)
     _check_compliance(manifest, set(traits))
     _check_security(manifest, set(traits))
+    _check_ports(manifest)
+    _check_operations(manifest)

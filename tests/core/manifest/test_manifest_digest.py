@@ -122,14 +122,14 @@ def test_digest_changes_with_any_field(path: tuple[str, ...], value: Any) -> Non
 def test_unknown_wire_fields_are_invisible_to_the_digest_so_they_are_refused() -> None:
     clean = load_manifest_bytes(json.dumps(DATA).encode())
     reject_unknown_fields(clean)
-    smuggled = PluginManifest.FromString(clean.SerializeToString() + b"\x52\x03abc")  # field 10, bytes
+    smuggled = PluginManifest.FromString(clean.SerializeToString() + b"\x7a\x03abc")  # field 15, bytes
     assert manifest_sha256(smuggled) == manifest_sha256(clean)
     with pytest.raises(InvalidArgument) as info:
         reject_unknown_fields(smuggled)
-    assert info.value.reason == "MANIFEST_INVALID" and "field 10" in info.value.message
+    assert info.value.reason == "MANIFEST_INVALID" and "field 15" in info.value.message
     nested = PluginManifest()
     nested.CopyFrom(clean)
-    nested.security.MergeFromString(b"\x10\x01")
+    nested.security.MergeFromString(b"\x28\x01")  # field 5, varint
     with pytest.raises(InvalidArgument) as info:
         reject_unknown_fields(nested)
-    assert "security field 2" in info.value.message
+    assert "security field 5" in info.value.message
