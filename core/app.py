@@ -28,7 +28,8 @@ from vivified.core.clock import Clock, SystemClock
 from vivified.core.config import CoreConfig
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.metrics import Metrics
-from vivified.core.policy import RuleIndex, load_default_rules
+from vivified.core.gateway import ContractProxy, Forwarder, GatewayService, OperatorLane, PolicySet
+from vivified.core.policy import load_default_rules
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
@@ -112,8 +113,7 @@ class Core:
         audit_dir = config.data_dir / "audit"
         audit_dir.mkdir(mode=0o700, exist_ok=True)
         signer = CheckpointSigner.load_or_create(audit_dir / "checkpoint.key")
-        rules = load_default_rules(config.policy_file)
-        index = RuleIndex.build(rules)
+        policy = PolicySet(load_default_rules(config.policy_file))
         catalogue = TraitCatalogue.load_default()
         ca = self._load_ca()
         core_key = new_private_key()
@@ -156,6 +156,16 @@ class Core:
         store.subscribe(track)
         for record in store.all():
             track(record)
+        statuses = {r.plugin_id: r.status for r in store.all()}
+        policy.rebuild(store.all())
+
+        def rebuild_policy(record: PluginRecord) -> None:
+            # Manifest-derived rules change only with a plugin's status.
+            if statuses.get(record.plugin_id) != record.status:
+                statuses[record.plugin_id] = record.status
+                policy.rebuild(store.all())
+
+        store.subscribe(rebuild_policy)
 
         streams = StreamTracker()
         parser = PeerCertificateParser(config.trust_domain)
@@ -167,7 +177,7 @@ class Core:
             plugin_lookup=views.get,
             streams=streams,
             buckets=TokenBuckets(config.rate_limit, self.clock),
-            policy_index=lambda: index,
+            policy_index=policy.index,
             on_decision=self.metrics.on_decision,
             audit=recorder,
             on_done=self.metrics.on_call_done,
@@ -209,12 +219,25 @@ class Core:
             token_ttl_seconds=config.join_token_ttl_seconds,
             on_revoked=revoked,
         )
+        lane = OperatorLane(
+            policy=policy,
+            forwarder=Forwarder(
+                config=config.gateway,
+                lookup=store.get,
+                connector=self._connector,
+                clock=self.clock,
+                on_breaker=self.metrics.on_breaker,
+            ),
+            lookup=store.get,
+        )
         self._server, mtls_port, bootstrap_port = build_server(
             config=config,
             chain=chain,
             registry=registry,
             admin=admin,
             health_servicer=health.aio.HealthServicer(),
+            gateway=GatewayService(lane, authenticator.principal),
+            contract_proxy=ContractProxy(lane, authenticator.principal),
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,
             key_pem=key_pem,

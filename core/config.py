@@ -7,6 +7,7 @@ import pathlib
 from dataclasses import dataclass, field
 
 from vivified.core.chain import RateLimitConfig
+from vivified.core.gateway import GatewayConfig
 
 PROFILES = ("development", "production")
 
@@ -58,6 +59,8 @@ class CoreConfig:
     """Largest request or response message."""
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     """Per-principal rate limit."""
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    """Operator lane deadlines, retries, circuit breaker and bulkhead."""
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

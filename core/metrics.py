@@ -34,6 +34,12 @@ class Metrics:
             "vivified_audit_write_seconds", "Audit group-commit latency", registry=self.registry
         )
         self.audit_records = Counter("vivified_audit_records", "Audit records committed", registry=self.registry)
+        self.breaker_open = Gauge(
+            "vivified_gateway_circuit_open",
+            "1 while the operator lane's circuit to a target is open or half-open",
+            ["target"],
+            registry=self.registry,
+        )
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -53,6 +59,9 @@ class Metrics:
         for status in _STATUSES:
             self.plugins.labels(status).set(tally.get(status, 0))
         self.unhealthy.set(sum(1 for r in listed if r.status == "active" and r.health == "unhealthy"))
+
+    def on_breaker(self, target: str, state: str) -> None:
+        self.breaker_open.labels(target).set(0 if state == "closed" else 1)
 
     def serve(self, address: str) -> int:
         """Serve /metrics on `host:port`; returns the bound port."""

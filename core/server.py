@@ -13,9 +13,11 @@ from grpc_reflection.v1alpha import reflection
 from vivified.admin.v1 import plugin_admin_pb2, plugin_admin_pb2_grpc
 from vivified.core.chain import ChainInterceptor
 from vivified.core.config import CoreConfig
+from vivified.core.gateway import ContractProxy, GatewayService
 from vivified.core.errors import FailedPrecondition
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._registry_service import RegistryService
+from vivified.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
 
 # TLS 1.2+ with AEAD suites only. gRPC's BoringSSL refuses TLS < 1.2 and its
@@ -66,6 +68,8 @@ def build_server(
     registry: RegistryService,
     admin: AdminService,
     health_servicer: health.aio.HealthServicer,
+    gateway: GatewayService,
+    contract_proxy: ContractProxy,
     root_pem: bytes,
     chain_pem: bytes,
     key_pem: bytes,
@@ -75,11 +79,14 @@ def build_server(
     registry_pb2_grpc.add_PluginRegistryServiceServicer_to_server(registry, server)
     plugin_admin_pb2_grpc.add_PluginAdminServiceServicer_to_server(admin, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    gateway_pb2_grpc.add_OperatorGatewayServiceServicer_to_server(gateway, server)
+    server.add_generic_rpc_handlers([contract_proxy])
     if config.profile == "development":
         names = (
             registry_pb2.DESCRIPTOR.services_by_name["PluginRegistryService"].full_name,
             plugin_admin_pb2.DESCRIPTOR.services_by_name["PluginAdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            gateway_pb2.DESCRIPTOR.services_by_name["OperatorGatewayService"].full_name,
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)

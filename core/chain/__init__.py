@@ -3,7 +3,7 @@
 from vivified.core.chain._audit import AuditLayer, AuditRecorder
 from vivified.core.chain._authn import AuthenticationLayer, Authenticator
 from vivified.core.chain._build import ChainInterceptor, Layer, build_chain, compose
-from vivified.core.chain._call import Call, Principal
+from vivified.core.chain._call import Call, Principal, annotate, current_call
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
@@ -32,7 +32,9 @@ __all__ = [
     "TokenBuckets",
     "TracingLayer",
     "abort_with",
+    "annotate",
     "build_chain",
     "compose",
+    "current_call",
     "status_metadata",
 ]

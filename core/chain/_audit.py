@@ -67,6 +67,11 @@ class AuditLayer:
             raise
         except VivifiedError as exc:
             call.reason = exc.reason
+            if exc.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                # A handler-level decision (e.g. the operator lane's per-target
+                # policy) denied the call: record it as a denial with its rule.
+                call.decision = "deny"
+                call.rule_id = exc.metadata.get("rule_id", call.rule_id)
             await self._finish(call, exc.code)
             raise
         except grpc.aio.AbortError:

@@ -22,7 +22,7 @@ import grpc
 
 from vivified.core.chain._audit import AuditLayer, AuditRecorder
 from vivified.core.chain._authn import AuthenticationLayer, Authenticator
-from vivified.core.chain._call import Call, Proceed
+from vivified.core.chain._call import Call, Proceed, _current
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
@@ -68,9 +68,11 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
         method = details.method
         _, service, name = method.split("/", 2) if method.count("/") == 2 else ("", "", method)
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-        return Call(
+        call = Call(
             method=method, service=service, method_name=name, metadata=metadata, context=context, streaming=streaming
         )
+        _current.set(call)
+        return call
 
     async def intercept_service(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,3 +55,22 @@ class Call:
 
 
 Proceed = Callable[[Call], Awaitable[None]]
+
+
+# The call being handled in the current task. grpc.aio runs each RPC in its own
+# task, so a handler (which only receives the request and the servicer
+# context) can reach its own Call, e.g. to add facts to its audit record.
+_current: ContextVar[Call | None] = ContextVar("vivified_current_call", default=None)
+
+
+def current_call() -> Call | None:
+    """The Call of the RPC running in this task, if the chain is handling one."""
+    return _current.get()
+
+
+def annotate(**fields: str) -> None:
+    """Add facts (ids, counts, addresses — never bodies or secrets) to the
+    audit record of the current call."""
+    call = _current.get()
+    if call is not None:
+        call.extra.update(fields)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import pathlib
 from collections.abc import Mapping
+from dataclasses import replace
 
 from vivified.core.config import CoreConfig
+from vivified.core.gateway import GatewayConfig
 
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
 CORE_VARIABLES = {
@@ -56,6 +58,12 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--heartbeat-interval", dest="heartbeat_interval_seconds", type=float, metavar="SECONDS", help="default 5"
     )
+    parser.add_argument(
+        "--max-call-deadline", type=float, metavar="SECONDS", help="cap on operator-lane call deadlines (default 30)"
+    )
+    parser.add_argument(
+        "--breaker-cooldown", type=float, metavar="SECONDS", help="operator-lane circuit open time (default 5)"
+    )
 
 
 def data_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> pathlib.Path:
@@ -85,6 +93,11 @@ def core_config(args: argparse.Namespace, environ: Mapping[str, str]) -> CoreCon
             raise SettingsError(f"{variable} / --{field.replace('_', '-')} must be a number, got {raw!r}") from None
         values[field] = raw
     try:
-        return CoreConfig(data_dir=data_dir(args, environ), **values)  # type: ignore[arg-type]
+        gateway = GatewayConfig()
+        if getattr(args, "max_call_deadline", None) is not None:
+            gateway = replace(gateway, max_deadline_seconds=args.max_call_deadline)
+        if getattr(args, "breaker_cooldown", None) is not None:
+            gateway = replace(gateway, breaker_cooldown_seconds=args.breaker_cooldown)
+        return CoreConfig(data_dir=data_dir(args, environ), gateway=gateway, **values)  # type: ignore[arg-type]
     except ValueError as exc:
         raise SettingsError(str(exc)) from None

@@ -26,6 +26,7 @@ Example (a complete plugin process)::
 a `VivifiedSDKError` subclass carrying the core's `reason` and `domain`.
 """
 
+from vivified.sdk._calls import PluginCaller, target_metadata
 from vivified.sdk._errors import (
     ConfigurationError,
     CoreUntrustedError,
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PluginCaller",
     "PluginRuntime",
     "PluginSettings",
     "ResourceExhaustedError",
@@ -60,6 +62,7 @@ __all__ = [
     "VivifiedSDKError",
     "abort",
     "from_rpc_error",
+    "target_metadata",
     "load_manifest",
     "run",
     "serve",

@@ -8,8 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
+from google.protobuf.message import Message
 
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
+from vivified.sdk._calls import PluginCaller
 from vivified.sdk._core_client import CoreClient
 from vivified.sdk._errors import SDK_DOMAIN, ConfigurationError, VivifiedSDKError
 from vivified.sdk._identity import IssuedCertificate
@@ -100,6 +102,21 @@ class PluginRuntime:
         """The current mTLS channel to the core. It is replaced on renewal, so
         fetch it for each use rather than keeping it."""
         return self._require_client().channel
+
+    async def call(
+        self, target: str, request: Message, *, timeout: float | None = None, idempotency_key: str = ""
+    ) -> Message:
+        """Call another plugin's contract operation through the core.
+
+            reply = await runtime.call("example-echo", SendMessageRequest(message=...))
+
+        The operation is the unary contract method whose input is `request`'s
+        type. Both approved manifests must declare it (`calls` / `provides`).
+        Raises `PermissionDeniedError` (POLICY_DENIED), `UnavailableError`
+        (TARGET_UNAVAILABLE), or the target's own error."""
+        return await PluginCaller(lambda: self.core_channel).call(
+            target, request, timeout=timeout, idempotency_key=idempotency_key
+        )
 
     @property
     def closed(self) -> bool:

@@ -19,6 +19,7 @@ CORE_SERVICES = {
     "vivified.admin.v1.PluginAdminService",
     "vivified.registry.v1.PluginRegistryService",
     "grpc.health.v1.Health",
+    "vivified.gateway.v1.OperatorGatewayService",
 }
 # grpcurl retries a refused handshake until its connect deadline, so calls
 # expected to be refused get a short one; the positive controls (same binary,

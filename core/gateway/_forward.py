@@ -1,0 +1,161 @@
+"""Forwarding one call to a target plugin, with the operator lane's
+resilience: capped deadline, retries only when safe, jittered backoff, a
+circuit breaker and a concurrency limit per target."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from vivified.core.clock import Clock
+from vivified.core.contracts import ContractMethod
+from vivified.core.errors import Unavailable, VivifiedError
+from vivified.core.gateway._breaker import CircuitBreakers
+from vivified.core.gateway._bulkhead import Bulkheads
+from vivified.core.registry import ACTIVE, HEALTHY, PluginRecord
+from vivified.core.registry._connector import PluginConnector
+
+_DOMAIN = "vivified.gateway"
+_BREAKER_FAILURES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Resilience settings of the operator lane."""
+
+    default_deadline_seconds: float = 10.0
+    """Deadline when the caller sets none."""
+    max_deadline_seconds: float = 30.0
+    """Caller deadlines are capped at this."""
+    max_attempts: int = 3
+    """Attempts for retryable calls (idempotent methods or an idempotency key)."""
+    backoff_base_seconds: float = 0.05
+    """First retry waits up to this (full jitter), doubling each time."""
+    breaker_failures: int = 5
+    """Consecutive failures that open a target's circuit."""
+    breaker_cooldown_seconds: float = 5.0
+    """Open time before one half-open probe is let through."""
+    max_in_flight_per_target: int = 64
+    """Concurrent calls per target; as many again may wait."""
+
+    def __post_init__(self) -> None:
+        if not (self.default_deadline_seconds > 0 and self.max_deadline_seconds > 0):
+            raise ValueError("operator-lane deadlines must be positive")
+        if self.max_attempts < 1 or self.breaker_failures < 1 or self.max_in_flight_per_target < 1:
+            raise ValueError("max_attempts, breaker_failures and max_in_flight_per_target must be at least 1")
+        if self.breaker_cooldown_seconds < 0 or self.backoff_base_seconds < 0:
+            raise ValueError("breaker cooldown and backoff must not be negative")
+
+
+class TargetError(VivifiedError):
+    """The target answered with an error; its code and reason pass through."""
+
+    def __init__(self, err: grpc.aio.AioRpcError) -> None:
+        reason, domain = "TARGET_ERROR", _DOMAIN
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        for detail in status.details if status is not None else ():
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                reason, domain = info.reason or reason, info.domain or domain
+        super().__init__(err.details() or err.code().name, reason=reason, domain=domain)
+        self.code = err.code()
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    response: bytes
+    attempts: int
+
+
+class Forwarder:
+    """Sends request bytes to a target's contract method and returns the reply bytes."""
+
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        lookup: Callable[[str], PluginRecord | None],
+        connector: PluginConnector,
+        clock: Clock,
+        on_breaker: Callable[[str, str], None] = lambda target, state: None,
+        jitter: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._config = config
+        self._lookup = lookup
+        self._connector = connector
+        self._clock = clock
+        self._breakers = CircuitBreakers(
+            clock, failures=config.breaker_failures, cooldown_seconds=config.breaker_cooldown_seconds
+        )
+        self._bulkheads = Bulkheads(config.max_in_flight_per_target)
+        self._on_breaker = on_breaker
+        self._jitter = jitter
+        self._sleep = sleep
+
+    def _routable(self, target: str) -> PluginRecord:
+        record = self._lookup(target)
+        why = None
+        if record is None:
+            why = "is not registered"
+        elif record.status != ACTIVE:
+            why = f"is {record.status}"
+        elif record.health != HEALTHY:
+            why = "is not healthy (missed heartbeats or failed Init)"
+        elif not self._breakers.allow(target):
+            why = "has failed repeatedly; its circuit is open"
+        if why is not None or record is None:
+            raise Unavailable(f"target plugin {target!r} {why}", reason="TARGET_UNAVAILABLE", domain=_DOMAIN)
+        return record
+
+    def _record(self, target: str, ok: bool) -> None:
+        before = self._breakers.state(target)
+        after = self._breakers.record(target, ok=ok)
+        if after != before:
+            self._on_breaker(target, after)
+
+    def timeout_for(self, remaining: float | None) -> float:
+        """The caller's remaining deadline, or the default, capped at the maximum."""
+        wanted = self._config.default_deadline_seconds if remaining is None else remaining
+        return max(0.0, min(wanted, self._config.max_deadline_seconds))
+
+    async def forward(
+        self,
+        target: str,
+        method: ContractMethod,
+        request: bytes,
+        *,
+        timeout: float,
+        retryable: bool,
+        metadata: Sequence[tuple[str, str]],
+    ) -> Forwarded:
+        record = self._routable(target)
+        deadline = self._clock.monotonic() + timeout
+        attempts = self._config.max_attempts if retryable else 1
+        async with self._bulkheads.slot(target):
+            for attempt in range(1, attempts + 1):
+                remaining = deadline - self._clock.monotonic()
+                call = self._connector.channel(record).unary_unary(method.path)
+                try:
+                    response = await call(request, timeout=max(remaining, 0.001), metadata=tuple(metadata))
+                except grpc.aio.AioRpcError as err:
+                    self._record(target, ok=err.code() not in _BREAKER_FAILURES)
+                    retry = err.code() == grpc.StatusCode.UNAVAILABLE and attempt < attempts
+                    backoff = self._config.backoff_base_seconds * (2 ** (attempt - 1)) * self._jitter()
+                    if not retry or self._clock.monotonic() + backoff >= deadline:
+                        raise TargetError(err) from None
+                    await self._sleep(backoff)
+                    record = self._routable(target)
+                    continue
+                self._record(target, ok=True)
+                return Forwarded(response, attempt)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def breaker_states(self) -> dict[str, str]:
+        return self._breakers.states()

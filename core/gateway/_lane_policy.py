@@ -1,0 +1,70 @@
+"""Operator-lane policy: what approved manifests declare becomes rules.
+
+A caller may call `target`'s `method` only when the caller's manifest lists it
+under `calls` and the target's manifest lists it under `provides`, both
+plugins being active. Each such pair is one allow rule with a stable id; the
+rules sit in the same index as the packaged rules, keyed by caller, so a
+decision costs the same whatever the number of plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from vivified.core.errors import PermissionDenied
+from vivified.core.policy import PolicyInput, Rule, RuleIndex, evaluate
+from vivified.core.registry import ACTIVE, PluginRecord
+
+
+def lane_resource(target: str, method: str) -> str:
+    """The policy resource of a call to `target`'s `method` (`pkg.Service/Method`)."""
+    return f"plugin:{target}/{method}"
+
+
+def lane_rules(records: Iterable[PluginRecord]) -> list[Rule]:
+    active = {r.plugin_id: r for r in records if r.status == ACTIVE}
+    rules = []
+    for caller in active.values():
+        for call in caller.manifest.calls:
+            target = active.get(call.plugin_id)
+            if target is None or call.method not in target.manifest.provides:
+                continue
+            rules.append(
+                Rule(
+                    id=f"manifest:{caller.plugin_id}:calls:{call.plugin_id}:{call.method}",
+                    effect="allow",
+                    principal_kinds=frozenset({"plugin"}),
+                    principal_ids=frozenset({caller.plugin_id}),
+                    methods=frozenset({lane_resource(call.plugin_id, call.method)}),
+                    description="declared by the caller's calls and the target's provides",
+                )
+            )
+    return rules
+
+
+class PolicySet:
+    """The packaged rules plus the rules the active plugins' manifests imply,
+    rebuilt whenever a plugin's status changes."""
+
+    def __init__(self, base: Iterable[Rule]) -> None:
+        self._base = tuple(base)
+        self._index = RuleIndex.build(self._base)
+
+    def index(self) -> RuleIndex:
+        return self._index
+
+    def rebuild(self, records: Iterable[PluginRecord]) -> None:
+        self._index = RuleIndex.build((*self._base, *lane_rules(records)))
+
+    def check_call(self, caller: str, traits: frozenset[str], target: str, method: str) -> str:
+        """Raise PermissionDenied (with the rule id) unless the call is declared; returns the rule id."""
+        decision = evaluate(
+            self._index, PolicyInput("plugin", caller, traits, f"plugin:{target}", lane_resource(target, method))
+        )
+        if not decision.allowed:
+            raise PermissionDenied(
+                f"{caller} may not call {method} on {target}: not declared in both approved manifests",
+                reason="POLICY_DENIED",
+                domain="vivified.gateway",
+                metadata={"rule_id": decision.rule_id},
+            )
+        return decision.rule_id

@@ -1,0 +1,44 @@
+"""Redaction by data classification: fields a caller may not see are cleared."""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from vivified.options.v1 import options_pb2
+
+_REQUIRED = {
+    options_pb2.CLASSIFICATION_PHI: "handles_phi",
+    options_pb2.CLASSIFICATION_PII: "handles_pii",
+    options_pb2.CLASSIFICATION_CONFIDENTIAL: "handles_confidential",
+}
+
+
+def _required_trait(field: FieldDescriptor) -> str | None:
+    options = field.GetOptions()
+    if not options.HasExtension(options_pb2.classification):
+        return None
+    return _REQUIRED.get(options.Extensions[options_pb2.classification])
+
+
+def redact(message: Message, traits: frozenset[str]) -> list[str]:
+    """Clear, in place, every set field whose classification needs a trait the
+    holder of `traits` lacks; returns the cleared fields' paths."""
+    cleared: list[str] = []
+    _walk(message, traits, "", cleared)
+    return cleared
+
+
+def _walk(message: Message, traits: frozenset[str], prefix: str, cleared: list[str]) -> None:
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        trait = _required_trait(field)
+        if trait is not None and trait not in traits:
+            message.ClearField(field.name)
+            cleared.append(path)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+            if field.is_repeated:
+                for index, item in enumerate(value):
+                    _walk(item, traits, f"{path}[{index}].", cleared)
+            else:
+                _walk(value, traits, f"{path}.", cleared)

@@ -1,0 +1,82 @@
+"""The operator lane's two front doors: `OperatorGatewayService.Invoke` and
+transparent typed calls (a contract method called on the core with the
+`x-vivified-target` header, forwarded as bytes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from vivified.core.chain import Principal
+from vivified.core.contracts import CONTRACT_METHODS
+from vivified.core.errors import InvalidArgument
+from vivified.core.gateway._lane import (
+    IDEMPOTENCY_HEADER,
+    TARGET_HEADER,
+    OperatorLane,
+    remaining_time,
+    resolve_method,
+)
+from vivified.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+_DOMAIN = "vivified.gateway"
+
+
+class GatewayService(gateway_pb2_grpc.OperatorGatewayServiceServicer):
+    """`Invoke`: target + method + Any payload → Any response."""
+
+    def __init__(self, lane: OperatorLane, identify: Callable[[Any], Principal]) -> None:
+        self._lane = lane
+        self._identify = identify
+
+    async def Invoke(self, request: gateway_pb2.InvokeRequest, context: Any) -> gateway_pb2.InvokeResponse:
+        method = resolve_method(request.method)
+        if request.payload.TypeName() != method.input_type.full_name:
+            raise InvalidArgument(
+                f"{method.full_name} takes {method.input_type.full_name}, "
+                f"not {request.payload.TypeName() or 'an empty payload'}",
+                reason="INVALID_REQUEST",
+                domain=_DOMAIN,
+            )
+        response = await self._lane.call(
+            self._identify(context),
+            request.target_plugin_id,
+            method,
+            request.payload.value,
+            idempotency_key=request.idempotency_key,
+            remaining=remaining_time(context),
+        )
+        reply = gateway_pb2.InvokeResponse()
+        reply.payload.Pack(response)
+        return reply
+
+
+class ContractProxy(grpc.GenericRpcHandler):
+    """Serves every unary contract method on the core and forwards it to the
+    plugin named by the `x-vivified-target` header."""
+
+    def __init__(self, lane: OperatorLane, identify: Callable[[Any], Principal]) -> None:
+        self._lane = lane
+        self._identify = identify
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = CONTRACT_METHODS.get(handler_call_details.method.removeprefix("/"))
+        if method is None:
+            return None
+        lane, identify = self._lane, self._identify
+
+        async def forward(request: bytes, context: Any) -> bytes:
+            headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+            response = await lane.call(
+                identify(context),
+                headers.get(TARGET_HEADER, ""),
+                method,
+                request,
+                idempotency_key=headers.get(IDEMPOTENCY_HEADER, ""),
+                remaining=remaining_time(context),
+            )
+            return response.SerializeToString()
+
+        return grpc.unary_unary_rpc_method_handler(forward)

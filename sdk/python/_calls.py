@@ -1,0 +1,76 @@
+"""Calling other plugins through the core (the operator lane).
+
+The core forwards a contract call to the plugin named by the
+`x-vivified-target` header, if both approved manifests declare it (the caller
+under `calls`, the target under `provides`). Two ways to call:
+
+    # one line: the operation is found from the request's type
+    reply = await runtime.call("example-echo", SendMessageRequest(message=...))
+
+    # or any generated stub on the core channel, with the target header
+    stub = CommunicationPluginServiceStub(runtime.core_channel)
+    reply = await stub.SendMessage(request, metadata=target_metadata("example-echo"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
+
+from vivified.sdk._errors import ConfigurationError, from_rpc_error
+
+TARGET_HEADER = "x-vivified-target"
+IDEMPOTENCY_HEADER = "x-vivified-idempotency-key"
+
+
+def target_metadata(target: str, idempotency_key: str = "") -> tuple[tuple[str, str], ...]:
+    """Metadata that routes a contract call on the core channel to `target`."""
+    pairs = [(TARGET_HEADER, target)]
+    if idempotency_key:
+        pairs.append((IDEMPOTENCY_HEADER, idempotency_key))
+    return tuple(pairs)
+
+
+def method_for(request: Message) -> MethodDescriptor:
+    """The contract method whose input is `request`'s type (one request type per RPC)."""
+    descriptor = request.DESCRIPTOR
+    found = [
+        method
+        for service in descriptor.file.services_by_name.values()
+        for method in service.methods
+        if method.input_type is descriptor and not method.client_streaming and not method.server_streaming
+    ]
+    if len(found) != 1:
+        raise ConfigurationError(
+            f"{descriptor.full_name} is the input of {len(found)} unary contract methods; call the stub instead",
+            reason="METHOD_AMBIGUOUS",
+        )
+    return found[0]
+
+
+class PluginCaller:
+    """Makes operator-lane calls on the current core channel."""
+
+    def __init__(self, channel: Callable[[], grpc.aio.Channel]) -> None:
+        self._channel = channel
+
+    async def call(
+        self, target: str, request: Message, *, timeout: float | None = None, idempotency_key: str = ""
+    ) -> Message:
+        """Call `target`'s operation for `request`; raises VivifiedSDKError subclasses."""
+        method = method_for(request)
+        output = message_factory.GetMessageClass(method.output_type)
+        rpc = self._channel().unary_unary(
+            f"/{method.containing_service.full_name}/{method.name}",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=output.FromString,
+        )
+        try:
+            reply: Message = await rpc(request, timeout=timeout, metadata=target_metadata(target, idempotency_key))
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from None
+        return reply
