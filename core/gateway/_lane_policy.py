@@ -2,7 +2,7 @@
 
 A caller may call `target`'s `method` only when the caller's manifest lists it
 under `calls` and the target's manifest lists it under `provides`, both
-plugins being active. Each such pair is one allow rule with a stable id; the
+plugins being registered and not revoked. Each such pair is one allow rule with a stable id; the
 rules sit in the same index as the packaged rules, keyed by caller, so a
 decision costs the same whatever the number of plugins."""
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from vivified.core.errors import PermissionDenied
 from vivified.core.policy import PolicyInput, Rule, RuleIndex, evaluate
-from vivified.core.registry import ACTIVE, PluginRecord
+from vivified.core.registry import ACTIVE, DISABLED, PluginRecord
 
 
 def lane_resource(target: str, method: str) -> str:
@@ -21,7 +21,9 @@ def lane_resource(target: str, method: str) -> str:
 
 
 def lane_rules(records: Iterable[PluginRecord]) -> list[Rule]:
-    active = {r.plugin_id: r for r in records if r.status == ACTIVE}
+    # A disabled plugin keeps its declarations, so a call to it is answered
+    # UNAVAILABLE by the forwarder rather than looking undeclared.
+    active = {r.plugin_id: r for r in records if r.status in (ACTIVE, DISABLED)}
     rules = []
     for caller in active.values():
         for call in caller.manifest.calls:
