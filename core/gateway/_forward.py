@@ -56,7 +56,8 @@ class GatewayConfig:
 class TargetError(VivifiedError):
     """The target answered with an error; its code and reason pass through."""
 
-    def __init__(self, err: grpc.aio.AioRpcError) -> None:
+    def __init__(self, err: grpc.aio.AioRpcError, attempts: int) -> None:
+        self.attempts = attempts
         reason, domain = "TARGET_ERROR", _DOMAIN
         status = rpc_status.from_call(err)  # type: ignore[arg-type]
         for detail in status.details if status is not None else ():
@@ -149,7 +150,7 @@ class Forwarder:
                     retry = err.code() == grpc.StatusCode.UNAVAILABLE and attempt < attempts
                     backoff = self._config.backoff_base_seconds * (2 ** (attempt - 1)) * self._jitter()
                     if not retry or self._clock.monotonic() + backoff >= deadline:
-                        raise TargetError(err) from None
+                        raise TargetError(err, attempt) from None
                     await self._sleep(backoff)
                     record = self._routable(target)
                     continue

@@ -15,7 +15,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from vivified.core.chain import Principal, annotate
 from vivified.core.contracts import ContractMethod, contract_method
 from vivified.core.errors import InvalidArgument
-from vivified.core.gateway._forward import Forwarder
+from vivified.core.gateway._forward import Forwarder, TargetError
 from vivified.core.gateway._lane_policy import PolicySet
 from vivified.core.gateway._redact import redact
 from vivified.core.registry import PluginRecord
@@ -88,6 +88,9 @@ class OperatorLane:
                 retryable=method.idempotent or bool(idempotency_key),
                 metadata=metadata,
             )
+        except TargetError as err:
+            annotate(attempts=str(err.attempts))
+            raise
         finally:
             annotate(latency_ms=f"{(time.perf_counter() - started) * 1000:.1f}")
         annotate(attempts=str(forwarded.attempts))

@@ -23,6 +23,7 @@ from vivified.sdk import PluginRuntime, PluginSettings, load_manifest
 from vivified.storage.v1 import storage_pb2, storage_pb2_grpc
 
 STORAGE = "vivified.storage.v1.StoragePluginService"
+RETRIEVE_METHOD = f"{STORAGE}/RetrieveObject"
 COMMUNICATION = "vivified.communication.v1.CommunicationPluginService"
 
 
