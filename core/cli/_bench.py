@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from vivified.core.bench import run_chain_bench
+from vivified.core.bench._invoke import run_invoke_bench
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -14,12 +15,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     chain = scenarios.add_parser("chain", help="interceptor chain CPU per call (P2) and policy growth 10→1000 (P8)")
     chain.add_argument("--calls", type=int, default=20_000, help="calls through the chain per sink (default 20000)")
     chain.add_argument("--json", action="store_true", help="print one JSON object")
+    invoke = scenarios.add_parser(
+        "invoke", help="brokered operator-lane call vs direct mTLS call to the same plugin (P1)"
+    )
+    invoke.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    invoke.add_argument("--calls", type=int, default=200, help="sequential calls per path per round (default 200)")
+    invoke.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace, out: list[str]) -> int:
-    if args.calls < 1000:
+    if args.scenario == "invoke":
+        if args.rounds < 1 or args.calls < 10:
+            out.append("error: --rounds must be at least 1 and --calls at least 10")
+            return 2
+        report = asyncio.run(run_invoke_bench(rounds=args.rounds, latency_calls=args.calls))
+    elif args.calls < 1000:
         out.append("error: --calls must be at least 1000")
         return 2
-    report = asyncio.run(run_chain_bench(calls=args.calls))
+    else:
+        report = asyncio.run(run_chain_bench(calls=args.calls))
     out.extend([report.to_json()] if args.json else report.to_table())
     return 0
