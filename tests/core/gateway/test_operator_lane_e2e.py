@@ -90,11 +90,13 @@ async def test_invoke_and_typed_calls_reach_the_target(core: CoreProcess, plugin
     stub = storage_pb2_grpc.StoragePluginServiceStub(plugins.caller.core_channel)
     stored = await stub.StoreObject(
         storage_pb2.StoreObjectRequest(object=storage_pb2.StoredObject(object_key="k1")),
-        metadata=target_metadata("vault"), timeout=10,
+        metadata=(*target_metadata("vault"), ("traceparent", f"00-{trace}-00f067aa0ba902b7-01")), timeout=10,
     )
     assert stored.object_key == "k1"
     assert plugins.store.calls == ["StoreObject"]
     assert plugins.store.metadata[0]["x-vivified-caller"] == "lane-caller"
+    # The trace continues into the target.
+    assert plugins.store.metadata[0]["traceparent"].split("-")[1] == trace
 
     rows = audit_rows(core, actor="plugin:lane-caller")
     lane = [r for r in rows if r.action in (INVOKE, f"/{SEND}", f"/{STORE}")]
