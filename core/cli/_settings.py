@@ -10,7 +10,7 @@ import pathlib
 from collections.abc import Mapping
 from dataclasses import replace
 
-from vivified.core.config import CoreConfig
+from vivified.core.config import CAPaths, CoreConfig
 from vivified.core.gateway import GatewayConfig
 
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
@@ -59,6 +59,13 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         "--heartbeat-interval", dest="heartbeat_interval_seconds", type=float, metavar="SECONDS", help="default 5"
     )
     parser.add_argument(
+        "--ca-files",
+        nargs=3,
+        type=pathlib.Path,
+        metavar=("ROOT_CERT", "ISSUING_CERT", "ISSUING_KEY"),
+        help="use this CA instead of creating one in the data dir (key file must be mode 0600)",
+    )
+    parser.add_argument(
         "--max-call-deadline", type=float, metavar="SECONDS", help="cap on operator-lane call deadlines (default 30)"
     )
     parser.add_argument(
@@ -98,6 +105,9 @@ def core_config(args: argparse.Namespace, environ: Mapping[str, str]) -> CoreCon
             gateway = replace(gateway, max_deadline_seconds=args.max_call_deadline)
         if getattr(args, "breaker_cooldown", None) is not None:
             gateway = replace(gateway, breaker_cooldown_seconds=args.breaker_cooldown)
+        ca_files = getattr(args, "ca_files", None)
+        if ca_files is not None:
+            values["ca_paths"] = CAPaths(*ca_files)
         return CoreConfig(data_dir=data_dir(args, environ), gateway=gateway, **values)  # type: ignore[arg-type]
     except ValueError as exc:
         raise SettingsError(str(exc)) from None

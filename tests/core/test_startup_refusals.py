@@ -4,6 +4,7 @@ why, instead of falling back to something weaker (SECURITY.md K1, C2)."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 import stat
@@ -128,3 +129,23 @@ def test_c2_missing_policy_file_refuses_start(tmp_path: pathlib.Path) -> None:
     result = _refused_start("--data-dir", str(data_dir), "--policy-file", str(policy))
     _assert_clear_error(result, str(policy))
     _never_served(data_dir)
+
+
+def test_configured_ca_files_are_used_and_checked(tmp_path: pathlib.Path) -> None:
+    """`--ca-files` loads a CA kept outside the data dir, with the same key-file checks."""
+    source = tmp_path / "first"
+    with core_running(source):
+        pass
+    ca_dir = tmp_path / "mounted-ca"
+    ca_dir.mkdir()
+    for name in ("root.crt", "issuing.crt", "issuing.key"):
+        shutil.copy2(source / "ca" / name, ca_dir / name)
+    flags = ("--ca-files", str(ca_dir / "root.crt"), str(ca_dir / "issuing.crt"), str(ca_dir / "issuing.key"))
+    with core_running(tmp_path / "second", *flags) as core:
+        assert core.ca_pem == (ca_dir / "root.crt").read_bytes()
+        assert not (tmp_path / "second" / "ca").exists()
+    os.chmod(ca_dir / "issuing.key", 0o644)
+    refused = run_vivified("core", "--data-dir", str(tmp_path / "third"), "--listen", "127.0.0.1:0",
+                           "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", *flags, timeout=60)
+    assert refused.returncode != 0
+    assert "chmod 600" in refused.stderr and str(ca_dir / "issuing.key") in refused.stderr
