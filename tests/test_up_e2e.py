@@ -5,19 +5,17 @@ audit chain."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import pathlib
 import shlex
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import pytest
 
 from support.clients import audit_rows, operator_channel
 from support.processes import CoreProcess, clean_env, spawn, stop_process
+from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 
@@ -25,18 +23,6 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.e2e, pytest.mark.slow]
 
 PLUGIN = "example-echo"
 HEARTBEAT = "/vivified.registry.v1.PluginRegistryService/Heartbeat"
-
-
-async def _until(check: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def _plugin(core: CoreProcess) -> admin_pb.Plugin | None:
@@ -56,7 +42,7 @@ async def test_up_runs_core_and_plugin_through_their_lifecycle(tmp_path: pathlib
     )
     try:
         run_file = data / "run" / "core.json"
-        await _until(run_file.exists, 30, "the core to start")
+        await until(run_file.exists, 30, "the core to start")
         info = json.loads(run_file.read_text())
         core = CoreProcess(data_dir=data, process=up, listen_address=info["listen_address"],
                            bootstrap_address=info["bootstrap_address"], metrics_address=info["metrics_address"],
@@ -67,12 +53,12 @@ async def test_up_runs_core_and_plugin_through_their_lifecycle(tmp_path: pathlib
             return bool(plugin and plugin.status == admin_pb.PLUGIN_STATUS_ACTIVE
                         and plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY)
 
-        await _until(healthy, 60, f"{PLUGIN} to register and pass Init + health check:\n{log_path.read_text()}")
+        await until(healthy, 60, f"{PLUGIN} to register and pass Init + health check:\n{log_path.read_text()}")
         approvals = audit_rows(core, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin")
         assert approvals and approvals[0].resource == f"plugin/{PLUGIN}" and approvals[0].actor == "operator:admin"
         registered = audit_rows(core, action="/vivified.registry.v1.PluginRegistryService/Register")
         assert [(r.resource, r.outcome) for r in registered] == [(f"plugin/{PLUGIN}", "OK")]
-        await _until(lambda: audit_rows(core, actor=f"plugin:{PLUGIN}", action=HEARTBEAT), 10, "a heartbeat")
+        await until(lambda: audit_rows(core, actor=f"plugin:{PLUGIN}", action=HEARTBEAT), 10, "a heartbeat")
 
         # The printed grpcurl command works as printed.
         hint = next(line for line in log_path.read_text().splitlines() if line.strip().startswith("grpcurl "))
@@ -82,7 +68,7 @@ async def test_up_runs_core_and_plugin_through_their_lifecycle(tmp_path: pathlib
         async with operator_channel(core) as channel:
             admin = admin_grpc.PluginAdminServiceStub(channel)
             await admin.DisablePlugin(admin_pb.DisablePluginRequest(plugin_id=PLUGIN, reason="e2e"), timeout=5)
-            denied = await _until(
+            denied = await until(
                 lambda: [r for r in audit_rows(core, actor=f"plugin:{PLUGIN}") if r.decision == "deny"], 10,
                 "a heartbeat refused at the status gate",
             )
@@ -91,14 +77,14 @@ async def test_up_runs_core_and_plugin_through_their_lifecycle(tmp_path: pathlib
 
             seq_enabled = audit_rows(core)[-1].seq
             await admin.EnablePlugin(admin_pb.EnablePluginRequest(plugin_id=PLUGIN), timeout=5)
-            await _until(
+            await until(
                 lambda: [r for r in audit_rows(core, actor=f"plugin:{PLUGIN}", action=HEARTBEAT)
                          if r.seq > seq_enabled and r.decision == "allow"], 10, "heartbeats after enabling",
             )
 
             await admin.RevokePlugin(admin_pb.RevokePluginRequest(plugin_id=PLUGIN, reason="e2e"), timeout=5)
         # The core asked the plugin to shut down; it exits cleanly and is not restarted.
-        await _until(lambda: "stopped cleanly; not restarting" in log_path.read_text(), 20, "the plugin to stop")
+        await until(lambda: "stopped cleanly; not restarting" in log_path.read_text(), 20, "the plugin to stop")
         plugin = await _plugin(core)
         assert plugin is not None and plugin.status == admin_pb.PLUGIN_STATUS_REVOKED
     finally:

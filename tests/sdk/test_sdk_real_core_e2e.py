@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 from cryptography import x509
 
 from support.clients import approve, audit_rows, operator_channel
 from support.processes import CoreProcess, core_running
+from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.plugins.example_echo import EchoCommunicationPlugin
@@ -26,18 +25,6 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.e2e]
 PLUGIN = "example-echo"
 ACTOR = f"plugin:{PLUGIN}"
 REGISTRY = "/vivified.registry.v1.PluginRegistryService"
-
-
-async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def listed(core: CoreProcess) -> admin_pb.Plugin | None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +14,7 @@ import yaml
 
 from support.clients import approve, operator_channel
 from support.processes import CoreProcess
+from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.options.v1 import options_pb2
@@ -79,18 +78,6 @@ class RecordingStore(storage_pb2_grpc.StoragePluginServiceServicer):
                 classification=options_pb2.CLASSIFICATION_CONFIDENTIAL,
             )
         )
-
-
-async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def plugin_state(core: CoreProcess, plugin_id: str) -> admin_pb.Plugin | None:

@@ -17,7 +17,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from support.clients import approve, audit_rows, error_info
+from support.clients import approve, audit_rows
 from support.lane import (
     RETRIEVE_METHOD,
     RecordingStore,

@@ -1,0 +1,214 @@
+"""`vivified bench egress` (PERFORMANCE.md P7): a plugin's Fetch through the
+egress proxy against a direct fetch of the same local HTTP server by the same
+client code, interleaved round by round in one run.
+
+In process, on loopback: a small HTTP/1.1 server; a core-like gRPC server
+with the real interceptor chain (mTLS authentication, status gate, rate
+limit, policy, SQLite audit with group commit) serving EgressService with the
+allow range 127.0.0.0/8; and a plugin's mTLS channel. The direct baseline
+uses the proxy's own HttpClient against the same server, so the ratio is the
+cost of the proxy hop and its checks, not of a different HTTP stack. Every
+fetch opens a new connection in both paths (the proxy never pools)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import pathlib
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from google.protobuf import json_format
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+from vivified.core.audit import AuditLog, CheckpointSigner
+from vivified.core.bench._report import BenchReport
+from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key
+from vivified.core.chain import (
+    AuditRecorder,
+    Authenticator,
+    PluginView,
+    RateLimitConfig,
+    StreamTracker,
+    TokenBuckets,
+    annotate,
+    build_chain,
+)
+from vivified.core.clock import SystemClock
+from vivified.core.db import create_engine_for, sqlite_url
+from vivified.core.egress import EgressConfig, EgressService, HttpClient, Steps, parse_url
+from vivified.core.manifest import manifest_sha256
+from vivified.core.policy import RuleIndex, load_rules
+from vivified.core.registry import PluginRecord
+from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
+from vivified.manifest.v1.manifest_pb2 import PluginManifest
+
+HOST = "bench.example.com"
+BODY = b"x" * 256
+RULES = b"""[{"id": "plugin-egress", "effect": "allow", "principal_kinds": ["plugin"],
+  "services": ["vivified.egress.v1.EgressProxyService"]}]"""
+CONFIG = EgressConfig(
+    allow_ranges=(ipaddress.ip_network("127.0.0.0/8"),),
+    per_plugin_rate_per_second=1e9,
+    per_plugin_burst=10**9,
+    per_plugin_concurrency=64,
+)
+
+
+async def _serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(BODY), BODY))
+        await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+def _pem(key: Any) -> bytes:
+    return key.private_bytes(  # type: ignore[no-any-return]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _record(port: int) -> PluginRecord:
+    manifest = json_format.ParseDict(
+        {
+            "id": "bench-fetcher", "name": "Bench fetcher", "version": "0.1.0", "description": "benchmark",
+            "contracts": ["vivified.communication.v1.CommunicationPluginService"],
+            "traits": ["communication_plugin", "external_service"],
+            "security": {"allowed_domains": [HOST], "allowed_ports": [port]},
+        },
+        PluginManifest(),
+    )
+    return PluginRecord(
+        plugin_id="bench-fetcher", status="active", manifest_sha256=manifest_sha256(manifest),
+        manifest=manifest, granted_traits=frozenset(manifest.traits), version="0.1.0",
+    )
+
+
+def _plugin_channel(ca: CertificateAuthority, address: str) -> grpc.aio.Channel:
+    key = new_private_key()
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "bench-fetcher")]))
+        .sign(key, hashes.SHA256())
+    )
+    issued = ca.issue_plugin_certificate("bench-fetcher", csr.public_bytes(serialization.Encoding.PEM))
+    creds = grpc.ssl_channel_credentials(ca.root_pem, _pem(key), issued.chain_pem)
+    return grpc.aio.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", f"core.{ca.trust_domain}")])
+
+
+async def _core(ca: CertificateAuthority, log: AuditLog, record: PluginRecord) -> tuple[grpc.aio.Server, str]:
+    clock = SystemClock()
+    authenticator = Authenticator(PeerCertificateParser(ca.trust_domain), lambda serial: False)
+    index = RuleIndex.build(load_rules(RULES))
+    chain = build_chain(
+        tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("bench"),
+        authenticator=authenticator,
+        plugin_lookup={record.plugin_id: PluginView(record.status, record.granted_traits)}.get,
+        streams=StreamTracker(),
+        buckets=TokenBuckets(RateLimitConfig(rate_per_second=1e9, burst=10**9), clock),
+        policy_index=lambda: index,
+        on_decision=lambda decision: None,
+        audit=AuditRecorder(log),
+        on_done=lambda call, code: None,
+    )
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    service = EgressService(
+        plugin_lookup={record.plugin_id: record}.get,
+        identify=authenticator.principal,
+        annotate=lambda context, fields: annotate(**fields),
+        config=CONFIG,
+        resolver=resolve,
+        clock=clock,
+    )
+    server = grpc.aio.server(interceptors=[chain])
+    egress_pb2_grpc.add_EgressProxyServiceServicer_to_server(service, server)
+    key = new_private_key()
+    cert = ca.issue_core_certificate(key)
+    credentials = grpc.ssl_server_credentials([(_pem(key), cert.chain_pem)], ca.root_pem, require_client_auth=True)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+async def _timed(call: Callable[[], Awaitable[bytes]]) -> float:
+    started = time.perf_counter()
+    body = await call()
+    elapsed = time.perf_counter() - started
+    if body != BODY:
+        raise RuntimeError("the benchmark server's body did not come back intact")
+    return elapsed
+
+
+def _row(path: str, samples: list[float]) -> dict[str, Any]:
+    ordered = sorted(samples)
+    return {
+        "path": path,
+        "p50_ms": round(statistics.median(ordered) * 1e3, 3),
+        "p90_ms": round(ordered[int(len(ordered) * 0.9) - 1] * 1e3, 3),
+        "rounds": len(ordered),
+    }
+
+
+async def run_egress_bench(rounds: int = 300, warmup: int = 20) -> BenchReport:
+    report = BenchReport("egress")
+    upstream = await asyncio.start_server(_serve_http, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    url = f"http://{HOST}:{port}/resource"
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = pathlib.Path(tmp)
+        ca = CertificateAuthority.load_or_create(directory / "ca", CAConfig(), SystemClock())
+        engine = create_engine_for(sqlite_url(directory / "bench.db"))
+        log = AuditLog(engine, clock=SystemClock(), signer=CheckpointSigner.load_or_create(directory / "cp.key"),
+                       checkpoint_path=directory / "cp.jsonl")
+        await log.start()
+        record = _record(port)
+        server, address = await _core(ca, log, record)
+        client = HttpClient(connect_timeout=CONFIG.connect_timeout_seconds)
+        target = parse_url(url, allowed_ports=frozenset({port}))
+        request = egress_pb2.FetchRequest(method="GET", url=url)
+        try:
+            async with _plugin_channel(ca, address) as channel:
+                stub = egress_pb2_grpc.EgressProxyServiceStub(channel)
+
+                async def direct() -> bytes:
+                    steps = Steps(CONFIG.total_timeout_seconds, CONFIG.idle_timeout_seconds)
+                    response = await client.send(target, ["127.0.0.1"], "GET", [], b"", steps, CONFIG.max_response_bytes)
+                    return await response.read()
+
+                async def proxied() -> bytes:
+                    response = await stub.Fetch(request, timeout=30)
+                    return bytes(response.body)
+
+                direct_times: list[float] = []
+                proxy_times: list[float] = []
+                for n in range(warmup + rounds):
+                    # Alternate which path goes first so neither always runs on a warmer cache.
+                    order = [(direct, direct_times), (proxied, proxy_times)]
+                    for call, samples in order if n % 2 else reversed(order):
+                        elapsed = await _timed(call)
+                        if n >= warmup:
+                            samples.append(elapsed)
+        finally:
+            await server.stop(0)
+            await log.close()
+            engine.dispose()
+            upstream.close()
+            await upstream.wait_closed()
+    report.rows.append(_row("direct fetch (egress HttpClient, new connection)", direct_times))
+    report.rows.append(_row("plugin Fetch via the egress proxy (mTLS, chain, audit)", proxy_times))
+    report.ratios["P7.latency_p50"] = round(statistics.median(proxy_times) / statistics.median(direct_times), 3)
+    return report
