@@ -23,11 +23,13 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
 from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key, write_private_key
+from vivified.core.chain import annotate as chain_annotate
 from vivified.core.chain import AuditRecorder, Authenticator, PluginView, StreamTracker, TokenBuckets, build_chain
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.config import CoreConfig
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.metrics import Metrics
+from vivified.core.egress import EgressService, endpoints_from
 from vivified.core.gateway import ContractProxy, Forwarder, GatewayService, OperatorLane, PolicySet
 from vivified.core.policy import load_default_rules
 from vivified.core.registry import PluginRecord, PluginStore
@@ -230,6 +232,16 @@ class Core:
             ),
             lookup=store.get,
         )
+        egress = EgressService(
+            plugin_lookup=store.get,
+            identify=authenticator.principal,
+            annotate=lambda _context, fields: chain_annotate(**fields),
+            config=config.egress,
+            clock=self.clock,
+            own_endpoints=endpoints_from([config.listen_address, config.bootstrap_address, config.metrics_address]),
+            environ=os.environ,
+            max_message_bytes=config.max_message_bytes,
+        )
         self._server, mtls_port, bootstrap_port = build_server(
             config=config,
             chain=chain,
@@ -238,6 +250,7 @@ class Core:
             health_servicer=health.aio.HealthServicer(),
             gateway=GatewayService(lane, authenticator.principal),
             contract_proxy=ContractProxy(lane, authenticator.principal),
+            egress=egress,
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,
             key_pem=key_pem,
@@ -251,6 +264,9 @@ class Core:
             bootstrap_address=_with_port(config.bootstrap_address, bootstrap_port),
             metrics_address=_with_port(config.metrics_address, metrics_port),
             trust_domain=config.trust_domain,
+        )
+        egress.listening_on(
+            [self.running.listen_address, self.running.bootstrap_address, self.running.metrics_address]
         )
         self._write_run_file(self.running)
         _log.info("core listening: mTLS %s, bootstrap %s", self.running.listen_address, self.running.bootstrap_address)

@@ -7,6 +7,7 @@ import pathlib
 from dataclasses import dataclass, field
 
 from vivified.core.chain import RateLimitConfig
+from vivified.core.egress import EgressConfig
 from vivified.core.gateway import GatewayConfig
 
 PROFILES = ("development", "production")
@@ -61,6 +62,8 @@ class CoreConfig:
     """Per-principal rate limit."""
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     """Operator lane deadlines, retries, circuit breaker and bulkhead."""
+    egress: EgressConfig = field(default_factory=EgressConfig)
+    """Egress proxy limits, allow ranges, credential injection, report-only plugins."""
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

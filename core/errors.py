@@ -10,7 +10,8 @@ Hierarchy::
     ├── AlreadyExists             ALREADY_EXISTS
     ├── FailedPrecondition        FAILED_PRECONDITION
     ├── ResourceExhausted         RESOURCE_EXHAUSTED
-    └── Unavailable               UNAVAILABLE
+    ├── Unavailable               UNAVAILABLE
+    └── DeadlineExceeded          DEADLINE_EXCEEDED
 
 Handlers raise these; the innermost layer of the interceptor chain turns them
 into a `google.rpc.Status` with an `ErrorInfo` detail. The reason is one of the
@@ -75,3 +76,7 @@ class ResourceExhausted(VivifiedError):
 
 class Unavailable(VivifiedError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(VivifiedError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

@@ -13,7 +13,9 @@ from grpc_reflection.v1alpha import reflection
 from vivified.admin.v1 import plugin_admin_pb2, plugin_admin_pb2_grpc
 from vivified.core.chain import ChainInterceptor
 from vivified.core.config import CoreConfig
+from vivified.core.egress import EgressService
 from vivified.core.gateway import ContractProxy, GatewayService
+from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
 from vivified.core.errors import FailedPrecondition
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._registry_service import RegistryService
@@ -70,6 +72,7 @@ def build_server(
     health_servicer: health.aio.HealthServicer,
     gateway: GatewayService,
     contract_proxy: ContractProxy,
+    egress: EgressService,
     root_pem: bytes,
     chain_pem: bytes,
     key_pem: bytes,
@@ -80,6 +83,7 @@ def build_server(
     plugin_admin_pb2_grpc.add_PluginAdminServiceServicer_to_server(admin, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     gateway_pb2_grpc.add_OperatorGatewayServiceServicer_to_server(gateway, server)
+    egress_pb2_grpc.add_EgressProxyServiceServicer_to_server(egress, server)
     server.add_generic_rpc_handlers([contract_proxy])
     if config.profile == "development":
         names = (
@@ -87,6 +91,7 @@ def build_server(
             plugin_admin_pb2.DESCRIPTOR.services_by_name["PluginAdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             gateway_pb2.DESCRIPTOR.services_by_name["OperatorGatewayService"].full_name,
+            egress_pb2.DESCRIPTOR.services_by_name["EgressProxyService"].full_name,
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)

@@ -13,8 +13,10 @@ fetch opens a new connection in both paths (the proxy never pools)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ipaddress
 import pathlib
+import ssl
 import statistics
 import tempfile
 import time
@@ -24,13 +26,18 @@ from typing import Any
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import json_format
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-
 from vivified.core.audit import AuditLog, CheckpointSigner
 from vivified.core.bench._report import BenchReport
-from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key
+from vivified.core.ca import (
+    CAConfig,
+    CertificateAuthority,
+    PeerCertificateParser,
+    new_private_key,
+)
 from vivified.core.chain import (
     AuditRecorder,
     Authenticator,
@@ -43,7 +50,13 @@ from vivified.core.chain import (
 )
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
-from vivified.core.egress import EgressConfig, EgressService, HttpClient, Steps, parse_url
+from vivified.core.egress import (
+    EgressConfig,
+    EgressService,
+    HttpClient,
+    Steps,
+    parse_url,
+)
 from vivified.core.manifest import manifest_sha256
 from vivified.core.policy import RuleIndex, load_rules
 from vivified.core.registry import PluginRecord
@@ -79,6 +92,26 @@ def _pem(key: Any) -> bytes:
     )
 
 
+def _self_signed(directory: pathlib.Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts for HOST; the client trusts only this certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, HOST)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (directory / "upstream.crt").write_bytes(cert_pem)
+    (directory / "upstream.key").write_bytes(_pem(key))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(directory / "upstream.crt", directory / "upstream.key")
+    return server, ssl.create_default_context(cadata=cert_pem.decode())
+
+
 def _record(port: int) -> PluginRecord:
     manifest = json_format.ParseDict(
         {
@@ -107,7 +140,9 @@ def _plugin_channel(ca: CertificateAuthority, address: str) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", f"core.{ca.trust_domain}")])
 
 
-async def _core(ca: CertificateAuthority, log: AuditLog, record: PluginRecord) -> tuple[grpc.aio.Server, str]:
+async def _core(
+    ca: CertificateAuthority, log: AuditLog, record: PluginRecord, tls: ssl.SSLContext | None
+) -> tuple[grpc.aio.Server, str]:
     clock = SystemClock()
     authenticator = Authenticator(PeerCertificateParser(ca.trust_domain), lambda serial: False)
     index = RuleIndex.build(load_rules(RULES))
@@ -133,6 +168,7 @@ async def _core(ca: CertificateAuthority, log: AuditLog, record: PluginRecord) -
         config=CONFIG,
         resolver=resolve,
         clock=clock,
+        ssl_context=tls,
     )
     server = grpc.aio.server(interceptors=[chain])
     egress_pb2_grpc.add_EgressProxyServiceServicer_to_server(service, server)
@@ -163,23 +199,27 @@ def _row(path: str, samples: list[float]) -> dict[str, Any]:
     }
 
 
-async def run_egress_bench(rounds: int = 300, warmup: int = 20) -> BenchReport:
+async def run_egress_bench(rounds: int = 300, warmup: int = 20, https: bool = False) -> BenchReport:
+    """P7 against a plain HTTP upstream, or with `https` a TLS one (a new
+    handshake per fetch in both paths, as for real upstreams)."""
     report = BenchReport("egress")
-    upstream = await asyncio.start_server(_serve_http, "127.0.0.1", 0)
-    port = upstream.sockets[0].getsockname()[1]
-    url = f"http://{HOST}:{port}/resource"
     with tempfile.TemporaryDirectory() as tmp:
         directory = pathlib.Path(tmp)
+        server_tls, client_tls = _self_signed(directory) if https else (None, None)
+        upstream = await asyncio.start_server(_serve_http, "127.0.0.1", 0, ssl=server_tls)
+        port = upstream.sockets[0].getsockname()[1]
+        url = f"{'https' if https else 'http'}://{HOST}:{port}/resource"
         ca = CertificateAuthority.load_or_create(directory / "ca", CAConfig(), SystemClock())
         engine = create_engine_for(sqlite_url(directory / "bench.db"))
         log = AuditLog(engine, clock=SystemClock(), signer=CheckpointSigner.load_or_create(directory / "cp.key"),
                        checkpoint_path=directory / "cp.jsonl")
         await log.start()
-        record = _record(port)
-        server, address = await _core(ca, log, record)
-        client = HttpClient(connect_timeout=CONFIG.connect_timeout_seconds)
+        server, address = await _core(ca, log, _record(port), client_tls)
+        client = HttpClient(connect_timeout=CONFIG.connect_timeout_seconds, ssl_context=client_tls)
         target = parse_url(url, allowed_ports=frozenset({port}))
         request = egress_pb2.FetchRequest(method="GET", url=url)
+        direct_times: list[float] = []
+        proxy_times: list[float] = []
         try:
             async with _plugin_channel(ca, address) as channel:
                 stub = egress_pb2_grpc.EgressProxyServiceStub(channel)
@@ -190,11 +230,8 @@ async def run_egress_bench(rounds: int = 300, warmup: int = 20) -> BenchReport:
                     return await response.read()
 
                 async def proxied() -> bytes:
-                    response = await stub.Fetch(request, timeout=30)
-                    return bytes(response.body)
+                    return bytes((await stub.Fetch(request, timeout=30)).body)
 
-                direct_times: list[float] = []
-                proxy_times: list[float] = []
                 for n in range(warmup + rounds):
                     # Alternate which path goes first so neither always runs on a warmer cache.
                     order = [(direct, direct_times), (proxied, proxy_times)]
@@ -208,7 +245,8 @@ async def run_egress_bench(rounds: int = 300, warmup: int = 20) -> BenchReport:
             engine.dispose()
             upstream.close()
             await upstream.wait_closed()
-    report.rows.append(_row("direct fetch (egress HttpClient, new connection)", direct_times))
-    report.rows.append(_row("plugin Fetch via the egress proxy (mTLS, chain, audit)", proxy_times))
+    scheme = "HTTPS" if https else "HTTP"
+    report.rows.append(_row(f"direct {scheme} fetch (egress HttpClient, new connection)", direct_times))
+    report.rows.append(_row(f"plugin Fetch of the same {scheme} server via the egress proxy (mTLS, chain, audit)", proxy_times))
     report.ratios["P7.latency_p50"] = round(statistics.median(proxy_times) / statistics.median(direct_times), 3)
     return report

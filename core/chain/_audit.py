@@ -46,6 +46,11 @@ class AuditRecorder:
         )
 
 
+# Streams recorded once at their end, like unary calls, because their handler
+# decides (and annotates) before sending anything: the egress stream.
+AUDIT_AT_END = frozenset({"/vivified.egress.v1.EgressProxyService/StreamFetch"})
+
+
 class AuditLayer:
     """Records every allowed call exactly once: a unary call when it has its
     outcome (before the response or error status leaves), a stream when it
@@ -55,7 +60,7 @@ class AuditLayer:
         self._recorder = recorder
 
     async def __call__(self, call: Call, proceed: Proceed) -> None:
-        if call.streaming:
+        if call.streaming and call.method not in AUDIT_AT_END:
             await self._recorder.record(call, outcome="STREAM_OPENED")
             call.audited = True
             await proceed(call)

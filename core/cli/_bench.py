@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from vivified.core.bench import run_chain_bench
+from vivified.core.bench import run_chain_bench, run_egress_bench
 from vivified.core.bench._invoke import run_invoke_bench
 
 
@@ -21,10 +21,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     invoke.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     invoke.add_argument("--calls", type=int, default=200, help="sequential calls per path per round (default 200)")
     invoke.add_argument("--json", action="store_true", help="print one JSON object")
+    egress = scenarios.add_parser("egress", help="egress proxy fetch vs direct fetch of a local server (P7)")
+    egress.add_argument("--rounds", type=int, default=300, help="interleaved rounds (default 300)")
+    egress.add_argument("--https", action="store_true", help="use a local HTTPS server")
+    egress.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace, out: list[str]) -> int:
-    if args.scenario == "invoke":
+    if args.scenario == "egress":
+        if args.rounds < 10:
+            out.append("error: --rounds must be at least 10")
+            return 2
+        report = asyncio.run(run_egress_bench(rounds=args.rounds, https=args.https))
+    elif args.scenario == "invoke":
         if args.rounds < 1 or args.calls < 10:
             out.append("error: --rounds must be at least 1 and --calls at least 10")
             return 2

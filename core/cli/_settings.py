@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from vivified.core.config import CAPaths, CoreConfig
+from vivified.core.egress import load_egress_config
 from vivified.core.gateway import GatewayConfig
 
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
@@ -27,6 +28,7 @@ CORE_VARIABLES = {
     "VIVIFIED_HEARTBEAT_INTERVAL_SECONDS": "heartbeat_interval_seconds",
 }
 CLIENT_VARIABLES = frozenset({"VIVIFIED_CORE_ADDRESS"})
+EXTRA_CORE_VARIABLES = frozenset({"VIVIFIED_EGRESS_CONFIG"})
 PLUGIN_VARIABLES = frozenset({"VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE"})
 DEFAULT_DATA_DIR = pathlib.Path(".vivified")
 
@@ -36,7 +38,7 @@ class SettingsError(Exception):
 
 
 def check_environment(environ: Mapping[str, str]) -> None:
-    known = set(CORE_VARIABLES) | CLIENT_VARIABLES | PLUGIN_VARIABLES
+    known = set(CORE_VARIABLES) | CLIENT_VARIABLES | PLUGIN_VARIABLES | EXTRA_CORE_VARIABLES
     unknown = sorted(k for k in environ if k.startswith("VIVIFIED_") and k not in known)
     if unknown:
         raise SettingsError(
@@ -57,6 +59,10 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leaf-ttl", dest="leaf_ttl_seconds", type=int, metavar="SECONDS", help="plugin cert lifetime")
     parser.add_argument(
         "--heartbeat-interval", dest="heartbeat_interval_seconds", type=float, metavar="SECONDS", help="default 5"
+    )
+    parser.add_argument(
+        "--egress-config", dest="egress_config", type=pathlib.Path, metavar="FILE",
+        help="egress proxy limits, allow ranges, credentials (JSON)",
     )
     parser.add_argument(
         "--ca-files",
@@ -105,6 +111,9 @@ def core_config(args: argparse.Namespace, environ: Mapping[str, str]) -> CoreCon
             gateway = replace(gateway, max_deadline_seconds=args.max_call_deadline)
         if getattr(args, "breaker_cooldown", None) is not None:
             gateway = replace(gateway, breaker_cooldown_seconds=args.breaker_cooldown)
+        egress_path = getattr(args, "egress_config", None) or environ.get("VIVIFIED_EGRESS_CONFIG")
+        if egress_path:
+            values["egress"] = load_egress_config(pathlib.Path(egress_path))
         ca_files = getattr(args, "ca_files", None)
         if ca_files is not None:
             values["ca_paths"] = CAPaths(*ca_files)

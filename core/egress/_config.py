@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import pathlib
 import re
 from dataclasses import dataclass, field, fields
@@ -94,8 +95,8 @@ class EgressConfig:
                 raise config_invalid(f"{name} must be at least 1")
         for name in ("total_timeout_seconds", "idle_timeout_seconds", "connect_timeout_seconds",
                      "per_plugin_rate_per_second"):
-            if not getattr(self, name) > 0:
-                raise config_invalid(f"{name} must be positive")
+            if not 0 < getattr(self, name) < math.inf:
+                raise config_invalid(f"{name} must be positive and finite")
         if self.max_redirects < 0:
             raise config_invalid("max_redirects must not be negative")
         for network in self.allow_ranges:

@@ -17,8 +17,8 @@ never a credential, a header value or a body.
 from __future__ import annotations
 
 import grpc
-
 from vivified.core.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
@@ -29,12 +29,6 @@ from vivified.core.errors import (
 
 DOMAIN = "vivified.egress"
 RULE_ID = "egress"
-
-
-class DeadlineExceeded(VivifiedError):
-    """DEADLINE_EXCEEDED: an upstream took longer than the core allows."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def url_invalid(message: str, why: str) -> InvalidArgument:

@@ -17,7 +17,12 @@ from vivified.core.egress._client import HttpClient, UpstreamResponse
 from vivified.core.egress._config import EgressConfig
 from vivified.core.egress._credentials import Credentials
 from vivified.core.egress._errors import denied, upstream_failed
-from vivified.core.egress._headers import Headers, request_headers, with_credentials, without_authorization
+from vivified.core.egress._headers import (
+    Headers,
+    request_headers,
+    with_credentials,
+    without_authorization,
+)
 from vivified.core.egress._url import EgressUrl, parse_url, redirect_url
 from vivified.core.egress._wire import Steps
 from vivified.core.errors import Unavailable
@@ -56,7 +61,8 @@ class Fetcher:
         credentials: Credentials,
     ) -> None:
         self._config = config
-        self._policy = policy
+        self.policy = policy
+        """Replaced (never mutated) when the core learns its bound ports."""
         self._resolver = resolver
         self._client = client
         self._credentials = credentials
@@ -80,7 +86,7 @@ class Fetcher:
         except Unavailable:
             raise upstream_failed(f"could not resolve {url.host}", "dns_failed") from None
         # Checked, then used as is: the connection never resolves the name again.
-        return self._policy.check([str(a) for a in found], url.port)
+        return self.policy.check([str(a) for a in found], url.port)
 
     def _credential_headers(self, caller: Caller, url: EgressUrl, note: Note) -> list[tuple[str, str]]:
         found = self._credentials.headers_for(caller.plugin_id, url.host)

@@ -1,10 +1,10 @@
 """Which headers cross the proxy, in each direction.
 
-From the plugin: names must be HTTP tokens and values free of CR, LF and NUL
-and values ASCII without control characters (no header injection or
-request smuggling); hop-by-hop headers, any header a
-`Connection` header names, `Proxy-*`, cookies and the headers the core sets
-itself (`Host`, `Content-Length`, `Accept-Encoding`, `Expect`) are dropped.
+From the plugin: names must be HTTP tokens and values ASCII without control
+characters (no header injection or request smuggling). Hop-by-hop headers,
+any header a `Connection` header names, `Proxy-*`, cookies, `X-Vivified-*`
+and the headers the core sets itself (`Host`, `Content-Length`,
+`Accept-Encoding`, `Expect`) are dropped.
 Credential headers are added after filtering and replace any the plugin sent
 under the same name.
 
@@ -41,7 +41,7 @@ def _connection_named(headers: Iterable[tuple[str, str]]) -> set[str]:
 
 
 def _dropped(name: str, named: set[str]) -> bool:
-    return name in HOP_BY_HOP or name in named or name.startswith("proxy-") or name.startswith(INTERNAL_PREFIX)
+    return name in HOP_BY_HOP or name in named or name.startswith(("proxy-", INTERNAL_PREFIX))
 
 
 def request_headers(pairs: Sequence[tuple[str, str]]) -> Headers:

@@ -23,6 +23,8 @@ from vivified.core.egress._errors import url_invalid
 
 MAX_URL_LENGTH = 8192
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# Printable ASCII without space: anything else is refused before parsing.
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _REG_NAME = re.compile(r"[a-z0-9.-]+")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -84,7 +86,7 @@ def _host(authority: str) -> tuple[str, str, IPAddress | None]:
 
 def _reg_name(host: str) -> str:
     host = host.lower()
-    host = host[:-1] if host.endswith(".") else host
+    host = host.removesuffix(".")
     if not host or len(host) > 253 or not _REG_NAME.fullmatch(host):
         raise url_invalid("the host must be an ASCII host name (IDNA names in xn-- form)", "host_invalid")
     labels = host.split(".")
@@ -97,7 +99,7 @@ def parse_url(text: str, *, allowed_ports: frozenset[int], allow_ranges: Iterabl
     """Parse and check an egress URL; raises InvalidArgument(EGRESS_URL_INVALID)."""
     if not isinstance(text, str) or not text or len(text) > MAX_URL_LENGTH:
         raise url_invalid("the URL is empty or too long", "url_length")
-    if not text.isascii() or any(not 0x21 <= ord(ch) <= 0x7E for ch in text):
+    if not _VISIBLE_ASCII.fullmatch(text):
         raise url_invalid("the URL has non-ASCII, whitespace or control characters", "url_characters")
     if "\\" in text or "#" in text:
         raise url_invalid("backslashes and fragments are not accepted in egress URLs", "url_characters")

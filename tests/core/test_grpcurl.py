@@ -20,6 +20,7 @@ CORE_SERVICES = {
     "vivified.registry.v1.PluginRegistryService",
     "grpc.health.v1.Health",
     "vivified.gateway.v1.OperatorGatewayService",
+    "vivified.egress.v1.EgressProxyService",
 }
 # grpcurl retries a refused handshake until its connect deadline, so calls
 # expected to be refused get a short one; the positive controls (same binary,

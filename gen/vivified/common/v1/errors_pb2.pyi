@@ -62,6 +62,24 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INTERNAL: an unexpected error; details are in the core's log, not here."""
     ERROR_REASON_PLUGIN_STATE: _ErrorReason.ValueType  # 19
     """FAILED_PRECONDITION: the plugin is not in a state that allows the call."""
+    ERROR_REASON_TARGET_UNAVAILABLE: _ErrorReason.ValueType  # 20
+    """UNAVAILABLE: the operator lane's target is down, disabled, unhealthy or its circuit is open."""
+    ERROR_REASON_TARGET_BUSY: _ErrorReason.ValueType  # 21
+    """RESOURCE_EXHAUSTED: too many operator-lane calls to one target are in flight."""
+    ERROR_REASON_EGRESS_URL_INVALID: _ErrorReason.ValueType  # 22
+    """INVALID_ARGUMENT: an egress URL is malformed, not http(s), or uses a port not allowed."""
+    ERROR_REASON_EGRESS_DENIED: _ErrorReason.ValueType  # 23
+    """PERMISSION_DENIED: the egress request is refused (host, address, trait); see ErrorInfo metadata `why`."""
+    ERROR_REASON_EGRESS_TOO_LARGE: _ErrorReason.ValueType  # 24
+    """RESOURCE_EXHAUSTED: an egress request or response exceeds its size cap."""
+    ERROR_REASON_EGRESS_TIMEOUT: _ErrorReason.ValueType  # 25
+    """DEADLINE_EXCEEDED: an egress request exceeded its total or idle timeout."""
+    ERROR_REASON_EGRESS_UPSTREAM_FAILED: _ErrorReason.ValueType  # 26
+    """UNAVAILABLE: the upstream could not be reached or broke the connection."""
+    ERROR_REASON_EGRESS_BUSY: _ErrorReason.ValueType  # 27
+    """RESOURCE_EXHAUSTED: the plugin has too many egress requests in flight."""
+    ERROR_REASON_TARGET_ERROR: _ErrorReason.ValueType  # 28
+    """The operator lane's target answered with an error that carried no reason of its own."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable, machine-readable reasons the core puts in the
@@ -111,4 +129,22 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 18
 """INTERNAL: an unexpected error; details are in the core's log, not here."""
 ERROR_REASON_PLUGIN_STATE: ErrorReason.ValueType  # 19
 """FAILED_PRECONDITION: the plugin is not in a state that allows the call."""
+ERROR_REASON_TARGET_UNAVAILABLE: ErrorReason.ValueType  # 20
+"""UNAVAILABLE: the operator lane's target is down, disabled, unhealthy or its circuit is open."""
+ERROR_REASON_TARGET_BUSY: ErrorReason.ValueType  # 21
+"""RESOURCE_EXHAUSTED: too many operator-lane calls to one target are in flight."""
+ERROR_REASON_EGRESS_URL_INVALID: ErrorReason.ValueType  # 22
+"""INVALID_ARGUMENT: an egress URL is malformed, not http(s), or uses a port not allowed."""
+ERROR_REASON_EGRESS_DENIED: ErrorReason.ValueType  # 23
+"""PERMISSION_DENIED: the egress request is refused (host, address, trait); see ErrorInfo metadata `why`."""
+ERROR_REASON_EGRESS_TOO_LARGE: ErrorReason.ValueType  # 24
+"""RESOURCE_EXHAUSTED: an egress request or response exceeds its size cap."""
+ERROR_REASON_EGRESS_TIMEOUT: ErrorReason.ValueType  # 25
+"""DEADLINE_EXCEEDED: an egress request exceeded its total or idle timeout."""
+ERROR_REASON_EGRESS_UPSTREAM_FAILED: ErrorReason.ValueType  # 26
+"""UNAVAILABLE: the upstream could not be reached or broke the connection."""
+ERROR_REASON_EGRESS_BUSY: ErrorReason.ValueType  # 27
+"""RESOURCE_EXHAUSTED: the plugin has too many egress requests in flight."""
+ERROR_REASON_TARGET_ERROR: ErrorReason.ValueType  # 28
+"""The operator lane's target answered with an error that carried no reason of its own."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

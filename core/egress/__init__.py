@@ -1,0 +1,77 @@
+"""The egress lane: an SSRF-safe HTTP proxy the core runs for plugins.
+
+    >>> service = EgressService(
+    ...     plugin_lookup=store.get,
+    ...     identify=authenticator.principal,
+    ...     annotate=lambda context, fields: annotate(**fields),
+    ...     config=load_egress_config(path),
+    ...     own_endpoints=endpoints_from([config.listen_address, config.bootstrap_address]),
+    ...     environ=os.environ,
+    ... )  # doctest: +SKIP
+
+A fetch is allowed only for a plugin with the `external_service` trait, only
+to hosts on its own approved allowlist and ports, only to public addresses
+(or an operator allow range), within size, time, rate and concurrency limits.
+Errors are described in `_errors`.
+"""
+
+from vivified.core.egress._addresses import (
+    AddressPolicy,
+    Resolver,
+    endpoints_from,
+    special_purpose,
+    system_resolver,
+)
+from vivified.core.egress._allowlist import Allowlist, host_matches
+from vivified.core.egress._client import (
+    Connector,
+    HttpClient,
+    UpstreamResponse,
+    open_stream,
+)
+from vivified.core.egress._config import (
+    CredentialRule,
+    EgressConfig,
+    IPNetwork,
+    load_egress_config,
+    parse_egress_config,
+)
+from vivified.core.egress._credentials import Credentials, Secret
+from vivified.core.egress._decode import BodyDecoder
+from vivified.core.egress._errors import DOMAIN, DeadlineExceeded
+from vivified.core.egress._fetch import Caller, Fetcher, Outgoing
+from vivified.core.egress._service import EgressService
+from vivified.core.egress._url import EgressUrl, parse_url, redirect_url
+from vivified.core.egress._wire import Steps
+
+__all__ = [
+    "DOMAIN",
+    "AddressPolicy",
+    "Allowlist",
+    "BodyDecoder",
+    "Caller",
+    "Connector",
+    "CredentialRule",
+    "Credentials",
+    "DeadlineExceeded",
+    "EgressConfig",
+    "EgressService",
+    "EgressUrl",
+    "Fetcher",
+    "HttpClient",
+    "IPNetwork",
+    "Outgoing",
+    "Resolver",
+    "Secret",
+    "Steps",
+    "UpstreamResponse",
+    "endpoints_from",
+    "host_matches",
+    "load_egress_config",
+    "open_stream",
+    "parse_egress_config",
+    "parse_url",
+    "redirect_url",
+    "special_purpose",
+    "system_resolver",
+]

@@ -1,0 +1,185 @@
+"""`EgressProxyService`: the only way a plugin reaches an external HTTP service.
+
+Served by the core behind the interceptor chain (which authenticates the
+plugin, gates its status, applies policy and writes the call's one audit
+record). The handler then requires the `external_service` trait, applies the
+plugin's own allowlist and limits, and adds the fetch's facts — host, port,
+resolved address, status, bytes, hops, `why` of a refusal, `would_deny` in
+report-only mode — to that record through `annotate`; never a body, a header
+value or a credential."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+
+from vivified.core.chain import Principal
+from vivified.core.clock import Clock, SystemClock
+from vivified.core.egress._addresses import (
+    AddressPolicy,
+    Resolver,
+    endpoints_from,
+    system_resolver,
+)
+from vivified.core.egress._allowlist import Allowlist
+from vivified.core.egress._client import (
+    Connector,
+    HttpClient,
+    UpstreamResponse,
+    open_stream,
+)
+from vivified.core.egress._config import EgressConfig
+from vivified.core.egress._credentials import Credentials
+from vivified.core.egress._errors import denied, request_invalid, too_large
+from vivified.core.egress._fetch import Caller, Fetcher, Outgoing
+from vivified.core.egress._headers import response_headers
+from vivified.core.egress._limits import PluginLimits
+from vivified.core.egress._url import IPAddress
+from vivified.core.egress._wire import HEAD_LIMIT, Steps
+from vivified.core.errors import VivifiedError
+from vivified.core.registry import ACTIVE, PluginRecord
+from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
+
+TRAIT = "external_service"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+STREAM_CHUNK_BYTES = 64 * 1024
+Annotate = Callable[[Any, dict[str, str]], None]
+
+
+class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
+    def __init__(
+        self,
+        *,
+        plugin_lookup: Callable[[str], PluginRecord | None],
+        identify: Callable[[Any], Principal],
+        annotate: Annotate,
+        config: EgressConfig | None = None,
+        resolver: Resolver = system_resolver,
+        clock: Clock | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connector: Connector = open_stream,
+        own_endpoints: frozenset[tuple[IPAddress | None, int]] = frozenset(),
+        environ: Mapping[str, str] | None = None,
+        max_message_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        """`environ` is read here, once, for credential values; `ssl_context`
+        replaces the system trust store (tests with a local CA)."""
+        self._config = config = config or EgressConfig()
+        self._lookup = plugin_lookup
+        self._identify = identify
+        self._annotate = annotate
+        self._limits = PluginLimits(
+            rate_per_second=config.per_plugin_rate_per_second,
+            burst=config.per_plugin_burst,
+            concurrency=config.per_plugin_concurrency,
+            clock=clock or SystemClock(),
+        )
+        self._fetcher = Fetcher(
+            config=config,
+            policy=AddressPolicy(config.allow_ranges, config.deny_ranges, own_endpoints),
+            resolver=resolver,
+            client=HttpClient(
+                connect_timeout=config.connect_timeout_seconds, ssl_context=ssl_context, connector=connector
+            ),
+            credentials=Credentials(config.credentials, environ or {}),
+        )
+        # Fetch answers in one message: keep room for the head within the gRPC limit.
+        self._unary_cap = min(config.max_response_bytes, max_message_bytes - HEAD_LIMIT - 4096)
+        self._allowlists: dict[tuple[str, str], Allowlist] = {}
+
+    def listening_on(self, addresses: Iterable[str]) -> None:
+        """Tell the service where the core listens once its ports are bound
+        (`host:port`), so a fetch can never loop back into the core."""
+        self._fetcher.policy = dataclasses.replace(self._fetcher.policy, own_endpoints=endpoints_from(addresses))
+
+    def _note(self, context: Any, **fields: str) -> None:
+        self._annotate(context, {key: value for key, value in fields.items() if value})
+
+    def _caller(self, context: Any) -> Caller:
+        principal = self._identify(context)
+        if principal.kind != "plugin":
+            raise denied("only plugins fetch through the egress proxy", "not_a_plugin")
+        record = self._lookup(principal.id)
+        if record is None or record.status != ACTIVE:
+            raise denied(f"plugin {principal.id!r} is not active", "plugin_not_active")
+        if TRAIT not in record.granted_traits:
+            raise denied(f"plugin {principal.id!r} lacks the {TRAIT} trait", "trait_missing")
+        key = (record.plugin_id, record.manifest_sha256)
+        allowlist = self._allowlists.get(key)
+        if allowlist is None:
+            if len(self._allowlists) > 4096:
+                self._allowlists.clear()
+            allowlist = self._allowlists[key] = Allowlist.from_manifest(record.manifest)
+        return Caller(record.plugin_id, allowlist, record.plugin_id in self._config.report_only_plugins)
+
+    def _outgoing(self, request: egress_pb2.FetchRequest, context: Any) -> tuple[Outgoing, float]:
+        if request.method not in METHODS:
+            raise request_invalid(f"method must be one of {', '.join(sorted(METHODS))}")
+        if len(request.body) > self._config.max_request_bytes:
+            raise too_large(f"the request body exceeds {self._config.max_request_bytes} bytes")
+        total = self._config.total_timeout_seconds
+        if request.HasField("timeout"):
+            asked = request.timeout.ToTimedelta().total_seconds()
+            if asked <= 0:
+                raise request_invalid("timeout must be positive")
+            total = min(total, asked)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            total = min(total, remaining)
+        headers = [(h.name, h.value) for h in request.headers]
+        return Outgoing(request.method, request.url, headers, request.body), total
+
+    def _head(self, response: UpstreamResponse) -> egress_pb2.FetchResponse:
+        headers = response_headers(response.head.headers, decoded=response.decoder.decoding)
+        return egress_pb2.FetchResponse(
+            status_code=response.head.status,
+            headers=[egress_pb2.HttpHeader(name=n, value=v) for n, v in headers],
+            resolved_address=response.address,
+        )
+
+    async def Fetch(self, request: egress_pb2.FetchRequest, context: Any) -> egress_pb2.FetchResponse:
+        note = functools.partial(self._note, context)
+        try:
+            caller = self._caller(context)
+            outgoing, total = self._outgoing(request, context)
+            with self._limits.slot(caller.plugin_id):
+                steps = Steps(total, self._config.idle_timeout_seconds)
+                response = await self._fetcher.open(caller, outgoing, steps, self._unary_cap, note)
+                body = await response.read()
+        except VivifiedError as exc:
+            note(why=exc.metadata.get("why", "") or exc.metadata.get("which", ""))
+            raise
+        note(bytes=str(len(body)))
+        answer = self._head(response)
+        answer.body = body
+        return answer
+
+    async def StreamFetch(
+        self, request: egress_pb2.StreamFetchRequest, context: Any
+    ) -> AsyncIterator[egress_pb2.StreamFetchResponse]:
+        note = functools.partial(self._note, context)
+        sent = 0
+        try:
+            caller = self._caller(context)
+            outgoing, total = self._outgoing(request.request, context)
+            with self._limits.slot(caller.plugin_id):
+                steps = Steps(total, self._config.idle_timeout_seconds)
+                response = await self._fetcher.open(
+                    caller, outgoing, steps, self._config.max_response_bytes, note
+                )
+                try:
+                    yield egress_pb2.StreamFetchResponse(head=self._head(response))
+                    async for piece in response.chunks():
+                        for start in range(0, len(piece), STREAM_CHUNK_BYTES):
+                            yield egress_pb2.StreamFetchResponse(body_chunk=piece[start : start + STREAM_CHUNK_BYTES])
+                        sent += len(piece)
+                finally:
+                    response.close()
+        except VivifiedError as exc:
+            note(why=exc.metadata.get("why", "") or exc.metadata.get("which", ""), bytes=str(sent))
+            raise
+        note(bytes=str(sent))
+
