@@ -6,7 +6,6 @@ a weaker default."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
@@ -24,7 +23,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
 from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key, write_private_key
 from vivified.core.chain import annotate as chain_annotate
-from vivified.core.chain import AuditRecorder, Authenticator, PluginView, StreamTracker, TokenBuckets, build_chain
+from vivified.core.chain import AuditRecorder, Authenticator, StreamTracker, TokenBuckets, build_chain
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.config import CoreConfig
 from vivified.core.db import create_engine_for, sqlite_url
@@ -148,26 +147,20 @@ class Core:
 
         store = PluginStore(engine, self.clock)
         await store.load()
-        store.subscribe(lambda _record: self.metrics.on_plugins(store.all()))
-        self.metrics.on_plugins(store.all())
-        views: dict[str, PluginView] = {}
-
-        def track(record: PluginRecord) -> None:
-            views[record.plugin_id] = PluginView(record.status, record.granted_traits)
-
-        store.subscribe(track)
-        for record in store.all():
-            track(record)
-        statuses = {r.plugin_id: r.status for r in store.all()}
         policy.rebuild(store.all())
+        self.metrics.on_plugins(store.all())
+        seen = {r.plugin_id: (r.status, r.health) for r in store.all()}
 
-        def rebuild_policy(record: PluginRecord) -> None:
-            # Manifest-derived rules change only with a plugin's status.
-            if statuses.get(record.plugin_id) != record.status:
-                statuses[record.plugin_id] = record.status
-                policy.rebuild(store.all())
+        def on_change(record: PluginRecord) -> None:
+            # Heartbeats publish too; only a status or health change matters here.
+            before = seen.get(record.plugin_id)
+            seen[record.plugin_id] = (record.status, record.health)
+            if before is None or before[0] != record.status:
+                policy.rebuild(store.all())  # manifest-derived rules follow status
+            if before != (record.status, record.health):
+                self.metrics.on_plugins(store.all())
 
-        store.subscribe(rebuild_policy)
+        store.subscribe(on_change)
 
         streams = StreamTracker()
         parser = PeerCertificateParser(config.trust_domain)
@@ -176,7 +169,7 @@ class Core:
         chain = build_chain(
             tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
             authenticator=authenticator,
-            plugin_lookup=views.get,
+            plugin_lookup=store.get,
             streams=streams,
             buckets=TokenBuckets(config.rate_limit, self.clock),
             policy_index=policy.index,
@@ -273,11 +266,11 @@ class Core:
         return self.running
 
     def _write_run_file(self, running: RunningCore) -> None:
-        run_dir = self.config.data_dir / "run"
-        run_dir.mkdir(mode=0o700, exist_ok=True)
-        tmp = run_dir / "core.json.tmp"
+        path = run_file(self.config.data_dir)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(running.__dict__))
-        tmp.replace(run_dir / "core.json")
+        tmp.replace(path)
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -294,18 +287,9 @@ class Core:
         if self._audit is not None:
             await self._audit.close()
         self.metrics.stop()
-        (self.config.data_dir / "run" / "core.json").unlink(missing_ok=True)
+        run_file(self.config.data_dir).unlink(missing_ok=True)
 
 
 def run_file(data_dir: pathlib.Path) -> pathlib.Path:
     return data_dir / "run" / "core.json"
 
-
-async def serve(config: CoreConfig, stop_event: asyncio.Event) -> None:
-    """Run a core until `stop_event` is set."""
-    core = Core(config)
-    await core.start()
-    try:
-        await stop_event.wait()
-    finally:
-        await core.stop()

@@ -14,10 +14,9 @@ from vivified.core.errors import VivifiedError
 def _resource(call: Call) -> str:
     """The object a call acts on: a plugin id when the request names one."""
     request = call.request
-    for name in ("plugin_id",):
-        value = getattr(request, name, None)
-        if isinstance(value, str) and value:
-            return f"plugin/{value}"
+    plugin_id = getattr(request, "plugin_id", None)
+    if isinstance(plugin_id, str) and plugin_id:
+        return f"plugin/{plugin_id}"
     manifest = getattr(request, "manifest", None)
     if manifest is not None and getattr(manifest, "id", ""):
         return f"plugin/{manifest.id}"

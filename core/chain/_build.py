@@ -27,7 +27,7 @@ from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
 from vivified.core.chain._rate_limit import RateLimitLayer, TokenBuckets
-from vivified.core.chain._status_gate import PluginView, StatusGateLayer, StreamTracker
+from vivified.core.chain._status_gate import PluginState, StatusGateLayer, StreamTracker
 from vivified.core.chain._tracing import TracingLayer
 from vivified.core.policy import Decision, RuleIndex
 
@@ -148,7 +148,7 @@ def build_chain(
     *,
     tracer: Any,
     authenticator: Authenticator,
-    plugin_lookup: Callable[[str], PluginView | None],
+    plugin_lookup: Callable[[str], PluginState | None],
     streams: StreamTracker,
     buckets: TokenBuckets,
     policy_index: Callable[[], RuleIndex],

@@ -31,3 +31,13 @@ async def abort_with(
 ) -> None:
     """Abort the call with a rich status. Never returns."""
     await context.abort(code, message, status_metadata(code, message, reason, domain, metadata))
+
+
+def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo detail of a rich status received from a peer, if any."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
+    return None

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
@@ -18,14 +20,22 @@ _DOMAIN = "vivified.registry"
 _REASONS = {"disabled": "PLUGIN_DISABLED", "revoked": "PLUGIN_REVOKED"}
 
 
+class PluginState(Protocol):
+    """What the gate reads of a plugin (the registry's PluginRecord has it)."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def granted_traits(self) -> frozenset[str]: ...
+
+
+@dataclass(frozen=True)
 class PluginView:
-    """What the gate needs of a plugin: its status and granted traits."""
+    """A PluginState for tests and benchmarks that run the chain without a registry."""
 
-    __slots__ = ("status", "traits")
-
-    def __init__(self, status: str, traits: frozenset[str]) -> None:
-        self.status = status
-        self.traits = traits
+    status: str
+    granted_traits: frozenset[str]
 
 
 class StreamTracker:
@@ -62,7 +72,7 @@ class StreamTracker:
 class StatusGateLayer:
     """Refuses plugins that are not active; sets `call.traits` for policy."""
 
-    def __init__(self, lookup: Callable[[str], PluginView | None], streams: StreamTracker, denier: Denier) -> None:
+    def __init__(self, lookup: Callable[[str], PluginState | None], streams: StreamTracker, denier: Denier) -> None:
         self._lookup = lookup
         self._streams = streams
         self._denier = denier
@@ -84,7 +94,7 @@ class StatusGateLayer:
                 domain=_DOMAIN,
             )
             return
-        call.traits = view.traits
+        call.traits = view.granted_traits
         if not call.streaming:
             await proceed(call)
             return

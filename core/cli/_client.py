@@ -9,10 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from vivified.core.app import run_file
+from vivified.core.chain import error_info
 
 
 class ClientError(Exception):
@@ -63,12 +62,7 @@ def open_channel(target: OperatorTarget) -> grpc.aio.Channel:
 
 def describe(err: grpc.aio.AioRpcError) -> ClientError:
     """Turn an RPC error into a message and the core's ErrorInfo reason."""
-    reason = ""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    if status is not None:
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                reason = info.reason
+    info = error_info(err)
+    reason = info.reason if info is not None else ""
     message = f"{err.code().name}: {err.details()}"
     return ClientError(message + (f" [{reason}]" if reason else ""), reason)

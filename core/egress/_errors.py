@@ -1,6 +1,6 @@
 """Errors of the egress lane.
 
-Hierarchy (all from `vivified.core.errors` except DeadlineExceeded)::
+Hierarchy (all from `vivified.core.errors`)::
 
     VivifiedError
     ├── InvalidArgument     EGRESS_URL_INVALID (the URL), INVALID_REQUEST (method, headers)
@@ -16,7 +16,6 @@ never a credential, a header value or a body.
 
 from __future__ import annotations
 
-import grpc
 from vivified.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -24,7 +23,6 @@ from vivified.core.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
-    VivifiedError,
 )
 
 DOMAIN = "vivified.egress"

@@ -10,9 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
+from vivified.core.chain import error_info
 from vivified.core.clock import Clock
 from vivified.core.contracts import ContractMethod
 from vivified.core.errors import Unavailable, VivifiedError
@@ -58,12 +57,9 @@ class TargetError(VivifiedError):
 
     def __init__(self, err: grpc.aio.AioRpcError, attempts: int) -> None:
         self.attempts = attempts
-        reason, domain = "TARGET_ERROR", _DOMAIN
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
-        for detail in status.details if status is not None else ():
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                reason, domain = info.reason or reason, info.domain or domain
+        info = error_info(err)
+        reason = info.reason if info is not None and info.reason else "TARGET_ERROR"
+        domain = info.domain if info is not None and info.domain else _DOMAIN
         super().__init__(err.details() or err.code().name, reason=reason, domain=domain)
         self.code = err.code()
 
@@ -139,8 +135,9 @@ class Forwarder:
         record = self._routable(target)
         deadline = self._clock.monotonic() + timeout
         attempts = self._config.max_attempts if retryable else 1
+        attempt = 1
         async with self._bulkheads.slot(target):
-            for attempt in range(1, attempts + 1):
+            while True:
                 remaining = deadline - self._clock.monotonic()
                 call = self._connector.channel(record).unary_unary(method.path)
                 try:
@@ -153,10 +150,10 @@ class Forwarder:
                         raise TargetError(err, attempt) from None
                     await self._sleep(backoff)
                     record = self._routable(target)
+                    attempt += 1
                     continue
                 self._record(target, ok=True)
                 return Forwarded(response, attempt)
-        raise AssertionError("unreachable: the loop returns or raises")
 
     def breaker_states(self) -> dict[str, str]:
         return self._breakers.states()

@@ -4,13 +4,13 @@ transparent typed calls (a contract method called on the core with the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from vivified.core.chain import Principal
-from vivified.core.contracts import CONTRACT_METHODS
+from vivified.core.contracts import CONTRACT_METHODS, ContractMethod
 from vivified.core.errors import InvalidArgument
 from vivified.core.gateway._lane import (
     IDEMPOTENCY_HEADER,
@@ -58,15 +58,16 @@ class ContractProxy(grpc.GenericRpcHandler):
     plugin named by the `x-vivified-target` header."""
 
     def __init__(self, lane: OperatorLane, identify: Callable[[Any], Principal]) -> None:
-        self._lane = lane
-        self._identify = identify
+        # One handler per contract method, built once: `service` runs per call.
+        self._handlers = {
+            f"/{name}": grpc.unary_unary_rpc_method_handler(self._forwarding(lane, identify, method))
+            for name, method in CONTRACT_METHODS.items()
+        }
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        method = CONTRACT_METHODS.get(handler_call_details.method.removeprefix("/"))
-        if method is None:
-            return None
-        lane, identify = self._lane, self._identify
-
+    @staticmethod
+    def _forwarding(
+        lane: OperatorLane, identify: Callable[[Any], Principal], method: ContractMethod
+    ) -> Callable[[bytes, Any], Awaitable[bytes]]:
         async def forward(request: bytes, context: Any) -> bytes:
             headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
             response = await lane.call(
@@ -79,4 +80,7 @@ class ContractProxy(grpc.GenericRpcHandler):
             )
             return response.SerializeToString()
 
-        return grpc.unary_unary_rpc_method_handler(forward)
+        return forward
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(handler_call_details.method)
