@@ -7,6 +7,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need_apt=()
 command -v python3.11 >/dev/null || command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
+# The Redis Streams backend's tests and benchmark start a real redis-server; the
+# PostgreSQL tests start a real PostgreSQL 15 (tests/support/servers.py).
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+[ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_apt+=(postgresql-15)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi

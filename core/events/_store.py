@@ -1,0 +1,143 @@
+"""The event store contract both backends implement (embedded SQLite, Redis Streams).
+
+A backend stores opaque envelope bytes; it knows nothing of protobuf, policy or
+redaction. The core's event bus (service, sessions, maintenance) is written
+against `EventStore` only, and one behavioural test suite runs against both
+backends.
+
+Vocabulary:
+- *subscription*: a durable, named cursor over a set of event types, keyed
+  `<plugin-id>/<name>` by the core so one plugin can never read another's.
+- *consumer*: one open Subscribe stream; several consumers of one
+  subscription share its events (competing consumers).
+- *delivery*: one attempt to hand an event to a consumer. Its `delivery_id` is
+  opaque and unique within the subscription; acks and nacks name it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append. `(source, event_id)` is the idempotency key."""
+
+    event_id: str
+    event_type: str
+    source: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Appended:
+    """The acknowledgement of one append. A duplicate within the dedupe window
+    returns the original event's position with `duplicate=True`."""
+
+    position: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery of an event to a consumer. `attempt` is 1 on first delivery
+    and counts every redelivery (after nack or ack timeout). `data` is None when
+    the entry was trimmed while still pending: the session reports that as a
+    visible loss and acks it; it is never skipped silently."""
+
+    delivery_id: str
+    event_type: str
+    attempt: int
+    data: bytes | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event that exhausted its delivery attempts on one subscription."""
+
+    dead_letter_id: str
+    subscription: str
+    event_type: str
+    position: str
+    attempts: int
+    reason: str
+    dead_at_ms: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SubscriptionLag:
+    """Backlog of one subscription: `pending` delivered but unacknowledged,
+    `undelivered` stored but not yet delivered, `lost` discarded by a cap since start."""
+
+    subscription: str
+    pending: int
+    undelivered: int
+    lost: int
+
+    @property
+    def backlog(self) -> int:
+        return self.pending + self.undelivered
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """What one `trim()` pass did: entries removed because every subscription had
+    acknowledged them, and per subscription the unacknowledged entries a cap forced out."""
+
+    removed: int
+    lost: dict[str, int]
+
+
+class EventStore(Protocol):
+    """A durable, at-least-once event store."""
+
+    async def start(self) -> None:
+        """Open connections and create what is missing. Raises `Unavailable`
+        (reason `EVENT_STORE_UNAVAILABLE`) when the store cannot be reached."""
+
+    async def close(self) -> None:
+        """Release everything; safe to call twice."""
+
+    async def append(self, events: Sequence[NewEvent]) -> list[Appended]:
+        """Store events durably, in order, and return one result per event only
+        after they survive a crash. A `(source, event_id)` already stored within
+        the dedupe window is not stored again. Raises `Unavailable` when the
+        store is unreachable (never hangs past the configured timeout)."""
+
+    async def subscribe(self, subscription: str, event_types: Sequence[str]) -> None:
+        """Create the subscription if new (it receives events appended from now
+        on); raises `FailedPrecondition` (reason `SUBSCRIPTION_MISMATCH`) when it
+        exists with other event types."""
+
+    async def read(self, subscription: str, consumer: str, count: int, block_seconds: float) -> list[Delivery]:
+        """Up to `count` deliveries for this consumer: due redeliveries (nacked,
+        or unacknowledged for longer than the ack timeout, attempt incremented)
+        first, then new events in store order. An event whose next attempt would
+        exceed `max_attempts` is moved to the subscription's dead-letter store
+        instead and acknowledged. Waits up to `block_seconds` when nothing is due."""
+
+    async def ack(self, subscription: str, delivery_ids: Sequence[str]) -> int:
+        """Acknowledge deliveries; returns how many were pending. Unknown or
+        already-acknowledged ids are ignored (a late ack is harmless)."""
+
+    async def nack(self, subscription: str, delivery_ids: Sequence[str]) -> None:
+        """Make deliveries due for redelivery now."""
+
+    async def dead_letters(self, subscription: str, limit: int) -> list[DeadLetter]:
+        """The subscription's dead letters, oldest first."""
+
+    async def replay(self, subscription: str, dead_letter_ids: Sequence[str]) -> int:
+        """Deliver these dead letters again to this subscription only (attempts
+        start over) and remove them from the dead-letter store. Empty `dead_letter_ids`
+        replays all. Returns how many were replayed."""
+
+    async def lag(self) -> list[SubscriptionLag]:
+        """Backlog of every subscription."""
+
+    async def trim(self) -> Trimmed:
+        """Remove entries every subscription has acknowledged; when a
+        subscription's backlog exceeds `max_backlog`, force out its oldest
+        unacknowledged entries and report them as lost."""
