@@ -17,7 +17,7 @@ from vivified.core.contracts import ContractMethod, contract_method
 from vivified.core.errors import InvalidArgument
 from vivified.core.gateway._forward import Forwarder, TargetError
 from vivified.core.gateway._lane_policy import PolicySet
-from vivified.core.gateway._redact import redact
+from vivified.core.classification import redact
 from vivified.core.registry import PluginRecord
 
 _DOMAIN = "vivified.gateway"

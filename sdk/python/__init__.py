@@ -40,6 +40,7 @@ from vivified.sdk._errors import (
     VivifiedSDKError,
     from_rpc_error,
 )
+from vivified.sdk._events import PublishStream, ReceivedEvent, Subscription, envelope
 from vivified.sdk._manifest import load_manifest
 from vivified.sdk._run import run, serve
 from vivified.sdk._runtime import PluginRuntime
@@ -47,6 +48,10 @@ from vivified.sdk._settings import PluginSettings
 from vivified.sdk._status import abort
 
 __all__ = [
+    "PublishStream",
+    "ReceivedEvent",
+    "Subscription",
+    "envelope",
     "ConfigurationError",
     "CoreUntrustedError",
     "FailedPreconditionError",

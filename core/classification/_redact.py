@@ -21,6 +21,20 @@ def _required_trait(field: FieldDescriptor) -> str | None:
     return _REQUIRED.get(options.Extensions[options_pb2.classification])
 
 
+def classification_of(message: Message) -> int:
+    """The highest classification among the message's set fields, nested ones
+    included (PUBLIC < INTERNAL < CONFIDENTIAL < PII < PHI, by enum number)."""
+    highest = options_pb2.CLASSIFICATION_UNSPECIFIED
+    for field, value in message.ListFields():
+        options = field.GetOptions()
+        if options.HasExtension(options_pb2.classification):
+            highest = max(highest, options.Extensions[options_pb2.classification])
+        if field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+            for item in value if field.is_repeated else (value,):
+                highest = max(highest, classification_of(item))
+    return highest
+
+
 def redact(message: Message, traits: frozenset[str]) -> list[str]:
     """Clear, in place, every set field whose classification needs a trait the
     holder of `traits` lacks; returns the cleared fields' paths."""
