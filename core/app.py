@@ -16,22 +16,40 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from grpc_health.v1 import health
+from grpc_health.v1 import health, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-
+from vivified.admin.v1 import event_admin_pb2_grpc, plugin_admin_pb2_grpc
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
-from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key, write_private_key
+from vivified.core.ca import (
+    CAConfig,
+    CertificateAuthority,
+    PeerCertificateParser,
+    new_private_key,
+    write_private_key,
+)
+from vivified.core.chain import (
+    AuditRecorder,
+    Authenticator,
+    StreamTracker,
+    TokenBuckets,
+    build_chain,
+)
 from vivified.core.chain import annotate as chain_annotate
-from vivified.core.chain import AuditRecorder, Authenticator, StreamTracker, TokenBuckets, build_chain
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.config import CoreConfig
 from vivified.core.db import create_engine_for, sqlite_url
-from vivified.core.metrics import Metrics
 from vivified.core.egress import EgressService, endpoints_from
 from vivified.core.errors import Unavailable
 from vivified.core.events import EventBus, open_event_store
-from vivified.core.gateway import ContractProxy, Forwarder, GatewayService, OperatorLane, PolicySet
+from vivified.core.gateway import (
+    ContractProxy,
+    Forwarder,
+    GatewayService,
+    OperatorLane,
+    PolicySet,
+)
+from vivified.core.metrics import Metrics
 from vivified.core.policy import load_default_rules
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
@@ -39,13 +57,11 @@ from vivified.core.registry._connector import CoreIdentity, PluginConnector
 from vivified.core.registry._monitor import HealthMonitor
 from vivified.core.registry._registry_service import RegistryService
 from vivified.core.server import Binding, build_server, check_cipher_suites
-from vivified.admin.v1 import event_admin_pb2_grpc, plugin_admin_pb2_grpc
+from vivified.core.traits import TraitCatalogue
 from vivified.egress.v1 import egress_pb2_grpc
 from vivified.events.v1 import events_pb2_grpc
 from vivified.gateway.v1 import gateway_pb2_grpc
 from vivified.registry.v1 import registry_pb2_grpc
-from grpc_health.v1 import health_pb2_grpc
-from vivified.core.traits import TraitCatalogue
 
 _log = logging.getLogger(__name__)
 

@@ -8,8 +8,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 from vivified.core.chain import Call
 from vivified.core.events import SubscriptionLag
 from vivified.core.policy import Decision

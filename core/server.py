@@ -10,9 +10,8 @@ from typing import Any
 
 import grpc
 from grpc_reflection.v1alpha import reflection
-
-from vivified.core.config import CoreConfig
 from vivified.core.chain import ChainInterceptor
+from vivified.core.config import CoreConfig
 from vivified.core.errors import FailedPrecondition
 
 # TLS 1.2+ with AEAD suites only. gRPC's BoringSSL refuses TLS < 1.2 and its

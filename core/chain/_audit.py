@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain._call import Call, Proceed, current_call
 from vivified.core.errors import VivifiedError

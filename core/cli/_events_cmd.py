@@ -8,7 +8,6 @@ from collections.abc import Mapping
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
-
 from vivified.admin.v1 import event_admin_pb2 as pb
 from vivified.admin.v1 import event_admin_pb2_grpc
 from vivified.core.cli._client import describe, open_channel, operator_target

@@ -16,7 +16,6 @@ from vivified.core.events._embedded import EmbeddedEventStore
 from vivified.core.events._envelope import EnvelopeStamper, PluginLookup
 from vivified.core.events._monitor import BacklogMonitor
 from vivified.core.events._publish import Publisher
-from vivified.core.events._redis import RedisEventStore
 from vivified.core.events._service import Context, EventBusService
 from vivified.core.events._session import SessionHooks, SubscriptionSession
 from vivified.core.events._store import EventStore, SubscriptionLag
@@ -35,6 +34,9 @@ class EventMetrics(Protocol):
 def open_event_store(config: EventsConfig, data_dir: pathlib.Path, clock: Clock) -> EventStore:
     """Redis Streams when a Redis URL is configured, else the embedded store in the data dir."""
     if config.redis_url:
+        # Imported only when configured: the embedded default never loads the Redis client.
+        from vivified.core.events._redis import RedisEventStore
+
         return RedisEventStore(config.redis_url, config, clock)
     return EmbeddedEventStore(data_dir / "events.db", config, clock)
 

@@ -37,8 +37,15 @@ from vivified.core.clock import Clock
 from vivified.core.events import _embedded_sql as sql
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._guard import StoreGuard
-from vivified.core.events._store import Appended, DeadLetter, Delivery, NewEvent, SubscriptionLag, Trimmed
 from vivified.core.events._sqlite_worker import SqliteWorker
+from vivified.core.events._store import (
+    Appended,
+    DeadLetter,
+    Delivery,
+    NewEvent,
+    SubscriptionLag,
+    Trimmed,
+)
 
 
 class _Waiter:

@@ -24,7 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vivified.core.errors import FailedPrecondition
-from vivified.core.events._store import Appended, DeadLetter, Delivery, NewEvent, SubscriptionLag
+from vivified.core.events._store import (
+    Appended,
+    DeadLetter,
+    Delivery,
+    NewEvent,
+    SubscriptionLag,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

@@ -14,7 +14,6 @@ from typing import Protocol
 
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
 from vivified.core.classification import classification_of
 from vivified.core.clock import Clock
 from vivified.core.errors import InvalidArgument, PermissionDenied

@@ -20,7 +20,11 @@ from vivified.core.errors import Unavailable
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._envelope import EnvelopeStamper
 from vivified.core.events._store import EventStore, SubscriptionLag
-from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SEVERITY_WARNING, SecurityAlert
+from vivified.events.v1.canonical_pb2 import (
+    SEVERITY_CRITICAL,
+    SEVERITY_WARNING,
+    SecurityAlert,
+)
 
 _log = logging.getLogger(__name__)
 

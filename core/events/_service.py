@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-
 from vivified.core.chain import Principal, annotate, current_call
 from vivified.core.errors import InvalidArgument, PermissionDenied, VivifiedError
 from vivified.core.events._envelope import DOMAIN, PluginLookup, not_declared

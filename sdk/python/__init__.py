@@ -48,10 +48,6 @@ from vivified.sdk._settings import PluginSettings
 from vivified.sdk._status import abort
 
 __all__ = [
-    "PublishStream",
-    "ReceivedEvent",
-    "Subscription",
-    "envelope",
     "ConfigurationError",
     "CoreUntrustedError",
     "FailedPreconditionError",
@@ -61,14 +57,18 @@ __all__ = [
     "PluginCaller",
     "PluginRuntime",
     "PluginSettings",
+    "PublishStream",
+    "ReceivedEvent",
     "ResourceExhaustedError",
+    "Subscription",
     "UnauthenticatedError",
     "UnavailableError",
     "VivifiedSDKError",
     "abort",
+    "envelope",
     "from_rpc_error",
-    "target_metadata",
     "load_manifest",
     "run",
     "serve",
+    "target_metadata",
 ]

@@ -32,10 +32,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 import grpc
 from google.protobuf.message import Message
-
 from vivified.events.v1 import events_pb2, events_pb2_grpc
 from vivified.sdk._errors import (
     ConfigurationError,
@@ -123,7 +123,7 @@ class PublishStream:
         finally:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def __aenter__(self) -> PublishStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -225,7 +225,7 @@ class Subscription:
             return False
         try:
             await handler(payload, ReceivedEvent(event, delivery.attempt, tuple(delivery.redacted_fields)))
-        except Exception:
+        except Exception:  # noqa: BLE001 - any handler failure means: deliver again
             _log.exception("handler for %s failed on event %s (attempt %d)", event.event_type, event.event_id, delivery.attempt)
             return False
         return True

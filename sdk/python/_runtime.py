@@ -9,13 +9,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from google.protobuf.message import Message
-
 from vivified.events.v1.events_pb2 import PublishResponse
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
 from vivified.sdk._calls import PluginCaller
 from vivified.sdk._core_client import CoreClient
-from vivified.sdk._events import EventClient, Handler, PublishStream, Subscription
 from vivified.sdk._errors import SDK_DOMAIN, ConfigurationError, VivifiedSDKError
+from vivified.sdk._events import EventClient, Handler, PublishStream, Subscription
 from vivified.sdk._identity import IssuedCertificate
 from vivified.sdk._lifecycle import LifecycleServicer
 from vivified.sdk._maintenance import heartbeat_forever, renew_forever
