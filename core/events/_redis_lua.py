@@ -190,11 +190,22 @@ end
 return #entries
 """
 
-# KEYS: the group's streams. ARGV: group. Returns {pending, undelivered}.
+# KEYS: the group's streams. ARGV: group. Returns {pending, undelivered}; entries
+# trimmed while pending are in neither (they are in the subscription's `lost`).
 LAG = _IDS + """
 local pending, undelivered = 0, 0
 for k = 1, #KEYS do
-  pending = pending + redis.call('XPENDING', KEYS[k], ARGV[1])[1]
+  local held = redis.call('XPENDING', KEYS[k], ARGV[1])[1]
+  if held > 0 then
+    -- Pending entries a cap trimmed away are counted as lost, not as backlog.
+    local first = redis.call('XRANGE', KEYS[k], '-', '+', 'COUNT', 1)
+    if #first == 0 then
+      held = 0
+    else
+      held = held - #redis.call('XPENDING', KEYS[k], ARGV[1], '-', '(' .. first[1][1], held)
+    end
+  end
+  pending = pending + held
   for _, g in ipairs(group_info(KEYS[k])) do
     if g['name'] == ARGV[1] then
       if g['lag'] then
