@@ -55,6 +55,13 @@ def flush(server: RedisServer) -> None:
         client.flushall()
 
 
+@pytest.fixture
+def clean_redis(redis_server: RedisServer) -> RedisServer:
+    """The session's Redis, emptied."""
+    flush(redis_server)
+    return redis_server
+
+
 @pytest_asyncio.fixture(params=["embedded", "redis"])
 async def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[Backend]:
     if request.param == "embedded":
@@ -70,8 +77,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Asy
 
         harness = Backend("embedded", open_embedded, advance)
     else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        flush(server)
+        server: RedisServer = request.getfixturevalue("clean_redis")
 
         async def open_redis(config: EventsConfig) -> EventStore:
             store = RedisEventStore(server.url, config, SystemClock())
