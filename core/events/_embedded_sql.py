@@ -24,7 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vivified.core.errors import FailedPrecondition
-from vivified.core.events._store import Appended, DeadLetter, Delivery, NewEvent, SubscriptionLag
+from vivified.core.events._store import (
+    Appended,
+    DeadLetter,
+    Delivery,
+    NewEvent,
+    SubscriptionLag,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -125,8 +131,8 @@ def _subscription(conn: sqlite3.Connection, subscription: str) -> tuple[list[str
     return json.loads(row[0]), int(row[1])
 
 
-def _in(types: Sequence[str]) -> str:
-    return ",".join("?" * len(types))
+def _in(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
 
 
 def read(

@@ -54,7 +54,14 @@ from vivified.core.errors import FailedPrecondition
 from vivified.core.events import _redis_lua as lua
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._guard import StoreGuard
-from vivified.core.events._store import Appended, DeadLetter, Delivery, NewEvent, SubscriptionLag, Trimmed
+from vivified.core.events._store import (
+    Appended,
+    DeadLetter,
+    Delivery,
+    NewEvent,
+    SubscriptionLag,
+    Trimmed,
+)
 
 _PREFIX = "vivified:events:"
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
@@ -224,8 +231,9 @@ class RedisEventStore:
             for task in (reader, waker):
                 task.cancel()
             await asyncio.gather(reader, waker, return_exceptions=True)
-        if reader.done() and not reader.cancelled() and reader.exception() is not None:
-            raise reader.exception()  # type: ignore[misc]
+        failure = reader.exception() if reader.done() and not reader.cancelled() else None
+        if failure is not None:
+            raise failure
 
     def _delivery(self, types: list[str], entry: list[Any]) -> Delivery:
         index, entry_id, attempt, raw_fields = int(entry[0]) - 1, entry[1].decode(), int(entry[2]), entry[3]

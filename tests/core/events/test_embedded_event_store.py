@@ -9,6 +9,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -72,6 +73,22 @@ async def test_concurrent_single_appends_all_succeed_with_distinct_positions(tmp
         )
         positions = [r.position for [r] in results]
         assert len(set(positions)) == 300
+    finally:
+        await store.close()
+
+
+async def test_a_blocked_read_wakes_when_an_ack_timeout_expires(tmp_path: pathlib.Path) -> None:
+    store = EmbeddedEventStore(tmp_path / "events.db", EventsConfig(ack_timeout_seconds=0.3), SystemClock())
+    await store.start()
+    try:
+        await store.subscribe(SUB, ["OrderPlaced"])
+        await store.append([NewEvent("e1", "OrderPlaced", "src", b"x")])
+        [first] = await store.read(SUB, "c1", 10, 0)
+        started = time.monotonic()
+        [again] = await store.read(SUB, "c2", 10, 5.0)
+        assert 0.25 < time.monotonic() - started < 1.0
+        assert (again.data, again.attempt) == (b"x", 2)
+        assert first.delivery_id != again.delivery_id
     finally:
         await store.close()
 
