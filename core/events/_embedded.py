@@ -112,7 +112,7 @@ class EmbeddedEventStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(block_seconds, 0.0)
         ack_timeout_ms = int(self._config.ack_timeout_seconds * 1000)
-        while True:
+        while self._started:
             # Registered before the read, so an append landing between the read
             # and the wait still wakes this reader.
             waiter = _Waiter(subscription, self._types.get(subscription, frozenset()))
@@ -140,6 +140,7 @@ class EmbeddedEventStore:
                     pass
             finally:
                 self._waiters.discard(waiter)
+        return []
 
     async def ack(self, subscription: str, delivery_ids: Sequence[str]) -> int:
         ids = list(delivery_ids)

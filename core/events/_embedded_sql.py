@@ -165,11 +165,16 @@ def read(
         deliveries.append(Delivery(delivery_id(seq, generation, attempts + 1), event_type, attempts + 1, payload))
     room = count - len(deliveries)
     if room > 0:
-        fresh = conn.execute(
-            f"SELECT seq, event_type, data FROM events WHERE seq > ? AND event_type IN ({_in(types)}) "
-            "ORDER BY seq LIMIT ?",
-            (cursor, *types, room),
-        ).fetchall()
+        # One index range per type, merged: a single query over several types
+        # would sort the whole backlog of a lagging subscription on every read.
+        fresh = sorted(
+            row
+            for event_type in types
+            for row in conn.execute(
+                "SELECT seq, event_type, data FROM events WHERE event_type = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (event_type, cursor, room),
+            )
+        )[:room]
         conn.executemany(
             "INSERT INTO pending (subscription, seq, event_type, generation, attempts, due_ms) "
             "VALUES (?, ?, ?, 0, 1, ?)",

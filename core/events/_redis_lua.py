@@ -61,17 +61,16 @@ return out
 # ARGV: types (canonical JSON), group (= subscription name).
 SUBSCRIBE = """
 local existing = redis.call('HGET', KEYS[1], 'types')
-if existing then
-  if existing == ARGV[1] then return {0, existing} end
-  return {-1, existing}
-end
+if existing and existing ~= ARGV[1] then return {-1, existing} end
 for i = 3, #KEYS do
-  -- '$': a new subscription receives events appended from now on.
+  -- '$': a new subscription receives events appended from now on. An existing
+  -- group is kept (BUSYGROUP); a missing one (its stream was deleted) is recreated.
   local ok = redis.pcall('XGROUP', 'CREATE', KEYS[i], ARGV[2], '$', 'MKSTREAM')
   if type(ok) == 'table' and ok.err and not string.find(ok.err, 'BUSYGROUP') then
     return redis.error_reply(ok.err)
   end
 end
+if existing then return {0, existing} end
 redis.call('HSET', KEYS[1], 'types', ARGV[1], 'lost', 0)
 redis.call('SADD', KEYS[2], ARGV[2])
 return {1, ARGV[1]}
