@@ -52,6 +52,7 @@ from redis import exceptions as redis_errors
 from vivified.core.clock import Clock
 from vivified.core.errors import FailedPrecondition
 from vivified.core.events import _redis_lua as lua
+from vivified.core.events._coalesce import AppendCoalescer
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._guard import StoreGuard
 from vivified.core.events._store import (
@@ -99,6 +100,7 @@ class RedisEventStore:
         self._rotation = itertools.count()
         self._nacked: dict[str, asyncio.Event] = {}
         self._closed = False
+        self._coalescer = AppendCoalescer(self._append_now, timeout)
 
     # Keys -----------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class RedisEventStore:
         self._closed = True
         for event in self._nacked.values():
             event.set()
+        await self._coalescer.close()
         await self._redis.aclose()
 
     # Appends ----------------------------------------------------------------
@@ -136,6 +139,9 @@ class RedisEventStore:
     async def append(self, events: Sequence[NewEvent]) -> list[Appended]:
         if not events:
             return []
+        return await self._guard.run(self._coalescer.append(events))
+
+    async def _append_now(self, events: list[NewEvent]) -> list[Appended]:
         window_ms = int(self._config.dedupe_window_seconds * 1000)
 
         script = self._scripts["APPEND"]
@@ -161,7 +167,7 @@ class RedisEventStore:
                 await self._redis.script_load(script.script)
                 return await pipelined()
 
-        replies = await self._guard.run(appended())
+        replies = await appended()
         return [Appended(position=entry_id.decode(), duplicate=bool(dup)) for dup, entry_id in replies]
 
     # Subscriptions ----------------------------------------------------------
