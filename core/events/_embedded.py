@@ -6,6 +6,10 @@ a power loss) loses nothing that was acknowledged. All access runs on one
 writer thread with group commit (`_sqlite_worker`): concurrent appends share one
 fsync, and the event loop never waits on the disk.
 
+An operation that does not finish within `store_timeout_seconds` (a stalled
+disk) fails with UNAVAILABLE; it may still complete later, so a publisher that
+retries with the same `(source, event_id)` gets the deduplicated result.
+
 Ordering, per subscription:
 - First deliveries come in append order (positions increase), across all of
   the subscription's event types: the store has one global sequence.
@@ -109,6 +113,8 @@ class EmbeddedEventStore:
         # Consumers of one subscription compete for its entries; which consumer
         # holds a delivery does not matter to the store (acks name the attempt).
         del consumer
+        if count < 1:
+            return []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(block_seconds, 0.0)
         ack_timeout_ms = int(self._config.ack_timeout_seconds * 1000)

@@ -24,6 +24,14 @@ Ordering, per subscription:
   between what two consumers process.
 - Replayed dead letters come through the subscription's replay stream.
 
+Round trips: appends arriving while one is in flight are coalesced into the
+next pipeline (one APPEND script call per chunk of a batch: dedupe check with
+SET NX semantics and XADD, atomically); a read is one script call that claims
+due entries (XPENDING IDLE + XCLAIM), dead-letters exhausted ones and takes new
+entries (XREADGROUP COUNT) over all of the subscription's streams, then, when
+nothing was there, one XREAD BLOCK from the group's last-delivered ids; acks
+are one call with one multi-id XACK per stream.
+
 Delivery ids encode `stream index/entry id/attempt`, the attempt being the
 group's delivery count. An ack or nack applies only while that count is
 unchanged, so a consumer whose entry was claimed by another (count
@@ -202,6 +210,8 @@ class RedisEventStore:
 
     async def read(self, subscription: str, consumer: str, count: int, block_seconds: float) -> list[Delivery]:
         types = await self._subscription_types(subscription)
+        if count < 1:
+            return []
         streams = self._streams(subscription, types)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(block_seconds, 0.0)

@@ -145,13 +145,22 @@ return {out, last}
 # ACK settles a delivery only if its attempt is still the current one (a stale
 # ack after a claim by another consumer is ignored); NACK makes it due now.
 ACK = """
-local settled = 0
+local current, order = {}, {}
 for i = 1, #KEYS do
   local id, attempt = ARGV[1 + 2 * i], tonumber(ARGV[2 + 2 * i])
   local p = redis.call('XPENDING', KEYS[i], ARGV[1], id, id, 1)
   if #p > 0 and p[1][4] == attempt then
-    settled = settled + redis.call('XACK', KEYS[i], ARGV[1], id)
+    if current[KEYS[i]] == nil then
+      current[KEYS[i]] = {}
+      order[#order + 1] = KEYS[i]
+    end
+    table.insert(current[KEYS[i]], id)
   end
+end
+local settled = 0
+for _, key in ipairs(order) do
+  -- One multi-id XACK per stream.
+  settled = settled + redis.call('XACK', key, ARGV[1], unpack(current[key]))
 end
 return settled
 """

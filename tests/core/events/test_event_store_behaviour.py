@@ -116,6 +116,7 @@ async def test_only_the_subscribed_types_are_delivered(backend) -> None:
     got = await drain(store)
     assert sorted(payloads(got)) == [b"payload-1", b"payload-3"]
     assert {d.event_type for d in got} == {"OrderPlaced", "OrderShipped"}
+    assert await lag_of(store) == (0, 0, 0)  # one ack call settled deliveries of both types
 
 
 async def test_ack_settles_deliveries_once_and_ignores_unknown_ids(backend) -> None:
