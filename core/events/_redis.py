@@ -106,7 +106,9 @@ class RedisEventStore:
         }
         self._types: dict[str, list[str]] = {}
         self._rotation = itertools.count()
-        self._nacked: dict[str, asyncio.Event] = {}
+        # Blocked reads per subscription, woken by a local nack or replay (one
+        # from another core is noticed by the read's next claim pass).
+        self._waiters: dict[str, set[asyncio.Event]] = {}
         self._closed = False
         self._coalescer = AppendCoalescer(self._append_now, timeout)
 
@@ -137,8 +139,9 @@ class RedisEventStore:
         if self._closed:
             return
         self._closed = True
-        for event in self._nacked.values():
-            event.set()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()
         await self._coalescer.close()
         await self._redis.aclose()
 
@@ -217,22 +220,32 @@ class RedisEventStore:
         deadline = loop.time() + max(block_seconds, 0.0)
         ack_timeout_ms = int(self._config.ack_timeout_seconds * 1000)
         while True:
-            nacked = self._nacked.setdefault(subscription, asyncio.Event())
-            nacked.clear()
-            now_ms = int(self._clock.now().timestamp() * 1000)
-            args = [subscription, consumer, count, ack_timeout_ms, self._config.max_attempts, now_ms,
-                    next(self._rotation), *types]
-            raw, last_ids = await self._guard.run(
-                self._scripts["READ"](keys=[f"{_PREFIX}dead:{subscription}", *streams], args=args)
-            )
-            if raw:
-                return [self._delivery(types, entry) for entry in raw]
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._closed:
-                return []
-            await self._wait(streams, last_ids, min(remaining, _POLL_SECONDS), nacked)
+            # Registered before the claim pass, so a nack landing between the
+            # pass and the wait still wakes this read.
+            woken = asyncio.Event()
+            waiters = self._waiters.setdefault(subscription, set())
+            waiters.add(woken)
+            try:
+                now_ms = int(self._clock.now().timestamp() * 1000)
+                args = [subscription, consumer, count, ack_timeout_ms, self._config.max_attempts, now_ms,
+                        next(self._rotation), *types]
+                raw, last_ids = await self._guard.run(
+                    self._scripts["READ"](keys=[f"{_PREFIX}dead:{subscription}", *streams], args=args)
+                )
+                if raw:
+                    return [self._delivery(types, entry) for entry in raw]
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self._closed:
+                    return []
+                await self._wait(streams, last_ids, min(remaining, _POLL_SECONDS), woken)
+            finally:
+                waiters.discard(woken)
 
-    async def _wait(self, streams: list[str], last_ids: list[bytes], seconds: float, nacked: asyncio.Event) -> None:
+    def _wake(self, subscription: str) -> None:
+        for waiter in self._waiters.get(subscription, ()):
+            waiter.set()
+
+    async def _wait(self, streams: list[str], last_ids: list[bytes], seconds: float, woken: asyncio.Event) -> None:
         """Until an entry lands after the group's last-delivered id on any of
         the streams, a local nack, or `seconds` pass."""
         block = self._guard.run(
@@ -240,7 +253,7 @@ class RedisEventStore:
             extra_seconds=seconds,
         )
         reader = asyncio.ensure_future(block)
-        waker = asyncio.ensure_future(nacked.wait())
+        waker = asyncio.ensure_future(woken.wait())
         try:
             await asyncio.wait({reader, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -293,7 +306,7 @@ class RedisEventStore:
             return
         idle_ms = int(self._config.ack_timeout_seconds * 1000)
         if await self._guard.run(self._scripts["NACK"](keys=keys, args=[subscription, idle_ms, *args])):
-            self._nacked.setdefault(subscription, asyncio.Event()).set()
+            self._wake(subscription)
 
     # Dead letters -----------------------------------------------------------
 
@@ -321,7 +334,7 @@ class RedisEventStore:
         keys = [f"{_PREFIX}dead:{subscription}", self._streams(subscription, types)[-1]]
         replayed = int(await self._guard.run(self._scripts["REPLAY"](keys=keys, args=wanted)))
         if replayed:
-            self._nacked.setdefault(subscription, asyncio.Event()).set()
+            self._wake(subscription)
         return replayed
 
     # Backlog ----------------------------------------------------------------
