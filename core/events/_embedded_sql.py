@@ -1,7 +1,8 @@
 """The embedded store's tables and the operations the writer thread runs on them.
 
 Tables:
-- `events`: every stored event, `seq` is its position (global append order).
+- `events`: every stored event, `seq` is its position (global append order;
+  AUTOINCREMENT, so a position is never reused after the newest rows were trimmed).
 - `dedupe`: `(source, event_id) -> seq` while inside the dedupe window; it
   outlives the event row, so a duplicate is recognised even after trimming.
 - `subscriptions`: types, `cursor` (the highest seq handed out for the first
@@ -34,7 +35,7 @@ from vivified.core.events._store import (
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-  seq INTEGER PRIMARY KEY, event_type TEXT NOT NULL, data BLOB NOT NULL);
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, event_type TEXT NOT NULL, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_type ON events (event_type, seq);
 CREATE TABLE IF NOT EXISTS dedupe (
   source TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL, stored_ms INTEGER NOT NULL,
@@ -109,10 +110,9 @@ def subscribe(conn: sqlite3.Connection, subscription: str, event_types: Sequence
                 reason=MISMATCH,
             )
         return
-    top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
     conn.execute(
         "INSERT INTO subscriptions (name, event_types, cursor) VALUES (?, ?, ?)",
-        (subscription, json.dumps(wanted), top),
+        (subscription, json.dumps(wanted), _top(conn)),
     )
 
 
@@ -129,6 +129,12 @@ def _subscription(conn: sqlite3.Connection, subscription: str) -> tuple[list[str
     if row is None:
         raise FailedPrecondition(f"subscription {subscription!r} does not exist; subscribe first", reason=MISMATCH)
     return json.loads(row[0]), int(row[1])
+
+
+def _top(conn: sqlite3.Connection) -> int:
+    """The last position ever assigned (rows may have been trimmed since)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _in(values: Sequence[object]) -> str:
@@ -185,7 +191,7 @@ def read(
         # read came up short, so the cursor may move to the top (this keeps the
         # trim safe point moving for subscriptions whose types are quiet).
         if len(fresh) < room:
-            top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            top = _top(conn)
         else:
             top = fresh[-1][0]
         if top > cursor:

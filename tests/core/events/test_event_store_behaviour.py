@@ -357,6 +357,21 @@ async def test_trim_removes_only_what_every_subscription_acknowledged(backend) -
     assert all(e.lost == 0 and e.backlog == 0 for e in await store.lag())
 
 
+async def test_events_appended_after_everything_was_trimmed_are_delivered(backend) -> None:
+    store = await backend.make()
+    await store.subscribe(SUB, ["OrderPlaced"])
+    [old] = await store.append([event(1)])
+    await drain(store)
+    assert (await store.trim()).removed == 1
+    await store.subscribe("plugin-b/late", ["OrderPlaced"])
+
+    [new] = await store.append([event(2)])
+
+    assert new.position != old.position  # positions are never reused
+    assert payloads(await drain(store)) == [b"payload-2"]
+    assert payloads(await drain(store, "plugin-b/late")) == [b"payload-2"]
+
+
 async def test_a_backlog_over_the_cap_loses_its_oldest_entries_visibly(backend) -> None:
     """D6 at the store level: the slow subscription's oldest unacknowledged
     entries are forced out and counted as lost; one trimmed while pending comes
