@@ -206,6 +206,7 @@ def _parsed(ids: Sequence[str]) -> list[tuple[int, int, int]]:
 
 
 def ack(conn: sqlite3.Connection, subscription: str, ids: Sequence[str]) -> int:
+    _subscription(conn, subscription)
     acked = 0
     for seq, generation, attempt in _parsed(ids):
         acked += conn.execute(
@@ -216,6 +217,7 @@ def ack(conn: sqlite3.Connection, subscription: str, ids: Sequence[str]) -> int:
 
 
 def nack(conn: sqlite3.Connection, subscription: str, ids: Sequence[str]) -> int:
+    _subscription(conn, subscription)
     made_due = 0
     for seq, generation, attempt in _parsed(ids):
         made_due += conn.execute(

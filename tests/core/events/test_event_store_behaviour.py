@@ -102,11 +102,17 @@ async def test_subscribing_again_with_other_types_is_refused(backend) -> None:
     assert refused.value.code.name == "FAILED_PRECONDITION"
 
 
-async def test_reading_a_subscription_that_does_not_exist_is_refused(backend) -> None:
+async def test_a_subscription_that_does_not_exist_is_refused(backend) -> None:
     store = await backend.make()
-    with pytest.raises(FailedPrecondition) as refused:
-        await store.read("plugin-a/never", "c1", 10, 0)
-    assert refused.value.reason == "SUBSCRIPTION_MISMATCH"
+    for call in (
+        store.read("plugin-a/never", "c1", 10, 0),
+        store.ack("plugin-a/never", ["1.0.1"]),
+        store.nack("plugin-a/never", ["1.0.1"]),
+        store.replay("plugin-a/never", []),
+    ):
+        with pytest.raises(FailedPrecondition) as refused:
+            await call
+        assert refused.value.reason == "SUBSCRIPTION_MISMATCH"
 
 
 async def test_only_the_subscribed_types_are_delivered(backend) -> None:
