@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from vivified.core.clock import Clock
 from vivified.core.errors import Unavailable, VivifiedError
-from vivified.core.gateway._breaker import CircuitBreakers
+from vivified.core.gateway._breaker import HALF_OPEN, CircuitBreakers
 
 T = TypeVar("T")
 
@@ -40,7 +40,9 @@ class StoreGuard:
     async def run(self, operation: Awaitable[T], *, extra_seconds: float = 0.0) -> T:
         """Await `operation` within the timeout (plus `extra_seconds` for a
         deliberate blocking wait); map unreachability to `Unavailable`."""
-        if not self._breakers.allow(_TARGET):
+        allowed = self._breakers.allow(_TARGET)
+        probe = allowed and self._breakers.state(_TARGET) == HALF_OPEN
+        if not allowed:
             if asyncio.iscoroutine(operation):
                 operation.close()
             raise Unavailable(
@@ -63,9 +65,14 @@ class StoreGuard:
             # A domain answer (e.g. a subscription mismatch) proves the store is reachable.
             self._breakers.record(_TARGET, ok=True)
             raise
+        except asyncio.CancelledError:
+            # The caller gave up (e.g. a blocked read woken by a nack): says
+            # nothing about the store, unless it was the half-open probe, which
+            # must not stay outstanding forever (the next comes after the cooldown).
+            if probe:
+                self._breakers.record(_TARGET, ok=False)
+            raise
         except BaseException:
-            # Cancellation or an unexpected error: never leave a half-open probe
-            # outstanding forever; the next probe comes after the cooldown.
             self._breakers.record(_TARGET, ok=False)
             raise
         self._breakers.record(_TARGET, ok=True)
