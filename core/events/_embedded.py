@@ -37,6 +37,7 @@ import functools
 import pathlib
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from vivified.core.clock import Clock
 from vivified.core.events import _embedded_sql as sql
@@ -51,6 +52,8 @@ from vivified.core.events._store import (
     SubscriptionLag,
     Trimmed,
 )
+
+T = TypeVar("T")
 
 
 class _Waiter:
@@ -96,17 +99,13 @@ class EmbeddedEventStore:
             return []
         batch = list(events)
         now, window = self._now_ms(), int(self._config.dedupe_window_seconds * 1000)
-        results = await self._guard.run(
-            self._worker.submit(functools.partial(sql.append, events=batch, now_ms=now, window_ms=window))
-        )
+        results = await self._call(functools.partial(sql.append, events=batch, now_ms=now, window_ms=window))
         self._wake(lambda waiter: any(event.event_type in waiter.event_types for event in batch))
         return results
 
     async def subscribe(self, subscription: str, event_types: Sequence[str]) -> None:
         types = list(event_types)
-        await self._guard.run(
-            self._worker.submit(functools.partial(sql.subscribe, subscription=subscription, event_types=types))
-        )
+        await self._call(functools.partial(sql.subscribe, subscription=subscription, event_types=types))
         self._types[subscription] = frozenset(types)
 
     async def read(self, subscription: str, consumer: str, count: int, block_seconds: float) -> list[Delivery]:
@@ -124,12 +123,10 @@ class EmbeddedEventStore:
             waiter = _Waiter(subscription, self._types.get(subscription, frozenset()))
             self._waiters.add(waiter)
             try:
-                result = await self._guard.run(
-                    self._worker.submit(
-                        functools.partial(
-                            sql.read, subscription=subscription, count=count, now_ms=self._now_ms(),
-                            ack_timeout_ms=ack_timeout_ms, max_attempts=self._config.max_attempts,
-                        )
+                result = await self._call(
+                    functools.partial(
+                        sql.read, subscription=subscription, count=count, now_ms=self._now_ms(),
+                        ack_timeout_ms=ack_timeout_ms, max_attempts=self._config.max_attempts,
                     )
                 )
                 if subscription not in self._types:
@@ -150,38 +147,40 @@ class EmbeddedEventStore:
 
     async def ack(self, subscription: str, delivery_ids: Sequence[str]) -> int:
         ids = list(delivery_ids)
-        return await self._guard.run(self._worker.submit(functools.partial(sql.ack, subscription=subscription, ids=ids)))
+        return await self._call(functools.partial(sql.ack, subscription=subscription, ids=ids))
 
     async def nack(self, subscription: str, delivery_ids: Sequence[str]) -> None:
         ids = list(delivery_ids)
-        if await self._guard.run(self._worker.submit(functools.partial(sql.nack, subscription=subscription, ids=ids))):
+        if await self._call(functools.partial(sql.nack, subscription=subscription, ids=ids)):
             self._wake(lambda waiter: waiter.subscription == subscription)
 
     async def dead_letters(self, subscription: str, limit: int) -> list[DeadLetter]:
-        return await self._guard.run(
-            self._worker.submit(functools.partial(sql.dead_letters, subscription=subscription, limit=limit))
-        )
+        return await self._call(functools.partial(sql.dead_letters, subscription=subscription, limit=limit))
 
     async def replay(self, subscription: str, dead_letter_ids: Sequence[str]) -> int:
         ids = list(dead_letter_ids)
-        replayed = await self._guard.run(
-            self._worker.submit(functools.partial(sql.replay, subscription=subscription, ids=ids))
-        )
+        replayed = await self._call(functools.partial(sql.replay, subscription=subscription, ids=ids))
         if replayed:
             self._wake(lambda waiter: waiter.subscription == subscription)
         return replayed
 
     async def lag(self) -> list[SubscriptionLag]:
-        return await self._guard.run(self._worker.submit(sql.lag))
+        return await self._call(sql.lag)
 
     async def trim(self) -> Trimmed:
         now, window = self._now_ms(), int(self._config.dedupe_window_seconds * 1000)
-        removed, lost = await self._guard.run(
-            self._worker.submit(
-                functools.partial(sql.trim, max_backlog=self._config.max_backlog, now_ms=now, window_ms=window)
-            )
+        removed, lost = await self._call(
+            functools.partial(sql.trim, max_backlog=self._config.max_backlog, now_ms=now, window_ms=window)
         )
         return Trimmed(removed=removed, lost=lost)
+
+    async def _call(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        async def submitted() -> T:
+            # Queued only when the guard lets it run: an operation refused by an
+            # open breaker must not be executed later behind the caller's back.
+            return await self._worker.submit(operation)
+
+        return await self._guard.run(submitted())
 
     def _wake(self, matches: Callable[[_Waiter], bool]) -> None:
         for waiter in self._waiters:
