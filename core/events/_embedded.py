@@ -85,7 +85,7 @@ class EmbeddedEventStore:
         return int(self._clock.now().timestamp() * 1000)
 
     async def start(self) -> None:
-        await self._guard.run(self._worker.start())
+        await self._guard.run(self._worker.start)
         self._started = True
 
     async def close(self) -> None:
@@ -175,12 +175,7 @@ class EmbeddedEventStore:
         return Trimmed(removed=removed, lost=lost)
 
     async def _call(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        async def submitted() -> T:
-            # Queued only when the guard lets it run: an operation refused by an
-            # open breaker must not be executed later behind the caller's back.
-            return await self._worker.submit(operation)
-
-        return await self._guard.run(submitted())
+        return await self._guard.run(functools.partial(self._worker.submit, operation))
 
     def _wake(self, matches: Callable[[_Waiter], bool]) -> None:
         for waiter in self._waiters:

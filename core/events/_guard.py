@@ -4,7 +4,7 @@ store fails publishes fast with UNAVAILABLE instead of hanging or dropping them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from vivified.core.clock import Clock
@@ -37,20 +37,20 @@ class StoreGuard:
         self._failure_types = failure_types
         self._breakers = CircuitBreakers(clock, failures=_FAILURES, cooldown_seconds=timeout)
 
-    async def run(self, operation: Awaitable[T], *, extra_seconds: float = 0.0) -> T:
-        """Await `operation` within the timeout (plus `extra_seconds` for a
-        deliberate blocking wait); map unreachability to `Unavailable`."""
+    async def run(self, start: Callable[[], Awaitable[T]], *, extra_seconds: float = 0.0) -> T:
+        """Start the operation (only if the breaker lets it through, so a refused
+        operation is never executed behind the caller's back) and await it within
+        the timeout (plus `extra_seconds` for a deliberate blocking wait); map
+        unreachability to `Unavailable`."""
         allowed = self._breakers.allow(_TARGET)
         probe = allowed and self._breakers.state(_TARGET) == HALF_OPEN
         if not allowed:
-            if asyncio.iscoroutine(operation):
-                operation.close()
             raise Unavailable(
                 f"the event store ({self._describe}) failed repeatedly; retrying it after a short cooldown",
                 reason=REASON,
             )
         try:
-            result = await asyncio.wait_for(operation, self._timeout + extra_seconds)
+            result = await asyncio.wait_for(start(), self._timeout + extra_seconds)
         except TimeoutError:
             self._breakers.record(_TARGET, ok=False)
             raise Unavailable(

@@ -47,6 +47,7 @@ trimmed while pending is delivered once more with `data=None`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import re
@@ -133,7 +134,7 @@ class RedisEventStore:
             for script in self._scripts.values():
                 await self._redis.script_load(script.script)
 
-        await self._guard.run(ping())
+        await self._guard.run(ping)
 
     async def close(self) -> None:
         if self._closed:
@@ -150,7 +151,7 @@ class RedisEventStore:
     async def append(self, events: Sequence[NewEvent]) -> list[Appended]:
         if not events:
             return []
-        return await self._guard.run(self._coalescer.append(events))
+        return await self._guard.run(lambda: self._coalescer.append(events))
 
     async def _append_now(self, events: list[NewEvent]) -> list[Appended]:
         window_ms = int(self._config.dedupe_window_seconds * 1000)
@@ -188,7 +189,7 @@ class RedisEventStore:
         canonical = json.dumps(wanted)
         keys = [f"{_PREFIX}sub:{subscription}", f"{_PREFIX}subscriptions", *self._streams(subscription, wanted)]
         status, existing = await self._guard.run(
-            self._scripts["SUBSCRIBE"](keys=keys, args=[canonical, subscription])
+            functools.partial(self._scripts["SUBSCRIBE"], keys=keys, args=[canonical, subscription])
         )
         if status == -1:
             raise FailedPrecondition(
@@ -201,7 +202,7 @@ class RedisEventStore:
     async def _subscription_types(self, subscription: str) -> list[str]:
         if subscription in self._types:
             return self._types[subscription]
-        raw = await self._guard.run(self._redis.hget(f"{_PREFIX}sub:{subscription}", "types"))
+        raw = await self._guard.run(lambda: self._redis.hget(f"{_PREFIX}sub:{subscription}", "types"))
         if raw is None:
             raise FailedPrecondition(
                 f"subscription {subscription!r} does not exist; subscribe first", reason="SUBSCRIPTION_MISMATCH"
@@ -230,7 +231,7 @@ class RedisEventStore:
                 args = [subscription, consumer, count, ack_timeout_ms, self._config.max_attempts, now_ms,
                         next(self._rotation), *types]
                 raw, last_ids = await self._guard.run(
-                    self._scripts["READ"](keys=[f"{_PREFIX}dead:{subscription}", *streams], args=args)
+                    functools.partial(self._scripts["READ"], keys=[f"{_PREFIX}dead:{subscription}", *streams], args=args)
                 )
                 if raw:
                     return [self._delivery(types, entry) for entry in raw]
@@ -249,7 +250,9 @@ class RedisEventStore:
         """Until an entry lands after the group's last-delivered id on any of
         the streams, a local nack, or `seconds` pass."""
         block = self._guard.run(
-            self._redis.xread(dict(zip(streams, last_ids, strict=True)), count=1, block=max(int(seconds * 1000), 1)),
+            functools.partial(
+                self._redis.xread, dict(zip(streams, last_ids, strict=True)), count=1, block=max(int(seconds * 1000), 1)
+            ),
             extra_seconds=seconds,
         )
         reader = asyncio.ensure_future(block)
@@ -297,7 +300,7 @@ class RedisEventStore:
         keys, args = self._targets(subscription, types, delivery_ids)
         if not keys:
             return 0
-        return int(await self._guard.run(self._scripts["ACK"](keys=keys, args=[subscription, 0, *args])))
+        return int(await self._guard.run(functools.partial(self._scripts["ACK"], keys=keys, args=[subscription, 0, *args])))
 
     async def nack(self, subscription: str, delivery_ids: Sequence[str]) -> None:
         types = await self._subscription_types(subscription)
@@ -305,13 +308,13 @@ class RedisEventStore:
         if not keys:
             return
         idle_ms = int(self._config.ack_timeout_seconds * 1000)
-        if await self._guard.run(self._scripts["NACK"](keys=keys, args=[subscription, idle_ms, *args])):
+        if await self._guard.run(functools.partial(self._scripts["NACK"], keys=keys, args=[subscription, idle_ms, *args])):
             self._wake(subscription)
 
     # Dead letters -----------------------------------------------------------
 
     async def dead_letters(self, subscription: str, limit: int) -> list[DeadLetter]:
-        entries = await self._guard.run(self._redis.xrange(f"{_PREFIX}dead:{subscription}", count=limit))
+        entries = await self._guard.run(lambda: self._redis.xrange(f"{_PREFIX}dead:{subscription}", count=limit))
         return [
             DeadLetter(
                 dead_letter_id=entry_id.decode(),
@@ -332,7 +335,7 @@ class RedisEventStore:
         if dead_letter_ids and not wanted:
             return 0
         keys = [f"{_PREFIX}dead:{subscription}", self._streams(subscription, types)[-1]]
-        replayed = int(await self._guard.run(self._scripts["REPLAY"](keys=keys, args=wanted)))
+        replayed = int(await self._guard.run(functools.partial(self._scripts["REPLAY"], keys=keys, args=wanted)))
         if replayed:
             self._wake(subscription)
         return replayed
@@ -340,16 +343,16 @@ class RedisEventStore:
     # Backlog ----------------------------------------------------------------
 
     async def _subscriptions(self) -> dict[str, list[str]]:
-        names = sorted(n.decode() for n in await self._guard.run(self._redis.smembers(f"{_PREFIX}subscriptions")))
+        names = sorted(n.decode() for n in await self._guard.run(lambda: self._redis.smembers(f"{_PREFIX}subscriptions")))
         return {name: await self._subscription_types(name) for name in names}
 
     async def lag(self) -> list[SubscriptionLag]:
         result = []
         for name, types in (await self._subscriptions()).items():
             pending, undelivered = await self._guard.run(
-                self._scripts["LAG"](keys=self._streams(name, types), args=[name])
+                functools.partial(self._scripts["LAG"], keys=self._streams(name, types), args=[name])
             )
-            lost = await self._guard.run(self._redis.hget(f"{_PREFIX}sub:{name}", "lost"))
+            lost = await self._guard.run(functools.partial(self._redis.hget, f"{_PREFIX}sub:{name}", "lost"))
             result.append(SubscriptionLag(name, int(pending), int(undelivered), int(lost or 0)))
         return result
 
@@ -361,7 +364,8 @@ class RedisEventStore:
             if excess <= 0:
                 continue
             flat = await self._guard.run(
-                self._scripts["FORCE_OUT"](
+                functools.partial(
+                    self._scripts["FORCE_OUT"],
                     keys=self._streams(entry.subscription, subscriptions[entry.subscription]),
                     args=[entry.subscription, excess, f"{_PREFIX}sub:"],
                 )
@@ -371,10 +375,10 @@ class RedisEventStore:
         streams = {self._stream(t) for types in subscriptions.values() for t in types}
         streams |= {f"{_PREFIX}replay:{name}" for name in subscriptions}
         # Type streams nobody subscribes to any more are trimmed too.
-        streams |= await self._guard.run(self._scan(f"{_PREFIX}stream:*"))
+        streams |= await self._guard.run(lambda: self._scan(f"{_PREFIX}stream:*"))
         removed = 0
         for key in sorted(streams):
-            removed += int(await self._guard.run(self._scripts["TRIM_SAFE"](keys=[key])))
+            removed += int(await self._guard.run(functools.partial(self._scripts["TRIM_SAFE"], keys=[key])))
         return Trimmed(removed=removed, lost=lost)
 
     async def _scan(self, pattern: str) -> set[str]:

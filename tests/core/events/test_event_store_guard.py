@@ -26,34 +26,40 @@ async def test_failures_open_the_breaker_and_a_probe_after_the_cooldown_closes_i
     g = guard(clock)
     for _ in range(3):
         with pytest.raises(Unavailable) as failed:
-            await g.run(fail())
+            await g.run(fail)
         assert failed.value.reason == "EVENT_STORE_UNAVAILABLE"
         assert "ConnectionError" in failed.value.message
+    started = []
+
+    async def never() -> None:
+        started.append(True)
+
     with pytest.raises(Unavailable, match="cooldown"):
-        await g.run(asyncio.sleep(0, "never run"))
+        await g.run(never)
+    assert started == []  # refused without being started
     clock.advance(0.06)
-    assert await g.run(asyncio.sleep(0, "probe")) == "probe"
-    assert await g.run(asyncio.sleep(0, "closed")) == "closed"
+    assert await g.run(lambda: asyncio.sleep(0, "probe")) == "probe"
+    assert await g.run(lambda: asyncio.sleep(0, "closed")) == "closed"
 
 
 async def test_a_timeout_is_unavailable_and_a_domain_error_passes_through() -> None:
     g = guard(ManualClock())
     with pytest.raises(Unavailable, match="did not answer within 0.05s"):
-        await g.run(asyncio.sleep(1))
+        await g.run(lambda: asyncio.sleep(1))
 
     async def refuse() -> None:
         raise FailedPrecondition("no", reason="SUBSCRIPTION_MISMATCH")
 
     with pytest.raises(FailedPrecondition):
-        await g.run(refuse())
+        await g.run(refuse)
 
 
 async def test_cancelled_waits_do_not_open_the_breaker() -> None:
     g = guard(ManualClock())
     for _ in range(5):
-        task = asyncio.create_task(g.run(asyncio.sleep(0.03), extra_seconds=1.0))
+        task = asyncio.create_task(g.run(lambda: asyncio.sleep(0.03), extra_seconds=1.0))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert await g.run(asyncio.sleep(0, "still closed")) == "still closed"
+    assert await g.run(lambda: asyncio.sleep(0, "still closed")) == "still closed"
