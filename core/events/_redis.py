@@ -57,6 +57,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from vivified.core.clock import Clock
 from vivified.core.errors import FailedPrecondition
@@ -97,8 +99,13 @@ class RedisEventStore:
         self._config = config
         self._clock = clock
         timeout = config.store_timeout_seconds
+        # One immediate retry on a connection error: after a Redis restart every
+        # pooled connection is stale once. A retried command is safe here: a
+        # repeated append is deduplicated (within the window), a repeated read leaves entries pending
+        # until their ack timeout. The guard bounds the total time either way.
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False,
+            retry=Retry(NoBackoff(), 1),
         )
         self._guard = StoreGuard(clock, timeout, describe=_describe(url), failure_types=_FAILURES)
         self._scripts = {
