@@ -406,6 +406,20 @@ async def test_a_backlog_over_the_cap_loses_its_oldest_entries_visibly(backend: 
     assert await lag_of(store) == (0, 0, 5)
 
 
+async def test_the_cap_applies_to_a_subscription_across_its_types(backend: Backend) -> None:
+    store = await backend.make(max_backlog=5)
+    await store.subscribe(SUB, ["OrderPlaced", "OrderShipped"])
+    await store.append([event(n, "OrderPlaced" if n % 2 else "OrderShipped") for n in range(20)])
+
+    trimmed = await store.trim()
+
+    assert trimmed.lost == {SUB: 15}
+    assert await lag_of(store) == (0, 5, 15)
+    survivors = await drain(store)
+    assert len(survivors) == 5 and all(d.data is not None for d in survivors)
+    assert (await store.trim()).lost == {}
+
+
 async def test_nothing_stays_pending_after_a_drain(backend: Backend) -> None:
     store = await backend.make(ack_timeout_seconds=0.5, max_attempts=5)
     await store.subscribe(SUB, ["OrderPlaced"])
