@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-
 from vivified.core.ca import PeerCertificateParser
 from vivified.core.chain._call import Call, Principal, Proceed
 from vivified.core.chain._deny import Denier
