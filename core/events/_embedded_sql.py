@@ -1,8 +1,9 @@
 """The embedded store's tables and the operations the writer thread runs on them.
 
 Tables:
-- `events`: every stored event, `seq` is its position (global append order;
-  AUTOINCREMENT, so a position is never reused after the newest rows were trimmed).
+- `events`: every stored event, `seq` is its position (global append order).
+  AUTOINCREMENT: a plain rowid restarts below the old top once trimming has
+  emptied the table, and cursors already past it would skip the new events.
 - `dedupe`: `(source, event_id) -> seq` while inside the dedupe window; it
   outlives the event row, so a duplicate is recognised even after trimming.
 - `subscriptions`: types, `cursor` (the highest seq handed out for the first
