@@ -16,6 +16,7 @@ from vivified.core.db._errors import (
     MigrationFailed,
     SchemaNotCurrent,
     describe_url,
+    unavailable,
 )
 from vivified.core.db._grants import grant_app_role
 from vivified.core.db._migrate import (
@@ -44,5 +45,6 @@ __all__ = [
     "require_current",
     "schema_version",
     "sqlite_url",
+    "unavailable",
     "upgrade",
 ]

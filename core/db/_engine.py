@@ -11,7 +11,7 @@ import pathlib
 
 import sqlalchemy as sa
 
-from vivified.core.db._errors import DatabaseError, DatabaseUnavailable, describe_url, driver_message
+from vivified.core.db._errors import DatabaseError, describe_url, unavailable
 from vivified.core.db._migrate import require_current, upgrade
 
 metadata = sa.MetaData()
@@ -84,9 +84,7 @@ def create_engine_for(url: str) -> sa.Engine:
             require_current(engine)
     except sa.exc.DBAPIError as exc:
         engine.dispose()
-        raise DatabaseUnavailable(
-            f"cannot use database {describe_url(engine.url)}: {driver_message(exc, engine.url)}"
-        ) from None
+        raise unavailable(exc, engine.url) from None
     except BaseException:
         engine.dispose()
         raise

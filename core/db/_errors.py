@@ -46,3 +46,8 @@ def driver_message(exc: BaseException, url: sa.URL) -> str:
     if url.password:
         text = text.replace(str(url.password), "***")
     return text
+
+
+def unavailable(exc: sa.exc.DBAPIError, url: sa.URL) -> DatabaseUnavailable:
+    """The error to raise for a driver failure: where, and what the driver said."""
+    return DatabaseUnavailable(f"cannot use database {describe_url(url)}: {driver_message(exc, url)}")

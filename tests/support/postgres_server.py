@@ -121,7 +121,7 @@ def start_postgres() -> PostgresServer:
             started = subprocess.run(
                 _as_owner([str(BIN / "pg_ctl"), "-D", str(data), "-w", "-t", "30", "-l", str(directory / "log"),
                            "-o", options, "start"]),
-                capture_output=True, text=True, timeout=60,
+                check=False, capture_output=True, text=True, timeout=60,
             )
             if started.returncode == 0:
                 break
