@@ -42,3 +42,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
         return f"sqlite+pysqlite:///{tmp_path / 'vivified.db'}"
     server: PostgresServer = request.getfixturevalue("postgres")
     return server.url(request.getfixturevalue("postgres_database"))
+
+
+@pytest.fixture
+def migrated_database_url(database_url: str) -> str:
+    """`database_url` upgraded to the current schema, as `vivified db upgrade` leaves it."""
+    from vivified.core.db import plain_engine, upgrade
+
+    engine = plain_engine(database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    return database_url

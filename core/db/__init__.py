@@ -27,6 +27,7 @@ from vivified.core.db._migrate import (
     schema_version,
     upgrade,
 )
+from vivified.core.db._transaction import write_transaction
 
 __all__ = [
     "VERSION_TABLE",
@@ -47,4 +48,5 @@ __all__ = [
     "sqlite_url",
     "unavailable",
     "upgrade",
+    "write_transaction",
 ]

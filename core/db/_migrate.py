@@ -6,20 +6,19 @@ are the numbers in the module names and must run 1, 2, 3… without gaps, so
 adding a migration is adding one file.
 
 `upgrade(engine)` applies every pending step and records each in
-`vivified_schema_version`, all in one transaction: either the database moves
-to the latest version or it stays where it was. Two processes racing are
-serialised — on PostgreSQL by a transaction-scoped advisory lock taken before
-the version table is even read, on SQLite by `BEGIN IMMEDIATE` (the write
-lock) — so the second one finds the work done and applies nothing.
+`vivified_schema_version`, all in one `write_transaction`: either the
+database moves to the latest version or it stays where it was. Two processes
+racing are serialised before the version table is even read (an advisory
+lock on PostgreSQL, the write lock on SQLite), so the second one finds the
+work done and applies nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import pkgutil
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -27,6 +26,7 @@ import sqlalchemy as sa
 
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.db._errors import MigrationFailed, SchemaNotCurrent, describe_url, driver_message
+from vivified.core.db._transaction import write_transaction
 
 VERSION_TABLE = "vivified_schema_version"
 _PG_LOCK_KEY = 0x766976_6D696772  # "viv" "migr"; the audit writer uses another key
@@ -95,28 +95,6 @@ def schema_version(engine: sa.Engine) -> int:
         return _version_in(conn)
 
 
-@contextlib.contextmanager
-def _exclusive(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """One transaction that no other upgrader runs beside."""
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-            yield conn
-        return
-    # pysqlite would commit before every DDL statement on its own; in
-    # autocommit mode it sends our BEGIN IMMEDIATE / COMMIT as written, so the
-    # whole upgrade is one write transaction holding SQLite's write lock.
-    with engine.connect() as base:
-        conn = base.execution_options(isolation_level="AUTOCOMMIT")
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.exec_driver_sql("ROLLBACK")
-            raise
-        conn.exec_driver_sql("COMMIT")
-
-
 def upgrade(
     engine: sa.Engine, *, clock: Clock | None = None, report: Callable[[str], None] | None = None
 ) -> list[Migration]:
@@ -129,7 +107,7 @@ def upgrade(
     migrations = load_migrations()
     latest = migrations[-1].version if migrations else 0
     now = int((clock or SystemClock()).now().timestamp())
-    with _exclusive(engine) as conn:
+    with write_transaction(engine, pg_lock=_PG_LOCK_KEY) as conn:
         _versions.create(conn, checkfirst=True)
         current = _version_in(conn)
         if current > latest:
