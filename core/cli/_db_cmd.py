@@ -27,12 +27,7 @@ from vivified.core.db import (
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     db = sub.add_parser("db", help="manage the database schema (migrations, PostgreSQL roles)")
-    db.add_argument("--data-dir", help="core data dir (default ./.vivified)")
-    db.add_argument(
-        "--database-url",
-        help="SQLAlchemy URL, e.g. postgresql+psycopg://owner@host:5432/vivified "
-        "(default: $VIVIFIED_DATABASE_URL, else SQLite in the data dir)",
-    )
+    _database_flags(db, default=None)
     verbs = db.add_subparsers(dest="verb", required=True)
     up = verbs.add_parser(
         "upgrade",
@@ -41,8 +36,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "With --app-role (PostgreSQL), also give the role the core logs in as exactly what it needs: "
         "SELECT and INSERT on audit_log (never UPDATE, DELETE or TRUNCATE), read/write on the other tables.",
     )
+    # Accepted after the verb too (`vivified db upgrade --database-url URL`);
+    # SUPPRESS keeps the verb's parser from resetting a value given before it.
+    _database_flags(up, default=argparse.SUPPRESS)
     up.add_argument(
         "--app-role", metavar="ROLE", help="PostgreSQL role the core logs in as; must exist and own nothing"
+    )
+
+
+def _database_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
+    parser.add_argument("--data-dir", default=default, help="core data dir (default ./.vivified)")
+    parser.add_argument(
+        "--database-url",
+        default=default,
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://owner@host:5432/vivified "
+        "(default: $VIVIFIED_DATABASE_URL, else SQLite in the data dir)",
     )
 
 

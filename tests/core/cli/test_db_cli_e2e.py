@@ -60,7 +60,7 @@ def test_upgrade_reports_each_step_grants_the_app_role_and_is_idempotent(
     postgres: PostgresServer, postgres_database: str, vivified: Callable[..., Result]
 ) -> None:
     url = postgres.url(postgres_database)
-    first = vivified("db", "--database-url", url, "upgrade", "--app-role", APP_ROLE)
+    first = vivified("db", "upgrade", "--database-url", url, "--app-role", APP_ROLE)
     assert first.returncode == 0, first.stdout + first.stderr
     lines = first.stdout.splitlines()
     assert lines[0] == (
@@ -100,7 +100,7 @@ def test_sqlite_upgrade_in_the_data_dir_and_no_roles_there(
     tmp_path: pathlib.Path, vivified: Callable[..., Result]
 ) -> None:
     data = tmp_path / "data"
-    done = vivified("db", "--data-dir", str(data), "upgrade")
+    done = vivified("db", "upgrade", "--data-dir", str(data))
     assert done.returncode == 0, done.stderr
     assert f"schema upgraded to version {LATEST}" in done.stdout
     assert (data / "vivified.db").exists()
@@ -142,7 +142,9 @@ def test_k3_core_refuses_a_schema_behind_and_an_unreachable_server(
 async def test_core_on_postgresql_admits_a_plugin_and_its_audit_chain_verifies(
     postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
 ) -> None:
-    migrated = run_vivified("db", "--database-url", postgres.url(postgres_database), "upgrade", "--app-role", APP_ROLE)
+    migrated = run_vivified(
+        "db", "upgrade", "--database-url", postgres.url(postgres_database), "--app-role", APP_ROLE
+    )
     assert migrated.returncode == 0, migrated.stderr
     # The core logs in as the least-privileged role, the production shape.
     as_app = postgres.url(postgres_database, app_role=True)
