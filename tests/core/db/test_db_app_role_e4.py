@@ -86,9 +86,8 @@ def test_e4_trigger_refuses_rewrites_even_to_the_owner(owner: sa.Engine) -> None
             " repeat('0', 64), repeat('1', 64))"
         )
     for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
-        with pytest.raises(sa.exc.DBAPIError, match="audit_log is append-only") as caught:
-            with owner.begin() as conn:
-                conn.exec_driver_sql(statement)
+        with pytest.raises(sa.exc.DBAPIError, match="audit_log is append-only") as caught, owner.begin() as conn:
+            conn.exec_driver_sql(statement)
         assert isinstance(caught.value.orig, psycopg.Error)
         assert caught.value.orig.sqlstate == INSUFFICIENT_PRIVILEGE
     with owner.connect() as conn:
