@@ -48,6 +48,16 @@ def driver_message(exc: BaseException, url: sa.URL) -> str:
     return text
 
 
+_INSUFFICIENT_PRIVILEGE = "42501"
+
+
 def unavailable(exc: sa.exc.DBAPIError, url: sa.URL) -> DatabaseUnavailable:
-    """The error to raise for a driver failure: where, and what the driver said."""
-    return DatabaseUnavailable(f"cannot use database {describe_url(url)}: {driver_message(exc, url)}")
+    """The error to raise for a driver failure: where, what the driver said,
+    and for a missing privilege, who fixes it how."""
+    message = f"cannot use database {describe_url(url)}: {driver_message(exc, url)}"
+    if getattr(exc.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE:
+        message += (
+            "; the schema owner runs `vivified db upgrade`, with `--app-role ROLE` to grant the role "
+            "the core logs in as what it needs"
+        )
+    return DatabaseUnavailable(message)

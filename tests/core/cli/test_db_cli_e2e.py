@@ -86,6 +86,7 @@ def test_upgrade_failure_is_clear_and_hides_the_password(
     assert refused.returncode == 1
     assert refused.stderr.startswith(f"error: cannot use database postgresql+psycopg://{APP_ROLE}:***@127.0.0.1")
     assert "permission denied for schema public" in refused.stderr
+    assert "the schema owner runs `vivified db upgrade`" in refused.stderr
     assert postgres.app_password not in refused.stdout + refused.stderr
 
     unreachable = f"postgresql+psycopg://{APP_ROLE}:{postgres.app_password}@127.0.0.1:{_free_port()}/none"

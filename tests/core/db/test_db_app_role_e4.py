@@ -16,7 +16,14 @@ import sqlalchemy as sa
 from support.postgres_server import APP_ROLE, PostgresServer
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner, verify
 from vivified.core.clock import SystemClock
-from vivified.core.db import DatabaseError, create_engine_for, grant_app_role, plain_engine, upgrade
+from vivified.core.db import (
+    DatabaseError,
+    DatabaseUnavailable,
+    create_engine_for,
+    grant_app_role,
+    plain_engine,
+    upgrade,
+)
 
 INSUFFICIENT_PRIVILEGE = "42501"
 
@@ -110,3 +117,14 @@ def test_grants_refuse_roles_that_would_bypass_them(owner: sa.Engine, postgres: 
         with owner.begin() as conn:
             conn.exec_driver_sql("DROP TABLE owned_elsewhere")
             conn.exec_driver_sql("DROP ROLE table_owner_role")
+
+
+def test_core_role_without_grants_is_refused_with_the_fix(
+    postgres: PostgresServer, postgres_database: str, owner: sa.Engine
+) -> None:
+    with pytest.raises(DatabaseUnavailable) as caught:
+        create_engine_for(postgres.url(postgres_database, app_role=True))
+    message = str(caught.value)
+    assert "permission denied for table vivified_schema_version" in message
+    assert "`--app-role ROLE`" in message
+    assert postgres.app_password not in message and f"{APP_ROLE}:***@" in message

@@ -139,6 +139,21 @@ def test_upgrade_applies_every_step_once_and_is_idempotent(engine: sa.Engine) ->
     require_current(engine)
 
 
+def test_a_database_made_before_migrations_is_adopted(engine: sa.Engine) -> None:
+    # Earlier releases created exactly the initial tables with create_all and
+    # no version table; the first upgrade takes them over, data intact.
+    initial = sa.MetaData()
+    for name in ("plugins", "join_tokens", "certificates", "audit_log"):
+        _declared_metadata().tables[name].to_metadata(initial)
+    initial.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO certificates (serial, subject, not_after) VALUES ('ab', 'plugin/x', 1)"))
+    assert [m.version for m in upgrade(engine)] == [m.version for m in load_migrations()]
+    require_current(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT subject FROM certificates")).scalars().all() == ["plugin/x"]
+
+
 def test_two_upgraders_racing_apply_each_step_exactly_once(database_url: str) -> None:
     engines = [plain_engine(database_url), plain_engine(database_url)]
     barrier = threading.Barrier(2)
