@@ -30,6 +30,7 @@ from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.metrics import Metrics
 from vivified.core.egress import EgressService, endpoints_from
 from vivified.core.gateway import ContractProxy, Forwarder, GatewayService, OperatorLane, PolicySet
+from vivified.core.identity import build_identity
 from vivified.core.policy import load_default_rules
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
@@ -162,6 +163,12 @@ class Core:
 
         store.subscribe(on_change)
 
+        # Identity: users sign in on the bootstrap port; the chain turns their
+        # bearer tokens into `user` principals. A weak token key stops start-up.
+        identity = build_identity(
+            engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue
+        )
+
         streams = StreamTracker()
         parser = PeerCertificateParser(config.trust_domain)
         authenticator = Authenticator(parser, store.is_revoked_serial)
@@ -176,6 +183,7 @@ class Core:
             on_decision=self.metrics.on_decision,
             audit=recorder,
             on_done=self.metrics.on_call_done,
+            bearer=identity.principal,
         )
         self._connector = PluginConnector(
             CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock
@@ -244,6 +252,8 @@ class Core:
             gateway=GatewayService(lane, authenticator.principal),
             contract_proxy=ContractProxy(lane, authenticator.principal),
             egress=egress,
+            auth=identity.auth,
+            users=identity.users,
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,
             key_pem=key_pem,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from vivified.core.chain import RateLimitConfig
 from vivified.core.egress import EgressConfig
 from vivified.core.gateway import GatewayConfig
+from vivified.core.identity import IdentityConfig
 
 PROFILES = ("development", "production")
 
@@ -64,6 +65,8 @@ class CoreConfig:
     """Operator lane deadlines, retries, circuit breaker and bulkhead."""
     egress: EgressConfig = field(default_factory=EgressConfig)
     """Egress proxy limits, allow ranges, credential injection, report-only plugins."""
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    """User sign-in: token lifetimes, sessions, lockout, password hashing cost."""
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

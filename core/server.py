@@ -1,6 +1,8 @@
 """The core's gRPC server: one grpc.aio server, one interceptor chain, two TLS
-listeners — the mTLS port (client certificate required) and the bootstrap port
-(server-authenticated TLS, where policy lets anonymous callers only register)."""
+listeners — the mTLS port (client certificate required: plugins, operators)
+and the bootstrap port (server-authenticated TLS: plugins register there, and
+people sign in there and call with `authorization: Bearer <access token>`).
+Both ports serve every service; policy decides per principal kind."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from vivified.core.chain import ChainInterceptor
 from vivified.core.config import CoreConfig
 from vivified.core.egress import EgressService
 from vivified.core.gateway import ContractProxy, GatewayService
+from vivified.core.identity import AuthService, UserAdminService
+from vivified.identity.v1 import auth_pb2, auth_pb2_grpc, user_admin_pb2, user_admin_pb2_grpc
 from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
 from vivified.core.errors import FailedPrecondition
 from vivified.core.registry._admin_service import AdminService
@@ -73,6 +77,8 @@ def build_server(
     gateway: GatewayService,
     contract_proxy: ContractProxy,
     egress: EgressService,
+    auth: AuthService,
+    users: UserAdminService,
     root_pem: bytes,
     chain_pem: bytes,
     key_pem: bytes,
@@ -84,6 +90,10 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     gateway_pb2_grpc.add_OperatorGatewayServiceServicer_to_server(gateway, server)
     egress_pb2_grpc.add_EgressProxyServiceServicer_to_server(egress, server)
+    # Users reach these on the bootstrap port (no client certificate) with a
+    # bearer token; operators reach UserAdminService on the mTLS port.
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
+    user_admin_pb2_grpc.add_UserAdminServiceServicer_to_server(users, server)
     server.add_generic_rpc_handlers([contract_proxy])
     if config.profile == "development":
         names = (
@@ -92,6 +102,8 @@ def build_server(
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             gateway_pb2.DESCRIPTOR.services_by_name["OperatorGatewayService"].full_name,
             egress_pb2.DESCRIPTOR.services_by_name["EgressProxyService"].full_name,
+            auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+            user_admin_pb2.DESCRIPTOR.services_by_name["UserAdminService"].full_name,
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)

@@ -1,9 +1,13 @@
-"""Authentication: the principal comes from the verified TLS peer certificate
-and nothing else. Request metadata is never consulted for identity."""
+"""Authentication: the principal comes from the verified TLS peer certificate.
+
+Only a peer without a client certificate (the bootstrap port) may present a
+user's `authorization: Bearer <access token>` metadata; it is verified by the
+identity service's hook. When a certificate is present, metadata is never
+consulted: a header cannot override a verified certificate."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -42,16 +46,29 @@ class Authenticator:
         return principal.cert_serial is not None and self._is_revoked(principal.cert_serial)
 
 
-class AuthenticationLayer:
-    """Sets `call.principal`, or denies with UNAUTHENTICATED."""
+BearerCheck = Callable[[str], Awaitable[Principal]]
+"""Verifies `authorization` metadata into a `user` Principal, or raises Unauthenticated."""
 
-    def __init__(self, authenticator: Authenticator, denier: Denier) -> None:
+
+class AuthenticationLayer:
+    """Sets `call.principal` (and a user's traits), or denies with UNAUTHENTICATED."""
+
+    def __init__(self, authenticator: Authenticator, denier: Denier, bearer: BearerCheck | None = None) -> None:
         self._authenticator = authenticator
         self._denier = denier
+        self._bearer = bearer
 
     async def __call__(self, call: Call, proceed: Proceed) -> None:
         try:
             call.principal = self._authenticator.principal(call.context)
+            authorization = call.metadata.get("authorization")
+            if call.principal.kind == "anonymous" and authorization is not None:
+                if self._bearer is None:
+                    raise Unauthenticated(
+                        "this core does not accept bearer tokens", reason="TOKEN_INVALID", domain=_DOMAIN
+                    )
+                call.principal = await self._bearer(authorization)
+                call.traits = call.principal.traits
         except Unauthenticated as exc:
             await self._denier.deny(
                 call, exc.code, exc.message, reason=exc.reason, rule_id="authentication", domain=exc.domain

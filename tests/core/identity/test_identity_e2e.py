@@ -1,0 +1,138 @@
+"""People sign in to a real core process over its bootstrap port: first admin
+from the CLI, forced MFA enrolment, TOTP replay, bearer tokens through the real
+chain, trait-gated user administration, BOLA, logout and disable (B5, B10, C4)."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import grpc
+import pytest
+
+from support.clients import audit_rows, error_info, operator_channel
+from support.processes import CoreProcess
+from support.users import (
+    auth_call,
+    auth_pb,
+    bearer,
+    code_at,
+    create_admin,
+    expect_error,
+    login,
+    users_call,
+    users_pb,
+)
+from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
+
+pytestmark = pytest.mark.asyncio
+
+ADMIN_PASSWORD = "CANARY-admin-pw-7f3e9a1c"
+VIEWER_PASSWORD = "CANARY-viewer-pw-51b2d8e0"
+AUTH = "/vivified.identity.v1.AuthService/"
+USERS = "/vivified.identity.v1.UserAdminService/"
+
+
+def _rows(core: CoreProcess, **where: str) -> list[object]:
+    return audit_rows(core, **where)
+
+
+async def _admin_tokens(core: CoreProcess, tmp: pathlib.Path) -> tuple[auth_pb.Tokens, str]:
+    """Create the admin with the CLI, then sign in: enrolment is forced."""
+    create_admin(core, "root-admin", ADMIN_PASSWORD, tmp)
+    first = await login(core, "root-admin", ADMIN_PASSWORD)
+    assert first.step == auth_pb.LOGIN_STEP_MFA_ENROLLMENT_REQUIRED
+    assert not first.HasField("tokens")
+    # The MFA token is good for nothing but the MFA calls.
+    err = await expect_error(users_call(core, "ListUsers", users_pb.ListUsersRequest(), first.mfa_token))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(err).reason == "TOKEN_INVALID"
+    enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(mfa_token=first.mfa_token))
+    assert enrol.provisioning_uri.startswith("otpauth://totp/vivified-core%3Aroot-admin?secret=")
+    confirmed = await auth_call(
+        core, "ConfirmMfa", auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time()))
+    )
+    assert len(confirmed.backup_codes) == 10 and confirmed.tokens.access_token
+    return confirmed.tokens, enrol.secret
+
+
+async def test_sign_in_admin_users_and_refusals(core: CoreProcess, tmp_path: pathlib.Path) -> None:
+    tokens, secret = await _admin_tokens(core, tmp_path)
+
+    # A second login needs the code; the code just used for enrolment is a replay.
+    again = await login(core, "root-admin", ADMIN_PASSWORD)
+    assert again.step == auth_pb.LOGIN_STEP_MFA_REQUIRED
+    replay = await expect_error(
+        auth_call(core, "VerifyMfa", auth_pb.VerifyMfaRequest(mfa_token=again.mfa_token, code=code_at(secret, time.time())))
+    )
+    assert replay.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(replay).reason == "MFA_CODE_INVALID"
+    assert len(_rows(core, action=AUTH + "VerifyMfa", reason="MFA_CODE_INVALID")) == 1
+    verified = await auth_call(
+        core, "VerifyMfa", auth_pb.VerifyMfaRequest(mfa_token=again.mfa_token, code=code_at(secret, time.time() + 30))
+    )
+    admin_token = verified.tokens.access_token
+
+    created = await users_call(
+        core, "CreateUser",
+        users_pb.CreateUserRequest(username="vera", password=VIEWER_PASSWORD, roles=["viewer"]), admin_token,
+    )
+    vera = created.user
+    assert vera.traits == ["viewer"] and not vera.mfa_enrolled
+    listed = await users_call(core, "ListUsers", users_pb.ListUsersRequest(), admin_token)
+    assert [u.username for u in listed.users] == ["root-admin", "vera"]
+    admin_id = listed.users[0].user_id
+
+    # A viewer signs in without MFA (not required for viewer traits) ...
+    viewer = await login(core, "vera", VIEWER_PASSWORD)
+    assert viewer.step == auth_pb.LOGIN_STEP_COMPLETE
+    viewer_token = viewer.tokens.access_token
+
+    # ... is refused the admin service: status, reason, rule, one audit record.
+    denied = await expect_error(users_call(core, "ListUsers", users_pb.ListUsersRequest(), viewer_token))
+    info = error_info(denied)
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (info.reason, info.metadata["rule_id"]) == ("POLICY_DENIED", "user-admin")
+    assert len(_rows(core, action=USERS + "ListUsers", actor=f"user:{vera.user_id}")) == 1
+
+    # BOLA: another user's id and a missing id look the same to a viewer.
+    own = await users_call(core, "GetUser", users_pb.GetUserRequest(user_id=vera.user_id), viewer_token)
+    assert own.user.username == "vera"
+    other = await expect_error(users_call(core, "GetUser", users_pb.GetUserRequest(user_id=admin_id), viewer_token))
+    missing = await expect_error(
+        users_call(core, "GetUser", users_pb.GetUserRequest(user_id="usr_000000000000000000000000"), viewer_token)
+    )
+    assert other.code() == missing.code() == grpc.StatusCode.NOT_FOUND
+    assert other.details() == missing.details()
+    assert error_info(other).reason == error_info(missing).reason == "USER_NOT_FOUND"
+    assert len(_rows(core, action=USERS + "GetUser", actor=f"user:{vera.user_id}", outcome="NOT_FOUND")) == 2
+
+    # A bad bearer token: UNAUTHENTICATED, stable reason, one audit record.
+    forged = viewer_token[:-4] + ("AAAA" if not viewer_token.endswith("AAAA") else "BBBB")
+    bad = await expect_error(users_call(core, "GetUser", users_pb.GetUserRequest(user_id=vera.user_id), forged))
+    assert bad.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(bad).reason == "TOKEN_INVALID"
+    assert len(_rows(core, action=USERS + "GetUser", reason="TOKEN_INVALID", rule_id="authentication")) == 1
+
+    # A client certificate wins over metadata: the operator stays the operator.
+    async with operator_channel(core) as channel:
+        await users_grpc.UserAdminServiceStub(channel).ListUsers(
+            users_pb.ListUsersRequest(), metadata=bearer(viewer_token), timeout=10
+        )
+    assert _rows(core, action=USERS + "ListUsers")[-1].actor.startswith("operator:")
+
+    # Disabling the viewer ends the session at once (B5) and refuses login.
+    await users_call(core, "DisableUser", users_pb.DisableUserRequest(user_id=vera.user_id), admin_token)
+    gone = await expect_error(users_call(core, "GetUser", users_pb.GetUserRequest(user_id=vera.user_id), viewer_token))
+    assert error_info(gone).reason == "SESSION_REVOKED"
+    refused = await expect_error(login(core, "vera", VIEWER_PASSWORD))
+    assert error_info(refused).reason == "LOGIN_FAILED"
+
+    # Logout ends the admin's session; the first session is unaffected.
+    await auth_call(core, "Logout", auth_pb.LogoutRequest(), admin_token)
+    out = await expect_error(users_call(core, "ListUsers", users_pb.ListUsersRequest(), admin_token))
+    assert error_info(out).reason == "SESSION_REVOKED"
+    assert len(_rows(core, action=USERS + "ListUsers", reason="SESSION_REVOKED")) == 1
+    await users_call(core, "ListUsers", users_pb.ListUsersRequest(), tokens.access_token)
+
+    # Canary passwords never reach the audit log or the core's log.
+    everything = "\n".join(repr(tuple(r)) for r in _rows(core)) + core.log()
+    assert ADMIN_PASSWORD not in everything and VIEWER_PASSWORD not in everything
+    assert secret not in everything and admin_token not in everything
