@@ -21,6 +21,8 @@ CORE_SERVICES = {
     "grpc.health.v1.Health",
     "vivified.gateway.v1.OperatorGatewayService",
     "vivified.egress.v1.EgressProxyService",
+    "vivified.identity.v1.AuthService",
+    "vivified.identity.v1.UserAdminService",
 }
 # grpcurl retries a refused handshake until its connect deadline, so calls
 # expected to be refused get a short one; the positive controls (same binary,

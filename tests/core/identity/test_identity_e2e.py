@@ -4,13 +4,16 @@ chain, trait-gated user administration, BOLA, logout and disable (B5, B10, C4)."
 
 from __future__ import annotations
 
+import json
 import pathlib
+import shutil
+import subprocess
 import time
 
 import grpc
 import pytest
 
-from support.clients import audit_rows, error_info, operator_channel
+from support.clients import audit_rows, bootstrap_channel, error_info, operator_channel
 from support.processes import CoreProcess
 from support.users import (
     auth_call,
@@ -23,6 +26,8 @@ from support.users import (
     users_call,
     users_pb,
 )
+from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
+from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
 
 pytestmark = pytest.mark.asyncio
@@ -31,6 +36,7 @@ ADMIN_PASSWORD = "CANARY-admin-pw-7f3e9a1c"
 VIEWER_PASSWORD = "CANARY-viewer-pw-51b2d8e0"
 AUTH = "/vivified.identity.v1.AuthService/"
 USERS = "/vivified.identity.v1.UserAdminService/"
+PROTO = pathlib.Path(__file__).resolve().parents[3] / "proto"
 
 
 def _rows(core: CoreProcess, **where: str) -> list[object]:
@@ -136,3 +142,83 @@ async def test_sign_in_admin_users_and_refusals(core: CoreProcess, tmp_path: pat
     everything = "\n".join(repr(tuple(r)) for r in _rows(core)) + core.log()
     assert ADMIN_PASSWORD not in everything and VIEWER_PASSWORD not in everything
     assert secret not in everything and admin_token not in everything
+
+
+def _grpcurl(core: CoreProcess, proto: str, method: str, body: dict[str, object], token: str = "") -> dict[str, object]:
+    binary = shutil.which("grpcurl")
+    assert binary is not None, "grpcurl is installed by the dev extra"
+    headers = ["-H", f"authorization: Bearer {token}"] if token else []
+    result = subprocess.run(
+        [binary, "-cacert", str(core.operator_dir / "ca.crt"), "-servername", f"core.{core.trust_domain}",
+         "-import-path", str(PROTO), "-proto", proto, *headers, "-d", json.dumps(body),
+         core.bootstrap_address, method],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+async def test_readme_grpcurl_sign_in(core: CoreProcess, tmp_path: pathlib.Path) -> None:
+    """The README's operator steps, verbatim in shape: CLI admin, grpcurl login, enrolment, a call."""
+    create_admin(core, "gru", ADMIN_PASSWORD, tmp_path)
+    auth = "vivified/identity/v1/auth.proto"
+    first = _grpcurl(core, auth, "vivified.identity.v1.AuthService/Login", {"username": "gru", "password": ADMIN_PASSWORD})
+    assert first["step"] == "LOGIN_STEP_MFA_ENROLLMENT_REQUIRED"
+    enrol = _grpcurl(core, auth, "vivified.identity.v1.AuthService/EnrollMfa", {"mfa_token": first["mfaToken"]})
+    code = code_at(str(enrol["secret"]), time.time())
+    done = _grpcurl(
+        core, auth, "vivified.identity.v1.AuthService/ConfirmMfa", {"mfa_token": first["mfaToken"], "code": code}
+    )
+    access = done["tokens"]["accessToken"]  # type: ignore[index]
+    listed = _grpcurl(
+        core, "vivified/identity/v1/user_admin.proto", "vivified.identity.v1.UserAdminService/ListUsers", {}, access
+    )
+    assert "gru" in [u["username"] for u in listed["users"]]  # type: ignore[attr-defined]
+
+
+async def test_refresh_family_password_change_and_plugin_admin_refusal(core: CoreProcess) -> None:
+    async with operator_channel(core) as channel:
+        await users_grpc.UserAdminServiceStub(channel).CreateUser(
+            users_pb.CreateUserRequest(username="rita", password=VIEWER_PASSWORD, roles=["viewer"]), timeout=10
+        )
+    first = (await login(core, "rita", VIEWER_PASSWORD)).tokens
+    second = (await auth_call(core, "Refresh", auth_pb.RefreshRequest(refresh_token=first.refresh_token))).tokens
+    assert second.refresh_token != first.refresh_token
+    reused = await expect_error(auth_call(core, "Refresh", auth_pb.RefreshRequest(refresh_token=first.refresh_token)))
+    assert reused.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_info(reused).reason == "REFRESH_TOKEN_INVALID"
+    assert len(_rows(core, action=AUTH + "Refresh", reason="REFRESH_TOKEN_INVALID")) == 1
+    family = await expect_error(auth_call(core, "Refresh", auth_pb.RefreshRequest(refresh_token=second.refresh_token)))
+    assert error_info(family).reason == "SESSION_REVOKED"
+    ended = await expect_error(auth_call(core, "Logout", auth_pb.LogoutRequest(), second.access_token))
+    assert error_info(ended).reason == "SESSION_REVOKED"
+
+    # A viewer is refused plugin administration as well.
+    token = (await login(core, "rita", VIEWER_PASSWORD)).tokens.access_token
+    async with bootstrap_channel(core) as channel:
+        denied = await expect_error(
+            admin_grpc.PluginAdminServiceStub(channel).ListPlugins(
+                admin_pb.ListPluginsRequest(), metadata=bearer(token), timeout=10
+            )
+        )
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (error_info(denied).reason, error_info(denied).metadata["rule_id"]) == ("POLICY_DENIED", "user-plugin-admin")
+
+    # Changing the password needs the current one and ends every session.
+    wrong = await expect_error(
+        auth_call(
+            core, "ChangePassword",
+            auth_pb.ChangePasswordRequest(current_password="not the password", new_password="a brand new password"),
+            token,
+        )
+    )
+    assert error_info(wrong).reason == "LOGIN_FAILED"
+    await auth_call(
+        core, "ChangePassword",
+        auth_pb.ChangePasswordRequest(current_password=VIEWER_PASSWORD, new_password="a brand new password"),
+        token,
+    )
+    stale = await expect_error(auth_call(core, "Logout", auth_pb.LogoutRequest(), token))
+    assert error_info(stale).reason == "SESSION_REVOKED"
+    assert (await login(core, "rita", "a brand new password")).step == auth_pb.LOGIN_STEP_COMPLETE
+    assert "a brand new password" not in "\n".join(repr(tuple(r)) for r in _rows(core)) + core.log()
