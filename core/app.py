@@ -183,7 +183,7 @@ class Core:
             on_decision=self.metrics.on_decision,
             audit=recorder,
             on_done=self.metrics.on_call_done,
-            bearer=identity.principal,
+            credentials=identity.principal,
         )
         self._connector = PluginConnector(
             CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock
@@ -254,6 +254,7 @@ class Core:
             egress=egress,
             auth=identity.auth,
             users=identity.users,
+            api_keys=identity.api_keys,
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,
             key_pem=key_pem,

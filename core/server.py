@@ -17,8 +17,15 @@ from vivified.core.chain import ChainInterceptor
 from vivified.core.config import CoreConfig
 from vivified.core.egress import EgressService
 from vivified.core.gateway import ContractProxy, GatewayService
-from vivified.core.identity import AuthService, UserAdminService
-from vivified.identity.v1 import auth_pb2, auth_pb2_grpc, user_admin_pb2, user_admin_pb2_grpc
+from vivified.core.identity import ApiKeyService, AuthService, UserAdminService
+from vivified.identity.v1 import (
+    api_keys_pb2,
+    api_keys_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    user_admin_pb2,
+    user_admin_pb2_grpc,
+)
 from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
 from vivified.core.errors import FailedPrecondition
 from vivified.core.registry._admin_service import AdminService
@@ -79,6 +86,7 @@ def build_server(
     egress: EgressService,
     auth: AuthService,
     users: UserAdminService,
+    api_keys: ApiKeyService,
     root_pem: bytes,
     chain_pem: bytes,
     key_pem: bytes,
@@ -91,9 +99,10 @@ def build_server(
     gateway_pb2_grpc.add_OperatorGatewayServiceServicer_to_server(gateway, server)
     egress_pb2_grpc.add_EgressProxyServiceServicer_to_server(egress, server)
     # Users reach these on the bootstrap port (no client certificate) with a
-    # bearer token; operators reach UserAdminService on the mTLS port.
+    # bearer token or API key; operators reach UserAdminService on the mTLS port.
     auth_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
     user_admin_pb2_grpc.add_UserAdminServiceServicer_to_server(users, server)
+    api_keys_pb2_grpc.add_ApiKeyServiceServicer_to_server(api_keys, server)
     server.add_generic_rpc_handlers([contract_proxy])
     if config.profile == "development":
         names = (
@@ -104,6 +113,7 @@ def build_server(
             egress_pb2.DESCRIPTOR.services_by_name["EgressProxyService"].full_name,
             auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
             user_admin_pb2.DESCRIPTOR.services_by_name["UserAdminService"].full_name,
+            api_keys_pb2.DESCRIPTOR.services_by_name["ApiKeyService"].full_name,
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)

@@ -1,13 +1,14 @@
 """Authentication: the principal comes from the verified TLS peer certificate.
 
 Only a peer without a client certificate (the bootstrap port) may present a
-user's `authorization: Bearer <access token>` metadata; it is verified by the
-identity service's hook. When a certificate is present, metadata is never
-consulted: a header cannot override a verified certificate."""
+user's credential metadata — `authorization: Bearer <access token>` or
+`x-api-key: <key>` — which the identity service's hook verifies. When a
+certificate is present, metadata is never consulted: a header cannot
+override a verified certificate."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -46,28 +47,31 @@ class Authenticator:
         return principal.cert_serial is not None and self._is_revoked(principal.cert_serial)
 
 
-BearerCheck = Callable[[str], Awaitable[Principal]]
-"""Verifies `authorization` metadata into a `user` Principal, or raises Unauthenticated."""
+CredentialCheck = Callable[[Mapping[str, str]], Awaitable[Principal]]
+"""Verifies a call's credential metadata into a `user` Principal, or raises Unauthenticated."""
+
+USER_CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 
 
 class AuthenticationLayer:
     """Sets `call.principal` (and a user's traits), or denies with UNAUTHENTICATED."""
 
-    def __init__(self, authenticator: Authenticator, denier: Denier, bearer: BearerCheck | None = None) -> None:
+    def __init__(
+        self, authenticator: Authenticator, denier: Denier, credentials: CredentialCheck | None = None
+    ) -> None:
         self._authenticator = authenticator
         self._denier = denier
-        self._bearer = bearer
+        self._credentials = credentials
 
     async def __call__(self, call: Call, proceed: Proceed) -> None:
         try:
             call.principal = self._authenticator.principal(call.context)
-            authorization = call.metadata.get("authorization")
-            if call.principal.kind == "anonymous" and authorization is not None:
-                if self._bearer is None:
+            if call.principal.kind == "anonymous" and any(h in call.metadata for h in USER_CREDENTIAL_HEADERS):
+                if self._credentials is None:
                     raise Unauthenticated(
-                        "this core does not accept bearer tokens", reason="TOKEN_INVALID", domain=_DOMAIN
+                        "this core does not accept user credentials", reason="IDENTITY_INVALID", domain=_DOMAIN
                     )
-                call.principal = await self._bearer(authorization)
+                call.principal = await self._credentials(call.metadata)
                 call.traits = call.principal.traits
         except Unauthenticated as exc:
             await self._denier.deny(

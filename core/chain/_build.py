@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from vivified.core.chain._audit import AuditLayer, AuditRecorder
-from vivified.core.chain._authn import AuthenticationLayer, Authenticator, BearerCheck
+from vivified.core.chain._authn import AuthenticationLayer, Authenticator, CredentialCheck
 from vivified.core.chain._call import Call, Proceed, _current
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
@@ -155,16 +155,16 @@ def build_chain(
     on_decision: Callable[[Decision], None],
     audit: AuditRecorder,
     on_done: Callable[[Call, grpc.StatusCode], None],
-    bearer: BearerCheck | None = None,
+    credentials: CredentialCheck | None = None,
 ) -> ChainInterceptor:
-    """The one place the chain's order is decided. `bearer` verifies user
-    access tokens; without it a bearer token is refused (UNAUTHENTICATED)."""
+    """The one place the chain's order is decided. `credentials` verifies user
+    access tokens and API keys; without it they are refused (UNAUTHENTICATED)."""
     denier = Denier(audit)
     return ChainInterceptor(
         [
             ErrorBoundaryLayer(audit, on_done),
             TracingLayer(tracer),
-            AuthenticationLayer(authenticator, denier, bearer),
+            AuthenticationLayer(authenticator, denier, credentials),
             StatusGateLayer(plugin_lookup, streams, denier),
             RateLimitLayer(buckets, denier),
             PolicyLayer(policy_index, denier, on_decision),

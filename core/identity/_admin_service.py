@@ -16,6 +16,7 @@ from google.protobuf import timestamp_pb2
 
 from vivified.core.chain import annotate, current_call
 from vivified.core.errors import InvalidArgument
+from vivified.core.identity._api_keys import ApiKeys
 from vivified.core.identity._auth_service import normalise_username
 from vivified.core.identity._passwords import PasswordHasher, check_new_password
 from vivified.core.identity._sessions import Sessions
@@ -70,10 +71,17 @@ def _require_id(user_id: str) -> str:
 class UserAdminService(user_admin_pb2_grpc.UserAdminServiceServicer):
     """Governs users; every change that alters access ends the user's sessions."""
 
-    def __init__(self, admin: UserAdmin, sessions: Sessions) -> None:
+    def __init__(self, admin: UserAdmin, sessions: Sessions, keys: ApiKeys) -> None:
         self._admin = admin
         self._store = admin.store
         self._sessions = sessions
+        self._keys = keys
+
+    async def _access_changed(self, user_id: str, why: str) -> None:
+        """End the user's sessions and drop cached API key state, so the
+        change applies to the next call on this core."""
+        await self._sessions.revoke_user(user_id, why)
+        self._keys.forget_owner(user_id)
 
     async def CreateUser(
         self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -119,7 +127,7 @@ class UserAdminService(user_admin_pb2_grpc.UserAdminServiceServicer):
             raise InvalidArgument("update_mask must be exactly ['roles']", reason="INVALID_REQUEST", domain=_DOMAIN)
         roles = self._admin.roles.check_roles(list(request.roles), self._admin.traits)
         user = await self._store.update(user_id, roles=roles)
-        await self._sessions.revoke_user(user_id, "roles_changed")
+        await self._access_changed(user_id, "roles_changed")
         annotate(roles=",".join(roles))
         return pb.UpdateUserResponse(user=self._admin.user_message(user))
 
@@ -128,13 +136,13 @@ class UserAdminService(user_admin_pb2_grpc.UserAdminServiceServicer):
     ) -> pb.DisableUserResponse:
         user_id = _require_id(request.user_id)
         user = await self._store.update(user_id, disabled=True)
-        await self._sessions.revoke_user(user_id, "disabled")
+        await self._access_changed(user_id, "disabled")
         return pb.DisableUserResponse(user=self._admin.user_message(user))
 
     async def DeleteUser(
         self, request: pb.DeleteUserRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteUserResponse:
         user_id = _require_id(request.user_id)
-        await self._sessions.revoke_user(user_id, "deleted")
+        await self._access_changed(user_id, "deleted")
         await self._store.delete(user_id)
         return pb.DeleteUserResponse()

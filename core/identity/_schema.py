@@ -58,3 +58,17 @@ mfa_backup_codes_table = sa.Table(
     sa.Column("user_id", sa.String(40), nullable=False, index=True),
     sa.Column("used_at", sa.BigInteger, nullable=True),
 )
+
+api_keys_table = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("owner_user_id", sa.String(40), nullable=False, index=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("scopes", sa.Text, nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("last_used_at", sa.BigInteger, nullable=True),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+)

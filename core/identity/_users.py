@@ -17,7 +17,13 @@ import sqlalchemy as sa
 
 from vivified.core.clock import Clock
 from vivified.core.errors import AlreadyExists, NotFound
-from vivified.core.identity._schema import mfa_backup_codes_table, user_sessions_table, users_table, refresh_tokens_table
+from vivified.core.identity._schema import (
+    api_keys_table,
+    mfa_backup_codes_table,
+    refresh_tokens_table,
+    user_sessions_table,
+    users_table,
+)
 
 _DOMAIN = "vivified.identity"
 T = TypeVar("T")
@@ -164,6 +170,7 @@ class UserStore:
             conn.execute(refresh_tokens_table.delete().where(refresh_tokens_table.c.session_id.in_(sessions)))
             conn.execute(user_sessions_table.delete().where(user_sessions_table.c.user_id == user_id))
             conn.execute(mfa_backup_codes_table.delete().where(mfa_backup_codes_table.c.user_id == user_id))
+            conn.execute(api_keys_table.delete().where(api_keys_table.c.owner_user_id == user_id))
 
         await self._run(write)
 
@@ -198,6 +205,7 @@ class UserStore:
     async def set_backup_codes(self, user_id: str, codes: list[str]) -> None:
         def write(conn: sa.Connection) -> None:
             conn.execute(mfa_backup_codes_table.delete().where(mfa_backup_codes_table.c.user_id == user_id))
+            conn.execute(api_keys_table.delete().where(api_keys_table.c.owner_user_id == user_id))
             conn.execute(
                 mfa_backup_codes_table.insert(),
                 [{"code_sha256": code_sha256(c), "user_id": user_id, "used_at": None} for c in codes],

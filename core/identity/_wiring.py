@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from vivified.core.chain import Principal
+from vivified.core.chain import Principal, annotate
 from vivified.core.clock import Clock
+from vivified.core.errors import Unauthenticated
 from vivified.core.identity._admin_service import UserAdmin, UserAdminService
+from vivified.core.identity._api_key_service import ApiKeyService
+from vivified.core.identity._api_keys import ApiKeys
 from vivified.core.identity._auth_service import AuthService
 from vivified.core.identity._config import IdentityConfig
 from vivified.core.identity._keys import load_or_create_key
@@ -40,11 +44,24 @@ class Identity:
 
     auth: AuthService
     users: UserAdminService
+    api_keys: ApiKeyService
     sessions: Sessions
+    keys: ApiKeys
 
-    async def principal(self, authorization: str) -> Principal:
-        """The chain's hook: a verified access token → a `user` principal."""
-        session = await self.sessions.authenticate(authorization)
+    async def principal(self, metadata: Mapping[str, str]) -> Principal:
+        """The chain's hook: a verified access token or API key → a `user`
+        principal. An API key principal has no session (it cannot log out,
+        change the password or manage keys) and only its scoped traits."""
+        authorization, api_key = metadata.get("authorization"), metadata.get("x-api-key")
+        if authorization is not None and api_key is not None:
+            raise Unauthenticated(
+                "present an access token or an API key, not both", reason="IDENTITY_INVALID", domain="vivified.identity"
+            )
+        if api_key is not None:
+            use = await self.keys.authenticate(api_key)
+            annotate(api_key_id=use.key_id)
+            return Principal(kind="user", id=use.user_id, traits=use.traits)
+        session = await self.sessions.authenticate(authorization or "")
         return Principal(kind="user", id=session.user_id, traits=session.traits, session_id=session.session_id)
 
 
@@ -61,7 +78,14 @@ def build_identity(
         leeway_seconds=config.leeway_seconds,
     )
     sessions = Sessions(engine, clock, signer, admin.roles, config)
+    keys = ApiKeys(engine, clock, admin.roles, config)
     auth = AuthService(
         store=admin.store, hasher=admin.hasher, sessions=sessions, signer=signer, roles=admin.roles, config=config
     )
-    return Identity(auth=auth, users=UserAdminService(admin, sessions), sessions=sessions)
+    return Identity(
+        auth=auth,
+        users=UserAdminService(admin, sessions, keys),
+        api_keys=ApiKeyService(keys),
+        sessions=sessions,
+        keys=keys,
+    )

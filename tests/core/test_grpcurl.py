@@ -23,6 +23,7 @@ CORE_SERVICES = {
     "vivified.egress.v1.EgressProxyService",
     "vivified.identity.v1.AuthService",
     "vivified.identity.v1.UserAdminService",
+    "vivified.identity.v1.ApiKeyService",
 }
 # grpcurl retries a refused handshake until its connect deadline, so calls
 # expected to be refused get a short one; the positive controls (same binary,

@@ -28,6 +28,8 @@ from support.users import (
 )
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
+from vivified.identity.v1 import api_keys_pb2 as keys_pb
+from vivified.identity.v1 import api_keys_pb2_grpc as keys_grpc
 from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
 
 pytestmark = pytest.mark.asyncio
@@ -222,3 +224,75 @@ async def test_refresh_family_password_change_and_plugin_admin_refusal(core: Cor
     assert error_info(stale).reason == "SESSION_REVOKED"
     assert (await login(core, "rita", "a brand new password")).step == auth_pb.LOGIN_STEP_COMPLETE
     assert "a brand new password" not in "\n".join(repr(tuple(r)) for r in _rows(core)) + core.log()
+
+
+async def test_api_keys_scoped_revocable_hashed_metadata_only(core: CoreProcess) -> None:
+    async with operator_channel(core) as channel:
+        stub = users_grpc.UserAdminServiceStub(channel)
+        otto = (await stub.CreateUser(
+            users_pb.CreateUserRequest(username="otto", password=VIEWER_PASSWORD, roles=["operator"]), timeout=10
+        )).user
+        await stub.CreateUser(users_pb.CreateUserRequest(username="una", password=VIEWER_PASSWORD, roles=["viewer"]), timeout=10)
+    token = (await login(core, "otto", VIEWER_PASSWORD)).tokens.access_token
+    una = (await login(core, "una", VIEWER_PASSWORD)).tokens.access_token
+
+    async def keys(method: str, request: object, metadata: tuple[tuple[str, str], ...]) -> object:
+        async with bootstrap_channel(core) as channel:
+            return await getattr(keys_grpc.ApiKeyServiceStub(channel), method)(request, metadata=metadata, timeout=10)
+
+    async def list_plugins(metadata: tuple[tuple[str, str], ...]) -> object:
+        async with bootstrap_channel(core) as channel:
+            return await admin_grpc.PluginAdminServiceStub(channel).ListPlugins(
+                admin_pb.ListPluginsRequest(), metadata=metadata, timeout=10
+            )
+
+    viewer_key = await keys("CreateApiKey", keys_pb.CreateApiKeyRequest(name="ro", scopes=["viewer"]), bearer(token))
+    manager_key = await keys(
+        "CreateApiKey", keys_pb.CreateApiKeyRequest(name="ci", scopes=["plugin_manager", "viewer"]), bearer(token)
+    )
+    assert manager_key.api_key.startswith(f"vk_{manager_key.key.key_id}_")
+    escalate = await expect_error(
+        keys("CreateApiKey", keys_pb.CreateApiKeyRequest(name="x", scopes=["user_manager"]), bearer(token))
+    )
+    assert escalate.code() == grpc.StatusCode.PERMISSION_DENIED and error_info(escalate).reason == "SCOPE_NOT_HELD"
+    assert len(_rows(core, reason="SCOPE_NOT_HELD")) == 1
+
+    # Scopes decide: the plugin_manager key may list plugins, the viewer key may not.
+    await list_plugins((("x-api-key", manager_key.api_key),))
+    narrow = await expect_error(list_plugins((("x-api-key", viewer_key.api_key),)))
+    assert narrow.code() == grpc.StatusCode.PERMISSION_DENIED and error_info(narrow).metadata["rule_id"] == "user-plugin-admin"
+    assert f'"api_key_id":"{viewer_key.key.key_id}"' in _rows(core, actor=f"user:{otto.user_id}")[-1].detail
+
+    # Only `x-api-key` carries a key: in `authorization` it is no token.
+    for header in (f"Bearer {manager_key.api_key}", f"ApiKey {manager_key.api_key}"):
+        wrong_place = await expect_error(list_plugins((("authorization", header),)))
+        assert wrong_place.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(wrong_place).reason == "TOKEN_INVALID"
+    both = await expect_error(list_plugins((("x-api-key", manager_key.api_key), ("authorization", f"Bearer {token}"))))
+    assert error_info(both).reason == "IDENTITY_INVALID"
+    guessed = manager_key.api_key[:-6] + ("A" * 6 if not manager_key.api_key.endswith("A" * 6) else "B" * 6)
+    assert error_info(await expect_error(list_plugins((("x-api-key", guessed),)))).reason == "API_KEY_INVALID"
+    # A key cannot mint keys.
+    minted = await expect_error(
+        keys("CreateApiKey", keys_pb.CreateApiKeyRequest(name="y", scopes=["viewer"]), (("x-api-key", manager_key.api_key),))
+    )
+    assert error_info(minted).reason == "IDENTITY_MISSING"
+
+    # BOLA: someone else's key id and an unknown id look the same.
+    other = await expect_error(keys("RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id=manager_key.key.key_id), bearer(una)))
+    unknown = await expect_error(keys("RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id="vak_" + "0" * 24), bearer(una)))
+    assert other.code() == unknown.code() == grpc.StatusCode.NOT_FOUND and other.details() == unknown.details()
+
+    # Revocation takes effect on the next call; one audit record for the refusal.
+    await keys("RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id=manager_key.key.key_id), bearer(token))
+    revoked = await expect_error(list_plugins((("x-api-key", manager_key.api_key),)))
+    assert revoked.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(revoked).reason == "API_KEY_INVALID"
+    assert len(_rows(core, action="/vivified.admin.v1.PluginAdminService/ListPlugins", reason="API_KEY_INVALID")) == 2
+    listed = await keys("ListApiKeys", keys_pb.ListApiKeysRequest(), bearer(token))
+    assert {k.key_id: k.revoked for k in listed.keys} == {viewer_key.key.key_id: False, manager_key.key.key_id: True}
+    assert all(k.HasField("last_used_time") for k in listed.keys)  # both were used
+
+    # Stored only as a hash: the raw secrets are nowhere in the database files or the logs.
+    secrets_ = [k.api_key.rsplit("_", 1)[1] for k in (viewer_key, manager_key)]
+    blobs = b"".join(p.read_bytes() for p in core.data_dir.glob("vivified.db*")) + core.log().encode()
+    assert not any(s.encode() in blobs for s in secrets_)
+    assert "\n".join(repr(tuple(r)) for r in _rows(core)).count(secrets_[0]) == 0

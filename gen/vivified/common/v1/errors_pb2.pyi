@@ -116,6 +116,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """ALREADY_EXISTS: the username is taken."""
     ERROR_REASON_TOKEN_KEY_INSECURE: _ErrorReason.ValueType  # 214
     """FAILED_PRECONDITION: the identity token key is missing, short or exposed; the core does not start."""
+    ERROR_REASON_API_KEY_INVALID: _ErrorReason.ValueType  # 215
+    """UNAUTHENTICATED: the API key is malformed, unknown, revoked or expired, or its owner cannot sign in."""
+    ERROR_REASON_SCOPE_NOT_HELD: _ErrorReason.ValueType  # 216
+    """PERMISSION_DENIED: an API key scope names a trait the caller does not hold."""
+    ERROR_REASON_API_KEY_NOT_FOUND: _ErrorReason.ValueType  # 217
+    """NOT_FOUND: no such API key (or none the caller may see)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable, machine-readable reasons the core puts in the
@@ -219,4 +225,10 @@ ERROR_REASON_USER_ALREADY_EXISTS: ErrorReason.ValueType  # 213
 """ALREADY_EXISTS: the username is taken."""
 ERROR_REASON_TOKEN_KEY_INSECURE: ErrorReason.ValueType  # 214
 """FAILED_PRECONDITION: the identity token key is missing, short or exposed; the core does not start."""
+ERROR_REASON_API_KEY_INVALID: ErrorReason.ValueType  # 215
+"""UNAUTHENTICATED: the API key is malformed, unknown, revoked or expired, or its owner cannot sign in."""
+ERROR_REASON_SCOPE_NOT_HELD: ErrorReason.ValueType  # 216
+"""PERMISSION_DENIED: an API key scope names a trait the caller does not hold."""
+ERROR_REASON_API_KEY_NOT_FOUND: ErrorReason.ValueType  # 217
+"""NOT_FOUND: no such API key (or none the caller may see)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
