@@ -33,7 +33,7 @@ async def test_weaker_stored_hashes_are_flagged_for_upgrade() -> None:
     assert stronger.outdated("$2b$12$bcrypt-looking-hash")
 
 
-@pytest.mark.parametrize("params", [dict(memory_kib=19455), dict(iterations=1), dict(lanes=0)])
+@pytest.mark.parametrize("params", [{"memory_kib": 19455}, {"iterations": 1}, {"lanes": 0}])
 async def test_parameters_below_the_minimum_are_refused(params: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         PasswordParams(**params)

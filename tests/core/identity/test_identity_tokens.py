@@ -120,7 +120,7 @@ def test_b2_b4_key_location_and_crit_headers_are_refused(extra: dict[str, object
 def test_b3_expiry_boundaries_with_leeway() -> None:
     clock = ManualClock()
     signer = _signer(clock)
-    token, claims = signer.issue(ACCESS_TYPE, "usr_1", 900, sid="s1")
+    token, _ = signer.issue(ACCESS_TYPE, "usr_1", 900, sid="s1")
     clock.advance(900 + 30)  # exactly at exp + leeway: still accepted
     signer.verify(token, ACCESS_TYPE)
     clock.advance(1)  # 1 s beyond the leeway
