@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from support.clients import audit_rows, bootstrap_channel, error_info, operator_channel
-from support.processes import CoreProcess
+from support.processes import CoreProcess, run_cli
 from support.users import (
     auth_call,
     auth_pb,
@@ -140,6 +140,12 @@ async def test_sign_in_admin_users_and_refusals(core: CoreProcess, tmp_path: pat
     assert len(_rows(core, action=USERS + "ListUsers", reason="SESSION_REVOKED")) == 1
     await users_call(core, "ListUsers", users_pb.ListUsersRequest(), tokens.access_token)
 
+    # The CLI's admin creation is audited, and the chain it shares with the running core verifies.
+    created_rows = _rows(core, action="users.create-admin")
+    assert len(created_rows) == 1 and created_rows[0].actor == "cli:local"
+    verified_log = run_cli(core, "audit", "verify")
+    assert verified_log.returncode == 0, verified_log.stdout + verified_log.stderr
+
     # Canary passwords never reach the audit log or the core's log.
     everything = "\n".join(repr(tuple(r)) for r in _rows(core)) + core.log()
     assert ADMIN_PASSWORD not in everything and VIEWER_PASSWORD not in everything
@@ -222,7 +228,16 @@ async def test_refresh_family_password_change_and_plugin_admin_refusal(core: Cor
     )
     stale = await expect_error(auth_call(core, "Logout", auth_pb.LogoutRequest(), token))
     assert error_info(stale).reason == "SESSION_REVOKED"
-    assert (await login(core, "rita", "a brand new password")).step == auth_pb.LOGIN_STEP_COMPLETE
+    fresh = await login(core, "rita", "a brand new password")
+    assert fresh.step == auth_pb.LOGIN_STEP_COMPLETE
+
+    # A signed-in user may turn MFA on; the next login then asks for a code.
+    enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(), fresh.tokens.access_token)
+    confirmed = await auth_call(
+        core, "ConfirmMfa", auth_pb.ConfirmMfaRequest(code=code_at(enrol.secret, time.time())), fresh.tokens.access_token
+    )
+    assert len(confirmed.backup_codes) == 10 and not confirmed.HasField("tokens")
+    assert (await login(core, "rita", "a brand new password")).step == auth_pb.LOGIN_STEP_MFA_REQUIRED
     assert "a brand new password" not in "\n".join(repr(tuple(r)) for r in _rows(core)) + core.log()
 
 
