@@ -19,6 +19,7 @@ from vivified.core.errors import FailedPrecondition, InvalidArgument, Unauthenti
 from vivified.core.identity._config import IdentityConfig
 from vivified.core.identity._mfa import MfaChecker, new_backup_codes
 from vivified.core.identity._passwords import MAX_PASSWORD_CHARS, PasswordHasher, check_new_password
+from vivified.core.identity._secret_box import SecretBox
 from vivified.core.identity._sessions import Sessions, Tokens
 from vivified.core.identity._tokens import MFA_TYPE, TokenSigner
 from vivified.core.identity._totp import encode_secret, new_secret, provisioning_uri
@@ -71,7 +72,9 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         signer: TokenSigner,
         roles: RoleCatalogue,
         config: IdentityConfig,
+        box: SecretBox,
     ) -> None:
+        self._box = box
         self._store = store
         self._hasher = hasher
         self._sessions = sessions
@@ -80,7 +83,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         self._config = config
         self._lockout = Lockout(config.lockout_threshold, config.lockout_seconds, config.lockout_max_seconds)
         self._mfa = MfaChecker(
-            store, Lockout(config.mfa_lockout_threshold, config.mfa_lockout_seconds, config.lockout_max_seconds)
+            store, Lockout(config.mfa_lockout_threshold, config.mfa_lockout_seconds, config.lockout_max_seconds), box
         )
 
     async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.LoginResponse:
@@ -188,7 +191,8 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         if user.mfa_secret is not None:
             raise FailedPrecondition("MFA is already enrolled", reason="MFA_ALREADY_ENROLLED", domain=_DOMAIN)
         secret = new_secret()
-        await self._store.update(user.user_id, mfa_pending_secret=encode_secret(secret))
+        sealed = self._box.seal(encode_secret(secret), user.user_id)
+        await self._store.update(user.user_id, mfa_pending_secret=sealed)
         return pb.EnrollMfaResponse(
             secret=encode_secret(secret), provisioning_uri=provisioning_uri(secret, user.username, self._config.issuer)
         )

@@ -52,17 +52,22 @@ def key_from_secret(secret: bytes) -> SigningKey:
     return SigningKey(kid=kid, secret=secret)
 
 
-def load_or_create_key(path: Path) -> SigningKey:
-    """Read the base64url key file, creating it (mode 0600) on first start."""
+def read_or_create_secret(path: Path, create_bytes: int) -> bytes:
+    """Read a base64url secret file, creating it (mode 0600) with
+    `create_bytes` random bytes on first start; refuse an exposed file."""
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(path, base64.urlsafe_b64encode(secrets.token_bytes(48)) + b"\n", 0o600)
+        atomic_write(path, base64.urlsafe_b64encode(secrets.token_bytes(create_bytes)) + b"\n", 0o600)
     try:
         raw = read_secure_file(path)
     except KeyFileError as exc:
         raise TokenKeyInsecure(exc.message) from None
     try:
-        secret = base64.urlsafe_b64decode(raw.strip())
+        return base64.urlsafe_b64decode(raw.strip())
     except ValueError:
-        raise TokenKeyInsecure(f"token key file {path} is not base64url") from None
-    return key_from_secret(secret)
+        raise TokenKeyInsecure(f"key file {path} is not base64url") from None
+
+
+def load_or_create_key(path: Path) -> SigningKey:
+    """The token signing key from its file, created on first start."""
+    return key_from_secret(read_or_create_secret(path, 48))

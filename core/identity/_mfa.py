@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 
 from vivified.core.errors import Unauthenticated
+from vivified.core.identity._secret_box import SecretBox
 from vivified.core.identity._totp import decode_secret, match_step
 from vivified.core.identity._users import Lockout, UserRecord, UserStore
 
@@ -35,9 +36,10 @@ def _normalise_backup(code: str) -> str:
 class MfaChecker:
     """Checks codes against a user's secret and keeps the MFA throttle."""
 
-    def __init__(self, store: UserStore, lockout: Lockout) -> None:
+    def __init__(self, store: UserStore, lockout: Lockout, box: SecretBox) -> None:
         self._store = store
         self._lockout = lockout
+        self._box = box
 
     def _check_unlocked(self, user: UserRecord) -> None:
         if user.mfa_locked_until > self._store.now():
@@ -49,10 +51,11 @@ class MfaChecker:
         await self._store.mfa_failed(user, self._lockout)
         raise Unauthenticated("the code is wrong or was already used", reason="MFA_CODE_INVALID", domain=_DOMAIN)
 
-    async def check_totp(self, user: UserRecord, secret_b32: str, code: str) -> None:
-        """Accept a fresh TOTP code for `secret_b32` or raise (and count it)."""
+    async def check_totp(self, user: UserRecord, sealed_secret: str, code: str) -> None:
+        """Accept a fresh TOTP code for the (sealed) secret or raise (and count it)."""
         self._check_unlocked(user)
-        step = match_step(decode_secret(secret_b32), code.strip(), self._store.now(), user.mfa_last_step)
+        secret = decode_secret(self._box.open(sealed_secret, user.user_id))
+        step = match_step(secret, code.strip(), self._store.now(), user.mfa_last_step)
         if step is None or not await self._store.mfa_step_used(user.user_id, step):
             await self._fail(user)
 

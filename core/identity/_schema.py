@@ -1,7 +1,8 @@
 """Tables of user identity. Times are integer epoch seconds (UTC). Secrets are
 stored only as hashes (passwords: Argon2id; refresh tokens and backup codes:
 SHA-256 of 256/80-bit random values), except the TOTP secret, which the core
-must read back to check codes."""
+must read back to check codes: it is sealed with AES-256-GCM under a key file
+outside the database (`_secret_box`)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ users_table = sa.Table(
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("roles", sa.Text, nullable=False),
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
-    sa.Column("mfa_secret", sa.String(64), nullable=True),
-    sa.Column("mfa_pending_secret", sa.String(64), nullable=True),
+    sa.Column("mfa_secret", sa.String(128), nullable=True),
+    sa.Column("mfa_pending_secret", sa.String(128), nullable=True),
     sa.Column("mfa_last_step", sa.BigInteger, nullable=False, default=0),
     sa.Column("failed_logins", sa.Integer, nullable=False, default=0),
     sa.Column("locked_until", sa.BigInteger, nullable=False, default=0),

@@ -18,6 +18,7 @@ from vivified.core.identity._auth_service import AuthService
 from vivified.core.identity._config import IdentityConfig
 from vivified.core.identity._keys import load_or_create_key
 from vivified.core.identity._passwords import PasswordHasher
+from vivified.core.identity._secret_box import SecretBox
 from vivified.core.identity._sessions import Sessions
 from vivified.core.identity._tokens import TokenSigner
 from vivified.core.identity._users import UserStore
@@ -26,6 +27,10 @@ from vivified.core.traits import RoleCatalogue, TraitCatalogue
 
 def token_key_path(data_dir: Path) -> Path:
     return data_dir / "identity" / "token.key"
+
+
+def mfa_key_path(data_dir: Path) -> Path:
+    return data_dir / "identity" / "mfa.key"
 
 
 def user_admin(engine: sa.Engine, clock: Clock, config: IdentityConfig, traits: TraitCatalogue) -> UserAdmin:
@@ -68,7 +73,8 @@ class Identity:
 def build_identity(
     *, engine: sa.Engine, clock: Clock, data_dir: Path, config: IdentityConfig, traits: TraitCatalogue
 ) -> Identity:
-    """Load (or create) the token key — refusing a weak one — and build the services."""
+    """Load (or create) the token and MFA keys — refusing weak or exposed ones —
+    and build the services."""
     admin = user_admin(engine, clock, config, traits)
     signer = TokenSigner(
         load_or_create_key(token_key_path(data_dir)),
@@ -80,7 +86,13 @@ def build_identity(
     sessions = Sessions(engine, clock, signer, admin.roles, config)
     keys = ApiKeys(engine, clock, admin.roles, config)
     auth = AuthService(
-        store=admin.store, hasher=admin.hasher, sessions=sessions, signer=signer, roles=admin.roles, config=config
+        store=admin.store,
+        hasher=admin.hasher,
+        sessions=sessions,
+        signer=signer,
+        roles=admin.roles,
+        config=config,
+        box=SecretBox.load_or_create(mfa_key_path(data_dir)),
     )
     return Identity(
         auth=auth,

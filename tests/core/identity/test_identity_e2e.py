@@ -150,6 +150,9 @@ async def test_sign_in_admin_users_and_refusals(core: CoreProcess, tmp_path: pat
     everything = "\n".join(repr(tuple(r)) for r in _rows(core)) + core.log()
     assert ADMIN_PASSWORD not in everything and VIEWER_PASSWORD not in everything
     assert secret not in everything and admin_token not in everything
+    # The TOTP secret is sealed at rest: the database files do not hold it.
+    database = b"".join(p.read_bytes() for p in core.data_dir.glob("vivified.db*"))
+    assert secret.encode() not in database and ADMIN_PASSWORD.encode() not in database
 
 
 def _grpcurl(core: CoreProcess, proto: str, method: str, body: dict[str, object], token: str = "") -> dict[str, object]:

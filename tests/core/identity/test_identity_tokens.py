@@ -12,6 +12,7 @@ import pathlib
 import pytest
 
 from vivified.core.clock import ManualClock
+from vivified.core.identity._secret_box import SecretBox
 from vivified.core.identity import (
     ACCESS_TYPE,
     MFA_TYPE,
@@ -170,3 +171,17 @@ def test_b4_key_file_created_0600_and_exposed_file_refused(tmp_path: pathlib.Pat
     path.write_bytes(base64.urlsafe_b64encode(os.urandom(16)))
     with pytest.raises(TokenKeyInsecure):
         load_or_create_key(path)
+
+
+def test_mfa_secrets_are_sealed_to_their_user(tmp_path: pathlib.Path) -> None:
+    box = SecretBox.load_or_create(tmp_path / "mfa.key")
+    assert ((tmp_path / "mfa.key").stat().st_mode & 0o777) == 0o600
+    sealed = box.seal("GEZDGNBVGY3TQOJQ", "usr_a")
+    assert "GEZDGNBVGY3TQOJQ" not in sealed and box.open(sealed, "usr_a") == "GEZDGNBVGY3TQOJQ"
+    with pytest.raises(ValueError):
+        box.open(sealed, "usr_b")  # copied onto another user's row
+    tampered = sealed[:-2] + ("AA" if not sealed.endswith("AA") else "BB")
+    with pytest.raises(ValueError):
+        box.open(tampered, "usr_a")
+    with pytest.raises(TokenKeyInsecure):
+        SecretBox(os.urandom(16))
