@@ -22,6 +22,7 @@ import hashlib
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -229,7 +230,9 @@ class Sessions:
         return claims
 
     async def _load(self, session_id: str) -> SessionState | None:
-        def read() -> tuple[object, object] | None:
+        """Session joined with its user; a missing or disabled user revokes it."""
+
+        def read() -> tuple[Any, UserRecord | None] | None:
             with self._engine.connect() as conn:
                 session = conn.execute(
                     sa.select(user_sessions_table).where(user_sessions_table.c.session_id == session_id)
@@ -237,21 +240,19 @@ class Sessions:
                 if session is None:
                     return None
                 user = conn.execute(sa.select(users_table).where(users_table.c.user_id == session.user_id)).first()
-                return session, user
+                return session, UserRecord.from_row(user) if user is not None else None
 
         found = await asyncio.to_thread(read)
         if found is None:
             return None
         session, user = found
-        revoked = session.revoked_at is not None or user is None or bool(user.disabled)  # type: ignore[attr-defined]
-        traits = self._roles.traits_of(UserRecord.from_row(user).roles) if user is not None else frozenset()
         return SessionState(
-            user_id=session.user_id,  # type: ignore[attr-defined]
-            traits=traits,
-            expires_at=session.expires_at,  # type: ignore[attr-defined]
-            last_seen_at=session.last_seen_at,  # type: ignore[attr-defined]
-            saved_seen_at=session.last_seen_at,  # type: ignore[attr-defined]
-            revoked=revoked,
+            user_id=session.user_id,
+            traits=self._roles.traits_of(user.roles) if user is not None else frozenset(),
+            expires_at=session.expires_at,
+            last_seen_at=session.last_seen_at,
+            saved_seen_at=session.last_seen_at,
+            revoked=session.revoked_at is not None or user is None or user.disabled,
             checked_at=self._clock.monotonic(),
         )
 

@@ -68,20 +68,38 @@ def code_sha256(code: str) -> str:
 
 @dataclass(frozen=True)
 class Lockout:
-    """Counter policy shared by the password and the MFA counters."""
+    """Counter policy shared by the password and the MFA counters: after
+    `threshold` failures the counter locks for `base_seconds`, doubling with
+    each further lock up to `max_seconds` (temporary, escalating, never permanent)."""
 
     threshold: int
     base_seconds: int
     max_seconds: int
 
-    def after_failure(self, failures: int, level: int, now: int) -> tuple[int, int, int]:
-        """(failures, locked_until, level) after one more failure. A lock
-        doubles with each repeat but never exceeds max_seconds."""
-        failures += 1
-        if failures < self.threshold:
-            return failures, 0, level
-        seconds = min(self.base_seconds * 2 ** min(level, 16), self.max_seconds)
-        return 0, now + seconds, level + 1
+    def lock_seconds(self, level: int) -> int:
+        """Length of the lock that follows `level` earlier locks."""
+        return min(self.base_seconds * 2 ** min(level, 20), self.max_seconds)
+
+    def failure_values(self, failures: Any, locked_until: Any, level: Any, now: int) -> dict[Any, Any]:
+        """SQL SET values counting one failure on the given columns. Computed
+        by the database from the row's current values in one UPDATE, so
+        concurrent failures are all counted (no read-modify-write race)."""
+        reached = failures + 1 >= self.threshold
+        seconds = sa.case(
+            *((level == n, self.lock_seconds(n)) for n in range(self.max_level())), else_=self.max_seconds
+        )
+        return {
+            failures: sa.case((reached, 0), else_=failures + 1),
+            locked_until: sa.case((reached, now + seconds), else_=locked_until),
+            level: sa.case((reached, level + 1), else_=level),
+        }
+
+    def max_level(self) -> int:
+        """The first level whose lock is already capped at max_seconds."""
+        level = 0
+        while self.lock_seconds(level) < self.max_seconds and level < 20:
+            level += 1
+        return level
 
 
 class UserStore:
@@ -174,9 +192,25 @@ class UserStore:
 
         await self._run(write)
 
-    async def login_failed(self, user: UserRecord, policy: Lockout) -> UserRecord:
-        failures, until, level = policy.after_failure(user.failed_logins, user.lockout_level, self.now())
-        return await self.update(user.user_id, failed_logins=failures, locked_until=until, lockout_level=level)
+    async def _count_failure(self, user_id: str, policy: Lockout, mfa: bool) -> None:
+        c, now = users_table.c, self.now()
+        failures, until, level = (
+            (c.mfa_failures, c.mfa_locked_until, c.mfa_lockout_level) if mfa
+            else (c.failed_logins, c.locked_until, c.lockout_level)
+        )
+
+        def write(conn: sa.Connection) -> None:
+            # Failures while locked do not extend the lock.
+            conn.execute(
+                users_table.update()
+                .where(c.user_id == user_id, until <= now)
+                .values(policy.failure_values(failures, until, level, now))
+            )
+
+        await self._run(write)
+
+    async def login_failed(self, user: UserRecord, policy: Lockout) -> None:
+        await self._count_failure(user.user_id, policy, mfa=False)
 
     async def login_succeeded(self, user: UserRecord, password_hash: str | None) -> UserRecord:
         values: dict[str, Any] = {"failed_logins": 0, "locked_until": 0, "lockout_level": 0}
@@ -184,9 +218,8 @@ class UserStore:
             values["password_hash"] = password_hash
         return await self.update(user.user_id, **values)
 
-    async def mfa_failed(self, user: UserRecord, policy: Lockout) -> UserRecord:
-        failures, until, level = policy.after_failure(user.mfa_failures, user.mfa_lockout_level, self.now())
-        return await self.update(user.user_id, mfa_failures=failures, mfa_locked_until=until, mfa_lockout_level=level)
+    async def mfa_failed(self, user: UserRecord, policy: Lockout) -> None:
+        await self._count_failure(user.user_id, policy, mfa=True)
 
     async def mfa_step_used(self, user_id: str, step: int) -> bool:
         """Record a TOTP step as used unless a later or equal one already was;

@@ -3,6 +3,7 @@ bound (B5), refresh rotation and family revocation, and the lockout policy."""
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 from dataclasses import replace
 
@@ -129,15 +130,23 @@ async def test_deleted_or_disabled_user_sessions_end(tmp_path: pathlib.Path) -> 
     assert await _reason(world.sessions.refresh(tokens.refresh_token)) == "SESSION_REVOKED"
 
 
-async def test_lockout_policy_is_temporary_and_escalating() -> None:
+async def test_lockout_is_temporary_escalating_and_counts_concurrent_failures(tmp_path: pathlib.Path) -> None:
+    world = World(tmp_path)
+    user = world.user()
     policy = Lockout(threshold=5, base_seconds=1800, max_seconds=24 * 3600)
-    failures, until, level = 0, 0, 0
-    for _ in range(4):
-        failures, until, level = policy.after_failure(failures, level, now=1000)
-        assert until == 0
-    failures, until, level = policy.after_failure(failures, level, now=1000)
-    assert (failures, until, level) == (0, 1000 + 1800, 1)
+    # Failures at once (threads racing on the row) are all counted; none is lost.
+    await asyncio.gather(*(world.store.login_failed(user, policy) for _ in range(4)))
+    stored = await world.store.get(user.user_id)
+    assert (stored.failed_logins, stored.locked_until) == (4, 0)
+    await asyncio.gather(*(world.store.login_failed(user, policy) for _ in range(16)))
+    stored = await world.store.get(user.user_id)
+    now = int(world.clock.now().timestamp())
+    assert (stored.failed_logins, stored.locked_until, stored.lockout_level) == (0, now + 1800, 1)
     for expected in (3600, 7200, 14400, 28800, 57600, 86400, 86400):
+        world.clock.advance(86400)  # past any lock
         for _ in range(5):
-            failures, until, level = policy.after_failure(failures, level, now=1000)
-        assert until == 1000 + expected  # doubles, capped at a day: never permanent
+            await world.store.login_failed(user, policy)
+        stored = await world.store.get(user.user_id)
+        assert stored.locked_until == int(world.clock.now().timestamp()) + expected  # doubles, capped at a day
+    # The MFA counter is a separate set of columns.
+    assert (stored.mfa_failures, stored.mfa_locked_until) == (0, 0)
