@@ -99,12 +99,12 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             annotate(why="unknown_user")
             raise _login_failed()
         annotate(user_id=user.user_id)
+        allowed = await self._store.take_attempt(user.user_id, self._lockout, mfa=False)
         ok = await self._hasher.verify(request.password, user.password_hash)
-        if user.locked_until > self._store.now():
+        if not allowed:
             annotate(why="locked")
             raise _login_failed()
         if not ok:
-            await self._store.login_failed(user, self._lockout)
             annotate(why="wrong_password")
             raise _login_failed()
         if user.disabled:
@@ -173,7 +173,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         if len(request.current_password) > MAX_PASSWORD_CHARS or not await self._hasher.verify(
             request.current_password, user.password_hash
         ):
-            await self._store.login_failed(user, self._lockout)
+            await self._store.take_attempt(user.user_id, self._lockout, mfa=False)
             raise _login_failed()
         await self._store.update(user.user_id, password_hash=await self._hasher.hash(request.new_password))
         await self._sessions.revoke_user(user.user_id, "password_change")

@@ -41,33 +41,35 @@ class MfaChecker:
         self._lockout = lockout
         self._box = box
 
-    def _check_unlocked(self, user: UserRecord) -> None:
-        if user.mfa_locked_until > self._store.now():
+    async def _take_attempt(self, user: UserRecord) -> None:
+        # Counted before the code is checked: concurrent guesses cannot
+        # outrun the threshold. A right code resets the counter.
+        if not await self._store.take_attempt(user.user_id, self._lockout, mfa=True):
             raise Unauthenticated(
                 "too many wrong codes; MFA is locked for a while", reason="MFA_LOCKED", domain=_DOMAIN
             )
 
-    async def _fail(self, user: UserRecord) -> None:
-        await self._store.mfa_failed(user, self._lockout)
-        raise Unauthenticated("the code is wrong or was already used", reason="MFA_CODE_INVALID", domain=_DOMAIN)
+    @staticmethod
+    def _wrong() -> Unauthenticated:
+        return Unauthenticated("the code is wrong or was already used", reason="MFA_CODE_INVALID", domain=_DOMAIN)
 
     async def check_totp(self, user: UserRecord, sealed_secret: str, code: str) -> None:
         """Accept a fresh TOTP code for the (sealed) secret or raise (and count it)."""
-        self._check_unlocked(user)
+        await self._take_attempt(user)
         secret = decode_secret(self._box.open(sealed_secret, user.user_id))
         step = match_step(secret, code.strip(), self._store.now(), user.mfa_last_step)
         if step is None or not await self._store.mfa_step_used(user.user_id, step):
-            await self._fail(user)
+            raise self._wrong()
 
     async def check(self, user: UserRecord, code: str) -> None:
         """Accept an enrolled user's TOTP or unused backup code, or raise."""
         if user.mfa_secret is None:
             raise Unauthenticated("MFA is not enrolled", reason="MFA_CODE_INVALID", domain=_DOMAIN)
-        self._check_unlocked(user)
         code = code.strip()
         if len(code) <= 6:
             await self.check_totp(user, user.mfa_secret, code)
             return
+        await self._take_attempt(user)
         backup = _normalise_backup(code)
         if not backup or not await self._store.use_backup_code(user.user_id, backup):
-            await self._fail(user)
+            raise self._wrong()

@@ -192,34 +192,34 @@ class UserStore:
 
         await self._run(write)
 
-    async def _count_failure(self, user_id: str, policy: Lockout, mfa: bool) -> None:
+    async def take_attempt(self, user_id: str, policy: Lockout, *, mfa: bool) -> bool:
+        """Count one attempt against the password (or MFA) counter before it is
+        checked, in one UPDATE computed from the row's current values; False
+        when the counter is locked. Counting first means concurrent guesses can
+        never exceed the threshold, on one core or several; a success resets
+        the counter (`login_succeeded`, `mfa_step_used`, `use_backup_code`)."""
         c, now = users_table.c, self.now()
         failures, until, level = (
             (c.mfa_failures, c.mfa_locked_until, c.mfa_lockout_level) if mfa
             else (c.failed_logins, c.locked_until, c.lockout_level)
         )
 
-        def write(conn: sa.Connection) -> None:
-            # Failures while locked do not extend the lock.
-            conn.execute(
+        def write(conn: sa.Connection) -> bool:
+            # While locked nothing is counted, so attempts do not extend the lock.
+            result = conn.execute(
                 users_table.update()
                 .where(c.user_id == user_id, until <= now)
                 .values(policy.failure_values(failures, until, level, now))
             )
+            return result.rowcount == 1
 
-        await self._run(write)
-
-    async def login_failed(self, user: UserRecord, policy: Lockout) -> None:
-        await self._count_failure(user.user_id, policy, mfa=False)
+        return await self._run(write)
 
     async def login_succeeded(self, user: UserRecord, password_hash: str | None) -> UserRecord:
         values: dict[str, Any] = {"failed_logins": 0, "locked_until": 0, "lockout_level": 0}
         if password_hash is not None:
             values["password_hash"] = password_hash
         return await self.update(user.user_id, **values)
-
-    async def mfa_failed(self, user: UserRecord, policy: Lockout) -> None:
-        await self._count_failure(user.user_id, policy, mfa=True)
 
     async def mfa_step_used(self, user_id: str, step: int) -> bool:
         """Record a TOTP step as used unless a later or equal one already was;

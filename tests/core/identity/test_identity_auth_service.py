@@ -4,6 +4,7 @@ and MFA token expiry. The real-process tests cover the wire and restarts."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 from dataclasses import dataclass
@@ -155,3 +156,21 @@ async def test_mfa_token_expires_and_is_bound_to_its_step(tmp_path: pathlib.Path
     rig.clock.advance(300 + 31)
     late = auth.EnrollMfa(pb.EnrollMfaRequest(mfa_token=first.mfa_token), None)  # type: ignore[arg-type]
     assert await rig.refused(late) == "TOKEN_EXPIRED"
+
+
+async def test_concurrent_guesses_cannot_outrun_the_thresholds(tmp_path: pathlib.Path) -> None:
+    rig = _rig(tmp_path)
+    secret = await _enrolled(rig)
+    pending = await rig.login()
+    right = totp(decode_secret(secret), rig.now())
+    wrong = str((int(right) + 1) % 1_000_000).zfill(6)
+    request = pb.VerifyMfaRequest(mfa_token=pending.mfa_token, code=wrong)
+    results = await asyncio.gather(
+        *(rig.identity.auth.VerifyMfa(request, None) for _ in range(20)), return_exceptions=True  # type: ignore[arg-type]
+    )
+    reasons = sorted(r.reason for r in results if isinstance(r, Unauthenticated))
+    assert reasons == ["MFA_CODE_INVALID"] * 5 + ["MFA_LOCKED"] * 15  # exactly five codes were checked
+    guesses = await asyncio.gather(*(rig.login(password=f"guess number {i:02d}") for i in range(12)), return_exceptions=True)
+    assert all(isinstance(g, Unauthenticated) and g.reason == "LOGIN_FAILED" for g in guesses)
+    assert (await rig.store.by_username("ann")).locked_until == rig.now() + 1800
+    assert await rig.refused(rig.login()) == "LOGIN_FAILED"  # five checked, the rest refused unchecked

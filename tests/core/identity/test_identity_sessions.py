@@ -135,17 +135,17 @@ async def test_lockout_is_temporary_escalating_and_counts_concurrent_failures(tm
     user = world.user()
     policy = Lockout(threshold=5, base_seconds=1800, max_seconds=24 * 3600)
     # Failures at once (threads racing on the row) are all counted; none is lost.
-    await asyncio.gather(*(world.store.login_failed(user, policy) for _ in range(4)))
+    await asyncio.gather(*(world.store.take_attempt(user.user_id, policy, mfa=False) for _ in range(4)))
     stored = await world.store.get(user.user_id)
     assert (stored.failed_logins, stored.locked_until) == (4, 0)
-    await asyncio.gather(*(world.store.login_failed(user, policy) for _ in range(16)))
+    await asyncio.gather(*(world.store.take_attempt(user.user_id, policy, mfa=False) for _ in range(16)))
     stored = await world.store.get(user.user_id)
     now = int(world.clock.now().timestamp())
     assert (stored.failed_logins, stored.locked_until, stored.lockout_level) == (0, now + 1800, 1)
     for expected in (3600, 7200, 14400, 28800, 57600, 86400, 86400):
         world.clock.advance(86400)  # past any lock
         for _ in range(5):
-            await world.store.login_failed(user, policy)
+            await world.store.take_attempt(user.user_id, policy, mfa=False)
         stored = await world.store.get(user.user_id)
         assert stored.locked_until == int(world.clock.now().timestamp()) + expected  # doubles, capped at a day
     # The MFA counter is a separate set of columns.
