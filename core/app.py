@@ -16,29 +16,54 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from grpc_health.v1 import health
+from grpc_health.v1 import health, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-
+from vivified.admin.v1 import event_admin_pb2_grpc, plugin_admin_pb2_grpc
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
-from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key, write_private_key
+from vivified.core.ca import (
+    CAConfig,
+    CertificateAuthority,
+    PeerCertificateParser,
+    new_private_key,
+    write_private_key,
+)
+from vivified.core.chain import (
+    AuditRecorder,
+    Authenticator,
+    StreamTracker,
+    TokenBuckets,
+    build_chain,
+)
 from vivified.core.chain import annotate as chain_annotate
-from vivified.core.chain import AuditRecorder, Authenticator, StreamTracker, TokenBuckets, build_chain
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.config import CoreConfig
 from vivified.core.db import create_engine_for, sqlite_url
-from vivified.core.metrics import Metrics
 from vivified.core.egress import EgressService, endpoints_from
-from vivified.core.gateway import ContractProxy, Forwarder, GatewayService, OperatorLane, PolicySet
-from vivified.core.identity import build_identity
+from vivified.core.errors import Unavailable
+from vivified.core.events import EventBus, open_event_store
+from vivified.core.gateway import (
+    ContractProxy,
+    Forwarder,
+    GatewayService,
+    OperatorLane,
+    PolicySet,
+)
+from vivified.core.identity import Identity, build_identity
+from vivified.core.metrics import Metrics
 from vivified.core.policy import load_default_rules
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
 from vivified.core.registry._monitor import HealthMonitor
 from vivified.core.registry._registry_service import RegistryService
-from vivified.core.server import build_server, check_cipher_suites
+from vivified.core.server import Binding, build_server, check_cipher_suites
 from vivified.core.traits import TraitCatalogue
+from vivified.egress.v1 import egress_pb2_grpc
+from vivified.events.v1 import events_pb2_grpc
+from vivified.gateway.v1 import gateway_pb2_grpc
+from vivified.identity.v1 import api_keys_pb2_grpc, auth_pb2_grpc, user_admin_pb2_grpc
+from vivified.registry.v1 import registry_pb2_grpc
 
 _log = logging.getLogger(__name__)
 
@@ -76,6 +101,7 @@ class Core:
         self._audit: AuditLog | None = None
         self._monitor: HealthMonitor | None = None
         self._connector: PluginConnector | None = None
+        self._events: EventBus | None = None
 
     def _load_ca(self) -> CertificateAuthority:
         ca_config = CAConfig(
@@ -243,18 +269,34 @@ class Core:
             environ=os.environ,
             max_message_bytes=config.max_message_bytes,
         )
+        self._events = EventBus(
+            config=config.events,
+            store=open_event_store(config.events, config.data_dir, self.clock),
+            lookup=store.get,
+            identify=authenticator.principal,
+            audit=self._audit,
+            record_open=recorder.record_stream_open,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        try:
+            await self._events.start()
+        except Unavailable as exc:
+            await self._audit.close()
+            raise Unavailable(f"event store: {exc.message}", reason=exc.reason) from None
         self._server, mtls_port, bootstrap_port = build_server(
             config=config,
             chain=chain,
-            registry=registry,
-            admin=admin,
-            health_servicer=health.aio.HealthServicer(),
-            gateway=GatewayService(lane, authenticator.principal),
+            bindings=_bindings(
+                registry=registry,
+                admin=admin,
+                health_servicer=health.aio.HealthServicer(),
+                gateway=GatewayService(lane, authenticator.principal),
+                egress=egress,
+                events=self._events,
+            )
+            + _identity_bindings(identity),
             contract_proxy=ContractProxy(lane, authenticator.principal),
-            egress=egress,
-            auth=identity.auth,
-            users=identity.users,
-            api_keys=identity.api_keys,
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,
             key_pem=key_pem,
@@ -295,10 +337,51 @@ class Core:
             await self._server.stop(grace)
         if self._connector is not None:
             await self._connector.close()
+        if self._events is not None:
+            await self._events.stop()
         if self._audit is not None:
             await self._audit.close()
         self.metrics.stop()
         run_file(self.config.data_dir).unlink(missing_ok=True)
+
+
+def _bindings(
+    *,
+    registry: RegistryService,
+    admin: AdminService,
+    health_servicer: health.aio.HealthServicer,
+    gateway: GatewayService,
+    egress: EgressService,
+    events: EventBus,
+) -> list[Binding]:
+    """Every service the core serves, with its generated registration function."""
+    return [
+        Binding(registry, registry_pb2_grpc.add_PluginRegistryServiceServicer_to_server,
+                "vivified.registry.v1.PluginRegistryService"),
+        Binding(admin, plugin_admin_pb2_grpc.add_PluginAdminServiceServicer_to_server,
+                "vivified.admin.v1.PluginAdminService"),
+        Binding(health_servicer, health_pb2_grpc.add_HealthServicer_to_server, "grpc.health.v1.Health"),
+        Binding(gateway, gateway_pb2_grpc.add_OperatorGatewayServiceServicer_to_server,
+                "vivified.gateway.v1.OperatorGatewayService"),
+        Binding(egress, egress_pb2_grpc.add_EgressProxyServiceServicer_to_server,
+                "vivified.egress.v1.EgressProxyService"),
+        Binding(events.service, events_pb2_grpc.add_EventBusServiceServicer_to_server,
+                "vivified.events.v1.EventBusService"),
+        Binding(events.admin, event_admin_pb2_grpc.add_EventAdminServiceServicer_to_server,
+                "vivified.admin.v1.EventAdminService"),
+    ]
+
+
+def _identity_bindings(identity: Identity) -> list[Binding]:
+    """People's services: users reach them on the bootstrap port with a bearer
+    token or API key; operators reach UserAdminService on the mTLS port."""
+    return [
+        Binding(identity.auth, auth_pb2_grpc.add_AuthServiceServicer_to_server, "vivified.identity.v1.AuthService"),
+        Binding(identity.users, user_admin_pb2_grpc.add_UserAdminServiceServicer_to_server,
+                "vivified.identity.v1.UserAdminService"),
+        Binding(identity.api_keys, api_keys_pb2_grpc.add_ApiKeyServiceServicer_to_server,
+                "vivified.identity.v1.ApiKeyService"),
+    ]
 
 
 def run_file(data_dir: pathlib.Path) -> pathlib.Path:

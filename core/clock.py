@@ -23,7 +23,7 @@ class SystemClock:
     """The real clock."""
 
     def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -33,7 +33,7 @@ class ManualClock:
     """A clock tests move by hand."""
 
     def __init__(self, start: dt.datetime | None = None) -> None:
-        self._now = start or dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+        self._now = start or dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
         self._mono = 1000.0
 
     def now(self) -> dt.datetime:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from vivified.core.chain import RateLimitConfig
 from vivified.core.egress import EgressConfig
+from vivified.core.events import EventsConfig
 from vivified.core.gateway import GatewayConfig
 from vivified.core.identity import IdentityConfig
 
@@ -65,6 +66,8 @@ class CoreConfig:
     """Operator lane deadlines, retries, circuit breaker and bulkhead."""
     egress: EgressConfig = field(default_factory=EgressConfig)
     """Egress proxy limits, allow ranges, credential injection, report-only plugins."""
+    events: EventsConfig = field(default_factory=EventsConfig)
+    """Event bus backend, delivery attempts, timeouts, dedupe window and backlog caps."""
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     """User sign-in: token lifetimes, sessions, lockout, password hashing cost."""
 

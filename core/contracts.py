@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
-
 from vivified.communication.v1 import communication_pb2
 from vivified.identity.v1 import identity_plugin_pb2
 from vivified.storage.v1 import storage_pb2

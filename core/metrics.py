@@ -8,9 +8,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 from vivified.core.chain import Call
+from vivified.core.events import SubscriptionLag
 from vivified.core.policy import Decision
 from vivified.core.registry import PluginRecord
 
@@ -40,6 +46,21 @@ class Metrics:
             ["target"],
             registry=self.registry,
         )
+        self.events_delivered = Counter(
+            "vivified_events_delivered", "Event deliveries sent", ["subscription"], registry=self.registry
+        )
+        self.events_lost = Counter(
+            "vivified_events_lost",
+            "Unacknowledged events discarded by a subscription's backlog cap",
+            ["subscription"],
+            registry=self.registry,
+        )
+        self.events_lag = Gauge(
+            "vivified_events_subscription_lag",
+            "Events stored but not yet acknowledged, per subscription",
+            ["subscription"],
+            registry=self.registry,
+        )
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -62,6 +83,16 @@ class Metrics:
 
     def on_breaker(self, target: str, state: str) -> None:
         self.breaker_open.labels(target).set(0 if state == "closed" else 1)
+
+    def on_event_delivered(self, subscription: str) -> None:
+        self.events_delivered.labels(subscription).inc()
+
+    def on_events_lost(self, subscription: str, count: int) -> None:
+        self.events_lost.labels(subscription).inc(count)
+
+    def on_events_lag(self, lags: Iterable[SubscriptionLag]) -> None:
+        for lag in lags:
+            self.events_lag.labels(lag.subscription).set(lag.backlog)
 
     def serve(self, address: str) -> int:
         """Serve /metrics on `host:port`; returns the bound port."""

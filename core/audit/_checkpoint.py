@@ -21,7 +21,6 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from vivified.core.audit._record import canonical_json, format_time
 from vivified.core.ca import KeyFileError, load_private_key
 

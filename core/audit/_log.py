@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
 from vivified.core.audit._handoff import Pending, settle
 from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord

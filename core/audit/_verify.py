@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from vivified.core.audit._checkpoint import load_public_key, read_checkpoints
 from vivified.core.audit._record import GENESIS_HASH, StoredRecord
 from vivified.core.audit._table import audit_table

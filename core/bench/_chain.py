@@ -20,10 +20,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-
 from vivified.core.audit import AuditLog, CheckpointSigner
 from vivified.core.bench._report import BenchReport
-from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key
+from vivified.core.ca import (
+    CAConfig,
+    CertificateAuthority,
+    PeerCertificateParser,
+    new_private_key,
+)
 from vivified.core.chain import (
     AuditRecorder,
     Authenticator,
@@ -36,7 +40,13 @@ from vivified.core.chain import (
 )
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
-from vivified.core.policy import PolicyInput, Rule, RuleIndex, evaluate, load_default_rules
+from vivified.core.policy import (
+    PolicyInput,
+    Rule,
+    RuleIndex,
+    evaluate,
+    load_default_rules,
+)
 
 HEARTBEAT = "/vivified.registry.v1.PluginRegistryService/Heartbeat"
 

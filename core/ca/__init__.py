@@ -25,7 +25,11 @@ from vivified.core.ca._csr import MAX_CSR_PEM_BYTES, validate_csr
 from vivified.core.ca._keyfiles import KeyFileError, atomic_write, load_private_key, read_secure_file, write_private_key
 from vivified.core.ca._keys import SigningKey, SubjectPublicKey, new_private_key
 from vivified.core.ca._material import CAError
-from vivified.core.ca._peer import PeerCertificate, PeerCertificateParser, identity_from_pem
+from vivified.core.ca._peer import (
+    PeerCertificate,
+    PeerCertificateParser,
+    identity_from_pem,
+)
 from vivified.core.ca._spiffe import (
     SpiffeIdentity,
     SpiffeKind,

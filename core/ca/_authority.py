@@ -14,13 +14,21 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-
 from vivified.core.ca._build import LeafProfile, build_leaf
 from vivified.core.ca._config import CAConfig, IssuedCertificate
 from vivified.core.ca._csr import validate_csr
 from vivified.core.ca._keyfiles import load_private_key
-from vivified.core.ca._keys import SigningKey, SubjectPublicKey, as_subject_key, public_key_problem
-from vivified.core.ca._material import CAError, load_certificate_file, verify_ca_material
+from vivified.core.ca._keys import (
+    SigningKey,
+    SubjectPublicKey,
+    as_subject_key,
+    public_key_problem,
+)
+from vivified.core.ca._material import (
+    CAError,
+    load_certificate_file,
+    verify_ca_material,
+)
 from vivified.core.ca._serial import RandomBytes, random_serial
 from vivified.core.ca._spiffe import (
     core_dns_name,

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from vivified.core.ca._keys import SigningKey, SubjectPublicKey, signature_hash
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

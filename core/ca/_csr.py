@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-
 from vivified.core.ca._keys import SubjectPublicKey, as_subject_key, public_key_problem
 from vivified.core.errors import InvalidArgument
 

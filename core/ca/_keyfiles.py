@@ -15,7 +15,6 @@ from pathlib import Path
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-
 from vivified.core.ca._keys import SigningKey
 from vivified.core.errors import FailedPrecondition
 

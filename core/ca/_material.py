@@ -14,7 +14,6 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-
 from vivified.core.ca._keys import SigningKey
 from vivified.core.errors import FailedPrecondition
 

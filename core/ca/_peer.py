@@ -14,7 +14,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
-
 from vivified.core.ca._spiffe import SpiffeIdentity, parse_spiffe_id
 from vivified.core.errors import Unauthenticated
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-
 from vivified.core.ca._build import build_issuing, build_root
 from vivified.core.ca._config import CAConfig
 from vivified.core.ca._keyfiles import atomic_write, load_private_key, write_private_key

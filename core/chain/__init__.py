@@ -7,7 +7,11 @@ from vivified.core.chain._call import Call, Principal, annotate, current_call
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
-from vivified.core.chain._rate_limit import RateLimitConfig, RateLimitLayer, TokenBuckets
+from vivified.core.chain._rate_limit import (
+    RateLimitConfig,
+    RateLimitLayer,
+    TokenBuckets,
+)
 from vivified.core.chain._status import abort_with, error_info, status_metadata
 from vivified.core.chain._status_gate import PluginView, StatusGateLayer, StreamTracker
 from vivified.core.chain._tracing import TracingLayer

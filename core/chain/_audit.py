@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-
 from vivified.core.audit import AuditLog, AuditRecord
-from vivified.core.chain._call import Call, Proceed
+from vivified.core.chain._call import Call, Proceed, current_call
 from vivified.core.errors import VivifiedError
 
 
@@ -44,10 +43,27 @@ class AuditRecorder:
             )
         )
 
+    async def record_stream_open(self) -> None:
+        """Record the current streaming call as opened, for handlers of
+        AUDIT_AT_END streams that stay open long after their checks passed."""
+        call = current_call()
+        if call is None:
+            raise RuntimeError("record_stream_open outside a call")
+        await self.record(call, outcome="STREAM_OPENED")
 
-# Streams recorded once at their end, like unary calls, because their handler
-# decides (and annotates) before sending anything: the egress stream.
-AUDIT_AT_END = frozenset({"/vivified.egress.v1.EgressProxyService/StreamFetch"})
+
+# Streams recorded at their end, like unary calls, because their handler decides
+# (and annotates) only after reading the request: the egress stream, the
+# streamed publish (each event gets its own record too), and Subscribe, whose
+# handler also records the open once it has checked the subscription
+# (`AuditRecorder.record_stream_open`).
+AUDIT_AT_END = frozenset(
+    {
+        "/vivified.egress.v1.EgressProxyService/StreamFetch",
+        "/vivified.events.v1.EventBusService/PublishStream",
+        "/vivified.events.v1.EventBusService/Subscribe",
+    }
+)
 
 
 class AuditLayer:

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
-
 from vivified.core.ca import PeerCertificateParser
 from vivified.core.chain._call import Call, Principal, Proceed
 from vivified.core.chain._deny import Denier

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
-
 from vivified.core.chain._audit import AuditLayer, AuditRecorder
 from vivified.core.chain._authn import AuthenticationLayer, Authenticator, CredentialCheck
 from vivified.core.chain._call import Call, Proceed, _current

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Protocol
 
 import grpc
-
 from vivified.core.chain._call import Call
 from vivified.core.chain._status import abort_with
 

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 
 import grpc
-
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._deny import AuditSink
 from vivified.core.chain._status import abort_with

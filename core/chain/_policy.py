@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 
 import grpc
-
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._deny import Denier
 from vivified.core.policy import Decision, PolicyInput, RuleIndex, evaluate

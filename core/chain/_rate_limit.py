@@ -6,7 +6,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import grpc
-
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._deny import Denier
 from vivified.core.clock import Clock

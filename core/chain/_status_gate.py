@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
-
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._status import abort_with

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
 from vivified.core.chain._call import Call, Proceed
 
 

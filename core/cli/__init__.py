@@ -4,6 +4,7 @@
     vivified core                    the core broker alone
     vivified plugins approve|list|enable|disable|revoke
     vivified audit verify|tail
+    vivified events subscriptions | dlq list|replay
     vivified users create-admin --username U [--password-file F]
     vivified bench chain
 """
@@ -17,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vivified.core.cli import _audit_cmd, _bench, _plugins_cmd, _users_cmd
+from vivified.core.cli import _audit_cmd, _bench, _events_cmd, _plugins_cmd, _users_cmd
 from vivified.core.cli._client import ClientError
 from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
 from vivified.core.cli._up import run_core, run_up
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_core_flags(cmd)
     _plugins_cmd.add_parser(sub)
     _audit_cmd.add_parser(sub)
+    _events_cmd.add_parser(sub)
     _users_cmd.add_parser(sub)
     _bench.add_parser(sub)
     return parser
@@ -61,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_core(config))
         if args.command == "plugins":
             code = asyncio.run(_plugins_cmd.run(args, environ, out))
+        elif args.command == "events":
+            code = asyncio.run(_events_cmd.run(args, environ, out))
         elif args.command == "audit":
             code = _audit_cmd.run(args, environ, out)
         elif args.command == "users":

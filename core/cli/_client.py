@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
-
 from vivified.core.app import run_file
 from vivified.core.chain import error_info
 

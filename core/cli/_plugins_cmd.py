@@ -8,10 +8,14 @@ from collections.abc import Mapping
 
 import grpc
 from google.protobuf import json_format
-
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
-from vivified.core.cli._client import ClientError, describe, open_channel, operator_target
+from vivified.core.cli._client import (
+    ClientError,
+    describe,
+    open_channel,
+    operator_target,
+)
 from vivified.core.cli._settings import data_dir
 from vivified.core.errors import VivifiedError
 from vivified.core.manifest import load_manifest_file

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from vivified.core.config import CAPaths, CoreConfig
 from vivified.core.egress import load_egress_config
+from vivified.core.events import EventsConfig
 from vivified.core.gateway import GatewayConfig
 
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
@@ -28,7 +29,7 @@ CORE_VARIABLES = {
     "VIVIFIED_HEARTBEAT_INTERVAL_SECONDS": "heartbeat_interval_seconds",
 }
 CLIENT_VARIABLES = frozenset({"VIVIFIED_CORE_ADDRESS"})
-EXTRA_CORE_VARIABLES = frozenset({"VIVIFIED_EGRESS_CONFIG"})
+EXTRA_CORE_VARIABLES = frozenset({"VIVIFIED_EGRESS_CONFIG", "VIVIFIED_REDIS_URL"})
 PLUGIN_VARIABLES = frozenset({"VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE"})
 DEFAULT_DATA_DIR = pathlib.Path(".vivified")
 
@@ -71,12 +72,49 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         metavar=("ROOT_CERT", "ISSUING_CERT", "ISSUING_KEY"),
         help="use this CA instead of creating one in the data dir (key file must be mode 0600)",
     )
+    events = parser.add_argument_group("event bus")
+    events.add_argument(
+        "--redis-url", metavar="URL",
+        help="use Redis Streams (redis://[:password@]host:port/db, or $VIVIFIED_REDIS_URL); default: embedded store",
+    )
+    events.add_argument("--event-ack-timeout", type=float, metavar="SECONDS", help="redeliver after (default 30)")
+    events.add_argument("--event-max-attempts", type=int, metavar="N", help="then dead-letter (default 5)")
+    events.add_argument(
+        "--event-dedupe-window", type=float, metavar="SECONDS", help="republished event ids ignored within (default 86400)"
+    )
+    events.add_argument(
+        "--event-max-backlog", type=int, metavar="N", help="unacknowledged events kept per subscription (default 100000)"
+    )
+    events.add_argument("--event-publish-rate", type=float, metavar="PER_SECOND", help="per plugin (default 2000)")
     parser.add_argument(
         "--max-call-deadline", type=float, metavar="SECONDS", help="cap on operator-lane call deadlines (default 30)"
     )
     parser.add_argument(
         "--breaker-cooldown", type=float, metavar="SECONDS", help="operator-lane circuit open time (default 5)"
     )
+
+
+_EVENT_FLAGS = {
+    "event_ack_timeout": "ack_timeout_seconds",
+    "event_max_attempts": "max_attempts",
+    "event_dedupe_window": "dedupe_window_seconds",
+    "event_max_backlog": "max_backlog",
+    "event_publish_rate": "publish_rate",
+}
+
+
+def _events_config(args: argparse.Namespace, environ: Mapping[str, str]) -> EventsConfig:
+    values: dict[str, object] = {
+        field: getattr(args, flag) for flag, field in _EVENT_FLAGS.items() if getattr(args, flag, None) is not None
+    }
+    if "publish_rate" in values:
+        values["publish_burst"] = max(1, int(2 * float(values["publish_rate"])))  # type: ignore[arg-type]
+    redis_url = getattr(args, "redis_url", None) or environ.get("VIVIFIED_REDIS_URL")
+    if redis_url is not None:
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("--redis-url / VIVIFIED_REDIS_URL must start with redis://, rediss:// or unix://")
+        values["redis_url"] = redis_url
+    return EventsConfig(**values)  # type: ignore[arg-type]
 
 
 def data_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> pathlib.Path:
@@ -114,6 +152,7 @@ def core_config(args: argparse.Namespace, environ: Mapping[str, str]) -> CoreCon
         egress_path = getattr(args, "egress_config", None) or environ.get("VIVIFIED_EGRESS_CONFIG")
         if egress_path:
             values["egress"] = load_egress_config(pathlib.Path(egress_path))
+        values["events"] = _events_config(args, environ)
         ca_files = getattr(args, "ca_files", None)
         if ca_files is not None:
             values["ca_paths"] = CAPaths(*ca_files)

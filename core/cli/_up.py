@@ -19,7 +19,6 @@ from importlib import resources
 from pathlib import Path
 
 import grpc
-
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.app import Core, RunningCore

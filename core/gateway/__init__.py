@@ -10,7 +10,6 @@
 from vivified.core.gateway._forward import Forwarder, GatewayConfig, TargetError
 from vivified.core.gateway._lane import IDEMPOTENCY_HEADER, TARGET_HEADER, OperatorLane
 from vivified.core.gateway._lane_policy import PolicySet, lane_resource, lane_rules
-from vivified.core.gateway._redact import redact
 from vivified.core.gateway._service import ContractProxy, GatewayService
 
 __all__ = [
@@ -25,5 +24,4 @@ __all__ = [
     "TargetError",
     "lane_resource",
     "lane_rules",
-    "redact",
 ]

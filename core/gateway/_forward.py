@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
-
 from vivified.core.chain import error_info
 from vivified.core.clock import Clock
 from vivified.core.contracts import ContractMethod

@@ -11,13 +11,12 @@ from typing import Any
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
 from vivified.core.chain import Principal, annotate
+from vivified.core.classification import redact
 from vivified.core.contracts import ContractMethod, contract_method
 from vivified.core.errors import InvalidArgument
 from vivified.core.gateway._forward import Forwarder, TargetError
 from vivified.core.gateway._lane_policy import PolicySet
-from vivified.core.gateway._redact import redact
 from vivified.core.registry import PluginRecord
 
 _DOMAIN = "vivified.gateway"

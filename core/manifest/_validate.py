@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 
 from vivified.core.contracts import contract_method
+from vivified.core.events._types import CANONICAL_EVENT_TYPES
 from vivified.core.manifest._digest import reject_unknown_fields
 from vivified.core.manifest._domains import validate_allowed_domain
 from vivified.core.manifest._problem import manifest_invalid, show
@@ -172,6 +173,18 @@ def _check_operations(manifest: PluginManifest) -> None:
         seen.add((call.plugin_id, call.method))
 
 
+def _check_events(manifest: PluginManifest) -> None:
+    for field in ("publishes", "subscribes"):
+        listed = list(getattr(manifest, field))
+        _no_duplicates(field, listed)
+        for event_type in listed:
+            if event_type not in CANONICAL_EVENT_TYPES:
+                raise manifest_invalid(
+                    f"{field}: {show(event_type)} is not a canonical event type (exact name, no wildcards); "
+                    f"known: {', '.join(sorted(CANONICAL_EVENT_TYPES))}"
+                )
+
+
 def _check_ports(manifest: PluginManifest) -> None:
     ports = list(manifest.security.allowed_ports)
     _no_duplicates("security.allowed_ports", ports)
@@ -200,3 +213,4 @@ def validate_manifest(
     _check_security(manifest, set(traits))
     _check_ports(manifest)
     _check_operations(manifest)
+    _check_events(manifest)

@@ -7,8 +7,19 @@ indexes rules by (principal kind, method), (principal kind, service) and
 whatever the number of plugins or rules; `evaluate` is the pure decision.
 """
 
-from vivified.core.policy._engine import DEFAULT_DENY_RULE, Decision, PolicyInput, evaluate
-from vivified.core.policy._rules import PolicyError, Rule, RuleIndex, load_default_rules, load_rules
+from vivified.core.policy._engine import (
+    DEFAULT_DENY_RULE,
+    Decision,
+    PolicyInput,
+    evaluate,
+)
+from vivified.core.policy._rules import (
+    PolicyError,
+    Rule,
+    RuleIndex,
+    load_default_rules,
+    load_rules,
+)
 
 __all__ = [
     "DEFAULT_DENY_RULE",

@@ -8,13 +8,16 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.chain import StreamTracker
 from vivified.core.clock import Clock
 from vivified.core.errors import FailedPrecondition, InvalidArgument
-from vivified.core.manifest import manifest_sha256, reject_unknown_fields, validate_manifest
+from vivified.core.manifest import (
+    manifest_sha256,
+    reject_unknown_fields,
+    validate_manifest,
+)
 from vivified.core.registry._registry_service import token_sha256
 from vivified.core.registry._store import (
     ACTIVE,

@@ -10,7 +10,14 @@ import logging
 
 from vivified.core.clock import Clock
 from vivified.core.registry._connector import PluginConnector
-from vivified.core.registry._store import ACTIVE, HEALTHY, UNHEALTHY, UNKNOWN, PluginRecord, PluginStore
+from vivified.core.registry._store import (
+    ACTIVE,
+    HEALTHY,
+    UNHEALTHY,
+    UNKNOWN,
+    PluginRecord,
+    PluginStore,
+)
 
 _log = logging.getLogger(__name__)
 

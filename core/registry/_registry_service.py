@@ -11,11 +11,14 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-
 from vivified.core.ca import CertificateAuthority
 from vivified.core.chain import Authenticator, StreamTracker
 from vivified.core.errors import InvalidArgument, PermissionDenied
-from vivified.core.manifest import manifest_sha256, reject_unknown_fields, validate_manifest
+from vivified.core.manifest import (
+    manifest_sha256,
+    reject_unknown_fields,
+    validate_manifest,
+)
 from vivified.core.registry._monitor import HealthMonitor
 from vivified.core.registry._store import APPROVED, REVOKED, PluginStore
 from vivified.core.traits import TraitCatalogue

@@ -15,10 +15,18 @@ from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf import json_format
-
 from vivified.core.clock import Clock
-from vivified.core.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated
-from vivified.core.registry._schema import certificates_table, join_tokens_table, plugins_table
+from vivified.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    Unauthenticated,
+)
+from vivified.core.registry._schema import (
+    certificates_table,
+    join_tokens_table,
+    plugins_table,
+)
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
 APPROVED, ACTIVE, DISABLED, REVOKED = "approved", "active", "disabled", "revoked"

@@ -40,6 +40,7 @@ from vivified.sdk._errors import (
     VivifiedSDKError,
     from_rpc_error,
 )
+from vivified.sdk._events import PublishStream, ReceivedEvent, Subscription, envelope
 from vivified.sdk._manifest import load_manifest
 from vivified.sdk._run import run, serve
 from vivified.sdk._runtime import PluginRuntime
@@ -56,14 +57,18 @@ __all__ = [
     "PluginCaller",
     "PluginRuntime",
     "PluginSettings",
+    "PublishStream",
+    "ReceivedEvent",
     "ResourceExhaustedError",
+    "Subscription",
     "UnauthenticatedError",
     "UnavailableError",
     "VivifiedSDKError",
     "abort",
+    "envelope",
     "from_rpc_error",
-    "target_metadata",
     "load_manifest",
     "run",
     "serve",
+    "target_metadata",
 ]

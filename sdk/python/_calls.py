@@ -20,7 +20,6 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
-
 from vivified.sdk._errors import ConfigurationError, from_rpc_error
 
 TARGET_HEADER = "x-vivified-target"

@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable
 
 import grpc
-
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
 from vivified.sdk._errors import (

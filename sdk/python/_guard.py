@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import grpc
-
 from vivified.sdk._errors import SDK_DOMAIN
 from vivified.sdk._identity import single_uri_san
 from vivified.sdk._status import abort

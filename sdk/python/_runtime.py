@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from google.protobuf.message import Message
-
+from vivified.events.v1.events_pb2 import PublishResponse
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
 from vivified.sdk._calls import PluginCaller
 from vivified.sdk._core_client import CoreClient
 from vivified.sdk._errors import SDK_DOMAIN, ConfigurationError, VivifiedSDKError
+from vivified.sdk._events import EventClient, Handler, PublishStream, Subscription
 from vivified.sdk._identity import IssuedCertificate
 from vivified.sdk._lifecycle import LifecycleServicer
 from vivified.sdk._maintenance import heartbeat_forever, renew_forever
@@ -76,6 +77,7 @@ class PluginRuntime:
         self._stop_task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._started = False
+        self._subscriptions: list[Subscription] = []
         self.renewals = 0
         """How many times the certificate was renewed."""
         self.failure: VivifiedSDKError | None = None
@@ -117,6 +119,30 @@ class PluginRuntime:
         return await PluginCaller(lambda: self.core_channel).call(
             target, request, timeout=timeout, idempotency_key=idempotency_key
         )
+
+    async def publish(
+        self, payload: Message, *, event_id: str | None = None, timeout: float | None = None
+    ) -> PublishResponse:
+        """Publish one canonical event; returns once the core stored it durably.
+
+            await runtime.publish(EmailSent(email_id="e-1", recipient="a@example.com"))
+
+        The type must be under `publishes` in the approved manifest. Raises
+        `PermissionDeniedError` (EVENT_NOT_DECLARED), `ResourceExhaustedError`
+        (RATE_LIMITED), `UnavailableError` (EVENT_STORE_UNAVAILABLE)."""
+        return await EventClient(lambda: self.core_channel).publish(payload, event_id=event_id, timeout=timeout)
+
+    def publish_stream(self) -> PublishStream:
+        """Many publishes on one stream (see `PublishStream`)."""
+        return EventClient(lambda: self.core_channel).publish_stream()
+
+    def subscribe(self, name: str, handlers: Mapping[type[Message], Handler]) -> Subscription:
+        """Serve the durable subscription `name` in the background: each handler
+        gets the payload and a `ReceivedEvent`; returning acknowledges, raising
+        asks for redelivery. The types must be under `subscribes` in the manifest."""
+        subscription = EventClient(lambda: self.core_channel).subscribe(name, handlers)
+        self._subscriptions.append(subscription)
+        return subscription
 
     @property
     def closed(self) -> bool:
@@ -234,6 +260,8 @@ class PluginRuntime:
 
     async def _stop(self, reason: str) -> None:
         try:
+            # Subscriptions first: their in-flight deliveries go back to the core unacknowledged.
+            await asyncio.gather(*(s.close() for s in self._subscriptions))
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
 from vivified.lifecycle.v1 import lifecycle_pb2_grpc
 from vivified.sdk._errors import ConfigurationError
 from vivified.sdk._guard import CoreOnlyInterceptor

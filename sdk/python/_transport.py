@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 
 import grpc
-
 from vivified.sdk._identity import IssuedCertificate
 
 

@@ -11,15 +11,15 @@ from typing import Any
 
 import grpc
 import yaml
-
-from support.clients import approve, operator_channel
-from support.processes import CoreProcess
-from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.options.v1 import options_pb2
 from vivified.sdk import PluginRuntime, PluginSettings, load_manifest
 from vivified.storage.v1 import storage_pb2, storage_pb2_grpc
+
+from support.clients import approve, operator_channel
+from support.processes import CoreProcess
+from support.waiting import until
 
 STORAGE = "vivified.storage.v1.StoragePluginService"
 RETRIEVE_METHOD = f"{STORAGE}/RetrieveObject"

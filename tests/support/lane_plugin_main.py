@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 
-from support.lane import RecordingStore
 from vivified.sdk import PluginSettings, run
+
+from support.lane import RecordingStore
 
 if __name__ == "__main__":
     run([RecordingStore(delay=float(os.environ.get("LANE_DELAY", "0")))], PluginSettings.from_env(os.environ))

@@ -21,7 +21,6 @@ import grpc
 from cryptography import x509
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
 from vivified.sdk._identity import single_uri_san

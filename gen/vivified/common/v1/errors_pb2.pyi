@@ -80,6 +80,20 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """RESOURCE_EXHAUSTED: the plugin has too many egress requests in flight."""
     ERROR_REASON_TARGET_ERROR: _ErrorReason.ValueType  # 28
     """The operator lane's target answered with an error that carried no reason of its own."""
+    ERROR_REASON_EVENT_INVALID: _ErrorReason.ValueType  # 100
+    """INVALID_ARGUMENT: the event envelope is malformed (missing or bad event id, no payload)."""
+    ERROR_REASON_EVENT_TYPE_UNKNOWN: _ErrorReason.ValueType  # 101
+    """INVALID_ARGUMENT: the event type is not a canonical event type the core knows."""
+    ERROR_REASON_EVENT_PAYLOAD_MISMATCH: _ErrorReason.ValueType  # 102
+    """INVALID_ARGUMENT: the payload's type does not match the event type, or does not parse."""
+    ERROR_REASON_EVENT_NOT_DECLARED: _ErrorReason.ValueType  # 103
+    """PERMISSION_DENIED: the event type is not declared under the plugin's approved publishes or subscribes."""
+    ERROR_REASON_EVENT_STORE_UNAVAILABLE: _ErrorReason.ValueType  # 104
+    """UNAVAILABLE: the event store (embedded or Redis) cannot be reached; retry later."""
+    ERROR_REASON_SUBSCRIPTION_INVALID: _ErrorReason.ValueType  # 105
+    """INVALID_ARGUMENT: the subscription request is malformed (name, event types, message order)."""
+    ERROR_REASON_SUBSCRIPTION_MISMATCH: _ErrorReason.ValueType  # 106
+    """FAILED_PRECONDITION: the subscription exists with other event types."""
     ERROR_REASON_LOGIN_FAILED: _ErrorReason.ValueType  # 200
     """UNAUTHENTICATED: wrong username or password, or the account is disabled or
     temporarily locked; the answer is the same for each, on purpose.
@@ -189,6 +203,20 @@ ERROR_REASON_EGRESS_BUSY: ErrorReason.ValueType  # 27
 """RESOURCE_EXHAUSTED: the plugin has too many egress requests in flight."""
 ERROR_REASON_TARGET_ERROR: ErrorReason.ValueType  # 28
 """The operator lane's target answered with an error that carried no reason of its own."""
+ERROR_REASON_EVENT_INVALID: ErrorReason.ValueType  # 100
+"""INVALID_ARGUMENT: the event envelope is malformed (missing or bad event id, no payload)."""
+ERROR_REASON_EVENT_TYPE_UNKNOWN: ErrorReason.ValueType  # 101
+"""INVALID_ARGUMENT: the event type is not a canonical event type the core knows."""
+ERROR_REASON_EVENT_PAYLOAD_MISMATCH: ErrorReason.ValueType  # 102
+"""INVALID_ARGUMENT: the payload's type does not match the event type, or does not parse."""
+ERROR_REASON_EVENT_NOT_DECLARED: ErrorReason.ValueType  # 103
+"""PERMISSION_DENIED: the event type is not declared under the plugin's approved publishes or subscribes."""
+ERROR_REASON_EVENT_STORE_UNAVAILABLE: ErrorReason.ValueType  # 104
+"""UNAVAILABLE: the event store (embedded or Redis) cannot be reached; retry later."""
+ERROR_REASON_SUBSCRIPTION_INVALID: ErrorReason.ValueType  # 105
+"""INVALID_ARGUMENT: the subscription request is malformed (name, event types, message order)."""
+ERROR_REASON_SUBSCRIPTION_MISMATCH: ErrorReason.ValueType  # 106
+"""FAILED_PRECONDITION: the subscription exists with other event types."""
 ERROR_REASON_LOGIN_FAILED: ErrorReason.ValueType  # 200
 """UNAUTHENTICATED: wrong username or password, or the account is disabled or
 temporarily locked; the answer is the same for each, on purpose.

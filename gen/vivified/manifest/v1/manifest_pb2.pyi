@@ -40,6 +40,8 @@ class PluginManifest(_message.Message):
     COMPLIANCE_FIELD_NUMBER: _builtins.int
     PROVIDES_FIELD_NUMBER: _builtins.int
     CALLS_FIELD_NUMBER: _builtins.int
+    PUBLISHES_FIELD_NUMBER: _builtins.int
+    SUBSCRIBES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Plugin id: 2 to 63 characters of `a-z`, `0-9` and `-`, starting with a
     letter. It becomes the plugin's SPIFFE id `spiffe://<trust-domain>/plugin/<id>`.
@@ -82,6 +84,19 @@ class PluginManifest(_message.Message):
         this list is refused before the target sees anything.
         """
 
+    @_builtins.property
+    def publishes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Canonical event types this plugin publishes on the event bus, as exact
+        fully-qualified message names (`vivified.events.v1.EmailSent`). Publishing
+        any other type is refused.
+        """
+
+    @_builtins.property
+    def subscribes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Canonical event types this plugin may subscribe to, exact names as in
+        `publishes`. No wildcards: each type is listed.
+        """
+
     def __init__(
         self,
         *,
@@ -95,10 +110,12 @@ class PluginManifest(_message.Message):
         compliance: Global___ComplianceDeclaration | None = ...,
         provides: _abc.Iterable[_builtins.str] | None = ...,
         calls: _abc.Iterable[Global___OperationCall] | None = ...,
+        publishes: _abc.Iterable[_builtins.str] | None = ...,
+        subscribes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["compliance", b"compliance", "security", b"security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "compliance", b"compliance", "contracts", b"contracts", "description", b"description", "id", b"id", "name", b"name", "provides", b"provides", "security", b"security", "traits", b"traits", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "compliance", b"compliance", "contracts", b"contracts", "description", b"description", "id", b"id", "name", b"name", "provides", b"provides", "publishes", b"publishes", "security", b"security", "subscribes", b"subscribes", "traits", b"traits", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-
 from vivified.options.v1 import options_pb2
 
 _REQUIRED = {
@@ -19,6 +18,20 @@ def _required_trait(field: FieldDescriptor) -> str | None:
     if not options.HasExtension(options_pb2.classification):
         return None
     return _REQUIRED.get(options.Extensions[options_pb2.classification])
+
+
+def classification_of(message: Message) -> int:
+    """The highest classification among the message's set fields, nested ones
+    included (PUBLIC < INTERNAL < CONFIDENTIAL < PII < PHI, by enum number)."""
+    highest = options_pb2.CLASSIFICATION_UNSPECIFIED
+    for field, value in message.ListFields():
+        options = field.GetOptions()
+        if options.HasExtension(options_pb2.classification):
+            highest = max(highest, options.Extensions[options_pb2.classification])
+        if field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+            for item in value if field.is_repeated else (value,):
+                highest = max(highest, classification_of(item))
+    return highest
 
 
 def redact(message: Message, traits: frozenset[str]) -> list[str]:

@@ -1,0 +1,101 @@
+"""The event bus assembled from its parts, as the core runs it."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
+
+from vivified.core.audit import AuditLog
+from vivified.core.chain import Principal, RateLimitConfig, TokenBuckets
+from vivified.core.clock import Clock
+from vivified.core.events._admin import EventAdminService
+from vivified.core.events._config import EventsConfig
+from vivified.core.events._embedded import EmbeddedEventStore
+from vivified.core.events._envelope import EnvelopeStamper, PluginLookup
+from vivified.core.events._monitor import BacklogMonitor
+from vivified.core.events._publish import Publisher
+from vivified.core.events._service import Context, EventBusService
+from vivified.core.events._session import SessionHooks, SubscriptionSession
+from vivified.core.events._store import EventStore, SubscriptionLag
+
+
+class EventMetrics(Protocol):
+    """The metrics the event bus moves (implemented by `vivified.core.metrics.Metrics`)."""
+
+    def on_event_delivered(self, subscription: str) -> None: ...
+
+    def on_events_lost(self, subscription: str, count: int) -> None: ...
+
+    def on_events_lag(self, lags: Iterable[SubscriptionLag]) -> None: ...
+
+
+def open_event_store(config: EventsConfig, data_dir: pathlib.Path, clock: Clock) -> EventStore:
+    """Redis Streams when a Redis URL is configured, else the embedded store in the data dir."""
+    if config.redis_url:
+        # Imported only when configured: the embedded default never loads the Redis client.
+        from vivified.core.events._redis import RedisEventStore
+
+        return RedisEventStore(config.redis_url, config, clock)
+    return EmbeddedEventStore(data_dir / "events.db", config, clock)
+
+
+class EventBus:
+    """Store, publish path, subscription sessions, admin service and housekeeping."""
+
+    def __init__(
+        self,
+        *,
+        config: EventsConfig,
+        store: EventStore,
+        lookup: PluginLookup,
+        identify: Callable[[Context], Principal],
+        audit: AuditLog,
+        record_open: Callable[[], Awaitable[None]],
+        metrics: EventMetrics,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        stamper = EnvelopeStamper(clock)
+        publisher = Publisher(
+            store=store,
+            stamper=stamper,
+            buckets=TokenBuckets(RateLimitConfig(config.publish_rate, config.publish_burst), clock),
+            lookup=lookup,
+            audit=audit,
+        )
+        session = functools.partial(
+            SubscriptionSession,
+            store=store,
+            lookup=lookup,
+            audit=audit,
+            hooks=SessionHooks(delivered=metrics.on_event_delivered, lost=metrics.on_events_lost),
+        )
+        self.service = EventBusService(
+            publisher=publisher,
+            store=store,
+            lookup=lookup,
+            identify=identify,
+            session=session,
+            record_open=record_open,
+            prefetch=config.prefetch,
+        )
+        self.admin = EventAdminService(store)
+        self._monitor = BacklogMonitor(
+            store=store,
+            stamper=stamper,
+            audit=audit,
+            config=config,
+            on_lag=metrics.on_events_lag,
+            on_lost=metrics.on_events_lost,
+        )
+
+    async def start(self) -> None:
+        """Open the store (raises Unavailable when it cannot be reached) and start housekeeping."""
+        await self.store.start()
+        self._monitor.start()
+
+    async def stop(self) -> None:
+        await self._monitor.stop()
+        await self.store.close()

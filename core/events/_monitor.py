@@ -1,0 +1,116 @@
+"""Watching subscription backlogs: lag metrics, alerts before a cap bites, trimming.
+
+Each pass (every `interval` seconds) reads every subscription's backlog,
+publishes a `SecurityAlert` (kind `event_backlog_high`) for each one that has
+passed `alert_fraction` of `max_backlog` since its last alert, and only then
+trims: acknowledged entries go, and a subscription still above its cap loses
+its oldest unacknowledged entries, which is audited, counted and alerted
+(kind `events_lost`). The alert therefore always precedes the loss. Between
+passes a backlog may exceed the cap by what arrives in one interval."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+
+from vivified.core.audit import AuditLog, AuditRecord
+from vivified.core.errors import Unavailable
+from vivified.core.events._config import EventsConfig
+from vivified.core.events._envelope import EnvelopeStamper
+from vivified.core.events._store import EventStore, SubscriptionLag
+from vivified.events.v1.canonical_pb2 import (
+    SEVERITY_CRITICAL,
+    SEVERITY_WARNING,
+    SecurityAlert,
+)
+
+_log = logging.getLogger(__name__)
+
+
+class BacklogMonitor:
+    """The event bus's periodic housekeeping."""
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        stamper: EnvelopeStamper,
+        audit: AuditLog,
+        config: EventsConfig,
+        on_lag: Callable[[Iterable[SubscriptionLag]], None],
+        on_lost: Callable[[str, int], None],
+        interval: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._stamper = stamper
+        self._audit = audit
+        self._config = config
+        self._on_lag = on_lag
+        self._on_lost = on_lost
+        self._interval = interval
+        self._alerted: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Unavailable as exc:
+                _log.warning("event housekeeping skipped: %s", exc.message)
+            await asyncio.sleep(self._interval)
+
+    async def run_once(self) -> None:
+        lags = await self._store.lag()
+        self._on_lag(lags)
+        threshold = self._config.alert_fraction * self._config.max_backlog
+        for lag in lags:
+            if lag.backlog >= threshold and lag.subscription not in self._alerted:
+                self._alerted.add(lag.subscription)
+                await self._alert(
+                    "event_backlog_high",
+                    SEVERITY_WARNING,
+                    lag.subscription,
+                    f"subscription {lag.subscription} holds {lag.backlog} unacknowledged events; "
+                    f"above {self._config.max_backlog} the oldest are discarded",
+                    {"backlog": str(lag.backlog), "cap": str(self._config.max_backlog)},
+                )
+            elif lag.backlog < threshold / 2:
+                self._alerted.discard(lag.subscription)
+        trimmed = await self._store.trim()
+        for subscription, count in sorted(trimmed.lost.items()):
+            if count <= 0:
+                continue
+            self._on_lost(subscription, count)
+            await self._alert(
+                "events_lost",
+                SEVERITY_CRITICAL,
+                subscription,
+                f"subscription {subscription} lost {count} unacknowledged events to its backlog cap",
+                {"lost": str(count), "cap": str(self._config.max_backlog)},
+            )
+
+    async def _alert(self, kind: str, severity: int, subject: str, summary: str, details: dict[str, str]) -> None:
+        alert = SecurityAlert(
+            alert_id=uuid.uuid4().hex, kind=kind, severity=severity, summary=summary, subject=subject, details=details  # type: ignore[arg-type]
+        )
+        _log.warning("%s: %s", kind, summary)
+        await self._audit.append(
+            AuditRecord(
+                actor="core:core",
+                action=f"event.alert.{kind}",
+                resource=f"subscription/{subject}",
+                detail={"alert_id": alert.alert_id, **details},
+            )
+        )
+        await self._store.append([self._stamper.core_event(f"alert-{alert.alert_id}", alert)])

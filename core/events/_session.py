@@ -1,0 +1,165 @@
+"""One open Subscribe stream: deliveries out, acks and nacks in.
+
+Every delivery is decided when it is sent, not when the stream opened: the
+subscriber must still be active, and classified payload fields its current
+traits do not cover are cleared from a fresh copy of the stored event (so no
+redacted or unredacted form is ever shared between subscribers). Redactions
+and deliveries of classified events are audited before they are sent.
+
+Flow control: at most `prefetch` deliveries are in flight per stream, so a
+slow subscriber holds back only its own stream. When the stream ends, its
+in-flight deliveries are nacked and go to the subscription's other consumers
+(or the next stream) at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from vivified.core.audit import AuditLog, AuditRecord
+from vivified.core.classification import redact
+from vivified.core.errors import InvalidArgument, PermissionDenied
+from vivified.core.events._envelope import DOMAIN, PluginLookup, parse_payload
+from vivified.core.events._store import Delivery, EventStore
+from vivified.events.v1.events_pb2 import Delivery as DeliveryMessage
+from vivified.events.v1.events_pb2 import Event, SubscribeRequest, SubscribeResponse
+from vivified.options.v1.options_pb2 import CLASSIFICATION_PII
+
+_READ_BLOCK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class SessionHooks:
+    """Metrics callbacks: a delivery sent, and events lost to a backlog cap."""
+
+    delivered: Callable[[str], None]
+    lost: Callable[[str, int], None]
+
+
+class SubscriptionSession:
+    """Runs one consumer of one subscription until either side ends the stream."""
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        lookup: PluginLookup,
+        audit: AuditLog,
+        hooks: SessionHooks,
+        plugin_id: str,
+        subscription: str,
+        consumer: str,
+        prefetch: int,
+        trace_id: str,
+    ) -> None:
+        self._store = store
+        self._lookup = lookup
+        self._audit = audit
+        self._hooks = hooks
+        self._plugin_id = plugin_id
+        self._subscription = subscription
+        self._consumer = consumer
+        self._prefetch = prefetch
+        self._trace_id = trace_id
+        self._in_flight: set[str] = set()
+        self._space = asyncio.Condition()
+
+    async def run(
+        self, requests: AsyncIterator[SubscribeRequest], write: Callable[[SubscribeResponse], Awaitable[None]]
+    ) -> None:
+        receiver = asyncio.ensure_future(self._receive(requests))
+        sender = asyncio.ensure_future(self._send(write))
+        try:
+            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in (receiver, sender):
+                task.cancel()
+            await asyncio.gather(receiver, sender, return_exceptions=True)
+            if self._in_flight:
+                # Shielded: the stream's task may itself be cancelled here.
+                await asyncio.shield(self._store.nack(self._subscription, sorted(self._in_flight)))
+
+    async def _settle(self, delivery_ids: list[str]) -> list[str]:
+        known = [d for d in delivery_ids if d in self._in_flight]
+        async with self._space:
+            self._in_flight.difference_update(known)
+            self._space.notify_all()
+        return known
+
+    async def _receive(self, requests: AsyncIterator[SubscribeRequest]) -> None:
+        async for request in requests:
+            kind = request.WhichOneof("request")
+            if kind == "ack":
+                settled = await self._settle(list(request.ack.delivery_ids))
+                if settled:
+                    await self._store.ack(self._subscription, settled)
+            elif kind == "nack":
+                settled = await self._settle(list(request.nack.delivery_ids))
+                if settled:
+                    await self._store.nack(self._subscription, settled)
+            else:
+                raise InvalidArgument(
+                    "after `open`, a subscriber sends only `ack` and `nack`",
+                    reason="SUBSCRIPTION_INVALID",
+                    domain=DOMAIN,
+                )
+
+    async def _send(self, write: Callable[[SubscribeResponse], Awaitable[None]]) -> None:
+        while True:
+            async with self._space:
+                await self._space.wait_for(lambda: len(self._in_flight) < self._prefetch)
+                room = self._prefetch - len(self._in_flight)
+            for delivery in await self._store.read(self._subscription, self._consumer, room, _READ_BLOCK_SECONDS):
+                response = await self._prepare(delivery)
+                if response is None:
+                    continue
+                self._in_flight.add(delivery.delivery_id)
+                await write(response)
+                self._hooks.delivered(self._subscription)
+
+    def _traits(self) -> frozenset[str]:
+        view = self._lookup(self._plugin_id)
+        if view is None or view.status != "active":
+            raise PermissionDenied(
+                f"plugin {self._plugin_id!r} is {view.status if view else 'unknown'}; its subscription stops",
+                reason="PLUGIN_DISABLED",
+                domain=DOMAIN,
+                metadata={"rule_id": "status-gate"},
+            )
+        return view.granted_traits
+
+    async def _prepare(self, delivery: Delivery) -> SubscribeResponse | None:
+        traits = self._traits()
+        if delivery.data is None:
+            await self._record("event.lost", {"delivery_id": delivery.delivery_id, "event_type": delivery.event_type})
+            self._hooks.lost(self._subscription, 1)
+            await self._store.ack(self._subscription, [delivery.delivery_id])
+            return None
+        event = Event.FromString(delivery.data)
+        payload = parse_payload(event)
+        cleared = redact(payload, traits)
+        detail = {"event_id": event.event_id, "event_type": event.event_type, "attempt": str(delivery.attempt)}
+        if cleared:
+            event.payload.Pack(payload)
+            await self._record("event.redact", {**detail, "fields": ",".join(cleared)})
+        elif event.classification >= CLASSIFICATION_PII:
+            await self._record("event.deliver", detail)
+        return SubscribeResponse(
+            delivery=DeliveryMessage(
+                delivery_id=delivery.delivery_id, attempt=delivery.attempt, event=event, redacted_fields=cleared
+            )
+        )
+
+    async def _record(self, action: str, detail: dict[str, str]) -> None:
+        await self._audit.append(
+            AuditRecord(
+                actor=f"plugin:{self._plugin_id}",
+                action=action,
+                resource=f"subscription/{self._subscription}",
+                trace_id=self._trace_id,
+                detail=detail,
+            )
+        )

@@ -1,0 +1,258 @@
+"""Publishing and subscribing on the core's event bus (the canonical lane).
+
+A plugin publishes canonical event messages and writes plain handler
+functions for the ones it subscribes to; the SDK wraps payloads in the
+envelope, acknowledges a delivery when its handler returns and asks for
+redelivery when it raises. Both directions need the types declared in the
+plugin's approved manifest (`publishes`, `subscribes`).
+
+Example::
+
+    from vivified.events.v1.canonical_pb2 import EmailQueued, UserCreated
+
+    async def welcome(user: UserCreated, event: ReceivedEvent) -> None:
+        ...  # may run more than once for one event: at-least-once delivery
+        await runtime.publish(EmailQueued(email_id=..., template="welcome"))
+
+    subscription = runtime.subscribe("welcome", {UserCreated: welcome})
+    await subscription.opened()
+
+    # many events, one stream, each acknowledged once durable
+    async with runtime.publish_stream() as stream:
+        for user in users:
+            stream.send(UserUpdated(user_id=user))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import grpc
+from google.protobuf.message import Message
+from vivified.events.v1 import events_pb2, events_pb2_grpc
+from vivified.sdk._errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    VivifiedSDKError,
+    from_rpc_error,
+)
+
+_log = logging.getLogger(__name__)
+_STREAM_WINDOW = 1024
+_FATAL = (PermissionDeniedError, InvalidArgumentError, UnauthenticatedError)
+
+
+def envelope(payload: Message, event_id: str | None = None) -> events_pb2.Event:
+    """The canonical envelope of `payload`; the core fills in source, time, trace and classification."""
+    event = events_pb2.Event(event_id=event_id or uuid.uuid4().hex, event_type=payload.DESCRIPTOR.full_name)
+    event.payload.Pack(payload)
+    return event
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """What a handler learns about a delivery besides the payload."""
+
+    event: events_pb2.Event
+    """The envelope: `event_id`, `source_plugin_id`, `time`, `traceparent`, `classification`."""
+    attempt: int
+    """1 on first delivery; higher when this event is being redelivered."""
+    redacted_fields: tuple[str, ...]
+    """Payload fields the core cleared because this plugin lacks the trait their classification needs."""
+
+
+Handler = Callable[[Message, ReceivedEvent], Awaitable[None]]
+
+
+class PublishStream:
+    """Many publishes on one stream; `send` returns a future of the acknowledgement."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._call = events_pb2_grpc.EventBusServiceStub(channel).PublishStream()
+        self._waiting: asyncio.Queue[asyncio.Future[events_pb2.PublishStreamResponse]] = asyncio.Queue()
+        self._window = asyncio.Semaphore(_STREAM_WINDOW)
+        self._writes: asyncio.Queue[events_pb2.PublishStreamRequest | None] = asyncio.Queue()
+        self._tasks = [asyncio.ensure_future(self._write()), asyncio.ensure_future(self._read())]
+
+    def send(self, payload: Message, *, event_id: str | None = None) -> asyncio.Future[events_pb2.PublishStreamResponse]:
+        """Queue one event; the future resolves when the core acknowledges it."""
+        future: asyncio.Future[events_pb2.PublishStreamResponse] = asyncio.get_running_loop().create_future()
+        self._waiting.put_nowait(future)
+        self._writes.put_nowait(events_pb2.PublishStreamRequest(event=envelope(payload, event_id)))
+        return future
+
+    async def _write(self) -> None:
+        while (request := await self._writes.get()) is not None:
+            await self._window.acquire()
+            await self._call.write(request)
+        await self._call.done_writing()
+
+    async def _read(self) -> None:
+        try:
+            async for ack in self._call:
+                self._window.release()
+                future = self._waiting.get_nowait()
+                if not future.done():
+                    future.set_result(ack)
+        except grpc.aio.AioRpcError as err:
+            self._fail(from_rpc_error(err))
+            return
+        self._fail(VivifiedSDKError("the publish stream ended before acknowledging every event", reason="STREAM_ENDED"))
+
+    def _fail(self, error: VivifiedSDKError) -> None:
+        while not self._waiting.empty():
+            future = self._waiting.get_nowait()
+            if not future.done():
+                future.set_exception(error)
+
+    async def close(self) -> list[events_pb2.PublishStreamResponse]:
+        """Finish sending and wait for every acknowledgement; raises the first error."""
+        pending = list(self._waiting._queue)  # type: ignore[attr-defined]
+        self._writes.put_nowait(None)
+        try:
+            return list(await asyncio.gather(*pending))
+        finally:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            await self.close()
+        else:
+            self._call.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class Subscription:
+    """A durable subscription served in the background until `close()`.
+
+    Deliveries are handled one at a time in arrival order. A handler that
+    returns acknowledges its delivery; one that raises asks for redelivery.
+    The stream is reopened after transport errors, with backoff; a refusal
+    (undeclared type, disabled plugin) ends the subscription and is raised by
+    `opened()` / `wait_closed()`."""
+
+    def __init__(
+        self, channel: Callable[[], grpc.aio.Channel], name: str, handlers: Mapping[type[Message], Handler]
+    ) -> None:
+        if not handlers:
+            raise ConfigurationError("subscribe needs at least one handler", reason="NO_HANDLERS")
+        self._channel = channel
+        self._name = name
+        self._handlers = {cls.DESCRIPTOR.full_name: (cls, handler) for cls, handler in handlers.items()}
+        self._opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def opened(self) -> str:
+        """Wait until the core confirmed the subscription; returns its full name."""
+        return await asyncio.shield(self._opened)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait_closed(self) -> None:
+        """Wait until the subscription ends; raises the refusal that ended it."""
+        await self._task
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._serve_once()
+                delay = 0.2
+            except _FATAL as exc:
+                if not self._opened.done():
+                    self._opened.set_exception(exc)
+                    self._opened.exception()  # retrieved here; raised again by opened()
+                raise
+            except VivifiedSDKError as exc:
+                _log.warning("subscription %s interrupted (%s); reopening", self._name, exc.message)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 5.0)
+
+    async def _serve_once(self) -> None:
+        outbox: asyncio.Queue[events_pb2.SubscribeRequest] = asyncio.Queue()
+        outbox.put_nowait(
+            events_pb2.SubscribeRequest(
+                open=events_pb2.SubscriptionOpen(subscription=self._name, event_types=sorted(self._handlers))
+            )
+        )
+
+        async def requests() -> AsyncIterator[events_pb2.SubscribeRequest]:
+            while True:
+                yield await outbox.get()
+
+        call = events_pb2_grpc.EventBusServiceStub(self._channel()).Subscribe(requests())
+        try:
+            async for response in call:
+                if response.WhichOneof("response") == "opened":
+                    if not self._opened.done():
+                        self._opened.set_result(response.opened.subscription)
+                    continue
+                delivery = response.delivery
+                ok = await self._handle(delivery)
+                ids = [delivery.delivery_id]
+                outbox.put_nowait(
+                    events_pb2.SubscribeRequest(ack=events_pb2.Acknowledgement(delivery_ids=ids))
+                    if ok
+                    else events_pb2.SubscribeRequest(nack=events_pb2.NegativeAcknowledgement(delivery_ids=ids))
+                )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from None
+        finally:
+            call.cancel()
+
+    async def _handle(self, delivery: events_pb2.Delivery) -> bool:
+        event = delivery.event
+        cls, handler = self._handlers[event.event_type]
+        payload = cls()
+        if not event.payload.Unpack(payload):
+            _log.error("delivery %s carries %s, not %s", delivery.delivery_id, event.payload.type_url, event.event_type)
+            return False
+        try:
+            await handler(payload, ReceivedEvent(event, delivery.attempt, tuple(delivery.redacted_fields)))
+        except Exception:  # noqa: BLE001 - any handler failure means: deliver again
+            _log.exception("handler for %s failed on event %s (attempt %d)", event.event_type, event.event_id, delivery.attempt)
+            return False
+        return True
+
+
+class EventClient:
+    """Publish and subscribe on the current core channel."""
+
+    def __init__(self, channel: Callable[[], grpc.aio.Channel]) -> None:
+        self._channel = channel
+
+    async def publish(
+        self, payload: Message, *, event_id: str | None = None, timeout: float | None = None
+    ) -> events_pb2.PublishResponse:
+        """Publish one event; returns once it is durable. Reusing an `event_id`
+        within the core's dedupe window is a no-op that returns the original acknowledgement."""
+        stub = events_pb2_grpc.EventBusServiceStub(self._channel())
+        try:
+            reply: events_pb2.PublishResponse = await stub.Publish(
+                events_pb2.PublishRequest(event=envelope(payload, event_id)), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from None
+        return reply
+
+    def publish_stream(self) -> PublishStream:
+        return PublishStream(self._channel())
+
+    def subscribe(self, name: str, handlers: Mapping[type[Message], Handler]) -> Subscription:
+        return Subscription(self._channel, name, handlers)
