@@ -24,6 +24,8 @@ CORE_SERVICES = {
     "vivified.identity.v1.AuthService",
     "vivified.identity.v1.UserAdminService",
     "vivified.identity.v1.ApiKeyService",
+    "vivified.events.v1.EventBusService",
+    "vivified.admin.v1.EventAdminService",
 }
 # grpcurl retries a refused handshake until its connect deadline, so calls
 # expected to be refused get a short one; the positive controls (same binary,
