@@ -52,7 +52,8 @@ class IdentityConfig:
     re-read from the database. Revocations made by this core apply at once;
     ones made by another replica apply within this bound."""
     touch_seconds: float = 60.0
-    """last_seen is written to the database at most this often per session."""
+    """A session's (or API key's) last use is written to the database at most
+    this often, so the idle timeout is measured to within this much."""
     lockout_threshold: int = 5
     """Wrong passwords before the account locks."""
     lockout_seconds: int = 1800
