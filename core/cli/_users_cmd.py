@@ -47,8 +47,12 @@ def _password(path: pathlib.Path | None) -> str:
         if len(raw) > _MAX_PASSWORD_FILE:
             raise ClientError(f"{path} is larger than {_MAX_PASSWORD_FILE} bytes")
         return raw.decode("utf-8").rstrip("\r\n")
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
+    try:
+        first = getpass.getpass("password: ")
+        again = getpass.getpass("again: ")
+    except EOFError:
+        raise ClientError("no password given; type it when asked or pass --password-file") from None
+    if again != first:
         raise ClientError("the passwords differ")
     return first
 

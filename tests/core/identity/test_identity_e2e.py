@@ -8,6 +8,7 @@ import json
 import pathlib
 import shutil
 import subprocess
+import sys
 import time
 
 import grpc
@@ -185,6 +186,23 @@ async def test_readme_grpcurl_sign_in(core: CoreProcess, tmp_path: pathlib.Path)
         core, "vivified/identity/v1/user_admin.proto", "vivified.identity.v1.UserAdminService/ListUsers", {}, access
     )
     assert "gru" in [u["username"] for u in listed["users"]]  # type: ignore[attr-defined]
+
+    # No second account under the name, and no account at all without a password.
+    again = run_cli(core, "users", "create-admin", "--username", "GRU", "--password-file", str(tmp_path / "gru.pw"))
+    assert again.returncode == 1 and "taken" in again.stderr
+    short = tmp_path / "short.pw"
+    short.write_text("hunter2\n")
+    weak = run_cli(core, "users", "create-admin", "--username", "weak", "--password-file", str(short))
+    assert weak.returncode == 1 and "12 to 1024 characters" in weak.stderr
+    prompt = subprocess.run(
+        [sys.executable, "-m", "vivified.core.cli", "users", "--data-dir", str(core.data_dir), "create-admin",
+         "--username", "nopass"],
+        input="", capture_output=True, text=True, timeout=60, check=False, start_new_session=True,
+    )
+    assert prompt.returncode == 1 and "no password given" in prompt.stderr
+    async with operator_channel(core) as channel:
+        everyone = await users_grpc.UserAdminServiceStub(channel).ListUsers(users_pb.ListUsersRequest(), timeout=10)
+    assert not {"weak", "nopass"} & {u.username for u in everyone.users}
 
 
 async def test_refresh_family_password_change_and_plugin_admin_refusal(core: CoreProcess) -> None:
