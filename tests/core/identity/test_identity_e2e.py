@@ -170,6 +170,15 @@ def _grpcurl(core: CoreProcess, proto: str, method: str, body: dict[str, object]
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
+def _create_admin_with_closed_stdin(core: CoreProcess, username: str) -> subprocess.CompletedProcess[str]:
+    """No --password-file, no terminal (new session) and an empty stdin: the prompt gets nothing."""
+    return subprocess.run(
+        [sys.executable, "-m", "vivified.core.cli", "users", "--data-dir", str(core.data_dir), "create-admin",
+         "--username", username],
+        input="", capture_output=True, text=True, timeout=60, check=False, start_new_session=True,
+    )
+
+
 async def test_readme_grpcurl_sign_in(core: CoreProcess, tmp_path: pathlib.Path) -> None:
     """The README's operator steps, verbatim in shape: CLI admin, grpcurl login, enrolment, a call."""
     create_admin(core, "gru", ADMIN_PASSWORD, tmp_path)
@@ -194,11 +203,7 @@ async def test_readme_grpcurl_sign_in(core: CoreProcess, tmp_path: pathlib.Path)
     short.write_text("hunter2\n")
     weak = run_cli(core, "users", "create-admin", "--username", "weak", "--password-file", str(short))
     assert weak.returncode == 1 and "12 to 1024 characters" in weak.stderr
-    prompt = subprocess.run(
-        [sys.executable, "-m", "vivified.core.cli", "users", "--data-dir", str(core.data_dir), "create-admin",
-         "--username", "nopass"],
-        input="", capture_output=True, text=True, timeout=60, check=False, start_new_session=True,
-    )
+    prompt = _create_admin_with_closed_stdin(core, "nopass")
     assert prompt.returncode == 1 and "no password given" in prompt.stderr
     async with operator_channel(core) as channel:
         everyone = await users_grpc.UserAdminServiceStub(channel).ListUsers(users_pb.ListUsersRequest(), timeout=10)
