@@ -6,6 +6,7 @@
     vivified audit verify|tail
     vivified events subscriptions | dlq list|replay
     vivified db upgrade [--app-role ROLE]
+    vivified users create-admin --username U [--password-file F]
     vivified bench chain
 """
 
@@ -18,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vivified.core.cli import _audit_cmd, _bench, _db_cmd, _events_cmd, _plugins_cmd
+from vivified.core.cli import _audit_cmd, _bench, _db_cmd, _events_cmd, _plugins_cmd, _users_cmd
 from vivified.core.cli._client import ClientError
 from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
 from vivified.core.cli._up import run_core, run_up
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _audit_cmd.add_parser(sub)
     _events_cmd.add_parser(sub)
     _db_cmd.add_parser(sub)
+    _users_cmd.add_parser(sub)
     _bench.add_parser(sub)
     return parser
 
@@ -70,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _audit_cmd.run(args, environ, out)
         elif args.command == "db":
             code = _db_cmd.run(args, environ, lambda line: print(line, flush=True))
+        elif args.command == "users":
+            code = _users_cmd.run(args, environ, out)
         else:
             code = _bench.run(args, out)
     except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:
