@@ -19,7 +19,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vivified.core.cli import _audit_cmd, _bench, _db_cmd, _events_cmd, _plugins_cmd, _users_cmd
+from vivified.core.cli import (
+    _audit_cmd,
+    _bench,
+    _db_cmd,
+    _events_cmd,
+    _plugins_cmd,
+    _users_cmd,
+)
 from vivified.core.cli._client import ClientError
 from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
 from vivified.core.cli._up import run_core, run_up

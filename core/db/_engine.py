@@ -10,7 +10,6 @@ from __future__ import annotations
 import pathlib
 
 import sqlalchemy as sa
-
 from vivified.core.db._errors import DatabaseError, describe_url, unavailable
 from vivified.core.db._migrate import require_current, upgrade
 

@@ -15,7 +15,6 @@ migration brings new tables in and corrects any drift:
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from vivified.core.db._errors import DatabaseError
 from vivified.core.db._migrate import VERSION_TABLE
 
