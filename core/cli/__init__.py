@@ -7,6 +7,7 @@
     vivified events subscriptions | dlq list|replay
     vivified db upgrade [--app-role ROLE]
     vivified users create-admin --username U [--password-file F]
+    vivified config show [--config FILE] [core flags]
     vivified bench chain
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from vivified.core.cli import (
     _audit_cmd,
     _bench,
+    _config_cmd,
     _db_cmd,
     _events_cmd,
     _plugins_cmd,
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _events_cmd.add_parser(sub)
     _db_cmd.add_parser(sub)
     _users_cmd.add_parser(sub)
+    _config_cmd.add_parser(sub)
     _bench.add_parser(sub)
     return parser
 
@@ -79,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _audit_cmd.run(args, environ, out)
         elif args.command == "db":
             code = _db_cmd.run(args, environ, lambda line: print(line, flush=True))
+        elif args.command == "config":
+            code = _config_cmd.show(args, environ, out)
         elif args.command == "users":
             code = _users_cmd.run(args, environ, out)
         else:
