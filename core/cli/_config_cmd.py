@@ -52,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:  
 def _text(key: str, value: object) -> str:
     if value is None:
         return "(none)"
+    if key == "secrets_key":
+        return MASK
     if isinstance(value, tuple):
         return " ".join(str(v) for v in value)
     if key in ("database_url", "redis_url") and has_password(str(value)):

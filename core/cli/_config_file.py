@@ -60,10 +60,11 @@ def load_config_file(path: pathlib.Path) -> dict[str, object]:
         raise SettingsError(f"config file {path} cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(k for k in values if k not in BY_KEY)
+    unknown = sorted(k for k in values if k not in BY_KEY or not BY_KEY[k].in_file)
     if unknown:
         raise SettingsError(
-            f"config file {path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(s.key for s in SETTINGS)}"
+            f"config file {path}: unknown key(s) {', '.join(unknown)}; "
+            f"known keys: {', '.join(s.key for s in SETTINGS if s.in_file)}"
         )
     readable = bool(info.st_mode & (stat.S_IRGRP | stat.S_IROTH))
     for key, value in values.items():

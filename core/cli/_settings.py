@@ -85,6 +85,11 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--breaker-cooldown", type=float, metavar="SECONDS", help="operator-lane circuit open time (default 5)"
     )
+    parser.add_argument(
+        "--secrets-key-file", type=pathlib.Path, metavar="FILE",
+        help="keys sealing secret plugin config values, mode 0600 (default <data-dir>/config/secrets.key, created); "
+        "$VIVIFIED_SECRETS_KEY wins over it",
+    )
 
 
 _EVENT_FIELDS = {
@@ -96,7 +101,7 @@ _EVENT_FIELDS = {
 }
 _CORE_FIELDS = (
     "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
-    "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds",
+    "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds", "secrets_key_file", "secrets_key",
 )
 
 

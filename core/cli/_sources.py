@@ -27,10 +27,13 @@ class Setting:
 
     key: str
     kind: str
-    """`str`, `int`, `float`, `path`, `url` (may hold a password: masked when shown) or `paths3`."""
+    """`str`, `int`, `float`, `path`, `url` (may hold a password: masked when shown),
+    `secret` (always masked when shown) or `paths3`."""
     env: str | None
     flag: str
     choices: tuple[str, ...] = ()
+    in_file: bool = True
+    """False for a key that must not sit in the config file (the secrets key itself)."""
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -54,6 +57,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("event_publish_rate", "float", "VIVIFIED_EVENT_PUBLISH_RATE", "--event-publish-rate"),
     Setting("max_call_deadline", "float", "VIVIFIED_MAX_CALL_DEADLINE", "--max-call-deadline"),
     Setting("breaker_cooldown", "float", "VIVIFIED_BREAKER_COOLDOWN", "--breaker-cooldown"),
+    Setting("secrets_key_file", "path", "VIVIFIED_SECRETS_KEY_FILE", "--secrets-key-file"),
+    Setting("secrets_key", "secret", "VIVIFIED_SECRETS_KEY", "(environment only)", in_file=False),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -67,7 +72,7 @@ class Resolved:
     source: str
 
 
-_TYPE_WORDS = {"str": "a string", "url": "a string", "int": "an integer", "float": "a number",
+_TYPE_WORDS = {"str": "a string", "url": "a string", "secret": "a string", "int": "an integer", "float": "a number",
                "path": "a path (string)", "paths3": "a list of three paths"}
 
 
@@ -79,7 +84,7 @@ def convert(setting: Setting, raw: object, where: str, base: pathlib.Path | None
     text = isinstance(raw, str)
     numeric_text = text and base is None
     try:
-        if kind in ("str", "url") and text:
+        if kind in ("str", "url", "secret") and text:
             value: Any = raw
         elif kind == "int" and not isinstance(raw, bool) and (isinstance(raw, int) or numeric_text):
             value = int(raw)  # type: ignore[arg-type]
