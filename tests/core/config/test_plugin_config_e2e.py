@@ -11,7 +11,6 @@ import time
 
 import grpc
 import pytest
-
 from support.clients import (
     admitted_plugin,
     audit_rows,
@@ -21,7 +20,16 @@ from support.clients import (
     plugin_channel,
 )
 from support.processes import CoreProcess
-from support.users import auth_call, auth_pb, bearer, code_at, create_admin, expect_error, login, users_pb
+from support.users import (
+    auth_call,
+    auth_pb,
+    bearer,
+    code_at,
+    create_admin,
+    expect_error,
+    login,
+    users_pb,
+)
 from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc as config_grpc
 from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
