@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 import pytest
-
 from support.processes import clean_env
 from vivified.core.errors import FailedPrecondition, InvalidArgument
 from vivified.core.manifest import load_manifest_bytes, validate_manifest, value_problem
