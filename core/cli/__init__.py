@@ -8,6 +8,7 @@
     vivified db upgrade [--app-role ROLE]
     vivified users create-admin --username U [--password-file F]
     vivified config show [--config FILE] [core flags]
+    vivified config plugin get|set|history PLUGIN [KEY VALUE] --reason R
     vivified bench chain
 """
 
@@ -26,6 +27,7 @@ from vivified.core.cli import (
     _config_cmd,
     _db_cmd,
     _events_cmd,
+    _plugin_config_cmd,
     _plugins_cmd,
     _users_cmd,
 )
@@ -82,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _audit_cmd.run(args, environ, out)
         elif args.command == "db":
             code = _db_cmd.run(args, environ, lambda line: print(line, flush=True))
+        elif args.command == "config" and args.verb == "plugin":
+            code = asyncio.run(_plugin_config_cmd.run(args, environ, out))
         elif args.command == "config":
             code = _config_cmd.show(args, environ, out)
         elif args.command == "users":

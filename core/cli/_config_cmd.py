@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from vivified.core.cli import _plugin_config_cmd
 from vivified.core.cli._config_file import config_file_path, has_password
 from vivified.core.cli._settings import (
     add_core_flags,
@@ -35,8 +36,8 @@ _EFFECTIVE: dict[str, Callable[[CoreConfig], object]] = {
 }
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:  # type: ignore[type-arg]
-    """Adds `config` and its `show` verb; returns the verb parsers for `plugin`."""
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Adds `config` with its `show` and `plugin` verbs."""
     config = sub.add_parser("config", help="core settings and plugin configuration")
     verbs = config.add_subparsers(dest="verb", required=True)
     show = verbs.add_parser(
@@ -46,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:  
     )
     show.add_argument("--data-dir", help="keys, database and audit checkpoints (default ./.vivified)")
     add_core_flags(show)
-    return verbs
+    _plugin_config_cmd.add_parser(verbs)
 
 
 def _text(key: str, value: object) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import subprocess
+import sys
 import time
 
 import grpc
@@ -19,7 +21,7 @@ from support.clients import (
     operator_channel,
     plugin_channel,
 )
-from support.processes import CoreProcess
+from support.processes import CoreProcess, clean_env
 from support.users import (
     auth_call,
     auth_pb,
@@ -188,3 +190,34 @@ async def test_viewer_refused_config_manager_allowed(core: CoreProcess, tmp_path
     assert [(c.change_actor, c.reason) for c in history.changes] == [(actor, "staging relay")]  # type: ignore[attr-defined]
     rows = audit_rows(core, action=METHOD + "SetPluginConfigValue", actor=actor)
     assert len(rows) == 1 and rows[0].outcome == "OK" and '"change_reason":"staging relay"' in rows[0].detail
+
+
+def _config_cli(core: CoreProcess, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vivified.core.cli", "config", "plugin", "--data-dir", str(core.data_dir), *argv],
+        input=stdin, capture_output=True, text=True, timeout=60, check=False, env=clean_env(),
+    )
+
+
+async def test_cli_get_set_history(core: CoreProcess) -> None:
+    await admitted_plugin(core, "cli-mailer", config=SCHEMA)
+    done = _config_cli(core, "set", "cli-mailer", "smtp_port", "465", "--reason", "implicit TLS")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:4] == ["smtp_port", "465", "int", "admin"]
+    secret = _config_cli(core, "set", "cli-mailer", "smtp_password", "--value-stdin", "--reason", "new relay",
+                         stdin=CANARY + "\n")
+    assert secret.returncode == 0, secret.stderr
+    shown = _config_cli(core, "get", "cli-mailer")
+    rows = {line.split()[0]: line.split()[1:] for line in shown.stdout.splitlines()}
+    assert rows["smtp_password"][:3] == ["********", "secret", "admin"]
+    assert rows["smtp_host"] == ["localhost", "string", "default"]
+    assert rows["use_tls"] == ["(unset)", "bool", "unset"]
+    history = _config_cli(core, "history", "cli-mailer")
+    lines = history.stdout.splitlines()
+    assert len(lines) == 2 and "smtp_password (none) -> ******** by operator:admin: new relay" in lines[0]
+    assert "smtp_port (none) -> 465 by operator:admin: implicit TLS" in lines[1]
+    refused = _config_cli(core, "set", "cli-mailer", "smtp_hots", "x", "--reason", "typo")
+    assert refused.returncode == 1
+    assert "no config key 'smtp_hots'; known keys: smtp_host" in refused.stderr and "[CONFIG_INVALID]" in refused.stderr
+    everything = "".join(r.stdout + r.stderr for r in (done, secret, shown, history, refused))
+    assert CANARY not in everything
