@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 import vivified.core
 from vivified.core.db import (
     VERSION_TABLE,
