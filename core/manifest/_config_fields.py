@@ -24,14 +24,14 @@ STRING = ConfigFieldType.CONFIG_FIELD_TYPE_STRING
 INT = ConfigFieldType.CONFIG_FIELD_TYPE_INT
 BOOL = ConfigFieldType.CONFIG_FIELD_TYPE_BOOL
 SECRET = ConfigFieldType.CONFIG_FIELD_TYPE_SECRET
-_TYPE_NAMES = {STRING: "string", INT: "int", BOOL: "bool", SECRET: "secret"}
+_TYPE_NAMES: dict[int, str] = {STRING: "string", INT: "int", BOOL: "bool", SECRET: "secret"}
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _INT = re.compile(r"-?(?:0|[1-9][0-9]{0,18})")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def type_name(kind: int) -> str:
-    return _TYPE_NAMES.get(kind, "unspecified")  # type: ignore[call-overload, no-any-return]
+    return _TYPE_NAMES.get(kind, "unspecified")
 
 
 def value_problem(field: ConfigField, value: str) -> str | None:

@@ -32,6 +32,8 @@ from support.users import (
     login,
     users_pb,
 )
+from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
+from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc as config_grpc
 from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
@@ -142,6 +144,17 @@ async def test_schema_history_audit_watch_and_secret_canary(core: CoreProcess) -
         assert len(audit_rows(core, action=METHOD + "GetPluginConfig", actor="plugin:other-plugin")) == 2
         own_other = await theirs.GetMyConfig(pb.GetMyConfigRequest(), timeout=10)
         assert list(own_other.values) == [] and CANARY not in str(own_other)
+
+    # Disabling the plugin ends its watch stream at once.
+    async with plugin_channel(core, mailer) as channel:
+        watch = config_grpc.ConfigServiceStub(channel).WatchMyConfig(pb.WatchMyConfigRequest(), timeout=30)
+        await watch.read()
+        async with operator_channel(core) as admin_channel:
+            await admin_grpc.PluginAdminServiceStub(admin_channel).DisablePlugin(
+                admin_pb.DisablePluginRequest(plugin_id="mailer", reason="test"), timeout=10
+            )
+        ended = await expect_error(asyncio.wait_for(watch.read(), 10))
+        assert ended.code() == grpc.StatusCode.PERMISSION_DENIED and error_info(ended).reason == "PLUGIN_DISABLED"
 
     # The canary is sealed at rest and absent from audit rows and the core's log.
     database = b"".join(p.read_bytes() for p in core.data_dir.glob("vivified.db*"))
