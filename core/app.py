@@ -34,6 +34,7 @@ from vivified.core.chain import (
     StreamTracker,
     TokenBuckets,
     build_chain,
+    call_principal,
 )
 from vivified.core.chain import annotate as chain_annotate
 from vivified.core.clock import Clock, SystemClock
@@ -258,6 +259,7 @@ class Core:
                 on_breaker=self.metrics.on_breaker,
             ),
             lookup=store.get,
+            delegations=identity.delegations,
         )
         egress = EgressService(
             plugin_lookup=store.get,
@@ -291,12 +293,12 @@ class Core:
                 registry=registry,
                 admin=admin,
                 health_servicer=health.aio.HealthServicer(),
-                gateway=GatewayService(lane, authenticator.principal),
+                gateway=GatewayService(lane, call_principal),
                 egress=egress,
                 events=self._events,
             )
             + _identity_bindings(identity),
-            contract_proxy=ContractProxy(lane, authenticator.principal),
+            contract_proxy=ContractProxy(lane, call_principal),
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,
             key_pem=key_pem,

@@ -136,6 +136,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED: an API key scope names a trait the caller does not hold."""
     ERROR_REASON_API_KEY_NOT_FOUND: _ErrorReason.ValueType  # 217
     """NOT_FOUND: no such API key (or none the caller may see)."""
+    ERROR_REASON_DELEGATION_INVALID: _ErrorReason.ValueType  # 300
+    """UNAUTHENTICATED: the `x-vivified-delegation` token a plugin presented is
+    malformed, forged, of another type, or was issued to another plugin.
+    """
+    ERROR_REASON_DELEGATION_EXPIRED: _ErrorReason.ValueType  # 301
+    """UNAUTHENTICATED: the delegation token has expired (they live about a minute)."""
+    ERROR_REASON_DELEGATION_REVOKED: _ErrorReason.ValueType  # 302
+    """UNAUTHENTICATED: the user's session or API key behind the delegation token has ended."""
+    ERROR_REASON_DELEGATION_DENIED: _ErrorReason.ValueType  # 303
+    """PERMISSION_DENIED: the plugin may make the call, but the user it acts for may not."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable, machine-readable reasons the core puts in the
@@ -259,4 +269,14 @@ ERROR_REASON_SCOPE_NOT_HELD: ErrorReason.ValueType  # 216
 """PERMISSION_DENIED: an API key scope names a trait the caller does not hold."""
 ERROR_REASON_API_KEY_NOT_FOUND: ErrorReason.ValueType  # 217
 """NOT_FOUND: no such API key (or none the caller may see)."""
+ERROR_REASON_DELEGATION_INVALID: ErrorReason.ValueType  # 300
+"""UNAUTHENTICATED: the `x-vivified-delegation` token a plugin presented is
+malformed, forged, of another type, or was issued to another plugin.
+"""
+ERROR_REASON_DELEGATION_EXPIRED: ErrorReason.ValueType  # 301
+"""UNAUTHENTICATED: the delegation token has expired (they live about a minute)."""
+ERROR_REASON_DELEGATION_REVOKED: ErrorReason.ValueType  # 302
+"""UNAUTHENTICATED: the user's session or API key behind the delegation token has ended."""
+ERROR_REASON_DELEGATION_DENIED: ErrorReason.ValueType  # 303
+"""PERMISSION_DENIED: the plugin may make the call, but the user it acts for may not."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
