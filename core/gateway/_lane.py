@@ -24,7 +24,12 @@ from vivified.core.contracts import ContractMethod, contract_method
 from vivified.core.errors import InvalidArgument
 from vivified.core.gateway._forward import Forwarder, TargetError
 from vivified.core.gateway._lane_policy import PolicySet
-from vivified.core.identity import DELEGATION_HEADER, ON_BEHALF_OF_HEADER, Delegations, Delegator
+from vivified.core.identity import (
+    DELEGATION_HEADER,
+    ON_BEHALF_OF_HEADER,
+    Delegations,
+    Delegator,
+)
 from vivified.core.registry import PluginRecord
 
 _DOMAIN = "vivified.gateway"

@@ -11,7 +11,6 @@ import grpc
 from vivified.core.chain import Principal
 from vivified.core.contracts import CONTRACT_METHODS, ContractMethod
 from vivified.core.errors import InvalidArgument
-from vivified.core.identity import DELEGATION_HEADER
 from vivified.core.gateway._lane import (
     IDEMPOTENCY_HEADER,
     TARGET_HEADER,
@@ -19,6 +18,7 @@ from vivified.core.gateway._lane import (
     remaining_time,
     resolve_method,
 )
+from vivified.core.identity import DELEGATION_HEADER
 from vivified.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 _DOMAIN = "vivified.gateway"
