@@ -7,7 +7,13 @@ from vivified.core.chain._authn import (
     CredentialCheck,
 )
 from vivified.core.chain._build import ChainInterceptor, Layer, build_chain, compose
-from vivified.core.chain._call import Call, Principal, annotate, call_principal, current_call
+from vivified.core.chain._call import (
+    Call,
+    Principal,
+    annotate,
+    call_principal,
+    current_call,
+)
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer

@@ -53,6 +53,7 @@ class Identity:
     sessions: Sessions
     keys: ApiKeys
     delegations: Delegations
+    roles: RoleCatalogue
 
     async def principal(self, metadata: Mapping[str, str]) -> Principal:
         """The chain's hook: a verified access token or API key → a `user`
@@ -102,4 +103,5 @@ def build_identity(
         sessions=sessions,
         keys=keys,
         delegations=Delegations(signer, sessions, keys, ttl_seconds=config.delegation_token_seconds),
+        roles=admin.roles,
     )

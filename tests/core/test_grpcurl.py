@@ -26,6 +26,8 @@ CORE_SERVICES = {
     "vivified.identity.v1.ApiKeyService",
     "vivified.events.v1.EventBusService",
     "vivified.admin.v1.EventAdminService",
+    "vivified.admin.v1.AuditQueryService",
+    "vivified.admin.v1.AccessCatalogueService",
 }
 # grpcurl retries a refused handshake until its connect deadline, so calls
 # expected to be refused get a short one; the positive controls (same binary,
