@@ -3,7 +3,7 @@
     vivified up                      core + bundled plugins (development profile)
     vivified core                    the core broker alone
     vivified plugins approve|list|enable|disable|revoke
-    vivified audit verify|tail
+    vivified audit verify|tail|query
     vivified events subscriptions | dlq list|replay
     vivified db upgrade [--app-role ROLE]
     vivified users create-admin --username U [--password-file F]

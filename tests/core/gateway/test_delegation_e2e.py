@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import pathlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
