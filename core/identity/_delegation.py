@@ -29,6 +29,8 @@ ON_BEHALF_OF_HEADER = "x-vivified-on-behalf-of"
 """Metadata naming the user a forwarded call is made for (informational: only
 the core can call a plugin, so the plugin may trust it)."""
 _DOMAIN = "vivified.identity"
+# The deciding "rule" of a refused token, for ErrorInfo and the audit record.
+_RULE = {"rule_id": "delegation-token"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Delegator:
 
 
 def _invalid(message: str) -> Unauthenticated:
-    return Unauthenticated(message, reason="DELEGATION_INVALID", domain=_DOMAIN)
+    return Unauthenticated(message, reason="DELEGATION_INVALID", domain=_DOMAIN, metadata=_RULE)
 
 
 class Delegations:
@@ -82,7 +84,7 @@ class Delegations:
             if exc.reason == "TOKEN_EXPIRED":
                 raise Unauthenticated(
                     "the delegation token has expired; the user must call again", reason="DELEGATION_EXPIRED",
-                    domain=_DOMAIN,
+                    domain=_DOMAIN, metadata=_RULE,
                 ) from None
             raise _invalid(f"the delegation token is not valid for this plugin: {exc.message}") from None
         traits, sid, akid = (claims.extra.get(name) for name in ("traits", "sid", "akid"))
@@ -98,7 +100,7 @@ class Delegations:
         except Unauthenticated:
             raise Unauthenticated(
                 "the user's session or API key behind this delegation has ended", reason="DELEGATION_REVOKED",
-                domain=_DOMAIN,
+                domain=_DOMAIN, metadata=_RULE,
             ) from None
         # Traits can only shrink after issue (a role change ends the session).
         return Delegator(

@@ -186,6 +186,16 @@ async def test_c5_plugin_cannot_lend_its_rights_to_a_user_who_lacks_them(core: C
     info = error_info(err)
     assert (info.reason, info.metadata["rule_id"]) == ("DELEGATION_DENIED", "user-storage-operations")
     assert len(_deny_rows(core, "plugin:relay", "DELEGATION_DENIED")) == 2
+    # Through Invoke the same.
+    invoke = gateway_pb2.InvokeRequest(target_plugin_id="vault", method=RETRIEVE_METHOD)
+    invoke.payload.Pack(storage_pb2.RetrieveObjectRequest(object_key="k"))
+    err = await expect_error(gateway_pb2_grpc.OperatorGatewayServiceStub(world.relay_runtime.core_channel).Invoke(
+        invoke, metadata=(("x-vivified-delegation", world.relay.tokens[-1]),), timeout=10
+    ))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and error_info(err).reason == "DELEGATION_DENIED"
+    invoke_rows = [r for r in audit_rows(core, actor="plugin:relay", reason="DELEGATION_DENIED")
+                   if r.action == "/vivified.gateway.v1.OperatorGatewayService/Invoke"]
+    assert len(invoke_rows) == 1 and json.loads(invoke_rows[0].detail)["on_behalf_of"] == f"user:{pat}"
 
     # Acting on its own authority (no user) relay may call the vault: its
     # manifest allows it, so the refusal above was the user's rights.
@@ -222,7 +232,8 @@ async def test_token_refused_from_another_plugin_forged_or_after_logout(core: Co
     err = await _as_plugin(world.bystander, relay_token)
     assert err is not None and err.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_info(err).reason == "DELEGATION_INVALID"
-    assert len(_deny_rows(core, "plugin:bystander", "DELEGATION_INVALID")) == 1
+    replayed = _deny_rows(core, "plugin:bystander", "DELEGATION_INVALID")
+    assert [(r.decision, r.rule_id) for r in replayed] == [("deny", "delegation-token")]
     # The vault's own token is not relay's either.
     err = await _as_plugin(world.relay_runtime, world.vault.metadata[-1]["x-vivified-delegation"])
     assert err is not None and error_info(err).reason == "DELEGATION_INVALID"
