@@ -6,7 +6,7 @@
     vivified audit verify|tail|query
     vivified events subscriptions | dlq list|replay
     vivified db upgrade [--app-role ROLE]
-    vivified users create-admin --username U [--password-file F]
+    vivified users create-admin --username U [--password-file F] | list | roles
     vivified bench chain
 """
 

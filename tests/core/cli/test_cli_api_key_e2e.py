@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from support.clients import admitted_plugin, audit_rows, bootstrap_channel, operator_channel
-from support.processes import CoreProcess, clean_env, run_vivified
+from support.processes import CoreProcess, clean_env, run_cli, run_vivified
 from support.users import bearer, login, users_pb
 from vivified.identity.v1 import api_keys_pb2 as keys_pb
 from vivified.identity.v1 import api_keys_pb2_grpc as keys_grpc
@@ -45,8 +45,11 @@ def _cli(core: CoreProcess, tmp: pathlib.Path, key: str, *args: str) -> Any:
     env = clean_env(VIVIFIED_API_KEY=key, VIVIFIED_CA_FILE=str(core.operator_dir / "ca.crt"))
     command, verb, *rest = args
     where, address = ["--data-dir", str(empty)], ["--core", core.bootstrap_address]
-    # `--core` belongs to `plugins`/`events`, and to `audit query`.
-    argv = [command, *where, verb, *address, *rest] if command == "audit" else [command, *where, *address, verb, *rest]
+    # `--core` belongs to `plugins`/`events`, and to `audit query`/`users list|roles`.
+    if command in ("audit", "users"):
+        argv = [command, *where, verb, *address, *rest]
+    else:
+        argv = [command, *where, *address, verb, *rest]
     return run_vivified(*argv, env=env)
 
 
@@ -68,6 +71,17 @@ async def test_plugin_manager_key_lists_plugins_events_and_audit(core: CoreProce
     assert queried.returncode == 0, queried.stderr
     actions = [r["action"] for r in json.loads(queried.stdout)["records"]]
     assert LIST_PLUGINS in actions and "/vivified.admin.v1.EventAdminService/ListSubscriptions" in actions
+
+    roles = _cli(core, tmp_path, key, "users", "roles")
+    assert roles.returncode == 0, roles.stderr
+    assert any(line.split()[:2] == ["phi_handler", "yes"] for line in roles.stdout.splitlines())
+    # operator's traits hold no user_manager: listing users is refused for the key ...
+    users = _cli(core, tmp_path, key, "users", "list")
+    assert users.returncode == 1 and "[POLICY_DENIED]" in users.stderr
+    # ... and allowed for the local operator certificate (no key set).
+    local = run_cli(core, "users", "list")
+    assert local.returncode == 0, local.stderr
+    assert any(line.split()[1:3] == ["olga", "active"] for line in local.stdout.splitlines())
 
 
 async def test_viewer_key_is_refused_with_a_clear_error(core: CoreProcess, tmp_path: pathlib.Path) -> None:
