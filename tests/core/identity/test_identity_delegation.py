@@ -1,18 +1,18 @@
 """Delegation tokens with an injected clock: audience-bound to one plugin,
 about a minute long, signed by the core's key with its fixed algorithm, and
-honoured only while the user's session or API key lives (C5)."""
+honoured only while the user's session or API key lives (C5); on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
 import base64
 import json
-import pathlib
 
 import pytest
+import sqlalchemy as sa
 
 from vivified.core.chain import Principal
 from vivified.core.clock import ManualClock
-from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.errors import Unauthenticated
 from vivified.core.identity import (
     ACCESS_TYPE,
@@ -31,9 +31,8 @@ CONFIG = IdentityConfig(delegation_token_seconds=60, leeway_seconds=0)
 
 
 class World:
-    def __init__(self, tmp: pathlib.Path) -> None:
+    def __init__(self, engine: sa.Engine) -> None:
         self.clock = ManualClock()
-        engine = create_engine_for(sqlite_url(tmp / "db.sqlite"))
         self.store = UserStore(engine, self.clock)
         self.signer = TokenSigner(
             key_from_secret(bytes(range(40))), issuer="vivified-core", audience="vivified-core", clock=self.clock,
@@ -62,8 +61,8 @@ def _payload(token: str) -> dict[str, object]:
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))  # type: ignore[no-any-return]
 
 
-async def test_token_names_its_plugin_user_and_traits(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path)
+async def test_token_names_its_plugin_user_and_traits(engine: sa.Engine) -> None:
+    world = World(engine)
     principal = await world.signed_in()
     token = world.delegations.issue(world.delegations.of_user(principal), "relay")
     claims = _payload(token)
@@ -73,8 +72,8 @@ async def test_token_names_its_plugin_user_and_traits(tmp_path: pathlib.Path) ->
     assert (user.user_id, user.traits) == (principal.id, principal.traits)
 
 
-async def test_refused_for_another_plugin_forged_or_of_another_type(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path)
+async def test_refused_for_another_plugin_forged_or_of_another_type(engine: sa.Engine) -> None:
+    world = World(engine)
     principal = await world.signed_in()
     token = world.delegations.issue(world.delegations.of_user(principal), "relay")
     assert await _reason(world.delegations.verify(token, "bystander")) == "DELEGATION_INVALID"
@@ -87,8 +86,8 @@ async def test_refused_for_another_plugin_forged_or_of_another_type(tmp_path: pa
     assert await _reason(world.delegations.verify(access, "relay")) == "DELEGATION_INVALID"
 
 
-async def test_expires_after_its_lifetime(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path)
+async def test_expires_after_its_lifetime(engine: sa.Engine) -> None:
+    world = World(engine)
     principal = await world.signed_in()
     token = world.delegations.issue(world.delegations.of_user(principal), "relay")
     world.clock.advance(60)
@@ -97,8 +96,8 @@ async def test_expires_after_its_lifetime(tmp_path: pathlib.Path) -> None:
     assert await _reason(world.delegations.verify(token, "relay")) == "DELEGATION_EXPIRED"
 
 
-async def test_ends_with_the_session_or_api_key(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path)
+async def test_ends_with_the_session_or_api_key(engine: sa.Engine) -> None:
+    world = World(engine)
     principal = await world.signed_in()
     token = world.delegations.issue(world.delegations.of_user(principal), "relay")
     _, key = await world.keys.create(principal.id, "ci", ("handles_pii",), 3600)
