@@ -21,7 +21,7 @@ from vivified.core.gateway import GatewayConfig
 
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
 CORE_VARIABLES = frozenset(s.env for s in SETTINGS if s.env is not None) | {"VIVIFIED_CONFIG_FILE"}
-CLIENT_VARIABLES = frozenset({"VIVIFIED_CORE_ADDRESS"})
+CLIENT_VARIABLES = frozenset({"VIVIFIED_CORE_ADDRESS", "VIVIFIED_API_KEY"})
 PLUGIN_VARIABLES = frozenset({"VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE"})
 DEFAULT_DATA_DIR = pathlib.Path(".vivified")
 
