@@ -10,6 +10,7 @@ import pathlib
 from collections.abc import Mapping
 from dataclasses import replace
 
+from vivified.core.chain import RateLimitConfig
 from vivified.core.config import CAPaths, CoreConfig
 from vivified.core.egress import load_egress_config
 from vivified.core.events import EventsConfig
@@ -87,6 +88,10 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
     )
     events.add_argument("--event-publish-rate", type=float, metavar="PER_SECOND", help="per plugin (default 2000)")
     parser.add_argument(
+        "--call-rate", type=float, metavar="PER_SECOND",
+        help="calls per second each principal may make, burst twice that (default 500, burst 1000)",
+    )
+    parser.add_argument(
         "--max-call-deadline", type=float, metavar="SECONDS", help="cap on operator-lane call deadlines (default 30)"
     )
     parser.add_argument(
@@ -153,6 +158,10 @@ def core_config(args: argparse.Namespace, environ: Mapping[str, str]) -> CoreCon
         if egress_path:
             values["egress"] = load_egress_config(pathlib.Path(egress_path))
         values["events"] = _events_config(args, environ)
+        if getattr(args, "call_rate", None) is not None:
+            if args.call_rate <= 0:
+                raise SettingsError("--call-rate must be positive")
+            values["rate_limit"] = RateLimitConfig(rate_per_second=args.call_rate, burst=max(1, int(2 * args.call_rate)))
         ca_files = getattr(args, "ca_files", None)
         if ca_files is not None:
             values["ca_paths"] = CAPaths(*ca_files)
