@@ -29,6 +29,7 @@ pending is delivered again with `data=None` when it next becomes due.
 from __future__ import annotations
 
 import asyncio
+import functools
 import pathlib
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -91,13 +92,17 @@ class EmbeddedEventStore:
             return []
         batch = list(events)
         now, window = self._now_ms(), int(self._config.dedupe_window_seconds * 1000)
-        results = await self._guard.run(self._worker.submit(lambda conn: sql.append(conn, batch, now, window)))
+        results = await self._guard.run(
+            self._worker.submit(functools.partial(sql.append, events=batch, now_ms=now, window_ms=window))
+        )
         self._wake(lambda waiter: any(event.event_type in waiter.event_types for event in batch))
         return results
 
     async def subscribe(self, subscription: str, event_types: Sequence[str]) -> None:
         types = list(event_types)
-        await self._guard.run(self._worker.submit(lambda conn: sql.subscribe(conn, subscription, types)))
+        await self._guard.run(
+            self._worker.submit(functools.partial(sql.subscribe, subscription=subscription, event_types=types))
+        )
         self._types[subscription] = frozenset(types)
 
     async def read(self, subscription: str, consumer: str, count: int, block_seconds: float) -> list[Delivery]:
@@ -113,10 +118,12 @@ class EmbeddedEventStore:
             waiter = _Waiter(subscription, self._types.get(subscription, frozenset()))
             self._waiters.add(waiter)
             try:
-                now = self._now_ms()
                 result = await self._guard.run(
                     self._worker.submit(
-                        lambda conn: sql.read(conn, subscription, count, now, ack_timeout_ms, self._config.max_attempts)
+                        functools.partial(
+                            sql.read, subscription=subscription, count=count, now_ms=self._now_ms(),
+                            ack_timeout_ms=ack_timeout_ms, max_attempts=self._config.max_attempts,
+                        )
                     )
                 )
                 if subscription not in self._types:
@@ -136,19 +143,23 @@ class EmbeddedEventStore:
 
     async def ack(self, subscription: str, delivery_ids: Sequence[str]) -> int:
         ids = list(delivery_ids)
-        return await self._guard.run(self._worker.submit(lambda conn: sql.ack(conn, subscription, ids)))
+        return await self._guard.run(self._worker.submit(functools.partial(sql.ack, subscription=subscription, ids=ids)))
 
     async def nack(self, subscription: str, delivery_ids: Sequence[str]) -> None:
         ids = list(delivery_ids)
-        if await self._guard.run(self._worker.submit(lambda conn: sql.nack(conn, subscription, ids))):
+        if await self._guard.run(self._worker.submit(functools.partial(sql.nack, subscription=subscription, ids=ids))):
             self._wake(lambda waiter: waiter.subscription == subscription)
 
     async def dead_letters(self, subscription: str, limit: int) -> list[DeadLetter]:
-        return await self._guard.run(self._worker.submit(lambda conn: sql.dead_letters(conn, subscription, limit)))
+        return await self._guard.run(
+            self._worker.submit(functools.partial(sql.dead_letters, subscription=subscription, limit=limit))
+        )
 
     async def replay(self, subscription: str, dead_letter_ids: Sequence[str]) -> int:
         ids = list(dead_letter_ids)
-        replayed = await self._guard.run(self._worker.submit(lambda conn: sql.replay(conn, subscription, ids)))
+        replayed = await self._guard.run(
+            self._worker.submit(functools.partial(sql.replay, subscription=subscription, ids=ids))
+        )
         if replayed:
             self._wake(lambda waiter: waiter.subscription == subscription)
         return replayed
@@ -159,7 +170,9 @@ class EmbeddedEventStore:
     async def trim(self) -> Trimmed:
         now, window = self._now_ms(), int(self._config.dedupe_window_seconds * 1000)
         removed, lost = await self._guard.run(
-            self._worker.submit(lambda conn: sql.trim(conn, self._config.max_backlog, now, window))
+            self._worker.submit(
+                functools.partial(sql.trim, max_backlog=self._config.max_backlog, now_ms=now, window_ms=window)
+            )
         )
         return Trimmed(removed=removed, lost=lost)
 

@@ -131,8 +131,8 @@ def _subscription(conn: sqlite3.Connection, subscription: str) -> tuple[list[str
     return json.loads(row[0]), int(row[1])
 
 
-def _in(types: Sequence[str]) -> str:
-    return ",".join("?" * len(types))
+def _in(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
 
 
 def read(

@@ -37,10 +37,6 @@ class StoreGuard:
         self._failure_types = failure_types
         self._breakers = CircuitBreakers(clock, failures=_FAILURES, cooldown_seconds=timeout)
 
-    @property
-    def state(self) -> str:
-        return self._breakers.state(_TARGET)
-
     async def run(self, operation: Awaitable[T], *, extra_seconds: float = 0.0) -> T:
         """Await `operation` within the timeout (plus `extra_seconds` for a
         deliberate blocking wait); map unreachability to `Unavailable`."""

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
+Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 # Operations per transaction at most: bounds the latency one commit adds to the
 # first operation of a batch while still sharing an fsync among many appends.
@@ -64,9 +65,11 @@ class SqliteWorker:
         try:
             conn = self._open()
         except Exception as exc:  # noqa: BLE001 - reported to start()'s caller
-            loop.call_soon_threadsafe(_settle, [(ready, None, exc)])
+            failed: list[Outcome] = [(ready, None, exc)]
+            loop.call_soon_threadsafe(_settle, failed)
             return
-        loop.call_soon_threadsafe(_settle, [(ready, None, None)])
+        started: list[Outcome] = [(ready, None, None)]
+        loop.call_soon_threadsafe(_settle, started)
         try:
             while (batch := self._take()) is not None:
                 loop.call_soon_threadsafe(_settle, self._execute(conn, batch))
@@ -102,8 +105,8 @@ class SqliteWorker:
 
     def _execute(
         self, conn: sqlite3.Connection, batch: list[tuple[Operation, asyncio.Future[Any]]]
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    ) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for operation, future in batch:
@@ -124,7 +127,7 @@ class SqliteWorker:
         return outcomes
 
 
-def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle(outcomes: list[Outcome]) -> None:
     for future, result, error in outcomes:
         if future.done():  # the caller gave up (timeout, cancellation)
             continue

@@ -1,0 +1,352 @@
+"""The Redis Streams event store: what several core replicas share.
+
+Layout (every key under `vivified:events:`):
+- `stream:<type>`: one stream per event type; entry field `d` holds the envelope.
+- `dedupe:<len>:<source>:<event id>`: the original entry id, expiring after the dedupe window.
+- `sub:<name>`: the subscription's event types and its `lost` counter; `subscriptions`: every name.
+- a consumer group named after the subscription on each of its type streams and
+  on its own `replay:<name>` stream; `dead:<name>`: its dead letters.
+
+Durability: an append is acknowledged after Redis has answered the XADD. That
+is "durable" only when Redis runs with `appendonly yes` and `appendfsync always`
+(Redis then fsyncs the AOF before it replies); with the default `everysec`, up
+to a second of acknowledged events can be lost in a crash. Production must use
+`appendfsync always`; the tests run Redis that way.
+
+Ordering, per subscription:
+- Within one event type (one stream), first deliveries come in append (XADD)
+  order. Across event types there is no global order: a read takes from the
+  subscription's streams in rotating order, so an older event of type A can be
+  delivered after a newer one of type B.
+- A redelivery (nack or ack timeout, claimed with XCLAIM) comes when due,
+  before new entries, so after entries first delivered later.
+- Competing consumers of one subscription split its entries; no order holds
+  between what two consumers process.
+- Replayed dead letters come through the subscription's replay stream.
+
+Delivery ids encode `stream index/entry id/attempt`, the attempt being the
+group's delivery count. An ack or nack applies only while that count is
+unchanged, so a consumer whose entry was claimed by another (count
+incremented) cannot acknowledge the other's in-flight work.
+
+Caps: `trim()` removes entries below every group's oldest unacknowledged one
+(XTRIM MINID). When a subscription's backlog exceeds `max_backlog`, its oldest
+unacknowledged entries are trimmed out of their type streams; that loss is
+counted for every subscription that had not acknowledged them, and an entry
+trimmed while pending is delivered once more with `data=None`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from vivified.core.clock import Clock
+from vivified.core.errors import FailedPrecondition
+from vivified.core.events import _redis_lua as lua
+from vivified.core.events._config import EventsConfig
+from vivified.core.events._guard import StoreGuard
+from vivified.core.events._store import (
+    Appended,
+    DeadLetter,
+    Delivery,
+    NewEvent,
+    SubscriptionLag,
+    Trimmed,
+)
+
+_PREFIX = "vivified:events:"
+_ENTRY_ID = re.compile(r"^\d+-\d+$")
+_REPLAY_INDEX = "r"
+# Events per APPEND script call: bounds how long one call holds the Redis server.
+_APPEND_CHUNK = 256
+# Longest single XREAD wait: a blocked read re-runs its claim pass this often,
+# which is how it notices deliveries another core let time out.
+_POLL_SECONDS = 0.25
+_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError, OSError)
+
+
+def _describe(url: str) -> str:
+    """host:port of the URL; never its credentials."""
+    parts = urllib.parse.urlsplit(url)
+    return f"redis at {parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+
+class RedisEventStore:
+    """`EventStore` on Redis Streams (see the module docstring)."""
+
+    def __init__(self, url: str, config: EventsConfig, clock: Clock) -> None:
+        self._config = config
+        self._clock = clock
+        timeout = config.store_timeout_seconds
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
+        )
+        self._guard = StoreGuard(clock, timeout, describe=_describe(url), failure_types=_FAILURES)
+        self._scripts = {
+            name: self._redis.register_script(getattr(lua, name))
+            for name in ("APPEND", "SUBSCRIBE", "READ", "ACK", "NACK", "REPLAY", "LAG", "TRIM_SAFE", "FORCE_OUT")
+        }
+        self._types: dict[str, list[str]] = {}
+        self._rotation = itertools.count()
+        self._nacked: dict[str, asyncio.Event] = {}
+        self._closed = False
+
+    # Keys -----------------------------------------------------------------
+
+    @staticmethod
+    def _stream(event_type: str) -> str:
+        return f"{_PREFIX}stream:{event_type}"
+
+    @staticmethod
+    def _dedupe(event: NewEvent) -> str:
+        return f"{_PREFIX}dedupe:{len(event.source)}:{event.source}:{event.event_id}"
+
+    def _streams(self, subscription: str, types: list[str]) -> list[str]:
+        return [self._stream(t) for t in types] + [f"{_PREFIX}replay:{subscription}"]
+
+    # Lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        async def ping() -> None:
+            await self._redis.ping()
+            for script in self._scripts.values():
+                await self._redis.script_load(script.script)
+
+        await self._guard.run(ping())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for event in self._nacked.values():
+            event.set()
+        await self._redis.aclose()
+
+    # Appends ----------------------------------------------------------------
+
+    async def append(self, events: Sequence[NewEvent]) -> list[Appended]:
+        if not events:
+            return []
+        window_ms = int(self._config.dedupe_window_seconds * 1000)
+
+        script = self._scripts["APPEND"]
+
+        async def pipelined() -> list[Any]:
+            # One round trip for the batch, and one atomic script call per chunk
+            # (dedupe check + XADD for each event): far fewer commands to encode
+            # than one call per event. EVALSHA directly: the library's
+            # script-in-pipeline path adds a SCRIPT EXISTS round trip per batch.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for start in range(0, len(events), _APPEND_CHUNK):
+                    chunk = events[start:start + _APPEND_CHUNK]
+                    keys = [key for event in chunk for key in (self._stream(event.event_type), self._dedupe(event))]
+                    pipe.evalsha(script.sha, len(keys), *keys, window_ms, *(event.data for event in chunk))
+                return [reply for replies in await pipe.execute() for reply in replies]
+
+        async def appended() -> list[Any]:
+            try:
+                return await pipelined()
+            except redis_errors.NoScriptError:
+                # Redis restarted (scripts are not persisted): no call of the
+                # batch ran, so load the script and send the batch again.
+                await self._redis.script_load(script.script)
+                return await pipelined()
+
+        replies = await self._guard.run(appended())
+        return [Appended(position=entry_id.decode(), duplicate=bool(dup)) for dup, entry_id in replies]
+
+    # Subscriptions ----------------------------------------------------------
+
+    async def subscribe(self, subscription: str, event_types: Sequence[str]) -> None:
+        wanted = sorted(set(event_types))
+        canonical = json.dumps(wanted)
+        keys = [f"{_PREFIX}sub:{subscription}", f"{_PREFIX}subscriptions", *self._streams(subscription, wanted)]
+        status, existing = await self._guard.run(
+            self._scripts["SUBSCRIBE"](keys=keys, args=[canonical, subscription])
+        )
+        if status == -1:
+            raise FailedPrecondition(
+                f"subscription {subscription!r} exists for event types {json.loads(existing)}, not {wanted}; "
+                "use another subscription name or the same types",
+                reason="SUBSCRIPTION_MISMATCH",
+            )
+        self._types[subscription] = wanted
+
+    async def _subscription_types(self, subscription: str) -> list[str]:
+        if subscription in self._types:
+            return self._types[subscription]
+        raw = await self._guard.run(self._redis.hget(f"{_PREFIX}sub:{subscription}", "types"))
+        if raw is None:
+            raise FailedPrecondition(
+                f"subscription {subscription!r} does not exist; subscribe first", reason="SUBSCRIPTION_MISMATCH"
+            )
+        self._types[subscription] = json.loads(raw)
+        return self._types[subscription]
+
+    # Deliveries -------------------------------------------------------------
+
+    async def read(self, subscription: str, consumer: str, count: int, block_seconds: float) -> list[Delivery]:
+        types = await self._subscription_types(subscription)
+        streams = self._streams(subscription, types)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(block_seconds, 0.0)
+        ack_timeout_ms = int(self._config.ack_timeout_seconds * 1000)
+        while True:
+            nacked = self._nacked.setdefault(subscription, asyncio.Event())
+            nacked.clear()
+            now_ms = int(self._clock.now().timestamp() * 1000)
+            args = [subscription, consumer, count, ack_timeout_ms, self._config.max_attempts, now_ms,
+                    next(self._rotation), *types]
+            raw, last_ids = await self._guard.run(
+                self._scripts["READ"](keys=[f"{_PREFIX}dead:{subscription}", *streams], args=args)
+            )
+            if raw:
+                return [self._delivery(types, entry) for entry in raw]
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closed:
+                return []
+            await self._wait(streams, last_ids, min(remaining, _POLL_SECONDS), nacked)
+
+    async def _wait(self, streams: list[str], last_ids: list[bytes], seconds: float, nacked: asyncio.Event) -> None:
+        """Until an entry lands after the group's last-delivered id on any of
+        the streams, a local nack, or `seconds` pass."""
+        block = self._guard.run(
+            self._redis.xread(dict(zip(streams, last_ids, strict=True)), count=1, block=max(int(seconds * 1000), 1)),
+            extra_seconds=seconds,
+        )
+        reader = asyncio.ensure_future(block)
+        waker = asyncio.ensure_future(nacked.wait())
+        try:
+            await asyncio.wait({reader, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, waker):
+                task.cancel()
+            await asyncio.gather(reader, waker, return_exceptions=True)
+        failure = reader.exception() if reader.done() and not reader.cancelled() else None
+        if failure is not None:
+            raise failure
+
+    def _delivery(self, types: list[str], entry: list[Any]) -> Delivery:
+        index, entry_id, attempt, raw_fields = int(entry[0]) - 1, entry[1].decode(), int(entry[2]), entry[3]
+        fields = dict(zip(raw_fields[::2], raw_fields[1::2], strict=True)) if raw_fields else {}
+        if index < len(types):
+            event_type, marker = types[index], str(index)
+        else:
+            event_type, marker = (fields.get(b"t") or b"").decode(), _REPLAY_INDEX
+        data = fields.get(b"d") if raw_fields else None
+        return Delivery(delivery_id=f"{marker}/{entry_id}/{attempt}", event_type=event_type, attempt=attempt, data=data)
+
+    def _targets(self, subscription: str, types: list[str], delivery_ids: Sequence[str]) -> tuple[list[str], list[Any]]:
+        streams = self._streams(subscription, types)
+        keys: list[str] = []
+        args: list[Any] = []
+        for value in delivery_ids:
+            parts = value.split("/")
+            # A malformed id cannot name a pending delivery: ignored like an unknown one.
+            if len(parts) != 3 or not _ENTRY_ID.match(parts[1]) or not parts[2].isdigit():
+                continue
+            if parts[0] == _REPLAY_INDEX:
+                keys.append(streams[-1])
+            elif parts[0].isdigit() and int(parts[0]) < len(types):
+                keys.append(streams[int(parts[0])])
+            else:
+                continue
+            args += [parts[1], int(parts[2])]
+        return keys, args
+
+    async def ack(self, subscription: str, delivery_ids: Sequence[str]) -> int:
+        types = await self._subscription_types(subscription)
+        keys, args = self._targets(subscription, types, delivery_ids)
+        if not keys:
+            return 0
+        return int(await self._guard.run(self._scripts["ACK"](keys=keys, args=[subscription, 0, *args])))
+
+    async def nack(self, subscription: str, delivery_ids: Sequence[str]) -> None:
+        types = await self._subscription_types(subscription)
+        keys, args = self._targets(subscription, types, delivery_ids)
+        if not keys:
+            return
+        idle_ms = int(self._config.ack_timeout_seconds * 1000)
+        if await self._guard.run(self._scripts["NACK"](keys=keys, args=[subscription, idle_ms, *args])):
+            self._nacked.setdefault(subscription, asyncio.Event()).set()
+
+    # Dead letters -----------------------------------------------------------
+
+    async def dead_letters(self, subscription: str, limit: int) -> list[DeadLetter]:
+        entries = await self._guard.run(self._redis.xrange(f"{_PREFIX}dead:{subscription}", count=limit))
+        return [
+            DeadLetter(
+                dead_letter_id=entry_id.decode(),
+                subscription=subscription,
+                event_type=fields[b"t"].decode(),
+                position=fields[b"p"].decode(),
+                attempts=int(fields[b"a"]),
+                reason=fields[b"r"].decode(),
+                dead_at_ms=int(fields[b"at"]),
+                data=fields[b"d"],
+            )
+            for entry_id, fields in entries
+        ]
+
+    async def replay(self, subscription: str, dead_letter_ids: Sequence[str]) -> int:
+        types = await self._subscription_types(subscription)
+        wanted = [value for value in dead_letter_ids if _ENTRY_ID.match(value)]
+        if dead_letter_ids and not wanted:
+            return 0
+        keys = [f"{_PREFIX}dead:{subscription}", self._streams(subscription, types)[-1]]
+        replayed = int(await self._guard.run(self._scripts["REPLAY"](keys=keys, args=wanted)))
+        if replayed:
+            self._nacked.setdefault(subscription, asyncio.Event()).set()
+        return replayed
+
+    # Backlog ----------------------------------------------------------------
+
+    async def _subscriptions(self) -> dict[str, list[str]]:
+        names = sorted(n.decode() for n in await self._guard.run(self._redis.smembers(f"{_PREFIX}subscriptions")))
+        return {name: await self._subscription_types(name) for name in names}
+
+    async def lag(self) -> list[SubscriptionLag]:
+        result = []
+        for name, types in (await self._subscriptions()).items():
+            pending, undelivered = await self._guard.run(
+                self._scripts["LAG"](keys=self._streams(name, types), args=[name])
+            )
+            lost = await self._guard.run(self._redis.hget(f"{_PREFIX}sub:{name}", "lost"))
+            result.append(SubscriptionLag(name, int(pending), int(undelivered), int(lost or 0)))
+        return result
+
+    async def trim(self) -> Trimmed:
+        subscriptions = await self._subscriptions()
+        lost: dict[str, int] = {}
+        for entry in await self.lag():
+            excess = entry.backlog - self._config.max_backlog
+            if excess <= 0:
+                continue
+            flat = await self._guard.run(
+                self._scripts["FORCE_OUT"](
+                    keys=self._streams(entry.subscription, subscriptions[entry.subscription]),
+                    args=[entry.subscription, excess, f"{_PREFIX}sub:"],
+                )
+            )
+            for name, n in zip(flat[::2], flat[1::2], strict=True):
+                lost[name.decode()] = lost.get(name.decode(), 0) + int(n)
+        streams = {self._stream(t) for types in subscriptions.values() for t in types}
+        streams |= {f"{_PREFIX}replay:{name}" for name in subscriptions}
+        # Type streams nobody subscribes to any more are trimmed too.
+        streams |= await self._guard.run(self._scan(f"{_PREFIX}stream:*"))
+        removed = 0
+        for key in sorted(streams):
+            removed += int(await self._guard.run(self._scripts["TRIM_SAFE"](keys=[key])))
+        return Trimmed(removed=removed, lost=lost)
+
+    async def _scan(self, pattern: str) -> set[str]:
+        return {key.decode() async for key in self._redis.scan_iter(match=pattern, count=1000)}

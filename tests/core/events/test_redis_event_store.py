@@ -1,0 +1,164 @@
+"""Redis Streams backend only: sharing one Redis between cores, surviving a
+Redis crash, a partition (SECURITY.md D4), and the claim path's delivery count (D2)."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import signal
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from support.redis_server import RedisServer, free_port, redis_running
+from support.tcp_proxy import TcpProxy
+from vivified.core.clock import SystemClock
+from vivified.core.errors import Unavailable
+from vivified.core.events._config import EventsConfig
+from vivified.core.events._redis import RedisEventStore
+from vivified.core.events._store import NewEvent
+
+pytestmark = pytest.mark.asyncio
+
+SUB = "plugin-a/orders"
+
+
+def config(**overrides: float) -> EventsConfig:
+    return EventsConfig(**{"ack_timeout_seconds": 0.5, "max_attempts": 3, "store_timeout_seconds": 0.5, **overrides})
+
+
+def batch(start: int, n: int) -> list[NewEvent]:
+    return [NewEvent(f"e{i}", "OrderPlaced", "src", f"p{i}".encode()) for i in range(start, start + n)]
+
+
+async def drain(store: RedisEventStore, consumer: str = "c1") -> list[bytes | None]:
+    seen: list[bytes | None] = []
+    while got := await store.read(SUB, consumer, 100, 0):
+        seen += [d.data for d in got]
+        await store.ack(SUB, [d.delivery_id for d in got])
+    return seen
+
+
+async def test_two_cores_share_subscriptions_and_events(clean_redis: RedisServer) -> None:
+    one = RedisEventStore(clean_redis.url, config(), SystemClock())
+    two = RedisEventStore(clean_redis.url, config(), SystemClock())
+    await one.start()
+    await two.start()
+    try:
+        await one.subscribe(SUB, ["OrderPlaced"])
+        await two.subscribe(SUB, ["OrderPlaced"])  # sees it exists, same types
+        await two.append(batch(0, 4))
+        from_one = await one.read(SUB, "core-1", 2, 0)
+        from_two = await two.read(SUB, "core-2", 10, 0)
+        assert [d.data for d in from_one] == [b"p0", b"p1"]
+        assert [d.data for d in from_two] == [b"p2", b"p3"]  # competing consumers across cores
+        # An ack through the other core settles the delivery.
+        assert await two.ack(SUB, [d.delivery_id for d in from_one]) == 2
+        assert [(e.subscription, e.pending) for e in await one.lag()] == [(SUB, 2)]
+        # A blocked read on one core wakes for an append through the other.
+        reader = asyncio.create_task(one.read(SUB, "core-1", 10, 5.0))
+        await asyncio.sleep(0.1)
+        await two.append(batch(10, 1))
+        assert [d.data for d in await reader] == [b"p10"]
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_attempts_come_from_the_claim_path_delivery_count(clean_redis: RedisServer) -> None:
+    """D2: the attempt a redelivery reports is Redis's delivery count after XCLAIM."""
+    store = RedisEventStore(clean_redis.url, config(max_attempts=3), SystemClock())
+    await store.start()
+    client = aioredis.Redis.from_url(clean_redis.url)
+    try:
+        await store.subscribe(SUB, ["OrderPlaced"])
+        await store.append(batch(0, 1))
+        attempts = []
+        for _ in range(3):
+            [d] = await store.read(SUB, "c1", 10, 0)
+            attempts.append(d.attempt)
+            [info] = await client.xpending_range("vivified:events:stream:OrderPlaced", SUB, "-", "+", 10)
+            assert info["times_delivered"] == d.attempt
+            await asyncio.sleep(0.6)  # ack timeout: the next read claims it
+        assert attempts == [1, 2, 3]
+        assert await store.read(SUB, "c1", 10, 0) == []
+        [dead] = await store.dead_letters(SUB, 10)
+        assert (dead.attempts, dead.reason) == (3, "delivery attempts exhausted (3)")
+        assert await client.xpending_range("vivified:events:stream:OrderPlaced", SUB, "-", "+", 10) == []
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+async def test_acknowledged_events_survive_a_redis_restart(tmp_path: pathlib.Path, how: signal.Signals) -> None:
+    with redis_running(tmp_path / "redis") as server:
+        store = RedisEventStore(server.url, config(), SystemClock())
+        await store.start()
+        await store.subscribe(SUB, ["OrderPlaced"])
+        acknowledged = []
+        for start in range(0, 500, 50):
+            acknowledged += [a.position for a in await store.append(batch(start, 50))]
+        await store.close()
+
+        server.restart(how)
+
+        store = RedisEventStore(server.url, config(), SystemClock())
+        await store.start()
+        try:
+            assert await drain(store) == [f"p{i}".encode() for i in range(500)]
+            assert len(set(acknowledged)) == 500
+        finally:
+            await store.close()
+
+
+async def test_a_partitioned_redis_fails_fast_and_loses_nothing_acknowledged(clean_redis: RedisServer) -> None:
+    """D4: blackholed Redis -> UNAVAILABLE within the timeout, then fail fast
+    (breaker open); after healing, appends succeed and every acknowledged
+    event is delivered."""
+    proxy = TcpProxy("127.0.0.1", clean_redis.port)
+    await proxy.start()
+    store = RedisEventStore(f"redis://127.0.0.1:{proxy.port}/0", config(store_timeout_seconds=0.5), SystemClock())
+    await store.start()
+    try:
+        await store.subscribe(SUB, ["OrderPlaced"])
+        acknowledged = [a.position for a in await store.append(batch(0, 10))]
+
+        proxy.blackhole()
+        for attempt in range(3):
+            started = time.monotonic()
+            with pytest.raises(Unavailable) as failed:
+                await store.append(batch(100 + attempt, 1))
+            assert failed.value.reason == "EVENT_STORE_UNAVAILABLE"
+            assert time.monotonic() - started < 1.0
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as fast:
+            await store.append(batch(200, 1))
+        assert time.monotonic() - started < 0.05  # the breaker is open: no wait at all
+        assert "cooldown" in fast.value.message
+
+        proxy.heal()
+        await asyncio.sleep(0.6)  # the cooldown (one store timeout)
+        acknowledged += [a.position for a in await store.append(batch(300, 10))]
+
+        got = await drain(store)
+        expected = {f"p{i}".encode() for i in [*range(10), *range(300, 310)]}
+        assert expected <= set(got)  # nothing acknowledged is lost
+        assert len(acknowledged) == 20
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def test_errors_never_show_the_url_password() -> None:
+    port = free_port()  # nothing listens there
+    store = RedisEventStore(f"redis://:s3cret-pass@127.0.0.1:{port}/0", config(), SystemClock())
+    try:
+        with pytest.raises(Unavailable) as failed:
+            await store.start()
+        assert failed.value.reason == "EVENT_STORE_UNAVAILABLE"
+        assert f"127.0.0.1:{port}" in failed.value.message
+        assert "s3cret" not in failed.value.message and "s3cret" not in repr(failed.value.__cause__)
+    finally:
+        await store.close()
