@@ -2,6 +2,8 @@
 
 Tables:
 - `events`: every stored event, `seq` is its position (global append order).
+  AUTOINCREMENT: a plain rowid restarts below the old top once trimming has
+  emptied the table, and cursors already past it would skip the new events.
 - `dedupe`: `(source, event_id) -> seq` while inside the dedupe window; it
   outlives the event row, so a duplicate is recognised even after trimming.
 - `subscriptions`: types, `cursor` (the highest seq handed out for the first
@@ -34,7 +36,7 @@ from vivified.core.events._store import (
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-  seq INTEGER PRIMARY KEY, event_type TEXT NOT NULL, data BLOB NOT NULL);
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, event_type TEXT NOT NULL, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_type ON events (event_type, seq);
 CREATE TABLE IF NOT EXISTS dedupe (
   source TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL, stored_ms INTEGER NOT NULL,
