@@ -259,7 +259,7 @@ def _report(paths: dict[str, _Path], paced: _Paced, n: int, rounds: int, concurr
     if redis:
         throughput("redis", _STREAMED, "redis (AOF, appendfsync always)")
     else:
-        report.rows.append({"path": "P5 skipped", "note": "redis-server is not installed (apt-get install redis-server)"})
+        report.rows.append({"path": "P5 skipped", "note": "no redis-server on PATH; install it (apt-get install redis-server) to compare the Redis backend"})
     throughput("single", "fan-out: streamed publish → 1 subscription", "embedded", "delivered_per_s")
     throughput("fanout", f"fan-out: streamed publish → {FAN_OUT} subscriptions (4 plugins)", "embedded",
                "delivered_per_s")
