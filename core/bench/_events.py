@@ -247,7 +247,8 @@ def _p(samples: list[float], q: int) -> float:
 
 def _report(paths: dict[str, _Path], paced: _Paced, n: int, rounds: int, concurrency: int, redis: bool) -> BenchReport:
     report = BenchReport("events")
-    report.rows.append({"path": "setup", "events_per_round": n, "rounds": rounds, "limits": _LIMITS_NOTE,
+    report.rows.append({"path": "setup", "events_per_round": n, "paced_events_per_round": min(n, PACED_EVENTS),
+                        "rounds": rounds, "limits": _LIMITS_NOTE,
                         "envelope_bytes": len(envelope(_updated(0), "r0-stream-0").SerializeToString())})
 
     def throughput(key: str, path: str, backend: str, unit: str = "events_per_s") -> None:
