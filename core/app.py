@@ -49,6 +49,7 @@ from vivified.core.gateway import (
     OperatorLane,
     PolicySet,
 )
+from vivified.core.identity import Identity, build_identity
 from vivified.core.metrics import Metrics
 from vivified.core.policy import load_default_rules
 from vivified.core.registry import PluginRecord, PluginStore
@@ -61,6 +62,7 @@ from vivified.core.traits import TraitCatalogue
 from vivified.egress.v1 import egress_pb2_grpc
 from vivified.events.v1 import events_pb2_grpc
 from vivified.gateway.v1 import gateway_pb2_grpc
+from vivified.identity.v1 import api_keys_pb2_grpc, auth_pb2_grpc, user_admin_pb2_grpc
 from vivified.registry.v1 import registry_pb2_grpc
 
 _log = logging.getLogger(__name__)
@@ -187,6 +189,12 @@ class Core:
 
         store.subscribe(on_change)
 
+        # Identity: users sign in on the bootstrap port; the chain turns their
+        # bearer tokens into `user` principals. A weak token key stops start-up.
+        identity = build_identity(
+            engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue
+        )
+
         streams = StreamTracker()
         parser = PeerCertificateParser(config.trust_domain)
         authenticator = Authenticator(parser, store.is_revoked_serial)
@@ -201,6 +209,7 @@ class Core:
             on_decision=self.metrics.on_decision,
             audit=recorder,
             on_done=self.metrics.on_call_done,
+            credentials=identity.principal,
         )
         self._connector = PluginConnector(
             CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock
@@ -285,7 +294,8 @@ class Core:
                 gateway=GatewayService(lane, authenticator.principal),
                 egress=egress,
                 events=self._events,
-            ),
+            )
+            + _identity_bindings(identity),
             contract_proxy=ContractProxy(lane, authenticator.principal),
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,
@@ -359,6 +369,18 @@ def _bindings(
                 "vivified.events.v1.EventBusService"),
         Binding(events.admin, event_admin_pb2_grpc.add_EventAdminServiceServicer_to_server,
                 "vivified.admin.v1.EventAdminService"),
+    ]
+
+
+def _identity_bindings(identity: Identity) -> list[Binding]:
+    """People's services: users reach them on the bootstrap port with a bearer
+    token or API key; operators reach UserAdminService on the mTLS port."""
+    return [
+        Binding(identity.auth, auth_pb2_grpc.add_AuthServiceServicer_to_server, "vivified.identity.v1.AuthService"),
+        Binding(identity.users, user_admin_pb2_grpc.add_UserAdminServiceServicer_to_server,
+                "vivified.identity.v1.UserAdminService"),
+        Binding(identity.api_keys, api_keys_pb2_grpc.add_ApiKeyServiceServicer_to_server,
+                "vivified.identity.v1.ApiKeyService"),
     ]
 
 

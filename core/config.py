@@ -10,6 +10,7 @@ from vivified.core.chain import RateLimitConfig
 from vivified.core.egress import EgressConfig
 from vivified.core.events import EventsConfig
 from vivified.core.gateway import GatewayConfig
+from vivified.core.identity import IdentityConfig
 
 PROFILES = ("development", "production")
 
@@ -67,6 +68,8 @@ class CoreConfig:
     """Egress proxy limits, allow ranges, credential injection, report-only plugins."""
     events: EventsConfig = field(default_factory=EventsConfig)
     """Event bus backend, delivery attempts, timeouts, dedupe window and backlog caps."""
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    """User sign-in: token lifetimes, sessions, lockout, password hashing cost."""
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

@@ -1,6 +1,9 @@
 """The core's gRPC server: one grpc.aio server, one interceptor chain, two TLS
-listeners — the mTLS port (client certificate required) and the bootstrap port
-(server-authenticated TLS, where policy lets anonymous callers only register)."""
+listeners — the mTLS port (client certificate required: plugins, operators)
+and the bootstrap port (server-authenticated TLS: plugins register there, and
+people sign in there and call with `authorization: Bearer <access token>` or
+`x-api-key` metadata). Both ports serve every service; policy decides per
+principal kind."""
 
 from __future__ import annotations
 

@@ -24,13 +24,15 @@ from vivified.core.audit._handoff import Pending, settle
 from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
 from vivified.core.audit._table import audit_table
 from vivified.core.clock import Clock
+from vivified.core.db import write_transaction
 
 _log = logging.getLogger(__name__)
 
-# PostgreSQL: several core replicas share the table, so each batch takes a
-# transaction-scoped advisory lock before reading the head. SQLite needs none:
-# this process has one writer and SQLite serialises writers across processes;
-# the primary key on seq turns any lost race into a failed batch, never a fork.
+# Several writers (core replicas on PostgreSQL, or processes on one SQLite
+# file) share the table, so each batch runs in a write transaction that
+# serialises them before the head is read: an advisory lock on this key on
+# PostgreSQL, the write lock on SQLite. The primary key on seq remains the
+# last line: a lost race would be a failed batch, never a fork.
 _PG_LOCK_KEY = 0x766976_61756474  # "viv" "audt"
 
 
@@ -142,9 +144,7 @@ class AuditLog:
     def _commit(self, batch: list[Pending]) -> None:
         started = self._clock.monotonic()
         try:
-            with self._engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            with write_transaction(self._engine, pg_lock=_PG_LOCK_KEY) as conn:
                 seq, prev = self._read_head_in(conn)
                 stored = []
                 for pending in batch:

@@ -107,6 +107,12 @@ def _read_checked(path: Path, expected_uid: int) -> bytes:
     return data
 
 
+def read_secure_file(path: Path) -> bytes:
+    """Read a secret file (≤ 64 KiB) owned by this process's user with mode 0600,
+    refusing it (KeyFileError) otherwise."""
+    return _read_checked(Path(path), os.geteuid())
+
+
 def load_private_key(path: Path, *, expected_uid: int | None = None) -> SigningKey:
     """Load an unencrypted PEM private key, refusing files other users could read or write.
 

@@ -1,9 +1,14 @@
-"""Authentication: the principal comes from the verified TLS peer certificate
-and nothing else. Request metadata is never consulted for identity."""
+"""Authentication: the principal comes from the verified TLS peer certificate.
+
+Only a peer without a client certificate (the bootstrap port) may present a
+user's credential metadata — `authorization: Bearer <access token>` or
+`x-api-key: <key>` — which the identity service's hook verifies. When a
+certificate is present, metadata is never consulted: a header cannot
+override a verified certificate."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -41,16 +46,32 @@ class Authenticator:
         return principal.cert_serial is not None and self._is_revoked(principal.cert_serial)
 
 
-class AuthenticationLayer:
-    """Sets `call.principal`, or denies with UNAUTHENTICATED."""
+CredentialCheck = Callable[[Mapping[str, str]], Awaitable[Principal]]
+"""Verifies a call's credential metadata into a `user` Principal, or raises Unauthenticated."""
 
-    def __init__(self, authenticator: Authenticator, denier: Denier) -> None:
+USER_CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+
+
+class AuthenticationLayer:
+    """Sets `call.principal` (and a user's traits), or denies with UNAUTHENTICATED."""
+
+    def __init__(
+        self, authenticator: Authenticator, denier: Denier, credentials: CredentialCheck | None = None
+    ) -> None:
         self._authenticator = authenticator
         self._denier = denier
+        self._credentials = credentials
 
     async def __call__(self, call: Call, proceed: Proceed) -> None:
         try:
             call.principal = self._authenticator.principal(call.context)
+            if call.principal.kind == "anonymous" and any(h in call.metadata for h in USER_CREDENTIAL_HEADERS):
+                if self._credentials is None:
+                    raise Unauthenticated(
+                        "this core does not accept user credentials", reason="IDENTITY_INVALID", domain=_DOMAIN
+                    )
+                call.principal = await self._credentials(call.metadata)
+                call.traits = call.principal.traits
         except Unauthenticated as exc:
             await self._denier.deny(
                 call, exc.code, exc.message, reason=exc.reason, rule_id="authentication", domain=exc.domain

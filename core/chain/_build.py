@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 from vivified.core.chain._audit import AuditLayer, AuditRecorder
-from vivified.core.chain._authn import AuthenticationLayer, Authenticator
+from vivified.core.chain._authn import AuthenticationLayer, Authenticator, CredentialCheck
 from vivified.core.chain._call import Call, Proceed, _current
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
@@ -154,14 +154,16 @@ def build_chain(
     on_decision: Callable[[Decision], None],
     audit: AuditRecorder,
     on_done: Callable[[Call, grpc.StatusCode], None],
+    credentials: CredentialCheck | None = None,
 ) -> ChainInterceptor:
-    """The one place the chain's order is decided."""
+    """The one place the chain's order is decided. `credentials` verifies user
+    access tokens and API keys; without it they are refused (UNAUTHENTICATED)."""
     denier = Denier(audit)
     return ChainInterceptor(
         [
             ErrorBoundaryLayer(audit, on_done),
             TracingLayer(tracer),
-            AuthenticationLayer(authenticator, denier),
+            AuthenticationLayer(authenticator, denier, credentials),
             StatusGateLayer(plugin_lookup, streams, denier),
             RateLimitLayer(buckets, denier),
             PolicyLayer(policy_index, denier, on_decision),

@@ -12,14 +12,19 @@ import grpc
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling, as established from the verified TLS peer only.
+    """Who is calling.
 
-    kind is `plugin`, `operator`, `core` or `anonymous` (no client certificate:
-    possible only on the bootstrap port)."""
+    kind is `plugin`, `operator` or `core` (from the verified TLS peer
+    certificate), `user` (a verified bearer access token, accepted only from a
+    peer without a client certificate, i.e. on the bootstrap port) or
+    `anonymous` (neither). `traits` are a user's role traits; a plugin's come
+    from the registry in the status gate."""
 
     kind: str
     id: str
     cert_serial: int | None = None
+    traits: frozenset[str] = frozenset()
+    session_id: str | None = None
 
     @property
     def actor(self) -> str:

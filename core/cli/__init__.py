@@ -5,6 +5,8 @@
     vivified plugins approve|list|enable|disable|revoke
     vivified audit verify|tail
     vivified events subscriptions | dlq list|replay
+    vivified db upgrade [--app-role ROLE]
+    vivified users create-admin --username U [--password-file F]
     vivified bench chain
 """
 
@@ -17,10 +19,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vivified.core.cli import _audit_cmd, _bench, _events_cmd, _plugins_cmd
+from vivified.core.cli import _audit_cmd, _bench, _db_cmd, _events_cmd, _plugins_cmd, _users_cmd
 from vivified.core.cli._client import ClientError
 from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
 from vivified.core.cli._up import run_core, run_up
+from vivified.core.db import DatabaseError
 from vivified.core.errors import VivifiedError
 from vivified.core.policy import PolicyError
 
@@ -41,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     _plugins_cmd.add_parser(sub)
     _audit_cmd.add_parser(sub)
     _events_cmd.add_parser(sub)
+    _db_cmd.add_parser(sub)
+    _users_cmd.add_parser(sub)
     _bench.add_parser(sub)
     return parser
 
@@ -65,9 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_events_cmd.run(args, environ, out))
         elif args.command == "audit":
             code = _audit_cmd.run(args, environ, out)
+        elif args.command == "db":
+            code = _db_cmd.run(args, environ, lambda line: print(line, flush=True))
+        elif args.command == "users":
+            code = _users_cmd.run(args, environ, out)
         else:
             code = _bench.run(args, out)
-    except (SettingsError, ClientError, VivifiedError, PolicyError) as exc:
+    except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -7,9 +7,11 @@ import argparse
 import json
 from collections.abc import Mapping
 
+import sqlalchemy as sa
+
 from vivified.core.audit import tail, verify
 from vivified.core.cli._settings import data_dir
-from vivified.core.db import create_engine_for, sqlite_url
+from vivified.core.db import plain_engine, sqlite_url, unavailable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,7 +31,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
     if url.startswith("sqlite") and not (directory / "vivified.db").exists() and not args.database_url:
         out.append(f"error: no audit database at {directory / 'vivified.db'}")
         return 1
-    engine = create_engine_for(url)
+    # Reading only: verification never migrates the database it checks.
+    engine = plain_engine(url)
     try:
         if args.verb == "verify":
             audit_dir = directory / "audit"
@@ -48,5 +51,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
                     f"{record.outcome:18} {record.action} {record.reason}"
                 )
         return 0
+    except sa.exc.DBAPIError as exc:
+        raise unavailable(exc, engine.url) from None
     finally:
         engine.dispose()

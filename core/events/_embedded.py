@@ -6,6 +6,10 @@ a power loss) loses nothing that was acknowledged. All access runs on one
 writer thread with group commit (`_sqlite_worker`): concurrent appends share one
 fsync, and the event loop never waits on the disk.
 
+An operation that does not finish within `store_timeout_seconds` (a stalled
+disk) fails with UNAVAILABLE; it may still complete later, so a publisher that
+retries with the same `(source, event_id)` gets the deduplicated result.
+
 Ordering, per subscription:
 - First deliveries come in append order (positions increase), across all of
   the subscription's event types: the store has one global sequence.
@@ -33,6 +37,7 @@ import functools
 import pathlib
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from vivified.core.clock import Clock
 from vivified.core.events import _embedded_sql as sql
@@ -47,6 +52,8 @@ from vivified.core.events._store import (
     SubscriptionLag,
     Trimmed,
 )
+
+T = TypeVar("T")
 
 
 class _Waiter:
@@ -78,7 +85,7 @@ class EmbeddedEventStore:
         return int(self._clock.now().timestamp() * 1000)
 
     async def start(self) -> None:
-        await self._guard.run(self._worker.start())
+        await self._guard.run(self._worker.start)
         self._started = True
 
     async def close(self) -> None:
@@ -92,38 +99,34 @@ class EmbeddedEventStore:
             return []
         batch = list(events)
         now, window = self._now_ms(), int(self._config.dedupe_window_seconds * 1000)
-        results = await self._guard.run(
-            self._worker.submit(functools.partial(sql.append, events=batch, now_ms=now, window_ms=window))
-        )
+        results = await self._call(functools.partial(sql.append, events=batch, now_ms=now, window_ms=window))
         self._wake(lambda waiter: any(event.event_type in waiter.event_types for event in batch))
         return results
 
     async def subscribe(self, subscription: str, event_types: Sequence[str]) -> None:
         types = list(event_types)
-        await self._guard.run(
-            self._worker.submit(functools.partial(sql.subscribe, subscription=subscription, event_types=types))
-        )
+        await self._call(functools.partial(sql.subscribe, subscription=subscription, event_types=types))
         self._types[subscription] = frozenset(types)
 
     async def read(self, subscription: str, consumer: str, count: int, block_seconds: float) -> list[Delivery]:
         # Consumers of one subscription compete for its entries; which consumer
         # holds a delivery does not matter to the store (acks name the attempt).
         del consumer
+        if count < 1:
+            return []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(block_seconds, 0.0)
         ack_timeout_ms = int(self._config.ack_timeout_seconds * 1000)
-        while True:
+        while self._started:
             # Registered before the read, so an append landing between the read
             # and the wait still wakes this reader.
             waiter = _Waiter(subscription, self._types.get(subscription, frozenset()))
             self._waiters.add(waiter)
             try:
-                result = await self._guard.run(
-                    self._worker.submit(
-                        functools.partial(
-                            sql.read, subscription=subscription, count=count, now_ms=self._now_ms(),
-                            ack_timeout_ms=ack_timeout_ms, max_attempts=self._config.max_attempts,
-                        )
+                result = await self._call(
+                    functools.partial(
+                        sql.read, subscription=subscription, count=count, now_ms=self._now_ms(),
+                        ack_timeout_ms=ack_timeout_ms, max_attempts=self._config.max_attempts,
                     )
                 )
                 if subscription not in self._types:
@@ -140,41 +143,39 @@ class EmbeddedEventStore:
                     pass
             finally:
                 self._waiters.discard(waiter)
+        return []
 
     async def ack(self, subscription: str, delivery_ids: Sequence[str]) -> int:
         ids = list(delivery_ids)
-        return await self._guard.run(self._worker.submit(functools.partial(sql.ack, subscription=subscription, ids=ids)))
+        return await self._call(functools.partial(sql.ack, subscription=subscription, ids=ids))
 
     async def nack(self, subscription: str, delivery_ids: Sequence[str]) -> None:
         ids = list(delivery_ids)
-        if await self._guard.run(self._worker.submit(functools.partial(sql.nack, subscription=subscription, ids=ids))):
+        if await self._call(functools.partial(sql.nack, subscription=subscription, ids=ids)):
             self._wake(lambda waiter: waiter.subscription == subscription)
 
     async def dead_letters(self, subscription: str, limit: int) -> list[DeadLetter]:
-        return await self._guard.run(
-            self._worker.submit(functools.partial(sql.dead_letters, subscription=subscription, limit=limit))
-        )
+        return await self._call(functools.partial(sql.dead_letters, subscription=subscription, limit=limit))
 
     async def replay(self, subscription: str, dead_letter_ids: Sequence[str]) -> int:
         ids = list(dead_letter_ids)
-        replayed = await self._guard.run(
-            self._worker.submit(functools.partial(sql.replay, subscription=subscription, ids=ids))
-        )
+        replayed = await self._call(functools.partial(sql.replay, subscription=subscription, ids=ids))
         if replayed:
             self._wake(lambda waiter: waiter.subscription == subscription)
         return replayed
 
     async def lag(self) -> list[SubscriptionLag]:
-        return await self._guard.run(self._worker.submit(sql.lag))
+        return await self._call(sql.lag)
 
     async def trim(self) -> Trimmed:
         now, window = self._now_ms(), int(self._config.dedupe_window_seconds * 1000)
-        removed, lost = await self._guard.run(
-            self._worker.submit(
-                functools.partial(sql.trim, max_backlog=self._config.max_backlog, now_ms=now, window_ms=window)
-            )
+        removed, lost = await self._call(
+            functools.partial(sql.trim, max_backlog=self._config.max_backlog, now_ms=now, window_ms=window)
         )
         return Trimmed(removed=removed, lost=lost)
+
+    async def _call(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._guard.run(functools.partial(self._worker.submit, operation))
 
     def _wake(self, matches: Callable[[_Waiter], bool]) -> None:
         for waiter in self._waiters:

@@ -111,10 +111,9 @@ def subscribe(conn: sqlite3.Connection, subscription: str, event_types: Sequence
                 reason=MISMATCH,
             )
         return
-    top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
     conn.execute(
         "INSERT INTO subscriptions (name, event_types, cursor) VALUES (?, ?, ?)",
-        (subscription, json.dumps(wanted), top),
+        (subscription, json.dumps(wanted), _top(conn)),
     )
 
 
@@ -131,6 +130,12 @@ def _subscription(conn: sqlite3.Connection, subscription: str) -> tuple[list[str
     if row is None:
         raise FailedPrecondition(f"subscription {subscription!r} does not exist; subscribe first", reason=MISMATCH)
     return json.loads(row[0]), int(row[1])
+
+
+def _top(conn: sqlite3.Connection) -> int:
+    """The last position ever assigned (rows may have been trimmed since)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _in(values: Sequence[object]) -> str:
@@ -167,11 +172,16 @@ def read(
         deliveries.append(Delivery(delivery_id(seq, generation, attempts + 1), event_type, attempts + 1, payload))
     room = count - len(deliveries)
     if room > 0:
-        fresh = conn.execute(
-            f"SELECT seq, event_type, data FROM events WHERE seq > ? AND event_type IN ({_in(types)}) "
-            "ORDER BY seq LIMIT ?",
-            (cursor, *types, room),
-        ).fetchall()
+        # One index range per type, merged: a single query over several types
+        # would sort the whole backlog of a lagging subscription on every read.
+        fresh = sorted(
+            row
+            for event_type in types
+            for row in conn.execute(
+                "SELECT seq, event_type, data FROM events WHERE event_type = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (event_type, cursor, room),
+            )
+        )[:room]
         conn.executemany(
             "INSERT INTO pending (subscription, seq, event_type, generation, attempts, due_ms) "
             "VALUES (?, ?, ?, 0, 1, ?)",
@@ -182,7 +192,7 @@ def read(
         # read came up short, so the cursor may move to the top (this keeps the
         # trim safe point moving for subscriptions whose types are quiet).
         if len(fresh) < room:
-            top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            top = _top(conn)
         else:
             top = fresh[-1][0]
         if top > cursor:
@@ -197,6 +207,7 @@ def _parsed(ids: Sequence[str]) -> list[tuple[int, int, int]]:
 
 
 def ack(conn: sqlite3.Connection, subscription: str, ids: Sequence[str]) -> int:
+    _subscription(conn, subscription)
     acked = 0
     for seq, generation, attempt in _parsed(ids):
         acked += conn.execute(
@@ -207,6 +218,7 @@ def ack(conn: sqlite3.Connection, subscription: str, ids: Sequence[str]) -> int:
 
 
 def nack(conn: sqlite3.Connection, subscription: str, ids: Sequence[str]) -> int:
+    _subscription(conn, subscription)
     made_due = 0
     for seq, generation, attempt in _parsed(ids):
         made_due += conn.execute(

@@ -4,12 +4,12 @@ store fails publishes fast with UNAVAILABLE instead of hanging or dropping them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from vivified.core.clock import Clock
 from vivified.core.errors import Unavailable, VivifiedError
-from vivified.core.gateway._breaker import CircuitBreakers
+from vivified.core.gateway._breaker import HALF_OPEN, CircuitBreakers
 
 T = TypeVar("T")
 
@@ -37,18 +37,20 @@ class StoreGuard:
         self._failure_types = failure_types
         self._breakers = CircuitBreakers(clock, failures=_FAILURES, cooldown_seconds=timeout)
 
-    async def run(self, operation: Awaitable[T], *, extra_seconds: float = 0.0) -> T:
-        """Await `operation` within the timeout (plus `extra_seconds` for a
-        deliberate blocking wait); map unreachability to `Unavailable`."""
-        if not self._breakers.allow(_TARGET):
-            if asyncio.iscoroutine(operation):
-                operation.close()
+    async def run(self, start: Callable[[], Awaitable[T]], *, extra_seconds: float = 0.0) -> T:
+        """Start the operation (only if the breaker lets it through, so a refused
+        operation is never executed behind the caller's back) and await it within
+        the timeout (plus `extra_seconds` for a deliberate blocking wait); map
+        unreachability to `Unavailable`."""
+        allowed = self._breakers.allow(_TARGET)
+        probe = allowed and self._breakers.state(_TARGET) == HALF_OPEN
+        if not allowed:
             raise Unavailable(
                 f"the event store ({self._describe}) failed repeatedly; retrying it after a short cooldown",
                 reason=REASON,
             )
         try:
-            result = await asyncio.wait_for(operation, self._timeout + extra_seconds)
+            result = await asyncio.wait_for(start(), self._timeout + extra_seconds)
         except TimeoutError:
             self._breakers.record(_TARGET, ok=False)
             raise Unavailable(
@@ -63,9 +65,14 @@ class StoreGuard:
             # A domain answer (e.g. a subscription mismatch) proves the store is reachable.
             self._breakers.record(_TARGET, ok=True)
             raise
+        except asyncio.CancelledError:
+            # The caller gave up (e.g. a blocked read woken by a nack): says
+            # nothing about the store, unless it was the half-open probe, which
+            # must not stay outstanding forever (the next comes after the cooldown).
+            if probe:
+                self._breakers.record(_TARGET, ok=False)
+            raise
         except BaseException:
-            # Cancellation or an unexpected error: never leave a half-open probe
-            # outstanding forever; the next probe comes after the cooldown.
             self._breakers.record(_TARGET, ok=False)
             raise
         self._breakers.record(_TARGET, ok=True)

@@ -24,6 +24,14 @@ Ordering, per subscription:
   between what two consumers process.
 - Replayed dead letters come through the subscription's replay stream.
 
+Round trips: appends arriving while one is in flight are coalesced into the
+next pipeline (one APPEND script call per chunk of a batch: dedupe check with
+SET NX semantics and XADD, atomically); a read is one script call that claims
+due entries (XPENDING IDLE + XCLAIM), dead-letters exhausted ones and takes new
+entries (XREADGROUP COUNT) over all of the subscription's streams, then, when
+nothing was there, one XREAD BLOCK from the group's last-delivered ids; acks
+are one call with one multi-id XACK per stream.
+
 Delivery ids encode `stream index/entry id/attempt`, the attempt being the
 group's delivery count. An ack or nack applies only while that count is
 unchanged, so a consumer whose entry was claimed by another (count
@@ -39,6 +47,7 @@ trimmed while pending is delivered once more with `data=None`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import re
@@ -48,10 +57,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from vivified.core.clock import Clock
 from vivified.core.errors import FailedPrecondition
 from vivified.core.events import _redis_lua as lua
+from vivified.core.events._coalesce import AppendCoalescer
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._guard import StoreGuard
 from vivified.core.events._store import (
@@ -87,8 +99,13 @@ class RedisEventStore:
         self._config = config
         self._clock = clock
         timeout = config.store_timeout_seconds
+        # One immediate retry on a connection error: after a Redis restart every
+        # pooled connection is stale once. A retried command is safe here: a
+        # repeated append is deduplicated (within the window), a repeated read leaves entries pending
+        # until their ack timeout. The guard bounds the total time either way.
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False,
+            retry=Retry(NoBackoff(), 1),
         )
         self._guard = StoreGuard(clock, timeout, describe=_describe(url), failure_types=_FAILURES)
         self._scripts = {
@@ -97,8 +114,11 @@ class RedisEventStore:
         }
         self._types: dict[str, list[str]] = {}
         self._rotation = itertools.count()
-        self._nacked: dict[str, asyncio.Event] = {}
+        # Blocked reads per subscription, woken by a local nack or replay (one
+        # from another core is noticed by the read's next claim pass).
+        self._waiters: dict[str, set[asyncio.Event]] = {}
         self._closed = False
+        self._coalescer = AppendCoalescer(self._append_now, timeout)
 
     # Keys -----------------------------------------------------------------
 
@@ -121,14 +141,16 @@ class RedisEventStore:
             for script in self._scripts.values():
                 await self._redis.script_load(script.script)
 
-        await self._guard.run(ping())
+        await self._guard.run(ping)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for event in self._nacked.values():
-            event.set()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()
+        await self._coalescer.close()
         await self._redis.aclose()
 
     # Appends ----------------------------------------------------------------
@@ -136,6 +158,9 @@ class RedisEventStore:
     async def append(self, events: Sequence[NewEvent]) -> list[Appended]:
         if not events:
             return []
+        return await self._guard.run(lambda: self._coalescer.append(events))
+
+    async def _append_now(self, events: list[NewEvent]) -> list[Appended]:
         window_ms = int(self._config.dedupe_window_seconds * 1000)
 
         script = self._scripts["APPEND"]
@@ -161,7 +186,7 @@ class RedisEventStore:
                 await self._redis.script_load(script.script)
                 return await pipelined()
 
-        replies = await self._guard.run(appended())
+        replies = await appended()
         return [Appended(position=entry_id.decode(), duplicate=bool(dup)) for dup, entry_id in replies]
 
     # Subscriptions ----------------------------------------------------------
@@ -171,7 +196,7 @@ class RedisEventStore:
         canonical = json.dumps(wanted)
         keys = [f"{_PREFIX}sub:{subscription}", f"{_PREFIX}subscriptions", *self._streams(subscription, wanted)]
         status, existing = await self._guard.run(
-            self._scripts["SUBSCRIBE"](keys=keys, args=[canonical, subscription])
+            functools.partial(self._scripts["SUBSCRIBE"], keys=keys, args=[canonical, subscription])
         )
         if status == -1:
             raise FailedPrecondition(
@@ -184,7 +209,7 @@ class RedisEventStore:
     async def _subscription_types(self, subscription: str) -> list[str]:
         if subscription in self._types:
             return self._types[subscription]
-        raw = await self._guard.run(self._redis.hget(f"{_PREFIX}sub:{subscription}", "types"))
+        raw = await self._guard.run(lambda: self._redis.hget(f"{_PREFIX}sub:{subscription}", "types"))
         if raw is None:
             raise FailedPrecondition(
                 f"subscription {subscription!r} does not exist; subscribe first", reason="SUBSCRIPTION_MISMATCH"
@@ -196,35 +221,49 @@ class RedisEventStore:
 
     async def read(self, subscription: str, consumer: str, count: int, block_seconds: float) -> list[Delivery]:
         types = await self._subscription_types(subscription)
+        if count < 1:
+            return []
         streams = self._streams(subscription, types)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(block_seconds, 0.0)
         ack_timeout_ms = int(self._config.ack_timeout_seconds * 1000)
         while True:
-            nacked = self._nacked.setdefault(subscription, asyncio.Event())
-            nacked.clear()
-            now_ms = int(self._clock.now().timestamp() * 1000)
-            args = [subscription, consumer, count, ack_timeout_ms, self._config.max_attempts, now_ms,
-                    next(self._rotation), *types]
-            raw, last_ids = await self._guard.run(
-                self._scripts["READ"](keys=[f"{_PREFIX}dead:{subscription}", *streams], args=args)
-            )
-            if raw:
-                return [self._delivery(types, entry) for entry in raw]
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._closed:
-                return []
-            await self._wait(streams, last_ids, min(remaining, _POLL_SECONDS), nacked)
+            # Registered before the claim pass, so a nack landing between the
+            # pass and the wait still wakes this read.
+            woken = asyncio.Event()
+            waiters = self._waiters.setdefault(subscription, set())
+            waiters.add(woken)
+            try:
+                now_ms = int(self._clock.now().timestamp() * 1000)
+                args = [subscription, consumer, count, ack_timeout_ms, self._config.max_attempts, now_ms,
+                        next(self._rotation), *types]
+                raw, last_ids = await self._guard.run(
+                    functools.partial(self._scripts["READ"], keys=[f"{_PREFIX}dead:{subscription}", *streams], args=args)
+                )
+                if raw:
+                    return [self._delivery(types, entry) for entry in raw]
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self._closed:
+                    return []
+                await self._wait(streams, last_ids, min(remaining, _POLL_SECONDS), woken)
+            finally:
+                waiters.discard(woken)
 
-    async def _wait(self, streams: list[str], last_ids: list[bytes], seconds: float, nacked: asyncio.Event) -> None:
+    def _wake(self, subscription: str) -> None:
+        for waiter in self._waiters.get(subscription, ()):
+            waiter.set()
+
+    async def _wait(self, streams: list[str], last_ids: list[bytes], seconds: float, woken: asyncio.Event) -> None:
         """Until an entry lands after the group's last-delivered id on any of
         the streams, a local nack, or `seconds` pass."""
         block = self._guard.run(
-            self._redis.xread(dict(zip(streams, last_ids, strict=True)), count=1, block=max(int(seconds * 1000), 1)),
+            functools.partial(
+                self._redis.xread, dict(zip(streams, last_ids, strict=True)), count=1, block=max(int(seconds * 1000), 1)
+            ),
             extra_seconds=seconds,
         )
         reader = asyncio.ensure_future(block)
-        waker = asyncio.ensure_future(nacked.wait())
+        waker = asyncio.ensure_future(woken.wait())
         try:
             await asyncio.wait({reader, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -268,7 +307,7 @@ class RedisEventStore:
         keys, args = self._targets(subscription, types, delivery_ids)
         if not keys:
             return 0
-        return int(await self._guard.run(self._scripts["ACK"](keys=keys, args=[subscription, 0, *args])))
+        return int(await self._guard.run(functools.partial(self._scripts["ACK"], keys=keys, args=[subscription, 0, *args])))
 
     async def nack(self, subscription: str, delivery_ids: Sequence[str]) -> None:
         types = await self._subscription_types(subscription)
@@ -276,13 +315,13 @@ class RedisEventStore:
         if not keys:
             return
         idle_ms = int(self._config.ack_timeout_seconds * 1000)
-        if await self._guard.run(self._scripts["NACK"](keys=keys, args=[subscription, idle_ms, *args])):
-            self._nacked.setdefault(subscription, asyncio.Event()).set()
+        if await self._guard.run(functools.partial(self._scripts["NACK"], keys=keys, args=[subscription, idle_ms, *args])):
+            self._wake(subscription)
 
     # Dead letters -----------------------------------------------------------
 
     async def dead_letters(self, subscription: str, limit: int) -> list[DeadLetter]:
-        entries = await self._guard.run(self._redis.xrange(f"{_PREFIX}dead:{subscription}", count=limit))
+        entries = await self._guard.run(lambda: self._redis.xrange(f"{_PREFIX}dead:{subscription}", count=limit))
         return [
             DeadLetter(
                 dead_letter_id=entry_id.decode(),
@@ -303,24 +342,24 @@ class RedisEventStore:
         if dead_letter_ids and not wanted:
             return 0
         keys = [f"{_PREFIX}dead:{subscription}", self._streams(subscription, types)[-1]]
-        replayed = int(await self._guard.run(self._scripts["REPLAY"](keys=keys, args=wanted)))
+        replayed = int(await self._guard.run(functools.partial(self._scripts["REPLAY"], keys=keys, args=wanted)))
         if replayed:
-            self._nacked.setdefault(subscription, asyncio.Event()).set()
+            self._wake(subscription)
         return replayed
 
     # Backlog ----------------------------------------------------------------
 
     async def _subscriptions(self) -> dict[str, list[str]]:
-        names = sorted(n.decode() for n in await self._guard.run(self._redis.smembers(f"{_PREFIX}subscriptions")))
+        names = sorted(n.decode() for n in await self._guard.run(lambda: self._redis.smembers(f"{_PREFIX}subscriptions")))
         return {name: await self._subscription_types(name) for name in names}
 
     async def lag(self) -> list[SubscriptionLag]:
         result = []
         for name, types in (await self._subscriptions()).items():
             pending, undelivered = await self._guard.run(
-                self._scripts["LAG"](keys=self._streams(name, types), args=[name])
+                functools.partial(self._scripts["LAG"], keys=self._streams(name, types), args=[name])
             )
-            lost = await self._guard.run(self._redis.hget(f"{_PREFIX}sub:{name}", "lost"))
+            lost = await self._guard.run(functools.partial(self._redis.hget, f"{_PREFIX}sub:{name}", "lost"))
             result.append(SubscriptionLag(name, int(pending), int(undelivered), int(lost or 0)))
         return result
 
@@ -332,7 +371,8 @@ class RedisEventStore:
             if excess <= 0:
                 continue
             flat = await self._guard.run(
-                self._scripts["FORCE_OUT"](
+                functools.partial(
+                    self._scripts["FORCE_OUT"],
                     keys=self._streams(entry.subscription, subscriptions[entry.subscription]),
                     args=[entry.subscription, excess, f"{_PREFIX}sub:"],
                 )
@@ -342,10 +382,10 @@ class RedisEventStore:
         streams = {self._stream(t) for types in subscriptions.values() for t in types}
         streams |= {f"{_PREFIX}replay:{name}" for name in subscriptions}
         # Type streams nobody subscribes to any more are trimmed too.
-        streams |= await self._guard.run(self._scan(f"{_PREFIX}stream:*"))
+        streams |= await self._guard.run(lambda: self._scan(f"{_PREFIX}stream:*"))
         removed = 0
         for key in sorted(streams):
-            removed += int(await self._guard.run(self._scripts["TRIM_SAFE"](keys=[key])))
+            removed += int(await self._guard.run(functools.partial(self._scripts["TRIM_SAFE"], keys=[key])))
         return Trimmed(removed=removed, lost=lost)
 
     async def _scan(self, pattern: str) -> set[str]:

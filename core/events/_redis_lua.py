@@ -61,17 +61,16 @@ return out
 # ARGV: types (canonical JSON), group (= subscription name).
 SUBSCRIBE = """
 local existing = redis.call('HGET', KEYS[1], 'types')
-if existing then
-  if existing == ARGV[1] then return {0, existing} end
-  return {-1, existing}
-end
+if existing and existing ~= ARGV[1] then return {-1, existing} end
 for i = 3, #KEYS do
-  -- '$': a new subscription receives events appended from now on.
+  -- '$': a new subscription receives events appended from now on. An existing
+  -- group is kept (BUSYGROUP); a missing one (its stream was deleted) is recreated.
   local ok = redis.pcall('XGROUP', 'CREATE', KEYS[i], ARGV[2], '$', 'MKSTREAM')
   if type(ok) == 'table' and ok.err and not string.find(ok.err, 'BUSYGROUP') then
     return redis.error_reply(ok.err)
   end
 end
+if existing then return {0, existing} end
 redis.call('HSET', KEYS[1], 'types', ARGV[1], 'lost', 0)
 redis.call('SADD', KEYS[2], ARGV[2])
 return {1, ARGV[1]}
@@ -146,13 +145,22 @@ return {out, last}
 # ACK settles a delivery only if its attempt is still the current one (a stale
 # ack after a claim by another consumer is ignored); NACK makes it due now.
 ACK = """
-local settled = 0
+local current, order = {}, {}
 for i = 1, #KEYS do
   local id, attempt = ARGV[1 + 2 * i], tonumber(ARGV[2 + 2 * i])
   local p = redis.call('XPENDING', KEYS[i], ARGV[1], id, id, 1)
   if #p > 0 and p[1][4] == attempt then
-    settled = settled + redis.call('XACK', KEYS[i], ARGV[1], id)
+    if current[KEYS[i]] == nil then
+      current[KEYS[i]] = {}
+      order[#order + 1] = KEYS[i]
+    end
+    table.insert(current[KEYS[i]], id)
   end
+end
+local settled = 0
+for _, key in ipairs(order) do
+  -- One multi-id XACK per stream.
+  settled = settled + redis.call('XACK', key, ARGV[1], unpack(current[key]))
 end
 return settled
 """

@@ -34,7 +34,9 @@ class NewEvent:
 @dataclass(frozen=True)
 class Appended:
     """The acknowledgement of one append. A duplicate within the dedupe window
-    returns the original event's position with `duplicate=True`."""
+    returns the original event's position with `duplicate=True`. A position is
+    opaque: increasing in append order within one event type, never reused, and
+    in the Redis backend unique only within its event type's stream."""
 
     position: str
     duplicate: bool
@@ -117,14 +119,18 @@ class EventStore(Protocol):
         or unacknowledged for longer than the ack timeout, attempt incremented)
         first, then new events in store order. An event whose next attempt would
         exceed `max_attempts` is moved to the subscription's dead-letter store
-        instead and acknowledged. Waits up to `block_seconds` when nothing is due."""
+        instead and acknowledged. Waits up to `block_seconds` when nothing is due.
+        `read`, `ack`, `nack` and `replay` raise `FailedPrecondition` (reason
+        `SUBSCRIPTION_MISMATCH`) for a subscription that does not exist."""
 
     async def ack(self, subscription: str, delivery_ids: Sequence[str]) -> int:
-        """Acknowledge deliveries; returns how many were pending. Unknown or
-        already-acknowledged ids are ignored (a late ack is harmless)."""
+        """Acknowledge deliveries; returns how many were pending. Unknown,
+        malformed or already-acknowledged ids are ignored (a late ack is
+        harmless), and so is an id naming an earlier attempt of an entry that was
+        redelivered since: it cannot settle another consumer's delivery."""
 
     async def nack(self, subscription: str, delivery_ids: Sequence[str]) -> None:
-        """Make deliveries due for redelivery now."""
+        """Make deliveries due for redelivery now (ids as for `ack`)."""
 
     async def dead_letters(self, subscription: str, limit: int) -> list[DeadLetter]:
         """The subscription's dead letters, oldest first."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-PRINCIPAL_KINDS = frozenset({"anonymous", "plugin", "operator", "core"})
+PRINCIPAL_KINDS = frozenset({"anonymous", "plugin", "operator", "core", "user"})
 _EFFECTS = frozenset({"allow", "deny"})
 _KEYS = frozenset(
     {"id", "description", "effect", "principal_kinds", "principal_ids", "methods", "services", "required_traits"}

@@ -12,12 +12,15 @@ from vivified.core.traits._catalogue import (
     Trait,
     TraitCatalogue,
 )
+from vivified.core.traits._roles import Role, RoleCatalogue
 
 __all__ = [
     "CATEGORIES",
     "GRANTEES",
     "Grantee",
     "InvalidCatalogue",
+    "Role",
+    "RoleCatalogue",
     "Trait",
     "TraitCatalogue",
 ]

@@ -48,6 +48,7 @@ from vivified.sdk._errors import (
 
 _log = logging.getLogger(__name__)
 _STREAM_WINDOW = 1024
+_ACK_GATHER_SECONDS = 0.002
 _FATAL = (PermissionDeniedError, InvalidArgumentError, UnauthenticatedError)
 
 
@@ -196,7 +197,20 @@ class Subscription:
             while True:
                 yield await outbox.get()
 
+        acks: list[str] = []
+        acks_waiting = asyncio.Event()
+
+        async def flush_acks() -> None:
+            # Acks of deliveries handled in quick succession travel in one message.
+            while True:
+                await acks_waiting.wait()
+                await asyncio.sleep(_ACK_GATHER_SECONDS)
+                acks_waiting.clear()
+                batch, acks[:] = list(acks), []
+                outbox.put_nowait(events_pb2.SubscribeRequest(ack=events_pb2.Acknowledgement(delivery_ids=batch)))
+
         call = events_pb2_grpc.EventBusServiceStub(self._channel()).Subscribe(requests())
+        flusher = asyncio.ensure_future(flush_acks())
         try:
             async for response in call:
                 if response.WhichOneof("response") == "opened":
@@ -204,16 +218,19 @@ class Subscription:
                         self._opened.set_result(response.opened.subscription)
                     continue
                 delivery = response.delivery
-                ok = await self._handle(delivery)
-                ids = [delivery.delivery_id]
-                outbox.put_nowait(
-                    events_pb2.SubscribeRequest(ack=events_pb2.Acknowledgement(delivery_ids=ids))
-                    if ok
-                    else events_pb2.SubscribeRequest(nack=events_pb2.NegativeAcknowledgement(delivery_ids=ids))
-                )
+                if await self._handle(delivery):
+                    acks.append(delivery.delivery_id)
+                    acks_waiting.set()
+                else:
+                    outbox.put_nowait(
+                        events_pb2.SubscribeRequest(
+                            nack=events_pb2.NegativeAcknowledgement(delivery_ids=[delivery.delivery_id])
+                        )
+                    )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
         finally:
+            flusher.cancel()
             call.cancel()
 
     async def _handle(self, delivery: events_pb2.Delivery) -> bool:

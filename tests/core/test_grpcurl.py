@@ -21,6 +21,11 @@ CORE_SERVICES = {
     "grpc.health.v1.Health",
     "vivified.gateway.v1.OperatorGatewayService",
     "vivified.egress.v1.EgressProxyService",
+    "vivified.identity.v1.AuthService",
+    "vivified.identity.v1.UserAdminService",
+    "vivified.identity.v1.ApiKeyService",
+    "vivified.events.v1.EventBusService",
+    "vivified.admin.v1.EventAdminService",
 }
 # grpcurl retries a refused handshake until its connect deadline, so calls
 # expected to be refused get a short one; the positive controls (same binary,

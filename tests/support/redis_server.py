@@ -1,8 +1,8 @@
 """A real redis-server on a free loopback port, in its own directory, stopped by pid.
 
 It runs with the AOF on and `appendfsync always`, the configuration the Redis
-event store requires for "acknowledged = durable"; `restart()` keeps the
-directory and port, so a test can check what survived.
+event store requires for "acknowledged = durable"; `stop()` then `start()` keeps
+the directory and port, so a test can check what survived a crash or restart.
 """
 
 from __future__ import annotations
@@ -86,10 +86,6 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
-
-    def restart(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        self.stop(sig)
-        self.start()
 
     def log(self) -> str:
         path = self.directory / "redis.log"

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from support.event_backends import Backend
 from vivified.core.errors import FailedPrecondition
 from vivified.core.events._store import Delivery, EventStore, NewEvent
 
@@ -39,7 +40,7 @@ async def lag_of(store: EventStore, subscription: str = SUB) -> tuple[int, int, 
     return entry.pending, entry.undelivered, entry.lost
 
 
-async def test_events_are_read_in_append_order(backend) -> None:
+async def test_events_are_read_in_append_order(backend: Backend) -> None:
     store = await backend.make()
     await store.subscribe(SUB, ["OrderPlaced"])
     first = await store.append([event(1), event(2), event(3)])
@@ -55,7 +56,7 @@ async def test_events_are_read_in_append_order(backend) -> None:
     assert await store.read(SUB, "c1", 10, 0) == []
 
 
-async def test_republish_within_the_window_is_a_duplicate_and_after_it_is_new(backend) -> None:
+async def test_republish_within_the_window_is_a_duplicate_and_after_it_is_new(backend: Backend) -> None:
     store = await backend.make(dedupe_window_seconds=0.6)
     await store.subscribe(SUB, ["OrderPlaced"])
     [original] = await store.append([event(1)])
@@ -73,7 +74,7 @@ async def test_republish_within_the_window_is_a_duplicate_and_after_it_is_new(ba
     assert payloads(await drain(store)) == [b"payload-1"]
 
 
-async def test_a_duplicate_inside_one_batch_is_stored_once(backend) -> None:
+async def test_a_duplicate_inside_one_batch_is_stored_once(backend: Backend) -> None:
     store = await backend.make()
     await store.subscribe(SUB, ["OrderPlaced"])
     results = await store.append([event(1), event(2), event(1)])
@@ -82,7 +83,7 @@ async def test_a_duplicate_inside_one_batch_is_stored_once(backend) -> None:
     assert payloads(await drain(store)) == [b"payload-1", b"payload-2"]
 
 
-async def test_a_new_subscription_starts_at_events_appended_after_it(backend) -> None:
+async def test_a_new_subscription_starts_at_events_appended_after_it(backend: Backend) -> None:
     store = await backend.make()
     await store.append([event(1)])
     await store.subscribe(SUB, ["OrderPlaced"])
@@ -90,7 +91,7 @@ async def test_a_new_subscription_starts_at_events_appended_after_it(backend) ->
     assert payloads(await store.read(SUB, "c1", 10, 0)) == [b"payload-2"]
 
 
-async def test_subscribing_again_with_other_types_is_refused(backend) -> None:
+async def test_subscribing_again_with_other_types_is_refused(backend: Backend) -> None:
     store = await backend.make()
     await store.subscribe(SUB, ["OrderPlaced", "OrderShipped"])
     await store.subscribe(SUB, ["OrderShipped", "OrderPlaced"])  # same set: fine
@@ -102,23 +103,30 @@ async def test_subscribing_again_with_other_types_is_refused(backend) -> None:
     assert refused.value.code.name == "FAILED_PRECONDITION"
 
 
-async def test_reading_a_subscription_that_does_not_exist_is_refused(backend) -> None:
+async def test_a_subscription_that_does_not_exist_is_refused(backend: Backend) -> None:
     store = await backend.make()
-    with pytest.raises(FailedPrecondition) as refused:
-        await store.read("plugin-a/never", "c1", 10, 0)
-    assert refused.value.reason == "SUBSCRIPTION_MISMATCH"
+    for call in (
+        store.read("plugin-a/never", "c1", 10, 0),
+        store.ack("plugin-a/never", ["1.0.1"]),
+        store.nack("plugin-a/never", ["1.0.1"]),
+        store.replay("plugin-a/never", []),
+    ):
+        with pytest.raises(FailedPrecondition) as refused:
+            await call
+        assert refused.value.reason == "SUBSCRIPTION_MISMATCH"
 
 
-async def test_only_the_subscribed_types_are_delivered(backend) -> None:
+async def test_only_the_subscribed_types_are_delivered(backend: Backend) -> None:
     store = await backend.make()
     await store.subscribe(SUB, ["OrderPlaced", "OrderShipped"])
     await store.append([event(1), event(2, "UserCreated"), event(3, "OrderShipped")])
     got = await drain(store)
     assert sorted(payloads(got)) == [b"payload-1", b"payload-3"]
     assert {d.event_type for d in got} == {"OrderPlaced", "OrderShipped"}
+    assert await lag_of(store) == (0, 0, 0)  # one ack call settled deliveries of both types
 
 
-async def test_ack_settles_deliveries_once_and_ignores_unknown_ids(backend) -> None:
+async def test_ack_settles_deliveries_once_and_ignores_unknown_ids(backend: Backend) -> None:
     store = await backend.make()
     await store.subscribe(SUB, ["OrderPlaced"])
     await store.append([event(1), event(2)])
@@ -132,7 +140,7 @@ async def test_ack_settles_deliveries_once_and_ignores_unknown_ids(backend) -> N
     assert await store.read(SUB, "c1", 10, 0) == []
 
 
-async def test_a_read_wakes_when_an_event_lands(backend) -> None:
+async def test_a_read_wakes_when_an_event_lands(backend: Backend) -> None:
     store = await backend.make()
     await store.subscribe(SUB, ["OrderPlaced"])
     started = time.monotonic()
@@ -144,7 +152,7 @@ async def test_a_read_wakes_when_an_event_lands(backend) -> None:
     assert time.monotonic() - started < 1.0
 
 
-async def test_nack_redelivers_at_once_with_attempt_two(backend) -> None:
+async def test_nack_redelivers_at_once_with_attempt_two(backend: Backend) -> None:
     store = await backend.make()
     await store.subscribe(SUB, ["OrderPlaced"])
     await store.append([event(1)])
@@ -162,7 +170,7 @@ async def test_nack_redelivers_at_once_with_attempt_two(backend) -> None:
     assert await store.ack(SUB, [second.delivery_id]) == 1
 
 
-async def test_unacknowledged_work_of_a_dead_consumer_goes_to_another(backend) -> None:
+async def test_unacknowledged_work_of_a_dead_consumer_goes_to_another(backend: Backend) -> None:
     """D1: a consumer takes an event and dies before acking; after the ack
     timeout another consumer gets it (attempt 2) and nothing stays pending."""
     store = await backend.make(ack_timeout_seconds=0.5)
@@ -179,7 +187,7 @@ async def test_unacknowledged_work_of_a_dead_consumer_goes_to_another(backend) -
     assert await lag_of(store) == (0, 0, 0)
 
 
-async def test_a_stale_ack_does_not_settle_the_redelivery(backend) -> None:
+async def test_a_stale_ack_does_not_settle_the_redelivery(backend: Backend) -> None:
     """D3: a paused consumer's late ack names the attempt it had; the entry was
     redelivered to a peer since, so the late ack must not settle the peer's work."""
     store = await backend.make(ack_timeout_seconds=0.5)
@@ -198,7 +206,7 @@ async def test_a_stale_ack_does_not_settle_the_redelivery(backend) -> None:
     assert await lag_of(store) == (0, 0, 0)
 
 
-async def test_a_poison_event_is_dead_lettered_and_others_keep_flowing(backend) -> None:
+async def test_a_poison_event_is_dead_lettered_and_others_keep_flowing(backend: Backend) -> None:
     """D2: after max_attempts deliveries the event moves to the subscription's
     dead letters, with the reason and its original position."""
     store = await backend.make(max_attempts=3)
@@ -225,7 +233,7 @@ async def test_a_poison_event_is_dead_lettered_and_others_keep_flowing(backend) 
     assert await lag_of(store) == (0, 0, 0)
 
 
-async def test_ack_timeouts_also_count_towards_dead_lettering(backend) -> None:
+async def test_ack_timeouts_also_count_towards_dead_lettering(backend: Backend) -> None:
     store = await backend.make(max_attempts=2, ack_timeout_seconds=0.5)
     await store.subscribe(SUB, ["OrderPlaced"])
     await store.append([event(1)])
@@ -245,7 +253,7 @@ async def _dead_letter_one(store: EventStore, subscription: str) -> None:
     assert await store.read(subscription, "c1", 10, 0) == []
 
 
-async def test_replay_delivers_to_that_subscription_only_with_fresh_attempts(backend) -> None:
+async def test_replay_delivers_to_that_subscription_only_with_fresh_attempts(backend: Backend) -> None:
     store = await backend.make(max_attempts=3)
     other = "plugin-b/orders"
     await store.subscribe(SUB, ["OrderPlaced"])
@@ -266,7 +274,7 @@ async def test_replay_delivers_to_that_subscription_only_with_fresh_attempts(bac
     assert await lag_of(store) == (0, 0, 0)
 
 
-async def test_replay_without_ids_replays_all_and_unknown_ids_none(backend) -> None:
+async def test_replay_without_ids_replays_all_and_unknown_ids_none(backend: Backend) -> None:
     store = await backend.make(max_attempts=3)
     await store.subscribe(SUB, ["OrderPlaced"])
     await store.append([event(1), event(2)])
@@ -277,7 +285,7 @@ async def test_replay_without_ids_replays_all_and_unknown_ids_none(backend) -> N
     assert sorted(payloads(await drain(store))) == [b"payload-1", b"payload-2"]
 
 
-async def test_competing_consumers_split_the_work_without_duplicates(backend) -> None:
+async def test_competing_consumers_split_the_work_without_duplicates(backend: Backend) -> None:
     store = await backend.make()
     await store.subscribe(SUB, ["OrderPlaced"])
     await store.append([event(n) for n in range(40)])
@@ -297,7 +305,7 @@ async def test_competing_consumers_split_the_work_without_duplicates(backend) ->
     assert seen["c1"] and seen["c2"]
 
 
-async def test_ordering_contract(backend) -> None:
+async def test_ordering_contract(backend: Backend) -> None:
     """D5: per subscription and event type, first deliveries follow append
     order, for every consumer. Not guaranteed: a redelivery comes after events
     first delivered later, and competing consumers interleave arbitrarily."""
@@ -325,7 +333,7 @@ async def test_ordering_contract(backend) -> None:
     ]
 
 
-async def test_lag_counts_pending_undelivered_and_lost(backend) -> None:
+async def test_lag_counts_pending_undelivered_and_lost(backend: Backend) -> None:
     store = await backend.make()
     await store.subscribe(SUB, ["OrderPlaced"])
     await store.subscribe("plugin-b/idle", ["OrderShipped"])
@@ -336,7 +344,7 @@ async def test_lag_counts_pending_undelivered_and_lost(backend) -> None:
     assert lags["plugin-b/idle"].backlog == 0
 
 
-async def test_trim_removes_only_what_every_subscription_acknowledged(backend) -> None:
+async def test_trim_removes_only_what_every_subscription_acknowledged(backend: Backend) -> None:
     store = await backend.make(max_backlog=100)
     slow = "plugin-b/orders"
     await store.subscribe(SUB, ["OrderPlaced"])
@@ -356,7 +364,22 @@ async def test_trim_removes_only_what_every_subscription_acknowledged(backend) -
     assert all(e.lost == 0 and e.backlog == 0 for e in await store.lag())
 
 
-async def test_a_backlog_over_the_cap_loses_its_oldest_entries_visibly(backend) -> None:
+async def test_events_appended_after_everything_was_trimmed_are_delivered(backend: Backend) -> None:
+    store = await backend.make()
+    await store.subscribe(SUB, ["OrderPlaced"])
+    [old] = await store.append([event(1)])
+    await drain(store)
+    assert (await store.trim()).removed == 1
+    await store.subscribe("plugin-b/late", ["OrderPlaced"])
+
+    [new] = await store.append([event(2)])
+
+    assert new.position != old.position  # positions are never reused
+    assert payloads(await drain(store)) == [b"payload-2"]
+    assert payloads(await drain(store, "plugin-b/late")) == [b"payload-2"]
+
+
+async def test_a_backlog_over_the_cap_loses_its_oldest_entries_visibly(backend: Backend) -> None:
     """D6 at the store level: the slow subscription's oldest unacknowledged
     entries are forced out and counted as lost; one trimmed while pending comes
     back without data; a caught-up subscription loses nothing."""
@@ -383,7 +406,21 @@ async def test_a_backlog_over_the_cap_loses_its_oldest_entries_visibly(backend) 
     assert await lag_of(store) == (0, 0, 5)
 
 
-async def test_nothing_stays_pending_after_a_drain(backend) -> None:
+async def test_the_cap_applies_to_a_subscription_across_its_types(backend: Backend) -> None:
+    store = await backend.make(max_backlog=5)
+    await store.subscribe(SUB, ["OrderPlaced", "OrderShipped"])
+    await store.append([event(n, "OrderPlaced" if n % 2 else "OrderShipped") for n in range(20)])
+
+    trimmed = await store.trim()
+
+    assert trimmed.lost == {SUB: 15}
+    assert await lag_of(store) == (0, 5, 15)
+    survivors = await drain(store)
+    assert len(survivors) == 5 and all(d.data is not None for d in survivors)
+    assert (await store.trim()).lost == {}
+
+
+async def test_nothing_stays_pending_after_a_drain(backend: Backend) -> None:
     store = await backend.make(ack_timeout_seconds=0.5, max_attempts=5)
     await store.subscribe(SUB, ["OrderPlaced"])
     await store.append([event(n) for n in range(20)])

@@ -94,6 +94,48 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: the subscription request is malformed (name, event types, message order)."""
     ERROR_REASON_SUBSCRIPTION_MISMATCH: _ErrorReason.ValueType  # 106
     """FAILED_PRECONDITION: the subscription exists with other event types."""
+    ERROR_REASON_LOGIN_FAILED: _ErrorReason.ValueType  # 200
+    """UNAUTHENTICATED: wrong username or password, or the account is disabled or
+    temporarily locked; the answer is the same for each, on purpose.
+    """
+    ERROR_REASON_TOKEN_INVALID: _ErrorReason.ValueType  # 201
+    """UNAUTHENTICATED: the bearer or MFA token is malformed, badly signed, of
+    the wrong type, audience or issuer, or not yet valid.
+    """
+    ERROR_REASON_TOKEN_EXPIRED: _ErrorReason.ValueType  # 202
+    """UNAUTHENTICATED: the token has expired; sign in or refresh again."""
+    ERROR_REASON_SESSION_REVOKED: _ErrorReason.ValueType  # 203
+    """UNAUTHENTICATED: the session was ended (logout, password change, user
+    disabled or deleted, roles changed, refresh token reuse).
+    """
+    ERROR_REASON_SESSION_EXPIRED: _ErrorReason.ValueType  # 204
+    """UNAUTHENTICATED: the session was idle too long or reached its absolute lifetime."""
+    ERROR_REASON_REFRESH_TOKEN_INVALID: _ErrorReason.ValueType  # 205
+    """UNAUTHENTICATED: the refresh token is unknown, expired or already used."""
+    ERROR_REASON_MFA_CODE_INVALID: _ErrorReason.ValueType  # 206
+    """UNAUTHENTICATED: the TOTP or backup code is wrong or was already used."""
+    ERROR_REASON_MFA_LOCKED: _ErrorReason.ValueType  # 207
+    """UNAUTHENTICATED: too many wrong MFA codes; MFA is locked for a while."""
+    ERROR_REASON_MFA_ALREADY_ENROLLED: _ErrorReason.ValueType  # 208
+    """FAILED_PRECONDITION: the user already has MFA enrolled."""
+    ERROR_REASON_MFA_NOT_PENDING: _ErrorReason.ValueType  # 209
+    """FAILED_PRECONDITION: ConfirmMfa without a pending EnrollMfa."""
+    ERROR_REASON_PASSWORD_POLICY: _ErrorReason.ValueType  # 210
+    """INVALID_ARGUMENT: the password is too short or too long."""
+    ERROR_REASON_ROLE_UNKNOWN: _ErrorReason.ValueType  # 211
+    """INVALID_ARGUMENT: a role name is not in the role catalogue."""
+    ERROR_REASON_USER_NOT_FOUND: _ErrorReason.ValueType  # 212
+    """NOT_FOUND: no such user (or none the caller may see)."""
+    ERROR_REASON_USER_ALREADY_EXISTS: _ErrorReason.ValueType  # 213
+    """ALREADY_EXISTS: the username is taken."""
+    ERROR_REASON_TOKEN_KEY_INSECURE: _ErrorReason.ValueType  # 214
+    """FAILED_PRECONDITION: the identity token key is missing, short or exposed; the core does not start."""
+    ERROR_REASON_API_KEY_INVALID: _ErrorReason.ValueType  # 215
+    """UNAUTHENTICATED: the API key is malformed, unknown, revoked or expired, or its owner cannot sign in."""
+    ERROR_REASON_SCOPE_NOT_HELD: _ErrorReason.ValueType  # 216
+    """PERMISSION_DENIED: an API key scope names a trait the caller does not hold."""
+    ERROR_REASON_API_KEY_NOT_FOUND: _ErrorReason.ValueType  # 217
+    """NOT_FOUND: no such API key (or none the caller may see)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable, machine-readable reasons the core puts in the
@@ -175,4 +217,46 @@ ERROR_REASON_SUBSCRIPTION_INVALID: ErrorReason.ValueType  # 105
 """INVALID_ARGUMENT: the subscription request is malformed (name, event types, message order)."""
 ERROR_REASON_SUBSCRIPTION_MISMATCH: ErrorReason.ValueType  # 106
 """FAILED_PRECONDITION: the subscription exists with other event types."""
+ERROR_REASON_LOGIN_FAILED: ErrorReason.ValueType  # 200
+"""UNAUTHENTICATED: wrong username or password, or the account is disabled or
+temporarily locked; the answer is the same for each, on purpose.
+"""
+ERROR_REASON_TOKEN_INVALID: ErrorReason.ValueType  # 201
+"""UNAUTHENTICATED: the bearer or MFA token is malformed, badly signed, of
+the wrong type, audience or issuer, or not yet valid.
+"""
+ERROR_REASON_TOKEN_EXPIRED: ErrorReason.ValueType  # 202
+"""UNAUTHENTICATED: the token has expired; sign in or refresh again."""
+ERROR_REASON_SESSION_REVOKED: ErrorReason.ValueType  # 203
+"""UNAUTHENTICATED: the session was ended (logout, password change, user
+disabled or deleted, roles changed, refresh token reuse).
+"""
+ERROR_REASON_SESSION_EXPIRED: ErrorReason.ValueType  # 204
+"""UNAUTHENTICATED: the session was idle too long or reached its absolute lifetime."""
+ERROR_REASON_REFRESH_TOKEN_INVALID: ErrorReason.ValueType  # 205
+"""UNAUTHENTICATED: the refresh token is unknown, expired or already used."""
+ERROR_REASON_MFA_CODE_INVALID: ErrorReason.ValueType  # 206
+"""UNAUTHENTICATED: the TOTP or backup code is wrong or was already used."""
+ERROR_REASON_MFA_LOCKED: ErrorReason.ValueType  # 207
+"""UNAUTHENTICATED: too many wrong MFA codes; MFA is locked for a while."""
+ERROR_REASON_MFA_ALREADY_ENROLLED: ErrorReason.ValueType  # 208
+"""FAILED_PRECONDITION: the user already has MFA enrolled."""
+ERROR_REASON_MFA_NOT_PENDING: ErrorReason.ValueType  # 209
+"""FAILED_PRECONDITION: ConfirmMfa without a pending EnrollMfa."""
+ERROR_REASON_PASSWORD_POLICY: ErrorReason.ValueType  # 210
+"""INVALID_ARGUMENT: the password is too short or too long."""
+ERROR_REASON_ROLE_UNKNOWN: ErrorReason.ValueType  # 211
+"""INVALID_ARGUMENT: a role name is not in the role catalogue."""
+ERROR_REASON_USER_NOT_FOUND: ErrorReason.ValueType  # 212
+"""NOT_FOUND: no such user (or none the caller may see)."""
+ERROR_REASON_USER_ALREADY_EXISTS: ErrorReason.ValueType  # 213
+"""ALREADY_EXISTS: the username is taken."""
+ERROR_REASON_TOKEN_KEY_INSECURE: ErrorReason.ValueType  # 214
+"""FAILED_PRECONDITION: the identity token key is missing, short or exposed; the core does not start."""
+ERROR_REASON_API_KEY_INVALID: ErrorReason.ValueType  # 215
+"""UNAUTHENTICATED: the API key is malformed, unknown, revoked or expired, or its owner cannot sign in."""
+ERROR_REASON_SCOPE_NOT_HELD: ErrorReason.ValueType  # 216
+"""PERMISSION_DENIED: an API key scope names a trait the caller does not hold."""
+ERROR_REASON_API_KEY_NOT_FOUND: ErrorReason.ValueType  # 217
+"""NOT_FOUND: no such API key (or none the caller may see)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,0 +1,99 @@
+"""`vivified users create-admin`: create the first administrator on the data dir.
+
+It works on the database directly (the core may be stopped), so the first
+admin can exist before anyone can sign in. There is no default password: it
+comes from a file (`--password-file`, mode 0600 recommended) or is asked for
+twice without echo. The creation is written to the audit log; the password
+never is."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import pathlib
+from collections.abc import Mapping
+
+from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
+from vivified.core.cli._client import ClientError
+from vivified.core.cli._settings import data_dir
+from vivified.core.clock import SystemClock
+from vivified.core.db import create_engine_for, sqlite_url
+from vivified.core.identity import IdentityConfig, user_admin
+from vivified.core.traits import TraitCatalogue
+
+_MAX_PASSWORD_FILE = 4096
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    users = sub.add_parser("users", help="manage the people who sign in to the core")
+    users.add_argument("--data-dir", help="core data dir (default ./.vivified)")
+    users.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
+    verbs = users.add_subparsers(dest="verb", required=True)
+    create = verbs.add_parser("create-admin", help="create a user with the admin role (MFA enrolment at first login)")
+    create.add_argument("--username", required=True)
+    create.add_argument(
+        "--password-file", type=pathlib.Path, metavar="FILE", help="read the password from FILE (else prompt twice)"
+    )
+
+
+def _password(path: pathlib.Path | None) -> str:
+    if path is not None:
+        try:
+            with path.open("rb") as handle:
+                raw = handle.read(_MAX_PASSWORD_FILE + 1)
+        except OSError as exc:
+            raise ClientError(f"cannot read {path}: {exc.strerror}") from None
+        if len(raw) > _MAX_PASSWORD_FILE:
+            raise ClientError(f"{path} is larger than {_MAX_PASSWORD_FILE} bytes")
+        return raw.decode("utf-8").rstrip("\r\n")
+    try:
+        first = getpass.getpass("password: ")
+        again = getpass.getpass("again: ")
+    except EOFError:
+        raise ClientError("no password given; type it when asked or pass --password-file") from None
+    if again != first:
+        raise ClientError("the passwords differ")
+    return first
+
+
+async def _audit(directory: pathlib.Path, engine: object, user_id: str, username: str) -> None:
+    audit_dir = directory / "audit"
+    audit_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = AuditLog(
+        engine,  # type: ignore[arg-type]
+        clock=SystemClock(),
+        signer=CheckpointSigner.load_or_create(audit_dir / "checkpoint.key"),
+        checkpoint_path=audit_dir / "checkpoints.jsonl",
+    )
+    await log.start()
+    try:
+        await log.append(
+            AuditRecord(
+                actor="cli:local",
+                action="users.create-admin",
+                resource=f"user/{user_id}",
+                decision="allow",
+                outcome="OK",
+                detail={"username": username, "roles": "admin"},
+            )
+        )
+    finally:
+        await log.close()
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -> int:
+    directory = data_dir(args, environ)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    url = args.database_url or environ.get("VIVIFIED_DATABASE_URL") or sqlite_url(directory / "vivified.db")
+    password = _password(args.password_file)
+    engine = create_engine_for(url)
+    try:
+        admin = user_admin(engine, SystemClock(), IdentityConfig(), TraitCatalogue.load_default())
+        username, roles = admin.validate(args.username, password, ["admin"])
+        user = admin.store.create_now(username, admin.hasher.hash_now(password), roles)
+        asyncio.run(_audit(directory, engine, user.user_id, username))
+    finally:
+        engine.dispose()
+    out.append(f"created admin {username!r} ({user.user_id}); MFA enrolment is required at first login")
+    return 0

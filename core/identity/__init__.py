@@ -1,0 +1,73 @@
+"""User identity: accounts with roles, Argon2id passwords, lockout, TOTP MFA,
+sessions with signed access tokens and rotating refresh tokens.
+
+- `build_identity` assembles `AuthService`, `UserAdminService` and the chain's
+  bearer-token check (`Identity.principal`) for a core.
+- `user_admin` gives the CLI validated user creation on the data dir.
+- `ApiKeyService` issues scoped API keys for automation (`x-api-key` metadata).
+- Tables (on `vivified.core.db.metadata`): users, user_sessions,
+  refresh_tokens, mfa_backup_codes, api_keys.
+"""
+
+from vivified.core.identity._admin_service import UserAdmin, UserAdminService
+from vivified.core.identity._api_key_service import ApiKeyService
+from vivified.core.identity._api_keys import ApiKeyRecord, ApiKeys, KeyUse
+from vivified.core.identity._auth_service import AuthService
+from vivified.core.identity._config import IdentityConfig, PasswordParams
+from vivified.core.identity._keys import SigningKey, TokenKeyInsecure, key_from_secret, load_or_create_key
+from vivified.core.identity._passwords import PasswordHasher, check_new_password, hash_params
+from vivified.core.identity._schema import (
+    api_keys_table,
+    mfa_backup_codes_table,
+    refresh_tokens_table,
+    user_sessions_table,
+    users_table,
+)
+from vivified.core.identity._sessions import Sessions, Tokens, UserSession
+from vivified.core.identity._tokens import ACCESS_TYPE, MFA_TYPE, Claims, TokenError, TokenSigner
+from vivified.core.identity._totp import hotp, match_step, provisioning_uri, totp
+from vivified.core.identity._users import Lockout, UserRecord, UserStore
+from vivified.core.identity._wiring import Identity, build_identity, token_key_path, user_admin
+
+__all__ = [
+    "ACCESS_TYPE",
+    "MFA_TYPE",
+    "ApiKeyRecord",
+    "ApiKeyService",
+    "ApiKeys",
+    "AuthService",
+    "Claims",
+    "Identity",
+    "IdentityConfig",
+    "KeyUse",
+    "Lockout",
+    "PasswordHasher",
+    "PasswordParams",
+    "Sessions",
+    "SigningKey",
+    "TokenError",
+    "TokenKeyInsecure",
+    "TokenSigner",
+    "Tokens",
+    "UserAdmin",
+    "UserAdminService",
+    "UserRecord",
+    "UserSession",
+    "UserStore",
+    "api_keys_table",
+    "build_identity",
+    "check_new_password",
+    "hash_params",
+    "hotp",
+    "key_from_secret",
+    "load_or_create_key",
+    "match_step",
+    "mfa_backup_codes_table",
+    "provisioning_uri",
+    "refresh_tokens_table",
+    "token_key_path",
+    "totp",
+    "user_admin",
+    "user_sessions_table",
+    "users_table",
+]

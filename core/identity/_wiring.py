@@ -1,0 +1,103 @@
+"""Assembles the identity services from their parts, for the core and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from vivified.core.chain import Principal, annotate
+from vivified.core.clock import Clock
+from vivified.core.errors import Unauthenticated
+from vivified.core.identity._admin_service import UserAdmin, UserAdminService
+from vivified.core.identity._api_key_service import ApiKeyService
+from vivified.core.identity._api_keys import ApiKeys
+from vivified.core.identity._auth_service import AuthService
+from vivified.core.identity._config import IdentityConfig
+from vivified.core.identity._keys import load_or_create_key
+from vivified.core.identity._passwords import PasswordHasher
+from vivified.core.identity._secret_box import SecretBox
+from vivified.core.identity._sessions import Sessions
+from vivified.core.identity._tokens import TokenSigner
+from vivified.core.identity._users import UserStore
+from vivified.core.traits import RoleCatalogue, TraitCatalogue
+
+
+def token_key_path(data_dir: Path) -> Path:
+    return data_dir / "identity" / "token.key"
+
+
+def mfa_key_path(data_dir: Path) -> Path:
+    return data_dir / "identity" / "mfa.key"
+
+
+def user_admin(engine: sa.Engine, clock: Clock, config: IdentityConfig, traits: TraitCatalogue) -> UserAdmin:
+    """Validated user creation without the network services (the CLI uses it)."""
+    return UserAdmin(
+        UserStore(engine, clock),
+        PasswordHasher(config.password, config.max_concurrent_hashes),
+        RoleCatalogue.load_default(traits),
+        traits,
+    )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The identity services of one core, and the chain's bearer check."""
+
+    auth: AuthService
+    users: UserAdminService
+    api_keys: ApiKeyService
+    sessions: Sessions
+    keys: ApiKeys
+
+    async def principal(self, metadata: Mapping[str, str]) -> Principal:
+        """The chain's hook: a verified access token or API key → a `user`
+        principal. An API key principal has no session (it cannot log out,
+        change the password or manage keys) and only its scoped traits."""
+        authorization, api_key = metadata.get("authorization"), metadata.get("x-api-key")
+        if authorization is not None and api_key is not None:
+            raise Unauthenticated(
+                "present an access token or an API key, not both", reason="IDENTITY_INVALID", domain="vivified.identity"
+            )
+        if api_key is not None:
+            use = await self.keys.authenticate(api_key)
+            annotate(api_key_id=use.key_id)
+            return Principal(kind="user", id=use.user_id, traits=use.traits)
+        session = await self.sessions.authenticate(authorization or "")
+        return Principal(kind="user", id=session.user_id, traits=session.traits, session_id=session.session_id)
+
+
+def build_identity(
+    *, engine: sa.Engine, clock: Clock, data_dir: Path, config: IdentityConfig, traits: TraitCatalogue
+) -> Identity:
+    """Load (or create) the token and MFA keys — refusing weak or exposed ones —
+    and build the services."""
+    admin = user_admin(engine, clock, config, traits)
+    signer = TokenSigner(
+        load_or_create_key(token_key_path(data_dir)),
+        issuer=config.issuer,
+        audience=config.audience,
+        clock=clock,
+        leeway_seconds=config.leeway_seconds,
+    )
+    sessions = Sessions(engine, clock, signer, admin.roles, config)
+    keys = ApiKeys(engine, clock, admin.roles, config)
+    auth = AuthService(
+        store=admin.store,
+        hasher=admin.hasher,
+        sessions=sessions,
+        signer=signer,
+        roles=admin.roles,
+        config=config,
+        box=SecretBox.load_or_create(mfa_key_path(data_dir)),
+    )
+    return Identity(
+        auth=auth,
+        users=UserAdminService(admin, sessions, keys),
+        api_keys=ApiKeyService(keys),
+        sessions=sessions,
+        keys=keys,
+    )
