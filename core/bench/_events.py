@@ -266,8 +266,11 @@ def _report(paths: dict[str, _Path], paced: _Paced, n: int, rounds: int, concurr
                "delivered_per_s")
     pacing: dict[str, object] = {"target_per_s": PACED_RATE, "achieved_per_s": round(statistics.median(paced.rates))}
     capacity = statistics.median(paths["unary"].rates)
-    if capacity < PACED_RATE:  # latencies then include queueing in the core
-        pacing["note"] = f"above the unary capacity measured in this run ({capacity:.0f}/s): the core is saturated"
+    if capacity < PACED_RATE or pacing["achieved_per_s"] < 0.95 * PACED_RATE:  # latencies include queueing
+        pacing["note"] = (
+            f"the core is saturated: unary capacity in this run {capacity:.0f}/s without subscribers, "
+            f"schedule kept at {pacing['achieved_per_s']}/s"
+        )
     report.rows.append({"path": "publish ack, unary Publish paced", "backend": "embedded", **pacing,
                         "p50_ms": _p(paced.acks, 50), "p99_ms": _p(paced.acks, 99)})
     report.rows.append({"path": "end to end publish → subscriber handler, unary Publish paced", "backend": "embedded",
