@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from vivified.admin.v1 import event_admin_pb2_grpc, plugin_admin_pb2_grpc
+from vivified.config.v1 import config_pb2_grpc
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
 from vivified.core.ca import (
     CAConfig,
@@ -51,6 +52,7 @@ from vivified.core.gateway import (
 )
 from vivified.core.identity import Identity, build_identity
 from vivified.core.metrics import Metrics
+from vivified.core.plugin_config import ConfigService, PluginConfigStore, SecretsKeyring
 from vivified.core.policy import load_default_rules
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
@@ -195,6 +197,17 @@ class Core:
             engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue
         )
 
+        # Plugin configuration: secret values are sealed under the secrets key;
+        # a missing, weak or exposed key stops start-up (SECRETS_KEY_INSECURE).
+        keyring = SecretsKeyring.load(
+            environ_value=config.secrets_key, key_file=config.secrets_key_file, data_dir=config.data_dir
+        )
+        plugin_config = Binding(
+            ConfigService(PluginConfigStore(engine, self.clock, keyring), store.get),
+            config_pb2_grpc.add_ConfigServiceServicer_to_server,
+            "vivified.config.v1.ConfigService",
+        )
+
         streams = StreamTracker()
         parser = PeerCertificateParser(config.trust_domain)
         authenticator = Authenticator(parser, store.is_revoked_serial)
@@ -295,7 +308,8 @@ class Core:
                 egress=egress,
                 events=self._events,
             )
-            + _identity_bindings(identity),
+            + _identity_bindings(identity)
+            + [plugin_config],
             contract_proxy=ContractProxy(lane, authenticator.principal),
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,

@@ -70,6 +70,12 @@ class CoreConfig:
     """Event bus backend, delivery attempts, timeouts, dedupe window and backlog caps."""
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     """User sign-in: token lifetimes, sessions, lockout, password hashing cost."""
+    secrets_key_file: pathlib.Path | None = None
+    """Key-encryption keys for secret plugin config values (one base64 32-byte key
+    per line, first one encrypts, mode 0600); default `<data_dir>/config/secrets.key`,
+    created on first start."""
+    secrets_key: str | None = field(default=None, repr=False)
+    """`VIVIFIED_SECRETS_KEY` (comma-separated base64 keys); wins over the key file."""
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

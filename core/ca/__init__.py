@@ -22,7 +22,13 @@ Errors (all `vivified.core.errors.VivifiedError`)::
 from vivified.core.ca._authority import CertificateAuthority
 from vivified.core.ca._config import CAConfig, IssuedCertificate
 from vivified.core.ca._csr import MAX_CSR_PEM_BYTES, validate_csr
-from vivified.core.ca._keyfiles import KeyFileError, atomic_write, load_private_key, read_secure_file, write_private_key
+from vivified.core.ca._keyfiles import (
+    KeyFileError,
+    atomic_write,
+    load_private_key,
+    read_secure_file,
+    write_private_key,
+)
 from vivified.core.ca._keys import SigningKey, SubjectPublicKey, new_private_key
 from vivified.core.ca._material import CAError
 from vivified.core.ca._peer import (
@@ -54,17 +60,17 @@ __all__ = [
     "SpiffeIdentity",
     "SpiffeKind",
     "SubjectPublicKey",
+    "atomic_write",
     "core_dns_name",
     "core_spiffe_id",
     "identity_from_pem",
-    "atomic_write",
     "load_private_key",
-    "read_secure_file",
     "new_private_key",
     "operator_spiffe_id",
     "parse_spiffe_id",
     "plugin_dns_name",
     "plugin_spiffe_id",
+    "read_secure_file",
     "validate_csr",
     "write_private_key",
 ]

@@ -1,7 +1,11 @@
 """The core's interceptor chain: one layer per concern, composed in `_build`."""
 
 from vivified.core.chain._audit import AuditLayer, AuditRecorder
-from vivified.core.chain._authn import AuthenticationLayer, Authenticator, CredentialCheck
+from vivified.core.chain._authn import (
+    AuthenticationLayer,
+    Authenticator,
+    CredentialCheck,
+)
 from vivified.core.chain._build import ChainInterceptor, Layer, build_chain, compose
 from vivified.core.chain._call import Call, Principal, annotate, current_call
 from vivified.core.chain._deny import Denier

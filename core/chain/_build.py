@@ -20,7 +20,11 @@ from typing import Any
 
 import grpc
 from vivified.core.chain._audit import AuditLayer, AuditRecorder
-from vivified.core.chain._authn import AuthenticationLayer, Authenticator, CredentialCheck
+from vivified.core.chain._authn import (
+    AuthenticationLayer,
+    Authenticator,
+    CredentialCheck,
+)
 from vivified.core.chain._call import Call, Proceed, _current
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer

@@ -42,7 +42,7 @@ class ErrorBoundaryLayer:
                 call.audited = True
             self._on_done(call, exc.code)
             await abort_with(call.context, exc.code, exc.message, exc.reason, exc.domain, exc.metadata)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the boundary turns anything unexpected into an audited INTERNAL
             _log.exception("unexpected error in %s (trace %s)", call.method, call.trace_id)
             call.code = grpc.StatusCode.INTERNAL
             call.reason = call.reason or "INTERNAL"

@@ -35,7 +35,7 @@ class PolicyLayer:
                 self._index(),
                 PolicyInput(principal.kind, principal.id, call.traits, call.service, call.method),
             )
-        except Exception:
+        except Exception:  # noqa: BLE001 - an evaluation error denies (fail closed)
             _log.exception("policy evaluation failed for %s; denying", call.method)
             decision = Decision(False, "POLICY_ERROR", "policy-error", "the policy could not be evaluated")
         self._on_decision(decision)

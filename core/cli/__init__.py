@@ -7,6 +7,8 @@
     vivified events subscriptions | dlq list|replay
     vivified db upgrade [--app-role ROLE]
     vivified users create-admin --username U [--password-file F]
+    vivified config show [--config FILE] [core flags]
+    vivified config plugin get|set|history PLUGIN [KEY VALUE] --reason R
     vivified bench chain
 """
 
@@ -19,7 +21,16 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vivified.core.cli import _audit_cmd, _bench, _db_cmd, _events_cmd, _plugins_cmd, _users_cmd
+from vivified.core.cli import (
+    _audit_cmd,
+    _bench,
+    _config_cmd,
+    _db_cmd,
+    _events_cmd,
+    _plugin_config_cmd,
+    _plugins_cmd,
+    _users_cmd,
+)
 from vivified.core.cli._client import ClientError
 from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
 from vivified.core.cli._up import run_core, run_up
@@ -46,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _events_cmd.add_parser(sub)
     _db_cmd.add_parser(sub)
     _users_cmd.add_parser(sub)
+    _config_cmd.add_parser(sub)
     _bench.add_parser(sub)
     return parser
 
@@ -72,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _audit_cmd.run(args, environ, out)
         elif args.command == "db":
             code = _db_cmd.run(args, environ, lambda line: print(line, flush=True))
+        elif args.command == "config" and args.verb == "plugin":
+            code = asyncio.run(_plugin_config_cmd.run(args, environ, out))
+        elif args.command == "config":
+            code = _config_cmd.show(args, environ, out)
         elif args.command == "users":
             code = _users_cmd.run(args, environ, out)
         else:

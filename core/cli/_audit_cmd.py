@@ -8,7 +8,6 @@ import json
 from collections.abc import Mapping
 
 import sqlalchemy as sa
-
 from vivified.core.audit import tail, verify
 from vivified.core.cli._settings import data_dir
 from vivified.core.db import plain_engine, sqlite_url, unavailable

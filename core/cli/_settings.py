@@ -1,7 +1,8 @@
-"""Command-line flags and `VIVIFIED_*` environment → CoreConfig, read once here.
+"""Command-line flags, `VIVIFIED_*` environment and the config file → CoreConfig,
+read once here (precedence in `_sources`).
 
-An unknown `VIVIFIED_*` variable is refused, so a typo never silently leaves a
-setting at its default."""
+An unknown `VIVIFIED_*` variable or config file key is refused, so a typo
+never silently leaves a setting at its default."""
 
 from __future__ import annotations
 
@@ -11,36 +12,25 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from vivified.core.chain import RateLimitConfig
+from vivified.core.cli._config_file import config_file_path, load_config_file
+from vivified.core.cli._errors import SettingsError
+from vivified.core.cli._sources import SETTINGS, Resolved, resolve
 from vivified.core.config import CAPaths, CoreConfig
 from vivified.core.egress import load_egress_config
 from vivified.core.events import EventsConfig
 from vivified.core.gateway import GatewayConfig
 
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
-CORE_VARIABLES = {
-    "VIVIFIED_DATA_DIR": "data_dir",
-    "VIVIFIED_PROFILE": "profile",
-    "VIVIFIED_LISTEN_ADDRESS": "listen_address",
-    "VIVIFIED_BOOTSTRAP_ADDRESS": "bootstrap_address",
-    "VIVIFIED_METRICS_ADDRESS": "metrics_address",
-    "VIVIFIED_TRUST_DOMAIN": "trust_domain",
-    "VIVIFIED_DATABASE_URL": "database_url",
-    "VIVIFIED_POLICY_FILE": "policy_file",
-    "VIVIFIED_LEAF_TTL_SECONDS": "leaf_ttl_seconds",
-    "VIVIFIED_HEARTBEAT_INTERVAL_SECONDS": "heartbeat_interval_seconds",
-}
+CORE_VARIABLES = frozenset(s.env for s in SETTINGS if s.env is not None) | {"VIVIFIED_CONFIG_FILE"}
 CLIENT_VARIABLES = frozenset({"VIVIFIED_CORE_ADDRESS"})
-EXTRA_CORE_VARIABLES = frozenset({"VIVIFIED_EGRESS_CONFIG", "VIVIFIED_REDIS_URL"})
 PLUGIN_VARIABLES = frozenset({"VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE"})
 DEFAULT_DATA_DIR = pathlib.Path(".vivified")
 
-
-class SettingsError(Exception):
-    """A flag or variable the core cannot accept; the message says which."""
+__all__ = ["SettingsError", "add_core_flags", "check_environment", "core_config", "data_dir", "resolved_settings"]
 
 
 def check_environment(environ: Mapping[str, str]) -> None:
-    known = set(CORE_VARIABLES) | CLIENT_VARIABLES | PLUGIN_VARIABLES | EXTRA_CORE_VARIABLES
+    known = CORE_VARIABLES | CLIENT_VARIABLES | PLUGIN_VARIABLES
     unknown = sorted(k for k in environ if k.startswith("VIVIFIED_") and k not in known)
     if unknown:
         raise SettingsError(
@@ -49,6 +39,9 @@ def check_environment(environ: Mapping[str, str]) -> None:
 
 
 def add_core_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML config file (or $VIVIFIED_CONFIG_FILE); environment and flags override it"
+    )
     parser.add_argument("--profile", choices=["development", "production"], help="default: development")
     parser.add_argument("--listen", dest="listen_address", metavar="HOST:PORT", help="mTLS port (default 127.0.0.1:7443)")
     parser.add_argument(
@@ -97,74 +90,78 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--breaker-cooldown", type=float, metavar="SECONDS", help="operator-lane circuit open time (default 5)"
     )
+    parser.add_argument(
+        "--secrets-key-file", type=pathlib.Path, metavar="FILE",
+        help="keys sealing secret plugin config values, mode 0600 (default <data-dir>/config/secrets.key, created); "
+        "$VIVIFIED_SECRETS_KEY wins over it",
+    )
 
 
-_EVENT_FLAGS = {
+_EVENT_FIELDS = {
     "event_ack_timeout": "ack_timeout_seconds",
     "event_max_attempts": "max_attempts",
     "event_dedupe_window": "dedupe_window_seconds",
     "event_max_backlog": "max_backlog",
     "event_publish_rate": "publish_rate",
 }
+_CORE_FIELDS = (
+    "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
+    "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds", "secrets_key_file", "secrets_key",
+)
 
 
-def _events_config(args: argparse.Namespace, environ: Mapping[str, str]) -> EventsConfig:
-    values: dict[str, object] = {
-        field: getattr(args, flag) for flag, field in _EVENT_FLAGS.items() if getattr(args, flag, None) is not None
-    }
-    if "publish_rate" in values:
-        values["publish_burst"] = max(1, int(2 * float(values["publish_rate"])))  # type: ignore[arg-type]
-    redis_url = getattr(args, "redis_url", None) or environ.get("VIVIFIED_REDIS_URL")
+def _events_config(values: Mapping[str, object]) -> EventsConfig:
+    fields: dict[str, object] = {field: values[key] for key, field in _EVENT_FIELDS.items() if key in values}
+    if "publish_rate" in fields:
+        fields["publish_burst"] = max(1, int(2 * float(fields["publish_rate"])))  # type: ignore[arg-type]
+    redis_url = values.get("redis_url")
     if redis_url is not None:
-        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError("--redis-url / VIVIFIED_REDIS_URL must start with redis://, rediss:// or unix://")
-        values["redis_url"] = redis_url
-    return EventsConfig(**values)  # type: ignore[arg-type]
+        if not str(redis_url).startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("redis_url (--redis-url / VIVIFIED_REDIS_URL) must start with redis://, rediss:// or unix://")
+        fields["redis_url"] = redis_url
+    return EventsConfig(**fields)  # type: ignore[arg-type]
 
 
 def data_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> pathlib.Path:
+    """The data dir of a client command (flag, then variable, then the default)."""
     value = getattr(args, "data_dir", None) or environ.get("VIVIFIED_DATA_DIR")
     return pathlib.Path(value) if value else DEFAULT_DATA_DIR
 
 
-def core_config(args: argparse.Namespace, environ: Mapping[str, str]) -> CoreConfig:
-    """Flags win over the environment, which wins over built-in defaults."""
+def resolved_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Resolved]:
+    """Every setting given somewhere, with its source; the file is read here."""
     check_environment(environ)
-    values: dict[str, object] = {}
-    for variable, field in CORE_VARIABLES.items():
-        if field == "data_dir":
-            continue
-        flag = getattr(args, field, None)
-        raw: object = flag if flag is not None else environ.get(variable)
-        if raw is None:
-            continue
-        try:
-            if field in ("leaf_ttl_seconds",):
-                raw = int(raw)  # type: ignore[call-overload]
-            elif field in ("heartbeat_interval_seconds",):
-                raw = float(raw)  # type: ignore[arg-type]
-            elif field == "policy_file":
-                raw = pathlib.Path(str(raw))
-        except ValueError:
-            raise SettingsError(f"{variable} / --{field.replace('_', '-')} must be a number, got {raw!r}") from None
-        values[field] = raw
+    path = config_file_path(args, environ)
+    file_values = load_config_file(path) if path is not None else {}
+    return resolve(args, environ, file_values, path)
+
+
+def build_core_config(resolved: Mapping[str, Resolved]) -> CoreConfig:
+    values = {key: r.value for key, r in resolved.items()}
     try:
+        core: dict[str, object] = {field: values[field] for field in _CORE_FIELDS if field in values}
         gateway = GatewayConfig()
-        if getattr(args, "max_call_deadline", None) is not None:
-            gateway = replace(gateway, max_deadline_seconds=args.max_call_deadline)
-        if getattr(args, "breaker_cooldown", None) is not None:
-            gateway = replace(gateway, breaker_cooldown_seconds=args.breaker_cooldown)
-        egress_path = getattr(args, "egress_config", None) or environ.get("VIVIFIED_EGRESS_CONFIG")
-        if egress_path:
-            values["egress"] = load_egress_config(pathlib.Path(egress_path))
-        values["events"] = _events_config(args, environ)
-        if getattr(args, "call_rate", None) is not None:
-            if args.call_rate <= 0:
-                raise SettingsError("--call-rate must be positive")
-            values["rate_limit"] = RateLimitConfig(rate_per_second=args.call_rate, burst=max(1, int(2 * args.call_rate)))
-        ca_files = getattr(args, "ca_files", None)
-        if ca_files is not None:
-            values["ca_paths"] = CAPaths(*ca_files)
-        return CoreConfig(data_dir=data_dir(args, environ), gateway=gateway, **values)  # type: ignore[arg-type]
+        if "max_call_deadline" in values:
+            gateway = replace(gateway, max_deadline_seconds=values["max_call_deadline"])
+        if "breaker_cooldown" in values:
+            gateway = replace(gateway, breaker_cooldown_seconds=values["breaker_cooldown"])
+        if "egress_config" in values:
+            core["egress"] = load_egress_config(pathlib.Path(str(values["egress_config"])))
+        core["events"] = _events_config(values)
+        if "call_rate" in values:
+            rate = float(values["call_rate"])
+            if rate <= 0:
+                raise SettingsError("call_rate (--call-rate / VIVIFIED_CALL_RATE) must be positive")
+            core["rate_limit"] = RateLimitConfig(rate_per_second=rate, burst=max(1, int(2 * rate)))
+        if "ca_files" in values:
+            core["ca_paths"] = CAPaths(*values["ca_files"])  # type: ignore[misc]
+        directory = values.get("data_dir", DEFAULT_DATA_DIR)
+        return CoreConfig(data_dir=directory, gateway=gateway, **core)  # type: ignore[arg-type]
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+
+
+def core_config(args: argparse.Namespace, environ: Mapping[str, str]) -> CoreConfig:
+    """Flags win over the environment, which wins over the config file, which
+    wins over built-in defaults."""
+    return build_core_config(resolved_settings(args, environ))

@@ -9,7 +9,13 @@ migrations that create it, and the engine factory.
   on PostgreSQL; `audit_log` is SELECT and INSERT only.
 """
 
-from vivified.core.db._engine import create_engine_for, metadata, parse_url, plain_engine, sqlite_url
+from vivified.core.db._engine import (
+    create_engine_for,
+    metadata,
+    parse_url,
+    plain_engine,
+    sqlite_url,
+)
 from vivified.core.db._errors import (
     DatabaseError,
     DatabaseUnavailable,

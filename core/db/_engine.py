@@ -8,9 +8,10 @@ proves that the migrated schema equals `metadata` on both databases.
 from __future__ import annotations
 
 import pathlib
+import sqlite3
+import time
 
 import sqlalchemy as sa
-
 from vivified.core.db._errors import DatabaseError, describe_url, unavailable
 from vivified.core.db._migrate import require_current, upgrade
 
@@ -42,6 +43,20 @@ def parse_url(url: str) -> sa.URL:
     return parsed
 
 
+def _enter_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch to WAL. Two connections switching a new file at once can get
+    SQLITE_BUSY without the busy handler being consulted, so retry briefly."""
+    for _ in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.05)
+    cursor.execute("PRAGMA journal_mode=WAL")
+
+
 def plain_engine(url: str) -> sa.Engine:
     """An engine on `url` that leaves the schema alone (readers, `db upgrade`).
 
@@ -54,9 +69,9 @@ def plain_engine(url: str) -> sa.Engine:
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA busy_timeout=30000")
+            _enter_wal(cur)
+            cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
         return engine

@@ -15,12 +15,11 @@ migration brings new tables in and corrects any drift:
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from vivified.core.db._errors import DatabaseError
 from vivified.core.db._migrate import VERSION_TABLE
 
-APPEND_ONLY_TABLES = frozenset({"audit_log"})
-"""Tables the application may only read and append to."""
+APPEND_ONLY_TABLES = frozenset({"audit_log", "plugin_config_history"})
+"""Tables the application may only read and append to (the audit log, plugin config history)."""
 
 _READ_ONLY_TABLES = frozenset({VERSION_TABLE})
 

@@ -23,9 +23,13 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import sqlalchemy as sa
-
 from vivified.core.clock import Clock, SystemClock
-from vivified.core.db._errors import MigrationFailed, SchemaNotCurrent, describe_url, driver_message
+from vivified.core.db._errors import (
+    MigrationFailed,
+    SchemaNotCurrent,
+    describe_url,
+    driver_message,
+)
 from vivified.core.db._transaction import write_transaction
 
 VERSION_TABLE = "vivified_schema_version"

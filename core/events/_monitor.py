@@ -68,6 +68,8 @@ class BacklogMonitor:
                 await self.run_once()
             except Unavailable as exc:
                 _log.warning("event housekeeping skipped: %s", exc.message)
+            except Exception:  # noqa: BLE001 - housekeeping must outlive one bad pass; the next may succeed
+                _log.exception("event housekeeping pass failed")
             await asyncio.sleep(self._interval)
 
     async def run_once(self) -> None:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import grpc
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain import TokenBuckets
-from vivified.core.errors import PermissionDenied, ResourceExhausted
+from vivified.core.errors import (
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+    VivifiedError,
+)
 from vivified.core.events._envelope import DOMAIN, EnvelopeStamper, PluginLookup
 from vivified.core.events._store import Appended, EventStore, NewEvent
 from vivified.events.v1.events_pb2 import Event
@@ -52,24 +58,51 @@ class Publisher:
     async def store(self, events: Sequence[NewEvent]) -> list[Appended]:
         return await self._store.append(events)
 
-    async def record(self, events: Sequence[NewEvent], results: Sequence[Appended], trace_id: str) -> None:
-        """One audit record per event of a streamed publish; queued together, so
-        they share the audit log's group commit."""
+    async def publish_batch(
+        self, plugin_id: str, events: Sequence[Event], trace_id: str
+    ) -> list[Appended | VivifiedError]:
+        """Check, store and audit a streamed batch; one outcome per event, in
+        order. Refused events get a deny record with their reason and rule,
+        stored ones an allow record; all share one audit group commit."""
+        by_index: dict[int, Appended | VivifiedError] = {}
+        accepted: list[tuple[int, NewEvent]] = []
+        for index, event in enumerate(events):
+            try:
+                accepted.append((index, self.prepare(plugin_id, event)))
+            except VivifiedError as exc:
+                by_index[index] = exc
+        if accepted:
+            try:
+                results: Sequence[Appended | VivifiedError] = await self._store.append([e for _, e in accepted])
+            except Unavailable as exc:
+                results = [exc] * len(accepted)
+            by_index.update((index, result) for (index, _), result in zip(accepted, results, strict=True))
+        outcomes = [by_index[index] for index in range(len(events))]
         await asyncio.gather(
-            *(
-                self._audit.append(
-                    AuditRecord(
-                        actor=f"plugin:{event.source}",
-                        action="event.publish",
-                        resource=f"event/{event.event_type}",
-                        trace_id=trace_id,
-                        detail={
-                            "event_id": event.event_id,
-                            "position": result.position,
-                            "duplicate": str(result.duplicate).lower(),
-                        },
-                    )
-                )
-                for event, result in zip(events, results, strict=True)
-            )
+            *(self._audit.append(_record(plugin_id, event, outcome, trace_id)) for event, outcome in zip(events, outcomes, strict=True))
         )
+        return outcomes
+
+
+def _record(plugin_id: str, event: Event, outcome: Appended | VivifiedError, trace_id: str) -> AuditRecord:
+    detail = {"event_id": event.event_id[:128]}
+    if isinstance(outcome, VivifiedError):
+        denied = outcome.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        return AuditRecord(
+            actor=f"plugin:{plugin_id}",
+            action="event.publish",
+            resource=f"event/{event.event_type[:200]}",
+            decision="deny" if denied else "allow",
+            reason=outcome.reason,
+            rule_id=outcome.metadata.get("rule_id", ""),
+            outcome=outcome.code.name,
+            trace_id=trace_id,
+            detail=detail,
+        )
+    return AuditRecord(
+        actor=f"plugin:{plugin_id}",
+        action="event.publish",
+        resource=f"event/{event.event_type}",
+        trace_id=trace_id,
+        detail={**detail, "position": outcome.position, "duplicate": str(outcome.duplicate).lower()},
+    )

@@ -59,7 +59,6 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-
 from vivified.core.clock import Clock
 from vivified.core.errors import FailedPrecondition
 from vivified.core.events import _redis_lua as lua

@@ -18,7 +18,7 @@ from vivified.core.errors import InvalidArgument, PermissionDenied, VivifiedErro
 from vivified.core.events._envelope import DOMAIN, PluginLookup, not_declared
 from vivified.core.events._publish import Publisher
 from vivified.core.events._session import SubscriptionSession
-from vivified.core.events._store import EventStore, NewEvent
+from vivified.core.events._store import EventStore
 from vivified.events.v1 import events_pb2, events_pb2_grpc
 
 _SUBSCRIPTION_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -75,7 +75,9 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
         self, request_iterator: AsyncIterator[events_pb2.PublishStreamRequest], context: Context
     ) -> AsyncIterator[events_pb2.PublishStreamResponse]:
         """Events are read ahead into a queue and stored in batches (one durable
-        append and one audit group commit per batch); acks keep the send order."""
+        append and one audit group commit per batch). Every event is answered,
+        in order; a refused one gets a `refusal` and the stream goes on, so a
+        client still writing never races the end of the call."""
         plugin_id = self._plugin_id(context)
         call = current_call()
         trace_id = call.trace_id if call is not None else ""
@@ -87,42 +89,34 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
             await queue.put(None)
 
         reader = asyncio.ensure_future(read_ahead())
-        published = 0
+        answered = refused = 0
         try:
-            while True:
-                first = await queue.get()
-                if first is None:
-                    break
-                batch: list[events_pb2.Event] = [first]
-                ended = False
-                while len(batch) < _MAX_STREAM_BATCH and not queue.empty():
-                    item = queue.get_nowait()
-                    if item is None:
-                        ended = True
-                        break
+            ended = False
+            while not ended:
+                batch: list[events_pb2.Event] = []
+                item = await queue.get()
+                while item is not None:
                     batch.append(item)
-                accepted: list[NewEvent] = []
-                failure: Exception | None = None
-                for event in batch:
-                    try:
-                        accepted.append(self._publisher.prepare(plugin_id, event))
-                    except VivifiedError as exc:  # the first refused event ends the stream after the ones before it
-                        failure = exc
-                        annotate(resource=f"event/{event.event_type[:200]}", event_id=event.event_id[:128])
+                    if len(batch) >= _MAX_STREAM_BATCH or queue.empty():
                         break
-                if accepted:
-                    results = await self._publisher.store(accepted)
-                    await self._publisher.record(accepted, results, trace_id)
-                    for new, result in zip(accepted, results, strict=True):
+                    item = queue.get_nowait()
+                ended = item is None
+                outcomes = await self._publisher.publish_batch(plugin_id, batch, trace_id)
+                for event, outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, VivifiedError):
+                        refused += 1
                         yield events_pb2.PublishStreamResponse(
-                            event_id=new.event_id, position=result.position, duplicate=result.duplicate
+                            event_id=event.event_id[:128],
+                            refusal=events_pb2.PublishRefusal(
+                                code=outcome.code.value[0], reason=outcome.reason, message=outcome.message
+                            ),
                         )
-                    published += len(accepted)
-                    annotate(published=str(published))
-                if failure is not None:
-                    raise failure
-                if ended:
-                    break
+                    else:
+                        yield events_pb2.PublishStreamResponse(
+                            event_id=event.event_id, position=outcome.position, duplicate=outcome.duplicate
+                        )
+                answered += len(batch)
+                annotate(answered=str(answered), refused=str(refused))
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)

@@ -14,8 +14,17 @@ from vivified.core.identity._api_key_service import ApiKeyService
 from vivified.core.identity._api_keys import ApiKeyRecord, ApiKeys, KeyUse
 from vivified.core.identity._auth_service import AuthService
 from vivified.core.identity._config import IdentityConfig, PasswordParams
-from vivified.core.identity._keys import SigningKey, TokenKeyInsecure, key_from_secret, load_or_create_key
-from vivified.core.identity._passwords import PasswordHasher, check_new_password, hash_params
+from vivified.core.identity._keys import (
+    SigningKey,
+    TokenKeyInsecure,
+    key_from_secret,
+    load_or_create_key,
+)
+from vivified.core.identity._passwords import (
+    PasswordHasher,
+    check_new_password,
+    hash_params,
+)
 from vivified.core.identity._schema import (
     api_keys_table,
     mfa_backup_codes_table,
@@ -24,10 +33,21 @@ from vivified.core.identity._schema import (
     users_table,
 )
 from vivified.core.identity._sessions import Sessions, Tokens, UserSession
-from vivified.core.identity._tokens import ACCESS_TYPE, MFA_TYPE, Claims, TokenError, TokenSigner
+from vivified.core.identity._tokens import (
+    ACCESS_TYPE,
+    MFA_TYPE,
+    Claims,
+    TokenError,
+    TokenSigner,
+)
 from vivified.core.identity._totp import hotp, match_step, provisioning_uri, totp
 from vivified.core.identity._users import Lockout, UserRecord, UserStore
-from vivified.core.identity._wiring import Identity, build_identity, token_key_path, user_admin
+from vivified.core.identity._wiring import (
+    Identity,
+    build_identity,
+    token_key_path,
+    user_admin,
+)
 
 __all__ = [
     "ACCESS_TYPE",

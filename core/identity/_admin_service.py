@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-
 from vivified.core.chain import annotate, current_call
 from vivified.core.errors import InvalidArgument
 from vivified.core.identity._api_keys import ApiKeys

@@ -6,9 +6,13 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-
 from vivified.core.chain import Principal, annotate, current_call
-from vivified.core.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from vivified.core.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from vivified.core.identity._admin_service import USER_MANAGER
 from vivified.core.identity._api_keys import ApiKeyRecord, ApiKeys
 from vivified.identity.v1 import api_keys_pb2 as pb

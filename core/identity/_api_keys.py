@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-
 from vivified.core.clock import Clock
 from vivified.core.errors import Unauthenticated
 from vivified.core.identity._config import IdentityConfig

@@ -13,12 +13,15 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-
 from vivified.core.chain import annotate, current_call
 from vivified.core.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from vivified.core.identity._config import IdentityConfig
 from vivified.core.identity._mfa import MfaChecker, new_backup_codes
-from vivified.core.identity._passwords import MAX_PASSWORD_CHARS, PasswordHasher, check_new_password
+from vivified.core.identity._passwords import (
+    MAX_PASSWORD_CHARS,
+    PasswordHasher,
+    check_new_password,
+)
 from vivified.core.identity._secret_box import SecretBox
 from vivified.core.identity._sessions import Sessions, Tokens
 from vivified.core.identity._tokens import MFA_TYPE, TokenSigner

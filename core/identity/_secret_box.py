@@ -14,8 +14,11 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from vivified.core.identity._keys import TokenKeyInsecure, check_secret, read_or_create_secret
+from vivified.core.identity._keys import (
+    TokenKeyInsecure,
+    check_secret,
+    read_or_create_secret,
+)
 
 _PREFIX = "v1."
 

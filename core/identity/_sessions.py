@@ -25,11 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-
 from vivified.core.clock import Clock
 from vivified.core.errors import Unauthenticated
 from vivified.core.identity._config import IdentityConfig
-from vivified.core.identity._schema import refresh_tokens_table, user_sessions_table, users_table
+from vivified.core.identity._schema import (
+    refresh_tokens_table,
+    user_sessions_table,
+    users_table,
+)
 from vivified.core.identity._tokens import ACCESS_TYPE, Claims, TokenError, TokenSigner
 from vivified.core.identity._users import UserRecord
 from vivified.core.traits import RoleCatalogue

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-
 from vivified.core.clock import Clock
 from vivified.core.errors import AlreadyExists, NotFound
 from vivified.core.identity._schema import (

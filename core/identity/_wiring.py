@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from vivified.core.chain import Principal, annotate
 from vivified.core.clock import Clock
 from vivified.core.errors import Unauthenticated

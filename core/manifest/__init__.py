@@ -10,6 +10,12 @@ Every problem raises `vivified.core.errors.InvalidArgument` with reason
 the key and what is wrong with it.
 """
 
+from vivified.core.manifest._config_fields import (
+    MAX_VALUE_LENGTH,
+    check_config_schema,
+    type_name,
+    value_problem,
+)
 from vivified.core.manifest._digest import (
     canonical_json,
     manifest_sha256,
@@ -35,14 +41,18 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_MANIFEST_BYTES",
     "MAX_NODES",
+    "MAX_VALUE_LENGTH",
     "MIN_PHI_RETENTION_DAYS",
     "REQUIRED_KEYS",
     "RESERVED_IDS",
     "canonical_json",
+    "check_config_schema",
     "load_manifest_bytes",
     "load_manifest_file",
     "manifest_sha256",
     "reject_unknown_fields",
+    "type_name",
     "validate_allowed_domain",
     "validate_manifest",
+    "value_problem",
 ]

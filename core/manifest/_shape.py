@@ -79,6 +79,9 @@ def _check_single(value: object, field: FieldDescriptor, path: str, source: str)
             raise manifest_invalid(f"{source}: {path}: expected an integer, got {describe(value)}")
         if not _INT32_MIN <= value <= _INT32_MAX:
             raise manifest_invalid(f"{source}: {path}: integer out of range")
+    elif kind == FieldDescriptor.TYPE_BOOL:
+        if not isinstance(value, bool):
+            raise manifest_invalid(f"{source}: {path}: expected true or false, got {describe(value)}")
     elif kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
         names = field.enum_type.values_by_name
         if not isinstance(value, str) or value not in names:

@@ -16,7 +16,11 @@ from importlib import resources
 from typing import Any
 
 from vivified.core.errors import InvalidArgument, VivifiedError
-from vivified.core.traits._catalogue import InvalidCatalogue, TraitCatalogue, _reject_duplicate_keys
+from vivified.core.traits._catalogue import (
+    InvalidCatalogue,
+    TraitCatalogue,
+    _reject_duplicate_keys,
+)
 
 _ROLE_KEYS = frozenset({"name", "description", "traits"})
 _TOP_KEYS = frozenset({"version", "mfa_required_traits", "roles"})

@@ -27,6 +27,7 @@ a `VivifiedSDKError` subclass carrying the core's `reason` and `domain`.
 """
 
 from vivified.sdk._calls import PluginCaller, target_metadata
+from vivified.sdk._config import PluginConfig
 from vivified.sdk._errors import (
     ConfigurationError,
     CoreUntrustedError,
@@ -55,6 +56,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "PluginCaller",
+    "PluginConfig",
     "PluginRuntime",
     "PluginSettings",
     "PublishStream",

@@ -132,6 +132,13 @@ _BY_CODE: Mapping[grpc.StatusCode, type[VivifiedSDKError]] = {
 }
 
 
+def from_status(code_number: int, reason: str, message: str, domain: str) -> VivifiedSDKError:
+    """The typed error for a status carried inside a response (e.g. one refused
+    event of a streamed publish) rather than ending the call."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == code_number), grpc.StatusCode.UNKNOWN)
+    return _BY_CODE.get(code, VivifiedSDKError)(message or code.name, reason=reason, domain=domain, code=code)
+
+
 def _error_info(err: grpc.aio.AioRpcError) -> tuple[str, error_details_pb2.ErrorInfo | None]:
     """The rich status message and its ErrorInfo, when the server sent them."""
     try:

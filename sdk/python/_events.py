@@ -26,10 +26,11 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -44,6 +45,7 @@ from vivified.sdk._errors import (
     UnauthenticatedError,
     VivifiedSDKError,
     from_rpc_error,
+    from_status,
 )
 
 _log = logging.getLogger(__name__)
@@ -75,11 +77,16 @@ Handler = Callable[[Message, ReceivedEvent], Awaitable[None]]
 
 
 class PublishStream:
-    """Many publishes on one stream; `send` returns a future of the acknowledgement."""
+    """Many publishes on one stream; `send` returns a future of the acknowledgement.
+
+    A refused event (undeclared type, rate limit, unreachable store) fails
+    only its own future with the typed error; the stream goes on. `close()`
+    waits for every answer and raises the first refusal, if any."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._call = events_pb2_grpc.EventBusServiceStub(channel).PublishStream()
-        self._waiting: asyncio.Queue[asyncio.Future[events_pb2.PublishStreamResponse]] = asyncio.Queue()
+        self._waiting: collections.deque[asyncio.Future[events_pb2.PublishStreamResponse]] = collections.deque()
+        self._first_error: VivifiedSDKError | None = None
         self._window = asyncio.Semaphore(_STREAM_WINDOW)
         self._writes: asyncio.Queue[events_pb2.PublishStreamRequest | None] = asyncio.Queue()
         self._writer = asyncio.ensure_future(self._write())
@@ -88,7 +95,7 @@ class PublishStream:
     def send(self, payload: Message, *, event_id: str | None = None) -> asyncio.Future[events_pb2.PublishStreamResponse]:
         """Queue one event; the future resolves when the core acknowledges it."""
         future: asyncio.Future[events_pb2.PublishStreamResponse] = asyncio.get_running_loop().create_future()
-        self._waiting.put_nowait(future)
+        self._waiting.append(future)
         self._writes.put_nowait(events_pb2.PublishStreamRequest(event=envelope(payload, event_id)))
         return future
 
@@ -100,11 +107,14 @@ class PublishStream:
 
     async def _read(self) -> None:
         try:
-            async for ack in self._call:
+            async for answer in self._call:
                 self._window.release()
-                future = self._waiting.get_nowait()
-                if not future.done():
-                    future.set_result(ack)
+                future = self._waiting.popleft()
+                if answer.HasField("refusal"):
+                    refusal = answer.refusal
+                    self._settle(future, from_status(refusal.code, refusal.reason, refusal.message, "vivified.events"))
+                elif not future.done():
+                    future.set_result(answer)
         except grpc.aio.AioRpcError as err:
             self._fail(from_rpc_error(err))
             return
@@ -114,20 +124,25 @@ class PublishStream:
             self._writer.cancel()
         self._fail(VivifiedSDKError("the publish stream ended before acknowledging every event", reason="STREAM_ENDED"))
 
-    def _fail(self, error: VivifiedSDKError) -> None:
-        while not self._waiting.empty():
-            future = self._waiting.get_nowait()
-            if not future.done():
-                future.set_exception(error)
+    def _settle(self, future: asyncio.Future[events_pb2.PublishStreamResponse], error: VivifiedSDKError) -> None:
+        self._first_error = self._first_error or error
+        if not future.done():
+            future.set_exception(error)
 
-    async def close(self) -> list[events_pb2.PublishStreamResponse]:
-        """Finish sending and wait for every acknowledgement; raises the first error."""
-        pending = list(self._waiting._queue)  # type: ignore[attr-defined]
+    def _fail(self, error: VivifiedSDKError) -> None:
+        while self._waiting:
+            self._settle(self._waiting.popleft(), error)
+
+    async def close(self) -> None:
+        """Finish sending and wait for every answer; raises the first refusal."""
+        pending = list(self._waiting)
         self._writes.put_nowait(None)
         try:
-            return list(await asyncio.gather(*pending))
+            await asyncio.gather(*pending, return_exceptions=True)
         finally:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._first_error is not None:
+            raise self._first_error
 
     async def __aenter__(self) -> Self:
         return self
@@ -198,12 +213,13 @@ class Subscription:
             )
         )
 
-        async def requests() -> AsyncIterator[events_pb2.SubscribeRequest]:
-            while True:
-                yield await outbox.get()
-
         acks: list[str] = []
         acks_waiting = asyncio.Event()
+        call = events_pb2_grpc.EventBusServiceStub(self._channel()).Subscribe()
+
+        async def send() -> None:
+            while True:
+                await call.write(await outbox.get())
 
         async def flush_acks() -> None:
             # Acks of deliveries handled in quick succession travel in one message.
@@ -214,10 +230,9 @@ class Subscription:
                 batch, acks[:] = list(acks), []
                 outbox.put_nowait(events_pb2.SubscribeRequest(ack=events_pb2.Acknowledgement(delivery_ids=batch)))
 
-        call = events_pb2_grpc.EventBusServiceStub(self._channel()).Subscribe(requests())
-        flusher = asyncio.ensure_future(flush_acks())
+        helpers = [asyncio.ensure_future(send()), asyncio.ensure_future(flush_acks())]
         try:
-            async for response in call:
+            while (response := await call.read()) is not grpc.aio.EOF:
                 if response.WhichOneof("response") == "opened":
                     if not self._opened.done():
                         self._opened.set_result(response.opened.subscription)
@@ -235,8 +250,10 @@ class Subscription:
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
         finally:
-            flusher.cancel()
+            for helper in helpers:
+                helper.cancel()
             call.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
 
     async def _handle(self, delivery: events_pb2.Delivery) -> bool:
         event = delivery.event

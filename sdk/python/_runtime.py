@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from google.protobuf.message import Message
 from vivified.events.v1.events_pb2 import PublishResponse
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
 from vivified.sdk._calls import PluginCaller
+from vivified.sdk._config import ConfigClient, PluginConfig
 from vivified.sdk._core_client import CoreClient
 from vivified.sdk._errors import SDK_DOMAIN, ConfigurationError, VivifiedSDKError
 from vivified.sdk._events import EventClient, Handler, PublishStream, Subscription
@@ -143,6 +144,23 @@ class PluginRuntime:
         subscription = EventClient(lambda: self.core_channel).subscribe(name, handlers)
         self._subscriptions.append(subscription)
         return subscription
+
+    async def config(self, *, timeout: float | None = None) -> PluginConfig:
+        """This plugin's configuration (keys its manifest declares under
+        `config`; secrets in clear). See `vivified.sdk._config`.
+
+            port = (await runtime.config()).get_int("smtp_port")
+        """
+        return await ConfigClient(lambda: self.core_channel).get(timeout)
+
+    def watch_config(self, *, retry_seconds: float = 1.0) -> AsyncIterator[PluginConfig]:
+        """The configuration now, then again after every change an
+        administrator makes, until the caller stops iterating.
+
+            async for config in runtime.watch_config():
+                apply(config)
+        """
+        return ConfigClient(lambda: self.core_channel).watch(retry_seconds)
 
     @property
     def closed(self) -> bool:

@@ -26,6 +26,7 @@ CORE_SERVICES = {
     "vivified.identity.v1.ApiKeyService",
     "vivified.events.v1.EventBusService",
     "vivified.admin.v1.EventAdminService",
+    "vivified.config.v1.ConfigService",
 }
 # grpcurl retries a refused handshake until its connect deadline, so calls
 # expected to be refused get a short one; the positive controls (same binary,

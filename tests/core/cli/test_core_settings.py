@@ -23,5 +23,5 @@ def test_call_rate_sets_the_per_principal_limit_with_twice_the_burst() -> None:
 
 @pytest.mark.parametrize("rate", ["0", "-5"])
 def test_a_call_rate_that_is_not_positive_is_refused(rate: str) -> None:
-    with pytest.raises(SettingsError, match="--call-rate must be positive"):
+    with pytest.raises(SettingsError, match=r"--call-rate / VIVIFIED_CALL_RATE\) must be positive"):
         parse("--call-rate", rate)

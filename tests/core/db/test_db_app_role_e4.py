@@ -12,7 +12,6 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy as sa
-
 from support.postgres_server import APP_ROLE, PostgresServer
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner, verify
 from vivified.core.clock import SystemClock
@@ -52,6 +51,7 @@ async def test_e4_app_role_can_append_but_never_rewrite_audit(
 ) -> None:
     granted = grant_app_role(owner, APP_ROLE)
     assert "audit_log: SELECT, INSERT" in granted
+    assert "plugin_config_history: SELECT, INSERT" in granted
     assert "plugins: SELECT, INSERT, UPDATE, DELETE" in granted
     assert "vivified_schema_version: SELECT" in granted
 

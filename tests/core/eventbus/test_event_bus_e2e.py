@@ -5,6 +5,7 @@ their CLI, disabling, and the audit record of each."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pathlib
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from support.events import (
     event_plugin,
 )
 from support.processes import CoreProcess, core_running, run_cli
+from support.redis_server import redis_running
 from support.waiting import until
 from vivified.events.v1 import events_pb2, events_pb2_grpc
 from vivified.events.v1.canonical_pb2 import (
@@ -38,12 +40,16 @@ from vivified.sdk import (
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 
-@pytest.fixture(scope="module")
-def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess]:
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def bus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess]:
+    """A core on each backend; every test here runs against both."""
     data_dir = tmp_path_factory.mktemp("bus") / "data"
     flags = ("--heartbeat-interval", "1", "--leaf-ttl", "600", "--event-ack-timeout", "1", "--event-max-attempts", "3")
-    with core_running(data_dir, *flags) as running:
-        yield running
+    with contextlib.ExitStack() as stack:
+        if request.param == "redis":
+            server = stack.enter_context(redis_running(tmp_path_factory.mktemp("bus-redis")))
+            flags += ("--redis-url", server.url)
+        yield stack.enter_context(core_running(data_dir, *flags))
 
 
 def denials(core: CoreProcess, action: str, actor: str) -> list[object]:
@@ -259,18 +265,23 @@ async def test_streamed_publish_acknowledges_every_event_and_delivery_keeps_publ
         await subscriber.stop()
 
 
-async def test_streamed_publish_ends_at_the_first_refused_event(bus: CoreProcess, tmp_path: pathlib.Path) -> None:
+async def test_streamed_publish_refuses_one_event_and_goes_on(bus: CoreProcess, tmp_path: pathlib.Path) -> None:
     publisher = await event_plugin(bus, tmp_path, "half-pub", publishes=[USER_CREATED])
     try:
         stream = publisher.publish_stream()
         good = stream.send(UserCreated(user_id="ok"), event_id="good-1")
         bad = stream.send(EmailSent(email_id="nope"), event_id="bad-1")
-        with pytest.raises(PermissionDeniedError):
+        later = stream.send(UserCreated(user_id="ok too"), event_id="good-2")
+        with pytest.raises(PermissionDeniedError) as caught:
             await stream.close()
-        assert good.result().event_id == "good-1"
+        assert caught.value.reason == "EVENT_NOT_DECLARED"
+        assert good.result().event_id == "good-1" and later.result().event_id == "good-2"
         assert isinstance(bad.exception(), PermissionDeniedError)
-        rows = denials(bus, f"{EVENT_BUS}/PublishStream", "plugin:half-pub")
+        rows = denials(bus, "event.publish", "plugin:half-pub")
         assert len(rows) == 1 and rows[0].reason == "EVENT_NOT_DECLARED"
+        assert rows[0].rule_id == "manifest:half-pub:publishes" and rows[0].outcome == "PERMISSION_DENIED"
+        allowed = [r for r in audit_rows(bus, action="event.publish", actor="plugin:half-pub") if r.decision == "allow"]
+        assert sorted(json.loads(r.detail)["event_id"] for r in allowed) == ["good-1", "good-2"]
     finally:
         await publisher.stop()
 

@@ -4,12 +4,10 @@ owner's current traits, and constant-time secret comparison (B7)."""
 from __future__ import annotations
 
 import hmac
-import pathlib
 
 import pytest
-
+import sqlalchemy as sa
 from vivified.core.clock import ManualClock
-from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.errors import Unauthenticated
 from vivified.core.identity import ApiKeys, IdentityConfig, UserStore
 from vivified.core.identity import _api_keys as api_keys_module
@@ -18,9 +16,8 @@ from vivified.core.traits import RoleCatalogue, TraitCatalogue
 pytestmark = pytest.mark.asyncio
 
 
-def _setup(tmp: pathlib.Path) -> tuple[ManualClock, UserStore, ApiKeys]:
+def _setup(engine: sa.Engine) -> tuple[ManualClock, UserStore, ApiKeys]:
     clock = ManualClock()
-    engine = create_engine_for(sqlite_url(tmp / "db.sqlite"))
     roles = RoleCatalogue.load_default(TraitCatalogue.load_default())
     return clock, UserStore(engine, clock), ApiKeys(engine, clock, roles, IdentityConfig())
 
@@ -31,8 +28,8 @@ async def _refused(keys: ApiKeys, presented: str) -> None:
     assert caught.value.reason == "API_KEY_INVALID"
 
 
-async def test_expiry_and_owner_state(tmp_path: pathlib.Path) -> None:
-    clock, store, keys = _setup(tmp_path)
+async def test_expiry_and_owner_state(engine: sa.Engine) -> None:
+    clock, store, keys = _setup(engine)
     owner = store.create_now("ops", "$argon2id$x", ("operator",))
     key, record = await keys.create(owner.user_id, "ci", ("plugin_manager", "viewer"), ttl_seconds=3600)
     use = await keys.authenticate(key)
@@ -53,13 +50,13 @@ async def test_expiry_and_owner_state(tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("presented", ["", "vk_", "vk_vak_123_abc", "Bearer x", "vk_vak_" + "0" * 24 + "_" + "A" * 43])
-async def test_malformed_and_unknown_keys(tmp_path: pathlib.Path, presented: str) -> None:
-    _, _, keys = _setup(tmp_path)
+async def test_malformed_and_unknown_keys(engine: sa.Engine, presented: str) -> None:
+    _, _, keys = _setup(engine)
     await _refused(keys, presented)
 
 
-async def test_secret_is_compared_in_constant_time(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, store, keys = _setup(tmp_path)
+async def test_secret_is_compared_in_constant_time(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, store, keys = _setup(engine)
     owner = store.create_now("ops", "$argon2id$x", ("viewer",))
     key, _ = await keys.create(owner.user_id, "ci", ("viewer",), ttl_seconds=3600)
     compared: list[tuple[str, str]] = []

@@ -11,11 +11,17 @@ from dataclasses import dataclass
 
 import pytest
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-
 from vivified.core.clock import ManualClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.errors import Unauthenticated
-from vivified.core.identity import Identity, IdentityConfig, PasswordParams, build_identity, hash_params, totp
+from vivified.core.identity import (
+    Identity,
+    IdentityConfig,
+    PasswordParams,
+    build_identity,
+    hash_params,
+    totp,
+)
 from vivified.core.identity._totp import decode_secret
 from vivified.core.traits import TraitCatalogue
 from vivified.identity.v1 import auth_pb2 as pb

@@ -13,7 +13,6 @@ import time
 
 import grpc
 import pytest
-
 from support.clients import audit_rows, bootstrap_channel, error_info, operator_channel
 from support.processes import CoreProcess, run_cli
 from support.users import (

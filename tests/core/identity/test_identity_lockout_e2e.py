@@ -11,10 +11,17 @@ import time
 
 import grpc
 import pytest
-
 from support.clients import audit_rows, error_info, operator_channel
 from support.processes import core_running, start_core
-from support.users import auth_call, auth_pb, code_at, create_admin, expect_error, login, users_pb
+from support.users import (
+    auth_call,
+    auth_pb,
+    code_at,
+    create_admin,
+    expect_error,
+    login,
+    users_pb,
+)
 from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
 
 pytestmark = pytest.mark.asyncio

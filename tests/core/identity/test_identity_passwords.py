@@ -4,9 +4,13 @@ string, per-hash salts, upgrade detection, and the length cap."""
 from __future__ import annotations
 
 import pytest
-
 from vivified.core.errors import InvalidArgument
-from vivified.core.identity import PasswordHasher, PasswordParams, check_new_password, hash_params
+from vivified.core.identity import (
+    PasswordHasher,
+    PasswordParams,
+    check_new_password,
+    hash_params,
+)
 
 pytestmark = pytest.mark.asyncio
 

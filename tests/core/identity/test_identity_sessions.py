@@ -4,14 +4,11 @@ bound (B5), refresh rotation and family revocation, and the lockout policy."""
 from __future__ import annotations
 
 import asyncio
-import pathlib
 from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
-
 from vivified.core.clock import ManualClock
-from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.errors import Unauthenticated
 from vivified.core.identity import (
     IdentityConfig,
@@ -30,9 +27,9 @@ CONFIG = IdentityConfig(session_idle_seconds=900, session_absolute_seconds=3600,
 
 
 class World:
-    def __init__(self, tmp: pathlib.Path, config: IdentityConfig = CONFIG) -> None:
+    def __init__(self, engine: sa.Engine, config: IdentityConfig = CONFIG) -> None:
         self.clock = ManualClock()
-        self.engine = create_engine_for(sqlite_url(tmp / "db.sqlite"))
+        self.engine = engine
         self.store = UserStore(self.engine, self.clock)
         signer = TokenSigner(
             key_from_secret(bytes(range(40))), issuer="i", audience="a", clock=self.clock, leeway_seconds=0
@@ -52,8 +49,8 @@ async def _reason(awaitable: object) -> str:
     return caught.value.reason
 
 
-async def test_access_token_gives_the_users_traits(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path)
+async def test_access_token_gives_the_users_traits(engine: sa.Engine) -> None:
+    world = World(engine)
     user = world.user(roles=("operator",))
     tokens = await world.sessions.start(user)
     session = await world.sessions.authenticate(f"Bearer {tokens.access_token}")
@@ -62,8 +59,8 @@ async def test_access_token_gives_the_users_traits(tmp_path: pathlib.Path) -> No
     assert await _reason(world.sessions.authenticate("Basic abc")) == "TOKEN_INVALID"
 
 
-async def test_b6_idle_timeout(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path, replace(CONFIG, session_idle_seconds=300))
+async def test_b6_idle_timeout(engine: sa.Engine) -> None:
+    world = World(engine, replace(CONFIG, session_idle_seconds=300))
     tokens = await world.sessions.start(world.user())
     bearer = f"Bearer {tokens.access_token}"
     world.clock.advance(200)
@@ -75,8 +72,8 @@ async def test_b6_idle_timeout(tmp_path: pathlib.Path) -> None:
     assert await _reason(world.sessions.refresh(tokens.refresh_token)) == "SESSION_EXPIRED"
 
 
-async def test_b6_absolute_lifetime(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path, replace(CONFIG, session_idle_seconds=900, session_absolute_seconds=1000))
+async def test_b6_absolute_lifetime(engine: sa.Engine) -> None:
+    world = World(engine, replace(CONFIG, session_idle_seconds=900, session_absolute_seconds=1000))
     tokens = await world.sessions.start(world.user())
     world.clock.advance(600)
     tokens = await world.sessions.refresh(tokens.refresh_token)  # busy session ...
@@ -87,8 +84,8 @@ async def test_b6_absolute_lifetime(tmp_path: pathlib.Path) -> None:
     assert await _reason(world.sessions.refresh(tokens.refresh_token)) == "SESSION_EXPIRED"
 
 
-async def test_b5_revocation_is_immediate_here_and_bounded_on_a_replica(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path)
+async def test_b5_revocation_is_immediate_here_and_bounded_on_a_replica(engine: sa.Engine) -> None:
+    world = World(engine)
     user = world.user()
     tokens = await world.sessions.start(user)
     bearer = f"Bearer {tokens.access_token}"
@@ -102,8 +99,8 @@ async def test_b5_revocation_is_immediate_here_and_bounded_on_a_replica(tmp_path
     assert await _reason(world.replica.authenticate(bearer)) == "SESSION_REVOKED"
 
 
-async def test_b5_refresh_rotation_and_family_revocation(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path)
+async def test_b5_refresh_rotation_and_family_revocation(engine: sa.Engine) -> None:
+    world = World(engine)
     first = await world.sessions.start(world.user())
     second = await world.sessions.refresh(first.refresh_token)
     third = await world.sessions.refresh(second.refresh_token)
@@ -120,8 +117,8 @@ async def test_b5_refresh_rotation_and_family_revocation(tmp_path: pathlib.Path)
     assert stored and not stored & {first.refresh_token, second.refresh_token, third.refresh_token}
 
 
-async def test_deleted_or_disabled_user_sessions_end(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path)
+async def test_deleted_or_disabled_user_sessions_end(engine: sa.Engine) -> None:
+    world = World(engine)
     user = world.user()
     tokens = await world.sessions.start(user)
     await world.store.update(user.user_id, disabled=True)
@@ -130,8 +127,8 @@ async def test_deleted_or_disabled_user_sessions_end(tmp_path: pathlib.Path) -> 
     assert await _reason(world.sessions.refresh(tokens.refresh_token)) == "SESSION_REVOKED"
 
 
-async def test_lockout_is_temporary_escalating_and_counts_concurrent_failures(tmp_path: pathlib.Path) -> None:
-    world = World(tmp_path)
+async def test_lockout_is_temporary_escalating_and_counts_concurrent_failures(engine: sa.Engine) -> None:
+    world = World(engine)
     user = world.user()
     policy = Lockout(threshold=5, base_seconds=1800, max_seconds=24 * 3600)
     # Failures at once (threads racing on the row) are all counted; none is lost.

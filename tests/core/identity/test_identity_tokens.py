@@ -10,9 +10,7 @@ import os
 import pathlib
 
 import pytest
-
 from vivified.core.clock import ManualClock
-from vivified.core.identity._secret_box import SecretBox
 from vivified.core.identity import (
     ACCESS_TYPE,
     MFA_TYPE,
@@ -22,6 +20,7 @@ from vivified.core.identity import (
     key_from_secret,
     load_or_create_key,
 )
+from vivified.core.identity._secret_box import SecretBox
 
 SECRET = bytes(range(48))
 KEY = key_from_secret(SECRET)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import urllib.parse
 
 import pytest
-
 from vivified.core.identity import hotp, match_step, provisioning_uri, totp
 from vivified.core.identity._totp import decode_secret, encode_secret
 

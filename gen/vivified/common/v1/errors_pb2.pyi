@@ -136,6 +136,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED: an API key scope names a trait the caller does not hold."""
     ERROR_REASON_API_KEY_NOT_FOUND: _ErrorReason.ValueType  # 217
     """NOT_FOUND: no such API key (or none the caller may see)."""
+    ERROR_REASON_CONFIG_INVALID: _ErrorReason.ValueType  # 300
+    """INVALID_ARGUMENT: a plugin config key is not in the plugin's approved schema, or the value does not parse as its type."""
+    ERROR_REASON_SECRETS_KEY_INSECURE: _ErrorReason.ValueType  # 301
+    """FAILED_PRECONDITION: the secrets key is missing, malformed, weak or readable by others; the core does not start."""
+    ERROR_REASON_SECRET_UNREADABLE: _ErrorReason.ValueType  # 302
+    """FAILED_PRECONDITION: a stored secret does not open with any configured secrets key (key removed or value altered)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable, machine-readable reasons the core puts in the
@@ -259,4 +265,10 @@ ERROR_REASON_SCOPE_NOT_HELD: ErrorReason.ValueType  # 216
 """PERMISSION_DENIED: an API key scope names a trait the caller does not hold."""
 ERROR_REASON_API_KEY_NOT_FOUND: ErrorReason.ValueType  # 217
 """NOT_FOUND: no such API key (or none the caller may see)."""
+ERROR_REASON_CONFIG_INVALID: ErrorReason.ValueType  # 300
+"""INVALID_ARGUMENT: a plugin config key is not in the plugin's approved schema, or the value does not parse as its type."""
+ERROR_REASON_SECRETS_KEY_INSECURE: ErrorReason.ValueType  # 301
+"""FAILED_PRECONDITION: the secrets key is missing, malformed, weak or readable by others; the core does not start."""
+ERROR_REASON_SECRET_UNREADABLE: ErrorReason.ValueType  # 302
+"""FAILED_PRECONDITION: a stored secret does not open with any configured secrets key (key removed or value altered)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -157,7 +157,7 @@ Global___PublishStreamRequest: _TypeAlias = PublishStreamRequest  # noqa: Y015
 
 @_typing.final
 class PublishStreamResponse(_message.Message):
-    """PublishStreamResponse acknowledges one event of a streamed publish, in the
+    """PublishStreamResponse answers one event of a streamed publish, in the
     order the events were sent.
     """
 
@@ -166,26 +166,64 @@ class PublishStreamResponse(_message.Message):
     EVENT_ID_FIELD_NUMBER: _builtins.int
     POSITION_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
-    """The event id acknowledged."""
+    """The event id answered."""
     position: _builtins.str
-    """Where the store keeps the event (backend-specific, opaque)."""
+    """Where the store keeps the event (backend-specific, opaque); empty when refused."""
     duplicate: _builtins.bool
     """True when this event id was already stored."""
+    @_builtins.property
+    def refusal(self) -> Global___PublishRefusal:
+        """Set when the event was not stored."""
+
     def __init__(
         self,
         *,
         event_id: _builtins.str = ...,
         position: _builtins.str = ...,
         duplicate: _builtins.bool = ...,
+        refusal: Global___PublishRefusal | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refusal", b"refusal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "event_id", b"event_id", "position", b"position"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "event_id", b"event_id", "position", b"position", "refusal", b"refusal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishStreamResponse: _TypeAlias = PublishStreamResponse  # noqa: Y015
+
+@_typing.final
+class PublishRefusal(_message.Message):
+    """PublishRefusal says why one event of a streamed publish was not stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code number Publish would have returned, e.g. 8 for
+    RESOURCE_EXHAUSTED.
+    """
+    reason: _builtins.str
+    """The stable reason, as in ErrorInfo, e.g. `RATE_LIMITED`."""
+    message: _builtins.str
+    """What went wrong, for a person."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishRefusal: _TypeAlias = PublishRefusal  # noqa: Y015
 
 @_typing.final
 class SubscribeRequest(_message.Message):

@@ -79,10 +79,10 @@ class EventBusServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PublishStream(self, request_iterator, context):
-        """PublishStream publishes many events on one stream; each is acknowledged
-        in order once durable. The first event the core refuses ends the stream
-        with that event's error (as for Publish); the events acknowledged before
-        it are stored.
+        """PublishStream publishes many events on one stream; each gets one
+        response, in the order sent: an acknowledgement once durable, or a
+        `refusal` carrying the status and reason Publish would have returned
+        (each refusal is audited). A refusal does not end the stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,10 +48,10 @@ class EventBusServiceStub:
     RESOURCE_EXHAUSTED (RATE_LIMITED), UNAVAILABLE (EVENT_STORE_UNAVAILABLE).
     """
     PublishStream: _grpc.StreamStreamMultiCallable[_events_pb2.PublishStreamRequest, _events_pb2.PublishStreamResponse]
-    """PublishStream publishes many events on one stream; each is acknowledged
-    in order once durable. The first event the core refuses ends the stream
-    with that event's error (as for Publish); the events acknowledged before
-    it are stored.
+    """PublishStream publishes many events on one stream; each gets one
+    response, in the order sent: an acknowledgement once durable, or a
+    `refusal` carrying the status and reason Publish would have returned
+    (each refusal is audited). A refusal does not end the stream.
     """
     Subscribe: _grpc.StreamStreamMultiCallable[_events_pb2.SubscribeRequest, _events_pb2.SubscribeResponse]
     """Subscribe opens a durable subscription. The first client message must be
@@ -85,10 +85,10 @@ class EventBusServiceAsyncStub(EventBusServiceStub):
     RESOURCE_EXHAUSTED (RATE_LIMITED), UNAVAILABLE (EVENT_STORE_UNAVAILABLE).
     """
     PublishStream: _aio.StreamStreamMultiCallable[_events_pb2.PublishStreamRequest, _events_pb2.PublishStreamResponse]  # type: ignore[assignment]
-    """PublishStream publishes many events on one stream; each is acknowledged
-    in order once durable. The first event the core refuses ends the stream
-    with that event's error (as for Publish); the events acknowledged before
-    it are stored.
+    """PublishStream publishes many events on one stream; each gets one
+    response, in the order sent: an acknowledgement once durable, or a
+    `refusal` carrying the status and reason Publish would have returned
+    (each refusal is audited). A refusal does not end the stream.
     """
     Subscribe: _aio.StreamStreamMultiCallable[_events_pb2.SubscribeRequest, _events_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Subscribe opens a durable subscription. The first client message must be
@@ -131,10 +131,10 @@ class EventBusServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_events_pb2.PublishStreamRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_events_pb2.PublishStreamResponse], _abc.AsyncIterator[_events_pb2.PublishStreamResponse]]:
-        """PublishStream publishes many events on one stream; each is acknowledged
-        in order once durable. The first event the core refuses ends the stream
-        with that event's error (as for Publish); the events acknowledged before
-        it are stored.
+        """PublishStream publishes many events on one stream; each gets one
+        response, in the order sent: an acknowledgement once durable, or a
+        `refusal` carrying the status and reason Publish would have returned
+        (each refusal is audited). A refusal does not end the stream.
         """
 
     @_abc_1.abstractmethod

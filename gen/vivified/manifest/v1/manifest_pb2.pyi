@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from vivified.options.v1 import options_pb2 as _options_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,42 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ConfigFieldType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConfigFieldTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConfigFieldType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONFIG_FIELD_TYPE_UNSPECIFIED: _ConfigFieldType.ValueType  # 0
+    """Not a type; refused."""
+    CONFIG_FIELD_TYPE_STRING: _ConfigFieldType.ValueType  # 1
+    """Text, at most 4096 characters."""
+    CONFIG_FIELD_TYPE_INT: _ConfigFieldType.ValueType  # 2
+    """A signed 64-bit decimal integer."""
+    CONFIG_FIELD_TYPE_BOOL: _ConfigFieldType.ValueType  # 3
+    """`true` or `false`."""
+    CONFIG_FIELD_TYPE_SECRET: _ConfigFieldType.ValueType  # 4
+    """Text kept encrypted at rest (AES-256-GCM) and returned in clear only to
+    the owning plugin; masked everywhere else.
+    """
+
+class ConfigFieldType(_ConfigFieldType, metaclass=_ConfigFieldTypeEnumTypeWrapper):
+    """ConfigFieldType is the type of a plugin setting's value."""
+
+CONFIG_FIELD_TYPE_UNSPECIFIED: ConfigFieldType.ValueType  # 0
+"""Not a type; refused."""
+CONFIG_FIELD_TYPE_STRING: ConfigFieldType.ValueType  # 1
+"""Text, at most 4096 characters."""
+CONFIG_FIELD_TYPE_INT: ConfigFieldType.ValueType  # 2
+"""A signed 64-bit decimal integer."""
+CONFIG_FIELD_TYPE_BOOL: ConfigFieldType.ValueType  # 3
+"""`true` or `false`."""
+CONFIG_FIELD_TYPE_SECRET: ConfigFieldType.ValueType  # 4
+"""Text kept encrypted at rest (AES-256-GCM) and returned in clear only to
+the owning plugin; masked everywhere else.
+"""
+Global___ConfigFieldType: _TypeAlias = ConfigFieldType  # noqa: Y015
 
 @_typing.final
 class PluginManifest(_message.Message):
@@ -42,6 +79,7 @@ class PluginManifest(_message.Message):
     CALLS_FIELD_NUMBER: _builtins.int
     PUBLISHES_FIELD_NUMBER: _builtins.int
     SUBSCRIBES_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Plugin id: 2 to 63 characters of `a-z`, `0-9` and `-`, starting with a
     letter. It becomes the plugin's SPIFFE id `spiffe://<trust-domain>/plugin/<id>`.
@@ -97,6 +135,13 @@ class PluginManifest(_message.Message):
         `publishes`. No wildcards: each type is listed.
         """
 
+    @_builtins.property
+    def config(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigField]:
+        """Settings the plugin reads at run time (`ConfigService.GetMyConfig`).
+        Administrators set values through `ConfigService`; a value is accepted
+        only for a key declared here and only when it parses as the declared type.
+        """
+
     def __init__(
         self,
         *,
@@ -112,14 +157,59 @@ class PluginManifest(_message.Message):
         calls: _abc.Iterable[Global___OperationCall] | None = ...,
         publishes: _abc.Iterable[_builtins.str] | None = ...,
         subscribes: _abc.Iterable[_builtins.str] | None = ...,
+        config: _abc.Iterable[Global___ConfigField] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["compliance", b"compliance", "security", b"security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "compliance", b"compliance", "contracts", b"contracts", "description", b"description", "id", b"id", "name", b"name", "provides", b"provides", "publishes", b"publishes", "security", b"security", "subscribes", b"subscribes", "traits", b"traits", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "compliance", b"compliance", "config", b"config", "contracts", b"contracts", "description", b"description", "id", b"id", "name", b"name", "provides", b"provides", "publishes", b"publishes", "security", b"security", "subscribes", b"subscribes", "traits", b"traits", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PluginManifest: _TypeAlias = PluginManifest  # noqa: Y015
+
+@_typing.final
+class ConfigField(_message.Message):
+    """ConfigField declares one setting of a plugin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    DEFAULT_VALUE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Key: 1 to 64 characters of `a-z`, `0-9` and `_`, starting with a letter;
+    unique within the manifest.
+    """
+    type: Global___ConfigFieldType.ValueType
+    """The value's type. UNSPECIFIED is refused."""
+    required: _builtins.bool
+    """The plugin cannot work without a value: GetMyConfig reports it as missing
+    until an administrator sets one. A required field has no default.
+    """
+    default_value: _builtins.str
+    """Value used until an administrator sets one, written as the type is
+    (`25`, `true`, text). Not allowed for secrets.
+    """
+    description: _builtins.str
+    """What the setting does, for administrators."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: Global___ConfigFieldType.ValueType = ...,
+        required: _builtins.bool = ...,
+        default_value: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_value", b"default_value", "description", b"description", "name", b"name", "required", b"required", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigField: _TypeAlias = ConfigField  # noqa: Y015
 
 @_typing.final
 class OperationCall(_message.Message):

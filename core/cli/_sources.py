@@ -1,0 +1,136 @@
+"""The core's settings as one table, and where each effective value came from.
+
+Precedence, lowest to highest: built-in defaults < config file (`--config` /
+`VIVIFIED_CONFIG_FILE`) < environment (`VIVIFIED_*`) < command-line flags. The
+file holds what an installation keeps; the environment what a deployment
+(container, unit file) sets; flags what the operator chooses for this one run.
+Every resolved value carries its source: `default`, `file:<path>`,
+`env:<VARIABLE>` or `flag`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vivified.core.cli._errors import SettingsError
+
+PROFILES = ("development", "production")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One core setting: its key (file key and argparse dest), type and variable."""
+
+    key: str
+    kind: str
+    """`str`, `int`, `float`, `path`, `url` (may hold a password: masked when shown),
+    `secret` (always masked when shown) or `paths3`."""
+    env: str | None
+    flag: str
+    choices: tuple[str, ...] = ()
+    in_file: bool = True
+    """False for a key that must not sit in the config file (the secrets key itself)."""
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "path", "VIVIFIED_DATA_DIR", "--data-dir"),
+    Setting("profile", "str", "VIVIFIED_PROFILE", "--profile", PROFILES),
+    Setting("listen_address", "str", "VIVIFIED_LISTEN_ADDRESS", "--listen"),
+    Setting("bootstrap_address", "str", "VIVIFIED_BOOTSTRAP_ADDRESS", "--bootstrap"),
+    Setting("metrics_address", "str", "VIVIFIED_METRICS_ADDRESS", "--metrics"),
+    Setting("trust_domain", "str", "VIVIFIED_TRUST_DOMAIN", "--trust-domain"),
+    Setting("database_url", "url", "VIVIFIED_DATABASE_URL", "--database-url"),
+    Setting("policy_file", "path", "VIVIFIED_POLICY_FILE", "--policy-file"),
+    Setting("leaf_ttl_seconds", "int", "VIVIFIED_LEAF_TTL_SECONDS", "--leaf-ttl"),
+    Setting("heartbeat_interval_seconds", "float", "VIVIFIED_HEARTBEAT_INTERVAL_SECONDS", "--heartbeat-interval"),
+    Setting("egress_config", "path", "VIVIFIED_EGRESS_CONFIG", "--egress-config"),
+    Setting("ca_files", "paths3", None, "--ca-files"),
+    Setting("redis_url", "url", "VIVIFIED_REDIS_URL", "--redis-url"),
+    Setting("event_ack_timeout", "float", "VIVIFIED_EVENT_ACK_TIMEOUT", "--event-ack-timeout"),
+    Setting("event_max_attempts", "int", "VIVIFIED_EVENT_MAX_ATTEMPTS", "--event-max-attempts"),
+    Setting("event_dedupe_window", "float", "VIVIFIED_EVENT_DEDUPE_WINDOW", "--event-dedupe-window"),
+    Setting("event_max_backlog", "int", "VIVIFIED_EVENT_MAX_BACKLOG", "--event-max-backlog"),
+    Setting("event_publish_rate", "float", "VIVIFIED_EVENT_PUBLISH_RATE", "--event-publish-rate"),
+    Setting("call_rate", "float", "VIVIFIED_CALL_RATE", "--call-rate"),
+    Setting("max_call_deadline", "float", "VIVIFIED_MAX_CALL_DEADLINE", "--max-call-deadline"),
+    Setting("breaker_cooldown", "float", "VIVIFIED_BREAKER_COOLDOWN", "--breaker-cooldown"),
+    Setting("secrets_key_file", "path", "VIVIFIED_SECRETS_KEY_FILE", "--secrets-key-file"),
+    Setting("secrets_key", "secret", "VIVIFIED_SECRETS_KEY", "(environment only)", in_file=False),
+)
+BY_KEY = {s.key: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One setting's value (already typed) and where it came from."""
+
+    setting: Setting
+    value: Any
+    source: str
+
+
+_TYPE_WORDS = {"str": "a string", "url": "a string", "secret": "a string", "int": "an integer", "float": "a number",
+               "path": "a path (string)", "paths3": "a list of three paths"}
+
+
+def convert(setting: Setting, raw: object, where: str, base: pathlib.Path | None = None) -> Any:
+    """Type-check and convert one value; `where` names its origin in the message.
+    A file (`base` given) types its values, so a quoted number there is refused;
+    its relative paths are taken from the file's directory."""
+    kind = setting.kind
+    text = isinstance(raw, str)
+    numeric_text = text and base is None
+    try:
+        if kind in ("str", "url", "secret") and text:
+            value: Any = raw
+        elif kind == "int" and not isinstance(raw, bool) and (isinstance(raw, int) or numeric_text):
+            value = int(raw)  # type: ignore[arg-type]
+        elif kind == "float" and not isinstance(raw, bool) and (isinstance(raw, (int, float)) or numeric_text):
+            value = float(raw)  # type: ignore[arg-type]
+        elif kind == "path" and (text or isinstance(raw, pathlib.Path)):
+            value = _path(str(raw), base)
+        elif kind == "paths3" and isinstance(raw, (list, tuple)) and len(raw) == 3 and all(
+            isinstance(p, (str, pathlib.Path)) for p in raw
+        ):
+            value = tuple(_path(str(p), base) for p in raw)
+        else:
+            raise ValueError
+    except ValueError:
+        raise SettingsError(f"{where}: {setting.key} must be {_TYPE_WORDS[kind]}, got {raw!r}") from None
+    if setting.choices and value not in setting.choices:
+        raise SettingsError(f"{where}: {setting.key} must be one of {', '.join(setting.choices)}, got {value!r}")
+    return value
+
+
+def _path(text: str, base: pathlib.Path | None) -> pathlib.Path:
+    if not text:
+        raise ValueError
+    path = pathlib.Path(text)
+    return base / path if base is not None and not path.is_absolute() else path
+
+
+def resolve(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    file_values: Mapping[str, object],
+    file_path: pathlib.Path | None,
+) -> dict[str, Resolved]:
+    """Every setting that is set somewhere, at its highest-precedence source.
+    Settings left at their built-in default are absent."""
+    resolved: dict[str, Resolved] = {}
+    base = file_path.parent.absolute() if file_path is not None else None
+    for setting in SETTINGS:
+        flag = getattr(args, setting.key, None)
+        if flag is not None:
+            resolved[setting.key] = Resolved(setting, convert(setting, flag, setting.flag), "flag")
+        elif setting.env is not None and environ.get(setting.env) is not None:
+            value = convert(setting, environ[setting.env], setting.env)
+            resolved[setting.key] = Resolved(setting, value, f"env:{setting.env}")
+        elif setting.key in file_values:
+            value = convert(setting, file_values[setting.key], f"config file {file_path}", base)
+            resolved[setting.key] = Resolved(setting, value, f"file:{file_path}")
+    return resolved
