@@ -11,6 +11,7 @@ import pathlib
 from collections.abc import Mapping
 from dataclasses import replace
 
+from vivified.core.chain import RateLimitConfig
 from vivified.core.cli._config_file import config_file_path, load_config_file
 from vivified.core.cli._errors import SettingsError
 from vivified.core.cli._sources import SETTINGS, Resolved, resolve
@@ -80,6 +81,10 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
     )
     events.add_argument("--event-publish-rate", type=float, metavar="PER_SECOND", help="per plugin (default 2000)")
     parser.add_argument(
+        "--call-rate", type=float, metavar="PER_SECOND",
+        help="calls per second each principal may make, burst twice that (default 500, burst 1000)",
+    )
+    parser.add_argument(
         "--max-call-deadline", type=float, metavar="SECONDS", help="cap on operator-lane call deadlines (default 30)"
     )
     parser.add_argument(
@@ -143,6 +148,11 @@ def build_core_config(resolved: Mapping[str, Resolved]) -> CoreConfig:
         if "egress_config" in values:
             core["egress"] = load_egress_config(pathlib.Path(str(values["egress_config"])))
         core["events"] = _events_config(values)
+        if "call_rate" in values:
+            rate = float(values["call_rate"])
+            if rate <= 0:
+                raise SettingsError("call_rate (--call-rate / VIVIFIED_CALL_RATE) must be positive")
+            core["rate_limit"] = RateLimitConfig(rate_per_second=rate, burst=max(1, int(2 * rate)))
         if "ca_files" in values:
             core["ca_paths"] = CAPaths(*values["ca_files"])  # type: ignore[misc]
         directory = values.get("data_dir", DEFAULT_DATA_DIR)

@@ -55,6 +55,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("event_dedupe_window", "float", "VIVIFIED_EVENT_DEDUPE_WINDOW", "--event-dedupe-window"),
     Setting("event_max_backlog", "int", "VIVIFIED_EVENT_MAX_BACKLOG", "--event-max-backlog"),
     Setting("event_publish_rate", "float", "VIVIFIED_EVENT_PUBLISH_RATE", "--event-publish-rate"),
+    Setting("call_rate", "float", "VIVIFIED_CALL_RATE", "--call-rate"),
     Setting("max_call_deadline", "float", "VIVIFIED_MAX_CALL_DEADLINE", "--max-call-deadline"),
     Setting("breaker_cooldown", "float", "VIVIFIED_BREAKER_COOLDOWN", "--breaker-cooldown"),
     Setting("secrets_key_file", "path", "VIVIFIED_SECRETS_KEY_FILE", "--secrets-key-file"),
