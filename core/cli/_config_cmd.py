@@ -31,6 +31,7 @@ _EFFECTIVE: dict[str, Callable[[CoreConfig], object]] = {
     "event_publish_rate": lambda c: c.events.publish_rate,
     "max_call_deadline": lambda c: c.gateway.max_deadline_seconds,
     "breaker_cooldown": lambda c: c.gateway.breaker_cooldown_seconds,
+    "call_rate": lambda c: c.rate_limit.rate_per_second,
     "ca_files": lambda c: None if c.ca_paths is None else (
         c.ca_paths.root_certificate, c.ca_paths.issuing_certificate, c.ca_paths.issuing_key),
 }
