@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from vivified.core.cli._config_file import config_file_path, load_config_file
-from vivified.core.cli._errors import SettingsError
-from vivified.core.cli._sources import SETTINGS, Resolved, resolve
+from vivified.core.settings import SETTINGS, Resolved, SettingsError, publish_burst_for, resolve
 from vivified.core.config import CAPaths, CoreConfig
 from vivified.core.egress import load_egress_config
 from vivified.core.events import EventsConfig
@@ -108,7 +107,7 @@ _CORE_FIELDS = (
 def _events_config(values: Mapping[str, object]) -> EventsConfig:
     fields: dict[str, object] = {field: values[key] for key, field in _EVENT_FIELDS.items() if key in values}
     if "publish_rate" in fields:
-        fields["publish_burst"] = max(1, int(2 * float(fields["publish_rate"])))  # type: ignore[arg-type]
+        fields["publish_burst"] = publish_burst_for(float(fields["publish_rate"]))  # type: ignore[arg-type]
     redis_url = values.get("redis_url")
     if redis_url is not None:
         if not str(redis_url).startswith(("redis://", "rediss://", "unix://")):
@@ -146,7 +145,8 @@ def build_core_config(resolved: Mapping[str, Resolved]) -> CoreConfig:
         if "ca_files" in values:
             core["ca_paths"] = CAPaths(*values["ca_files"])  # type: ignore[misc]
         directory = values.get("data_dir", DEFAULT_DATA_DIR)
-        return CoreConfig(data_dir=directory, gateway=gateway, **core)  # type: ignore[arg-type]
+        sources = tuple((key, r.source) for key, r in resolved.items())
+        return CoreConfig(data_dir=directory, gateway=gateway, setting_sources=sources, **core)  # type: ignore[arg-type]
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
 

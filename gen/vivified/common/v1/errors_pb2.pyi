@@ -142,6 +142,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the secrets key is missing, malformed, weak or readable by others; the core does not start."""
     ERROR_REASON_SECRET_UNREADABLE: _ErrorReason.ValueType  # 302
     """FAILED_PRECONDITION: a stored secret does not open with any configured secrets key (key removed or value altered)."""
+    ERROR_REASON_SETTING_NOT_OVERRIDABLE: _ErrorReason.ValueType  # 303
+    """INVALID_ARGUMENT: a core setting is unknown or cannot be overridden at runtime (bootstrap or security setting)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable, machine-readable reasons the core puts in the
@@ -271,4 +273,6 @@ ERROR_REASON_SECRETS_KEY_INSECURE: ErrorReason.ValueType  # 301
 """FAILED_PRECONDITION: the secrets key is missing, malformed, weak or readable by others; the core does not start."""
 ERROR_REASON_SECRET_UNREADABLE: ErrorReason.ValueType  # 302
 """FAILED_PRECONDITION: a stored secret does not open with any configured secrets key (key removed or value altered)."""
+ERROR_REASON_SETTING_NOT_OVERRIDABLE: ErrorReason.ValueType  # 303
+"""INVALID_ARGUMENT: a core setting is unknown or cannot be overridden at runtime (bootstrap or security setting)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
