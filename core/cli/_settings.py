@@ -1,5 +1,5 @@
 """Command-line flags, `VIVIFIED_*` environment and the config file → CoreConfig,
-read once here (precedence in `_sources`).
+read once here (precedence in `vivified.core.settings`).
 
 An unknown `VIVIFIED_*` variable or config file key is refused, so a typo
 never silently leaves a setting at its default."""
