@@ -61,7 +61,12 @@ from vivified.core.registry._connector import CoreIdentity, PluginConnector
 from vivified.core.registry._monitor import HealthMonitor
 from vivified.core.registry._registry_service import RegistryService
 from vivified.core.server import Binding, build_server, check_cipher_suites
-from vivified.core.settings import CoreSettingsAdmin, OverrideStore, apply_overrides, read_overrides
+from vivified.core.settings import (
+    CoreSettingsAdmin,
+    OverrideStore,
+    apply_overrides,
+    read_overrides,
+)
 from vivified.core.traits import TraitCatalogue
 from vivified.egress.v1 import egress_pb2_grpc
 from vivified.events.v1 import events_pb2_grpc

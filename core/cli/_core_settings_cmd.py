@@ -12,7 +12,12 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc
-from vivified.core.cli._client import ClientError, describe, open_channel, operator_target
+from vivified.core.cli._client import (
+    ClientError,
+    describe,
+    open_channel,
+    operator_target,
+)
 from vivified.core.cli._settings import data_dir
 from vivified.core.settings import RUNTIME_KEYS
 

@@ -12,11 +12,17 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from vivified.core.cli._config_file import config_file_path, load_config_file
-from vivified.core.settings import SETTINGS, Resolved, SettingsError, publish_burst_for, resolve
 from vivified.core.config import CAPaths, CoreConfig
 from vivified.core.egress import load_egress_config
 from vivified.core.events import EventsConfig
 from vivified.core.gateway import GatewayConfig
+from vivified.core.settings import (
+    SETTINGS,
+    Resolved,
+    SettingsError,
+    publish_burst_for,
+    resolve,
+)
 
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
 CORE_VARIABLES = frozenset(s.env for s in SETTINGS if s.env is not None) | {"VIVIFIED_CONFIG_FILE"}

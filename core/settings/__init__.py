@@ -25,7 +25,12 @@ from vivified.core.settings._apply import (
     parse_override,
     publish_burst_for,
 )
-from vivified.core.settings._store import Override, OverrideChange, OverrideStore, read_overrides
+from vivified.core.settings._store import (
+    Override,
+    OverrideChange,
+    OverrideStore,
+    read_overrides,
+)
 from vivified.core.settings._table import (
     BY_KEY,
     PROFILES,

@@ -10,7 +10,13 @@ from typing import Any
 
 from vivified.core.config import CoreConfig
 from vivified.core.settings._store import Override
-from vivified.core.settings._table import BY_KEY, RUNTIME_KEYS, Setting, SettingsError, convert
+from vivified.core.settings._table import (
+    BY_KEY,
+    RUNTIME_KEYS,
+    Setting,
+    SettingsError,
+    convert,
+)
 
 
 def publish_burst_for(rate: float) -> int:

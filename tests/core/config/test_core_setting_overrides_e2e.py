@@ -5,13 +5,26 @@ refused, and only configuration administrators may change them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import pathlib
 import subprocess
 
 import grpc
 import pytest
-from support.clients import audit_rows, bootstrap_channel, error_info, operator_channel
-from support.processes import CoreProcess, clean_env, run_vivified, start_core, stop_process
+from support.clients import (
+    admitted_plugin,
+    audit_rows,
+    bootstrap_channel,
+    error_info,
+    operator_channel,
+)
+from support.processes import (
+    CoreProcess,
+    clean_env,
+    run_vivified,
+    start_core,
+    stop_process,
+)
 from support.users import bearer, expect_error, login, users_pb
 from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc as config_grpc
@@ -89,6 +102,11 @@ async def test_override_audited_applied_at_restart_and_shown(tmp_path: pathlib.P
             ("operator:admin", "core-setting/event_max_attempts"), ("operator:admin", "core-setting/breaker_cooldown")]
         assert '"change_reason":"flaky consumer needs more tries"' in audited[0].detail
 
+        for key, value in (("leaf_ttl_seconds", "900"), ("heartbeat_interval_seconds", "3")):
+            await _call(core, "SetCoreSetting", pb.SetCoreSettingRequest(key=key, value=value, reason="tighter"))
+        plugin = await admitted_plugin(core, "before-restart")
+        assert plugin.response.heartbeat_interval_seconds == 5  # not yet: next start
+
         pending = await _settings(core)
         attempts = pending["event_max_attempts"]
         assert (attempts.effective_value, attempts.override_value, attempts.pending_restart) == ("4", "9", True)
@@ -103,7 +121,13 @@ async def test_override_audited_applied_at_restart_and_shown(tmp_path: pathlib.P
         assert (after["event_max_attempts"].effective_value, after["event_max_attempts"].source) == ("9", DB_SOURCE)
         assert after["breaker_cooldown"].effective_value == "7.5" and not after["breaker_cooldown"].pending_restart
         started = audit_rows(core, action="core.start")
-        assert '"overrides":"event_max_attempts=9,breaker_cooldown=7.5"' in started[-1].detail
+        assert ('"overrides":"leaf_ttl_seconds=900,heartbeat_interval_seconds=3.0,event_max_attempts=9,'
+                'breaker_cooldown=7.5"') in started[-1].detail
+        # The components were built from the overridden config.
+        plugin = await admitted_plugin(core, "after-restart")
+        assert plugin.response.heartbeat_interval_seconds == 3
+        remaining = plugin.leaf.not_valid_after_utc - dt.datetime.now(dt.UTC)
+        assert 840 <= remaining.total_seconds() <= 905  # 900 s, not the default 3600
 
         shown = _show(data_dir, *FLAGS)
         assert shown["event_max_attempts"].split()[1] == "9" and shown["event_max_attempts"].endswith(DB_SOURCE)
@@ -116,6 +140,8 @@ async def test_override_audited_applied_at_restart_and_shown(tmp_path: pathlib.P
         history = await _call(core, "ListCoreSettingHistory", pb.ListCoreSettingHistoryRequest())
         assert [(c.key, c.old_value, c.new_value, c.change_actor, c.reason) for c in history.changes] == [  # type: ignore[attr-defined]
             ("event_max_attempts", "9", "", "operator:admin", "consumer fixed"),
+            ("heartbeat_interval_seconds", "", "3.0", "operator:admin", "tighter"),
+            ("leaf_ttl_seconds", "", "900", "operator:admin", "tighter"),
             ("breaker_cooldown", "", "7.5", "operator:admin", "slow upstream recovers late"),
             ("event_max_attempts", "", "9", "operator:admin", "flaky consumer needs more tries"),
         ]
