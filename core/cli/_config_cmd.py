@@ -88,7 +88,8 @@ def _database_layer(config: CoreConfig) -> tuple[Applied | None, str]:
     try:
         return apply_overrides(config, read_overrides(engine)), ""
     except sa.exc.DBAPIError as exc:
-        return None, f"runtime overrides not read: database {describe_url(engine.url)}: {driver_message(exc, engine.url)}"
+        problem = driver_message(exc, engine.url)
+        return None, f"runtime overrides not read: database {describe_url(engine.url)}: {problem}"
     finally:
         engine.dispose()
 

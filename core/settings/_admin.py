@@ -40,7 +40,9 @@ def _reason(text: str) -> str:
     reason = text.strip()
     if not reason or len(reason) > MAX_REASON_LENGTH or not reason.isprintable():
         raise InvalidArgument(
-            f"reason is required: 1 to {MAX_REASON_LENGTH} printable characters", reason="INVALID_REQUEST", domain=_DOMAIN
+            f"reason is required: 1 to {MAX_REASON_LENGTH} printable characters",
+            reason="INVALID_REQUEST",
+            domain=_DOMAIN,
         )
     return reason
 

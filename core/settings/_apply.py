@@ -34,7 +34,8 @@ FIELDS: dict[str, tuple[_Get, _Set]] = {
     "heartbeat_interval_seconds": (
         lambda c: c.heartbeat_interval_seconds, lambda c, v: replace(c, heartbeat_interval_seconds=v)),
     "event_ack_timeout": (
-        lambda c: c.events.ack_timeout_seconds, lambda c, v: replace(c, events=replace(c.events, ack_timeout_seconds=v))),
+        lambda c: c.events.ack_timeout_seconds,
+        lambda c, v: replace(c, events=replace(c.events, ack_timeout_seconds=v))),
     "event_max_attempts": (
         lambda c: c.events.max_attempts, lambda c, v: replace(c, events=replace(c.events, max_attempts=v))),
     "event_dedupe_window": (
@@ -46,7 +47,8 @@ FIELDS: dict[str, tuple[_Get, _Set]] = {
         lambda c: c.events.publish_rate,
         lambda c, v: replace(c, events=replace(c.events, publish_rate=v, publish_burst=publish_burst_for(v)))),
     "max_call_deadline": (
-        lambda c: c.gateway.max_deadline_seconds, lambda c, v: replace(c, gateway=replace(c.gateway, max_deadline_seconds=v))),
+        lambda c: c.gateway.max_deadline_seconds,
+        lambda c, v: replace(c, gateway=replace(c.gateway, max_deadline_seconds=v))),
     "breaker_cooldown": (
         lambda c: c.gateway.breaker_cooldown_seconds,
         lambda c, v: replace(c, gateway=replace(c.gateway, breaker_cooldown_seconds=v))),

@@ -68,14 +68,13 @@ class OverrideStore:
             o, h = overrides_table, history_table
             with write_transaction(self._engine, pg_lock=_PG_LOCK_KEY) as conn:
                 old = conn.execute(sa.select(o.c.value).where(o.c.key == key)).scalar_one_or_none()
+                fields = {"value": value, "updated_by": actor, "reason": reason, "updated_at": now}
                 if value is None:
                     conn.execute(sa.delete(o).where(o.c.key == key))
                 elif old is None:
-                    conn.execute(sa.insert(o).values(key=key, value=value, updated_by=actor, reason=reason, updated_at=now))
+                    conn.execute(sa.insert(o).values(key=key, **fields))
                 else:
-                    conn.execute(
-                        sa.update(o).where(o.c.key == key).values(value=value, updated_by=actor, reason=reason, updated_at=now)
-                    )
+                    conn.execute(sa.update(o).where(o.c.key == key).values(**fields))
                 change = OverrideChange(key, old, value, actor, reason, now)
                 conn.execute(
                     sa.insert(h).values(

@@ -59,7 +59,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", "url", "VIVIFIED_DATABASE_URL", "--database-url"),
     Setting("policy_file", "path", "VIVIFIED_POLICY_FILE", "--policy-file"),
     Setting("leaf_ttl_seconds", "int", "VIVIFIED_LEAF_TTL_SECONDS", "--leaf-ttl", runtime=True),
-    Setting("heartbeat_interval_seconds", "float", "VIVIFIED_HEARTBEAT_INTERVAL_SECONDS", "--heartbeat-interval", runtime=True),
+    Setting(
+        "heartbeat_interval_seconds", "float", "VIVIFIED_HEARTBEAT_INTERVAL_SECONDS", "--heartbeat-interval",
+        runtime=True,
+    ),
     Setting("egress_config", "path", "VIVIFIED_EGRESS_CONFIG", "--egress-config"),
     Setting("ca_files", "paths3", None, "--ca-files"),
     Setting("redis_url", "url", "VIVIFIED_REDIS_URL", "--redis-url"),
