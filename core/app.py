@@ -20,9 +20,19 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from vivified.admin.v1 import event_admin_pb2_grpc, plugin_admin_pb2_grpc
+from vivified.admin.v1 import (
+    access_catalogue_pb2_grpc,
+    audit_query_pb2_grpc,
+    event_admin_pb2_grpc,
+    plugin_admin_pb2_grpc,
+)
 from vivified.config.v1 import config_pb2_grpc
-from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
+from vivified.core.audit import (
+    AuditLog,
+    AuditQueryService,
+    AuditRecord,
+    CheckpointSigner,
+)
 from vivified.core.ca import (
     CAConfig,
     CertificateAuthority,
@@ -36,6 +46,7 @@ from vivified.core.chain import (
     StreamTracker,
     TokenBuckets,
     build_chain,
+    call_principal,
 )
 from vivified.core.chain import annotate as chain_annotate
 from vivified.core.clock import Clock, SystemClock
@@ -67,7 +78,7 @@ from vivified.core.settings import (
     apply_overrides,
     read_overrides,
 )
-from vivified.core.traits import TraitCatalogue
+from vivified.core.traits import AccessCatalogueService, TraitCatalogue
 from vivified.egress.v1 import egress_pb2_grpc
 from vivified.events.v1 import events_pb2_grpc
 from vivified.gateway.v1 import gateway_pb2_grpc
@@ -301,6 +312,7 @@ class Core:
                 on_breaker=self.metrics.on_breaker,
             ),
             lookup=store.get,
+            delegations=identity.delegations,
         )
         egress = EgressService(
             plugin_lookup=store.get,
@@ -334,13 +346,14 @@ class Core:
                 registry=registry,
                 admin=admin,
                 health_servicer=health.aio.HealthServicer(),
-                gateway=GatewayService(lane, authenticator.principal),
+                gateway=GatewayService(lane, call_principal),
                 egress=egress,
                 events=self._events,
             )
             + _identity_bindings(identity)
-            + [plugin_config],
-            contract_proxy=ContractProxy(lane, authenticator.principal),
+            + [plugin_config]
+            + _access_bindings(AuditQueryService(engine, audit_dir), AccessCatalogueService(catalogue, identity.roles)),
+            contract_proxy=ContractProxy(lane, call_principal),
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,
             key_pem=key_pem,
@@ -425,6 +438,17 @@ def _identity_bindings(identity: Identity) -> list[Binding]:
                 "vivified.identity.v1.UserAdminService"),
         Binding(identity.api_keys, api_keys_pb2_grpc.add_ApiKeyServiceServicer_to_server,
                 "vivified.identity.v1.ApiKeyService"),
+    ]
+
+
+def _access_bindings(audit_query: AuditQueryService, access: AccessCatalogueService) -> list[Binding]:
+    """Read-only access services for operators and users with the right traits
+    (policy decides: `audit_viewer` for the audit log, `viewer` for the catalogues)."""
+    return [
+        Binding(audit_query, audit_query_pb2_grpc.add_AuditQueryServiceServicer_to_server,
+                "vivified.admin.v1.AuditQueryService"),
+        Binding(access, access_catalogue_pb2_grpc.add_AccessCatalogueServiceServicer_to_server,
+                "vivified.admin.v1.AccessCatalogueService"),
     ]
 
 

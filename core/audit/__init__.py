@@ -4,23 +4,29 @@ Ed25519-signed checkpoints kept outside the database.
 - `AuditLog` appends records with group commit; `append` returns after commit.
 - `CheckpointSigner` holds the checkpoint key (0600) and exports `<key>.pub`.
 - `verify` checks the chain and every checkpoint; `tail` reads the newest records.
+- `AuditQueryService` lists (filtered, paged) and verifies the log through a running core.
 """
 
 from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
 from vivified.core.audit._log import AuditLog
+from vivified.core.audit._query import AuditFilter, query
+from vivified.core.audit._query_service import AuditQueryService
 from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
 from vivified.core.audit._table import audit_table
 from vivified.core.audit._verify import VerifyResult, tail, verify
 
 __all__ = [
     "GENESIS_HASH",
+    "AuditFilter",
     "AuditLog",
+    "AuditQueryService",
     "AuditRecord",
     "Checkpoint",
     "CheckpointSigner",
     "StoredRecord",
     "VerifyResult",
     "audit_table",
+    "query",
     "tail",
     "verify",
 ]

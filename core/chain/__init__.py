@@ -7,7 +7,13 @@ from vivified.core.chain._authn import (
     CredentialCheck,
 )
 from vivified.core.chain._build import ChainInterceptor, Layer, build_chain, compose
-from vivified.core.chain._call import Call, Principal, annotate, current_call
+from vivified.core.chain._call import (
+    Call,
+    Principal,
+    annotate,
+    call_principal,
+    current_call,
+)
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
@@ -43,6 +49,7 @@ __all__ = [
     "abort_with",
     "annotate",
     "build_chain",
+    "call_principal",
     "compose",
     "current_call",
     "error_info",

@@ -25,6 +25,8 @@ class Principal:
     cert_serial: int | None = None
     traits: frozenset[str] = frozenset()
     session_id: str | None = None
+    api_key_id: str | None = None
+    """Set for a user who called with an API key (then `session_id` is None)."""
 
     @property
     def actor(self) -> str:
@@ -79,3 +81,13 @@ def annotate(**fields: str) -> None:
     call = _current.get()
     if call is not None:
         call.extra.update(fields)
+
+
+def call_principal(_context: object = None) -> Principal:
+    """The principal the chain's authentication set for the current call —
+    for handlers serving users as well as plugins (a user's identity is in
+    metadata the chain verified, not in the TLS peer)."""
+    call = _current.get()
+    if call is None or call.principal is None:
+        raise RuntimeError("no authenticated call in this task")
+    return call.principal

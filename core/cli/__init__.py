@@ -3,10 +3,10 @@
     vivified up                      core + bundled plugins (development profile)
     vivified core                    the core broker alone
     vivified plugins approve|list|enable|disable|revoke
-    vivified audit verify|tail
+    vivified audit verify|tail|query
     vivified events subscriptions | dlq list|replay
     vivified db upgrade [--app-role ROLE]
-    vivified users create-admin --username U [--password-file F]
+    vivified users create-admin --username U [--password-file F] | list | roles
     vivified config show [--config FILE] [core flags]
     vivified config plugin get|set|history PLUGIN [KEY VALUE] --reason R
     vivified config core list|set KEY VALUE|unset KEY|history --reason R

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from vivified.core.bench import run_chain_bench, run_egress_bench
+from vivified.core.bench._events import run_events_bench
 from vivified.core.bench._invoke import run_invoke_bench
 
 
@@ -21,6 +22,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     invoke.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     invoke.add_argument("--calls", type=int, default=200, help="sequential calls per path per round (default 200)")
     invoke.add_argument("--json", action="store_true", help="print one JSON object")
+    events = scenarios.add_parser(
+        "events",
+        help="event bus: streamed vs unary publish (P3), end-to-end vs ack latency (P4), "
+        "Redis vs embedded store (P5), fan-out to 4 vs 1 subscribers (P6)",
+    )
+    events.add_argument("--events", type=int, default=2000, help="events per path per round (default 2000)")
+    events.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    events.add_argument(
+        "--concurrency", type=int, default=32, help="concurrent callers of unary Publish (default 32)"
+    )
+    events.add_argument("--json", action="store_true", help="print one JSON object")
     egress = scenarios.add_parser("egress", help="egress proxy fetch vs direct fetch of a local server (P7)")
     egress.add_argument("--rounds", type=int, default=300, help="interleaved rounds (default 300)")
     egress.add_argument("--https", action="store_true", help="use a local HTTPS server")
@@ -33,6 +45,11 @@ def run(args: argparse.Namespace, out: list[str]) -> int:
             out.append("error: --rounds must be at least 10")
             return 2
         report = asyncio.run(run_egress_bench(rounds=args.rounds, https=args.https))
+    elif args.scenario == "events":
+        if args.events < 50 or args.rounds < 1 or args.concurrency < 1:
+            out.append("error: --events must be at least 50, --rounds and --concurrency at least 1")
+            return 2
+        report = asyncio.run(run_events_bench(events=args.events, rounds=args.rounds, concurrency=args.concurrency))
     elif args.scenario == "invoke":
         if args.rounds < 1 or args.calls < 10:
             out.append("error: --rounds must be at least 1 and --calls at least 10")

@@ -1,5 +1,11 @@
-"""The operator's channel to a running core: mTLS with the operator
-certificate the core wrote into its data dir."""
+"""A command's channel to a running core.
+
+Without `VIVIFIED_API_KEY`: mTLS on the core's port with the operator
+certificate the core wrote into its data dir. With it: server-authenticated
+TLS on the bootstrap port, every call carrying `x-api-key` metadata, so the
+command acts as the key's user with the key's traits (the core's policy and
+audit see that user). The core's CA certificate comes from `VIVIFIED_CA_FILE`
+or the data dir; `--core` / `VIVIFIED_CORE_ADDRESS` then name the bootstrap port."""
 
 from __future__ import annotations
 
@@ -21,13 +27,48 @@ class ClientError(Exception):
         self.reason = reason
 
 
+API_KEY_VARIABLE = "VIVIFIED_API_KEY"
+
+
 @dataclass(frozen=True)
 class OperatorTarget:
+    """Where and as whom to connect: the operator certificate, or an API key."""
+
     address: str
     trust_domain: str
     ca: bytes
-    cert: bytes
-    key: bytes
+    cert: bytes = b""
+    key: bytes = b""
+    api_key: str = ""
+
+
+def _running(data_dir: pathlib.Path) -> dict[str, str]:
+    try:
+        running = json.loads(run_file(data_dir).read_text())
+    except (OSError, ValueError):
+        return {}
+    return running if isinstance(running, dict) else {}
+
+
+def core_target(data_dir: pathlib.Path, environ: Mapping[str, str], address: str | None) -> OperatorTarget:
+    """The API key's user when `VIVIFIED_API_KEY` is set, else the local operator."""
+    api_key = environ.get(API_KEY_VARIABLE, "")
+    if not api_key:
+        return operator_target(data_dir, environ, address)
+    if not api_key.isascii() or not api_key.isprintable() or " " in api_key:
+        raise ClientError(f"{API_KEY_VARIABLE} is not an API key (expected vk_<id>_<secret>)")
+    ca_path = pathlib.Path(environ.get("VIVIFIED_CA_FILE") or data_dir / "operator" / "ca.crt")
+    try:
+        ca = ca_path.read_bytes()
+    except OSError:
+        raise ClientError(f"cannot read the core's CA certificate {ca_path}; set VIVIFIED_CA_FILE") from None
+    running = _running(data_dir)
+    address = address or environ.get("VIVIFIED_CORE_ADDRESS") or running.get("bootstrap_address")
+    if not address:
+        raise ClientError(f"no running core found for {data_dir}; pass --core HOST:PORT (the bootstrap port)")
+    return OperatorTarget(
+        address=address, trust_domain=running.get("trust_domain", "vivified.local"), ca=ca, api_key=api_key
+    )
 
 
 def operator_target(data_dir: pathlib.Path, environ: Mapping[str, str], address: str | None) -> OperatorTarget:
@@ -53,7 +94,17 @@ def operator_target(data_dir: pathlib.Path, environ: Mapping[str, str], address:
 
 
 def open_channel(target: OperatorTarget) -> grpc.aio.Channel:
-    credentials = grpc.ssl_channel_credentials(target.ca, target.key, target.cert)
+    if target.api_key:
+        key = target.api_key
+
+        def add_key(_context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
+            callback((("x-api-key", key),), None)
+
+        credentials = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(target.ca), grpc.metadata_call_credentials(add_key, name="api-key")
+        )
+    else:
+        credentials = grpc.ssl_channel_credentials(target.ca, target.key, target.cert)
     return grpc.aio.secure_channel(
         target.address, credentials, options=[("grpc.ssl_target_name_override", f"core.{target.trust_domain}")]
     )

@@ -26,20 +26,21 @@ from vivified.core.cli._settings import (
 from vivified.core.config import CoreConfig
 from vivified.core.db import DatabaseError, describe_url, plain_engine, sqlite_url
 from vivified.core.db._errors import driver_message
-from vivified.core.settings import SETTINGS, Applied, apply_overrides, read_overrides
+from vivified.core.settings import (
+    FIELDS,
+    SETTINGS,
+    Applied,
+    apply_overrides,
+    read_overrides,
+)
 
 MASK = "********"
 
-# Where each setting's effective value lives in the built CoreConfig.
+# Where each setting's effective value lives in the built CoreConfig: the
+# overridable ones as the database layer sets them, the others here.
 _EFFECTIVE: dict[str, Callable[[CoreConfig], object]] = {
+    **{key: get for key, (get, _) in FIELDS.items()},
     "redis_url": lambda c: c.events.redis_url,
-    "event_ack_timeout": lambda c: c.events.ack_timeout_seconds,
-    "event_max_attempts": lambda c: c.events.max_attempts,
-    "event_dedupe_window": lambda c: c.events.dedupe_window_seconds,
-    "event_max_backlog": lambda c: c.events.max_backlog,
-    "event_publish_rate": lambda c: c.events.publish_rate,
-    "max_call_deadline": lambda c: c.gateway.max_deadline_seconds,
-    "breaker_cooldown": lambda c: c.gateway.breaker_cooldown_seconds,
     "ca_files": lambda c: None if c.ca_paths is None else (
         c.ca_paths.root_certificate, c.ca_paths.issuing_certificate, c.ca_paths.issuing_key),
 }

@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from vivified.admin.v1 import event_admin_pb2 as pb
 from vivified.admin.v1 import event_admin_pb2_grpc
-from vivified.core.cli._client import describe, open_channel, operator_target
+from vivified.core.cli._client import core_target, describe, open_channel
 from vivified.core.cli._settings import data_dir
 
 
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "Every call is audited.",
     )
     events.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
-    events.add_argument("--core", metavar="HOST:PORT", help="core mTLS address (default: from the data dir)")
+    events.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")
     events.add_argument("--json", action="store_true", help="print JSON")
     verbs = events.add_subparsers(dest="verb", required=True)
     verbs.add_parser("subscriptions", help="every subscription with its backlog (pending, undelivered, lost)")
@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -> int:
-    target = operator_target(data_dir(args, environ), environ, args.core)
+    target = core_target(data_dir(args, environ), environ, args.core)
     async with open_channel(target) as channel:
         stub = event_admin_pb2_grpc.EventAdminServiceStub(channel)
         try:

@@ -12,9 +12,9 @@ from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.cli._client import (
     ClientError,
+    core_target,
     describe,
     open_channel,
-    operator_target,
 )
 from vivified.core.cli._settings import data_dir
 from vivified.core.errors import VivifiedError
@@ -27,7 +27,7 @@ _HEALTH = {v: k.removeprefix("PLUGIN_HEALTH_").lower() for k, v in pb.PluginHeal
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     plugins = sub.add_parser("plugins", help="approve and govern plugins on a running core")
     plugins.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
-    plugins.add_argument("--core", metavar="HOST:PORT", help="core mTLS address (default: from the data dir)")
+    plugins.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")
     verbs = plugins.add_subparsers(dest="verb", required=True)
     approve = verbs.add_parser("approve", help="validate a manifest and print a one-time join token")
     approve.add_argument("manifest", type=pathlib.Path, help="path to the plugin's manifest.yaml or .json")
@@ -49,7 +49,7 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
         request = _request(args)
     except VivifiedError as exc:
         raise ClientError(exc.message, exc.reason) from None
-    target = operator_target(data_dir(args, environ), environ, args.core)
+    target = core_target(data_dir(args, environ), environ, args.core)
     async with open_channel(target) as channel:
         stub = plugin_admin_pb2_grpc.PluginAdminServiceStub(channel)
         try:

@@ -11,6 +11,7 @@ import pathlib
 from collections.abc import Mapping
 from dataclasses import replace
 
+from vivified.core.chain import RateLimitConfig
 from vivified.core.cli._config_file import config_file_path, load_config_file
 from vivified.core.config import CAPaths, CoreConfig
 from vivified.core.egress import load_egress_config
@@ -20,13 +21,13 @@ from vivified.core.settings import (
     SETTINGS,
     Resolved,
     SettingsError,
-    publish_burst_for,
+    burst_for,
     resolve,
 )
 
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
 CORE_VARIABLES = frozenset(s.env for s in SETTINGS if s.env is not None) | {"VIVIFIED_CONFIG_FILE"}
-CLIENT_VARIABLES = frozenset({"VIVIFIED_CORE_ADDRESS"})
+CLIENT_VARIABLES = frozenset({"VIVIFIED_CORE_ADDRESS", "VIVIFIED_API_KEY"})
 PLUGIN_VARIABLES = frozenset({"VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE"})
 DEFAULT_DATA_DIR = pathlib.Path(".vivified")
 
@@ -85,6 +86,10 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
     )
     events.add_argument("--event-publish-rate", type=float, metavar="PER_SECOND", help="per plugin (default 2000)")
     parser.add_argument(
+        "--call-rate", type=float, metavar="PER_SECOND",
+        help="calls per second each principal may make, burst twice that (default 500, burst 1000)",
+    )
+    parser.add_argument(
         "--max-call-deadline", type=float, metavar="SECONDS", help="cap on operator-lane call deadlines (default 30)"
     )
     parser.add_argument(
@@ -113,7 +118,7 @@ _CORE_FIELDS = (
 def _events_config(values: Mapping[str, object]) -> EventsConfig:
     fields: dict[str, object] = {field: values[key] for key, field in _EVENT_FIELDS.items() if key in values}
     if "publish_rate" in fields:
-        fields["publish_burst"] = publish_burst_for(float(fields["publish_rate"]))  # type: ignore[arg-type]
+        fields["publish_burst"] = burst_for(float(fields["publish_rate"]))  # type: ignore[arg-type]
     redis_url = values.get("redis_url")
     if redis_url is not None:
         if not str(redis_url).startswith(("redis://", "rediss://", "unix://")):
@@ -148,6 +153,11 @@ def build_core_config(resolved: Mapping[str, Resolved]) -> CoreConfig:
         if "egress_config" in values:
             core["egress"] = load_egress_config(pathlib.Path(str(values["egress_config"])))
         core["events"] = _events_config(values)
+        if "call_rate" in values:
+            rate = float(values["call_rate"])
+            if rate <= 0:
+                raise SettingsError("call_rate (--call-rate / VIVIFIED_CALL_RATE) must be positive")
+            core["rate_limit"] = RateLimitConfig(rate_per_second=rate, burst=burst_for(rate))
         if "ca_files" in values:
             core["ca_paths"] = CAPaths(*values["ca_files"])  # type: ignore[misc]
         directory = values.get("data_dir", DEFAULT_DATA_DIR)

@@ -1,4 +1,5 @@
-"""`vivified users create-admin`: create the first administrator on the data dir.
+"""`vivified users create-admin`: create the first administrator on the data dir
+(`vivified users list|roles` ask a running core: `_users_remote`).
 
 It works on the database directly (the core may be stopped), so the first
 admin can exist before anyone can sign in. There is no default password: it
@@ -17,6 +18,8 @@ from collections.abc import Mapping
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
 from vivified.core.cli._client import ClientError
 from vivified.core.cli._settings import data_dir
+from vivified.core.cli._users_remote import REMOTE_VERBS, add_verbs
+from vivified.core.cli._users_remote import run as run_remote
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.identity import IdentityConfig, user_admin
@@ -35,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     create.add_argument(
         "--password-file", type=pathlib.Path, metavar="FILE", help="read the password from FILE (else prompt twice)"
     )
+    add_verbs(verbs)
 
 
 def _password(path: pathlib.Path | None) -> str:
@@ -83,6 +87,8 @@ async def _audit(directory: pathlib.Path, engine: object, user_id: str, username
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -> int:
+    if args.verb in REMOTE_VERBS:
+        return asyncio.run(run_remote(args, environ, out))
     directory = data_dir(args, environ)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = args.database_url or environ.get("VIVIFIED_DATABASE_URL") or sqlite_url(directory / "vivified.db")

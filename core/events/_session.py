@@ -7,7 +7,8 @@ redacted or unredacted form is ever shared between subscribers). Redactions
 and deliveries of classified events are audited before they are sent.
 
 Flow control: at most `prefetch` deliveries are in flight per stream, so a
-slow subscriber holds back only its own stream. When the stream ends, its
+slow subscriber holds back only its own stream. An ack frees its slot when it
+is read; acks are stored in batches behind it. When the stream ends, its
 in-flight deliveries are nacked and go to the subscription's other consumers
 (or the next stream) at once."""
 
@@ -64,23 +65,45 @@ class SubscriptionSession:
         self._trace_id = trace_id
         self._in_flight: set[str] = set()
         self._space = asyncio.Condition()
+        self._acks: list[str] = []
+        self._acks_queued = asyncio.Event()
+        self._closing = False
 
     async def run(
         self, requests: AsyncIterator[SubscribeRequest], write: Callable[[SubscribeResponse], Awaitable[None]]
     ) -> None:
         receiver = asyncio.ensure_future(self._receive(requests))
         sender = asyncio.ensure_future(self._send(write))
+        acker = asyncio.ensure_future(self._store_acks())
         try:
-            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({receiver, sender, acker}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
         finally:
             for task in (receiver, sender):
                 task.cancel()
             await asyncio.gather(receiver, sender, return_exceptions=True)
+            # Acks already read are stored, and what is still in flight goes back
+            # to the subscription. Shielded: the stream's task may itself be cancelled here.
+            self._closing = True
+            self._acks_queued.set()
+            ending = [acker]
             if self._in_flight:
-                # Shielded: the stream's task may itself be cancelled here.
-                await asyncio.shield(self._store.nack(self._subscription, sorted(self._in_flight)))
+                ending.append(asyncio.ensure_future(self._store.nack(self._subscription, sorted(self._in_flight))))
+            await asyncio.shield(asyncio.gather(*ending, return_exceptions=True))
+
+    async def _store_acks(self) -> None:
+        """Acks are stored in batches, one store call at a time: those read while
+        a call is under way go together in the next. Awaiting each ack before
+        reading the next would cap a subscription's delivery rate at one store
+        commit per event, below the rate publishers can append."""
+        while self._acks or not self._closing:
+            if not self._acks:
+                await self._acks_queued.wait()
+                self._acks_queued.clear()
+                continue
+            batch, self._acks = self._acks, []
+            await self._store.ack(self._subscription, batch)
 
     async def _settle(self, delivery_ids: list[str]) -> list[str]:
         known = [d for d in delivery_ids if d in self._in_flight]
@@ -95,7 +118,8 @@ class SubscriptionSession:
             if kind == "ack":
                 settled = await self._settle(list(request.ack.delivery_ids))
                 if settled:
-                    await self._store.ack(self._subscription, settled)
+                    self._acks.extend(settled)
+                    self._acks_queued.set()
             elif kind == "nack":
                 settled = await self._settle(list(request.nack.delivery_ids))
                 if settled:

@@ -1,6 +1,13 @@
 """One operator-lane call, shared by `Invoke` and transparent typed calls:
 policy for the (caller, target, operation) pair, forwarding, redaction of the
-response for the caller's traits, and the facts for the call's audit record."""
+response for the caller's traits, and the facts for the call's audit record.
+
+Callers are plugins (mTLS) or users (bearer token or API key on the bootstrap
+port). A user's call, and a plugin's call that presents the delegation token
+the core gave it for a user, carry that user to the target as a fresh
+delegation token for the target (see `vivified.core.identity._delegation`);
+both the plugin's manifest and the user's rights must allow such a call, and
+the response is redacted for the traits both hold."""
 
 from __future__ import annotations
 
@@ -17,6 +24,12 @@ from vivified.core.contracts import ContractMethod, contract_method
 from vivified.core.errors import InvalidArgument
 from vivified.core.gateway._forward import Forwarder, TargetError
 from vivified.core.gateway._lane_policy import PolicySet
+from vivified.core.identity import (
+    DELEGATION_HEADER,
+    ON_BEHALF_OF_HEADER,
+    Delegations,
+    Delegator,
+)
 from vivified.core.registry import PluginRecord
 
 _DOMAIN = "vivified.gateway"
@@ -40,11 +53,39 @@ class OperatorLane:
     """Carries one call from a caller plugin to a target plugin."""
 
     def __init__(
-        self, *, policy: PolicySet, forwarder: Forwarder, lookup: Callable[[str], PluginRecord | None]
+        self,
+        *,
+        policy: PolicySet,
+        forwarder: Forwarder,
+        lookup: Callable[[str], PluginRecord | None],
+        delegations: Delegations,
     ) -> None:
         self._policy = policy
         self._forwarder = forwarder
         self._lookup = lookup
+        self._delegations = delegations
+
+    async def _authorise(
+        self, principal: Principal, target: str, method: str, delegation: str
+    ) -> tuple[frozenset[str], Delegator | None]:
+        """Raise unless the call is allowed; returns the traits the response is
+        redacted for and the user the call is made for, if any."""
+        if principal.kind == "user":
+            user = self._delegations.of_user(principal)
+            annotate(lane_rule=self._policy.check_user_call(user.user_id, user.traits, target, method))
+            return user.traits, user
+        caller = self._lookup(principal.id)
+        traits = caller.granted_traits if caller is not None else frozenset()
+        user = await self._delegations.verify(delegation, principal.id) if delegation else None
+        if user is not None:
+            annotate(on_behalf_of=f"user:{user.user_id}")
+        annotate(lane_rule=self._policy.check_call(principal.id, traits, target, method))
+        if user is None:
+            return traits, None
+        annotate(
+            user_rule=self._policy.check_user_operation(user.user_id, user.traits, method, reason="DELEGATION_DENIED")
+        )
+        return traits & user.traits, user
 
     async def call(
         self,
@@ -55,6 +96,7 @@ class OperatorLane:
         *,
         idempotency_key: str,
         remaining: float | None,
+        delegation: str,
     ) -> Message:
         if not target:
             raise InvalidArgument("the target plugin id is required", reason="INVALID_REQUEST", domain=_DOMAIN)
@@ -67,14 +109,15 @@ class OperatorLane:
             raise InvalidArgument(
                 f"payload is not a valid {method.input_type.full_name}", reason="INVALID_REQUEST", domain=_DOMAIN
             ) from None
-        caller = self._lookup(principal.id)
-        traits = caller.granted_traits if caller is not None else frozenset()
         annotate(target=target, operation=method.full_name)
-        rule = self._policy.check_call(principal.id, traits, target, method.full_name)
-        annotate(lane_rule=rule)
+        traits, user = await self._authorise(principal, target, method.full_name, delegation)
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)
-        metadata = [("x-vivified-caller", principal.id), *carrier.items()]
+        metadata = list(carrier.items())
+        if principal.kind == "plugin":
+            metadata.append(("x-vivified-caller", principal.id))
+        if user is not None:
+            metadata += [(DELEGATION_HEADER, self._delegations.issue(user, target)), (ON_BEHALF_OF_HEADER, user.user_id)]
         if idempotency_key:
             metadata.append((IDEMPOTENCY_HEADER, idempotency_key))
         started = time.perf_counter()

@@ -4,7 +4,11 @@ A caller may call `target`'s `method` only when the caller's manifest lists it
 under `calls` and the target's manifest lists it under `provides`, both
 plugins being registered and not revoked. Each such pair is one allow rule with a stable id; the
 rules sit in the same index as the packaged rules, keyed by caller, so a
-decision costs the same whatever the number of plugins."""
+decision costs the same whatever the number of plugins.
+
+A user's call (directly, or through a plugin with a delegation token) must
+also be allowed for the user: rules for `user` principals on the contract
+operation (`/pkg.Service/Method`, usually with `required_traits`), default deny."""
 
 from __future__ import annotations
 
@@ -50,12 +54,17 @@ class PolicySet:
     def __init__(self, base: Iterable[Rule]) -> None:
         self._base = tuple(base)
         self._index = RuleIndex.build(self._base)
+        self._provided: frozenset[tuple[str, str]] = frozenset()
 
     def index(self) -> RuleIndex:
         return self._index
 
     def rebuild(self, records: Iterable[PluginRecord]) -> None:
+        records = list(records)
         self._index = RuleIndex.build((*self._base, *lane_rules(records)))
+        self._provided = frozenset(
+            (r.plugin_id, method) for r in records if r.status in (ACTIVE, DISABLED) for method in r.manifest.provides
+        )
 
     def check_call(self, caller: str, traits: frozenset[str], target: str, method: str) -> str:
         """Raise PermissionDenied (with the rule id) unless the call is declared; returns the rule id."""
@@ -70,3 +79,30 @@ class PolicySet:
                 metadata={"rule_id": decision.rule_id},
             )
         return decision.rule_id
+
+    def check_user_operation(self, user_id: str, traits: frozenset[str], method: str, *, reason: str) -> str:
+        """Raise PermissionDenied with `reason` unless a rule lets this user call
+        `method` (`pkg.Service/Method`); returns the rule id."""
+        service = method.partition("/")[0]
+        decision = evaluate(self._index, PolicyInput("user", user_id, traits, service, f"/{method}"))
+        if not decision.allowed:
+            raise PermissionDenied(
+                f"user {user_id} may not call {method}: {decision.message}",
+                reason=reason,
+                domain="vivified.gateway",
+                metadata={"rule_id": decision.rule_id},
+            )
+        return decision.rule_id
+
+    def check_user_call(self, user_id: str, traits: frozenset[str], target: str, method: str) -> str:
+        """A user's own call: the user's rule for the operation, and the target's
+        approved manifest must provide it. Returns the user rule's id."""
+        rule = self.check_user_operation(user_id, traits, method, reason="POLICY_DENIED")
+        if (target, method) not in self._provided:
+            raise PermissionDenied(
+                f"{target} does not provide {method} in its approved manifest",
+                reason="POLICY_DENIED",
+                domain="vivified.gateway",
+                metadata={"rule_id": "manifest-provides"},
+            )
+        return rule

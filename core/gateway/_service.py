@@ -18,9 +18,14 @@ from vivified.core.gateway._lane import (
     remaining_time,
     resolve_method,
 )
+from vivified.core.identity import DELEGATION_HEADER
 from vivified.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 _DOMAIN = "vivified.gateway"
+
+
+def _header(context: Any, name: str) -> str:
+    return next((v for k, v in context.invocation_metadata() or () if k == name and isinstance(v, str)), "")
 
 
 class GatewayService(gateway_pb2_grpc.OperatorGatewayServiceServicer):
@@ -46,6 +51,7 @@ class GatewayService(gateway_pb2_grpc.OperatorGatewayServiceServicer):
             request.payload.value,
             idempotency_key=request.idempotency_key,
             remaining=remaining_time(context),
+            delegation=_header(context, DELEGATION_HEADER),
         )
         reply = gateway_pb2.InvokeResponse()
         reply.payload.Pack(response)
@@ -76,6 +82,7 @@ class ContractProxy(grpc.GenericRpcHandler):
                 request,
                 idempotency_key=headers.get(IDEMPOTENCY_HEADER, ""),
                 remaining=remaining_time(context),
+                delegation=headers.get(DELEGATION_HEADER, ""),
             )
             return response.SerializeToString()
 

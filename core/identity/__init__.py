@@ -4,6 +4,7 @@ sessions with signed access tokens and rotating refresh tokens.
 - `build_identity` assembles `AuthService`, `UserAdminService` and the chain's
   bearer-token check (`Identity.principal`) for a core.
 - `user_admin` gives the CLI validated user creation on the data dir.
+- `Delegations` carries a user's identity through plugins (delegation tokens).
 - `ApiKeyService` issues scoped API keys for automation (`x-api-key` metadata).
 - Tables (on `vivified.core.db.metadata`): users, user_sessions,
   refresh_tokens, mfa_backup_codes, api_keys.
@@ -14,6 +15,12 @@ from vivified.core.identity._api_key_service import ApiKeyService
 from vivified.core.identity._api_keys import ApiKeyRecord, ApiKeys, KeyUse
 from vivified.core.identity._auth_service import AuthService
 from vivified.core.identity._config import IdentityConfig, PasswordParams
+from vivified.core.identity._delegation import (
+    DELEGATION_HEADER,
+    ON_BEHALF_OF_HEADER,
+    Delegations,
+    Delegator,
+)
 from vivified.core.identity._keys import (
     SigningKey,
     TokenKeyInsecure,
@@ -35,6 +42,7 @@ from vivified.core.identity._schema import (
 from vivified.core.identity._sessions import Sessions, Tokens, UserSession
 from vivified.core.identity._tokens import (
     ACCESS_TYPE,
+    DELEGATION_TYPE,
     MFA_TYPE,
     Claims,
     TokenError,
@@ -51,12 +59,17 @@ from vivified.core.identity._wiring import (
 
 __all__ = [
     "ACCESS_TYPE",
+    "DELEGATION_HEADER",
+    "DELEGATION_TYPE",
     "MFA_TYPE",
+    "ON_BEHALF_OF_HEADER",
     "ApiKeyRecord",
     "ApiKeyService",
     "ApiKeys",
     "AuthService",
     "Claims",
+    "Delegations",
+    "Delegator",
     "Identity",
     "IdentityConfig",
     "KeyUse",

@@ -182,22 +182,36 @@ class ApiKeys:
             saved_used_at=key.last_used_at or 0,
         )
 
+    async def _state(self, key_id: str) -> _KeyState | None:
+        state = self._states.get(key_id)
+        if state is None or self._clock.monotonic() - state.checked_at >= self._config.revocation_check_seconds:
+            state = await self._load(key_id)
+            if state is None:
+                return None
+            self._states[key_id] = state
+            if len(self._states) > _MAX_CACHED:
+                self._states.popitem(last=False)
+        return state
+
+    async def traits_of_live(self, key_id: str, user_id: str) -> frozenset[str]:
+        """The current traits of a key still usable by `user_id` (API_KEY_INVALID
+        otherwise): a delegation token from a key lives no longer than the key."""
+        state = await self._state(key_id)
+        if state is None or state.owner_user_id != user_id or not state.usable or self._now() >= state.expires_at:
+            raise _invalid()
+        return state.traits
+
     async def authenticate(self, presented: str) -> KeyUse:
         """The owner and traits behind an `x-api-key` value, or API_KEY_INVALID."""
         match = _KEY.match(presented.strip())
         if match is None:
             raise _invalid()
         key_id, secret = match[1], match[2]
-        state = self._states.get(key_id)
-        if state is None or self._clock.monotonic() - state.checked_at >= self._config.revocation_check_seconds:
-            state = await self._load(key_id)
-            if state is None:
-                # Burn the same hash-and-compare as a known key.
-                hmac.compare_digest(_sha256(secret), "0" * 64)
-                raise _invalid()
-            self._states[key_id] = state
-            if len(self._states) > _MAX_CACHED:
-                self._states.popitem(last=False)
+        state = await self._state(key_id)
+        if state is None:
+            # Burn the same hash-and-compare as a known key.
+            hmac.compare_digest(_sha256(secret), "0" * 64)
+            raise _invalid()
         if not hmac.compare_digest(_sha256(secret), state.secret_sha256):
             raise _invalid()
         now = self._now()

@@ -41,6 +41,9 @@ class IdentityConfig:
     """Access token lifetime (15 minutes)."""
     mfa_token_seconds: int = 300
     """Lifetime of the MFA token between password and second factor."""
+    delegation_token_seconds: int = 60
+    """Lifetime of the delegation token the core gives a plugin acting for a
+    user; each hop through the core gets a fresh one for its next target."""
     leeway_seconds: int = 30
     """Clock skew tolerated on exp, nbf and iat."""
     session_idle_seconds: int = 900
@@ -74,6 +77,8 @@ class IdentityConfig:
     def __post_init__(self) -> None:
         if not 60 <= self.access_token_seconds <= 3600:
             raise ValueError("access_token_seconds must be between 60 and 3600")
+        if not 5 <= self.delegation_token_seconds <= 300:
+            raise ValueError("delegation_token_seconds must be between 5 and 300")
         if self.lockout_threshold < 1 or self.mfa_lockout_threshold < 1:
             raise ValueError("lockout thresholds must be at least 1")
         if not 0 <= self.leeway_seconds <= 120:

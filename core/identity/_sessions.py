@@ -269,6 +269,17 @@ class Sessions:
         session_id = claims.extra.get("sid")
         if not isinstance(session_id, str) or not session_id:
             raise TokenError("token names no session")
+        state = await self._live(session_id, claims.subject)
+        now = self._now()
+        state.last_seen_at = now
+        if now - state.saved_seen_at >= self._config.touch_seconds:
+            await self._touch(session_id, now)
+            state.saved_seen_at = now
+        return UserSession(state.user_id, session_id, state.traits)
+
+    async def _live(self, session_id: str, user_id: str) -> SessionState:
+        """The session's state if it is `user_id`'s and neither revoked nor
+        timed out (SESSION_REVOKED, SESSION_EXPIRED otherwise)."""
         state = self._states.get(session_id)
         if state is None or self._clock.monotonic() - state.checked_at >= self._config.revocation_check_seconds:
             state = await self._load(session_id)
@@ -277,16 +288,18 @@ class Sessions:
             self._states[session_id] = state
             if len(self._states) > _MAX_SESSIONS_CACHED:
                 self._states.popitem(last=False)
-        if state.revoked or state.user_id != claims.subject:
+        if state.revoked or state.user_id != user_id:
             raise _revoked()
         now = self._now()
         if now >= state.expires_at or now - state.last_seen_at > self._config.session_idle_seconds:
             raise _expired()
-        state.last_seen_at = now
-        if now - state.saved_seen_at >= self._config.touch_seconds:
-            await self._touch(session_id, now)
-            state.saved_seen_at = now
-        return UserSession(state.user_id, session_id, state.traits)
+        return state
+
+    async def traits_of_live(self, session_id: str, user_id: str) -> frozenset[str]:
+        """The current traits of a session still open for `user_id` — a
+        delegation token is honoured only while the session it came from is
+        (it does not count as the user's own activity)."""
+        return (await self._live(session_id, user_id)).traits
 
     async def _touch(self, session_id: str, now: int) -> None:
         def write() -> None:

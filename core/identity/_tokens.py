@@ -31,6 +31,7 @@ from vivified.core.identity._keys import SigningKey
 
 ACCESS_TYPE = "at+jwt"
 MFA_TYPE = "vivified-mfa+jwt"
+DELEGATION_TYPE = "vivified-delegation+jwt"
 MAX_TOKEN_CHARS = 4096
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]*$")
 _HEADER_KEYS = frozenset({"alg", "typ", "kid"})
@@ -108,12 +109,16 @@ class TokenSigner:
     def now(self) -> int:
         return int(self._clock.now().timestamp())
 
-    def issue(self, typ: str, subject: str, ttl_seconds: int, **extra: str) -> tuple[str, Claims]:
+    def issue(
+        self, typ: str, subject: str, ttl_seconds: int, *, audience: str | None = None, **extra: object
+    ) -> tuple[str, Claims]:
+        """Sign a `typ` token for `subject`; `audience` replaces the configured
+        one (delegation tokens name the plugin they are for)."""
         now = self.now()
         jti = secrets.token_urlsafe(16)
         header = {"alg": self._key.algorithm, "typ": typ, "kid": self._key.kid}
         payload = {
-            "iss": self._issuer, "aud": self._audience, "sub": subject, "jti": jti,
+            "iss": self._issuer, "aud": audience or self._audience, "sub": subject, "jti": jti,
             "iat": now, "nbf": now, "exp": now + ttl_seconds, **extra,
         }
         signing_input = ".".join(
@@ -122,8 +127,9 @@ class TokenSigner:
         signature = hmac.new(self._key.secret, signing_input.encode("ascii"), hashlib.sha256).digest()
         return f"{signing_input}.{_b64encode(signature)}", Claims(subject, jti, now + ttl_seconds, extra)
 
-    def verify(self, token: str, typ: str) -> Claims:
-        """Verify `token` as a `typ` token; raise TokenError otherwise."""
+    def verify(self, token: str, typ: str, *, audience: str | None = None) -> Claims:
+        """Verify `token` as a `typ` token for `audience` (the configured one
+        unless given); raise TokenError otherwise."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise TokenError("token is empty or too long")
         parts = token.split(".")
@@ -143,7 +149,7 @@ class TokenSigner:
         if not hmac.compare_digest(expected, _b64decode(parts[2])):
             raise TokenError("token signature does not verify")
         payload = _json_object(parts[1])
-        if payload.get("iss") != self._issuer or payload.get("aud") != self._audience:
+        if payload.get("iss") != self._issuer or payload.get("aud") != (audience or self._audience):
             raise TokenError("token issuer or audience is wrong")
         exp, nbf, iat = (_int_claim(payload, name) for name in ("exp", "nbf", "iat"))
         subject, jti = payload.get("sub"), payload.get("jti")

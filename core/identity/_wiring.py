@@ -15,6 +15,7 @@ from vivified.core.identity._api_key_service import ApiKeyService
 from vivified.core.identity._api_keys import ApiKeys
 from vivified.core.identity._auth_service import AuthService
 from vivified.core.identity._config import IdentityConfig
+from vivified.core.identity._delegation import Delegations
 from vivified.core.identity._keys import load_or_create_key
 from vivified.core.identity._passwords import PasswordHasher
 from vivified.core.identity._secret_box import SecretBox
@@ -51,6 +52,8 @@ class Identity:
     api_keys: ApiKeyService
     sessions: Sessions
     keys: ApiKeys
+    delegations: Delegations
+    roles: RoleCatalogue
 
     async def principal(self, metadata: Mapping[str, str]) -> Principal:
         """The chain's hook: a verified access token or API key → a `user`
@@ -64,7 +67,7 @@ class Identity:
         if api_key is not None:
             use = await self.keys.authenticate(api_key)
             annotate(api_key_id=use.key_id)
-            return Principal(kind="user", id=use.user_id, traits=use.traits)
+            return Principal(kind="user", id=use.user_id, traits=use.traits, api_key_id=use.key_id)
         session = await self.sessions.authenticate(authorization or "")
         return Principal(kind="user", id=session.user_id, traits=session.traits, session_id=session.session_id)
 
@@ -99,4 +102,6 @@ def build_identity(
         api_keys=ApiKeyService(keys),
         sessions=sessions,
         keys=keys,
+        delegations=Delegations(signer, sessions, keys, ttl_seconds=config.delegation_token_seconds),
+        roles=admin.roles,
     )

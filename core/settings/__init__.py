@@ -19,11 +19,11 @@ from vivified.core.settings._apply import (
     Applied,
     NotOverridable,
     apply_overrides,
+    burst_for,
     database_source,
     effective,
     overridable,
     parse_override,
-    publish_burst_for,
 )
 from vivified.core.settings._store import (
     Override,
@@ -59,12 +59,12 @@ __all__ = [
     "Setting",
     "SettingsError",
     "apply_overrides",
+    "burst_for",
     "convert",
     "database_source",
     "effective",
     "overridable",
     "parse_override",
-    "publish_burst_for",
     "read_overrides",
     "resolve",
 ]

@@ -19,8 +19,8 @@ from vivified.core.settings._table import (
 )
 
 
-def publish_burst_for(rate: float) -> int:
-    """The publish bucket's burst for a configured rate: two seconds' worth."""
+def burst_for(rate: float) -> int:
+    """A token bucket's burst for a configured rate: two seconds' worth."""
     return max(1, int(2 * rate))
 
 
@@ -45,7 +45,10 @@ FIELDS: dict[str, tuple[_Get, _Set]] = {
         lambda c: c.events.max_backlog, lambda c, v: replace(c, events=replace(c.events, max_backlog=v))),
     "event_publish_rate": (
         lambda c: c.events.publish_rate,
-        lambda c, v: replace(c, events=replace(c.events, publish_rate=v, publish_burst=publish_burst_for(v)))),
+        lambda c, v: replace(c, events=replace(c.events, publish_rate=v, publish_burst=burst_for(v)))),
+    "call_rate": (
+        lambda c: c.rate_limit.rate_per_second,
+        lambda c, v: replace(c, rate_limit=replace(c.rate_limit, rate_per_second=v, burst=burst_for(v)))),
     "max_call_deadline": (
         lambda c: c.gateway.max_deadline_seconds,
         lambda c, v: replace(c, gateway=replace(c.gateway, max_deadline_seconds=v))),

@@ -13,10 +13,12 @@ from vivified.core.traits._catalogue import (
     TraitCatalogue,
 )
 from vivified.core.traits._roles import Role, RoleCatalogue
+from vivified.core.traits._service import AccessCatalogueService
 
 __all__ = [
     "CATEGORIES",
     "GRANTEES",
+    "AccessCatalogueService",
     "Grantee",
     "InvalidCatalogue",
     "Role",

@@ -26,7 +26,7 @@ Example (a complete plugin process)::
 a `VivifiedSDKError` subclass carrying the core's `reason` and `domain`.
 """
 
-from vivified.sdk._calls import PluginCaller, target_metadata
+from vivified.sdk._calls import PluginCaller, delegation_of, target_metadata
 from vivified.sdk._config import PluginConfig
 from vivified.sdk._errors import (
     ConfigurationError,
@@ -67,6 +67,7 @@ __all__ = [
     "UnavailableError",
     "VivifiedSDKError",
     "abort",
+    "delegation_of",
     "envelope",
     "from_rpc_error",
     "load_manifest",

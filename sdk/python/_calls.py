@@ -10,11 +10,20 @@ under `calls`, the target under `provides`). Two ways to call:
     # or any generated stub on the core channel, with the target header
     stub = CommunicationPluginServiceStub(runtime.core_channel)
     reply = await stub.SendMessage(request, metadata=target_metadata("example-echo"))
+
+Acting for a user: when a user's call reaches your plugin, the core adds a
+short-lived delegation token (`x-vivified-delegation`) for your plugin alone.
+Pass it on and the core checks the next call against the user's rights as
+well as your manifest, and names the user in the audit record:
+
+    async def SendMessage(self, request, context):
+        await runtime.call("vault", RetrieveObjectRequest(...), on_behalf_of=delegation_of(context))
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 from google.protobuf import message_factory
@@ -24,14 +33,26 @@ from vivified.sdk._errors import ConfigurationError, from_rpc_error
 
 TARGET_HEADER = "x-vivified-target"
 IDEMPOTENCY_HEADER = "x-vivified-idempotency-key"
+DELEGATION_HEADER = "x-vivified-delegation"
 
 
-def target_metadata(target: str, idempotency_key: str = "") -> tuple[tuple[str, str], ...]:
-    """Metadata that routes a contract call on the core channel to `target`."""
+def target_metadata(target: str, idempotency_key: str = "", on_behalf_of: str = "") -> tuple[tuple[str, str], ...]:
+    """Metadata that routes a contract call on the core channel to `target`;
+    `on_behalf_of` is the delegation token of the call being served."""
     pairs = [(TARGET_HEADER, target)]
     if idempotency_key:
         pairs.append((IDEMPOTENCY_HEADER, idempotency_key))
+    if on_behalf_of:
+        pairs.append((DELEGATION_HEADER, on_behalf_of))
     return tuple(pairs)
+
+
+def delegation_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The delegation token the core sent with the call being served ("" when
+    no user is behind it). Opaque: only the core can verify it."""
+    return next(
+        (v for k, v in context.invocation_metadata() or () if k == DELEGATION_HEADER and isinstance(v, str)), ""
+    )
 
 
 def method_for(request: Message) -> MethodDescriptor:
@@ -58,7 +79,13 @@ class PluginCaller:
         self._channel = channel
 
     async def call(
-        self, target: str, request: Message, *, timeout: float | None = None, idempotency_key: str = ""
+        self,
+        target: str,
+        request: Message,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str = "",
+        on_behalf_of: str = "",
     ) -> Message:
         """Call `target`'s operation for `request`; raises VivifiedSDKError subclasses."""
         method = method_for(request)
@@ -69,7 +96,7 @@ class PluginCaller:
             response_deserializer=output.FromString,
         )
         try:
-            reply: Message = await rpc(request, timeout=timeout, metadata=target_metadata(target, idempotency_key))
+            reply: Message = await rpc(request, timeout=timeout, metadata=target_metadata(target, idempotency_key, on_behalf_of))
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
         return reply

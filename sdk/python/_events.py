@@ -89,7 +89,8 @@ class PublishStream:
         self._first_error: VivifiedSDKError | None = None
         self._window = asyncio.Semaphore(_STREAM_WINDOW)
         self._writes: asyncio.Queue[events_pb2.PublishStreamRequest | None] = asyncio.Queue()
-        self._tasks = [asyncio.ensure_future(self._write()), asyncio.ensure_future(self._read())]
+        self._writer = asyncio.ensure_future(self._write())
+        self._tasks = [self._writer, asyncio.ensure_future(self._read())]
 
     def send(self, payload: Message, *, event_id: str | None = None) -> asyncio.Future[events_pb2.PublishStreamResponse]:
         """Queue one event; the future resolves when the core acknowledges it."""
@@ -117,6 +118,10 @@ class PublishStream:
         except grpc.aio.AioRpcError as err:
             self._fail(from_rpc_error(err))
             return
+        finally:
+            # Nothing will be acknowledged any more: a writer waiting for window
+            # space would wait forever, and close() with it.
+            self._writer.cancel()
         self._fail(VivifiedSDKError("the publish stream ended before acknowledging every event", reason="STREAM_ENDED"))
 
     def _settle(self, future: asyncio.Future[events_pb2.PublishStreamResponse], error: VivifiedSDKError) -> None:

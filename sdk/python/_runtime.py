@@ -107,7 +107,13 @@ class PluginRuntime:
         return self._require_client().channel
 
     async def call(
-        self, target: str, request: Message, *, timeout: float | None = None, idempotency_key: str = ""
+        self,
+        target: str,
+        request: Message,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str = "",
+        on_behalf_of: str = "",
     ) -> Message:
         """Call another plugin's contract operation through the core.
 
@@ -116,9 +122,12 @@ class PluginRuntime:
         The operation is the unary contract method whose input is `request`'s
         type. Both approved manifests must declare it (`calls` / `provides`).
         Raises `PermissionDeniedError` (POLICY_DENIED), `UnavailableError`
-        (TARGET_UNAVAILABLE), or the target's own error."""
+        (TARGET_UNAVAILABLE), or the target's own error. Pass
+        `on_behalf_of=delegation_of(context)` while serving a user's call, so
+        the core also checks the user's rights (`PermissionDeniedError`
+        DELEGATION_DENIED when the user lacks them)."""
         return await PluginCaller(lambda: self.core_channel).call(
-            target, request, timeout=timeout, idempotency_key=idempotency_key
+            target, request, timeout=timeout, idempotency_key=idempotency_key, on_behalf_of=on_behalf_of
         )
 
     async def publish(

@@ -3,11 +3,14 @@ figures are not asserted, they vary with the machine)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import pathlib
+import shutil
 
 import pytest
-
 from support.processes import run_vivified
+from vivified.core.bench._platform import Platform
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -36,6 +39,27 @@ def test_bench_invoke_reports_p1() -> None:
     ]
 
 
+def test_bench_events_reports_p3_to_p6() -> None:
+    assert shutil.which("redis-server"), "CI installs redis-server (tools/setup.sh); P5 needs it"
+    report = _report("events", "--events", "100", "--rounds", "1")
+    assert report["scenario"] == "events"
+    ratios = report["ratios"]
+    assert isinstance(ratios, dict)
+    assert set(ratios) == {"P3.throughput", "P4.latency_p50", "P5.throughput", "P6.throughput"}
+    assert all(isinstance(value, float) and value > 0 for value in ratios.values())
+    backends = [row.get("backend") for row in report["rows"]]  # type: ignore[union-attr]
+    assert "redis (AOF, appendfsync always)" in backends
+
+
+def test_bench_events_skips_redis_with_a_note_when_redis_server_is_missing(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert asyncio.run(Platform(tmp_path).start_redis()) is None
+
+
 def test_bench_rejects_tiny_runs() -> None:
     result = run_vivified("bench", "chain", "--calls", "5")
     assert result.returncode == 2 and "at least 1000" in result.stdout
+    result = run_vivified("bench", "events", "--events", "10")
+    assert result.returncode == 2 and "at least 50" in result.stdout

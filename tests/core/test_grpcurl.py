@@ -27,6 +27,8 @@ CORE_SERVICES = {
     "vivified.events.v1.EventBusService",
     "vivified.admin.v1.EventAdminService",
     "vivified.config.v1.ConfigService",
+    "vivified.admin.v1.AuditQueryService",
+    "vivified.admin.v1.AccessCatalogueService",
 }
 # grpcurl retries a refused handshake until its connect deadline, so calls
 # expected to be refused get a short one; the positive controls (same binary,

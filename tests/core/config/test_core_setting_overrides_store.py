@@ -42,6 +42,7 @@ def test_overrides_win_and_name_their_source(tmp_path: pathlib.Path) -> None:
         "event_max_attempts": _override("event_max_attempts", "8"),
         "event_publish_rate": _override("event_publish_rate", "50"),
         "max_call_deadline": _override("max_call_deadline", "12.5"),
+        "call_rate": _override("call_rate", "40"),
         "trust_domain": _override("trust_domain", "evil.example"),  # written behind the service's back
         "leaf_ttl_seconds": _override("leaf_ttl_seconds", "3"),  # below the minimum
     }
@@ -49,8 +50,9 @@ def test_overrides_win_and_name_their_source(tmp_path: pathlib.Path) -> None:
     assert applied.config.events.max_attempts == 8
     assert (applied.config.events.publish_rate, applied.config.events.publish_burst) == (50.0, 100)
     assert applied.config.gateway.max_deadline_seconds == 12.5
+    assert (applied.config.rate_limit.rate_per_second, applied.config.rate_limit.burst) == (40.0, 80)
     assert applied.config.trust_domain == "vivified.local" and applied.config.leaf_ttl_seconds == 3600
-    assert set(applied.overrides) == {"event_max_attempts", "event_publish_rate", "max_call_deadline"}
+    assert set(applied.overrides) == {"event_max_attempts", "event_publish_rate", "max_call_deadline", "call_rate"}
     assert "is a bootstrap or security setting" in applied.refused["trust_domain"]
     assert "at least 10" in applied.refused["leaf_ttl_seconds"]
     sources = dict(applied.config.setting_sources)

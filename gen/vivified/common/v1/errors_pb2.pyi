@@ -144,6 +144,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: a stored secret does not open with any configured secrets key (key removed or value altered)."""
     ERROR_REASON_SETTING_NOT_OVERRIDABLE: _ErrorReason.ValueType  # 303
     """INVALID_ARGUMENT: a core setting is unknown or cannot be overridden at runtime (bootstrap or security setting)."""
+    ERROR_REASON_DELEGATION_INVALID: _ErrorReason.ValueType  # 310
+    """UNAUTHENTICATED: the `x-vivified-delegation` token a plugin presented is
+    malformed, forged, of another type, or was issued to another plugin.
+    """
+    ERROR_REASON_DELEGATION_EXPIRED: _ErrorReason.ValueType  # 311
+    """UNAUTHENTICATED: the delegation token has expired (they live about a minute)."""
+    ERROR_REASON_DELEGATION_REVOKED: _ErrorReason.ValueType  # 312
+    """UNAUTHENTICATED: the user's session or API key behind the delegation token has ended."""
+    ERROR_REASON_DELEGATION_DENIED: _ErrorReason.ValueType  # 313
+    """PERMISSION_DENIED: the plugin may make the call, but the user it acts for may not."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable, machine-readable reasons the core puts in the
@@ -275,4 +285,14 @@ ERROR_REASON_SECRET_UNREADABLE: ErrorReason.ValueType  # 302
 """FAILED_PRECONDITION: a stored secret does not open with any configured secrets key (key removed or value altered)."""
 ERROR_REASON_SETTING_NOT_OVERRIDABLE: ErrorReason.ValueType  # 303
 """INVALID_ARGUMENT: a core setting is unknown or cannot be overridden at runtime (bootstrap or security setting)."""
+ERROR_REASON_DELEGATION_INVALID: ErrorReason.ValueType  # 310
+"""UNAUTHENTICATED: the `x-vivified-delegation` token a plugin presented is
+malformed, forged, of another type, or was issued to another plugin.
+"""
+ERROR_REASON_DELEGATION_EXPIRED: ErrorReason.ValueType  # 311
+"""UNAUTHENTICATED: the delegation token has expired (they live about a minute)."""
+ERROR_REASON_DELEGATION_REVOKED: ErrorReason.ValueType  # 312
+"""UNAUTHENTICATED: the user's session or API key behind the delegation token has ended."""
+ERROR_REASON_DELEGATION_DENIED: ErrorReason.ValueType  # 313
+"""PERMISSION_DENIED: the plugin may make the call, but the user it acts for may not."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

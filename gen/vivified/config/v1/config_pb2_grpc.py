@@ -45,8 +45,8 @@ class ConfigServiceStub:
     defaults < config file < environment and flags < overrides stored here.
     Only settings safe to change on a running installation can be overridden
     (event bus attempts, timeouts, backlog and publish rate, operator-lane
-    deadline and breaker cooldown, heartbeat interval, leaf certificate
-    lifetime); bootstrap and security settings never can. The core reads the
+    deadline and breaker cooldown, per-caller call rate, heartbeat interval,
+    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
     overrides when it starts, so a change takes effect at its next start.
     Same callers, reasons, history and audit as plugin configuration.
     """
@@ -124,8 +124,8 @@ class ConfigServiceServicer:
     defaults < config file < environment and flags < overrides stored here.
     Only settings safe to change on a running installation can be overridden
     (event bus attempts, timeouts, backlog and publish rate, operator-lane
-    deadline and breaker cooldown, heartbeat interval, leaf certificate
-    lifetime); bootstrap and security settings never can. The core reads the
+    deadline and breaker cooldown, per-caller call rate, heartbeat interval,
+    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
     overrides when it starts, so a change takes effect at its next start.
     Same callers, reasons, history and audit as plugin configuration.
     """
@@ -290,8 +290,8 @@ class ConfigService:
     defaults < config file < environment and flags < overrides stored here.
     Only settings safe to change on a running installation can be overridden
     (event bus attempts, timeouts, backlog and publish rate, operator-lane
-    deadline and breaker cooldown, heartbeat interval, leaf certificate
-    lifetime); bootstrap and security settings never can. The core reads the
+    deadline and breaker cooldown, per-caller call rate, heartbeat interval,
+    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
     overrides when it starts, so a change takes effect at its next start.
     Same callers, reasons, history and audit as plugin configuration.
     """

@@ -35,6 +35,23 @@ class OperatorGatewayServiceStub:
     Plugins may also call a contract method directly on their core channel with
     the generated stub and the metadata header `x-vivified-target: <plugin id>`;
     the core forwards the bytes under the same rules.
+
+    Users (bearer token or `x-api-key` on the bootstrap port) may call plugins
+    the same two ways. A user's call needs a rule for `user` principals on the
+    operation (e.g. `user-storage-operations`, which requires `handles_phi`)
+    and the target's `provides`. The core forwards it with
+    `x-vivified-delegation: <JWT>` (typ `vivified-delegation+jwt`, `aud`
+    `plugin:<target>`, `sub` the user, their `traits`, the session `sid` or API
+    key `akid`, 60 s lifetime, HS256 with the core's token key) and
+    `x-vivified-on-behalf-of: <user id>`. A plugin acting for the user passes
+    the token back on its next call through the core; the core then requires
+    the plugin's manifest AND the user's rule for that operation, records the
+    call with `actor` the plugin and `on_behalf_of` the user, and gives the next
+    target a fresh token for it alone. A token that is forged, another plugin's,
+    expired or from an ended session is UNAUTHENTICATED (DELEGATION_INVALID,
+    DELEGATION_EXPIRED, DELEGATION_REVOKED); a user without the right is
+    PERMISSION_DENIED (DELEGATION_DENIED). Without a token a plugin acts on its
+    own authority.
     """
 
     def __init__(self, channel):
@@ -60,12 +77,30 @@ class OperatorGatewayServiceServicer:
     Plugins may also call a contract method directly on their core channel with
     the generated stub and the metadata header `x-vivified-target: <plugin id>`;
     the core forwards the bytes under the same rules.
+
+    Users (bearer token or `x-api-key` on the bootstrap port) may call plugins
+    the same two ways. A user's call needs a rule for `user` principals on the
+    operation (e.g. `user-storage-operations`, which requires `handles_phi`)
+    and the target's `provides`. The core forwards it with
+    `x-vivified-delegation: <JWT>` (typ `vivified-delegation+jwt`, `aud`
+    `plugin:<target>`, `sub` the user, their `traits`, the session `sid` or API
+    key `akid`, 60 s lifetime, HS256 with the core's token key) and
+    `x-vivified-on-behalf-of: <user id>`. A plugin acting for the user passes
+    the token back on its next call through the core; the core then requires
+    the plugin's manifest AND the user's rule for that operation, records the
+    call with `actor` the plugin and `on_behalf_of` the user, and gives the next
+    target a fresh token for it alone. A token that is forged, another plugin's,
+    expired or from an ended session is UNAUTHENTICATED (DELEGATION_INVALID,
+    DELEGATION_EXPIRED, DELEGATION_REVOKED); a user without the right is
+    PERMISSION_DENIED (DELEGATION_DENIED). Without a token a plugin acts on its
+    own authority.
     """
 
     def Invoke(self, request, context):
         """Invoke forwards one unary call to `target_plugin_id`.
         Errors: INVALID_ARGUMENT (INVALID_REQUEST: unknown method, payload type not
-        the method's input type), PERMISSION_DENIED (POLICY_DENIED),
+        the method's input type), PERMISSION_DENIED (POLICY_DENIED,
+        DELEGATION_DENIED), UNAUTHENTICATED (DELEGATION_INVALID, _EXPIRED, _REVOKED),
         UNAVAILABLE (TARGET_UNAVAILABLE: target down, disabled, unhealthy, or its
         circuit open), RESOURCE_EXHAUSTED (TARGET_BUSY), DEADLINE_EXCEEDED, and
         the target's own status. Retried by the core only for methods whose proto
@@ -101,6 +136,23 @@ class OperatorGatewayService:
     Plugins may also call a contract method directly on their core channel with
     the generated stub and the metadata header `x-vivified-target: <plugin id>`;
     the core forwards the bytes under the same rules.
+
+    Users (bearer token or `x-api-key` on the bootstrap port) may call plugins
+    the same two ways. A user's call needs a rule for `user` principals on the
+    operation (e.g. `user-storage-operations`, which requires `handles_phi`)
+    and the target's `provides`. The core forwards it with
+    `x-vivified-delegation: <JWT>` (typ `vivified-delegation+jwt`, `aud`
+    `plugin:<target>`, `sub` the user, their `traits`, the session `sid` or API
+    key `akid`, 60 s lifetime, HS256 with the core's token key) and
+    `x-vivified-on-behalf-of: <user id>`. A plugin acting for the user passes
+    the token back on its next call through the core; the core then requires
+    the plugin's manifest AND the user's rule for that operation, records the
+    call with `actor` the plugin and `on_behalf_of` the user, and gives the next
+    target a fresh token for it alone. A token that is forged, another plugin's,
+    expired or from an ended session is UNAUTHENTICATED (DELEGATION_INVALID,
+    DELEGATION_EXPIRED, DELEGATION_REVOKED); a user without the right is
+    PERMISSION_DENIED (DELEGATION_DENIED). Without a token a plugin acts on its
+    own authority.
     """
 
     @staticmethod

@@ -1,0 +1,96 @@
+"""AuditQueryService: list and verify the audit log through a running core.
+
+Who may call is policy's decision (operators; users with `audit_viewer`); the
+chain audits every call, so each query leaves its own record."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import grpc
+import sqlalchemy as sa
+from google.protobuf.timestamp_pb2 import Timestamp
+from vivified.admin.v1 import audit_query_pb2 as pb
+from vivified.admin.v1 import audit_query_pb2_grpc
+from vivified.core.audit._query import AuditFilter, query
+from vivified.core.audit._record import DECISIONS, StoredRecord
+from vivified.core.audit._verify import verify
+from vivified.core.errors import InvalidArgument
+
+_DOMAIN = "vivified.audit"
+_DEFAULT_PAGE, _MAX_PAGE = 100, 1000
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _invalid(message: str) -> InvalidArgument:
+    return InvalidArgument(message, reason="INVALID_REQUEST", domain=_DOMAIN)
+
+
+def _time(stamp: Timestamp, present: bool) -> dt.datetime | None:
+    return stamp.ToDatetime(tzinfo=dt.UTC) if present else None
+
+
+def _filter(request: pb.ListAuditRecordsRequest) -> tuple[AuditFilter, int]:
+    if request.decision and request.decision not in DECISIONS:
+        raise _invalid("decision must be 'allow', 'deny' or empty")
+    if not 0 <= request.page_size <= _MAX_PAGE:
+        raise _invalid(f"page_size must be between 0 and {_MAX_PAGE}")
+    token = request.page_token
+    if token and not (token.isdigit() and len(token) <= 19):
+        raise _invalid("page_token is not one this service returned")
+    start = _time(request.start_time, request.HasField("start_time"))
+    end = _time(request.end_time, request.HasField("end_time"))
+    if start is not None and end is not None and end <= start:
+        raise _invalid("end_time must be after start_time")
+    where = AuditFilter(
+        actor=request.actor[:512],
+        action=request.action[:512],
+        decision=request.decision,
+        start=start,
+        end=end,
+        before_seq=int(token) if token else None,
+    )
+    return where, request.page_size or _DEFAULT_PAGE
+
+
+def _entry(record: StoredRecord) -> pb.AuditRecordEntry:
+    entry = pb.AuditRecordEntry(
+        seq=record.seq, actor=record.actor, action=record.action, resource=record.resource,
+        decision=record.decision, reason=record.reason, rule_id=record.rule_id, outcome=record.outcome,
+        trace_id=record.trace_id, detail_json=record.detail or "", hash=record.hash,
+    )
+    entry.record_time.FromDatetime(record.time)
+    return entry
+
+
+class AuditQueryService(audit_query_pb2_grpc.AuditQueryServiceServicer):
+    """Reads the audit table the core writes, and verifies it with the
+    checkpoints in `audit_dir`."""
+
+    def __init__(self, engine: sa.Engine, audit_dir: Path) -> None:
+        self._engine = engine
+        self._audit_dir = audit_dir
+
+    async def ListAuditRecords(
+        self, request: pb.ListAuditRecordsRequest, context: Context
+    ) -> pb.ListAuditRecordsResponse:
+        where, size = _filter(request)
+        # One extra row says whether another page exists.
+        records = await asyncio.to_thread(query, self._engine, where, size + 1)
+        more = len(records) > size
+        records = records[:size]
+        return pb.ListAuditRecordsResponse(
+            records=[_entry(r) for r in records], next_page_token=str(records[-1].seq) if more else ""
+        )
+
+    async def VerifyAuditLog(self, request: pb.VerifyAuditLogRequest, context: Context) -> pb.VerifyAuditLogResponse:
+        result = await asyncio.to_thread(
+            verify, self._engine, self._audit_dir / "checkpoints.jsonl", self._audit_dir / "checkpoint.key.pub"
+        )
+        return pb.VerifyAuditLogResponse(
+            intact=result.ok, record_count=result.count, first_bad_seq=result.first_bad_seq or 0, problem=result.problem
+        )
