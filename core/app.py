@@ -14,6 +14,7 @@ import pathlib
 from dataclasses import dataclass
 
 import grpc
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2_grpc
@@ -50,7 +51,7 @@ from vivified.core.chain import (
 from vivified.core.chain import annotate as chain_annotate
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.config import CoreConfig
-from vivified.core.db import create_engine_for, sqlite_url
+from vivified.core.db import create_engine_for, sqlite_url, unavailable
 from vivified.core.egress import EgressService, endpoints_from
 from vivified.core.errors import Unavailable
 from vivified.core.events import EventBus, open_event_store
@@ -71,6 +72,12 @@ from vivified.core.registry._connector import CoreIdentity, PluginConnector
 from vivified.core.registry._monitor import HealthMonitor
 from vivified.core.registry._registry_service import RegistryService
 from vivified.core.server import Binding, build_server, check_cipher_suites
+from vivified.core.settings import (
+    CoreSettingsAdmin,
+    OverrideStore,
+    apply_overrides,
+    read_overrides,
+)
 from vivified.core.traits import AccessCatalogueService, TraitCatalogue
 from vivified.egress.v1 import egress_pb2_grpc
 from vivified.events.v1 import events_pb2_grpc
@@ -151,6 +158,18 @@ class Core:
         config = self.config
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         check_cipher_suites(os.environ.get("GRPC_SSL_CIPHER_SUITES"))
+        engine = create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
+        # The top layer of the settings hierarchy: runtime overrides stored by
+        # administrators, applied before any component reads the config. A
+        # change made while running takes effect at the next start.
+        try:
+            overrides = apply_overrides(config, read_overrides(engine))
+        except sa.exc.DBAPIError as exc:
+            engine.dispose()
+            raise unavailable(exc, engine.url) from None
+        config = self.config = overrides.config
+        for key, problem in overrides.refused.items():
+            _log.error("runtime override of %s not applied: %s", key, problem)
         audit_dir = config.data_dir / "audit"
         audit_dir.mkdir(mode=0o700, exist_ok=True)
         signer = CheckpointSigner.load_or_create(audit_dir / "checkpoint.key")
@@ -161,7 +180,6 @@ class Core:
         core_cert = ca.issue_core_certificate(core_key)
         key_pem = _pem_key(core_key)
 
-        engine = create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
         self._audit = AuditLog(
             engine,
             clock=self.clock,
@@ -172,7 +190,15 @@ class Core:
         )
         await self._audit.start()
         await self._audit.append(
-            AuditRecord(actor="core:core", action="core.start", resource=config.profile, detail={"pid": str(os.getpid())})
+            AuditRecord(
+                actor="core:core",
+                action="core.start",
+                resource=config.profile,
+                detail={
+                    "pid": str(os.getpid()),
+                    "overrides": ",".join(f"{k}={o.value}" for k, o in overrides.overrides.items()),
+                },
+            )
         )
         operator_serial = self._write_operator_identity(ca)
         if operator_serial is not None:
@@ -214,7 +240,11 @@ class Core:
             environ_value=config.secrets_key, key_file=config.secrets_key_file, data_dir=config.data_dir
         )
         plugin_config = Binding(
-            ConfigService(PluginConfigStore(engine, self.clock, keyring), store.get),
+            ConfigService(
+                PluginConfigStore(engine, self.clock, keyring),
+                store.get,
+                CoreSettingsAdmin(OverrideStore(engine, self.clock), config, overrides.overrides),
+            ),
             config_pb2_grpc.add_ConfigServiceServicer_to_server,
             "vivified.config.v1.ConfigService",
         )

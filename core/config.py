@@ -76,6 +76,10 @@ class CoreConfig:
     created on first start."""
     secrets_key: str | None = field(default=None, repr=False)
     """`VIVIFIED_SECRETS_KEY` (comma-separated base64 keys); wins over the key file."""
+    setting_sources: tuple[tuple[str, str], ...] = ()
+    """(key, source) of each setting not at its built-in default: `file:<path>`,
+    `env:<VARIABLE>`, `flag`, or `database (set by <actor>: <reason>)` once the
+    core has applied the runtime overrides stored in its database."""
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

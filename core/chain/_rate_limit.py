@@ -19,6 +19,10 @@ class RateLimitConfig:
     burst: int = 1000
     max_tracked_principals: int = 100_000
 
+    def __post_init__(self) -> None:
+        if not self.rate_per_second > 0 or self.burst < 1:
+            raise ValueError("the call rate must be positive and its burst at least 1")
+
 
 class TokenBuckets:
     """Token buckets keyed by actor; least recently used keys are evicted."""

@@ -9,6 +9,7 @@
     vivified users create-admin --username U [--password-file F] | list | roles
     vivified config show [--config FILE] [core flags]
     vivified config plugin get|set|history PLUGIN [KEY VALUE] --reason R
+    vivified config core list|set KEY VALUE|unset KEY|history --reason R
     vivified bench chain
 """
 
@@ -25,6 +26,7 @@ from vivified.core.cli import (
     _audit_cmd,
     _bench,
     _config_cmd,
+    _core_settings_cmd,
     _db_cmd,
     _events_cmd,
     _plugin_config_cmd,
@@ -84,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _audit_cmd.run(args, environ, out)
         elif args.command == "db":
             code = _db_cmd.run(args, environ, lambda line: print(line, flush=True))
+        elif args.command == "config" and args.verb == "core":
+            code = asyncio.run(_core_settings_cmd.run(args, environ, out))
         elif args.command == "config" and args.verb == "plugin":
             code = asyncio.run(_plugin_config_cmd.run(args, environ, out))
         elif args.command == "config":

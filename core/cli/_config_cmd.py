@@ -1,7 +1,13 @@
 """`vivified config show`: every core setting, its effective value and its source.
 
+The runtime overrides stored in the database are the top layer: `show` reads
+them through the configured database URL (never creating or migrating a
+database) and reports `database (set by <actor>: <reason>)` where one
+applies; a database it cannot read is said so, and the lower layers shown.
+
 `vivified config plugin get|set|history` (plugin configuration on a running
-core) lives in `_plugin_config_cmd`."""
+core) lives in `_plugin_config_cmd`, `vivified config core set|unset|list|history`
+in `_core_settings_cmd`."""
 
 from __future__ import annotations
 
@@ -9,29 +15,32 @@ import argparse
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from vivified.core.cli import _plugin_config_cmd
+import sqlalchemy as sa
+from vivified.core.cli import _core_settings_cmd, _plugin_config_cmd
 from vivified.core.cli._config_file import config_file_path, has_password
 from vivified.core.cli._settings import (
     add_core_flags,
     build_core_config,
     resolved_settings,
 )
-from vivified.core.cli._sources import SETTINGS
 from vivified.core.config import CoreConfig
+from vivified.core.db import DatabaseError, describe_url, plain_engine, sqlite_url
+from vivified.core.db._errors import driver_message
+from vivified.core.settings import (
+    FIELDS,
+    SETTINGS,
+    Applied,
+    apply_overrides,
+    read_overrides,
+)
 
 MASK = "********"
 
-# Where each setting's effective value lives in the built CoreConfig.
+# Where each setting's effective value lives in the built CoreConfig: the
+# overridable ones as the database layer sets them, the others here.
 _EFFECTIVE: dict[str, Callable[[CoreConfig], object]] = {
+    **{key: get for key, (get, _) in FIELDS.items()},
     "redis_url": lambda c: c.events.redis_url,
-    "event_ack_timeout": lambda c: c.events.ack_timeout_seconds,
-    "event_max_attempts": lambda c: c.events.max_attempts,
-    "event_dedupe_window": lambda c: c.events.dedupe_window_seconds,
-    "event_max_backlog": lambda c: c.events.max_backlog,
-    "event_publish_rate": lambda c: c.events.publish_rate,
-    "max_call_deadline": lambda c: c.gateway.max_deadline_seconds,
-    "breaker_cooldown": lambda c: c.gateway.breaker_cooldown_seconds,
-    "call_rate": lambda c: c.rate_limit.rate_per_second,
     "ca_files": lambda c: None if c.ca_paths is None else (
         c.ca_paths.root_certificate, c.ca_paths.issuing_certificate, c.ca_paths.issuing_key),
 }
@@ -44,11 +53,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     show = verbs.add_parser(
         "show",
         help="print every core setting with its source",
-        description="Effective core settings. Precedence: default < config file < VIVIFIED_* environment < flags.",
+        description="Effective core settings. Precedence: default < config file < VIVIFIED_* environment < flags "
+        "< runtime overrides stored in the database (vivified config core set), which apply at the core's next start.",
     )
     show.add_argument("--data-dir", help="keys, database and audit checkpoints (default ./.vivified)")
     add_core_flags(show)
     _plugin_config_cmd.add_parser(verbs)
+    _core_settings_cmd.add_parser(verbs)
 
 
 def _text(key: str, value: object) -> str:
@@ -66,9 +77,31 @@ def _text(key: str, value: object) -> str:
     return str(value)
 
 
+def _database_layer(config: CoreConfig) -> tuple[Applied | None, str]:
+    """The config with the stored overrides applied, or None and why they were not read."""
+    default_file = config.data_dir / "vivified.db"
+    if config.database_url is None and not default_file.exists():
+        return None, f"no database at {default_file} yet: no runtime overrides"
+    try:
+        engine = plain_engine(config.database_url or sqlite_url(default_file))
+    except DatabaseError as exc:
+        return None, f"runtime overrides not read: {exc}"
+    try:
+        return apply_overrides(config, read_overrides(engine)), ""
+    except sa.exc.DBAPIError as exc:
+        problem = driver_message(exc, engine.url)
+        return None, f"runtime overrides not read: database {describe_url(engine.url)}: {problem}"
+    finally:
+        engine.dispose()
+
+
 def show(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -> int:
     resolved = resolved_settings(args, environ)
     config = build_core_config(resolved)
+    applied, note = _database_layer(config)
+    if applied is not None:
+        config = applied.config
+    sources = dict(config.setting_sources)
     path = config_file_path(args, environ)
     file_source = "none" if path is None else ("flag" if getattr(args, "config", None) else "env:VIVIFIED_CONFIG_FILE")
     out.append(f"{'config_file':28} {str(path) if path else '(none)':40} {file_source}")
@@ -78,6 +111,9 @@ def show(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -
             value = resolved[setting.key].value if setting.key in resolved else None
         else:
             value = getter(config) if getter is not None else getattr(config, setting.key)
-        source = resolved[setting.key].source if setting.key in resolved else "default"
-        out.append(f"{setting.key:28} {_text(setting.key, value):40} {source}")
+        out.append(f"{setting.key:28} {_text(setting.key, value):40} {sources.get(setting.key, 'default')}")
+    if note:
+        out.append(f"note: {note}")
+    for key, problem in (applied.refused.items() if applied is not None else ()):
+        out.append(f"note: the stored override of {key} does not apply: {problem}")
     return 0

@@ -18,8 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from vivified.core.cli._errors import SettingsError
-from vivified.core.cli._sources import BY_KEY, SETTINGS
+from vivified.core.settings import BY_KEY, SETTINGS, SettingsError
 
 MAX_FILE_BYTES = 64 * 1024
 

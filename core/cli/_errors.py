@@ -1,7 +1,7 @@
-"""The error of settings the core cannot accept."""
+"""The error of settings the core cannot accept (defined with the settings table in the core)."""
 
 from __future__ import annotations
 
+from vivified.core.settings import SettingsError
 
-class SettingsError(Exception):
-    """A flag, variable or config file entry the core cannot accept; the message says which."""
+__all__ = ["SettingsError"]

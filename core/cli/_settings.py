@@ -1,5 +1,5 @@
 """Command-line flags, `VIVIFIED_*` environment and the config file → CoreConfig,
-read once here (precedence in `_sources`).
+read once here (precedence in `vivified.core.settings`).
 
 An unknown `VIVIFIED_*` variable or config file key is refused, so a typo
 never silently leaves a setting at its default."""
@@ -13,12 +13,17 @@ from dataclasses import replace
 
 from vivified.core.chain import RateLimitConfig
 from vivified.core.cli._config_file import config_file_path, load_config_file
-from vivified.core.cli._errors import SettingsError
-from vivified.core.cli._sources import SETTINGS, Resolved, resolve
 from vivified.core.config import CAPaths, CoreConfig
 from vivified.core.egress import load_egress_config
 from vivified.core.events import EventsConfig
 from vivified.core.gateway import GatewayConfig
+from vivified.core.settings import (
+    SETTINGS,
+    Resolved,
+    SettingsError,
+    burst_for,
+    resolve,
+)
 
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
 CORE_VARIABLES = frozenset(s.env for s in SETTINGS if s.env is not None) | {"VIVIFIED_CONFIG_FILE"}
@@ -113,7 +118,7 @@ _CORE_FIELDS = (
 def _events_config(values: Mapping[str, object]) -> EventsConfig:
     fields: dict[str, object] = {field: values[key] for key, field in _EVENT_FIELDS.items() if key in values}
     if "publish_rate" in fields:
-        fields["publish_burst"] = max(1, int(2 * float(fields["publish_rate"])))  # type: ignore[arg-type]
+        fields["publish_burst"] = burst_for(float(fields["publish_rate"]))  # type: ignore[arg-type]
     redis_url = values.get("redis_url")
     if redis_url is not None:
         if not str(redis_url).startswith(("redis://", "rediss://", "unix://")):
@@ -152,11 +157,12 @@ def build_core_config(resolved: Mapping[str, Resolved]) -> CoreConfig:
             rate = float(values["call_rate"])
             if rate <= 0:
                 raise SettingsError("call_rate (--call-rate / VIVIFIED_CALL_RATE) must be positive")
-            core["rate_limit"] = RateLimitConfig(rate_per_second=rate, burst=max(1, int(2 * rate)))
+            core["rate_limit"] = RateLimitConfig(rate_per_second=rate, burst=burst_for(rate))
         if "ca_files" in values:
             core["ca_paths"] = CAPaths(*values["ca_files"])  # type: ignore[misc]
         directory = values.get("data_dir", DEFAULT_DATA_DIR)
-        return CoreConfig(data_dir=directory, gateway=gateway, **core)  # type: ignore[arg-type]
+        sources = tuple((key, r.source) for key, r in resolved.items())
+        return CoreConfig(data_dir=directory, gateway=gateway, setting_sources=sources, **core)  # type: ignore[arg-type]
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
 

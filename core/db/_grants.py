@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from vivified.core.db._errors import DatabaseError
 from vivified.core.db._migrate import VERSION_TABLE
 
-APPEND_ONLY_TABLES = frozenset({"audit_log", "plugin_config_history"})
-"""Tables the application may only read and append to (the audit log, plugin config history)."""
+APPEND_ONLY_TABLES = frozenset({"audit_log", "plugin_config_history", "core_setting_history"})
+"""Tables the application may only read and append to (the audit log, config histories)."""
 
 _READ_ONLY_TABLES = frozenset({VERSION_TABLE})
 

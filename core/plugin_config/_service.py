@@ -25,6 +25,7 @@ from vivified.core.errors import InvalidArgument, NotFound, PermissionDenied
 from vivified.core.manifest import type_name, value_problem
 from vivified.core.plugin_config._store import MASK, PluginConfigStore, StoredValue
 from vivified.core.registry import PluginRecord
+from vivified.core.settings import CoreSettingsAdmin
 from vivified.manifest.v1.manifest_pb2 import ConfigField, ConfigFieldType
 
 _DOMAIN = "vivified.config"
@@ -46,9 +47,12 @@ def _actor() -> str:
 class ConfigService(config_pb2_grpc.ConfigServiceServicer):
     """Plugin configuration over gRPC (see the module docstring for who may call what)."""
 
-    def __init__(self, store: PluginConfigStore, lookup: Callable[[str], PluginRecord | None]) -> None:
+    def __init__(
+        self, store: PluginConfigStore, lookup: Callable[[str], PluginRecord | None], core_settings: CoreSettingsAdmin
+    ) -> None:
         self._store = store
         self._lookup = lookup
+        self._core_settings = core_settings
 
     def _plugin(self, plugin_id: str) -> PluginRecord:
         record = self._lookup(plugin_id) if plugin_id else None
@@ -164,3 +168,23 @@ class ConfigService(config_pb2_grpc.ConfigServiceServicer):
                 await queue.get()
         finally:
             self._store.unwatch(record.plugin_id, queue)
+
+    async def SetCoreSetting(
+        self, request: pb.SetCoreSettingRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.SetCoreSettingResponse:
+        return await self._core_settings.set(request)
+
+    async def ClearCoreSetting(
+        self, request: pb.ClearCoreSettingRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ClearCoreSettingResponse:
+        return await self._core_settings.clear(request)
+
+    async def ListCoreSettings(
+        self, request: pb.ListCoreSettingsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListCoreSettingsResponse:
+        return await self._core_settings.list()
+
+    async def ListCoreSettingHistory(
+        self, request: pb.ListCoreSettingHistoryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListCoreSettingHistoryResponse:
+        return await self._core_settings.history(request)

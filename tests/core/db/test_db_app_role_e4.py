@@ -52,6 +52,8 @@ async def test_e4_app_role_can_append_but_never_rewrite_audit(
     granted = grant_app_role(owner, APP_ROLE)
     assert "audit_log: SELECT, INSERT" in granted
     assert "plugin_config_history: SELECT, INSERT" in granted
+    assert "core_setting_history: SELECT, INSERT" in granted
+    assert "core_setting_overrides: SELECT, INSERT, UPDATE, DELETE" in granted
     assert "plugins: SELECT, INSERT, UPDATE, DELETE" in granted
     assert "vivified_schema_version: SELECT" in granted
 

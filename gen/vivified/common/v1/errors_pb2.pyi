@@ -142,6 +142,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the secrets key is missing, malformed, weak or readable by others; the core does not start."""
     ERROR_REASON_SECRET_UNREADABLE: _ErrorReason.ValueType  # 302
     """FAILED_PRECONDITION: a stored secret does not open with any configured secrets key (key removed or value altered)."""
+    ERROR_REASON_SETTING_NOT_OVERRIDABLE: _ErrorReason.ValueType  # 303
+    """INVALID_ARGUMENT: a core setting is unknown or cannot be overridden at runtime (bootstrap or security setting)."""
     ERROR_REASON_DELEGATION_INVALID: _ErrorReason.ValueType  # 310
     """UNAUTHENTICATED: the `x-vivified-delegation` token a plugin presented is
     malformed, forged, of another type, or was issued to another plugin.
@@ -281,6 +283,8 @@ ERROR_REASON_SECRETS_KEY_INSECURE: ErrorReason.ValueType  # 301
 """FAILED_PRECONDITION: the secrets key is missing, malformed, weak or readable by others; the core does not start."""
 ERROR_REASON_SECRET_UNREADABLE: ErrorReason.ValueType  # 302
 """FAILED_PRECONDITION: a stored secret does not open with any configured secrets key (key removed or value altered)."""
+ERROR_REASON_SETTING_NOT_OVERRIDABLE: ErrorReason.ValueType  # 303
+"""INVALID_ARGUMENT: a core setting is unknown or cannot be overridden at runtime (bootstrap or security setting)."""
 ERROR_REASON_DELEGATION_INVALID: ErrorReason.ValueType  # 310
 """UNAUTHENTICATED: the `x-vivified-delegation` token a plugin presented is
 malformed, forged, of another type, or was issued to another plugin.

@@ -384,3 +384,260 @@ class WatchMyConfigResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchMyConfigResponse: _TypeAlias = WatchMyConfigResponse  # noqa: Y015
+
+@_typing.final
+class CoreSetting(_message.Message):
+    """CoreSetting is one overridable core setting."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_VALUE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    HAS_OVERRIDE_FIELD_NUMBER: _builtins.int
+    OVERRIDE_VALUE_FIELD_NUMBER: _builtins.int
+    OVERRIDE_ACTOR_FIELD_NUMBER: _builtins.int
+    OVERRIDE_REASON_FIELD_NUMBER: _builtins.int
+    OVERRIDE_TIME_FIELD_NUMBER: _builtins.int
+    PENDING_RESTART_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The setting's key, as in the config file (`event_max_attempts`)."""
+    type: _builtins.str
+    """Its type: `int` or `float`."""
+    effective_value: _builtins.str
+    """The value this core started with."""
+    source: _builtins.str
+    """Where that value came from: `default`, `file:<path>`, `env:<VARIABLE>`,
+    `flag` or `database (set by <actor>: <reason>)`.
+    """
+    has_override: _builtins.bool
+    """Whether an override is stored now."""
+    override_value: _builtins.str
+    """The stored override (canonical text); empty without one."""
+    override_actor: _builtins.str
+    """Who stored it (`user:<id>`, `operator:<name>`)."""
+    override_reason: _builtins.str
+    """Why, as the administrator gave it."""
+    pending_restart: _builtins.bool
+    """True when the stored override (or its absence) differs from what this
+    core applied at start: it takes effect at the next start.
+    """
+    @_builtins.property
+    def override_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was stored; unset without one."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        type: _builtins.str = ...,
+        effective_value: _builtins.str = ...,
+        source: _builtins.str = ...,
+        has_override: _builtins.bool = ...,
+        override_value: _builtins.str = ...,
+        override_actor: _builtins.str = ...,
+        override_reason: _builtins.str = ...,
+        override_time: _timestamp_pb2.Timestamp | None = ...,
+        pending_restart: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["override_time", b"override_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_value", b"effective_value", "has_override", b"has_override", "key", b"key", "override_actor", b"override_actor", "override_reason", b"override_reason", "override_time", b"override_time", "override_value", b"override_value", "pending_restart", b"pending_restart", "source", b"source", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CoreSetting: _TypeAlias = CoreSetting  # noqa: Y015
+
+@_typing.final
+class SetCoreSettingRequest(_message.Message):
+    """SetCoreSettingRequest names the setting, its new value and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """An overridable setting's key."""
+    value: _builtins.str
+    """The value, written as its type is (`7`, `2.5`)."""
+    reason: _builtins.str
+    """Why (1 to 512 characters); kept in history and the audit log."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        value: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "reason", b"reason", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCoreSettingRequest: _TypeAlias = SetCoreSettingRequest  # noqa: Y015
+
+@_typing.final
+class SetCoreSettingResponse(_message.Message):
+    """SetCoreSettingResponse returns the setting with its new stored override."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def setting(self) -> Global___CoreSetting:
+        """The setting after the change (pending_restart set)."""
+
+    def __init__(
+        self,
+        *,
+        setting: Global___CoreSetting | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["setting", b"setting"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["setting", b"setting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCoreSettingResponse: _TypeAlias = SetCoreSettingResponse  # noqa: Y015
+
+@_typing.final
+class ClearCoreSettingRequest(_message.Message):
+    """ClearCoreSettingRequest names the setting and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """An overridable setting's key."""
+    reason: _builtins.str
+    """Why (1 to 512 characters); kept in history and the audit log."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearCoreSettingRequest: _TypeAlias = ClearCoreSettingRequest  # noqa: Y015
+
+@_typing.final
+class ClearCoreSettingResponse(_message.Message):
+    """ClearCoreSettingResponse returns the setting without its override."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def setting(self) -> Global___CoreSetting:
+        """The setting after the change."""
+
+    def __init__(
+        self,
+        *,
+        setting: Global___CoreSetting | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["setting", b"setting"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["setting", b"setting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearCoreSettingResponse: _TypeAlias = ClearCoreSettingResponse  # noqa: Y015
+
+@_typing.final
+class ListCoreSettingsRequest(_message.Message):
+    """ListCoreSettingsRequest is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCoreSettingsRequest: _TypeAlias = ListCoreSettingsRequest  # noqa: Y015
+
+@_typing.final
+class ListCoreSettingsResponse(_message.Message):
+    """ListCoreSettingsResponse lists every overridable setting in table order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> _containers.RepeatedCompositeFieldContainer[Global___CoreSetting]:
+        """One entry per overridable setting."""
+
+    def __init__(
+        self,
+        *,
+        settings: _abc.Iterable[Global___CoreSetting] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCoreSettingsResponse: _TypeAlias = ListCoreSettingsResponse  # noqa: Y015
+
+@_typing.final
+class ListCoreSettingHistoryRequest(_message.Message):
+    """ListCoreSettingHistoryRequest asks for a page of override changes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most changes to return, 1 to 500; 0 means 100."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCoreSettingHistoryRequest: _TypeAlias = ListCoreSettingHistoryRequest  # noqa: Y015
+
+@_typing.final
+class ListCoreSettingHistoryResponse(_message.Message):
+    """ListCoreSettingHistoryResponse lists changes newest first; a cleared
+    override has an empty `new_value`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigChange]:
+        """The changes."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ConfigChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCoreSettingHistoryResponse: _TypeAlias = ListCoreSettingHistoryResponse  # noqa: Y015

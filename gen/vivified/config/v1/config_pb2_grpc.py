@@ -39,6 +39,16 @@ class ConfigServiceStub:
     WatchMyConfig): the plugin is the caller's certificate identity, never a
     request field, so it cannot name another plugin. Secrets come back in clear
     only here.
+
+    Core settings (SetCoreSetting, ClearCoreSetting, ListCoreSettings,
+    ListCoreSettingHistory) are the top layer of the core's settings hierarchy:
+    defaults < config file < environment and flags < overrides stored here.
+    Only settings safe to change on a running installation can be overridden
+    (event bus attempts, timeouts, backlog and publish rate, operator-lane
+    deadline and breaker cooldown, per-caller call rate, heartbeat interval,
+    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
+    overrides when it starts, so a change takes effect at its next start.
+    Same callers, reasons, history and audit as plugin configuration.
     """
 
     def __init__(self, channel):
@@ -72,6 +82,26 @@ class ConfigServiceStub:
                 request_serializer=vivified_dot_config_dot_v1_dot_config__pb2.WatchMyConfigRequest.SerializeToString,
                 response_deserializer=vivified_dot_config_dot_v1_dot_config__pb2.WatchMyConfigResponse.FromString,
                 _registered_method=True)
+        self.SetCoreSetting = channel.unary_unary(
+                '/vivified.config.v1.ConfigService/SetCoreSetting',
+                request_serializer=vivified_dot_config_dot_v1_dot_config__pb2.SetCoreSettingRequest.SerializeToString,
+                response_deserializer=vivified_dot_config_dot_v1_dot_config__pb2.SetCoreSettingResponse.FromString,
+                _registered_method=True)
+        self.ClearCoreSetting = channel.unary_unary(
+                '/vivified.config.v1.ConfigService/ClearCoreSetting',
+                request_serializer=vivified_dot_config_dot_v1_dot_config__pb2.ClearCoreSettingRequest.SerializeToString,
+                response_deserializer=vivified_dot_config_dot_v1_dot_config__pb2.ClearCoreSettingResponse.FromString,
+                _registered_method=True)
+        self.ListCoreSettings = channel.unary_unary(
+                '/vivified.config.v1.ConfigService/ListCoreSettings',
+                request_serializer=vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingsRequest.SerializeToString,
+                response_deserializer=vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingsResponse.FromString,
+                _registered_method=True)
+        self.ListCoreSettingHistory = channel.unary_unary(
+                '/vivified.config.v1.ConfigService/ListCoreSettingHistory',
+                request_serializer=vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingHistoryRequest.SerializeToString,
+                response_deserializer=vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class ConfigServiceServicer:
@@ -88,6 +118,16 @@ class ConfigServiceServicer:
     WatchMyConfig): the plugin is the caller's certificate identity, never a
     request field, so it cannot name another plugin. Secrets come back in clear
     only here.
+
+    Core settings (SetCoreSetting, ClearCoreSetting, ListCoreSettings,
+    ListCoreSettingHistory) are the top layer of the core's settings hierarchy:
+    defaults < config file < environment and flags < overrides stored here.
+    Only settings safe to change on a running installation can be overridden
+    (event bus attempts, timeouts, backlog and publish rate, operator-lane
+    deadline and breaker cooldown, per-caller call rate, heartbeat interval,
+    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
+    overrides when it starts, so a change takes effect at its next start.
+    Same callers, reasons, history and audit as plugin configuration.
     """
 
     def SetPluginConfigValue(self, request, context):
@@ -137,6 +177,43 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCoreSetting(self, request, context):
+        """SetCoreSetting stores a runtime override of one core setting, applied at
+        the core's next start. Errors: INVALID_ARGUMENT
+        (SETTING_NOT_OVERRIDABLE) for an unknown key or one that cannot be
+        overridden at runtime (the message lists those that can),
+        INVALID_ARGUMENT (CONFIG_INVALID) for a value that does not parse as the
+        setting's type or is out of range, INVALID_ARGUMENT (INVALID_REQUEST)
+        without a reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearCoreSetting(self, request, context):
+        """ClearCoreSetting removes a key's override (the lower layers apply again
+        from the next start); clearing a key without one changes nothing. Errors
+        as SetCoreSetting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCoreSettings(self, request, context):
+        """ListCoreSettings lists every overridable core setting with its effective
+        value and source at this core's start and its stored override. Read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCoreSettingHistory(self, request, context):
+        """ListCoreSettingHistory lists override changes, newest first. Read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +242,26 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     request_deserializer=vivified_dot_config_dot_v1_dot_config__pb2.WatchMyConfigRequest.FromString,
                     response_serializer=vivified_dot_config_dot_v1_dot_config__pb2.WatchMyConfigResponse.SerializeToString,
             ),
+            'SetCoreSetting': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCoreSetting,
+                    request_deserializer=vivified_dot_config_dot_v1_dot_config__pb2.SetCoreSettingRequest.FromString,
+                    response_serializer=vivified_dot_config_dot_v1_dot_config__pb2.SetCoreSettingResponse.SerializeToString,
+            ),
+            'ClearCoreSetting': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearCoreSetting,
+                    request_deserializer=vivified_dot_config_dot_v1_dot_config__pb2.ClearCoreSettingRequest.FromString,
+                    response_serializer=vivified_dot_config_dot_v1_dot_config__pb2.ClearCoreSettingResponse.SerializeToString,
+            ),
+            'ListCoreSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCoreSettings,
+                    request_deserializer=vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingsRequest.FromString,
+                    response_serializer=vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingsResponse.SerializeToString,
+            ),
+            'ListCoreSettingHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCoreSettingHistory,
+                    request_deserializer=vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingHistoryRequest.FromString,
+                    response_serializer=vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingHistoryResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'vivified.config.v1.ConfigService', rpc_method_handlers)
@@ -187,6 +284,16 @@ class ConfigService:
     WatchMyConfig): the plugin is the caller's certificate identity, never a
     request field, so it cannot name another plugin. Secrets come back in clear
     only here.
+
+    Core settings (SetCoreSetting, ClearCoreSetting, ListCoreSettings,
+    ListCoreSettingHistory) are the top layer of the core's settings hierarchy:
+    defaults < config file < environment and flags < overrides stored here.
+    Only settings safe to change on a running installation can be overridden
+    (event bus attempts, timeouts, backlog and publish rate, operator-lane
+    deadline and breaker cooldown, per-caller call rate, heartbeat interval,
+    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
+    overrides when it starts, so a change takes effect at its next start.
+    Same callers, reasons, history and audit as plugin configuration.
     """
 
     @staticmethod
@@ -314,6 +421,114 @@ class ConfigService:
             '/vivified.config.v1.ConfigService/WatchMyConfig',
             vivified_dot_config_dot_v1_dot_config__pb2.WatchMyConfigRequest.SerializeToString,
             vivified_dot_config_dot_v1_dot_config__pb2.WatchMyConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCoreSetting(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.config.v1.ConfigService/SetCoreSetting',
+            vivified_dot_config_dot_v1_dot_config__pb2.SetCoreSettingRequest.SerializeToString,
+            vivified_dot_config_dot_v1_dot_config__pb2.SetCoreSettingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearCoreSetting(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.config.v1.ConfigService/ClearCoreSetting',
+            vivified_dot_config_dot_v1_dot_config__pb2.ClearCoreSettingRequest.SerializeToString,
+            vivified_dot_config_dot_v1_dot_config__pb2.ClearCoreSettingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCoreSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.config.v1.ConfigService/ListCoreSettings',
+            vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingsRequest.SerializeToString,
+            vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCoreSettingHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.config.v1.ConfigService/ListCoreSettingHistory',
+            vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingHistoryRequest.SerializeToString,
+            vivified_dot_config_dot_v1_dot_config__pb2.ListCoreSettingHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

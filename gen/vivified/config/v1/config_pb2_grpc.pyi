@@ -40,6 +40,16 @@ class ConfigServiceStub:
     WatchMyConfig): the plugin is the caller's certificate identity, never a
     request field, so it cannot name another plugin. Secrets come back in clear
     only here.
+
+    Core settings (SetCoreSetting, ClearCoreSetting, ListCoreSettings,
+    ListCoreSettingHistory) are the top layer of the core's settings hierarchy:
+    defaults < config file < environment and flags < overrides stored here.
+    Only settings safe to change on a running installation can be overridden
+    (event bus attempts, timeouts, backlog and publish rate, operator-lane
+    deadline and breaker cooldown, per-caller call rate, heartbeat interval,
+    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
+    overrides when it starts, so a change takes effect at its next start.
+    Same callers, reasons, history and audit as plugin configuration.
     """
 
     @_typing.overload
@@ -73,6 +83,26 @@ class ConfigServiceStub:
     again after every change, until the plugin ends the stream or is
     disabled or revoked (PERMISSION_DENIED). Plugins only. Read-only.
     """
+    SetCoreSetting: _grpc.UnaryUnaryMultiCallable[_config_pb2.SetCoreSettingRequest, _config_pb2.SetCoreSettingResponse]
+    """SetCoreSetting stores a runtime override of one core setting, applied at
+    the core's next start. Errors: INVALID_ARGUMENT
+    (SETTING_NOT_OVERRIDABLE) for an unknown key or one that cannot be
+    overridden at runtime (the message lists those that can),
+    INVALID_ARGUMENT (CONFIG_INVALID) for a value that does not parse as the
+    setting's type or is out of range, INVALID_ARGUMENT (INVALID_REQUEST)
+    without a reason.
+    """
+    ClearCoreSetting: _grpc.UnaryUnaryMultiCallable[_config_pb2.ClearCoreSettingRequest, _config_pb2.ClearCoreSettingResponse]
+    """ClearCoreSetting removes a key's override (the lower layers apply again
+    from the next start); clearing a key without one changes nothing. Errors
+    as SetCoreSetting.
+    """
+    ListCoreSettings: _grpc.UnaryUnaryMultiCallable[_config_pb2.ListCoreSettingsRequest, _config_pb2.ListCoreSettingsResponse]
+    """ListCoreSettings lists every overridable core setting with its effective
+    value and source at this core's start and its stored override. Read-only.
+    """
+    ListCoreSettingHistory: _grpc.UnaryUnaryMultiCallable[_config_pb2.ListCoreSettingHistoryRequest, _config_pb2.ListCoreSettingHistoryResponse]
+    """ListCoreSettingHistory lists override changes, newest first. Read-only."""
 
 @_typing.type_check_only
 class ConfigServiceAsyncStub(ConfigServiceStub):
@@ -89,6 +119,16 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     WatchMyConfig): the plugin is the caller's certificate identity, never a
     request field, so it cannot name another plugin. Secrets come back in clear
     only here.
+
+    Core settings (SetCoreSetting, ClearCoreSetting, ListCoreSettings,
+    ListCoreSettingHistory) are the top layer of the core's settings hierarchy:
+    defaults < config file < environment and flags < overrides stored here.
+    Only settings safe to change on a running installation can be overridden
+    (event bus attempts, timeouts, backlog and publish rate, operator-lane
+    deadline and breaker cooldown, per-caller call rate, heartbeat interval,
+    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
+    overrides when it starts, so a change takes effect at its next start.
+    Same callers, reasons, history and audit as plugin configuration.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -119,6 +159,26 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     again after every change, until the plugin ends the stream or is
     disabled or revoked (PERMISSION_DENIED). Plugins only. Read-only.
     """
+    SetCoreSetting: _aio.UnaryUnaryMultiCallable[_config_pb2.SetCoreSettingRequest, _config_pb2.SetCoreSettingResponse]  # type: ignore[assignment]
+    """SetCoreSetting stores a runtime override of one core setting, applied at
+    the core's next start. Errors: INVALID_ARGUMENT
+    (SETTING_NOT_OVERRIDABLE) for an unknown key or one that cannot be
+    overridden at runtime (the message lists those that can),
+    INVALID_ARGUMENT (CONFIG_INVALID) for a value that does not parse as the
+    setting's type or is out of range, INVALID_ARGUMENT (INVALID_REQUEST)
+    without a reason.
+    """
+    ClearCoreSetting: _aio.UnaryUnaryMultiCallable[_config_pb2.ClearCoreSettingRequest, _config_pb2.ClearCoreSettingResponse]  # type: ignore[assignment]
+    """ClearCoreSetting removes a key's override (the lower layers apply again
+    from the next start); clearing a key without one changes nothing. Errors
+    as SetCoreSetting.
+    """
+    ListCoreSettings: _aio.UnaryUnaryMultiCallable[_config_pb2.ListCoreSettingsRequest, _config_pb2.ListCoreSettingsResponse]  # type: ignore[assignment]
+    """ListCoreSettings lists every overridable core setting with its effective
+    value and source at this core's start and its stored override. Read-only.
+    """
+    ListCoreSettingHistory: _aio.UnaryUnaryMultiCallable[_config_pb2.ListCoreSettingHistoryRequest, _config_pb2.ListCoreSettingHistoryResponse]  # type: ignore[assignment]
+    """ListCoreSettingHistory lists override changes, newest first. Read-only."""
 
 class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     """ConfigService holds each plugin's configuration: the values administrators
@@ -134,6 +194,16 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     WatchMyConfig): the plugin is the caller's certificate identity, never a
     request field, so it cannot name another plugin. Secrets come back in clear
     only here.
+
+    Core settings (SetCoreSetting, ClearCoreSetting, ListCoreSettings,
+    ListCoreSettingHistory) are the top layer of the core's settings hierarchy:
+    defaults < config file < environment and flags < overrides stored here.
+    Only settings safe to change on a running installation can be overridden
+    (event bus attempts, timeouts, backlog and publish rate, operator-lane
+    deadline and breaker cooldown, per-caller call rate, heartbeat interval,
+    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
+    overrides when it starts, so a change takes effect at its next start.
+    Same callers, reasons, history and audit as plugin configuration.
     """
 
     @_abc_1.abstractmethod
@@ -192,5 +262,49 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         again after every change, until the plugin ends the stream or is
         disabled or revoked (PERMISSION_DENIED). Plugins only. Read-only.
         """
+
+    @_abc_1.abstractmethod
+    def SetCoreSetting(
+        self,
+        request: _config_pb2.SetCoreSettingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_pb2.SetCoreSettingResponse, _abc.Awaitable[_config_pb2.SetCoreSettingResponse]]:
+        """SetCoreSetting stores a runtime override of one core setting, applied at
+        the core's next start. Errors: INVALID_ARGUMENT
+        (SETTING_NOT_OVERRIDABLE) for an unknown key or one that cannot be
+        overridden at runtime (the message lists those that can),
+        INVALID_ARGUMENT (CONFIG_INVALID) for a value that does not parse as the
+        setting's type or is out of range, INVALID_ARGUMENT (INVALID_REQUEST)
+        without a reason.
+        """
+
+    @_abc_1.abstractmethod
+    def ClearCoreSetting(
+        self,
+        request: _config_pb2.ClearCoreSettingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_pb2.ClearCoreSettingResponse, _abc.Awaitable[_config_pb2.ClearCoreSettingResponse]]:
+        """ClearCoreSetting removes a key's override (the lower layers apply again
+        from the next start); clearing a key without one changes nothing. Errors
+        as SetCoreSetting.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCoreSettings(
+        self,
+        request: _config_pb2.ListCoreSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_pb2.ListCoreSettingsResponse, _abc.Awaitable[_config_pb2.ListCoreSettingsResponse]]:
+        """ListCoreSettings lists every overridable core setting with its effective
+        value and source at this core's start and its stored override. Read-only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCoreSettingHistory(
+        self,
+        request: _config_pb2.ListCoreSettingHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_pb2.ListCoreSettingHistoryResponse, _abc.Awaitable[_config_pb2.ListCoreSettingHistoryResponse]]:
+        """ListCoreSettingHistory lists override changes, newest first. Read-only."""
 
 def add_ConfigServiceServicer_to_server(servicer: ConfigServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,24 +1,32 @@
 """The core's settings as one table, and where each effective value came from.
 
 Precedence, lowest to highest: built-in defaults < config file (`--config` /
-`VIVIFIED_CONFIG_FILE`) < environment (`VIVIFIED_*`) < command-line flags. The
+`VIVIFIED_CONFIG_FILE`) < environment (`VIVIFIED_*`) and command-line flags
+(a flag beats its variable) < runtime overrides administrators store in the
+database (`runtime=True` settings only, applied when the core starts). The
 file holds what an installation keeps; the environment what a deployment
 (container, unit file) sets; flags what the operator chooses for this one run.
 Every resolved value carries its source: `default`, `file:<path>`,
-`env:<VARIABLE>` or `flag`.
+`env:<VARIABLE>`, `flag` or `database (set by <actor>: <reason>)`.
+
+The table lives in the core, not the CLI, because the core validates runtime
+overrides with the same types and parsing as the file and environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vivified.core.cli._errors import SettingsError
-
 PROFILES = ("development", "production")
+
+
+class SettingsError(Exception):
+    """A flag, variable, config file entry or override the core cannot accept; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,11 @@ class Setting:
     choices: tuple[str, ...] = ()
     in_file: bool = True
     """False for a key that must not sit in the config file (the secrets key itself)."""
+    runtime: bool = False
+    """True for a setting administrators may override in the database: tuning
+    that is safe to change on a running installation, never bootstrap or
+    security-critical settings (addresses, data dir, database, trust domain,
+    CA, secrets, profile, policy or egress files)."""
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -45,23 +58,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trust_domain", "str", "VIVIFIED_TRUST_DOMAIN", "--trust-domain"),
     Setting("database_url", "url", "VIVIFIED_DATABASE_URL", "--database-url"),
     Setting("policy_file", "path", "VIVIFIED_POLICY_FILE", "--policy-file"),
-    Setting("leaf_ttl_seconds", "int", "VIVIFIED_LEAF_TTL_SECONDS", "--leaf-ttl"),
-    Setting("heartbeat_interval_seconds", "float", "VIVIFIED_HEARTBEAT_INTERVAL_SECONDS", "--heartbeat-interval"),
+    Setting("leaf_ttl_seconds", "int", "VIVIFIED_LEAF_TTL_SECONDS", "--leaf-ttl", runtime=True),
+    Setting(
+        "heartbeat_interval_seconds", "float", "VIVIFIED_HEARTBEAT_INTERVAL_SECONDS", "--heartbeat-interval",
+        runtime=True,
+    ),
     Setting("egress_config", "path", "VIVIFIED_EGRESS_CONFIG", "--egress-config"),
     Setting("ca_files", "paths3", None, "--ca-files"),
     Setting("redis_url", "url", "VIVIFIED_REDIS_URL", "--redis-url"),
-    Setting("event_ack_timeout", "float", "VIVIFIED_EVENT_ACK_TIMEOUT", "--event-ack-timeout"),
-    Setting("event_max_attempts", "int", "VIVIFIED_EVENT_MAX_ATTEMPTS", "--event-max-attempts"),
-    Setting("event_dedupe_window", "float", "VIVIFIED_EVENT_DEDUPE_WINDOW", "--event-dedupe-window"),
-    Setting("event_max_backlog", "int", "VIVIFIED_EVENT_MAX_BACKLOG", "--event-max-backlog"),
-    Setting("event_publish_rate", "float", "VIVIFIED_EVENT_PUBLISH_RATE", "--event-publish-rate"),
-    Setting("call_rate", "float", "VIVIFIED_CALL_RATE", "--call-rate"),
-    Setting("max_call_deadline", "float", "VIVIFIED_MAX_CALL_DEADLINE", "--max-call-deadline"),
-    Setting("breaker_cooldown", "float", "VIVIFIED_BREAKER_COOLDOWN", "--breaker-cooldown"),
+    Setting("event_ack_timeout", "float", "VIVIFIED_EVENT_ACK_TIMEOUT", "--event-ack-timeout", runtime=True),
+    Setting("event_max_attempts", "int", "VIVIFIED_EVENT_MAX_ATTEMPTS", "--event-max-attempts", runtime=True),
+    Setting("event_dedupe_window", "float", "VIVIFIED_EVENT_DEDUPE_WINDOW", "--event-dedupe-window", runtime=True),
+    Setting("event_max_backlog", "int", "VIVIFIED_EVENT_MAX_BACKLOG", "--event-max-backlog", runtime=True),
+    Setting("event_publish_rate", "float", "VIVIFIED_EVENT_PUBLISH_RATE", "--event-publish-rate", runtime=True),
+    Setting("call_rate", "float", "VIVIFIED_CALL_RATE", "--call-rate", runtime=True),
+    Setting("max_call_deadline", "float", "VIVIFIED_MAX_CALL_DEADLINE", "--max-call-deadline", runtime=True),
+    Setting("breaker_cooldown", "float", "VIVIFIED_BREAKER_COOLDOWN", "--breaker-cooldown", runtime=True),
     Setting("secrets_key_file", "path", "VIVIFIED_SECRETS_KEY_FILE", "--secrets-key-file"),
     Setting("secrets_key", "secret", "VIVIFIED_SECRETS_KEY", "(environment only)", in_file=False),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
+RUNTIME_KEYS = tuple(s.key for s in SETTINGS if s.runtime)
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,8 @@ def convert(setting: Setting, raw: object, where: str, base: pathlib.Path | None
             value = int(raw)  # type: ignore[arg-type]
         elif kind == "float" and not isinstance(raw, bool) and (isinstance(raw, (int, float)) or numeric_text):
             value = float(raw)  # type: ignore[arg-type]
+            if not math.isfinite(value):
+                raise ValueError
         elif kind == "path" and (text or isinstance(raw, pathlib.Path)):
             value = _path(str(raw), base)
         elif kind == "paths3" and isinstance(raw, (list, tuple)) and len(raw) == 3 and all(

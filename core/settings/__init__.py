@@ -1,0 +1,70 @@
+"""The core's settings: one table of every setting (type, variable, flag,
+whether administrators may override it at runtime), the parsing every layer
+shares, and the top layer of the hierarchy — runtime overrides stored in the
+database, applied when the core starts.
+
+    SETTINGS / resolve      defaults < config file < environment and flags (the CLI reads them)
+    OverrideStore           overrides and their history in the database
+    apply_overrides         the database layer on top of a built CoreConfig
+    CoreSettingsAdmin       Set/Clear/ListCoreSettings and history behind ConfigService
+
+Errors: SettingsError (a value the core cannot accept); over gRPC
+InvalidArgument SETTING_NOT_OVERRIDABLE / CONFIG_INVALID / INVALID_REQUEST
+(domain `vivified.config`).
+"""
+
+from vivified.core.settings._admin import CoreSettingsAdmin
+from vivified.core.settings._apply import (
+    FIELDS,
+    Applied,
+    NotOverridable,
+    apply_overrides,
+    burst_for,
+    database_source,
+    effective,
+    overridable,
+    parse_override,
+)
+from vivified.core.settings._store import (
+    Override,
+    OverrideChange,
+    OverrideStore,
+    read_overrides,
+)
+from vivified.core.settings._table import (
+    BY_KEY,
+    PROFILES,
+    RUNTIME_KEYS,
+    SETTINGS,
+    Resolved,
+    Setting,
+    SettingsError,
+    convert,
+    resolve,
+)
+
+__all__ = [
+    "BY_KEY",
+    "FIELDS",
+    "PROFILES",
+    "RUNTIME_KEYS",
+    "SETTINGS",
+    "Applied",
+    "CoreSettingsAdmin",
+    "NotOverridable",
+    "Override",
+    "OverrideChange",
+    "OverrideStore",
+    "Resolved",
+    "Setting",
+    "SettingsError",
+    "apply_overrides",
+    "burst_for",
+    "convert",
+    "database_source",
+    "effective",
+    "overridable",
+    "parse_override",
+    "read_overrides",
+    "resolve",
+]
