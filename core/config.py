@@ -13,6 +13,7 @@ from vivified.core.gateway import GatewayConfig
 from vivified.core.identity import IdentityConfig
 
 PROFILES = ("development", "production")
+MAX_LEAF_TTL_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -86,5 +87,8 @@ class CoreConfig:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
         if self.leaf_ttl_seconds < 10:
             raise ValueError("leaf_ttl_seconds must be at least 10")
+        if self.leaf_ttl_seconds > MAX_LEAF_TTL_SECONDS:
+            # Short-lived plugin certificates are what bounds a stolen key.
+            raise ValueError(f"leaf_ttl_seconds may be at most {MAX_LEAF_TTL_SECONDS} (one day)")
         if self.heartbeat_interval_seconds <= 0 or self.heartbeat_misses < 1:
             raise ValueError("heartbeat interval must be positive and misses at least 1")

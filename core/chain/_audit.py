@@ -87,7 +87,9 @@ class AuditLayer:
             raise
         except VivifiedError as exc:
             call.reason = exc.reason
-            if exc.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+            if exc.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED) or (
+                exc.reason == "RATE_LIMITED"
+            ):
                 # A handler-level decision (e.g. the operator lane's per-target
                 # policy) denied the call: record it as a denial with its rule.
                 call.decision = "deny"

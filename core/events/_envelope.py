@@ -81,6 +81,17 @@ def parse_payload(event: Event) -> Message:
         raise InvalidArgument(
             f"payload does not parse as {event.event_type}", reason="EVENT_PAYLOAD_MISMATCH", domain=DOMAIN
         ) from None
+    known = message_class()
+    known.CopyFrom(message)
+    known.DiscardUnknownFields()
+    if known.ByteSize() != message.ByteSize():
+        # Fields outside the core's schema carry no classification, so they
+        # could not be redacted: refused rather than passed on unchecked.
+        raise InvalidArgument(
+            f"payload carries fields that {event.event_type} in the core's contracts does not define",
+            reason="EVENT_PAYLOAD_MISMATCH",
+            domain=DOMAIN,
+        )
     return message
 
 

@@ -55,9 +55,6 @@ class Publisher:
             )
         return self._stamper.accept(plugin_id, publisher, event)
 
-    async def store(self, events: Sequence[NewEvent]) -> list[Appended]:
-        return await self._store.append(events)
-
     async def publish_batch(
         self, plugin_id: str, events: Sequence[Event], trace_id: str
     ) -> list[Appended | VivifiedError]:

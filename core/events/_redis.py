@@ -50,6 +50,7 @@ import asyncio
 import functools
 import itertools
 import json
+import logging
 import re
 import urllib.parse
 from collections.abc import Sequence
@@ -82,7 +83,19 @@ _APPEND_CHUNK = 256
 # Longest single XREAD wait: a blocked read re-runs its claim pass this often,
 # which is how it notices deliveries another core let time out.
 _POLL_SECONDS = 0.25
-_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError, OSError)
+# A Redis that cannot take writes (out of memory, a read-only replica after a
+# failover, still loading) is unavailable to the core, like one it cannot reach.
+_log = logging.getLogger(__name__)
+
+_FAILURES = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.MasterDownError,
+    OSError,
+)
 
 
 def _describe(url: str) -> str:
@@ -106,7 +119,8 @@ class RedisEventStore:
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False,
             retry=Retry(NoBackoff(), 1),
         )
-        self._guard = StoreGuard(clock, timeout, describe=_describe(url), failure_types=_FAILURES)
+        self._where = _describe(url)
+        self._guard = StoreGuard(clock, timeout, describe=self._where, failure_types=_FAILURES)
         self._scripts = {
             name: self._redis.register_script(getattr(lua, name))
             for name in ("APPEND", "SUBSCRIBE", "READ", "ACK", "NACK", "REPLAY", "LAG", "TRIM_SAFE", "FORCE_OUT")
@@ -141,6 +155,33 @@ class RedisEventStore:
                 await self._redis.script_load(script.script)
 
         await self._guard.run(ping)
+        await self._check_durability()
+
+    async def _check_durability(self) -> None:
+        """Refuse a Redis that would lose acknowledged events (no append-only
+        file, or evicting any key); warn when the AOF is not fsynced per write."""
+        try:
+            settings = {}
+            for key in ("appendonly", "appendfsync", "maxmemory-policy"):
+                reply = await self._guard.run(functools.partial(self._redis.config_get, key))
+                value = next(iter(reply.values()), b"") if reply else b""
+                settings[key] = value.decode() if isinstance(value, bytes) else str(value)
+        except redis_errors.ResponseError:
+            _log.warning("%s: CONFIG GET is not allowed; cannot check its durability settings", self._where)
+            return
+        if settings["appendonly"] != "yes" or settings["maxmemory-policy"].startswith("allkeys-"):
+            raise FailedPrecondition(
+                f"{self._where} would lose acknowledged events (appendonly={settings['appendonly']}, "
+                f"maxmemory-policy={settings['maxmemory-policy']}); run it with appendonly yes, "
+                "appendfsync always and maxmemory-policy noeviction",
+                reason="EVENT_STORE_UNAVAILABLE",
+                domain="vivified.events",
+            )
+        if settings["appendfsync"] != "always":
+            _log.warning(
+                "%s runs appendfsync %s: events acknowledged in the last second can be lost in a crash",
+                self._where, settings["appendfsync"],
+            )
 
     async def close(self) -> None:
         if self._closed:

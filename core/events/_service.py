@@ -58,14 +58,14 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
     def _plugin_id(self, context: Context) -> str:
         principal = self._identify(context)
         if principal.kind != "plugin":
-            raise PermissionDenied("only plugins use the event bus", reason="EVENT_NOT_DECLARED", domain=DOMAIN)
+            raise PermissionDenied("only plugins use the event bus", reason="POLICY_DENIED", domain=DOMAIN)
         return principal.id
 
     async def Publish(self, request: events_pb2.PublishRequest, context: Context) -> events_pb2.PublishResponse:
         plugin_id = self._plugin_id(context)
         annotate(resource=f"event/{request.event.event_type[:200]}", event_id=request.event.event_id[:128])
         event = self._publisher.prepare(plugin_id, request.event)
-        (result,) = await self._publisher.store([event])
+        (result,) = await self._store.append([event])
         annotate(position=result.position, duplicate=str(result.duplicate).lower())
         return events_pb2.PublishResponse(
             event_id=event.event_id, position=result.position, duplicate=result.duplicate
@@ -81,12 +81,18 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
         plugin_id = self._plugin_id(context)
         call = current_call()
         trace_id = call.trace_id if call is not None else ""
-        queue: asyncio.Queue[events_pb2.Event | None] = asyncio.Queue(maxsize=_MAX_STREAM_BATCH * 2)
+        # Unbounded queue, bounded read-ahead: `room` limits what is read but not
+        # yet taken, and the end marker always fits, however reading ends.
+        queue: asyncio.Queue[events_pb2.Event | None] = asyncio.Queue()
+        room = asyncio.Semaphore(_MAX_STREAM_BATCH * 2)
 
         async def read_ahead() -> None:
-            async for request in request_iterator:
-                await queue.put(request.event)
-            await queue.put(None)
+            try:
+                async for request in request_iterator:
+                    await room.acquire()
+                    queue.put_nowait(request.event)
+            finally:
+                queue.put_nowait(None)
 
         reader = asyncio.ensure_future(read_ahead())
         answered = refused = 0
@@ -97,10 +103,13 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
                 item = await queue.get()
                 while item is not None:
                     batch.append(item)
+                    room.release()
                     if len(batch) >= _MAX_STREAM_BATCH or queue.empty():
                         break
                     item = queue.get_nowait()
                 ended = item is None
+                if not batch:
+                    break
                 outcomes = await self._publisher.publish_batch(plugin_id, batch, trace_id)
                 for event, outcome in zip(batch, outcomes, strict=True):
                     if isinstance(outcome, VivifiedError):
@@ -120,6 +129,8 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+        if not reader.cancelled() and reader.exception() is not None:
+            raise reader.exception()  # type: ignore[misc]
 
     async def Subscribe(
         self, request_iterator: AsyncIterator[events_pb2.SubscribeRequest], context: Context

@@ -64,6 +64,7 @@ class SubscriptionSession:
         self._prefetch = prefetch
         self._trace_id = trace_id
         self._in_flight: set[str] = set()
+        self._taken: set[str] = set()  # read from the store, not yet sent: nacked too if the stream ends
         self._space = asyncio.Condition()
         self._acks: list[str] = []
         self._acks_queued = asyncio.Event()
@@ -88,8 +89,9 @@ class SubscriptionSession:
             self._closing = True
             self._acks_queued.set()
             ending = [acker]
-            if self._in_flight:
-                ending.append(asyncio.ensure_future(self._store.nack(self._subscription, sorted(self._in_flight))))
+            unsettled = self._in_flight | self._taken
+            if unsettled:
+                ending.append(asyncio.ensure_future(self._store.nack(self._subscription, sorted(unsettled))))
             await asyncio.shield(asyncio.gather(*ending, return_exceptions=True))
 
     async def _store_acks(self) -> None:
@@ -136,8 +138,11 @@ class SubscriptionSession:
             async with self._space:
                 await self._space.wait_for(lambda: len(self._in_flight) < self._prefetch)
                 room = self._prefetch - len(self._in_flight)
-            for delivery in await self._store.read(self._subscription, self._consumer, room, _READ_BLOCK_SECONDS):
+            batch = await self._store.read(self._subscription, self._consumer, room, _READ_BLOCK_SECONDS)
+            self._taken.update(d.delivery_id for d in batch if d.data is not None)
+            for delivery in batch:
                 response = await self._prepare(delivery)
+                self._taken.discard(delivery.delivery_id)
                 if response is None:
                     continue
                 self._in_flight.add(delivery.delivery_id)

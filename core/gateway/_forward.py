@@ -20,6 +20,7 @@ from vivified.core.registry import ACTIVE, HEALTHY, PluginRecord
 from vivified.core.registry._connector import PluginConnector
 
 _DOMAIN = "vivified.gateway"
+MAX_DEADLINE_CAP_SECONDS = 300.0
 _BREAKER_FAILURES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -43,6 +44,8 @@ class GatewayConfig:
     """Concurrent calls per target; as many again may wait."""
 
     def __post_init__(self) -> None:
+        if self.max_deadline_seconds > MAX_DEADLINE_CAP_SECONDS:
+            raise ValueError(f"max_deadline_seconds may be at most {MAX_DEADLINE_CAP_SECONDS:g}")
         if not (self.default_deadline_seconds > 0 and self.max_deadline_seconds > 0):
             raise ValueError("operator-lane deadlines must be positive")
         if self.max_attempts < 1 or self.breaker_failures < 1 or self.max_in_flight_per_target < 1:

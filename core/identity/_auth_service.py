@@ -173,11 +173,16 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     ) -> pb.ChangePasswordResponse:
         user, _ = await self._caller()
         check_new_password(request.new_password)
-        if len(request.current_password) > MAX_PASSWORD_CHARS or not await self._hasher.verify(
-            request.current_password, user.password_hash
-        ):
-            await self._store.take_attempt(user.user_id, self._lockout, mfa=False)
+        if len(request.current_password) > MAX_PASSWORD_CHARS:
             raise _login_failed()
+        # Counted before the check, as at Login: a stolen access token cannot
+        # guess the current password past the lockout.
+        allowed = await self._store.take_attempt(user.user_id, self._lockout, mfa=False)
+        ok = await self._hasher.verify(request.current_password, user.password_hash)
+        if not allowed or not ok:
+            annotate(why="locked" if not allowed else "wrong_password")
+            raise _login_failed()
+        await self._store.login_succeeded(user, None)
         await self._store.update(user.user_id, password_hash=await self._hasher.hash(request.new_password))
         await self._sessions.revoke_user(user.user_id, "password_change")
         return pb.ChangePasswordResponse()

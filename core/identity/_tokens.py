@@ -133,7 +133,7 @@ class TokenSigner:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise TokenError("token is empty or too long")
         parts = token.split(".")
-        if len(parts) != 3 or not parts[2]:
+        if len(parts) != 3 or not parts[2] or not all(_SEGMENT.match(part) for part in parts):
             raise TokenError("token is not a signed JWT")
         header = _json_object(parts[0])
         if set(header) - _HEADER_KEYS:

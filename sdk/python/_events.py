@@ -95,6 +95,11 @@ class PublishStream:
     def send(self, payload: Message, *, event_id: str | None = None) -> asyncio.Future[events_pb2.PublishStreamResponse]:
         """Queue one event; the future resolves when the core acknowledges it."""
         future: asyncio.Future[events_pb2.PublishStreamResponse] = asyncio.get_running_loop().create_future()
+        if self._tasks[1].done():  # the stream has ended: nothing will answer
+            future.set_exception(
+                self._first_error or VivifiedSDKError("the publish stream has ended", reason="STREAM_ENDED")
+            )
+            return future
         self._waiting.append(future)
         self._writes.put_nowait(events_pb2.PublishStreamRequest(event=envelope(payload, event_id)))
         return future
@@ -257,6 +262,10 @@ class Subscription:
 
     async def _handle(self, delivery: events_pb2.Delivery) -> bool:
         event = delivery.event
+        if event.event_type not in self._handlers:
+            _log.error("delivery %s carries %s, which this subscription has no handler for", delivery.delivery_id,
+                       event.event_type)
+            return False
         cls, handler = self._handlers[event.event_type]
         payload = cls()
         if not event.payload.Unpack(payload):

@@ -142,6 +142,12 @@ async def test_payload_that_does_not_match_its_event_type_is_invalid(bus: CorePr
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Publish(events_pb2.PublishRequest(event=garbage), timeout=10)
         assert error_info(caught.value).reason == "EVENT_PAYLOAD_MISMATCH"
+        # A field the core's schema does not define could not be classified or redacted.
+        smuggled = envelope(UserCreated(user_id="x"), "smuggled-1")
+        smuggled.payload.value += b"\x98\x06\x01"  # field 99, varint 1
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Publish(events_pb2.PublishRequest(event=smuggled), timeout=10)
+        assert error_info(caught.value).reason == "EVENT_PAYLOAD_MISMATCH"
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Publish(events_pb2.PublishRequest(event=envelope(UserCreated(), "bad id!")), timeout=10)
         assert error_info(caught.value).reason == "EVENT_INVALID"

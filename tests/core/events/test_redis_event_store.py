@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from support.redis_server import RedisServer, free_port, redis_running
 from support.tcp_proxy import TcpProxy
 from vivified.core.clock import SystemClock
-from vivified.core.errors import Unavailable
+from vivified.core.errors import FailedPrecondition, Unavailable
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._redis import RedisEventStore
 from vivified.core.events._store import NewEvent
@@ -176,3 +176,23 @@ async def test_errors_never_show_the_url_password() -> None:
         assert "s3cret" not in failed.value.message and "s3cret" not in repr(failed.value.__cause__)
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("appendonly", "no"), ("maxmemory-policy", "allkeys-lru")]
+)
+async def test_a_redis_that_would_lose_acknowledged_events_is_refused(
+    clean_redis: RedisServer, setting: str, value: str
+) -> None:
+    admin = aioredis.Redis.from_url(clean_redis.url)
+    before = (await admin.config_get(setting))[setting]
+    await admin.config_set(setting, value)
+    try:
+        store = RedisEventStore(clean_redis.url, EventsConfig(), SystemClock())
+        with pytest.raises(FailedPrecondition) as refused:
+            await store.start()
+        assert value in refused.value.message and "noeviction" in refused.value.message
+        await store.close()
+    finally:
+        await admin.config_set(setting, before)
+        await admin.aclose()

@@ -22,6 +22,7 @@ from vivified.core.identity import (
     hash_params,
     totp,
 )
+from vivified.core.chain._call import Call, Principal, _current
 from vivified.core.identity._totp import decode_secret
 from vivified.core.traits import TraitCatalogue
 from vivified.identity.v1 import auth_pb2 as pb
@@ -86,6 +87,24 @@ async def test_b10_lock_refuses_the_right_password_then_unlocks_and_escalates(tm
     for _ in range(5):
         await rig.refused(rig.login(password="wrong password!"))
     assert (await rig.store.by_username("ann")).locked_until == rig.now() + 3600  # escalated
+
+
+async def test_change_password_counts_guesses_against_the_lockout(tmp_path: pathlib.Path) -> None:
+    # Someone holding a stolen access token cannot guess the current password past the lock.
+    rig = _rig(tmp_path)
+    user_id = await _user(rig)
+    call = Call(method="/m/ChangePassword", service="m", method_name="ChangePassword", metadata={},
+                context=None, streaming=False, principal=Principal(kind="user", id=user_id, session_id="s1"))  # type: ignore[arg-type]
+    _current.set(call)
+
+    def change(current: str) -> object:
+        request = pb.ChangePasswordRequest(current_password=current, new_password="another long password")
+        return rig.identity.auth.ChangePassword(request, None)  # type: ignore[arg-type]
+
+    for _ in range(5):
+        assert await rig.refused(change("wrong password!")) == "LOGIN_FAILED"
+    assert await rig.refused(change(PASSWORD)) == "LOGIN_FAILED"  # locked: the right one is refused too
+    assert await rig.refused(rig.login()) == "LOGIN_FAILED"
 
 
 async def test_b8_parameters_upgrade_on_next_login(tmp_path: pathlib.Path) -> None:

@@ -184,3 +184,12 @@ def test_mfa_secrets_are_sealed_to_their_user(tmp_path: pathlib.Path) -> None:
         box.open(tampered, "usr_a")
     with pytest.raises(TokenKeyInsecure):
         SecretBox(os.urandom(16))
+
+
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_non_base64url_segments_are_refused_not_crashing(where: int) -> None:
+    clock = ManualClock()
+    signer = _signer(clock)
+    parts = signer.issue(ACCESS_TYPE, "usr_1", 900, sid="s1")[0].split(".")
+    parts[where] = parts[where][:4] + "é" + parts[where][4:]
+    assert _reason(signer, ".".join(parts)) == "TOKEN_INVALID"
