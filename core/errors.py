@@ -45,6 +45,15 @@ class VivifiedError(Exception):
         self.domain = domain
         self.metadata = dict(metadata or {})
 
+    @property
+    def is_denial(self) -> bool:
+        """A decision against the caller (recorded as `deny` in the audit log):
+        an identity or permission refusal, or any refusal a rule made, which
+        names itself in `metadata["rule_id"]` (rate limits included)."""
+        return self.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED) or bool(
+            self.metadata.get("rule_id")
+        )
+
 
 class InvalidArgument(VivifiedError):
     code = grpc.StatusCode.INVALID_ARGUMENT

@@ -87,9 +87,7 @@ class AuditLayer:
             raise
         except VivifiedError as exc:
             call.reason = exc.reason
-            if exc.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED) or (
-                exc.reason == "RATE_LIMITED"
-            ):
+            if exc.is_denial:
                 # A handler-level decision (e.g. the operator lane's per-target
                 # policy) denied the call: record it as a denial with its rule.
                 call.decision = "deny"

@@ -1,5 +1,6 @@
 """`vivified config core set|unset|list|history` against a running core, with
-the operator certificate from the data dir: runtime overrides of the core's
+the operator certificate from the data dir (or as the user of `VIVIFIED_API_KEY`,
+who needs config_manager): runtime overrides of the core's
 own settings, stored in its database and applied at its next start."""
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc
 from vivified.core.cli._client import (
     ClientError,
+    core_target,
     describe,
     open_channel,
-    operator_target,
 )
 from vivified.core.cli._settings import data_dir
 from vivified.core.settings import RUNTIME_KEYS
@@ -30,7 +31,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-
         f"them at its next start. Overridable: {', '.join(RUNTIME_KEYS)}.",
     )
     core.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
-    core.add_argument("--core", metavar="HOST:PORT", help="core mTLS address (default: from the data dir)")
+    core.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")
     core.add_argument("--json", action="store_true", help="print JSON")
     actions = core.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="every overridable setting: value and source at start, stored override")
@@ -56,7 +57,7 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
         request, method = pb.ListCoreSettingsRequest(), "ListCoreSettings"
     else:
         request, method = pb.ListCoreSettingHistoryRequest(page_size=args.limit), "ListCoreSettingHistory"
-    target = operator_target(data_dir(args, environ), environ, args.core)
+    target = core_target(data_dir(args, environ), environ, args.core)
     async with open_channel(target) as channel:
         try:
             reply = await getattr(config_pb2_grpc.ConfigServiceStub(channel), method)(request, timeout=30)

@@ -1,5 +1,6 @@
 """`vivified config plugin get|set|history PLUGIN` against a running core,
-with the operator certificate from the data dir. Secret values are masked in
+with the operator certificate from the data dir, or as the user of
+`VIVIFIED_API_KEY` (who needs config_manager). Secret values are masked in
 everything this prints; `--value-stdin` keeps a secret out of the process list
 and shell history."""
 
@@ -17,9 +18,9 @@ from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc
 from vivified.core.cli._client import (
     ClientError,
+    core_target,
     describe,
     open_channel,
-    operator_target,
 )
 from vivified.core.cli._settings import data_dir
 from vivified.core.manifest import type_name
@@ -30,11 +31,11 @@ _SOURCE = {v: k.removeprefix("CONFIG_VALUE_SOURCE_").lower() for k, v in pb.Conf
 def add_parser(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     plugin = verbs.add_parser(
         "plugin", help="read and change a plugin's configuration on a running core",
-        description="Plugin configuration on a running core (operator certificate from the data dir). "
+        description="Plugin configuration on a running core (operator certificate from the data dir, or VIVIFIED_API_KEY). "
         "Every change needs --reason and is audited and kept in history; secrets print as ********.",
     )
     plugin.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
-    plugin.add_argument("--core", metavar="HOST:PORT", help="core mTLS address (default: from the data dir)")
+    plugin.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")
     plugin.add_argument("--json", action="store_true", help="print JSON")
     actions = plugin.add_subparsers(dest="action", required=True)
     get = actions.add_parser("get", help="every declared key with its value and source")
@@ -68,7 +69,7 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
     else:
         request = pb.ListPluginConfigHistoryRequest(plugin_id=args.plugin_id, page_size=args.limit)
         method = "ListPluginConfigHistory"
-    target = operator_target(data_dir(args, environ), environ, args.core)
+    target = core_target(data_dir(args, environ), environ, args.core)
     async with open_channel(target) as channel:
         try:
             reply = await getattr(config_pb2_grpc.ConfigServiceStub(channel), method)(request, timeout=30)

@@ -48,8 +48,9 @@ def too_large(message: str) -> ResourceExhausted:
     return ResourceExhausted(message, reason="EGRESS_TOO_LARGE", domain=DOMAIN)
 
 
-def exhausted(message: str, reason: str) -> ResourceExhausted:
-    return ResourceExhausted(message, reason=reason, domain=DOMAIN)
+def exhausted(message: str, reason: str, rule_id: str) -> ResourceExhausted:
+    """A per-plugin limit refused the fetch; the rule names the limit in the audit record."""
+    return ResourceExhausted(message, reason=reason, domain=DOMAIN, metadata={"rule_id": rule_id})
 
 
 def timed_out(which: str) -> DeadlineExceeded:

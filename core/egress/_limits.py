@@ -25,9 +25,11 @@ class PluginLimits:
     def slot(self, plugin_id: str) -> Iterator[None]:
         """Hold one of the plugin's fetch slots for the duration of the block."""
         if self.in_flight(plugin_id) >= self._concurrency:
-            raise exhausted(f"{self._concurrency} fetches of this plugin are already in flight", "EGRESS_BUSY")
+            raise exhausted(
+                f"{self._concurrency} fetches of this plugin are already in flight", "EGRESS_BUSY", "egress-concurrency"
+            )
         if not self._buckets.take(plugin_id):
-            raise exhausted("egress rate limit exceeded; retry later", "RATE_LIMITED")
+            raise exhausted("egress rate limit exceeded; retry later", "RATE_LIMITED", "egress-rate-limit")
         self._in_flight[plugin_id] = self.in_flight(plugin_id) + 1
         try:
             yield

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import grpc
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain import TokenBuckets
 from vivified.core.errors import (
@@ -84,12 +83,11 @@ class Publisher:
 def _record(plugin_id: str, event: Event, outcome: Appended | VivifiedError, trace_id: str) -> AuditRecord:
     detail = {"event_id": event.event_id[:128]}
     if isinstance(outcome, VivifiedError):
-        denied = outcome.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.RESOURCE_EXHAUSTED)
         return AuditRecord(
             actor=f"plugin:{plugin_id}",
             action="event.publish",
             resource=f"event/{event.event_type[:200]}",
-            decision="deny" if denied else "allow",
+            decision="deny" if outcome.is_denial else "allow",
             reason=outcome.reason,
             rule_id=outcome.metadata.get("rule_id", ""),
             outcome=outcome.code.name,

@@ -95,5 +95,14 @@ async def test_viewer_key_is_refused_with_a_clear_error(core: CoreProcess, tmp_p
     audit = _cli(core, tmp_path, key, "audit", "query")
     assert audit.returncode == 1 and "[POLICY_DENIED]" in audit.stderr
 
+    # The config commands act as the key's user too, never silently as the local operator.
+    env = clean_env(VIVIFIED_API_KEY=key, VIVIFIED_CA_FILE=str(core.operator_dir / "ca.crt"))
+    where = ["--data-dir", str(tmp_path / "client"), "--core", core.bootstrap_address]
+    for argv in (["config", "plugin", *where, "get", "example-echo"], ["config", "core", *where, "list"]):
+        config = run_vivified(*argv, env=env)
+        assert config.returncode == 1 and "[POLICY_DENIED]" in config.stderr, config.stderr
+    config_rows = [r for r in audit_rows(core, actor=f"user:{user_id}") if "ConfigService" in r.action]
+    assert [(r.decision, r.rule_id) for r in config_rows] == [("deny", "user-config-admin")] * 2
+
     forged = _cli(core, tmp_path, key[:-4] + "AAAA", "plugins", "list")
     assert forged.returncode == 1 and "error: UNAUTHENTICATED" in forged.stderr and "[API_KEY_INVALID]" in forged.stderr

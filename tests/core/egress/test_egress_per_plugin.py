@@ -144,6 +144,8 @@ async def test_per_plugin_rate_limit(
     clock.advance(1.0)
     await good_fetch(harness, "busy", request_for(url))
     assert [r.outcome for r in harness.rows()] == ["OK", "OK", "RESOURCE_EXHAUSTED", "OK", "OK"]
+    limited = [(r.decision, r.rule_id) for r in harness.rows() if r.outcome == "RESOURCE_EXHAUSTED"]
+    assert limited == [("deny", "egress-rate-limit")]
     assert len(upstream.received) == 4
 
 
@@ -169,6 +171,8 @@ async def test_per_plugin_concurrency_limit(
         release.set()
         assert (await first).body == b"done"
     assert sorted(r.outcome for r in harness.rows()) == ["OK", "RESOURCE_EXHAUSTED"]
+    busy = [(r.decision, r.rule_id) for r in harness.rows() if r.outcome == "RESOURCE_EXHAUSTED"]
+    assert busy == [("deny", "egress-concurrency")]
 
 
 class _Context:

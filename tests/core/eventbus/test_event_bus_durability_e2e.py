@@ -204,6 +204,18 @@ async def test_publish_flood_is_rate_limited_per_plugin_and_reconnecting_does_no
             rows = [r for r in audit_rows(core, actor="plugin:flooder") if r.reason == "RATE_LIMITED"]
             assert len(rows) == len(refused) + len(burst) - accepted_again  # one deny record per refused event
             assert all(r.outcome == "RESOURCE_EXHAUSTED" and r.decision == "deny" for r in rows)
+            # A unary publish over the limit is the same decision, recorded the same way.
+            results: list[object] = []
+            for _ in range(2):  # two waves under the 256 concurrent streams a connection may open
+                results += await asyncio.gather(
+                    *(flooder.publish(UserCreated(user_id=str(i))) for i in range(200)), return_exceptions=True
+                )
+            limited = [r for r in results if isinstance(r, ResourceExhaustedError)]
+            others = [r for r in results if isinstance(r, Exception) and not isinstance(r, ResourceExhaustedError)]
+            assert limited and not others, others[:3]
+            unary = [r for r in audit_rows(core, actor="plugin:flooder") if r.action.endswith("/Publish")]
+            denied = [(r.decision, r.reason, r.rule_id) for r in unary if r.outcome == "RESOURCE_EXHAUSTED"]
+            assert denied == [("deny", "RATE_LIMITED", "event-publish-rate")] * len(limited)
         finally:
             await flooder.stop()
             await neighbour.stop()
