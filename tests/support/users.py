@@ -28,6 +28,13 @@ def bearer(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
 
 
+def api_key_secret(api_key: str) -> str:
+    """The secret part of `vk_vak_<hex id>_<secret>`; the secret is base64url and may itself contain `_`."""
+    secret = api_key.split("_", 3)[3]
+    assert len(secret) == 43, api_key
+    return secret
+
+
 def code_at(secret_b32: str, epoch: float) -> str:
     return totp(decode_secret(secret_b32), epoch)
 

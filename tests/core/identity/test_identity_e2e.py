@@ -16,6 +16,7 @@ import pytest
 from support.clients import audit_rows, bootstrap_channel, error_info, operator_channel
 from support.processes import CoreProcess, run_cli
 from support.users import (
+    api_key_secret,
     auth_call,
     auth_pb,
     bearer,
@@ -332,7 +333,7 @@ async def test_api_keys_scoped_revocable_hashed_metadata_only(core: CoreProcess)
     assert all(k.HasField("last_used_time") for k in listed.keys)  # both were used
 
     # Stored only as a hash: the raw secrets are nowhere in the database files or the logs.
-    secrets_ = [k.api_key.rsplit("_", 1)[1] for k in (viewer_key, manager_key)]
+    secrets_ = [api_key_secret(k.api_key) for k in (viewer_key, manager_key)]
     blobs = b"".join(p.read_bytes() for p in core.data_dir.glob("vivified.db*")) + core.log().encode()
     assert not any(s.encode() in blobs for s in secrets_)
     assert "\n".join(repr(tuple(r)) for r in _rows(core)).count(secrets_[0]) == 0

@@ -14,12 +14,19 @@ import grpc
 import pytest
 import redis
 import sqlalchemy as sa
-
 from support.clients import bootstrap_channel, error_info
 from support.events import USER_CREATED, Inbox, event_plugin
 from support.processes import CoreProcess, core_running
 from support.redis_server import redis_running
-from support.users import auth_call, bearer, code_at, create_admin, expect_error, login
+from support.users import (
+    api_key_secret,
+    auth_call,
+    bearer,
+    code_at,
+    create_admin,
+    expect_error,
+    login,
+)
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.events.v1.canonical_pb2 import UserCreated
@@ -114,7 +121,7 @@ async def test_no_secret_of_a_full_run_leaks(tmp_path: pathlib.Path) -> None:
                 "refreshed access token": refreshed.tokens.access_token,
                 "refresh token": tokens.refresh_token,
                 "API key": created.api_key,
-                "API key secret": created.api_key.rsplit("_", 1)[1],
+                "API key secret": api_key_secret(created.api_key),
             }
             places = {
                 "redis": redis_contents(redis_server.url, tmp_path / "redis").decode(errors="replace"),
