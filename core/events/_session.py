@@ -10,7 +10,7 @@ Flow control: at most `prefetch` deliveries are in flight per stream, so a
 slow subscriber holds back only its own stream. An ack frees its slot when it
 is read; acks are stored in batches behind it. When the stream ends, its
 in-flight deliveries are nacked and go to the subscription's other consumers
-(or the next stream) at once."""
+(or the next stream) at once, and the stream's consumer is released."""
 
 from __future__ import annotations
 
@@ -93,6 +93,11 @@ class SubscriptionSession:
             if unsettled:
                 ending.append(asyncio.ensure_future(self._store.nack(self._subscription, sorted(unsettled))))
             await asyncio.shield(asyncio.gather(*ending, return_exceptions=True))
+            # Then the consumer goes (Redis keeps one per stream otherwise); best
+            # effort: one the store cannot forget now is swept by housekeeping.
+            await asyncio.shield(
+                asyncio.gather(self._store.release(self._subscription, self._consumer), return_exceptions=True)
+            )
 
     async def _store_acks(self) -> None:
         """Acks are stored in batches, one store call at a time: those read while
