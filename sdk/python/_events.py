@@ -52,6 +52,8 @@ _log = logging.getLogger(__name__)
 _STREAM_WINDOW = 1024
 _ACK_GATHER_SECONDS = 0.002
 _FATAL = (PermissionDeniedError, InvalidArgumentError, UnauthenticatedError)
+# Refusals that reopening cannot cure (the plugin holds its most subscriptions).
+_FATAL_REASONS = frozenset({"SUBSCRIPTION_LIMIT"})
 
 
 def envelope(payload: Message, event_id: str | None = None) -> events_pb2.Event:
@@ -168,7 +170,7 @@ class Subscription:
     Deliveries are handled one at a time in arrival order. A handler that
     returns acknowledges its delivery; one that raises asks for redelivery.
     The stream is reopened after transport errors, with backoff; a refusal
-    (undeclared type, disabled plugin) ends the subscription and is raised by
+    (undeclared type, disabled plugin, too many subscriptions) ends the subscription and is raised by
     `opened()` / `wait_closed()`."""
 
     def __init__(
@@ -200,12 +202,12 @@ class Subscription:
             try:
                 await self._serve_once()
                 delay = 0.2
-            except _FATAL as exc:
-                if not self._opened.done():
-                    self._opened.set_exception(exc)
-                    self._opened.exception()  # retrieved here; raised again by opened()
-                raise
             except VivifiedSDKError as exc:
+                if isinstance(exc, _FATAL) or exc.reason in _FATAL_REASONS:
+                    if not self._opened.done():
+                        self._opened.set_exception(exc)
+                        self._opened.exception()  # retrieved here; raised again by opened()
+                    raise
                 _log.warning("subscription %s interrupted (%s); reopening", self._name, exc.message)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 5.0)
