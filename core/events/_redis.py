@@ -253,7 +253,7 @@ class RedisEventStore:
         status, existing = await self._guard.run(
             functools.partial(
                 self._scripts["SUBSCRIBE"], keys=keys,
-                args=[canonical, subscription, plugin_of(subscription) + "/", self._config.max_subscriptions_per_plugin],
+                args=[canonical, subscription, f"{plugin_of(subscription)}/", self._config.max_subscriptions_per_plugin],
             )
         )
         if status == -2:
@@ -295,7 +295,8 @@ class RedisEventStore:
         streams = self._streams(subscription, types)
         keys = [f"{_PREFIX}sub:{subscription}", f"{_PREFIX}subscriptions", f"{_PREFIX}dead:{subscription}",
                 streams[-1], *streams[:-1]]
-        deleted = bool(await self._guard.run(functools.partial(self._scripts["DELETE"], keys=keys, args=[subscription])))
+        delete = functools.partial(self._scripts["DELETE"], keys=keys, args=[subscription])
+        deleted = bool(await self._guard.run(delete))
         self._types.pop(subscription, None)
         # Blocked reads of it run their claim pass at once and find it gone.
         self._wake(subscription)
@@ -483,15 +484,14 @@ class RedisEventStore:
         dropped: dict[str, int] = {}
         idle_ms = int(self._config.ack_timeout_seconds * 1000)
         for name, types in subscriptions.items():
-            # Exact MAXLEN: the oldest dead letters beyond the cap go.
-            n = int(await self._guard.run(
-                functools.partial(self._redis.xtrim, f"{_PREFIX}dead:{name}", maxlen=self._config.max_dead_letters, approximate=False)
-            ))
-            if n:
-                dropped[name] = n
-            await self._guard.run(
-                functools.partial(self._scripts["SWEEP"], keys=self._streams(name, types), args=[name, idle_ms])
+            # Exact MAXLEN (not ~): the oldest dead letters beyond the cap go.
+            trim_dead = functools.partial(
+                self._redis.xtrim, f"{_PREFIX}dead:{name}", maxlen=self._config.max_dead_letters, approximate=False
             )
+            if n := int(await self._guard.run(trim_dead)):
+                dropped[name] = n
+            sweep = functools.partial(self._scripts["SWEEP"], keys=self._streams(name, types), args=[name, idle_ms])
+            await self._guard.run(sweep)
         return Trimmed(removed=removed, lost=lost, dead_letters_dropped=dropped)
 
     async def _scan(self, pattern: str) -> set[str]:

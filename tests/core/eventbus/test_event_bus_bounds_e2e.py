@@ -14,7 +14,13 @@ import grpc
 import pytest
 from support.clients import audit_rows, bootstrap_channel, error_info, operator_channel
 from support.events import EVENT_BUS, USER_CREATED, Inbox, event_plugin
-from support.processes import CoreProcess, clean_env, core_running, run_cli, run_vivified
+from support.processes import (
+    CoreProcess,
+    clean_env,
+    core_running,
+    run_cli,
+    run_vivified,
+)
 from support.redis_server import redis_running
 from support.users import bearer, login, users_pb
 from vivified.events.v1 import events_pb2, events_pb2_grpc
