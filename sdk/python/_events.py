@@ -182,6 +182,8 @@ class Subscription:
         self._name = name
         self._handlers = {cls.DESCRIPTOR.full_name: (cls, handler) for cls, handler in handlers.items()}
         self._opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._deleting = False
+        self._outbox: asyncio.Queue[events_pb2.SubscribeRequest] | None = None
         self._task = asyncio.ensure_future(self._run())
 
     async def opened(self) -> str:
@@ -192,6 +194,16 @@ class Subscription:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
+    async def delete(self) -> None:
+        """Delete the subscription on the core for good (its position, pending
+        deliveries and dead letters) and end it; frees its place under the
+        plugin's subscription cap. Opening the name again starts afresh."""
+        await self.opened()
+        self._deleting = True
+        if self._outbox is not None:
+            self._outbox.put_nowait(events_pb2.SubscribeRequest(delete=events_pb2.SubscriptionDelete()))
+        await self._task
+
     async def wait_closed(self) -> None:
         """Wait until the subscription ends; raises the refusal that ended it."""
         await self._task
@@ -201,6 +213,8 @@ class Subscription:
         while True:
             try:
                 await self._serve_once()
+                if self._deleting:
+                    return  # the core ended the stream after deleting the subscription
                 delay = 0.2
             except VivifiedSDKError as exc:
                 if isinstance(exc, _FATAL) or exc.reason in _FATAL_REASONS:
@@ -219,6 +233,9 @@ class Subscription:
                 open=events_pb2.SubscriptionOpen(subscription=self._name, event_types=sorted(self._handlers))
             )
         )
+        if self._deleting:  # asked while the stream was being reopened
+            outbox.put_nowait(events_pb2.SubscribeRequest(delete=events_pb2.SubscriptionDelete()))
+        self._outbox = outbox
 
         acks: list[str] = []
         acks_waiting = asyncio.Event()

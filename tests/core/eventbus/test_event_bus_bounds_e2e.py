@@ -1,6 +1,6 @@
 """Bounds on what plugins make the event bus keep, through a real core on each
-backend (SECURITY.md D6): durable subscriptions per plugin, and operators
-deleting a subscription with `vivified events subscriptions delete`."""
+backend (SECURITY.md D6): durable subscriptions per plugin, a plugin deleting
+its own, and operators deleting one with `vivified events subscriptions delete`."""
 
 from __future__ import annotations
 
@@ -74,6 +74,26 @@ async def test_a_plugin_beyond_its_subscription_cap_is_refused_once_and_audited(
         ]
         assert {"capped-sub/one", "capped-sub/two"} <= subscriptions(bus)
         assert "capped-sub/three" not in subscriptions(bus)
+    finally:
+        await plugin.stop()
+
+
+async def test_a_plugin_deletes_its_own_subscription_and_frees_its_place(
+    bus: CoreProcess, tmp_path: pathlib.Path
+) -> None:
+    plugin = await event_plugin(bus, tmp_path, "tidy-sub", subscribes=[USER_CREATED])
+    try:
+        first = plugin.subscribe("one", {UserCreated: Inbox()})
+        await first.opened()
+        await plugin.subscribe("two", {UserCreated: Inbox()}).opened()
+
+        await asyncio.wait_for(first.delete(), 10)
+
+        assert "tidy-sub/one" not in subscriptions(bus) and "tidy-sub/two" in subscriptions(bus)
+        [row] = audit_rows(bus, action="event.subscription.delete", actor="plugin:tidy-sub")
+        assert (row.decision, row.resource) == ("allow", "subscription/tidy-sub/one")
+        await plugin.subscribe("three", {UserCreated: Inbox()}).opened()  # its place is free again
+        assert {"tidy-sub/two", "tidy-sub/three"} <= subscriptions(bus)
     finally:
         await plugin.stop()
 
