@@ -55,6 +55,12 @@ class Metrics:
             ["subscription"],
             registry=self.registry,
         )
+        self.dead_letters_dropped = Counter(
+            "vivified_events_dead_letters_dropped",
+            "Dead letters discarded by a subscription's dead-letter cap",
+            ["subscription"],
+            registry=self.registry,
+        )
         self.events_lag = Gauge(
             "vivified_events_subscription_lag",
             "Events stored but not yet acknowledged, per subscription",
@@ -89,6 +95,9 @@ class Metrics:
 
     def on_events_lost(self, subscription: str, count: int) -> None:
         self.events_lost.labels(subscription).inc(count)
+
+    def on_dead_letters_dropped(self, subscription: str, count: int) -> None:
+        self.dead_letters_dropped.labels(subscription).inc(count)
 
     def on_events_lag(self, lags: Iterable[SubscriptionLag]) -> None:
         for lag in lags:

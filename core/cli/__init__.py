@@ -4,7 +4,7 @@
     vivified core                    the core broker alone
     vivified plugins approve|list|enable|disable|revoke
     vivified audit verify|tail|query
-    vivified events subscriptions | dlq list|replay
+    vivified events subscriptions [delete SUB --reason R] | dlq list|replay
     vivified db upgrade [--app-role ROLE]
     vivified users create-admin --username U [--password-file F] | list | roles
     vivified config show [--config FILE] [core flags]

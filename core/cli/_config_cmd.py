@@ -41,6 +41,8 @@ MASK = "********"
 _EFFECTIVE: dict[str, Callable[[CoreConfig], object]] = {
     **{key: get for key, (get, _) in FIELDS.items()},
     "redis_url": lambda c: c.events.redis_url,
+    "event_max_dead_letters": lambda c: c.events.max_dead_letters,
+    "event_max_subscriptions": lambda c: c.events.max_subscriptions_per_plugin,
     "ca_files": lambda c: None if c.ca_paths is None else (
         c.ca_paths.root_certificate, c.ca_paths.issuing_certificate, c.ca_paths.issuing_key),
 }

@@ -1,4 +1,4 @@
-"""`vivified events subscriptions` and `vivified events dlq list|replay` against a running core."""
+"""`vivified events subscriptions [delete]` and `vivified events dlq list|replay` against a running core."""
 
 from __future__ import annotations
 
@@ -17,14 +17,22 @@ from vivified.core.cli._settings import data_dir
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     events = sub.add_parser(
         "events", help="inspect event subscriptions and dead letters on a running core",
-        description="Inspect event bus subscriptions and their dead-letter stores; replay dead letters. "
-        "Every call is audited.",
+        description="Inspect event bus subscriptions and their dead-letter stores; replay dead letters; "
+        "delete subscriptions. Every call is audited.",
     )
     events.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
     events.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")
     events.add_argument("--json", action="store_true", help="print JSON")
     verbs = events.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("subscriptions", help="every subscription with its backlog (pending, undelivered, lost)")
+    subscriptions = verbs.add_parser(
+        "subscriptions", help="every subscription with its backlog (pending, undelivered, lost); or delete one"
+    )
+    subscription_verbs = subscriptions.add_subparsers(dest="subscriptions_verb")
+    delete = subscription_verbs.add_parser(
+        "delete", help="remove a subscription with its cursor, pending deliveries and dead letters; its streams end"
+    )
+    delete.add_argument("subscription", help="full name, <plugin-id>/<name>")
+    delete.add_argument("--reason", required=True, help="why; recorded in the audit log")
     dlq = verbs.add_parser("dlq", help="a subscription's dead letters")
     dlq_verbs = dlq.add_subparsers(dest="dlq_verb", required=True)
     listing = dlq_verbs.add_parser("list", help="list dead letters, oldest first")
@@ -43,7 +51,11 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
         stub = event_admin_pb2_grpc.EventAdminServiceStub(channel)
         try:
             reply: Message
-            if args.verb == "subscriptions":
+            if args.verb == "subscriptions" and args.subscriptions_verb == "delete":
+                reply = await stub.DeleteSubscription(
+                    pb.DeleteSubscriptionRequest(subscription=args.subscription, reason=args.reason), timeout=30
+                )
+            elif args.verb == "subscriptions":
                 reply = await stub.ListSubscriptions(pb.ListSubscriptionsRequest(), timeout=30)
             elif args.dlq_verb == "list":
                 reply = await stub.ListDeadLetters(
@@ -75,6 +87,8 @@ def _render(args: argparse.Namespace, reply: Message) -> list[str]:
                 f"{d.dead_letter_id:40} {d.event.event_type:36} {d.event.event_id:24} {d.attempts:>8} {d.reason}"
             )
         return rows
+    if isinstance(reply, pb.DeleteSubscriptionResponse):
+        return [f"deleted subscription {reply.subscription}"]
     if isinstance(reply, pb.ReplayDeadLettersResponse):
         return [f"replayed {reply.replayed} dead letter(s) to {args.subscription}"]
     raise TypeError(f"unexpected reply {type(reply).__name__}")

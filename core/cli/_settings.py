@@ -85,6 +85,13 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         "--event-max-backlog", type=int, metavar="N", help="unacknowledged events kept per subscription (default 100000)"
     )
     events.add_argument("--event-publish-rate", type=float, metavar="PER_SECOND", help="per plugin (default 2000)")
+    events.add_argument(
+        "--event-max-dead-letters", type=int, metavar="N",
+        help="dead letters kept per subscription; the oldest beyond go, audited and alerted (default 10000)",
+    )
+    events.add_argument(
+        "--event-max-subscriptions", type=int, metavar="N", help="durable subscriptions per plugin (default 32)"
+    )
     parser.add_argument(
         "--call-rate", type=float, metavar="PER_SECOND",
         help="calls per second each principal may make, burst twice that (default 500, burst 1000)",
@@ -108,6 +115,8 @@ _EVENT_FIELDS = {
     "event_dedupe_window": "dedupe_window_seconds",
     "event_max_backlog": "max_backlog",
     "event_publish_rate": "publish_rate",
+    "event_max_dead_letters": "max_dead_letters",
+    "event_max_subscriptions": "max_subscriptions_per_plugin",
 }
 _CORE_FIELDS = (
     "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",

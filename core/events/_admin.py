@@ -1,5 +1,6 @@
-"""EventAdminService: operators list subscriptions and their dead letters, and
-replay dead letters to the one subscription they came from."""
+"""EventAdminService: operators list subscriptions and their dead letters,
+replay dead letters to the one subscription they came from, and delete
+subscriptions (with everything kept for them) a plugin no longer needs."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from vivified.admin.v1 import event_admin_pb2 as pb
 from vivified.admin.v1 import event_admin_pb2_grpc
 from vivified.core.chain import annotate
 from vivified.core.classification import redact
-from vivified.core.errors import InvalidArgument
+from vivified.core.errors import InvalidArgument, NotFound
 from vivified.core.events._envelope import DOMAIN, parse_payload
 from vivified.core.events._store import EventStore
 from vivified.events.v1.events_pb2 import Event
 
 _SUBSCRIPTION = re.compile(r"[a-z][a-z0-9-]{1,62}/[a-z0-9][a-z0-9._-]{0,63}")
 _DEFAULT_LIMIT, _MAX_LIMIT = 100, 1000
+_MAX_REASON_LENGTH = 512
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -89,3 +91,25 @@ class EventAdminService(event_admin_pb2_grpc.EventAdminServiceServicer):
         replayed = await self._store.replay(subscription, ids)
         annotate(replayed=str(replayed), requested="all" if not ids else str(len(ids)))
         return pb.ReplayDeadLettersResponse(replayed=replayed)
+
+    async def DeleteSubscription(
+        self, request: pb.DeleteSubscriptionRequest, context: Context
+    ) -> pb.DeleteSubscriptionResponse:
+        subscription = _subscription(request.subscription)
+        reason = request.reason.strip()
+        if not reason or len(reason) > _MAX_REASON_LENGTH or not reason.isprintable():
+            raise InvalidArgument(
+                f"reason is required: 1 to {_MAX_REASON_LENGTH} printable characters",
+                reason="INVALID_REQUEST",
+                domain=DOMAIN,
+            )
+        annotate(change_reason=reason)
+        # Open Subscribe streams of it, on this core or another sharing the
+        # store, find it gone at their next read and end.
+        if not await self._store.delete(subscription):
+            raise NotFound(
+                f"no subscription {subscription!r}; `vivified events subscriptions` lists them",
+                reason="SUBSCRIPTION_NOT_FOUND",
+                domain=DOMAIN,
+            )
+        return pb.DeleteSubscriptionResponse(subscription=subscription)

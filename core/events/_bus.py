@@ -30,6 +30,8 @@ class EventMetrics(Protocol):
 
     def on_events_lag(self, lags: Iterable[SubscriptionLag]) -> None: ...
 
+    def on_dead_letters_dropped(self, subscription: str, count: int) -> None: ...
+
 
 def open_event_store(config: EventsConfig, data_dir: pathlib.Path, clock: Clock) -> EventStore:
     """Redis Streams when a Redis URL is configured, else the embedded store in the data dir."""
@@ -89,6 +91,7 @@ class EventBus:
             config=config,
             on_lag=metrics.on_events_lag,
             on_lost=metrics.on_events_lost,
+            on_dead_letters_dropped=metrics.on_dead_letters_dropped,
         )
 
     async def start(self) -> None:

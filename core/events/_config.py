@@ -29,6 +29,10 @@ class EventsConfig:
     """Burst size of the publish bucket."""
     store_timeout_seconds: float = 2.0
     """An operation on the store that takes longer fails with UNAVAILABLE."""
+    max_dead_letters: int = 10_000
+    """Per subscription: dead letters kept at most; beyond it the oldest are discarded (audited, alerted)."""
+    max_subscriptions_per_plugin: int = 32
+    """Distinct durable subscriptions one plugin may hold; opening another is refused (RESOURCE_EXHAUSTED)."""
 
     def __post_init__(self) -> None:
         if self.ack_timeout_seconds <= 0 or self.store_timeout_seconds <= 0:
@@ -41,3 +45,5 @@ class EventsConfig:
             raise ValueError("max_backlog must be positive and alert_fraction between 0 and 1")
         if self.prefetch < 1 or self.publish_rate <= 0 or self.publish_burst < 1:
             raise ValueError("prefetch, publish_rate and publish_burst must be positive")
+        if self.max_dead_letters < 1 or self.max_subscriptions_per_plugin < 1:
+            raise ValueError("max_dead_letters and max_subscriptions_per_plugin must be at least 1")

@@ -24,7 +24,8 @@ Delivery ids encode `position.generation.attempt`: an ack or nack is applied
 only when it names the entry's current attempt, so a consumer that lost its
 delivery to an ack timeout cannot acknowledge the redelivery someone else holds.
 
-Caps: `trim()` deletes rows every subscription of their type has acknowledged.
+Caps: `trim()` deletes rows every subscription of their type has acknowledged
+and discards each subscription's oldest dead letters beyond `max_dead_letters`.
 A subscription over `max_backlog` loses its own oldest unacknowledged entries
 (counted in `lost`); other subscriptions keep theirs. An entry forced out while
 pending is delivered again with `data=None` when it next becomes due.
@@ -105,8 +106,24 @@ class EmbeddedEventStore:
 
     async def subscribe(self, subscription: str, event_types: Sequence[str]) -> None:
         types = list(event_types)
-        await self._call(functools.partial(sql.subscribe, subscription=subscription, event_types=types))
+        await self._call(
+            functools.partial(
+                sql.subscribe, subscription=subscription, event_types=types,
+                max_per_plugin=self._config.max_subscriptions_per_plugin,
+            )
+        )
         self._types[subscription] = frozenset(types)
+
+    async def delete(self, subscription: str) -> bool:
+        deleted = await self._call(functools.partial(sql.delete, subscription=subscription))
+        self._types.pop(subscription, None)
+        # Blocked reads of it re-read at once and find it gone.
+        self._wake(lambda waiter: waiter.subscription == subscription)
+        return deleted
+
+    async def release(self, subscription: str, consumer: str) -> None:
+        # The embedded store keeps nothing per consumer.
+        del subscription, consumer
 
     async def read(self, subscription: str, consumer: str, count: int, block_seconds: float) -> list[Delivery]:
         # Consumers of one subscription compete for its entries; which consumer
@@ -172,7 +189,10 @@ class EmbeddedEventStore:
         removed, lost = await self._call(
             functools.partial(sql.trim, max_backlog=self._config.max_backlog, now_ms=now, window_ms=window)
         )
-        return Trimmed(removed=removed, lost=lost)
+        dropped = await self._call(
+            functools.partial(sql.drop_dead_letters, max_dead_letters=self._config.max_dead_letters)
+        )
+        return Trimmed(removed=removed, lost=lost, dead_letters_dropped=dropped)
 
     async def _call(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         return await self._guard.run(functools.partial(self._worker.submit, operation))

@@ -32,6 +32,8 @@ from vivified.core.events._store import (
     Delivery,
     NewEvent,
     SubscriptionLag,
+    plugin_of,
+    subscription_limit,
 )
 
 _SCHEMA = """
@@ -100,7 +102,7 @@ def append(conn: sqlite3.Connection, events: Sequence[NewEvent], now_ms: int, wi
     return results
 
 
-def subscribe(conn: sqlite3.Connection, subscription: str, event_types: Sequence[str]) -> None:
+def subscribe(conn: sqlite3.Connection, subscription: str, event_types: Sequence[str], max_per_plugin: int) -> None:
     wanted = sorted(set(event_types))
     row = conn.execute("SELECT event_types FROM subscriptions WHERE name = ?", (subscription,)).fetchone()
     if row is not None:
@@ -111,6 +113,12 @@ def subscribe(conn: sqlite3.Connection, subscription: str, event_types: Sequence
                 reason=MISMATCH,
             )
         return
+    prefix = plugin_of(subscription) + "/"
+    held = conn.execute(
+        "SELECT COUNT(*) FROM subscriptions WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+    ).fetchone()[0]
+    if held >= max_per_plugin:
+        raise subscription_limit(subscription, max_per_plugin)
     conn.execute(
         "INSERT INTO subscriptions (name, event_types, cursor) VALUES (?, ?, ?)",
         (subscription, json.dumps(wanted), _top(conn)),
@@ -128,7 +136,10 @@ class ReadResult:
 def _subscription(conn: sqlite3.Connection, subscription: str) -> tuple[list[str], int]:
     row = conn.execute("SELECT event_types, cursor FROM subscriptions WHERE name = ?", (subscription,)).fetchone()
     if row is None:
-        raise FailedPrecondition(f"subscription {subscription!r} does not exist; subscribe first", reason=MISMATCH)
+        raise FailedPrecondition(
+            f"subscription {subscription!r} does not exist (never opened, or deleted); subscribe first",
+            reason=MISMATCH,
+        )
     return json.loads(row[0]), int(row[1])
 
 
@@ -260,6 +271,31 @@ def replay(conn: sqlite3.Connection, subscription: str, ids: Sequence[str]) -> i
         )
         conn.execute("DELETE FROM dead_letters WHERE id = ?", (id_,))
     return len(rows)
+
+
+def delete(conn: sqlite3.Connection, subscription: str) -> bool:
+    """The subscription and everything kept for it; events only it still
+    needed go at the next trim."""
+    if not conn.execute("DELETE FROM subscriptions WHERE name = ?", (subscription,)).rowcount:
+        return False
+    conn.execute("DELETE FROM pending WHERE subscription = ?", (subscription,))
+    conn.execute("DELETE FROM dead_letters WHERE subscription = ?", (subscription,))
+    return True
+
+
+def drop_dead_letters(conn: sqlite3.Connection, max_dead_letters: int) -> dict[str, int]:
+    """Per subscription over the cap, its oldest dead letters beyond it are discarded."""
+    dropped: dict[str, int] = {}
+    for name, held in conn.execute(
+        "SELECT subscription, COUNT(*) FROM dead_letters GROUP BY subscription HAVING COUNT(*) > ?",
+        (max_dead_letters,),
+    ).fetchall():
+        dropped[name] = conn.execute(
+            "DELETE FROM dead_letters WHERE id IN "
+            "(SELECT id FROM dead_letters WHERE subscription = ? ORDER BY id LIMIT ?)",
+            (name, held - max_dead_letters),
+        ).rowcount
+    return dropped
 
 
 def _backlog(conn: sqlite3.Connection, subscription: str, types: list[str], cursor: int) -> tuple[int, int]:

@@ -6,7 +6,9 @@ passed `alert_fraction` of `max_backlog` since its last alert, and only then
 trims: acknowledged entries go, and a subscription still above its cap loses
 its oldest unacknowledged entries, which is audited, counted and alerted
 (kind `events_lost`). The alert therefore always precedes the loss. Between
-passes a backlog may exceed the cap by what arrives in one interval."""
+passes a backlog may exceed the cap by what arrives in one interval. The same
+pass discards each subscription's oldest dead letters beyond `max_dead_letters`,
+audited, counted and alerted likewise (kind `dead_letters_dropped`)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class BacklogMonitor:
         config: EventsConfig,
         on_lag: Callable[[Iterable[SubscriptionLag]], None],
         on_lost: Callable[[str, int], None],
+        on_dead_letters_dropped: Callable[[str, int], None],
         interval: float = 1.0,
     ) -> None:
         self._store = store
@@ -49,6 +52,7 @@ class BacklogMonitor:
         self._config = config
         self._on_lag = on_lag
         self._on_lost = on_lost
+        self._on_dead_letters_dropped = on_dead_letters_dropped
         self._interval = interval
         self._alerted: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -100,6 +104,17 @@ class BacklogMonitor:
                 subscription,
                 f"subscription {subscription} lost {count} unacknowledged events to its backlog cap",
                 {"lost": str(count), "cap": str(self._config.max_backlog)},
+            )
+        for subscription, count in sorted(trimmed.dead_letters_dropped.items()):
+            if count <= 0:
+                continue
+            self._on_dead_letters_dropped(subscription, count)
+            await self._alert(
+                "dead_letters_dropped",
+                SEVERITY_CRITICAL,
+                subscription,
+                f"subscription {subscription} discarded its {count} oldest dead letters to its dead-letter cap",
+                {"dropped": str(count), "cap": str(self._config.max_dead_letters)},
             )
 
     async def _alert(self, kind: str, severity: int, subject: str, summary: str, details: dict[str, str]) -> None:

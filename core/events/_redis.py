@@ -38,7 +38,10 @@ unchanged, so a consumer whose entry was claimed by another (count
 incremented) cannot acknowledge the other's in-flight work.
 
 Caps: `trim()` removes entries below every group's oldest unacknowledged one
-(XTRIM MINID). When a subscription's backlog exceeds `max_backlog`, its oldest
+(XTRIM MINID), each subscription's dead letters beyond `max_dead_letters`
+(XTRIM MAXLEN, oldest first), and consumers idle past the ack timeout with
+nothing pending (a Subscribe stream's consumer is deleted when it ends, unless
+it still holds entries). When a subscription's backlog exceeds `max_backlog`, its oldest
 unacknowledged entries are trimmed out of their type streams; that loss is
 counted for every subscription that had not acknowledged them, and an entry
 trimmed while pending is delivered once more with `data=None`.
@@ -73,6 +76,8 @@ from vivified.core.events._store import (
     NewEvent,
     SubscriptionLag,
     Trimmed,
+    plugin_of,
+    subscription_limit,
 )
 
 _PREFIX = "vivified:events:"
@@ -96,6 +101,13 @@ _FAILURES = (
     redis_errors.MasterDownError,
     OSError,
 )
+
+
+def _missing(subscription: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"subscription {subscription!r} does not exist (never opened, or deleted); subscribe first",
+        reason="SUBSCRIPTION_MISMATCH",
+    )
 
 
 def _describe(url: str) -> str:
@@ -123,7 +135,10 @@ class RedisEventStore:
         self._guard = StoreGuard(clock, timeout, describe=self._where, failure_types=_FAILURES)
         self._scripts = {
             name: self._redis.register_script(getattr(lua, name))
-            for name in ("APPEND", "SUBSCRIBE", "READ", "ACK", "NACK", "REPLAY", "LAG", "TRIM_SAFE", "FORCE_OUT")
+            for name in (
+                "APPEND", "SUBSCRIBE", "READ", "ACK", "NACK", "REPLAY", "LAG", "TRIM_SAFE", "FORCE_OUT",
+                "DELETE", "RELEASE", "SWEEP",
+            )
         }
         self._types: dict[str, list[str]] = {}
         self._rotation = itertools.count()
@@ -236,8 +251,13 @@ class RedisEventStore:
         canonical = json.dumps(wanted)
         keys = [f"{_PREFIX}sub:{subscription}", f"{_PREFIX}subscriptions", *self._streams(subscription, wanted)]
         status, existing = await self._guard.run(
-            functools.partial(self._scripts["SUBSCRIBE"], keys=keys, args=[canonical, subscription])
+            functools.partial(
+                self._scripts["SUBSCRIBE"], keys=keys,
+                args=[canonical, subscription, f"{plugin_of(subscription)}/", self._config.max_subscriptions_per_plugin],
+            )
         )
+        if status == -2:
+            raise subscription_limit(subscription, self._config.max_subscriptions_per_plugin)
         if status == -1:
             raise FailedPrecondition(
                 f"subscription {subscription!r} exists for event types {json.loads(existing)}, not {wanted}; "
@@ -251,11 +271,46 @@ class RedisEventStore:
             return self._types[subscription]
         raw = await self._guard.run(lambda: self._redis.hget(f"{_PREFIX}sub:{subscription}", "types"))
         if raw is None:
-            raise FailedPrecondition(
-                f"subscription {subscription!r} does not exist; subscribe first", reason="SUBSCRIPTION_MISMATCH"
-            )
+            raise _missing(subscription)
         self._types[subscription] = json.loads(raw)
         return self._types[subscription]
+
+    async def _scripted(self, subscription: str, name: str, keys: list[str], args: list[Any]) -> Any:
+        """A script call on the subscription's groups. A group that is gone (the
+        subscription was deleted, here or by another core) fails like a
+        subscription that never existed."""
+        try:
+            return await self._guard.run(functools.partial(self._scripts[name], keys=keys, args=args))
+        except redis_errors.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._types.pop(subscription, None)
+            raise _missing(subscription) from None
+
+    async def delete(self, subscription: str) -> bool:
+        try:
+            types = await self._subscription_types(subscription)
+        except FailedPrecondition:
+            return False
+        streams = self._streams(subscription, types)
+        keys = [f"{_PREFIX}sub:{subscription}", f"{_PREFIX}subscriptions", f"{_PREFIX}dead:{subscription}",
+                streams[-1], *streams[:-1]]
+        delete = functools.partial(self._scripts["DELETE"], keys=keys, args=[subscription])
+        deleted = bool(await self._guard.run(delete))
+        self._types.pop(subscription, None)
+        # Blocked reads of it run their claim pass at once and find it gone.
+        self._wake(subscription)
+        return deleted
+
+    async def release(self, subscription: str, consumer: str) -> None:
+        types = self._types.get(subscription)
+        if types is None:
+            return  # deleted meanwhile: its groups and consumers went with it
+        await self._guard.run(
+            functools.partial(
+                self._scripts["RELEASE"], keys=self._streams(subscription, types), args=[subscription, consumer]
+            )
+        )
 
     # Deliveries -------------------------------------------------------------
 
@@ -277,8 +332,8 @@ class RedisEventStore:
                 now_ms = int(self._clock.now().timestamp() * 1000)
                 args = [subscription, consumer, count, ack_timeout_ms, self._config.max_attempts, now_ms,
                         next(self._rotation), *types]
-                raw, last_ids = await self._guard.run(
-                    functools.partial(self._scripts["READ"], keys=[f"{_PREFIX}dead:{subscription}", *streams], args=args)
+                raw, last_ids = await self._scripted(
+                    subscription, "READ", [f"{_PREFIX}dead:{subscription}", *streams], args
                 )
                 if raw:
                     return [self._delivery(types, entry) for entry in raw]
@@ -347,7 +402,7 @@ class RedisEventStore:
         keys, args = self._targets(subscription, types, delivery_ids)
         if not keys:
             return 0
-        return int(await self._guard.run(functools.partial(self._scripts["ACK"], keys=keys, args=[subscription, 0, *args])))
+        return int(await self._scripted(subscription, "ACK", keys, [subscription, 0, *args]))
 
     async def nack(self, subscription: str, delivery_ids: Sequence[str]) -> None:
         types = await self._subscription_types(subscription)
@@ -355,7 +410,7 @@ class RedisEventStore:
         if not keys:
             return
         idle_ms = int(self._config.ack_timeout_seconds * 1000)
-        if await self._guard.run(functools.partial(self._scripts["NACK"], keys=keys, args=[subscription, idle_ms, *args])):
+        if await self._scripted(subscription, "NACK", keys, [subscription, idle_ms, *args]):
             self._wake(subscription)
 
     # Dead letters -----------------------------------------------------------
@@ -426,7 +481,18 @@ class RedisEventStore:
         removed = 0
         for key in sorted(streams):
             removed += int(await self._guard.run(functools.partial(self._scripts["TRIM_SAFE"], keys=[key])))
-        return Trimmed(removed=removed, lost=lost)
+        dropped: dict[str, int] = {}
+        idle_ms = int(self._config.ack_timeout_seconds * 1000)
+        for name, types in subscriptions.items():
+            # Exact MAXLEN (not ~): the oldest dead letters beyond the cap go.
+            trim_dead = functools.partial(
+                self._redis.xtrim, f"{_PREFIX}dead:{name}", maxlen=self._config.max_dead_letters, approximate=False
+            )
+            if n := int(await self._guard.run(trim_dead)):
+                dropped[name] = n
+            sweep = functools.partial(self._scripts["SWEEP"], keys=self._streams(name, types), args=[name, idle_ms])
+            await self._guard.run(sweep)
+        return Trimmed(removed=removed, lost=lost, dead_letters_dropped=dropped)
 
     async def _scan(self, pattern: str) -> set[str]:
         return {key.decode() async for key in self._redis.scan_iter(match=pattern, count=1000)}

@@ -58,10 +58,19 @@ return out
 """
 
 # KEYS: subscription hash, subscription set, then every stream the group reads.
-# ARGV: types (canonical JSON), group (= subscription name).
+# ARGV: types (canonical JSON), group (= subscription name), the plugin's key
+# prefix (`<plugin-id>/`), the most subscriptions one plugin may hold.
+# Returns {1, types} created, {0, types} existing, {-1, types} other types, {-2, ''} over the cap.
 SUBSCRIBE = """
 local existing = redis.call('HGET', KEYS[1], 'types')
 if existing and existing ~= ARGV[1] then return {-1, existing} end
+if not existing then
+  local held, prefix = 0, ARGV[3]
+  for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if string.sub(name, 1, #prefix) == prefix then held = held + 1 end
+  end
+  if held >= tonumber(ARGV[4]) then return {-2, ''} end
+end
 for i = 3, #KEYS do
   -- '$': a new subscription receives events appended from now on. An existing
   -- group is kept (BUSYGROUP); a missing one (its stream was deleted) is recreated.
@@ -303,4 +312,54 @@ for name, n in pairs(lost) do
   flat[#flat + 1] = n
 end
 return flat
+"""
+
+# KEYS: subscription hash, subscription set, dead-letter stream, replay stream,
+# then the subscription's type streams. ARGV: group. Returns 1, or 0 when the
+# subscription does not exist. Its groups go with their pending entries and
+# consumers; the replay and dead-letter streams are its own.
+DELETE = """
+if not redis.call('HGET', KEYS[1], 'types') then return 0 end
+for k = 5, #KEYS do
+  -- A type stream may have been removed by hand; nothing to destroy then.
+  redis.pcall('XGROUP', 'DESTROY', KEYS[k], ARGV[1])
+end
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: the group's streams. ARGV: group, consumer. Deletes the consumer from
+# each stream where it holds no pending entry (DELCONSUMER would drop them).
+RELEASE = """
+local removed = 0
+for k = 1, #KEYS do
+  local held = redis.pcall('XPENDING', KEYS[k], ARGV[1], '-', '+', 1, ARGV[2])
+  if type(held) == 'table' and not held.err and #held == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[k], ARGV[1], ARGV[2])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+# KEYS: the group's streams. ARGV: group, idle ms. Deletes consumers idle that
+# long with nothing pending (a stream that ended holding nacked entries, since
+# claimed by others). A live consumer deleted here is recreated by its next read.
+SWEEP = """
+local removed = 0
+for k = 1, #KEYS do
+  local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[k], ARGV[1])
+  if type(consumers) == 'table' and not consumers.err then
+    for _, c in ipairs(consumers) do
+      local info = {}
+      for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+      if info['pending'] == 0 and info['idle'] >= tonumber(ARGV[2]) then
+        redis.call('XGROUP', 'DELCONSUMER', KEYS[k], ARGV[1], info['name'])
+        removed = removed + 1
+      end
+    end
+  end
+end
+return removed
 """

@@ -10,7 +10,10 @@ Flow control: at most `prefetch` deliveries are in flight per stream, so a
 slow subscriber holds back only its own stream. An ack frees its slot when it
 is read; acks are stored in batches behind it. When the stream ends, its
 in-flight deliveries are nacked and go to the subscription's other consumers
-(or the next stream) at once."""
+(or the next stream) at once, and the stream's consumer is released.
+
+A subscriber may send `delete` after `open`: the subscription is deleted (as by
+an operator), audited, and the stream ends normally."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from vivified.core.audit import AuditLog, AuditRecord
+from vivified.core.chain import annotate
 from vivified.core.classification import redact
 from vivified.core.errors import InvalidArgument, PermissionDenied
 from vivified.core.events._envelope import DOMAIN, PluginLookup, parse_payload
@@ -69,6 +73,7 @@ class SubscriptionSession:
         self._acks: list[str] = []
         self._acks_queued = asyncio.Event()
         self._closing = False
+        self._deleted = False
 
     async def run(
         self, requests: AsyncIterator[SubscribeRequest], write: Callable[[SubscribeResponse], Awaitable[None]]
@@ -78,8 +83,13 @@ class SubscriptionSession:
         acker = asyncio.ensure_future(self._store_acks())
         try:
             done, _ = await asyncio.wait({receiver, sender, acker}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
+            if self._deleted:
+                # The store now refuses the subscription's reads and acks: the
+                # end asked for, not a failure. The receiver finishes the delete.
+                await receiver
+            else:
+                for task in done:
+                    task.result()
         finally:
             for task in (receiver, sender):
                 task.cancel()
@@ -93,6 +103,11 @@ class SubscriptionSession:
             if unsettled:
                 ending.append(asyncio.ensure_future(self._store.nack(self._subscription, sorted(unsettled))))
             await asyncio.shield(asyncio.gather(*ending, return_exceptions=True))
+            # Then the consumer goes (Redis keeps one per stream otherwise); best
+            # effort: one the store cannot forget now is swept by housekeeping.
+            await asyncio.shield(
+                asyncio.gather(self._store.release(self._subscription, self._consumer), return_exceptions=True)
+            )
 
     async def _store_acks(self) -> None:
         """Acks are stored in batches, one store call at a time: those read while
@@ -126,9 +141,15 @@ class SubscriptionSession:
                 settled = await self._settle(list(request.nack.delivery_ids))
                 if settled:
                     await self._store.nack(self._subscription, settled)
+            elif kind == "delete":
+                self._deleted = True
+                await self._store.delete(self._subscription)
+                await self._record("event.subscription.delete", {})
+                annotate(subscription_deleted="true")
+                return
             else:
                 raise InvalidArgument(
-                    "after `open`, a subscriber sends only `ack` and `nack`",
+                    "after `open`, a subscriber sends only `ack`, `nack` and `delete`",
                     reason="SUBSCRIPTION_INVALID",
                     domain=DOMAIN,
                 )

@@ -17,8 +17,29 @@ Vocabulary:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from vivified.core.errors import ResourceExhausted
+
+SUBSCRIPTION_CAP_RULE = "event-subscription-cap"
+
+
+def plugin_of(subscription: str) -> str:
+    """The plugin a subscription key `<plugin-id>/<name>` belongs to."""
+    return subscription.partition("/")[0]
+
+
+def subscription_limit(subscription: str, cap: int) -> ResourceExhausted:
+    """The refusal of a new subscription beyond its plugin's cap (a rule's
+    decision, so audited as a deny)."""
+    return ResourceExhausted(
+        f"plugin {plugin_of(subscription)!r} already holds {cap} subscriptions, the most it may; reuse one "
+        "or ask an operator to delete one it no longer needs (vivified events subscriptions delete)",
+        reason="SUBSCRIPTION_LIMIT",
+        domain="vivified.events",
+        metadata={"rule_id": SUBSCRIPTION_CAP_RULE, "cap": str(cap)},
+    )
 
 
 @dataclass(frozen=True)
@@ -87,10 +108,12 @@ class SubscriptionLag:
 @dataclass(frozen=True)
 class Trimmed:
     """What one `trim()` pass did: entries removed because every subscription had
-    acknowledged them, and per subscription the unacknowledged entries a cap forced out."""
+    acknowledged them, per subscription the unacknowledged entries a cap forced
+    out, and per subscription the oldest dead letters the dead-letter cap discarded."""
 
     removed: int
     lost: dict[str, int]
+    dead_letters_dropped: dict[str, int] = field(default_factory=dict)
 
 
 class EventStore(Protocol):
@@ -112,7 +135,19 @@ class EventStore(Protocol):
     async def subscribe(self, subscription: str, event_types: Sequence[str]) -> None:
         """Create the subscription if new (it receives events appended from now
         on); raises `FailedPrecondition` (reason `SUBSCRIPTION_MISMATCH`) when it
-        exists with other event types."""
+        exists with other event types, and `ResourceExhausted` (reason
+        `SUBSCRIPTION_LIMIT`, rule `event-subscription-cap`) when it is new and
+        its plugin (the part before `/`) already holds `max_subscriptions_per_plugin`."""
+
+    async def delete(self, subscription: str) -> bool:
+        """Remove the subscription with its cursor, pending entries, dead letters
+        and replay queue; False when it does not exist. Reads of it (from any
+        consumer, on any core) then fail like reads of one never created."""
+
+    async def release(self, subscription: str, consumer: str) -> None:
+        """A consumer's stream ended: forget the consumer if it holds no pending
+        entries (those it still holds go to others through the claim path and it
+        is forgotten by a later `trim()`)."""
 
     async def read(self, subscription: str, consumer: str, count: int, block_seconds: float) -> list[Delivery]:
         """Up to `count` deliveries for this consumer: due redeliveries (nacked,
@@ -146,4 +181,6 @@ class EventStore(Protocol):
     async def trim(self) -> Trimmed:
         """Remove entries every subscription has acknowledged; when a
         subscription's backlog exceeds `max_backlog`, force out its oldest
-        unacknowledged entries and report them as lost."""
+        unacknowledged entries and report them as lost; when it holds more than
+        `max_dead_letters` dead letters, discard its oldest and report how many.
+        Consumers idle longer than the ack timeout with nothing pending are forgotten."""

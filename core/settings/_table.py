@@ -71,6 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("event_dedupe_window", "float", "VIVIFIED_EVENT_DEDUPE_WINDOW", "--event-dedupe-window", runtime=True),
     Setting("event_max_backlog", "int", "VIVIFIED_EVENT_MAX_BACKLOG", "--event-max-backlog", runtime=True),
     Setting("event_publish_rate", "float", "VIVIFIED_EVENT_PUBLISH_RATE", "--event-publish-rate", runtime=True),
+    Setting("event_max_dead_letters", "int", "VIVIFIED_EVENT_MAX_DEAD_LETTERS", "--event-max-dead-letters"),
+    Setting("event_max_subscriptions", "int", "VIVIFIED_EVENT_MAX_SUBSCRIPTIONS", "--event-max-subscriptions"),
     Setting("call_rate", "float", "VIVIFIED_CALL_RATE", "--call-rate", runtime=True),
     Setting("max_call_deadline", "float", "VIVIFIED_MAX_CALL_DEADLINE", "--max-call-deadline", runtime=True),
     Setting("breaker_cooldown", "float", "VIVIFIED_BREAKER_COOLDOWN", "--breaker-cooldown", runtime=True),

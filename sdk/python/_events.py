@@ -52,6 +52,8 @@ _log = logging.getLogger(__name__)
 _STREAM_WINDOW = 1024
 _ACK_GATHER_SECONDS = 0.002
 _FATAL = (PermissionDeniedError, InvalidArgumentError, UnauthenticatedError)
+# Refusals that reopening cannot cure (the plugin holds its most subscriptions).
+_FATAL_REASONS = frozenset({"SUBSCRIPTION_LIMIT"})
 
 
 def envelope(payload: Message, event_id: str | None = None) -> events_pb2.Event:
@@ -168,7 +170,7 @@ class Subscription:
     Deliveries are handled one at a time in arrival order. A handler that
     returns acknowledges its delivery; one that raises asks for redelivery.
     The stream is reopened after transport errors, with backoff; a refusal
-    (undeclared type, disabled plugin) ends the subscription and is raised by
+    (undeclared type, disabled plugin, too many subscriptions) ends the subscription and is raised by
     `opened()` / `wait_closed()`."""
 
     def __init__(
@@ -180,6 +182,8 @@ class Subscription:
         self._name = name
         self._handlers = {cls.DESCRIPTOR.full_name: (cls, handler) for cls, handler in handlers.items()}
         self._opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._deleting = False
+        self._outbox: asyncio.Queue[events_pb2.SubscribeRequest] | None = None
         self._task = asyncio.ensure_future(self._run())
 
     async def opened(self) -> str:
@@ -190,6 +194,16 @@ class Subscription:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
+    async def delete(self) -> None:
+        """Delete the subscription on the core for good (its position, pending
+        deliveries and dead letters) and end it; frees its place under the
+        plugin's subscription cap. Opening the name again starts afresh."""
+        await self.opened()
+        self._deleting = True
+        if self._outbox is not None:
+            self._outbox.put_nowait(events_pb2.SubscribeRequest(delete=events_pb2.SubscriptionDelete()))
+        await self._task
+
     async def wait_closed(self) -> None:
         """Wait until the subscription ends; raises the refusal that ended it."""
         await self._task
@@ -199,13 +213,15 @@ class Subscription:
         while True:
             try:
                 await self._serve_once()
+                if self._deleting:
+                    return  # the core ended the stream after deleting the subscription
                 delay = 0.2
-            except _FATAL as exc:
-                if not self._opened.done():
-                    self._opened.set_exception(exc)
-                    self._opened.exception()  # retrieved here; raised again by opened()
-                raise
             except VivifiedSDKError as exc:
+                if isinstance(exc, _FATAL) or exc.reason in _FATAL_REASONS:
+                    if not self._opened.done():
+                        self._opened.set_exception(exc)
+                        self._opened.exception()  # retrieved here; raised again by opened()
+                    raise
                 _log.warning("subscription %s interrupted (%s); reopening", self._name, exc.message)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 5.0)
@@ -217,6 +233,9 @@ class Subscription:
                 open=events_pb2.SubscriptionOpen(subscription=self._name, event_types=sorted(self._handlers))
             )
         )
+        if self._deleting:  # asked while the stream was being reopened
+            outbox.put_nowait(events_pb2.SubscribeRequest(delete=events_pb2.SubscriptionDelete()))
+        self._outbox = outbox
 
         acks: list[str] = []
         acks_waiting = asyncio.Event()

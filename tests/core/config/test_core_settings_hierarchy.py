@@ -87,7 +87,7 @@ def test_config_show_prints_each_setting_with_its_source(tmp_path: pathlib.Path)
     path = _file(tmp_path, 'leaf_ttl_seconds = 120\nmetrics_address = "127.0.0.1:9999"\n'
                            'redis_url = "redis://:pw-canary-1@127.0.0.1:6379/0"\n')
     env = clean_env(VIVIFIED_LEAF_TTL_SECONDS="240", VIVIFIED_CONFIG_FILE=str(path))
-    shown = _cli("config", "show", "--heartbeat-interval", "2.5", env=env)
+    shown = _cli("config", "show", "--heartbeat-interval", "2.5", "--event-max-subscriptions", "8", env=env)
     assert shown.returncode == 0, shown.stderr
     rows = {line.split()[0]: line.split()[1:] for line in shown.stdout.splitlines()}
     assert rows["config_file"] == [str(path), "env:VIVIFIED_CONFIG_FILE"]
@@ -95,6 +95,8 @@ def test_config_show_prints_each_setting_with_its_source(tmp_path: pathlib.Path)
     assert rows["metrics_address"] == ["127.0.0.1:9999", f"file:{path}"]
     assert rows["heartbeat_interval_seconds"] == ["2.5", "flag"]
     assert rows["trust_domain"] == ["vivified.local", "default"]
+    assert rows["event_max_subscriptions"] == ["8", "flag"]
+    assert rows["event_max_dead_letters"] == ["10000", "default"]
     assert rows["redis_url"] == ["redis://:********@127.0.0.1:6379/0", f"file:{path}"]
     assert "pw-canary-1" not in shown.stdout + shown.stderr
 

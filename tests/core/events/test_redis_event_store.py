@@ -1,5 +1,6 @@
 """Redis Streams backend only: sharing one Redis between cores, surviving a
-Redis crash, a partition (SECURITY.md D4), and the claim path's delivery count (D2)."""
+Redis crash, a partition (SECURITY.md D4), the claim path's delivery count (D2)
+and consumers of ended streams being deleted (D6)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,48 @@ async def test_attempts_come_from_the_claim_path_delivery_count(clean_redis: Red
         [dead] = await store.dead_letters(SUB, 10)
         assert (dead.attempts, dead.reason) == (3, "delivery attempts exhausted (3)")
         assert await client.xpending_range("vivified:events:stream:OrderPlaced", SUB, "-", "+", 10) == []
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_consumers_of_ended_streams_do_not_accumulate(clean_redis: RedisServer) -> None:
+    """D6: every Subscribe stream is one consumer in the group; it is deleted
+    when the stream ends with nothing pending, and one that ended holding
+    entries is swept once others have claimed them."""
+    store = RedisEventStore(clean_redis.url, config(), SystemClock())
+    await store.start()
+    client = aioredis.Redis.from_url(clean_redis.url)
+    streams = ["vivified:events:stream:OrderPlaced", f"vivified:events:replay:{SUB}"]
+
+    async def consumers() -> set[str]:
+        names: set[str] = set()
+        for key in streams:
+            names |= {c["name"].decode() for c in await client.xinfo_consumers(key, SUB)}
+        return names
+
+    try:
+        await store.subscribe(SUB, ["OrderPlaced"])
+        for cycle in range(20):
+            consumer = f"stream-{cycle}"
+            await store.append(batch(cycle * 2, 2))
+            got = await store.read(SUB, consumer, 10, 0)
+            settle, keep = (got[:-1], got[-1:]) if cycle % 2 else (got, [])
+            await store.ack(SUB, [d.delivery_id for d in settle])
+            await store.nack(SUB, [d.delivery_id for d in keep])  # as a session does with in-flight work
+            await store.release(SUB, consumer)
+        # Only streams that ended holding a nacked entry are left; the next
+        # stream claimed each of those entries.
+        assert await consumers() == {f"stream-{cycle}" for cycle in range(1, 20, 2)}
+        await asyncio.sleep(0.6)  # idle past the ack timeout
+        await store.trim()
+        assert await consumers() == {"stream-19"}  # still holds its nacked entry
+        [redelivered] = await store.read(SUB, "stream-20", 10, 0)
+        await store.ack(SUB, [redelivered.delivery_id])
+        await store.release(SUB, "stream-20")
+        await asyncio.sleep(0.6)
+        await store.trim()
+        assert await consumers() == set()
     finally:
         await client.aclose()
         await store.close()

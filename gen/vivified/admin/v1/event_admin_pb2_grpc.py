@@ -27,8 +27,8 @@ if _version_not_supported:
 
 class EventAdminServiceStub:
     """EventAdminService lets operators inspect subscriptions and their
-    dead-letter stores, and replay dead letters. Callable by operators only;
-    every call is audited.
+    dead-letter stores, replay dead letters and delete subscriptions. Callable
+    by operators and users holding plugin_manager; every call is audited.
     """
 
     def __init__(self, channel):
@@ -52,12 +52,17 @@ class EventAdminServiceStub:
                 request_serializer=vivified_dot_admin_dot_v1_dot_event__admin__pb2.ReplayDeadLettersRequest.SerializeToString,
                 response_deserializer=vivified_dot_admin_dot_v1_dot_event__admin__pb2.ReplayDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.DeleteSubscription = channel.unary_unary(
+                '/vivified.admin.v1.EventAdminService/DeleteSubscription',
+                request_serializer=vivified_dot_admin_dot_v1_dot_event__admin__pb2.DeleteSubscriptionRequest.SerializeToString,
+                response_deserializer=vivified_dot_admin_dot_v1_dot_event__admin__pb2.DeleteSubscriptionResponse.FromString,
+                _registered_method=True)
 
 
 class EventAdminServiceServicer:
     """EventAdminService lets operators inspect subscriptions and their
-    dead-letter stores, and replay dead letters. Callable by operators only;
-    every call is audited.
+    dead-letter stores, replay dead letters and delete subscriptions. Callable
+    by operators and users holding plugin_manager; every call is audited.
     """
 
     def ListSubscriptions(self, request, context):
@@ -84,6 +89,18 @@ class EventAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteSubscription(self, request, context):
+        """DeleteSubscription removes a subscription with its cursor, pending
+        deliveries, dead letters and replay queue; its open Subscribe streams end
+        (FAILED_PRECONDITION, SUBSCRIPTION_MISMATCH). The plugin may open the name
+        again later: it then starts at events published from then on.
+        Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID, INVALID_REQUEST: reason missing),
+        NOT_FOUND (SUBSCRIPTION_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +119,11 @@ def add_EventAdminServiceServicer_to_server(servicer, server):
                     request_deserializer=vivified_dot_admin_dot_v1_dot_event__admin__pb2.ReplayDeadLettersRequest.FromString,
                     response_serializer=vivified_dot_admin_dot_v1_dot_event__admin__pb2.ReplayDeadLettersResponse.SerializeToString,
             ),
+            'DeleteSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSubscription,
+                    request_deserializer=vivified_dot_admin_dot_v1_dot_event__admin__pb2.DeleteSubscriptionRequest.FromString,
+                    response_serializer=vivified_dot_admin_dot_v1_dot_event__admin__pb2.DeleteSubscriptionResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'vivified.admin.v1.EventAdminService', rpc_method_handlers)
@@ -112,8 +134,8 @@ def add_EventAdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class EventAdminService:
     """EventAdminService lets operators inspect subscriptions and their
-    dead-letter stores, and replay dead letters. Callable by operators only;
-    every call is audited.
+    dead-letter stores, replay dead letters and delete subscriptions. Callable
+    by operators and users holding plugin_manager; every call is audited.
     """
 
     @staticmethod
@@ -187,6 +209,33 @@ class EventAdminService:
             '/vivified.admin.v1.EventAdminService/ReplayDeadLetters',
             vivified_dot_admin_dot_v1_dot_event__admin__pb2.ReplayDeadLettersRequest.SerializeToString,
             vivified_dot_admin_dot_v1_dot_event__admin__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.admin.v1.EventAdminService/DeleteSubscription',
+            vivified_dot_admin_dot_v1_dot_event__admin__pb2.DeleteSubscriptionRequest.SerializeToString,
+            vivified_dot_admin_dot_v1_dot_event__admin__pb2.DeleteSubscriptionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,8 +28,8 @@ GRPC_VERSION: str
 
 class EventAdminServiceStub:
     """EventAdminService lets operators inspect subscriptions and their
-    dead-letter stores, and replay dead letters. Callable by operators only;
-    every call is audited.
+    dead-letter stores, replay dead letters and delete subscriptions. Callable
+    by operators and users holding plugin_manager; every call is audited.
     """
 
     @_typing.overload
@@ -47,12 +47,20 @@ class EventAdminServiceStub:
     with attempts counted from 1, and removes them from the dead-letter store.
     Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID).
     """
+    DeleteSubscription: _grpc.UnaryUnaryMultiCallable[_event_admin_pb2.DeleteSubscriptionRequest, _event_admin_pb2.DeleteSubscriptionResponse]
+    """DeleteSubscription removes a subscription with its cursor, pending
+    deliveries, dead letters and replay queue; its open Subscribe streams end
+    (FAILED_PRECONDITION, SUBSCRIPTION_MISMATCH). The plugin may open the name
+    again later: it then starts at events published from then on.
+    Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID, INVALID_REQUEST: reason missing),
+    NOT_FOUND (SUBSCRIPTION_NOT_FOUND).
+    """
 
 @_typing.type_check_only
 class EventAdminServiceAsyncStub(EventAdminServiceStub):
     """EventAdminService lets operators inspect subscriptions and their
-    dead-letter stores, and replay dead letters. Callable by operators only;
-    every call is audited.
+    dead-letter stores, replay dead letters and delete subscriptions. Callable
+    by operators and users holding plugin_manager; every call is audited.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -67,11 +75,19 @@ class EventAdminServiceAsyncStub(EventAdminServiceStub):
     with attempts counted from 1, and removes them from the dead-letter store.
     Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID).
     """
+    DeleteSubscription: _aio.UnaryUnaryMultiCallable[_event_admin_pb2.DeleteSubscriptionRequest, _event_admin_pb2.DeleteSubscriptionResponse]  # type: ignore[assignment]
+    """DeleteSubscription removes a subscription with its cursor, pending
+    deliveries, dead letters and replay queue; its open Subscribe streams end
+    (FAILED_PRECONDITION, SUBSCRIPTION_MISMATCH). The plugin may open the name
+    again later: it then starts at events published from then on.
+    Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID, INVALID_REQUEST: reason missing),
+    NOT_FOUND (SUBSCRIPTION_NOT_FOUND).
+    """
 
 class EventAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """EventAdminService lets operators inspect subscriptions and their
-    dead-letter stores, and replay dead letters. Callable by operators only;
-    every call is audited.
+    dead-letter stores, replay dead letters and delete subscriptions. Callable
+    by operators and users holding plugin_manager; every call is audited.
     """
 
     @_abc_1.abstractmethod
@@ -101,6 +117,20 @@ class EventAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """ReplayDeadLetters delivers dead letters again to their subscription only,
         with attempts counted from 1, and removes them from the dead-letter store.
         Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSubscription(
+        self,
+        request: _event_admin_pb2.DeleteSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_event_admin_pb2.DeleteSubscriptionResponse, _abc.Awaitable[_event_admin_pb2.DeleteSubscriptionResponse]]:
+        """DeleteSubscription removes a subscription with its cursor, pending
+        deliveries, dead letters and replay queue; its open Subscribe streams end
+        (FAILED_PRECONDITION, SUBSCRIPTION_MISMATCH). The plugin may open the name
+        again later: it then starts at events published from then on.
+        Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID, INVALID_REQUEST: reason missing),
+        NOT_FOUND (SUBSCRIPTION_NOT_FOUND).
         """
 
 def add_EventAdminServiceServicer_to_server(servicer: EventAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

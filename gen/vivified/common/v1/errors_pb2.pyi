@@ -94,6 +94,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: the subscription request is malformed (name, event types, message order)."""
     ERROR_REASON_SUBSCRIPTION_MISMATCH: _ErrorReason.ValueType  # 106
     """FAILED_PRECONDITION: the subscription exists with other event types."""
+    ERROR_REASON_SUBSCRIPTION_LIMIT: _ErrorReason.ValueType  # 107
+    """RESOURCE_EXHAUSTED: the plugin already holds the most durable subscriptions it may;
+    reuse one, or ask an operator to delete one it no longer needs.
+    """
+    ERROR_REASON_SUBSCRIPTION_NOT_FOUND: _ErrorReason.ValueType  # 108
+    """NOT_FOUND: no subscription by that name."""
     ERROR_REASON_LOGIN_FAILED: _ErrorReason.ValueType  # 200
     """UNAUTHENTICATED: wrong username or password, or the account is disabled or
     temporarily locked; the answer is the same for each, on purpose.
@@ -235,6 +241,12 @@ ERROR_REASON_SUBSCRIPTION_INVALID: ErrorReason.ValueType  # 105
 """INVALID_ARGUMENT: the subscription request is malformed (name, event types, message order)."""
 ERROR_REASON_SUBSCRIPTION_MISMATCH: ErrorReason.ValueType  # 106
 """FAILED_PRECONDITION: the subscription exists with other event types."""
+ERROR_REASON_SUBSCRIPTION_LIMIT: ErrorReason.ValueType  # 107
+"""RESOURCE_EXHAUSTED: the plugin already holds the most durable subscriptions it may;
+reuse one, or ask an operator to delete one it no longer needs.
+"""
+ERROR_REASON_SUBSCRIPTION_NOT_FOUND: ErrorReason.ValueType  # 108
+"""NOT_FOUND: no subscription by that name."""
 ERROR_REASON_LOGIN_FAILED: ErrorReason.ValueType  # 200
 """UNAUTHENTICATED: wrong username or password, or the account is disabled or
 temporarily locked; the answer is the same for each, on purpose.

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from vivified.options.v1 import options_pb2 as vivified_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvivified/events/v1/events.proto\x12\x12vivified.events.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!vivified/options/v1/options.proto\"\xba\x02\n\x05\x45vent\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x1d\n\nevent_type\x18\x02 \x01(\tR\teventType\x12(\n\x10source_plugin_id\x18\x03 \x01(\tR\x0esourcePluginId\x12.\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12 \n\x0btraceparent\x18\x05 \x01(\tR\x0btraceparent\x12K\n\x0e\x63lassification\x18\x06 \x01(\x0e\x32#.vivified.options.v1.ClassificationR\x0e\x63lassification\x12.\n\x07payload\x18\x07 \x01(\x0b\x32\x14.google.protobuf.AnyR\x07payload\"A\n\x0ePublishRequest\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.vivified.events.v1.EventR\x05\x65vent\"f\n\x0fPublishResponse\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x1a\n\x08position\x18\x02 \x01(\tR\x08position\x12\x1c\n\tduplicate\x18\x03 \x01(\x08R\tduplicate\"G\n\x14PublishStreamRequest\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.vivified.events.v1.EventR\x05\x65vent\"\xaa\x01\n\x15PublishStreamResponse\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x1a\n\x08position\x18\x02 \x01(\tR\x08position\x12\x1c\n\tduplicate\x18\x03 \x01(\x08R\tduplicate\x12<\n\x07refusal\x18\x04 \x01(\x0b\x32\".vivified.events.v1.PublishRefusalR\x07refusal\"V\n\x0ePublishRefusal\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\"\xd5\x01\n\x10SubscribeRequest\x12:\n\x04open\x18\x01 \x01(\x0b\x32$.vivified.events.v1.SubscriptionOpenH\x00R\x04open\x12\x37\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32#.vivified.events.v1.AcknowledgementH\x00R\x03\x61\x63k\x12\x41\n\x04nack\x18\x03 \x01(\x0b\x32+.vivified.events.v1.NegativeAcknowledgementH\x00R\x04nackB\t\n\x07request\"W\n\x10SubscriptionOpen\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\x12\x1f\n\x0b\x65vent_types\x18\x02 \x03(\tR\neventTypes\"4\n\x0f\x41\x63knowledgement\x12!\n\x0c\x64\x65livery_ids\x18\x01 \x03(\tR\x0b\x64\x65liveryIds\"<\n\x17NegativeAcknowledgement\x12!\n\x0c\x64\x65livery_ids\x18\x01 \x03(\tR\x0b\x64\x65liveryIds\"\x9d\x01\n\x11SubscribeResponse\x12@\n\x06opened\x18\x01 \x01(\x0b\x32&.vivified.events.v1.SubscriptionOpenedH\x00R\x06opened\x12:\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x1c.vivified.events.v1.DeliveryH\x00R\x08\x64\x65liveryB\n\n\x08response\"8\n\x12SubscriptionOpened\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\"\x9f\x01\n\x08\x44\x65livery\x12\x1f\n\x0b\x64\x65livery_id\x18\x01 \x01(\tR\ndeliveryId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12/\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x19.vivified.events.v1.EventR\x05\x65vent\x12\'\n\x0fredacted_fields\x18\x04 \x03(\tR\x0eredactedFields2\xad\x02\n\x0f\x45ventBusService\x12R\n\x07Publish\x12\".vivified.events.v1.PublishRequest\x1a#.vivified.events.v1.PublishResponse\x12h\n\rPublishStream\x12(.vivified.events.v1.PublishStreamRequest\x1a).vivified.events.v1.PublishStreamResponse(\x01\x30\x01\x12\\\n\tSubscribe\x12$.vivified.events.v1.SubscribeRequest\x1a%.vivified.events.v1.SubscribeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvivified/events/v1/events.proto\x12\x12vivified.events.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!vivified/options/v1/options.proto\"\xba\x02\n\x05\x45vent\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x1d\n\nevent_type\x18\x02 \x01(\tR\teventType\x12(\n\x10source_plugin_id\x18\x03 \x01(\tR\x0esourcePluginId\x12.\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12 \n\x0btraceparent\x18\x05 \x01(\tR\x0btraceparent\x12K\n\x0e\x63lassification\x18\x06 \x01(\x0e\x32#.vivified.options.v1.ClassificationR\x0e\x63lassification\x12.\n\x07payload\x18\x07 \x01(\x0b\x32\x14.google.protobuf.AnyR\x07payload\"A\n\x0ePublishRequest\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.vivified.events.v1.EventR\x05\x65vent\"f\n\x0fPublishResponse\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x1a\n\x08position\x18\x02 \x01(\tR\x08position\x12\x1c\n\tduplicate\x18\x03 \x01(\x08R\tduplicate\"G\n\x14PublishStreamRequest\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.vivified.events.v1.EventR\x05\x65vent\"\xaa\x01\n\x15PublishStreamResponse\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x1a\n\x08position\x18\x02 \x01(\tR\x08position\x12\x1c\n\tduplicate\x18\x03 \x01(\x08R\tduplicate\x12<\n\x07refusal\x18\x04 \x01(\x0b\x32\".vivified.events.v1.PublishRefusalR\x07refusal\"V\n\x0ePublishRefusal\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\"\x97\x02\n\x10SubscribeRequest\x12:\n\x04open\x18\x01 \x01(\x0b\x32$.vivified.events.v1.SubscriptionOpenH\x00R\x04open\x12\x37\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32#.vivified.events.v1.AcknowledgementH\x00R\x03\x61\x63k\x12\x41\n\x04nack\x18\x03 \x01(\x0b\x32+.vivified.events.v1.NegativeAcknowledgementH\x00R\x04nack\x12@\n\x06\x64\x65lete\x18\x04 \x01(\x0b\x32&.vivified.events.v1.SubscriptionDeleteH\x00R\x06\x64\x65leteB\t\n\x07request\"\x14\n\x12SubscriptionDelete\"W\n\x10SubscriptionOpen\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\x12\x1f\n\x0b\x65vent_types\x18\x02 \x03(\tR\neventTypes\"4\n\x0f\x41\x63knowledgement\x12!\n\x0c\x64\x65livery_ids\x18\x01 \x03(\tR\x0b\x64\x65liveryIds\"<\n\x17NegativeAcknowledgement\x12!\n\x0c\x64\x65livery_ids\x18\x01 \x03(\tR\x0b\x64\x65liveryIds\"\x9d\x01\n\x11SubscribeResponse\x12@\n\x06opened\x18\x01 \x01(\x0b\x32&.vivified.events.v1.SubscriptionOpenedH\x00R\x06opened\x12:\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x1c.vivified.events.v1.DeliveryH\x00R\x08\x64\x65liveryB\n\n\x08response\"8\n\x12SubscriptionOpened\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\"\x9f\x01\n\x08\x44\x65livery\x12\x1f\n\x0b\x64\x65livery_id\x18\x01 \x01(\tR\ndeliveryId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12/\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x19.vivified.events.v1.EventR\x05\x65vent\x12\'\n\x0fredacted_fields\x18\x04 \x03(\tR\x0eredactedFields2\xad\x02\n\x0f\x45ventBusService\x12R\n\x07Publish\x12\".vivified.events.v1.PublishRequest\x1a#.vivified.events.v1.PublishResponse\x12h\n\rPublishStream\x12(.vivified.events.v1.PublishStreamRequest\x1a).vivified.events.v1.PublishStreamResponse(\x01\x30\x01\x12\\\n\tSubscribe\x12$.vivified.events.v1.SubscribeRequest\x1a%.vivified.events.v1.SubscribeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,19 +47,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHREFUSAL']._serialized_start=884
   _globals['_PUBLISHREFUSAL']._serialized_end=970
   _globals['_SUBSCRIBEREQUEST']._serialized_start=973
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1186
-  _globals['_SUBSCRIPTIONOPEN']._serialized_start=1188
-  _globals['_SUBSCRIPTIONOPEN']._serialized_end=1275
-  _globals['_ACKNOWLEDGEMENT']._serialized_start=1277
-  _globals['_ACKNOWLEDGEMENT']._serialized_end=1329
-  _globals['_NEGATIVEACKNOWLEDGEMENT']._serialized_start=1331
-  _globals['_NEGATIVEACKNOWLEDGEMENT']._serialized_end=1391
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1394
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1551
-  _globals['_SUBSCRIPTIONOPENED']._serialized_start=1553
-  _globals['_SUBSCRIPTIONOPENED']._serialized_end=1609
-  _globals['_DELIVERY']._serialized_start=1612
-  _globals['_DELIVERY']._serialized_end=1771
-  _globals['_EVENTBUSSERVICE']._serialized_start=1774
-  _globals['_EVENTBUSSERVICE']._serialized_end=2075
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1252
+  _globals['_SUBSCRIPTIONDELETE']._serialized_start=1254
+  _globals['_SUBSCRIPTIONDELETE']._serialized_end=1274
+  _globals['_SUBSCRIPTIONOPEN']._serialized_start=1276
+  _globals['_SUBSCRIPTIONOPEN']._serialized_end=1363
+  _globals['_ACKNOWLEDGEMENT']._serialized_start=1365
+  _globals['_ACKNOWLEDGEMENT']._serialized_end=1417
+  _globals['_NEGATIVEACKNOWLEDGEMENT']._serialized_start=1419
+  _globals['_NEGATIVEACKNOWLEDGEMENT']._serialized_end=1479
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1482
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1639
+  _globals['_SUBSCRIPTIONOPENED']._serialized_start=1641
+  _globals['_SUBSCRIPTIONOPENED']._serialized_end=1697
+  _globals['_DELIVERY']._serialized_start=1700
+  _globals['_DELIVERY']._serialized_end=1859
+  _globals['_EVENTBUSSERVICE']._serialized_start=1862
+  _globals['_EVENTBUSSERVICE']._serialized_end=2163
 # @@protoc_insertion_point(module_scope)

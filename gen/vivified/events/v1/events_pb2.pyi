@@ -234,6 +234,7 @@ class SubscribeRequest(_message.Message):
     OPEN_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
     NACK_FIELD_NUMBER: _builtins.int
+    DELETE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def open(self) -> Global___SubscriptionOpen:
         """First message: which subscription to open."""
@@ -246,22 +247,47 @@ class SubscribeRequest(_message.Message):
     def nack(self) -> Global___NegativeAcknowledgement:
         """Deliveries to redeliver (processing failed)."""
 
+    @_builtins.property
+    def delete(self) -> Global___SubscriptionDelete:
+        """Delete the subscription this stream opened: its cursor, pending
+        deliveries and dead letters go, it no longer counts towards the
+        plugin's subscription cap, and the server ends the stream with OK.
+        """
+
     def __init__(
         self,
         *,
         open: Global___SubscriptionOpen | None = ...,
         ack: Global___Acknowledgement | None = ...,
         nack: Global___NegativeAcknowledgement | None = ...,
+        delete: Global___SubscriptionDelete | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "nack", b"nack", "open", b"open", "request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "delete", b"delete", "nack", b"nack", "open", b"open", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "nack", b"nack", "open", b"open", "request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "delete", b"delete", "nack", b"nack", "open", b"open", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["open", "ack", "nack"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["open", "ack", "nack", "delete"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
 Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
+
+@_typing.final
+class SubscriptionDelete(_message.Message):
+    """SubscriptionDelete asks the core to delete the open subscription for good."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriptionDelete: _TypeAlias = SubscriptionDelete  # noqa: Y015
 
 @_typing.final
 class SubscriptionOpen(_message.Message):

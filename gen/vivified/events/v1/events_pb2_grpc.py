@@ -97,7 +97,10 @@ class EventBusServiceServicer:
         maximum attempts an event goes to the subscription's dead-letter store.
         Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID), PERMISSION_DENIED
         (EVENT_NOT_DECLARED, PLUGIN_DISABLED, PLUGIN_REVOKED), FAILED_PRECONDITION
-        (SUBSCRIPTION_MISMATCH), UNAVAILABLE (EVENT_STORE_UNAVAILABLE).
+        (SUBSCRIPTION_MISMATCH: other event types, or the subscription was
+        deleted while open), RESOURCE_EXHAUSTED (SUBSCRIPTION_LIMIT: the plugin
+        holds the most subscriptions it may), UNAVAILABLE (EVENT_STORE_UNAVAILABLE).
+        A client may send `delete` after `open` to delete the subscription.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -62,7 +62,10 @@ class EventBusServiceStub:
     maximum attempts an event goes to the subscription's dead-letter store.
     Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID), PERMISSION_DENIED
     (EVENT_NOT_DECLARED, PLUGIN_DISABLED, PLUGIN_REVOKED), FAILED_PRECONDITION
-    (SUBSCRIPTION_MISMATCH), UNAVAILABLE (EVENT_STORE_UNAVAILABLE).
+    (SUBSCRIPTION_MISMATCH: other event types, or the subscription was
+    deleted while open), RESOURCE_EXHAUSTED (SUBSCRIPTION_LIMIT: the plugin
+    holds the most subscriptions it may), UNAVAILABLE (EVENT_STORE_UNAVAILABLE).
+    A client may send `delete` after `open` to delete the subscription.
     """
 
 @_typing.type_check_only
@@ -99,7 +102,10 @@ class EventBusServiceAsyncStub(EventBusServiceStub):
     maximum attempts an event goes to the subscription's dead-letter store.
     Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID), PERMISSION_DENIED
     (EVENT_NOT_DECLARED, PLUGIN_DISABLED, PLUGIN_REVOKED), FAILED_PRECONDITION
-    (SUBSCRIPTION_MISMATCH), UNAVAILABLE (EVENT_STORE_UNAVAILABLE).
+    (SUBSCRIPTION_MISMATCH: other event types, or the subscription was
+    deleted while open), RESOURCE_EXHAUSTED (SUBSCRIPTION_LIMIT: the plugin
+    holds the most subscriptions it may), UNAVAILABLE (EVENT_STORE_UNAVAILABLE).
+    A client may send `delete` after `open` to delete the subscription.
     """
 
 class EventBusServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -151,7 +157,10 @@ class EventBusServiceServicer(metaclass=_abc_1.ABCMeta):
         maximum attempts an event goes to the subscription's dead-letter store.
         Errors: INVALID_ARGUMENT (SUBSCRIPTION_INVALID), PERMISSION_DENIED
         (EVENT_NOT_DECLARED, PLUGIN_DISABLED, PLUGIN_REVOKED), FAILED_PRECONDITION
-        (SUBSCRIPTION_MISMATCH), UNAVAILABLE (EVENT_STORE_UNAVAILABLE).
+        (SUBSCRIPTION_MISMATCH: other event types, or the subscription was
+        deleted while open), RESOURCE_EXHAUSTED (SUBSCRIPTION_LIMIT: the plugin
+        holds the most subscriptions it may), UNAVAILABLE (EVENT_STORE_UNAVAILABLE).
+        A client may send `delete` after `open` to delete the subscription.
         """
 
 def add_EventBusServiceServicer_to_server(servicer: EventBusServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
