@@ -12,7 +12,6 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
-
 from support.redis_server import RedisServer, free_port, redis_running
 from support.tcp_proxy import TcpProxy
 from vivified.core.clock import SystemClock
