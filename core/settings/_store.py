@@ -2,9 +2,9 @@
 
 A change is one write transaction: the old row is read, the override written
 or deleted and the history row added together, so history never misses or
-invents a change. `read_overrides` is synchronous: the core calls it once at
-start, before its event loop work begins, and `vivified config show` calls it
-without a running core."""
+invents a change. `read_overrides` is synchronous: the core calls it at start,
+before its event loop work begins, and `vivified config show` calls it without
+a running core; while the core runs, LiveSettings reads through `overrides`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from vivified.core.clock import Clock
-from vivified.core.db import write_transaction
+from vivified.core.db import driver_message, write_transaction
 from vivified.core.settings._schema import history_table, overrides_table
 
 _PG_LOCK_KEY = 0x766976_636F7265  # "viv" "core"
@@ -56,6 +56,10 @@ class OverrideStore:
     def __init__(self, engine: sa.Engine, clock: Clock) -> None:
         self._engine = engine
         self._clock = clock
+
+    def explain(self, exc: BaseException) -> str:
+        """A failure reading or writing overrides on one line, the database password cut out."""
+        return driver_message(exc, self._engine.url)
 
     async def overrides(self) -> dict[str, Override]:
         return await asyncio.to_thread(read_overrides, self._engine)

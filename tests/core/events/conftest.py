@@ -44,7 +44,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Asy
         clock = ManualClock()
 
         async def open_embedded(config: EventsConfig) -> EventStore:
-            store = EmbeddedEventStore(tmp_path / "events.db", config, clock)
+            store = EmbeddedEventStore(tmp_path / "events.db", lambda: config, clock)
             await store.start()
             return store
 
@@ -56,7 +56,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Asy
         server: RedisServer = request.getfixturevalue("clean_redis")
 
         async def open_redis(config: EventsConfig) -> EventStore:
-            store = RedisEventStore(server.url, config, SystemClock())
+            store = RedisEventStore(server.url, lambda: config, SystemClock())
             await store.start()
             return store
 
