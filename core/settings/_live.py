@@ -72,29 +72,36 @@ class LiveSettings:
 
     async def refresh(self, actor: str | None = None) -> bool:
         """Re-read the stored overrides and apply them; True when an effective
-        value changed. `actor` names who changed a setting on this core (a
-        cleared override leaves no row naming who cleared it). Database errors
-        propagate; the values in force stay."""
+        value changed. `actor` names who changed a setting on this core; for a
+        change another replica stored, a cleared override's actor comes from
+        history. Database errors propagate; the values in force stay."""
         async with self._lock:
             stored = await self._store.overrides()
             old = self._applied
             new = apply_overrides(self.base, stored)
-            for key in sorted(set(new.refused) - set(old.refused)):
-                _log.error("runtime override of %s not applied: %s", key, new.refused[key])
             changed = [k for k in FIELDS if effective(old.config, k) != effective(new.config, k)]
-            self._applied = new
+            who: dict[str, str] = {}
             for key in changed:
                 override = new.overrides.get(key)
-                who = override.updated_by if override is not None else actor or "an administrator (see history)"
+                who[key] = override.updated_by if override is not None else actor or await self._cleared_by(key)
+            self._applied = new
+            for key in sorted(set(new.refused) - set(old.refused)):
+                _log.error("runtime override of %s not applied: %s", key, new.refused[key])
+            for key in changed:
+                override = new.overrides.get(key)
                 _log.warning(
                     "core setting %s changed live: %s -> %s (%s, by %s)",
                     key, effective(old.config, key), effective(new.config, key),
-                    "override" if override is not None else "override cleared", who,
+                    "override" if override is not None else "override cleared", who[key],
                 )
             if changed:
                 for listener in self._listeners:
                     listener(old.config, new.config)
             return bool(changed)
+
+    async def _cleared_by(self, key: str) -> str:
+        last = await self._store.history(1, key)
+        return last[0].changed_by if last and last[0].new_value is None else "unknown (not in history)"
 
     def start(self) -> None:
         """Poll the overrides every `interval` seconds until `stop`."""

@@ -89,15 +89,16 @@ class OverrideStore:
 
         return await asyncio.to_thread(write)
 
-    async def history(self, limit: int) -> list[OverrideChange]:
+    async def history(self, limit: int, key: str | None = None) -> list[OverrideChange]:
+        """The newest `limit` changes, of `key` only when given."""
+
         def read() -> list[OverrideChange]:
             h = history_table
+            query = sa.select(h.c.key, h.c.old_value, h.c.new_value, h.c.changed_by, h.c.reason, h.c.changed_at)
+            if key is not None:
+                query = query.where(h.c.key == key)
             with self._engine.connect() as conn:
-                rows = conn.execute(
-                    sa.select(h.c.key, h.c.old_value, h.c.new_value, h.c.changed_by, h.c.reason, h.c.changed_at)
-                    .order_by(h.c.change_id.desc())
-                    .limit(limit)
-                ).all()
+                rows = conn.execute(query.order_by(h.c.change_id.desc()).limit(limit)).all()
             return [OverrideChange(*r) for r in rows]
 
         return await asyncio.to_thread(read)

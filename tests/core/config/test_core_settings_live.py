@@ -76,14 +76,17 @@ async def test_refresh_applies_changes_and_tells_listeners_once(
     assert await live.refresh() is False and len(heard) == 1  # same value: no change to tell
     assert dict(live.current.setting_sources)["call_rate"] == f"database (set by {ADMIN}: still noisy)"
 
-    await store.change("event_max_attempts", None, actor=ADMIN, reason="consumer fixed")
+    await store.change("event_max_attempts", None, actor="user:usr_2", reason="consumer fixed")
+    await store.change("call_rate", None, actor=ADMIN, reason="quiet again")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="vivified.core.settings._live"):
-        assert await live.refresh(ADMIN) is True
+        assert await live.refresh() is True  # as a poll: who cleared each comes from history
     assert heard == [(5, 9), (9, 5)]
     assert dict(live.current.setting_sources)["event_max_attempts"] == "flag"  # the lower layer again
+    assert "call_rate" not in dict(live.current.setting_sources)
     assert [r.getMessage() for r in caplog.records] == [
-        f"core setting event_max_attempts changed live: 9 -> 5 (override cleared, by {ADMIN})"]
+        "core setting event_max_attempts changed live: 9 -> 5 (override cleared, by user:usr_2)",
+        f"core setting call_rate changed live: 40.0 -> 500.0 (override cleared, by {ADMIN})"]
 
 
 @pytest.mark.asyncio

@@ -173,7 +173,7 @@ async def test_a_change_through_one_replica_applies_on_the_other_within_the_refr
         await asyncio.sleep(REFRESH + 1)  # B re-reads within one interval; its bucket refills at the old rate
         for _ in range(10):  # well over the burst of 2 that call_rate 1 allowed
             assert await _limited(core_b) is None
-        assert "changed live: 1.0 -> 500.0 (override cleared, by an administrator (see history))" in core_b.log()
+        assert "changed live: 1.0 -> 500.0 (override cleared, by operator:admin)" in core_b.log()
         owner = sa.create_engine(postgres.url(postgres_database))
         try:
             with owner.connect() as conn:
