@@ -16,7 +16,12 @@ from support.waiting import until
 from vivified.core.clock import ManualClock
 from vivified.core.config import CoreConfig
 from vivified.core.db import plain_engine, upgrade
-from vivified.core.settings import LiveSettings, OverrideStore, apply_overrides, read_overrides
+from vivified.core.settings import (
+    LiveSettings,
+    OverrideStore,
+    apply_overrides,
+    read_overrides,
+)
 
 ADMIN = "operator:admin"
 

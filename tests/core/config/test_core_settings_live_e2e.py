@@ -16,7 +16,13 @@ import time
 import grpc
 import pytest
 import sqlalchemy as sa
-from support.clients import admitted_plugin, audit_rows, error_info, operator_channel, plugin_channel
+from support.clients import (
+    admitted_plugin,
+    audit_rows,
+    error_info,
+    operator_channel,
+    plugin_channel,
+)
 from support.events import MESSAGE_SEND_REQUESTED, Inbox, event_plugin
 from support.postgres_server import APP_ROLE, PostgresServer
 from support.processes import CoreProcess, core_running, run_cli, run_vivified
