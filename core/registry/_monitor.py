@@ -3,10 +3,11 @@
 A plugin whose Init fails, or that misses `misses` heartbeat intervals,
 becomes unhealthy; the core routes nothing to it until heartbeats resume.
 
-The interval may change while the core runs. A plugin learns the new one from
-its next heartbeat reply, so a plugin whose last heartbeat came before the
-change is judged by the longer of the old and new intervals until it has had
-`misses` old intervals to heartbeat; the sweep then uses the new one."""
+The interval may change while the core runs (`interval` returns the current
+one; the core calls `interval_changed` when it changes). A plugin learns the new
+interval from its next heartbeat reply, so a plugin whose last heartbeat came
+before the change is judged by the longer of the old and new intervals until it
+has had `misses` old intervals to heartbeat; the sweep then uses the new one."""
 
 from __future__ import annotations
 
@@ -45,7 +46,6 @@ class HealthMonitor:
         self._connector = connector
         self._clock = clock
         self._interval = interval
-        self._last_interval = interval()
         # (interval before the last change, monotonic time of the change)
         self._previous: tuple[float, float] | None = None
         self._misses = misses
@@ -78,9 +78,12 @@ class HealthMonitor:
             self._store.set_health(plugin_id, HEALTHY)
             _log.info("plugin %s is heartbeating again", plugin_id)
 
-    def _limit(self, last_heartbeat: float, now: float) -> float:
+    def interval_changed(self, before: float) -> None:
+        """The heartbeat interval just changed from `before` to `interval()`."""
+        self._previous = (before, self._clock.monotonic())
+
+    def _limit(self, interval: float, last_heartbeat: float) -> float:
         """How long a plugin whose last heartbeat was at `last_heartbeat` may stay silent."""
-        interval = self._last_interval
         if self._previous is not None and last_heartbeat < self._previous[1]:
             interval = max(interval, self._previous[0])
         return interval * self._misses
@@ -89,9 +92,6 @@ class HealthMonitor:
         """Mark plugins unhealthy whose last heartbeat is too old; returns their ids."""
         now = self._clock.monotonic()
         interval = self._interval()
-        if interval != self._last_interval:
-            self._previous = (self._last_interval, now)
-            self._last_interval = interval
         if self._previous is not None and now - self._previous[1] > self._previous[0] * self._misses:
             self._previous = None  # every live plugin has heartbeated since and learned the new interval
         stale = [
@@ -99,7 +99,7 @@ class HealthMonitor:
             for r in self._store.all()
             if r.status == ACTIVE
             and r.health not in (UNHEALTHY, UNKNOWN)
-            and (r.last_heartbeat is None or now - r.last_heartbeat > self._limit(r.last_heartbeat, now))
+            and (r.last_heartbeat is None or now - r.last_heartbeat > self._limit(interval, r.last_heartbeat))
         ]
         for plugin_id in stale:
             self._store.set_health(plugin_id, UNHEALTHY)

@@ -58,6 +58,7 @@ async def test_a_changed_interval_gives_plugins_one_old_period_to_learn_it(tmp_p
 
     clock.advance(1)
     interval[0] = 2.0  # lowered live: limit 6 s for heartbeats after the change
+    monitor.interval_changed(10.0)
     assert monitor.sweep() == []
     clock.advance(1)
     monitor.heartbeat("late")  # its reply carried the new interval
