@@ -80,19 +80,21 @@ class LiveSettings:
             old = self._applied
             new = apply_overrides(self.base, stored)
             changed = [k for k in FIELDS if effective(old.config, k) != effective(new.config, k)]
-            who: dict[str, str] = {}
+            how: dict[str, tuple[str, str]] = {}
             for key in changed:
-                override = new.overrides.get(key)
-                who[key] = override.updated_by if override is not None else actor or await self._cleared_by(key)
+                if key in new.overrides:
+                    how[key] = ("override", new.overrides[key].updated_by)
+                elif key in stored:  # stored but refused: the lower layers' value applies
+                    how[key] = ("override refused", stored[key].updated_by)
+                else:
+                    how[key] = ("override cleared", actor or await self._cleared_by(key))
             self._applied = new
             for key in sorted(set(new.refused) - set(old.refused)):
                 _log.error("runtime override of %s not applied: %s", key, new.refused[key])
             for key in changed:
-                override = new.overrides.get(key)
                 _log.warning(
                     "core setting %s changed live: %s -> %s (%s, by %s)",
-                    key, effective(old.config, key), effective(new.config, key),
-                    "override" if override is not None else "override cleared", who[key],
+                    key, effective(old.config, key), effective(new.config, key), *how[key],
                 )
             if changed:
                 for listener in self._listeners:

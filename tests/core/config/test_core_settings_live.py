@@ -117,6 +117,19 @@ async def test_refused_override_stays_refused_and_reported(
         await live.refresh()
     assert caplog.records == []  # reported when first refused, not at every poll
 
+    # An applied override replaced by one the core refuses: the lower layer applies again.
+    await store.change("leaf_ttl_seconds", None, actor=ADMIN, reason="start over")
+    await store.change("event_max_backlog", "500", actor=ADMIN, reason="small disk")
+    assert await live.refresh() is True and live.current.events.max_backlog == 500
+    await store.change("event_max_backlog", "0", actor="user:usr_3", reason="no backlog")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vivified.core.settings._live"):
+        assert await live.refresh() is True
+    assert live.current.events.max_backlog == 100_000 and "event_max_backlog" in live.applied.refused
+    assert _records(caplog)[-1] == (
+        "core setting event_max_backlog changed live: 500 -> 100000 (override refused, by user:usr_3)")
+    assert len(heard) == 2
+
 
 @pytest.mark.asyncio
 async def test_poll_picks_up_another_writer_and_survives_a_database_failure(
