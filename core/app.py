@@ -1,5 +1,10 @@
 """The core process: wires CA, registry, policy, audit, metrics and the server.
 
+Runtime settings (the `runtime=True` keys administrators may override in the
+database) reach the components as zero-argument getters on the Core's
+LiveSettings, read when the component acts, so a change applies without a
+restart.
+
 `Core.start()` refuses to start on anything insecure or unreadable (key files
 readable by others, a corrupt policy file) and says why; nothing falls back to
 a weaker default."""
@@ -74,6 +79,7 @@ from vivified.core.registry._registry_service import RegistryService
 from vivified.core.server import Binding, build_server, check_cipher_suites
 from vivified.core.settings import (
     CoreSettingsAdmin,
+    LiveSettings,
     OverrideStore,
     apply_overrides,
     read_overrides,
@@ -122,6 +128,7 @@ class Core:
         self._monitor: HealthMonitor | None = None
         self._connector: PluginConnector | None = None
         self._events: EventBus | None = None
+        self.settings: LiveSettings | None = None
 
     def _load_ca(self) -> CertificateAuthority:
         ca_config = CAConfig(
@@ -160,8 +167,9 @@ class Core:
         check_cipher_suites(os.environ.get("GRPC_SSL_CIPHER_SUITES"))
         engine = create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
         # The top layer of the settings hierarchy: runtime overrides stored by
-        # administrators, applied before any component reads the config. A
-        # change made while running takes effect at the next start.
+        # administrators, applied before any component reads the config. While
+        # the core runs, LiveSettings applies changes (see below).
+        base = config
         try:
             overrides = apply_overrides(config, read_overrides(engine))
         except sa.exc.DBAPIError as exc:
@@ -170,6 +178,8 @@ class Core:
         config = self.config = overrides.config
         for key, problem in overrides.refused.items():
             _log.error("runtime override of %s not applied: %s", key, problem)
+        override_store = OverrideStore(engine, self.clock)
+        live = self.settings = LiveSettings(base, override_store, overrides, interval=config.settings_refresh_seconds)
         audit_dir = config.data_dir / "audit"
         audit_dir.mkdir(mode=0o700, exist_ok=True)
         signer = CheckpointSigner.load_or_create(audit_dir / "checkpoint.key")
@@ -243,7 +253,7 @@ class Core:
             ConfigService(
                 PluginConfigStore(engine, self.clock, keyring),
                 store.get,
-                CoreSettingsAdmin(OverrideStore(engine, self.clock), config, overrides.overrides),
+                CoreSettingsAdmin(override_store, live),
             ),
             config_pb2_grpc.add_ConfigServiceServicer_to_server,
             "vivified.config.v1.ConfigService",
@@ -258,7 +268,7 @@ class Core:
             authenticator=authenticator,
             plugin_lookup=store.get,
             streams=streams,
-            buckets=TokenBuckets(config.rate_limit, self.clock),
+            buckets=TokenBuckets(lambda: live.current.rate_limit, self.clock),
             policy_index=policy.index,
             on_decision=self.metrics.on_decision,
             audit=recorder,
@@ -272,11 +282,18 @@ class Core:
             store,
             self._connector,
             self.clock,
-            interval=config.heartbeat_interval_seconds,
+            interval=lambda: live.current.heartbeat_interval_seconds,
             misses=config.heartbeat_misses,
             init_timeout=config.init_timeout_seconds,
         )
         connector = self._connector
+        monitor = self._monitor
+
+        def heartbeat_changed(old: CoreConfig, new: CoreConfig) -> None:
+            if old.heartbeat_interval_seconds != new.heartbeat_interval_seconds:
+                monitor.interval_changed(old.heartbeat_interval_seconds)
+
+        live.subscribe(heartbeat_changed)
 
         async def revoked(plugin_id: str) -> None:
             record = store.get(plugin_id)
@@ -291,7 +308,8 @@ class Core:
             authenticator=authenticator,
             monitor=self._monitor,
             streams=streams,
-            heartbeat_interval=config.heartbeat_interval_seconds,
+            heartbeat_interval=lambda: live.current.heartbeat_interval_seconds,
+            leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
             on_revoked=revoked,
         )
         admin = AdminService(
@@ -305,7 +323,7 @@ class Core:
         lane = OperatorLane(
             policy=policy,
             forwarder=Forwarder(
-                config=config.gateway,
+                config=lambda: live.current.gateway,
                 lookup=store.get,
                 connector=self._connector,
                 clock=self.clock,
@@ -325,8 +343,8 @@ class Core:
             max_message_bytes=config.max_message_bytes,
         )
         self._events = EventBus(
-            config=config.events,
-            store=open_event_store(config.events, config.data_dir, self.clock),
+            config=lambda: live.current.events,
+            store=open_event_store(lambda: live.current.events, config.data_dir, self.clock),
             lookup=store.get,
             identify=authenticator.principal,
             audit=self._audit,
@@ -361,6 +379,7 @@ class Core:
         await self._server.start()
         metrics_port = self.metrics.serve(config.metrics_address)
         self._monitor.start()
+        live.start()
         self.running = RunningCore(
             pid=os.getpid(),
             listen_address=_with_port(config.listen_address, mtls_port),
@@ -388,6 +407,8 @@ class Core:
 
     async def stop(self, grace: float = 3.0) -> None:
         """Stop serving, finish in-flight calls, write the final audit checkpoint."""
+        if self.settings is not None:
+            await self.settings.stop()
         if self._monitor is not None:
             await self._monitor.stop()
         if self._server is not None:

@@ -77,10 +77,14 @@ class CoreConfig:
     created on first start."""
     secrets_key: str | None = field(default=None, repr=False)
     """`VIVIFIED_SECRETS_KEY` (comma-separated base64 keys); wins over the key file."""
+    settings_refresh_seconds: float = 3.0
+    """How often a running core re-reads the runtime overrides stored in the
+    database, so a change stored through another replica applies here within
+    this long (a change stored through this core applies at once)."""
     setting_sources: tuple[tuple[str, str], ...] = ()
     """(key, source) of each setting not at its built-in default: `file:<path>`,
-    `env:<VARIABLE>`, `flag`, or `database (set by <actor>: <reason>)` once the
-    core has applied the runtime overrides stored in its database."""
+    `env:<VARIABLE>`, `flag`, or `database (set by <actor>: <reason>)` for a
+    runtime override stored in the database that the core applies."""
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -90,5 +94,7 @@ class CoreConfig:
         if self.leaf_ttl_seconds > MAX_LEAF_TTL_SECONDS:
             # Short-lived plugin certificates are what bounds a stolen key.
             raise ValueError(f"leaf_ttl_seconds may be at most {MAX_LEAF_TTL_SECONDS} (one day)")
+        if not 0.1 <= self.settings_refresh_seconds <= 300:
+            raise ValueError("settings_refresh_seconds must be between 0.1 and 300")
         if self.heartbeat_interval_seconds <= 0 or self.heartbeat_misses < 1:
             raise ValueError("heartbeat interval must be positive and misses at least 1")

@@ -87,7 +87,7 @@ async def _chain_cpu_us(ca: CertificateAuthority, sink: Any, calls: int, concurr
         authenticator=Authenticator(PeerCertificateParser(ca.trust_domain), lambda serial: False),
         plugin_lookup={"bench": PluginView("active", frozenset())}.get,
         streams=StreamTracker(),
-        buckets=TokenBuckets(RateLimitConfig(rate_per_second=1e9, burst=10**9), SystemClock()),
+        buckets=TokenBuckets(lambda: RateLimitConfig(rate_per_second=1e9, burst=10**9), SystemClock()),
         policy_index=lambda: index,
         on_decision=lambda decision: None,
         audit=sink,

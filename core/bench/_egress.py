@@ -151,7 +151,7 @@ async def _core(
         authenticator=authenticator,
         plugin_lookup={record.plugin_id: PluginView(record.status, record.granted_traits)}.get,
         streams=StreamTracker(),
-        buckets=TokenBuckets(RateLimitConfig(rate_per_second=1e9, burst=10**9), clock),
+        buckets=TokenBuckets(lambda: RateLimitConfig(rate_per_second=1e9, burst=10**9), clock),
         policy_index=lambda: index,
         on_decision=lambda decision: None,
         audit=AuditRecorder(log),

@@ -147,8 +147,14 @@ class CertificateAuthority:
     def issuing_certificate(self) -> x509.Certificate:
         return self._issuing_cert
 
-    def issue_plugin_certificate(self, plugin_id: str, csr_pem: bytes) -> IssuedCertificate:
-        """Sign a plugin's CSR; identity, names, usages and lifetime come from policy."""
+    def issue_plugin_certificate(
+        self, plugin_id: str, csr_pem: bytes, *, lifetime: dt.timedelta | None = None
+    ) -> IssuedCertificate:
+        """Sign a plugin's CSR; identity, names and usages come from policy, the
+        lifetime from `lifetime` (the core's current leaf TTL setting) or else
+        the CA's configured `leaf_ttl`."""
+        if lifetime is not None and lifetime <= dt.timedelta(0):
+            raise ValueError("a plugin certificate's lifetime must be positive")
         td = self.trust_domain
         spiffe_id = plugin_spiffe_id(td, plugin_id)
         public_key = validate_csr(csr_pem, spiffe_id=spiffe_id)
@@ -158,7 +164,7 @@ class CertificateAuthority:
             spiffe_id=spiffe_id,
             dns_names=(plugin_dns_name(td, plugin_id),),
         )
-        return self._issue(profile, public_key, self._config.leaf_ttl)
+        return self._issue(profile, public_key, lifetime or self._config.leaf_ttl)
 
     def issue_core_certificate(self, key: SigningKey | SubjectPublicKey) -> IssuedCertificate:
         """The core's own server and client certificate."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -25,20 +26,24 @@ class RateLimitConfig:
 
 
 class TokenBuckets:
-    """Token buckets keyed by actor; least recently used keys are evicted."""
+    """Token buckets keyed by actor; least recently used keys are evicted.
 
-    def __init__(self, config: RateLimitConfig, clock: Clock) -> None:
+    `config` is read at every take, so a changed rate or burst applies at once
+    (a lowered burst caps the tokens a bucket holds)."""
+
+    def __init__(self, config: Callable[[], RateLimitConfig], clock: Clock) -> None:
         self._config = config
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def take(self, key: str) -> bool:
+        config = self._config()
         now = self._clock.monotonic()
-        tokens, last = self._buckets.pop(key, (float(self._config.burst), now))
-        tokens = min(float(self._config.burst), tokens + (now - last) * self._config.rate_per_second)
+        tokens, last = self._buckets.pop(key, (float(config.burst), now))
+        tokens = min(float(config.burst), tokens + (now - last) * config.rate_per_second)
         allowed = tokens >= 1.0
         self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._buckets) > self._config.max_tracked_principals:
+        if len(self._buckets) > config.max_tracked_principals:
             self._buckets.popitem(last=False)
         return allowed
 

@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "show",
         help="print every core setting with its source",
         description="Effective core settings. Precedence: default < config file < VIVIFIED_* environment < flags "
-        "< runtime overrides stored in the database (vivified config core set), which apply at the core's next start.",
+        "< runtime overrides stored in the database (vivified config core set), which a running core applies live.",
     )
     show.add_argument("--data-dir", help="keys, database and audit checkpoints (default ./.vivified)")
     add_core_flags(show)

@@ -1,7 +1,9 @@
 """`vivified config core set|unset|list|history` against a running core, with
 the operator certificate from the data dir (or as the user of `VIVIFIED_API_KEY`,
 who needs config_manager): runtime overrides of the core's
-own settings, stored in its database and applied at its next start."""
+own settings, stored in its database and applied by the running core: the core
+that answers applies a change before it replies, other replicas sharing the
+database within their settings refresh interval."""
 
 from __future__ import annotations
 
@@ -25,21 +27,22 @@ from vivified.core.settings import RUNTIME_KEYS
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     core = verbs.add_parser(
-        "core", help="runtime overrides of core settings on a running core (applied at its next start)",
+        "core", help="runtime overrides of core settings on a running core (applied live, without a restart)",
         description="Runtime overrides of core settings, the top layer above defaults, config file, environment "
-        "and flags. Stored in the core's database, audited with --reason and kept in history; the core applies "
-        f"them at its next start. Overridable: {', '.join(RUNTIME_KEYS)}.",
+        "and flags. Stored in the core's database, audited with --reason and kept in history. The core that "
+        "answers applies a change before it replies; other replicas sharing the database apply it within their "
+        f"settings refresh interval (--settings-refresh, default 3 s). Overridable: {', '.join(RUNTIME_KEYS)}.",
     )
     core.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
     core.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")
     core.add_argument("--json", action="store_true", help="print JSON")
     actions = core.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="every overridable setting: value and source at start, stored override")
+    actions.add_parser("list", help="every overridable setting: the value this core applies now, its source, the stored override")
     change = actions.add_parser("set", help="store an override (typed and checked like the config file)")
     change.add_argument("key")
     change.add_argument("value")
     change.add_argument("--reason", required=True, help="why; kept in history and the audit log")
-    clear = actions.add_parser("unset", help="remove an override (lower layers apply from the next start)")
+    clear = actions.add_parser("unset", help="remove an override (the lower layers' value applies at once)")
     clear.add_argument("key")
     clear.add_argument("--reason", required=True, help="why; kept in history and the audit log")
     history = actions.add_parser("history", help="override changes, newest first")
@@ -72,7 +75,9 @@ def _row(setting: pb.CoreSetting) -> str:
         f"override {setting.override_value} by {setting.override_actor}: {setting.override_reason}"
         if setting.has_override else "no override"
     )
-    pending = "; takes effect at the next start" if setting.pending_restart else ""
+    # pending_restart: the stored override is not (yet) what this core applies
+    # (another replica stored it since this core's last refresh, or it was refused).
+    pending = "; not (yet) applied by this core" if setting.pending_restart else ""
     return f"{setting.key:28} {setting.effective_value:12} {setting.source} | {stored}{pending}"
 
 

@@ -103,6 +103,10 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         "--breaker-cooldown", type=float, metavar="SECONDS", help="operator-lane circuit open time (default 5)"
     )
     parser.add_argument(
+        "--settings-refresh", dest="settings_refresh_seconds", type=float, metavar="SECONDS",
+        help="how often the core re-reads runtime overrides other replicas stored (default 3)",
+    )
+    parser.add_argument(
         "--secrets-key-file", type=pathlib.Path, metavar="FILE",
         help="keys sealing secret plugin config values, mode 0600 (default <data-dir>/config/secrets.key, created); "
         "$VIVIFIED_SECRETS_KEY wins over it",
@@ -121,6 +125,7 @@ _EVENT_FIELDS = {
 _CORE_FIELDS = (
     "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
     "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds", "secrets_key_file", "secrets_key",
+    "settings_refresh_seconds",
 )
 
 

@@ -22,6 +22,7 @@ from vivified.core.db._errors import (
     MigrationFailed,
     SchemaNotCurrent,
     describe_url,
+    driver_message,
     unavailable,
 )
 from vivified.core.db._grants import grant_app_role
@@ -44,6 +45,7 @@ __all__ = [
     "SchemaNotCurrent",
     "create_engine_for",
     "describe_url",
+    "driver_message",
     "grant_app_role",
     "load_migrations",
     "metadata",

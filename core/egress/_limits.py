@@ -14,7 +14,8 @@ from vivified.core.egress._errors import exhausted
 
 class PluginLimits:
     def __init__(self, *, rate_per_second: float, burst: int, concurrency: int, clock: Clock) -> None:
-        self._buckets = TokenBuckets(RateLimitConfig(rate_per_second=rate_per_second, burst=burst), clock)
+        limit = RateLimitConfig(rate_per_second=rate_per_second, burst=burst)
+        self._buckets = TokenBuckets(lambda: limit, clock)
         self._concurrency = concurrency
         self._in_flight: dict[str, int] = {}
 

@@ -33,23 +33,32 @@ class EventMetrics(Protocol):
     def on_dead_letters_dropped(self, subscription: str, count: int) -> None: ...
 
 
-def open_event_store(config: EventsConfig, data_dir: pathlib.Path, clock: Clock) -> EventStore:
-    """Redis Streams when a Redis URL is configured, else the embedded store in the data dir."""
-    if config.redis_url:
+def open_event_store(config: Callable[[], EventsConfig], data_dir: pathlib.Path, clock: Clock) -> EventStore:
+    """Redis Streams when a Redis URL is configured, else the embedded store in
+    the data dir. `config` returns the current settings; the store reads it at
+    each use, so the runtime settings apply without a restart."""
+    redis_url = config().redis_url
+    if redis_url:
         # Imported only when configured: the embedded default never loads the Redis client.
         from vivified.core.events._redis import RedisEventStore
 
-        return RedisEventStore(config.redis_url, config, clock)
+        return RedisEventStore(redis_url, config, clock)
     return EmbeddedEventStore(data_dir / "events.db", config, clock)
 
 
+def _publish_limit(config: EventsConfig) -> RateLimitConfig:
+    return RateLimitConfig(config.publish_rate, config.publish_burst)
+
+
 class EventBus:
-    """Store, publish path, subscription sessions, admin service and housekeeping."""
+    """Store, publish path, subscription sessions, admin service and housekeeping.
+    `config` returns the current settings: the publish rate, and what the store
+    and monitor read, follow runtime changes; `prefetch` is read once."""
 
     def __init__(
         self,
         *,
-        config: EventsConfig,
+        config: Callable[[], EventsConfig],
         store: EventStore,
         lookup: PluginLookup,
         identify: Callable[[Context], Principal],
@@ -63,7 +72,7 @@ class EventBus:
         publisher = Publisher(
             store=store,
             stamper=stamper,
-            buckets=TokenBuckets(RateLimitConfig(config.publish_rate, config.publish_burst), clock),
+            buckets=TokenBuckets(lambda: _publish_limit(config()), clock),
             lookup=lookup,
             audit=audit,
         )
@@ -81,7 +90,7 @@ class EventBus:
             identify=identify,
             session=session,
             record_open=record_open,
-            prefetch=config.prefetch,
+            prefetch=config().prefetch,
         )
         self.admin = EventAdminService(store)
         self._monitor = BacklogMonitor(

@@ -70,17 +70,23 @@ class _Waiter:
 class EmbeddedEventStore:
     """`EventStore` on a local SQLite file (see the module docstring)."""
 
-    def __init__(self, path: pathlib.Path, config: EventsConfig, clock: Clock) -> None:
+    def __init__(self, path: pathlib.Path, config: Callable[[], EventsConfig], clock: Clock) -> None:
         self._path = path
-        self._config = config
+        self._current = config
         self._clock = clock
         self._worker = SqliteWorker(path, sql.create_schema)
         self._guard = StoreGuard(
-            clock, config.store_timeout_seconds, describe=f"sqlite file {path.name}", failure_types=(sqlite3.Error, OSError)
+            clock, config().store_timeout_seconds, describe=f"sqlite file {path.name}", failure_types=(sqlite3.Error, OSError)
         )
         self._waiters: set[_Waiter] = set()
         self._types: dict[str, frozenset[str]] = {}
         self._started = False
+
+    @property
+    def _config(self) -> EventsConfig:
+        # Read at each use: the runtime settings (ack timeout, attempts, dedupe
+        # window, backlog cap) may change while the core runs.
+        return self._current()
 
     def _now_ms(self) -> int:
         return int(self._clock.now().timestamp() * 1000)

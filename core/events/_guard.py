@@ -35,7 +35,7 @@ class StoreGuard:
         self._timeout = timeout
         self._describe = describe
         self._failure_types = failure_types
-        self._breakers = CircuitBreakers(clock, failures=_FAILURES, cooldown_seconds=timeout)
+        self._breakers = CircuitBreakers(clock, failures=_FAILURES, cooldown_seconds=lambda: timeout)
 
     async def run(self, start: Callable[[], Awaitable[T]], *, extra_seconds: float = 0.0) -> T:
         """Start the operation (only if the breaker lets it through, so a refused

@@ -40,7 +40,7 @@ class BacklogMonitor:
         store: EventStore,
         stamper: EnvelopeStamper,
         audit: AuditLog,
-        config: EventsConfig,
+        config: Callable[[], EventsConfig],
         on_lag: Callable[[Iterable[SubscriptionLag]], None],
         on_lost: Callable[[str, int], None],
         on_dead_letters_dropped: Callable[[str, int], None],
@@ -49,13 +49,17 @@ class BacklogMonitor:
         self._store = store
         self._stamper = stamper
         self._audit = audit
-        self._config = config
+        self._current = config
         self._on_lag = on_lag
         self._on_lost = on_lost
         self._on_dead_letters_dropped = on_dead_letters_dropped
         self._interval = interval
         self._alerted: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def _config(self) -> EventsConfig:
+        return self._current()  # the backlog cap may change while the core runs
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())

@@ -56,7 +56,7 @@ import json
 import logging
 import re
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -119,10 +119,10 @@ def _describe(url: str) -> str:
 class RedisEventStore:
     """`EventStore` on Redis Streams (see the module docstring)."""
 
-    def __init__(self, url: str, config: EventsConfig, clock: Clock) -> None:
-        self._config = config
+    def __init__(self, url: str, config: Callable[[], EventsConfig], clock: Clock) -> None:
+        self._current = config
         self._clock = clock
-        timeout = config.store_timeout_seconds
+        timeout = config().store_timeout_seconds
         # One immediate retry on a connection error: after a Redis restart every
         # pooled connection is stale once. A retried command is safe here: a
         # repeated append is deduplicated (within the window), a repeated read leaves entries pending
@@ -147,6 +147,12 @@ class RedisEventStore:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._closed = False
         self._coalescer = AppendCoalescer(self._append_now, timeout)
+
+    @property
+    def _config(self) -> EventsConfig:
+        # Read at each use: the runtime settings (ack timeout, attempts, dedupe
+        # window, backlog cap) may change while the core runs.
+        return self._current()
 
     # Keys -----------------------------------------------------------------
 

@@ -3,6 +3,7 @@ half-open probe after a cooldown, closed again on success."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vivified.core.clock import Clock
@@ -21,7 +22,9 @@ class _State:
 class CircuitBreakers:
     """Breaker state for every target, keyed by plugin id."""
 
-    def __init__(self, clock: Clock, *, failures: int, cooldown_seconds: float) -> None:
+    def __init__(self, clock: Clock, *, failures: int, cooldown_seconds: Callable[[], float]) -> None:
+        """`cooldown_seconds` is read whenever an open circuit is checked, so a
+        changed cooldown applies to circuits already open."""
         self._clock = clock
         self._threshold = failures
         self._cooldown = cooldown_seconds
@@ -33,7 +36,7 @@ class CircuitBreakers:
     def allow(self, target: str) -> bool:
         """May a call go to `target` now? In half-open, only one probe may."""
         entry = self._targets.setdefault(target, _State())
-        if entry.state == OPEN and self._clock.monotonic() - entry.opened_at >= self._cooldown:
+        if entry.state == OPEN and self._clock.monotonic() - entry.opened_at >= self._cooldown():
             entry.state, entry.probing = HALF_OPEN, False
         if entry.state == CLOSED:
             return True

@@ -78,7 +78,7 @@ class Forwarder:
     def __init__(
         self,
         *,
-        config: GatewayConfig,
+        config: Callable[[], GatewayConfig],
         lookup: Callable[[str], PluginRecord | None],
         connector: PluginConnector,
         clock: Clock,
@@ -86,17 +86,23 @@ class Forwarder:
         jitter: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._config = config
+        self._current = config
         self._lookup = lookup
         self._connector = connector
         self._clock = clock
+        fixed = config()
         self._breakers = CircuitBreakers(
-            clock, failures=config.breaker_failures, cooldown_seconds=config.breaker_cooldown_seconds
+            clock, failures=fixed.breaker_failures, cooldown_seconds=lambda: self._config.breaker_cooldown_seconds
         )
-        self._bulkheads = Bulkheads(config.max_in_flight_per_target)
+        self._bulkheads = Bulkheads(fixed.max_in_flight_per_target)
         self._on_breaker = on_breaker
         self._jitter = jitter
         self._sleep = sleep
+
+    @property
+    def _config(self) -> GatewayConfig:
+        # Read at each use: the deadline cap and breaker cooldown may change while the core runs.
+        return self._current()
 
     def _routable(self, target: str) -> PluginRecord:
         record = self._lookup(target)

@@ -1,12 +1,19 @@
 """Plugin liveness: Init after registration, then heartbeats.
 
 A plugin whose Init fails, or that misses `misses` heartbeat intervals,
-becomes unhealthy; the core routes nothing to it until heartbeats resume."""
+becomes unhealthy; the core routes nothing to it until heartbeats resume.
+
+The interval may change while the core runs (`interval` returns the current
+one; the core calls `interval_changed` when it changes). A plugin learns the new
+interval from its next heartbeat reply, so a plugin whose last heartbeat came
+before the change is judged by the longer of the old and new intervals until it
+has had `misses` old intervals to heartbeat; the sweep then uses the new one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from vivified.core.clock import Clock
 from vivified.core.registry._connector import PluginConnector
@@ -31,7 +38,7 @@ class HealthMonitor:
         connector: PluginConnector,
         clock: Clock,
         *,
-        interval: float,
+        interval: Callable[[], float],
         misses: int,
         init_timeout: float,
     ) -> None:
@@ -39,6 +46,8 @@ class HealthMonitor:
         self._connector = connector
         self._clock = clock
         self._interval = interval
+        # (interval before the last change, monotonic time of the change)
+        self._previous: tuple[float, float] | None = None
         self._misses = misses
         self._init_timeout = init_timeout
         self._tasks: set[asyncio.Task[None]] = set()
@@ -69,16 +78,28 @@ class HealthMonitor:
             self._store.set_health(plugin_id, HEALTHY)
             _log.info("plugin %s is heartbeating again", plugin_id)
 
+    def interval_changed(self, before: float) -> None:
+        """The heartbeat interval just changed from `before` to `interval()`."""
+        self._previous = (before, self._clock.monotonic())
+
+    def _limit(self, interval: float, last_heartbeat: float) -> float:
+        """How long a plugin whose last heartbeat was at `last_heartbeat` may stay silent."""
+        if self._previous is not None and last_heartbeat < self._previous[1]:
+            interval = max(interval, self._previous[0])
+        return interval * self._misses
+
     def sweep(self) -> list[str]:
         """Mark plugins unhealthy whose last heartbeat is too old; returns their ids."""
-        limit = self._interval * self._misses
         now = self._clock.monotonic()
+        interval = self._interval()
+        if self._previous is not None and now - self._previous[1] > self._previous[0] * self._misses:
+            self._previous = None  # every live plugin has heartbeated since and learned the new interval
         stale = [
             r.plugin_id
             for r in self._store.all()
             if r.status == ACTIVE
             and r.health not in (UNHEALTHY, UNKNOWN)
-            and (r.last_heartbeat is None or now - r.last_heartbeat > limit)
+            and (r.last_heartbeat is None or now - r.last_heartbeat > self._limit(interval, r.last_heartbeat))
         ]
         for plugin_id in stale:
             self._store.set_health(plugin_id, UNHEALTHY)
@@ -87,7 +108,7 @@ class HealthMonitor:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._interval / 2)
+            await asyncio.sleep(self._interval() / 2)
             self.sweep()
 
     async def stop(self) -> None:

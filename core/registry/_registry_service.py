@@ -4,6 +4,7 @@ Heartbeat and Deregister (mTLS port)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import ipaddress
 from collections.abc import Callable
@@ -61,7 +62,13 @@ def validate_endpoint(endpoint: str) -> str:
 
 
 class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
-    """Admits plugins and keeps their identity fresh."""
+    """Admits plugins and keeps their identity fresh.
+
+    `heartbeat_interval` and `leaf_ttl` return the core's current settings: a
+    certificate issued or renewed gets the leaf TTL in force then, and every
+    Register and Heartbeat reply tells the plugin the interval in force then
+    (the SDK adopts it from each reply, so a registered plugin switches at its
+    next heartbeat)."""
 
     def __init__(
         self,
@@ -72,7 +79,8 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         authenticator: Authenticator,
         monitor: HealthMonitor,
         streams: StreamTracker,
-        heartbeat_interval: float,
+        heartbeat_interval: Callable[[], float],
+        leaf_ttl: Callable[[], dt.timedelta],
         on_revoked: Callable[[str], Any],
     ) -> None:
         self._store = store
@@ -81,8 +89,12 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         self._authn = authenticator
         self._monitor = monitor
         self._streams = streams
-        self._interval = int(max(1, round(heartbeat_interval)))
+        self._heartbeat_interval = heartbeat_interval
+        self._leaf_ttl = leaf_ttl
         self._on_revoked = on_revoked
+
+    def _interval(self) -> int:
+        return int(max(1, round(self._heartbeat_interval())))
 
     async def Register(
         self, request: registry_pb2.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -115,7 +127,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
                 reason="TRAIT_NOT_GRANTED",
                 domain=_DOMAIN,
             )
-        issued = self._ca.issue_plugin_certificate(manifest.id, request.csr_pem.encode())
+        issued = self._ca.issue_plugin_certificate(manifest.id, request.csr_pem.encode(), lifetime=self._leaf_ttl())
         not_after = int(issued.not_after.timestamp())
         record = await self._store.register(manifest.id, token_hash, digest, endpoint, issued.serial, not_after)
         self._monitor.registered(record)
@@ -124,14 +136,14 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
             ca_certificate_pem=self._ca.root_pem.decode(),
             spiffe_id=f"spiffe://{self._ca.trust_domain}/plugin/{manifest.id}",
             expire_time=_timestamp(not_after),
-            heartbeat_interval_seconds=self._interval,
+            heartbeat_interval_seconds=self._interval(),
         )
 
     async def RenewCertificate(
         self, request: registry_pb2.RenewCertificateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> registry_pb2.RenewCertificateResponse:
         plugin_id = self._authn.principal(context).id
-        issued = self._ca.issue_plugin_certificate(plugin_id, request.csr_pem.encode())
+        issued = self._ca.issue_plugin_certificate(plugin_id, request.csr_pem.encode(), lifetime=self._leaf_ttl())
         not_after = int(issued.not_after.timestamp())
         await self._store.record_certificate(f"plugin/{plugin_id}", issued.serial, not_after)
         return registry_pb2.RenewCertificateResponse(
@@ -142,7 +154,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         self, request: registry_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> registry_pb2.HeartbeatResponse:
         self._monitor.heartbeat(self._authn.principal(context).id)
-        return registry_pb2.HeartbeatResponse(heartbeat_interval_seconds=self._interval)
+        return registry_pb2.HeartbeatResponse(heartbeat_interval_seconds=self._interval())
 
     async def Deregister(
         self, request: registry_pb2.DeregisterRequest, context: grpc.aio.ServicerContext[Any, Any]

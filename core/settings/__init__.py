@@ -1,11 +1,13 @@
 """The core's settings: one table of every setting (type, variable, flag,
 whether administrators may override it at runtime), the parsing every layer
 shares, and the top layer of the hierarchy — runtime overrides stored in the
-database, applied when the core starts.
+database, applied by a running core without a restart.
 
     SETTINGS / resolve      defaults < config file < environment and flags (the CLI reads them)
     OverrideStore           overrides and their history in the database
     apply_overrides         the database layer on top of a built CoreConfig
+    LiveSettings            the effective config a running core applies, re-read after
+                            each change on this core and polled for other replicas' changes
     CoreSettingsAdmin       Set/Clear/ListCoreSettings and history behind ConfigService
 
 Errors: SettingsError (a value the core cannot accept); over gRPC
@@ -25,6 +27,7 @@ from vivified.core.settings._apply import (
     overridable,
     parse_override,
 )
+from vivified.core.settings._live import LiveSettings
 from vivified.core.settings._store import (
     Override,
     OverrideChange,
@@ -51,6 +54,7 @@ __all__ = [
     "SETTINGS",
     "Applied",
     "CoreSettingsAdmin",
+    "LiveSettings",
     "NotOverridable",
     "Override",
     "OverrideChange",

@@ -1,5 +1,7 @@
 """The core-settings half of ConfigService: administrators store, clear and
-list runtime overrides; the core applies them at its next start.
+list runtime overrides. A Set or Clear returns once this core applies the
+change (LiveSettings re-reads the overrides); other replicas sharing the
+database apply it at their next poll.
 
 Policy admits the same callers as plugin configuration (operators and
 `config_manager` users). Every change needs a reason and is audited (the
@@ -8,12 +10,9 @@ reason) and kept in history."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from google.protobuf import timestamp_pb2
 from vivified.config.v1 import config_pb2 as pb
 from vivified.core.chain import annotate, current_call
-from vivified.core.config import CoreConfig
 from vivified.core.errors import InvalidArgument, PermissionDenied
 from vivified.core.settings._apply import (
     NotOverridable,
@@ -22,6 +21,7 @@ from vivified.core.settings._apply import (
     overridable,
     parse_override,
 )
+from vivified.core.settings._live import LiveSettings
 from vivified.core.settings._store import Override, OverrideStore
 from vivified.core.settings._table import BY_KEY, RUNTIME_KEYS, SettingsError
 
@@ -48,23 +48,24 @@ def _reason(text: str) -> str:
 
 
 class CoreSettingsAdmin:
-    """Overrides of this core's settings: `started` is the config it started
-    with (overrides applied), `applied` the overrides that took effect then."""
+    """Overrides of this core's settings, stored in `store` and applied by `live`."""
 
-    def __init__(self, store: OverrideStore, started: CoreConfig, applied: Mapping[str, Override]) -> None:
+    def __init__(self, store: OverrideStore, live: LiveSettings) -> None:
         self._store = store
-        self._started = started
-        self._applied = dict(applied)
-        self._sources = dict(started.setting_sources)
+        self._live = live
 
     def _entry(self, key: str, stored: Override | None) -> pb.CoreSetting:
-        applied = self._applied.get(key)
+        now = self._live.applied
+        applied = now.overrides.get(key)
         entry = pb.CoreSetting(
             key=key,
             type=BY_KEY[key].kind,
-            effective_value=str(effective(self._started, key)),
-            source=database_source(applied) if applied is not None else self._sources.get(key, "default"),
+            effective_value=str(effective(now.config, key)),
+            source=database_source(applied) if applied is not None else dict(now.config.setting_sources).get(
+                key, "default"),
             has_override=stored is not None,
+            # The stored override is not (yet) what this core applies: another
+            # replica changed it since this core's last poll, or it was refused.
             pending_restart=(stored.value if stored else None) != (applied.value if applied else None),
         )
         if stored is not None:
@@ -81,7 +82,7 @@ class CoreSettingsAdmin:
         reason = _reason(reason)
         annotate(change_reason=reason)
         try:
-            canonical = None if value is None else parse_override(self._started, key, value)[1]
+            canonical = None if value is None else parse_override(self._live.base, key, value)[1]
             overridable(key)
         except NotOverridable as exc:
             raise InvalidArgument(str(exc), reason="SETTING_NOT_OVERRIDABLE", domain=_DOMAIN) from None
@@ -91,14 +92,18 @@ class CoreSettingsAdmin:
 
     async def set(self, request: pb.SetCoreSettingRequest) -> pb.SetCoreSettingResponse:
         value, reason = self._checked(request.key, request.value, request.reason)
-        await self._store.change(request.key, value, actor=_actor(), reason=reason)
+        actor = _actor()
+        await self._store.change(request.key, value, actor=actor, reason=reason)
+        await self._live.refresh(actor)
         stored = (await self._store.overrides()).get(request.key)
         return pb.SetCoreSettingResponse(setting=self._entry(request.key, stored))
 
     async def clear(self, request: pb.ClearCoreSettingRequest) -> pb.ClearCoreSettingResponse:
         _, reason = self._checked(request.key, None, request.reason)
+        actor = _actor()
         if request.key in await self._store.overrides():
-            await self._store.change(request.key, None, actor=_actor(), reason=reason)
+            await self._store.change(request.key, None, actor=actor, reason=reason)
+        await self._live.refresh(actor)
         return pb.ClearCoreSettingResponse(setting=self._entry(request.key, None))
 
     async def list(self) -> pb.ListCoreSettingsResponse:

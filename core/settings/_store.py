@@ -2,9 +2,9 @@
 
 A change is one write transaction: the old row is read, the override written
 or deleted and the history row added together, so history never misses or
-invents a change. `read_overrides` is synchronous: the core calls it once at
-start, before its event loop work begins, and `vivified config show` calls it
-without a running core."""
+invents a change. `read_overrides` is synchronous: the core calls it at start,
+before its event loop work begins, and `vivified config show` calls it without
+a running core; while the core runs, LiveSettings reads through `overrides`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from vivified.core.clock import Clock
-from vivified.core.db import write_transaction
+from vivified.core.db import driver_message, write_transaction
 from vivified.core.settings._schema import history_table, overrides_table
 
 _PG_LOCK_KEY = 0x766976_636F7265  # "viv" "core"
@@ -57,6 +57,10 @@ class OverrideStore:
         self._engine = engine
         self._clock = clock
 
+    def explain(self, exc: BaseException) -> str:
+        """A failure reading or writing overrides on one line, the database password cut out."""
+        return driver_message(exc, self._engine.url)
+
     async def overrides(self) -> dict[str, Override]:
         return await asyncio.to_thread(read_overrides, self._engine)
 
@@ -85,15 +89,16 @@ class OverrideStore:
 
         return await asyncio.to_thread(write)
 
-    async def history(self, limit: int) -> list[OverrideChange]:
+    async def history(self, limit: int, key: str | None = None) -> list[OverrideChange]:
+        """The newest `limit` changes, of `key` only when given."""
+
         def read() -> list[OverrideChange]:
             h = history_table
+            query = sa.select(h.c.key, h.c.old_value, h.c.new_value, h.c.changed_by, h.c.reason, h.c.changed_at)
+            if key is not None:
+                query = query.where(h.c.key == key)
             with self._engine.connect() as conn:
-                rows = conn.execute(
-                    sa.select(h.c.key, h.c.old_value, h.c.new_value, h.c.changed_by, h.c.reason, h.c.changed_at)
-                    .order_by(h.c.change_id.desc())
-                    .limit(limit)
-                ).all()
+                rows = conn.execute(query.order_by(h.c.change_id.desc()).limit(limit)).all()
             return [OverrideChange(*r) for r in rows]
 
         return await asyncio.to_thread(read)

@@ -3,7 +3,8 @@
 Precedence, lowest to highest: built-in defaults < config file (`--config` /
 `VIVIFIED_CONFIG_FILE`) < environment (`VIVIFIED_*`) and command-line flags
 (a flag beats its variable) < runtime overrides administrators store in the
-database (`runtime=True` settings only, applied when the core starts). The
+database (`runtime=True` settings only, applied by the running core: at once on
+the replica that stored them, within `settings_refresh_seconds` on the others). The
 file holds what an installation keeps; the environment what a deployment
 (container, unit file) sets; flags what the operator chooses for this one run.
 Every resolved value carries its source: `default`, `file:<path>`,
@@ -76,6 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("call_rate", "float", "VIVIFIED_CALL_RATE", "--call-rate", runtime=True),
     Setting("max_call_deadline", "float", "VIVIFIED_MAX_CALL_DEADLINE", "--max-call-deadline", runtime=True),
     Setting("breaker_cooldown", "float", "VIVIFIED_BREAKER_COOLDOWN", "--breaker-cooldown", runtime=True),
+    Setting(
+        "settings_refresh_seconds", "float", "VIVIFIED_SETTINGS_REFRESH_SECONDS", "--settings-refresh",
+    ),
     Setting("secrets_key_file", "path", "VIVIFIED_SECRETS_KEY_FILE", "--secrets-key-file"),
     Setting("secrets_key", "secret", "VIVIFIED_SECRETS_KEY", "(environment only)", in_file=False),
 )

@@ -18,7 +18,7 @@ from vivified.core.events._store import NewEvent
 
 
 async def main(path: pathlib.Path, subscription: str) -> None:
-    store = EmbeddedEventStore(path, EventsConfig(), SystemClock())
+    store = EmbeddedEventStore(path, lambda: EventsConfig(), SystemClock())
     await store.start()
     await store.subscribe(subscription, ["OrderPlaced"])
     print("ready", flush=True)

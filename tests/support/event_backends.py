@@ -23,11 +23,16 @@ TEST_CONFIG: dict[str, Any] = {
 
 @dataclass
 class Backend:
-    open: Callable[[EventsConfig], Awaitable[EventStore]]
+    open: Callable[[Callable[[], EventsConfig]], Awaitable[EventStore]]
     elapse: Callable[[float], Awaitable[None]]
     stores: list[EventStore] = field(default_factory=list)
 
     async def make(self, **overrides: Any) -> EventStore:
-        store = await self.open(EventsConfig(**{**TEST_CONFIG, **overrides}))
+        config = EventsConfig(**{**TEST_CONFIG, **overrides})
+        return await self.make_live(lambda: config)
+
+    async def make_live(self, current: Callable[[], EventsConfig]) -> EventStore:
+        """A store reading `current()` at each use, as the core's live settings give it."""
+        store = await self.open(current)
         self.stores.append(store)
         return store

@@ -117,7 +117,7 @@ async def harness(tmp_path: pathlib.Path) -> AsyncIterator[Harness]:
         authenticator=Authenticator(PeerCertificateParser("vivified.local"), lambda serial: False),
         plugin_lookup=views.get,
         streams=streams,
-        buckets=TokenBuckets(RateLimitConfig(rate_per_second=1.0, burst=5), clock),
+        buckets=TokenBuckets(lambda: RateLimitConfig(rate_per_second=1.0, burst=5), clock),
         policy_index=lambda: index_holder[0],
         on_decision=lambda decision: None,
         audit=AuditRecorder(log),

@@ -1,7 +1,7 @@
 """Runtime overrides of core settings on a real core: the database layer beats
-environment and flags from the next start on, every change is audited with
-who and why and kept in history, bootstrap keys and mistyped values are
-refused, and only configuration administrators may change them."""
+environment and flags at once and again at the next start, every change is
+audited with who and why and kept in history, bootstrap keys and mistyped
+values are refused, and only configuration administrators may change them."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ async def _refused(core: CoreProcess, key: str, value: str, reason: str) -> grpc
 
 
 @pytest.mark.asyncio
-async def test_override_audited_applied_at_restart_and_shown(tmp_path: pathlib.Path) -> None:
+async def test_override_audited_applied_live_kept_at_restart_and_shown(tmp_path: pathlib.Path) -> None:
     data_dir = tmp_path / "data"
     core = start_core(data_dir, *FLAGS, env=clean_env(**ENV))
     try:
@@ -79,10 +79,12 @@ async def test_override_audited_applied_at_restart_and_shown(tmp_path: pathlib.P
         done = _cli(core, "set", "event_max_attempts", "9",
                        "--reason", "flaky consumer needs more tries")
         assert done.returncode == 0, done.stderr
-        assert "override 9 by operator:admin" in done.stdout and "takes effect at the next start" in done.stdout
+        assert "override 9 by operator:admin" in done.stdout and "not (yet) applied" not in done.stdout
+        assert done.stdout.split()[:2] == ["event_max_attempts", "9"] and DB_SOURCE in done.stdout  # applied now
         answer = await _call(core, "SetCoreSetting", pb.SetCoreSettingRequest(
             key="breaker_cooldown", value=" 7.5 ", reason="slow upstream recovers late"))
-        assert answer.setting.override_value == "7.5" and answer.setting.pending_restart  # type: ignore[attr-defined]
+        setting = answer.setting  # type: ignore[attr-defined]
+        assert (setting.override_value, setting.effective_value, setting.pending_restart) == ("7.5", "7.5", False)
 
         # Refusals: a bootstrap key, an unknown key, a mistyped and an out-of-range value.
         bootstrap = await _refused(core, "database_url", "sqlite:////tmp/elsewhere.db", "SETTING_NOT_OVERRIDABLE")
@@ -106,18 +108,22 @@ async def test_override_audited_applied_at_restart_and_shown(tmp_path: pathlib.P
 
         for key, value in (("leaf_ttl_seconds", "900"), ("heartbeat_interval_seconds", "3")):
             await _call(core, "SetCoreSetting", pb.SetCoreSettingRequest(key=key, value=value, reason="tighter"))
+        # Applied live: a plugin registering now gets the new interval and leaf lifetime.
         plugin = await admitted_plugin(core, "before-restart")
-        assert plugin.response.heartbeat_interval_seconds == 5  # not yet: next start
+        assert plugin.response.heartbeat_interval_seconds == 3
+        remaining = plugin.leaf.not_valid_after_utc - dt.datetime.now(dt.UTC)
+        assert 840 <= remaining.total_seconds() <= 905  # 900 s, not the default 3600
 
-        pending = await _settings(core)
-        attempts = pending["event_max_attempts"]
-        assert (attempts.effective_value, attempts.override_value, attempts.pending_restart) == ("4", "9", True)
+        live = await _settings(core)
+        attempts = live["event_max_attempts"]
+        assert (attempts.effective_value, attempts.override_value, attempts.pending_restart) == ("9", "9", False)
+        assert attempts.source == DB_SOURCE
         assert attempts.override_actor == "operator:admin"
         assert attempts.override_reason == "flaky consumer needs more tries"
     finally:
         stop_process(core.process)
 
-    # The next start applies the overrides above environment and flags.
+    # The next start applies the stored overrides above environment and flags again.
     core = start_core(data_dir, *FLAGS, env=clean_env(**ENV))
     try:
         after = await _settings(core)
@@ -139,7 +145,8 @@ async def test_override_audited_applied_at_restart_and_shown(tmp_path: pathlib.P
 
         cleared = _cli(core, "unset", "event_max_attempts", "--reason", "consumer fixed")
         assert cleared.returncode == 0, cleared.stderr
-        assert "no override; takes effect at the next start" in cleared.stdout
+        assert cleared.stdout.split()[:3] == ["event_max_attempts", "4", "env:VIVIFIED_EVENT_MAX_ATTEMPTS"]
+        assert "no override" in cleared.stdout and "not (yet) applied" not in cleared.stdout
         history = await _call(core, "ListCoreSettingHistory", pb.ListCoreSettingHistoryRequest())
         changes = history.changes  # type: ignore[attr-defined]
         assert [(c.key, c.old_value, c.new_value, c.change_actor, c.reason) for c in changes] == [

@@ -317,7 +317,7 @@ async def egress(tmp_path: pathlib.Path, local_tls: LocalTLS, clock: ManualClock
             authenticator=authenticator,
             plugin_lookup=view,
             streams=StreamTracker(),
-            buckets=TokenBuckets(RateLimitConfig(), clock),
+            buckets=TokenBuckets(lambda: RateLimitConfig(), clock),
             policy_index=lambda: index,
             on_decision=lambda decision: None,
             audit=AuditRecorder(log),

@@ -73,7 +73,7 @@ class Stream:
 
 
 async def started(tmp_path: pathlib.Path, events: int) -> tuple[EmbeddedEventStore, GatedAcks, SubscriptionSession]:
-    store = EmbeddedEventStore(tmp_path / "events.db", EventsConfig(), SystemClock())
+    store = EmbeddedEventStore(tmp_path / "events.db", lambda: EventsConfig(), SystemClock())
     await store.start()
     await store.subscribe(SUB, [USER_CREATED])
     await store.append([

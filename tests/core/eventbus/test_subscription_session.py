@@ -37,7 +37,7 @@ class View:
 
 async def _setup(tmp_path: pathlib.Path) -> tuple[EmbeddedEventStore, AuditLog, sa.Engine]:
     clock = SystemClock()
-    store = EmbeddedEventStore(tmp_path / "events.db", EventsConfig(ack_timeout_seconds=30), clock)
+    store = EmbeddedEventStore(tmp_path / "events.db", lambda: EventsConfig(ack_timeout_seconds=30), clock)
     await store.start()
     engine = create_engine_for(sqlite_url(tmp_path / "core.db"))
     audit = AuditLog(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import pytest_asyncio
@@ -43,7 +43,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Asy
     if request.param == "embedded":
         clock = ManualClock()
 
-        async def open_embedded(config: EventsConfig) -> EventStore:
+        async def open_embedded(config: Callable[[], EventsConfig]) -> EventStore:
             store = EmbeddedEventStore(tmp_path / "events.db", config, clock)
             await store.start()
             return store
@@ -55,7 +55,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Asy
     else:
         server: RedisServer = request.getfixturevalue("clean_redis")
 
-        async def open_redis(config: EventsConfig) -> EventStore:
+        async def open_redis(config: Callable[[], EventsConfig]) -> EventStore:
             store = RedisEventStore(server.url, config, SystemClock())
             await store.start()
             return store

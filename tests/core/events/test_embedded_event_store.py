@@ -50,7 +50,7 @@ async def test_acknowledged_appends_survive_kill_9(tmp_path: pathlib.Path) -> No
     db = tmp_path / "events.db"
     acknowledged = await asyncio.to_thread(_acknowledged_until_killed, db, 2000)
 
-    store = EmbeddedEventStore(db, EventsConfig(), SystemClock())
+    store = EmbeddedEventStore(db, lambda: EventsConfig(), SystemClock())
     await store.start()
     try:
         stored: set[bytes | None] = set()
@@ -65,7 +65,7 @@ async def test_acknowledged_appends_survive_kill_9(tmp_path: pathlib.Path) -> No
 
 
 async def test_concurrent_single_appends_all_succeed_with_distinct_positions(tmp_path: pathlib.Path) -> None:
-    store = EmbeddedEventStore(tmp_path / "events.db", EventsConfig(), SystemClock())
+    store = EmbeddedEventStore(tmp_path / "events.db", lambda: EventsConfig(), SystemClock())
     await store.start()
     try:
         results = await asyncio.gather(
@@ -78,7 +78,7 @@ async def test_concurrent_single_appends_all_succeed_with_distinct_positions(tmp
 
 
 async def test_a_blocked_read_wakes_when_an_ack_timeout_expires(tmp_path: pathlib.Path) -> None:
-    store = EmbeddedEventStore(tmp_path / "events.db", EventsConfig(ack_timeout_seconds=0.3), SystemClock())
+    store = EmbeddedEventStore(tmp_path / "events.db", lambda: EventsConfig(ack_timeout_seconds=0.3), SystemClock())
     await store.start()
     try:
         await store.subscribe(SUB, ["OrderPlaced"])
@@ -96,7 +96,7 @@ async def test_a_blocked_read_wakes_when_an_ack_timeout_expires(tmp_path: pathli
 async def test_an_unopenable_file_is_unavailable(tmp_path: pathlib.Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    store = EmbeddedEventStore(blocker / "events.db", EventsConfig(), SystemClock())
+    store = EmbeddedEventStore(blocker / "events.db", lambda: EventsConfig(), SystemClock())
     with pytest.raises(Unavailable) as failed:
         await store.start()
     assert failed.value.reason == "EVENT_STORE_UNAVAILABLE"

@@ -42,8 +42,8 @@ async def drain(store: RedisEventStore, consumer: str = "c1") -> list[bytes | No
 
 
 async def test_two_cores_share_subscriptions_and_events(clean_redis: RedisServer) -> None:
-    one = RedisEventStore(clean_redis.url, config(), SystemClock())
-    two = RedisEventStore(clean_redis.url, config(), SystemClock())
+    one = RedisEventStore(clean_redis.url, lambda: config(), SystemClock())
+    two = RedisEventStore(clean_redis.url, lambda: config(), SystemClock())
     await one.start()
     await two.start()
     try:
@@ -69,7 +69,7 @@ async def test_two_cores_share_subscriptions_and_events(clean_redis: RedisServer
 
 async def test_attempts_come_from_the_claim_path_delivery_count(clean_redis: RedisServer) -> None:
     """D2: the attempt a redelivery reports is Redis's delivery count after XCLAIM."""
-    store = RedisEventStore(clean_redis.url, config(max_attempts=3), SystemClock())
+    store = RedisEventStore(clean_redis.url, lambda: config(max_attempts=3), SystemClock())
     await store.start()
     client = aioredis.Redis.from_url(clean_redis.url)
     try:
@@ -139,7 +139,7 @@ async def test_acknowledged_events_survive_a_redis_crash_or_restart(tmp_path: pa
     """Redis (appendfsync always) stopped while appends are in flight: every
     append acknowledged before the stop is there after the restart."""
     with redis_running(tmp_path / "redis") as server:
-        store = RedisEventStore(server.url, config(), SystemClock())
+        store = RedisEventStore(server.url, lambda: config(), SystemClock())
         await store.start()
         await store.subscribe(SUB, ["OrderPlaced"])
         acknowledged: list[bytes] = []
@@ -175,7 +175,7 @@ async def test_a_partitioned_redis_fails_fast_and_loses_nothing_acknowledged(cle
     event is delivered."""
     proxy = TcpProxy("127.0.0.1", clean_redis.port)
     await proxy.start()
-    store = RedisEventStore(f"redis://127.0.0.1:{proxy.port}/0", config(store_timeout_seconds=0.5), SystemClock())
+    store = RedisEventStore(f"redis://127.0.0.1:{proxy.port}/0", lambda: config(store_timeout_seconds=0.5), SystemClock())
     await store.start()
     try:
         await store.subscribe(SUB, ["OrderPlaced"])
@@ -209,7 +209,7 @@ async def test_a_partitioned_redis_fails_fast_and_loses_nothing_acknowledged(cle
 
 async def test_errors_never_show_the_url_password() -> None:
     port = free_port()  # nothing listens there
-    store = RedisEventStore(f"redis://:s3cret-pass@127.0.0.1:{port}/0", config(), SystemClock())
+    store = RedisEventStore(f"redis://:s3cret-pass@127.0.0.1:{port}/0", lambda: config(), SystemClock())
     try:
         with pytest.raises(Unavailable) as failed:
             await store.start()
@@ -230,7 +230,7 @@ async def test_a_redis_that_would_lose_acknowledged_events_is_refused(
     before = (await admin.config_get(setting))[setting]
     await admin.config_set(setting, value)
     try:
-        store = RedisEventStore(clean_redis.url, EventsConfig(), SystemClock())
+        store = RedisEventStore(clean_redis.url, lambda: EventsConfig(), SystemClock())
         with pytest.raises(FailedPrecondition) as refused:
             await store.start()
         assert value in refused.value.message and "noeviction" in refused.value.message

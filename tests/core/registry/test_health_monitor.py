@@ -26,7 +26,7 @@ async def test_missed_heartbeats_make_a_plugin_unhealthy(tmp_path: pathlib.Path)
     manifest = manifest_message("beats")
     await store.approve(manifest, "0" * 64, frozenset(manifest.traits), "t" * 64, 10**10, replace_existing=False)
     await store.register("beats", "t" * 64, "0" * 64, "127.0.0.1:1", serial=1, not_after=10**10)
-    monitor = HealthMonitor(store, NoConnector(), clock, interval=5, misses=3, init_timeout=1)  # type: ignore[arg-type]
+    monitor = HealthMonitor(store, NoConnector(), clock, interval=lambda: 5, misses=3, init_timeout=1)  # type: ignore[arg-type]
     store.heartbeat("beats")
     store.set_health("beats", HEALTHY)
 
@@ -40,3 +40,29 @@ async def test_missed_heartbeats_make_a_plugin_unhealthy(tmp_path: pathlib.Path)
     monitor.heartbeat("beats")
     assert store.require("beats").health == HEALTHY
     assert monitor.sweep() == []
+
+
+async def test_a_changed_interval_gives_plugins_one_old_period_to_learn_it(tmp_path: pathlib.Path) -> None:
+    clock = ManualClock()
+    store = PluginStore(create_engine_for(sqlite_url(tmp_path / "db.sqlite")), clock)
+    for serial, plugin_id in enumerate(("early", "late"), start=1):
+        manifest, token = manifest_message(plugin_id), str(serial) * 64
+        await store.approve(manifest, "0" * 64, frozenset(manifest.traits), token, 10**10, replace_existing=False)
+        await store.register(plugin_id, token, "0" * 64, "127.0.0.1:1", serial=serial, not_after=10**10)
+    interval = [10.0]
+    monitor = HealthMonitor(  # type: ignore[arg-type]
+        store, NoConnector(), clock, interval=lambda: interval[0], misses=3, init_timeout=1)
+    for plugin_id in ("early", "late"):
+        store.heartbeat(plugin_id)
+        store.set_health(plugin_id, HEALTHY)
+
+    clock.advance(1)
+    interval[0] = 2.0  # lowered live: limit 6 s for heartbeats after the change
+    monitor.interval_changed(10.0)
+    assert monitor.sweep() == []
+    clock.advance(1)
+    monitor.heartbeat("late")  # its reply carried the new interval
+    clock.advance(7)  # late: 7 s > 3 x 2 s; early (heartbeat before the change): 9 s <= 3 x 10 s
+    assert monitor.sweep() == ["late"]
+    clock.advance(22)  # 31 s after the change: the old interval's grace is over
+    assert monitor.sweep() == ["early"]

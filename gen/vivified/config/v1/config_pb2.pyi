@@ -406,7 +406,7 @@ class CoreSetting(_message.Message):
     type: _builtins.str
     """Its type: `int` or `float`."""
     effective_value: _builtins.str
-    """The value this core started with."""
+    """The value this core applies now."""
     source: _builtins.str
     """Where that value came from: `default`, `file:<path>`, `env:<VARIABLE>`,
     `flag` or `database (set by <actor>: <reason>)`.
@@ -420,8 +420,11 @@ class CoreSetting(_message.Message):
     override_reason: _builtins.str
     """Why, as the administrator gave it."""
     pending_restart: _builtins.bool
-    """True when the stored override (or its absence) differs from what this
-    core applied at start: it takes effect at the next start.
+    """True when the stored override (or its absence) is not (yet) what this
+    core applies: briefly on a replica that has not yet re-read the overrides
+    another replica stored (it does so every settings_refresh_seconds), or
+    when the stored override was refused (the core logs why). The name is
+    historical: no restart is needed.
     """
     @_builtins.property
     def override_time(self) -> _timestamp_pb2.Timestamp:
@@ -488,7 +491,9 @@ class SetCoreSettingResponse(_message.Message):
     SETTING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def setting(self) -> Global___CoreSetting:
-        """The setting after the change (pending_restart set)."""
+        """The setting after the change, as this core applies it (the core applied
+        the change before replying; pending_restart is set only if it was refused).
+        """
 
     def __init__(
         self,

@@ -46,8 +46,9 @@ class ConfigServiceStub:
     Only settings safe to change on a running installation can be overridden
     (event bus attempts, timeouts, backlog and publish rate, operator-lane
     deadline and breaker cooldown, per-caller call rate, heartbeat interval,
-    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
-    overrides when it starts, so a change takes effect at its next start.
+    leaf certificate lifetime); bootstrap and security settings never can. A
+    running core applies a change without a restart: at once on the core that
+    stored it, within settings_refresh_seconds on the other replicas.
     Same callers, reasons, history and audit as plugin configuration.
     """
 
@@ -125,8 +126,9 @@ class ConfigServiceServicer:
     Only settings safe to change on a running installation can be overridden
     (event bus attempts, timeouts, backlog and publish rate, operator-lane
     deadline and breaker cooldown, per-caller call rate, heartbeat interval,
-    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
-    overrides when it starts, so a change takes effect at its next start.
+    leaf certificate lifetime); bootstrap and security settings never can. A
+    running core applies a change without a restart: at once on the core that
+    stored it, within settings_refresh_seconds on the other replicas.
     Same callers, reasons, history and audit as plugin configuration.
     """
 
@@ -178,8 +180,9 @@ class ConfigServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetCoreSetting(self, request, context):
-        """SetCoreSetting stores a runtime override of one core setting, applied at
-        the core's next start. Errors: INVALID_ARGUMENT
+        """SetCoreSetting stores a runtime override of one core setting; this core
+        applies it before replying, other replicas sharing the database within
+        their settings_refresh_seconds. Errors: INVALID_ARGUMENT
         (SETTING_NOT_OVERRIDABLE) for an unknown key or one that cannot be
         overridden at runtime (the message lists those that can),
         INVALID_ARGUMENT (CONFIG_INVALID) for a value that does not parse as the
@@ -191,17 +194,17 @@ class ConfigServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ClearCoreSetting(self, request, context):
-        """ClearCoreSetting removes a key's override (the lower layers apply again
-        from the next start); clearing a key without one changes nothing. Errors
-        as SetCoreSetting.
+        """ClearCoreSetting removes a key's override (the lower layers' value applies
+        again, as SetCoreSetting applies a value); clearing a key without one
+        changes nothing. Errors as SetCoreSetting.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCoreSettings(self, request, context):
-        """ListCoreSettings lists every overridable core setting with its effective
-        value and source at this core's start and its stored override. Read-only.
+        """ListCoreSettings lists every overridable core setting with the value and
+        source this core applies now and its stored override. Read-only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -291,8 +294,9 @@ class ConfigService:
     Only settings safe to change on a running installation can be overridden
     (event bus attempts, timeouts, backlog and publish rate, operator-lane
     deadline and breaker cooldown, per-caller call rate, heartbeat interval,
-    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
-    overrides when it starts, so a change takes effect at its next start.
+    leaf certificate lifetime); bootstrap and security settings never can. A
+    running core applies a change without a restart: at once on the core that
+    stored it, within settings_refresh_seconds on the other replicas.
     Same callers, reasons, history and audit as plugin configuration.
     """
 

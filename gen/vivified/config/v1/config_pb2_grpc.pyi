@@ -47,8 +47,9 @@ class ConfigServiceStub:
     Only settings safe to change on a running installation can be overridden
     (event bus attempts, timeouts, backlog and publish rate, operator-lane
     deadline and breaker cooldown, per-caller call rate, heartbeat interval,
-    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
-    overrides when it starts, so a change takes effect at its next start.
+    leaf certificate lifetime); bootstrap and security settings never can. A
+    running core applies a change without a restart: at once on the core that
+    stored it, within settings_refresh_seconds on the other replicas.
     Same callers, reasons, history and audit as plugin configuration.
     """
 
@@ -84,8 +85,9 @@ class ConfigServiceStub:
     disabled or revoked (PERMISSION_DENIED). Plugins only. Read-only.
     """
     SetCoreSetting: _grpc.UnaryUnaryMultiCallable[_config_pb2.SetCoreSettingRequest, _config_pb2.SetCoreSettingResponse]
-    """SetCoreSetting stores a runtime override of one core setting, applied at
-    the core's next start. Errors: INVALID_ARGUMENT
+    """SetCoreSetting stores a runtime override of one core setting; this core
+    applies it before replying, other replicas sharing the database within
+    their settings_refresh_seconds. Errors: INVALID_ARGUMENT
     (SETTING_NOT_OVERRIDABLE) for an unknown key or one that cannot be
     overridden at runtime (the message lists those that can),
     INVALID_ARGUMENT (CONFIG_INVALID) for a value that does not parse as the
@@ -93,13 +95,13 @@ class ConfigServiceStub:
     without a reason.
     """
     ClearCoreSetting: _grpc.UnaryUnaryMultiCallable[_config_pb2.ClearCoreSettingRequest, _config_pb2.ClearCoreSettingResponse]
-    """ClearCoreSetting removes a key's override (the lower layers apply again
-    from the next start); clearing a key without one changes nothing. Errors
-    as SetCoreSetting.
+    """ClearCoreSetting removes a key's override (the lower layers' value applies
+    again, as SetCoreSetting applies a value); clearing a key without one
+    changes nothing. Errors as SetCoreSetting.
     """
     ListCoreSettings: _grpc.UnaryUnaryMultiCallable[_config_pb2.ListCoreSettingsRequest, _config_pb2.ListCoreSettingsResponse]
-    """ListCoreSettings lists every overridable core setting with its effective
-    value and source at this core's start and its stored override. Read-only.
+    """ListCoreSettings lists every overridable core setting with the value and
+    source this core applies now and its stored override. Read-only.
     """
     ListCoreSettingHistory: _grpc.UnaryUnaryMultiCallable[_config_pb2.ListCoreSettingHistoryRequest, _config_pb2.ListCoreSettingHistoryResponse]
     """ListCoreSettingHistory lists override changes, newest first. Read-only."""
@@ -126,8 +128,9 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     Only settings safe to change on a running installation can be overridden
     (event bus attempts, timeouts, backlog and publish rate, operator-lane
     deadline and breaker cooldown, per-caller call rate, heartbeat interval,
-    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
-    overrides when it starts, so a change takes effect at its next start.
+    leaf certificate lifetime); bootstrap and security settings never can. A
+    running core applies a change without a restart: at once on the core that
+    stored it, within settings_refresh_seconds on the other replicas.
     Same callers, reasons, history and audit as plugin configuration.
     """
 
@@ -160,8 +163,9 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     disabled or revoked (PERMISSION_DENIED). Plugins only. Read-only.
     """
     SetCoreSetting: _aio.UnaryUnaryMultiCallable[_config_pb2.SetCoreSettingRequest, _config_pb2.SetCoreSettingResponse]  # type: ignore[assignment]
-    """SetCoreSetting stores a runtime override of one core setting, applied at
-    the core's next start. Errors: INVALID_ARGUMENT
+    """SetCoreSetting stores a runtime override of one core setting; this core
+    applies it before replying, other replicas sharing the database within
+    their settings_refresh_seconds. Errors: INVALID_ARGUMENT
     (SETTING_NOT_OVERRIDABLE) for an unknown key or one that cannot be
     overridden at runtime (the message lists those that can),
     INVALID_ARGUMENT (CONFIG_INVALID) for a value that does not parse as the
@@ -169,13 +173,13 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     without a reason.
     """
     ClearCoreSetting: _aio.UnaryUnaryMultiCallable[_config_pb2.ClearCoreSettingRequest, _config_pb2.ClearCoreSettingResponse]  # type: ignore[assignment]
-    """ClearCoreSetting removes a key's override (the lower layers apply again
-    from the next start); clearing a key without one changes nothing. Errors
-    as SetCoreSetting.
+    """ClearCoreSetting removes a key's override (the lower layers' value applies
+    again, as SetCoreSetting applies a value); clearing a key without one
+    changes nothing. Errors as SetCoreSetting.
     """
     ListCoreSettings: _aio.UnaryUnaryMultiCallable[_config_pb2.ListCoreSettingsRequest, _config_pb2.ListCoreSettingsResponse]  # type: ignore[assignment]
-    """ListCoreSettings lists every overridable core setting with its effective
-    value and source at this core's start and its stored override. Read-only.
+    """ListCoreSettings lists every overridable core setting with the value and
+    source this core applies now and its stored override. Read-only.
     """
     ListCoreSettingHistory: _aio.UnaryUnaryMultiCallable[_config_pb2.ListCoreSettingHistoryRequest, _config_pb2.ListCoreSettingHistoryResponse]  # type: ignore[assignment]
     """ListCoreSettingHistory lists override changes, newest first. Read-only."""
@@ -201,8 +205,9 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     Only settings safe to change on a running installation can be overridden
     (event bus attempts, timeouts, backlog and publish rate, operator-lane
     deadline and breaker cooldown, per-caller call rate, heartbeat interval,
-    leaf certificate lifetime); bootstrap and security settings never can. The core reads the
-    overrides when it starts, so a change takes effect at its next start.
+    leaf certificate lifetime); bootstrap and security settings never can. A
+    running core applies a change without a restart: at once on the core that
+    stored it, within settings_refresh_seconds on the other replicas.
     Same callers, reasons, history and audit as plugin configuration.
     """
 
@@ -269,8 +274,9 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _config_pb2.SetCoreSettingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_config_pb2.SetCoreSettingResponse, _abc.Awaitable[_config_pb2.SetCoreSettingResponse]]:
-        """SetCoreSetting stores a runtime override of one core setting, applied at
-        the core's next start. Errors: INVALID_ARGUMENT
+        """SetCoreSetting stores a runtime override of one core setting; this core
+        applies it before replying, other replicas sharing the database within
+        their settings_refresh_seconds. Errors: INVALID_ARGUMENT
         (SETTING_NOT_OVERRIDABLE) for an unknown key or one that cannot be
         overridden at runtime (the message lists those that can),
         INVALID_ARGUMENT (CONFIG_INVALID) for a value that does not parse as the
@@ -284,9 +290,9 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _config_pb2.ClearCoreSettingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_config_pb2.ClearCoreSettingResponse, _abc.Awaitable[_config_pb2.ClearCoreSettingResponse]]:
-        """ClearCoreSetting removes a key's override (the lower layers apply again
-        from the next start); clearing a key without one changes nothing. Errors
-        as SetCoreSetting.
+        """ClearCoreSetting removes a key's override (the lower layers' value applies
+        again, as SetCoreSetting applies a value); clearing a key without one
+        changes nothing. Errors as SetCoreSetting.
         """
 
     @_abc_1.abstractmethod
@@ -295,8 +301,8 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _config_pb2.ListCoreSettingsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_config_pb2.ListCoreSettingsResponse, _abc.Awaitable[_config_pb2.ListCoreSettingsResponse]]:
-        """ListCoreSettings lists every overridable core setting with its effective
-        value and source at this core's start and its stored override. Read-only.
+        """ListCoreSettings lists every overridable core setting with the value and
+        source this core applies now and its stored override. Read-only.
         """
 
     @_abc_1.abstractmethod
