@@ -28,7 +28,7 @@ SECURITY_ALERT = "vivified.events.v1.SecurityAlert"
 async def test_a_dead_letter_discard_pass_is_audited_counted_and_alerted(tmp_path: pathlib.Path) -> None:
     clock = SystemClock()
     config = EventsConfig(max_attempts=1, max_dead_letters=2)
-    store = EmbeddedEventStore(tmp_path / "events.db", config, clock)
+    store = EmbeddedEventStore(tmp_path / "events.db", lambda: config, clock)
     await store.start()
     engine = create_engine_for(sqlite_url(tmp_path / "core.db"))
     audit = AuditLog(
@@ -38,7 +38,7 @@ async def test_a_dead_letter_discard_pass_is_audited_counted_and_alerted(tmp_pat
     await audit.start()
     dropped: list[tuple[str, int]] = []
     monitor = BacklogMonitor(
-        store=store, stamper=EnvelopeStamper(clock), audit=audit, config=config,
+        store=store, stamper=EnvelopeStamper(clock), audit=audit, config=lambda: config,
         on_lag=lambda _: None, on_lost=lambda _s, _n: None,
         on_dead_letters_dropped=lambda subscription, n: dropped.append((subscription, n)),
     )

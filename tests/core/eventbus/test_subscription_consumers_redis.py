@@ -50,7 +50,7 @@ async def test_consumers_stay_bounded_over_many_reconnects(tmp_path: pathlib.Pat
     )
     await audit.start()
     with redis_running(tmp_path / "redis") as server:
-        store = RedisEventStore(server.url, EventsConfig(ack_timeout_seconds=30), clock)
+        store = RedisEventStore(server.url, lambda: EventsConfig(ack_timeout_seconds=30), clock)
         await store.start()
         client = aioredis.Redis.from_url(server.url)
         try:

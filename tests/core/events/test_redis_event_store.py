@@ -96,7 +96,7 @@ async def test_consumers_of_ended_streams_do_not_accumulate(clean_redis: RedisSe
     """D6: every Subscribe stream is one consumer in the group; it is deleted
     when the stream ends with nothing pending, and one that ended holding
     entries is swept once others have claimed them."""
-    store = RedisEventStore(clean_redis.url, config(), SystemClock())
+    store = RedisEventStore(clean_redis.url, lambda: config(), SystemClock())
     await store.start()
     client = aioredis.Redis.from_url(clean_redis.url)
     streams = ["vivified:events:stream:OrderPlaced", f"vivified:events:replay:{SUB}"]
