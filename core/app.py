@@ -16,22 +16,16 @@ import json
 import logging
 import os
 import pathlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from vivified.admin.v1 import (
-    access_catalogue_pb2_grpc,
-    audit_query_pb2_grpc,
-    event_admin_pb2_grpc,
-    plugin_admin_pb2_grpc,
-)
-from vivified.config.v1 import config_pb2_grpc
 from vivified.core.audit import (
     AuditLog,
     AuditQueryService,
@@ -67,7 +61,7 @@ from vivified.core.gateway import (
     OperatorLane,
     PolicySet,
 )
-from vivified.core.identity import Identity, build_identity
+from vivified.core.identity import build_identity
 from vivified.core.metrics import Metrics
 from vivified.core.plugin_config import ConfigService, PluginConfigStore, SecretsKeyring
 from vivified.core.policy import load_default_rules
@@ -76,20 +70,17 @@ from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
 from vivified.core.registry._monitor import HealthMonitor
 from vivified.core.registry._registry_service import RegistryService
-from vivified.core.server import Binding, build_server, check_cipher_suites
+from vivified.core.server import build_server, check_cipher_suites
+from vivified.core.services import Services
 from vivified.core.settings import (
     CoreSettingsAdmin,
     LiveSettings,
+    Override,
     OverrideStore,
     apply_overrides,
     read_overrides,
 )
 from vivified.core.traits import AccessCatalogueService, TraitCatalogue
-from vivified.egress.v1 import egress_pb2_grpc
-from vivified.events.v1 import events_pb2_grpc
-from vivified.gateway.v1 import gateway_pb2_grpc
-from vivified.identity.v1 import api_keys_pb2_grpc, auth_pb2_grpc, user_admin_pb2_grpc
-from vivified.registry.v1 import registry_pb2_grpc
 
 _log = logging.getLogger(__name__)
 
@@ -161,66 +152,48 @@ class Core:
         (directory / "ca.crt").write_bytes(ca.root_pem)
         return issued.serial
 
-    async def start(self) -> RunningCore:
-        config = self.config
-        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        check_cipher_suites(os.environ.get("GRPC_SSL_CIPHER_SUITES"))
-        engine = create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
-        # The top layer of the settings hierarchy: runtime overrides stored by
-        # administrators, applied before any component reads the config. While
-        # the core runs, LiveSettings applies changes (see below).
-        base = config
+    def _open_settings(self, engine: sa.Engine) -> tuple[CoreConfig, OverrideStore, LiveSettings]:
+        """The top layer of the settings hierarchy: runtime overrides stored by
+        administrators, applied before any component reads the config; while
+        the core runs, LiveSettings applies later changes."""
+        base = self.config
         try:
-            overrides = apply_overrides(config, read_overrides(engine))
+            overrides = apply_overrides(base, read_overrides(engine))
         except sa.exc.DBAPIError as exc:
             engine.dispose()
             raise unavailable(exc, engine.url) from None
         config = self.config = overrides.config
         for key, problem in overrides.refused.items():
             _log.error("runtime override of %s not applied: %s", key, problem)
-        override_store = OverrideStore(engine, self.clock)
-        live = self.settings = LiveSettings(base, override_store, overrides, interval=config.settings_refresh_seconds)
-        audit_dir = config.data_dir / "audit"
-        audit_dir.mkdir(mode=0o700, exist_ok=True)
-        signer = CheckpointSigner.load_or_create(audit_dir / "checkpoint.key")
-        policy = PolicySet(load_default_rules(config.policy_file))
-        catalogue = TraitCatalogue.load_default()
-        ca = self._load_ca()
-        core_key = new_private_key()
-        core_cert = ca.issue_core_certificate(core_key)
-        key_pem = _pem_key(core_key)
+        store = OverrideStore(engine, self.clock)
+        self.settings = LiveSettings(base, store, overrides, interval=config.settings_refresh_seconds)
+        return config, store, self.settings
 
-        self._audit = AuditLog(
+    async def _start_audit(
+        self, engine: sa.Engine, audit_dir: pathlib.Path, overrides: Mapping[str, Override]
+    ) -> AuditLog:
+        audit = AuditLog(
             engine,
             clock=self.clock,
-            signer=signer,
+            signer=CheckpointSigner.load_or_create(audit_dir / "checkpoint.key"),
             checkpoint_path=audit_dir / "checkpoints.jsonl",
-            checkpoint_every=config.audit_checkpoint_seconds,
+            checkpoint_every=self.config.audit_checkpoint_seconds,
             on_commit=self.metrics.on_audit_commit,
         )
-        await self._audit.start()
-        await self._audit.append(
+        await audit.start()
+        await audit.append(
             AuditRecord(
                 actor="core:core",
                 action="core.start",
-                resource=config.profile,
-                detail={
-                    "pid": str(os.getpid()),
-                    "overrides": ",".join(f"{k}={o.value}" for k, o in overrides.overrides.items()),
-                },
+                resource=self.config.profile,
+                detail={"pid": str(os.getpid()), "overrides": ",".join(f"{k}={o.value}" for k, o in overrides.items())},
             )
         )
-        operator_serial = self._write_operator_identity(ca)
-        if operator_serial is not None:
-            await self._audit.append(
-                AuditRecord(
-                    actor="core:core",
-                    action="certificate.issue",
-                    resource="operator/admin",
-                    detail={"serial": format(operator_serial, "x")},
-                )
-            )
+        return audit
 
+    async def _plugin_store(self, engine: sa.Engine, policy: PolicySet) -> PluginStore:
+        """The registry's store, with the policy's manifest-derived rules and
+        the plugin metrics following each plugin's status and health."""
         store = PluginStore(engine, self.clock)
         await store.load()
         policy.rebuild(store.all())
@@ -237,6 +210,36 @@ class Core:
                 self.metrics.on_plugins(store.all())
 
         store.subscribe(on_change)
+        return store
+
+    async def start(self) -> RunningCore:
+        config = self.config
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_cipher_suites(os.environ.get("GRPC_SSL_CIPHER_SUITES"))
+        engine = create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
+        config, override_store, live = self._open_settings(engine)
+        audit_dir = config.data_dir / "audit"
+        audit_dir.mkdir(mode=0o700, exist_ok=True)
+        policy = PolicySet(load_default_rules(config.policy_file))
+        catalogue = TraitCatalogue.load_default()
+        ca = self._load_ca()
+        core_key = new_private_key()
+        core_cert = ca.issue_core_certificate(core_key)
+        key_pem = _pem_key(core_key)
+
+        self._audit = await self._start_audit(engine, audit_dir, live.applied.overrides)
+        operator_serial = self._write_operator_identity(ca)
+        if operator_serial is not None:
+            await self._audit.append(
+                AuditRecord(
+                    actor="core:core",
+                    action="certificate.issue",
+                    resource="operator/admin",
+                    detail={"serial": format(operator_serial, "x")},
+                )
+            )
+
+        store = await self._plugin_store(engine, policy)
 
         # Identity: users sign in on the bootstrap port; the chain turns their
         # bearer tokens into `user` principals. A weak token key stops start-up.
@@ -249,14 +252,8 @@ class Core:
         keyring = SecretsKeyring.load(
             environ_value=config.secrets_key, key_file=config.secrets_key_file, data_dir=config.data_dir
         )
-        plugin_config = Binding(
-            ConfigService(
-                PluginConfigStore(engine, self.clock, keyring),
-                store.get,
-                CoreSettingsAdmin(override_store, live),
-            ),
-            config_pb2_grpc.add_ConfigServiceServicer_to_server,
-            "vivified.config.v1.ConfigService",
+        plugin_config = ConfigService(
+            PluginConfigStore(engine, self.clock, keyring), store.get, CoreSettingsAdmin(override_store, live)
         )
 
         streams = StreamTracker()
@@ -360,17 +357,18 @@ class Core:
         self._server, mtls_port, bootstrap_port = build_server(
             config=config,
             chain=chain,
-            bindings=_bindings(
+            bindings=Services(
                 registry=registry,
-                admin=admin,
-                health_servicer=health.aio.HealthServicer(),
+                plugin_admin=admin,
+                health=health.aio.HealthServicer(),
                 gateway=GatewayService(lane, call_principal),
                 egress=egress,
                 events=self._events,
-            )
-            + _identity_bindings(identity)
-            + [plugin_config]
-            + _access_bindings(AuditQueryService(engine, audit_dir), AccessCatalogueService(catalogue, identity.roles)),
+                identity=identity,
+                config=plugin_config,
+                audit_query=AuditQueryService(engine, audit_dir),
+                access=AccessCatalogueService(catalogue, identity.roles),
+            ).bindings(),
             contract_proxy=ContractProxy(lane, call_principal),
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,
@@ -421,56 +419,6 @@ class Core:
             await self._audit.close()
         self.metrics.stop()
         run_file(self.config.data_dir).unlink(missing_ok=True)
-
-
-def _bindings(
-    *,
-    registry: RegistryService,
-    admin: AdminService,
-    health_servicer: health.aio.HealthServicer,
-    gateway: GatewayService,
-    egress: EgressService,
-    events: EventBus,
-) -> list[Binding]:
-    """Every service the core serves, with its generated registration function."""
-    return [
-        Binding(registry, registry_pb2_grpc.add_PluginRegistryServiceServicer_to_server,
-                "vivified.registry.v1.PluginRegistryService"),
-        Binding(admin, plugin_admin_pb2_grpc.add_PluginAdminServiceServicer_to_server,
-                "vivified.admin.v1.PluginAdminService"),
-        Binding(health_servicer, health_pb2_grpc.add_HealthServicer_to_server, "grpc.health.v1.Health"),
-        Binding(gateway, gateway_pb2_grpc.add_OperatorGatewayServiceServicer_to_server,
-                "vivified.gateway.v1.OperatorGatewayService"),
-        Binding(egress, egress_pb2_grpc.add_EgressProxyServiceServicer_to_server,
-                "vivified.egress.v1.EgressProxyService"),
-        Binding(events.service, events_pb2_grpc.add_EventBusServiceServicer_to_server,
-                "vivified.events.v1.EventBusService"),
-        Binding(events.admin, event_admin_pb2_grpc.add_EventAdminServiceServicer_to_server,
-                "vivified.admin.v1.EventAdminService"),
-    ]
-
-
-def _identity_bindings(identity: Identity) -> list[Binding]:
-    """People's services: users reach them on the bootstrap port with a bearer
-    token or API key; operators reach UserAdminService on the mTLS port."""
-    return [
-        Binding(identity.auth, auth_pb2_grpc.add_AuthServiceServicer_to_server, "vivified.identity.v1.AuthService"),
-        Binding(identity.users, user_admin_pb2_grpc.add_UserAdminServiceServicer_to_server,
-                "vivified.identity.v1.UserAdminService"),
-        Binding(identity.api_keys, api_keys_pb2_grpc.add_ApiKeyServiceServicer_to_server,
-                "vivified.identity.v1.ApiKeyService"),
-    ]
-
-
-def _access_bindings(audit_query: AuditQueryService, access: AccessCatalogueService) -> list[Binding]:
-    """Read-only access services for operators and users with the right traits
-    (policy decides: `audit_viewer` for the audit log, `viewer` for the catalogues)."""
-    return [
-        Binding(audit_query, audit_query_pb2_grpc.add_AuditQueryServiceServicer_to_server,
-                "vivified.admin.v1.AuditQueryService"),
-        Binding(access, access_catalogue_pb2_grpc.add_AccessCatalogueServiceServicer_to_server,
-                "vivified.admin.v1.AccessCatalogueService"),
-    ]
 
 
 def run_file(data_dir: pathlib.Path) -> pathlib.Path:
