@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite on a fresh machine: installs what it needs, checks the
-# contracts and generated code, type-checks core/ and sdk/, then runs every test. Usage: bash tools/test.sh [pytest args]
+# contracts and generated code, type-checks core/ and sdk/, then runs every
+# test. Usage: bash tools/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup.sh
