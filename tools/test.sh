@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite on a fresh machine: installs what it needs, checks the
-# contracts and generated code, then runs every test. Usage: bash tools/test.sh [pytest args]
+# contracts and generated code, type-checks core/ and sdk/, then runs every
+# test. Usage: bash tools/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup.sh
@@ -19,6 +20,9 @@ if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto 2
 else
   echo "buf breaking: no earlier commit with proto/ to compare against"
 fi
+
+echo "== types: mypy --strict on core/ and sdk/ (tools/typecheck.py)"
+python tools/typecheck.py
 
 echo "== tests"
 python -m pytest "$@"

@@ -61,7 +61,7 @@ async def streamed_publish(channel: grpc.aio.Channel, make: MakeEvent, ids: Sequ
 
 
 async def unary_publish(
-    stub: events_pb2_grpc.EventBusServiceStub, make: MakeEvent, ids: Sequence[str], concurrency: int
+    stub: events_pb2_grpc.EventBusServiceAsyncStub, make: MakeEvent, ids: Sequence[str], concurrency: int
 ) -> float:
     """Events per second from `concurrency` callers, each awaiting its Publish before the next."""
     requests = iter([events_pb2.PublishRequest(event=envelope(make(i), e)) for i, e in enumerate(ids)])
@@ -76,7 +76,7 @@ async def unary_publish(
 
 
 async def paced_publish(
-    stub: events_pb2_grpc.EventBusServiceStub, make: MakeEvent, ids: Sequence[str], rate: float, inbox: Inbox
+    stub: events_pb2_grpc.EventBusServiceAsyncStub, make: MakeEvent, ids: Sequence[str], rate: float, inbox: Inbox
 ) -> tuple[list[float], list[float], float]:
     """Unary publishes started on a fixed schedule of `rate` per second (a slow
     ack does not delay the next start, unless `MAX_IN_FLIGHT` are unanswered:

@@ -64,7 +64,7 @@ class RunningCore:
         return [("grpc.ssl_target_name_override", f"core.{self.info['trust_domain']}")]
 
     @property
-    def admin(self) -> admin_grpc.PluginAdminServiceStub:
+    def admin(self) -> admin_grpc.PluginAdminServiceAsyncStub:
         return admin_grpc.PluginAdminServiceStub(self.operator)
 
     async def register(self, manifest: PluginManifest) -> grpc.aio.Channel:

@@ -17,7 +17,7 @@ def _resource(call: Call) -> str:
     if isinstance(plugin_id, str) and plugin_id:
         return f"plugin/{plugin_id}"
     manifest = getattr(request, "manifest", None)
-    if manifest is not None and getattr(manifest, "id", ""):
+    if manifest is not None and getattr(manifest, "id", None):
         return f"plugin/{manifest.id}"
     return call.extra.get("resource", call.service)
 

@@ -37,7 +37,7 @@ class Authenticator:
             # context.peer() is e.g. "ipv4:127.0.0.1:54321" or "ipv6:[::1]:54321".
             _, _, address = (context.peer() or "").partition(":")
             return Principal(kind="anonymous", id=address.rpartition(":")[0] or "unknown")
-        peer_cert = self._parser.parse(pems[0])
+        peer_cert = self._parser.parse(next(iter(pems)))  # typed as an Iterable, not a list
         name = peer_cert.identity.name or peer_cert.identity.kind
         return Principal(kind=peer_cert.identity.kind, id=name, cert_serial=peer_cert.serial)
 

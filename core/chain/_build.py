@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from vivified.core.chain._audit import AuditLayer, AuditRecorder
@@ -34,7 +34,11 @@ from vivified.core.chain._status_gate import PluginState, StatusGateLayer, Strea
 from vivified.core.chain._tracing import TracingLayer
 from vivified.core.policy import Decision, RuleIndex
 
-Layer = Callable[[Call, Proceed], Awaitable[None]]
+
+class Layer(Protocol):
+    """One layer of the chain; `compose` passes `proceed` by keyword."""
+
+    def __call__(self, call: Call, proceed: Proceed) -> Awaitable[None]: ...
 
 
 def compose(layers: Sequence[Layer]) -> Proceed:
@@ -79,9 +83,9 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -139,6 +143,8 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
             call = new_call(details, context, streaming=True)
 
             async def invoke(c: Call) -> None:
+                if inner_ss is None:  # a handler has one of the four behaviours: this one, by elimination
+                    raise RuntimeError("handler has no behaviour")
                 await _write_all(inner_ss(request_iterator, context), context)
 
             call.terminal = invoke

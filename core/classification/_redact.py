@@ -20,15 +20,25 @@ def _required_trait(field: FieldDescriptor) -> str | None:
     return _REQUIRED.get(options.Extensions[options_pb2.classification])
 
 
+def _holds_message(field: FieldDescriptor) -> bool:
+    """Whether the field holds messages to look inside (map entries are not)."""
+    message_type = field.message_type  # None unless the field holds messages (or groups)
+    return (
+        field.type == FieldDescriptor.TYPE_MESSAGE
+        and message_type is not None
+        and not message_type.GetOptions().map_entry
+    )
+
+
 def classification_of(message: Message) -> int:
     """The highest classification among the message's set fields, nested ones
     included (PUBLIC < INTERNAL < CONFIDENTIAL < PII < PHI, by enum number)."""
-    highest = options_pb2.CLASSIFICATION_UNSPECIFIED
+    highest: int = options_pb2.CLASSIFICATION_UNSPECIFIED
     for field, value in message.ListFields():
         options = field.GetOptions()
         if options.HasExtension(options_pb2.classification):
             highest = max(highest, options.Extensions[options_pb2.classification])
-        if field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+        if _holds_message(field):
             for item in value if field.is_repeated else (value,):
                 highest = max(highest, classification_of(item))
     return highest
@@ -49,7 +59,7 @@ def _walk(message: Message, traits: frozenset[str], prefix: str, cleared: list[s
         if trait is not None and trait not in traits:
             message.ClearField(field.name)
             cleared.append(path)
-        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+        elif _holds_message(field):
             if field.is_repeated:
                 for index, item in enumerate(value):
                     _walk(item, traits, f"{path}[{index}].", cleared)

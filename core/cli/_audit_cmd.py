@@ -22,7 +22,7 @@ from vivified.core.cli._settings import data_dir
 from vivified.core.db import plain_engine, sqlite_url, unavailable
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = sub.add_parser("audit", help="verify or read the tamper-evident audit log")
     audit.add_argument("--data-dir", help="core data dir (default ./.vivified)")
     audit.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")

@@ -10,7 +10,7 @@ from vivified.core.bench._events import run_events_bench
 from vivified.core.bench._invoke import run_invoke_bench
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="measure the platform; ratios are taken side by side in one run")
     scenarios = bench.add_subparsers(dest="scenario", required=True)
     chain = scenarios.add_parser("chain", help="interceptor chain CPU per call (P2) and policy growth 10→1000 (P8)")

@@ -93,15 +93,20 @@ def operator_target(data_dir: pathlib.Path, environ: Mapping[str, str], address:
     return OperatorTarget(address=address, trust_domain=trust_domain, ca=ca, cert=cert, key=key)
 
 
+class _ApiKey(grpc.AuthMetadataPlugin):
+    """Adds the operator's API key to every call."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
+        callback((("x-api-key", self._key),), None)
+
+
 def open_channel(target: OperatorTarget) -> grpc.aio.Channel:
     if target.api_key:
-        key = target.api_key
-
-        def add_key(_context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
-            callback((("x-api-key", key),), None)
-
         credentials = grpc.composite_channel_credentials(
-            grpc.ssl_channel_credentials(target.ca), grpc.metadata_call_credentials(add_key, name="api-key")
+            grpc.ssl_channel_credentials(target.ca), grpc.metadata_call_credentials(_ApiKey(target.api_key), name="api-key")
         )
     else:
         credentials = grpc.ssl_channel_credentials(target.ca, target.key, target.cert)

@@ -48,7 +48,7 @@ _EFFECTIVE: dict[str, Callable[[CoreConfig], object]] = {
 }
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds `config` with its `show` and `plugin` verbs."""
     config = sub.add_parser("config", help="core settings and plugin configuration")
     verbs = config.add_subparsers(dest="verb", required=True)

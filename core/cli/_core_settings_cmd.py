@@ -25,7 +25,7 @@ from vivified.core.cli._settings import data_dir
 from vivified.core.settings import RUNTIME_KEYS
 
 
-def add_parser(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     core = verbs.add_parser(
         "core", help="runtime overrides of core settings on a running core (applied live, without a restart)",
         description="Runtime overrides of core settings, the top layer above defaults, config file, environment "

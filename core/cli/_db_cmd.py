@@ -24,7 +24,7 @@ from vivified.core.db import (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = sub.add_parser("db", help="manage the database schema (migrations, PostgreSQL roles)")
     _database_flags(db, default=None)
     verbs = db.add_subparsers(dest="verb", required=True)

@@ -14,7 +14,7 @@ from vivified.core.cli._client import core_target, describe, open_channel
 from vivified.core.cli._settings import data_dir
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events = sub.add_parser(
         "events", help="inspect event subscriptions and dead letters on a running core",
         description="Inspect event bus subscriptions and their dead-letter stores; replay dead letters; "

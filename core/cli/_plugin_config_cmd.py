@@ -28,7 +28,7 @@ from vivified.core.manifest import type_name
 _SOURCE = {v: k.removeprefix("CONFIG_VALUE_SOURCE_").lower() for k, v in pb.ConfigValueSource.items()}
 
 
-def add_parser(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     plugin = verbs.add_parser(
         "plugin", help="read and change a plugin's configuration on a running core",
         description="Plugin configuration on a running core (operator certificate from the data dir, or VIVIFIED_API_KEY). "

@@ -24,7 +24,7 @@ _STATUS = {v: k.removeprefix("PLUGIN_STATUS_").lower() for k, v in pb.PluginStat
 _HEALTH = {v: k.removeprefix("PLUGIN_HEALTH_").lower() for k, v in pb.PluginHealth.items()}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     plugins = sub.add_parser("plugins", help="approve and govern plugins on a running core")
     plugins.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
     plugins.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")

@@ -173,7 +173,7 @@ def build_core_config(resolved: Mapping[str, Resolved]) -> CoreConfig:
                 raise SettingsError("call_rate (--call-rate / VIVIFIED_CALL_RATE) must be positive")
             core["rate_limit"] = RateLimitConfig(rate_per_second=rate, burst=burst_for(rate))
         if "ca_files" in values:
-            core["ca_paths"] = CAPaths(*values["ca_files"])  # type: ignore[misc]
+            core["ca_paths"] = CAPaths(*values["ca_files"])
         directory = values.get("data_dir", DEFAULT_DATA_DIR)
         sources = tuple((key, r.source) for key, r in resolved.items())
         return CoreConfig(data_dir=directory, gateway=gateway, setting_sources=sources, **core)  # type: ignore[arg-type]

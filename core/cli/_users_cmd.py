@@ -28,7 +28,7 @@ from vivified.core.traits import TraitCatalogue
 _MAX_PASSWORD_FILE = 4096
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     users = sub.add_parser("users", help="manage the people who sign in to the core")
     users.add_argument("--data-dir", help="core data dir (default ./.vivified)")
     users.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")

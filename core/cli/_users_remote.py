@@ -20,7 +20,7 @@ from vivified.identity.v1 import user_admin_pb2_grpc
 REMOTE_VERBS = frozenset({"list", "roles"})
 
 
-def add_verbs(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for verb, text in (("list", "list users (needs user_manager)"),
                        ("roles", "list roles, their traits and whether MFA is required")):
         cmd = verbs.add_parser(verb, help=f"{text}, on a running core")

@@ -38,11 +38,12 @@ from vivified.core.egress._config import (
 )
 from vivified.core.egress._credentials import Credentials, Secret
 from vivified.core.egress._decode import BodyDecoder
-from vivified.core.egress._errors import DOMAIN, DeadlineExceeded
+from vivified.core.egress._errors import DOMAIN
 from vivified.core.egress._fetch import Caller, Fetcher, Outgoing
 from vivified.core.egress._service import EgressService
 from vivified.core.egress._url import EgressUrl, parse_url, redirect_url
 from vivified.core.egress._wire import Steps
+from vivified.core.errors import DeadlineExceeded
 
 __all__ = [
     "DOMAIN",

@@ -17,7 +17,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from vivified.core.egress._decode import BodyDecoder
-from vivified.core.egress._errors import DeadlineExceeded, too_large, upstream_failed
+from vivified.core.egress._errors import too_large, upstream_failed
 from vivified.core.egress._url import EgressUrl
 from vivified.core.egress._wire import (
     HEAD_LIMIT,
@@ -29,7 +29,7 @@ from vivified.core.egress._wire import (
     read_body,
     read_head,
 )
-from vivified.core.errors import Unavailable
+from vivified.core.errors import DeadlineExceeded, Unavailable
 
 Connector = Callable[
     [str, int, ssl.SSLContext | None, str | None], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]

@@ -57,7 +57,7 @@ import logging
 import re
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -101,6 +101,12 @@ _FAILURES = (
     redis_errors.MasterDownError,
     OSError,
 )
+
+
+# The client is made with decode_responses=False, so every reply is bytes; redis-py types replies
+# as bytes or str (decoding is chosen at run time), hence the casts to these shapes. XRANGE's
+# reply is a list, empty for a missing stream (redis-py's type also allows None).
+_StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 def _missing(subscription: str) -> FailedPrecondition:
@@ -422,7 +428,10 @@ class RedisEventStore:
     # Dead letters -----------------------------------------------------------
 
     async def dead_letters(self, subscription: str, limit: int) -> list[DeadLetter]:
-        entries = await self._guard.run(lambda: self._redis.xrange(f"{_PREFIX}dead:{subscription}", count=limit))
+        entries = cast(
+            _StreamEntries,
+            await self._guard.run(lambda: self._redis.xrange(f"{_PREFIX}dead:{subscription}", count=limit)),
+        )
         return [
             DeadLetter(
                 dead_letter_id=entry_id.decode(),
@@ -451,7 +460,8 @@ class RedisEventStore:
     # Backlog ----------------------------------------------------------------
 
     async def _subscriptions(self) -> dict[str, list[str]]:
-        names = sorted(n.decode() for n in await self._guard.run(lambda: self._redis.smembers(f"{_PREFIX}subscriptions")))
+        members = cast(set[bytes], await self._guard.run(lambda: self._redis.smembers(f"{_PREFIX}subscriptions")))
+        names = sorted(n.decode() for n in members)
         return {name: await self._subscription_types(name) for name in names}
 
     async def lag(self) -> list[SubscriptionLag]:

@@ -129,10 +129,12 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-        if not reader.cancelled() and reader.exception() is not None:
-            raise reader.exception()  # type: ignore[misc]
+        if not reader.cancelled() and (error := reader.exception()) is not None:
+            raise error
 
-    async def Subscribe(
+    # The servicer stub's return type allows only the iterator style; grpc.aio also serves a
+    # handler that writes its responses with context.write and returns None, as this one does.
+    async def Subscribe(  # type: ignore[override]
         self, request_iterator: AsyncIterator[events_pb2.SubscribeRequest], context: Context
     ) -> None:
         plugin_id = self._plugin_id(context)

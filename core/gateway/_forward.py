@@ -147,7 +147,9 @@ class Forwarder:
         async with self._bulkheads.slot(target):
             while True:
                 remaining = deadline - self._clock.monotonic()
-                call = self._connector.channel(record).unary_unary(method.path)
+                call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._connector.channel(record).unary_unary(
+                    method.path
+                )
                 try:
                     response = await call(request, timeout=max(remaining, 0.001), metadata=tuple(metadata))
                 except grpc.aio.AioRpcError as err:

@@ -71,9 +71,9 @@ class OperatorLane:
         """Raise unless the call is allowed; returns the traits the response is
         redacted for and the user the call is made for, if any."""
         if principal.kind == "user":
-            user = self._delegations.of_user(principal)
-            annotate(lane_rule=self._policy.check_user_call(user.user_id, user.traits, target, method))
-            return user.traits, user
+            caller_user = self._delegations.of_user(principal)
+            annotate(lane_rule=self._policy.check_user_call(caller_user.user_id, caller_user.traits, target, method))
+            return caller_user.traits, caller_user
         caller = self._lookup(principal.id)
         traits = caller.granted_traits if caller is not None else frozenset()
         user = await self._delegations.verify(delegation, principal.id) if delegation else None

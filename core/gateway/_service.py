@@ -64,7 +64,7 @@ class ContractProxy(grpc.GenericRpcHandler):
 
     def __init__(self, lane: OperatorLane, identify: Callable[[Any], Principal]) -> None:
         # One handler per contract method, built once: `service` runs per call.
-        self._handlers = {
+        self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
             f"/{name}": grpc.unary_unary_rpc_method_handler(self._forwarding(lane, identify, method))
             for name, method in CONTRACT_METHODS.items()
         }
@@ -88,5 +88,5 @@ class ContractProxy(grpc.GenericRpcHandler):
 
         return forward
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         return self._handlers.get(handler_call_details.method)

@@ -138,7 +138,8 @@ class TokenSigner:
         header = _json_object(parts[0])
         if set(header) - _HEADER_KEYS:
             raise TokenError("token header has fields the core does not accept")
-        key = self._keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+        kid = header.get("kid")
+        key = self._keys.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise TokenError("token key id is unknown")
         if header.get("alg") != key.algorithm:

@@ -77,7 +77,9 @@ class Lockout:
 
     def lock_seconds(self, level: int) -> int:
         """Length of the lock that follows `level` earlier locks."""
-        return min(self.base_seconds * 2 ** min(level, 20), self.max_seconds)
+        # typeshed types int ** int as Any (a negative exponent gives a float); level is >= 0.
+        factor: int = 2 ** min(level, 20)
+        return min(self.base_seconds * factor, self.max_seconds)
 
     def failure_values(self, failures: Any, locked_until: Any, level: Any, now: int) -> dict[Any, Any]:
         """SQL SET values counting one failure on the given columns. Computed

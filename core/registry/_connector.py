@@ -76,7 +76,10 @@ class PluginConnector:
                 if not reply.ready:
                     _log.warning("plugin %s answered Init but is not ready", record.plugin_id)
                     return False
-                checked = await health.Check(health_pb2.HealthCheckRequest(), timeout=5.0)
+                # types-grpcio-health-checking declares HealthStub without its Check/Watch callables.
+                checked: health_pb2.HealthCheckResponse = await health.Check(  # type: ignore[attr-defined]
+                    health_pb2.HealthCheckRequest(), timeout=5.0
+                )
                 return checked.status == health_pb2.HealthCheckResponse.SERVING
             except grpc.aio.AioRpcError as exc:
                 if self._clock.monotonic() + delay >= deadline:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -78,7 +78,7 @@ class PluginStore:
     async def load(self) -> None:
         """Read every plugin and revoked certificate serial from the database."""
 
-        def read() -> tuple[list[Any], list[Any]]:
+        def read() -> tuple[Sequence[sa.Row[Any]], Sequence[sa.Row[Any]]]:
             with self._engine.connect() as conn:
                 rows = conn.execute(sa.select(plugins_table)).all()
                 revoked = conn.execute(

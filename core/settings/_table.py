@@ -106,14 +106,18 @@ def convert(setting: Setting, raw: object, where: str, base: pathlib.Path | None
     its relative paths are taken from the file's directory."""
     kind = setting.kind
     text = isinstance(raw, str)
-    numeric_text = text and base is None
     try:
         if kind in ("str", "url", "secret") and text:
             value: Any = raw
-        elif kind == "int" and not isinstance(raw, bool) and (isinstance(raw, int) or numeric_text):
-            value = int(raw)  # type: ignore[arg-type]
-        elif kind == "float" and not isinstance(raw, bool) and (isinstance(raw, (int, float)) or numeric_text):
-            value = float(raw)  # type: ignore[arg-type]
+        # Numeric text counts only outside a file; spelled out inline so mypy narrows `raw`.
+        elif kind == "int" and not isinstance(raw, bool) and (
+            isinstance(raw, int) or (isinstance(raw, str) and base is None)
+        ):
+            value = int(raw)
+        elif kind == "float" and not isinstance(raw, bool) and (
+            isinstance(raw, (int, float)) or (isinstance(raw, str) and base is None)
+        ):
+            value = float(raw)
             if not math.isfinite(value):
                 raise ValueError
         elif kind == "path" and (text or isinstance(raw, pathlib.Path)):

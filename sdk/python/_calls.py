@@ -69,7 +69,9 @@ def method_for(request: Message) -> MethodDescriptor:
             f"{descriptor.full_name} is the input of {len(found)} unary contract methods; call the stub instead",
             reason="METHOD_AMBIGUOUS",
         )
-    return found[0]
+    # types-protobuf gives the upb backend's descriptors classes of their own, unrelated to
+    # google.protobuf.descriptor's; at run time they are instances of those (DescriptorMetaclass).
+    return found[0]  # type: ignore[return-value]
 
 
 class PluginCaller:

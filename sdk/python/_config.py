@@ -33,7 +33,9 @@ class PluginConfig(Mapping[str, str]):
     """Key → value for every declared key that has a value (set or default).
     `missing_keys` lists required keys nobody has set yet."""
 
-    values: Mapping[str, str]
+    # The field hides Mapping.values(), so config.values() raises TypeError; renaming it would
+    # change the SDK's public surface, so it stays until that is decided (use config.values).
+    values: Mapping[str, str]  # type: ignore[assignment]
     missing_keys: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
     """Key → `default` or `admin`."""

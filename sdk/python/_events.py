@@ -256,7 +256,9 @@ class Subscription:
 
         helpers = [asyncio.ensure_future(send()), asyncio.ensure_future(flush_acks())]
         try:
-            while (response := await call.read()) is not grpc.aio.EOF:
+            # read() gives grpc.aio.EOF once the stream ends, else a SubscribeResponse; its stubs
+            # type it as plain `object`, so the isinstance test both ends the loop and narrows.
+            while isinstance(response := await call.read(), events_pb2.SubscribeResponse):
                 if response.WhichOneof("response") == "opened":
                     if not self._opened.done():
                         self._opened.set_result(response.opened.subscription)
