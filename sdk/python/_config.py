@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import grpc
 from vivified.config.v1 import config_pb2, config_pb2_grpc
@@ -28,17 +28,30 @@ _UNSET = config_pb2.CONFIG_VALUE_SOURCE_UNSET
 _RESUMABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
-@dataclass(frozen=True)
 class PluginConfig(Mapping[str, str]):
     """Key → value for every declared key that has a value (set or default).
-    `missing_keys` lists required keys nobody has set yet."""
+    `missing_keys` lists required keys nobody has set yet; `sources` maps each
+    key to `default` or `admin`. Read-only: a change arrives as a new object."""
 
-    # The field hides Mapping.values(), so config.values() raises TypeError; renaming it would
-    # change the SDK's public surface, so it stays until that is decided (use config.values).
-    values: Mapping[str, str]  # type: ignore[assignment]
-    missing_keys: tuple[str, ...] = ()
-    sources: Mapping[str, str] = field(default_factory=dict)
-    """Key → `default` or `admin`."""
+    __slots__ = ("_missing_keys", "_sources", "_values")
+
+    def __init__(
+        self,
+        values: Mapping[str, str],
+        missing_keys: tuple[str, ...] = (),
+        sources: Mapping[str, str] | None = None,
+    ) -> None:
+        self._values = dict(values)
+        self._missing_keys = tuple(missing_keys)
+        self._sources = dict(sources or {})
+
+    @property
+    def missing_keys(self) -> tuple[str, ...]:
+        return self._missing_keys
+
+    @property
+    def sources(self) -> Mapping[str, str]:
+        return MappingProxyType(self._sources)
 
     @classmethod
     def from_message(cls, reply: config_pb2.GetMyConfigResponse) -> PluginConfig:
@@ -53,25 +66,25 @@ class PluginConfig(Mapping[str, str]):
         )
 
     def __getitem__(self, key: str) -> str:
-        return self.values[key]
+        return self._values[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self._values)
 
     def __repr__(self) -> str:
         # Secrets are values too: never print them.
-        return f"PluginConfig(keys={sorted(self.values)}, missing_keys={list(self.missing_keys)})"
+        return f"PluginConfig(keys={sorted(self._values)}, missing_keys={list(self.missing_keys)})"
 
     def get_int(self, key: str) -> int:
         """The value of an `int` key (the core has already checked it parses)."""
-        return int(self.values[key])
+        return int(self._values[key])
 
     def get_bool(self, key: str) -> bool:
         """The value of a `bool` key; ValueError for a key of another type."""
-        value = self.values[key]
+        value = self._values[key]
         if value not in ("true", "false"):
             raise ValueError(f"config key {key!r} is not a bool")
         return value == "true"

@@ -13,7 +13,6 @@ from support.processes import CoreProcess
 from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc as config_grpc
 
-pytestmark = pytest.mark.asyncio
 CANARY = "CANARY-sdk-secret-0b7e3f19"
 
 
@@ -25,6 +24,7 @@ async def _set(core: CoreProcess, key: str, value: str) -> None:
         )
 
 
+@pytest.mark.asyncio
 async def test_runtime_config_and_watch(core: CoreProcess, tmp_path: pathlib.Path) -> None:
     manifest = write_manifest(tmp_path, "sdk-configured", config=[
         {"name": "batch_size", "type": "CONFIG_FIELD_TYPE_INT", "default_value": "10"},
@@ -50,3 +50,22 @@ async def test_runtime_config_and_watch(core: CoreProcess, tmp_path: pathlib.Pat
         await updates.aclose()  # type: ignore[attr-defined]
     finally:
         await runtime.stop()
+
+
+def test_plugin_config_is_a_read_only_mapping() -> None:
+    """The whole Mapping API works (`values()` once collided with a field of
+    that name), and secrets stay out of its text."""
+    from vivified.sdk import PluginConfig
+
+    config = PluginConfig({"batch_size": "10", "api_token": CANARY}, sources={"batch_size": "default"})
+    assert sorted(config.values()) == sorted(["10", CANARY])
+    assert dict(config.items()) == {"batch_size": "10", "api_token": CANARY}
+    assert config == {"batch_size": "10", "api_token": CANARY} and len(config) == 2
+    assert config.get("missing") is None and config.missing_keys == ()
+    assert CANARY not in repr(config) and CANARY not in str(config)
+    with pytest.raises(TypeError):
+        config["batch_size"] = "11"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        config.missing_keys = ("api_token",)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.sources["api_token"] = "admin"  # type: ignore[index]
