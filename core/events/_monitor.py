@@ -98,28 +98,21 @@ class BacklogMonitor:
             elif lag.backlog < threshold / 2:
                 self._alerted.discard(lag.subscription)
         trimmed = await self._store.trim()
-        for subscription, count in sorted(trimmed.lost.items()):
-            if count <= 0:
-                continue
-            self._on_lost(subscription, count)
-            await self._alert(
-                "events_lost",
-                SEVERITY_CRITICAL,
-                subscription,
-                f"subscription {subscription} lost {count} unacknowledged events to its backlog cap",
-                {"lost": str(count), "cap": str(self._config.max_backlog)},
-            )
-        for subscription, count in sorted(trimmed.dead_letters_dropped.items()):
-            if count <= 0:
-                continue
-            self._on_dead_letters_dropped(subscription, count)
-            await self._alert(
-                "dead_letters_dropped",
-                SEVERITY_CRITICAL,
-                subscription,
-                f"subscription {subscription} discarded its {count} oldest dead letters to its dead-letter cap",
-                {"dropped": str(count), "cap": str(self._config.max_dead_letters)},
-            )
+        config = self._config
+        discards = (
+            ("events_lost", trimmed.lost, self._on_lost, "lost", config.max_backlog,
+             "lost {count} unacknowledged events to its backlog cap"),
+            ("dead_letters_dropped", trimmed.dead_letters_dropped, self._on_dead_letters_dropped, "dropped",
+             config.max_dead_letters, "discarded its {count} oldest dead letters to its dead-letter cap"),
+        )
+        for kind, counts, count_metric, noun, cap, what in discards:
+            for subscription, count in sorted(counts.items()):
+                if count > 0:
+                    count_metric(subscription, count)
+                    await self._alert(
+                        kind, SEVERITY_CRITICAL, subscription,
+                        f"subscription {subscription} " + what.format(count=count), {noun: str(count), "cap": str(cap)},
+                    )
 
     async def _alert(self, kind: str, severity: int, subject: str, summary: str, details: dict[str, str]) -> None:
         alert = SecurityAlert(
