@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
 from vivified.core.audit._handoff import Pending, settle
 from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
-from vivified.core.audit._table import audit_table
+from vivified.core.audit._statements import WriterStatements
 from vivified.core.clock import Clock
 from vivified.core.db import write_transaction
 
@@ -66,6 +66,7 @@ class AuditLog:
         self._every = checkpoint_every
         self._max_batch = max_batch
         self._on_commit = on_commit
+        self._statements = WriterStatements(engine.dialect)
         self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -145,7 +146,7 @@ class AuditLog:
         started = self._clock.monotonic()
         try:
             with write_transaction(self._engine, pg_lock=_PG_LOCK_KEY) as conn:
-                seq, prev = self._read_head_in(conn)
+                seq, prev = self._statements.read_head(conn)
                 stored = []
                 for pending in batch:
                     seq += 1
@@ -154,7 +155,7 @@ class AuditLog:
                     )
                     prev = record.hash
                     stored.append(record)
-                conn.execute(audit_table.insert(), [r.as_row() for r in stored])
+                self._statements.insert(conn, stored)
         except Exception as exc:  # noqa: BLE001 - every caller must learn of any failure
             _log.error("audit batch of %d failed: %s", len(batch), type(exc).__name__)
             settle(batch, None, exc)
@@ -199,13 +200,4 @@ class AuditLog:
 
     def _read_head(self) -> tuple[int, str]:
         with self._engine.connect() as conn:
-            return self._read_head_in(conn)
-
-    @staticmethod
-    def _read_head_in(conn: sa.Connection) -> tuple[int, str]:
-        row = conn.execute(
-            sa.select(audit_table.c.seq, audit_table.c.hash)
-            .order_by(audit_table.c.seq.desc())
-            .limit(1)
-        ).first()
-        return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.hash))
+            return self._statements.read_head(conn)
