@@ -14,8 +14,8 @@ class TracingLayer:
     whatever the handler sends on (the operator lane, event envelopes) carries
     its trace. A span the sampler dropped records nothing, so it is made
     current without `start_as_current_span`'s context-manager machinery and
-    without attributes it would discard: that machinery cost more than the
-    rest of the chain together."""
+    without attributes it would discard: that machinery cost about as much
+    as the rest of the chain together."""
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
