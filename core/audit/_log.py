@@ -12,19 +12,20 @@ the head is re-read from the database, never advanced in memory alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
 from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
 from vivified.core.audit._handoff import Pending, settle
 from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
-from vivified.core.audit._table import audit_table
+from vivified.core.audit._statements import WriterStatements
 from vivified.core.clock import Clock
-from vivified.core.db import write_transaction
+from vivified.core.db import write_transaction, write_transaction_on
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +67,13 @@ class AuditLog:
         self._every = checkpoint_every
         self._max_batch = max_batch
         self._on_commit = on_commit
+        self._statements = WriterStatements(engine.dialect)
+        # An embedded SQLite file has no server to lose a connection to, so
+        # the writer keeps one for its lifetime instead of a pool checkout
+        # and reset per batch. On PostgreSQL each batch checks one out (and
+        # pre-pings it), so a restarted server costs no batch.
+        self._hold_connection = engine.dialect.name == "sqlite"
+        self._held: sa.Connection | None = None
         self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -136,6 +144,7 @@ class AuditLog:
             if stop and self._queue.empty():
                 if self._head[0] != self._checkpointed_seq:
                     self._write_checkpoint()
+                self._release_connection()
                 return
             if stop:
                 # Appends raced with close(); serve them before stopping.
@@ -144,8 +153,8 @@ class AuditLog:
     def _commit(self, batch: list[Pending]) -> None:
         started = self._clock.monotonic()
         try:
-            with write_transaction(self._engine, pg_lock=_PG_LOCK_KEY) as conn:
-                seq, prev = self._read_head_in(conn)
+            with self._transaction() as conn:
+                seq, prev = self._statements.read_head(conn)
                 stored = []
                 for pending in batch:
                     seq += 1
@@ -154,7 +163,7 @@ class AuditLog:
                     )
                     prev = record.hash
                     stored.append(record)
-                conn.execute(audit_table.insert(), [r.as_row() for r in stored])
+                self._statements.insert(conn, stored)
         except Exception as exc:  # noqa: BLE001 - every caller must learn of any failure
             _log.error("audit batch of %d failed: %s", len(batch), type(exc).__name__)
             settle(batch, None, exc)
@@ -171,6 +180,30 @@ class AuditLog:
                 _log.exception("audit on_commit hook failed")
         self._checkpoint_if_due()
         settle(batch, stored, None)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        if not self._hold_connection:
+            with write_transaction(self._engine, pg_lock=_PG_LOCK_KEY) as conn:
+                yield conn
+            return
+        if self._held is None:
+            self._held = self._engine.connect()
+        try:
+            with write_transaction_on(self._held, pg_lock=_PG_LOCK_KEY) as conn:
+                yield conn
+        except BaseException:
+            # Whatever broke, the next batch starts on a fresh connection.
+            self._release_connection()
+            raise
+
+    def _release_connection(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            try:
+                held.close()
+            except Exception:  # noqa: BLE001 - the writer thread must survive
+                _log.exception("closing the audit writer's connection failed")
 
     def _checkpoint_if_due(self) -> None:
         due = (
@@ -199,13 +232,4 @@ class AuditLog:
 
     def _read_head(self) -> tuple[int, str]:
         with self._engine.connect() as conn:
-            return self._read_head_in(conn)
-
-    @staticmethod
-    def _read_head_in(conn: sa.Connection) -> tuple[int, str]:
-        row = conn.execute(
-            sa.select(audit_table.c.seq, audit_table.c.hash)
-            .order_by(audit_table.c.seq.desc())
-            .limit(1)
-        ).first()
-        return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.hash))
+            return self._statements.read_head(conn)

@@ -36,10 +36,24 @@ def format_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# One encoder for every call: `json.dumps` with options builds a new encoder
+# each time, which costs about as much as the encoding itself.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical_json(value: Mapping[str, object]) -> str:
     """Compact JSON with sorted keys; ASCII-only so the bytes never depend on
     how a reader decodes them."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _CANONICAL.encode(value)
+
+
+def _canonical_record(fields: Mapping[str, object], time: dt.datetime) -> str:
+    """The hashed text of a record from its `fields` (every column but `hash`)."""
+    return canonical_json({**fields, "time": format_time(time)})
+
+
+def _hash_text(text: str) -> str:
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,25 +129,24 @@ class StoredRecord:
         cls, record: AuditRecord, *, seq: int, time: dt.datetime, prev_hash: str
     ) -> StoredRecord:
         """The stored form of `record` placed after `prev_hash` at `seq`."""
-        unhashed = cls(
-            seq=seq,
-            time=time.astimezone(dt.UTC),
-            actor=record.actor,
-            action=record.action,
-            resource=record.resource,
-            decision=record.decision,
-            reason=record.reason,
-            rule_id=record.rule_id,
-            outcome=record.outcome,
-            trace_id=record.trace_id,
-            detail=record.detail_text(),
-            prev_hash=prev_hash,
-            hash="",
-        )
-        # Set on the instance nobody else has seen yet, the way a frozen
-        # dataclass's own __init__ does: half the cost of building it twice.
-        object.__setattr__(unhashed, "hash", unhashed.compute_hash())
-        return unhashed
+        when = time.astimezone(dt.UTC)
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "time": when,
+            "actor": record.actor,
+            "action": record.action,
+            "resource": record.resource,
+            "decision": record.decision,
+            "reason": record.reason,
+            "rule_id": record.rule_id,
+            "outcome": record.outcome,
+            "trace_id": record.trace_id,
+            "detail": record.detail_text(),
+            "prev_hash": prev_hash,
+        }
+        # Hashed from the same mapping the record is built from: one
+        # construction of the frozen dataclass instead of two.
+        return cls(**fields, hash=_hash_text(_canonical_record(fields, when)))
 
     @classmethod
     def from_row(cls, row: Mapping[Any, object]) -> StoredRecord:
@@ -163,26 +176,13 @@ class StoredRecord:
 
     def canonical(self) -> str:
         """The serialisation the hash covers: every field except `hash`."""
-        return canonical_json(
-            {
-                "seq": self.seq,
-                "time": format_time(self.time),
-                "actor": self.actor,
-                "action": self.action,
-                "resource": self.resource,
-                "decision": self.decision,
-                "reason": self.reason,
-                "rule_id": self.rule_id,
-                "outcome": self.outcome,
-                "trace_id": self.trace_id,
-                "detail": self.detail,
-                "prev_hash": self.prev_hash,
-            }
-        )
+        fields = self.as_row()
+        del fields["hash"]
+        return _canonical_record(fields, self.time)
 
     def compute_hash(self) -> str:
         """sha256 hex of `canonical()`."""
-        return hashlib.sha256(self.canonical().encode("ascii")).hexdigest()
+        return _hash_text(self.canonical())
 
     def as_row(self) -> dict[str, object]:
         """Column values for an INSERT."""

@@ -12,6 +12,11 @@ from vivified.core.policy import Decision, PolicyInput, RuleIndex, evaluate
 
 _log = logging.getLogger(__name__)
 
+_MAX_REMEMBERED = 10_000
+"""Decisions remembered per rule index; past this the memory starts over."""
+
+_Key = tuple[str, str, frozenset[str], str, str]
+
 
 class PolicyLayer:
     """Evaluates the call against the rule index; only an allow proceeds."""
@@ -25,16 +30,30 @@ class PolicyLayer:
         self._index = index
         self._denier = denier
         self._on_decision = on_decision
+        # `evaluate` is pure, so a decision holds for as long as the index it
+        # came from is current; a rebuilt index (a new object) starts afresh.
+        self._decided: dict[_Key, Decision] = {}
+        self._decided_by: RuleIndex | None = None
+
+    def _decide(self, kind: str, principal_id: str, traits: frozenset[str], service: str, method: str) -> Decision:
+        index = self._index()
+        if index is not self._decided_by:
+            self._decided, self._decided_by = {}, index
+        key = (kind, principal_id, traits, service, method)
+        decision = self._decided.get(key)
+        if decision is None:
+            decision = evaluate(index, PolicyInput(kind, principal_id, traits, service, method))
+            if len(self._decided) >= _MAX_REMEMBERED:
+                self._decided.clear()
+            self._decided[key] = decision
+        return decision
 
     async def __call__(self, call: Call, proceed: Proceed) -> None:
         principal = call.principal
         try:
             if principal is None:
                 raise RuntimeError("policy reached without a principal")
-            decision = evaluate(
-                self._index(),
-                PolicyInput(principal.kind, principal.id, call.traits, call.service, call.method),
-            )
+            decision = self._decide(principal.kind, principal.id, call.traits, call.service, call.method)
         except Exception:  # noqa: BLE001 - an evaluation error denies (fail closed)
             _log.exception("policy evaluation failed for %s; denying", call.method)
             decision = Decision(False, "POLICY_ERROR", "policy-error", "the policy could not be evaluated")

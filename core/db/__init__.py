@@ -34,7 +34,7 @@ from vivified.core.db._migrate import (
     schema_version,
     upgrade,
 )
-from vivified.core.db._transaction import write_transaction
+from vivified.core.db._transaction import write_transaction, write_transaction_on
 
 __all__ = [
     "VERSION_TABLE",
@@ -57,4 +57,5 @@ __all__ = [
     "unavailable",
     "upgrade",
     "write_transaction",
+    "write_transaction_on",
 ]

@@ -19,8 +19,16 @@ import sqlalchemy as sa
 def write_transaction(engine: sa.Engine, *, pg_lock: int) -> Iterator[sa.Connection]:
     """One transaction that no other holder of `pg_lock` (PostgreSQL) or no
     other writer at all (SQLite) runs beside; commits on success."""
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
+    with engine.connect() as conn, write_transaction_on(conn, pg_lock=pg_lock) as serialised:
+        yield serialised
+
+
+@contextlib.contextmanager
+def write_transaction_on(conn: sa.Connection, *, pg_lock: int) -> Iterator[sa.Connection]:
+    """`write_transaction` on a connection the caller holds (and closes), for
+    a writer that runs one transaction after another on the same connection."""
+    if conn.dialect.name == "postgresql":
+        with conn.begin():
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(pg_lock)))
             yield conn
         return
@@ -28,12 +36,14 @@ def write_transaction(engine: sa.Engine, *, pg_lock: int) -> Iterator[sa.Connect
     # commits before every DDL statement; in autocommit mode it sends our
     # BEGIN IMMEDIATE / COMMIT as written, so reads, writes and DDL form one
     # transaction that holds the write lock throughout.
-    with engine.connect() as base:
-        conn = base.execution_options(isolation_level="AUTOCOMMIT")
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.exec_driver_sql("ROLLBACK")
-            raise
-        conn.exec_driver_sql("COMMIT")
+    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        # Set once per connection: SQLAlchemy refuses to change it again
+        # after the first statement, and a held connection keeps it.
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.exec_driver_sql("ROLLBACK")
+        raise
+    conn.exec_driver_sql("COMMIT")

@@ -200,6 +200,28 @@ async def test_missing_trait_denies_with_the_rule_id(harness: Harness) -> None:
     assert [r.decision for r in harness.rows()] == ["deny", "allow"]
 
 
+async def test_remembered_decisions_follow_a_rebuilt_index(harness: Harness) -> None:
+    """The policy layer remembers decisions per rule index: a rebuilt index
+    (a plugin approved or revoked) decides the very next call afresh."""
+    async with harness.channel("operator", "admin") as channel:
+        stub = lifecycle_pb2_grpc.PluginLifecycleServiceStub(channel)
+        await stub.Init(_init("ok"), timeout=5)
+        await stub.Init(_init("ok"), timeout=5)
+        harness.index_holder[0] = RuleIndex.build(load_rules(b"[]"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Init(_init("ok"), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_info(caught.value).metadata["rule_id"] == "default-deny"
+        harness.index_holder[0] = RuleIndex.build(load_rules(RULES))
+        await stub.Init(_init("ok"), timeout=5)
+    assert [(r.decision, r.rule_id) for r in harness.rows()] == [
+        ("allow", "test-init"),
+        ("allow", "test-init"),
+        ("deny", "default-deny"),
+        ("allow", "test-init"),
+    ]
+
+
 async def test_rate_limit_per_principal(harness: Harness) -> None:
     async with harness.channel("plugin", "good") as channel, harness.channel("plugin", "boom") as other:
         stub = lifecycle_pb2_grpc.PluginLifecycleServiceStub(channel)
