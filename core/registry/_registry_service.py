@@ -114,6 +114,10 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         await asyncio.to_thread(self._store.check_join_token, manifest.id, token_hash)
         record = self._store.get(manifest.id)
         if record is None or record.status != APPROVED or record.manifest_sha256 != digest:
+            # A concurrent registration with this token may have won since the
+            # check above (the plugin is then active, no longer approved): the
+            # answer is then the consumed token's, the same for every loser.
+            await asyncio.to_thread(self._store.check_join_token, manifest.id, token_hash)
             raise PermissionDenied(
                 "this manifest is not the one the operator approved (sha256 differs); approve it again",
                 reason="MANIFEST_NOT_APPROVED",
