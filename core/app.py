@@ -284,13 +284,7 @@ class Core:
             init_timeout=config.init_timeout_seconds,
         )
         connector = self._connector
-        monitor = self._monitor
 
-        def heartbeat_changed(old: CoreConfig, new: CoreConfig) -> None:
-            if old.heartbeat_interval_seconds != new.heartbeat_interval_seconds:
-                monitor.interval_changed(old.heartbeat_interval_seconds)
-
-        live.subscribe(heartbeat_changed)
 
         async def revoked(plugin_id: str) -> None:
             record = store.get(plugin_id)

@@ -4,7 +4,7 @@ A plugin whose Init fails, or that misses `misses` heartbeat intervals,
 becomes unhealthy; the core routes nothing to it until heartbeats resume.
 
 The interval may change while the core runs (`interval` returns the current
-one; the core calls `interval_changed` when it changes). A plugin learns the new
+one; the sweep notices a change by comparing it with the last it read). A plugin learns the new
 interval from its next heartbeat reply, so a plugin whose last heartbeat came
 before the change is judged by the longer of the old and new intervals until it
 has had `misses` old intervals to heartbeat; the sweep then uses the new one."""
@@ -46,7 +46,8 @@ class HealthMonitor:
         self._connector = connector
         self._clock = clock
         self._interval = interval
-        # (interval before the last change, monotonic time of the change)
+        self._seen = interval()
+        # (interval before the last change, monotonic time the sweep saw it change)
         self._previous: tuple[float, float] | None = None
         self._misses = misses
         self._init_timeout = init_timeout
@@ -78,10 +79,6 @@ class HealthMonitor:
             self._store.set_health(plugin_id, HEALTHY)
             _log.info("plugin %s is heartbeating again", plugin_id)
 
-    def interval_changed(self, before: float) -> None:
-        """The heartbeat interval just changed from `before` to `interval()`."""
-        self._previous = (before, self._clock.monotonic())
-
     def _limit(self, interval: float, last_heartbeat: float) -> float:
         """How long a plugin whose last heartbeat was at `last_heartbeat` may stay silent."""
         if self._previous is not None and last_heartbeat < self._previous[1]:
@@ -92,6 +89,10 @@ class HealthMonitor:
         """Mark plugins unhealthy whose last heartbeat is too old; returns their ids."""
         now = self._clock.monotonic()
         interval = self._interval()
+        if interval != self._seen:
+            # The longest interval a plugin may still be heartbeating at.
+            longest = self._seen if self._previous is None else max(self._seen, self._previous[0])
+            self._previous, self._seen = (longest, now), interval
         if self._previous is not None and now - self._previous[1] > self._previous[0] * self._misses:
             self._previous = None  # every live plugin has heartbeated since and learned the new interval
         stale = [

@@ -12,8 +12,8 @@ that no longer parses stays refused and reported. It re-reads the overrides
   it was stored.
 
 Components read the current values when they act, through zero-argument
-getters such as `lambda: live.current.events`; `subscribe` registers a
-listener called once for each refresh that changes an effective value.
+getters such as `lambda: live.current.events`; a component that must know
+when a value changed compares what it last read (the health monitor does).
 
 A refresh that cannot read the database logs, keeps the values in force and
 is retried at the next poll: the core never crashes on it and never falls
@@ -31,12 +31,8 @@ from vivified.core.settings._store import OverrideStore
 
 _log = logging.getLogger(__name__)
 
-Listener = Callable[[CoreConfig, CoreConfig], None]
-"""Called with (old, new) effective config after a refresh that changed a value."""
-
-
 class LiveSettings:
-    """The base config, the effective config and the listeners of its changes.
+    """The base config and the effective config.
     `applied` is what the core applied at start (`apply_overrides(base, ...)`)."""
 
     def __init__(
@@ -53,7 +49,6 @@ class LiveSettings:
         self._applied = applied
         self._interval = interval
         self._sleep = sleep
-        self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
 
@@ -66,9 +61,6 @@ class LiveSettings:
     def applied(self) -> Applied:
         """The effective config with the overrides applied and those refused."""
         return self._applied
-
-    def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
 
     async def refresh(self, actor: str | None = None) -> bool:
         """Re-read the stored overrides and apply them; True when an effective
@@ -96,9 +88,6 @@ class LiveSettings:
                     "core setting %s changed live: %s -> %s (%s, by %s)",
                     key, effective(old.config, key), effective(new.config, key), *how[key],
                 )
-            if changed:
-                for listener in self._listeners:
-                    listener(old.config, new.config)
             return bool(changed)
 
     async def _cleared_by(self, key: str) -> str:

@@ -58,11 +58,33 @@ async def test_a_changed_interval_gives_plugins_one_old_period_to_learn_it(tmp_p
 
     clock.advance(1)
     interval[0] = 2.0  # lowered live: limit 6 s for heartbeats after the change
-    monitor.interval_changed(10.0)
-    assert monitor.sweep() == []
+    assert monitor.sweep() == []  # the sweep notices the change
     clock.advance(1)
     monitor.heartbeat("late")  # its reply carried the new interval
     clock.advance(7)  # late: 7 s > 3 x 2 s; early (heartbeat before the change): 9 s <= 3 x 10 s
     assert monitor.sweep() == ["late"]
     clock.advance(22)  # 31 s after the change: the old interval's grace is over
     assert monitor.sweep() == ["early"]
+
+
+async def test_two_quick_changes_keep_the_longest_old_interval(tmp_path: pathlib.Path) -> None:
+    clock = ManualClock()
+    store = PluginStore(create_engine_for(sqlite_url(tmp_path / "db.sqlite")), clock)
+    manifest, token = manifest_message("steady"), "1" * 64
+    await store.approve(manifest, "0" * 64, frozenset(manifest.traits), token, 10**10, replace_existing=False)
+    await store.register("steady", token, "0" * 64, "127.0.0.1:1", serial=1, not_after=10**10)
+    interval = [10.0]
+    monitor = HealthMonitor(  # type: ignore[arg-type]
+        store, NoConnector(), clock, interval=lambda: interval[0], misses=3, init_timeout=1)
+    store.heartbeat("steady")
+    store.set_health("steady", HEALTHY)
+
+    interval[0] = 2.0
+    assert monitor.sweep() == []
+    clock.advance(1)
+    interval[0] = 1.0  # lowered again before the plugin heard of the first change
+    assert monitor.sweep() == []
+    clock.advance(20)  # 21 s silent: within 3 x 10 s, the interval it still heartbeats at
+    assert monitor.sweep() == []
+    clock.advance(10)  # 31 s: past even the old interval's grace
+    assert monitor.sweep() == ["steady"]
