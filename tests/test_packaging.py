@@ -33,7 +33,7 @@ def _expected_members() -> set[str]:
             if "__pycache__" in path.parts or not path.is_file():
                 continue
             inner = path.relative_to(base).parts
-            if name == "vivified" and inner and inner[0] in {"core", "sdk", "plugins"}:
+            if name == "vivified" and inner and inner[0] in {n.split(".")[1] for n in ROOTS if "." in n}:
                 continue
             if path.suffix in {".py", ".pyi", ".json", ".yaml"} and path.name != "py.typed":
                 expected.add("/".join((prefix, *inner)))

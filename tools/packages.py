@@ -7,8 +7,11 @@ fails when the list and the tree disagree.
 from __future__ import annotations
 
 import pathlib
+import tomllib
 
-ROOTS = {"vivified": "gen/vivified", "vivified.core": "core", "vivified.sdk": "sdk/python", "vivified.plugins": "plugins"}
+_TOP = pathlib.Path(__file__).resolve().parent.parent
+# Import name -> source directory: pyproject's [tool.setuptools.package-dir], the one declaration.
+ROOTS: dict[str, str] = tomllib.loads((_TOP / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
 
 
 def packages(top: pathlib.Path) -> list[str]:
@@ -22,5 +25,5 @@ def packages(top: pathlib.Path) -> list[str]:
 
 
 if __name__ == "__main__":
-    for pkg in packages(pathlib.Path(__file__).resolve().parent.parent):
+    for pkg in packages(_TOP):
         print(f'  "{pkg}",')

@@ -10,7 +10,7 @@
     vivified config show [--config FILE] [core flags]
     vivified config plugin get|set|history PLUGIN [KEY VALUE] --reason R
     vivified config core list|set KEY VALUE|unset KEY|history --reason R
-    vivified bench chain
+    vivified bench chain|invoke|events|egress
 """
 
 from __future__ import annotations
@@ -65,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        # Everything after `bench` (its --help too) belongs to the benchmark's own parser.
+        return _bench.run([*args.rest, *extra])
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -92,10 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_plugin_config_cmd.run(args, environ, out))
         elif args.command == "config":
             code = _config_cmd.show(args, environ, out)
-        elif args.command == "users":
-            code = _users_cmd.run(args, environ, out)
         else:
-            code = _bench.run(args, out)
+            code = _users_cmd.run(args, environ, out)
     except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,64 +1,26 @@
-"""`vivified bench <scenario>`: the project's own benchmark (see PERFORMANCE.md)."""
+"""`vivified bench …`: runs the benchmark package as its own process.
+
+The benchmark (`vivified.bench`, shipped in the same distribution) drives plugins
+through the SDK, and the core never imports the SDK or a plugin, so the core's
+CLI starts `python -m vivified.bench` by module name and passes every argument on."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-
-from vivified.core.bench import run_chain_bench, run_egress_bench
-from vivified.core.bench._events import run_events_bench
-from vivified.core.bench._invoke import run_invoke_bench
+import subprocess
+import sys
+from collections.abc import Sequence
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = sub.add_parser("bench", help="measure the platform; ratios are taken side by side in one run")
-    scenarios = bench.add_subparsers(dest="scenario", required=True)
-    chain = scenarios.add_parser("chain", help="interceptor chain CPU per call (P2) and policy growth 10→1000 (P8)")
-    chain.add_argument("--calls", type=int, default=20_000, help="calls through the chain per sink (default 20000)")
-    chain.add_argument("--json", action="store_true", help="print one JSON object")
-    invoke = scenarios.add_parser(
-        "invoke", help="brokered operator-lane call vs direct mTLS call to the same plugin (P1)"
+    bench = sub.add_parser(
+        "bench",
+        add_help=False,
+        help="measure the platform; ratios are taken side by side in one run (vivified bench --help)",
     )
-    invoke.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    invoke.add_argument("--calls", type=int, default=200, help="sequential calls per path per round (default 200)")
-    invoke.add_argument("--json", action="store_true", help="print one JSON object")
-    events = scenarios.add_parser(
-        "events",
-        help="event bus: streamed vs unary publish (P3), end-to-end vs ack latency (P4), "
-        "Redis vs embedded store (P5), fan-out to 4 vs 1 subscribers (P6)",
-    )
-    events.add_argument("--events", type=int, default=2000, help="events per path per round (default 2000)")
-    events.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    events.add_argument(
-        "--concurrency", type=int, default=32, help="concurrent callers of unary Publish (default 32)"
-    )
-    events.add_argument("--json", action="store_true", help="print one JSON object")
-    egress = scenarios.add_parser("egress", help="egress proxy fetch vs direct fetch of a local server (P7)")
-    egress.add_argument("--rounds", type=int, default=300, help="interleaved rounds (default 300)")
-    egress.add_argument("--https", action="store_true", help="use a local HTTPS server")
-    egress.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
 
 
-def run(args: argparse.Namespace, out: list[str]) -> int:
-    if args.scenario == "egress":
-        if args.rounds < 10:
-            out.append("error: --rounds must be at least 10")
-            return 2
-        report = asyncio.run(run_egress_bench(rounds=args.rounds, https=args.https))
-    elif args.scenario == "events":
-        if args.events < 50 or args.rounds < 1 or args.concurrency < 1:
-            out.append("error: --events must be at least 50, --rounds and --concurrency at least 1")
-            return 2
-        report = asyncio.run(run_events_bench(events=args.events, rounds=args.rounds, concurrency=args.concurrency))
-    elif args.scenario == "invoke":
-        if args.rounds < 1 or args.calls < 10:
-            out.append("error: --rounds must be at least 1 and --calls at least 10")
-            return 2
-        report = asyncio.run(run_invoke_bench(rounds=args.rounds, latency_calls=args.calls))
-    elif args.calls < 1000:
-        out.append("error: --calls must be at least 1000")
-        return 2
-    else:
-        report = asyncio.run(run_chain_bench(calls=args.calls))
-    out.extend([report.to_json()] if args.json else report.to_table())
-    return 0
+def run(args: Sequence[str]) -> int:
+    """Run `python -m vivified.bench ARGS` with this interpreter; its exit status is ours."""
+    return subprocess.call([sys.executable, "-m", "vivified.bench", *args])

@@ -9,13 +9,13 @@ non-zero exit); a plugin that stops cleanly stays stopped."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import grpc
@@ -39,12 +39,16 @@ class PluginSpec:
 
 
 def discover_plugins() -> list[PluginSpec]:
-    root = resources.files("vivified.plugins")
+    """The bundled plugins, found on disk without importing them (the core
+    never imports a plugin; each runs as `python -m vivified.plugins.<name>`)."""
+    package = importlib.util.find_spec("vivified.plugins")
+    roots = [Path(p) for p in (package.submodule_search_locations or [])] if package else []
     specs = []
-    for entry in sorted(root.iterdir(), key=lambda e: e.name):
-        manifest = entry / "manifest.yaml"
-        if entry.is_dir() and manifest.is_file() and (entry / "__main__.py").is_file():
-            specs.append(PluginSpec(module=f"vivified.plugins.{entry.name}", manifest=Path(str(manifest))))
+    for root in roots:
+        for entry in sorted(root.iterdir(), key=lambda e: e.name):
+            manifest = entry / "manifest.yaml"
+            if entry.is_dir() and manifest.is_file() and (entry / "__main__.py").is_file():
+                specs.append(PluginSpec(module=f"vivified.plugins.{entry.name}", manifest=manifest))
     return specs
 
 

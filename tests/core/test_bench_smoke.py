@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 from support.processes import run_vivified
-from vivified.core.bench._platform import Platform
+from vivified.bench._platform import Platform
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from vivified.core.bench._egress import run_egress_bench
+from vivified.bench._egress import run_egress_bench
 
 pytestmark = pytest.mark.asyncio
 

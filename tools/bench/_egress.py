@@ -31,7 +31,7 @@ from google.protobuf import json_format
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from vivified.core.audit import AuditLog, CheckpointSigner
-from vivified.core.bench._report import BenchReport
+from vivified.bench._report import BenchReport
 from vivified.core.ca import (
     CAConfig,
     CertificateAuthority,

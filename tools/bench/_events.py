@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import json_format
-from vivified.core.bench._event_paths import (
+from vivified.bench._event_paths import (
     Inbox,
     event_ids,
     fan_out,
@@ -42,8 +42,8 @@ from vivified.core.bench._event_paths import (
     streamed_publish,
     unary_publish,
 )
-from vivified.core.bench._platform import Platform, RunningCore
-from vivified.core.bench._report import BenchReport
+from vivified.bench._platform import Platform, RunningCore
+from vivified.bench._report import BenchReport
 from vivified.events.v1 import events_pb2_grpc
 from vivified.events.v1.canonical_pb2 import (
     EmailQueued,

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from vivified.core.audit import AuditLog, CheckpointSigner
-from vivified.core.bench._report import BenchReport
+from vivified.bench._report import BenchReport
 from vivified.core.ca import (
     CAConfig,
     CertificateAuthority,

@@ -23,8 +23,8 @@ import grpc
 from google.protobuf import json_format
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.communication.v1 import communication_pb2, communication_pb2_grpc
-from vivified.core.bench._platform import Platform, credentials, pem
-from vivified.core.bench._report import BenchReport
+from vivified.bench._platform import Platform, credentials, pem
+from vivified.bench._report import BenchReport
 from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key
 from vivified.core.clock import SystemClock
 from vivified.core.manifest import load_manifest_file

@@ -1,0 +1,7 @@
+"""`python -m vivified.bench`: what `vivified bench` runs."""
+
+import sys
+
+from vivified.bench._cli import main
+
+sys.exit(main())
