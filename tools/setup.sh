@@ -22,7 +22,8 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 if [ ! -x node_modules/.bin/buf ]; then
   # npm ci refuses this lock file: the registry here omits the other platforms' optional buf
-  # binaries from it, so install from package.json with the lock file as a guide.
-  npm install --no-audit --no-fund --loglevel=error
+  # binaries from it, so install from package.json with the lock file as a guide; --no-save
+  # keeps npm from rewriting package-lock.json, so setup leaves the working tree as it was.
+  npm install --no-save --no-audit --no-fund --loglevel=error
 fi
 export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$PATH"
