@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pathlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from vivified.core.audit import (
     AuditQueryService,
     AuditRecord,
     CheckpointSigner,
+    TailCheck,
 )
 from vivified.core.ca import (
     CAConfig,
@@ -81,6 +83,7 @@ from vivified.core.settings import (
     read_overrides,
 )
 from vivified.core.traits import AccessCatalogueService, TraitCatalogue
+from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SecurityAlert
 
 _log = logging.getLogger(__name__)
 
@@ -120,6 +123,7 @@ class Core:
         self._connector: PluginConnector | None = None
         self._events: EventBus | None = None
         self.settings: LiveSettings | None = None
+        self._audit_alert: SecurityAlert | None = None
 
     def _load_ca(self) -> CertificateAuthority:
         ca_config = CAConfig(
@@ -179,17 +183,43 @@ class Core:
             checkpoint_path=audit_dir / "checkpoints.jsonl",
             checkpoint_every=self.config.audit_checkpoint_seconds,
             on_commit=self.metrics.on_audit_commit,
+            shared_chain=self.config.audit_writers == "shared",
         )
-        await audit.start()
+        # Refuses (AuditTailTampered) to extend a tail that fails its check,
+        # unless the operator accepted that very first bad seq for this run.
+        check = await audit.start(accept_tampering=self.config.accept_audit_tampering)
+        detail = {"pid": str(os.getpid()), "overrides": ",".join(f"{k}={o.value}" for k, o in overrides.items())}
+        if check.tampered:
+            await audit.append(self._tampering_accepted(check))
+        elif check.unanchored is not None:
+            first, last = check.unanchored
+            detail |= {"unanchored_from": str(first), "unanchored_to": str(last)}
+            _log.warning("audit records %d..%d had no checkpoint (crash); their chain verified", first, last)
         await audit.append(
-            AuditRecord(
-                actor="core:core",
-                action="core.start",
-                resource=self.config.profile,
-                detail={"pid": str(os.getpid()), "overrides": ",".join(f"{k}={o.value}" for k, o in overrides.items())},
-            )
+            AuditRecord(actor="core:core", action="core.start", resource=self.config.profile, detail=detail)
         )
         return audit
+
+    def _tampering_accepted(self, check: TailCheck) -> AuditRecord:
+        """The first record of a core started on a tampered tail, and the
+        SecurityAlert published once the event bus runs."""
+        seq = str(check.first_bad_seq)
+        self._audit_alert = SecurityAlert(
+            alert_id=uuid.uuid4().hex,
+            kind="audit_tampering_accepted",
+            severity=SEVERITY_CRITICAL,
+            summary=f"core started on a tampered audit log (first bad sequence {seq}): {check.problem}",
+            subject=f"audit/{seq}",
+            details={"first_bad_seq": seq, "problem": check.problem[:1000]},
+        )
+        _log.critical("starting on a tampered audit log, as --accept-audit-tampering %s asks: %s", seq, check.problem)
+        return AuditRecord(
+            actor="core:core",
+            action="audit.tampering_accepted",
+            resource=f"audit/{seq}",
+            reason="AUDIT_TAIL_TAMPERED",
+            detail={"first_bad_seq": seq, "problem": check.problem[:1000], "alert_id": self._audit_alert.alert_id},
+        )
 
     async def _plugin_store(self, engine: sa.Engine, policy: PolicySet) -> PluginStore:
         """The registry's store, with the policy's manifest-derived rules and
@@ -348,6 +378,8 @@ class Core:
         except Unavailable as exc:
             await self._audit.close()
             raise Unavailable(f"event store: {exc.message}", reason=exc.reason) from None
+        if self._audit_alert is not None:
+            await self._events.publish_core_event(f"alert-{self._audit_alert.alert_id}", self._audit_alert)
         self._server, mtls_port, bootstrap_port = build_server(
             config=config,
             chain=chain,

@@ -13,6 +13,7 @@ from vivified.core.gateway import GatewayConfig
 from vivified.core.identity import IdentityConfig
 
 PROFILES = ("development", "production")
+AUDIT_WRITERS = ("single", "shared")
 MAX_LEAF_TTL_SECONDS = 24 * 3600
 
 
@@ -59,6 +60,17 @@ class CoreConfig:
     """How long the core keeps trying to reach a new plugin's Init."""
     audit_checkpoint_seconds: float = 10.0
     """How often a signed audit checkpoint is written."""
+    audit_writers: str = "single"
+    """`single`: this core is the only writer of its audit chain, so records
+    after the final checkpoint of a clean stop are tampering and stop the next
+    start. `shared`: several core replicas append to one chain (one PostgreSQL),
+    each anchoring it in its own checkpoint file, so records after this core's
+    final checkpoint may be another replica's: they are chain-checked at start
+    and named as unanchored instead."""
+    accept_audit_tampering: int | None = None
+    """Start although the audit tail's start-up check names this first bad
+    sequence (`--accept-audit-tampering SEQ`, for this run only): the
+    acceptance is the first audit record and is raised as a SecurityAlert."""
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest request or response message."""
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
@@ -96,5 +108,7 @@ class CoreConfig:
             raise ValueError(f"leaf_ttl_seconds may be at most {MAX_LEAF_TTL_SECONDS} (one day)")
         if not 0.1 <= self.settings_refresh_seconds <= 300:
             raise ValueError("settings_refresh_seconds must be between 0.1 and 300")
+        if self.audit_writers not in AUDIT_WRITERS:
+            raise ValueError(f"audit_writers must be one of {', '.join(AUDIT_WRITERS)}, not {self.audit_writers!r}")
         if self.heartbeat_interval_seconds <= 0 or self.heartbeat_misses < 1:
             raise ValueError("heartbeat interval must be positive and misses at least 1")

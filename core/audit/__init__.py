@@ -4,6 +4,9 @@ Ed25519-signed checkpoints kept outside the database.
 - `AuditLog` appends records with group commit; `append` returns after commit.
 - `CheckpointSigner` holds the checkpoint key (0600) and exports `<key>.pub`.
 - `verify` checks the chain and every checkpoint; `tail` reads the newest records.
+- `check_tail` is the start-up check `AuditLog.start` runs: from the last
+  checkpoint to the head, refusing (`AuditTailTampered`) records after a clean
+  stop's final checkpoint or a broken link.
 - `AuditQueryService` lists (filtered, paged) and verifies the log through a running core.
 """
 
@@ -13,10 +16,15 @@ from vivified.core.audit._query import AuditFilter, query
 from vivified.core.audit._query_service import AuditQueryService
 from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
 from vivified.core.audit._table import audit_table
+from vivified.core.audit._tail import ACCEPT_FLAG, AuditTailTampered, TailCheck, check_tail
 from vivified.core.audit._verify import VerifyResult, tail, verify
 
 __all__ = [
+    "ACCEPT_FLAG",
     "GENESIS_HASH",
+    "AuditTailTampered",
+    "TailCheck",
+    "check_tail",
     "AuditFilter",
     "AuditLog",
     "AuditQueryService",

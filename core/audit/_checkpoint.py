@@ -6,6 +6,10 @@ and the chain is again self-consistent. So the log periodically appends a line
 `{"seq", "hash", "count", "time", "signature"}` to a file outside the
 database, signed with an Ed25519 key that the database never sees. Verification
 needs only the public key (`<key_path>.pub`), so auditors hold no secret.
+
+A checkpoint written at a clean stop says `"final": true`: the writer claims
+no record after it. Lines written before checkpoints carried the flag have
+no `final` key; they are read (and their signatures checked) as not final.
 """
 
 from __future__ import annotations
@@ -39,11 +43,21 @@ class Checkpoint:
     count: int
     time: str
     """ISO-8601 UTC, as signed."""
+    final: bool | None = None
+    """True for the checkpoint of a clean stop, False for any other; None only
+    for a line written before the flag existed (signed without it)."""
 
     def payload(self) -> bytes:
-        """The bytes the signature covers."""
-        fields = {"seq": self.seq, "hash": self.hash, "count": self.count, "time": self.time}
+        """The bytes the signature covers (the flag too, when the line has it)."""
+        fields: dict[str, object] = {"seq": self.seq, "hash": self.hash, "count": self.count, "time": self.time}
+        if self.final is not None:
+            fields["final"] = self.final
         return canonical_json(fields).encode("ascii")
+
+    def line(self, signature: bytes) -> str:
+        """The JSON line of this checkpoint with `signature`."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return canonical_json({**fields, "signature": base64.b64encode(signature).decode("ascii")})
 
 
 class CheckpointSigner:
@@ -94,14 +108,17 @@ class CheckpointSigner:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
+    def public_key(self) -> ed25519.Ed25519PublicKey:
+        """The key that verifies this signer's checkpoints."""
+        return self._key.public_key()
+
     def write(
-        self, path: Path, *, seq: int, hash: str, count: int, time: dt.datetime
+        self, path: Path, *, seq: int, hash: str, count: int, time: dt.datetime, final: bool = False
     ) -> Checkpoint:
         """Sign a checkpoint and append it to `path` as one JSON line, fsynced
-        before returning."""
-        checkpoint = Checkpoint(seq=seq, hash=hash, count=count, time=format_time(time))
-        signature = base64.b64encode(self._key.sign(checkpoint.payload())).decode("ascii")
-        line = canonical_json({**dataclasses.asdict(checkpoint), "signature": signature})
+        before returning. `final` marks the checkpoint of a clean stop."""
+        checkpoint = Checkpoint(seq=seq, hash=hash, count=count, time=format_time(time), final=final)
+        line = checkpoint.line(self._key.sign(checkpoint.payload()))
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, (line + "\n").encode("ascii"))
@@ -142,28 +159,60 @@ def read_checkpoints(
             consumed += len(raw)
             if consumed > limit:
                 return
-            try:
-                obj = json.loads(raw)
-                checkpoint = Checkpoint(
-                    seq=obj["seq"], hash=obj["hash"], count=obj["count"], time=obj["time"]
-                )
-                signature = base64.b64decode(obj["signature"], validate=True)
-                well_typed = (
-                    isinstance(checkpoint.seq, int)
-                    and isinstance(checkpoint.count, int)
-                    and isinstance(checkpoint.hash, str)
-                    and isinstance(checkpoint.time, str)
-                    and set(obj) == {"seq", "hash", "count", "time", "signature"}
-                )
-            except (ValueError, KeyError, TypeError):
-                yield number, None, "malformed checkpoint line"
-                continue
-            if not well_typed:
-                yield number, None, "malformed checkpoint line"
-                continue
-            try:
-                public_key.verify(signature, checkpoint.payload())
-            except InvalidSignature:
-                yield number, checkpoint, "checkpoint signature is invalid"
-                continue
-            yield number, checkpoint, ""
+            checkpoint, problem = parse_line(raw, public_key)
+            yield number, checkpoint, problem
+
+
+_FIELDS = frozenset({"seq", "hash", "count", "time", "signature"})
+
+
+def parse_line(raw: bytes, public_key: ed25519.Ed25519PublicKey) -> tuple[Checkpoint | None, str]:
+    """`(checkpoint, problem)` of one line, as `read_checkpoints` yields them."""
+    try:
+        obj = json.loads(raw)
+        final = obj.get("final")
+        checkpoint = Checkpoint(seq=obj["seq"], hash=obj["hash"], count=obj["count"], time=obj["time"], final=final)
+        signature = base64.b64decode(obj["signature"], validate=True)
+        well_typed = (
+            type(checkpoint.seq) is int
+            and type(checkpoint.count) is int
+            and isinstance(checkpoint.hash, str)
+            and isinstance(checkpoint.time, str)
+            and (set(obj) == _FIELDS or (set(obj) == _FIELDS | {"final"} and isinstance(final, bool)))
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, "malformed checkpoint line"
+    if not well_typed:
+        return None, "malformed checkpoint line"
+    try:
+        public_key.verify(signature, checkpoint.payload())
+    except InvalidSignature:
+        return checkpoint, "checkpoint signature is invalid"
+    return checkpoint, ""
+
+
+_TAIL_BYTES = 4096
+"""A checkpoint line is about 250 bytes; the last one lies within this."""
+
+
+def last_checkpoint(
+    path: Path, public_key: ed25519.Ed25519PublicKey
+) -> tuple[Checkpoint | None, str] | None:
+    """The last line of `path` as `(checkpoint, problem)` (see `parse_line`),
+    reading only the end of the file; None when the file is absent or empty.
+    A last line without its newline (a write torn by a crash) is a problem."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return None
+            f.seek(max(0, size - _TAIL_BYTES))
+            end = f.read()
+    except FileNotFoundError:
+        return None
+    if not end.endswith(b"\n"):
+        return None, "last checkpoint line is incomplete (torn write)"
+    lines = end[:-1].rsplit(b"\n", 1)
+    if len(lines) == 1 and size > len(end):
+        return None, "last checkpoint line is too long"
+    return parse_line(lines[-1], public_key)

@@ -24,6 +24,7 @@ from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
 from vivified.core.audit._handoff import Pending, settle
 from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
 from vivified.core.audit._statements import WriterStatements
+from vivified.core.audit._tail import AuditTailTampered, TailCheck, check_tail
 from vivified.core.clock import Clock
 from vivified.core.db import write_transaction, write_transaction_on
 
@@ -45,6 +46,12 @@ class AuditLog:
 
     `on_commit(batch_size, seconds)` is called on the writer thread after each
     commit with the duration of the transaction (metrics plug in here).
+
+    `start` checks the tail first (see `check_tail`). `shared_chain` says other
+    core replicas append to the same chain. `exclusive` is False for a short
+    command beside a core that may be running: its closing checkpoint is final
+    only when it started on a final one (a running core's next records would
+    otherwise follow a final checkpoint).
     """
 
     def __init__(
@@ -57,6 +64,8 @@ class AuditLog:
         checkpoint_every: float = 10.0,
         max_batch: int = 512,
         on_commit: Callable[[int, float], None] | None = None,
+        shared_chain: bool = False,
+        exclusive: bool = True,
     ) -> None:
         if max_batch < 1 or checkpoint_every <= 0:
             raise ValueError("max_batch must be >= 1 and checkpoint_every > 0")
@@ -67,6 +76,9 @@ class AuditLog:
         self._every = checkpoint_every
         self._max_batch = max_batch
         self._on_commit = on_commit
+        self._shared_chain = shared_chain
+        self._exclusive = exclusive
+        self._final_at_close = exclusive
         self._statements = WriterStatements(engine.dialect)
         # An embedded SQLite file has no server to lose a connection to, so
         # the writer keeps one for its lifetime instead of a pool checkout
@@ -87,16 +99,35 @@ class AuditLog:
         """(seq, hash) of the last record this log committed or loaded."""
         return self._head
 
-    async def start(self) -> None:
-        """Load the chain head, anchor it with a checkpoint if the table is not
-        empty, and start the writer thread."""
+    async def start(self, *, accept_tampering: int | None = None) -> TailCheck:
+        """Check the tail from the last checkpoint to the head, load the chain
+        head, anchor it with a checkpoint if the table is not empty, and start
+        the writer thread.
+
+        Raises AuditTailTampered when the tail fails its check, unless
+        `accept_tampering` is the first bad seq it names (an operator's
+        explicit decision, which the caller must record first). Returns what
+        the check found, so the caller can record an unanchored tail.
+        """
         if self._thread is not None or self._closed:
             raise RuntimeError("audit log already started")
+        check = await asyncio.to_thread(
+            check_tail,
+            self._engine,
+            self._checkpoint_path,
+            self._signer.public_key(),
+            shared_chain=self._shared_chain,
+        )
+        if check.first_bad_seq is not None and check.first_bad_seq != accept_tampering:
+            raise AuditTailTampered(check.first_bad_seq, check.problem)
+        if not self._exclusive:
+            self._final_at_close = check.final
         self._head = await asyncio.to_thread(self._read_head)
         if self._head[0] > 0:
             await asyncio.to_thread(self._write_checkpoint)
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
+        return check
 
     async def append(self, record: AuditRecord) -> StoredRecord:
         """Record `record`; returns once it is committed (durable)."""
@@ -142,8 +173,10 @@ class AuditLog:
             if batch:
                 self._commit([p for p in batch if isinstance(p, Pending)])
             if stop and self._queue.empty():
-                if self._head[0] != self._checkpointed_seq:
-                    self._write_checkpoint()
+                # Always, even when nothing changed since the last one: the
+                # final flag is what says no record may follow.
+                if self._final_at_close or self._head[0] != self._checkpointed_seq:
+                    self._write_checkpoint(final=self._final_at_close)
                 self._release_connection()
                 return
             if stop:
@@ -213,13 +246,13 @@ class AuditLog:
         if due and self._head[0] != self._checkpointed_seq:
             self._write_checkpoint()
 
-    def _write_checkpoint(self) -> Checkpoint | None:
+    def _write_checkpoint(self, *, final: bool = False) -> Checkpoint | None:
         seq, head_hash = self._head
         if seq == 0:
             return None
         try:
             checkpoint = self._signer.write(
-                self._checkpoint_path, seq=seq, hash=head_hash, count=seq, time=self._clock.now()
+                self._checkpoint_path, seq=seq, hash=head_hash, count=seq, time=self._clock.now(), final=final
             )
         except Exception:  # noqa: BLE001 - the writer thread must survive
             # The records are committed; losing one anchor only widens the

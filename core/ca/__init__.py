@@ -35,6 +35,7 @@ from vivified.core.ca._peer import (
     PeerCertificate,
     PeerCertificateParser,
     identity_from_pem,
+    svid_leaf_problem,
 )
 from vivified.core.ca._spiffe import (
     SpiffeIdentity,
@@ -64,6 +65,7 @@ __all__ = [
     "core_dns_name",
     "core_spiffe_id",
     "identity_from_pem",
+    "svid_leaf_problem",
     "load_private_key",
     "new_private_key",
     "operator_spiffe_id",

@@ -2,8 +2,10 @@
 
 The interceptor chain calls `PeerCertificateParser.parse` on every RPC with the
 PEM that gRPC puts in the auth context. gRPC has already verified the chain and
-validity period at the handshake, so this module only extracts the identity;
-it must never be fed a certificate that did not come from a verified peer.
+validity period at the handshake; this module checks what the SPIFFE X.509-SVID
+specification requires of a leaf beyond that (gRPC's verification accepts a
+leaf that is itself a CA) and extracts the identity. It must never be fed a
+certificate that did not come from a verified peer.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from vivified.core.ca._spiffe import SpiffeIdentity, parse_spiffe_id
 from vivified.core.errors import Unauthenticated
 
@@ -35,8 +38,44 @@ def _invalid(why: str) -> Unauthenticated:
     )
 
 
+_USAGE_NAMES = {ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth", ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth"}
+
+
+def svid_leaf_problem(cert: x509.Certificate, usage: x509.ObjectIdentifier) -> str | None:
+    """What makes `cert` no X.509-SVID leaf for `usage` (an extended key usage
+    such as clientAuth), or None: basicConstraints present with CA:false,
+    keyUsage present with digitalSignature and without keyCertSign or cRLSign,
+    and an extendedKeyUsage that includes `usage`."""
+    try:
+        extensions = cert.extensions
+    except (ValueError, x509.DuplicateExtension):
+        return "malformed extensions"
+    try:
+        constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return "leaf lacks basicConstraints (CA:false)"
+    try:
+        key_usage = extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return "leaf lacks keyUsage"
+    try:
+        extended = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return "leaf lacks extendedKeyUsage"
+    if constraints.ca:
+        return "leaf is a CA (basicConstraints CA:true)"
+    if key_usage.key_cert_sign or key_usage.crl_sign:
+        return "leaf may sign certificates or CRLs (keyCertSign/cRLSign)"
+    if not key_usage.digital_signature:
+        return "leaf lacks the digitalSignature key usage"
+    if usage not in extended:
+        return f"leaf lacks the {_USAGE_NAMES.get(usage, usage.dotted_string)} extended key usage"
+    return None
+
+
 def identity_from_pem(pem: bytes, trust_domain: str) -> PeerCertificate:
-    """Parse a PEM leaf certificate that carries exactly one SPIFFE URI SAN."""
+    """Parse a PEM client leaf certificate: an X.509-SVID (see
+    `svid_leaf_problem`, for clientAuth) with exactly one SPIFFE URI SAN."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
@@ -51,6 +90,9 @@ def identity_from_pem(pem: bytes, trust_domain: str) -> PeerCertificate:
     if len(uris) != 1:
         raise _invalid(f"expected exactly one URI SAN, found {len(uris)}")
     identity = parse_spiffe_id(uris[0], trust_domain)
+    problem = svid_leaf_problem(cert, ExtendedKeyUsageOID.CLIENT_AUTH)
+    if problem is not None:
+        raise _invalid(problem)
     return PeerCertificate(
         identity=identity,
         serial=cert.serial_number,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -27,7 +28,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     audit.add_argument("--data-dir", help="core data dir (default ./.vivified)")
     audit.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
     verbs = audit.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("verify", help="check the hash chain and signed checkpoints; exit 1 on any tampering")
+    verify_cmd = verbs.add_parser(
+        "verify",
+        help="check the hash chain and signed checkpoints; exit 1 on any tampering",
+        description="Check every record's hash and link and every signed checkpoint. Records after the final "
+        "checkpoint of a clean stop are tampering, unless several replicas share the chain (--audit-writers shared). "
+        "Names the first record that is wrong.",
+    )
+    verify_cmd.add_argument(
+        "--audit-writers", choices=["single", "shared"],
+        help="as the core was run (default: $VIVIFIED_AUDIT_WRITERS, else single)",
+    )
+    verify_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
     tail_cmd = verbs.add_parser("tail", help="show the most recent records")
     tail_cmd.add_argument("-n", type=int, default=20, help="how many records (default 20)")
     tail_cmd.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -79,7 +91,16 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
     try:
         if args.verb == "verify":
             audit_dir = directory / "audit"
-            result = verify(engine, audit_dir / "checkpoints.jsonl", audit_dir / "checkpoint.key.pub")
+            writers = args.audit_writers or environ.get("VIVIFIED_AUDIT_WRITERS") or "single"
+            if writers not in ("single", "shared"):
+                raise ClientError(f"VIVIFIED_AUDIT_WRITERS must be single or shared, not {writers!r}")
+            result = verify(
+                engine, audit_dir / "checkpoints.jsonl", audit_dir / "checkpoint.key.pub",
+                shared_chain=writers == "shared",
+            )
+            if args.json:
+                out.append(json.dumps(dataclasses.asdict(result)))
+                return 0 if result.ok else 1
             if result.ok:
                 out.append(f"audit log OK: {result.count} records, chain and checkpoints verified")
                 return 0

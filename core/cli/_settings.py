@@ -106,6 +106,18 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         "--settings-refresh", dest="settings_refresh_seconds", type=float, metavar="SECONDS",
         help="how often the core re-reads runtime overrides other replicas stored (default 3)",
     )
+    audit = parser.add_argument_group("audit log")
+    audit.add_argument(
+        "--audit-writers", choices=["single", "shared"],
+        help="single (default): records after a clean stop's final checkpoint stop the next start as tampering; "
+        "shared: several replicas append to one chain (one PostgreSQL), so such records are chain-checked and "
+        "recorded as unanchored",
+    )
+    audit.add_argument(
+        "--accept-audit-tampering", dest="accept_audit_tampering", type=int, metavar="SEQ",
+        help="this run only: start although the audit tail check names SEQ as its first bad sequence; "
+        "recorded as the first audit record and raised as a SecurityAlert",
+    )
     parser.add_argument(
         "--secrets-key-file", type=pathlib.Path, metavar="FILE",
         help="keys sealing secret plugin config values, mode 0600 (default <data-dir>/config/secrets.key, created); "
@@ -125,7 +137,7 @@ _EVENT_FIELDS = {
 _CORE_FIELDS = (
     "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
     "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds", "secrets_key_file", "secrets_key",
-    "settings_refresh_seconds",
+    "settings_refresh_seconds", "audit_writers",
 )
 
 
@@ -183,5 +195,8 @@ def build_core_config(resolved: Mapping[str, Resolved]) -> CoreConfig:
 
 def core_config(args: argparse.Namespace, environ: Mapping[str, str]) -> CoreConfig:
     """Flags win over the environment, which wins over the config file, which
-    wins over built-in defaults."""
-    return build_core_config(resolved_settings(args, environ))
+    wins over built-in defaults. `--accept-audit-tampering` is a flag of one
+    run, never a setting a file or the environment could keep."""
+    config = build_core_config(resolved_settings(args, environ))
+    accept = getattr(args, "accept_audit_tampering", None)
+    return config if accept is None else replace(config, accept_audit_tampering=accept)

@@ -61,14 +61,17 @@ def _password(path: pathlib.Path | None) -> str:
     return first
 
 
-async def _audit(directory: pathlib.Path, engine: object, user_id: str, username: str) -> None:
+async def _audit(directory: pathlib.Path, engine: object, user_id: str, username: str, shared: bool) -> None:
     audit_dir = directory / "audit"
     audit_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # A core may be running on the same chain: not the only writer.
     log = AuditLog(
         engine,  # type: ignore[arg-type]
         clock=SystemClock(),
         signer=CheckpointSigner.load_or_create(audit_dir / "checkpoint.key"),
         checkpoint_path=audit_dir / "checkpoints.jsonl",
+        shared_chain=shared,
+        exclusive=False,
     )
     await log.start()
     try:
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
         admin = user_admin(engine, SystemClock(), IdentityConfig(), TraitCatalogue.load_default())
         username, roles = admin.validate(args.username, password, ["admin"])
         user = admin.store.create_now(username, admin.hasher.hash_now(password), roles)
-        asyncio.run(_audit(directory, engine, user.user_id, username))
+        shared = environ.get("VIVIFIED_AUDIT_WRITERS") == "shared"
+        asyncio.run(_audit(directory, engine, user.user_id, username, shared))
     finally:
         engine.dispose()
     out.append(f"created admin {username!r} ({user.user_id}); MFA enrolment is required at first login")

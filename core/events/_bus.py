@@ -7,6 +7,8 @@ import pathlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
+from google.protobuf.message import Message
+
 from vivified.core.audit import AuditLog
 from vivified.core.chain import Principal, RateLimitConfig, TokenBuckets
 from vivified.core.clock import Clock
@@ -68,7 +70,7 @@ class EventBus:
         clock: Clock,
     ) -> None:
         self.store = store
-        stamper = EnvelopeStamper(clock)
+        stamper = self._stamper = EnvelopeStamper(clock)
         publisher = Publisher(
             store=store,
             stamper=stamper,
@@ -107,6 +109,11 @@ class EventBus:
         """Open the store (raises Unavailable when it cannot be reached) and start housekeeping."""
         await self.store.start()
         self._monitor.start()
+
+    async def publish_core_event(self, event_id: str, payload: Message) -> None:
+        """Store an event the core itself raises (source `core`), e.g. a
+        SecurityAlert found outside the bus; the caller audits it."""
+        await self.store.append([self._stamper.core_event(event_id, payload)])
 
     async def stop(self) -> None:
         await self._monitor.stop()

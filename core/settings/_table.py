@@ -80,6 +80,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "settings_refresh_seconds", "float", "VIVIFIED_SETTINGS_REFRESH_SECONDS", "--settings-refresh",
     ),
+    Setting("audit_writers", "str", "VIVIFIED_AUDIT_WRITERS", "--audit-writers", ("single", "shared")),
     Setting("secrets_key_file", "path", "VIVIFIED_SECRETS_KEY_FILE", "--secrets-key-file"),
     Setting("secrets_key", "secret", "VIVIFIED_SECRETS_KEY", "(environment only)", in_file=False),
 )

@@ -257,6 +257,84 @@ async def test_a3_foreign_ca_cert_with_copied_san_rejected(core: CoreProcess) ->
     await _assert_nothing_audited_since(core, seq)
 
 
+# --- SVID leaf rules: a leaf the core's own CA signed, but no X.509-SVID leaf -----------------------
+
+
+def _leaf_usage(**on: bool) -> x509.KeyUsage:
+    fields = dict.fromkeys(
+        ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+         "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"),
+        False,
+    )
+    return x509.KeyUsage(**(fields | on))
+
+
+SVID_VIOLATIONS: dict[str, tuple[bool, x509.KeyUsage, list[x509.ObjectIdentifier]]] = {
+    # (CA flag, key usage, extended key usages)
+    "ca_true_key_cert_sign": (True, _leaf_usage(digital_signature=True, key_cert_sign=True),
+                              [ExtendedKeyUsageOID.CLIENT_AUTH]),
+    "key_cert_sign": (False, _leaf_usage(digital_signature=True, key_cert_sign=True), [ExtendedKeyUsageOID.CLIENT_AUTH]),
+    "crl_sign": (False, _leaf_usage(digital_signature=True, crl_sign=True), [ExtendedKeyUsageOID.CLIENT_AUTH]),
+    "no_digital_signature": (False, _leaf_usage(key_agreement=True), [ExtendedKeyUsageOID.CLIENT_AUTH]),
+    "server_auth_only": (False, _leaf_usage(digital_signature=True), [ExtendedKeyUsageOID.SERVER_AUTH]),
+    "code_signing_only": (False, _leaf_usage(digital_signature=True), [ExtendedKeyUsageOID.CODE_SIGNING]),
+}
+
+
+SVID_HANDSHAKE_REFUSED = {"no_digital_signature", "server_auth_only", "code_signing_only"}
+SVID_VIOLATION_WORDS = {"ca_true_key_cert_sign": "CA:true", "key_cert_sign": "keyCertSign", "crl_sign": "cRLSign"}
+
+
+def _svid_violating_leaf(
+    core: CoreProcess, copy_of: PluginIdentity, ca: bool, usage: x509.KeyUsage, extended: list[x509.ObjectIdentifier]
+) -> tuple[bytes, bytes]:
+    """(chain_pem, key_pem): a leaf signed with the core's own issuing key (test
+    only: reading the key from the data dir) with the real plugin's subject and
+    SANs, differing from a genuine leaf only in `ca`, `usage` and `extended`."""
+    issuing_pem = (core.data_dir / "ca" / "issuing.crt").read_bytes()
+    issuing = x509.load_pem_x509_certificate(issuing_pem)
+    issuing_key = serialization.load_pem_private_key((core.data_dir / "ca" / "issuing.key").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = copy_of.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    leaf = _cert(
+        copy_of.leaf.subject, issuing.subject, key.public_key(), issuing_key,  # type: ignore[arg-type]
+        lambda b: b.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(extended), critical=False)
+        .add_extension(x509.SubjectAlternativeName(list(san)), critical=False),
+    )
+    return _pem(leaf) + issuing_pem, _key_pem(key)
+
+
+async def test_svid_leaf_rules_refuse_ca_signed_leaves_that_are_no_svid(core: CoreProcess) -> None:
+    victim = await admitted_plugin(core, "svid-victim")
+    # Control: the same recipe with the genuine extensions is accepted, so each
+    # refusal below is about the one extension that differs.
+    good_chain, good_key = _svid_violating_leaf(
+        core, victim, False, _leaf_usage(digital_signature=True), [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+    creds = grpc.ssl_channel_credentials(core.ca_pem, good_key, good_chain)
+    async with grpc.aio.secure_channel(core.listen_address, creds, options=target_override(core)) as channel:
+        await reg_grpc.PluginRegistryServiceStub(channel).Heartbeat(reg_pb.HeartbeatRequest(), timeout=10)
+    for label, (ca, usage, extended) in SVID_VIOLATIONS.items():
+        seq = _last_seq(core)
+        chain_pem, key_pem = _svid_violating_leaf(core, victim, ca, usage, extended)
+        err = await _heartbeat_error(core, chain_pem, key_pem)
+        if label in SVID_HANDSHAKE_REFUSED:
+            # gRPC's TLS stack will not complete a handshake with this leaf at
+            # all: nothing reaches the chain (the chain's check is the unit test's).
+            assert err.code() == grpc.StatusCode.UNAVAILABLE, f"{label}: {err.code()} {err.details()}"
+            await _assert_nothing_audited_since(core, seq)
+            continue
+        # Chains to the CA and passes the handshake: the core refuses it.
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED, f"{label}: {err.code()} {err.details()}"
+        info = error_info(err)
+        assert (info.reason, info.domain) == ("IDENTITY_INVALID", "vivified.auth"), label
+        assert SVID_VIOLATION_WORDS[label] in err.details(), err.details()
+        rows = [r for r in audit_rows(core) if r.seq > seq]
+        assert [(r.action, r.decision, r.reason) for r in rows] == [(HEARTBEAT, "deny", "IDENTITY_INVALID")], label
+
+
 # --- A4: expired and not-yet-valid certificates ---------------------------------------------------------
 
 

@@ -19,11 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from vivified.core.audit import (
     AuditLog,
     AuditRecord,
+    AuditTailTampered,
     Checkpoint,
+    CheckpointSigner,
     StoredRecord,
+    TailCheck,
     audit_table,
     verify,
 )
+from vivified.core.ca import load_private_key
 from vivified.core.clock import ManualClock
 
 N = 12
@@ -201,7 +205,7 @@ def test_forged_checkpoint_signature_detected(
     with raw_engine.begin() as conn:
         conn.execute(audit_table.delete().where(audit_table.c.seq > 9))
     attacker = ed25519.Ed25519PrivateKey.generate()
-    forged = Checkpoint(seq=9, hash=written[8].hash, count=9, time="2030-01-01T00:00:00.000000Z")
+    forged = Checkpoint(seq=9, hash=written[8].hash, count=9, time="2030-01-01T00:00:00.000000Z", final=True)
     line = {
         **forged.__dict__,
         "signature": base64.b64encode(attacker.sign(forged.payload())).decode(),
@@ -271,3 +275,160 @@ def test_undecodable_row_is_reported_not_crashed_on(
 
     assert (result.ok, result.count, result.first_bad_seq) == (False, 4, 5)
     assert "unreadable" in result.problem
+
+
+def test_checkpoints_say_whether_they_are_final(written: list[StoredRecord], checkpoint_path: Path) -> None:
+    assert [c["final"] for c in _checkpoints(checkpoint_path)] == [False, False, True]
+
+
+def test_e1_record_after_final_checkpoint_is_tampering(
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
+) -> None:
+    forged = StoredRecord.chain(
+        AuditRecord(actor="operator:admin", action="plugin.approve"),
+        seq=N + 1, time=written[-1].time, prev_hash=written[-1].hash,
+    )
+    with raw_engine.begin() as conn:
+        conn.execute(audit_table.insert().values(**forged.as_row()))
+
+    result = verify(engine, checkpoint_path, public_key_path)
+
+    assert (result.ok, result.count, result.first_bad_seq) == (False, N, N + 1)
+    assert "final checkpoint" in result.problem
+    # Several replicas sharing the chain: another replica's record, not tampering.
+    assert verify(engine, checkpoint_path, public_key_path, shared_chain=True).ok
+
+
+def test_e1_start_refuses_a_record_after_the_final_checkpoint(
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    make_log: Callable[..., AuditLog],
+    checkpoint_path: Path,
+) -> None:
+    forged = StoredRecord.chain(
+        AuditRecord(actor="operator:admin", action="plugin.approve"),
+        seq=N + 1, time=written[-1].time, prev_hash=written[-1].hash,
+    )
+    with raw_engine.begin() as conn:
+        conn.execute(audit_table.insert().values(**forged.as_row()))
+    before = checkpoint_path.read_bytes()
+
+    with pytest.raises(AuditTailTampered) as caught:
+        asyncio.run(make_log().start())
+
+    assert caught.value.first_bad_seq == N + 1 and caught.value.reason == "AUDIT_TAIL_TAMPERED"
+    assert f"first bad sequence {N + 1}" in caught.value.message
+    assert checkpoint_path.read_bytes() == before  # nothing signed over it
+
+
+def test_clean_restart_verifies(
+    written: list[StoredRecord],
+    make_log: Callable[..., AuditLog],
+    sample: Callable[..., AuditRecord],
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
+) -> None:
+    async def again() -> TailCheck:
+        log = make_log()
+        check = await log.start()
+        await log.append(sample(N + 1))
+        await log.close()
+        return check
+
+    check = asyncio.run(again())
+
+    assert (check.tampered, check.unanchored, check.final) == (False, None, True)
+    result = verify(engine, checkpoint_path, public_key_path)
+    assert (result.ok, result.count) == (True, N + 1), result.problem
+
+
+def test_forged_record_mid_chain_names_itself_not_its_successor(
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
+) -> None:
+    forged = StoredRecord.chain(
+        AuditRecord(actor="plugin:innocent", action="x"), seq=8, time=written[7].time, prev_hash=written[6].hash
+    )
+    values = forged.as_row()
+    del values["seq"]
+    _update(raw_engine, 8, **values)
+
+    result = verify(engine, checkpoint_path, public_key_path)
+
+    assert (result.ok, result.first_bad_seq, result.count) == (False, 8, 7)
+    assert "seq 8: forged" in result.problem
+
+
+def test_record_slipped_in_mid_chain_names_itself(
+    written: list[StoredRecord],
+    raw_engine: sa.Engine,
+    engine: sa.Engine,
+    checkpoint_path: Path,
+    public_key_path: Path,
+) -> None:
+    # Everything from seq 8 moves up one (its hashes, covering seq, now wrong);
+    # a forged record chained onto seq 7 takes seq 8.
+    with raw_engine.begin() as conn:
+        for seq in range(N, 7, -1):
+            conn.execute(audit_table.update().where(audit_table.c.seq == seq).values(seq=seq + 1))
+    forged = StoredRecord.chain(
+        AuditRecord(actor="plugin:innocent", action="x"), seq=8, time=written[7].time, prev_hash=written[6].hash
+    )
+    with raw_engine.begin() as conn:
+        conn.execute(audit_table.insert().values(**forged.as_row()))
+
+    result = verify(engine, checkpoint_path, public_key_path)
+
+    assert (result.ok, result.first_bad_seq) == (False, 8)
+    assert "chains past it onto seq 7" in result.problem
+
+
+def test_checkpoints_without_the_final_flag_still_verify_and_count_as_not_final(
+    make_log: Callable[..., AuditLog],
+    sample: Callable[..., AuditRecord],
+    engine: sa.Engine,
+    key_path: Path,
+    signer: CheckpointSigner,
+    checkpoint_path: Path,
+    public_key_path: Path,
+) -> None:
+    async def write(n: int) -> list[StoredRecord]:
+        log = make_log()
+        await log.start()
+        records = [await log.append(sample(i)) for i in range(1, n + 1)]
+        await log.close()
+        return records
+
+    records = asyncio.run(write(3))
+    # The file as a core before the flag wrote it: the same lines, signed without `final`.
+    private = load_private_key(key_path)
+    lines = []
+    for c in _checkpoints(checkpoint_path):
+        old = Checkpoint(seq=c["seq"], hash=c["hash"], count=c["count"], time=c["time"])  # type: ignore[arg-type]
+        lines.append(old.line(private.sign(old.payload())))  # type: ignore[union-attr]
+    checkpoint_path.write_text("".join(line + "\n" for line in lines))
+    assert all("final" not in json.loads(line) for line in lines)
+    assert verify(engine, checkpoint_path, public_key_path).ok
+
+    # A record after the last (legacy) one is an unanchored tail, as after a crash.
+    extra = StoredRecord.chain(sample(4), seq=4, time=records[-1].time, prev_hash=records[-1].hash)
+    with engine.begin() as conn:
+        conn.execute(audit_table.insert().values(**extra.as_row()))
+
+    async def restart() -> TailCheck:
+        log = make_log()
+        check = await log.start()
+        await log.close()
+        return check
+
+    check = asyncio.run(restart())
+    assert (check.tampered, check.unanchored) == (False, (4, 4))
+    assert verify(engine, checkpoint_path, public_key_path).ok

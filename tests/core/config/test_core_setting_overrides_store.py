@@ -25,6 +25,8 @@ BOOTSTRAP = {
     "policy_file", "egress_config", "ca_files", "redis_url", "secrets_key_file", "secrets_key", "settings_refresh_seconds",
     # Resource caps a plugin could otherwise exhaust the core with: fixed at start.
     "event_max_dead_letters", "event_max_subscriptions",
+    # Whether records after a clean stop are tampering: a security setting.
+    "audit_writers",
 }
 
 
