@@ -28,14 +28,14 @@ from vivified.sdk._identity import (
     new_key_and_csr,
 )
 from vivified.sdk._settings import PluginSettings
-from vivified.sdk._transport import bootstrap_channel, core_name, mtls_channel
+from vivified.sdk._transport import bootstrap_channel, core_certificate_problem, core_name, mtls_channel
 
 _log = logging.getLogger("vivified.sdk")
 
 
-def _untrusted(settings: PluginSettings, address: str, err: grpc.aio.AioRpcError) -> CoreUntrustedError:
+def _untrusted(settings: PluginSettings, address: str, detail: str | None) -> CoreUntrustedError:
     return CoreUntrustedError(
-        f"could not reach a trusted core at {address}: {err.details()}. The core must present a certificate "
+        f"could not reach a trusted core at {address}: {detail}. The core must present a certificate "
         f"chaining to {settings.ca_file} with the name {core_name(settings.trust_domain)}; check "
         "VIVIFIED_BOOTSTRAP_ADDRESS / VIVIFIED_CORE_ADDRESS, VIVIFIED_CA_FILE and VIVIFIED_TRUST_DOMAIN."
     )
@@ -78,6 +78,11 @@ class CoreClient:
             endpoint=endpoint,
         )
         address = self._settings.bootstrap_address
+        problem = await core_certificate_problem(
+            address, self._root, self._settings.trust_domain, self._settings.connect_timeout_seconds
+        )
+        if problem is not None:
+            raise _untrusted(self._settings, address, problem)
         async with bootstrap_channel(address, self._root, self._settings.trust_domain) as channel:
             try:
                 reply = await registry_pb2_grpc.PluginRegistryServiceStub(channel).Register(
@@ -89,7 +94,7 @@ class CoreClient:
                 # answered, or the handshake did not verify. With one, the verified
                 # core itself answered (e.g. its database is down).
                 if err.code() == grpc.StatusCode.UNAVAILABLE and not error.reason:
-                    raise _untrusted(self._settings, address, err) from None
+                    raise _untrusted(self._settings, address, err.details()) from None
                 raise error from None
         if reply.spiffe_id != self.spiffe_id:
             raise VivifiedSDKError(

@@ -2,8 +2,9 @@
 
 The plugin's server requires a client certificate from the core's CA (checked
 during the TLS handshake), but every plugin holds such a certificate too. This
-interceptor therefore also requires the verified peer certificate's single URI
-SAN to be `spiffe://<trust-domain>/core`; any other caller gets
+interceptor therefore also requires the verified peer certificate to be an
+X.509-SVID client leaf (CA:false, digitalSignature, no certificate signing,
+clientAuth) whose single URI SAN is `spiffe://<trust-domain>/core`; any other caller gets
 `PERMISSION_DENIED` with reason `CALLER_NOT_CORE` before a handler runs, so
 plugins cannot call each other around the core. The identity is read from the
 TLS auth context only, never from metadata."""
@@ -17,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 from vivified.sdk._errors import SDK_DOMAIN
-from vivified.sdk._identity import single_uri_san
+from vivified.sdk._identity import CLIENT_AUTH, svid_uri
 from vivified.sdk._status import abort
 
 CALLER_NOT_CORE = "CALLER_NOT_CORE"
@@ -28,7 +29,8 @@ Check = Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]
 
 
 class _UriCache:
-    """PEM bytes → URI SAN, bounded; parsing a certificate on every call would dominate small RPCs."""
+    """PEM bytes → the URI SAN of an SVID client leaf, bounded; parsing a
+    certificate on every call would dominate small RPCs."""
 
     def __init__(self, max_entries: int = 256) -> None:
         self._entries: OrderedDict[bytes, str | None] = OrderedDict()
@@ -40,7 +42,7 @@ class _UriCache:
             if pem in self._entries:
                 self._entries.move_to_end(pem)
                 return self._entries[pem]
-        uri = single_uri_san(pem)
+        uri = svid_uri(pem, CLIENT_AUTH)
         with self._lock:
             self._entries[pem] = uri
             while len(self._entries) > self._max:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from vivified.sdk._errors import SDK_DOMAIN, VivifiedSDKError
 
 
@@ -107,12 +107,44 @@ def accept_issued(
     )
 
 
-def single_uri_san(pem: bytes) -> str | None:
-    """The only URI SAN of a PEM certificate, or None (no SAN, several, unparsable)."""
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
+SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
+
+
+def svid_problem(cert: x509.Certificate, usage: x509.ObjectIdentifier) -> str | None:
+    """Why `cert` is no SPIFFE X.509-SVID leaf for `usage` (CLIENT_AUTH or
+    SERVER_AUTH), or None. A leaf that chains to the core's CA is not enough:
+    the SVID rules also require CA:false, the digitalSignature key usage and
+    neither keyCertSign nor cRLSign, and the extended key usage for its role.
+    (The core applies the same rules to the certificates plugins present.)"""
+    try:
+        ext = cert.extensions
+        constraints = ext.get_extension_for_class(x509.BasicConstraints).value
+        key_usage = ext.get_extension_for_class(x509.KeyUsage).value
+        extended = ext.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return "leaf lacks basicConstraints, keyUsage or extendedKeyUsage"
+    except (ValueError, x509.DuplicateExtension):
+        return "malformed extensions"
+    role = "serverAuth" if usage == SERVER_AUTH else "clientAuth"
+    problems = {
+        "leaf is a CA (basicConstraints CA:true)": constraints.ca,
+        "leaf may sign certificates or CRLs": key_usage.key_cert_sign or key_usage.crl_sign,
+        "leaf lacks the digitalSignature key usage": not key_usage.digital_signature,
+        f"leaf lacks the {role} extended key usage": usage not in extended,
+    }
+    return next((why for why, bad in problems.items() if bad), None)
+
+
+def svid_uri(pem: bytes, usage: x509.ObjectIdentifier) -> str | None:
+    """The only URI SAN of a PEM certificate that is an X.509-SVID leaf for
+    `usage`, or None (unparsable, no SAN, several, or not an SVID)."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension):
         return None
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if len(uris) == 1 else None
+    if len(uris) != 1 or svid_problem(cert, usage) is not None:
+        return None
+    return uris[0]

@@ -12,10 +12,13 @@ connections without restarting the server."""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 import threading
 
 import grpc
-from vivified.sdk._identity import IssuedCertificate
+from cryptography import x509
+from vivified.sdk._identity import SERVER_AUTH, IssuedCertificate, svid_problem
 
 
 def core_name(trust_domain: str) -> str:
@@ -31,6 +34,46 @@ def bootstrap_channel(address: str, root_pem: bytes, trust_domain: str) -> grpc.
     """Server-authenticated TLS to the core's bootstrap port (no client certificate)."""
     credentials = grpc.ssl_channel_credentials(root_certificates=root_pem)
     return grpc.aio.secure_channel(address, credentials, options=core_channel_options(trust_domain))
+
+
+async def core_certificate_problem(address: str, root_pem: bytes, trust_domain: str, timeout: float) -> str | None:
+    """Why the server at `address` is not a verified core, or None.
+
+    gRPC verifies the chain and the name `core.<trust-domain>` but does not show
+    a client the server's certificate, so before the join token is sent this
+    makes one TLS handshake of its own (same root, same name, ALPN h2) and holds
+    the leaf to the X.509-SVID rules for a server, with the single URI SAN
+    `spiffe://<trust-domain>/core`."""
+    context = ssl.create_default_context(cadata=root_pem.decode())
+    context.set_alpn_protocols(["h2"])
+    host, _, port = address.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port), ssl=context, server_hostname=core_name(trust_domain)),
+            timeout,
+        )
+    except (OSError, ValueError, TimeoutError) as failed:
+        return f"TLS handshake failed: {failed}"
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+    finally:
+        # Abort rather than close: a TLS close waits for the server's close_notify,
+        # which a gRPC server that saw no HTTP/2 preface may never send.
+        writer.transport.abort()
+    if not der:
+        return "the server presented no certificate"
+    leaf = x509.load_der_x509_certificate(der)
+    try:
+        uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier
+        )
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
+        uris = []
+    if uris != [f"spiffe://{trust_domain}/core"]:
+        return f"its certificate names {uris}, not the single URI SAN spiffe://{trust_domain}/core"
+    problem = svid_problem(leaf, SERVER_AUTH)
+    return f"its certificate is no X.509-SVID server leaf: {problem}" if problem else None
 
 
 def mtls_channel(address: str, root_pem: bytes, trust_domain: str, issued: IssuedCertificate) -> grpc.aio.Channel:

@@ -27,7 +27,7 @@ from vivified.sdk import (
     PluginRuntime,
     PluginSettings,
 )
-from vivified.sdk.testing import FakeCore, LocalCA
+from vivified.sdk.testing import FakeCore, LocalCA, key_usage
 
 pytestmark = pytest.mark.asyncio
 
@@ -127,6 +127,27 @@ async def test_a_plugin_certificate_from_the_same_ca_is_refused(
                 pb.GetMessageStatusRequest(message_id="sneaky"), timeout=5
             )
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [{"is_ca": True, "key_usage": key_usage(key_cert_sign=True)}, {"key_usage": key_usage(crl_sign=True)}],
+    ids=["CA:true + keyCertSign", "cRLSign"],
+)
+async def test_svid_rules_plugin_refuses_a_core_certificate_that_is_no_svid(
+    fake_core: FakeCore, ca: LocalCA, start_plugin: Any, broken: dict[str, Any]
+) -> None:
+    # The core's own names and root, but a leaf that may sign certificates: the
+    # handshake passes, the SDK's guard refuses it before any handler runs.
+    runtime = await start_plugin()
+    await asyncio.wait_for(fake_core.initialised.wait(), 15)
+    td = ca.trust_domain
+    forged = ca.issue("core", uris=[f"spiffe://{td}/core"], dns_names=[f"core.{td}"], **broken)
+    async with fake_core.plugin_channel(runtime.endpoint, PLUGIN, identity=forged) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await comm_grpc.CommunicationPluginServiceStub(channel).SendMessage(message("forged"), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (error_info(refused.value).reason, error_info(refused.value).domain) == ("CALLER_NOT_CORE", "vivified.sdk")
 
 
 @pytest.mark.parametrize("who", ["no client certificate", "foreign CA"])

@@ -19,7 +19,7 @@ from vivified.sdk import (
     UnauthenticatedError,
     VivifiedSDKError,
 )
-from vivified.sdk.testing import FakeCore, LocalCA
+from vivified.sdk.testing import FakeCore, LocalCA, key_usage
 
 pytestmark = pytest.mark.asyncio
 
@@ -127,3 +127,43 @@ async def test_a_manifest_with_an_unknown_key_fails_before_contacting_the_core(
         await runtime.stop()
         assert core.registrations == []
     assert refused.value.reason == "MANIFEST_INVALID" and "superuser" in refused.value.message
+
+
+def _core_leaf(ca: LocalCA, **broken: Any) -> Any:
+    td = ca.trust_domain
+    return ca.issue("core", uris=[f"spiffe://{td}/core"], dns_names=[f"core.{td}", "localhost"], **broken)
+
+
+@pytest.mark.parametrize(
+    ("broken", "why"),
+    [
+        ({"is_ca": True, "key_usage": key_usage(key_cert_sign=True)}, "leaf is a CA"),
+        ({"key_usage": key_usage(key_cert_sign=True)}, "may sign certificates"),
+        ({"key_usage": key_usage(crl_sign=True)}, "may sign certificates"),
+    ],
+    ids=["CA:true + keyCertSign", "keyCertSign", "cRLSign"],
+)
+async def test_svid_rules_sdk_refuses_a_core_leaf_that_is_no_svid(
+    ca: LocalCA, tmp_path: Path, manifest_path: Path, broken: dict[str, Any], why: str
+) -> None:
+    # Chains to the trusted root and carries every right name (core.vivified.local,
+    # spiffe://vivified.local/core): gRPC's own verification passes it. The SVID rules
+    # refuse it before the join token leaves the plugin.
+    async with FakeCore(ca, server_identity=_core_leaf(ca, **broken)) as impostor_core:
+        with pytest.raises(CoreUntrustedError) as refused:
+            await _register_with(impostor_core, tmp_path, manifest_path)
+        assert impostor_core.registrations == []
+    assert refused.value.reason == "CORE_UNTRUSTED"
+    assert why in refused.value.message and "X.509-SVID" in refused.value.message
+
+
+async def test_svid_rules_sdk_refuses_a_core_without_its_spiffe_id(
+    ca: LocalCA, tmp_path: Path, manifest_path: Path
+) -> None:
+    td = ca.trust_domain
+    nameless = ca.issue("core", uris=[f"spiffe://{td}/plugin/evil"], dns_names=[f"core.{td}", "localhost"])
+    async with FakeCore(ca, server_identity=nameless) as impostor_core:
+        with pytest.raises(CoreUntrustedError) as refused:
+            await _register_with(impostor_core, tmp_path, manifest_path)
+        assert impostor_core.registrations == []
+    assert f"spiffe://{td}/core" in refused.value.message

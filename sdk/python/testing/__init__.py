@@ -24,7 +24,7 @@ Example (pytest with pytest-asyncio)::
                 await runtime.stop()
 """
 
-from vivified.sdk.testing._ca import Leaf, LocalCA
+from vivified.sdk.testing._ca import Leaf, LocalCA, key_usage
 from vivified.sdk.testing._fake_core import FakeCore, Refusal
 
-__all__ = ["FakeCore", "Leaf", "LocalCA", "Refusal"]
+__all__ = ["FakeCore", "Leaf", "LocalCA", "Refusal", "key_usage"]

@@ -21,6 +21,24 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 _ONE_DAY = dt.timedelta(days=1)
 
 
+def key_usage(*, digital_signature: bool = True, key_cert_sign: bool = False, crl_sign: bool = False) -> x509.KeyUsage:
+    """A keyUsage extension; the default is what an X.509-SVID leaf carries."""
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+_SIGNING_ONLY = key_usage()
+
+
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -103,8 +121,17 @@ class LocalCA:
         public_key: ec.EllipticCurvePublicKey | None = None,
         lifetime: dt.timedelta = _ONE_DAY,
         backdate: dt.timedelta = dt.timedelta(seconds=1),
+        is_ca: bool = False,
+        key_usage: x509.KeyUsage = _SIGNING_ONLY,
+        extended_usages: Sequence[x509.ObjectIdentifier] = (
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+            ExtendedKeyUsageOID.SERVER_AUTH,
+        ),
     ) -> Leaf:
-        """A leaf with EKU clientAuth + serverAuth; a fresh key unless `public_key` is given."""
+        """An X.509-SVID leaf (CA:false, digitalSignature, EKU clientAuth +
+        serverAuth) with a fresh key unless `public_key` is given. `is_ca`,
+        `key_usage` and `extended_usages` mint leaves that break those rules,
+        for tests of the checks that refuse them."""
         key: ec.EllipticCurvePrivateKey | None = None
         if public_key is None:
             key = ec.generate_private_key(ec.SECP256R1())
@@ -121,12 +148,10 @@ class LocalCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - backdate)
             .not_valid_after(now + lifetime)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+            .add_extension(key_usage, critical=True)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
-                critical=False,
-            )
+            .add_extension(x509.ExtendedKeyUsage(list(extended_usages)), critical=False)
             .sign(self._issuing_key, hashes.SHA256())
         )
         return Leaf(cert=cert, chain_pem=_pem(cert) + _pem(self.issuing), key_pem=_key_pem(key) if key else b"")

@@ -23,7 +23,7 @@ from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
-from vivified.sdk._identity import single_uri_san
+from vivified.sdk._identity import CLIENT_AUTH, svid_uri
 from vivified.sdk._settings import PluginSettings
 from vivified.sdk._status import abort
 from vivified.sdk.testing._ca import Leaf, LocalCA
@@ -43,7 +43,7 @@ class _Registry(registry_pb2_grpc.PluginRegistryServiceServicer):
 
     async def _caller(self, context: grpc.aio.ServicerContext[Any, Any], refusal: Refusal | None) -> str:
         pem = _peer_pem(context)
-        peer = single_uri_san(pem) if pem else None
+        peer = svid_uri(pem, CLIENT_AUTH) if pem else None
         if pem is None or peer is None:
             await abort(context, grpc.StatusCode.UNAUTHENTICATED, "no client certificate",
                         reason="IDENTITY_MISSING", domain="vivified.auth")
