@@ -220,7 +220,12 @@ class Core:
         config, override_store, live = self._open_settings(engine)
         audit_dir = config.data_dir / "audit"
         audit_dir.mkdir(mode=0o700, exist_ok=True)
-        policy = PolicySet(load_default_rules(config.policy_file))
+        rules = load_default_rules(config.policy_file)
+        for rule in rules:
+            if rule.report_only_since is not None:
+                _log.warning("policy rule %s is report-only since %s: audited, not enforced",
+                             rule.id, rule.report_only_since.isoformat())
+        policy = PolicySet(rules, on_report_only=self.metrics.on_report_only)
         catalogue = TraitCatalogue.load_default()
         ca = self._load_ca()
         core_key = new_private_key()
