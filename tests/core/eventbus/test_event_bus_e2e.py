@@ -169,7 +169,7 @@ async def test_payload_that_does_not_match_its_event_type_is_invalid(bus: CorePr
         MESSAGE_SEND_REQUESTED,  # a real type, just not declared
     ],
 )
-async def test_wildcard_and_lookalike_subscriptions_are_denied(
+async def test_c7_wildcard_and_lookalike_subscriptions_are_denied(
     bus: CoreProcess, tmp_path: pathlib.Path, event_type: str
 ) -> None:
     plugin_id = f"wild-{abs(hash(event_type)) % 10**8}"
@@ -190,7 +190,7 @@ async def test_wildcard_and_lookalike_subscriptions_are_denied(
         await subscriber.stop()
 
 
-async def test_failing_handler_is_redelivered_then_dead_lettered_and_replayed_by_the_cli(
+async def test_d2_failing_handler_is_redelivered_then_dead_lettered_and_replayed_by_the_cli(
     bus: CoreProcess, tmp_path: pathlib.Path
 ) -> None:
     publisher = await event_plugin(bus, tmp_path, "dlq-pub", publishes=[MESSAGE_SEND_REQUESTED])
@@ -250,7 +250,7 @@ async def test_disabled_plugin_stops_receiving_and_publishing_at_once(bus: CoreP
         await subscriber.stop()
 
 
-async def test_streamed_publish_acknowledges_every_event_and_delivery_keeps_publish_order(
+async def test_d5_streamed_publish_acknowledges_every_event_and_delivery_keeps_publish_order(
     bus: CoreProcess, tmp_path: pathlib.Path
 ) -> None:
     publisher = await event_plugin(bus, tmp_path, "stream-pub", publishes=[USER_CREATED])
