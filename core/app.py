@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pathlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -61,7 +62,7 @@ from vivified.core.gateway import (
     OperatorLane,
     PolicySet,
 )
-from vivified.core.identity import build_identity
+from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
 from vivified.core.metrics import Metrics
 from vivified.core.plugin_config import ConfigService, PluginConfigStore, SecretsKeyring
 from vivified.core.policy import load_default_rules
@@ -81,6 +82,7 @@ from vivified.core.settings import (
     read_overrides,
 )
 from vivified.core.traits import AccessCatalogueService, TraitCatalogue
+from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SecurityAlert
 
 _log = logging.getLogger(__name__)
 
@@ -212,6 +214,38 @@ class Core:
         store.subscribe(on_change)
         return store
 
+    async def _announce_break_glass(self, activation: Activation) -> None:
+        """A break-glass activation: a critical audit record, then a SecurityAlert
+        on the bus (the reason stays in the audit log). Either failing fails
+        the call that asked for it."""
+        if self._audit is None or self._events is None:
+            raise Unavailable("the core is not ready for break-glass", reason="CORE_STARTING")
+        until = dt.datetime.fromtimestamp(activation.expires_at, dt.UTC).isoformat()
+        details = {"activation_id": activation.activation_id, "user_id": activation.user_id, "expires_at": until}
+        await self._audit.append(
+            AuditRecord(
+                actor=f"user:{activation.user_id}",
+                action="identity.break_glass.activate",
+                resource=f"user/{activation.user_id}",
+                decision="allow",
+                reason="BREAK_GLASS_ACTIVATED",
+                rule_id="break-glass",
+                detail={**details, "severity": "critical", "reason": activation.reason,
+                        "traits": ",".join(sorted(EMERGENCY_TRAITS))},
+            )
+        )
+        _log.warning("break-glass activated by user %s until %s (%s)", activation.user_id, until,
+                     activation.activation_id)
+        alert = SecurityAlert(
+            alert_id=uuid.uuid4().hex,
+            kind="break_glass_activated",
+            severity=SEVERITY_CRITICAL,
+            summary=f"user {activation.user_id} broke glass: emergency access until {until}",
+            subject=f"user/{activation.user_id}",
+            details=details,
+        )
+        await self._events.publish_core_event(f"alert-{alert.alert_id}", alert)
+
     async def start(self) -> RunningCore:
         config = self.config
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -249,7 +283,8 @@ class Core:
         # Identity: users sign in on the bootstrap port; the chain turns their
         # bearer tokens into `user` principals. A weak token key stops start-up.
         identity = build_identity(
-            engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue
+            engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue,
+            announce_break_glass=self._announce_break_glass,
         )
 
         # Plugin configuration: secret values are sealed under the secrets key;

@@ -7,6 +7,8 @@ import pathlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
+from google.protobuf.message import Message
+
 from vivified.core.audit import AuditLog
 from vivified.core.chain import Principal, RateLimitConfig, TokenBuckets
 from vivified.core.clock import Clock
@@ -93,6 +95,7 @@ class EventBus:
             prefetch=config().prefetch,
         )
         self.admin = EventAdminService(store)
+        self._stamper = stamper
         self._monitor = BacklogMonitor(
             store=store,
             stamper=stamper,
@@ -102,6 +105,11 @@ class EventBus:
             on_lost=metrics.on_events_lost,
             on_dead_letters_dropped=metrics.on_dead_letters_dropped,
         )
+
+    async def publish_core_event(self, event_id: str, payload: Message) -> None:
+        """Store an event the core itself publishes (source `core`), e.g. a
+        `SecurityAlert` raised outside the bus; returns once it is durable."""
+        await self.store.append([self._stamper.core_event(event_id, payload)])
 
     async def start(self) -> None:
         """Open the store (raises Unavailable when it cannot be reached) and start housekeeping."""

@@ -26,7 +26,9 @@ _KEYS = frozenset(
     }
 )
 
-RESERVED_RULE_IDS = frozenset({"default-deny", "policy-error", "authentication", "status-gate", "rate-limit"})
+RESERVED_RULE_IDS = frozenset(
+    {"default-deny", "policy-error", "authentication", "status-gate", "rate-limit", "break-glass"}
+)
 """Ids of decisions that are not rules of a file: the engine's default deny and
 its fail-closed error, and the chain layers before policy. A rules file may not
 mark them report-only (nor use them at all, so a record's rule id is never
