@@ -65,7 +65,7 @@ from vivified.core.gateway import (
 from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
 from vivified.core.metrics import Metrics
 from vivified.core.plugin_config import ConfigService, PluginConfigStore, SecretsKeyring
-from vivified.core.policy import load_default_rules
+from vivified.core.policy import load_default_rules, rules_sha256
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
@@ -267,6 +267,20 @@ class Core:
         key_pem = _pem_key(core_key)
 
         self._audit = await self._start_audit(engine, audit_dir, live.applied.overrides)
+        await self._audit.append(
+            AuditRecord(
+                actor="core:core",
+                action="policy.load",
+                resource=str(config.policy_file) if config.policy_file is not None else "packaged",
+                detail={
+                    "rules": str(len(rules)),
+                    "sha256": rules_sha256(rules),
+                    "report_only": ",".join(
+                        f"{r.id}@{r.report_only_since.isoformat()}" for r in rules if r.report_only_since is not None
+                    ),
+                },
+            )
+        )
         operator_serial = self._write_operator_identity(ca)
         if operator_serial is not None:
             await self._audit.append(

@@ -14,7 +14,7 @@ import pathlib
 from collections.abc import Mapping
 
 from vivified.core.cli._settings import add_core_flags, resolved_settings
-from vivified.core.policy import Rule, load_default_rules, packaged_rules
+from vivified.core.policy import Rule, load_default_rules, packaged_rules, rule_summary
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,19 +34,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _entry(rule: Rule, builtin: frozenset[str]) -> dict[str, object]:
-    return {
-        "id": rule.id,
-        "effect": rule.effect,
-        "mode": "report-only" if rule.report_only else "enforced",
-        "report_only_since": rule.report_only_since.isoformat() if rule.report_only_since else None,
-        "builtin": rule.id in builtin,
-        "principal_kinds": sorted(rule.principal_kinds),
-        "principal_ids": sorted(rule.principal_ids),
-        "methods": sorted(rule.methods),
-        "services": sorted(rule.services),
-        "required_traits": sorted(rule.required_traits),
-        "description": rule.description,
-    }
+    return {**rule_summary(rule), "builtin": rule.id in builtin}
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -> int:

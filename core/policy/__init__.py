@@ -31,6 +31,8 @@ from vivified.core.policy._rules import (
     load_default_rules,
     load_rules,
     packaged_rules,
+    rule_summary,
+    rules_sha256,
 )
 
 __all__ = [
@@ -48,4 +50,6 @@ __all__ = [
     "load_default_rules",
     "load_rules",
     "packaged_rules",
+    "rule_summary",
+    "rules_sha256",
 ]

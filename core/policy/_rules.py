@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import pathlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -149,6 +150,29 @@ def load_rules(data: bytes | str) -> tuple[Rule, ...]:
             raise PolicyError(f"duplicate rule id {rule.id!r}")
         seen.add(rule.id)
     return rules
+
+
+def rule_summary(rule: Rule) -> dict[str, object]:
+    """A rule as plain JSON data (lists sorted), for the CLI and digests."""
+    return {
+        "id": rule.id,
+        "effect": rule.effect,
+        "mode": "report-only" if rule.report_only else "enforced",
+        "report_only_since": rule.report_only_since.isoformat() if rule.report_only_since else None,
+        "principal_kinds": sorted(rule.principal_kinds),
+        "principal_ids": sorted(rule.principal_ids),
+        "methods": sorted(rule.methods),
+        "services": sorted(rule.services),
+        "required_traits": sorted(rule.required_traits),
+        "description": rule.description,
+    }
+
+
+def rules_sha256(rules: Iterable[Rule]) -> str:
+    """A digest of what the rules decide (order and formatting of the file
+    aside), so a record of the policy in force shows when it changed."""
+    canonical = json.dumps([rule_summary(r) for r in rules], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def packaged_rules() -> tuple[Rule, ...]:
