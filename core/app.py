@@ -63,10 +63,10 @@ from vivified.core.gateway import (
     OperatorLane,
     PolicySet,
 )
-from vivified.core.identity import build_identity
+from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
 from vivified.core.metrics import Metrics
 from vivified.core.plugin_config import ConfigService, PluginConfigStore, SecretsKeyring
-from vivified.core.policy import load_default_rules
+from vivified.core.policy import load_default_rules, rules_sha256
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
@@ -242,6 +242,38 @@ class Core:
         store.subscribe(on_change)
         return store
 
+    async def _announce_break_glass(self, activation: Activation) -> None:
+        """A break-glass activation: a critical audit record, then a SecurityAlert
+        on the bus (the reason stays in the audit log). Either failing fails
+        the call that asked for it."""
+        if self._audit is None or self._events is None:
+            raise Unavailable("the core is not ready for break-glass", reason="CORE_STARTING")
+        until = dt.datetime.fromtimestamp(activation.expires_at, dt.UTC).isoformat()
+        details = {"activation_id": activation.activation_id, "user_id": activation.user_id, "expires_at": until}
+        await self._audit.append(
+            AuditRecord(
+                actor=f"user:{activation.user_id}",
+                action="identity.break_glass.activate",
+                resource=f"user/{activation.user_id}",
+                decision="allow",
+                reason="BREAK_GLASS_ACTIVATED",
+                rule_id="break-glass",
+                detail={**details, "severity": "critical", "reason": activation.reason,
+                        "traits": ",".join(sorted(EMERGENCY_TRAITS))},
+            )
+        )
+        _log.warning("break-glass activated by user %s until %s (%s)", activation.user_id, until,
+                     activation.activation_id)
+        alert = SecurityAlert(
+            alert_id=uuid.uuid4().hex,
+            kind="break_glass_activated",
+            severity=SEVERITY_CRITICAL,
+            summary=f"user {activation.user_id} broke glass: emergency access until {until}",
+            subject=f"user/{activation.user_id}",
+            details=details,
+        )
+        await self._events.publish_core_event(f"alert-{alert.alert_id}", alert)
+
     async def start(self) -> RunningCore:
         config = self.config
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -250,7 +282,12 @@ class Core:
         config, override_store, live = self._open_settings(engine)
         audit_dir = config.data_dir / "audit"
         audit_dir.mkdir(mode=0o700, exist_ok=True)
-        policy = PolicySet(load_default_rules(config.policy_file))
+        rules = load_default_rules(config.policy_file)
+        for rule in rules:
+            if rule.report_only_since is not None:
+                _log.warning("policy rule %s is report-only since %s: audited, not enforced",
+                             rule.id, rule.report_only_since.isoformat())
+        policy = PolicySet(rules, on_report_only=self.metrics.on_report_only)
         catalogue = TraitCatalogue.load_default()
         ca = self._load_ca()
         core_key = new_private_key()
@@ -258,6 +295,20 @@ class Core:
         key_pem = _pem_key(core_key)
 
         self._audit = await self._start_audit(engine, audit_dir, live.applied.overrides)
+        await self._audit.append(
+            AuditRecord(
+                actor="core:core",
+                action="policy.load",
+                resource=str(config.policy_file) if config.policy_file is not None else "packaged",
+                detail={
+                    "rules": str(len(rules)),
+                    "sha256": rules_sha256(rules),
+                    "report_only": ",".join(
+                        f"{r.id}@{r.report_only_since.isoformat()}" for r in rules if r.report_only_since is not None
+                    ),
+                },
+            )
+        )
         operator_serial = self._write_operator_identity(ca)
         if operator_serial is not None:
             await self._audit.append(
@@ -274,7 +325,8 @@ class Core:
         # Identity: users sign in on the bootstrap port; the chain turns their
         # bearer tokens into `user` principals. A weak token key stops start-up.
         identity = build_identity(
-            engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue
+            engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue,
+            announce_break_glass=self._announce_break_glass,
         )
 
         # Plugin configuration: secret values are sealed under the secrets key;

@@ -34,6 +34,12 @@ class Metrics:
         self.decisions = Counter(
             "vivified_policy_decisions", "Policy decisions", ["outcome", "rule"], registry=self.registry
         )
+        self.report_only = Counter(
+            "vivified_policy_report_only",
+            "Calls a report-only rule would have decided otherwise (the call went as the enforced rules decided)",
+            ["decision", "rule"],
+            registry=self.registry,
+        )
         self.plugins = Gauge("vivified_plugins", "Known plugins by status", ["status"], registry=self.registry)
         self.unhealthy = Gauge("vivified_plugins_unhealthy", "Active plugins that are unhealthy", registry=self.registry)
         self.audit_write = Histogram(
@@ -75,6 +81,12 @@ class Metrics:
 
     def on_decision(self, decision: Decision) -> None:
         self.decisions.labels("allow" if decision.allowed else "deny", decision.rule_id).inc()
+        self.on_report_only(decision)
+
+    def on_report_only(self, decision: Decision) -> None:
+        """Counts a decision a report-only rule would have changed (chain or operator lane)."""
+        if decision.report_only:
+            self.report_only.labels(decision.report_only, decision.report_rule_id).inc()
 
     def on_audit_commit(self, batch: int, seconds: float) -> None:
         self.audit_write.observe(seconds)

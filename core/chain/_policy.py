@@ -1,4 +1,9 @@
-"""Policy layer: default deny, and an evaluation error denies too."""
+"""Policy layer: default deny, and an evaluation error denies too.
+
+What a report-only rule would have changed goes into the call's one audit
+record (`report_only`: `would_deny`/`would_allow`, `report_only_rule_id`)
+and to `on_decision` (metrics); the call itself goes as the enforced rules
+decided."""
 
 from __future__ import annotations
 
@@ -59,6 +64,9 @@ class PolicyLayer:
             decision = Decision(False, "POLICY_ERROR", "policy-error", "the policy could not be evaluated")
         self._on_decision(decision)
         call.rule_id = decision.rule_id
+        if decision.report_only:
+            call.extra["report_only"] = decision.report_only
+            call.extra["report_only_rule_id"] = decision.report_rule_id
         if not decision.allowed:
             await self._denier.deny(
                 call,

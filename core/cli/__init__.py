@@ -10,6 +10,7 @@
     vivified config show [--config FILE] [core flags]
     vivified config plugin get|set|history PLUGIN [KEY VALUE] --reason R
     vivified config core list|set KEY VALUE|unset KEY|history --reason R
+    vivified policy rules [--report-only] [--json] [core flags]
     vivified bench chain|invoke|events|egress
 """
 
@@ -31,6 +32,7 @@ from vivified.core.cli import (
     _events_cmd,
     _plugin_config_cmd,
     _plugins_cmd,
+    _policy_cmd,
     _users_cmd,
 )
 from vivified.core.cli._client import ClientError
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _db_cmd.add_parser(sub)
     _users_cmd.add_parser(sub)
     _config_cmd.add_parser(sub)
+    _policy_cmd.add_parser(sub)
     _bench.add_parser(sub)
     return parser
 
@@ -98,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_plugin_config_cmd.run(args, environ, out))
         elif args.command == "config":
             code = _config_cmd.show(args, environ, out)
+        elif args.command == "policy":
+            code = _policy_cmd.run(args, environ, out)
         else:
             code = _users_cmd.run(args, environ, out)
     except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:

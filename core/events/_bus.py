@@ -95,6 +95,7 @@ class EventBus:
             prefetch=config().prefetch,
         )
         self.admin = EventAdminService(store)
+        self._stamper = stamper
         self._monitor = BacklogMonitor(
             store=store,
             stamper=stamper,
@@ -105,15 +106,16 @@ class EventBus:
             on_dead_letters_dropped=metrics.on_dead_letters_dropped,
         )
 
+    async def publish_core_event(self, event_id: str, payload: Message) -> None:
+        """Store an event the core itself publishes (source `core`), e.g. a
+        `SecurityAlert` raised outside the bus; returns once it is durable.
+        The caller audits it."""
+        await self.store.append([self._stamper.core_event(event_id, payload)])
+
     async def start(self) -> None:
         """Open the store (raises Unavailable when it cannot be reached) and start housekeeping."""
         await self.store.start()
         self._monitor.start()
-
-    async def publish_core_event(self, event_id: str, payload: Message) -> None:
-        """Store an event the core itself raises (source `core`), e.g. a
-        SecurityAlert found outside the bus; the caller audits it."""
-        await self.store.append([self._stamper.core_event(event_id, payload)])
 
     async def stop(self) -> None:
         await self._monitor.stop()

@@ -12,10 +12,11 @@ operation (`/pkg.Service/Method`, usually with `required_traits`), default deny.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from vivified.core.chain import annotate
 from vivified.core.errors import PermissionDenied
-from vivified.core.policy import PolicyInput, Rule, RuleIndex, evaluate
+from vivified.core.policy import Decision, PolicyInput, Rule, RuleIndex, evaluate
 from vivified.core.registry import ACTIVE, DISABLED, PluginRecord
 
 
@@ -49,12 +50,22 @@ def lane_rules(records: Iterable[PluginRecord]) -> list[Rule]:
 
 class PolicySet:
     """The packaged rules plus the rules the active plugins' manifests imply,
-    rebuilt whenever a plugin's status changes."""
+    rebuilt whenever a plugin's status changes. What a report-only rule
+    would have changed in a lane decision goes into the call's audit record
+    and to `on_report_only` (metrics), as in the chain's policy layer."""
 
-    def __init__(self, base: Iterable[Rule]) -> None:
+    def __init__(self, base: Iterable[Rule], *, on_report_only: Callable[[Decision], None]) -> None:
         self._base = tuple(base)
         self._index = RuleIndex.build(self._base)
         self._provided: frozenset[tuple[str, str]] = frozenset()
+        self._on_report_only = on_report_only
+
+    def _evaluate(self, request: PolicyInput) -> Decision:
+        decision = evaluate(self._index, request)
+        if decision.report_only:
+            annotate(report_only=decision.report_only, report_only_rule_id=decision.report_rule_id)
+            self._on_report_only(decision)
+        return decision
 
     def index(self) -> RuleIndex:
         return self._index
@@ -68,8 +79,8 @@ class PolicySet:
 
     def check_call(self, caller: str, traits: frozenset[str], target: str, method: str) -> str:
         """Raise PermissionDenied (with the rule id) unless the call is declared; returns the rule id."""
-        decision = evaluate(
-            self._index, PolicyInput("plugin", caller, traits, f"plugin:{target}", lane_resource(target, method))
+        decision = self._evaluate(
+            PolicyInput("plugin", caller, traits, f"plugin:{target}", lane_resource(target, method))
         )
         if not decision.allowed:
             raise PermissionDenied(
@@ -84,7 +95,7 @@ class PolicySet:
         """Raise PermissionDenied with `reason` unless a rule lets this user call
         `method` (`pkg.Service/Method`); returns the rule id."""
         service = method.partition("/")[0]
-        decision = evaluate(self._index, PolicyInput("user", user_id, traits, service, f"/{method}"))
+        decision = self._evaluate(PolicyInput("user", user_id, traits, service, f"/{method}"))
         if not decision.allowed:
             raise PermissionDenied(
                 f"user {user_id} may not call {method}: {decision.message}",

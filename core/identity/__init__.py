@@ -6,6 +6,8 @@ sessions with signed access tokens and rotating refresh tokens.
 - `user_admin` gives the CLI validated user creation on the data dir.
 - `Delegations` carries a user's identity through plugins (delegation tokens).
 - `ApiKeyService` issues scoped API keys for automation (`x-api-key` metadata).
+- `BreakGlass` gives a `break_glass` user emergency traits for a short,
+  audited and alerted window (`x-vivified-break-glass: <reason>`).
 - Tables (on `vivified.core.db.metadata`): users, user_sessions,
   refresh_tokens, mfa_backup_codes, api_keys.
 """
@@ -14,6 +16,14 @@ from vivified.core.identity._admin_service import UserAdmin, UserAdminService
 from vivified.core.identity._api_key_service import ApiKeyService
 from vivified.core.identity._api_keys import ApiKeyRecord, ApiKeys, KeyUse
 from vivified.core.identity._auth_service import AuthService
+from vivified.core.identity._break_glass import (
+    BREAK_GLASS_HEADER,
+    BREAK_GLASS_RULE,
+    BREAK_GLASS_TRAIT,
+    EMERGENCY_TRAITS,
+    Activation,
+    BreakGlass,
+)
 from vivified.core.identity._config import IdentityConfig, PasswordParams
 from vivified.core.identity._delegation import (
     DELEGATION_HEADER,
@@ -59,6 +69,12 @@ from vivified.core.identity._wiring import (
 
 __all__ = [
     "ACCESS_TYPE",
+    "BREAK_GLASS_HEADER",
+    "BREAK_GLASS_RULE",
+    "BREAK_GLASS_TRAIT",
+    "EMERGENCY_TRAITS",
+    "Activation",
+    "BreakGlass",
     "DELEGATION_HEADER",
     "DELEGATION_TYPE",
     "MFA_TYPE",

@@ -73,6 +73,9 @@ class IdentityConfig:
     """Argon2id computations at once (each takes memory_kib of memory)."""
     password: PasswordParams = field(default_factory=PasswordParams)
     """Argon2id cost for new hashes."""
+    break_glass_seconds: int = 900
+    """How long a session's break-glass activation lasts (15 minutes); then
+    that session cannot break glass again."""
 
     def __post_init__(self) -> None:
         if not 60 <= self.access_token_seconds <= 3600:
@@ -83,5 +86,7 @@ class IdentityConfig:
             raise ValueError("lockout thresholds must be at least 1")
         if not 0 <= self.leeway_seconds <= 120:
             raise ValueError("leeway_seconds must be between 0 and 120")
+        if not 60 <= self.break_glass_seconds <= 3600:
+            raise ValueError("break_glass_seconds must be between 60 and 3600")
         if self.session_idle_seconds <= 0 or self.session_absolute_seconds < self.session_idle_seconds:
             raise ValueError("session lifetimes must be positive, absolute >= idle")

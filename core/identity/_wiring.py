@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from vivified.core.chain import Principal, annotate
+from vivified.core.chain import Principal, annotate, current_call
 from vivified.core.clock import Clock
-from vivified.core.errors import Unauthenticated
+from vivified.core.errors import PermissionDenied, Unauthenticated
 from vivified.core.identity._admin_service import UserAdmin, UserAdminService
 from vivified.core.identity._api_key_service import ApiKeyService
 from vivified.core.identity._api_keys import ApiKeys
 from vivified.core.identity._auth_service import AuthService
+from vivified.core.identity._break_glass import BREAK_GLASS_HEADER, BREAK_GLASS_RULE, Announce, BreakGlass
 from vivified.core.identity._config import IdentityConfig
 from vivified.core.identity._delegation import Delegations
 from vivified.core.identity._keys import load_or_create_key
@@ -54,6 +55,7 @@ class Identity:
     keys: ApiKeys
     delegations: Delegations
     roles: RoleCatalogue
+    break_glass: BreakGlass
 
     async def principal(self, metadata: Mapping[str, str]) -> Principal:
         """The chain's hook: a verified access token or API key → a `user`
@@ -64,19 +66,43 @@ class Identity:
             raise Unauthenticated(
                 "present an access token or an API key, not both", reason="IDENTITY_INVALID", domain="vivified.identity"
             )
+        emergency = metadata.get(BREAK_GLASS_HEADER)
         if api_key is not None:
             use = await self.keys.authenticate(api_key)
             annotate(api_key_id=use.key_id)
-            return Principal(kind="user", id=use.user_id, traits=use.traits, api_key_id=use.key_id)
-        session = await self.sessions.authenticate(authorization or "")
-        return Principal(kind="user", id=session.user_id, traits=session.traits, session_id=session.session_id)
+            principal = Principal(kind="user", id=use.user_id, traits=use.traits, api_key_id=use.key_id)
+        else:
+            session = await self.sessions.authenticate(authorization or "")
+            principal = Principal(
+                kind="user", id=session.user_id, traits=session.traits, session_id=session.session_id
+            )
+        if emergency is None:
+            return principal
+        try:
+            traits, activation = await self.break_glass.elevate(
+                user_id=principal.id, session_id=principal.session_id, traits=principal.traits, header=emergency
+            )
+        except PermissionDenied:
+            call = current_call()
+            if call is not None:  # the refusal's audit record: the verified user, refused by break-glass
+                call.principal, call.traits, call.rule_id = principal, principal.traits, BREAK_GLASS_RULE
+            raise
+        annotate(break_glass=activation.activation_id)
+        return Principal(kind="user", id=principal.id, traits=traits, session_id=principal.session_id)
 
 
 def build_identity(
-    *, engine: sa.Engine, clock: Clock, data_dir: Path, config: IdentityConfig, traits: TraitCatalogue
+    *,
+    engine: sa.Engine,
+    clock: Clock,
+    data_dir: Path,
+    config: IdentityConfig,
+    traits: TraitCatalogue,
+    announce_break_glass: Announce,
 ) -> Identity:
     """Load (or create) the token and MFA keys — refusing weak or exposed ones —
-    and build the services."""
+    and build the services. `announce_break_glass` audits and alerts a
+    break-glass activation (see `_break_glass`)."""
     admin = user_admin(engine, clock, config, traits)
     signer = TokenSigner(
         load_or_create_key(token_key_path(data_dir)),
@@ -104,4 +130,5 @@ def build_identity(
         keys=keys,
         delegations=Delegations(signer, sessions, keys, ttl_seconds=config.delegation_token_seconds),
         roles=admin.roles,
+        break_glass=BreakGlass(clock, seconds=config.break_glass_seconds, announce=announce_break_glass),
     )

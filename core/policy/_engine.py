@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vivified.core.policy._rules import RuleIndex
 
@@ -28,11 +28,40 @@ class Decision:
     reason: str
     rule_id: str
     message: str
+    report_only: str = ""
+    """`would_deny` or `would_allow` when a report-only rule would have
+    decided otherwise (the decision itself is unchanged); else empty."""
+    report_rule_id: str = ""
+    """The report-only rule that would have decided otherwise."""
+
+
+WOULD_DENY = "would_deny"
+WOULD_ALLOW = "would_allow"
 
 
 def evaluate(index: RuleIndex, request: PolicyInput) -> Decision:
     """Decide a call. Deny rules win over allow rules; no matching allow rule
-    means deny (`default-deny`). Pure: same inputs, same decision."""
+    means deny (`default-deny`). Pure: same inputs, same decision.
+
+    Report-only rules never change the decision: it comes from the enforced
+    rules alone. When the index has report-only rules, the call is decided a
+    second time with them enforced; if that outcome differs, the decision
+    says so (`report_only`, `report_rule_id`) for audit and metrics. A
+    differing outcome can only come from a report-only rule: a would-be deny
+    from a report-only deny rule, a would-be allow from a report-only allow
+    rule."""
+    decision = _decide(index, request)
+    if index.shadow is None:
+        return decision
+    would = _decide(index.shadow, request)
+    if would.allowed == decision.allowed:
+        return decision
+    return replace(
+        decision, report_only=WOULD_ALLOW if would.allowed else WOULD_DENY, report_rule_id=would.rule_id
+    )
+
+
+def _decide(index: RuleIndex, request: PolicyInput) -> Decision:
     candidates = index.candidates(request.principal_kind, request.principal_id, request.service, request.method)
     allow = None
     missing: tuple[str, frozenset[str]] | None = None

@@ -103,7 +103,7 @@ async def test_traits_and_roles_served_to_viewers_and_operators(core: CoreProces
     assert list(by_name) == sorted(by_name) and by_name["operator"].requires == ["viewer"]
     assert by_name["handles_phi"].category == "data_access"
     role_map = {r.name: r for r in roles.roles}
-    assert set(role_map) == {"admin", "operator", "viewer", "developer", "phi_handler", "pii_handler"}
+    assert set(role_map) == {"admin", "operator", "viewer", "developer", "phi_handler", "pii_handler", "break_glass"}
     assert "audit_viewer" in role_map["operator"].traits
     assert role_map["admin"].mfa_required and role_map["phi_handler"].mfa_required
     assert not role_map["viewer"].mfa_required
@@ -114,4 +114,4 @@ async def test_traits_and_roles_served_to_viewers_and_operators(core: CoreProces
             if r.action.startswith("/vivified.admin.v1.AccessCatalogueService/")] == ["OK", "OK"]
     async with operator_channel(core) as channel:
         listed = await access_grpc.AccessCatalogueServiceStub(channel).ListRoles(access_pb.ListRolesRequest(), timeout=10)
-    assert len(listed.roles) == 6
+    assert len(listed.roles) == 7

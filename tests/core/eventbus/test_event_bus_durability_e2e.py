@@ -55,7 +55,7 @@ def deliveries(log: pathlib.Path) -> list[tuple[str, int]]:
     return [(line.split()[0], int(line.split()[1])) for line in log.read_text().splitlines() if line != "opened"]
 
 
-async def test_subscriber_killed_before_ack_gets_the_event_again(tmp_path: pathlib.Path) -> None:
+async def test_d1_subscriber_killed_before_ack_gets_the_event_again(tmp_path: pathlib.Path) -> None:
     with core_running(tmp_path / "data", "--heartbeat-interval", "1", "--event-ack-timeout", "2") as core:
         publisher = await event_plugin(core, tmp_path, "crash-pub", publishes=[USER_CREATED])
         log = tmp_path / "deliveries.txt"
@@ -128,7 +128,7 @@ def metric(core: CoreProcess, name: str, label: str) -> float:
     return 0.0
 
 
-async def test_slow_subscriber_is_capped_and_alerted_while_fast_subscriber_gets_everything(
+async def test_d6_slow_subscriber_is_capped_and_alerted_while_fast_subscriber_gets_everything(
     tmp_path: pathlib.Path,
 ) -> None:
     flags = ("--heartbeat-interval", "1", "--event-max-backlog", "600", "--event-ack-timeout", "60")

@@ -169,7 +169,7 @@ async def test_payload_that_does_not_match_its_event_type_is_invalid(bus: CorePr
         MESSAGE_SEND_REQUESTED,  # a real type, just not declared
     ],
 )
-async def test_wildcard_and_lookalike_subscriptions_are_denied(
+async def test_c7_wildcard_and_lookalike_subscriptions_are_denied(
     bus: CoreProcess, tmp_path: pathlib.Path, event_type: str
 ) -> None:
     plugin_id = f"wild-{abs(hash(event_type)) % 10**8}"
@@ -190,7 +190,7 @@ async def test_wildcard_and_lookalike_subscriptions_are_denied(
         await subscriber.stop()
 
 
-async def test_failing_handler_is_redelivered_then_dead_lettered_and_replayed_by_the_cli(
+async def test_d2_failing_handler_is_redelivered_then_dead_lettered_and_replayed_by_the_cli(
     bus: CoreProcess, tmp_path: pathlib.Path
 ) -> None:
     publisher = await event_plugin(bus, tmp_path, "dlq-pub", publishes=[MESSAGE_SEND_REQUESTED])
@@ -250,7 +250,7 @@ async def test_disabled_plugin_stops_receiving_and_publishing_at_once(bus: CoreP
         await subscriber.stop()
 
 
-async def test_streamed_publish_acknowledges_every_event_and_delivery_keeps_publish_order(
+async def test_d5_streamed_publish_acknowledges_every_event_and_delivery_keeps_publish_order(
     bus: CoreProcess, tmp_path: pathlib.Path
 ) -> None:
     publisher = await event_plugin(bus, tmp_path, "stream-pub", publishes=[USER_CREATED])
@@ -292,7 +292,7 @@ async def test_streamed_publish_refuses_one_event_and_goes_on(bus: CoreProcess, 
         await publisher.stop()
 
 
-async def test_trait_withdrawn_while_subscribed_takes_effect_on_the_next_delivery(
+async def test_c3_trait_withdrawn_while_subscribed_takes_effect_on_the_next_delivery(
     bus: CoreProcess, tmp_path: pathlib.Path
 ) -> None:
     publisher = await event_plugin(bus, tmp_path, "c3-pub", publishes=[USER_CREATED])
@@ -312,6 +312,12 @@ async def test_trait_withdrawn_while_subscribed_takes_effect_on_the_next_deliver
             await asyncio.wait_for(subscription.wait_closed(), 10)
         assert isinstance(caught.value, PermissionDeniedError) and caught.value.reason == "PLUGIN_REVOKED"
         assert [p.user_id for p, _ in inbox.received] == ["before"]
+        # The withdrawal is one audit record (the operator's re-approval); the
+        # later event was never delivered to c3-sub, so no delivery record.
+        approvals = audit_rows(bus, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin", resource="plugin/c3-sub")
+        assert len(approvals) == 2 and approvals[-1].actor == "operator:admin"
+        delivered = audit_rows(bus, action="event.deliver", actor="plugin:c3-sub")
+        assert len(delivered) == 1
     finally:
         await publisher.stop()
         await subscriber.stop()

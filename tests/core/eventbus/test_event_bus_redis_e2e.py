@@ -45,7 +45,7 @@ async def test_subscriber_on_one_core_receives_what_is_published_through_another
                 await subscriber.stop()
 
 
-async def test_partitioned_redis_fails_publishes_fast_and_loses_nothing_after_healing(tmp_path: pathlib.Path) -> None:
+async def test_d4_partitioned_redis_fails_publishes_fast_and_loses_nothing_after_healing(tmp_path: pathlib.Path) -> None:
     with redis_running(tmp_path / "redis") as redis_server:
         proxy = TcpProxy("127.0.0.1", int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
         await proxy.start()

@@ -60,7 +60,7 @@ async def _never(stop: asyncio.Event) -> AsyncIterator[SubscribeRequest]:
     yield  # an async generator that sends nothing until told to stop
 
 
-async def test_traits_and_status_are_read_for_every_delivery(tmp_path: pathlib.Path) -> None:
+async def test_c3_traits_and_status_are_read_for_every_delivery(tmp_path: pathlib.Path) -> None:
     store, audit, engine = await _setup(tmp_path)
     view = View()
     sent: list[SubscribeResponse] = []

@@ -170,7 +170,7 @@ async def test_nack_redelivers_at_once_with_attempt_two(backend: Backend) -> Non
     assert await store.ack(SUB, [second.delivery_id]) == 1
 
 
-async def test_unacknowledged_work_of_a_dead_consumer_goes_to_another(backend: Backend) -> None:
+async def test_d1_unacknowledged_work_of_a_dead_consumer_goes_to_another(backend: Backend) -> None:
     """D1: a consumer takes an event and dies before acking; after the ack
     timeout another consumer gets it (attempt 2) and nothing stays pending."""
     store = await backend.make(ack_timeout_seconds=0.5)
@@ -187,7 +187,7 @@ async def test_unacknowledged_work_of_a_dead_consumer_goes_to_another(backend: B
     assert await lag_of(store) == (0, 0, 0)
 
 
-async def test_a_stale_ack_does_not_settle_the_redelivery(backend: Backend) -> None:
+async def test_d3_a_stale_ack_does_not_settle_the_redelivery(backend: Backend) -> None:
     """D3: a paused consumer's late ack names the attempt it had; the entry was
     redelivered to a peer since, so the late ack must not settle the peer's work."""
     store = await backend.make(ack_timeout_seconds=0.5)
@@ -206,7 +206,7 @@ async def test_a_stale_ack_does_not_settle_the_redelivery(backend: Backend) -> N
     assert await lag_of(store) == (0, 0, 0)
 
 
-async def test_a_poison_event_is_dead_lettered_and_others_keep_flowing(backend: Backend) -> None:
+async def test_d2_a_poison_event_is_dead_lettered_and_others_keep_flowing(backend: Backend) -> None:
     """D2: after max_attempts deliveries the event moves to the subscription's
     dead letters, with the reason and its original position."""
     store = await backend.make(max_attempts=3)
@@ -233,7 +233,7 @@ async def test_a_poison_event_is_dead_lettered_and_others_keep_flowing(backend: 
     assert await lag_of(store) == (0, 0, 0)
 
 
-async def test_ack_timeouts_also_count_towards_dead_lettering(backend: Backend) -> None:
+async def test_d2_ack_timeouts_also_count_towards_dead_lettering(backend: Backend) -> None:
     store = await backend.make(max_attempts=2, ack_timeout_seconds=0.5)
     await store.subscribe(SUB, ["OrderPlaced"])
     await store.append([event(1)])
@@ -305,7 +305,7 @@ async def test_competing_consumers_split_the_work_without_duplicates(backend: Ba
     assert seen["c1"] and seen["c2"]
 
 
-async def test_ordering_contract(backend: Backend) -> None:
+async def test_d5_ordering_contract(backend: Backend) -> None:
     """D5: per subscription and event type, first deliveries follow append
     order, for every consumer. Not guaranteed: a redelivery comes after events
     first delivered later, and competing consumers interleave arbitrarily."""
@@ -379,7 +379,7 @@ async def test_events_appended_after_everything_was_trimmed_are_delivered(backen
     assert payloads(await drain(store, "plugin-b/late")) == [b"payload-2"]
 
 
-async def test_a_backlog_over_the_cap_loses_its_oldest_entries_visibly(backend: Backend) -> None:
+async def test_d6_a_backlog_over_the_cap_loses_its_oldest_entries_visibly(backend: Backend) -> None:
     """D6 at the store level: the slow subscription's oldest unacknowledged
     entries are forced out and counted as lost; one trimmed while pending comes
     back without data; a caught-up subscription loses nothing."""
@@ -420,7 +420,7 @@ async def test_the_cap_applies_to_a_subscription_across_its_types(backend: Backe
     assert (await store.trim()).lost == {}
 
 
-async def test_nothing_stays_pending_after_a_drain(backend: Backend) -> None:
+async def test_d1_nothing_stays_pending_after_a_drain(backend: Backend) -> None:
     store = await backend.make(ack_timeout_seconds=0.5, max_attempts=5)
     await store.subscribe(SUB, ["OrderPlaced"])
     await store.append([event(n) for n in range(20)])

@@ -67,7 +67,7 @@ async def test_two_cores_share_subscriptions_and_events(clean_redis: RedisServer
         await two.close()
 
 
-async def test_attempts_come_from_the_claim_path_delivery_count(clean_redis: RedisServer) -> None:
+async def test_d2_attempts_come_from_the_claim_path_delivery_count(clean_redis: RedisServer) -> None:
     """D2: the attempt a redelivery reports is Redis's delivery count after XCLAIM."""
     store = RedisEventStore(clean_redis.url, lambda: config(max_attempts=3), SystemClock())
     await store.start()
@@ -169,7 +169,7 @@ async def test_acknowledged_events_survive_a_redis_crash_or_restart(tmp_path: pa
             await store.close()
 
 
-async def test_a_partitioned_redis_fails_fast_and_loses_nothing_acknowledged(clean_redis: RedisServer) -> None:
+async def test_d4_a_partitioned_redis_fails_fast_and_loses_nothing_acknowledged(clean_redis: RedisServer) -> None:
     """D4: blackholed Redis -> UNAVAILABLE within the timeout, then fail fast
     (breaker open); after healing, appends succeed and every acknowledged
     event is delivered."""

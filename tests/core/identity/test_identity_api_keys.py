@@ -55,7 +55,7 @@ async def test_malformed_and_unknown_keys(engine: sa.Engine, presented: str) -> 
     await _refused(keys, presented)
 
 
-async def test_secret_is_compared_in_constant_time(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_b7_secret_is_compared_in_constant_time(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     _, store, keys = _setup(engine)
     owner = store.create_now("ops", "$argon2id$x", ("viewer",))
     key, _ = await keys.create(owner.user_id, "ci", ("viewer",), ttl_seconds=3600)

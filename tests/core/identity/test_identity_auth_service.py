@@ -23,6 +23,7 @@ from vivified.core.identity import (
     totp,
 )
 from vivified.core.chain._call import Call, Principal, _current
+from vivified.core.identity._break_glass import Activation
 from vivified.core.identity._totp import decode_secret
 from vivified.core.traits import TraitCatalogue
 from vivified.identity.v1 import auth_pb2 as pb
@@ -35,6 +36,7 @@ PASSWORD = "a long enough password"
 class Rig:
     clock: ManualClock
     identity: Identity
+    announced: list[Activation]
 
     @property
     def store(self):  # type: ignore[no-untyped-def]
@@ -55,10 +57,16 @@ class Rig:
 def _rig(tmp: pathlib.Path, config: IdentityConfig | None = None) -> Rig:
     clock = ManualClock()
     engine = create_engine_for(sqlite_url(tmp / "db.sqlite"))
+    announced: list[Activation] = []
+
+    async def announce(activation: Activation) -> None:
+        announced.append(activation)
+
     identity = build_identity(
-        engine=engine, clock=clock, data_dir=tmp, config=config or IdentityConfig(), traits=TraitCatalogue.load_default()
+        engine=engine, clock=clock, data_dir=tmp, config=config or IdentityConfig(), traits=TraitCatalogue.load_default(),
+        announce_break_glass=announce,
     )
-    return Rig(clock, identity)
+    return Rig(clock, identity, announced)
 
 
 async def _user(rig: Rig, roles: tuple[str, ...] = ("viewer",), password_hash: str | None = None) -> str:

@@ -267,7 +267,7 @@ async def test_refresh_family_password_change_and_plugin_admin_refusal(core: Cor
     assert "a brand new password" not in "\n".join(repr(tuple(r)) for r in _rows(core)) + core.log()
 
 
-async def test_api_keys_scoped_revocable_hashed_metadata_only(core: CoreProcess) -> None:
+async def test_b7_api_keys_scoped_revocable_hashed_metadata_only(core: CoreProcess) -> None:
     async with operator_channel(core) as channel:
         stub = users_grpc.UserAdminServiceStub(channel)
         otto = (await stub.CreateUser(
@@ -310,6 +310,20 @@ async def test_api_keys_scoped_revocable_hashed_metadata_only(core: CoreProcess)
         assert wrong_place.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(wrong_place).reason == "TOKEN_INVALID"
     both = await expect_error(list_plugins((("x-api-key", manager_key.api_key), ("authorization", f"Bearer {token}"))))
     assert error_info(both).reason == "IDENTITY_INVALID"
+    # In the URL query (ASVS 14.2.1): gRPC routes on the whole :path, so a
+    # query string is no method: grpc answers UNIMPLEMENTED before any handler
+    # or chain layer runs (nothing is audited, as for any unknown method), and
+    # the key is never read, so it acts for nobody and is nowhere recorded.
+    before = len(_rows(core))
+    async with bootstrap_channel(core) as channel:
+        in_query = channel.unary_unary(
+            f"/vivified.admin.v1.PluginAdminService/ListPlugins?x-api-key={manager_key.api_key}",
+            request_serializer=admin_pb.ListPluginsRequest.SerializeToString,
+            response_deserializer=admin_pb.ListPluginsResponse.FromString,
+        )
+        queried = await expect_error(in_query(admin_pb.ListPluginsRequest(), timeout=10))
+    assert queried.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert len(_rows(core)) == before
     guessed = manager_key.api_key[:-6] + ("A" * 6 if not manager_key.api_key.endswith("A" * 6) else "B" * 6)
     assert error_info(await expect_error(list_plugins((("x-api-key", guessed),)))).reason == "API_KEY_INVALID"
     # A key cannot mint keys.

@@ -13,7 +13,7 @@ ROLES = RoleCatalogue.load_default(TRAITS)
 
 
 def test_default_roles_exist() -> None:
-    assert ROLES.names == {"admin", "operator", "viewer", "developer", "phi_handler", "pii_handler"}
+    assert ROLES.names == {"admin", "operator", "viewer", "developer", "phi_handler", "pii_handler", "break_glass"}
 
 
 @pytest.mark.parametrize("name", sorted(ROLES.names))
@@ -32,8 +32,9 @@ def test_capabilities_sit_where_people_expect() -> None:
     assert ROLES.traits_of(["phi_handler"]) >= {"handles_phi", "audit_required"}
 
 
-def test_mfa_required_for_admin_and_phi_roles_only() -> None:
+def test_mfa_required_for_admin_phi_and_break_glass_roles_only() -> None:
     assert ROLES.mfa_required(["admin"]) and ROLES.mfa_required(["phi_handler"])
+    assert ROLES.mfa_required(["break_glass"])  # C8: emergency access needs the second factor
     assert not any(ROLES.mfa_required([r]) for r in ("viewer", "developer", "operator", "pii_handler"))
 
 
