@@ -68,8 +68,10 @@ from vivified.core.policy import load_default_rules
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
-from vivified.core.registry._monitor import HealthMonitor
+from vivified.core.registry._monitor import HealthMonitor, liveness_audit
 from vivified.core.registry._registry_service import RegistryService
+from vivified.core.registry._replicas import follow_registry
+from vivified.core.registry._sync import RegistrySync
 from vivified.core.server import build_server, check_cipher_suites
 from vivified.core.services import Services
 from vivified.core.settings import (
@@ -119,6 +121,7 @@ class Core:
         self._monitor: HealthMonitor | None = None
         self._connector: PluginConnector | None = None
         self._events: EventBus | None = None
+        self._registry_sync: RegistrySync | None = None
         self.settings: LiveSettings | None = None
 
     def _load_ca(self) -> CertificateAuthority:
@@ -194,7 +197,7 @@ class Core:
     async def _plugin_store(self, engine: sa.Engine, policy: PolicySet) -> PluginStore:
         """The registry's store, with the policy's manifest-derived rules and
         the plugin metrics following each plugin's status and health."""
-        store = PluginStore(engine, self.clock)
+        store = PluginStore(engine, self.clock, sync_bound=self.config.registry_sync_bound_seconds)
         await store.load()
         policy.rebuild(store.all())
         self.metrics.on_plugins(store.all())
@@ -271,6 +274,7 @@ class Core:
             audit=recorder,
             on_done=self.metrics.on_call_done,
             credentials=identity.principal,
+            registry_stale=store.stale,
         )
         self._connector = PluginConnector(
             CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock
@@ -282,8 +286,11 @@ class Core:
             interval=lambda: live.current.heartbeat_interval_seconds,
             misses=config.heartbeat_misses,
             init_timeout=config.init_timeout_seconds,
+            on_change=liveness_audit(self._audit),
+            on_heartbeat=self.metrics.on_heartbeat,
         )
         connector = self._connector
+        self._registry_sync = follow_registry(store, engine, streams)
 
 
         async def revoked(plugin_id: str) -> None:
@@ -371,6 +378,7 @@ class Core:
         await self._server.start()
         metrics_port = self.metrics.serve(config.metrics_address)
         self._monitor.start()
+        self._registry_sync.start()
         live.start()
         self.running = RunningCore(
             pid=os.getpid(),
@@ -403,6 +411,8 @@ class Core:
             await self.settings.stop()
         if self._monitor is not None:
             await self._monitor.stop()
+        if self._registry_sync is not None:
+            await self._registry_sync.stop()
         if self._server is not None:
             await self._server.stop(grace)
         if self._connector is not None:

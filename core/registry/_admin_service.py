@@ -107,7 +107,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
         token = "vjt_" + secrets.token_urlsafe(32)
         expires = int(self._clock.now().timestamp()) + ttl
         digest = manifest_sha256(manifest)
-        previous = self._store.get(manifest.id)
+        previous = await self._store.fetch(manifest.id)
         await self._store.approve(
             manifest, digest, granted, token_sha256(token), expires, replace_existing=request.replace
         )
@@ -127,7 +127,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
     async def EnablePlugin(
         self, request: pb.EnablePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EnablePluginResponse:
-        record = self._store.require(_require_id(request.plugin_id))
+        record = await self._store.fetch_required(_require_id(request.plugin_id))
         if record.status == APPROVED:
             raise FailedPrecondition(
                 f"plugin {record.plugin_id!r} has not registered yet", reason="PLUGIN_STATE", domain=_DOMAIN
@@ -139,7 +139,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
     async def DisablePlugin(
         self, request: pb.DisablePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DisablePluginResponse:
-        record = self._store.require(_require_id(request.plugin_id))
+        record = await self._store.fetch_required(_require_id(request.plugin_id))
         if record.status == REVOKED:
             raise FailedPrecondition(
                 f"plugin {record.plugin_id!r} is revoked", reason="PLUGIN_STATE", domain=_DOMAIN
@@ -152,7 +152,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
     async def RevokePlugin(
         self, request: pb.RevokePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RevokePluginResponse:
-        record = self._store.require(_require_id(request.plugin_id))
+        record = await self._store.fetch_required(_require_id(request.plugin_id))
         if record.status != REVOKED:
             record = await self._store.set_status(record.plugin_id, REVOKED)
         self._streams.close_all(record.plugin_id)
