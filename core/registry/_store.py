@@ -204,6 +204,7 @@ class PluginStore:
         returns how many. Database errors propagate (the caller retries)."""
         started = self._clock.monotonic()
         after = self._version
+        self._sync_problem = "the database has not answered the last read of registry changes"
 
         def read() -> tuple[int, dict[str, sa.Row[Any] | None], dict[str, set[int]]]:
             with self._engine.connect() as conn:

@@ -46,6 +46,7 @@ class RegistrySync:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._reconcile_forever()))
+        self._tasks.append(asyncio.create_task(self._watch_forever()))
         if self._engine.dialect.name == "postgresql":
             self._tasks.append(asyncio.create_task(self._listen_forever()))
 
@@ -55,9 +56,21 @@ class RegistrySync:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
+    async def _watch_forever(self) -> None:
+        """Notice the view going stale even while a read hangs (a silent network)."""
+        warned = False
+        while True:
+            await asyncio.sleep(self.interval)
+            stale = self._store.stale()
+            if stale and not warned:
+                _log.error("%s; refusing plugin calls until the registry can be read (REGISTRY_STALE)", stale)
+                self._on_stale()
+            elif not stale and warned:
+                _log.warning("registry view current again (version %d); plugin calls served", self._store.version)
+            warned = bool(stale)
+
     async def _reconcile_forever(self) -> None:
         failing = False
-        warned_stale = False
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
@@ -72,13 +85,8 @@ class RegistrySync:
                 failing = True
             else:
                 if failing:
-                    _log.warning("registry changes readable again (version %d); plugin calls served", self._store.version)
-                failing = warned_stale = False
-            stale = self._store.stale()
-            if stale and not warned_stale:
-                _log.error("%s; refusing plugin calls until the registry can be read (REGISTRY_STALE)", stale)
-                warned_stale = True
-                self._on_stale()
+                    _log.warning("registry changes readable again (version %d)", self._store.version)
+                failing = False
 
     async def _listen_forever(self) -> None:
         url = _libpq_url(self._engine.url)
