@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -135,15 +135,19 @@ class Core:
             )
         return CertificateAuthority.load_or_create(self.config.data_dir / "ca", ca_config, self.clock)
 
-    def _write_operator_identity(self, ca: CertificateAuthority) -> int | None:
+    def _write_operator_identity(
+        self, ca: CertificateAuthority, is_revoked: Callable[[int], bool]
+    ) -> tuple[int, int] | None:
         """Give the local operator (CLI, grpcurl) a client certificate; returns
-        the serial of a newly issued one, None when the current one is kept."""
+        (serial, not_after) of a newly issued one, None when the current one is
+        kept (more than half its lifetime left, not revoked)."""
         directory = self.config.data_dir / "operator"
         directory.mkdir(mode=0o700, exist_ok=True)
         cert_path = directory / "operator.crt"
         if cert_path.exists():
             current = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            if current.not_valid_after_utc - self.clock.now() > dt.timedelta(days=1):
+            left = current.not_valid_after_utc - self.clock.now()
+            if left > ca.config.operator_ttl / 2 and not is_revoked(current.serial_number):
                 (directory / "ca.crt").write_bytes(ca.root_pem)
                 return None
         key = new_private_key()
@@ -153,7 +157,7 @@ class Core:
         write_private_key(key_path, key)
         cert_path.write_bytes(issued.chain_pem)
         (directory / "ca.crt").write_bytes(ca.root_pem)
-        return issued.serial
+        return issued.serial, int(issued.not_after.timestamp())
 
     def _open_settings(self, engine: sa.Engine) -> tuple[CoreConfig, OverrideStore, LiveSettings]:
         """The top layer of the settings hierarchy: runtime overrides stored by
@@ -231,18 +235,18 @@ class Core:
         key_pem = _pem_key(core_key)
 
         self._audit = await self._start_audit(engine, audit_dir, live.applied.overrides)
-        operator_serial = self._write_operator_identity(ca)
-        if operator_serial is not None:
+        store = await self._plugin_store(engine, policy)
+        operator_cert = self._write_operator_identity(ca, store.is_revoked_serial)
+        if operator_cert is not None:
+            await store.record_certificate("operator/admin", *operator_cert)  # listable, revocable
             await self._audit.append(
                 AuditRecord(
                     actor="core:core",
                     action="certificate.issue",
                     resource="operator/admin",
-                    detail={"serial": format(operator_serial, "x")},
+                    detail={"serial": format(operator_cert[0], "x")},
                 )
             )
-
-        store = await self._plugin_store(engine, policy)
 
         # Identity: users sign in on the bootstrap port; the chain turns their
         # bearer tokens into `user` principals. A weak token key stops start-up.

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import json
 import pathlib
 import statistics
 import time
@@ -20,12 +22,14 @@ from dataclasses import dataclass
 import grpc
 import pytest
 import sqlalchemy as sa
+from cryptography import x509
 from support.clients import (
     PluginIdentity,
     admitted_plugin,
     error_info,
     operator_channel,
     plugin_channel,
+    target_override,
 )
 from support.postgres_server import APP_ROLE, PostgresServer
 from support.processes import CoreProcess, core_running, run_vivified
@@ -286,3 +290,52 @@ async def test_a_replica_cut_off_from_postgres_fails_closed_and_says_why(
             stale = r.audit(actor="plugin:isolated", reason="REGISTRY_STALE")
             assert len(stale) == 1 + refused_after_heal  # one record per refused call
             assert {(x.outcome, x.rule_id) for x in stale} == {("UNAVAILABLE", "status-gate")}
+
+
+async def test_operator_certificate_revoked_through_a_is_refused_by_b(
+    postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
+) -> None:
+    with _replicas(tmp_path, postgres, postgres_database) as r:
+        b_serial = format(x509.load_pem_x509_certificate((r.b.operator_dir / "operator.crt").read_bytes())
+                          .serial_number, "x")
+        listed = run_vivified("operators", "--data-dir", str(r.a.data_dir), "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        recorded = json.loads(listed.stdout)["certificates"]
+        assert b_serial in {c["serial"] for c in recorded}  # each replica's local operator, recorded on issue
+        assert all(c["name"] == "admin" and "revoke_time" not in c for c in recorded)
+        expiry = dt.datetime.fromisoformat(next(c for c in recorded if c["serial"] == b_serial)["expire_time"])
+        assert expiry - dt.datetime.now(dt.UTC) <= dt.timedelta(days=7)  # the shortened default lifetime
+
+        async def operator_call(core: CoreProcess, operator: CoreProcess) -> grpc.aio.AioRpcError | None:
+            """ListPlugins on `core` with the operator certificate of `operator`'s data dir."""
+            d = operator.operator_dir
+            creds = grpc.ssl_channel_credentials(
+                (d / "ca.crt").read_bytes(), (d / "operator.key").read_bytes(), (d / "operator.crt").read_bytes())
+            try:
+                async with grpc.aio.secure_channel(core.listen_address, creds, options=target_override(core)) as ch:
+                    await admin_grpc.PluginAdminServiceStub(ch).ListPlugins(admin_pb.ListPluginsRequest(), timeout=10)
+            except grpc.aio.AioRpcError as err:
+                return err
+            return None
+
+        assert await operator_call(r.b, r.b) is None and await operator_call(r.a, r.b) is None
+        revoked = run_vivified("operators", "--data-dir", str(r.a.data_dir), "revoke", b_serial,
+                               "--reason", "laptop lost")
+        assert revoked.returncode == 0, revoked.stderr
+        assert b_serial in revoked.stdout and "Z" in revoked.stdout.splitlines()[1].split()[-1]
+        started = time.monotonic()
+        while (err := await operator_call(r.b, r.b)) is None:  # B's operator, calling B
+            assert time.monotonic() - started < BOUND, "B still accepts the revoked operator certificate"
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(err).reason == "CERTIFICATE_REVOKED"
+        on_a = await operator_call(r.a, r.b)  # ...and A (the CA is shared, so is the revocation)
+        assert on_a is not None and error_info(on_a).reason == "CERTIFICATE_REVOKED"
+        # A's own operator certificate is another one: still accepted.
+        assert await operator_call(r.a, r.a) is None
+        audited = r.audit(action="/vivified.admin.v1.PluginAdminService/RevokeOperatorCertificate")
+        assert [(x.actor, x.outcome) for x in audited] == [("operator:admin", "OK")]
+        refused = r.audit(reason="CERTIFICATE_REVOKED", actor="operator:admin")
+        assert len(refused) == 2  # exactly one record per refused call
+        relisted = json.loads(run_vivified("operators", "--data-dir", str(r.a.data_dir), "list", "--json").stdout)
+        assert [c["serial"] for c in relisted["certificates"] if "revoke_time" in c] == [b_serial]
+        unknown = run_vivified("operators", "--data-dir", str(r.a.data_dir), "revoke", "abc123")
+        assert unknown.returncode != 0 and "CERTIFICATE_NOT_FOUND" in unknown.stderr
