@@ -16,6 +16,7 @@ import json
 import pathlib
 import statistics
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -339,3 +340,41 @@ async def test_operator_certificate_revoked_through_a_is_refused_by_b(
         assert [c["serial"] for c in relisted["certificates"] if "revoke_time" in c] == [b_serial]
         unknown = run_vivified("operators", "--data-dir", str(r.a.data_dir), "revoke", "abc123")
         assert unknown.returncode != 0 and "CERTIFICATE_NOT_FOUND" in unknown.stderr
+
+
+async def test_liveness_is_shared_and_audited_as_transitions_made_by_one_replica(
+    postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
+) -> None:
+    with _replicas(tmp_path, postgres, postgres_database) as r:
+        plugin = await admitted_plugin(r.a, "beating")  # registered through A; nothing answers its Init
+
+        def transitions() -> list[tuple[str, str]]:
+            return [(x.action, (x.detail or "")) for x in r.audit(resource="plugin/beating", actor="core:core")]
+
+        await until(lambda: [a for a, _ in transitions()] == ["plugin.unhealthy"], 30, "Init failing on A")
+        async with plugin_channel(r.b, plugin) as on_b:
+            for _ in range(5):  # heartbeats reach B only
+                assert await _heartbeat(on_b) is None
+                await asyncio.sleep(0.5)
+            # B's heartbeats count on A too: healthy on both, and A's sweep leaves it so.
+            for core in (r.a, r.b):
+                listed = await _admin(core, "ListPlugins", admin_pb.ListPluginsRequest())
+                health = {p.plugin_id: p.health for p in listed.plugins}  # type: ignore[attr-defined]
+                assert health["beating"] == admin_pb.PLUGIN_HEALTH_HEALTHY, core.data_dir
+            assert [a for a, _ in transitions()] == ["plugin.unhealthy", "plugin.recovered"]
+            await until(lambda: len(transitions()) == 3, 10, "the missed heartbeats noticed")  # 3 x 1 s silent
+            await asyncio.sleep(1.5)  # both replicas sweep every 0.5 s: still one record
+            assert transitions()[2][0] == "plugin.unhealthy" and "missed 3 heartbeats" in transitions()[2][1]
+            assert await _heartbeat(on_b) is None
+            await until(lambda: len(transitions()) == 4, 5, "the recovery")
+            assert transitions()[3][0] == "plugin.recovered"
+            # Accepted heartbeats are counted, not audited; a refused one is audited.
+            assert r.audit(actor="plugin:beating", action="/vivified.registry.v1.PluginRegistryService/Heartbeat") == []
+            await _admin(r.a, "DisablePlugin", admin_pb.DisablePluginRequest(plugin_id="beating"))
+            _took, err = await _refused_within(on_b, time.monotonic(), BOUND + 1)
+            assert error_info(err).reason == "PLUGIN_DISABLED"
+        refused = r.audit(actor="plugin:beating", action="/vivified.registry.v1.PluginRegistryService/Heartbeat")
+        assert [(x.decision, x.reason) for x in refused] == [("deny", "PLUGIN_DISABLED")]
+        with urllib.request.urlopen(f"http://{r.b.metrics_address}/metrics", timeout=10) as response:
+            scraped = response.read().decode()
+        assert 'vivified_plugin_heartbeats_total{plugin="beating"} 6.0' in scraped
