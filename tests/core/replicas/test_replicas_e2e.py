@@ -34,7 +34,7 @@ from support.clients import (
 )
 from support.postgres_server import APP_ROLE, PostgresServer
 from support.processes import CoreProcess, core_running, run_vivified
-from support.load_balancer import ProxyThread
+from support.proxy_thread import ProxyThread
 from support.tcp_proxy import TcpProxy
 from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
