@@ -17,7 +17,7 @@ import logging
 import os
 import pathlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -70,8 +70,10 @@ from vivified.core.policy import load_default_rules, rules_sha256
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
-from vivified.core.registry._monitor import HealthMonitor
+from vivified.core.registry._monitor import HealthMonitor, liveness_audit
 from vivified.core.registry._registry_service import RegistryService
+from vivified.core.registry._replicas import follow_registry
+from vivified.core.registry._sync import RegistrySync
 from vivified.core.server import build_server, check_cipher_suites
 from vivified.core.services import Services
 from vivified.core.settings import (
@@ -122,6 +124,7 @@ class Core:
         self._monitor: HealthMonitor | None = None
         self._connector: PluginConnector | None = None
         self._events: EventBus | None = None
+        self._registry_sync: RegistrySync | None = None
         self.settings: LiveSettings | None = None
         self._audit_alert: SecurityAlert | None = None
 
@@ -136,15 +139,19 @@ class Core:
             )
         return CertificateAuthority.load_or_create(self.config.data_dir / "ca", ca_config, self.clock)
 
-    def _write_operator_identity(self, ca: CertificateAuthority) -> int | None:
+    def _write_operator_identity(
+        self, ca: CertificateAuthority, is_revoked: Callable[[int], bool]
+    ) -> tuple[int, int] | None:
         """Give the local operator (CLI, grpcurl) a client certificate; returns
-        the serial of a newly issued one, None when the current one is kept."""
+        (serial, not_after) of a newly issued one, None when the current one is
+        kept (more than half its lifetime left, not revoked)."""
         directory = self.config.data_dir / "operator"
         directory.mkdir(mode=0o700, exist_ok=True)
         cert_path = directory / "operator.crt"
         if cert_path.exists():
             current = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            if current.not_valid_after_utc - self.clock.now() > dt.timedelta(days=1):
+            left = current.not_valid_after_utc - self.clock.now()
+            if left > ca.config.operator_ttl / 2 and not is_revoked(current.serial_number):
                 (directory / "ca.crt").write_bytes(ca.root_pem)
                 return None
         key = new_private_key()
@@ -154,7 +161,7 @@ class Core:
         write_private_key(key_path, key)
         cert_path.write_bytes(issued.chain_pem)
         (directory / "ca.crt").write_bytes(ca.root_pem)
-        return issued.serial
+        return issued.serial, int(issued.not_after.timestamp())
 
     def _open_settings(self, engine: sa.Engine) -> tuple[CoreConfig, OverrideStore, LiveSettings]:
         """The top layer of the settings hierarchy: runtime overrides stored by
@@ -224,7 +231,7 @@ class Core:
     async def _plugin_store(self, engine: sa.Engine, policy: PolicySet) -> PluginStore:
         """The registry's store, with the policy's manifest-derived rules and
         the plugin metrics following each plugin's status and health."""
-        store = PluginStore(engine, self.clock)
+        store = PluginStore(engine, self.clock, sync_bound=self.config.registry_sync_bound_seconds)
         await store.load()
         policy.rebuild(store.all())
         self.metrics.on_plugins(store.all())
@@ -309,18 +316,18 @@ class Core:
                 },
             )
         )
-        operator_serial = self._write_operator_identity(ca)
-        if operator_serial is not None:
+        store = await self._plugin_store(engine, policy)
+        operator_cert = self._write_operator_identity(ca, store.is_revoked_serial)
+        if operator_cert is not None:
+            await store.record_certificate("operator/admin", *operator_cert)  # listable, revocable
             await self._audit.append(
                 AuditRecord(
                     actor="core:core",
                     action="certificate.issue",
                     resource="operator/admin",
-                    detail={"serial": format(operator_serial, "x")},
+                    detail={"serial": format(operator_cert[0], "x")},
                 )
             )
-
-        store = await self._plugin_store(engine, policy)
 
         # Identity: users sign in on the bootstrap port; the chain turns their
         # bearer tokens into `user` principals. A weak token key stops start-up.
@@ -353,6 +360,7 @@ class Core:
             audit=recorder,
             on_done=self.metrics.on_call_done,
             credentials=identity.principal,
+            registry_stale=store.stale,
         )
         self._connector = PluginConnector(
             CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock
@@ -364,8 +372,11 @@ class Core:
             interval=lambda: live.current.heartbeat_interval_seconds,
             misses=config.heartbeat_misses,
             init_timeout=config.init_timeout_seconds,
+            on_change=liveness_audit(self._audit),
+            on_heartbeat=self.metrics.on_heartbeat,
         )
         connector = self._connector
+        self._registry_sync = follow_registry(store, engine, streams)
 
 
         async def revoked(plugin_id: str) -> None:
@@ -455,6 +466,7 @@ class Core:
         await self._server.start()
         metrics_port = self.metrics.serve(config.metrics_address)
         self._monitor.start()
+        self._registry_sync.start()
         live.start()
         self.running = RunningCore(
             pid=os.getpid(),
@@ -487,6 +499,8 @@ class Core:
             await self.settings.stop()
         if self._monitor is not None:
             await self._monitor.stop()
+        if self._registry_sync is not None:
+            await self._registry_sync.stop()
         if self._server is not None:
             await self._server.stop(grace)
         if self._connector is not None:

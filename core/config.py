@@ -93,6 +93,11 @@ class CoreConfig:
     """How often a running core re-reads the runtime overrides stored in the
     database, so a change stored through another replica applies here within
     this long (a change stored through this core applies at once)."""
+    registry_sync_bound_seconds: float = 1.0
+    """The longest a replica acts on its registry view (plugin status, health,
+    revoked certificates) without having read the changes other replicas
+    committed: changes apply everywhere within it, and past it the replica
+    refuses plugin and operator calls (REGISTRY_STALE) until it reads them."""
     setting_sources: tuple[tuple[str, str], ...] = ()
     """(key, source) of each setting not at its built-in default: `file:<path>`,
     `env:<VARIABLE>`, `flag`, or `database (set by <actor>: <reason>)` for a
@@ -110,5 +115,7 @@ class CoreConfig:
             raise ValueError("settings_refresh_seconds must be between 0.1 and 300")
         if self.audit_writers not in AUDIT_WRITERS:
             raise ValueError(f"audit_writers must be one of {', '.join(AUDIT_WRITERS)}, not {self.audit_writers!r}")
+        if not 0.2 <= self.registry_sync_bound_seconds <= 60:
+            raise ValueError("registry_sync_bound_seconds must be between 0.2 and 60")
         if self.heartbeat_interval_seconds <= 0 or self.heartbeat_misses < 1:
             raise ValueError("heartbeat interval must be positive and misses at least 1")

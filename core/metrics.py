@@ -42,6 +42,12 @@ class Metrics:
         )
         self.plugins = Gauge("vivified_plugins", "Known plugins by status", ["status"], registry=self.registry)
         self.unhealthy = Gauge("vivified_plugins_unhealthy", "Active plugins that are unhealthy", registry=self.registry)
+        self.heartbeats = Counter(
+            "vivified_plugin_heartbeats",
+            "Heartbeats this core accepted, per plugin (liveness is audited as transitions, not per heartbeat)",
+            ["plugin"],
+            registry=self.registry,
+        )
         self.audit_write = Histogram(
             "vivified_audit_write_seconds", "Audit group-commit latency", registry=self.registry
         )
@@ -98,6 +104,9 @@ class Metrics:
         for status in _STATUSES:
             self.plugins.labels(status).set(tally.get(status, 0))
         self.unhealthy.set(sum(1 for r in listed if r.status == "active" and r.health == "unhealthy"))
+
+    def on_heartbeat(self, plugin_id: str) -> None:
+        self.heartbeats.labels(plugin_id).inc()
 
     def on_breaker(self, target: str, state: str) -> None:
         self.breaker_open.labels(target).set(0 if state == "closed" else 1)

@@ -18,8 +18,10 @@ class CAConfig:
     """Lifetime of plugin certificates; the SDK renews them before expiry."""
     core_ttl: dt.timedelta = dt.timedelta(days=30)
     """Lifetime of the core's own server/client certificate."""
-    operator_ttl: dt.timedelta = dt.timedelta(days=30)
-    """Lifetime of operator (admin CLI) client certificates."""
+    operator_ttl: dt.timedelta = dt.timedelta(days=7)
+    """Lifetime of operator (admin CLI) client certificates. Each is recorded,
+    listable and revocable (`vivified operators`); the core re-issues its
+    local one at start once half of this has passed or when it was revoked."""
     root_ttl: dt.timedelta = dt.timedelta(days=3650)
     """Lifetime of a newly created root CA."""
     issuing_ttl: dt.timedelta = dt.timedelta(days=365)

@@ -66,10 +66,24 @@ AUDIT_AT_END = frozenset(
 )
 
 
+# Liveness calls answered OK are counted in metrics (`vivified_rpc_calls`,
+# `vivified_plugin_heartbeats`), not audited one by one: a plugin heartbeats
+# every few seconds. The registry audits liveness as transitions instead
+# (`plugin.healthy`, `plugin.unhealthy`, `plugin.recovered`). A refused or failed
+# heartbeat or health check is still audited, each one.
+UNAUDITED_WHEN_OK = frozenset(
+    {
+        "/vivified.registry.v1.PluginRegistryService/Heartbeat",
+        "/grpc.health.v1.Health/Check",
+    }
+)
+
+
 class AuditLayer:
     """Records every allowed call exactly once: a unary call when it has its
     outcome (before the response or error status leaves), a stream when it
-    opens. Domain errors pass through to the error boundary, which sends them."""
+    opens; except liveness calls answered OK (`UNAUDITED_WHEN_OK`). Domain
+    errors pass through to the error boundary, which sends them."""
 
     def __init__(self, recorder: AuditRecorder) -> None:
         self._recorder = recorder
@@ -105,5 +119,6 @@ class AuditLayer:
 
     async def _finish(self, call: Call, code: grpc.StatusCode) -> None:
         call.code = code
-        await self._recorder.record(call, outcome=code.name)
+        if not (code == grpc.StatusCode.OK and call.method in UNAUDITED_WHEN_OK):
+            await self._recorder.record(call, outcome=code.name)
         call.audited = True

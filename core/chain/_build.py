@@ -165,16 +165,19 @@ def build_chain(
     audit: AuditRecorder,
     on_done: Callable[[Call, grpc.StatusCode], None],
     credentials: CredentialCheck | None = None,
+    registry_stale: Callable[[], str | None] | None = None,
 ) -> ChainInterceptor:
     """The one place the chain's order is decided. `credentials` verifies user
-    access tokens and API keys; without it they are refused (UNAUTHENTICATED)."""
+    access tokens and API keys; without it they are refused (UNAUTHENTICATED).
+    `registry_stale` says why the registry view is too old to trust (the status
+    gate then refuses certificate principals); None: always current."""
     denier = Denier(audit)
     return ChainInterceptor(
         [
             ErrorBoundaryLayer(audit, on_done),
             TracingLayer(tracer),
             AuthenticationLayer(authenticator, denier, credentials),
-            StatusGateLayer(plugin_lookup, streams, denier),
+            StatusGateLayer(plugin_lookup, streams, denier, registry_stale),
             RateLimitLayer(buckets, denier),
             PolicyLayer(policy_index, denier, on_decision),
             AuditLayer(audit),

@@ -1,7 +1,13 @@
 """Status gate: an unknown, disabled or revoked plugin is refused before policy.
 
 Streaming calls of a plugin are tracked so that disabling or revoking it
-closes them at once instead of when the client next writes."""
+closes them at once instead of when the client next writes.
+
+Fail closed across replicas: while the registry view of this core is older
+than its bound (it cannot read registry changes other replicas commit), every
+call of a certificate principal (plugin or operator) is refused with
+`UNAVAILABLE` / `REGISTRY_STALE`, since a revocation made elsewhere may not be
+known here; the caller may retry on another replica."""
 
 from __future__ import annotations
 
@@ -67,17 +73,40 @@ class StreamTracker:
             event.set()
         return len(calls)
 
+    def close_every(self, reason: str) -> int:
+        """End every open stream of every plugin (the registry view went stale)."""
+        return sum(self.close_all(plugin_id, reason) for plugin_id in list(self._open))
+
 
 class StatusGateLayer:
     """Refuses plugins that are not active; sets `call.traits` for policy."""
 
-    def __init__(self, lookup: Callable[[str], PluginState | None], streams: StreamTracker, denier: Denier) -> None:
+    def __init__(
+        self,
+        lookup: Callable[[str], PluginState | None],
+        streams: StreamTracker,
+        denier: Denier,
+        stale: Callable[[], str | None] | None = None,
+    ) -> None:
         self._lookup = lookup
         self._streams = streams
         self._denier = denier
+        self._stale = stale
 
     async def __call__(self, call: Call, proceed: Proceed) -> None:
         principal = call.principal
+        if principal is not None and principal.cert_serial is not None and self._stale is not None:
+            problem = self._stale()
+            if problem is not None:
+                await self._denier.deny(
+                    call,
+                    grpc.StatusCode.UNAVAILABLE,
+                    problem,
+                    reason="REGISTRY_STALE",
+                    rule_id="status-gate",
+                    domain=_DOMAIN,
+                )
+                return
         if principal is None or principal.kind != "plugin":
             await proceed(call)
             return

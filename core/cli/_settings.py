@@ -119,6 +119,11 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         "recorded as the first audit record and raised as a SecurityAlert",
     )
     parser.add_argument(
+        "--registry-sync-bound", dest="registry_sync_bound_seconds", type=float, metavar="SECONDS",
+        help="plugin status and revocations from other replicas apply here within this; past it without "
+        "reading them the core refuses plugin calls (default 1)",
+    )
+    parser.add_argument(
         "--secrets-key-file", type=pathlib.Path, metavar="FILE",
         help="keys sealing secret plugin config values, mode 0600 (default <data-dir>/config/secrets.key, created); "
         "$VIVIFIED_SECRETS_KEY wins over it",
@@ -137,7 +142,7 @@ _EVENT_FIELDS = {
 _CORE_FIELDS = (
     "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
     "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds", "secrets_key_file", "secrets_key",
-    "settings_refresh_seconds", "audit_writers",
+    "settings_refresh_seconds", "audit_writers", "registry_sync_bound_seconds",
 )
 
 

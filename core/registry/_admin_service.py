@@ -26,6 +26,7 @@ from vivified.core.registry._store import (
     HEALTHY,
     REVOKED,
     UNHEALTHY,
+    CertificateRecord,
     PluginRecord,
     PluginStore,
 )
@@ -33,6 +34,7 @@ from vivified.core.traits import TraitCatalogue
 
 _DOMAIN = "vivified.admin"
 _MAX_TOKEN_TTL = 24 * 3600
+_OPERATOR = "operator/"
 _STATUS = {
     APPROVED: pb.PLUGIN_STATUS_APPROVED,
     ACTIVE: pb.PLUGIN_STATUS_ACTIVE,
@@ -82,6 +84,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
         self._clock = clock
         self._token_ttl = token_ttl_seconds
         self._on_revoked = on_revoked
+        self._operators = OperatorCertificates(store)
 
     async def ApprovePlugin(
         self, request: pb.ApprovePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -107,7 +110,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
         token = "vjt_" + secrets.token_urlsafe(32)
         expires = int(self._clock.now().timestamp()) + ttl
         digest = manifest_sha256(manifest)
-        previous = self._store.get(manifest.id)
+        previous = await self._store.fetch(manifest.id)
         await self._store.approve(
             manifest, digest, granted, token_sha256(token), expires, replace_existing=request.replace
         )
@@ -127,7 +130,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
     async def EnablePlugin(
         self, request: pb.EnablePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EnablePluginResponse:
-        record = self._store.require(_require_id(request.plugin_id))
+        record = await self._store.fetch_required(_require_id(request.plugin_id))
         if record.status == APPROVED:
             raise FailedPrecondition(
                 f"plugin {record.plugin_id!r} has not registered yet", reason="PLUGIN_STATE", domain=_DOMAIN
@@ -139,7 +142,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
     async def DisablePlugin(
         self, request: pb.DisablePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DisablePluginResponse:
-        record = self._store.require(_require_id(request.plugin_id))
+        record = await self._store.fetch_required(_require_id(request.plugin_id))
         if record.status == REVOKED:
             raise FailedPrecondition(
                 f"plugin {record.plugin_id!r} is revoked", reason="PLUGIN_STATE", domain=_DOMAIN
@@ -152,9 +155,48 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
     async def RevokePlugin(
         self, request: pb.RevokePluginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RevokePluginResponse:
-        record = self._store.require(_require_id(request.plugin_id))
+        record = await self._store.fetch_required(_require_id(request.plugin_id))
         if record.status != REVOKED:
             record = await self._store.set_status(record.plugin_id, REVOKED)
         self._streams.close_all(record.plugin_id)
         await self._on_revoked(record.plugin_id)
         return pb.RevokePluginResponse(plugin=plugin_message(record))
+
+    async def ListOperatorCertificates(
+        self, request: pb.ListOperatorCertificatesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListOperatorCertificatesResponse:
+        return await self._operators.list()
+
+    async def RevokeOperatorCertificate(
+        self, request: pb.RevokeOperatorCertificateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RevokeOperatorCertificateResponse:
+        return await self._operators.revoke(request)
+
+
+def _operator_message(cert: CertificateRecord) -> pb.OperatorCertificate:
+    message = pb.OperatorCertificate(serial=format(cert.serial, "x"), name=cert.subject.removeprefix("operator/"))
+    message.expire_time.FromSeconds(cert.not_after)
+    if cert.issued_at is not None:
+        message.issue_time.FromSeconds(cert.issued_at)
+    if cert.revoked_at is not None:
+        message.revoke_time.FromSeconds(cert.revoked_at)
+    return message
+
+
+class OperatorCertificates:
+    """ListOperatorCertificates and RevokeOperatorCertificate, on the admin service."""
+
+    def __init__(self, store: PluginStore) -> None:
+        self._store = store
+
+    async def list(self) -> pb.ListOperatorCertificatesResponse:
+        certificates = await self._store.certificates(_OPERATOR)
+        return pb.ListOperatorCertificatesResponse(certificates=[_operator_message(c) for c in certificates])
+
+    async def revoke(self, request: pb.RevokeOperatorCertificateRequest) -> pb.RevokeOperatorCertificateResponse:
+        text = request.serial.strip().lower().removeprefix("0x")
+        if not text or len(text) > 40 or any(c not in "0123456789abcdef" for c in text):
+            raise InvalidArgument("serial must be a hexadecimal certificate serial", reason="INVALID_REQUEST",
+                                  domain=_DOMAIN)
+        revoked = await self._store.revoke_certificate(int(text, 16), _OPERATOR)
+        return pb.RevokeOperatorCertificateResponse(certificate=_operator_message(revoked))

@@ -3,6 +3,14 @@
 A plugin whose Init fails, or that misses `misses` heartbeat intervals,
 becomes unhealthy; the core routes nothing to it until heartbeats resume.
 
+Liveness is shared by every replica: heartbeats are stored in the database
+(whichever replica receives them), and each transition is a conditional update
+in the registry store, so of several replicas sweeping at once exactly one
+makes it and reports it through `on_change` (the core audits it: registered
+plugins becoming healthy, unhealthy, recovered). A heartbeat itself is counted
+(`on_heartbeat`), not audited. Init is sent by the replica that admitted the
+registration, so once per plugin, not once per replica.
+
 The interval may change while the core runs (`interval` returns the current
 one; the sweep notices a change by comparing it with the last it read). A plugin learns the new
 interval from its next heartbeat reply, so a plugin whose last heartbeat came
@@ -13,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.clock import Clock
 from vivified.core.registry._connector import PluginConnector
 from vivified.core.registry._store import (
@@ -22,9 +31,17 @@ from vivified.core.registry._store import (
     HEALTHY,
     UNHEALTHY,
     UNKNOWN,
+    HealthChange,
     PluginRecord,
     PluginStore,
 )
+
+ChangeSink = Callable[[HealthChange, str], Awaitable[None]]
+"""Receives a transition this replica made and why (e.g. `missed 3 heartbeats`)."""
+
+
+async def _ignore(change: HealthChange, why: str) -> None:
+    return None
 
 _log = logging.getLogger(__name__)
 
@@ -41,6 +58,8 @@ class HealthMonitor:
         interval: Callable[[], float],
         misses: int,
         init_timeout: float,
+        on_change: ChangeSink = _ignore,
+        on_heartbeat: Callable[[str], None] = lambda _plugin_id: None,
     ) -> None:
         self._store = store
         self._connector = connector
@@ -51,6 +70,8 @@ class HealthMonitor:
         self._previous: tuple[float, float] | None = None
         self._misses = misses
         self._init_timeout = init_timeout
+        self._on_change = on_change
+        self._on_heartbeat = on_heartbeat
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -65,19 +86,24 @@ class HealthMonitor:
 
     async def _init(self, record: PluginRecord) -> None:
         ok = await self._connector.init(record, self._init_timeout)
-        current = self._store.get(record.plugin_id)
+        current = await self._store.fetch(record.plugin_id)
         if current is None or current.status != ACTIVE or current.endpoint != record.endpoint:
             return
-        self._store.heartbeat(record.plugin_id)
-        self._store.set_health(record.plugin_id, HEALTHY if ok else UNHEALTHY)
+        await self._store.heartbeat(record.plugin_id)
+        change = await self._store.set_health(record.plugin_id, HEALTHY if ok else UNHEALTHY, expect=[UNKNOWN])
         _log.info("plugin %s initialised: %s", record.plugin_id, "healthy" if ok else "unhealthy")
+        if change is not None:
+            await self._on_change(change, "Init answered and health SERVING" if ok else "Init or health check failed")
 
-    def heartbeat(self, plugin_id: str) -> None:
+    async def heartbeat(self, plugin_id: str) -> None:
         """Note a heartbeat; an unhealthy plugin that heartbeats again recovers."""
-        record = self._store.heartbeat(plugin_id)
+        record = await self._store.heartbeat(plugin_id)
+        self._on_heartbeat(plugin_id)
         if record.health == UNHEALTHY:
-            self._store.set_health(plugin_id, HEALTHY)
-            _log.info("plugin %s is heartbeating again", plugin_id)
+            change = await self._store.set_health(plugin_id, HEALTHY, expect=[UNHEALTHY])
+            if change is not None:
+                _log.info("plugin %s is heartbeating again", plugin_id)
+                await self._on_change(change, "heartbeating again")
 
     def _limit(self, interval: float, last_heartbeat: float) -> float:
         """How long a plugin whose last heartbeat was at `last_heartbeat` may stay silent."""
@@ -85,9 +111,10 @@ class HealthMonitor:
             interval = max(interval, self._previous[0])
         return interval * self._misses
 
-    def sweep(self) -> list[str]:
-        """Mark plugins unhealthy whose last heartbeat is too old; returns their ids."""
-        now = self._clock.monotonic()
+    async def sweep(self) -> list[str]:
+        """Mark plugins unhealthy whose last stored heartbeat (on any replica)
+        is too old; returns the ids this replica marked."""
+        now = self._clock.now().timestamp()
         interval = self._interval()
         if interval != self._seen:
             # The longest interval a plugin may still be heartbeating at.
@@ -95,25 +122,56 @@ class HealthMonitor:
             self._previous, self._seen = (longest, now), interval
         if self._previous is not None and now - self._previous[1] > self._previous[0] * self._misses:
             self._previous = None  # every live plugin has heartbeated since and learned the new interval
-        stale = [
-            r.plugin_id
-            for r in self._store.all()
-            if r.status == ACTIVE
-            and r.health not in (UNHEALTHY, UNKNOWN)
-            and (r.last_heartbeat is None or now - r.last_heartbeat > self._limit(interval, r.last_heartbeat))
-        ]
-        for plugin_id in stale:
-            self._store.set_health(plugin_id, UNHEALTHY)
+        marked = []
+        for plugin_id, health, beat_ms in await self._store.liveness():
+            if health != HEALTHY:
+                continue
+            last = None if beat_ms is None else beat_ms / 1000
+            limit = None if last is None else self._limit(interval, last)
+            if last is not None and limit is not None and now - last <= limit:
+                continue
+            cutoff = int((now - (limit or 0)) * 1000) if last is not None else None
+            change = await self._store.set_health(
+                plugin_id, UNHEALTHY, expect=[HEALTHY], silent_before_ms=cutoff if cutoff is not None else 2**62
+            )
+            if change is None:
+                continue  # it heartbeated meanwhile, or another replica marked it
+            marked.append(plugin_id)
             _log.warning("plugin %s missed %d heartbeats; no traffic is routed to it", plugin_id, self._misses)
-        return stale
+            await self._on_change(change, f"missed {self._misses} heartbeats")
+        return marked
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._interval() / 2)
-            self.sweep()
+            try:
+                await self.sweep()
+            except Exception as exc:  # noqa: BLE001 - the next sweep retries; the registry sync reports the database
+                _log.warning("heartbeat sweep failed: %s", exc)
 
     async def stop(self) -> None:
         tasks = [*self._tasks, *([self._sweeper] if self._sweeper else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_KINDS = {(UNKNOWN, HEALTHY): "healthy", (UNHEALTHY, HEALTHY): "recovered"}
+
+
+def liveness_audit(audit: AuditLog) -> ChangeSink:
+    """A ChangeSink writing one audit record per liveness transition:
+    `plugin.healthy` (first Init), `plugin.unhealthy`, `plugin.recovered`."""
+
+    async def record(change: HealthChange, why: str) -> None:
+        kind = _KINDS.get((change.before, change.after), change.after)
+        await audit.append(
+            AuditRecord(
+                actor="core:core",
+                action=f"plugin.{kind}",
+                resource=f"plugin/{change.plugin_id}",
+                detail={"from": change.before, "to": change.after, "why": why},
+            )
+        )
+
+    return record

@@ -112,7 +112,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         digest = manifest_sha256(manifest)
         token_hash = token_sha256(request.join_token)
         await asyncio.to_thread(self._store.check_join_token, manifest.id, token_hash)
-        record = self._store.get(manifest.id)
+        record = await self._store.fetch(manifest.id)  # approved through any replica
         if record is None or record.status != APPROVED or record.manifest_sha256 != digest:
             # A concurrent registration with this token may have won since the
             # check above (the plugin is then active, no longer approved): the
@@ -157,7 +157,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
     async def Heartbeat(
         self, request: registry_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> registry_pb2.HeartbeatResponse:
-        self._monitor.heartbeat(self._authn.principal(context).id)
+        await self._monitor.heartbeat(self._authn.principal(context).id)
         return registry_pb2.HeartbeatResponse(heartbeat_interval_seconds=self._interval())
 
     async def Deregister(

@@ -17,6 +17,8 @@ plugins_table = sa.Table(
     sa.Column("version", sa.String(64), nullable=False),
     sa.Column("endpoint", sa.String(270), nullable=False, default=""),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("health", sa.String(16), nullable=False, server_default="unknown"),
+    sa.Column("last_heartbeat_ms", sa.BigInteger, nullable=True),
 )
 
 join_tokens_table = sa.Table(
@@ -36,4 +38,24 @@ certificates_table = sa.Table(
     sa.Column("subject", sa.String(128), nullable=False, index=True),
     sa.Column("not_after", sa.BigInteger, nullable=False),
     sa.Column("revoked_at", sa.BigInteger, nullable=True),
+    sa.Column("issued_at", sa.BigInteger, nullable=True),
 )
+
+registry_state_table = sa.Table(
+    "registry_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+"""One row (id 1): the registry's version, bumped by every change. Writers
+update it first in their transaction, so its row lock orders them and the
+versions in `registry_changes` become visible in increasing order."""
+
+registry_changes_table = sa.Table(
+    "registry_changes",
+    metadata,
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("subject", sa.String(128), nullable=False),
+    sa.Column("changed_at", sa.BigInteger, nullable=False),
+)
+"""What each version changed: `plugin/<id>` or `operator/<name>`."""

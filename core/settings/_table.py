@@ -81,6 +81,9 @@ SETTINGS: tuple[Setting, ...] = (
         "settings_refresh_seconds", "float", "VIVIFIED_SETTINGS_REFRESH_SECONDS", "--settings-refresh",
     ),
     Setting("audit_writers", "str", "VIVIFIED_AUDIT_WRITERS", "--audit-writers", ("single", "shared")),
+    Setting(
+        "registry_sync_bound_seconds", "float", "VIVIFIED_REGISTRY_SYNC_BOUND_SECONDS", "--registry-sync-bound",
+    ),
     Setting("secrets_key_file", "path", "VIVIFIED_SECRETS_KEY_FILE", "--secrets-key-file"),
     Setting("secrets_key", "secret", "VIVIFIED_SECRETS_KEY", "(environment only)", in_file=False),
 )

@@ -36,6 +36,7 @@ from support.clients import (
 from support.processes import CoreProcess, clean_env, start_core, stop_process
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
+from vivified.config.v1 import config_pb2, config_pb2_grpc
 from vivified.core.ca import CAConfig, CertificateAuthority
 from vivified.core.clock import ManualClock
 from vivified.registry.v1 import registry_pb2 as reg_pb
@@ -44,7 +45,7 @@ from vivified.registry.v1 import registry_pb2_grpc as reg_grpc
 pytestmark = [pytest.mark.asyncio, pytest.mark.e2e]
 
 LIST_PLUGINS = "/vivified.admin.v1.PluginAdminService/ListPlugins"
-HEARTBEAT = "/vivified.registry.v1.PluginRegistryService/Heartbeat"
+GET_MY_CONFIG = "/vivified.config.v1.ConfigService/GetMyConfig"
 REGISTER = "/vivified.registry.v1.PluginRegistryService/Register"
 OPERATOR = "operator:admin"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -573,11 +574,12 @@ async def test_metadata_never_overrides_identity(core: CoreProcess) -> None:
     )
     async with plugin_channel(core, identity) as channel:
         before = _last_seq(core)
-        await reg_grpc.PluginRegistryServiceStub(channel).Heartbeat(
-            reg_pb.HeartbeatRequest(), metadata=spoofed, timeout=10
+        # An audited call (accepted heartbeats are counted, not audited).
+        await config_pb2_grpc.ConfigServiceStub(channel).GetMyConfig(
+            config_pb2.GetMyConfigRequest(), metadata=spoofed, timeout=10
         )
         rows = [r for r in audit_rows(core) if r.seq > before]
-        assert [(r.actor, r.action, r.decision, r.outcome) for r in rows] == [(actor, HEARTBEAT, "allow", "OK")]
+        assert [(r.actor, r.action, r.decision, r.outcome) for r in rows] == [(actor, GET_MY_CONFIG, "allow", "OK")]
 
         before = _last_seq(core)
         with pytest.raises(grpc.aio.AioRpcError) as caught:

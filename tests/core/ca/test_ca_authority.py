@@ -306,7 +306,7 @@ def test_operator_certificate_is_client_only(ca: CertificateAuthority) -> None:
     assert list(san) == [x509.UniformResourceIdentifier("spiffe://vivified.local/operator/alice")]
     eku = list(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     assert eku == [ExtendedKeyUsageOID.CLIENT_AUTH]
-    assert issued.not_after == NOW + dt.timedelta(days=30)
+    assert issued.not_after == NOW + dt.timedelta(days=7)  # shorter than the core's 30: recorded and revocable
     verifier(ca, NOW).build_client_verifier().verify(leaf, [issuing])
 
 

@@ -23,6 +23,7 @@ from vivified.core.settings import (
 BOOTSTRAP = {
     "data_dir", "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
     "policy_file", "egress_config", "ca_files", "redis_url", "secrets_key_file", "secrets_key", "settings_refresh_seconds",
+    "registry_sync_bound_seconds",
     # Resource caps a plugin could otherwise exhaust the core with: fixed at start.
     "event_max_dead_letters", "event_max_subscriptions",
     # Whether records after a clean stop are tampering: a security setting.

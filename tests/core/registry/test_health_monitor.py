@@ -27,19 +27,19 @@ async def test_missed_heartbeats_make_a_plugin_unhealthy(tmp_path: pathlib.Path)
     await store.approve(manifest, "0" * 64, frozenset(manifest.traits), "t" * 64, 10**10, replace_existing=False)
     await store.register("beats", "t" * 64, "0" * 64, "127.0.0.1:1", serial=1, not_after=10**10)
     monitor = HealthMonitor(store, NoConnector(), clock, interval=lambda: 5, misses=3, init_timeout=1)  # type: ignore[arg-type]
-    store.heartbeat("beats")
-    store.set_health("beats", HEALTHY)
+    await store.heartbeat("beats")
+    await store.set_health("beats", HEALTHY)
 
     clock.advance(14)
-    assert monitor.sweep() == []
+    assert await monitor.sweep() == []
     clock.advance(2)  # 16 s > 3 intervals of 5 s
-    assert monitor.sweep() == ["beats"]
+    assert await monitor.sweep() == ["beats"]
     record = store.require("beats")
     assert (record.status, record.health) == (ACTIVE, UNHEALTHY)
 
-    monitor.heartbeat("beats")
+    await monitor.heartbeat("beats")
     assert store.require("beats").health == HEALTHY
-    assert monitor.sweep() == []
+    assert await monitor.sweep() == []
 
 
 async def test_a_changed_interval_gives_plugins_one_old_period_to_learn_it(tmp_path: pathlib.Path) -> None:
@@ -53,18 +53,18 @@ async def test_a_changed_interval_gives_plugins_one_old_period_to_learn_it(tmp_p
     monitor = HealthMonitor(  # type: ignore[arg-type]
         store, NoConnector(), clock, interval=lambda: interval[0], misses=3, init_timeout=1)
     for plugin_id in ("early", "late"):
-        store.heartbeat(plugin_id)
-        store.set_health(plugin_id, HEALTHY)
+        await store.heartbeat(plugin_id)
+        await store.set_health(plugin_id, HEALTHY)
 
     clock.advance(1)
     interval[0] = 2.0  # lowered live: limit 6 s for heartbeats after the change
-    assert monitor.sweep() == []  # the sweep notices the change
+    assert await monitor.sweep() == []  # the sweep notices the change
     clock.advance(1)
-    monitor.heartbeat("late")  # its reply carried the new interval
+    await monitor.heartbeat("late")  # its reply carried the new interval
     clock.advance(7)  # late: 7 s > 3 x 2 s; early (heartbeat before the change): 9 s <= 3 x 10 s
-    assert monitor.sweep() == ["late"]
+    assert await monitor.sweep() == ["late"]
     clock.advance(22)  # 31 s after the change: the old interval's grace is over
-    assert monitor.sweep() == ["early"]
+    assert await monitor.sweep() == ["early"]
 
 
 async def test_two_quick_changes_keep_the_longest_old_interval(tmp_path: pathlib.Path) -> None:
@@ -76,15 +76,15 @@ async def test_two_quick_changes_keep_the_longest_old_interval(tmp_path: pathlib
     interval = [10.0]
     monitor = HealthMonitor(  # type: ignore[arg-type]
         store, NoConnector(), clock, interval=lambda: interval[0], misses=3, init_timeout=1)
-    store.heartbeat("steady")
-    store.set_health("steady", HEALTHY)
+    await store.heartbeat("steady")
+    await store.set_health("steady", HEALTHY)
 
     interval[0] = 2.0
-    assert monitor.sweep() == []
+    assert await monitor.sweep() == []
     clock.advance(1)
     interval[0] = 1.0  # lowered again before the plugin heard of the first change
-    assert monitor.sweep() == []
+    assert await monitor.sweep() == []
     clock.advance(20)  # 21 s silent: within 3 x 10 s, the interval it still heartbeats at
-    assert monitor.sweep() == []
+    assert await monitor.sweep() == []
     clock.advance(10)  # 31 s: past even the old interval's grace
-    assert monitor.sweep() == ["steady"]
+    assert await monitor.sweep() == ["steady"]

@@ -78,6 +78,141 @@ PLUGIN_HEALTH_UNHEALTHY: PluginHealth.ValueType  # 2
 Global___PluginHealth: _TypeAlias = PluginHealth  # noqa: Y015
 
 @_typing.final
+class OperatorCertificate(_message.Message):
+    """OperatorCertificate is one recorded operator client certificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ISSUE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    serial: _builtins.str
+    """Serial number, lower-case hexadecimal."""
+    name: _builtins.str
+    """The operator's name (`admin` for the core's local operator identity)."""
+    @_builtins.property
+    def issue_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was issued."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it expires."""
+
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was revoked; unset while it is valid."""
+
+    def __init__(
+        self,
+        *,
+        serial: _builtins.str = ...,
+        name: _builtins.str = ...,
+        issue_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "issue_time", b"issue_time", "revoke_time", b"revoke_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "issue_time", b"issue_time", "name", b"name", "revoke_time", b"revoke_time", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OperatorCertificate: _TypeAlias = OperatorCertificate  # noqa: Y015
+
+@_typing.final
+class ListOperatorCertificatesRequest(_message.Message):
+    """ListOperatorCertificatesRequest has no fields."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOperatorCertificatesRequest: _TypeAlias = ListOperatorCertificatesRequest  # noqa: Y015
+
+@_typing.final
+class ListOperatorCertificatesResponse(_message.Message):
+    """ListOperatorCertificatesResponse holds the recorded operator certificates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedCompositeFieldContainer[Global___OperatorCertificate]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        certificates: _abc.Iterable[Global___OperatorCertificate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOperatorCertificatesResponse: _TypeAlias = ListOperatorCertificatesResponse  # noqa: Y015
+
+@_typing.final
+class RevokeOperatorCertificateRequest(_message.Message):
+    """RevokeOperatorCertificateRequest names the certificate to revoke."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    serial: _builtins.str
+    """Serial number, hexadecimal (as ListOperatorCertificates shows it)."""
+    reason: _builtins.str
+    """Why, for the audit log."""
+    def __init__(
+        self,
+        *,
+        serial: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeOperatorCertificateRequest: _TypeAlias = RevokeOperatorCertificateRequest  # noqa: Y015
+
+@_typing.final
+class RevokeOperatorCertificateResponse(_message.Message):
+    """RevokeOperatorCertificateResponse is the certificate as now recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def certificate(self) -> Global___OperatorCertificate:
+        """The revoked certificate."""
+
+    def __init__(
+        self,
+        *,
+        certificate: Global___OperatorCertificate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeOperatorCertificateResponse: _TypeAlias = RevokeOperatorCertificateResponse  # noqa: Y015
+
+@_typing.final
 class Plugin(_message.Message):
     """Plugin is the core's view of one plugin."""
 

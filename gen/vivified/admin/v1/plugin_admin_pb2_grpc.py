@@ -62,6 +62,16 @@ class PluginAdminServiceStub:
                 request_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginRequest.SerializeToString,
                 response_deserializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginResponse.FromString,
                 _registered_method=True)
+        self.ListOperatorCertificates = channel.unary_unary(
+                '/vivified.admin.v1.PluginAdminService/ListOperatorCertificates',
+                request_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ListOperatorCertificatesRequest.SerializeToString,
+                response_deserializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ListOperatorCertificatesResponse.FromString,
+                _registered_method=True)
+        self.RevokeOperatorCertificate = channel.unary_unary(
+                '/vivified.admin.v1.PluginAdminService/RevokeOperatorCertificate',
+                request_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokeOperatorCertificateRequest.SerializeToString,
+                response_deserializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokeOperatorCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class PluginAdminServiceServicer:
@@ -114,6 +124,25 @@ class PluginAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOperatorCertificates(self, request, context):
+        """ListOperatorCertificates lists the operator certificates the core issued
+        and recorded, newest first, with their revocation state. Read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeOperatorCertificate(self, request, context):
+        """RevokeOperatorCertificate revokes one operator certificate by serial:
+        every replica refuses it at its next call (UNAUTHENTICATED,
+        CERTIFICATE_REVOKED) within the registry sync bound. Errors: NOT_FOUND
+        (CERTIFICATE_NOT_FOUND), INVALID_ARGUMENT (INVALID_REQUEST) for a serial
+        that is not hexadecimal. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PluginAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +170,16 @@ def add_PluginAdminServiceServicer_to_server(servicer, server):
                     servicer.RevokePlugin,
                     request_deserializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginRequest.FromString,
                     response_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginResponse.SerializeToString,
+            ),
+            'ListOperatorCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOperatorCertificates,
+                    request_deserializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ListOperatorCertificatesRequest.FromString,
+                    response_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ListOperatorCertificatesResponse.SerializeToString,
+            ),
+            'RevokeOperatorCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeOperatorCertificate,
+                    request_deserializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokeOperatorCertificateRequest.FromString,
+                    response_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokeOperatorCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -281,6 +320,60 @@ class PluginAdminService:
             '/vivified.admin.v1.PluginAdminService/RevokePlugin',
             vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginRequest.SerializeToString,
             vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOperatorCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.admin.v1.PluginAdminService/ListOperatorCertificates',
+            vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ListOperatorCertificatesRequest.SerializeToString,
+            vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ListOperatorCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeOperatorCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.admin.v1.PluginAdminService/RevokeOperatorCertificate',
+            vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokeOperatorCertificateRequest.SerializeToString,
+            vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokeOperatorCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,17 @@ class PluginAdminServiceStub:
     open streams closed, renewals refused. A new approval is needed to return.
     Errors: NOT_FOUND. Idempotent.
     """
+    ListOperatorCertificates: _grpc.UnaryUnaryMultiCallable[_plugin_admin_pb2.ListOperatorCertificatesRequest, _plugin_admin_pb2.ListOperatorCertificatesResponse]
+    """ListOperatorCertificates lists the operator certificates the core issued
+    and recorded, newest first, with their revocation state. Read-only.
+    """
+    RevokeOperatorCertificate: _grpc.UnaryUnaryMultiCallable[_plugin_admin_pb2.RevokeOperatorCertificateRequest, _plugin_admin_pb2.RevokeOperatorCertificateResponse]
+    """RevokeOperatorCertificate revokes one operator certificate by serial:
+    every replica refuses it at its next call (UNAUTHENTICATED,
+    CERTIFICATE_REVOKED) within the registry sync bound. Errors: NOT_FOUND
+    (CERTIFICATE_NOT_FOUND), INVALID_ARGUMENT (INVALID_REQUEST) for a serial
+    that is not hexadecimal. Idempotent.
+    """
 
 @_typing.type_check_only
 class PluginAdminServiceAsyncStub(PluginAdminServiceStub):
@@ -90,6 +101,17 @@ class PluginAdminServiceAsyncStub(PluginAdminServiceStub):
     """RevokePlugin ends the plugin's access for good: certificates revoked,
     open streams closed, renewals refused. A new approval is needed to return.
     Errors: NOT_FOUND. Idempotent.
+    """
+    ListOperatorCertificates: _aio.UnaryUnaryMultiCallable[_plugin_admin_pb2.ListOperatorCertificatesRequest, _plugin_admin_pb2.ListOperatorCertificatesResponse]  # type: ignore[assignment]
+    """ListOperatorCertificates lists the operator certificates the core issued
+    and recorded, newest first, with their revocation state. Read-only.
+    """
+    RevokeOperatorCertificate: _aio.UnaryUnaryMultiCallable[_plugin_admin_pb2.RevokeOperatorCertificateRequest, _plugin_admin_pb2.RevokeOperatorCertificateResponse]  # type: ignore[assignment]
+    """RevokeOperatorCertificate revokes one operator certificate by serial:
+    every replica refuses it at its next call (UNAUTHENTICATED,
+    CERTIFICATE_REVOKED) within the registry sync bound. Errors: NOT_FOUND
+    (CERTIFICATE_NOT_FOUND), INVALID_ARGUMENT (INVALID_REQUEST) for a serial
+    that is not hexadecimal. Idempotent.
     """
 
 class PluginAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -149,6 +171,29 @@ class PluginAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """RevokePlugin ends the plugin's access for good: certificates revoked,
         open streams closed, renewals refused. A new approval is needed to return.
         Errors: NOT_FOUND. Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def ListOperatorCertificates(
+        self,
+        request: _plugin_admin_pb2.ListOperatorCertificatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plugin_admin_pb2.ListOperatorCertificatesResponse, _abc.Awaitable[_plugin_admin_pb2.ListOperatorCertificatesResponse]]:
+        """ListOperatorCertificates lists the operator certificates the core issued
+        and recorded, newest first, with their revocation state. Read-only.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeOperatorCertificate(
+        self,
+        request: _plugin_admin_pb2.RevokeOperatorCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plugin_admin_pb2.RevokeOperatorCertificateResponse, _abc.Awaitable[_plugin_admin_pb2.RevokeOperatorCertificateResponse]]:
+        """RevokeOperatorCertificate revokes one operator certificate by serial:
+        every replica refuses it at its next call (UNAUTHENTICATED,
+        CERTIFICATE_REVOKED) within the registry sync bound. Errors: NOT_FOUND
+        (CERTIFICATE_NOT_FOUND), INVALID_ARGUMENT (INVALID_REQUEST) for a serial
+        that is not hexadecimal. Idempotent.
         """
 
 def add_PluginAdminServiceServicer_to_server(servicer: PluginAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
