@@ -87,7 +87,8 @@ def _replicas(
 ) -> Iterator[Replicas]:
     _migrate(postgres, database)
     url = postgres.url(database, app_role=True)
-    common = (*_shared_ca(tmp_path / "ca"), "--heartbeat-interval", "1", "--registry-sync-bound", str(BOUND),
+    common = (*_shared_ca(tmp_path / "ca"), "--audit-writers", "shared", "--heartbeat-interval", "1",
+              "--registry-sync-bound", str(BOUND),
               "--settings-refresh", "1")
     with core_running(tmp_path / "a", "--database-url", url, *common) as a, core_running(
         tmp_path / "b", "--database-url", b_database_url or url, *common
