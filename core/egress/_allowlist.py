@@ -3,7 +3,9 @@
 An entry is an exact host or `*.example.com`, which matches exactly one extra
 label (`api.example.com`, not `example.com` nor `a.b.example.com`). Entries
 were validated when the manifest was approved; they are normalised again here
-with the same function, and one that no longer validates admits nothing.
+with the same function, and one that no longer validates admits nothing — so a
+stored manifest approved before the Public Suffix List guard (`*.co.kr`,
+`*.fly.dev`) cannot widen egress either.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ Why not aiohttp or httpx: the proxy needs exactly one behaviour from a client
 count every byte coming back — and none of their conveniences (connection
 pools keyed by name, proxies from the environment, cookie jars, automatic
 redirects and decompression, re-resolution on retry). Each of those would
-have to be switched off and kept off; this client has none of them, adds no
-dependency, and is small enough to audit. One connection per request
-(`Connection: close`), so a connection's checks never outlive its request.
+have to be switched off and kept off. This client dials itself and leaves
+only the HTTP/1.1 syntax to h11 (`_wire`), which does no I/O. One connection
+per request (`Connection: close`), so a connection's checks never outlive its
+request.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ from vivified.core.egress._url import EgressUrl
 from vivified.core.egress._wire import (
     HEAD_LIMIT,
     ResponseHead,
+    ResponseParser,
     Steps,
-    content_length,
-    encode_request,
-    is_chunked,
     read_body,
     read_head,
 )
@@ -57,19 +56,18 @@ class UpstreamResponse:
         writer: asyncio.StreamWriter,
         steps: Steps,
         decoder: BodyDecoder,
-        length: int | None,
-        chunked: bool,
+        parser: ResponseParser,
     ) -> None:
         self.head = head
         self.address = address
         self.decoder = decoder
         self._reader, self._writer, self._steps = reader, writer, steps
-        self._length, self._chunked = length, chunked
+        self._parser = parser
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Decoded body pieces; EGRESS_TOO_LARGE at the cap. Closes the connection."""
         try:
-            async for raw in read_body(self._reader, self._steps, self._length, self._chunked):
+            async for raw in read_body(self._parser, self._reader, self._steps):
                 if piece := self.decoder.feed(raw):
                     yield piece
             if tail := self.decoder.finish():
@@ -142,18 +140,19 @@ class HttpClient:
         max_body: int,
     ) -> UpstreamResponse:
         """Connect, send the request and read the response head."""
+        parser = ResponseParser()
+        request = parser.request(method, url, headers, body)  # refused before dialling
         address, reader, writer = await self._connect(url, addresses, steps)
         try:
-            writer.write(encode_request(method, url, headers, body))
+            writer.write(request)
             await steps.run(writer.drain())
-            head = await read_head(reader, steps)
-            length = content_length(method, head)
+            head = await read_head(parser, reader, steps)
+            length = parser.declared_length()
             encoding = ",".join(head.values("content-encoding"))
             decoder = BodyDecoder(encoding, max_body)
             if length is not None and length > decoder.raw_limit:
                 raise too_large(f"the response body exceeds {max_body} bytes")
-            chunked = length is None and is_chunked(head)
         except BaseException:
             writer.transport.abort()
             raise
-        return UpstreamResponse(head, address, reader, writer, steps, decoder, length, chunked)
+        return UpstreamResponse(head, address, reader, writer, steps, decoder, parser)

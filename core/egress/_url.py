@@ -143,4 +143,7 @@ def redirect_url(base: EgressUrl, location: str) -> str:
     if not location.isascii() or "\\" in location:
         # Refuse before urljoin normalises anything a browser would read differently.
         raise url_invalid("the redirect Location is not an ASCII URL", "url_characters")
-    return urljoin(base.text(), location.split("#", 1)[0])
+    try:
+        return urljoin(base.text(), location.split("#", 1)[0])
+    except ValueError:  # urlsplit: unbalanced brackets ("Invalid IPv6 URL"), found by the J6 fuzz test
+        raise url_invalid("the redirect Location has a malformed host", "host_invalid") from None

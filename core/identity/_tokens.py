@@ -1,29 +1,38 @@
-"""Signed JWTs (JWS compact, HS256) for access and MFA tokens.
+"""Signed JWTs (JWS compact, HS256) for access, MFA and delegation tokens.
 
-Verification is strict and table-driven (SECURITY B1–B4):
-- exactly three base64url segments and a non-empty signature;
+PyJWT signs and verifies them, with the algorithm pinned to the key's own
+(`algorithms=[key.algorithm]`), every claim required (`iss`, `aud`, `sub`,
+`jti`, `iat`, `nbf`, `exp`), the issuer and audience matched exactly
+(`strict_aud`: one string, no list) and the minimum HMAC key length enforced.
+Before PyJWT sees a token, the checks it does not make (SECURITY B1–B4):
+- at most 4096 characters, exactly three base64url segments, a non-empty signature;
+- header and payload are JSON objects without a duplicate key (PyJWT's
+  `json.loads` would keep the last one silently);
 - the header may hold only `alg`, `typ` and `kid`: `crit`, `jku`, `x5u`,
-  `jwk`, `x5c` or anything else rejects the token — nothing in a header
-  ever drives a lookup;
-- `kid` must name a key in memory, and `alg` must equal that key's fixed
-  algorithm (so `none`, `NONE` or a swapped algorithm never verify);
-- `typ` must be the type the caller expects (an MFA token is no access token);
-- `iss` and `aud` must match exactly; `exp`, `nbf`, `iat` must be integers,
-  checked against the injected clock with the configured leeway.
+  `jwk`, `x5c`, `b64` or anything else rejects the token — nothing in a
+  header ever drives a lookup;
+- `kid` must name a key in memory, `alg` must equal that key's fixed
+  algorithm (so `none`, `NONE` or a swapped algorithm never verify) and
+  `typ` the type the caller expects (an MFA token is no access token).
+After it, the time claims: `exp`, `nbf`, `iat` must be JSON integers (PyJWT
+would take `9.5` or `true` through `int()`), checked against the injected
+clock with the explicit leeway: valid until `exp + leeway` inclusive, not
+before `nbf - leeway` or `iat - leeway`. PyJWT's own time checks are off
+because they read the system clock, which the core's tests replace.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import jwt
 
 from vivified.core.clock import Clock
 from vivified.core.errors import Unauthenticated
@@ -53,10 +62,6 @@ class Claims:
     token_id: str
     expires_at: int
     extra: Mapping[str, Any]
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
 def _b64decode(segment: str) -> bytes:
@@ -95,6 +100,39 @@ def _int_claim(payload: Mapping[str, Any], name: str) -> int:
     return value
 
 
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+_REQUIRED = ["iss", "aud", "sub", "jti", "iat", "nbf", "exp"]
+_STANDARD = frozenset(_REQUIRED)
+# Signature, algorithm, presence of every claim, exact iss and aud (a single
+# string), string sub and jti. Time claims are checked here, on our clock.
+_PYJWT_OPTIONS: jwt.types.Options = {
+    "verify_signature": True,
+    "require": _REQUIRED,
+    "verify_iss": True,
+    "verify_aud": True,
+    "strict_aud": True,
+    "verify_sub": True,
+    "verify_jti": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "enforce_minimum_key_length": True,
+}
+_WHY = (
+    (jwt.InvalidSignatureError, "token signature does not verify"),
+    ((jwt.InvalidIssuerError, jwt.InvalidAudienceError), "token issuer or audience is wrong"),
+    (jwt.MissingRequiredClaimError, "token lacks a required claim"),
+    (jwt.InvalidAlgorithmError, "token algorithm does not match its key"),
+)
+
+
+def _refusal(exc: jwt.PyJWTError) -> TokenError:
+    for kinds, message in _WHY:
+        if isinstance(exc, kinds):
+            return TokenError(message)
+    return TokenError("token does not verify")
+
+
 class TokenSigner:
     """Signs and verifies the core's tokens with the current key."""
 
@@ -105,6 +143,7 @@ class TokenSigner:
         self._audience = audience
         self._clock = clock
         self._leeway = leeway_seconds
+        self._jwt = jwt.PyJWT(_PYJWT_OPTIONS)
 
     def now(self) -> int:
         return int(self._clock.now().timestamp())
@@ -114,28 +153,29 @@ class TokenSigner:
     ) -> tuple[str, Claims]:
         """Sign a `typ` token for `subject`; `audience` replaces the configured
         one (delegation tokens name the plugin they are for)."""
+        reserved = _STANDARD & set(extra)
+        if reserved:
+            raise ValueError(f"extra claims may not replace {sorted(reserved)}")
         now = self.now()
         jti = secrets.token_urlsafe(16)
-        header = {"alg": self._key.algorithm, "typ": typ, "kid": self._key.kid}
         payload = {
             "iss": self._issuer, "aud": audience or self._audience, "sub": subject, "jti": jti,
             "iat": now, "nbf": now, "exp": now + ttl_seconds, **extra,
         }
-        signing_input = ".".join(
-            _b64encode(json.dumps(part, separators=(",", ":")).encode()) for part in (header, payload)
+        token = self._jwt.encode(
+            payload, self._key.secret, algorithm=self._key.algorithm, headers={"typ": typ, "kid": self._key.kid}
         )
-        signature = hmac.new(self._key.secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-        return f"{signing_input}.{_b64encode(signature)}", Claims(subject, jti, now + ttl_seconds, extra)
+        return token, Claims(subject, jti, now + ttl_seconds, extra)
 
-    def verify(self, token: str, typ: str, *, audience: str | None = None) -> Claims:
-        """Verify `token` as a `typ` token for `audience` (the configured one
-        unless given); raise TokenError otherwise."""
+    def _key_for(self, token: str, typ: str) -> SigningKey:
+        """The structural and header checks PyJWT does not make."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise TokenError("token is empty or too long")
         parts = token.split(".")
         if len(parts) != 3 or not parts[2] or not all(_SEGMENT.match(part) for part in parts):
             raise TokenError("token is not a signed JWT")
         header = _json_object(parts[0])
+        _json_object(parts[1])  # duplicate keys refused before PyJWT parses it again
         if set(header) - _HEADER_KEYS:
             raise TokenError("token header has fields the core does not accept")
         kid = header.get("kid")
@@ -146,20 +186,30 @@ class TokenSigner:
             raise TokenError("token algorithm does not match its key")
         if header.get("typ") != typ:
             raise TokenError("token is of the wrong type")
-        expected = hmac.new(key.secret, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _b64decode(parts[2])):
-            raise TokenError("token signature does not verify")
-        payload = _json_object(parts[1])
-        if payload.get("iss") != self._issuer or payload.get("aud") != (audience or self._audience):
-            raise TokenError("token issuer or audience is wrong")
-        exp, nbf, iat = (_int_claim(payload, name) for name in ("exp", "nbf", "iat"))
-        subject, jti = payload.get("sub"), payload.get("jti")
-        if not isinstance(subject, str) or not subject or not isinstance(jti, str) or not jti:
+        return key
+
+    def verify(self, token: str, typ: str, *, audience: str | None = None) -> Claims:
+        """Verify `token` as a `typ` token for `audience` (the configured one
+        unless given); raise TokenError otherwise."""
+        key = self._key_for(token, typ)
+        try:
+            payload: dict[str, Any] = self._jwt.decode(
+                token,
+                key.secret,
+                algorithms=[key.algorithm],
+                issuer=self._issuer,
+                audience=audience or self._audience,
+            )
+        except jwt.PyJWTError as exc:
+            raise _refusal(exc) from None
+        exp, nbf, iat = (_int_claim(payload, name) for name in _TIME_CLAIMS)
+        subject, jti = payload["sub"], payload["jti"]
+        if not subject or not jti:
             raise TokenError("token lacks a subject or id")
         now = self.now()
         if now > exp + self._leeway:
             raise TokenError("token has expired", reason="TOKEN_EXPIRED")
         if nbf > now + self._leeway or iat > now + self._leeway:
             raise TokenError("token is not valid yet")
-        extra = {k: v for k, v in payload.items() if k not in ("iss", "aud", "sub", "jti", "iat", "nbf", "exp")}
+        extra = {k: v for k, v in payload.items() if k not in _STANDARD}
         return Claims(subject, jti, exp, extra)

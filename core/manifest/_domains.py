@@ -3,8 +3,12 @@
 An entry is an exact host name (`api.example.com`) or a one-label wildcard
 (`*.example.com`, matching exactly one extra label). Anything that could
 widen the egress allowlist beyond one organisation's hosts is refused: IP
-literals in every spelling, local and private-use names, wildcards over a
-TLD or a shared public suffix, and anything that is not a bare host name.
+literals in every spelling, local and private-use names, a public suffix
+itself, a wildcard over one (or over a name with one directly below it), and
+anything that is not a bare host name. Public suffixes are those of the
+Public Suffix List, both its ICANN and its private-domain sections (see
+`_suffixes`), so `*.co.kr`, `*.github.io` and `*.fly.dev` are refused while
+`myproject.github.io` is one registrant's host and allowed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import ipaddress
 import re
 
 from vivified.core.manifest._problem import manifest_invalid, show
+from vivified.core.manifest._suffixes import public_suffixes
 
 MAX_HOST_LENGTH = 253
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -28,19 +33,12 @@ _LOCAL_SUFFIXES = (
     "localhost", "localdomain", "local", "internal", "lan", "home.arpa", "arpa",
     "intranet", "corp", "home", "private",
 )
-# A guard, not a full Public Suffix List: common shared suffixes under which
-# unrelated parties register names, so `*.<suffix>` would allow strangers.
-_SHARED_SUFFIXES = frozenset({
-    "co.uk", "org.uk", "ac.uk", "gov.uk", "me.uk", "com.au", "net.au", "org.au",
-    "co.nz", "co.jp", "co.za", "co.in", "com.br", "com.cn", "com.mx", "com.tr",
-    "github.io", "gitlab.io", "herokuapp.com", "appspot.com", "azurewebsites.net",
-    "cloudfront.net", "amazonaws.com", "blogspot.com", "netlify.app", "vercel.app",
-    "pages.dev", "workers.dev", "web.app", "firebaseapp.com",
-})
+FIELD = "security.allowed_domains"
 
 
 def _refused(entry: str, why: str) -> Exception:
-    return manifest_invalid(f"security.allowed_domains: {show(entry)} refused: {why}")
+    # The entry is named in the message and, escaped, in the ErrorInfo metadata.
+    return manifest_invalid(f"{FIELD}: {show(entry)} refused: {why}", field=FIELD, entry=show(entry)[1:-1])
 
 
 def _is_ip_literal(text: str) -> bool:
@@ -95,6 +93,12 @@ def validate_allowed_domain(entry: str) -> str:
         raise _refused(entry, why)
     if not _TLD.fullmatch(labels[-1]):
         raise _refused(entry, f"top-level label {labels[-1]!r} is not a real TLD")
-    if name in _SHARED_SUFFIXES:
-        raise _refused(entry, "is a shared public suffix; name your own domain under it")
+    suffixes = public_suffixes()
+    if suffixes.is_public(name):
+        what = "a wildcard over a public suffix" if wildcard else "a public suffix"
+        raise _refused(entry, f"is {what} ({name!r} is on the Public Suffix List), so it would admit "
+                              "hosts of unrelated owners; name your own domain under it")
+    if wildcard and suffixes.has_public_child(name):
+        raise _refused(entry, f"is a wildcard over {name!r}, which has public suffixes directly below it "
+                              "(Public Suffix List); name your own domain under one of them")
     return host

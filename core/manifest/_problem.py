@@ -8,9 +8,10 @@ REASON = "MANIFEST_INVALID"
 DOMAIN = "vivified.registry"
 
 
-def manifest_invalid(message: str) -> InvalidArgument:
-    """Build the error for a manifest problem; the message says what to fix."""
-    return InvalidArgument(message, reason=REASON, domain=DOMAIN)
+def manifest_invalid(message: str, **metadata: str) -> InvalidArgument:
+    """Build the error for a manifest problem; the message says what to fix,
+    `metadata` (ErrorInfo) names the field and value where that helps."""
+    return InvalidArgument(message, reason=REASON, domain=DOMAIN, metadata=metadata)
 
 
 def show(value: object, limit: int = 80) -> str:

@@ -82,6 +82,9 @@ async def test_redirect_to_a_private_address_is_refused(
         ("http://api.example.com/", grpc.StatusCode.INVALID_ARGUMENT, "EGRESS_URL_INVALID", "port_not_allowed"),
         ("file:///etc/passwd", grpc.StatusCode.INVALID_ARGUMENT, "EGRESS_URL_INVALID", "scheme"),
         ("https://allowed.com@127.0.0.1:{port}/", grpc.StatusCode.INVALID_ARGUMENT, "EGRESS_URL_INVALID", "userinfo"),
+        # urljoin raised ValueError on these (found by the J6 URL fuzz test): an upstream got an INTERNAL
+        ("https://[::1/", grpc.StatusCode.INVALID_ARGUMENT, "EGRESS_URL_INVALID", "host_invalid"),
+        ("//[api.example.com/x", grpc.StatusCode.INVALID_ARGUMENT, "EGRESS_URL_INVALID", "host_invalid"),
     ],
 )
 async def test_redirect_to_a_disallowed_target_is_refused(

@@ -174,6 +174,14 @@ def test_h1_dangerous_allowlist_entries_are_refused_at_manifest_load(entry: str)
     assert not Allowlist([entry]).admits(entry.strip("[]").lower())
 
 
+def test_h1_stored_wildcards_over_public_suffixes_admit_nothing() -> None:
+    # entries a manifest approved before the Public Suffix List guard could hold
+    allowlist = Allowlist(["*.co.kr", "*.com.sg", "*.fly.dev", "*.s3.us-east-1.amazonaws.com", "api.example.com"])
+    for host in ("shop.co.kr", "bank.com.sg", "someones-app.fly.dev", "any-bucket.s3.us-east-1.amazonaws.com"):
+        assert not allowlist.admits(parse_url(f"https://{host}/", allowed_ports=HTTPS_ONLY).host)
+    assert allowlist.admits("api.example.com")
+
+
 @pytest.mark.parametrize(
     ("location", "expected"),
     [

@@ -193,3 +193,46 @@ def test_non_base64url_segments_are_refused_not_crashing(where: int) -> None:
     parts = signer.issue(ACCESS_TYPE, "usr_1", 900, sid="s1")[0].split(".")
     parts[where] = parts[where][:4] + "é" + parts[where][4:]
     assert _reason(signer, ".".join(parts)) == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("claim", ["iss", "aud", "sub", "jti", "iat", "nbf", "exp"])
+def test_b3_every_claim_is_required(claim: str) -> None:
+    clock = ManualClock()
+    header = {"alg": "HS256", "typ": ACCESS_TYPE, "kid": KEY.kid}
+    payload = _payload(clock)
+    del payload[claim]
+    assert _reason(_signer(clock), _forge(header, payload)) == "TOKEN_INVALID"
+    assert _reason(_signer(clock), _forge(header, _payload(clock, **{claim: None}))) == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize(("claim", "value"), [("sub", 7), ("sub", ""), ("jti", ["j"]), ("jti", "")])
+def test_subject_and_id_must_be_non_empty_strings(claim: str, value: object) -> None:
+    clock = ManualClock()
+    header = {"alg": "HS256", "typ": ACCESS_TYPE, "kid": KEY.kid}
+    assert _reason(_signer(clock), _forge(header, _payload(clock, **{claim: value}))) == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_duplicate_json_keys_are_refused_before_pyjwt(where: str) -> None:
+    # PyJWT's json.loads keeps the last of two equal keys; the core refuses the token.
+    clock = ManualClock()
+    header = json.dumps({"alg": "HS256", "typ": ACCESS_TYPE, "kid": KEY.kid})
+    payload = json.dumps(_payload(clock))
+    if where == "header":
+        header = header[:-1] + ', "typ": "' + ACCESS_TYPE + '"}'
+    else:
+        payload = payload[:-1] + ', "sub": "usr_admin"}'
+    signing_input = f"{_b64(header.encode())}.{_b64(payload.encode())}"
+    token = f"{signing_input}.{_b64(hmac.new(SECRET, signing_input.encode(), hashlib.sha256).digest())}"
+    assert _reason(_signer(ManualClock()), token) == "TOKEN_INVALID"
+
+
+def test_issued_tokens_are_plain_hs256_jws_and_extra_claims_cannot_replace_standard_ones() -> None:
+    clock = ManualClock()
+    signer = _signer(clock)
+    token, _ = signer.issue(ACCESS_TYPE, "usr_1", 900, sid="s1")
+    head = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert head == {"alg": "HS256", "typ": ACCESS_TYPE, "kid": KEY.kid}
+    for claim in ("sub", "exp", "aud"):
+        with pytest.raises(ValueError):
+            signer.issue(ACCESS_TYPE, "usr_1", 900, **{claim: "x"})
