@@ -53,13 +53,15 @@ class AuditRecorder:
 
 
 # Streams recorded at their end, like unary calls, because their handler decides
-# (and annotates) only after reading the request: the egress stream, the
+# (and annotates) only after reading the request: the egress streams (a tunnel's
+# one record carries its bytes each way and duration), the
 # streamed publish (each event gets its own record too), and Subscribe, whose
 # handler also records the open once it has checked the subscription
 # (`AuditRecorder.record_stream_open`).
 AUDIT_AT_END = frozenset(
     {
         "/vivified.egress.v1.EgressProxyService/StreamFetch",
+        "/vivified.egress.v1.EgressProxyService/Connect",
         "/vivified.events.v1.EventBusService/PublishStream",
         "/vivified.events.v1.EventBusService/Subscribe",
     }
