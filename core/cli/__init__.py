@@ -3,6 +3,7 @@
     vivified up                      core + bundled plugins (development profile)
     vivified core                    the core broker alone
     vivified plugins approve|list|enable|disable|revoke
+    vivified manifest validate FILE [--json]
     vivified audit verify|tail|query
     vivified events subscriptions [delete SUB --reason R] | dlq list|replay
     vivified db upgrade [--app-role ROLE]
@@ -29,6 +30,7 @@ from vivified.core.cli import (
     _core_settings_cmd,
     _db_cmd,
     _events_cmd,
+    _manifest_cmd,
     _plugin_config_cmd,
     _plugins_cmd,
     _users_cmd,
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--data-dir", help="keys, database and audit checkpoints (default ./.vivified)")
         add_core_flags(cmd)
     _plugins_cmd.add_parser(sub)
+    _manifest_cmd.add_parser(sub)
     _audit_cmd.add_parser(sub)
     _events_cmd.add_parser(sub)
     _db_cmd.add_parser(sub)
@@ -80,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_core(config))
         if args.command == "plugins":
             code = asyncio.run(_plugins_cmd.run(args, environ, out))
+        elif args.command == "manifest":
+            code = _manifest_cmd.run(args, out)
         elif args.command == "events":
             code = asyncio.run(_events_cmd.run(args, environ, out))
         elif args.command == "audit":
