@@ -67,6 +67,15 @@ AUDIT_AT_END = frozenset(
     }
 )
 
+# Egress streams carry traffic for as long as they are open: one the caller
+# cancels still gets its one record (with the bytes moved so far).
+RECORD_WHEN_CANCELLED = frozenset(
+    {
+        "/vivified.egress.v1.EgressProxyService/StreamFetch",
+        "/vivified.egress.v1.EgressProxyService/Connect",
+    }
+)
+
 
 class AuditLayer:
     """Records every allowed call exactly once: a unary call when it has its
@@ -86,6 +95,8 @@ class AuditLayer:
             await proceed(call)
         except asyncio.CancelledError:
             call.code = grpc.StatusCode.CANCELLED
+            if call.method in RECORD_WHEN_CANCELLED and not call.audited:
+                await asyncio.shield(self._finish(call, grpc.StatusCode.CANCELLED))
             raise
         except VivifiedError as exc:
             call.reason = exc.reason

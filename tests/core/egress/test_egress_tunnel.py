@@ -440,3 +440,31 @@ async def test_tunnel_grants_config_is_strict() -> None:
         with pytest.raises(FailedPrecondition) as caught:
             parse_egress_config({"tunnel_grants": bad})
         assert caught.value.reason == "EGRESS_CONFIG_INVALID"
+
+
+async def test_a_tunnel_the_plugin_cancels_is_still_audited_once(
+    egress: Any, resolver: Any, tcp_upstream: TcpUpstream
+) -> None:
+    harness = await egress(records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])], resolver=_dns(resolver))
+    async with harness.channel("mailer") as channel:
+        call = harness.stub(channel).Connect(timeout=20)
+        await call.write(opening("smtp.example.com", tcp_upstream.port))
+        await call.write(egress_pb2.ConnectRequest(data=b"ehlo\r\n"))
+        seen = b""
+        async for response in call:
+            seen += response.data
+            if b"EHLO" in seen:
+                break
+        call.cancel()
+
+    def recorded() -> list[Any]:
+        return harness.rows()
+
+    for _ in range(100):
+        if recorded():
+            break
+        await asyncio.sleep(0.05)
+    rows = recorded()
+    assert len(rows) == 1 and rows[0].outcome == "CANCELLED"
+    facts = detail(rows[0])
+    assert facts["bytes_sent"] == "6" and int(facts["bytes_received"]) >= len(b"HELLO\r\nEHLO\r\n")
