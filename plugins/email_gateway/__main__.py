@@ -48,6 +48,8 @@ async def serve(settings: PluginSettings, data_dir: Path) -> None:
     async def on_init(request: InitRequest) -> None:
         runtime = holder[0]
         gateway.configure(await runtime.config(timeout=10))
+        if background:
+            return  # initialised again (e.g. after a core restart): already following and subscribed
         background.append(asyncio.create_task(follow_config()))
         runtime.subscribe(
             SUBSCRIPTION,
