@@ -53,15 +53,26 @@ class AuditRecorder:
 
 
 # Streams recorded at their end, like unary calls, because their handler decides
-# (and annotates) only after reading the request: the egress stream, the
+# (and annotates) only after reading the request: the egress streams (a tunnel's
+# one record carries its bytes each way and duration), the
 # streamed publish (each event gets its own record too), and Subscribe, whose
 # handler also records the open once it has checked the subscription
 # (`AuditRecorder.record_stream_open`).
 AUDIT_AT_END = frozenset(
     {
         "/vivified.egress.v1.EgressProxyService/StreamFetch",
+        "/vivified.egress.v1.EgressProxyService/Connect",
         "/vivified.events.v1.EventBusService/PublishStream",
         "/vivified.events.v1.EventBusService/Subscribe",
+    }
+)
+
+# Egress streams carry traffic for as long as they are open: one the caller
+# cancels still gets its one record (with the bytes moved so far).
+RECORD_WHEN_CANCELLED = frozenset(
+    {
+        "/vivified.egress.v1.EgressProxyService/StreamFetch",
+        "/vivified.egress.v1.EgressProxyService/Connect",
     }
 )
 
@@ -98,6 +109,8 @@ class AuditLayer:
             await proceed(call)
         except asyncio.CancelledError:
             call.code = grpc.StatusCode.CANCELLED
+            if call.method in RECORD_WHEN_CANCELLED and not call.audited:
+                await asyncio.shield(self._finish(call, grpc.StatusCode.CANCELLED))
             raise
         except VivifiedError as exc:
             call.reason = exc.reason

@@ -4,6 +4,7 @@
     vivified core                    the core broker alone
     vivified plugins approve|list|enable|disable|revoke
     vivified operators list|revoke SERIAL
+    vivified manifest validate FILE [--json]
     vivified audit verify|tail|query
     vivified events subscriptions [delete SUB --reason R] | dlq list|replay
     vivified db upgrade [--app-role ROLE]
@@ -32,6 +33,7 @@ from vivified.core.cli import (
     _db_cmd,
     _events_cmd,
     _operators_cmd,
+    _manifest_cmd,
     _plugin_config_cmd,
     _plugins_cmd,
     _policy_cmd,
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_core_flags(cmd)
     _plugins_cmd.add_parser(sub)
     _operators_cmd.add_parser(sub)
+    _manifest_cmd.add_parser(sub)
     _audit_cmd.add_parser(sub)
     _events_cmd.add_parser(sub)
     _db_cmd.add_parser(sub)
@@ -94,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_plugins_cmd.run(args, environ, out))
         elif args.command == "operators":
             code = asyncio.run(_operators_cmd.run(args, environ, out))
+        elif args.command == "manifest":
+            code = _manifest_cmd.run(args, out)
         elif args.command == "events":
             code = asyncio.run(_events_cmd.run(args, environ, out))
         elif args.command == "audit":

@@ -28,7 +28,7 @@ from vivified.core.settings import (
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
 CORE_VARIABLES = frozenset(s.env for s in SETTINGS if s.env is not None) | {"VIVIFIED_CONFIG_FILE"}
 CLIENT_VARIABLES = frozenset({"VIVIFIED_CORE_ADDRESS", "VIVIFIED_API_KEY"})
-PLUGIN_VARIABLES = frozenset({"VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE"})
+PLUGIN_VARIABLES = frozenset({"VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE", "VIVIFIED_PLUGIN_DATA_DIR"})
 DEFAULT_DATA_DIR = pathlib.Path(".vivified")
 
 __all__ = ["SettingsError", "add_core_flags", "check_environment", "core_config", "data_dir", "resolved_settings"]

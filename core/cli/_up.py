@@ -4,17 +4,20 @@
 plugin under `vivified.plugins` that ships a manifest, approving each one
 itself through the admin service (audited like any operator call) and
 supervising it as a subprocess restarted with backoff when it crashes (a
-non-zero exit); a plugin that stops cleanly stays stopped."""
+non-zero exit); a plugin that stops cleanly stays stopped. Each plugin gets
+`VIVIFIED_PLUGIN_DATA_DIR=<data-dir>/plugins/<plugin-id>`. In the development
+profile it also runs the local SMTP sink for the email gateway (`_devmail`)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,7 @@ import grpc
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.app import Core, RunningCore
+from vivified.core.cli import _devmail
 from vivified.core.cli._client import describe, open_channel, operator_target
 from vivified.core.config import CoreConfig
 from vivified.core.manifest import load_manifest_file
@@ -83,27 +87,36 @@ async def run_core(config: CoreConfig) -> int:
 class Supervisor:
     """Approves, starts and restarts the bundled plugins."""
 
-    def __init__(self, config: CoreConfig, running: RunningCore, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        config: CoreConfig,
+        running: RunningCore,
+        environ: Mapping[str, str],
+        after_approval: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._config = config
         self._running = running
         self._environ = environ
+        self._after_approval = after_approval
 
-    async def _approve(self, spec: PluginSpec) -> str:
+    async def _approve(self, spec: PluginSpec) -> tuple[str, str]:
+        """(plugin id, join token)."""
+        manifest = load_manifest_file(spec.manifest)
         target = operator_target(self._config.data_dir, self._environ, self._running.listen_address)
         async with open_channel(target) as channel:
             stub = plugin_admin_pb2_grpc.PluginAdminServiceStub(channel)
             try:
-                reply = await stub.ApprovePlugin(
-                    pb.ApprovePluginRequest(manifest=load_manifest_file(spec.manifest), replace=True), timeout=30
-                )
+                reply = await stub.ApprovePlugin(pb.ApprovePluginRequest(manifest=manifest, replace=True), timeout=30)
             except grpc.aio.AioRpcError as err:
                 raise describe(err) from None
-        return reply.join_token
+        if self._after_approval is not None:
+            await self._after_approval(manifest.id)
+        return manifest.id, reply.join_token
 
     async def supervise(self, spec: PluginSpec, stop: asyncio.Event) -> None:
         backoff = 1.0
         while not stop.is_set():
-            token = await self._approve(spec)
+            plugin_id, token = await self._approve(spec)
             env = {k: v for k, v in self._environ.items() if not k.startswith("VIVIFIED_")}
             env.update(
                 VIVIFIED_MANIFEST=str(spec.manifest),
@@ -112,6 +125,7 @@ class Supervisor:
                 VIVIFIED_CORE_ADDRESS=self._running.listen_address,
                 VIVIFIED_BOOTSTRAP_ADDRESS=self._running.bootstrap_address,
                 VIVIFIED_TRUST_DOMAIN=self._running.trust_domain,
+                VIVIFIED_PLUGIN_DATA_DIR=str(self._config.data_dir / "plugins" / plugin_id),
             )
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", spec.module, env=env)
             _log.info("started %s (pid %d)", spec.module, proc.pid)
@@ -146,22 +160,50 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+def _report_failure(spec: PluginSpec, task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        _log.error("%s is not running: %s", spec.module, error)
+
+
 async def run_up(config: CoreConfig, environ: Mapping[str, str]) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    core = Core(config)
-    running = await core.start()
     specs = discover_plugins()
+    sink = None
+    if config.profile == "development" and any(s.module.endswith(".email_gateway") for s in specs):
+        sink, config = await _devmail.start_sink(config)
+    core = Core(config)
+    try:
+        running = await core.start()
+    except BaseException:
+        if sink is not None:
+            await sink.stop()
+        raise
     print(f"vivified is up: core mTLS {running.listen_address}, bootstrap {running.bootstrap_address}, "
           f"metrics http://{running.metrics_address}/metrics", flush=True)
     print(f"plugins: {', '.join(s.module.rsplit('.', 1)[1] for s in specs) or '(none)'}", flush=True)
     print(f"list the core's services with:\n  {grpcurl_hint(config, running)}", flush=True)
+    environ = {**os.environ, **environ}
+    after_approval = None
+    if sink is not None:
+        print(f"development SMTP sink: smtp://127.0.0.1:{sink.port}, messages in {sink.outbox}/<n>.eml", flush=True)
+        target = operator_target(config.data_dir, environ, running.listen_address)
+        port = sink.port
+
+        async def after_approval(plugin_id: str) -> None:
+            if plugin_id == _devmail.GATEWAY:
+                await _devmail.point_gateway_at_sink(target, port)
+
     print("stop with Ctrl-C", flush=True)
-    supervisor = Supervisor(config, running, {**os.environ, **environ})
+    supervisor = Supervisor(config, running, environ, after_approval)
     tasks = [asyncio.create_task(supervisor.supervise(spec, stop)) for spec in specs]
+    for spec, task in zip(specs, tasks, strict=True):
+        task.add_done_callback(functools.partial(_report_failure, spec))
     try:
         await stop.wait()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await core.stop()
+        if sink is not None:
+            await sink.stop()
     return 0

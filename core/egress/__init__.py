@@ -9,7 +9,9 @@
     ...     environ=os.environ,
     ... )  # doctest: +SKIP
 
-A fetch is allowed only for a plugin with the `external_service` trait, only
+A tunnel (`Connect`) is allowed only to a `host:port` of the plugin's
+`security.allowed_tunnels` or an operator tunnel grant, with the same address
+checks. A fetch is allowed only for a plugin with the `external_service` trait, only
 to hosts on its own approved allowlist and ports, only to public addresses
 (or an operator allow range), within size, time, rate and concurrency limits.
 Errors are described in `_errors`.
@@ -32,6 +34,7 @@ from vivified.core.egress._client import (
 from vivified.core.egress._config import (
     CredentialRule,
     EgressConfig,
+    TunnelGrant,
     IPNetwork,
     load_egress_config,
     parse_egress_config,
@@ -41,6 +44,7 @@ from vivified.core.egress._decode import BodyDecoder
 from vivified.core.egress._errors import DOMAIN
 from vivified.core.egress._fetch import Caller, Fetcher, Outgoing
 from vivified.core.egress._service import EgressService
+from vivified.core.egress._tunnel import Tunnel, TunnelAllowlist, Tunneler, parse_endpoint
 from vivified.core.egress._url import EgressUrl, parse_url, redirect_url
 from vivified.core.egress._wire import Steps
 from vivified.core.errors import DeadlineExceeded
@@ -65,12 +69,17 @@ __all__ = [
     "Resolver",
     "Secret",
     "Steps",
+    "Tunnel",
+    "TunnelAllowlist",
+    "TunnelGrant",
+    "Tunneler",
     "UpstreamResponse",
     "endpoints_from",
     "host_matches",
     "load_egress_config",
     "open_stream",
     "parse_egress_config",
+    "parse_endpoint",
     "parse_url",
     "redirect_url",
     "special_purpose",

@@ -25,6 +25,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_GRANT_HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
 # Headers the core owns on the wire; a credential may not replace them.
 _RESERVED_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
@@ -54,6 +55,32 @@ class CredentialRule:
             raise config_invalid(f"credentials: {self.header!r} is not a header a credential may set")
         if not _ENV_NAME.fullmatch(self.value_env):
             raise config_invalid(f"credentials: {self.value_env!r} is not an environment variable name")
+
+
+@dataclass(frozen=True)
+class TunnelGrant:
+    """The operator lets `plugin_id` open tunnels to exactly `host:port`, even if
+    its manifest does not list it. When `host` is an IP address, that one address
+    is admitted although it is not public (e.g. a development SMTP sink on
+    loopback); the core's own endpoints and deny ranges stay refused. A host name
+    is resolved and checked like any other."""
+
+    plugin_id: str
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.plugin_id:
+            raise config_invalid("tunnel_grants: plugin_id must not be empty")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise config_invalid(f"tunnel_grants: port {self.port!r} is not a TCP port")
+        host = self.host.lower().removesuffix(".") if isinstance(self.host, str) else ""
+        try:
+            host = str(ipaddress.ip_address(host.strip("[]")))
+        except ValueError:
+            if not _GRANT_HOST.fullmatch(host):
+                raise config_invalid(f"tunnel_grants: {self.host!r} is not an IP address or host name") from None
+        object.__setattr__(self, "host", host)
 
 
 @dataclass(frozen=True)
@@ -88,13 +115,22 @@ class EgressConfig:
     report_only_plugins: frozenset[str] = field(default_factory=frozenset)
     """Plugins whose allowlist misses are logged and audited as `would_deny` but allowed.
     Address (SSRF) checks are never report-only."""
+    tunnel_grants: tuple[TunnelGrant, ...] = ()
+    """Tunnel endpoints the operator allows a plugin beyond its manifest (see TunnelGrant)."""
+    tunnel_max_bytes: int = 64 * 1024 * 1024
+    """Bytes a tunnel may carry in each direction."""
+    tunnel_max_seconds: float = 300.0
+    """Longest life of a tunnel; a shorter timeout in the plugin's request wins."""
+    tunnel_idle_seconds: float = 60.0
+    """A tunnel with no bytes in either direction for this long is closed."""
 
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_response_bytes", "per_plugin_burst", "per_plugin_concurrency"):
+        for name in ("max_request_bytes", "max_response_bytes", "per_plugin_burst", "per_plugin_concurrency",
+                     "tunnel_max_bytes"):
             if getattr(self, name) < 1:
                 raise config_invalid(f"{name} must be at least 1")
         for name in ("total_timeout_seconds", "idle_timeout_seconds", "connect_timeout_seconds",
-                     "per_plugin_rate_per_second"):
+                     "per_plugin_rate_per_second", "tunnel_max_seconds", "tunnel_idle_seconds"):
             if not 0 < getattr(self, name) < math.inf:
                 raise config_invalid(f"{name} must be positive and finite")
         if self.max_redirects < 0:
@@ -105,6 +141,9 @@ class EgressConfig:
         keys = [(rule.plugin_id, rule.domain, rule.header.lower()) for rule in self.credentials]
         if len(keys) != len(set(keys)):
             raise config_invalid("credentials: a (plugin_id, domain, header) is listed twice")
+        grants = [(grant.plugin_id, grant.host, grant.port) for grant in self.tunnel_grants]
+        if len(grants) != len(set(grants)):
+            raise config_invalid("tunnel_grants: a (plugin_id, host, port) is listed twice")
 
 
 def _networks(key: str, value: Any) -> tuple[IPNetwork, ...]:
@@ -123,6 +162,14 @@ def _credential(index: int, value: Any) -> CredentialRule:
     return CredentialRule(**value)
 
 
+def _grant(index: int, value: Any) -> TunnelGrant:
+    if not isinstance(value, dict) or set(value) != {"plugin_id", "host", "port"}:
+        raise config_invalid(f"tunnel_grants[{index}] must be an object with keys host, plugin_id, port exactly")
+    if not isinstance(value["plugin_id"], str) or not isinstance(value["host"], str):
+        raise config_invalid(f"tunnel_grants[{index}]: plugin_id and host must be strings")
+    return TunnelGrant(**value)
+
+
 def parse_egress_config(data: Any) -> EgressConfig:
     """An EgressConfig from decoded JSON; raises FailedPrecondition(EGRESS_CONFIG_INVALID)."""
     if not isinstance(data, dict):
@@ -139,6 +186,10 @@ def parse_egress_config(data: Any) -> EgressConfig:
             if not isinstance(value, list):
                 raise config_invalid("credentials must be a list")
             values[key] = tuple(_credential(i, item) for i, item in enumerate(value))
+        elif key == "tunnel_grants":
+            if not isinstance(value, list):
+                raise config_invalid("tunnel_grants must be a list")
+            values[key] = tuple(_grant(i, item) for i, item in enumerate(value))
         elif key == "report_only_plugins":
             if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
                 raise config_invalid("report_only_plugins must be a list of plugin ids")

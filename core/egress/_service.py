@@ -6,10 +6,13 @@ record). The handler then requires the `external_service` trait, applies the
 plugin's own allowlist and limits, and adds the fetch's facts — host, port,
 resolved address, status, bytes, hops, `why` of a refusal, `would_deny` in
 report-only mode — to that record through `annotate`; never a body, a header
-value or a credential."""
+value or a credential. `Connect` tunnels (see `_tunnel`) add the endpoint, the
+address dialled, the bytes each way and the duration, in one record written
+when the tunnel ends."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import ssl
@@ -37,6 +40,7 @@ from vivified.core.egress._errors import denied, request_invalid, too_large
 from vivified.core.egress._fetch import Caller, Fetcher, Outgoing
 from vivified.core.egress._headers import response_headers
 from vivified.core.egress._limits import PluginLimits
+from vivified.core.egress._tunnel import Tunnel, TunnelAllowlist, Tunneler
 from vivified.core.egress._url import IPAddress
 from vivified.core.egress._wire import HEAD_LIMIT, Steps
 from vivified.core.errors import VivifiedError
@@ -89,6 +93,10 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
         # Fetch answers in one message: keep room for the head within the gRPC limit.
         self._unary_cap = min(config.max_response_bytes, max_message_bytes - HEAD_LIMIT - 4096)
         self._allowlists: dict[tuple[str, str], Allowlist] = {}
+        self._tunnel_allowlists: dict[tuple[str, str], TunnelAllowlist] = {}
+        self._tunneler = Tunneler(
+            config=config, policy=lambda: self._fetcher.policy, resolver=resolver, connector=connector
+        )
 
     def listening_on(self, addresses: Iterable[str]) -> None:
         """Tell the service where the core listens once its ports are bound
@@ -98,7 +106,7 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
     def _note(self, context: Any, **fields: str) -> None:
         self._annotate(context, {key: value for key, value in fields.items() if value})
 
-    def _caller(self, context: Any) -> Caller:
+    def _record(self, context: Any) -> PluginRecord:
         principal = self._identify(context)
         if principal.kind != "plugin":
             raise denied("only plugins fetch through the egress proxy", "not_a_plugin")
@@ -107,6 +115,10 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
             raise denied(f"plugin {principal.id!r} is not active", "plugin_not_active")
         if TRAIT not in record.granted_traits:
             raise denied(f"plugin {principal.id!r} lacks the {TRAIT} trait", "trait_missing")
+        return record
+
+    def _caller(self, context: Any) -> Caller:
+        record = self._record(context)
         key = (record.plugin_id, record.manifest_sha256)
         allowlist = self._allowlists.get(key)
         if allowlist is None:
@@ -183,3 +195,91 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
             raise
         note(bytes=str(sent))
 
+
+    def _tunnel_allowlist(self, record: PluginRecord) -> TunnelAllowlist:
+        key = (record.plugin_id, record.manifest_sha256)
+        allowlist = self._tunnel_allowlists.get(key)
+        if allowlist is None:
+            if len(self._tunnel_allowlists) > 4096:
+                self._tunnel_allowlists.clear()
+            allowlist = self._tunnel_allowlists[key] = TunnelAllowlist.from_manifest(record.manifest, self._config)
+        return allowlist
+
+    def _tunnel_seconds(self, request: egress_pb2.ConnectOpen, context: Any) -> float:
+        total = self._config.tunnel_max_seconds
+        if request.HasField("timeout"):
+            asked = request.timeout.ToTimedelta().total_seconds()
+            if asked <= 0:
+                raise request_invalid("open.timeout must be positive")
+            total = min(total, asked)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            total = min(total, remaining)
+        return total
+
+    async def _first(self, requests: AsyncIterator[egress_pb2.ConnectRequest]) -> egress_pb2.ConnectOpen:
+        try:
+            async with asyncio.timeout(self._config.connect_timeout_seconds):
+                first = await anext(requests, None)
+        except TimeoutError:
+            raise request_invalid("the first message of a tunnel must be open, sent at once") from None
+        if first is None or first.WhichOneof("part") != "open":
+            raise request_invalid("the first message of a tunnel must be open")
+        return first.open
+
+    @staticmethod
+    async def _pieces(requests: AsyncIterator[egress_pb2.ConnectRequest]) -> AsyncIterator[bytes]:
+        async for request in requests:
+            if request.WhichOneof("part") != "data":
+                raise request_invalid("only the first message of a tunnel may be open")
+            if request.data:
+                yield request.data
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[egress_pb2.ConnectRequest], context: Any
+    ) -> AsyncIterator[egress_pb2.ConnectResponse]:
+        await self._connect(request_iterator, context)
+        # Both directions run at once, so responses are written with context.write
+        # as bytes arrive; this generator (the servicer base declares one) yields nothing itself.
+        if False:  # pragma: no cover
+            yield egress_pb2.ConnectResponse()
+
+    async def _connect(self, request_iterator: AsyncIterator[egress_pb2.ConnectRequest], context: Any) -> None:
+        note = functools.partial(self._note, context)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        tunnel: Tunnel | None = None
+
+        async def send(piece: bytes) -> None:
+            await context.write(egress_pb2.ConnectResponse(data=piece))
+
+        try:
+            record = self._record(context)
+            requests = aiter(request_iterator)
+            opening = await self._first(requests)
+            total = self._tunnel_seconds(opening, context)
+            with self._limits.slot(record.plugin_id):
+                tunnel = await self._tunneler.open(
+                    record.plugin_id,
+                    self._tunnel_allowlist(record),
+                    opening.host,
+                    opening.port,
+                    report_only=record.plugin_id in self._config.report_only_plugins,
+                    note=note,
+                )
+                await context.write(
+                    egress_pb2.ConnectResponse(opened=egress_pb2.ConnectOpened(resolved_address=tunnel.address))
+                )
+                await tunnel.run(
+                    self._pieces(requests), send,
+                    total_seconds=max(total - (loop.time() - started), 0.0),
+                    idle_seconds=self._config.tunnel_idle_seconds,
+                )
+        except VivifiedError as exc:
+            note(why=exc.metadata.get("why", "") or exc.metadata.get("which", ""))
+            raise
+        finally:
+            if tunnel is not None:
+                tunnel.close()
+                note(bytes_sent=str(tunnel.sent), bytes_received=str(tunnel.received))
+            note(duration_ms=str(round((loop.time() - started) * 1000)))

@@ -28,6 +28,7 @@ from vivified.core.manifest._load import (
     load_manifest_bytes,
     load_manifest_file,
 )
+from vivified.core.manifest._tunnels import validate_tunnel
 from vivified.core.manifest._validate import (
     DEFAULT_CONTRACTS,
     MIN_PHI_RETENTION_DAYS,
@@ -54,5 +55,6 @@ __all__ = [
     "type_name",
     "validate_allowed_domain",
     "validate_manifest",
+    "validate_tunnel",
     "value_problem",
 ]

@@ -11,6 +11,7 @@ from vivified.core.manifest._config_fields import check_config_schema
 from vivified.core.manifest._digest import reject_unknown_fields
 from vivified.core.manifest._domains import validate_allowed_domain
 from vivified.core.manifest._problem import manifest_invalid, show
+from vivified.core.manifest._tunnels import validate_tunnel
 from vivified.core.traits import TraitCatalogue
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 from vivified.options.v1.options_pb2 import Classification
@@ -140,11 +141,17 @@ def _check_compliance(manifest: PluginManifest, traits: set[str]) -> None:
 
 def _check_security(manifest: PluginManifest, traits: set[str]) -> None:
     entries = list(manifest.security.allowed_domains)
-    if "external_service" in traits and not entries:
-        raise manifest_invalid("security.allowed_domains: required for a plugin with external_service")
+    tunnels = list(manifest.security.allowed_tunnels)
+    if "external_service" in traits and not entries and not tunnels:
+        raise manifest_invalid(
+            "security.allowed_domains: required for a plugin with external_service (or security.allowed_tunnels)"
+        )
     if entries and "external_service" not in traits:
         raise manifest_invalid("security.allowed_domains: only a plugin with external_service may list domains")
+    if tunnels and "external_service" not in traits:
+        raise manifest_invalid("security.allowed_tunnels: only a plugin with external_service may list tunnels")
     _no_duplicates("security.allowed_domains", (validate_allowed_domain(e) for e in entries))
+    _no_duplicates("security.allowed_tunnels", (validate_tunnel(e) for e in tunnels))
 
 
 def _check_operations(manifest: PluginManifest) -> None:

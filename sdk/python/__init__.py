@@ -47,6 +47,7 @@ from vivified.sdk._run import run, serve
 from vivified.sdk._runtime import PluginRuntime
 from vivified.sdk._settings import PluginSettings
 from vivified.sdk._status import abort
+from vivified.sdk._tunnel import Tunnel
 
 __all__ = [
     "ConfigurationError",
@@ -63,6 +64,7 @@ __all__ = [
     "ReceivedEvent",
     "ResourceExhaustedError",
     "Subscription",
+    "Tunnel",
     "UnauthenticatedError",
     "UnavailableError",
     "VivifiedSDKError",

@@ -23,6 +23,7 @@ from vivified.sdk._manifest import load_manifest
 from vivified.sdk._server import PluginServer, host_port, reserve_port
 from vivified.sdk._settings import PluginSettings
 from vivified.sdk._transport import ServerCertificates
+from vivified.sdk._tunnel import Tunnel, open_tunnel
 
 _log = logging.getLogger("vivified.sdk")
 
@@ -153,6 +154,19 @@ class PluginRuntime:
         subscription = EventClient(lambda: self.core_channel).subscribe(name, handlers)
         self._subscriptions.append(subscription)
         return subscription
+
+    async def connect(self, host: str, port: int, *, timeout: float | None = None) -> Tunnel:
+        """Open a TCP tunnel through the core to `host:port` (listed under
+        `security.allowed_tunnels` in the approved manifest, or granted by the
+        operator); `timeout` caps the tunnel's life. See `vivified.sdk._tunnel`.
+
+            async with await runtime.connect("smtp.example.com", 587) as tunnel:
+                sock = await tunnel.socket()   # e.g. aiosmtplib.SMTP(sock=sock)
+
+        Raises `PermissionDeniedError` (EGRESS_DENIED: not allowlisted, or the
+        name resolves to a non-public address), `UnavailableError`
+        (EGRESS_UPSTREAM_FAILED), or another `VivifiedSDKError` with the core's reason."""
+        return await open_tunnel(self.core_channel, host, port, timeout)
 
     async def config(self, *, timeout: float | None = None) -> PluginConfig:
         """This plugin's configuration (keys its manifest declares under

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvivified/egress/v1/egress.proto\x12\x12vivified.egress.v1\x1a\x1egoogle/protobuf/duration.proto\"6\n\nHttpHeader\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value\"\xbb\x01\n\x0c\x46\x65tchRequest\x12\x16\n\x06method\x18\x01 \x01(\tR\x06method\x12\x10\n\x03url\x18\x02 \x01(\tR\x03url\x12\x38\n\x07headers\x18\x03 \x03(\x0b\x32\x1e.vivified.egress.v1.HttpHeaderR\x07headers\x12\x12\n\x04\x62ody\x18\x04 \x01(\x0cR\x04\x62ody\x12\x33\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\"\xa9\x01\n\rFetchResponse\x12\x1f\n\x0bstatus_code\x18\x01 \x01(\x05R\nstatusCode\x12\x38\n\x07headers\x18\x02 \x03(\x0b\x32\x1e.vivified.egress.v1.HttpHeaderR\x07headers\x12\x12\n\x04\x62ody\x18\x03 \x01(\x0cR\x04\x62ody\x12)\n\x10resolved_address\x18\x04 \x01(\tR\x0fresolvedAddress\"P\n\x12StreamFetchRequest\x12:\n\x07request\x18\x01 \x01(\x0b\x32 .vivified.egress.v1.FetchRequestR\x07request\"w\n\x13StreamFetchResponse\x12\x37\n\x04head\x18\x01 \x01(\x0b\x32!.vivified.egress.v1.FetchResponseH\x00R\x04head\x12\x1f\n\nbody_chunk\x18\x02 \x01(\x0cH\x00R\tbodyChunkB\x06\n\x04part2\xc4\x01\n\x12\x45gressProxyService\x12L\n\x05\x46\x65tch\x12 .vivified.egress.v1.FetchRequest\x1a!.vivified.egress.v1.FetchResponse\x12`\n\x0bStreamFetch\x12&.vivified.egress.v1.StreamFetchRequest\x1a\'.vivified.egress.v1.StreamFetchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvivified/egress/v1/egress.proto\x12\x12vivified.egress.v1\x1a\x1egoogle/protobuf/duration.proto\"6\n\nHttpHeader\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value\"\xbb\x01\n\x0c\x46\x65tchRequest\x12\x16\n\x06method\x18\x01 \x01(\tR\x06method\x12\x10\n\x03url\x18\x02 \x01(\tR\x03url\x12\x38\n\x07headers\x18\x03 \x03(\x0b\x32\x1e.vivified.egress.v1.HttpHeaderR\x07headers\x12\x12\n\x04\x62ody\x18\x04 \x01(\x0cR\x04\x62ody\x12\x33\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\"\xa9\x01\n\rFetchResponse\x12\x1f\n\x0bstatus_code\x18\x01 \x01(\x05R\nstatusCode\x12\x38\n\x07headers\x18\x02 \x03(\x0b\x32\x1e.vivified.egress.v1.HttpHeaderR\x07headers\x12\x12\n\x04\x62ody\x18\x03 \x01(\x0cR\x04\x62ody\x12)\n\x10resolved_address\x18\x04 \x01(\tR\x0fresolvedAddress\"P\n\x12StreamFetchRequest\x12:\n\x07request\x18\x01 \x01(\x0b\x32 .vivified.egress.v1.FetchRequestR\x07request\"w\n\x13StreamFetchResponse\x12\x37\n\x04head\x18\x01 \x01(\x0b\x32!.vivified.egress.v1.FetchResponseH\x00R\x04head\x12\x1f\n\nbody_chunk\x18\x02 \x01(\x0cH\x00R\tbodyChunkB\x06\n\x04part\"e\n\x0e\x43onnectRequest\x12\x35\n\x04open\x18\x01 \x01(\x0b\x32\x1f.vivified.egress.v1.ConnectOpenH\x00R\x04open\x12\x14\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00R\x04\x64\x61taB\x06\n\x04part\"j\n\x0b\x43onnectOpen\x12\x12\n\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n\x04port\x18\x02 \x01(\x05R\x04port\x12\x33\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\"l\n\x0f\x43onnectResponse\x12;\n\x06opened\x18\x01 \x01(\x0b\x32!.vivified.egress.v1.ConnectOpenedH\x00R\x06opened\x12\x14\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00R\x04\x64\x61taB\x06\n\x04part\":\n\rConnectOpened\x12)\n\x10resolved_address\x18\x01 \x01(\tR\x0fresolvedAddress2\x9c\x02\n\x12\x45gressProxyService\x12L\n\x05\x46\x65tch\x12 .vivified.egress.v1.FetchRequest\x1a!.vivified.egress.v1.FetchResponse\x12`\n\x0bStreamFetch\x12&.vivified.egress.v1.StreamFetchRequest\x1a\'.vivified.egress.v1.StreamFetchResponse0\x01\x12V\n\x07\x43onnect\x12\".vivified.egress.v1.ConnectRequest\x1a#.vivified.egress.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMFETCHREQUEST']._serialized_end=585
   _globals['_STREAMFETCHRESPONSE']._serialized_start=587
   _globals['_STREAMFETCHRESPONSE']._serialized_end=706
-  _globals['_EGRESSPROXYSERVICE']._serialized_start=709
-  _globals['_EGRESSPROXYSERVICE']._serialized_end=905
+  _globals['_CONNECTREQUEST']._serialized_start=708
+  _globals['_CONNECTREQUEST']._serialized_end=809
+  _globals['_CONNECTOPEN']._serialized_start=811
+  _globals['_CONNECTOPEN']._serialized_end=917
+  _globals['_CONNECTRESPONSE']._serialized_start=919
+  _globals['_CONNECTRESPONSE']._serialized_end=1027
+  _globals['_CONNECTOPENED']._serialized_start=1029
+  _globals['_CONNECTOPENED']._serialized_end=1087
+  _globals['_EGRESSPROXYSERVICE']._serialized_start=1090
+  _globals['_EGRESSPROXYSERVICE']._serialized_end=1374
 # @@protoc_insertion_point(module_scope)

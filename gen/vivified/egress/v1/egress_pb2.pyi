@@ -176,3 +176,117 @@ class StreamFetchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
 Global___StreamFetchResponse: _TypeAlias = StreamFetchResponse  # noqa: Y015
+
+@_typing.final
+class ConnectRequest(_message.Message):
+    """ConnectRequest is one message of the plugin's side of a tunnel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """Bytes to send to the upstream, in order."""
+    @_builtins.property
+    def open(self) -> Global___ConnectOpen:
+        """The endpoint to connect to (first message only)."""
+
+    def __init__(
+        self,
+        *,
+        open: Global___ConnectOpen | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "open", b"open", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "open", b"open", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["open", "data"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+
+@_typing.final
+class ConnectOpen(_message.Message):
+    """ConnectOpen names the tunnel's endpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """Host name (or, for an endpoint the operator grants, an IP address)."""
+    port: _builtins.int
+    """TCP port, 1-65535."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Longest life of the tunnel; capped by the core's limit."""
+
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "port", b"port", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectOpen: _TypeAlias = ConnectOpen  # noqa: Y015
+
+@_typing.final
+class ConnectResponse(_message.Message):
+    """ConnectResponse is one message of the core's side of a tunnel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPENED_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """Bytes the upstream sent, in order."""
+    @_builtins.property
+    def opened(self) -> Global___ConnectOpened:
+        """The tunnel is connected (first message only)."""
+
+    def __init__(
+        self,
+        *,
+        opened: Global___ConnectOpened | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "opened", b"opened", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "opened", b"opened", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["opened", "data"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ConnectResponse: _TypeAlias = ConnectResponse  # noqa: Y015
+
+@_typing.final
+class ConnectOpened(_message.Message):
+    """ConnectOpened reports where the core connected."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOLVED_ADDRESS_FIELD_NUMBER: _builtins.int
+    resolved_address: _builtins.str
+    """The address the core connected to."""
+    def __init__(
+        self,
+        *,
+        resolved_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resolved_address", b"resolved_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectOpened: _TypeAlias = ConnectOpened  # noqa: Y015

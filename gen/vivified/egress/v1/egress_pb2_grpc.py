@@ -50,6 +50,11 @@ class EgressProxyServiceStub:
                 request_serializer=vivified_dot_egress_dot_v1_dot_egress__pb2.StreamFetchRequest.SerializeToString,
                 response_deserializer=vivified_dot_egress_dot_v1_dot_egress__pb2.StreamFetchResponse.FromString,
                 _registered_method=True)
+        self.Connect = channel.stream_stream(
+                '/vivified.egress.v1.EgressProxyService/Connect',
+                request_serializer=vivified_dot_egress_dot_v1_dot_egress__pb2.ConnectRequest.SerializeToString,
+                response_deserializer=vivified_dot_egress_dot_v1_dot_egress__pb2.ConnectResponse.FromString,
+                _registered_method=True)
 
 
 class EgressProxyServiceServicer:
@@ -81,6 +86,27 @@ class EgressProxyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Connect(self, request_iterator, context):
+        """Connect opens a TCP tunnel to a `host:port` that the plugin's approved
+        manifest lists under `security.allowed_tunnels` (or that the operator
+        grants it in the core's egress configuration), and moves bytes both ways
+        until either side closes. The first request names the endpoint; the core
+        resolves it, refuses the tunnel if any resolved address is not public
+        (unless the operator allows it), dials the checked address and answers
+        with `opened`; then each side sends `data`. The plugin half-closes by
+        ending its request stream; the core ends the response stream when the
+        upstream closes. TLS inside the tunnel (e.g. SMTP STARTTLS) is end to end
+        between the plugin and the server: the core only moves bytes.
+        Errors: INVALID_ARGUMENT (EGRESS_URL_INVALID, INVALID_REQUEST),
+        PERMISSION_DENIED (EGRESS_DENIED, why in ErrorInfo metadata),
+        RESOURCE_EXHAUSTED (EGRESS_TOO_LARGE, RATE_LIMITED, EGRESS_BUSY),
+        DEADLINE_EXCEEDED (EGRESS_TIMEOUT: connect, idle or total),
+        UNAVAILABLE (EGRESS_UPSTREAM_FAILED). Not idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EgressProxyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +119,11 @@ def add_EgressProxyServiceServicer_to_server(servicer, server):
                     servicer.StreamFetch,
                     request_deserializer=vivified_dot_egress_dot_v1_dot_egress__pb2.StreamFetchRequest.FromString,
                     response_serializer=vivified_dot_egress_dot_v1_dot_egress__pb2.StreamFetchResponse.SerializeToString,
+            ),
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=vivified_dot_egress_dot_v1_dot_egress__pb2.ConnectRequest.FromString,
+                    response_serializer=vivified_dot_egress_dot_v1_dot_egress__pb2.ConnectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -155,6 +186,33 @@ class EgressProxyService:
             '/vivified.egress.v1.EgressProxyService/StreamFetch',
             vivified_dot_egress_dot_v1_dot_egress__pb2.StreamFetchRequest.SerializeToString,
             vivified_dot_egress_dot_v1_dot_egress__pb2.StreamFetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vivified.egress.v1.EgressProxyService/Connect',
+            vivified_dot_egress_dot_v1_dot_egress__pb2.ConnectRequest.SerializeToString,
+            vivified_dot_egress_dot_v1_dot_egress__pb2.ConnectResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,23 @@ class EgressProxyServiceStub:
     the first message carries the head, the following ones body chunks.
     Errors: as Fetch.
     """
+    Connect: _grpc.StreamStreamMultiCallable[_egress_pb2.ConnectRequest, _egress_pb2.ConnectResponse]
+    """Connect opens a TCP tunnel to a `host:port` that the plugin's approved
+    manifest lists under `security.allowed_tunnels` (or that the operator
+    grants it in the core's egress configuration), and moves bytes both ways
+    until either side closes. The first request names the endpoint; the core
+    resolves it, refuses the tunnel if any resolved address is not public
+    (unless the operator allows it), dials the checked address and answers
+    with `opened`; then each side sends `data`. The plugin half-closes by
+    ending its request stream; the core ends the response stream when the
+    upstream closes. TLS inside the tunnel (e.g. SMTP STARTTLS) is end to end
+    between the plugin and the server: the core only moves bytes.
+    Errors: INVALID_ARGUMENT (EGRESS_URL_INVALID, INVALID_REQUEST),
+    PERMISSION_DENIED (EGRESS_DENIED, why in ErrorInfo metadata),
+    RESOURCE_EXHAUSTED (EGRESS_TOO_LARGE, RATE_LIMITED, EGRESS_BUSY),
+    DEADLINE_EXCEEDED (EGRESS_TIMEOUT: connect, idle or total),
+    UNAVAILABLE (EGRESS_UPSTREAM_FAILED). Not idempotent.
+    """
 
 @_typing.type_check_only
 class EgressProxyServiceAsyncStub(EgressProxyServiceStub):
@@ -74,6 +91,23 @@ class EgressProxyServiceAsyncStub(EgressProxyServiceStub):
     """StreamFetch performs one HTTP request and streams a large response body:
     the first message carries the head, the following ones body chunks.
     Errors: as Fetch.
+    """
+    Connect: _aio.StreamStreamMultiCallable[_egress_pb2.ConnectRequest, _egress_pb2.ConnectResponse]  # type: ignore[assignment]
+    """Connect opens a TCP tunnel to a `host:port` that the plugin's approved
+    manifest lists under `security.allowed_tunnels` (or that the operator
+    grants it in the core's egress configuration), and moves bytes both ways
+    until either side closes. The first request names the endpoint; the core
+    resolves it, refuses the tunnel if any resolved address is not public
+    (unless the operator allows it), dials the checked address and answers
+    with `opened`; then each side sends `data`. The plugin half-closes by
+    ending its request stream; the core ends the response stream when the
+    upstream closes. TLS inside the tunnel (e.g. SMTP STARTTLS) is end to end
+    between the plugin and the server: the core only moves bytes.
+    Errors: INVALID_ARGUMENT (EGRESS_URL_INVALID, INVALID_REQUEST),
+    PERMISSION_DENIED (EGRESS_DENIED, why in ErrorInfo metadata),
+    RESOURCE_EXHAUSTED (EGRESS_TOO_LARGE, RATE_LIMITED, EGRESS_BUSY),
+    DEADLINE_EXCEEDED (EGRESS_TIMEOUT: connect, idle or total),
+    UNAVAILABLE (EGRESS_UPSTREAM_FAILED). Not idempotent.
     """
 
 class EgressProxyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -107,6 +141,29 @@ class EgressProxyServiceServicer(metaclass=_abc_1.ABCMeta):
         """StreamFetch performs one HTTP request and streams a large response body:
         the first message carries the head, the following ones body chunks.
         Errors: as Fetch.
+        """
+
+    @_abc_1.abstractmethod
+    def Connect(
+        self,
+        request_iterator: _MaybeAsyncIterator[_egress_pb2.ConnectRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_egress_pb2.ConnectResponse], _abc.AsyncIterator[_egress_pb2.ConnectResponse]]:
+        """Connect opens a TCP tunnel to a `host:port` that the plugin's approved
+        manifest lists under `security.allowed_tunnels` (or that the operator
+        grants it in the core's egress configuration), and moves bytes both ways
+        until either side closes. The first request names the endpoint; the core
+        resolves it, refuses the tunnel if any resolved address is not public
+        (unless the operator allows it), dials the checked address and answers
+        with `opened`; then each side sends `data`. The plugin half-closes by
+        ending its request stream; the core ends the response stream when the
+        upstream closes. TLS inside the tunnel (e.g. SMTP STARTTLS) is end to end
+        between the plugin and the server: the core only moves bytes.
+        Errors: INVALID_ARGUMENT (EGRESS_URL_INVALID, INVALID_REQUEST),
+        PERMISSION_DENIED (EGRESS_DENIED, why in ErrorInfo metadata),
+        RESOURCE_EXHAUSTED (EGRESS_TOO_LARGE, RATE_LIMITED, EGRESS_BUSY),
+        DEADLINE_EXCEEDED (EGRESS_TIMEOUT: connect, idle or total),
+        UNAVAILABLE (EGRESS_UPSTREAM_FAILED). Not idempotent.
         """
 
 def add_EgressProxyServiceServicer_to_server(servicer: EgressProxyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

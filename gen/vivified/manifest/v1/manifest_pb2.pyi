@@ -247,6 +247,7 @@ class SecurityDeclaration(_message.Message):
 
     ALLOWED_DOMAINS_FIELD_NUMBER: _builtins.int
     ALLOWED_PORTS_FIELD_NUMBER: _builtins.int
+    ALLOWED_TUNNELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def allowed_domains(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """External hosts the plugin needs (exact host names or a one-label wildcard
@@ -258,15 +259,24 @@ class SecurityDeclaration(_message.Message):
     def allowed_ports(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """TCP ports the plugin may fetch on. Empty means 443 only."""
 
+    @_builtins.property
+    def allowed_tunnels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Endpoints the plugin may open a TCP tunnel to (`EgressProxyService.Connect`),
+        each `host:port`, e.g. `smtp.example.com:587`. The host follows the rules of
+        `allowed_domains` (exact name or one-label wildcard; no local, private or
+        IP-literal hosts); the port is 1-65535.
+        """
+
     def __init__(
         self,
         *,
         allowed_domains: _abc.Iterable[_builtins.str] | None = ...,
         allowed_ports: _abc.Iterable[_builtins.int] | None = ...,
+        allowed_tunnels: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_domains", b"allowed_domains", "allowed_ports", b"allowed_ports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_domains", b"allowed_domains", "allowed_ports", b"allowed_ports", "allowed_tunnels", b"allowed_tunnels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

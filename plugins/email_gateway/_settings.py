@@ -1,0 +1,66 @@
+"""The gateway's SMTP settings, read from the core's plugin configuration
+(`runtime.config()` / `watch_config()`), never from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+TLS_MODES = ("auto", "starttls", "tls", "none")
+
+
+class SettingsProblem(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where and how to send. `password` is kept out of `repr`."""
+
+    host: str
+    port: int
+    sender: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls: str = "auto"
+    ca_pem: str = field(default="", repr=False)
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    retry_backoff_seconds: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, str], missing: tuple[str, ...] = ()) -> SmtpSettings:
+        """Settings from a `PluginConfig`; SettingsProblem naming the first bad key."""
+        if missing:
+            raise SettingsProblem(f"not configured yet: {', '.join(missing)}")
+        tls = config.get("smtp_tls", "auto")
+        if tls not in TLS_MODES:
+            raise SettingsProblem(f"smtp_tls must be one of {', '.join(TLS_MODES)}")
+        if config.get("smtp_username") and not config.get("smtp_password"):
+            raise SettingsProblem("smtp_username is set without smtp_password")
+
+        def positive(key: str, default: str) -> int:
+            value = int(config.get(key, default))
+            if value < 1:
+                raise SettingsProblem(f"{key} must be at least 1")
+            return value
+
+        port = positive("smtp_port", "587")
+        if port > 65535:
+            raise SettingsProblem("smtp_port must be 1-65535")
+        return cls(
+            host=config["smtp_host"],
+            port=port,
+            sender=config["smtp_sender"],
+            username=config.get("smtp_username", ""),
+            password=config.get("smtp_password", ""),
+            tls=tls,
+            ca_pem=config.get("smtp_ca_pem", ""),
+            timeout_seconds=float(positive("smtp_timeout_seconds", "30")),
+            max_attempts=positive("max_attempts", "5"),
+            retry_backoff_seconds=positive("retry_backoff_ms", "1000") / 1000,
+        )
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before attempt number `attempt` (2, 3, ...)."""
+        return 0.0 if attempt < 2 else min(self.retry_backoff_seconds * 2 ** (attempt - 2), 60.0)
