@@ -7,8 +7,9 @@ import pathlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
+from google.protobuf.message import Message
 from vivified.core.audit import AuditLog
-from vivified.core.chain import Principal, RateLimitConfig, TokenBuckets
+from vivified.core.chain import Principal, RateLimitConfig, TokenBuckets, current_call
 from vivified.core.clock import Clock
 from vivified.core.events._admin import EventAdminService
 from vivified.core.events._config import EventsConfig
@@ -69,7 +70,7 @@ class EventBus:
     ) -> None:
         self.store = store
         stamper = EnvelopeStamper(clock)
-        publisher = Publisher(
+        publisher = self._publisher = Publisher(
             store=store,
             stamper=stamper,
             buckets=TokenBuckets(lambda: _publish_limit(config()), clock),
@@ -102,6 +103,13 @@ class EventBus:
             on_lost=metrics.on_events_lost,
             on_dead_letters_dropped=metrics.on_dead_letters_dropped,
         )
+
+    async def publish_core(self, payload: Message) -> None:
+        """Publish a canonical event as the core (source `core`): stored and
+        audited by the same path as a plugin's, under the trace of the call
+        being served. Raises Unavailable when the store cannot take it."""
+        call = current_call()
+        await self._publisher.publish_core(payload, call.trace_id if call is not None else "")
 
     async def start(self) -> None:
         """Open the store (raises Unavailable when it cannot be reached) and start housekeeping."""

@@ -55,8 +55,12 @@ class Rig:
 def _rig(tmp: pathlib.Path, config: IdentityConfig | None = None) -> Rig:
     clock = ManualClock()
     engine = create_engine_for(sqlite_url(tmp / "db.sqlite"))
+    async def publish(event: object) -> None:  # these tests look at sign-in only, not at the events
+        return None
+
     identity = build_identity(
-        engine=engine, clock=clock, data_dir=tmp, config=config or IdentityConfig(), traits=TraitCatalogue.load_default()
+        engine=engine, clock=clock, data_dir=tmp, config=config or IdentityConfig(), traits=TraitCatalogue.load_default(),
+        publish=publish,
     )
     return Rig(clock, identity)
 
