@@ -6,6 +6,7 @@
     vivified audit verify|tail|query
     vivified events subscriptions [delete SUB --reason R] | dlq list|replay
     vivified db upgrade [--app-role ROLE]
+    vivified manifest validate FILE [--json]
     vivified users create-admin --username U [--password-file F] | create --username U --role R | list | roles
     vivified config show [--config FILE] [core flags]
     vivified config plugin get|set|history PLUGIN [KEY VALUE] --reason R
@@ -29,6 +30,7 @@ from vivified.core.cli import (
     _core_settings_cmd,
     _db_cmd,
     _events_cmd,
+    _manifest_cmd,
     _plugin_config_cmd,
     _plugins_cmd,
     _users_cmd,
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _events_cmd.add_parser(sub)
     _db_cmd.add_parser(sub)
     _users_cmd.add_parser(sub)
+    _manifest_cmd.add_parser(sub)
     _config_cmd.add_parser(sub)
     _bench.add_parser(sub)
     return parser
@@ -90,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_events_cmd.run(args, environ, out))
         elif args.command == "audit":
             code = _audit_cmd.run(args, environ, out)
+        elif args.command == "manifest":
+            code = _manifest_cmd.run(args, out)
         elif args.command == "db":
             code = _db_cmd.run(args, environ, lambda line: print(line, flush=True))
         elif args.command == "config" and args.verb == "core":
