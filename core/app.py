@@ -24,6 +24,7 @@ import grpc
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from google.protobuf.message import Message
 from grpc_health.v1 import health
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
@@ -334,6 +335,7 @@ class Core:
         identity = build_identity(
             engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue,
             announce_break_glass=self._announce_break_glass,
+            publish=self._publish_core_event,
         )
 
         # Plugin configuration: secret values are sealed under the secrets key;
@@ -481,6 +483,12 @@ class Core:
         self._write_run_file(self.running)
         _log.info("core listening: mTLS %s, bootstrap %s", self.running.listen_address, self.running.bootstrap_address)
         return self.running
+
+    async def _publish_core_event(self, payload: Message) -> None:
+        """The core's own events (identity's UserCreated/UserUpdated) go through the event bus."""
+        if self._events is None:
+            raise Unavailable("the event bus is not running", reason="EVENT_STORE_UNAVAILABLE", domain="vivified.events")
+        await self._events.publish_core(payload)
 
     def _write_run_file(self, running: RunningCore) -> None:
         path = run_file(self.config.data_dir)

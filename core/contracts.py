@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
 from vivified.communication.v1 import communication_pb2
+from vivified.directory.v1 import directory_pb2
 from vivified.identity.v1 import identity_plugin_pb2
 from vivified.storage.v1 import storage_pb2
 
-_FILES = (communication_pb2, storage_pb2, identity_plugin_pb2)
+_FILES = (communication_pb2, storage_pb2, identity_plugin_pb2, directory_pb2)
 CONTRACT_SERVICES: dict[str, ServiceDescriptor] = {
     service.full_name: service for module in _FILES for service in module.DESCRIPTOR.services_by_name.values()
 }

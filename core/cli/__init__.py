@@ -8,7 +8,7 @@
     vivified audit verify|tail|query
     vivified events subscriptions [delete SUB --reason R] | dlq list|replay
     vivified db upgrade [--app-role ROLE]
-    vivified users create-admin --username U [--password-file F] | list | roles
+    vivified users create-admin --username U [--password-file F] | create --username U --role R | list | roles
     vivified config show [--config FILE] [core flags]
     vivified config plugin get|set|history PLUGIN [KEY VALUE] --reason R
     vivified config core list|set KEY VALUE|unset KEY|history --reason R

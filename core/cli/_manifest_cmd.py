@@ -1,6 +1,8 @@
-"""`vivified manifest validate FILE [--json]`: check a manifest offline with the
-very parser and validator the core runs at approval (same messages, same
-reasons). Exit 0 when valid, 1 naming the field of the first problem."""
+"""`vivified manifest validate FILE [--json]`: check a plugin manifest offline
+with exactly the checks the core runs when an operator approves it (parse,
+unknown fields, `validate_manifest` against the default trait catalogue), so
+the messages and reasons are the core's own. Exit 0 when it would be
+accepted, 1 on the first problem, whose message names the field."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import pathlib
 import re
 
 from vivified.core.errors import VivifiedError
-from vivified.core.manifest import load_manifest_file, manifest_sha256, validate_manifest
+from vivified.core.manifest import load_manifest_file, manifest_sha256, reject_unknown_fields, validate_manifest
 from vivified.core.traits import TraitCatalogue
+
+_FIELD = re.compile(r"^([a-z_]+(?:\[[0-9]+\])?(?:\.[a-z_]+(?:\[[0-9]+\])?)*):")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,38 +23,35 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     verbs = manifest.add_subparsers(dest="verb", required=True)
     validate = verbs.add_parser(
         "validate",
-        help="check a manifest exactly as the core does at approval",
-        description="Parse and validate a plugin manifest (YAML or JSON) with the core's own rules, "
-        "without a running core. Exit 0 when it is valid, 1 with the offending field otherwise.",
+        help="check a manifest as the core does at approval (exit 1 on a problem)",
+        description="Check a plugin manifest (YAML or JSON) offline with the validator the core runs when an "
+        "operator approves it: same messages, same reasons. Exits 1 on the first problem, naming the field.",
     )
-    validate.add_argument("manifest", type=pathlib.Path, help="path to the plugin's manifest.yaml or .json")
-    validate.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    validate.add_argument("file", type=pathlib.Path, metavar="FILE", help="the manifest, e.g. plugins/x/manifest.yaml")
+    validate.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-_FIELD = re.compile(r"[a-z_][a-z0-9_]*(?:\[[0-9]+\])?(?:\.[a-z_][a-z0-9_]*(?:\[[0-9]+\])?)*")
-
-
-def _field(message: str) -> str:
-    """The key a validator message starts with (`security.allowed_tunnels: ...`), or ""."""
-    head, colon, _ = message.partition(": ")
-    return head if colon and _FIELD.fullmatch(head) else ""
+def check(path: pathlib.Path, catalogue: TraitCatalogue) -> dict[str, str | bool]:
+    """The verdict on one manifest file, as printed with --json."""
+    try:
+        manifest = load_manifest_file(path)
+        reject_unknown_fields(manifest)
+        validate_manifest(manifest, catalogue)
+    except VivifiedError as error:
+        found = _FIELD.match(error.message)
+        return {
+            "file": str(path), "valid": False, "code": error.code.name, "reason": error.reason,
+            "domain": error.domain, "field": found[1] if found else "", "message": error.message,
+        }
+    return {"file": str(path), "valid": True, "plugin_id": manifest.id, "manifest_sha256": manifest_sha256(manifest)}
 
 
 def run(args: argparse.Namespace, out: list[str]) -> int:
-    try:
-        manifest = load_manifest_file(args.manifest)
-        validate_manifest(manifest, TraitCatalogue.load_default())
-    except VivifiedError as exc:
-        if args.json:
-            out.append(json.dumps({"valid": False, "file": str(args.manifest), "reason": exc.reason,
-                                   "field": _field(exc.message), "message": exc.message}))
-        else:
-            out.append(f"{args.manifest}: invalid [{exc.reason}] {exc.message}")
-        return 1
-    digest = manifest_sha256(manifest)
+    verdict = check(args.file, TraitCatalogue.load_default())
     if args.json:
-        out.append(json.dumps({"valid": True, "file": str(args.manifest), "plugin_id": manifest.id,
-                               "version": manifest.version, "manifest_sha256": digest}))
+        out.append(json.dumps(verdict, indent=2))
+    elif verdict["valid"]:
+        out.append(f"{args.file}: valid manifest for {verdict['plugin_id']} (sha256 {verdict['manifest_sha256']})")
     else:
-        out.append(f"{args.manifest}: valid: {manifest.id} {manifest.version} (sha256 {digest})")
-    return 0
+        out.append(f"{args.file}: {verdict['message']} [{verdict['reason']}]")
+    return 0 if verdict["valid"] else 1

@@ -1,5 +1,5 @@
 """`vivified users create-admin`: create the first administrator on the data dir
-(`vivified users list|roles` ask a running core: `_users_remote`).
+(`vivified users create|list|roles` ask a running core: `_users_remote`).
 
 It works on the database directly (the core may be stopped), so the first
 admin can exist before anyone can sign in. There is no default password: it
@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import pathlib
 from collections.abc import Mapping
 
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
-from vivified.core.cli._client import ClientError
 from vivified.core.cli._settings import data_dir
-from vivified.core.cli._users_remote import REMOTE_VERBS, add_verbs
+from vivified.core.cli._users_remote import REMOTE_VERBS, add_verbs, read_password
 from vivified.core.cli._users_remote import run as run_remote
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.identity import IdentityConfig, user_admin
 from vivified.core.traits import TraitCatalogue
-
-_MAX_PASSWORD_FILE = 4096
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,26 +35,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--password-file", type=pathlib.Path, metavar="FILE", help="read the password from FILE (else prompt twice)"
     )
     add_verbs(verbs)
-
-
-def _password(path: pathlib.Path | None) -> str:
-    if path is not None:
-        try:
-            with path.open("rb") as handle:
-                raw = handle.read(_MAX_PASSWORD_FILE + 1)
-        except OSError as exc:
-            raise ClientError(f"cannot read {path}: {exc.strerror}") from None
-        if len(raw) > _MAX_PASSWORD_FILE:
-            raise ClientError(f"{path} is larger than {_MAX_PASSWORD_FILE} bytes")
-        return raw.decode("utf-8").rstrip("\r\n")
-    try:
-        first = getpass.getpass("password: ")
-        again = getpass.getpass("again: ")
-    except EOFError:
-        raise ClientError("no password given; type it when asked or pass --password-file") from None
-    if again != first:
-        raise ClientError("the passwords differ")
-    return first
 
 
 async def _audit(directory: pathlib.Path, engine: object, user_id: str, username: str, shared: bool) -> None:
@@ -95,7 +71,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
     directory = data_dir(args, environ)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = args.database_url or environ.get("VIVIFIED_DATABASE_URL") or sqlite_url(directory / "vivified.db")
-    password = _password(args.password_file)
+    password = read_password(args.password_file)
     engine = create_engine_for(url)
     try:
         admin = user_admin(engine, SystemClock(), IdentityConfig(), TraitCatalogue.load_default())

@@ -1,10 +1,18 @@
-"""`vivified users list|roles` against a running core, as the local operator
-or, with `VIVIFIED_API_KEY`, as the key's user (`list` needs `user_manager`,
-`roles` needs `viewer`)."""
+"""`vivified users create|list|roles` against a running core, as the local
+operator or, with `VIVIFIED_API_KEY`, as the key's user (`create` and `list`
+need `user_manager`, `roles` needs `viewer`).
+
+`create` without `--password-file` invites the person: the core issues a
+one-time activation token and publishes `UserCreated`, whose CONFIDENTIAL
+token field only a subscriber granted `handles_confidential` (the email
+gateway) receives. The command does not print the token unless asked
+(`--print-activation-token`), for operators who hand it over themselves."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import pathlib
 from collections.abc import Mapping
 
 import grpc
@@ -12,27 +20,88 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from vivified.admin.v1 import access_catalogue_pb2 as access_pb
 from vivified.admin.v1 import access_catalogue_pb2_grpc
-from vivified.core.cli._client import core_target, describe, open_channel
+from vivified.core.cli._client import ClientError, core_target, describe, open_channel
 from vivified.core.cli._settings import data_dir
 from vivified.identity.v1 import user_admin_pb2 as users_pb
 from vivified.identity.v1 import user_admin_pb2_grpc
 
-REMOTE_VERBS = frozenset({"list", "roles"})
+REMOTE_VERBS = frozenset({"create", "list", "roles"})
+_MAX_PASSWORD_FILE = 4096
+
+
+def read_password(path: pathlib.Path | None) -> str:
+    """The password from `path` (first line), else asked twice without echo."""
+    if path is not None:
+        try:
+            with path.open("rb") as handle:
+                raw = handle.read(_MAX_PASSWORD_FILE + 1)
+        except OSError as exc:
+            raise ClientError(f"cannot read {path}: {exc.strerror}") from None
+        if len(raw) > _MAX_PASSWORD_FILE:
+            raise ClientError(f"{path} is larger than {_MAX_PASSWORD_FILE} bytes")
+        return raw.decode("utf-8").rstrip("\r\n")
+    try:
+        first = getpass.getpass("password: ")
+        again = getpass.getpass("again: ")
+    except EOFError:
+        raise ClientError("no password given; type it when asked or pass --password-file") from None
+    if again != first:
+        raise ClientError("the passwords differ")
+    return first
+
+
+def _remote_flags(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--core", metavar="HOST:PORT", help="core address (default: from the data dir)")
+    cmd.add_argument("--json", action="store_true", help="print JSON")
 
 
 def add_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    create = verbs.add_parser(
+        "create",
+        help="create a user on a running core (needs user_manager); without --password-file the user is invited",
+        description="Create a user on a running core, as the local operator or as the user of VIVIFIED_API_KEY "
+        "(who needs user_manager). Without --password-file the account is invited: the core issues a one-time "
+        "activation token, redeemed with AuthService.ActivateAccount, and publishes UserCreated.",
+    )
+    create.add_argument("--username", required=True, help="login name (a-z, 0-9, '.', '_', '-', '@')")
+    create.add_argument("--email", default="", help="email address (the welcome mail goes there)")
+    create.add_argument("--display-name", default="", help="name to show, e.g. \"Ada L\"")
+    create.add_argument(
+        "--role", action="append", required=True, dest="roles", metavar="ROLE",
+        help="role to grant (repeatable); `vivified users roles` lists them",
+    )
+    create.add_argument(
+        "--password-file", type=pathlib.Path, metavar="FILE",
+        help="set this initial password (first line of FILE) instead of inviting",
+    )
+    create.add_argument(
+        "--print-activation-token", action="store_true",
+        help="print the invited user's activation token (it is a credential: hand it over privately)",
+    )
+    _remote_flags(create)
     for verb, text in (("list", "list users (needs user_manager)"),
                        ("roles", "list roles, their traits and whether MFA is required")):
-        cmd = verbs.add_parser(verb, help=f"{text}, on a running core")
-        cmd.add_argument("--core", metavar="HOST:PORT", help="core address (default: from the data dir)")
-        cmd.add_argument("--json", action="store_true", help="print JSON")
+        _remote_flags(verbs.add_parser(verb, help=f"{text}, on a running core"))
+
+
+def _create_request(args: argparse.Namespace) -> users_pb.CreateUserRequest:
+    return users_pb.CreateUserRequest(
+        username=args.username,
+        password=read_password(args.password_file) if args.password_file is not None else "",
+        roles=args.roles,
+        email=args.email,
+        display_name=args.display_name,
+    )
 
 
 async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -> int:
+    request = _create_request(args) if args.verb == "create" else None
     async with open_channel(core_target(data_dir(args, environ), environ, args.core)) as channel:
         try:
             reply: Message
-            if args.verb == "list":
+            if request is not None:
+                reply = await user_admin_pb2_grpc.UserAdminServiceStub(channel).CreateUser(request, timeout=30)
+            elif args.verb == "list":
                 stub = user_admin_pb2_grpc.UserAdminServiceStub(channel)
                 reply, token = users_pb.ListUsersResponse(), ""
                 while True:
@@ -47,12 +116,23 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
                 )
         except grpc.aio.AioRpcError as err:
             raise describe(err) from None
+    if isinstance(reply, users_pb.CreateUserResponse) and not args.print_activation_token:
+        reply.ClearField("activation_token")
     if args.json:
         out.append(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+    elif isinstance(reply, users_pb.CreateUserResponse):
+        user = reply.user
+        state = "invited (activation pending)" if user.invited else "active"
+        out.append(f"created {user.username!r} ({user.user_id}), roles {','.join(user.roles)}: {state}")
+        if user.invited:
+            out.append(f"activation token expires {reply.activation_expire_time.ToJsonString()}")
+        if reply.activation_token:
+            out.append(f"activation token: {reply.activation_token}")
     elif isinstance(reply, users_pb.ListUsersResponse):
         out.append(f"{'USER':28} {'USERNAME':24} {'STATE':9} ROLES")
         out.extend(
-            f"{u.user_id:28} {u.username:24} {'disabled' if u.disabled else 'active':9} {','.join(u.roles)}"
+            f"{u.user_id:28} {u.username:24} "
+            f"{'disabled' if u.disabled else 'invited' if u.invited else 'active':9} {','.join(u.roles)}"
             for u in reply.users
         )
     elif isinstance(reply, access_pb.ListRolesResponse):

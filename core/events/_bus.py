@@ -10,7 +10,7 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from vivified.core.audit import AuditLog
-from vivified.core.chain import Principal, RateLimitConfig, TokenBuckets
+from vivified.core.chain import Principal, RateLimitConfig, TokenBuckets, current_call
 from vivified.core.clock import Clock
 from vivified.core.events._admin import EventAdminService
 from vivified.core.events._config import EventsConfig
@@ -71,7 +71,7 @@ class EventBus:
     ) -> None:
         self.store = store
         stamper = self._stamper = EnvelopeStamper(clock)
-        publisher = Publisher(
+        publisher = self._publisher = Publisher(
             store=store,
             stamper=stamper,
             buckets=TokenBuckets(lambda: _publish_limit(config()), clock),
@@ -111,6 +111,13 @@ class EventBus:
         `SecurityAlert` raised outside the bus; returns once it is durable.
         The caller audits it."""
         await self.store.append([self._stamper.core_event(event_id, payload)])
+
+    async def publish_core(self, payload: Message) -> None:
+        """Publish a canonical event as the core (source `core`): stored and
+        audited by the same path as a plugin's, under the trace of the call
+        being served. Raises Unavailable when the store cannot take it."""
+        call = current_call()
+        await self._publisher.publish_core(payload, call.trace_id if call is not None else "")
 
     async def start(self) -> None:
         """Open the store (raises Unavailable when it cannot be reached) and start housekeeping."""

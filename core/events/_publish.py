@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
+
+from google.protobuf.message import Message
 
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain import TokenBuckets
@@ -78,6 +81,32 @@ class Publisher:
             *(self._audit.append(_record(plugin_id, event, outcome, trace_id)) for event, outcome in zip(events, outcomes, strict=True))
         )
         return outcomes
+
+    async def publish_core(self, payload: Message, trace_id: str) -> Appended:
+        """Store one event the core itself publishes (source `core`, e.g. a
+        `UserCreated` after an administrator created a user) and write its one
+        `event.publish` audit record, as for a plugin's event. Raises
+        Unavailable when the store cannot take it (nothing is then audited as stored)."""
+        event = self._stamper.core_event(f"core-{uuid.uuid4().hex}", payload)
+        try:
+            (result,) = await self._store.append([event])
+        except Unavailable as exc:
+            await self._audit.append(_core_record(event.event_type, event.event_id, exc, trace_id))
+            raise
+        await self._audit.append(_core_record(event.event_type, event.event_id, result, trace_id))
+        return result
+
+
+def _core_record(event_type: str, event_id: str, outcome: Appended | VivifiedError, trace_id: str) -> AuditRecord:
+    if isinstance(outcome, VivifiedError):
+        return AuditRecord(
+            actor="core:core", action="event.publish", resource=f"event/{event_type}", decision="allow",
+            reason=outcome.reason, outcome=outcome.code.name, trace_id=trace_id, detail={"event_id": event_id},
+        )
+    return AuditRecord(
+        actor="core:core", action="event.publish", resource=f"event/{event_type}", trace_id=trace_id,
+        detail={"event_id": event_id, "position": outcome.position, "duplicate": str(outcome.duplicate).lower()},
+    )
 
 
 def _record(plugin_id: str, event: Event, outcome: Appended | VivifiedError, trace_id: str) -> AuditRecord:

@@ -2,7 +2,8 @@
 sessions with signed access tokens and rotating refresh tokens.
 
 - `build_identity` assembles `AuthService`, `UserAdminService` and the chain's
-  bearer-token check (`Identity.principal`) for a core.
+  bearer-token check (`Identity.principal`) for a core; `UserEvents` publishes
+  `UserCreated`/`UserUpdated` through the callable the core wires in.
 - `user_admin` gives the CLI validated user creation on the data dir.
 - `Delegations` carries a user's identity through plugins (delegation tokens).
 - `ApiKeyService` issues scoped API keys for automation (`x-api-key` metadata).
@@ -59,6 +60,7 @@ from vivified.core.identity._tokens import (
     TokenSigner,
 )
 from vivified.core.identity._totp import hotp, match_step, provisioning_uri, totp
+from vivified.core.identity._user_events import PublishEvent, UserEvents
 from vivified.core.identity._users import Lockout, UserRecord, UserStore
 from vivified.core.identity._wiring import (
     Identity,
@@ -92,6 +94,7 @@ __all__ = [
     "Lockout",
     "PasswordHasher",
     "PasswordParams",
+    "PublishEvent",
     "Sessions",
     "SigningKey",
     "TokenError",
@@ -100,6 +103,7 @@ __all__ = [
     "Tokens",
     "UserAdmin",
     "UserAdminService",
+    "UserEvents",
     "UserRecord",
     "UserSession",
     "UserStore",

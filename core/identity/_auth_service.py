@@ -5,6 +5,14 @@ Login answers an unknown user, a wrong password, a disabled user and a locked
 account identically (UNAUTHENTICATED, LOGIN_FAILED, same message), and spends
 the same Argon2id time on each (an unknown user is checked against a dummy
 hash); only the audit record says which it was (ASVS 6.3.8, SECURITY B10).
+An invited account (no password yet) fails Login the same way.
+
+ActivateAccount redeems an invited account's one-time activation token and
+sets its first password; an unknown, used or expired token gets one answer
+(UNAUTHENTICATED, ACTIVATION_TOKEN_INVALID), the audit record says which.
+The new password is hashed before the token is looked up, so each answer
+costs the same. It signs nobody in: the first Login applies the role's MFA
+rules as for everyone. The core then publishes `UserUpdated` (`activated`).
 """
 
 from __future__ import annotations
@@ -26,13 +34,15 @@ from vivified.core.identity._secret_box import SecretBox
 from vivified.core.identity._sessions import Sessions, Tokens
 from vivified.core.identity._tokens import MFA_TYPE, TokenSigner
 from vivified.core.identity._totp import encode_secret, new_secret, provisioning_uri
-from vivified.core.identity._users import Lockout, UserRecord, UserStore, not_found
+from vivified.core.identity._user_events import UserEvents
+from vivified.core.identity._users import Lockout, UserRecord, UserStore, code_sha256, not_found
 from vivified.core.traits import RoleCatalogue
 from vivified.identity.v1 import auth_pb2 as pb
 from vivified.identity.v1 import auth_pb2_grpc
 
 _DOMAIN = "vivified.identity"
 MAX_USERNAME_CHARS = 64
+MAX_ACTIVATION_TOKEN_CHARS = 256
 _VERIFY, _ENROLL = "verify", "enroll"
 
 
@@ -40,6 +50,14 @@ def _login_failed() -> Unauthenticated:
     return Unauthenticated(
         "the username or password is wrong, or the account is disabled or temporarily locked",
         reason="LOGIN_FAILED",
+        domain=_DOMAIN,
+    )
+
+
+def _activation_invalid() -> Unauthenticated:
+    return Unauthenticated(
+        "the activation token is not valid: it is unknown, was already used or has expired; ask for a new invitation",
+        reason="ACTIVATION_TOKEN_INVALID",
         domain=_DOMAIN,
     )
 
@@ -76,8 +94,10 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         roles: RoleCatalogue,
         config: IdentityConfig,
         box: SecretBox,
+        events: UserEvents,
     ) -> None:
         self._box = box
+        self._events = events
         self._store = store
         self._hasher = hasher
         self._sessions = sessions
@@ -103,9 +123,13 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             raise _login_failed()
         annotate(user_id=user.user_id)
         allowed = await self._store.take_attempt(user.user_id, self._lockout, mfa=False)
-        ok = await self._hasher.verify(request.password, user.password_hash)
+        # An invited user has no password: checked against the dummy hash, same cost.
+        ok = await self._hasher.verify(request.password, None if user.invited else user.password_hash)
         if not allowed:
             annotate(why="locked")
+            raise _login_failed()
+        if user.invited:
+            annotate(why="invited")
             raise _login_failed()
         if not ok:
             annotate(why="wrong_password")
@@ -221,3 +245,20 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         if via_login:
             response.tokens.CopyFrom(tokens_message(await self._sessions.start(user)))
         return response
+
+    async def ActivateAccount(
+        self, request: pb.ActivateAccountRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ActivateAccountResponse:
+        check_new_password(request.new_password)
+        token = request.activation_token
+        password_hash = await self._hasher.hash(request.new_password)
+        if not token or len(token) > MAX_ACTIVATION_TOKEN_CHARS:
+            annotate(why="malformed")
+            raise _activation_invalid()
+        outcome, user = await self._store.redeem_activation(code_sha256(token), password_hash)
+        if user is None:
+            annotate(why=outcome)
+            raise _activation_invalid()
+        annotate(resource=f"user/{user.user_id}", user_id=user.user_id)
+        await self._events.updated(user, ["activated"])
+        return pb.ActivateAccountResponse(user_id=user.user_id, username=user.username)

@@ -44,6 +44,8 @@ class IdentityConfig:
     delegation_token_seconds: int = 60
     """Lifetime of the delegation token the core gives a plugin acting for a
     user; each hop through the core gets a fresh one for its next target."""
+    activation_token_seconds: int = 24 * 3600
+    """How long an invited user's one-time activation token works (a day)."""
     leeway_seconds: int = 30
     """Clock skew tolerated on exp, nbf and iat."""
     session_idle_seconds: int = 900
@@ -82,6 +84,8 @@ class IdentityConfig:
             raise ValueError("access_token_seconds must be between 60 and 3600")
         if not 5 <= self.delegation_token_seconds <= 300:
             raise ValueError("delegation_token_seconds must be between 5 and 300")
+        if not 300 <= self.activation_token_seconds <= 7 * 24 * 3600:
+            raise ValueError("activation_token_seconds must be between 300 and 604800 (7 days)")
         if self.lockout_threshold < 1 or self.mfa_lockout_threshold < 1:
             raise ValueError("lockout thresholds must be at least 1")
         if not 0 <= self.leeway_seconds <= 120:

@@ -1,6 +1,6 @@
 """Tables of user identity. Times are integer epoch seconds (UTC). Secrets are
 stored only as hashes (passwords: Argon2id; refresh tokens and backup codes:
-SHA-256 of 256/80-bit random values), except the TOTP secret, which the core
+SHA-256 of 256/80-bit random values; activation tokens: SHA-256 of 256-bit random values), except the TOTP secret, which the core
 must read back to check codes: it is sealed with AES-256-GCM under a key file
 outside the database (`_secret_box`)."""
 
@@ -28,6 +28,13 @@ users_table = sa.Table(
     sa.Column("mfa_lockout_level", sa.Integer, nullable=False, default=0),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # Added by migration 0006: onboarding. An invited user has no usable
+    # password until it redeems its activation token (kept only as SHA-256).
+    sa.Column("email", sa.String(254), nullable=True),
+    sa.Column("display_name", sa.String(128), nullable=True),
+    sa.Column("invited", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Column("activation_sha256", sa.String(64), nullable=True, index=True, unique=True),
+    sa.Column("activation_expires_at", sa.BigInteger, nullable=True),
 )
 
 user_sessions_table = sa.Table(

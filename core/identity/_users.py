@@ -6,6 +6,7 @@ Each method runs its SQL on a worker thread and commits before returning."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import secrets
@@ -48,6 +49,11 @@ class UserRecord:
     mfa_lockout_level: int
     created_at: int
     updated_at: int
+    email: str | None = None
+    display_name: str | None = None
+    invited: bool = False
+    activation_sha256: str | None = None
+    activation_expires_at: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> UserRecord:
@@ -120,14 +126,28 @@ class UserStore:
 
         return await asyncio.to_thread(work)
 
-    def create_now(self, username: str, password_hash: str, roles: tuple[str, ...]) -> UserRecord:
-        """Insert a user (the CLI calls this without an event loop)."""
+    def create_now(
+        self,
+        username: str,
+        password_hash: str,
+        roles: tuple[str, ...],
+        *,
+        email: str | None = None,
+        display_name: str | None = None,
+        activation: tuple[str, int] | None = None,
+    ) -> UserRecord:
+        """Insert a user (the CLI calls this without an event loop). With
+        `activation` (token SHA-256, expiry) the user is invited: it has no
+        usable password until it redeems the token."""
         now = self.now()
         row = {
             "user_id": "usr_" + secrets.token_hex(12), "username": username, "password_hash": password_hash,
             "roles": json.dumps(sorted(roles)), "disabled": False, "mfa_secret": None, "mfa_pending_secret": None,
             "mfa_last_step": 0, "failed_logins": 0, "locked_until": 0, "lockout_level": 0, "mfa_failures": 0,
             "mfa_locked_until": 0, "mfa_lockout_level": 0, "created_at": now, "updated_at": now,
+            "email": email, "display_name": display_name, "invited": activation is not None,
+            "activation_sha256": activation[0] if activation else None,
+            "activation_expires_at": activation[1] if activation else None,
         }
         try:
             with self._engine.begin() as conn:
@@ -136,8 +156,52 @@ class UserStore:
             raise AlreadyExists(f"username {username!r} is taken", reason="USER_ALREADY_EXISTS", domain=_DOMAIN) from None
         return UserRecord(**{**row, "roles": tuple(sorted(roles))})  # type: ignore[arg-type]
 
-    async def create(self, username: str, password_hash: str, roles: tuple[str, ...]) -> UserRecord:
-        return await asyncio.to_thread(self.create_now, username, password_hash, roles)
+    async def create(
+        self,
+        username: str,
+        password_hash: str,
+        roles: tuple[str, ...],
+        *,
+        email: str | None = None,
+        display_name: str | None = None,
+        activation: tuple[str, int] | None = None,
+    ) -> UserRecord:
+        return await asyncio.to_thread(
+            functools.partial(
+                self.create_now, username, password_hash, roles,
+                email=email, display_name=display_name, activation=activation,
+            )
+        )
+
+    async def redeem_activation(self, token_sha256: str, password_hash: str) -> tuple[str, UserRecord | None]:
+        """Spend an activation token once, setting the first password, in one
+        conditional UPDATE (two concurrent redemptions: one wins). Returns
+        ("ok", user), or (why, None) with why `unknown`, `used`, `expired`
+        or `disabled` (for the audit record; the caller answers all alike).
+        The hash stays after use, so a second try is told apart as `used`."""
+        c, now = users_table.c, self.now()
+
+        def write(conn: sa.Connection) -> tuple[str, UserRecord | None]:
+            changed = conn.execute(
+                users_table.update()
+                .where(
+                    c.activation_sha256 == token_sha256,
+                    c.invited.is_(True),
+                    c.disabled.is_(False),
+                    c.activation_expires_at > now,
+                )
+                .values(password_hash=password_hash, invited=False, activation_expires_at=None, updated_at=now)
+            ).rowcount
+            row = conn.execute(sa.select(users_table).where(c.activation_sha256 == token_sha256)).first()
+            if changed == 1 and row is not None:
+                return "ok", UserRecord.from_row(row)
+            if row is None:
+                return "unknown", None
+            if not row.invited:
+                return "used", None
+            return ("disabled" if row.disabled else "expired"), None
+
+        return await self._run(write)
 
     async def by_username(self, username: str) -> UserRecord | None:
         def read(conn: sa.Connection) -> UserRecord | None:

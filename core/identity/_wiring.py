@@ -22,6 +22,7 @@ from vivified.core.identity._passwords import PasswordHasher
 from vivified.core.identity._secret_box import SecretBox
 from vivified.core.identity._sessions import Sessions
 from vivified.core.identity._tokens import TokenSigner
+from vivified.core.identity._user_events import PublishEvent, UserEvents
 from vivified.core.identity._users import UserStore
 from vivified.core.traits import RoleCatalogue, TraitCatalogue
 
@@ -41,6 +42,7 @@ def user_admin(engine: sa.Engine, clock: Clock, config: IdentityConfig, traits: 
         PasswordHasher(config.password, config.max_concurrent_hashes),
         RoleCatalogue.load_default(traits),
         traits,
+        activation_seconds=config.activation_token_seconds,
     )
 
 
@@ -99,11 +101,14 @@ def build_identity(
     config: IdentityConfig,
     traits: TraitCatalogue,
     announce_break_glass: Announce,
+    publish: PublishEvent,
 ) -> Identity:
     """Load (or create) the token and MFA keys — refusing weak or exposed ones —
     and build the services. `announce_break_glass` audits and alerts a
-    break-glass activation (see `_break_glass`)."""
+    break-glass activation (see `_break_glass`); `publish` stores the core's
+    `UserCreated` and `UserUpdated` events on the event bus."""
     admin = user_admin(engine, clock, config, traits)
+    events = UserEvents(publish)
     signer = TokenSigner(
         load_or_create_key(token_key_path(data_dir)),
         issuer=config.issuer,
@@ -121,10 +126,11 @@ def build_identity(
         roles=admin.roles,
         config=config,
         box=SecretBox.load_or_create(mfa_key_path(data_dir)),
+        events=events,
     )
     return Identity(
         auth=auth,
-        users=UserAdminService(admin, sessions, keys),
+        users=UserAdminService(admin, sessions, keys, events),
         api_keys=ApiKeyService(keys),
         sessions=sessions,
         keys=keys,

@@ -20,6 +20,7 @@ DEFAULT_CONTRACTS: frozenset[str] = frozenset({
     "vivified.communication.v1.CommunicationPluginService",
     "vivified.storage.v1.StoragePluginService",
     "vivified.identity.v1.IdentityPluginService",
+    "vivified.directory.v1.DirectoryService",
 })
 # Ids the core or its principals use; a plugin named like them could be
 # mistaken for them in SPIFFE ids, audit records or operator screens.

@@ -51,6 +51,9 @@ class PluginSettings:
     """How long in-flight calls may run on after a stop is requested."""
     connect_timeout_seconds: float = 10.0
     """Deadline of each call the SDK makes to the core (`Register`, heartbeats, renewal)."""
+    data_dir: Path | None = None
+    """The plugin's own directory for durable state (e.g. its SQLite file); None when
+    the plugin keeps nothing. Use `require_data_dir()` to get it or a clear error."""
 
     def __post_init__(self) -> None:
         if not self.join_token:
@@ -68,7 +71,8 @@ class PluginSettings:
         """Settings from `VIVIFIED_*` variables, read once at the plugin's edge.
 
         Required: `VIVIFIED_MANIFEST`, `VIVIFIED_JOIN_TOKEN`, `VIVIFIED_CA_FILE`.
-        Optional: `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`.
+        Optional: `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`,
+        `VIVIFIED_DATA_DIR` (the plugin's own state directory).
         Change anything else with `dataclasses.replace`.
 
         Example::
@@ -94,7 +98,24 @@ class PluginSettings:
             core_address=optional("VIVIFIED_CORE_ADDRESS", DEFAULT_CORE_ADDRESS),
             bootstrap_address=optional("VIVIFIED_BOOTSTRAP_ADDRESS", DEFAULT_BOOTSTRAP_ADDRESS),
             trust_domain=optional("VIVIFIED_TRUST_DOMAIN", DEFAULT_TRUST_DOMAIN),
+            data_dir=Path(environ["VIVIFIED_DATA_DIR"]) if environ.get("VIVIFIED_DATA_DIR") else None,
         )
+
+    def require_data_dir(self) -> Path:
+        """The plugin's state directory, created (mode 0700) if missing; raises
+        `ConfigurationError` (SETTING_MISSING) when none is configured.
+
+        Example::
+
+            store = sqlite3.connect(settings.require_data_dir() / "profiles.db")
+        """
+        if self.data_dir is None:
+            raise ConfigurationError(
+                "this plugin keeps state: set VIVIFIED_DATA_DIR (or PluginSettings.data_dir) to its own directory",
+                reason="SETTING_MISSING",
+            )
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.data_dir
 
     @property
     def dial_host(self) -> str:

@@ -142,6 +142,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED: an API key scope names a trait the caller does not hold."""
     ERROR_REASON_API_KEY_NOT_FOUND: _ErrorReason.ValueType  # 217
     """NOT_FOUND: no such API key (or none the caller may see)."""
+    ERROR_REASON_ACTIVATION_TOKEN_INVALID: _ErrorReason.ValueType  # 218
+    """UNAUTHENTICATED: the account activation token is unknown, already used or
+    expired; the answer is the same for each, on purpose.
+    """
     ERROR_REASON_CONFIG_INVALID: _ErrorReason.ValueType  # 300
     """INVALID_ARGUMENT: a plugin config key is not in the plugin's approved schema, or the value does not parse as its type."""
     ERROR_REASON_SECRETS_KEY_INSECURE: _ErrorReason.ValueType  # 301
@@ -160,6 +164,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAUTHENTICATED: the user's session or API key behind the delegation token has ended."""
     ERROR_REASON_DELEGATION_DENIED: _ErrorReason.ValueType  # 313
     """PERMISSION_DENIED: the plugin may make the call, but the user it acts for may not."""
+    ERROR_REASON_PROFILE_NOT_FOUND: _ErrorReason.ValueType  # 500
+    """NOT_FOUND: the people directory holds no profile for that user id."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable, machine-readable reasons the core puts in the
@@ -289,6 +295,10 @@ ERROR_REASON_SCOPE_NOT_HELD: ErrorReason.ValueType  # 216
 """PERMISSION_DENIED: an API key scope names a trait the caller does not hold."""
 ERROR_REASON_API_KEY_NOT_FOUND: ErrorReason.ValueType  # 217
 """NOT_FOUND: no such API key (or none the caller may see)."""
+ERROR_REASON_ACTIVATION_TOKEN_INVALID: ErrorReason.ValueType  # 218
+"""UNAUTHENTICATED: the account activation token is unknown, already used or
+expired; the answer is the same for each, on purpose.
+"""
 ERROR_REASON_CONFIG_INVALID: ErrorReason.ValueType  # 300
 """INVALID_ARGUMENT: a plugin config key is not in the plugin's approved schema, or the value does not parse as its type."""
 ERROR_REASON_SECRETS_KEY_INSECURE: ErrorReason.ValueType  # 301
@@ -307,4 +317,6 @@ ERROR_REASON_DELEGATION_REVOKED: ErrorReason.ValueType  # 312
 """UNAUTHENTICATED: the user's session or API key behind the delegation token has ended."""
 ERROR_REASON_DELEGATION_DENIED: ErrorReason.ValueType  # 313
 """PERMISSION_DENIED: the plugin may make the call, but the user it acts for may not."""
+ERROR_REASON_PROFILE_NOT_FOUND: ErrorReason.ValueType  # 500
+"""NOT_FOUND: the people directory holds no profile for that user id."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from vivified.options.v1 import options_pb2 as vivified_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"vivified/events/v1/canonical.proto\x12\x12vivified.events.v1\x1a!vivified/options/v1/options.proto\"\x9d\x01\n\x0bUserCreated\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n\x08username\x18\x02 \x01(\tR\x08username\x12\x1a\n\x05\x65mail\x18\x03 \x01(\tB\x04\xc8\xf3\x18\x04R\x05\x65mail\x12\'\n\x0c\x64isplay_name\x18\x04 \x01(\tB\x04\xc8\xf3\x18\x04R\x0b\x64isplayName\x12\x14\n\x05roles\x18\x05 \x03(\tR\x05roles\"\xae\x01\n\x0bUserUpdated\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12%\n\x0e\x63hanged_fields\x18\x02 \x03(\tR\rchangedFields\x12\x1a\n\x05\x65mail\x18\x03 \x01(\tB\x04\xc8\xf3\x18\x04R\x05\x65mail\x12\'\n\x0c\x64isplay_name\x18\x04 \x01(\tB\x04\xc8\xf3\x18\x04R\x0b\x64isplayName\x12\x1a\n\x08\x64isabled\x18\x05 \x01(\x08R\x08\x64isabled\"\xa9\x01\n\x14MessageSendRequested\x12\x1d\n\nmessage_id\x18\x01 \x01(\tR\tmessageId\x12\"\n\trecipient\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x04R\trecipient\x12\x18\n\x07subject\x18\x03 \x01(\tR\x07subject\x12\x18\n\x04\x62ody\x18\x04 \x01(\tB\x04\xc8\xf3\x18\x05R\x04\x62ody\x12\x1a\n\x08template\x18\x05 \x01(\tR\x08template\"\x87\x01\n\x0b\x45mailQueued\x12\x19\n\x08\x65mail_id\x18\x01 \x01(\tR\x07\x65mailId\x12\"\n\trecipient\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x04R\trecipient\x12\x1a\n\x08template\x18\x03 \x01(\tR\x08template\x12\x1d\n\nmessage_id\x18\x04 \x01(\tR\tmessageId\"z\n\tEmailSent\x12\x19\n\x08\x65mail_id\x18\x01 \x01(\tR\x07\x65mailId\x12\"\n\trecipient\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x04R\trecipient\x12.\n\x13provider_message_id\x18\x03 \x01(\tR\x11providerMessageId\"\x90\x01\n\x0b\x45mailFailed\x12\x19\n\x08\x65mail_id\x18\x01 \x01(\tR\x07\x65mailId\x12\"\n\trecipient\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x04R\trecipient\x12\x1d\n\nerror_code\x18\x03 \x01(\tR\terrorCode\x12#\n\rerror_message\x18\x04 \x01(\tR\x0c\x65rrorMessage\"\xb2\x02\n\rSecurityAlert\x12\x19\n\x08\x61lert_id\x18\x01 \x01(\tR\x07\x61lertId\x12\x12\n\x04kind\x18\x02 \x01(\tR\x04kind\x12\x38\n\x08severity\x18\x03 \x01(\x0e\x32\x1c.vivified.events.v1.SeverityR\x08severity\x12\x18\n\x07summary\x18\x04 \x01(\tR\x07summary\x12\x18\n\x07subject\x18\x05 \x01(\tR\x07subject\x12H\n\x07\x64\x65tails\x18\x06 \x03(\x0b\x32..vivified.events.v1.SecurityAlert.DetailsEntryR\x07\x64\x65tails\x1a:\n\x0c\x44\x65tailsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01*d\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x15\n\x11SEVERITY_CRITICAL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"vivified/events/v1/canonical.proto\x12\x12vivified.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!vivified/options/v1/options.proto\"\xba\x02\n\x0bUserCreated\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n\x08username\x18\x02 \x01(\tR\x08username\x12\x1a\n\x05\x65mail\x18\x03 \x01(\tB\x04\xc8\xf3\x18\x04R\x05\x65mail\x12\'\n\x0c\x64isplay_name\x18\x04 \x01(\tB\x04\xc8\xf3\x18\x04R\x0b\x64isplayName\x12\x14\n\x05roles\x18\x05 \x03(\tR\x05roles\x12/\n\x10\x61\x63tivation_token\x18\x06 \x01(\tB\x04\xc8\xf3\x18\x03R\x0f\x61\x63tivationToken\x12P\n\x16\x61\x63tivation_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x14\x61\x63tivationExpireTime\x12\x18\n\x07invited\x18\x08 \x01(\x08R\x07invited\"\xde\x01\n\x0bUserUpdated\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12%\n\x0e\x63hanged_fields\x18\x02 \x03(\tR\rchangedFields\x12\x1a\n\x05\x65mail\x18\x03 \x01(\tB\x04\xc8\xf3\x18\x04R\x05\x65mail\x12\'\n\x0c\x64isplay_name\x18\x04 \x01(\tB\x04\xc8\xf3\x18\x04R\x0b\x64isplayName\x12\x1a\n\x08\x64isabled\x18\x05 \x01(\x08R\x08\x64isabled\x12\x18\n\x07invited\x18\x06 \x01(\x08R\x07invited\x12\x14\n\x05roles\x18\x07 \x03(\tR\x05roles\"\xa9\x01\n\x14MessageSendRequested\x12\x1d\n\nmessage_id\x18\x01 \x01(\tR\tmessageId\x12\"\n\trecipient\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x04R\trecipient\x12\x18\n\x07subject\x18\x03 \x01(\tR\x07subject\x12\x18\n\x04\x62ody\x18\x04 \x01(\tB\x04\xc8\xf3\x18\x05R\x04\x62ody\x12\x1a\n\x08template\x18\x05 \x01(\tR\x08template\"\x87\x01\n\x0b\x45mailQueued\x12\x19\n\x08\x65mail_id\x18\x01 \x01(\tR\x07\x65mailId\x12\"\n\trecipient\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x04R\trecipient\x12\x1a\n\x08template\x18\x03 \x01(\tR\x08template\x12\x1d\n\nmessage_id\x18\x04 \x01(\tR\tmessageId\"\x93\x01\n\tEmailSent\x12\x19\n\x08\x65mail_id\x18\x01 \x01(\tR\x07\x65mailId\x12\"\n\trecipient\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x04R\trecipient\x12.\n\x13provider_message_id\x18\x03 \x01(\tR\x11providerMessageId\x12\x17\n\x07user_id\x18\x04 \x01(\tR\x06userId\"\xa9\x01\n\x0b\x45mailFailed\x12\x19\n\x08\x65mail_id\x18\x01 \x01(\tR\x07\x65mailId\x12\"\n\trecipient\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x04R\trecipient\x12\x1d\n\nerror_code\x18\x03 \x01(\tR\terrorCode\x12#\n\rerror_message\x18\x04 \x01(\tR\x0c\x65rrorMessage\x12\x17\n\x07user_id\x18\x05 \x01(\tR\x06userId\"\xb2\x02\n\rSecurityAlert\x12\x19\n\x08\x61lert_id\x18\x01 \x01(\tR\x07\x61lertId\x12\x12\n\x04kind\x18\x02 \x01(\tR\x04kind\x12\x38\n\x08severity\x18\x03 \x01(\x0e\x32\x1c.vivified.events.v1.SeverityR\x08severity\x12\x18\n\x07summary\x18\x04 \x01(\tR\x07summary\x12\x18\n\x07subject\x18\x05 \x01(\tR\x07subject\x12H\n\x07\x64\x65tails\x18\x06 \x03(\x0b\x32..vivified.events.v1.SecurityAlert.DetailsEntryR\x07\x64\x65tails\x1a:\n\x0c\x44\x65tailsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01*d\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x15\n\x11SEVERITY_CRITICAL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERCREATED'].fields_by_name['email']._serialized_options = b'\310\363\030\004'
   _globals['_USERCREATED'].fields_by_name['display_name']._loaded_options = None
   _globals['_USERCREATED'].fields_by_name['display_name']._serialized_options = b'\310\363\030\004'
+  _globals['_USERCREATED'].fields_by_name['activation_token']._loaded_options = None
+  _globals['_USERCREATED'].fields_by_name['activation_token']._serialized_options = b'\310\363\030\003'
   _globals['_USERUPDATED'].fields_by_name['email']._loaded_options = None
   _globals['_USERUPDATED'].fields_by_name['email']._serialized_options = b'\310\363\030\004'
   _globals['_USERUPDATED'].fields_by_name['display_name']._loaded_options = None
@@ -52,22 +55,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMAILFAILED'].fields_by_name['recipient']._serialized_options = b'\310\363\030\004'
   _globals['_SECURITYALERT_DETAILSENTRY']._loaded_options = None
   _globals['_SECURITYALERT_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_SEVERITY']._serialized_start=1320
-  _globals['_SEVERITY']._serialized_end=1420
-  _globals['_USERCREATED']._serialized_start=94
-  _globals['_USERCREATED']._serialized_end=251
-  _globals['_USERUPDATED']._serialized_start=254
-  _globals['_USERUPDATED']._serialized_end=428
-  _globals['_MESSAGESENDREQUESTED']._serialized_start=431
-  _globals['_MESSAGESENDREQUESTED']._serialized_end=600
-  _globals['_EMAILQUEUED']._serialized_start=603
-  _globals['_EMAILQUEUED']._serialized_end=738
-  _globals['_EMAILSENT']._serialized_start=740
-  _globals['_EMAILSENT']._serialized_end=862
-  _globals['_EMAILFAILED']._serialized_start=865
-  _globals['_EMAILFAILED']._serialized_end=1009
-  _globals['_SECURITYALERT']._serialized_start=1012
-  _globals['_SECURITYALERT']._serialized_end=1318
-  _globals['_SECURITYALERT_DETAILSENTRY']._serialized_start=1260
-  _globals['_SECURITYALERT_DETAILSENTRY']._serialized_end=1318
+  _globals['_SEVERITY']._serialized_start=1609
+  _globals['_SEVERITY']._serialized_end=1709
+  _globals['_USERCREATED']._serialized_start=127
+  _globals['_USERCREATED']._serialized_end=441
+  _globals['_USERUPDATED']._serialized_start=444
+  _globals['_USERUPDATED']._serialized_end=666
+  _globals['_MESSAGESENDREQUESTED']._serialized_start=669
+  _globals['_MESSAGESENDREQUESTED']._serialized_end=838
+  _globals['_EMAILQUEUED']._serialized_start=841
+  _globals['_EMAILQUEUED']._serialized_end=976
+  _globals['_EMAILSENT']._serialized_start=979
+  _globals['_EMAILSENT']._serialized_end=1126
+  _globals['_EMAILFAILED']._serialized_start=1129
+  _globals['_EMAILFAILED']._serialized_end=1298
+  _globals['_SECURITYALERT']._serialized_start=1301
+  _globals['_SECURITYALERT']._serialized_end=1607
+  _globals['_SECURITYALERT_DETAILSENTRY']._serialized_start=1549
+  _globals['_SECURITYALERT_DETAILSENTRY']._serialized_end=1607
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -58,6 +59,9 @@ class UserCreated(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
+    ACTIVATION_TOKEN_FIELD_NUMBER: _builtins.int
+    ACTIVATION_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    INVITED_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The new user's id."""
     username: _builtins.str
@@ -66,9 +70,20 @@ class UserCreated(_message.Message):
     """Email address."""
     display_name: _builtins.str
     """Name to show."""
+    activation_token: _builtins.str
+    """For an invited account (created without a password): the one-time
+    token the person redeems with `AuthService.ActivateAccount`. Only a
+    subscriber granted `handles_confidential` receives it.
+    """
+    invited: _builtins.bool
+    """The account awaits activation."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Roles granted at creation."""
+
+    @_builtins.property
+    def activation_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When `activation_token` stops working."""
 
     def __init__(
         self,
@@ -78,10 +93,13 @@ class UserCreated(_message.Message):
         email: _builtins.str = ...,
         display_name: _builtins.str = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
+        activation_token: _builtins.str = ...,
+        activation_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        invited: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activation_expire_time", b"activation_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "roles", b"roles", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation_expire_time", b"activation_expire_time", "activation_token", b"activation_token", "display_name", b"display_name", "email", b"email", "invited", b"invited", "roles", b"roles", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -98,6 +116,8 @@ class UserUpdated(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
+    INVITED_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user's id."""
     email: _builtins.str
@@ -106,9 +126,17 @@ class UserUpdated(_message.Message):
     """Name to show after the change."""
     disabled: _builtins.bool
     """Whether the account is disabled."""
+    invited: _builtins.bool
+    """The account still awaits activation; false once the person activated it
+    (`changed_fields` then holds `activated`).
+    """
     @_builtins.property
     def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names of the fields that changed."""
+
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Roles after the change."""
 
     def __init__(
         self,
@@ -118,10 +146,12 @@ class UserUpdated(_message.Message):
         email: _builtins.str = ...,
         display_name: _builtins.str = ...,
         disabled: _builtins.bool = ...,
+        invited: _builtins.bool = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "disabled", b"disabled", "display_name", b"display_name", "email", b"email", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "disabled", b"disabled", "display_name", b"display_name", "email", b"email", "invited", b"invited", "roles", b"roles", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -208,22 +238,26 @@ class EmailSent(_message.Message):
     EMAIL_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_FIELD_NUMBER: _builtins.int
     PROVIDER_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     email_id: _builtins.str
     """The email's id."""
     recipient: _builtins.str
     """Recipient address."""
     provider_message_id: _builtins.str
     """The id the mail server assigned."""
+    user_id: _builtins.str
+    """The user the email was about (e.g. a welcome mail), when there is one."""
     def __init__(
         self,
         *,
         email_id: _builtins.str = ...,
         recipient: _builtins.str = ...,
         provider_message_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "provider_message_id", b"provider_message_id", "recipient", b"recipient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "provider_message_id", b"provider_message_id", "recipient", b"recipient", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -239,6 +273,7 @@ class EmailFailed(_message.Message):
     RECIPIENT_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     email_id: _builtins.str
     """The email's id."""
     recipient: _builtins.str
@@ -247,6 +282,8 @@ class EmailFailed(_message.Message):
     """Stable error code, e.g. `provider_timeout`, `opted_out`."""
     error_message: _builtins.str
     """Human-readable detail."""
+    user_id: _builtins.str
+    """The user the email was about (e.g. a welcome mail), when there is one."""
     def __init__(
         self,
         *,
@@ -254,10 +291,11 @@ class EmailFailed(_message.Message):
         recipient: _builtins.str = ...,
         error_code: _builtins.str = ...,
         error_message: _builtins.str = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "error_code", b"error_code", "error_message", b"error_message", "recipient", b"recipient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "error_code", b"error_code", "error_message", b"error_message", "recipient", b"recipient", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -432,3 +432,55 @@ class ConfirmMfaResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfirmMfaResponse: _TypeAlias = ConfirmMfaResponse  # noqa: Y015
+
+@_typing.final
+class ActivateAccountRequest(_message.Message):
+    """ActivateAccountRequest carries the activation token and the first password."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVATION_TOKEN_FIELD_NUMBER: _builtins.int
+    NEW_PASSWORD_FIELD_NUMBER: _builtins.int
+    activation_token: _builtins.str
+    """The token from the invitation (at most 256 characters)."""
+    new_password: _builtins.str
+    """The new password: 12 to 1024 characters."""
+    def __init__(
+        self,
+        *,
+        activation_token: _builtins.str = ...,
+        new_password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation_token", b"activation_token", "new_password", b"new_password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivateAccountRequest: _TypeAlias = ActivateAccountRequest  # noqa: Y015
+
+@_typing.final
+class ActivateAccountResponse(_message.Message):
+    """ActivateAccountResponse names the activated account; sign in with Login next."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The activated user's id."""
+    username: _builtins.str
+    """The username to sign in with."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        username: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivateAccountResponse: _TypeAlias = ActivateAccountResponse  # noqa: Y015

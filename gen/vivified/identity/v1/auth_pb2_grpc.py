@@ -76,6 +76,11 @@ class AuthServiceStub:
                 request_serializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaRequest.SerializeToString,
                 response_deserializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaResponse.FromString,
                 _registered_method=True)
+        self.ActivateAccount = channel.unary_unary(
+                '/vivified.identity.v1.AuthService/ActivateAccount',
+                request_serializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ActivateAccountRequest.SerializeToString,
+                response_deserializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ActivateAccountResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -157,6 +162,18 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ActivateAccount(self, request, context):
+        """ActivateAccount redeems the one-time activation token of an invited
+        account and sets its first password. It signs nobody in: the person then
+        calls Login, where the role's MFA rules apply as for everyone. An
+        unknown, used or expired token gets the same UNAUTHENTICATED
+        (ACTIVATION_TOKEN_INVALID) answer. Errors: INVALID_ARGUMENT
+        (PASSWORD_POLICY, INVALID_REQUEST). Not idempotent: a token works once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +211,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ConfirmMfa,
                     request_deserializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaRequest.FromString,
                     response_serializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaResponse.SerializeToString,
+            ),
+            'ActivateAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateAccount,
+                    request_deserializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ActivateAccountRequest.FromString,
+                    response_serializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ActivateAccountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -392,6 +414,33 @@ class AuthService:
             '/vivified.identity.v1.AuthService/ConfirmMfa',
             vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaRequest.SerializeToString,
             vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.identity.v1.AuthService/ActivateAccount',
+            vivified_dot_identity_dot_v1_dot_auth__pb2.ActivateAccountRequest.SerializeToString,
+            vivified_dot_identity_dot_v1_dot_auth__pb2.ActivateAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,14 @@ class AuthServiceStub:
     enrolment MFA token it also returns tokens. Errors: UNAUTHENTICATED
     (MFA_CODE_INVALID, MFA_LOCKED), FAILED_PRECONDITION (MFA_NOT_PENDING).
     """
+    ActivateAccount: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ActivateAccountRequest, _auth_pb2.ActivateAccountResponse]
+    """ActivateAccount redeems the one-time activation token of an invited
+    account and sets its first password. It signs nobody in: the person then
+    calls Login, where the role's MFA rules apply as for everyone. An
+    unknown, used or expired token gets the same UNAUTHENTICATED
+    (ACTIVATION_TOKEN_INVALID) answer. Errors: INVALID_ARGUMENT
+    (PASSWORD_POLICY, INVALID_REQUEST). Not idempotent: a token works once.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -134,6 +142,14 @@ class AuthServiceAsyncStub(AuthServiceStub):
     turns MFA on and returns single-use backup codes (shown once). With an
     enrolment MFA token it also returns tokens. Errors: UNAUTHENTICATED
     (MFA_CODE_INVALID, MFA_LOCKED), FAILED_PRECONDITION (MFA_NOT_PENDING).
+    """
+    ActivateAccount: _aio.UnaryUnaryMultiCallable[_auth_pb2.ActivateAccountRequest, _auth_pb2.ActivateAccountResponse]  # type: ignore[assignment]
+    """ActivateAccount redeems the one-time activation token of an invited
+    account and sets its first password. It signs nobody in: the person then
+    calls Login, where the role's MFA rules apply as for everyone. An
+    unknown, used or expired token gets the same UNAUTHENTICATED
+    (ACTIVATION_TOKEN_INVALID) answer. Errors: INVALID_ARGUMENT
+    (PASSWORD_POLICY, INVALID_REQUEST). Not idempotent: a token works once.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -227,6 +243,20 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         turns MFA on and returns single-use backup codes (shown once). With an
         enrolment MFA token it also returns tokens. Errors: UNAUTHENTICATED
         (MFA_CODE_INVALID, MFA_LOCKED), FAILED_PRECONDITION (MFA_NOT_PENDING).
+        """
+
+    @_abc_1.abstractmethod
+    def ActivateAccount(
+        self,
+        request: _auth_pb2.ActivateAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ActivateAccountResponse, _abc.Awaitable[_auth_pb2.ActivateAccountResponse]]:
+        """ActivateAccount redeems the one-time activation token of an invited
+        account and sets its first password. It signs nobody in: the person then
+        calls Login, where the role's MFA rules apply as for everyone. An
+        unknown, used or expired token gets the same UNAUTHENTICATED
+        (ACTIVATION_TOKEN_INVALID) answer. Errors: INVALID_ARGUMENT
+        (PASSWORD_POLICY, INVALID_REQUEST). Not idempotent: a token works once.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -34,6 +34,9 @@ class User(_message.Message):
     MFA_ENROLLED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    INVITED_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Opaque, stable id (`usr_` prefix)."""
     username: _builtins.str
@@ -42,6 +45,14 @@ class User(_message.Message):
     """A disabled user cannot sign in."""
     mfa_enrolled: _builtins.bool
     """Whether TOTP is enrolled."""
+    email: _builtins.str
+    """Email address; empty when none was given."""
+    display_name: _builtins.str
+    """Name to show; empty when none was given."""
+    invited: _builtins.bool
+    """The account was created without a password and awaits activation
+    (`AuthService.ActivateAccount`); it cannot sign in until then.
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Role names (see the role catalogue)."""
@@ -69,10 +80,13 @@ class User(_message.Message):
         mfa_enrolled: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        email: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        invited: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "disabled", b"disabled", "mfa_enrolled", b"mfa_enrolled", "roles", b"roles", "traits", b"traits", "update_time", b"update_time", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "disabled", b"disabled", "display_name", b"display_name", "email", b"email", "invited", b"invited", "mfa_enrolled", b"mfa_enrolled", "roles", b"roles", "traits", b"traits", "update_time", b"update_time", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -87,10 +101,18 @@ class CreateUserRequest(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     username: _builtins.str
     """The username, 1 to 64 characters."""
     password: _builtins.str
-    """The initial password, 12 to 1024 characters."""
+    """The initial password, 12 to 1024 characters; empty to invite the user
+    (an activation token is issued instead).
+    """
+    email: _builtins.str
+    """Email address, at most 254 characters (`local@domain`); optional."""
+    display_name: _builtins.str
+    """Name to show, at most 128 printable characters; optional."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Role names; at least one."""
@@ -101,10 +123,12 @@ class CreateUserRequest(_message.Message):
         username: _builtins.str = ...,
         password: _builtins.str = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
+        email: _builtins.str = ...,
+        display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password", "roles", b"roles", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "password", b"password", "roles", b"roles", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -117,18 +141,30 @@ class CreateUserResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int
+    ACTIVATION_TOKEN_FIELD_NUMBER: _builtins.int
+    ACTIVATION_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    activation_token: _builtins.str
+    """For an invited user: the one-time activation token (the core keeps only
+    its hash). Empty when a password was given.
+    """
     @_builtins.property
     def user(self) -> Global___User:
         """The user created."""
+
+    @_builtins.property
+    def activation_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When `activation_token` stops working."""
 
     def __init__(
         self,
         *,
         user: Global___User | None = ...,
+        activation_token: _builtins.str = ...,
+        activation_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activation_expire_time", b"activation_expire_time", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation_expire_time", b"activation_expire_time", "activation_token", b"activation_token", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -243,15 +279,21 @@ class UpdateUserRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user id."""
+    email: _builtins.str
+    """The new email address, applied when `update_mask` names `email`."""
+    display_name: _builtins.str
+    """The new display name, applied when `update_mask` names `display_name`."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The new role names, applied when `update_mask` names `roles`."""
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to change; only `roles` is accepted."""
+        """Fields to change: any of `roles`, `email`, `display_name`."""
 
     def __init__(
         self,
@@ -259,10 +301,12 @@ class UpdateUserRequest(_message.Message):
         user_id: _builtins.str = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        email: _builtins.str = ...,
+        display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["roles", b"roles", "update_mask", b"update_mask", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "roles", b"roles", "update_mask", b"update_mask", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

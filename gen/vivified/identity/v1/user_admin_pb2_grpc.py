@@ -80,9 +80,14 @@ class UserAdminServiceServicer:
     """
 
     def CreateUser(self, request, context):
-        """CreateUser adds a user with a password and roles. Errors: INVALID_ARGUMENT
+        """CreateUser adds a user with roles and, optionally, an email address and a
+        display name. With a password the account can sign in at once; without
+        one it is `invited`: the response (and the `UserCreated` event the core
+        publishes) carries a one-time activation token, which the person redeems
+        with `AuthService.ActivateAccount`. Errors: INVALID_ARGUMENT
         (INVALID_REQUEST, PASSWORD_POLICY, ROLE_UNKNOWN), ALREADY_EXISTS
-        (USER_ALREADY_EXISTS). Not idempotent.
+        (USER_ALREADY_EXISTS), UNAVAILABLE (EVENT_STORE_UNAVAILABLE: the user
+        was not created). Not idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,8 +108,9 @@ class UserAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateUser(self, request, context):
-        """UpdateUser changes the fields named in `update_mask` (only `roles`), and
-        ends the user's sessions so the new traits apply at once. Errors:
+        """UpdateUser changes the fields named in `update_mask` (`roles`, `email`,
+        `display_name`); a change of `roles` ends the user's sessions so the new
+        traits apply at once. The core publishes `UserUpdated`. Errors:
         NOT_FOUND, INVALID_ARGUMENT (ROLE_UNKNOWN, INVALID_REQUEST). Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

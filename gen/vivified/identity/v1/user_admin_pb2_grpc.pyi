@@ -39,17 +39,23 @@ class UserAdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UserAdminServiceAsyncStub: ...
     CreateUser: _grpc.UnaryUnaryMultiCallable[_user_admin_pb2.CreateUserRequest, _user_admin_pb2.CreateUserResponse]
-    """CreateUser adds a user with a password and roles. Errors: INVALID_ARGUMENT
+    """CreateUser adds a user with roles and, optionally, an email address and a
+    display name. With a password the account can sign in at once; without
+    one it is `invited`: the response (and the `UserCreated` event the core
+    publishes) carries a one-time activation token, which the person redeems
+    with `AuthService.ActivateAccount`. Errors: INVALID_ARGUMENT
     (INVALID_REQUEST, PASSWORD_POLICY, ROLE_UNKNOWN), ALREADY_EXISTS
-    (USER_ALREADY_EXISTS). Not idempotent.
+    (USER_ALREADY_EXISTS), UNAVAILABLE (EVENT_STORE_UNAVAILABLE: the user
+    was not created). Not idempotent.
     """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_admin_pb2.ListUsersRequest, _user_admin_pb2.ListUsersResponse]
     """ListUsers lists users ordered by username. Read-only."""
     GetUser: _grpc.UnaryUnaryMultiCallable[_user_admin_pb2.GetUserRequest, _user_admin_pb2.GetUserResponse]
     """GetUser returns one user. Errors: NOT_FOUND (USER_NOT_FOUND). Read-only."""
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_admin_pb2.UpdateUserRequest, _user_admin_pb2.UpdateUserResponse]
-    """UpdateUser changes the fields named in `update_mask` (only `roles`), and
-    ends the user's sessions so the new traits apply at once. Errors:
+    """UpdateUser changes the fields named in `update_mask` (`roles`, `email`,
+    `display_name`); a change of `roles` ends the user's sessions so the new
+    traits apply at once. The core publishes `UserUpdated`. Errors:
     NOT_FOUND, INVALID_ARGUMENT (ROLE_UNKNOWN, INVALID_REQUEST). Idempotent.
     """
     DisableUser: _grpc.UnaryUnaryMultiCallable[_user_admin_pb2.DisableUserRequest, _user_admin_pb2.DisableUserResponse]
@@ -72,17 +78,23 @@ class UserAdminServiceAsyncStub(UserAdminServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateUser: _aio.UnaryUnaryMultiCallable[_user_admin_pb2.CreateUserRequest, _user_admin_pb2.CreateUserResponse]  # type: ignore[assignment]
-    """CreateUser adds a user with a password and roles. Errors: INVALID_ARGUMENT
+    """CreateUser adds a user with roles and, optionally, an email address and a
+    display name. With a password the account can sign in at once; without
+    one it is `invited`: the response (and the `UserCreated` event the core
+    publishes) carries a one-time activation token, which the person redeems
+    with `AuthService.ActivateAccount`. Errors: INVALID_ARGUMENT
     (INVALID_REQUEST, PASSWORD_POLICY, ROLE_UNKNOWN), ALREADY_EXISTS
-    (USER_ALREADY_EXISTS). Not idempotent.
+    (USER_ALREADY_EXISTS), UNAVAILABLE (EVENT_STORE_UNAVAILABLE: the user
+    was not created). Not idempotent.
     """
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_admin_pb2.ListUsersRequest, _user_admin_pb2.ListUsersResponse]  # type: ignore[assignment]
     """ListUsers lists users ordered by username. Read-only."""
     GetUser: _aio.UnaryUnaryMultiCallable[_user_admin_pb2.GetUserRequest, _user_admin_pb2.GetUserResponse]  # type: ignore[assignment]
     """GetUser returns one user. Errors: NOT_FOUND (USER_NOT_FOUND). Read-only."""
     UpdateUser: _aio.UnaryUnaryMultiCallable[_user_admin_pb2.UpdateUserRequest, _user_admin_pb2.UpdateUserResponse]  # type: ignore[assignment]
-    """UpdateUser changes the fields named in `update_mask` (only `roles`), and
-    ends the user's sessions so the new traits apply at once. Errors:
+    """UpdateUser changes the fields named in `update_mask` (`roles`, `email`,
+    `display_name`); a change of `roles` ends the user's sessions so the new
+    traits apply at once. The core publishes `UserUpdated`. Errors:
     NOT_FOUND, INVALID_ARGUMENT (ROLE_UNKNOWN, INVALID_REQUEST). Idempotent.
     """
     DisableUser: _aio.UnaryUnaryMultiCallable[_user_admin_pb2.DisableUserRequest, _user_admin_pb2.DisableUserResponse]  # type: ignore[assignment]
@@ -108,9 +120,14 @@ class UserAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_admin_pb2.CreateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_admin_pb2.CreateUserResponse, _abc.Awaitable[_user_admin_pb2.CreateUserResponse]]:
-        """CreateUser adds a user with a password and roles. Errors: INVALID_ARGUMENT
+        """CreateUser adds a user with roles and, optionally, an email address and a
+        display name. With a password the account can sign in at once; without
+        one it is `invited`: the response (and the `UserCreated` event the core
+        publishes) carries a one-time activation token, which the person redeems
+        with `AuthService.ActivateAccount`. Errors: INVALID_ARGUMENT
         (INVALID_REQUEST, PASSWORD_POLICY, ROLE_UNKNOWN), ALREADY_EXISTS
-        (USER_ALREADY_EXISTS). Not idempotent.
+        (USER_ALREADY_EXISTS), UNAVAILABLE (EVENT_STORE_UNAVAILABLE: the user
+        was not created). Not idempotent.
         """
 
     @_abc_1.abstractmethod
@@ -135,8 +152,9 @@ class UserAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_admin_pb2.UpdateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_admin_pb2.UpdateUserResponse, _abc.Awaitable[_user_admin_pb2.UpdateUserResponse]]:
-        """UpdateUser changes the fields named in `update_mask` (only `roles`), and
-        ends the user's sessions so the new traits apply at once. Errors:
+        """UpdateUser changes the fields named in `update_mask` (`roles`, `email`,
+        `display_name`); a change of `roles` ends the user's sessions so the new
+        traits apply at once. The core publishes `UserUpdated`. Errors:
         NOT_FOUND, INVALID_ARGUMENT (ROLE_UNKNOWN, INVALID_REQUEST). Idempotent.
         """
 
