@@ -42,6 +42,7 @@ from vivified.core.ca import (
 from vivified.core.chain import (
     AuditRecorder,
     Authenticator,
+    ConcurrencyLimits,
     StreamTracker,
     TokenBuckets,
     build_chain,
@@ -260,6 +261,8 @@ class Core:
         parser = PeerCertificateParser(config.trust_domain)
         authenticator = Authenticator(parser, store.is_revoked_serial)
         recorder = AuditRecorder(self._audit)
+        limits = ConcurrencyLimits(lambda: live.current.concurrency)
+        self.metrics.watch_concurrency(limits.totals)
         chain = build_chain(
             tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
             authenticator=authenticator,
@@ -271,6 +274,7 @@ class Core:
             audit=recorder,
             on_done=self.metrics.on_call_done,
             credentials=identity.principal,
+            concurrency=limits,
         )
         self._connector = PluginConnector(
             CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass, field
 
-from vivified.core.chain import RateLimitConfig
+from vivified.core.chain import ConcurrencyConfig, RateLimitConfig
 from vivified.core.egress import EgressConfig
 from vivified.core.events import EventsConfig
 from vivified.core.gateway import GatewayConfig
@@ -63,6 +63,8 @@ class CoreConfig:
     """Largest request or response message."""
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     """Per-principal rate limit."""
+    concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
+    """Per-principal caps on open streams and unary calls in flight, over all its connections."""
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     """Operator lane deadlines, retries, circuit breaker and bulkhead."""
     egress: EgressConfig = field(default_factory=EgressConfig)

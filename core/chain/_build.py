@@ -3,7 +3,11 @@
 Order, outermost first (see ARCHITECTURE §3):
 
     error boundary → tracing → authentication → status gate → rate limit
-    → policy → audit → handler
+    → concurrency caps → policy → audit → handler
+
+The concurrency caps come after the rate limit (a call refused for its rate
+never takes a slot) and before policy, so every call a principal has open —
+allowed or about to be denied — counts against its caps.
 
 Each layer is one class with one concern and the signature
 `async (call: Call, proceed) -> None`. The chain is a single grpc.aio server
@@ -26,6 +30,7 @@ from vivified.core.chain._authn import (
     CredentialCheck,
 )
 from vivified.core.chain._call import Call, Proceed, _current
+from vivified.core.chain._concurrency import ConcurrencyConfig, ConcurrencyLayer, ConcurrencyLimits
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
@@ -165,10 +170,14 @@ def build_chain(
     audit: AuditRecorder,
     on_done: Callable[[Call, grpc.StatusCode], None],
     credentials: CredentialCheck | None = None,
+    concurrency: ConcurrencyLimits | None = None,
 ) -> ChainInterceptor:
     """The one place the chain's order is decided. `credentials` verifies user
-    access tokens and API keys; without it they are refused (UNAUTHENTICATED)."""
+    access tokens and API keys; without it they are refused (UNAUTHENTICATED).
+    `concurrency` holds the per-principal stream and call caps; without it the
+    chain applies the default caps (`ConcurrencyConfig()`)."""
     denier = Denier(audit)
+    limits = concurrency or ConcurrencyLimits(ConcurrencyConfig)
     return ChainInterceptor(
         [
             ErrorBoundaryLayer(audit, on_done),
@@ -176,6 +185,7 @@ def build_chain(
             AuthenticationLayer(authenticator, denier, credentials),
             StatusGateLayer(plugin_lookup, streams, denier),
             RateLimitLayer(buckets, denier),
+            ConcurrencyLayer(limits, denier),
             PolicyLayer(policy_index, denier, on_decision),
             AuditLayer(audit),
         ]
