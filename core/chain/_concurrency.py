@@ -55,8 +55,9 @@ class InFlight:
 
 
 class ConcurrencyLimits:
-    """Slots in use per principal. `config` is read at every acquire, so a
-    changed cap applies to the next call (calls already open keep their slot).
+    """Slots in use per principal. `config` is read at every acquire (the caps
+    are fixed at start, like the other caps a plugin could exhaust the core
+    with, but a test or benchmark may pass any getter).
     A principal with nothing open has no entry, so the table holds only
     principals with calls open. Totals over all principals and their highest
     values since start are kept for metrics."""

@@ -106,6 +106,15 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         help="unary calls each principal may have in flight over all its connections (default 256)",
     )
     parser.add_argument(
+        "--max-connections", type=int, metavar="N",
+        help="connections the core holds at once over both ports; more are closed on accept (default 1000, "
+        "keep below ulimit -n)",
+    )
+    parser.add_argument(
+        "--handshake-timeout", dest="handshake_timeout_seconds", type=float, metavar="SECONDS",
+        help="close a connection that has not finished its TLS/HTTP/2 handshake by then (default 10)",
+    )
+    parser.add_argument(
         "--max-call-deadline", type=float, metavar="SECONDS", help="cap on operator-lane call deadlines (default 30)"
     )
     parser.add_argument(
@@ -134,7 +143,7 @@ _EVENT_FIELDS = {
 _CORE_FIELDS = (
     "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
     "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds", "secrets_key_file", "secrets_key",
-    "settings_refresh_seconds",
+    "settings_refresh_seconds", "max_connections", "handshake_timeout_seconds",
 )
 
 

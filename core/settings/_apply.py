@@ -49,12 +49,6 @@ FIELDS: dict[str, tuple[_Get, _Set]] = {
     "call_rate": (
         lambda c: c.rate_limit.rate_per_second,
         lambda c, v: replace(c, rate_limit=replace(c.rate_limit, rate_per_second=v, burst=burst_for(v)))),
-    "max_streams": (
-        lambda c: c.concurrency.max_streams,
-        lambda c, v: replace(c, concurrency=replace(c.concurrency, max_streams=v))),
-    "max_calls": (
-        lambda c: c.concurrency.max_calls,
-        lambda c, v: replace(c, concurrency=replace(c.concurrency, max_calls=v))),
     "max_call_deadline": (
         lambda c: c.gateway.max_deadline_seconds,
         lambda c, v: replace(c, gateway=replace(c.gateway, max_deadline_seconds=v))),

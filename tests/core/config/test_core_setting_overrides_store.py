@@ -24,7 +24,8 @@ BOOTSTRAP = {
     "data_dir", "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
     "policy_file", "egress_config", "ca_files", "redis_url", "secrets_key_file", "secrets_key", "settings_refresh_seconds",
     # Resource caps a plugin could otherwise exhaust the core with: fixed at start.
-    "event_max_dead_letters", "event_max_subscriptions",
+    "event_max_dead_letters", "event_max_subscriptions", "max_streams", "max_calls", "max_connections",
+    "handshake_timeout_seconds",
 }
 
 
