@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -32,13 +31,13 @@ from vivified.core.chain._authn import (
 )
 from vivified.core.chain._call import Call, Proceed, _current
 from vivified.core.chain._concurrency import ConcurrencyConfig, ConcurrencyLayer, ConcurrencyLimits
+from vivified.core.chain._decode import decoded, refuse_undecodable, tolerant
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
 from vivified.core.chain._rate_limit import RateLimitLayer, TokenBuckets
 from vivified.core.chain._status_gate import PluginState, StatusGateLayer, StreamTracker
 from vivified.core.chain._tracing import TracingLayer
-from vivified.core.errors import InvalidArgument
 from vivified.core.policy import Decision, RuleIndex
 
 
@@ -71,44 +70,6 @@ async def _write_all(result: Any, context: grpc.aio.ServicerContext[Any, Any]) -
         await result
 
 
-@dataclass(frozen=True)
-class Undecodable:
-    """A request message whose bytes did not decode (malformed wire data, or a
-    string field that is not valid UTF-8). grpc.aio answers a deserializer
-    that raises with UNKNOWN before any layer runs; the chain receives this
-    instead, so the call is authenticated, checked and audited like any other
-    and refused with INVALID_ARGUMENT REQUEST_UNDECODABLE by its handler step."""
-
-    type_hint: str
-
-
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserializer is None:
-        return None  # a generic handler taking bytes decodes (and refuses) by itself
-
-    def deserialize(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, other codecs their own
-            return Undecodable(type(exc).__name__)
-
-    return deserialize
-
-
-def _refuse_undecodable(request: Any) -> None:
-    if isinstance(request, Undecodable):
-        raise InvalidArgument(
-            "the request message could not be decoded (malformed bytes or a string field that is not UTF-8)",
-            reason="REQUEST_UNDECODABLE",
-        )
-
-
-async def _decoded(requests: Any) -> Any:  # the stubs type request streams as sync iterators
-    async for request in requests:
-        _refuse_undecodable(request)
-        yield request
-
-
 class ChainInterceptor(grpc.aio.ServerInterceptor):
     """Runs every RPC through the composed chain."""
 
@@ -136,7 +97,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
             return handler
         run, details, new_call = self.run, handler_call_details, self._call
         kwargs = {
-            "request_deserializer": _tolerant(handler.request_deserializer),
+            "request_deserializer": tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
@@ -147,7 +108,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
                 call.request = request
 
                 async def invoke(c: Call) -> None:
-                    _refuse_undecodable(request)
+                    refuse_undecodable(request)
                     c.response = await inner_uu(request, context)
 
                 call.terminal = invoke
@@ -163,7 +124,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
                 call.request = request
 
                 async def invoke(c: Call) -> None:
-                    _refuse_undecodable(request)
+                    refuse_undecodable(request)
                     await _write_all(inner_us(request, context), context)
 
                 call.terminal = invoke
@@ -177,7 +138,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
                 call = new_call(details, context, streaming=True)
 
                 async def invoke(c: Call) -> None:
-                    c.response = await inner_su(_decoded(request_iterator), context)
+                    c.response = await inner_su(decoded(request_iterator), context)
 
                 call.terminal = invoke
                 await run(call)
@@ -192,7 +153,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
             async def invoke(c: Call) -> None:
                 if inner_ss is None:  # a handler has one of the four behaviours: this one, by elimination
                     raise RuntimeError("handler has no behaviour")
-                await _write_all(inner_ss(_decoded(request_iterator), context), context)
+                await _write_all(inner_ss(decoded(request_iterator), context), context)
 
             call.terminal = invoke
             await run(call)
