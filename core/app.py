@@ -45,6 +45,7 @@ from vivified.core.ca import (
 from vivified.core.chain import (
     AuditRecorder,
     Authenticator,
+    ConcurrencyLimits,
     StreamTracker,
     TokenBuckets,
     build_chain,
@@ -351,6 +352,8 @@ class Core:
         parser = PeerCertificateParser(config.trust_domain)
         authenticator = Authenticator(parser, store.is_revoked_serial)
         recorder = AuditRecorder(self._audit)
+        limits = ConcurrencyLimits(lambda: live.current.concurrency)
+        self.metrics.watch_concurrency(limits.totals)
         chain = build_chain(
             tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
             authenticator=authenticator,
@@ -363,6 +366,7 @@ class Core:
             on_done=self.metrics.on_call_done,
             credentials=identity.principal,
             registry_stale=store.stale,
+            concurrency=limits,
         )
         self._connector = PluginConnector(
             CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock

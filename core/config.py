@@ -6,7 +6,7 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass, field
 
-from vivified.core.chain import RateLimitConfig
+from vivified.core.chain import ConcurrencyConfig, RateLimitConfig
 from vivified.core.egress import EgressConfig
 from vivified.core.events import EventsConfig
 from vivified.core.gateway import GatewayConfig
@@ -73,8 +73,17 @@ class CoreConfig:
     acceptance is the first audit record and is raised as a SecurityAlert."""
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest request or response message."""
+    max_connections: int = 1000
+    """Connections the core's server holds at once, over both ports
+    (`grpc.max_allowed_incoming_connections`); one more is closed as it is
+    accepted. Keep it below the process's open-file limit (`ulimit -n`)."""
+    handshake_timeout_seconds: float = 10.0
+    """A connection that has not completed its TLS and HTTP/2 handshake by
+    then is closed (`grpc.server_handshake_timeout_ms`)."""
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     """Per-principal rate limit."""
+    concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
+    """Per-principal caps on open streams and unary calls in flight, over all its connections."""
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     """Operator lane deadlines, retries, circuit breaker and bulkhead."""
     egress: EgressConfig = field(default_factory=EgressConfig)
@@ -111,6 +120,8 @@ class CoreConfig:
         if self.leaf_ttl_seconds > MAX_LEAF_TTL_SECONDS:
             # Short-lived plugin certificates are what bounds a stolen key.
             raise ValueError(f"leaf_ttl_seconds may be at most {MAX_LEAF_TTL_SECONDS} (one day)")
+        if self.max_connections < 1 or not 0 < self.handshake_timeout_seconds <= 300:
+            raise ValueError("max_connections must be at least 1 and handshake_timeout_seconds in (0, 300]")
         if not 0.1 <= self.settings_refresh_seconds <= 300:
             raise ValueError("settings_refresh_seconds must be between 0.1 and 300")
         if self.audit_writers not in AUDIT_WRITERS:

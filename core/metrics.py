@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter as _Tally
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -15,7 +16,7 @@ from prometheus_client import (
     Histogram,
     start_http_server,
 )
-from vivified.core.chain import Call
+from vivified.core.chain import Call, InFlight
 from vivified.core.events import SubscriptionLag
 from vivified.core.policy import Decision
 from vivified.core.registry import PluginRecord
@@ -81,6 +82,19 @@ class Metrics:
         )
         self._server: Any = None
         self._thread: threading.Thread | None = None
+
+    def watch_concurrency(self, totals: Callable[[], InFlight]) -> None:
+        """Gauges of the chain's concurrency slots in use (all principals), and
+        the most in use at once since start; read when scraped."""
+        for name, what, pick in (
+            ("vivified_streams_open", "Streaming calls open", lambda t: t.streams),
+            ("vivified_streams_open_peak", "Most streaming calls open at once since start", lambda t: t.peak_streams),
+            ("vivified_unary_calls_in_flight", "Unary calls in flight", lambda t: t.calls),
+            ("vivified_unary_calls_in_flight_peak", "Most unary calls in flight at once since start",
+             lambda t: t.peak_calls),
+        ):
+            gauge = Gauge(name, what, registry=self.registry)
+            gauge.set_function(functools.partial(lambda p: float(p(totals())), pick))
 
     def on_call_done(self, call: Call, code: grpc.StatusCode) -> None:
         self.calls.labels(call.service, call.method_name, code.name).inc()

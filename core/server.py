@@ -47,6 +47,12 @@ def check_cipher_suites(value: str | None) -> None:
 
 
 def server_options(config: CoreConfig) -> Sequence[tuple[str, int]]:
+    """HTTP/2 and connection limits (SECURITY.md J3, J4; what they do and do not
+    cover is in docs/security.md): 256 streams per connection, pings without
+    data refused more often than once a minute (GOAWAY too_many_pings after
+    two strikes), idle connections closed after 15 minutes, unfinished
+    handshakes after `handshake_timeout_seconds`, and at most
+    `max_connections` connections."""
     return [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -55,6 +61,8 @@ def server_options(config: CoreConfig) -> Sequence[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 60_000),
         ("grpc.keepalive_permit_without_calls", 0),
         ("grpc.max_connection_idle_ms", 15 * 60_000),
+        ("grpc.server_handshake_timeout_ms", int(config.handshake_timeout_seconds * 1000)),
+        ("grpc.max_allowed_incoming_connections", config.max_connections),
     ]
 
 

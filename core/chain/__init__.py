@@ -14,6 +14,12 @@ from vivified.core.chain._call import (
     call_principal,
     current_call,
 )
+from vivified.core.chain._concurrency import (
+    ConcurrencyConfig,
+    ConcurrencyLayer,
+    ConcurrencyLimits,
+    InFlight,
+)
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
@@ -33,9 +39,13 @@ __all__ = [
     "Authenticator",
     "Call",
     "ChainInterceptor",
+    "ConcurrencyConfig",
+    "ConcurrencyLayer",
+    "ConcurrencyLimits",
     "CredentialCheck",
     "Denier",
     "ErrorBoundaryLayer",
+    "InFlight",
     "Layer",
     "PluginView",
     "PolicyLayer",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain._call import Call, Proceed, current_call
 from vivified.core.errors import VivifiedError
+
+_log = logging.getLogger(__name__)
 
 
 def _resource(call: Call) -> str:
@@ -108,9 +111,23 @@ class AuditLayer:
         try:
             await proceed(call)
         except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            if call.method in RECORD_WHEN_CANCELLED and not call.audited:
-                await asyncio.shield(self._finish(call, grpc.StatusCode.CANCELLED))
+            # grpc.aio cancels the handler when the caller cancels or its deadline
+            # passes. The call may have had effects (a forwarded operator-lane call),
+            # so it is recorded all the same; shielded, as this task is being cancelled.
+            # A client whose deadline fires resets the stream itself, often a
+            # moment before the server's copy of the deadline: count that as expiry.
+            remaining = call.context.time_remaining()
+            expired = remaining is not None and remaining <= 0.1
+            call.reason = call.reason or ("DEADLINE_EXCEEDED" if expired else "CANCELLED_BY_CALLER")
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            # Streams were recorded when they opened, except those audited at their
+            # end; of these, the ones that moved data are recorded when cancelled.
+            if (not call.streaming or call.method in RECORD_WHEN_CANCELLED) and not call.audited:
+                try:
+                    await asyncio.shield(self._finish(call, code))
+                except Exception:  # noqa: BLE001 - the call is over either way; say so in the log
+                    _log.exception("audit record of cancelled call %s (trace %s) not written", call.method, call.trace_id)
+            call.code = code
             raise
         except VivifiedError as exc:
             call.reason = exc.reason

@@ -3,7 +3,11 @@
 Order, outermost first (see ARCHITECTURE §3):
 
     error boundary → tracing → authentication → status gate → rate limit
-    → policy → audit → handler
+    → concurrency caps → policy → audit → handler
+
+The concurrency caps come after the rate limit (a call refused for its rate
+never takes a slot) and before policy, so every call a principal has open —
+allowed or about to be denied — counts against its caps.
 
 Each layer is one class with one concern and the signature
 `async (call: Call, proceed) -> None`. The chain is a single grpc.aio server
@@ -26,6 +30,8 @@ from vivified.core.chain._authn import (
     CredentialCheck,
 )
 from vivified.core.chain._call import Call, Proceed, _current
+from vivified.core.chain._concurrency import ConcurrencyConfig, ConcurrencyLayer, ConcurrencyLimits
+from vivified.core.chain._decode import decoded, refuse_undecodable, tolerant
 from vivified.core.chain._deny import Denier
 from vivified.core.chain._errors import ErrorBoundaryLayer
 from vivified.core.chain._policy import PolicyLayer
@@ -91,7 +97,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
             return handler
         run, details, new_call = self.run, handler_call_details, self._call
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
@@ -102,6 +108,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
                 call.request = request
 
                 async def invoke(c: Call) -> None:
+                    refuse_undecodable(request)
                     c.response = await inner_uu(request, context)
 
                 call.terminal = invoke
@@ -117,6 +124,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
                 call.request = request
 
                 async def invoke(c: Call) -> None:
+                    refuse_undecodable(request)
                     await _write_all(inner_us(request, context), context)
 
                 call.terminal = invoke
@@ -130,7 +138,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
                 call = new_call(details, context, streaming=True)
 
                 async def invoke(c: Call) -> None:
-                    c.response = await inner_su(request_iterator, context)
+                    c.response = await inner_su(decoded(request_iterator), context)
 
                 call.terminal = invoke
                 await run(call)
@@ -145,7 +153,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
             async def invoke(c: Call) -> None:
                 if inner_ss is None:  # a handler has one of the four behaviours: this one, by elimination
                     raise RuntimeError("handler has no behaviour")
-                await _write_all(inner_ss(request_iterator, context), context)
+                await _write_all(inner_ss(decoded(request_iterator), context), context)
 
             call.terminal = invoke
             await run(call)
@@ -166,12 +174,16 @@ def build_chain(
     on_done: Callable[[Call, grpc.StatusCode], None],
     credentials: CredentialCheck | None = None,
     registry_stale: Callable[[], str | None] | None = None,
+    concurrency: ConcurrencyLimits | None = None,
 ) -> ChainInterceptor:
     """The one place the chain's order is decided. `credentials` verifies user
     access tokens and API keys; without it they are refused (UNAUTHENTICATED).
     `registry_stale` says why the registry view is too old to trust (the status
-    gate then refuses certificate principals); None: always current."""
+    gate then refuses certificate principals); None: always current.
+    `concurrency` holds the per-principal stream and call caps; without it the
+    chain applies the default caps (`ConcurrencyConfig()`)."""
     denier = Denier(audit)
+    limits = concurrency or ConcurrencyLimits(ConcurrencyConfig)
     return ChainInterceptor(
         [
             ErrorBoundaryLayer(audit, on_done),
@@ -179,6 +191,7 @@ def build_chain(
             AuthenticationLayer(authenticator, denier, credentials),
             StatusGateLayer(plugin_lookup, streams, denier, registry_stale),
             RateLimitLayer(buckets, denier),
+            ConcurrencyLayer(limits, denier),
             PolicyLayer(policy_index, denier, on_decision),
             AuditLayer(audit),
         ]

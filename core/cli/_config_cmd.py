@@ -43,6 +43,8 @@ _EFFECTIVE: dict[str, Callable[[CoreConfig], object]] = {
     "redis_url": lambda c: c.events.redis_url,
     "event_max_dead_letters": lambda c: c.events.max_dead_letters,
     "event_max_subscriptions": lambda c: c.events.max_subscriptions_per_plugin,
+    "max_streams": lambda c: c.concurrency.max_streams,
+    "max_calls": lambda c: c.concurrency.max_calls,
     "ca_files": lambda c: None if c.ca_paths is None else (
         c.ca_paths.root_certificate, c.ca_paths.issuing_certificate, c.ca_paths.issuing_key),
 }

@@ -11,7 +11,7 @@ import pathlib
 from collections.abc import Mapping
 from dataclasses import replace
 
-from vivified.core.chain import RateLimitConfig
+from vivified.core.chain import ConcurrencyConfig, RateLimitConfig
 from vivified.core.cli._config_file import config_file_path, load_config_file
 from vivified.core.config import CAPaths, CoreConfig
 from vivified.core.egress import load_egress_config
@@ -97,6 +97,24 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         help="calls per second each principal may make, burst twice that (default 500, burst 1000)",
     )
     parser.add_argument(
+        "--max-streams", type=int, metavar="N",
+        help="streams (Subscribe, PublishStream, WatchMyConfig, StreamFetch, ...) each principal may hold open "
+        "over all its connections (default 256)",
+    )
+    parser.add_argument(
+        "--max-calls", type=int, metavar="N",
+        help="unary calls each principal may have in flight over all its connections (default 256)",
+    )
+    parser.add_argument(
+        "--max-connections", type=int, metavar="N",
+        help="connections the core holds at once over both ports; more are closed on accept (default 1000, "
+        "keep below ulimit -n)",
+    )
+    parser.add_argument(
+        "--handshake-timeout", dest="handshake_timeout_seconds", type=float, metavar="SECONDS",
+        help="close a connection that has not finished its TLS/HTTP/2 handshake by then (default 10)",
+    )
+    parser.add_argument(
         "--max-call-deadline", type=float, metavar="SECONDS", help="cap on operator-lane call deadlines (default 30)"
     )
     parser.add_argument(
@@ -142,7 +160,8 @@ _EVENT_FIELDS = {
 _CORE_FIELDS = (
     "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
     "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds", "secrets_key_file", "secrets_key",
-    "settings_refresh_seconds", "audit_writers", "registry_sync_bound_seconds",
+    "settings_refresh_seconds", "audit_writers", "registry_sync_bound_seconds", "max_connections",
+    "handshake_timeout_seconds",
 )
 
 
@@ -189,6 +208,9 @@ def build_core_config(resolved: Mapping[str, Resolved]) -> CoreConfig:
             if rate <= 0:
                 raise SettingsError("call_rate (--call-rate / VIVIFIED_CALL_RATE) must be positive")
             core["rate_limit"] = RateLimitConfig(rate_per_second=rate, burst=burst_for(rate))
+        caps = {key: values[key] for key in ("max_streams", "max_calls") if key in values}
+        if caps:
+            core["concurrency"] = ConcurrencyConfig(**caps)
         if "ca_files" in values:
             core["ca_paths"] = CAPaths(*values["ca_files"])
         directory = values.get("data_dir", DEFAULT_DATA_DIR)

@@ -13,6 +13,7 @@ from vivified.core.audit import AuditLog
 from vivified.core.chain import Principal, RateLimitConfig, TokenBuckets, current_call
 from vivified.core.clock import Clock
 from vivified.core.events._admin import EventAdminService
+from vivified.core.events._alerts import Alerts
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._embedded import EmbeddedEventStore
 from vivified.core.events._envelope import EnvelopeStamper, PluginLookup
@@ -84,6 +85,7 @@ class EventBus:
             lookup=lookup,
             audit=audit,
             hooks=SessionHooks(delivered=metrics.on_event_delivered, lost=metrics.on_events_lost),
+            alerts=Alerts(store=store, stamper=stamper, audit=audit),
         )
         self.service = EventBusService(
             publisher=publisher,

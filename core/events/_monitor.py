@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 
-from vivified.core.audit import AuditLog, AuditRecord
+from vivified.core.audit import AuditLog
 from vivified.core.errors import Unavailable
+from vivified.core.events._alerts import Alerts
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._envelope import EnvelopeStamper
 from vivified.core.events._store import EventStore, SubscriptionLag
-from vivified.events.v1.canonical_pb2 import (
-    SEVERITY_CRITICAL,
-    SEVERITY_WARNING,
-    SecurityAlert,
-)
+from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SEVERITY_WARNING
 
 _log = logging.getLogger(__name__)
 
@@ -47,8 +43,7 @@ class BacklogMonitor:
         interval: float = 1.0,
     ) -> None:
         self._store = store
-        self._stamper = stamper
-        self._audit = audit
+        self._alert = Alerts(store=store, stamper=stamper, audit=audit).raise_alert
         self._current = config
         self._on_lag = on_lag
         self._on_lost = on_lost
@@ -113,18 +108,3 @@ class BacklogMonitor:
                         kind, SEVERITY_CRITICAL, subscription,
                         f"subscription {subscription} " + what.format(count=count), {noun: str(count), "cap": str(cap)},
                     )
-
-    async def _alert(self, kind: str, severity: int, subject: str, summary: str, details: dict[str, str]) -> None:
-        alert = SecurityAlert(
-            alert_id=uuid.uuid4().hex, kind=kind, severity=severity, summary=summary, subject=subject, details=details  # type: ignore[arg-type]
-        )
-        _log.warning("%s: %s", kind, summary)
-        await self._audit.append(
-            AuditRecord(
-                actor="core:core",
-                action=f"event.alert.{kind}",
-                resource=f"subscription/{subject}",
-                detail={"alert_id": alert.alert_id, **details},
-            )
-        )
-        await self._store.append([self._stamper.core_event(f"alert-{alert.alert_id}", alert)])

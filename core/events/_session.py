@@ -25,9 +25,11 @@ from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain import annotate
 from vivified.core.classification import redact
 from vivified.core.errors import InvalidArgument, PermissionDenied
+from vivified.core.events._alerts import Alerts
 from vivified.core.events._envelope import DOMAIN, PluginLookup, parse_payload
 from vivified.core.events._store import Delivery, EventStore
 from vivified.events.v1.events_pb2 import Delivery as DeliveryMessage
+from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL
 from vivified.events.v1.events_pb2 import Event, SubscribeRequest, SubscribeResponse
 from vivified.options.v1.options_pb2 import CLASSIFICATION_PII
 
@@ -52,6 +54,7 @@ class SubscriptionSession:
         lookup: PluginLookup,
         audit: AuditLog,
         hooks: SessionHooks,
+        alerts: Alerts,
         plugin_id: str,
         subscription: str,
         consumer: str,
@@ -62,6 +65,7 @@ class SubscriptionSession:
         self._lookup = lookup
         self._audit = audit
         self._hooks = hooks
+        self._alerts = alerts
         self._plugin_id = plugin_id
         self._subscription = subscription
         self._consumer = consumer
@@ -184,8 +188,16 @@ class SubscriptionSession:
     async def _prepare(self, delivery: Delivery) -> SubscribeResponse | None:
         traits = self._traits()
         if delivery.data is None:
-            await self._record("event.lost", {"delivery_id": delivery.delivery_id, "event_type": delivery.event_type})
+            # Trimmed while pending: the subscriber never gets this event. Audited,
+            # counted and alerted, like the losses the backlog monitor finds.
+            lost = {"delivery_id": delivery.delivery_id, "event_type": delivery.event_type}
+            await self._record("event.lost", lost)
             self._hooks.lost(self._subscription, 1)
+            await self._alerts.raise_alert(
+                "events_lost", SEVERITY_CRITICAL, self._subscription,
+                f"subscription {self._subscription} lost a {delivery.event_type} event trimmed while it was "
+                "being delivered", {"lost": "1", **lost},
+            )
             await self._store.ack(self._subscription, [delivery.delivery_id])
             return None
         event = Event.FromString(delivery.data)

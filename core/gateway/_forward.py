@@ -54,6 +54,12 @@ class GatewayConfig:
             raise ValueError("breaker cooldown and backoff must not be negative")
 
 
+def answer_margin(timeout: float) -> float:
+    """Time kept back from a call's deadline to refuse it and send the answer
+    (audit record included) before the caller's own deadline fires."""
+    return min(0.5, max(0.05, timeout * 0.2))
+
+
 class TargetError(VivifiedError):
     """The target answered with an error; its code and reason pass through."""
 
@@ -144,7 +150,7 @@ class Forwarder:
         deadline = self._clock.monotonic() + timeout
         attempts = self._config.max_attempts if retryable else 1
         attempt = 1
-        async with self._bulkheads.slot(target):
+        async with self._bulkheads.slot(target, timeout - answer_margin(timeout)):
             while True:
                 remaining = deadline - self._clock.monotonic()
                 call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._connector.channel(record).unary_unary(

@@ -75,6 +75,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("event_max_dead_letters", "int", "VIVIFIED_EVENT_MAX_DEAD_LETTERS", "--event-max-dead-letters"),
     Setting("event_max_subscriptions", "int", "VIVIFIED_EVENT_MAX_SUBSCRIPTIONS", "--event-max-subscriptions"),
     Setting("call_rate", "float", "VIVIFIED_CALL_RATE", "--call-rate", runtime=True),
+    Setting("max_streams", "int", "VIVIFIED_MAX_STREAMS", "--max-streams"),
+    Setting("max_calls", "int", "VIVIFIED_MAX_CALLS", "--max-calls"),
+    Setting("max_connections", "int", "VIVIFIED_MAX_CONNECTIONS", "--max-connections"),
+    Setting("handshake_timeout_seconds", "float", "VIVIFIED_HANDSHAKE_TIMEOUT", "--handshake-timeout"),
     Setting("max_call_deadline", "float", "VIVIFIED_MAX_CALL_DEADLINE", "--max-call-deadline", runtime=True),
     Setting("breaker_cooldown", "float", "VIVIFIED_BREAKER_COOLDOWN", "--breaker-cooldown", runtime=True),
     Setting(

@@ -25,7 +25,8 @@ BOOTSTRAP = {
     "policy_file", "egress_config", "ca_files", "redis_url", "secrets_key_file", "secrets_key", "settings_refresh_seconds",
     "registry_sync_bound_seconds",
     # Resource caps a plugin could otherwise exhaust the core with: fixed at start.
-    "event_max_dead_letters", "event_max_subscriptions",
+    "event_max_dead_letters", "event_max_subscriptions", "max_streams", "max_calls", "max_connections",
+    "handshake_timeout_seconds",
     # Whether records after a clean stop are tampering: a security setting.
     "audit_writers",
 }

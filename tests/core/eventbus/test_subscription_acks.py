@@ -17,6 +17,8 @@ from support.waiting import until
 from vivified.core.clock import SystemClock
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._embedded import EmbeddedEventStore
+from vivified.core.events._alerts import Alerts
+from vivified.core.events._envelope import EnvelopeStamper
 from vivified.core.events._session import SessionHooks, SubscriptionSession
 from vivified.core.events._store import NewEvent
 from vivified.events.v1 import events_pb2
@@ -86,6 +88,7 @@ async def started(tmp_path: pathlib.Path, events: int) -> tuple[EmbeddedEventSto
         lookup=lambda plugin_id: ActivePlugin(),
         audit=None,  # type: ignore[arg-type] - unclassified payloads: nothing is audited per delivery
         hooks=SessionHooks(delivered=lambda subscription: None, lost=lambda subscription, count: None),
+        alerts=Alerts(store=store, stamper=EnvelopeStamper(SystemClock()), audit=None),  # type: ignore[arg-type]
         plugin_id="sub-plugin",
         subscription=SUB,
         consumer="c1",

@@ -17,6 +17,7 @@ from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.events import EventsConfig, NewEvent
 from vivified.core.events._envelope import EnvelopeStamper
 from vivified.core.events._redis import RedisEventStore
+from vivified.core.events._alerts import Alerts
 from vivified.core.events._session import SessionHooks, SubscriptionSession
 from vivified.events.v1.canonical_pb2 import EmailSent
 from vivified.events.v1.events_pb2 import (
@@ -69,6 +70,7 @@ async def test_consumers_stay_bounded_over_many_reconnects(tmp_path: pathlib.Pat
                 session = SubscriptionSession(
                     store=store, lookup=lambda _: View(), audit=audit,
                     hooks=SessionHooks(delivered=lambda _: None, lost=lambda _s, _n: None),
+                    alerts=Alerts(store=store, stamper=EnvelopeStamper(SystemClock()), audit=audit),
                     plugin_id="mailer", subscription=SUB, consumer=f"stream-{cycle}", prefetch=8, trace_id="",
                 )
                 # The client ends its stream after acking: the session stores the ack, then releases its consumer.

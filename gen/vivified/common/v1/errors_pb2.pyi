@@ -164,6 +164,19 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAUTHENTICATED: the user's session or API key behind the delegation token has ended."""
     ERROR_REASON_DELEGATION_DENIED: _ErrorReason.ValueType  # 313
     """PERMISSION_DENIED: the plugin may make the call, but the user it acts for may not."""
+    ERROR_REASON_STREAM_LIMIT: _ErrorReason.ValueType  # 400
+    """RESOURCE_EXHAUSTED: the caller already holds as many open streams (Subscribe,
+    PublishStream, WatchMyConfig, StreamFetch, ...) as its cap allows, counted over
+    all its connections (`--max-streams`); rule id `concurrency-streams`.
+    """
+    ERROR_REASON_CALL_LIMIT: _ErrorReason.ValueType  # 401
+    """RESOURCE_EXHAUSTED: the caller already has as many unary calls in flight as its
+    cap allows, counted over all its connections (`--max-calls`); rule id `concurrency-calls`.
+    """
+    ERROR_REASON_REQUEST_UNDECODABLE: _ErrorReason.ValueType  # 402
+    """INVALID_ARGUMENT: the request message could not be decoded (malformed wire
+    bytes, or a string field that is not valid UTF-8).
+    """
     ERROR_REASON_PROFILE_NOT_FOUND: _ErrorReason.ValueType  # 500
     """NOT_FOUND: the people directory holds no profile for that user id."""
 
@@ -317,6 +330,19 @@ ERROR_REASON_DELEGATION_REVOKED: ErrorReason.ValueType  # 312
 """UNAUTHENTICATED: the user's session or API key behind the delegation token has ended."""
 ERROR_REASON_DELEGATION_DENIED: ErrorReason.ValueType  # 313
 """PERMISSION_DENIED: the plugin may make the call, but the user it acts for may not."""
+ERROR_REASON_STREAM_LIMIT: ErrorReason.ValueType  # 400
+"""RESOURCE_EXHAUSTED: the caller already holds as many open streams (Subscribe,
+PublishStream, WatchMyConfig, StreamFetch, ...) as its cap allows, counted over
+all its connections (`--max-streams`); rule id `concurrency-streams`.
+"""
+ERROR_REASON_CALL_LIMIT: ErrorReason.ValueType  # 401
+"""RESOURCE_EXHAUSTED: the caller already has as many unary calls in flight as its
+cap allows, counted over all its connections (`--max-calls`); rule id `concurrency-calls`.
+"""
+ERROR_REASON_REQUEST_UNDECODABLE: ErrorReason.ValueType  # 402
+"""INVALID_ARGUMENT: the request message could not be decoded (malformed wire
+bytes, or a string field that is not valid UTF-8).
+"""
 ERROR_REASON_PROFILE_NOT_FOUND: ErrorReason.ValueType  # 500
 """NOT_FOUND: the people directory holds no profile for that user id."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
