@@ -25,5 +25,11 @@ fi
 echo "== types: mypy --strict on core/ and sdk/ (tools/typecheck.py)"
 python tools/typecheck.py
 
+echo "== Node.js: sdk/nodejs and the Node plugins' unit tests (node --test)"
+(cd sdk/nodejs && node --test dist/test/)
+for lock in plugins/*/package-lock.json; do
+  [ -f "$lock" ] && (cd "$(dirname "$lock")" && node --test test/)
+done
+
 echo "== tests"
 python -m pytest "$@"
