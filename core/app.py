@@ -401,6 +401,7 @@ class Core:
             heartbeat_interval=lambda: live.current.heartbeat_interval_seconds,
             leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
             on_revoked=revoked,
+            core_endpoint=lambda: self.running.listen_address if self.running is not None else "",
         )
         admin = AdminService(
             store=store,

@@ -32,6 +32,9 @@ def _expected_members() -> set[str]:
         for path in base.rglob("*"):
             if "__pycache__" in path.parts or not path.is_file():
                 continue
+            # A Node.js plugin (plugins/<name>/package.json) is not part of the Python distribution.
+            if any((parent / "package.json").is_file() for parent in path.parents if base in parent.parents):
+                continue
             inner = path.relative_to(base).parts
             if name == "vivified" and inner and inner[0] in {n.split(".")[1] for n in ROOTS if "." in n}:
                 continue

@@ -26,4 +26,19 @@ if [ ! -x node_modules/.bin/buf ]; then
   # keeps npm from rewriting package-lock.json, so setup leaves the working tree as it was.
   npm install --no-save --no-audit --no-fund --loglevel=error
 fi
+# The Node.js SDK and the Node plugins install from their own lock files; the SDK is
+# TypeScript, compiled into sdk/nodejs/dist (rebuilt when a source is newer than it).
+if [ ! -d sdk/nodejs/node_modules ] || [ sdk/nodejs/package-lock.json -nt sdk/nodejs/node_modules ]; then
+  (cd sdk/nodejs && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -f sdk/nodejs/dist/src/index.js ] || [ -n "$(find sdk/nodejs/src sdk/nodejs/test sdk/nodejs/tsconfig.json -newer sdk/nodejs/dist/src/index.js -print -quit)" ]; then
+  (cd sdk/nodejs && npm run --silent build)
+fi
+for lock in plugins/*/package-lock.json; do
+  [ -f "$lock" ] || continue
+  dir=$(dirname "$lock")
+  if [ ! -d "$dir/node_modules" ] || [ "$lock" -nt "$dir/node_modules" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
 export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$PATH"

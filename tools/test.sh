@@ -8,7 +8,8 @@ source tools/setup.sh
 
 echo "== contracts: buf lint, format, generated code, breaking changes"
 node_modules/.bin/buf lint
-node_modules/.bin/buf format --diff --exit-code
+# proto/google and proto/grpc are third-party protos kept byte-for-byte as shipped.
+node_modules/.bin/buf format --diff --exit-code --exclude-path proto/google --exclude-path proto/grpc
 node_modules/.bin/buf generate
 if ! git diff --quiet -- gen || [ -n "$(git ls-files --others --exclude-standard gen)" ]; then
   echo "gen/ is stale: run 'node_modules/.bin/buf generate' and commit the result" >&2
@@ -23,6 +24,12 @@ fi
 
 echo "== types: mypy --strict on core/ and sdk/ (tools/typecheck.py)"
 python tools/typecheck.py
+
+echo "== Node.js: sdk/nodejs and the Node plugins' unit tests (node --test)"
+(cd sdk/nodejs && node --test dist/test/)
+for lock in plugins/*/package-lock.json; do
+  [ -f "$lock" ] && (cd "$(dirname "$lock")" && node --test test/)
+done
 
 echo "== tests"
 python -m pytest "$@"

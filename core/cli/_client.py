@@ -40,6 +40,8 @@ class OperatorTarget:
     cert: bytes = b""
     key: bytes = b""
     api_key: str = ""
+    ca_path: pathlib.Path | None = None
+    """The file `ca` was read from: the root a plugin trusts on the bootstrap port too."""
 
 
 def _running(data_dir: pathlib.Path) -> dict[str, str]:
@@ -67,7 +69,11 @@ def core_target(data_dir: pathlib.Path, environ: Mapping[str, str], address: str
     if not address:
         raise ClientError(f"no running core found for {data_dir}; pass --core HOST:PORT (the bootstrap port)")
     return OperatorTarget(
-        address=address, trust_domain=running.get("trust_domain", "vivified.local"), ca=ca, api_key=api_key
+        address=address,
+        trust_domain=running.get("trust_domain", "vivified.local"),
+        ca=ca,
+        api_key=api_key,
+        ca_path=ca_path,
     )
 
 
@@ -90,7 +96,9 @@ def operator_target(data_dir: pathlib.Path, environ: Mapping[str, str], address:
             raise ClientError(
                 f"no running core found for {data_dir} (no {run_file(data_dir)}); pass --core HOST:PORT"
             ) from None
-    return OperatorTarget(address=address, trust_domain=trust_domain, ca=ca, cert=cert, key=key)
+    return OperatorTarget(
+        address=address, trust_domain=trust_domain, ca=ca, cert=cert, key=key, ca_path=operator / "ca.crt"
+    )
 
 
 class _ApiKey(grpc.AuthMetadataPlugin):

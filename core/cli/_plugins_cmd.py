@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 from collections.abc import Mapping
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from google.protobuf import json_format
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.cli._client import (
     ClientError,
+    OperatorTarget,
     core_target,
     describe,
     open_channel,
@@ -56,8 +60,17 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
             reply = await getattr(stub, _METHODS[args.verb])(request, timeout=30)
         except grpc.aio.AioRpcError as err:
             raise describe(err) from None
-    out.extend(_render(args, reply))
+    out.extend(_render(args, reply, target))
     return 0
+
+
+def ca_fingerprint(ca_pem: bytes) -> str:
+    """sha256 of the CA certificate's DER, as `openssl x509 -noout -fingerprint -sha256` prints it."""
+    try:
+        digest = x509.load_pem_x509_certificate(ca_pem).fingerprint(hashes.SHA256())
+    except ValueError:
+        raise ClientError("the core's CA certificate file is not a PEM certificate", "CA_CERTIFICATE_INVALID") from None
+    return ":".join(f"{b:02X}" for b in digest)
 
 
 _METHODS = {
@@ -84,18 +97,26 @@ def _request(args: argparse.Namespace) -> object:
     return request_type(plugin_id=args.plugin_id, reason=args.reason)
 
 
-def _render(args: argparse.Namespace, reply: object) -> list[str]:
-    if getattr(args, "json", False):
-        return [json_format.MessageToJson(reply, preserving_proto_field_name=True)]  # type: ignore[arg-type]
-    if args.verb == "approve":
-        assert isinstance(reply, pb.ApprovePluginResponse)
+def _render(args: argparse.Namespace, reply: object, target: OperatorTarget) -> list[str]:
+    if args.verb == "approve" and isinstance(reply, pb.ApprovePluginResponse):
+        # The plugin trusts this root on the bootstrap port before it has an identity.
+        ca_path = str(target.ca_path.resolve()) if target.ca_path is not None else ""
+        fingerprint = ca_fingerprint(target.ca)
+        if getattr(args, "json", False):
+            data = json_format.MessageToDict(reply, preserving_proto_field_name=True)
+            data.update(ca_certificate_file=ca_path, ca_certificate_sha256=fingerprint)
+            return [json.dumps(data, indent=2)]
         expiry = reply.token_expire_time.ToDatetime().isoformat() + "Z"
         return [
             f"approved; manifest sha256 {reply.manifest_sha256}",
             f"granted traits: {', '.join(reply.granted_traits) or '(none)'}",
+            f"CA certificate the plugin must trust (VIVIFIED_CA_FILE): {ca_path}",
+            f"CA certificate sha256 fingerprint: {fingerprint}",
             f"join token (shown once, valid until {expiry}):",
             reply.join_token,
         ]
+    if getattr(args, "json", False):
+        return [json_format.MessageToJson(reply, preserving_proto_field_name=True)]  # type: ignore[arg-type]
     if args.verb == "list":
         assert isinstance(reply, pb.ListPluginsResponse)
         rows = [f"{'PLUGIN':24} {'STATUS':9} {'HEALTH':11} {'VERSION':10} ENDPOINT"]

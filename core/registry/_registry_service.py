@@ -68,7 +68,8 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
     certificate issued or renewed gets the leaf TTL in force then, and every
     Register and Heartbeat reply tells the plugin the interval in force then
     (the SDK adopts it from each reply, so a registered plugin switches at its
-    next heartbeat)."""
+    next heartbeat). `core_endpoint` returns the core's bound mTLS address,
+    sent in every RegisterResponse."""
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         heartbeat_interval: Callable[[], float],
         leaf_ttl: Callable[[], dt.timedelta],
         on_revoked: Callable[[str], Any],
+        core_endpoint: Callable[[], str],
     ) -> None:
         self._store = store
         self._ca = ca
@@ -92,6 +94,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         self._heartbeat_interval = heartbeat_interval
         self._leaf_ttl = leaf_ttl
         self._on_revoked = on_revoked
+        self._core_endpoint = core_endpoint
 
     def _interval(self) -> int:
         return int(max(1, round(self._heartbeat_interval())))
@@ -141,6 +144,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
             spiffe_id=f"spiffe://{self._ca.trust_domain}/plugin/{manifest.id}",
             expire_time=_timestamp(not_after),
             heartbeat_interval_seconds=self._interval(),
+            core_endpoint=self._core_endpoint(),
         )
 
     async def RenewCertificate(

@@ -67,6 +67,7 @@ class RegisterResponse(_message.Message):
     SPIFFE_ID_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    CORE_ENDPOINT_FIELD_NUMBER: _builtins.int
     certificate_chain_pem: _builtins.str
     """PEM certificate chain: the plugin's leaf certificate then the issuing CA."""
     ca_certificate_pem: _builtins.str
@@ -75,6 +76,14 @@ class RegisterResponse(_message.Message):
     """The plugin's SPIFFE id, e.g. `spiffe://vivified.local/plugin/email-gateway`."""
     heartbeat_interval_seconds: _builtins.int
     """How often the core expects a heartbeat, in seconds."""
+    core_endpoint: _builtins.str
+    """The core's mTLS endpoint (`host:port`) for every call after Register:
+    heartbeats, renewal, deregistration and the three lanes. It is the
+    address the core's mTLS listener is bound to. When that is a wildcard
+    host (`0.0.0.0`, `[::]`), dial the host you reached the bootstrap port
+    on, with this port. The core's server certificate there carries the DNS
+    name `core.<trust-domain>`: verify that name, whatever address you dial.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the issued certificate expires."""
@@ -87,10 +96,11 @@ class RegisterResponse(_message.Message):
         spiffe_id: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         heartbeat_interval_seconds: _builtins.int = ...,
+        core_endpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_chain_pem", b"certificate_chain_pem", "expire_time", b"expire_time", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "spiffe_id", b"spiffe_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_chain_pem", b"certificate_chain_pem", "core_endpoint", b"core_endpoint", "expire_time", b"expire_time", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "spiffe_id", b"spiffe_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

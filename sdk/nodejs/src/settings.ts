@@ -1,0 +1,87 @@
+/** How a plugin finds and trusts its core, read once from the environment (`settingsFromEnv`). */
+import { ConfigurationError } from "./errors.js";
+
+export const DEFAULT_BOOTSTRAP_ADDRESS = "127.0.0.1:7444";
+export const DEFAULT_TRUST_DOMAIN = "vivified.local";
+
+export interface PluginSettings {
+  /** The plugin's manifest (YAML or JSON); must be the one the operator approved. */
+  readonly manifestPath: string;
+  /** The one-time token printed by `vivified plugins approve`. Never log it. */
+  readonly joinToken: string;
+  /** PEM root of the core's CA: the only root trusted, both for the core's server and for the core calling us. */
+  readonly caFile: string;
+  /** The core's bootstrap port (`host:port`), server-authenticated TLS, used once for Register. */
+  readonly bootstrapAddress: string;
+  /** The core's mTLS port; "" (default) uses `core_endpoint` from the RegisterResponse. */
+  readonly coreAddress: string;
+  /** SPIFFE trust domain; the core must present the DNS name `core.<trustDomain>` and the URI `spiffe://<trustDomain>/core`. */
+  readonly trustDomain: string;
+  /** Interface the plugin's server binds to; the port is chosen by the OS. */
+  readonly listenHost: string;
+  /** Host the core should dial, when it differs from `listenHost`. */
+  readonly advertiseHost: string;
+  /** Renew once this fraction of the certificate's lifetime has passed (0 < f < 1). */
+  readonly renewAtFraction: number;
+  /** How long in-flight calls may run on after a stop is requested, in seconds. */
+  readonly shutdownGraceSeconds: number;
+  /** Deadline of each call the SDK makes to the core (Register, heartbeats, renewal), in seconds. */
+  readonly connectTimeoutSeconds: number;
+  /** Where `proto/` is; default: the repository this SDK lives in. */
+  readonly protoDir: string;
+}
+
+export type PluginSettingsInput = Pick<PluginSettings, "manifestPath" | "joinToken" | "caFile"> &
+  Partial<Omit<PluginSettings, "manifestPath" | "joinToken" | "caFile">>;
+
+/** Settings with defaults filled in, checked; throws `ConfigurationError`. */
+export function pluginSettings(input: PluginSettingsInput): PluginSettings {
+  const settings: PluginSettings = Object.freeze({
+    bootstrapAddress: DEFAULT_BOOTSTRAP_ADDRESS,
+    coreAddress: "",
+    trustDomain: DEFAULT_TRUST_DOMAIN,
+    listenHost: "127.0.0.1",
+    advertiseHost: "",
+    renewAtFraction: 0.66,
+    shutdownGraceSeconds: 5,
+    connectTimeoutSeconds: 10,
+    protoDir: "",
+    ...input,
+  });
+  if (!settings.joinToken) throw new ConfigurationError("joinToken is empty");
+  if (!(settings.renewAtFraction > 0 && settings.renewAtFraction < 1)) {
+    throw new ConfigurationError(`renewAtFraction must be between 0 and 1, got ${settings.renewAtFraction}`);
+  }
+  if (settings.shutdownGraceSeconds < 0 || !(settings.connectTimeoutSeconds > 0)) {
+    throw new ConfigurationError("shutdownGraceSeconds must be >= 0 and connectTimeoutSeconds > 0");
+  }
+  for (const name of ["manifestPath", "caFile", "bootstrapAddress", "trustDomain", "listenHost"] as const) {
+    if (!settings[name]) throw new ConfigurationError(`${name} is empty`);
+  }
+  return settings;
+}
+
+/**
+ * Settings from `VIVIFIED_*` variables, the same ones the Python SDK reads.
+ * Required: `VIVIFIED_MANIFEST`, `VIVIFIED_JOIN_TOKEN`, `VIVIFIED_CA_FILE`.
+ * Optional: `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`, `VIVIFIED_PROTO_DIR`.
+ *
+ *     const settings = settingsFromEnv(process.env);
+ */
+export function settingsFromEnv(env: Record<string, string | undefined>, overrides: Partial<PluginSettings> = {}): PluginSettings {
+  const required = (variable: string, what: string): string => {
+    const value = env[variable] ?? "";
+    if (!value) throw new ConfigurationError(`environment variable ${variable} is not set (it gives ${what})`, "SETTING_MISSING");
+    return value;
+  };
+  return pluginSettings({
+    manifestPath: required("VIVIFIED_MANIFEST", "the path of the plugin's manifest"),
+    joinToken: required("VIVIFIED_JOIN_TOKEN", "the one-time join token from `vivified plugins approve`"),
+    caFile: required("VIVIFIED_CA_FILE", "the path of the core's root CA certificate"),
+    bootstrapAddress: env["VIVIFIED_BOOTSTRAP_ADDRESS"] || DEFAULT_BOOTSTRAP_ADDRESS,
+    coreAddress: env["VIVIFIED_CORE_ADDRESS"] || "",
+    trustDomain: env["VIVIFIED_TRUST_DOMAIN"] || DEFAULT_TRUST_DOMAIN,
+    protoDir: env["VIVIFIED_PROTO_DIR"] || "",
+    ...overrides,
+  });
+}
