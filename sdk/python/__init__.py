@@ -21,6 +21,31 @@ Example (a complete plugin process)::
 
     run([Echo()], PluginSettings.from_env(os.environ))
 
+Servicers get their runtime: pass a factory instead of a list and it receives
+the `PluginRuntime`; a servicer's `async def on_init(self, runtime)` runs when
+the core calls Init. Handlers then call other plugins, publish, subscribe,
+fetch and read config (each must be declared in the approved manifest:
+`calls`, `publishes`, `subscribes`, `security.allowed_domains`, `config`)::
+
+    from vivified.directory.v1.directory_pb2 import GetProfileRequest
+    from vivified.events.v1.canonical_pb2 import EmailSent, UserCreated
+
+    class Mailer(communication_pb2_grpc.CommunicationPluginServiceServicer):
+        def __init__(self, runtime):
+            self.runtime = runtime
+
+        async def on_init(self, runtime):
+            self.sender = (await runtime.config()).get("sender")          # config
+            runtime.subscribe("welcome", {UserCreated: self.on_user})     # subscribe
+
+        async def on_user(self, event, received):
+            profile = await self.runtime.call(                            # call
+                "user-management", GetProfileRequest(user_id=event.user_id))
+            ...
+            await self.runtime.publish(EmailSent(email_id="e-1", user_id=event.user_id))  # publish
+
+    run(lambda runtime: [Mailer(runtime)], PluginSettings.from_env(os.environ))
+
 `PluginRuntime` is the same machinery for code that owns its event loop
 (tests, or a plugin that runs other tasks beside its server). Every error is
 a `VivifiedSDKError` subclass carrying the core's `reason` and `domain`.
@@ -44,7 +69,7 @@ from vivified.sdk._errors import (
 from vivified.sdk._events import PublishStream, ReceivedEvent, Subscription, envelope
 from vivified.sdk._manifest import load_manifest
 from vivified.sdk._run import run, serve
-from vivified.sdk._runtime import PluginRuntime
+from vivified.sdk._runtime import PluginRuntime, RuntimeAware, ServicerFactory
 from vivified.sdk._settings import PluginSettings
 from vivified.sdk._status import abort
 from vivified.sdk._tunnel import Tunnel
@@ -63,6 +88,8 @@ __all__ = [
     "PublishStream",
     "ReceivedEvent",
     "ResourceExhaustedError",
+    "RuntimeAware",
+    "ServicerFactory",
     "Subscription",
     "Tunnel",
     "UnauthenticatedError",

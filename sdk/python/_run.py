@@ -7,12 +7,12 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
-from vivified.sdk._runtime import PluginRuntime
+from vivified.sdk._runtime import PluginRuntime, ServicerFactory
 from vivified.sdk._settings import PluginSettings
 
 
 async def serve(
-    servicers: Sequence[object],
+    servicers: Sequence[object] | ServicerFactory,
     settings: PluginSettings,
     *,
     on_init: Callable[[InitRequest], Awaitable[None]] | None = None,
@@ -49,7 +49,7 @@ async def serve(
 
 
 def run(
-    servicers: Sequence[object],
+    servicers: Sequence[object] | ServicerFactory,
     settings: PluginSettings,
     *,
     on_init: Callable[[InitRequest], Awaitable[None]] | None = None,
@@ -60,11 +60,14 @@ def run(
     unrecoverable failure (e.g. the certificate expired) are raised as
     `VivifiedSDKError`, so the process exits non-zero and a supervisor restarts it.
 
+    `servicers` may be a factory that receives the `PluginRuntime`, so the
+    servicers can call, publish, subscribe, fetch and read config.
+
     Example (a plugin's `__main__.py`)::
 
         import os
         from vivified.sdk import PluginSettings, run
 
-        run([EchoCommunicationPlugin()], PluginSettings.from_env(os.environ))
+        run(lambda runtime: [MyPlugin(runtime)], PluginSettings.from_env(os.environ))
     """
     asyncio.run(serve(servicers, settings, on_init=on_init, on_shutdown=on_shutdown))

@@ -6,15 +6,17 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import grpc
 from google.protobuf.message import Message
+from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
 from vivified.events.v1.events_pb2 import PublishResponse
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
 from vivified.sdk._calls import PluginCaller
 from vivified.sdk._config import ConfigClient, PluginConfig
 from vivified.sdk._core_client import CoreClient
-from vivified.sdk._errors import SDK_DOMAIN, ConfigurationError, VivifiedSDKError
+from vivified.sdk._errors import SDK_DOMAIN, ConfigurationError, VivifiedSDKError, from_rpc_error
 from vivified.sdk._events import EventClient, Handler, PublishStream, Subscription
 from vivified.sdk._identity import IssuedCertificate
 from vivified.sdk._lifecycle import LifecycleServicer
@@ -32,6 +34,20 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+ServicerFactory = Callable[["PluginRuntime"], Sequence[object]]
+"""Builds the plugin's servicers given the runtime they will use (see `PluginRuntime`)."""
+
+
+@runtime_checkable
+class RuntimeAware(Protocol):
+    """A servicer with `async def on_init(self, runtime)`: the runtime awaits it
+    when the core calls `Init` (after the plugin was admitted, before it reports
+    ready), e.g. to read config and start its subscriptions. Raising makes Init
+    fail (PLUGIN_INIT_FAILED), so the core marks the plugin unhealthy."""
+
+    async def on_init(self, runtime: PluginRuntime) -> None: ...
+
+
 class PluginRuntime:
     """Runs one plugin process's servicers against the core.
 
@@ -41,9 +57,15 @@ class PluginRuntime:
     ends all of it gracefully and deregisters. The core calls `Init` (which runs
     `on_init`) once it has admitted the plugin, and may call `Shutdown`.
 
+    `servicers` is either the servicer objects or a factory that receives this
+    runtime and returns them, so handlers can call other plugins, publish,
+    subscribe, fetch and read config (`runtime.call`, `publish`, `subscribe`,
+    `fetch`, `connect`, `config`). A servicer that defines
+    `async def on_init(self, runtime)` (`RuntimeAware`) has it awaited at Init.
+
     Example::
 
-        runtime = PluginRuntime([EchoCommunicationPlugin()], PluginSettings.from_env(os.environ))
+        runtime = PluginRuntime(lambda rt: [MyPlugin(rt)], PluginSettings.from_env(os.environ))
         await runtime.start()
         try:
             await runtime.wait_closed()
@@ -53,7 +75,7 @@ class PluginRuntime:
 
     def __init__(
         self,
-        servicers: Sequence[object],
+        servicers: Sequence[object] | ServicerFactory,
         settings: PluginSettings,
         *,
         on_init: Callable[[InitRequest], Awaitable[None]] | None = None,
@@ -61,17 +83,22 @@ class PluginRuntime:
         clock: Callable[[], dt.datetime] = _utcnow,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if not servicers:
-            raise ConfigurationError("a plugin needs at least one servicer")
         self._settings = settings
         self._on_shutdown = on_shutdown
         self._clock = clock
         self._sleep = sleep
+        self._subscriptions: list[Subscription] = []
+        self._client: CoreClient | None = None
+        if callable(servicers):
+            servicers = list(servicers(self))
+        if not servicers:
+            raise ConfigurationError("a plugin needs at least one servicer")
+        self._on_init = on_init
+        self._aware = [s for s in servicers if isinstance(s, RuntimeAware)]
         self._lifecycle = LifecycleServicer(
-            on_init=on_init, on_ready=self._ready, on_shutdown_requested=self._request_stop_soon
+            on_init=self._init, on_ready=self._ready, on_shutdown_requested=self._request_stop_soon
         )
         self._server = PluginServer(servicers, self._lifecycle, settings.trust_domain)
-        self._client: CoreClient | None = None
         self._certificates: ServerCertificates | None = None
         self._issued: IssuedCertificate | None = None
         self._endpoint = ""
@@ -79,7 +106,6 @@ class PluginRuntime:
         self._stop_task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._started = False
-        self._subscriptions: list[Subscription] = []
         self.renewals = 0
         """How many times the certificate was renewed."""
         self.failure: VivifiedSDKError | None = None
@@ -154,6 +180,21 @@ class PluginRuntime:
         subscription = EventClient(lambda: self.core_channel).subscribe(name, handlers)
         self._subscriptions.append(subscription)
         return subscription
+
+    async def fetch(self, request: egress_pb2.FetchRequest, *, timeout: float | None = None) -> egress_pb2.FetchResponse:
+        """One HTTP(S) request through the core's egress proxy, to a host under
+        `security.allowed_domains` of the approved manifest.
+
+            reply = await runtime.fetch(FetchRequest(method="GET", url="https://api.example.com/v1/status"))
+
+        Raises `PermissionDeniedError` (EGRESS_DENIED), `UnavailableError`
+        (EGRESS_UPSTREAM_FAILED), or another `VivifiedSDKError` with the core's reason."""
+        stub = egress_pb2_grpc.EgressProxyServiceStub(self.core_channel)
+        try:
+            reply: egress_pb2.FetchResponse = await stub.Fetch(request, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from None
+        return reply
 
     async def connect(self, host: str, port: int, *, timeout: float | None = None) -> Tunnel:
         """Open a TCP tunnel through the core to `host:port` (listed under
@@ -265,6 +306,17 @@ class PluginRuntime:
         self._certificates.install(issued)
         self._client.connect(issued)
         self.renewals += 1
+
+    async def _init(self, request: InitRequest) -> None:
+        if self._on_init is not None:
+            await self._on_init(request)
+        for servicer in self._aware:
+            await servicer.on_init(self)
+
+    @property
+    def settings(self) -> PluginSettings:
+        """The settings the runtime was started with (e.g. `settings.data_dir`)."""
+        return self._settings
 
     async def _ready(self) -> None:
         await self._server.set_serving(True)

@@ -1,4 +1,12 @@
-"""Test a plugin without a deployment: a throwaway CA and an in-process fake core.
+"""Test a plugin without a deployment.
+
+`LocalCore` runs a real `vivified core` process (temporary data dir, embedded
+stores, free loopback ports, real mTLS and interceptor chain), approves and
+runs the plugin under test in this process, and hands back a client that
+calls it through the core and publishes events to it (see `_local_core`).
+
+For tests of the SDK itself there is also a throwaway CA and an in-process
+fake core:
 
 `FakeCore` speaks the registry protocol over real TLS on loopback, signs the
 plugin's CSR with a `LocalCA`, calls the plugin's `Init` and health check with
@@ -26,5 +34,6 @@ Example (pytest with pytest-asyncio)::
 
 from vivified.sdk.testing._ca import Leaf, LocalCA, key_usage
 from vivified.sdk.testing._fake_core import FakeCore, Refusal
+from vivified.sdk.testing._local_core import LocalCore, LocalCoreOptions, mirror_manifest
 
-__all__ = ["FakeCore", "Leaf", "LocalCA", "Refusal", "key_usage"]
+__all__ = ["FakeCore", "Leaf", "LocalCA", "LocalCore", "LocalCoreOptions", "Refusal", "key_usage", "mirror_manifest"]
