@@ -1,6 +1,7 @@
 """The `vivified` command line.
 
-    vivified up                      core + bundled plugins (development profile)
+    vivified up [--plugin DIR]...    core + bundled plugins (development profile) + plugin projects
+    vivified create-plugin NAME --contract C [--dir DIR]   a new plugin project
     vivified core                    the core broker alone
     vivified plugins approve|list|enable|disable|revoke
     vivified operators list|revoke SERIAL
@@ -30,6 +31,7 @@ from vivified.core.cli import (
     _bench,
     _config_cmd,
     _core_settings_cmd,
+    _create_plugin,
     _db_cmd,
     _events_cmd,
     _operators_cmd,
@@ -41,7 +43,7 @@ from vivified.core.cli import (
 )
 from vivified.core.cli._client import ClientError
 from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
-from vivified.core.cli._up import run_core, run_up
+from vivified.core.cli._up import add_plugin_flag, external_plugins, run_core, run_up
 from vivified.core.db import DatabaseError
 from vivified.core.errors import VivifiedError
 from vivified.core.policy import PolicyError
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--data-dir", help="keys, database and audit checkpoints (default ./.vivified)")
         add_core_flags(cmd)
+        if name == "up":
+            add_plugin_flag(cmd)
     _plugins_cmd.add_parser(sub)
     _operators_cmd.add_parser(sub)
     _manifest_cmd.add_parser(sub)
@@ -70,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_cmd.add_parser(sub)
     _policy_cmd.add_parser(sub)
     _bench.add_parser(sub)
+    _create_plugin.add_parser(sub)
     return parser
 
 
@@ -91,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("up", "core"):
             config = core_config(args, environ)
             if args.command == "up":
-                return asyncio.run(run_up(config, environ))
+                return asyncio.run(run_up(config, environ, extra_plugins=external_plugins(args.plugin)))
             return asyncio.run(run_core(config))
         if args.command == "plugins":
             code = asyncio.run(_plugins_cmd.run(args, environ, out))
@@ -111,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_plugin_config_cmd.run(args, environ, out))
         elif args.command == "config":
             code = _config_cmd.show(args, environ, out)
+        elif args.command == "create-plugin":
+            code = _create_plugin.run(args, out)
         elif args.command == "policy":
             code = _policy_cmd.run(args, environ, out)
         else:

@@ -5,11 +5,13 @@ plugin under `vivified.plugins` that ships a manifest, approving each one
 itself through the admin service (audited like any operator call) and
 supervising it as a subprocess restarted with backoff when it crashes (a
 non-zero exit); a plugin that stops cleanly stays stopped. Each plugin gets
-`VIVIFIED_PLUGIN_DATA_DIR=<data-dir>/plugins/<plugin-id>`. In the development
+`VIVIFIED_PLUGIN_DATA_DIR=<data-dir>/plugins/<plugin-id>`. `--plugin DIR` adds
+plugin projects outside the package, approved and supervised the same way. In the development
 profile it also runs the local SMTP sink for the email gateway (`_devmail`)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import importlib.util
@@ -17,7 +19,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+import tomllib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.app import Core, RunningCore
 from vivified.core.cli import _devmail
 from vivified.core.cli._client import describe, open_channel, operator_target
+from vivified.core.cli._settings import SettingsError
 from vivified.core.config import CoreConfig
 from vivified.core.manifest import load_manifest_file
 
@@ -36,10 +40,58 @@ _MAX_BACKOFF = 30.0
 
 @dataclass(frozen=True)
 class PluginSpec:
-    """A plugin shipped under `plugins/<name>/` with a manifest and `__main__`."""
+    """A plugin shipped under `plugins/<name>/` with a manifest and `__main__`,
+    or a plugin project given with `--plugin DIR` (then `path` is DIR, put
+    first on the plugin's PYTHONPATH)."""
 
     module: str
     manifest: Path
+    path: Path | None = None
+
+
+class PluginProjectError(ValueError):
+    """A `--plugin DIR` that is not a runnable plugin project (reason in `reason`)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def add_plugin_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin", action="append", default=[], type=Path, metavar="DIR",
+        help="also run the plugin project in DIR (repeatable): DIR/manifest.yaml is approved like the bundled "
+        "plugins and `python -m MODULE` runs it with DIR first on PYTHONPATH, MODULE from "
+        "[tool.vivified] module in DIR/pyproject.toml (as `vivified create-plugin` writes it)",
+    )
+
+
+def plugin_project(directory: Path) -> PluginSpec:
+    """The spec of the plugin project in `directory` (see `add_plugin_flag`)."""
+    directory = directory.resolve()
+    manifest = directory / "manifest.yaml"
+    if not manifest.is_file():
+        raise PluginProjectError(f"--plugin {directory}: no manifest.yaml there", "PLUGIN_MANIFEST_MISSING")
+    try:
+        with (directory / "pyproject.toml").open("rb") as handle:
+            project = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PluginProjectError(f"--plugin {directory}: cannot read pyproject.toml: {exc}", "PLUGIN_MODULE_MISSING") from None
+    module = project.get("tool", {}).get("vivified", {}).get("module")
+    if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
+        raise PluginProjectError(
+            f"--plugin {directory}: pyproject.toml needs [tool.vivified] module = \"<package>\" "
+            "(the module `python -m` runs)", "PLUGIN_MODULE_MISSING",
+        )
+    return PluginSpec(module=module, manifest=manifest, path=directory)
+
+
+def external_plugins(directories: Sequence[Path]) -> list[PluginSpec]:
+    """Specs of every `--plugin DIR`; raises `SettingsError` naming the first bad one."""
+    try:
+        return [plugin_project(directory) for directory in directories]
+    except PluginProjectError as error:
+        raise SettingsError(f"{error} [{error.reason}]") from None
 
 
 def discover_plugins() -> list[PluginSpec]:
@@ -127,6 +179,8 @@ class Supervisor:
                 VIVIFIED_TRUST_DOMAIN=self._running.trust_domain,
                 VIVIFIED_PLUGIN_DATA_DIR=str(self._config.data_dir / "plugins" / plugin_id),
             )
+            if spec.path is not None:
+                env["PYTHONPATH"] = os.pathsep.join(p for p in (str(spec.path), env.get("PYTHONPATH", "")) if p)
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", spec.module, env=env)
             _log.info("started %s (pid %d)", spec.module, proc.pid)
             waiter = asyncio.create_task(proc.wait())
@@ -165,10 +219,10 @@ def _report_failure(spec: PluginSpec, task: asyncio.Task[None]) -> None:
         _log.error("%s is not running: %s", spec.module, error)
 
 
-async def run_up(config: CoreConfig, environ: Mapping[str, str]) -> int:
+async def run_up(config: CoreConfig, environ: Mapping[str, str], extra_plugins: Sequence[PluginSpec] = ()) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    specs = discover_plugins()
+    specs = [*discover_plugins(), *extra_plugins]
     sink = None
     if config.profile == "development" and any(s.module.endswith(".email_gateway") for s in specs):
         sink, config = await _devmail.start_sink(config)
@@ -181,7 +235,7 @@ async def run_up(config: CoreConfig, environ: Mapping[str, str]) -> int:
         raise
     print(f"vivified is up: core mTLS {running.listen_address}, bootstrap {running.bootstrap_address}, "
           f"metrics http://{running.metrics_address}/metrics", flush=True)
-    print(f"plugins: {', '.join(s.module.rsplit('.', 1)[1] for s in specs) or '(none)'}", flush=True)
+    print(f"plugins: {', '.join(s.module.rsplit('.', 1)[-1] for s in specs) or '(none)'}", flush=True)
     print(f"list the core's services with:\n  {grpcurl_hint(config, running)}", flush=True)
     environ = {**os.environ, **environ}
     after_approval = None
