@@ -17,6 +17,7 @@ import json
 import pathlib
 import re
 import string
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -261,10 +262,17 @@ def create(name: str, contract: str, parent: pathlib.Path) -> Project:
 
 
 def run(args: argparse.Namespace, out: list[str]) -> int:
-    project = create(args.name, args.contract, args.dir)
+    """Exit 0 with what was written, or 1 with the refusal's message and reason."""
+    try:
+        project = create(args.name, args.contract, args.dir)
+    except InvalidArgument as error:
+        if args.json:
+            out.append(json.dumps({"created": False, "reason": error.reason, "message": error.message}, indent=2))
+        print(f"error: {error.message} [{error.reason}]", file=sys.stderr)
+        return 1
     if args.json:
         out.append(json.dumps({
-            "path": str(project.path), "plugin_id": project.plugin_id, "package": project.package,
+            "created": True, "path": str(project.path), "plugin_id": project.plugin_id, "package": project.package,
             "contract": project.contract, "files": list(project.files),
         }, indent=2))
     else:
