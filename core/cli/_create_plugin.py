@@ -92,11 +92,17 @@ def _classified(field: FieldDescriptor) -> bool:
 def _same_kind(a: FieldDescriptor, b: FieldDescriptor) -> bool:
     if a.type != b.type or _repeated(a) != _repeated(b) or _is_map(a) or _is_map(b):
         return False
-    if a.type == _MESSAGE:
-        return bool(a.message_type.full_name == b.message_type.full_name)
-    if a.type == FieldDescriptor.TYPE_ENUM:
-        return bool(a.enum_type.full_name == b.enum_type.full_name)
-    return True
+    return _type_name(a) == _type_name(b)
+
+
+def _type_name(field: FieldDescriptor) -> str:
+    """The message or enum type's full name ("" for scalars)."""
+    named = field.message_type or field.enum_type
+    return named.full_name if named is not None else ""
+
+
+def _message(field: FieldDescriptor) -> Descriptor | None:
+    return field.message_type if field.type == _MESSAGE else None
 
 
 def _repeated(field: FieldDescriptor) -> bool:
@@ -104,7 +110,8 @@ def _repeated(field: FieldDescriptor) -> bool:
 
 
 def _is_map(field: FieldDescriptor) -> bool:
-    return field.type == _MESSAGE and field.message_type.GetOptions().map_entry
+    message = _message(field)
+    return message is not None and message.GetOptions().map_entry
 
 
 def echo_sources(request: Descriptor, response: Descriptor) -> list[tuple[FieldDescriptor, str]]:
@@ -117,8 +124,9 @@ def echo_sources(request: Descriptor, response: Descriptor) -> list[tuple[FieldD
             found.append((out, f"request.{out.name}"))
             continue
         for holder in request.fields:
-            if holder.type == _MESSAGE and not _repeated(holder):
-                inner = holder.message_type.fields_by_name.get(out.name)
+            holder_type = _message(holder)
+            if holder_type is not None and not _repeated(holder):
+                inner = holder_type.fields_by_name.get(out.name)
                 if inner is not None and _same_kind(inner, out):
                     found.append((out, f"request.{holder.name}.{out.name}"))
                     break
@@ -146,10 +154,9 @@ def sample_request(request: Descriptor, module_file: str) -> tuple[str, dict[str
                 value = f"{field.name}-1"
                 values[f"{path}.{field.name}"] = value
                 args.append(f"{field.name}={value!r}")
-            elif field.type == _MESSAGE and depth == 0:
-                cls = _class_in(module_file, field.message_type)
-                if cls is not None:
-                    args.append(f"{field.name}={build(field.message_type, f'{path}.{field.name}', 1)}")
+            elif (nested := _message(field)) is not None and depth == 0:
+                if _class_in(module_file, nested) is not None:
+                    args.append(f"{field.name}={build(nested, f'{path}.{field.name}', 1)}")
         return f"{_class_in(module_file, descriptor)}({', '.join(args)})"
 
     return build(request, "request", 0), values
