@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from vivified.core.contracts import contract_method
+from vivified.core.contracts import CONTRACT_SERVICES, contract_method
 from vivified.core.events._types import CANONICAL_EVENT_TYPES
 from vivified.core.manifest._config_fields import check_config_schema
 from vivified.core.manifest._digest import reject_unknown_fields
@@ -155,19 +155,42 @@ def _check_security(manifest: PluginManifest, traits: set[str]) -> None:
     _no_duplicates("security.allowed_tunnels", (validate_tunnel(e) for e in tunnels))
 
 
+def _operation_problem(name: str) -> str | None:
+    """Why `name` is not a unary contract operation (`pkg.Service/Method`), looked
+    up in the generated descriptors of the contracts; None when it is one."""
+    if contract_method(name) is not None and not name.startswith("/"):
+        return None
+    service_name, slash, method_name = name.partition("/")
+    if not slash or not service_name or not method_name:
+        return "it is not of the form pkg.Service/Method"
+    service = CONTRACT_SERVICES.get(service_name)
+    if service is None:
+        return f"{show(service_name)} is not a plugin contract; contracts: {', '.join(sorted(CONTRACT_SERVICES))}"
+    method = service.methods_by_name.get(method_name)
+    if method is None:
+        have = ", ".join(m.name for m in service.methods)
+        return f"{service_name} has no method {show(method_name)} (it has {have})"
+    return f"{service_name}/{method_name} is a streaming method; only unary operations go through the core"
+
+
 def _check_operations(manifest: PluginManifest) -> None:
     contracts = set(manifest.contracts)
     provides = list(manifest.provides)
     _no_duplicates("provides", provides)
-    for name in provides:
-        method = contract_method(name)
-        if method is None or name.startswith("/"):
+    for index, name in enumerate(provides):
+        where = {"field": f"provides[{index}]", "entry": name[:200]}
+        problem = _operation_problem(name)
+        if problem is not None:
             raise manifest_invalid(
                 f"provides: {show(name)} is not a contract operation like "
-                "vivified.communication.v1.CommunicationPluginService/SendMessage"
+                f"vivified.communication.v1.CommunicationPluginService/SendMessage: {problem}",
+                **where,
             )
-        if method.service not in contracts:
-            raise manifest_invalid(f"provides: {name} belongs to {method.service}, which is not in contracts")
+        method = contract_method(name)
+        if method is not None and method.service not in contracts:
+            raise manifest_invalid(
+                f"provides: {name} belongs to {method.service}, which is not in contracts", **where
+            )
     seen: set[tuple[str, str]] = set()
     for index, call in enumerate(manifest.calls):
         where = f"calls[{index}]"
@@ -175,8 +198,12 @@ def _check_operations(manifest: PluginManifest) -> None:
             raise manifest_invalid(f"{where}.plugin_id: {show(call.plugin_id)} is not a plugin id")
         if call.plugin_id == manifest.id:
             raise manifest_invalid(f"{where}: a plugin does not call itself through the core")
-        if contract_method(call.method) is None or call.method.startswith("/"):
-            raise manifest_invalid(f"{where}.method: {show(call.method)} is not a known contract operation")
+        problem = _operation_problem(call.method)
+        if problem is not None:
+            raise manifest_invalid(
+                f"{where}.method: {show(call.method)} is not a known contract operation: {problem}",
+                field=f"{where}.method", entry=call.method[:200],
+            )
         if (call.plugin_id, call.method) in seen:
             raise manifest_invalid(f"{where}: {call.plugin_id} {call.method} is listed twice")
         seen.add((call.plugin_id, call.method))
@@ -186,11 +213,12 @@ def _check_events(manifest: PluginManifest) -> None:
     for field in ("publishes", "subscribes"):
         listed = list(getattr(manifest, field))
         _no_duplicates(field, listed)
-        for event_type in listed:
+        for index, event_type in enumerate(listed):
             if event_type not in CANONICAL_EVENT_TYPES:
                 raise manifest_invalid(
                     f"{field}: {show(event_type)} is not a canonical event type (exact name, no wildcards); "
-                    f"known: {', '.join(sorted(CANONICAL_EVENT_TYPES))}"
+                    f"known: {', '.join(sorted(CANONICAL_EVENT_TYPES))}",
+                    field=f"{field}[{index}]", entry=event_type[:200],
                 )
 
 
