@@ -178,18 +178,18 @@ def _check_operations(manifest: PluginManifest) -> None:
     provides = list(manifest.provides)
     _no_duplicates("provides", provides)
     for index, name in enumerate(provides):
-        where = {"field": f"provides[{index}]", "entry": name[:200]}
+        entry = {"field": f"provides[{index}]", "entry": name[:200]}
         problem = _operation_problem(name)
         if problem is not None:
             raise manifest_invalid(
                 f"provides: {show(name)} is not a contract operation like "
                 f"vivified.communication.v1.CommunicationPluginService/SendMessage: {problem}",
-                **where,
+                **entry,
             )
         method = contract_method(name)
         if method is not None and method.service not in contracts:
             raise manifest_invalid(
-                f"provides: {name} belongs to {method.service}, which is not in contracts", **where
+                f"provides: {name} belongs to {method.service}, which is not in contracts", **entry
             )
     seen: set[tuple[str, str]] = set()
     for index, call in enumerate(manifest.calls):
