@@ -4,16 +4,23 @@ core's operator lane (real mTLS, the real chain, audited)."""
 
 from __future__ import annotations
 
+import json
 import pathlib
+import shutil
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 
 from support.clients import audit_rows
 from support.processes import CoreProcess
 from vivified.communication.v1 import communication_pb2 as pb
 from vivified.plugins.example_echo import EchoCommunicationPlugin
 from vivified.sdk import PermissionDeniedError, PluginRuntime, load_manifest
-from vivified.sdk.testing import LocalCore, mirror_manifest
+from vivified.sdk.testing import LocalCore, LocalCoreOptions, mirror_manifest
+from vivified.egress.v1 import egress_pb2
 
 pytestmark = [pytest.mark.e2e]
 
@@ -56,3 +63,66 @@ async def test_local_core_runs_the_plugin_behind_a_real_core(tmp_path: pathlib.P
         refused = audit_rows(process, action=status, actor="plugin:example-echo")
         assert [(r.decision, r.reason, r.outcome) for r in refused] == [("deny", "POLICY_DENIED", "PERMISSION_DENIED")]
     assert core.runtime.closed
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.send_response(200)
+        self.send_header("content-length", "5")
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _AwareEcho(EchoCommunicationPlugin):
+    """Echo plus the runtime hook: on_init(runtime) runs at the core's Init."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inits: list[PluginRuntime] = []
+
+    async def on_init(self, runtime: PluginRuntime) -> None:
+        self.inits.append(runtime)
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+async def test_servicers_get_the_runtime_at_init_and_fetch_through_egress(tmp_path: pathlib.Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    # The core resolves hooks.example.com to loopback (its own /etc/hosts in a mount namespace)
+    # and its egress config allows loopback: the options run it under `unshare`.
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n127.0.0.1 hooks.example.com\n")
+    (tmp_path / "egress.json").write_text(json.dumps({"allow_ranges": ["127.0.0.1/32"]}))
+    script = f'mount --bind {tmp_path / "hosts"} /etc/hosts && exec "$@"'
+    options = LocalCoreOptions(
+        command=("unshare", "--mount", "sh", "-c", script, "sh", sys.executable, "-m", "vivified.core.cli", "core"),
+        extra_flags=("--heartbeat-interval", "1", "--egress-config", str(tmp_path / "egress.json")),
+    )
+    manifest = yaml.safe_load(ECHO.read_text())
+    manifest["traits"].append("external_service")
+    manifest["security"] = {"allowed_domains": ["hooks.example.com"], "allowed_ports": [port]}
+    path = tmp_path / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    servicer = _AwareEcho()
+    try:
+        async with LocalCore(path, [servicer], tmp_path / "env", options=options) as core:
+            assert servicer.inits == [core.runtime]
+            reply = await core.runtime.fetch(
+                egress_pb2.FetchRequest(method="GET", url=f"http://hooks.example.com:{port}/status"), timeout=15)
+            assert (reply.status_code, reply.body) == (200, b"hello")
+            process = CoreProcess(data_dir=core.data_dir, process=None)  # type: ignore[arg-type]
+            fetches = audit_rows(process, action="/vivified.egress.v1.EgressProxyService/Fetch")
+            assert [(r.actor, r.outcome) for r in fetches] == [("plugin:example-echo", "OK")]
+            with pytest.raises(PermissionDeniedError) as denied:
+                await core.runtime.fetch(egress_pb2.FetchRequest(method="GET", url=f"http://elsewhere.example.com:{port}/"),
+                                         timeout=15)
+            assert denied.value.reason == "EGRESS_DENIED"
+            refused = audit_rows(process, action="/vivified.egress.v1.EgressProxyService/Fetch")[1:]
+            assert [(r.reason, r.outcome) for r in refused] == [("EGRESS_DENIED", "PERMISSION_DENIED")]
+    finally:
+        server.shutdown()
+        server.server_close()
