@@ -56,6 +56,8 @@ def test_wheel_contains_every_module(tmp_path: pathlib.Path) -> None:
     assert not missing, f"missing from the wheel: {missing[:20]}"
     assert "vivified/core/policy/rules.json" in members
     assert "vivified/plugins/example_echo/manifest.yaml" in members
+    # create-plugin's templates are package data.
+    assert {f"vivified/core/cli/templates/plugin/{n}.tmpl" for n in ("manifest.yaml", "plugin.py", "test_plugin.py")} <= members
     with zipfile.ZipFile(wheel) as archive:
         entry_points = next(n for n in members if n.endswith("entry_points.txt"))
         assert "vivified = vivified.core.cli:main" in archive.read(entry_points).decode()
