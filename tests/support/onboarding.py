@@ -86,6 +86,13 @@ class Onboarding:
         if process is not None:
             stop_process(process)
 
+    def crash(self, plugin_id: str) -> None:
+        """SIGKILL: the plugin stays registered but stops answering (a clean stop
+        would deregister it, which revokes its registration)."""
+        process = self.processes.pop(plugin_id)
+        process.kill()
+        process.wait()
+
     async def subscription(self, plugin_id: str) -> Any:
         async with operator_channel(self.core) as channel:
             listed = await event_admin_pb2_grpc.EventAdminServiceStub(channel).ListSubscriptions(
