@@ -139,6 +139,15 @@ async def test_onboarding_follows_one_trace_from_users_create_to_active(world: O
          to_directory_sent.seq]
     assert seqs == sorted(seqs), steps
 
+    # The operator's view of the same: `vivified audit query --trace` through the running core.
+    queried = run_cli(world.core, "audit", "query", "--trace", trace, "--limit", "200", "--json")
+    assert queried.returncode == 0, queried.stderr
+    listed = json.loads(queried.stdout)["records"]
+    assert sorted(int(r["seq"]) for r in listed) == [r.seq for r in rows]
+    assert {r["trace_id"] for r in listed} == {trace}
+    bad = run_cli(world.core, "audit", "query", "--trace", "not-a-trace")
+    assert bad.returncode != 0 and "trace_id must be 32 lowercase hex digits" in bad.stdout + bad.stderr
+
     # Ada activates her account → the core's UserUpdated → active.
     await auth_call(world.core, "ActivateAccount",
                     auth_pb.ActivateAccountRequest(activation_token=token, new_password="CANARY-ada-pw-31f0c2"))

@@ -52,6 +52,8 @@ class Onboarding:
     watcher: PluginRuntime | None = None
     observer: Observer = field(default_factory=Observer)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    traces: dict[str, str] = field(default_factory=dict)
+    """user id -> the trace id `vivified users create` printed."""
 
     # -- processes ---------------------------------------------------------
 
@@ -126,11 +128,14 @@ class Onboarding:
         )
         assert result.returncode == 0, result.stderr
         created = json.loads(result.stdout)
-        return str(created["user"]["user_id"]), str(created["activation_token"])
+        user_id = str(created["user"]["user_id"])
+        self.traces[user_id] = created["trace_id"]
+        return user_id, str(created["activation_token"])
 
     def trace_of_creation(self, user_id: str) -> str:
+        """The trace the CLI started; the CreateUser call's audit record carries it."""
         (row,) = audit_rows(self.core, action=CREATE_USER, resource=f"user/{user_id}")
-        assert row.trace_id and len(row.trace_id) == 32
+        assert row.trace_id == self.traces[user_id] and len(row.trace_id) == 32
         return str(row.trace_id)
 
     async def onboarding(self, user_id: str) -> dir_pb.GetOnboardingStatusResponse | None:
