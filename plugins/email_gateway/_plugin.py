@@ -52,6 +52,7 @@ from vivified.sdk import PluginConfig, ReceivedEvent, VivifiedSDKError, abort
 _log = logging.getLogger("vivified.plugins.email_gateway")
 _DOMAIN = "vivified.communication"
 MAX_MESSAGE_ID = 256
+CORE_SOURCE = "core"
 _STATUS = {
     QUEUED: pb.DELIVERY_STATUS_QUEUED,
     PROCESSING: pb.DELIVERY_STATUS_PROCESSING,
@@ -205,6 +206,11 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
     async def on_user_created(self, payload: Message, event: ReceivedEvent) -> None:
         if not isinstance(payload, UserCreated):
             raise TypeError("expected UserCreated")
+        if event.event.source_plugin_id != CORE_SOURCE:
+            # A welcome mail carries an activation link: only people the core announces get one.
+            _log.warning("ignoring UserCreated %s from %r: only the core announces users", event.event.event_id,
+                         event.event.source_plugin_id)
+            return
         if not payload.email or "email" in event.redacted_fields:
             _log.info("user %s has no email address this plugin may see; no welcome mail", payload.user_id)
             return
