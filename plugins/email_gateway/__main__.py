@@ -1,6 +1,7 @@
 """`python -m vivified.plugins.email_gateway`: run the email gateway against
 the core named by the `VIVIFIED_*` environment (see `PluginSettings.from_env`),
-keeping its record in `VIVIFIED_PLUGIN_DATA_DIR` (default `./.email-gateway`).
+keeping its record in `VIVIFIED_PLUGIN_DATA_DIR`, else `VIVIFIED_DATA_DIR`
+(the SDK's `PluginSettings.data_dir`), else `./.email-gateway`.
 
 Once the core has initialised it, the plugin reads its configuration, follows
 changes live, and subscribes to `MessageSendRequested` and `UserCreated`.
@@ -112,7 +113,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = PluginSettings.from_env(os.environ)
-        asyncio.run(serve(settings, Path(os.environ.get("VIVIFIED_PLUGIN_DATA_DIR") or ".email-gateway")))
+        data_dir = os.environ.get("VIVIFIED_PLUGIN_DATA_DIR") or settings.data_dir or ".email-gateway"
+        asyncio.run(serve(settings, Path(data_dir)))
     except VivifiedSDKError as error:
         _log.error("%s", error)
         return 1
