@@ -1,4 +1,6 @@
-"""`vivified up` in the development profile runs a local SMTP sink: a
+"""`vivified up` in the development profile runs a local SMTP sink and both
+reference plugins: `vivified users create` leaves a personalised welcome mail
+in the outbox. A
 SendMessage to the bundled email gateway leaves the mail in
 `<data-dir>/outbox/1.eml`; the gateway's tunnel reaches exactly the sink; an
 SMTP server an administrator configured is left alone on the next start."""
@@ -110,3 +112,40 @@ async def test_up_sends_mail_to_the_development_outbox(tmp_path: pathlib.Path) -
         capture_output=True, text=True, timeout=60, env=clean_env(),
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+async def test_up_runs_user_management_and_users_create_leaves_a_welcome_mail(tmp_path: pathlib.Path) -> None:
+    data = tmp_path / "data"
+    log_path = tmp_path / "up.log"
+    up, core = await _up(data, log_path)
+    try:
+        async def directory_healthy() -> bool:
+            state = await plugin_state(core, "user-management")
+            return bool(state and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY)
+
+        await until(directory_healthy, 60, f"user-management to become healthy:\n{log_path.read_text(errors='replace')}")
+        assert (data / "plugins" / "user-management").is_dir()  # its data dir, from VIVIFIED_DATA_DIR
+        created = subprocess.run(
+            [sys.executable, "-m", "vivified.core.cli", "users", "--data-dir", str(data), "create", "--username", "ada",
+             "--email", "ada@example.com", "--display-name", "Ada L", "--role", "viewer", "--json"],
+            capture_output=True, text=True, timeout=60, env=clean_env(),
+        )
+        assert created.returncode == 0, created.stderr
+        trace = json.loads(created.stdout)["trace_id"]
+        outbox = data / "outbox" / "1.eml"
+        await until(outbox.exists, 20, "the welcome mail in the outbox")
+        mail = email.message_from_bytes(outbox.read_bytes(), policy=email.policy.default)
+        assert (mail["To"], mail["Subject"]) == ("ada@example.com", "Welcome to Vivified, Ada L")
+        text = mail.get_content().replace("\r\n", "\n")
+        assert text.startswith("Hello Ada L,\n") and "https://vivified.local/activate?token=vat_" in text
+
+        def directory_told() -> bool:
+            rows = audit_rows(core, trace_id=trace, actor="plugin:user-management", action="event.deliver")
+            return any(json.loads(r.detail)["event_type"] == "vivified.events.v1.EmailSent" for r in rows)
+
+        await until(directory_told, 20, "EmailSent delivered to user-management under the creation's trace")
+        lookups = audit_rows(core, trace_id=trace, action="/vivified.directory.v1.DirectoryService/GetProfile")
+        assert [(r.actor, r.outcome) for r in lookups] == [(f"plugin:{GATEWAY}", "OK")]
+    finally:
+        assert stop_process(up) == 0, log_path.read_text()
+    assert "crashed" not in log_path.read_text()

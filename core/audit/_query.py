@@ -23,6 +23,8 @@ class AuditFilter:
     """Before (UTC)."""
     before_seq: int | None = None
     """Only records older than this seq (the page cursor)."""
+    trace_id: str = ""
+    """Only the records of one trace."""
 
 
 def query(engine: sa.Engine, where: AuditFilter, limit: int) -> list[StoredRecord]:
@@ -30,7 +32,7 @@ def query(engine: sa.Engine, where: AuditFilter, limit: int) -> list[StoredRecor
     table = audit_table
     select = sa.select(table).order_by(table.c.seq.desc()).limit(limit)
     for column, value in ((table.c.actor, where.actor), (table.c.action, where.action),
-                          (table.c.decision, where.decision)):
+                          (table.c.decision, where.decision), (table.c.trace_id, where.trace_id)):
         if value:
             select = select.where(column == value)
     if where.start is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ def _invalid(message: str) -> InvalidArgument:
     return InvalidArgument(message, reason="INVALID_REQUEST", domain=_DOMAIN)
 
 
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def _time(stamp: Timestamp, present: bool) -> dt.datetime | None:
     return stamp.ToDatetime(tzinfo=dt.UTC) if present else None
 
@@ -46,7 +50,10 @@ def _filter(request: pb.ListAuditRecordsRequest) -> tuple[AuditFilter, int]:
     end = _time(request.end_time, request.HasField("end_time"))
     if start is not None and end is not None and end <= start:
         raise _invalid("end_time must be after start_time")
+    if request.trace_id and not _TRACE_ID.fullmatch(request.trace_id):
+        raise _invalid("trace_id must be 32 lowercase hex digits")
     where = AuditFilter(
+        trace_id=request.trace_id,
         actor=request.actor[:512],
         action=request.action[:512],
         decision=request.decision,

@@ -50,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     query.add_argument("--actor", default="", help="e.g. plugin:relay or user:usr_…")
     query.add_argument("--action", default="", help="a full gRPC method or a verb such as core.start")
     query.add_argument("--decision", choices=["allow", "deny"], default="")
+    query.add_argument(
+        "--trace", default="", metavar="TRACE_ID",
+        help="only one trace's records (32 hex digits), e.g. every step of an onboarding from `users create`",
+    )
     query.add_argument("--since", type=dt.datetime.fromisoformat, metavar="ISO_TIME", help="records at or after")
     query.add_argument("--limit", type=int, default=50, help="newest N records (default 50, max 1000)")
     query.add_argument("--json", action="store_true", help="print JSON")
@@ -57,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 async def _query(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -> int:
     request = pb.ListAuditRecordsRequest(
-        actor=args.actor, action=args.action, decision=args.decision, page_size=args.limit
+        actor=args.actor, action=args.action, decision=args.decision, page_size=args.limit, trace_id=args.trace
     )
     if args.since is not None:
         since = args.since if args.since.tzinfo else args.since.replace(tzinfo=dt.UTC)

@@ -5,7 +5,8 @@ plugin under `vivified.plugins` that ships a manifest, approving each one
 itself through the admin service (audited like any operator call) and
 supervising it as a subprocess restarted with backoff when it crashes (a
 non-zero exit); a plugin that stops cleanly stays stopped. Each plugin gets
-`VIVIFIED_PLUGIN_DATA_DIR=<data-dir>/plugins/<plugin-id>`. `--plugin DIR` adds
+`VIVIFIED_PLUGIN_DATA_DIR` and `VIVIFIED_DATA_DIR` (the SDK's
+`PluginSettings.data_dir`), both `<data-dir>/plugins/<plugin-id>`. `--plugin DIR` adds
 plugin projects outside the package, approved and supervised the same way. In the development
 profile it also runs the local SMTP sink for the email gateway (`_devmail`)."""
 
@@ -178,6 +179,8 @@ class Supervisor:
                 VIVIFIED_BOOTSTRAP_ADDRESS=self._running.bootstrap_address,
                 VIVIFIED_TRUST_DOMAIN=self._running.trust_domain,
                 VIVIFIED_PLUGIN_DATA_DIR=str(self._config.data_dir / "plugins" / plugin_id),
+                # The SDK's name for it (PluginSettings.data_dir), which user-management requires.
+                VIVIFIED_DATA_DIR=str(self._config.data_dir / "plugins" / plugin_id),
             )
             if spec.path is not None:
                 env["PYTHONPATH"] = os.pathsep.join(p for p in (str(spec.path), env.get("PYTHONPATH", "")) if p)

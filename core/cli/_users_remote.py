@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import pathlib
+import secrets
 from collections.abc import Mapping
 
 import grpc
@@ -96,11 +98,16 @@ def _create_request(args: argparse.Namespace) -> users_pb.CreateUserRequest:
 
 async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -> int:
     request = _create_request(args) if args.verb == "create" else None
+    trace_id = secrets.token_hex(16)
     async with open_channel(core_target(data_dir(args, environ), environ, args.core)) as channel:
         try:
             reply: Message
             if request is not None:
-                reply = await user_admin_pb2_grpc.UserAdminServiceStub(channel).CreateUser(request, timeout=30)
+                # A trace of our own, so the workflow the creation starts (UserCreated, the
+                # welcome mail, ...) can be found in the audit log: `audit query --trace`.
+                reply = await user_admin_pb2_grpc.UserAdminServiceStub(channel).CreateUser(
+                    request, timeout=30, metadata=(("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),)
+                )
             elif args.verb == "list":
                 stub = user_admin_pb2_grpc.UserAdminServiceStub(channel)
                 reply, token = users_pb.ListUsersResponse(), ""
@@ -118,7 +125,10 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
             raise describe(err) from None
     if isinstance(reply, users_pb.CreateUserResponse) and not args.print_activation_token:
         reply.ClearField("activation_token")
-    if args.json:
+    if args.json and isinstance(reply, users_pb.CreateUserResponse):
+        data = json_format.MessageToDict(reply, preserving_proto_field_name=True)
+        out.append(json.dumps({**data, "trace_id": trace_id}, indent=2))
+    elif args.json:
         out.append(json_format.MessageToJson(reply, preserving_proto_field_name=True))
     elif isinstance(reply, users_pb.CreateUserResponse):
         user = reply.user
@@ -128,6 +138,7 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
             out.append(f"activation token expires {reply.activation_expire_time.ToJsonString()}")
         if reply.activation_token:
             out.append(f"activation token: {reply.activation_token}")
+        out.append(f"trace {trace_id}: vivified audit query --trace {trace_id}")
     elif isinstance(reply, users_pb.ListUsersResponse):
         out.append(f"{'USER':28} {'USERNAME':24} {'STATE':9} ROLES")
         out.extend(

@@ -18,6 +18,7 @@ an operator), audited, and the stream ends normally."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -34,6 +35,13 @@ from vivified.events.v1.events_pb2 import Event, SubscribeRequest, SubscribeResp
 from vivified.options.v1.options_pb2 import CLASSIFICATION_PII
 
 _READ_BLOCK_SECONDS = 1.0
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _trace_of(traceparent: str) -> str:
+    """The trace id of a W3C traceparent ("" when it is not one)."""
+    match = _TRACEPARENT.fullmatch(traceparent)
+    return match.group(1) if match and match.group(1) != "0" * 32 else ""
 
 
 @dataclass(frozen=True)
@@ -204,24 +212,27 @@ class SubscriptionSession:
         payload = parse_payload(event)
         cleared = redact(payload, traits)
         detail = {"event_id": event.event_id, "event_type": event.event_type, "attempt": str(delivery.attempt)}
+        # A delivery belongs to the workflow that published the event: its record
+        # carries the event's trace, not the trace of the subscriber's stream.
+        trace_id = _trace_of(event.traceparent) or self._trace_id
         if cleared:
             event.payload.Pack(payload)
-            await self._record("event.redact", {**detail, "fields": ",".join(cleared)})
+            await self._record("event.redact", {**detail, "fields": ",".join(cleared)}, trace_id)
         elif event.classification >= CLASSIFICATION_PII:
-            await self._record("event.deliver", detail)
+            await self._record("event.deliver", detail, trace_id)
         return SubscribeResponse(
             delivery=DeliveryMessage(
                 delivery_id=delivery.delivery_id, attempt=delivery.attempt, event=event, redacted_fields=cleared
             )
         )
 
-    async def _record(self, action: str, detail: dict[str, str]) -> None:
+    async def _record(self, action: str, detail: dict[str, str], trace_id: str = "") -> None:
         await self._audit.append(
             AuditRecord(
                 actor=f"plugin:{self._plugin_id}",
                 action=action,
                 resource=f"subscription/{self._subscription}",
-                trace_id=self._trace_id,
+                trace_id=trace_id or self._trace_id,
                 detail=detail,
             )
         )

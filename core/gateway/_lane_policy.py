@@ -2,7 +2,7 @@
 
 A caller may call `target`'s `method` only when the caller's manifest lists it
 under `calls` and the target's manifest lists it under `provides`, both
-plugins being registered and not revoked. Each such pair is one allow rule with a stable id; the
+plugins being approved and not revoked. Each such pair is one allow rule with a stable id; the
 rules sit in the same index as the packaged rules, keyed by caller, so a
 decision costs the same whatever the number of plugins.
 
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from vivified.core.chain import annotate
 from vivified.core.errors import PermissionDenied
 from vivified.core.policy import Decision, PolicyInput, Rule, RuleIndex, evaluate
-from vivified.core.registry import ACTIVE, DISABLED, PluginRecord
+from vivified.core.registry import ACTIVE, APPROVED, DISABLED, PluginRecord
 
 
 def lane_resource(target: str, method: str) -> str:
@@ -26,9 +26,11 @@ def lane_resource(target: str, method: str) -> str:
 
 
 def lane_rules(records: Iterable[PluginRecord]) -> list[Rule]:
-    # A disabled plugin keeps its declarations, so a call to it is answered
-    # UNAVAILABLE by the forwarder rather than looking undeclared.
-    active = {r.plugin_id: r for r in records if r.status in (ACTIVE, DISABLED)}
+    # A disabled plugin keeps its declarations, and so does one approved (again)
+    # but not registered yet: a call to either is answered UNAVAILABLE by the
+    # forwarder rather than looking undeclared. Revoked ones (also after a
+    # deregistration) have none.
+    active = {r.plugin_id: r for r in records if r.status in (APPROVED, ACTIVE, DISABLED)}
     rules = []
     for caller in active.values():
         for call in caller.manifest.calls:

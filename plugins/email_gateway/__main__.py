@@ -1,6 +1,7 @@
 """`python -m vivified.plugins.email_gateway`: run the email gateway against
 the core named by the `VIVIFIED_*` environment (see `PluginSettings.from_env`),
-keeping its record in `VIVIFIED_PLUGIN_DATA_DIR` (default `./.email-gateway`).
+keeping its record in `VIVIFIED_PLUGIN_DATA_DIR`, else `VIVIFIED_DATA_DIR`
+(the SDK's `PluginSettings.data_dir`), else `./.email-gateway`.
 
 Once the core has initialised it, the plugin reads its configuration, follows
 changes live, and subscribes to `MessageSendRequested` and `UserCreated`.
@@ -18,14 +19,18 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
+from vivified.directory.v1.directory_pb2 import GetProfileRequest, GetProfileResponse, Profile
 from vivified.events.v1.canonical_pb2 import MessageSendRequested, UserCreated
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
 from vivified.plugins.email_gateway._plugin import EmailGateway
 from vivified.plugins.email_gateway._store import EmailStore
-from vivified.sdk import PluginRuntime, PluginSettings, Tunnel, VivifiedSDKError
+from vivified.plugins.email_gateway._welcome import DIRECTORY
+from vivified.sdk import PermissionDeniedError, PluginRuntime, PluginSettings, Tunnel, VivifiedSDKError
 
 _log = logging.getLogger("vivified.plugins.email_gateway")
 SUBSCRIPTION = "email-gateway"
+LOOKUP_TIMEOUT_SECONDS = 5.0
+MAX_RESUBSCRIBE_SECONDS = 5.0
 
 
 async def serve(settings: PluginSettings, data_dir: Path) -> None:
@@ -38,7 +43,14 @@ async def serve(settings: PluginSettings, data_dir: Path) -> None:
     async def publish(payload: Message, event_id: str) -> object:
         return await holder[0].publish(payload, event_id=event_id, timeout=10)
 
-    gateway = EmailGateway(store, connect=connect, publish=publish)
+    async def lookup(user_id: str) -> Profile:
+        # Through the core's operator lane; continues the UserCreated event's trace.
+        reply = await holder[0].call(DIRECTORY, GetProfileRequest(user_id=user_id), timeout=LOOKUP_TIMEOUT_SECONDS)
+        if not isinstance(reply, GetProfileResponse):
+            raise TypeError("GetProfile answered with another type")
+        return reply.profile
+
+    gateway = EmailGateway(store, connect=connect, publish=publish, lookup=lookup)
     background: list[asyncio.Task[None]] = []
 
     async def follow_config() -> None:
@@ -51,10 +63,27 @@ async def serve(settings: PluginSettings, data_dir: Path) -> None:
         if background:
             return  # initialised again (e.g. after a core restart): already following and subscribed
         background.append(asyncio.create_task(follow_config()))
-        runtime.subscribe(
-            SUBSCRIPTION,
-            {MessageSendRequested: gateway.on_message_send_requested, UserCreated: gateway.on_user_created},
-        )
+        background.append(asyncio.create_task(stay_subscribed()))
+
+    async def stay_subscribed() -> None:
+        """Serve the subscription; while an operator has disabled the plugin the
+        core refuses it (PLUGIN_DISABLED) and the events wait there: reopen
+        with backoff, so they flow again once the plugin is enabled."""
+        delay = 0.5
+        while True:
+            subscription = holder[0].subscribe(
+                SUBSCRIPTION,
+                {MessageSendRequested: gateway.on_message_send_requested, UserCreated: gateway.on_user_created},
+            )
+            try:
+                await subscription.wait_closed()
+                return
+            except PermissionDeniedError as exc:
+                if exc.reason != "PLUGIN_DISABLED":
+                    raise
+                _log.info("the plugin is disabled; reopening its subscription in %.1fs", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RESUBSCRIBE_SECONDS)
 
     runtime = PluginRuntime([gateway], settings, on_init=on_init)
     holder.append(runtime)
@@ -84,7 +113,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = PluginSettings.from_env(os.environ)
-        asyncio.run(serve(settings, Path(os.environ.get("VIVIFIED_PLUGIN_DATA_DIR") or ".email-gateway")))
+        data_dir = os.environ.get("VIVIFIED_PLUGIN_DATA_DIR") or settings.data_dir or ".email-gateway"
+        asyncio.run(serve(settings, Path(data_dir)))
     except VivifiedSDKError as error:
         _log.error("%s", error)
         return 1

@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 
 from vivified.communication.v1 import communication_pb2 as pb
 from vivified.communication.v1 import communication_pb2_grpc
+from vivified.directory.v1 import directory_pb2
 from vivified.events.v1.canonical_pb2 import (
     EmailFailed,
     EmailQueued,
@@ -35,8 +36,9 @@ from vivified.events.v1.canonical_pb2 import (
     MessageSendRequested,
     UserCreated,
 )
-from vivified.plugins.email_gateway._settings import SettingsProblem, SmtpSettings
+from vivified.plugins.email_gateway._settings import DEFAULT_ACTIVATION_URL, SettingsProblem, SmtpSettings
 from vivified.plugins.email_gateway._smtp import Connect, DeliveryFailure, Mail, PermanentFailure, TemporaryFailure, send
+from vivified.plugins.email_gateway._welcome import Lookup, welcome_mail
 from vivified.plugins.email_gateway._store import (
     DELIVERED,
     FAILED,
@@ -45,17 +47,20 @@ from vivified.plugins.email_gateway._store import (
     EmailRecord,
     EmailStore,
 )
-from vivified.sdk import PluginConfig, ReceivedEvent, abort
+from vivified.sdk import PluginConfig, ReceivedEvent, VivifiedSDKError, abort
 
 _log = logging.getLogger("vivified.plugins.email_gateway")
 _DOMAIN = "vivified.communication"
 MAX_MESSAGE_ID = 256
+CORE_SOURCE = "core"
 _STATUS = {
     QUEUED: pb.DELIVERY_STATUS_QUEUED,
     PROCESSING: pb.DELIVERY_STATUS_PROCESSING,
     DELIVERED: pb.DELIVERY_STATUS_DELIVERED,
     FAILED: pb.DELIVERY_STATUS_FAILED,
 }
+# The directory cannot answer yet: down, slow, or not past the same UserCreated.
+_LOOKUP_RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND})
 Publish = Callable[[Message, str], Awaitable[object]]
 """(event payload, event id) -> published (`runtime.publish`)."""
 
@@ -73,11 +78,13 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         *,
         connect: Connect,
         publish: Publish,
+        lookup: Lookup | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._connect = connect
         self._publish = publish
+        self._lookup = lookup
         self._sleep = sleep
         self._settings: SmtpSettings | None = None
         self._problem = "not configured yet"
@@ -117,7 +124,8 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
             raise
         self._store.update(mail.email_id, DELIVERED, provider_message_id=provider_id)
         await self._publish(
-            EmailSent(email_id=mail.email_id, recipient=mail.to_address, provider_message_id=provider_id),
+            EmailSent(email_id=mail.email_id, recipient=mail.to_address, provider_message_id=provider_id,
+                      user_id=mail.user_id),
             f"{mail.email_id}:sent",
         )
         _log.info("email %s delivered", mail.email_id)
@@ -127,7 +135,7 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         self._store.update(mail.email_id, FAILED, detail=failure.message, error_code=failure.code)
         await self._publish(
             EmailFailed(email_id=mail.email_id, recipient=mail.to_address, error_code=failure.code,
-                        error_message=failure.message),
+                        error_message=failure.message, user_id=mail.user_id),
             f"{mail.email_id}:failed",
         )
         _log.warning("email %s failed: %s", mail.email_id, failure.code)
@@ -161,12 +169,14 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
                     return
             attempt += 1
 
-    async def _handle_event(self, mail: Mail, event: ReceivedEvent, origin: str, template: str, message_id: str) -> None:
+    async def _handle_event(
+        self, mail: Mail, event: ReceivedEvent, origin: str, template: str, message_id: str, *, backed_off: bool = False
+    ) -> None:
         earlier = await self._queue(mail, origin, template, message_id)
         if earlier is not None and earlier.status in (DELIVERED, FAILED):
             return  # a redelivery of a finished event
         settings = self._settings
-        if event.attempt > 1 and settings is not None:
+        if event.attempt > 1 and settings is not None and not backed_off:
             await self._sleep(settings.backoff(event.attempt))
         try:
             await self._attempt(mail)
@@ -196,17 +206,44 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
     async def on_user_created(self, payload: Message, event: ReceivedEvent) -> None:
         if not isinstance(payload, UserCreated):
             raise TypeError("expected UserCreated")
+        if event.event.source_plugin_id != CORE_SOURCE:
+            # A welcome mail carries an activation link: only people the core announces get one.
+            _log.warning("ignoring UserCreated %s from %r: only the core announces users", event.event.event_id,
+                         event.event.source_plugin_id)
+            return
         if not payload.email or "email" in event.redacted_fields:
             _log.info("user %s has no email address this plugin may see; no welcome mail", payload.user_id)
             return
-        name = payload.display_name or payload.username
-        mail = Mail(
-            f"welcome-{payload.user_id}",
-            payload.email,
-            f"Welcome to Vivified, {name}",
-            f"Hello {name},\n\nyour account '{payload.username}' has been created.\n",
-        )
-        await self._handle_event(mail, event, "welcome", "welcome", "")
+        earlier = self._store.get(f"welcome-{payload.user_id}")
+        if earlier is not None and earlier.status in (DELIVERED, FAILED):
+            return  # a redelivery of a welcome already sent (or given up)
+        settings = self._settings
+        if event.attempt > 1 and settings is not None:
+            await self._sleep(settings.backoff(event.attempt))
+        profile = await self._profile(payload.user_id, event.attempt)
+        mail = welcome_mail(payload, profile, settings.activation_url if settings else DEFAULT_ACTIVATION_URL)
+        await self._handle_event(mail, event, "welcome", "welcome", "", backed_off=True)
+
+    async def _profile(self, user_id: str, attempt: int) -> directory_pb2.Profile | None:
+        """The directory's profile of `user_id`; raises (nack) while the directory
+        cannot answer, except on the last attempt, which sends unpersonalised."""
+        if self._lookup is None:
+            return None
+        limit = self._settings.max_attempts if self._settings else 5
+        try:
+            return await self._lookup(user_id)
+        except VivifiedSDKError as exc:
+            if exc.code not in _LOOKUP_RETRY:
+                # Refused (e.g. POLICY_DENIED): the mail goes out unpersonalised rather than never.
+                _log.warning("directory refused the profile of %s (%s); welcome mail from the event alone",
+                             user_id, exc.reason)
+                return None
+            if attempt >= limit:
+                _log.warning("directory still cannot answer for %s (%s); welcome mail from the event alone",
+                             user_id, exc.reason)
+                return None
+            _log.warning("directory cannot answer for %s yet (%s); asking for redelivery", user_id, exc.reason)
+            raise
 
     # -- contract ----------------------------------------------------------
 

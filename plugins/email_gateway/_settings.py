@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 TLS_MODES = ("auto", "starttls", "tls", "none")
+DEFAULT_ACTIVATION_URL = "https://vivified.local/activate?token={token}"
 
 
 class SettingsProblem(Exception):
@@ -27,6 +28,8 @@ class SmtpSettings:
     timeout_seconds: float = 30.0
     max_attempts: int = 5
     retry_backoff_seconds: float = 1.0
+    activation_url: str = DEFAULT_ACTIVATION_URL
+    """The welcome mail's activation link; `{token}` becomes the activation token."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, str], missing: tuple[str, ...] = ()) -> SmtpSettings:
@@ -48,7 +51,11 @@ class SmtpSettings:
         port = positive("smtp_port", "587")
         if port > 65535:
             raise SettingsProblem("smtp_port must be 1-65535")
+        activation_url = config.get("activation_url") or DEFAULT_ACTIVATION_URL
+        if activation_url.count("{token}") != 1 or not activation_url.startswith(("https://", "http://")):
+            raise SettingsProblem("activation_url must be an http(s) URL containing {token} once")
         return cls(
+            activation_url=activation_url,
             host=config["smtp_host"],
             port=port,
             sender=config["smtp_sender"],

@@ -54,6 +54,8 @@ class Mail:
     subject: str
     body: str
     content_type: str = "text/plain"
+    user_id: str = ""
+    """The person the mail is about (a welcome mail), named in EmailSent/EmailFailed."""
 
 
 def compose(mail: Mail, sender: str) -> EmailMessage:

@@ -30,6 +30,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from vivified.sdk._errors import ConfigurationError, from_rpc_error
+from vivified.sdk._trace import trace_metadata
 
 TARGET_HEADER = "x-vivified-target"
 IDEMPOTENCY_HEADER = "x-vivified-idempotency-key"
@@ -98,7 +99,8 @@ class PluginCaller:
             response_deserializer=output.FromString,
         )
         try:
-            reply: Message = await rpc(request, timeout=timeout, metadata=target_metadata(target, idempotency_key, on_behalf_of))
+            metadata = target_metadata(target, idempotency_key, on_behalf_of) + trace_metadata()
+            reply: Message = await rpc(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
         return reply

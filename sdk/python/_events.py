@@ -47,6 +47,7 @@ from vivified.sdk._errors import (
     from_rpc_error,
     from_status,
 )
+from vivified.sdk._trace import trace_metadata, traced
 
 _log = logging.getLogger(__name__)
 _STREAM_WINDOW = 1024
@@ -293,7 +294,8 @@ class Subscription:
             _log.error("delivery %s carries %s, not %s", delivery.delivery_id, event.payload.type_url, event.event_type)
             return False
         try:
-            await handler(payload, ReceivedEvent(event, delivery.attempt, tuple(delivery.redacted_fields)))
+            with traced(event.traceparent):  # the handler's calls continue the event's trace
+                await handler(payload, ReceivedEvent(event, delivery.attempt, tuple(delivery.redacted_fields)))
         except Exception:  # noqa: BLE001 - any handler failure means: deliver again
             _log.exception("handler for %s failed on event %s (attempt %d)", event.event_type, event.event_id, delivery.attempt)
             return False
@@ -314,7 +316,9 @@ class EventClient:
         stub = events_pb2_grpc.EventBusServiceStub(self._channel())
         try:
             reply: events_pb2.PublishResponse = await stub.Publish(
-                events_pb2.PublishRequest(event=envelope(payload, event_id)), timeout=timeout
+                events_pb2.PublishRequest(event=envelope(payload, event_id)),
+                timeout=timeout,
+                metadata=trace_metadata(),
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None

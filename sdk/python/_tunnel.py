@@ -30,6 +30,7 @@ import grpc
 from google.protobuf import duration_pb2
 from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
 from vivified.sdk._errors import SDK_DOMAIN, VivifiedSDKError, from_rpc_error
+from vivified.sdk._trace import trace_metadata
 
 _log = logging.getLogger(__name__)
 _READ_SIZE = 64 * 1024
@@ -151,7 +152,7 @@ async def open_tunnel(channel: grpc.aio.Channel, host: str, port: int, timeout: 
     opening = egress_pb2.ConnectOpen(host=host, port=port)
     if timeout is not None:
         opening.timeout.CopyFrom(duration_pb2.Duration(seconds=int(timeout), nanos=int(timeout % 1 * 1e9)))
-    call = egress_pb2_grpc.EgressProxyServiceStub(channel).Connect()
+    call = egress_pb2_grpc.EgressProxyServiceStub(channel).Connect(metadata=trace_metadata())
     try:
         await call.write(egress_pb2.ConnectRequest(open=opening))
         first = await call.read()

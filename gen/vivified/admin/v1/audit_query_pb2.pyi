@@ -32,6 +32,7 @@ class ListAuditRecordsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     actor: _builtins.str
     """Exact actor, e.g. `plugin:relay` or `user:usr_…`."""
     action: _builtins.str
@@ -42,6 +43,10 @@ class ListAuditRecordsRequest(_message.Message):
     """Most records to return; 0 means 100, at most 1000."""
     page_token: _builtins.str
     """`next_page_token` of the previous response, to continue."""
+    trace_id: _builtins.str
+    """Exact trace id (32 lowercase hex digits): every record of one workflow,
+    e.g. an onboarding from `CreateUser` to the welcome mail.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Records at or after this time."""
@@ -60,10 +65,11 @@ class ListAuditRecordsRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "decision", b"decision", "end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "decision", b"decision", "end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
