@@ -382,3 +382,32 @@ async def test_liveness_is_shared_and_audited_as_transitions_made_by_one_replica
         with urllib.request.urlopen(f"http://{r.b.metrics_address}/metrics", timeout=10) as response:
             scraped = response.read().decode()
         assert f'vivified_plugin_heartbeats_total{{plugin="beating"}} {accepted}.0' in scraped
+
+
+async def test_config_changed_through_a_reaches_a_watch_stream_on_b_within_the_bound(
+    postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
+) -> None:
+    schema = [{"name": "relay_port", "type": "CONFIG_FIELD_TYPE_INT", "default_value": "25"}]
+    with _replicas(tmp_path, postgres, postgres_database) as r:
+        plugin = await admitted_plugin(r.a, "configured", config=schema)
+        async with plugin_channel(r.b, plugin) as channel, operator_channel(r.a) as admin_a:
+            await until(lambda: _served(channel), BOUND + 1, "B serving the plugin")
+            watch = config_grpc.ConfigServiceStub(channel).WatchMyConfig(config_pb.WatchMyConfigRequest())
+            first = await watch.read()
+            assert isinstance(first, config_pb.WatchMyConfigResponse)
+            assert [(v.key, v.value) for v in first.config.values] == [("relay_port", "25")]
+            times = []
+            for n in range(SAMPLES):
+                await config_grpc.ConfigServiceStub(admin_a).SetPluginConfigValue(
+                    config_pb.SetPluginConfigValueRequest(
+                        plugin_id="configured", key="relay_port", value=str(1000 + n), reason="moved"), timeout=10)
+                changed = time.monotonic()
+                seen = await asyncio.wait_for(watch.read(), BOUND + 1)  # the stream on B, told of A's change
+                times.append(time.monotonic() - changed)
+                assert isinstance(seen, config_pb.WatchMyConfigResponse)
+                assert [(v.key, v.value) for v in seen.config.values] == [("relay_port", str(1000 + n))]
+            _report("config (WatchMyConfig)", times)
+            assert max(times) <= BOUND
+            watch.cancel()
+        sets = r.audit(action="/vivified.config.v1.ConfigService/SetPluginConfigValue", resource="plugin/configured")
+        assert len(sets) == SAMPLES and {x.outcome for x in sets} == {"OK"}
