@@ -74,6 +74,7 @@ from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
 from vivified.core.registry._monitor import HealthMonitor, liveness_audit
 from vivified.core.registry._registry_service import RegistryService
+from vivified.core.registry._lease import LifecycleLeases
 from vivified.core.registry._replicas import follow_registry
 from vivified.core.registry._sync import RegistrySync
 from vivified.core.server import build_server, check_cipher_suites
@@ -380,6 +381,12 @@ class Core:
             interval=lambda: live.current.heartbeat_interval_seconds,
             misses=config.heartbeat_misses,
             init_timeout=config.init_timeout_seconds,
+            # This process's lifecycle leases: a new replica id per start, so a
+            # restarted replica does not resume leases it may no longer deserve.
+            leases=LifecycleLeases(
+                engine, self.clock, f"replica-{uuid.uuid4().hex}",
+                ttl=lambda: live.current.heartbeat_interval_seconds * config.heartbeat_misses,
+            ),
             on_change=liveness_audit(self._audit),
             on_heartbeat=self.metrics.on_heartbeat,
         )
