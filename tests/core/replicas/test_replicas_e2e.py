@@ -559,6 +559,8 @@ async def _lb_plugin(core: CoreProcess, lb: Balancers, tmp_path: pathlib.Path, p
     approval = await approve(core, load_manifest(manifest_path), replace=True)
     runtime = PluginRuntime([servicer], _behind(lb, plugin_settings(core, manifest_path, approval.join_token)))
     await runtime.start()
+    # Connect the (lazy) mTLS channel now, while the balancer still routes as the test set it.
+    await asyncio.wait_for(runtime.core_channel.channel_ready(), 10)
     return runtime
 
 
