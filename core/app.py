@@ -67,13 +67,14 @@ from vivified.core.gateway import (
 )
 from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
 from vivified.core.metrics import Metrics
-from vivified.core.plugin_config import ConfigService, PluginConfigStore, SecretsKeyring
+from vivified.core.plugin_config import ConfigFollower, ConfigService, PluginConfigStore, SecretsKeyring
 from vivified.core.policy import load_default_rules, rules_sha256
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
 from vivified.core.registry._monitor import HealthMonitor, liveness_audit
 from vivified.core.registry._registry_service import RegistryService
+from vivified.core.registry._lease import LifecycleLeases
 from vivified.core.registry._replicas import follow_registry
 from vivified.core.registry._sync import RegistrySync
 from vivified.core.server import build_server, check_cipher_suites
@@ -127,6 +128,7 @@ class Core:
         self._connector: PluginConnector | None = None
         self._events: EventBus | None = None
         self._registry_sync: RegistrySync | None = None
+        self._config_follower: ConfigFollower | None = None
         self.settings: LiveSettings | None = None
         self._audit_alert: SecurityAlert | None = None
 
@@ -344,9 +346,10 @@ class Core:
         keyring = SecretsKeyring.load(
             environ_value=config.secrets_key, key_file=config.secrets_key_file, data_dir=config.data_dir
         )
-        plugin_config = ConfigService(
-            PluginConfigStore(engine, self.clock, keyring), store.get, CoreSettingsAdmin(override_store, live)
-        )
+        config_store = PluginConfigStore(engine, self.clock, keyring)
+        plugin_config = ConfigService(config_store, store.get, CoreSettingsAdmin(override_store, live))
+        # WatchMyConfig streams here hear of changes made through other replicas.
+        self._config_follower = ConfigFollower(config_store, engine, interval=config.registry_sync_bound_seconds / 4)
 
         streams = StreamTracker()
         parser = PeerCertificateParser(config.trust_domain)
@@ -378,6 +381,12 @@ class Core:
             interval=lambda: live.current.heartbeat_interval_seconds,
             misses=config.heartbeat_misses,
             init_timeout=config.init_timeout_seconds,
+            # This process's lifecycle leases: a new replica id per start, so a
+            # restarted replica does not resume leases it may no longer deserve.
+            leases=LifecycleLeases(
+                engine, self.clock, f"replica-{uuid.uuid4().hex}",
+                ttl=lambda: live.current.heartbeat_interval_seconds * config.heartbeat_misses,
+            ),
             on_change=liveness_audit(self._audit),
             on_heartbeat=self.metrics.on_heartbeat,
         )
@@ -474,6 +483,7 @@ class Core:
         metrics_port = self.metrics.serve(config.metrics_address)
         self._monitor.start()
         self._registry_sync.start()
+        await self._config_follower.start()
         live.start()
         self.running = RunningCore(
             pid=os.getpid(),
@@ -514,6 +524,8 @@ class Core:
             await self._monitor.stop()
         if self._registry_sync is not None:
             await self._registry_sync.stop()
+        if self._config_follower is not None:
+            await self._config_follower.stop()
         if self._server is not None:
             await self._server.stop(grace)
         if self._connector is not None:

@@ -4,6 +4,7 @@ sealed with AES-256-GCM.
 
     SecretsKeyring     key-encryption keys (file or VIVIFIED_SECRETS_KEY), rotation by key id
     PluginConfigStore  values and history in the database; per-plugin watchers
+    ConfigFollower     wakes this core's watchers on changes made through other cores
     ConfigService      the gRPC service (`vivified.config.v1.ConfigService`)
 
 Errors: InvalidArgument CONFIG_INVALID / INVALID_REQUEST, NotFound
@@ -11,6 +12,7 @@ PLUGIN_NOT_FOUND, FailedPrecondition SECRETS_KEY_INSECURE (start-up) and
 SECRET_UNREADABLE (domain `vivified.config`).
 """
 
+from vivified.core.plugin_config._follow import ConfigFollower
 from vivified.core.plugin_config._keyring import (
     SecretsKeyInsecure,
     SecretsKeyring,
@@ -27,6 +29,7 @@ from vivified.core.plugin_config._store import (
 __all__ = [
     "MASK",
     "Change",
+    "ConfigFollower",
     "ConfigService",
     "PluginConfigStore",
     "SecretsKeyInsecure",

@@ -4,8 +4,12 @@ waiting for a plugin's next change.
 A change is one write transaction: the old row is read, the value written and
 the history row added together, so history never misses or invents a change.
 Secret values are sealed before they reach SQL, and history holds `MASK` in
-their place. Watchers are per core process: a change made through another
-core sharing the database reaches this core's watchers on their next read.
+their place. Watchers are per core process. A change made through another
+core sharing the database reaches this core's watchers through `poll`, which
+reads the history rows after the last one this core saw (`ConfigFollower` runs
+it on a PostgreSQL notification and every `sync_bound / 4` seconds).
+Config writes hold one advisory lock, so history ids are committed in order
+and reading `change_id > seen` misses none.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from vivified.core.plugin_config._schema import (
 
 MASK = "********"
 _PG_LOCK_KEY = 0x766976_636F6E66  # "viv" "conf"
+NOTIFY_CHANNEL = "vivified_config"
+"""PostgreSQL channel every config change is notified on (payload: the plugin id)."""
 T = TypeVar("T")
 
 
@@ -60,6 +66,9 @@ class PluginConfigStore:
         self._clock = clock
         self.keyring = keyring
         self._watchers: dict[str, set[asyncio.Queue[None]]] = {}
+        self._seen = 0
+        self._local: set[int] = set()  # history ids written (and notified) here, not yet polled
+        self._pg = engine.dialect.name == "postgresql"
 
     async def _run(self, work: Callable[[], T]) -> T:
         return await asyncio.to_thread(work)
@@ -88,7 +97,7 @@ class PluginConfigStore:
             key_id, stored = None, value
         row = StoredValue(key, stored, key_id, actor, now)
 
-        def write() -> None:
+        def write() -> int:
             v, h = config_values_table, config_history_table
             with write_transaction(self._engine, pg_lock=_PG_LOCK_KEY) as conn:
                 old = conn.execute(
@@ -101,14 +110,20 @@ class PluginConfigStore:
                 else:
                     conn.execute(sa.update(v).where(v.c.plugin_id == plugin_id, v.c.key == key).values(**fields))
                     old_text = MASK if secret or old.key_id is not None else old.value
-                conn.execute(
+                inserted = conn.execute(
                     sa.insert(h).values(
                         plugin_id=plugin_id, key=key, old_value=old_text, new_value=MASK if secret else value,
                         changed_by=actor, reason=reason, changed_at=now,
                     )
                 )
+                if self._pg:
+                    conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, plugin_id)))
+                key_row = inserted.inserted_primary_key
+                if key_row is None:
+                    raise RuntimeError("the database returned no id for the config history row")
+                return int(key_row[0])
 
-        await self._run(write)
+        self._local.add(await self._run(write))
         self._notify(plugin_id)
         return row
 
@@ -125,6 +140,37 @@ class PluginConfigStore:
             return [Change(*r) for r in rows]
 
         return await self._run(read)
+
+    async def prime(self) -> None:
+        """Start following from the newest history row (earlier ones are not news)."""
+
+        def read() -> int:
+            with self._engine.connect() as conn:
+                return int(conn.execute(sa.select(sa.func.max(config_history_table.c.change_id))).scalar() or 0)
+
+        self._seen = max(self._seen, await self._run(read))
+
+    async def poll(self) -> int:
+        """Wake the watchers of every plugin whose config another core changed
+        since the last poll; returns how many history rows were new."""
+        after = self._seen
+
+        def read() -> list[tuple[int, str]]:
+            h = config_history_table
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(h.c.change_id, h.c.plugin_id).where(h.c.change_id > after).order_by(h.c.change_id)
+                ).all()
+            return [(int(r.change_id), r.plugin_id) for r in rows]
+
+        rows = await self._run(read)
+        for change_id, plugin_id in rows:
+            self._seen = max(self._seen, change_id)
+            if change_id in self._local:
+                self._local.discard(change_id)  # its watchers were woken when it was written
+            else:
+                self._notify(plugin_id)
+        return len(rows)
 
     def watch(self, plugin_id: str) -> asyncio.Queue[None]:
         """A queue that receives a wake-up after each change (one pending at most)."""

@@ -8,8 +8,14 @@ Liveness is shared by every replica: heartbeats are stored in the database
 in the registry store, so of several replicas sweeping at once exactly one
 makes it and reports it through `on_change` (the core audits it: registered
 plugins becoming healthy, unhealthy, recovered). A heartbeat itself is counted
-(`on_heartbeat`), not audited. Init is sent by the replica that admitted the
-registration, so once per plugin, not once per replica.
+(`on_heartbeat`), not audited.
+
+Lifecycle calls are made once per plugin, not once per replica: the replica
+holding a plugin's lifecycle lease (`LifecycleLeases`) sends its Init and
+health check and sweeps its heartbeats. The replica that admits a registration
+takes the lease and sends Init; if it dies, another replica claims the lease
+once it expires (one heartbeat-miss window, `interval × misses`) and sends
+Init again if it never succeeded (the plugin is still `unknown`).
 
 The interval may change while the core runs (`interval` returns the current
 one; the sweep notices a change by comparing it with the last it read). A plugin learns the new
@@ -26,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.clock import Clock
 from vivified.core.registry._connector import PluginConnector
+from vivified.core.registry._lease import LifecycleLeases
 from vivified.core.registry._store import (
     ACTIVE,
     HEALTHY,
@@ -58,6 +65,7 @@ class HealthMonitor:
         interval: Callable[[], float],
         misses: int,
         init_timeout: float,
+        leases: LifecycleLeases,
         on_change: ChangeSink = _ignore,
         on_heartbeat: Callable[[str], None] = lambda _plugin_id: None,
     ) -> None:
@@ -70,6 +78,8 @@ class HealthMonitor:
         self._previous: tuple[float, float] | None = None
         self._misses = misses
         self._init_timeout = init_timeout
+        self._leases = leases
+        self._held: set[str] = set()
         self._on_change = on_change
         self._on_heartbeat = on_heartbeat
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,11 +88,31 @@ class HealthMonitor:
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
+    async def registering(self, plugin_id: str) -> None:
+        """Take the lifecycle lease of a plugin about to register here (before
+        its row is written, so no other replica finds it active without one)."""
+        await self._leases.take(plugin_id)
+        self._held.add(plugin_id)
+
     def registered(self, record: PluginRecord) -> None:
         """Schedule Init for a plugin that just registered."""
+        self._schedule_init(record)
+
+    def _schedule_init(self, record: PluginRecord) -> None:
         task = asyncio.create_task(self._init(record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _claim_leases(self) -> set[str]:
+        """Renew and claim leases; Init the newly held plugins whose Init never succeeded."""
+        held = await self._leases.renew_and_claim()
+        for plugin_id in sorted(held - self._held):
+            record = self._store.get(plugin_id)
+            if record is not None and record.status == ACTIVE and record.health == UNKNOWN:
+                _log.info("plugin %s: lifecycle lease taken over; sending Init", plugin_id)
+                self._schedule_init(record)
+        self._held = held
+        return held
 
     async def _init(self, record: PluginRecord) -> None:
         ok = await self._connector.init(record, self._init_timeout)
@@ -113,7 +143,8 @@ class HealthMonitor:
 
     async def sweep(self) -> list[str]:
         """Mark plugins unhealthy whose last stored heartbeat (on any replica)
-        is too old; returns the ids this replica marked."""
+        is too old, of the plugins whose lease this replica holds; returns the
+        ids this replica marked."""
         now = self._clock.now().timestamp()
         interval = self._interval()
         if interval != self._seen:
@@ -122,9 +153,10 @@ class HealthMonitor:
             self._previous, self._seen = (longest, now), interval
         if self._previous is not None and now - self._previous[1] > self._previous[0] * self._misses:
             self._previous = None  # every live plugin has heartbeated since and learned the new interval
+        held = await self._claim_leases()
         marked = []
         for plugin_id, health, beat_ms in await self._store.liveness():
-            if health != HEALTHY:
+            if health != HEALTHY or plugin_id not in held:
                 continue
             last = None if beat_ms is None else beat_ms / 1000
             limit = None if last is None else self._limit(interval, last)

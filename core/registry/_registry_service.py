@@ -136,6 +136,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
             )
         issued = self._ca.issue_plugin_certificate(manifest.id, request.csr_pem.encode(), lifetime=self._leaf_ttl())
         not_after = int(issued.not_after.timestamp())
+        await self._monitor.registering(manifest.id)
         record = await self._store.register(manifest.id, token_hash, digest, endpoint, issued.serial, not_after)
         self._monitor.registered(record)
         return registry_pb2.RegisterResponse(

@@ -59,3 +59,14 @@ registry_changes_table = sa.Table(
     sa.Column("changed_at", sa.BigInteger, nullable=False),
 )
 """What each version changed: `plugin/<id>` or `operator/<name>`."""
+
+lifecycle_leases_table = sa.Table(
+    "plugin_lifecycle_leases",
+    metadata,
+    sa.Column("plugin_id", sa.String(63), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_ms", sa.BigInteger, nullable=False),
+)
+"""Which replica makes a plugin's lifecycle calls (Init, its health check, the
+heartbeat sweep) until `expires_ms` (epoch milliseconds); renewed by the
+holder's sweep, taken over by another replica once it has expired."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 from support.tcp_proxy import TcpProxy
 
@@ -37,3 +38,7 @@ class ProxyThread:
 
     def heal(self) -> None:
         self._loop.call_soon_threadsafe(self.proxy.heal)
+
+    def call(self, function: Callable[[], object]) -> None:
+        """Run `function` on the proxy's loop (e.g. re-route a TcpBalancer)."""
+        self._loop.call_soon_threadsafe(function)

@@ -45,7 +45,7 @@ class TcpProxy:
         if task is not None:
             self._tasks.add(task)
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+            upstream_reader, upstream_writer = await self._open_upstream()
         except OSError:
             writer.close()
             return
@@ -56,6 +56,9 @@ class TcpProxy:
                 stream.close()
             if task is not None:
                 self._tasks.discard(task)
+
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(*self._target)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while chunk := await reader.read(65536):

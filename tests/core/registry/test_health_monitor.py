@@ -11,6 +11,7 @@ from support.clients import manifest_message
 from vivified.core.clock import ManualClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.registry import ACTIVE, HEALTHY, UNHEALTHY, PluginStore
+from vivified.core.registry._lease import LifecycleLeases
 from vivified.core.registry._monitor import HealthMonitor
 
 pytestmark = pytest.mark.asyncio
@@ -20,13 +21,18 @@ class NoConnector:
     """The sweep never calls plugins; Init is exercised end to end elsewhere."""
 
 
+def _leases(store: PluginStore, clock: ManualClock, holder: str = "replica-a") -> LifecycleLeases:
+    return LifecycleLeases(store._engine, clock, holder, ttl=lambda: 15)  # noqa: SLF001 - the store's own database
+
+
 async def test_missed_heartbeats_make_a_plugin_unhealthy(tmp_path: pathlib.Path) -> None:
     clock = ManualClock()
     store = PluginStore(create_engine_for(sqlite_url(tmp_path / "db.sqlite")), clock)
     manifest = manifest_message("beats")
     await store.approve(manifest, "0" * 64, frozenset(manifest.traits), "t" * 64, 10**10, replace_existing=False)
     await store.register("beats", "t" * 64, "0" * 64, "127.0.0.1:1", serial=1, not_after=10**10)
-    monitor = HealthMonitor(store, NoConnector(), clock, interval=lambda: 5, misses=3, init_timeout=1)  # type: ignore[arg-type]
+    monitor = HealthMonitor(  # type: ignore[arg-type]
+        store, NoConnector(), clock, interval=lambda: 5, misses=3, init_timeout=1, leases=_leases(store, clock))
     await store.heartbeat("beats")
     await store.set_health("beats", HEALTHY)
 
@@ -51,7 +57,8 @@ async def test_a_changed_interval_gives_plugins_one_old_period_to_learn_it(tmp_p
         await store.register(plugin_id, token, "0" * 64, "127.0.0.1:1", serial=serial, not_after=10**10)
     interval = [10.0]
     monitor = HealthMonitor(  # type: ignore[arg-type]
-        store, NoConnector(), clock, interval=lambda: interval[0], misses=3, init_timeout=1)
+        store, NoConnector(), clock, interval=lambda: interval[0], misses=3, init_timeout=1,
+        leases=_leases(store, clock))
     for plugin_id in ("early", "late"):
         await store.heartbeat(plugin_id)
         await store.set_health(plugin_id, HEALTHY)
@@ -75,7 +82,8 @@ async def test_two_quick_changes_keep_the_longest_old_interval(tmp_path: pathlib
     await store.register("steady", token, "0" * 64, "127.0.0.1:1", serial=1, not_after=10**10)
     interval = [10.0]
     monitor = HealthMonitor(  # type: ignore[arg-type]
-        store, NoConnector(), clock, interval=lambda: interval[0], misses=3, init_timeout=1)
+        store, NoConnector(), clock, interval=lambda: interval[0], misses=3, init_timeout=1,
+        leases=_leases(store, clock))
     await store.heartbeat("steady")
     await store.set_health("steady", HEALTHY)
 
