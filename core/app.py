@@ -33,6 +33,7 @@ from vivified.core.audit import (
     AuditQueryService,
     AuditRecord,
     CheckpointSigner,
+    Durability,
     TailCheck,
 )
 from vivified.core.ca import (
@@ -193,6 +194,7 @@ class Core:
             checkpoint_every=self.config.audit_checkpoint_seconds,
             on_commit=self.metrics.on_audit_commit,
             shared_chain=self.config.audit_writers == "shared",
+            durability=Durability(self.config.audit_durability, self.config.audit_sync_interval),
         )
         # Refuses (AuditTailTampered) to extend a tail that fails its check,
         # unless the operator accepted that very first bad seq for this run.
