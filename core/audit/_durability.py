@@ -67,8 +67,8 @@ class GroupSync:
 
     The writer calls `committed()` after each commit and `hold_within_bound()`
     before answering, which waits while the oldest unsynced commit is older
-    than `interval`. The thread waits half the interval after the first
-    unsynced commit, so one flush covers the commits of that time.
+    than `interval`. The thread flushes as soon as a commit is unsynced; one
+    flush covers every commit made before it started.
     """
 
     def __init__(self, flush: Callable[[], None], interval: float, monotonic: Callable[[], float]) -> None:
@@ -79,7 +79,6 @@ class GroupSync:
         self._committed = 0
         self._synced = 0
         self._times: deque[float] = deque()  # commit times of unsynced commits, oldest first
-        self._urgent = False
         self._stopping = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="audit-sync", daemon=True)
@@ -102,7 +101,6 @@ class GroupSync:
         raise AuditSyncFailed once a flush failed."""
         with self._cond:
             while self._error is None and self._times and self._monotonic() - self._times[0] > self._interval:
-                self._urgent = True
                 self._cond.notify_all()
                 self._cond.wait(self._interval)
             if self._error is not None:
@@ -116,7 +114,6 @@ class GroupSync:
         """Flush now and wait until every commit so far is durable."""
         with self._cond:
             target = self._committed
-            self._urgent = True
             self._cond.notify_all()
             while self._error is None and self._synced < target:
                 self._cond.wait(self._interval)
@@ -137,11 +134,10 @@ class GroupSync:
                     self._cond.wait()
                 if self._committed == self._synced:
                     return
-                # Gather the commits of half an interval into one flush.
-                due = self._times[0] + self._interval / 2
-                while not (self._urgent or self._stopping) and (left := due - self._monotonic()) > 0:
-                    self._cond.wait(left)
-                self._urgent = False
+                # No deliberate delay: the commits made while one flush runs
+                # form the group the next flush covers, so the window stays
+                # about one to two fsync times (well within the interval
+                # unless the disk stalls, when the writer holds answers).
                 target = self._committed
             try:
                 self._flush()
