@@ -1,6 +1,7 @@
 """`audit_durability = group` with a real core, on SQLite and PostgreSQL: a
 kill -9 under load loses no record of a call whose answer the client saw,
-and the chain verifies after the restart. `vivified config show` names the
+and the chain verifies after the restart; an audit store that refuses the
+write refuses the call (fail closed). `vivified config show` names the
 mode, its interval and what the mode promises."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from support.clients import operator_channel
+from support.clients import error_info, operator_channel
 from support.processes import clean_env, start_core, stop_process
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
@@ -121,3 +122,50 @@ def test_config_show_names_the_durability_mode_interval_and_promise(tmp_path: pa
     refused = _run("config", "show", "--data-dir", str(data_dir), "--audit-sync-interval", "5")
     assert refused.returncode != 0
     assert "audit_sync_interval must be between" in refused.stdout + refused.stderr
+
+
+def _refuse_audit_inserts(url: str, refuse: bool) -> None:
+    """As the database owner: make every new audit row fail (or stop doing so)."""
+    engine = plain_engine(url)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(
+                    "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (seq < 0) NOT VALID" if refuse
+                    else "ALTER TABLE audit_log DROP CONSTRAINT refuse_all"
+                )
+            else:
+                conn.exec_driver_sql(
+                    "CREATE TRIGGER refuse_all BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                    if refuse else "DROP TRIGGER refuse_all"
+                )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.asyncio
+async def test_a_call_whose_audit_record_cannot_be_written_is_refused(
+    tmp_path: pathlib.Path, migrated_database_url: str
+) -> None:
+    url, data_dir = migrated_database_url, tmp_path / "data"
+    core = start_core(data_dir, "--database-url", url)
+    try:
+        async with operator_channel(core) as channel:
+            stub = admin_grpc.PluginAdminServiceStub(channel)
+            _refuse_audit_inserts(url, True)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.EnablePlugin(admin_pb.EnablePluginRequest(plugin_id="unaudited"), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INTERNAL
+            assert error_info(refused.value).reason == "AUDIT_UNAVAILABLE"
+            details = refused.value.details() or ""
+            assert "SQL" not in details and "INSERT" not in details and "refused" not in details
+            _refuse_audit_inserts(url, False)
+            # The store takes records again: the next call is answered and recorded.
+            with pytest.raises(grpc.aio.AioRpcError) as answered:
+                await stub.EnablePlugin(admin_pb.EnablePluginRequest(plugin_id="audited"), timeout=10)
+            assert error_info(answered.value).reason != "AUDIT_UNAVAILABLE"
+    finally:
+        assert stop_process(core.process) == 0, core.log()
+    resources = _enable_resources(url)
+    assert "plugin/unaudited" not in resources  # no record, and no answer but the refusal
+    assert resources.count("plugin/audited") == 1
