@@ -54,6 +54,8 @@ class AuditLog:
 
     `on_commit(batch_size, seconds)` is called on the writer thread after each
     commit with the duration of the transaction (metrics plug in here).
+    `on_failure(exc)` is called on the writer thread when a batch cannot be
+    written, once per run of failures (the core raises a SecurityAlert).
 
     `start` checks the tail first (see `check_tail`). `shared_chain` says other
     core replicas append to the same chain. `exclusive` is False for a short
@@ -75,6 +77,7 @@ class AuditLog:
         shared_chain: bool = False,
         exclusive: bool = True,
         durability: Durability | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         if max_batch < 1 or checkpoint_every <= 0:
             raise ValueError("max_batch must be >= 1 and checkpoint_every > 0")
@@ -85,6 +88,8 @@ class AuditLog:
         self._every = checkpoint_every
         self._max_batch = max_batch
         self._on_commit = on_commit
+        self._on_failure = on_failure
+        self._failing = False
         self._shared_chain = shared_chain
         self._exclusive = exclusive
         self._final_at_close = exclusive
@@ -216,7 +221,9 @@ class AuditLog:
         if self._sync is not None and self._sync.error is not None:
             # Records already acknowledged may not be durable: the log stops
             # accepting more (fail closed) until an operator restarts the core.
-            settle(batch, None, AuditSyncFailed(f"the audit group sync failed: {self._sync.error}"))
+            failed = AuditSyncFailed(f"the audit group sync failed: {self._sync.error}")
+            self._failed(failed)
+            settle(batch, None, failed)
             return
         try:
             with self._transaction() as conn:
@@ -234,6 +241,7 @@ class AuditLog:
                 self._statements.insert(conn, stored)
         except Exception as exc:  # noqa: BLE001 - every caller must learn of any failure
             _log.error("audit batch of %d failed: %s", len(batch), type(exc).__name__)
+            self._failed(exc)
             settle(batch, None, exc)
             try:
                 self._head = self._read_head()
@@ -241,6 +249,7 @@ class AuditLog:
                 _log.exception("audit head reload failed")
             return
         self._head = (stored[-1].seq, stored[-1].hash)
+        self._failing = False
         if self._sync is not None:
             self._sync.committed()
         if self._on_commit is not None:
@@ -255,9 +264,20 @@ class AuditLog:
                 self._sync.hold_within_bound()
             except AuditSyncFailed as exc:
                 _log.critical("audit group sync failed; refusing further records: %s", exc)
+                self._failed(exc)
                 settle(batch, None, exc)
                 return
         settle(batch, stored, None)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._failing or self._on_failure is None:
+            self._failing = True
+            return
+        self._failing = True
+        try:
+            self._on_failure(exc)
+        except Exception:  # noqa: BLE001 - the writer thread must survive
+            _log.exception("audit on_failure hook failed")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:

@@ -18,11 +18,14 @@ import pytest
 import sqlalchemy as sa
 
 from support.clients import error_info, operator_channel
+from support.events import SECURITY_ALERT, Inbox, event_plugin
 from support.processes import clean_env, start_core, stop_process
+from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.core.audit import audit_table
 from vivified.core.db import plain_engine
+from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SecurityAlert
 
 pytestmark = pytest.mark.e2e
 
@@ -149,7 +152,11 @@ async def test_a_call_whose_audit_record_cannot_be_written_is_refused(
 ) -> None:
     url, data_dir = migrated_database_url, tmp_path / "data"
     core = start_core(data_dir, "--database-url", url)
+    inbox = Inbox()
+    watcher = None
     try:
+        watcher = await event_plugin(core, tmp_path, "alert-sub", subscribes=[SECURITY_ALERT])
+        await watcher.subscribe("alerts", {SecurityAlert: inbox}).opened()
         async with operator_channel(core) as channel:
             stub = admin_grpc.PluginAdminServiceStub(channel)
             _refuse_audit_inserts(url, True)
@@ -159,12 +166,20 @@ async def test_a_call_whose_audit_record_cannot_be_written_is_refused(
             assert error_info(refused.value).reason == "AUDIT_UNAVAILABLE"
             details = refused.value.details() or ""
             assert "SQL" not in details and "INSERT" not in details and "refused" not in details
+            # The core raises a SecurityAlert (stored on the bus; delivered
+            # once deliveries can be audited again).
             _refuse_audit_inserts(url, False)
+            await until(lambda: bool(inbox.received), 20, "the audit failure alert")
+            alerts = [payload for payload, _ in inbox.received]
+            assert [a.kind for a in alerts] == ["audit_write_failed"]  # type: ignore[attr-defined]
+            assert alerts[0].severity == SEVERITY_CRITICAL  # type: ignore[attr-defined]
             # The store takes records again: the next call is answered and recorded.
             with pytest.raises(grpc.aio.AioRpcError) as answered:
                 await stub.EnablePlugin(admin_pb.EnablePluginRequest(plugin_id="audited"), timeout=10)
             assert error_info(answered.value).reason != "AUDIT_UNAVAILABLE"
     finally:
+        if watcher is not None:
+            await watcher.stop()
         assert stop_process(core.process) == 0, core.log()
     resources = _enable_resources(url)
     assert "plugin/unaudited" not in resources  # no record, and no answer but the refusal
