@@ -11,6 +11,7 @@ a weaker default."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -33,6 +34,7 @@ from vivified.core.audit import (
     AuditQueryService,
     AuditRecord,
     CheckpointSigner,
+    Durability,
     TailCheck,
 )
 from vivified.core.ca import (
@@ -131,6 +133,7 @@ class Core:
         self._config_follower: ConfigFollower | None = None
         self.settings: LiveSettings | None = None
         self._audit_alert: SecurityAlert | None = None
+        self._alert_tasks: set[asyncio.Task[None]] = set()
 
     def _load_ca(self) -> CertificateAuthority:
         ca_config = CAConfig(
@@ -195,6 +198,8 @@ class Core:
             checkpoint_every=self.config.audit_checkpoint_seconds,
             on_commit=self.metrics.on_audit_commit,
             shared_chain=self.config.audit_writers == "shared",
+            durability=Durability(self.config.audit_durability, self.config.audit_sync_interval),
+            on_failure=self._audit_failure_hook(asyncio.get_running_loop()),
         )
         # Refuses (AuditTailTampered) to extend a tail that fails its check,
         # unless the operator accepted that very first bad seq for this run.
@@ -210,6 +215,43 @@ class Core:
             AuditRecord(actor="core:core", action="core.start", resource=self.config.profile, detail=detail)
         )
         return audit
+
+    def _audit_failure_hook(self, loop: asyncio.AbstractEventLoop) -> Callable[[BaseException], None]:
+        """Called on the audit writer's thread when records cannot be written:
+        publishes a critical SecurityAlert on the bus (it cannot be audited;
+        the calls themselves fail closed)."""
+
+        def publish(kind: str) -> None:
+            if self._events is None:
+                _log.critical("audit writes failing (%s) before the event bus runs: no alert published", kind)
+                return
+            alert = SecurityAlert(
+                alert_id=uuid.uuid4().hex,
+                kind="audit_write_failed",
+                severity=SEVERITY_CRITICAL,
+                summary=f"the audit log cannot record calls ({kind}): they are refused",
+                subject="audit",
+                details={"error": kind, "durability": self.config.audit_durability},
+            )
+            task = loop.create_task(self._publish_alert(alert))
+            self._alert_tasks.add(task)
+            task.add_done_callback(self._alert_tasks.discard)
+
+        def hook(exc: BaseException) -> None:
+            _log.critical("audit writes failing: %s", type(exc).__name__)
+            try:
+                loop.call_soon_threadsafe(publish, type(exc).__name__)
+            except RuntimeError:
+                _log.critical("audit writes failing after the core's event loop closed")
+
+        return hook
+
+    async def _publish_alert(self, alert: SecurityAlert) -> None:
+        try:
+            if self._events is not None:
+                await self._events.publish_core_event(f"alert-{alert.alert_id}", alert)
+        except Exception:  # noqa: BLE001 - logged: the alert has nowhere else to go
+            _log.exception("SecurityAlert %s (%s) could not be published", alert.alert_id, alert.kind)
 
     def _tampering_accepted(self, check: TailCheck) -> AuditRecord:
         """The first record of a core started on a tampered tail, and the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass, field
 
+from vivified.core.audit import DURABILITY_MODES, MAX_SYNC_INTERVAL, MIN_SYNC_INTERVAL
 from vivified.core.chain import ConcurrencyConfig, RateLimitConfig
 from vivified.core.egress import EgressConfig
 from vivified.core.events import EventsConfig
@@ -67,6 +68,13 @@ class CoreConfig:
     each anchoring it in its own checkpoint file, so records after this core's
     final checkpoint may be another replica's: they are chain-checked at start
     and named as unanchored instead."""
+    audit_durability: str = "group"
+    """When an answer may leave relative to its audit record: `group` once the
+    record is committed and handed to the OS, fsynced within
+    `audit_sync_interval`; `fsync` once the fsync covering it is done."""
+    audit_sync_interval: float = 0.010
+    """Group mode's bound (seconds) from commit to fsync: a power loss loses at
+    most the records of this window (a kill -9 of the core loses none)."""
     accept_audit_tampering: int | None = None
     """Start although the audit tail's start-up check names this first bad
     sequence (`--accept-audit-tampering SEQ`, for this run only): the
@@ -126,6 +134,12 @@ class CoreConfig:
             raise ValueError("settings_refresh_seconds must be between 0.1 and 300")
         if self.audit_writers not in AUDIT_WRITERS:
             raise ValueError(f"audit_writers must be one of {', '.join(AUDIT_WRITERS)}, not {self.audit_writers!r}")
+        if self.audit_durability not in DURABILITY_MODES:
+            raise ValueError(
+                f"audit_durability must be one of {', '.join(DURABILITY_MODES)}, not {self.audit_durability!r}"
+            )
+        if not MIN_SYNC_INTERVAL <= self.audit_sync_interval <= MAX_SYNC_INTERVAL:
+            raise ValueError(f"audit_sync_interval must be between {MIN_SYNC_INTERVAL} and {MAX_SYNC_INTERVAL} seconds")
         if not 0.2 <= self.registry_sync_bound_seconds <= 60:
             raise ValueError("registry_sync_bound_seconds must be between 0.2 and 60")
         if self.heartbeat_interval_seconds <= 0 or self.heartbeat_misses < 1:

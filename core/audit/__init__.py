@@ -1,7 +1,9 @@
 """Tamper-evident audit log: an append-only, hash-chained SQL table with
 Ed25519-signed checkpoints kept outside the database.
 
-- `AuditLog` appends records with group commit; `append` returns after commit.
+- `AuditLog` appends records with group commit; `append` returns after commit,
+  durable as `Durability` says (`group`: fsync within the sync interval;
+  `fsync`: before the answer).
 - `CheckpointSigner` holds the checkpoint key (0600) and exports `<key>.pub`.
 - `verify` checks the chain and every checkpoint; `tail` reads the newest records.
 - `check_tail` is the start-up check `AuditLog.start` runs: from the last
@@ -11,6 +13,14 @@ Ed25519-signed checkpoints kept outside the database.
 """
 
 from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
+from vivified.core.audit._durability import (
+    DURABILITY_MODES,
+    MAX_SYNC_INTERVAL,
+    MIN_SYNC_INTERVAL,
+    PROMISES,
+    AuditSyncFailed,
+    Durability,
+)
 from vivified.core.audit._log import AuditLog
 from vivified.core.audit._query import AuditFilter, query
 from vivified.core.audit._query_service import AuditQueryService
@@ -21,6 +31,12 @@ from vivified.core.audit._verify import VerifyResult, tail, verify
 
 __all__ = [
     "ACCEPT_FLAG",
+    "DURABILITY_MODES",
+    "MAX_SYNC_INTERVAL",
+    "MIN_SYNC_INTERVAL",
+    "PROMISES",
+    "AuditSyncFailed",
+    "Durability",
     "GENESIS_HASH",
     "AuditTailTampered",
     "TailCheck",

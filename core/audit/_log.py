@@ -7,6 +7,13 @@ the callers' futures resolved. One commit (one fsync) thus covers many
 records, and the event loop never blocks on the database. If the transaction
 fails, every caller in the batch gets the exception and nothing is chained:
 the head is re-read from the database, never advanced in memory alone.
+
+When the callers' futures resolve depends on the durability mode (see
+`_durability`): in `fsync` mode the commit itself is fsynced; in `group` mode
+the commit hands the batch to the OS (or the PostgreSQL server) and the
+`GroupSync` thread fsyncs within the sync interval, off the writer's path.
+A checkpoint is signed only over records already flushed, so a power loss
+can never leave a checkpoint pointing past the durable chain.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
+from vivified.core.audit._durability import AuditSyncFailed, Durability, GroupSync, group_flush
 from vivified.core.audit._handoff import Pending, settle
 from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
 from vivified.core.audit._statements import WriterStatements
@@ -46,6 +54,8 @@ class AuditLog:
 
     `on_commit(batch_size, seconds)` is called on the writer thread after each
     commit with the duration of the transaction (metrics plug in here).
+    `on_failure(exc)` is called on the writer thread when a batch cannot be
+    written, once per run of failures (the core raises a SecurityAlert).
 
     `start` checks the tail first (see `check_tail`). `shared_chain` says other
     core replicas append to the same chain. `exclusive` is False for a short
@@ -66,6 +76,8 @@ class AuditLog:
         on_commit: Callable[[int, float], None] | None = None,
         shared_chain: bool = False,
         exclusive: bool = True,
+        durability: Durability | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         if max_batch < 1 or checkpoint_every <= 0:
             raise ValueError("max_batch must be >= 1 and checkpoint_every > 0")
@@ -76,10 +88,20 @@ class AuditLog:
         self._every = checkpoint_every
         self._max_batch = max_batch
         self._on_commit = on_commit
+        self._on_failure = on_failure
+        self._failing = False
         self._shared_chain = shared_chain
         self._exclusive = exclusive
         self._final_at_close = exclusive
         self._statements = WriterStatements(engine.dialect)
+        self.durability = durability if durability is not None else Durability()
+        flush = group_flush(engine) if self.durability.mode == "group" else None
+        self._sync = (
+            GroupSync(flush, self.durability.sync_interval, clock.monotonic) if flush is not None else None
+        )
+        # PostgreSQL in group mode: each batch commits asynchronously
+        # (`synchronous_commit=off`), the sync thread's flush covers it.
+        self._async_commit = self._sync is not None and engine.dialect.name == "postgresql"
         # An embedded SQLite file has no server to lose a connection to, so
         # the writer keeps one for its lifetime instead of a pool checkout
         # and reset per batch. On PostgreSQL each batch checks one out (and
@@ -123,14 +145,23 @@ class AuditLog:
         if not self._exclusive:
             self._final_at_close = check.final
         self._head = await asyncio.to_thread(self._read_head)
+        if self._sync is not None:
+            # A previous run killed in group mode may have left records only
+            # in the page cache: make them durable before anchoring them.
+            await asyncio.to_thread(self._sync.flush_once)
         if self._head[0] > 0:
             await asyncio.to_thread(self._write_checkpoint)
+        if self._sync is not None:
+            self._sync.start()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
         return check
 
     async def append(self, record: AuditRecord) -> StoredRecord:
-        """Record `record`; returns once it is committed (durable)."""
+        """Record `record`; returns once it is committed: fsynced in `fsync`
+        mode, handed to the OS and fsynced within the sync interval in `group`
+        mode. Raises whatever made the write fail (AuditSyncFailed once a
+        group sync failed): the caller must fail its call."""
         if self._thread is None or self._closed or not self._thread.is_alive():
             raise RuntimeError("audit log is not running")
         loop = asyncio.get_running_loop()
@@ -178,6 +209,8 @@ class AuditLog:
                 if self._final_at_close or self._head[0] != self._checkpointed_seq:
                     self._write_checkpoint(final=self._final_at_close)
                 self._release_connection()
+                if self._sync is not None:
+                    self._sync.stop()
                 return
             if stop:
                 # Appends raced with close(); serve them before stopping.
@@ -185,8 +218,17 @@ class AuditLog:
 
     def _commit(self, batch: list[Pending]) -> None:
         started = self._clock.monotonic()
+        if self._sync is not None and self._sync.error is not None:
+            # Records already acknowledged may not be durable: the log stops
+            # accepting more (fail closed) until an operator restarts the core.
+            failed = AuditSyncFailed(f"the audit group sync failed: {self._sync.error}")
+            self._failed(failed)
+            settle(batch, None, failed)
+            return
         try:
             with self._transaction() as conn:
+                if self._async_commit:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 seq, prev = self._statements.read_head(conn)
                 stored = []
                 for pending in batch:
@@ -199,6 +241,7 @@ class AuditLog:
                 self._statements.insert(conn, stored)
         except Exception as exc:  # noqa: BLE001 - every caller must learn of any failure
             _log.error("audit batch of %d failed: %s", len(batch), type(exc).__name__)
+            self._failed(exc)
             settle(batch, None, exc)
             try:
                 self._head = self._read_head()
@@ -206,13 +249,35 @@ class AuditLog:
                 _log.exception("audit head reload failed")
             return
         self._head = (stored[-1].seq, stored[-1].hash)
+        self._failing = False
+        if self._sync is not None:
+            self._sync.committed()
         if self._on_commit is not None:
             try:
                 self._on_commit(len(batch), self._clock.monotonic() - started)
             except Exception:  # noqa: BLE001 - a metrics bug must not fail audit
                 _log.exception("audit on_commit hook failed")
         self._checkpoint_if_due()
+        if self._sync is not None:
+            try:
+                # The answers leave only while the sync keeps within its bound.
+                self._sync.hold_within_bound()
+            except AuditSyncFailed as exc:
+                _log.critical("audit group sync failed; refusing further records: %s", exc)
+                self._failed(exc)
+                settle(batch, None, exc)
+                return
         settle(batch, stored, None)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._failing or self._on_failure is None:
+            self._failing = True
+            return
+        self._failing = True
+        try:
+            self._on_failure(exc)
+        except Exception:  # noqa: BLE001 - the writer thread must survive
+            _log.exception("audit on_failure hook failed")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
@@ -221,7 +286,13 @@ class AuditLog:
                 yield conn
             return
         if self._held is None:
-            self._held = self._engine.connect()
+            # Autocommit, as `write_transaction_on` sets it, so the pragma
+            # below opens no transaction.
+            self._held = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            # Per connection: this one's commits are fsynced by the group
+            # sync in group mode, by SQLite itself in fsync mode.
+            synchronous = "NORMAL" if self._sync is not None else "FULL"
+            self._held.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
         try:
             with write_transaction_on(self._held, pg_lock=_PG_LOCK_KEY) as conn:
                 yield conn
@@ -234,6 +305,10 @@ class AuditLog:
         held, self._held = self._held, None
         if held is not None:
             try:
+                if self._sync is not None:
+                    # Never hand a connection with synchronous=NORMAL back to
+                    # the pool, where other state writes would get it.
+                    held.invalidate()
                 held.close()
             except Exception:  # noqa: BLE001 - the writer thread must survive
                 _log.exception("closing the audit writer's connection failed")
@@ -250,6 +325,13 @@ class AuditLog:
         seq, head_hash = self._head
         if seq == 0:
             return None
+        if self._sync is not None and self._thread is not None:
+            # (Before the threads start, `start` has flushed already.)
+            try:
+                self._sync.barrier()  # sign only what is on disk
+            except AuditSyncFailed:
+                _log.exception("audit checkpoint at %d not written: the group sync failed", seq)
+                return None
         try:
             checkpoint = self._signer.write(
                 self._checkpoint_path, seq=seq, hash=head_hash, count=seq, time=self._clock.now(), final=final

@@ -5,7 +5,10 @@ handler to its canonical code with a `google.rpc.ErrorInfo` detail, and turns
 any unexpected exception into a sanitised INTERNAL, auditing it when no inner
 layer did. It sends the status only after the audit layer has recorded the
 outcome: grpc.aio's `abort` transmits the status at once, so aborting deeper
-would acknowledge the call before its audit record is committed."""
+would acknowledge the call before its audit record is committed.
+
+A call whose audit record cannot be written fails closed with INTERNAL and
+reason AUDIT_UNAVAILABLE; the database's error never reaches the caller."""
 
 from __future__ import annotations
 
@@ -37,18 +40,18 @@ class ErrorBoundaryLayer:
             raise
         except VivifiedError as exc:
             call.code, call.reason = exc.code, exc.reason
-            if not call.audited:
-                await self._audit.record(call, outcome=exc.code.name)
-                call.audited = True
+            if not call.audited and not await self._recorded(call, exc.code.name):
+                await self._refuse_unaudited(call)
+                return
             self._on_done(call, exc.code)
             await abort_with(call.context, exc.code, exc.message, exc.reason, exc.domain, exc.metadata)
         except Exception:  # noqa: BLE001 - the boundary turns anything unexpected into an audited INTERNAL
             _log.exception("unexpected error in %s (trace %s)", call.method, call.trace_id)
             call.code = grpc.StatusCode.INTERNAL
             call.reason = call.reason or "INTERNAL"
-            if not call.audited:
-                await self._audit.record(call, outcome="INTERNAL")
-                call.audited = True
+            if not call.audited and not await self._recorded(call, "INTERNAL"):
+                await self._refuse_unaudited(call)
+                return
             self._on_done(call, grpc.StatusCode.INTERNAL)
             await abort_with(
                 call.context,
@@ -59,3 +62,23 @@ class ErrorBoundaryLayer:
             )
         else:
             self._on_done(call, call.code or grpc.StatusCode.OK)
+
+    async def _recorded(self, call: Call, outcome: str) -> bool:
+        try:
+            await self._audit.record(call, outcome=outcome)
+        except Exception:  # noqa: BLE001 - an unrecordable call is refused, never answered as it was
+            _log.critical("audit record of %s (trace %s) cannot be written", call.method, call.trace_id, exc_info=True)
+            return False
+        call.audited = True
+        return True
+
+    async def _refuse_unaudited(self, call: Call) -> None:
+        call.code, call.reason = grpc.StatusCode.INTERNAL, "AUDIT_UNAVAILABLE"
+        self._on_done(call, grpc.StatusCode.INTERNAL)
+        await abort_with(
+            call.context,
+            grpc.StatusCode.INTERNAL,
+            f"the audit log cannot record this call (trace {call.trace_id or 'unknown'})",
+            "AUDIT_UNAVAILABLE",
+            "vivified.core",
+        )

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
+from vivified.core.audit import PROMISES
 from vivified.core.cli import _core_settings_cmd, _plugin_config_cmd
 from vivified.core.cli._config_file import config_file_path, has_password
 from vivified.core.cli._settings import (
@@ -116,6 +117,7 @@ def show(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -
         else:
             value = getter(config) if getter is not None else getattr(config, setting.key)
         out.append(f"{setting.key:28} {_text(setting.key, value):40} {sources.get(setting.key, 'default')}")
+    out.append(f"note: audit_durability={config.audit_durability} promises: {PROMISES[config.audit_durability]}")
     if note:
         out.append(f"note: {note}")
     for key, problem in (applied.refused.items() if applied is not None else ()):

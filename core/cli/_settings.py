@@ -132,6 +132,16 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         "recorded as unanchored",
     )
     audit.add_argument(
+        "--audit-durability", choices=["group", "fsync"],
+        help="group (default): an answer leaves once its record is committed and handed to the OS (survives a "
+        "kill -9 of the core), fsynced within --audit-sync-interval (a power loss loses at most that window); "
+        "fsync: every answer waits for the fsync covering its record",
+    )
+    audit.add_argument(
+        "--audit-sync-interval", dest="audit_sync_interval", type=float, metavar="SECONDS",
+        help="group mode: records are fsynced within this (default 0.01, between 0.001 and 1)",
+    )
+    audit.add_argument(
         "--accept-audit-tampering", dest="accept_audit_tampering", type=int, metavar="SEQ",
         help="this run only: start although the audit tail check names SEQ as its first bad sequence; "
         "recorded as the first audit record and raised as a SecurityAlert",
@@ -160,7 +170,8 @@ _EVENT_FIELDS = {
 _CORE_FIELDS = (
     "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
     "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds", "secrets_key_file", "secrets_key",
-    "settings_refresh_seconds", "audit_writers", "registry_sync_bound_seconds", "max_connections",
+    "settings_refresh_seconds", "audit_writers", "audit_durability", "audit_sync_interval",
+    "registry_sync_bound_seconds", "max_connections",
     "handshake_timeout_seconds",
 )
 

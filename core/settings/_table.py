@@ -85,6 +85,8 @@ SETTINGS: tuple[Setting, ...] = (
         "settings_refresh_seconds", "float", "VIVIFIED_SETTINGS_REFRESH_SECONDS", "--settings-refresh",
     ),
     Setting("audit_writers", "str", "VIVIFIED_AUDIT_WRITERS", "--audit-writers", ("single", "shared")),
+    Setting("audit_durability", "str", "VIVIFIED_AUDIT_DURABILITY", "--audit-durability", ("group", "fsync")),
+    Setting("audit_sync_interval", "float", "VIVIFIED_AUDIT_SYNC_INTERVAL", "--audit-sync-interval"),
     Setting(
         "registry_sync_bound_seconds", "float", "VIVIFIED_REGISTRY_SYNC_BOUND_SECONDS", "--registry-sync-bound",
     ),

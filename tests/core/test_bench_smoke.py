@@ -26,6 +26,10 @@ def test_bench_chain_reports_p2_and_p8() -> None:
     assert report["scenario"] == "chain"
     ratios = report["ratios"]
     assert isinstance(ratios, dict) and set(ratios) >= {"P2.chain_cpu_us", "P8.growth"}
+    assert [row["path"] for row in report["rows"]][:3] == [  # type: ignore[index, union-attr]
+        "chain + SQLite audit, audit_durability=group (default)", "chain + SQLite audit, audit_durability=fsync",
+        "chain, audit sink in memory",
+    ]
     assert all(value > 0 for value in ratios.values())
     assert report["machine"]
 
@@ -33,9 +37,9 @@ def test_bench_chain_reports_p2_and_p8() -> None:
 def test_bench_invoke_reports_p1() -> None:
     report = _report("invoke", "--rounds", "1", "--calls", "20")
     ratios = report["ratios"]
-    assert isinstance(ratios, dict) and set(ratios) >= {"P1.latency_p50", "P1.throughput"}
+    assert isinstance(ratios, dict) and set(ratios) >= {"P1.latency_p50", "P1.throughput", "P14.latency_p50"}
     assert [row["path"] for row in report["rows"]] == [  # type: ignore[index, union-attr]
-        "direct mTLS to plugin", "brokered Invoke", "brokered typed call"
+        "direct mTLS to plugin", "brokered Invoke", "brokered typed call", "brokered Invoke, audit_durability=fsync"
     ]
 
 

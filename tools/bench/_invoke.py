@@ -1,9 +1,11 @@
 """`vivified bench invoke` (PERFORMANCE.md P1): a brokered operator-lane call
 — mTLS, authentication, status gate, rate limit, policy, audit, forwarding —
 against a direct mTLS call from the same client to the same plugin,
-interleaved round by round in one run.
+interleaved round by round in one run; and (P14) the same brokered call
+through a second core started with `--audit-durability fsync`, beside it.
 
-It starts a real core and the example echo plugin as processes on loopback,
+It starts real cores (default `audit_durability=group`, and `fsync`) each
+with the example echo plugin as processes on loopback,
 registers a caller identity, and mints a core-identity client certificate
 (the plugin accepts no other caller) for the direct baseline."""
 
@@ -23,7 +25,7 @@ import grpc
 from google.protobuf import json_format
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.communication.v1 import communication_pb2, communication_pb2_grpc
-from vivified.bench._platform import Platform, credentials, pem
+from vivified.bench._platform import Platform, RunningCore, credentials, pem
 from vivified.bench._report import BenchReport
 from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key
 from vivified.core.clock import SystemClock
@@ -33,6 +35,11 @@ from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
 SEND = "vivified.communication.v1.CommunicationPluginService/SendMessage"
 Call = Callable[[], Awaitable[object]]
+FSYNC_PATH = "brokered Invoke, audit_durability=fsync"
+
+
+def _progress(text: str) -> None:
+    print(f"bench invoke: {text}", file=sys.stderr, flush=True)
 
 
 async def _latency(call: Call, n: int) -> list[float]:
@@ -64,14 +71,15 @@ async def run_invoke_bench(rounds: int = 5, latency_calls: int = 200, concurrenc
             await platform.close()
 
 
-async def _measure(platform: Platform, rounds: int, latency_calls: int, concurrency: int,
-                   per_worker: int) -> BenchReport:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIVIFIED_")}
+async def _brokered(platform: Platform, name: str, env: dict[str, str], *flags: str
+                    ) -> tuple[RunningCore, PluginManifest, str, grpc.aio.Channel]:
+    """A core, the echo plugin registered with it and healthy, and a caller's
+    mTLS channel to the core; returns (core, echo manifest, echo endpoint, channel)."""
     # The rate limit layer still runs on every brokered call; its limit is set
     # above what this machine can reach so the run measures the broker, not
     # the default 500 calls/s per caller (a fast broker trips it at c=64).
-    core = await platform.start_core("data", env, "--call-rate", "1000000")
-    info, data, root = core.info, core.data, core.root
+    core = await platform.start_core(name, env, "--call-rate", "1000000", *flags)
+    info, data = core.info, core.data
     operator = data / "operator"
     admin = core.admin
     echo_manifest = pathlib.Path(str(resources.files("vivified.plugins").joinpath("example_echo/manifest.yaml")))
@@ -98,7 +106,17 @@ async def _measure(platform: Platform, rounds: int, latency_calls: int, concurre
         {"id": "bench-caller", "name": "bench caller", "version": "0.1.0",
          "contracts": ["vivified.storage.v1.StoragePluginService"], "traits": ["storage_plugin"],
          "calls": [{"plugin_id": echo.id, "method": SEND}]}, PluginManifest())
-    brokered = await core.register(caller)
+    return core, echo, endpoint, await core.register(caller)
+
+
+async def _measure(platform: Platform, rounds: int, latency_calls: int, concurrency: int,
+                   per_worker: int) -> BenchReport:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIVIFIED_")}
+    _progress("starting a core (audit_durability=group, the default) and the echo plugin")
+    core, echo, endpoint, brokered = await _brokered(platform, "data", env)
+    _progress("starting a core with --audit-durability fsync and its echo plugin")
+    _, _, _, brokered_fsync = await _brokered(platform, "data-fsync", env, "--audit-durability", "fsync")
+    info, data, root = core.info, core.data, core.root
     ca = CertificateAuthority.load_or_create(data / "ca", CAConfig(trust_domain=info["trust_domain"]), SystemClock())
     core_key = new_private_key()
     direct = grpc.aio.secure_channel(
@@ -112,21 +130,24 @@ async def _measure(platform: Platform, rounds: int, latency_calls: int, concurre
     direct_stub = communication_pb2_grpc.CommunicationPluginServiceStub(direct)
     typed_stub = communication_pb2_grpc.CommunicationPluginServiceStub(brokered)
     gateway = gateway_pb2_grpc.OperatorGatewayServiceStub(brokered)
+    gateway_fsync = gateway_pb2_grpc.OperatorGatewayServiceStub(brokered_fsync)
     target_md = (("x-vivified-target", echo.id),)
     paths: dict[str, Call] = {
         "direct mTLS to plugin": lambda: direct_stub.SendMessage(request),
         "brokered Invoke": lambda: gateway.Invoke(invoke_request),
         "brokered typed call": lambda: typed_stub.SendMessage(request, metadata=target_md),
+        FSYNC_PATH: lambda: gateway_fsync.Invoke(invoke_request),
     }
     latencies: dict[str, list[float]] = {name: [] for name in paths}
     rates: dict[str, list[float]] = {name: [] for name in paths}
     for call in paths.values():
         await _latency(call, 20)  # warm connections and caches
-    for _ in range(rounds):
+    for n in range(rounds):
         for name, call in paths.items():
+            _progress(f"round {n + 1} of {rounds}: {name}")
             latencies[name].extend(await _latency(call, latency_calls))
             rates[name].append(await _throughput(call, concurrency, per_worker))
-    for channel in (brokered, direct):
+    for channel in (brokered, brokered_fsync, direct):
         await channel.close()
 
     report = BenchReport("invoke")
@@ -143,4 +164,6 @@ async def _measure(platform: Platform, rounds: int, latency_calls: int, concurre
     report.ratios["P1.throughput"] = round(statistics.median(rates["brokered Invoke"]) / base_rate, 3)
     report.ratios["P1.typed_latency_p50"] = round(statistics.median(latencies["brokered typed call"]) / base_p50, 3)
     report.ratios["P1.typed_throughput"] = round(statistics.median(rates["brokered typed call"]) / base_rate, 3)
+    report.ratios["P14.latency_p50"] = round(statistics.median(latencies[FSYNC_PATH]) / base_p50, 3)
+    report.ratios["P14.throughput"] = round(statistics.median(rates[FSYNC_PATH]) / base_rate, 3)
     return report

@@ -29,6 +29,8 @@ BOOTSTRAP = {
     "handshake_timeout_seconds",
     # Whether records after a clean stop are tampering: a security setting.
     "audit_writers",
+    # When an audit record is durable: a security and durability setting.
+    "audit_durability", "audit_sync_interval",
 }
 
 
