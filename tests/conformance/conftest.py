@@ -74,6 +74,7 @@ async def start_plugin(core: CoreProcess, spec: PluginUnderTest, log_dir: pathli
         VIVIFIED_BOOTSTRAP_ADDRESS=core.bootstrap_address,
         VIVIFIED_CORE_ADDRESS=core.listen_address,
         VIVIFIED_TRUST_DOMAIN=core.trust_domain,
+        VIVIFIED_DATA_DIR=str(log_dir / f"{spec.name}-data"),
     )
     log_path = log_dir / f"{spec.name}.log"
     process = spawn(spec.command, env, log_path)
