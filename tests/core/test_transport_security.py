@@ -1,4 +1,4 @@
-"""Transport security of a real core process (SECURITY.md A1–A4, A7, J1, C1):
+"""Transport security of a real core process (docs/security.md A1–A4, A7, J1, C1):
 who may complete a TLS handshake with which port, what the handshake refuses,
 how much a request may weigh, and that identity comes from the verified
 certificate only — never from request metadata."""

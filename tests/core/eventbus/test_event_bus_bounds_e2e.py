@@ -1,5 +1,5 @@
 """Bounds on what plugins make the event bus keep, through a real core on each
-backend (SECURITY.md D6): durable subscriptions per plugin, a plugin deleting
+backend (docs/security.md D6): durable subscriptions per plugin, a plugin deleting
 its own, and operators deleting one with `vivified events subscriptions delete`."""
 
 from __future__ import annotations
