@@ -47,6 +47,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.e2e]
 LIST_PLUGINS = "/vivified.admin.v1.PluginAdminService/ListPlugins"
 GET_MY_CONFIG = "/vivified.config.v1.ConfigService/GetMyConfig"
 REGISTER = "/vivified.registry.v1.PluginRegistryService/Register"
+HEARTBEAT = "/vivified.registry.v1.PluginRegistryService/Heartbeat"
 OPERATOR = "operator:admin"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS_FRAME = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
