@@ -47,7 +47,7 @@ def check_cipher_suites(value: str | None) -> None:
 
 
 def server_options(config: CoreConfig) -> Sequence[tuple[str, int]]:
-    """HTTP/2 and connection limits (SECURITY.md J3, J4; what they do and do not
+    """HTTP/2 and connection limits (docs/security.md J3, J4; what they do and do not
     cover is in docs/security.md): 256 streams per connection, pings without
     data refused more often than once a minute (GOAWAY too_many_pings after
     two strikes), idle connections closed after 15 minutes, unfinished

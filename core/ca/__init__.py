@@ -5,8 +5,8 @@ Public surface::
     CertificateAuthority  load_or_create / load; issue_plugin_certificate (from a CSR),
                           issue_core_certificate, issue_operator_certificate
     CAConfig, IssuedCertificate
-    validate_csr          the CSR checks of SECURITY.md I3
-    new_private_key, write_private_key, load_private_key (mode 0600, SECURITY.md K1)
+    validate_csr          the CSR checks of docs/security.md I3
+    new_private_key, write_private_key, load_private_key (mode 0600, docs/security.md K1)
     SPIFFE helpers        plugin_spiffe_id, core_spiffe_id, operator_spiffe_id,
                           parse_spiffe_id, plugin_dns_name, core_dns_name
     PeerCertificateParser identity of a verified TLS peer, cached per certificate

@@ -1,7 +1,7 @@
 """X.509 construction for the CA: root, issuing CA and leaf certificates.
 
 Only this module decides what goes into a certificate, so the profile that
-SECURITY.md I3 promises ("SAN, key usage and TTL come from core policy") can be
+docs/security.md I3 promises ("SAN, key usage and TTL come from core policy") can be
 read in one place.
 """
 

@@ -1,4 +1,4 @@
-"""Checks on a plugin's certificate signing request (SECURITY.md I3).
+"""Checks on a plugin's certificate signing request (docs/security.md I3).
 
 The CA takes only the public key from a CSR; subject, SANs, key usage and
 validity of the issued certificate come from core policy. The CSR is still

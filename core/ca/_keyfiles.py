@@ -1,7 +1,7 @@
 """Private keys on disk: written atomically with mode 0600, refused when exposed.
 
 A CA key that other local users can read is a compromised CA, so the core
-refuses to start with one (SECURITY.md K1) instead of quietly tightening the
+refuses to start with one (docs/security.md K1) instead of quietly tightening the
 mode: somebody may already have copied it, and the operator must know.
 """
 

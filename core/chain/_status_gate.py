@@ -19,7 +19,6 @@ from typing import Protocol
 import grpc
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._deny import Denier
-from vivified.core.chain._status import abort_with
 
 _DOMAIN = "vivified.registry"
 _REASONS = {"disabled": "PLUGIN_DISABLED", "revoked": "PLUGIN_REVOKED"}
@@ -140,10 +139,13 @@ class StatusGateLayer:
         if not work.cancelled() and not closed.is_set():
             work.result()
             return
-        await abort_with(
-            call.context,
+        # The stream's opening was recorded; its closure is a decision of its own
+        # (revoked, disabled, re-approved without a trait, registry stale): one record.
+        await self._denier.deny(
+            call,
             grpc.StatusCode.PERMISSION_DENIED,
             f"plugin {principal.id!r} lost access ({reason[0]}); stream closed",
-            reason[0],
-            _DOMAIN,
+            reason=reason[0],
+            rule_id="status-gate",
+            domain=_DOMAIN,
         )

@@ -1,4 +1,4 @@
-"""`vivified bench` scenarios run and report the PERFORMANCE.md keys (a smoke:
+"""`vivified bench` scenarios run and report the docs/performance.md keys (a smoke:
 figures are not asserted, they vary with the machine)."""
 
 from __future__ import annotations

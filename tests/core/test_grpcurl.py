@@ -1,5 +1,5 @@
 """The core as an operator's stock tooling sees it: `grpcurl` against a real
-core process (README's "list services" step; SECURITY.md K2)."""
+core process (README's "list services" step; docs/security.md K2)."""
 
 from __future__ import annotations
 

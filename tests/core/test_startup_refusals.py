@@ -1,5 +1,5 @@
 """The core refuses to start on insecure or unreadable configuration and says
-why, instead of falling back to something weaker (SECURITY.md K1, C2)."""
+why, instead of falling back to something weaker (docs/security.md K1, C2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transport security of a real core process (SECURITY.md A1–A4, A7, J1, C1):
+"""Transport security of a real core process (docs/security.md A1–A4, A7, J1, C1):
 who may complete a TLS handshake with which port, what the handshake refuses,
 how much a request may weigh, and that identity comes from the verified
 certificate only — never from request metadata."""
@@ -47,6 +47,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.e2e]
 LIST_PLUGINS = "/vivified.admin.v1.PluginAdminService/ListPlugins"
 GET_MY_CONFIG = "/vivified.config.v1.ConfigService/GetMyConfig"
 REGISTER = "/vivified.registry.v1.PluginRegistryService/Register"
+HEARTBEAT = "/vivified.registry.v1.PluginRegistryService/Heartbeat"
 OPERATOR = "operator:admin"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS_FRAME = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"

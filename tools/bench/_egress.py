@@ -1,4 +1,4 @@
-"""`vivified bench egress` (PERFORMANCE.md P7): a plugin's Fetch through the
+"""`vivified bench egress` (docs/performance.md P7): a plugin's Fetch through the
 egress proxy against a direct fetch of the same local HTTP server by the same
 client code, interleaved round by round in one run.
 

@@ -1,4 +1,4 @@
-"""`vivified bench events` (PERFORMANCE.md P3–P6): the event bus measured
+"""`vivified bench events` (docs/performance.md P3–P6): the event bus measured
 side by side in one run.
 
 It starts a core on the embedded store and, when redis-server is installed,

@@ -1,4 +1,4 @@
-"""`vivified bench invoke` (PERFORMANCE.md P1): a brokered operator-lane call
+"""`vivified bench invoke` (docs/performance.md P1): a brokered operator-lane call
 — mTLS, authentication, status gate, rate limit, policy, audit, forwarding —
 against a direct mTLS call from the same client to the same plugin,
 interleaved round by round in one run; and (P14) the same brokered call

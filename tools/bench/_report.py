@@ -22,7 +22,7 @@ def machine_facts() -> dict[str, Any]:
 
 @dataclass
 class BenchReport:
-    """One scenario's figures. `ratios` holds the PERFORMANCE.md goal keys."""
+    """One scenario's figures. `ratios` holds the docs/performance.md goal keys."""
 
     scenario: str
     rows: list[dict[str, Any]] = field(default_factory=list)

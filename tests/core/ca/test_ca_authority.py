@@ -334,7 +334,7 @@ def test_operator_name_and_key_type_are_checked(ca: CertificateAuthority) -> Non
 
 
 def test_expired_and_not_yet_valid_leaves_come_from_a_ca_on_another_clock(tmp_path: Path) -> None:
-    # How transport tests (SECURITY.md A4) get bad certificates: no test hook in the CA.
+    # How transport tests (docs/security.md A4) get bad certificates: no test hook in the CA.
     past = new_ca(tmp_path / "past", ManualClock(NOW - dt.timedelta(days=1)))
     leaf, issuing = chain_of(past.issue_plugin_certificate("email", csr_pem()))
     verifier(past, NOW - dt.timedelta(days=1)).build_client_verifier().verify(leaf, [issuing])

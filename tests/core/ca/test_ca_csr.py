@@ -1,4 +1,4 @@
-"""CSR abuse (SECURITY.md I3): the CA refuses bad requests and ignores what it does not grant."""
+"""CSR abuse (docs/security.md I3): the CA refuses bad requests and ignores what it does not grant."""
 
 from __future__ import annotations
 

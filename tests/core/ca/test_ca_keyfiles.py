@@ -1,4 +1,4 @@
-"""Private key files: created 0600 atomically, refused when exposed (SECURITY.md K1)."""
+"""Private key files: created 0600 atomically, refused when exposed (docs/security.md K1)."""
 
 from __future__ import annotations
 

@@ -257,4 +257,7 @@ async def test_open_stream_closed_when_plugin_is_disabled(harness: Harness) -> N
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert error_info(denied.value).reason == "PLUGIN_DISABLED"
-    assert [r.outcome for r in harness.rows()] == ["STREAM_OPENED", "PERMISSION_DENIED"]
+    # Opened, closed by the status gate (its own deny record), the next call denied.
+    rows = harness.rows()
+    assert [r.outcome for r in rows] == ["STREAM_OPENED", "PERMISSION_DENIED", "PERMISSION_DENIED"]
+    assert [(r.reason, r.rule_id) for r in rows[1:]] == [("PLUGIN_DISABLED", "status-gate")] * 2

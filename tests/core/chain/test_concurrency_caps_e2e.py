@@ -1,4 +1,4 @@
-"""Per-principal concurrency caps through a real core (SECURITY.md J2): one
+"""Per-principal concurrency caps through a real core (docs/security.md J2): one
 plugin's streams and unary calls are capped over all its connections, refusals
 are RESOURCE_EXHAUSTED with a reason and rule id and one audit record each, a
 neighbour's publish latency stays within 2x, and slots come back when calls

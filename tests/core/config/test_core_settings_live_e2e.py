@@ -152,7 +152,8 @@ async def test_a_change_through_one_replica_applies_on_the_other_within_the_refr
 ) -> None:
     migrated = run_vivified("db", "upgrade", "--database-url", postgres.url(postgres_database), "--app-role", APP_ROLE)
     assert migrated.returncode == 0, migrated.stderr
-    flags = ("--database-url", postgres.url(postgres_database, app_role=True), "--settings-refresh", str(REFRESH))
+    flags = ("--database-url", postgres.url(postgres_database, app_role=True), "--settings-refresh", str(REFRESH),
+             "--audit-writers", "shared")
     with core_running(tmp_path / "a", *flags) as core_a, core_running(tmp_path / "b", *flags) as core_b:
         await _call(core_a, "SetCoreSetting", pb.SetCoreSettingRequest(
             key="event_max_attempts", value="7", reason="shared tuning"))

@@ -300,9 +300,11 @@ async def egress(tmp_path: pathlib.Path, local_tls: LocalTLS, clock: ManualClock
         environ: dict[str, str] | None = None,
         own_endpoints: frozenset[Any] = frozenset(),
     ) -> EgressHarness:
+        # Each harness its own database and so its own checkpoint file: a log
+        # refuses to start on checkpoints that cover records its table lacks.
         engine = create_engine_for(sqlite_url(tmp_path / f"db{len(stack)}.sqlite"))
         log = AuditLog(engine, clock=SystemClock(), signer=CheckpointSigner.load_or_create(tmp_path / "cp.key"),
-                       checkpoint_path=tmp_path / "cp.jsonl")
+                       checkpoint_path=tmp_path / f"cp{len(stack)}.jsonl")
         await log.start()
         by_id = {r.plugin_id: r for r in records}
 

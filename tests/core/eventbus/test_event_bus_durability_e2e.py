@@ -175,7 +175,7 @@ async def test_d6_slow_subscriber_is_capped_and_alerted_while_fast_subscriber_ge
                 await runtime.stop()
 
 
-async def test_publish_flood_is_rate_limited_per_plugin_and_reconnecting_does_not_reset_it(
+async def test_j5_publish_flood_is_rate_limited_per_plugin_and_reconnecting_does_not_reset_it(
     tmp_path: pathlib.Path,
 ) -> None:
     with core_running(tmp_path / "data", "--heartbeat-interval", "1", "--event-publish-rate", "100") as core:

@@ -318,6 +318,11 @@ async def test_c3_trait_withdrawn_while_subscribed_takes_effect_on_the_next_deli
         assert len(approvals) == 2 and approvals[-1].actor == "operator:admin"
         delivered = audit_rows(bus, action="event.deliver", actor="plugin:c3-sub")
         assert len(delivered) == 1
+        # The stream's closure is a denial of its own: exactly one record with its reason.
+        closed = denials(bus, f"{EVENT_BUS}/Subscribe", "plugin:c3-sub")
+        assert [(r.outcome, r.reason, r.rule_id) for r in closed] == [
+            ("PERMISSION_DENIED", "PLUGIN_REVOKED", "status-gate")
+        ]
     finally:
         await publisher.stop()
         await subscriber.stop()

@@ -1,5 +1,5 @@
 """One behavioural suite for both event store backends (embedded SQLite, Redis
-Streams): the same assertions hold for each (SECURITY.md D1-D3, D5, D6 at the
+Streams): the same assertions hold for each (docs/security.md D1-D3, D5, D6 at the
 store level)."""
 
 from __future__ import annotations

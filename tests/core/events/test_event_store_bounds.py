@@ -1,4 +1,4 @@
-"""What the event store keeps is bounded (SECURITY.md D6), on both backends:
+"""What the event store keeps is bounded (docs/security.md D6), on both backends:
 dead letters per subscription, subscriptions per plugin, and an operator can
 delete a subscription with everything kept for it."""
 

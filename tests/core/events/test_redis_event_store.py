@@ -1,5 +1,5 @@
 """Redis Streams backend only: sharing one Redis between cores, surviving a
-Redis crash, a partition (SECURITY.md D4), the claim path's delivery count (D2)
+Redis crash, a partition (docs/security.md D4), the claim path's delivery count (D2)
 and consumers of ended streams being deleted (D6)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Operator-lane resilience on a real core (SECURITY.md G2, G3): deadlines are
+"""Operator-lane resilience on a real core (docs/security.md G2, G3): deadlines are
 capped and cancel the callee, a crashed callee gives a prompt UNAVAILABLE,
 only idempotent operations are retried, the circuit opens and recovers, and
 one slow callee does not slow calls to a healthy one."""

@@ -58,7 +58,7 @@ def test_entries_normalised() -> None:
         ("localhost:25", "'localhost' refused"),
         ("mail.corp:25", "local or private"),
         ("*.com:25", "wildcard"),
-        ("*.github.io:25", "shared public suffix"),
+        ("*.github.io:25", "wildcard over a public suffix"),
         ("smtp.example.com:25:25", "bare host name"),
         ("user@smtp.example.com:25", "bare host name"),
     ],

@@ -1,4 +1,4 @@
-"""Bad input at registration (SECURITY.md I1–I4) against a real core: refused
+"""Bad input at registration (docs/security.md I1–I4) against a real core: refused
 with the right status and reason, nothing persisted, no certificate issued."""
 
 from __future__ import annotations

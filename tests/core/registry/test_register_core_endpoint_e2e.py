@@ -28,4 +28,4 @@ async def test_register_response_names_the_core_mtls_endpoint(core: CoreProcess)
     beats = audit_rows(
         core, actor="plugin:endpoint-probe", action="/vivified.registry.v1.PluginRegistryService/Heartbeat"
     )
-    assert [(r.decision, r.outcome) for r in beats] == [("allow", "OK")]
+    assert beats == []  # answered OK: counted in metrics, not audited one by one

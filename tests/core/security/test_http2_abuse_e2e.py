@@ -1,4 +1,4 @@
-"""HTTP/2-level abuse against a real core (SECURITY.md J3, J4): rapid reset,
+"""HTTP/2-level abuse against a real core (docs/security.md J3, J4): rapid reset,
 ping flood, handshakes that never finish, and more connections than the cap.
 Scaled to run in seconds in CI (counts are named in each test). What
 grpc-python cannot enforce is in docs/security.md; these tests assert what

@@ -1,5 +1,6 @@
 """The default roles satisfy the trait catalogue they ship with, and MFA is
-mandatory for roles carrying admin or PHI traits (REFERENCE.md defects)."""
+mandatory for roles carrying admin or PHI traits (an earlier system's default
+roles failed its own catalogue's rules)."""
 
 from __future__ import annotations
 
