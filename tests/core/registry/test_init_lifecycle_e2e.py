@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
+import subprocess
 from collections.abc import Iterator
 
 import grpc
@@ -15,7 +16,7 @@ import pytest
 
 from support.clients import approve, audit_rows
 from support.lane import RETRIEVE_METHOD, RecordingStore, plugin_settings, plugin_state, started_plugin, write_manifest
-from support.processes import CoreProcess, core_running
+from support.processes import CoreProcess, core_running, run_cli
 from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
@@ -107,3 +108,28 @@ async def test_m1_a_plugin_whose_init_timed_out_is_routed_nothing_until_a_retrie
         hook.released.set()
         await slow.stop("test over")
         await caller.stop("test over")
+
+
+async def test_a_revoked_plugin_is_not_listed_as_healthy(core: CoreProcess, tmp_path: pathlib.Path) -> None:
+    runtime = await started_plugin(core, write_manifest(tmp_path, "to-revoke"), [RecordingStore()])
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(run_cli, core, *args)  # the plugin heartbeats on this loop meanwhile
+
+    try:
+        before = await cli("plugins", "list")
+        assert before.returncode == 0, before.stderr
+        assert _row(before.stdout, "to-revoke")[1:3] == ["active", "healthy"]
+        revoked = await cli("plugins", "revoke", "to-revoke", "--reason", "test")
+        assert revoked.returncode == 0, revoked.stderr
+        listed = await cli("plugins", "list")
+        assert _row(listed.stdout, "to-revoke")[1:3] == ["revoked", "unspecified"]
+        as_json = json.loads((await cli("plugins", "list", "--json")).stdout)
+        entry = next(p for p in as_json["plugins"] if p["plugin_id"] == "to-revoke")
+        assert entry["status"] == "PLUGIN_STATUS_REVOKED" and "health" not in entry  # not observed any more
+    finally:
+        await runtime.stop("test over")
+
+
+def _row(table: str, plugin_id: str) -> list[str]:
+    return next(line.split() for line in table.splitlines() if line.startswith(plugin_id + " "))
