@@ -81,21 +81,22 @@ def node_plugin(directory: Path, manifest: Path) -> PluginSpec | None:
     try:
         package = json.loads((directory / "package.json").read_text())
     except (OSError, ValueError) as exc:
-        _log.error("%s: cannot read package.json (%s); not started", name, exc)
+        package = f"cannot read package.json ({exc})"
+    if not isinstance(package, dict):
+        _log.error("%s: %s; not started", name, package if isinstance(package, str) else "package.json is no object")
         return None
-    main = directory / str(package.get("main") or "main.js") if isinstance(package, dict) else directory / "main.js"
+    main = directory / str(package.get("main") or "main.js")
     node = shutil.which("node")
-    problem = None
     if node is None:
         problem = "Node.js (`node`) is not on PATH"
     elif not main.is_file():
         problem = f"its main file {main} does not exist"
     elif package.get("dependencies") and not (directory / "node_modules").is_dir():
         problem = "its dependencies are not installed (run tools/setup.sh)"
-    if problem is not None or node is None:
-        _log.error("%s is a Node.js plugin but %s; not started", name, problem)
-        return None
-    return PluginSpec(module=name, manifest=manifest, command=(node, str(main)))
+    else:
+        return PluginSpec(module=name, manifest=manifest, command=(node, str(main)))
+    _log.error("%s is a Node.js plugin but %s; not started", name, problem)
+    return None
 
 
 def grpcurl_hint(config: CoreConfig, running: RunningCore) -> str:
