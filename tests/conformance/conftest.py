@@ -74,6 +74,8 @@ async def start_plugin(core: CoreProcess, spec: PluginUnderTest, log_dir: pathli
         VIVIFIED_BOOTSTRAP_ADDRESS=core.bootstrap_address,
         VIVIFIED_CORE_ADDRESS=core.listen_address,
         VIVIFIED_TRUST_DOMAIN=core.trust_domain,
+        # A plugin that keeps state (user_management) requires its own directory.
+        VIVIFIED_DATA_DIR=str(log_dir / f"{spec.name}-data"),
     )
     log_path = log_dir / f"{spec.name}.log"
     process = spawn(spec.command, env, log_path)

@@ -30,6 +30,15 @@ class PluginUnderTest:
     def plugin_id(self) -> str:
         return load_manifest_file(self.manifest).id
 
+    @property
+    def probe(self) -> str:
+        """The operation the suite calls (with an empty request): a provided
+        `Get...Status` read if there is one, else the first provided operation."""
+        provides = list(load_manifest_file(self.manifest).provides)
+        assert provides, f"{self.name} provides no operation the suite could call"
+        reads = [m for m in provides if m.rpartition("/")[2].startswith("Get") and m.endswith("Status")]
+        return (reads or provides)[0]
+
 
 def discover() -> list[PluginUnderTest]:
     found = []
