@@ -58,7 +58,8 @@ class CoreConfig:
     heartbeat_misses: int = 3
     """Missed heartbeats after which a plugin is unhealthy."""
     init_timeout_seconds: float = 15.0
-    """How long the core keeps trying to reach a new plugin's Init."""
+    """How long one attempt to reach a new plugin's Init keeps trying; after a
+    failed attempt the core retries Init with backoff, routing nothing to it."""
     audit_checkpoint_seconds: float = 10.0
     """How often a signed audit checkpoint is written."""
     audit_writers: str = "single"
@@ -142,5 +143,7 @@ class CoreConfig:
             raise ValueError(f"audit_sync_interval must be between {MIN_SYNC_INTERVAL} and {MAX_SYNC_INTERVAL} seconds")
         if not 0.2 <= self.registry_sync_bound_seconds <= 60:
             raise ValueError("registry_sync_bound_seconds must be between 0.2 and 60")
+        if not 0 < self.init_timeout_seconds <= 300:
+            raise ValueError("init_timeout_seconds must be in (0, 300]")
         if self.heartbeat_interval_seconds <= 0 or self.heartbeat_misses < 1:
             raise ValueError("heartbeat interval must be positive and misses at least 1")

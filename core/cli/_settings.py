@@ -115,6 +115,11 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         help="close a connection that has not finished its TLS/HTTP/2 handshake by then (default 10)",
     )
     parser.add_argument(
+        "--init-timeout", dest="init_timeout_seconds", type=float, metavar="SECONDS",
+        help="how long each attempt to reach a new plugin's Init keeps trying; a plugin whose Init failed is "
+        "routed nothing and Init is retried with backoff (default 15)",
+    )
+    parser.add_argument(
         "--max-call-deadline", type=float, metavar="SECONDS", help="cap on operator-lane call deadlines (default 30)"
     )
     parser.add_argument(
@@ -171,8 +176,7 @@ _CORE_FIELDS = (
     "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
     "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds", "secrets_key_file", "secrets_key",
     "settings_refresh_seconds", "audit_writers", "audit_durability", "audit_sync_interval",
-    "registry_sync_bound_seconds", "max_connections",
-    "handshake_timeout_seconds",
+    "registry_sync_bound_seconds", "max_connections", "handshake_timeout_seconds", "init_timeout_seconds",
 )
 
 

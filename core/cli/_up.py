@@ -1,7 +1,9 @@
 """`vivified core` and `vivified up`.
 
 `up` is the development profile's one command: it runs the core and every
-plugin under `vivified.plugins` that ships a manifest, approving each one
+plugin under `vivified.plugins` that ships a manifest (Python plugins with
+`python -m`, Node.js plugins, a `package.json` beside the manifest, with
+`node`), approving each one
 itself through the admin service (audited like any operator call) and
 supervising it as a subprocess restarted with backoff when it crashes (a
 non-zero exit); a plugin that stops cleanly stays stopped. Each plugin gets
@@ -16,8 +18,10 @@ import argparse
 import asyncio
 import functools
 import importlib.util
+import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tomllib
@@ -41,13 +45,19 @@ _MAX_BACKOFF = 30.0
 
 @dataclass(frozen=True)
 class PluginSpec:
-    """A plugin shipped under `plugins/<name>/` with a manifest and `__main__`,
-    or a plugin project given with `--plugin DIR` (then `path` is DIR, put
-    first on the plugin's PYTHONPATH)."""
+    """A plugin shipped under `plugins/<name>/` with a manifest and `__main__`
+    (Python) or `package.json` (Node.js), or a plugin project given with
+    `--plugin DIR` (then `path` is DIR, put first on the plugin's PYTHONPATH)."""
 
     module: str
+    """`vivified.plugins.<name>`: where it lives, and what `python -m` runs when `command` is empty."""
     manifest: Path
     path: Path | None = None
+    command: tuple[str, ...] = ()
+    """The argv that starts a plugin in another language (e.g. `node <dir>/main.js`)."""
+
+    def argv(self) -> tuple[str, ...]:
+        return self.command or (sys.executable, "-m", self.module)
 
 
 class PluginProjectError(ValueError):
@@ -97,7 +107,8 @@ def external_plugins(directories: Sequence[Path]) -> list[PluginSpec]:
 
 def discover_plugins() -> list[PluginSpec]:
     """The bundled plugins, found on disk without importing them (the core
-    never imports a plugin; each runs as `python -m vivified.plugins.<name>`)."""
+    never imports a plugin; each runs as `python -m vivified.plugins.<name>`,
+    or, for a Node.js plugin, `node <its main>`)."""
     package = importlib.util.find_spec("vivified.plugins")
     roots = [Path(p) for p in (package.submodule_search_locations or [])] if package else []
     specs = []
@@ -106,7 +117,38 @@ def discover_plugins() -> list[PluginSpec]:
             manifest = entry / "manifest.yaml"
             if entry.is_dir() and manifest.is_file() and (entry / "__main__.py").is_file():
                 specs.append(PluginSpec(module=f"vivified.plugins.{entry.name}", manifest=manifest))
+            elif entry.is_dir() and manifest.is_file() and (entry / "package.json").is_file():
+                node = node_plugin(entry, manifest)
+                if node is not None:
+                    specs.append(node)
     return specs
+
+
+def node_plugin(directory: Path, manifest: Path) -> PluginSpec | None:
+    """A Node.js plugin directory (`package.json` beside `manifest.yaml`) as a
+    spec started with `node <package.json main>`; None, with the reason
+    logged, when Node.js or the plugin's installed dependencies are missing
+    (tools/setup.sh installs both and builds sdk/nodejs)."""
+    name = f"vivified.plugins.{directory.name}"
+    try:
+        package = json.loads((directory / "package.json").read_text())
+    except (OSError, ValueError) as exc:
+        package = f"cannot read package.json ({exc})"
+    if not isinstance(package, dict):
+        _log.error("%s: %s; not started", name, package if isinstance(package, str) else "package.json is no object")
+        return None
+    main = directory / str(package.get("main") or "main.js")
+    node = shutil.which("node")
+    if node is None:
+        problem = "Node.js (`node`) is not on PATH"
+    elif not main.is_file():
+        problem = f"its main file {main} does not exist"
+    elif package.get("dependencies") and not (directory / "node_modules").is_dir():
+        problem = "its dependencies are not installed (run tools/setup.sh)"
+    else:
+        return PluginSpec(module=name, manifest=manifest, command=(node, str(main)))
+    _log.error("%s is a Node.js plugin but %s; not started", name, problem)
+    return None
 
 
 def grpcurl_hint(config: CoreConfig, running: RunningCore) -> str:
@@ -184,7 +226,7 @@ class Supervisor:
             )
             if spec.path is not None:
                 env["PYTHONPATH"] = os.pathsep.join(p for p in (str(spec.path), env.get("PYTHONPATH", "")) if p)
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", spec.module, env=env)
+            proc = await asyncio.create_subprocess_exec(*spec.argv(), env=env)
             _log.info("started %s (pid %d)", spec.module, proc.pid)
             waiter = asyncio.create_task(proc.wait())
             stopper = asyncio.create_task(stop.wait())

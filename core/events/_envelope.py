@@ -19,11 +19,11 @@ from vivified.core.clock import Clock
 from vivified.core.errors import InvalidArgument, PermissionDenied
 from vivified.core.events._store import NewEvent
 from vivified.core.events._types import CANONICAL_EVENT_TYPES
+from vivified.core.type_url import type_url_problem
 from vivified.events.v1.events_pb2 import Event
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
 DOMAIN = "vivified.events"
-TYPE_URL_PREFIX = "type.googleapis.com/"
 _EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -68,9 +68,10 @@ def parse_payload(event: Event) -> Message:
             reason="EVENT_TYPE_UNKNOWN",
             domain=DOMAIN,
         )
-    if event.payload.type_url != TYPE_URL_PREFIX + event.event_type:
+    problem = type_url_problem(event.payload.type_url, event.event_type)
+    if problem is not None:
         raise InvalidArgument(
-            f"payload type {event.payload.type_url[:200]!r} does not match event_type {event.event_type!r}",
+            f"payload {problem} (the event_type)",
             reason="EVENT_PAYLOAD_MISMATCH",
             domain=DOMAIN,
         )

@@ -16,7 +16,7 @@ from vivified.core.contracts import ContractMethod
 from vivified.core.errors import Unavailable, VivifiedError
 from vivified.core.gateway._breaker import CircuitBreakers
 from vivified.core.gateway._bulkhead import Bulkheads
-from vivified.core.registry import ACTIVE, HEALTHY, PluginRecord
+from vivified.core.registry import ACTIVE, HEALTHY, INIT_FAILED, UNKNOWN, PluginRecord
 from vivified.core.registry._connector import PluginConnector
 
 _DOMAIN = "vivified.gateway"
@@ -117,8 +117,10 @@ class Forwarder:
             why = "is not registered"
         elif record.status != ACTIVE:
             why = f"is {record.status}"
+        elif record.health in (UNKNOWN, INIT_FAILED):
+            why = "has not completed Init yet (the core routes nothing to a plugin before its Init succeeds)"
         elif record.health != HEALTHY:
-            why = "is not healthy (missed heartbeats or failed Init)"
+            why = "is not healthy (missed heartbeats)"
         elif not self._breakers.allow(target):
             why = "has failed repeatedly; its circuit is open"
         if why is not None or record is None:

@@ -19,6 +19,7 @@ from vivified.core.gateway._lane import (
     resolve_method,
 )
 from vivified.core.identity import DELEGATION_HEADER
+from vivified.core.type_url import type_url_problem
 from vivified.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 _DOMAIN = "vivified.gateway"
@@ -37,10 +38,10 @@ class GatewayService(gateway_pb2_grpc.OperatorGatewayServiceServicer):
 
     async def Invoke(self, request: gateway_pb2.InvokeRequest, context: Any) -> gateway_pb2.InvokeResponse:
         method = resolve_method(request.method)
-        if request.payload.TypeName() != method.input_type.full_name:
+        problem = type_url_problem(request.payload.type_url, method.input_type.full_name)
+        if problem is not None:
             raise InvalidArgument(
-                f"{method.full_name} takes {method.input_type.full_name}, "
-                f"not {request.payload.TypeName() or 'an empty payload'}",
+                f"{method.full_name} takes {method.input_type.full_name}: the payload's {problem}",
                 reason="INVALID_REQUEST",
                 domain=_DOMAIN,
             )

@@ -86,10 +86,13 @@ def _check_text(manifest: PluginManifest) -> None:
         raise manifest_invalid("description: contains control or bidi characters")
 
 
-def _check_contracts(contracts: Iterable[str], known: frozenset[str]) -> None:
+def _check_contracts(contracts: Iterable[str], known: frozenset[str], provides: Iterable[str]) -> None:
     listed = list(contracts)
-    if not listed:
-        raise manifest_invalid("contracts: at least one contract service is required")
+    if not listed and list(provides):
+        # A caller-only plugin (it only calls, publishes or subscribes) serves no contract and provides nothing.
+        raise manifest_invalid(
+            "contracts: a plugin that lists operations under provides must list the contracts they belong to"
+        )
     _no_duplicates("contracts", listed)
     for contract in listed:
         if not _CONTRACT.fullmatch(contract):
@@ -242,7 +245,7 @@ def validate_manifest(
     reject_unknown_fields(manifest)
     _check_id(manifest.id)
     _check_text(manifest)
-    _check_contracts(manifest.contracts, known_contracts)
+    _check_contracts(manifest.contracts, known_contracts, manifest.provides)
     traits = list(manifest.traits)
     _no_duplicates("traits", traits)
     catalogue.check_plugin_traits(traits)

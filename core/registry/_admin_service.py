@@ -24,6 +24,7 @@ from vivified.core.registry._store import (
     APPROVED,
     DISABLED,
     HEALTHY,
+    INIT_FAILED,
     REVOKED,
     UNHEALTHY,
     CertificateRecord,
@@ -41,14 +42,20 @@ _STATUS = {
     DISABLED: pb.PLUGIN_STATUS_DISABLED,
     REVOKED: pb.PLUGIN_STATUS_REVOKED,
 }
-_HEALTH = {HEALTHY: pb.PLUGIN_HEALTH_HEALTHY, UNHEALTHY: pb.PLUGIN_HEALTH_UNHEALTHY}
+_HEALTH = {
+    HEALTHY: pb.PLUGIN_HEALTH_HEALTHY,
+    UNHEALTHY: pb.PLUGIN_HEALTH_UNHEALTHY,
+    INIT_FAILED: pb.PLUGIN_HEALTH_UNHEALTHY,
+}
 
 
 def plugin_message(record: PluginRecord) -> pb.Plugin:
+    # A revoked plugin is observed no more: whatever health it last had is not shown as current.
+    observed = record.status != REVOKED
     message = pb.Plugin(
         plugin_id=record.plugin_id,
         status=_STATUS[record.status],
-        health=_HEALTH.get(record.health, pb.PLUGIN_HEALTH_UNSPECIFIED),
+        health=_HEALTH.get(record.health, pb.PLUGIN_HEALTH_UNSPECIFIED) if observed else pb.PLUGIN_HEALTH_UNSPECIFIED,
         granted_traits=sorted(record.granted_traits),
         manifest_sha256=record.manifest_sha256,
         endpoint=record.endpoint,

@@ -1,6 +1,10 @@
 """Plugin liveness: Init after registration, then heartbeats.
 
-A plugin whose Init fails, or that misses `misses` heartbeat intervals,
+The core routes nothing to a plugin before its Init succeeded. A plugin whose
+Init fails or times out is `init_failed` (shown unhealthy): heartbeats do not
+make it healthy; the core retries Init with backoff (`InitRetry`) for as long
+as that registration is active, and only a successful Init makes it healthy.
+A plugin initialised once that then misses `misses` heartbeat intervals
 becomes unhealthy; the core routes nothing to it until heartbeats resume.
 
 Liveness is shared by every replica: heartbeats are stored in the database
@@ -27,7 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.clock import Clock
@@ -36,6 +41,7 @@ from vivified.core.registry._lease import LifecycleLeases
 from vivified.core.registry._store import (
     ACTIVE,
     HEALTHY,
+    INIT_FAILED,
     UNHEALTHY,
     UNKNOWN,
     HealthChange,
@@ -53,6 +59,27 @@ async def _ignore(change: HealthChange, why: str) -> None:
 _log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class InitRetry:
+    """Backoff between Init attempts of a plugin whose Init failed or timed out
+    (each attempt itself keeps trying for the core's Init timeout)."""
+
+    first_delay_seconds: float = 1.0
+    """Wait before the first retry; doubled after each failed attempt."""
+    max_delay_seconds: float = 30.0
+    """The longest wait between attempts."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.first_delay_seconds <= self.max_delay_seconds:
+            raise ValueError("Init retry delays must be positive, the first no longer than the maximum")
+
+    def delays(self) -> Iterator[float]:
+        delay = self.first_delay_seconds
+        while True:
+            yield delay
+            delay = min(delay * 2, self.max_delay_seconds)
+
+
 class HealthMonitor:
     """Runs Init for new registrations and sweeps for missed heartbeats."""
 
@@ -68,6 +95,8 @@ class HealthMonitor:
         leases: LifecycleLeases,
         on_change: ChangeSink = _ignore,
         on_heartbeat: Callable[[str], None] = lambda _plugin_id: None,
+        init_retry: InitRetry = InitRetry(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._connector = connector
@@ -82,6 +111,9 @@ class HealthMonitor:
         self._held: set[str] = set()
         self._on_change = on_change
         self._on_heartbeat = on_heartbeat
+        self._init_retry = init_retry
+        self._sleep = sleep
+        self._inits: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -99,34 +131,73 @@ class HealthMonitor:
         self._schedule_init(record)
 
     def _schedule_init(self, record: PluginRecord) -> None:
-        task = asyncio.create_task(self._init(record))
+        """Init with retries (ending those of its previous registration on this
+        replica, if any)."""
+        previous = self._inits.pop(record.plugin_id, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.create_task(self._init_until_done(record))
+        self._inits[record.plugin_id] = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            if self._inits.get(record.plugin_id) is finished:
+                del self._inits[record.plugin_id]
+
+        task.add_done_callback(done)
 
     async def _claim_leases(self) -> set[str]:
         """Renew and claim leases; Init the newly held plugins whose Init never succeeded."""
         held = await self._leases.renew_and_claim()
         for plugin_id in sorted(held - self._held):
             record = self._store.get(plugin_id)
-            if record is not None and record.status == ACTIVE and record.health == UNKNOWN:
+            if record is not None and record.status == ACTIVE and record.health in (UNKNOWN, INIT_FAILED):
                 _log.info("plugin %s: lifecycle lease taken over; sending Init", plugin_id)
                 self._schedule_init(record)
         self._held = held
         return held
 
-    async def _init(self, record: PluginRecord) -> None:
-        ok = await self._connector.init(record, self._init_timeout)
+    async def _still_this_registration(self, record: PluginRecord) -> bool:
+        """Whether `record`'s registration is still the active one and not yet initialised."""
         current = await self._store.fetch(record.plugin_id)
-        if current is None or current.status != ACTIVE or current.endpoint != record.endpoint:
-            return
+        return (
+            current is not None
+            and current.status == ACTIVE
+            and current.endpoint == record.endpoint
+            and current.health in (UNKNOWN, INIT_FAILED)
+        )
+
+    async def _init_until_done(self, record: PluginRecord) -> None:
+        """Init, retried with backoff until it succeeds or the registration ends."""
+        for delay in self._init_retry.delays():
+            if await self._init(record):
+                return
+            await self._sleep(delay)
+            if not await self._still_this_registration(record):
+                return
+
+    async def _init(self, record: PluginRecord) -> bool:
+        """One Init attempt; True when it is over (initialised, or the registration ended)."""
+        ok = await self._connector.init(record, self._init_timeout)
+        if not await self._still_this_registration(record):
+            return True
         await self._store.heartbeat(record.plugin_id)
-        change = await self._store.set_health(record.plugin_id, HEALTHY if ok else UNHEALTHY, expect=[UNKNOWN])
-        _log.info("plugin %s initialised: %s", record.plugin_id, "healthy" if ok else "unhealthy")
+        if not ok:
+            change = await self._store.set_health(record.plugin_id, INIT_FAILED, expect=[UNKNOWN])
+            _log.warning("plugin %s: Init failed or timed out; unhealthy, Init is retried", record.plugin_id)
+            if change is not None:
+                await self._on_change(change, "Init or health check failed; Init is retried with backoff")
+            return False
+        change = await self._store.set_health(record.plugin_id, HEALTHY, expect=[UNKNOWN, INIT_FAILED])
+        _log.info("plugin %s initialised: healthy", record.plugin_id)
         if change is not None:
-            await self._on_change(change, "Init answered and health SERVING" if ok else "Init or health check failed")
+            await self._on_change(change, "Init answered and health SERVING")
+        return True
 
     async def heartbeat(self, plugin_id: str) -> None:
-        """Note a heartbeat; an unhealthy plugin that heartbeats again recovers."""
+        """Note a heartbeat; an unhealthy plugin that heartbeats again recovers
+        (one whose Init has not succeeded stays `init_failed`)."""
         record = await self._store.heartbeat(plugin_id)
         self._on_heartbeat(plugin_id)
         if record.health == UNHEALTHY:
@@ -188,12 +259,19 @@ class HealthMonitor:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-_KINDS = {(UNKNOWN, HEALTHY): "healthy", (UNHEALTHY, HEALTHY): "recovered"}
+_KINDS = {
+    (UNKNOWN, HEALTHY): "healthy",
+    (INIT_FAILED, HEALTHY): "healthy",
+    (UNKNOWN, INIT_FAILED): "unhealthy",
+    (UNHEALTHY, HEALTHY): "recovered",
+}
 
 
 def liveness_audit(audit: AuditLog) -> ChangeSink:
     """A ChangeSink writing one audit record per liveness transition:
-    `plugin.healthy` (first Init), `plugin.unhealthy`, `plugin.recovered`."""
+    `plugin.healthy` (first successful Init, retried or not), `plugin.unhealthy`
+    (Init failed or timed out, or missed heartbeats; `to` says which:
+    `init_failed` or `unhealthy`), `plugin.recovered`."""
 
     async def record(change: HealthChange, why: str) -> None:
         kind = _KINDS.get((change.before, change.after), change.after)

@@ -46,6 +46,10 @@ from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
 APPROVED, ACTIVE, DISABLED, REVOKED = "approved", "active", "disabled", "revoked"
 UNKNOWN, HEALTHY, UNHEALTHY = "unknown", "healthy", "unhealthy"
+INIT_FAILED = "init_failed"
+"""Health of a registered plugin whose Init has not succeeded yet (it failed or
+timed out, and the core retries it): shown as unhealthy, routed nothing, and
+unlike UNHEALTHY not made healthy by heartbeats, only by a successful Init."""
 _DOMAIN = "vivified.registry"
 NOTIFY_CHANNEL = "vivified_registry"
 """PostgreSQL channel every registry change is notified on (payload: the version)."""
@@ -479,7 +483,8 @@ class PluginStore:
         return CertificateRecord(serial, row.subject, row.not_after, row.issued_at, row.revoked_at)
 
     async def set_status(self, plugin_id: str, status: str) -> PluginRecord:
-        """Enable, disable or revoke. Revoking revokes every certificate of the plugin."""
+        """Enable, disable or revoke. Revoking revokes every certificate of the
+        plugin and ends its observed health (UNKNOWN: nothing is observed any more)."""
         record = await self.fetch_required(plugin_id)
         if record.status == REVOKED and status != REVOKED:
             raise FailedPrecondition(
@@ -490,18 +495,22 @@ class PluginStore:
         now = self._epoch()
         subject = f"plugin/{plugin_id}"
 
+        values: dict[str, object] = {"status": status, "updated_at": now}
+        if status == REVOKED:
+            values["health"] = UNKNOWN
+
         def write() -> list[int]:
             with self._engine.begin() as conn:
                 self._changed(conn, [subject], now)
                 conn.execute(
                     sa.update(plugins_table)
                     .where(plugins_table.c.plugin_id == plugin_id)
-                    .values(status=status, updated_at=now)
+                    .values(**values)
                 )
                 return self._revoke_subject(conn, subject, now) if status == REVOKED else []
 
         self._revoked_serials.update(await asyncio.to_thread(write))
-        updated = replace(record, status=status)
+        updated = replace(record, status=status, health=UNKNOWN if status == REVOKED else record.health)
         self._publish(updated)
         return updated
 
@@ -533,7 +542,7 @@ class PluginStore:
         call made it: of replicas racing for one transition exactly one does."""
         now = self._epoch()
         subject = f"plugin/{plugin_id}"
-        allowed = [h for h in (expect or (UNKNOWN, HEALTHY, UNHEALTHY)) if h != health]
+        allowed = [h for h in (expect or (UNKNOWN, HEALTHY, UNHEALTHY, INIT_FAILED)) if h != health]
 
         def write() -> str | None:
             with self._engine.begin() as conn:

@@ -79,6 +79,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_calls", "int", "VIVIFIED_MAX_CALLS", "--max-calls"),
     Setting("max_connections", "int", "VIVIFIED_MAX_CONNECTIONS", "--max-connections"),
     Setting("handshake_timeout_seconds", "float", "VIVIFIED_HANDSHAKE_TIMEOUT", "--handshake-timeout"),
+    Setting("init_timeout_seconds", "float", "VIVIFIED_INIT_TIMEOUT_SECONDS", "--init-timeout"),
     Setting("max_call_deadline", "float", "VIVIFIED_MAX_CALL_DEADLINE", "--max-call-deadline", runtime=True),
     Setting("breaker_cooldown", "float", "VIVIFIED_BREAKER_COOLDOWN", "--breaker-cooldown", runtime=True),
     Setting(

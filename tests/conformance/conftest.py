@@ -74,7 +74,7 @@ async def start_plugin(core: CoreProcess, spec: PluginUnderTest, log_dir: pathli
         VIVIFIED_BOOTSTRAP_ADDRESS=core.bootstrap_address,
         VIVIFIED_CORE_ADDRESS=core.listen_address,
         VIVIFIED_TRUST_DOMAIN=core.trust_domain,
-        # The plugin's own state directory (PluginSettings.data_dir), as `vivified up` gives it.
+        # A plugin that keeps state (user_management) requires its own directory.
         VIVIFIED_DATA_DIR=str(log_dir / f"{spec.name}-data"),
     )
     log_path = log_dir / f"{spec.name}.log"

@@ -27,6 +27,8 @@ BOOTSTRAP = {
     # Resource caps a plugin could otherwise exhaust the core with: fixed at start.
     "event_max_dead_letters", "event_max_subscriptions", "max_streams", "max_calls", "max_connections",
     "handshake_timeout_seconds",
+    # How long one attempt to reach a plugin's Init keeps trying: read once at start.
+    "init_timeout_seconds",
     # Whether records after a clean stop are tampering: a security setting.
     "audit_writers",
     # When an audit record is durable: a security and durability setting.

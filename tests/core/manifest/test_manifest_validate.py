@@ -140,7 +140,6 @@ def test_semver_versions_accepted(version: str) -> None:
 @pytest.mark.parametrize(
     ("contracts", "fragment"),
     [
-        ([], "at least one"),
         (["vivified.storage.v1.StoragePluginService"] * 2, "listed twice"),
         (["vivified.billing.v1.BillingPluginService"], "not a known contract"),
         (["vivified.communication.v1.CommunicationPlugin"], "not a service name"),
@@ -151,6 +150,12 @@ def test_semver_versions_accepted(version: str) -> None:
 def test_contracts_refused(contracts: list[str], fragment: str) -> None:
     message = refused(build(BASE, contracts=contracts))
     assert message.startswith("contracts:") and fragment in message
+
+
+def test_a_caller_only_manifest_lists_no_contracts_and_provides_nothing() -> None:
+    validate_manifest(build(BASE, contracts=[]), CATALOGUE)
+    message = refused(build(BASE, contracts=[], provides=["vivified.communication.v1.CommunicationPluginService/SendMessage"]))
+    assert message.startswith("contracts:") and "provides must list the contracts" in message
 
 
 def test_known_contracts_parameter() -> None:

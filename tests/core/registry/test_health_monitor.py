@@ -10,9 +10,10 @@ import pytest
 from support.clients import manifest_message
 from vivified.core.clock import ManualClock
 from vivified.core.db import create_engine_for, sqlite_url
-from vivified.core.registry import ACTIVE, HEALTHY, UNHEALTHY, PluginStore
+from vivified.core.registry import ACTIVE, HEALTHY, INIT_FAILED, REVOKED, UNHEALTHY, UNKNOWN, PluginStore
 from vivified.core.registry._lease import LifecycleLeases
-from vivified.core.registry._monitor import HealthMonitor
+from vivified.core.registry._monitor import HealthMonitor, InitRetry
+from vivified.core.registry._store import HealthChange
 
 pytestmark = pytest.mark.asyncio
 
@@ -96,3 +97,61 @@ async def test_two_quick_changes_keep_the_longest_old_interval(tmp_path: pathlib
     assert await monitor.sweep() == []
     clock.advance(10)  # 31 s: past even the old interval's grace
     assert await monitor.sweep() == ["steady"]
+
+
+class FlakyConnector:
+    """Init fails (or times out) `failures` times, then succeeds."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts = 0
+
+    async def init(self, record: object, timeout: float) -> bool:
+        self.attempts += 1
+        return self.attempts > self.failures
+
+
+async def test_m1_failed_init_is_retried_with_backoff_and_heartbeats_do_not_heal_it(tmp_path: pathlib.Path) -> None:
+    clock = ManualClock()
+    store = PluginStore(create_engine_for(sqlite_url(tmp_path / "db.sqlite")), clock)
+    manifest = manifest_message("flaky")
+    await store.approve(manifest, "0" * 64, frozenset(manifest.traits), "t" * 64, 10**10, replace_existing=False)
+    record = await store.register("flaky", "t" * 64, "0" * 64, "127.0.0.1:1", serial=1, not_after=10**10)
+    connector = FlakyConnector(failures=3)
+    waits: list[float] = []
+    changes: list[tuple[str, str, str]] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:  # between the first and second attempt: heartbeats arrive
+            await monitor.heartbeat("flaky")
+            assert store.require("flaky").health == INIT_FAILED
+
+    async def on_change(change: HealthChange, why: str) -> None:
+        changes.append((change.before, change.after, why))
+
+    monitor = HealthMonitor(store, connector, clock, interval=lambda: 5, misses=3, init_timeout=1,  # type: ignore[arg-type]
+                            init_retry=InitRetry(first_delay_seconds=1, max_delay_seconds=3), sleep=sleep,
+                            on_change=on_change, leases=_leases(store, clock))
+    await monitor._init_until_done(record)
+    assert connector.attempts == 4 and waits == [1, 2, 3]
+    assert store.require("flaky").health == HEALTHY
+    assert [(b, a) for b, a, _ in changes] == [(UNKNOWN, INIT_FAILED), (INIT_FAILED, HEALTHY)]
+
+
+async def test_init_retries_end_with_the_registration(tmp_path: pathlib.Path) -> None:
+    clock = ManualClock()
+    store = PluginStore(create_engine_for(sqlite_url(tmp_path / "db.sqlite")), clock)
+    manifest = manifest_message("gone")
+    await store.approve(manifest, "0" * 64, frozenset(manifest.traits), "t" * 64, 10**10, replace_existing=False)
+    record = await store.register("gone", "t" * 64, "0" * 64, "127.0.0.1:1", serial=1, not_after=10**10)
+    connector = FlakyConnector(failures=100)
+
+    async def sleep(seconds: float) -> None:
+        await store.set_status("gone", REVOKED)
+
+    monitor = HealthMonitor(store, connector, clock, interval=lambda: 5, misses=3, init_timeout=1,  # type: ignore[arg-type]
+                            sleep=sleep, leases=_leases(store, clock))
+    await monitor._init_until_done(record)
+    assert connector.attempts == 1
+    assert store.require("gone").health == UNKNOWN  # revoked: no health observed any more

@@ -38,6 +38,7 @@ from support.clients import (
 )
 from support.postgres_server import APP_ROLE, PostgresServer
 from support.processes import CoreProcess, core_running, run_vivified
+from support.raw_plugin import initialised_plugin
 from support.proxy_thread import ProxyThread
 from support.events import EMAIL_SENT, Inbox
 from support.redis_server import redis_running
@@ -361,13 +362,12 @@ async def test_liveness_is_shared_and_audited_as_transitions_made_by_one_replica
     postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
 ) -> None:
     with _replicas(tmp_path, postgres, postgres_database) as r:
-        plugin = await admitted_plugin(r.a, "beating")  # registered through A; nothing answers its Init
-
         def transitions() -> list[tuple[str, str]]:
             return [(x.action, (x.detail or "")) for x in r.audit(resource="plugin/beating", actor="core:core")]
 
-        await until(lambda: [a for a, _ in transitions()] == ["plugin.unhealthy"], 30, "Init failing on A")
-        async with plugin_channel(r.b, plugin) as on_b:
+        # Registered through A, which sends Init; the plugin answers it.
+        async with initialised_plugin(r.a, "beating") as (plugin, _lifecycle), plugin_channel(r.b, plugin) as on_b:
+            await until(lambda: [a for a, _ in transitions()] == ["plugin.healthy"], 30, "Init answered on A")
             for _ in range(5):  # heartbeats reach B only
                 assert await _heartbeat(on_b) is None
                 await asyncio.sleep(0.5)
@@ -376,13 +376,13 @@ async def test_liveness_is_shared_and_audited_as_transitions_made_by_one_replica
                 listed = await _admin(core, "ListPlugins", admin_pb.ListPluginsRequest())
                 health = {p.plugin_id: p.health for p in listed.plugins}  # type: ignore[attr-defined]
                 assert health["beating"] == admin_pb.PLUGIN_HEALTH_HEALTHY, core.data_dir
-            assert [a for a, _ in transitions()] == ["plugin.unhealthy", "plugin.recovered"]
-            await until(lambda: len(transitions()) == 3, 10, "the missed heartbeats noticed")  # 3 x 1 s silent
+            assert [a for a, _ in transitions()] == ["plugin.healthy"]
+            await until(lambda: len(transitions()) == 2, 10, "the missed heartbeats noticed")  # 3 x 1 s silent
             await asyncio.sleep(1.5)  # both replicas sweep every 0.5 s: still one record
-            assert transitions()[2][0] == "plugin.unhealthy" and "missed 3 heartbeats" in transitions()[2][1]
+            assert transitions()[1][0] == "plugin.unhealthy" and "missed 3 heartbeats" in transitions()[1][1]
             assert await _heartbeat(on_b) is None
-            await until(lambda: len(transitions()) == 4, 5, "the recovery")
-            assert transitions()[3][0] == "plugin.recovered"
+            await until(lambda: len(transitions()) == 3, 5, "the recovery")
+            assert transitions()[2][0] == "plugin.recovered"
             # Accepted heartbeats are counted, not audited; a refused one is audited.
             assert r.audit(actor="plugin:beating", action="/vivified.registry.v1.PluginRegistryService/Heartbeat") == []
             await _admin(r.a, "DisablePlugin", admin_pb.DisablePluginRequest(plugin_id="beating"))

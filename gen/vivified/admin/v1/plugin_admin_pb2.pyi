@@ -60,21 +60,31 @@ class _PluginHealth:
 class _PluginHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PluginHealth.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PLUGIN_HEALTH_UNSPECIFIED: _PluginHealth.ValueType  # 0
-    """Not yet observed."""
+    """Not observed: not registered yet, or revoked (a revoked plugin's last
+    health is not shown as current).
+    """
     PLUGIN_HEALTH_HEALTHY: _PluginHealth.ValueType  # 1
     """Init succeeded and heartbeats arrive on time."""
     PLUGIN_HEALTH_UNHEALTHY: _PluginHealth.ValueType  # 2
-    """Init failed or heartbeats were missed; the core routes nothing to it."""
+    """Init has not succeeded yet (it failed or timed out; the core retries it
+    with backoff and heartbeats do not make the plugin healthy), or heartbeats
+    were missed since; the core routes nothing to it.
+    """
 
 class PluginHealth(_PluginHealth, metaclass=_PluginHealthEnumTypeWrapper):
     """PluginHealth is what the core last observed of a registered plugin."""
 
 PLUGIN_HEALTH_UNSPECIFIED: PluginHealth.ValueType  # 0
-"""Not yet observed."""
+"""Not observed: not registered yet, or revoked (a revoked plugin's last
+health is not shown as current).
+"""
 PLUGIN_HEALTH_HEALTHY: PluginHealth.ValueType  # 1
 """Init succeeded and heartbeats arrive on time."""
 PLUGIN_HEALTH_UNHEALTHY: PluginHealth.ValueType  # 2
-"""Init failed or heartbeats were missed; the core routes nothing to it."""
+"""Init has not succeeded yet (it failed or timed out; the core retries it
+with backoff and heartbeats do not make the plugin healthy), or heartbeats
+were missed since; the core routes nothing to it.
+"""
 Global___PluginHealth: _TypeAlias = PluginHealth  # noqa: Y015
 
 @_typing.final

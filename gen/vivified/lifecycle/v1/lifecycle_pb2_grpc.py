@@ -56,9 +56,12 @@ class PluginLifecycleServiceServicer:
     """
 
     def Init(self, request, context):
-        """Init is called once by the core after the plugin registered and before
-        the core routes anything to it. Errors: FAILED_PRECONDITION if the plugin
-        cannot start. Idempotent: a second Init is a no-op.
+        """Init is called by the core after the plugin registered and before the
+        core routes anything to it. Errors: FAILED_PRECONDITION if the plugin
+        cannot start. A failed or timed-out Init is retried with backoff (the
+        plugin stays unhealthy and is routed nothing meanwhile), so Init may
+        arrive more than once. Idempotent: Init after a successful Init is a
+        no-op that answers ready again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

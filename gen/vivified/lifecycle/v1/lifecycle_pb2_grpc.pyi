@@ -37,9 +37,12 @@ class PluginLifecycleServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PluginLifecycleServiceAsyncStub: ...
     Init: _grpc.UnaryUnaryMultiCallable[_lifecycle_pb2.InitRequest, _lifecycle_pb2.InitResponse]
-    """Init is called once by the core after the plugin registered and before
-    the core routes anything to it. Errors: FAILED_PRECONDITION if the plugin
-    cannot start. Idempotent: a second Init is a no-op.
+    """Init is called by the core after the plugin registered and before the
+    core routes anything to it. Errors: FAILED_PRECONDITION if the plugin
+    cannot start. A failed or timed-out Init is retried with backoff (the
+    plugin stays unhealthy and is routed nothing meanwhile), so Init may
+    arrive more than once. Idempotent: Init after a successful Init is a
+    no-op that answers ready again.
     """
     Shutdown: _grpc.UnaryUnaryMultiCallable[_lifecycle_pb2.ShutdownRequest, _lifecycle_pb2.ShutdownResponse]
     """Shutdown asks the plugin to finish in-flight work and stop. Idempotent."""
@@ -53,9 +56,12 @@ class PluginLifecycleServiceAsyncStub(PluginLifecycleServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Init: _aio.UnaryUnaryMultiCallable[_lifecycle_pb2.InitRequest, _lifecycle_pb2.InitResponse]  # type: ignore[assignment]
-    """Init is called once by the core after the plugin registered and before
-    the core routes anything to it. Errors: FAILED_PRECONDITION if the plugin
-    cannot start. Idempotent: a second Init is a no-op.
+    """Init is called by the core after the plugin registered and before the
+    core routes anything to it. Errors: FAILED_PRECONDITION if the plugin
+    cannot start. A failed or timed-out Init is retried with backoff (the
+    plugin stays unhealthy and is routed nothing meanwhile), so Init may
+    arrive more than once. Idempotent: Init after a successful Init is a
+    no-op that answers ready again.
     """
     Shutdown: _aio.UnaryUnaryMultiCallable[_lifecycle_pb2.ShutdownRequest, _lifecycle_pb2.ShutdownResponse]  # type: ignore[assignment]
     """Shutdown asks the plugin to finish in-flight work and stop. Idempotent."""
@@ -72,9 +78,12 @@ class PluginLifecycleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lifecycle_pb2.InitRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lifecycle_pb2.InitResponse, _abc.Awaitable[_lifecycle_pb2.InitResponse]]:
-        """Init is called once by the core after the plugin registered and before
-        the core routes anything to it. Errors: FAILED_PRECONDITION if the plugin
-        cannot start. Idempotent: a second Init is a no-op.
+        """Init is called by the core after the plugin registered and before the
+        core routes anything to it. Errors: FAILED_PRECONDITION if the plugin
+        cannot start. A failed or timed-out Init is retried with backoff (the
+        plugin stays unhealthy and is routed nothing meanwhile), so Init may
+        arrive more than once. Idempotent: Init after a successful Init is a
+        no-op that answers ready again.
         """
 
     @_abc_1.abstractmethod

@@ -93,7 +93,10 @@ class PluginManifest(_message.Message):
     @_builtins.property
     def contracts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Fully-qualified names of the contract services the plugin serves,
-        e.g. `vivified.communication.v1.CommunicationPluginService`.
+        e.g. `vivified.communication.v1.CommunicationPluginService`. Empty for a
+        caller-only plugin, one that serves no contract (it only calls other
+        plugins, publishes or subscribes): it then provides nothing (`provides`
+        must be empty too), and the manifest file says so with `contracts: []`.
         """
 
     @_builtins.property
