@@ -141,9 +141,12 @@ class StatusGateLayer:
             return
         # The stream's opening was recorded; its closure is a decision of its own
         # (revoked, disabled, re-approved without a trait, registry stale): one record.
-        await self._denier.deny(
+        # A stale registry may mean an unreachable database: cut first, record after.
+        # (UNAVAILABLE then, like the calls refused meanwhile: the plugin may be fine.)
+        stale = reason[0] == "REGISTRY_STALE"
+        await (self._denier.cut_off if stale else self._denier.deny)(
             call,
-            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.UNAVAILABLE if stale else grpc.StatusCode.PERMISSION_DENIED,
             f"plugin {principal.id!r} lost access ({reason[0]}); stream closed",
             reason=reason[0],
             rule_id="status-gate",

@@ -66,7 +66,10 @@ class TargetError(VivifiedError):
     def __init__(self, err: grpc.aio.AioRpcError, attempts: int) -> None:
         self.attempts = attempts
         info = error_info(err)
-        reason = info.reason if info is not None and info.reason else "TARGET_ERROR"
+        # Without a reason of the target's own: a forwarded call that ran out of
+        # its (capped) deadline says so, as a call the caller's deadline ended does.
+        bare = "DEADLINE_EXCEEDED" if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "TARGET_ERROR"
+        reason = info.reason if info is not None and info.reason else bare
         domain = info.domain if info is not None and info.domain else _DOMAIN
         super().__init__(err.details() or err.code().name, reason=reason, domain=domain)
         self.code = err.code()
