@@ -63,7 +63,12 @@ async def test_j3_rapid_reset_never_exceeds_the_stream_cap_and_core_stays_health
         started = time.monotonic()
         for _ in range(20):
             calls = [stub.WatchMyConfig(config_pb2.WatchMyConfigRequest()) for _ in range(250)]
-            await asyncio.sleep(0.02)  # let the HEADERS go out and handlers start, then reset them all
+            # Let the HEADERS go out and handlers start until they press against the
+            # cap (on a busy machine that takes longer than on an idle one), then reset all.
+            pressed = time.monotonic() + 2
+            await asyncio.sleep(0.02)
+            while metric(core, "vivified_streams_open") < MAX_STREAMS and time.monotonic() < pressed:
+                await asyncio.sleep(0.01)
             for call in calls:
                 call.cancel()
         elapsed = time.monotonic() - started
