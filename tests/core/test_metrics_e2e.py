@@ -4,8 +4,10 @@ continued into the audit log."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import time
 import urllib.request
 
 import grpc
@@ -58,10 +60,16 @@ async def test_metrics_move(core: CoreProcess) -> None:
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_info(denied.value).metadata["rule_id"] == "default-deny"
 
-    after = _scrape(core)
     calls = "vivified_rpc_calls_total"
     ok = {"service": ADMIN, "method": "ListPlugins", "code": "OK"}
     refused = {"service": ADMIN, "method": "ListPlugins", "code": "PERMISSION_DENIED"}
+    # A call is counted as the core finishes it, which may be a moment after the
+    # caller has its answer: scrape until the refusal is counted (exact counts below).
+    deadline = time.monotonic() + 5
+    while _value(after := _scrape(core), calls, **refused) == _value(before, calls, **refused):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
     assert _value(after, calls, **ok) == _value(before, calls, **ok) + 1
     assert _value(after, calls, **refused) == _value(before, calls, **refused) + 1
     decisions = "vivified_policy_decisions_total"
