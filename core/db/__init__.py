@@ -26,6 +26,7 @@ from vivified.core.db._errors import (
     unavailable,
 )
 from vivified.core.db._grants import grant_app_role
+from vivified.core.db._notify import wake_on_notify
 from vivified.core.db._migrate import (
     VERSION_TABLE,
     Migration,
@@ -58,4 +59,5 @@ __all__ = [
     "upgrade",
     "write_transaction",
     "write_transaction_on",
+    "wake_on_notify",
 ]

@@ -9,9 +9,8 @@ import asyncio
 import contextlib
 import logging
 
-import psycopg
 import sqlalchemy as sa
-from vivified.core.db import describe_url, driver_message
+from vivified.core.db import describe_url, driver_message, wake_on_notify
 from vivified.core.plugin_config._store import NOTIFY_CHANNEL, PluginConfigStore
 
 _log = logging.getLogger(__name__)
@@ -31,7 +30,8 @@ class ConfigFollower:
         await self._store.prime()
         self._tasks.append(asyncio.create_task(self._poll_forever()))
         if self._engine.dialect.name == "postgresql":
-            self._tasks.append(asyncio.create_task(self._listen_forever()))
+            listener = wake_on_notify(self._engine, NOTIFY_CHANNEL, self._wake, self._interval)
+            self._tasks.append(asyncio.create_task(listener))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -58,17 +58,3 @@ class ConfigFollower:
             else:
                 failing = False
 
-    async def _listen_forever(self) -> None:
-        url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self._wake.set()  # anything committed before LISTEN: poll now
-                    async for _notify in conn.notifies():
-                        self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the poll loop still runs; reconnect shortly
-                _log.info("config notifications unavailable (%s); reconnecting", self._problem(exc))
-            await asyncio.sleep(self._interval)

@@ -14,9 +14,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-import psycopg
 import sqlalchemy as sa
-from vivified.core.db import describe_url, driver_message
+from vivified.core.db import describe_url, driver_message, wake_on_notify
 from vivified.core.registry._store import NOTIFY_CHANNEL, PluginStore
 
 _log = logging.getLogger(__name__)
@@ -25,9 +24,6 @@ _log = logging.getLogger(__name__)
 def _problem(exc: BaseException, url: sa.URL) -> str:
     return f"cannot read registry changes from {describe_url(url)}: {driver_message(exc, url)}"
 
-
-def _libpq_url(url: sa.URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class RegistrySync:
@@ -48,7 +44,8 @@ class RegistrySync:
         self._tasks.append(asyncio.create_task(self._reconcile_forever()))
         self._tasks.append(asyncio.create_task(self._watch_forever()))
         if self._engine.dialect.name == "postgresql":
-            self._tasks.append(asyncio.create_task(self._listen_forever()))
+            listener = wake_on_notify(self._engine, NOTIFY_CHANNEL, self._wake, self.interval)
+            self._tasks.append(asyncio.create_task(listener))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -88,17 +85,3 @@ class RegistrySync:
                     _log.warning("registry changes readable again (version %d)", self._store.version)
                 failing = False
 
-    async def _listen_forever(self) -> None:
-        url = _libpq_url(self._engine.url)
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self._wake.set()  # anything committed before LISTEN: reconcile now
-                    async for _notify in conn.notifies():
-                        self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the reconcile loop still runs; reconnect shortly
-                _log.info("registry notifications unavailable (%s); reconnecting", _problem(exc, self._engine.url))
-            await asyncio.sleep(self.interval)
