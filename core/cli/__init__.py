@@ -15,6 +15,7 @@
     vivified config core list|set KEY VALUE|unset KEY|history --reason R
     vivified policy rules [--report-only] [--json] [core flags]
     vivified bench chain|invoke|events|egress
+    vivified rest config [--listen HOST:PORT] [--out DIR]   the REST bridge's Envoy configuration
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from vivified.core.cli import (
     _plugin_config_cmd,
     _plugins_cmd,
     _policy_cmd,
+    _rest_cmd,
     _users_cmd,
 )
 from vivified.core.cli._client import ClientError
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _policy_cmd.add_parser(sub)
     _bench.add_parser(sub)
     _create_plugin.add_parser(sub)
+    _rest_cmd.add_parser(sub)
     return parser
 
 
@@ -120,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _create_plugin.run(args, out)
         elif args.command == "policy":
             code = _policy_cmd.run(args, environ, out)
+        elif args.command == "rest":
+            code = _rest_cmd.run(args, environ, out)
         else:
             code = _users_cmd.run(args, environ, out)
     except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:
