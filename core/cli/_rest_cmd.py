@@ -27,9 +27,9 @@ _HELP = (
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rest = sub.add_parser("rest", help="the REST bridge (Envoy) in front of the core", description=_HELP)
+    rest.add_argument("--data-dir", help="the core's data dir: its CA, run/core.json and operator/ca.crt (default ./.vivified)")
     verbs = rest.add_subparsers(dest="verb", required=True)
     config = verbs.add_parser("config", help="generate envoy.yaml, the descriptor set, openapi.json and TLS", description=_HELP)
-    config.add_argument("--data-dir", help="the core's data dir: its CA, run/core.json and operator/ca.crt (default ./.vivified)")
     config.add_argument("--out", type=Path, help="output directory (default <data-dir>/rest)")
     config.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"HTTPS listener (default {DEFAULT_LISTEN})")
     config.add_argument("--core-address", metavar="HOST:PORT",
