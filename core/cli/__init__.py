@@ -59,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("up", "run the core and every bundled plugin (development profile)"),
-                       ("core", "run the core broker alone")):
+    for name, text in (("up", "run the core and every bundled plugin (development profile); with Envoy installed, "
+                              "also the REST bridge on https://127.0.0.1:8443"),
+                       ("core", "run the core broker alone. REST for scripts and browsers in production: generate "
+                                "Envoy's configuration with `vivified rest config` and run `envoy -c` "
+                                "(deploy/envoy/README.md)")):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--data-dir", help="keys, database and audit checkpoints (default ./.vivified)")
         add_core_flags(cmd)

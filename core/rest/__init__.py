@@ -3,6 +3,7 @@
 Public surface::
 
     write_bundle(BundleRequest) -> Bundle   envoy.yaml + descriptor set + openapi.json + TLS, in one directory
+    render_config(BridgeConfig)             envoy.yaml's text
     envoy_config(BridgeConfig)              the generated Envoy bootstrap (no admin interface)
     BridgeLimits                            Envoy's own request limits
     openapi_document(files, services)       OpenAPI 3.0 from the same descriptor set
@@ -14,7 +15,7 @@ Errors: `FailedPrecondition` DESCRIPTORS_UNAVAILABLE, CA_UNAVAILABLE,
 ENVOY_CONFIG_INVALID, ENVOY_NOT_STARTED; `InvalidArgument` INVALID_ADDRESS,
 INVALID_REQUEST (domain `vivified.rest`)."""
 
-from vivified.core.rest._bundle import DEFAULT_LISTEN, Bundle, BundleRequest, split_address, write_bundle
+from vivified.core.rest._bundle import DEFAULT_LISTEN, Bundle, BundleRequest, render_config, split_address, write_bundle
 from vivified.core.rest._descriptors import build_descriptor_set, checkout_root, load_descriptor_set
 from vivified.core.rest._envoy import OPENAPI_PATH, PASSED_HEADERS, BridgeConfig, BridgeLimits, envoy_config, strip_headers_lua
 from vivified.core.rest._openapi import openapi_document
@@ -37,6 +38,7 @@ __all__ = [
     "find_envoy",
     "load_descriptor_set",
     "openapi_document",
+    "render_config",
     "served_service_names",
     "split_address",
     "start_envoy",

@@ -29,6 +29,8 @@ client sent, and its router needs it to match; the route removes it before
 the call goes to the core."""
 
 OPENAPI_PATH = "/v1/openapi.json"
+MAX_OPENAPI_BYTES = 1024 * 1024
+"""Envoy serves the OpenAPI document itself (a direct response) up to this size."""
 _TLS = "envoy.transport_sockets.tls"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 
@@ -108,11 +110,10 @@ def _seconds(value: int) -> str:
 
 
 def _routes(config: BridgeConfig) -> dict[str, Any]:
-    openapi_size = config.openapi_file.stat().st_size if config.openapi_file.exists() else 0
     return {
         "name": "rest",
         # The OpenAPI document is served by Envoy itself, straight from the file.
-        "max_direct_response_body_size_bytes": max(4096, openapi_size + 4096),
+        "max_direct_response_body_size_bytes": MAX_OPENAPI_BYTES,
         "virtual_hosts": [{
             "name": "rest",
             "domains": ["*"],

@@ -143,3 +143,15 @@ def test_envoy_accepts_the_generated_config(descriptors: pathlib.Path, tmp_path:
 
 def test_checkout_root_is_this_repository() -> None:
     assert checkout_root() == ROOT
+
+
+def test_deploy_envoy_config_is_current(descriptors: pathlib.Path) -> None:
+    """deploy/envoy/envoy.yaml is what the generator writes now (tools/envoy_example.py regenerates it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("envoy_example", ROOT / "tools" / "envoy_example.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fresh = module.example(transcoded_services(load_descriptor_set(descriptors)))
+    assert (ROOT / "deploy" / "envoy" / "envoy.yaml").read_text() == fresh, "run tools/envoy_example.py"
