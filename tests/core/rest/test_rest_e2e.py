@@ -11,8 +11,11 @@ import http.client
 import json
 import pathlib
 import secrets
+import shlex
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -260,3 +263,24 @@ def test_api_key_passes_as_metadata(bridge: Bridge, admin: dict[str, str]) -> No
     assert status == 200 and created["apiKey"].startswith("vk_"), created
     status, roles = bridge.call("GET", "/v1/roles", headers={"X-Api-Key": created["apiKey"]})
     assert status == 200 and any(r["name"] == "viewer" for r in roles["roles"]), roles
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_curl_examples(bridge: Bridge, admin: dict[str, str]) -> None:
+    """The README's curl lines, as printed there (curl's default form content type included)."""
+    readme = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = readme.split('R="curl -s --cacert .vivified/operator/ca.crt https://127.0.0.1:8443/v1"\n', 1)[1].split("```", 1)[0]
+    lines = [line.split("  #", 1)[0].strip() for line in block.strip().splitlines()]
+    base = ["curl", "-s", "--cacert", str(bridge.core.operator_dir / "ca.crt")]
+    url = f"https://127.0.0.1:{bridge.port}/v1"
+    replies = []
+    for line in lines:
+        line = (line.replace("$ACCESS", admin["token"]).replace('"alice"', '"rest-admin"')
+                .replace('"…"', json.dumps(ADMIN_PASSWORD)).replace("example-echo", "rest-demo"))
+        args = shlex.split(line)
+        assert args[0].startswith("$R/"), line
+        done = subprocess.run([*base, url + args[0][2:], *args[1:]], capture_output=True, text=True, timeout=30)
+        replies.append(json.loads(done.stdout))
+    assert replies[0]["step"] == "LOGIN_STEP_MFA_REQUIRED" and replies[0]["mfaToken"], replies[0]
+    assert any(p["pluginId"] == "rest-demo" for p in replies[1]["plugins"]), replies[1]
+    assert replies[2]["plugin"]["status"] == "PLUGIN_STATUS_DISABLED", replies[2]
