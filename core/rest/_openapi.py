@@ -9,8 +9,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from google.api import annotations_pb2, http_pb2
+from google.api import http_pb2
 from google.protobuf import descriptor_pb2
+from vivified.core.rest._served import http_rule
 
 FDP = descriptor_pb2.FieldDescriptorProto
 _VERBS = ("get", "put", "post", "delete", "patch")
@@ -113,10 +114,10 @@ class _Builder:
             self.schemas[key] = {}  # placeholder: recursive messages refer to themselves
             properties = {}
             for index, field in enumerate(message.field):
-                schema = self.field_schema(field)
-                if (text := comments.get((*path, 2, index))) and "$ref" not in schema:
-                    schema["description"] = text
-                properties[field.json_name or field.name] = schema
+                property_schema = self.field_schema(field)
+                if (text := comments.get((*path, 2, index))) and "$ref" not in property_schema:
+                    property_schema["description"] = text
+                properties[field.json_name or field.name] = property_schema
             schema: dict[str, Any] = {"type": "object", "properties": properties}
             if text := comments.get(path):
                 schema["description"] = text
@@ -132,8 +133,8 @@ def _rule_verb(rule: http_pb2.HttpRule) -> tuple[str, str]:
 
 
 def _rules(method: descriptor_pb2.MethodDescriptorProto) -> Iterator[http_pb2.HttpRule]:
-    if method.options.HasExtension(annotations_pb2.http):
-        rule = method.options.Extensions[annotations_pb2.http]
+    rule = http_rule(method.options)
+    if rule is not None:
         yield rule
         yield from rule.additional_bindings
 

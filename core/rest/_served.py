@@ -4,9 +4,9 @@ carry `google.api.http` annotations."""
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
-from google.api import annotations_pb2
+from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 from vivified.core.services import Services
 
@@ -17,6 +17,18 @@ class _StandIn:
 
     def __getattr__(self, name: str) -> _StandIn:
         return self
+
+
+_HTTP: Any = getattr(annotations_pb2, "http")  # noqa: B009 - the stubs type it as a plain field
+"""The `google.api.http` method option (its stubs type it too loosely for `Extensions[...]`)."""
+
+
+def http_rule(options: descriptor_pb2.MethodOptions) -> http_pb2.HttpRule | None:
+    """A method's `google.api.http` rule, or None."""
+    if not options.HasExtension(_HTTP):
+        return None
+    rule: http_pb2.HttpRule = options.Extensions[_HTTP]
+    return rule
 
 
 def served_service_names() -> tuple[str, ...]:
@@ -30,7 +42,7 @@ def annotated_services(files: descriptor_pb2.FileDescriptorSet) -> tuple[str, ..
     names = []
     for file in files.file:
         for service in file.service:
-            if any(method.options.HasExtension(annotations_pb2.http) for method in service.method):
+            if any(http_rule(method.options) is not None for method in service.method):
                 names.append(f"{file.package}.{service.name}" if file.package else service.name)
     return tuple(names)
 
