@@ -5,7 +5,8 @@ turns each `google.api.http` route into a gRPC call to the core's bootstrap
 port over TLS that verifies the core's certificate (its SPIFFE ID), so every
 request passes the same chain as a gRPC client's. What reaches the core as
 metadata is only `authorization` and `x-api-key`: a Lua filter removes every
-other header a client sent before the transcoder builds the gRPC call, and the
+other header a client sent before the transcoder builds the gRPC call (and
+refuses native gRPC, which would pass the transcoder untouched), and the
 router adds no `x-envoy-*` headers. Errors come back as JSON
 (`google.rpc.Status` with its `ErrorInfo` details) with the HTTP status of the
 gRPC code. Envoy's own limits are set (body size, header size and count,
@@ -85,13 +86,22 @@ class BridgeConfig:
 
 
 def strip_headers_lua() -> str:
-    """The Lua filter that drops every client header but `PASSED_HEADERS`
-    (and the body's content type and length); pseudo-headers stay."""
+    """The Lua filter that refuses native gRPC and gRPC-web (a local reply,
+    which Envoy turns into grpc-status UNKNOWN for such a client) and drops every client
+    header but `PASSED_HEADERS` (and the body's content type and length);
+    pseudo-headers stay."""
     keep = ", ".join(f'["{name}"] = true' for name in (*PASSED_HEADERS, *_TRANSPORT_HEADERS, *_ENVOY_SET_HEADERS))
     return (
         f"local keep = {{{keep}}}\n"
         "function envoy_on_request(request_handle)\n"
         "  local headers = request_handle:headers()\n"
+        # Native gRPC (and gRPC-web) would pass the transcoder untouched: this listener serves JSON only.
+        "  local kind = headers:get(\"content-type\") or \"\"\n"
+        "  if string.find(string.lower(kind), \"application/grpc\", 1, true) == 1 then\n"
+        "    request_handle:respond({[\":status\"] = \"415\", [\"content-type\"] = \"text/plain\"},\n"
+        "      \"this listener serves JSON; gRPC clients call the core's bootstrap port\")\n"
+        "    return\n"
+        "  end\n"
         "  local drop = {}\n"
         "  for key, _ in pairs(headers) do\n"
         "    if string.sub(key, 1, 1) ~= \":\" and not keep[string.lower(key)] then\n"

