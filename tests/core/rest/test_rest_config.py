@@ -155,3 +155,20 @@ def test_deploy_envoy_config_is_current(descriptors: pathlib.Path) -> None:
     spec.loader.exec_module(module)
     fresh = module.example(transcoded_services(load_descriptor_set(descriptors)))
     assert (ROOT / "deploy" / "envoy" / "envoy.yaml").read_text() == fresh, "run tools/envoy_example.py"
+
+
+def test_listener_certificate_cannot_act_as_a_workload(tmp_path: pathlib.Path) -> None:
+    """The REST listener's certificate (from the core's CA) names an identity the core accepts from no peer."""
+    from cryptography import x509
+    from vivified.core.ca import CAConfig, CertificateAuthority, identity_from_pem, new_private_key
+    from vivified.core.clock import SystemClock
+    from vivified.core.errors import Unauthenticated
+
+    ca = CertificateAuthority.load_or_create(tmp_path / "ca", CAConfig(trust_domain="vivified.local"), SystemClock())
+    issued = ca.issue_rest_gateway_certificate(new_private_key(), dns_names=("rest.example.com",))
+    cert = x509.load_pem_x509_certificate(issued.cert_pem)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://vivified.local/gateway/rest"]
+    assert names.get_values_for_type(x509.DNSName) == ["rest.example.com"]
+    with pytest.raises(Unauthenticated):
+        identity_from_pem(issued.cert_pem, "vivified.local")
