@@ -172,3 +172,25 @@ def test_listener_certificate_cannot_act_as_a_workload(tmp_path: pathlib.Path) -
     assert names.get_values_for_type(x509.DNSName) == ["rest.example.com"]
     with pytest.raises(Unauthenticated):
         identity_from_pem(issued.cert_pem, "vivified.local")
+
+
+def test_openapi_refs_resolve_and_every_route_is_documented(descriptors: pathlib.Path) -> None:
+    import json
+
+    from vivified.core.rest import openapi_document
+
+    files = load_descriptor_set(descriptors)
+    document = openapi_document(files, transcoded_services(files))
+    text = json.dumps(document)
+    refs = {part.split('"', 1)[0] for part in text.split('"$ref": "#/components/schemas/')[1:]}
+    assert refs and refs <= set(document["components"]["schemas"]), refs - set(document["components"]["schemas"])
+    operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
+    for name in PEOPLE_SERVICES:
+        service = descriptor_pool.Default().FindServiceByName(name)
+        for method in service.methods:
+            assert f"{service.name}_{method.name}" in operations, (name, method.name)
+    login = document["paths"]["/v1/auth:login"]["post"]
+    assert login["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/vivified.identity.v1.LoginRequest"}
+    records = document["paths"]["/v1/audit/records"]["get"]
+    assert {p["name"] for p in records["parameters"]} >= {"actor", "decision", "pageSize", "pageToken", "startTime"}
