@@ -14,6 +14,7 @@ timeouts, connections) and its admin interface is off."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,8 @@ class BridgeConfig:
     def __post_init__(self) -> None:
         if not self.services:
             raise ValueError("the REST bridge needs at least one service to transcode")
-        if not 0 <= self.listen_port < 65536 or not 0 < self.core_port < 65536:
-            raise ValueError("ports must be in 1..65535 (0 for the listener picks none: give one)")
+        if not 0 < self.listen_port < 65536 or not 0 < self.core_port < 65536:
+            raise ValueError("the listener's and the core's ports must be in 1..65535")
 
 
 def strip_headers_lua() -> str:
@@ -239,7 +240,11 @@ def _listener(config: BridgeConfig) -> dict[str, Any]:
 
 def _core_cluster(config: BridgeConfig) -> dict[str, Any]:
     address = {"socket_address": {"address": config.core_host, "port_value": config.core_port}}
-    is_ip = config.core_host.replace(".", "").isdigit() or ":" in config.core_host
+    try:
+        ipaddress.ip_address(config.core_host)
+        is_ip = True
+    except ValueError:
+        is_ip = False
     return {
         "name": "core",
         "type": "STATIC" if is_ip else "STRICT_DNS",
