@@ -295,3 +295,26 @@ def test_readme_curl_examples(bridge: Bridge, admin: dict[str, str]) -> None:
     assert replies[0]["step"] == "LOGIN_STEP_MFA_REQUIRED" and replies[0]["mfaToken"], replies[0]
     assert any(p["pluginId"] == "rest-demo" for p in replies[1]["plugins"]), replies[1]
     assert replies[2]["plugin"]["status"] == "PLUGIN_STATUS_DISABLED", replies[2]
+
+
+def test_envoy_verifies_the_core_certificate(bridge: Bridge, tmp_path: pathlib.Path) -> None:
+    """A bridge told to expect another core identity (trust domain) refuses the real core's certificate:
+    nothing reaches the core."""
+    port = _free_port()
+    tls_dir = pathlib.Path(bridge.config["certificate"]).parent
+    made = run_cli(bridge.core, "rest", "config", "--listen", f"127.0.0.1:{port}", "--out", str(tmp_path / "wrong"),
+                   "--trust-domain", "other.example", "--tls-cert", str(tls_dir / "rest.crt"),
+                   "--tls-key", str(tls_dir / "rest.key"), "--json")
+    assert made.returncode == 0, made.stderr + made.stdout
+    envoy_binary = find_envoy()
+    assert envoy_binary is not None
+    wrong = start_envoy(envoy_binary, pathlib.Path(json.loads(made.stdout)["config"]), tmp_path / "envoy.log",
+                        listen=("127.0.0.1", port))
+    try:
+        before = len(_rows(bridge.core))
+        other = Bridge(bridge.core, wrong, port, bridge.tls, {})
+        status, body = other.call("GET", "/v1/plugins")
+        assert status == 503, body
+        assert len(_rows(bridge.core)) == before
+    finally:
+        wrong.stop()
