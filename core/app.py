@@ -89,6 +89,7 @@ from vivified.core.settings import (
     apply_overrides,
     read_overrides,
 )
+from vivified.core.storage import build_object_store
 from vivified.core.traits import AccessCatalogueService, TraitCatalogue
 from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SecurityAlert
 
@@ -484,6 +485,10 @@ class Core:
             environ=os.environ,
             max_message_bytes=config.max_message_bytes,
         )
+        object_store = build_object_store(
+            config=config, engine=engine, keyring=keyring, clock=self.clock, lookup=store.get,
+            identify=authenticator.principal, delegations=identity.delegations,
+        )
         self._events = EventBus(
             config=lambda: live.current.events,
             store=open_event_store(lambda: live.current.events, config.data_dir, self.clock),
@@ -510,6 +515,7 @@ class Core:
                 health=health.aio.HealthServicer(),
                 gateway=GatewayService(lane, call_principal),
                 egress=egress,
+                storage=object_store,
                 events=self._events,
                 identity=identity,
                 config=plugin_config,
@@ -521,6 +527,9 @@ class Core:
             chain_pem=core_cert.chain_pem,
             key_pem=key_pem,
         )
+        # Read the registry once more right before serving: start-up after the first
+        # load can take longer than the sync bound, and calls would then be refused stale.
+        await store.sync()
         await self._server.start()
         metrics_port = self.metrics.serve(config.metrics_address)
         self._monitor.start()

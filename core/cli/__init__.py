@@ -34,6 +34,7 @@ from vivified.core.cli import (
     _core_settings_cmd,
     _create_plugin,
     _db_cmd,
+    _storage_cmd,
     _events_cmd,
     _operators_cmd,
     _manifest_cmd,
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _audit_cmd.add_parser(sub)
     _events_cmd.add_parser(sub)
     _db_cmd.add_parser(sub)
+    _storage_cmd.add_parser(sub)
     _users_cmd.add_parser(sub)
     _config_cmd.add_parser(sub)
     _policy_cmd.add_parser(sub)
@@ -114,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_events_cmd.run(args, environ, out))
         elif args.command == "audit":
             code = _audit_cmd.run(args, environ, out)
+        elif args.command == "storage":
+            code = _storage_cmd.run(args, environ, out)
         elif args.command == "db":
             code = _db_cmd.run(args, environ, lambda line: print(line, flush=True))
         elif args.command == "config" and args.verb == "core":
