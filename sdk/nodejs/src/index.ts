@@ -16,6 +16,7 @@
  *       },
  *     }], settingsFromEnv(process.env));
  */
+export { ConformanceControl, CONTROL_ENV } from "./conformance.js";
 export { CoreClient, dialable } from "./core-client.js";
 export {
   ConfigurationError,

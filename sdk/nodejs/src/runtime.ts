@@ -16,6 +16,7 @@ import { readFileSync } from "node:fs";
 
 import * as grpc from "@grpc/grpc-js";
 
+import { ConformanceControl, controlFrom } from "./conformance.js";
 import { CoreClient, unary } from "./core-client.js";
 import { ConfigurationError, SDK_DOMAIN, VivifiedError, fromServiceError } from "./errors.js";
 import { EVENT_BUS, type EventHandler, PublishStream, Subscription, envelope } from "./events.js";
@@ -97,6 +98,7 @@ export class PluginRuntime {
   private started = false;
   private closedResolve!: () => void;
   private readonly closedPromise: Promise<void>;
+  private readonly control: ConformanceControl | undefined;
   private isClosed = false;
   private isInitialised = false;
   private endpointValue = "";
@@ -111,11 +113,21 @@ export class PluginRuntime {
     this.log = options.log ?? ((message) => process.stderr.write(`vivified-sdk: ${message}\n`));
     this.clock = options.clock ?? (() => new Date());
     this.protos = protosFor(settings.protoDir || undefined);
+    this.control = controlFrom(settings.conformanceControl);
     this.server = new PluginServer(this.protos, contracts, {
       init: async (request) => {
+        if (this.control?.initHeld()) throw new ConfigurationError("the conformance suite holds Init back", "CONFORMANCE_INIT_HELD");
         await this.options.onInit?.(request);
         this.isInitialised = true;
         this.log(`initialised by the core as ${request["plugin_id"]}`);
+        // The conformance suite's error probes run once, after Init, in the background.
+        const control = this.control;
+        if (control !== undefined) {
+          setImmediate(() => void control.probeErrors({
+            call: (target, requestType, message) => this.call(target, requestType, message, { timeoutSeconds: 10 }),
+            fetch: (message) => this.fetch({ ...message, timeoutSeconds: 10 }),
+          }));
+        }
       },
       shutdownRequested: (reason) => {
         this.log(`the core asked the plugin to shut down: ${reason.slice(0, 200)}`);
@@ -317,7 +329,7 @@ export class PluginRuntime {
    * `ReceivedEvent`; returning acknowledges, throwing asks for redelivery.
    */
   subscribe(name: string, handlers: Readonly<Record<string, EventHandler>>): Subscription {
-    const subscription = new Subscription(() => this.coreClient(EVENT_BUS), this.protos, name, handlers, this.log);
+    const subscription = new Subscription(() => this.coreClient(EVENT_BUS), this.protos, name, handlers, this.log, this.control);
     this.subscriptions.push(subscription);
     return subscription;
   }
