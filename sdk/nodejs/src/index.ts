@@ -51,5 +51,6 @@ export {
   TARGET_HEADER,
 } from "./runtime.js";
 export { type CallContext, type Contract, PluginServer, type StreamHandler, type UnaryHandler } from "./server.js";
+export { type TypedHandlers, methodCodec, packMessage, serviceDefinition, typedContract, unpackMessage } from "./typed.js";
 export { DEFAULT_BOOTSTRAP_ADDRESS, DEFAULT_TRUST_DOMAIN, type PluginSettings, pluginSettings, settingsFromEnv } from "./settings.js";
 export { MemoryCertificateProvider, coreName, coreSpiffeId } from "./transport.js";
