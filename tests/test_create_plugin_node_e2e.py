@@ -60,7 +60,7 @@ def test_the_generated_node_project_passes_its_tests_and_a_broken_handler_fails(
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "# pass 3" in passed.stdout and "# fail 0" in passed.stdout
     # The generated tests can fail: a handler that drops what it echoes is caught.
-    broken = source.replace('user_id: request["user_id"],', 'user_id: "",', 1)
+    broken = source.replace("return { userId: request.userId };", 'return { userId: "" };', 1)
     assert broken != source
     (project / "src" / "plugin.ts").write_text(broken)
     failed = npm_test(project)
