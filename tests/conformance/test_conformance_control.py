@@ -33,7 +33,7 @@ import pytest
 from google.protobuf import any_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conformance.conftest import RunningPlugin, core_credentials, healthy, listed, plugin_target, start_plugin
+from conformance.conftest import SYNC_BOUND, RunningPlugin, core_credentials, healthy, listed, plugin_target, start_plugin
 from conformance.plugins import PluginUnderTest
 from support.clients import admitted_plugin, audit_rows, error_info, operator_channel, plugin_channel
 from support.processes import CoreProcess, core_running, stop_process
@@ -54,7 +54,7 @@ ABSENT_CALL = "/vivified.communication.v1.CommunicationPluginService/GetMessageS
 def m1_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess]:
     """Heartbeats every second; each Init attempt gives up after two seconds."""
     data_dir = tmp_path_factory.mktemp("conformance-m1") / "data"
-    with core_running(data_dir, "--heartbeat-interval", "1", "--init-timeout", "2", "--leaf-ttl", "600") as core:
+    with core_running(data_dir, *SYNC_BOUND, "--heartbeat-interval", "1", "--init-timeout", "2", "--leaf-ttl", "600") as core:
         yield core
 
 
