@@ -60,7 +60,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="write a new plugin project (manifest, servicer, tests) for a contract",
         description="Write a small, complete plugin project in DIR/NAME: a commented manifest.yaml, a servicer "
         "answering every RPC of the contract, a pyproject.toml depending on vivified, and tests that run it "
-        "against a real core. Then: cd DIR/NAME && python -m pytest; vivified up --plugin DIR/NAME.",
+        "against a real core. Then: cd DIR/NAME && python -m pytest; vivified up --plugin DIR/NAME. With --lang node: "
+        "a TypeScript project on sdk/nodejs instead (then: npm install && npm test).",
     )
     cmd.add_argument("name", metavar="NAME", help="plugin id: 2-63 characters of a-z, 0-9 and '-'")
     cmd.add_argument("--contract", required=True, help=f"the contract service to serve: {known}")
