@@ -11,8 +11,10 @@ node_modules/.bin/buf lint
 # proto/google and proto/grpc are third-party protos kept byte-for-byte as shipped.
 node_modules/.bin/buf format --diff --exit-code --exclude-path proto/google --exclude-path proto/grpc
 node_modules/.bin/buf generate
+# The TypeScript types of the contracts for the Node.js SDK (gen/ts, protoc-gen-es).
+node_modules/.bin/buf generate --template buf.gen.ts.yaml
 if ! git diff --quiet -- gen || [ -n "$(git ls-files --others --exclude-standard gen)" ]; then
-  echo "gen/ is stale: run 'node_modules/.bin/buf generate' and commit the result" >&2
+  echo "gen/ is stale: run 'node_modules/.bin/buf generate' (and --template buf.gen.ts.yaml for gen/ts) and commit the result" >&2
   git status --short gen >&2
   exit 1
 fi

@@ -73,7 +73,8 @@ def add_plugin_flag(parser: argparse.ArgumentParser) -> None:
         "--plugin", action="append", default=[], type=Path, metavar="DIR",
         help="also run the plugin project in DIR (repeatable): DIR/manifest.yaml is approved like the bundled "
         "plugins and `python -m MODULE` runs it with DIR first on PYTHONPATH, MODULE from "
-        "[tool.vivified] module in DIR/pyproject.toml (as `vivified create-plugin` writes it)",
+        "[tool.vivified] module in DIR/pyproject.toml (as `vivified create-plugin` writes it); a Node.js project "
+        "(DIR/package.json, no pyproject.toml) runs as `node <its main>`",
     )
 
 
@@ -83,6 +84,15 @@ def plugin_project(directory: Path) -> PluginSpec:
     manifest = directory / "manifest.yaml"
     if not manifest.is_file():
         raise PluginProjectError(f"--plugin {directory}: no manifest.yaml there", "PLUGIN_MANIFEST_MISSING")
+    if (directory / "package.json").is_file() and not (directory / "pyproject.toml").is_file():
+        # A Node.js project (`vivified create-plugin --lang node`): `node <package.json main>`.
+        node = node_plugin(directory, manifest)
+        if node is None:
+            raise PluginProjectError(
+                f"--plugin {directory}: a Node.js plugin project that cannot be started (the reason is logged above; "
+                "run `npm install && npm run build` there)", "PLUGIN_NODE_UNRUNNABLE",
+            )
+        return node
     try:
         with (directory / "pyproject.toml").open("rb") as handle:
             project = tomllib.load(handle)
