@@ -483,6 +483,7 @@ class Core:
             own_endpoints=endpoints_from([config.listen_address, config.bootstrap_address, config.metrics_address]),
             environ=os.environ,
             max_message_bytes=config.max_message_bytes,
+            plugin_secret=config_store.secret,
         )
         self._events = EventBus(
             config=lambda: live.current.events,

@@ -88,8 +88,8 @@ def _authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism:
     return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
 
-def _tls(directory: pathlib.Path) -> tuple[ssl.SSLContext, str]:
-    """A server context for 127.0.0.1 from a fresh CA, and that CA's PEM."""
+def _tls(directory: pathlib.Path, *dns_names: str) -> tuple[ssl.SSLContext, str]:
+    """A server context for 127.0.0.1 (and `dns_names`) from a fresh CA, and that CA's PEM."""
     now = dt.datetime.now(dt.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smtp test CA")])
@@ -104,11 +104,11 @@ def _tls(directory: pathlib.Path) -> tuple[ssl.SSLContext, str]:
         x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
         .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                    *(x509.DNSName(n) for n in dns_names)]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "smtp.crt", directory / "smtp.key"
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
     cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
@@ -173,8 +173,11 @@ class GatewayWorld:
                 timeout=10,
             )
 
-    async def start_gateway(self) -> None:
-        manifest_path = pathlib.Path(str(resources.files("vivified.plugins.email_gateway") / "manifest.yaml"))
+    async def start_gateway(self, manifest_path: pathlib.Path | None = None) -> None:
+        """Approve and start the gateway process (with the bundled manifest, or an operator's edit of it)."""
+        manifest_path = manifest_path or pathlib.Path(
+            str(resources.files("vivified.plugins.email_gateway") / "manifest.yaml")
+        )
         approval = await approve(self.core, load_manifest_file(manifest_path), replace=True)
         env = clean_env(
             VIVIFIED_MANIFEST=str(manifest_path), VIVIFIED_JOIN_TOKEN=approval.join_token,
