@@ -31,7 +31,7 @@ from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
 from support.clients import approve, operator_channel
 from support.lane import RecordingStore, plugin_state, started_plugin, write_manifest
-from support.processes import CoreProcess, clean_env, spawn, start_core, stop_process
+from support.processes import CoreProcess, core_view
 from support.waiting import until
 from vivified.admin.v1 import event_admin_pb2, event_admin_pb2_grpc
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
@@ -39,6 +39,7 @@ from vivified.config.v1 import config_pb2, config_pb2_grpc
 from vivified.core.manifest import load_manifest_file
 from vivified.events.v1.canonical_pb2 import EmailFailed, EmailQueued, EmailSent
 from vivified.sdk import PluginRuntime, ReceivedEvent
+from vivified.sdk.testing import LocalCore, LocalCoreOptions
 
 GATEWAY = "email-gateway"
 COMMUNICATION = "vivified.communication.v1.CommunicationPluginService"
@@ -155,55 +156,96 @@ class Observer:
         return [p for p, _ in self.events if isinstance(p, kind) and getattr(p, "email_id", "") == email_id]
 
 
+class _Caller:
+    """The LocalCore tester, spoken to like an in-process caller plugin."""
+
+    def __init__(self, local: LocalCore) -> None:
+        self._local = local
+
+    async def call(self, plugin_id: str, request: Message, *, timeout: float = 10.0) -> Message:
+        assert plugin_id == self._local.plugin_id
+        return await self._local.call(request, timeout=timeout)
+
+    async def publish(self, payload: Message) -> object:
+        return await self._local.publish(payload)
+
+
+class _Observer:
+    """What the gateway published, as delivered to the LocalCore tester."""
+
+    def __init__(self, local: LocalCore) -> None:
+        self._local = local
+
+    def of(self, kind: type[Message], email_id: str) -> list[Any]:
+        return [p for p in self._local.events_of(kind) if getattr(p, "email_id", "") == email_id]
+
+
 @dataclass
 class GatewayWorld:
-    core: CoreProcess
+    """The gateway process under a `LocalCore` (core process, tester plugin) and the SMTP server."""
+
+    local: LocalCore
     smtp: SmtpServer
-    caller: PluginRuntime
-    observer: Observer
-    plugin_log: pathlib.Path
-    data_dir: pathlib.Path
-    tmp: pathlib.Path
-    process: Any = None
+
+    @property
+    def core(self) -> CoreProcess:
+        return core_view(self.local)
+
+    @property
+    def caller(self) -> _Caller:
+        return _Caller(self.local)
+
+    @property
+    def observer(self) -> _Observer:
+        return _Observer(self.local)
+
+    @property
+    def plugin_log(self) -> pathlib.Path:
+        return self.local.plugin.log_path
+
+    @property
+    def data_dir(self) -> pathlib.Path:
+        return self.local.plugin.data_dir
 
     async def set_config(self, key: str, value: str) -> None:
-        async with operator_channel(self.core) as channel:
-            await config_grpc(channel).SetPluginConfigValue(
-                config_pb2.SetPluginConfigValueRequest(plugin_id=GATEWAY, key=key, value=value, reason="email test"),
-                timeout=10,
-            )
+        await self.local.set_config(key, value)
 
-    async def start_gateway(self, manifest_path: pathlib.Path | None = None) -> None:
-        """Approve and start the gateway process (with the bundled manifest, or an operator's edit of it)."""
-        manifest_path = manifest_path or pathlib.Path(
-            str(resources.files("vivified.plugins.email_gateway") / "manifest.yaml")
-        )
-        approval = await approve(self.core, load_manifest_file(manifest_path), replace=True)
-        env = clean_env(
-            VIVIFIED_MANIFEST=str(manifest_path), VIVIFIED_JOIN_TOKEN=approval.join_token,
-            VIVIFIED_CA_FILE=str(self.core.operator_dir / "ca.crt"), VIVIFIED_CORE_ADDRESS=self.core.listen_address,
-            VIVIFIED_BOOTSTRAP_ADDRESS=self.core.bootstrap_address, VIVIFIED_TRUST_DOMAIN=self.core.trust_domain,
-            VIVIFIED_PLUGIN_DATA_DIR=str(self.data_dir),
-        )
-        self.process = spawn([sys.executable, "-m", "vivified.plugins.email_gateway"], env, self.plugin_log)
+    async def start_gateway(self) -> None:
+        await self.local.plugin.start()
 
-        async def ready() -> bool:
-            state = await plugin_state(self.core, GATEWAY)
-            if not (state and state.status == admin_pb.PLUGIN_STATUS_ACTIVE
-                    and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY):
-                return False
-            async with operator_channel(self.core) as channel:
-                listed = await event_admin_pb2_grpc.EventAdminServiceStub(channel).ListSubscriptions(
-                    event_admin_pb2.ListSubscriptionsRequest(), timeout=5
-                )
-            return any(GATEWAY in s.subscription for s in listed.subscriptions)
+    async def stop_gateway(self) -> None:
+        await self.local.plugin.stop()
 
-        await until(ready, 60, f"{GATEWAY} to start and subscribe:\n{self.plugin_log.read_text(errors='replace')}")
 
-    def stop_gateway(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
+GATEWAY_COMMAND = (sys.executable, "-m", "vivified.plugins.email_gateway")
+
+
+def bundled_manifest() -> pathlib.Path:
+    return pathlib.Path(str(resources.files("vivified.plugins.email_gateway") / "manifest.yaml"))
+
+
+def smtp_config(smtp: SmtpServer) -> dict[str, str]:
+    """The gateway's config for the test SMTP server (STARTTLS, AUTH)."""
+    return {
+        "smtp_host": "127.0.0.1", "smtp_port": str(smtp.port), "smtp_sender": SENDER, "smtp_username": USERNAME,
+        "smtp_password": PASSWORD, "smtp_tls": "starttls", "smtp_ca_pem": smtp.ca_pem,
+        "max_attempts": str(MAX_ATTEMPTS), "retry_backoff_ms": "50", "smtp_timeout_seconds": "10",
+    }
+
+
+def gateway_core_options(directory: pathlib.Path, smtp: SmtpServer, egress: dict[str, Any] | None = None,
+                         core_env: dict[str, str] | None = None) -> LocalCoreOptions:
+    """A core granting email-gateway a tunnel to exactly the SMTP server's address (plus `egress`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "egress.json"
+    path.write_text(json.dumps(
+        {"tunnel_grants": [{"plugin_id": GATEWAY, "host": "127.0.0.1", "port": smtp.port}], **(egress or {})}
+    ))
+    return LocalCoreOptions(
+        extra_flags=("--heartbeat-interval", "1", "--egress-config", str(path), "--event-max-attempts",
+                     str(MAX_ATTEMPTS)),
+        core_env=core_env or {},
+    )
 
 
 def config_grpc(channel: Any) -> config_pb2_grpc.ConfigServiceStub:

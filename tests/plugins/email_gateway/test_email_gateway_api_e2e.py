@@ -1,7 +1,8 @@
 """The email gateway's second transport, end to end: a JSON email API over
 HTTPS through `EgressProxyService.Fetch`, its key injected by the core from a
 secret config value the plugin cannot read (`security.injected_credentials`).
-Real core process, the real gateway process, a local HTTPS API on loopback
+Real core process and the real gateway process (run by
+`vivified.sdk.testing.LocalCore`), a local HTTPS API on loopback
 (reached as `mail-api.example.com` through the core's egress `resolve` table
 and an allow range for loopback; the core trusts the test CA by SSL_CERT_FILE),
 and an in-process probe plugin that shows the credential rules on the wire."""
@@ -12,8 +13,7 @@ import asyncio
 import json
 import pathlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from importlib import resources
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -21,29 +21,29 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 import yaml
-from support.clients import approve, audit_rows, operator_channel
+from support.clients import audit_rows, operator_channel
 from support.email_gateway import (
     GATEWAY,
-    MAX_ATTEMPTS,
-    PASSWORD,
+    GATEWAY_COMMAND,
     SENDER,
-    USERNAME,
     GatewayWorld,
-    Observer,
     SmtpServer,
+    bundled_manifest,
     config_grpc,
+    gateway_core_options,
+    smtp_config,
 )
 from support.lane import RecordingStore, started_plugin, write_manifest
 from support.mail_api import MAIL_API_HOST, OTHER_HOST, MailApi, mail_api_tls
-from support.processes import CoreProcess, clean_env, start_core, stop_process
+from support.processes import CoreProcess
 from support.waiting import until
 from vivified.config.v1 import config_pb2
 from vivified.core.audit import audit_table
 from vivified.core.db import create_engine_for, sqlite_url
-from vivified.core.manifest import load_manifest_file
 from vivified.egress.v1.egress_pb2 import FetchRequest, HttpHeader
-from vivified.events.v1.canonical_pb2 import EmailFailed, EmailQueued, EmailSent, MessageSendRequested
+from vivified.events.v1.canonical_pb2 import EmailFailed, EmailSent, MessageSendRequested
 from vivified.sdk import FailedPreconditionError, PluginRuntime
+from vivified.sdk.testing import LocalCore
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.e2e, pytest.mark.slow]
 API_KEY = "CANARY-mail-api-key-7f3c2a91"
@@ -60,29 +60,9 @@ def api_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, pathlib.Path
     return context, ca_file
 
 
-@pytest.fixture(scope="module")
-def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
-    server = SmtpServer(tmp_path_factory.mktemp("api-smtp"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def api_core(
-    tmp_path_factory: pytest.TempPathFactory, smtp_server: SmtpServer, api_tls: tuple[Any, pathlib.Path]
-) -> Iterator[CoreProcess]:
-    base = tmp_path_factory.mktemp("api-core")
-    egress = base / "egress.json"
-    egress.write_text(json.dumps({
-        "tunnel_grants": [{"plugin_id": GATEWAY, "host": "127.0.0.1", "port": smtp_server.port}],
-        "allow_ranges": ["127.0.0.1/32"],
-        "resolve": {MAIL_API_HOST: ["127.0.0.1"], OTHER_HOST: ["127.0.0.1"]},
-    }))
-    core = start_core(base / "data", "--heartbeat-interval", "1", "--egress-config", str(egress),
-                      "--event-max-attempts", str(MAX_ATTEMPTS), env=clean_env(SSL_CERT_FILE=str(api_tls[1])))
-    yield core
-    stop_process(core.process)
+def egress_for_api() -> dict[str, Any]:
+    """The API host (and a second one) resolve to loopback, which an allow range admits."""
+    return {"allow_ranges": ["127.0.0.1/32"], "resolve": {MAIL_API_HOST: ["127.0.0.1"], OTHER_HOST: ["127.0.0.1"]}}
 
 
 @pytest_asyncio.fixture
@@ -94,10 +74,10 @@ async def api(api_tls: tuple[Any, pathlib.Path]) -> AsyncIterator[MailApi]:
 
 def edited_manifest(directory: pathlib.Path, port: int) -> pathlib.Path:
     """The bundled manifest as an operator edits it for this API: its port."""
-    bundled = pathlib.Path(str(resources.files("vivified.plugins.email_gateway") / "manifest.yaml"))
-    data = yaml.safe_load(bundled.read_text())
+    data = yaml.safe_load(bundled_manifest().read_text())
     assert data["security"]["allowed_domains"] == [MAIL_API_HOST]
     data["security"]["allowed_ports"] = [port]
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "email-gateway.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -105,37 +85,16 @@ def edited_manifest(directory: pathlib.Path, port: int) -> pathlib.Path:
 
 @pytest_asyncio.fixture
 async def world(
-    api_core: CoreProcess, smtp_server: SmtpServer, api: MailApi, tmp_path: pathlib.Path
+    smtp_server: SmtpServer, api: MailApi, api_tls: tuple[Any, pathlib.Path], tmp_path: pathlib.Path
 ) -> AsyncIterator[GatewayWorld]:
-    """The gateway process sending over SMTP, with the API configured beside it; a caller plugin."""
-    observer = Observer()
-    caller_manifest = write_manifest(
-        tmp_path, "api-mail-caller",
-        publishes=["vivified.events.v1.MessageSendRequested"],
-        subscribes=["vivified.events.v1.EmailQueued", "vivified.events.v1.EmailSent", "vivified.events.v1.EmailFailed"],
-    )
-    world = GatewayWorld(api_core, smtp_server, None, observer, tmp_path / "gateway.log",  # type: ignore[arg-type]
-                         tmp_path / "gateway-data", tmp_path)
-    manifest = edited_manifest(tmp_path, api.port)
-    await approve(api_core, load_manifest_file(manifest), replace=True)
-    for key, value in (("transport", "smtp"), ("smtp_host", "127.0.0.1"), ("smtp_port", str(smtp_server.port)),
-                       ("smtp_sender", SENDER), ("smtp_username", USERNAME), ("smtp_password", PASSWORD),
-                       ("smtp_tls", "starttls"), ("smtp_ca_pem", smtp_server.ca_pem),
-                       ("max_attempts", str(MAX_ATTEMPTS)), ("retry_backoff_ms", "50"),
-                       ("api_url", f"https://{MAIL_API_HOST}:{api.port}/v3/send"), ("api_key", API_KEY)):
-        await world.set_config(key, value)
-    await world.start_gateway(manifest)
-    world.caller = await started_plugin(api_core, caller_manifest, [RecordingStore()])
-    subscription = world.caller.subscribe(
-        "api-mail-observer", {EmailQueued: observer.record, EmailSent: observer.record, EmailFailed: observer.record}
-    )
-    await subscription.opened()
-    try:
-        yield world
-    finally:
-        await world.caller.stop()
-        world.stop_gateway()
-        await asyncio.sleep(0)
+    """The gateway process sending over SMTP, with the API configured beside it, under a LocalCore."""
+    config = {**smtp_config(smtp_server), "transport": "smtp",
+              "api_url": f"https://{MAIL_API_HOST}:{api.port}/v3/send", "api_key": API_KEY}
+    options = gateway_core_options(tmp_path / "core-config", smtp_server, egress_for_api(),
+                                   core_env={"SSL_CERT_FILE": str(api_tls[1])})
+    async with LocalCore(edited_manifest(tmp_path / "manifest", api.port), None, tmp_path / "local",
+                         command=GATEWAY_COMMAND, config=config, options=options) as local:
+        yield GatewayWorld(local, smtp_server)
 
 
 async def use_api(world: GatewayWorld) -> None:
@@ -224,9 +183,8 @@ def probe_manifest(directory: pathlib.Path, port: int) -> pathlib.Path:
     )
 
 
-async def test_injected_credential_rules_on_the_wire(
-    api_core: CoreProcess, api: MailApi, tmp_path: pathlib.Path
-) -> None:
+async def test_injected_credential_rules_on_the_wire(world: GatewayWorld, api: MailApi, tmp_path: pathlib.Path) -> None:
+    api_core = world.core
     probe: PluginRuntime = await started_plugin(api_core, probe_manifest(tmp_path, api.port), [RecordingStore()])
     url = f"https://{MAIL_API_HOST}:{api.port}"
     try:
