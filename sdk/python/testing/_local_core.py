@@ -195,6 +195,14 @@ class LocalPlugin:
         await self.stop()
         await self.start()
 
+    async def kill(self) -> None:
+        """SIGKILL: the plugin stays registered but stops answering (a graceful
+        stop deregisters it), as when it crashes."""
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+
 
 async def _terminate(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
@@ -511,6 +519,14 @@ class LocalCore:
             return self.log_path.read_text(errors="replace")[-4000:]
         except OSError:
             return "(no log)"
+
+    async def stop(self) -> int | None:
+        """Stop everything now (plugins, tester, then the core with SIGTERM);
+        returns the core's exit code (0 after a clean shutdown). Leaving the
+        `async with` block does the same."""
+        process = self._process
+        await self._stop()
+        return None if process is None else process.returncode
 
     async def _stop(self) -> None:
         if self._subscription is not None:
