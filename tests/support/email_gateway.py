@@ -1,13 +1,13 @@
 """Helpers for the email gateway tests (tests/plugins/email_gateway): real processes: an SMTP server (aiosmtpd on
-loopback, STARTTLS with a test CA, AUTH required), a `vivified core` whose
-egress config grants the gateway exactly that server's address, the
-`python -m vivified.plugins.email_gateway` process, and an in-process caller
-plugin that calls the gateway through the operator lane, publishes events to
-it and records the events it publishes."""
+loopback, STARTTLS with a test CA, AUTH required), and a
+`vivified.sdk.testing.LocalCore` (a `vivified core` whose egress config grants
+the gateway exactly that server's address) running the
+`python -m vivified.plugins.email_gateway` process; LocalCore's tester plugin
+calls the gateway through the operator lane, publishes events to it and
+records the events it publishes."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
 import json
@@ -15,13 +15,10 @@ import pathlib
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import pytest
-import pytest_asyncio
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
@@ -29,16 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
-from support.clients import approve, operator_channel
-from support.lane import RecordingStore, plugin_state, started_plugin, write_manifest
 from support.processes import CoreProcess, core_view
-from support.waiting import until
-from vivified.admin.v1 import event_admin_pb2, event_admin_pb2_grpc
-from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
-from vivified.config.v1 import config_pb2, config_pb2_grpc
-from vivified.core.manifest import load_manifest_file
-from vivified.events.v1.canonical_pb2 import EmailFailed, EmailQueued, EmailSent
-from vivified.sdk import PluginRuntime, ReceivedEvent
+from vivified.config.v1 import config_pb2_grpc
 from vivified.sdk.testing import LocalCore, LocalCoreOptions
 
 GATEWAY = "email-gateway"
@@ -141,19 +130,6 @@ class SmtpServer:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
-
-
-@dataclass
-class Observer:
-    """The caller plugin's view: events the gateway published, as delivered to it."""
-
-    events: list[tuple[Message, ReceivedEvent]] = field(default_factory=list)
-
-    async def record(self, payload: Message, event: ReceivedEvent) -> None:
-        self.events.append((payload, event))
-
-    def of(self, kind: type[Message], email_id: str) -> list[Any]:
-        return [p for p, _ in self.events if isinstance(p, kind) and getattr(p, "email_id", "") == email_id]
 
 
 class _Caller:
