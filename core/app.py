@@ -484,6 +484,7 @@ class Core:
             own_endpoints=endpoints_from([config.listen_address, config.bootstrap_address, config.metrics_address]),
             environ=os.environ,
             max_message_bytes=config.max_message_bytes,
+            plugin_secret=config_store.secret,
         )
         object_store = build_object_store(
             config=config, engine=engine, keyring=keyring, clock=self.clock, lookup=store.get,

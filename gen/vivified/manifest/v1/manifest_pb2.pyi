@@ -262,6 +262,7 @@ class SecurityDeclaration(_message.Message):
     ALLOWED_DOMAINS_FIELD_NUMBER: _builtins.int
     ALLOWED_PORTS_FIELD_NUMBER: _builtins.int
     ALLOWED_TUNNELS_FIELD_NUMBER: _builtins.int
+    INJECTED_CREDENTIALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def allowed_domains(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """External hosts the plugin needs (exact host names or a one-label wildcard
@@ -281,20 +282,73 @@ class SecurityDeclaration(_message.Message):
         IP-literal hosts); the port is 1-65535.
         """
 
+    @_builtins.property
+    def injected_credentials(self) -> _containers.RepeatedCompositeFieldContainer[Global___InjectedCredential]:
+        """Credentials the core adds to the plugin's fetches (`EgressProxyService.Fetch`
+        and `StreamFetch`), so the plugin never holds them. Each names one exact
+        host of `allowed_domains`, a header and a `secret` config key whose value
+        the core keeps: the plugin's own config view shows that key masked.
+        """
+
     def __init__(
         self,
         *,
         allowed_domains: _abc.Iterable[_builtins.str] | None = ...,
         allowed_ports: _abc.Iterable[_builtins.int] | None = ...,
         allowed_tunnels: _abc.Iterable[_builtins.str] | None = ...,
+        injected_credentials: _abc.Iterable[Global___InjectedCredential] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_domains", b"allowed_domains", "allowed_ports", b"allowed_ports", "allowed_tunnels", b"allowed_tunnels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_domains", b"allowed_domains", "allowed_ports", b"allowed_ports", "allowed_tunnels", b"allowed_tunnels", "injected_credentials", b"injected_credentials"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SecurityDeclaration: _TypeAlias = SecurityDeclaration  # noqa: Y015
+
+@_typing.final
+class InjectedCredential(_message.Message):
+    """InjectedCredential asks the core to set one header on the plugin's https
+    requests to exactly one host, from a secret the core holds.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    CONFIG_KEY_FIELD_NUMBER: _builtins.int
+    VALUE_PREFIX_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """The exact host (no wildcard), one of `allowed_domains`. Requests to any
+    other host, redirects included, never carry the credential.
+    """
+    header: _builtins.str
+    """The header the core sets, e.g. `Authorization` or `X-Api-Key`. A header of
+    that name sent by the plugin to this host is replaced.
+    """
+    config_key: _builtins.str
+    """The key of a `CONFIG_FIELD_TYPE_SECRET` field of this manifest's `config`
+    holding the value. The owning plugin cannot read that value back.
+    """
+    value_prefix: _builtins.str
+    """Text put before the value, e.g. `Bearer ` (printable ASCII, at most 32
+    characters). Empty for none.
+    """
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        header: _builtins.str = ...,
+        config_key: _builtins.str = ...,
+        value_prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_key", b"config_key", "header", b"header", "host", b"host", "value_prefix", b"value_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectedCredential: _TypeAlias = InjectedCredential  # noqa: Y015
 
 @_typing.final
 class StorageDeclaration(_message.Message):
