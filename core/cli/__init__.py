@@ -15,6 +15,8 @@
     vivified config core list|set KEY VALUE|unset KEY|history --reason R
     vivified policy rules [--report-only] [--json] [core flags]
     vivified bench chain|invoke|events|egress
+    vivified proto-path [--json]     where the installed .proto files are (grpcurl -import-path)
+    vivified health [--address A] [--ca-file F]   grpc.health.v1 check over TLS (container probes)
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from vivified.core.cli import (
     _create_plugin,
     _db_cmd,
     _events_cmd,
+    _health_cmd,
     _operators_cmd,
     _manifest_cmd,
     _plugin_config_cmd,
     _plugins_cmd,
     _policy_cmd,
+    _proto_path_cmd,
     _users_cmd,
 )
 from vivified.core.cli._client import ClientError
@@ -75,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _policy_cmd.add_parser(sub)
     _bench.add_parser(sub)
     _create_plugin.add_parser(sub)
+    _proto_path_cmd.add_parser(sub)
+    _health_cmd.add_parser(sub)
     return parser
 
 
@@ -120,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _create_plugin.run(args, out)
         elif args.command == "policy":
             code = _policy_cmd.run(args, environ, out)
+        elif args.command == "proto-path":
+            code = _proto_path_cmd.run(args, out)
+        elif args.command == "health":
+            code = _health_cmd.run(args, environ, out)
         else:
             code = _users_cmd.run(args, environ, out)
     except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:
