@@ -72,7 +72,9 @@ class PluginSettings:
 
         Required: `VIVIFIED_MANIFEST`, `VIVIFIED_JOIN_TOKEN`, `VIVIFIED_CA_FILE`.
         Optional: `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`,
-        `VIVIFIED_DATA_DIR` (the plugin's own state directory).
+        `VIVIFIED_DATA_DIR` (the plugin's own state directory), `VIVIFIED_LISTEN_HOST` (the
+        interface the plugin serves on, e.g. `0.0.0.0` in a container) and
+        `VIVIFIED_ADVERTISE_HOST` (the host the core dials, e.g. the pod IP or the service name).
         Change anything else with `dataclasses.replace`.
 
         Example::
@@ -99,6 +101,8 @@ class PluginSettings:
             bootstrap_address=optional("VIVIFIED_BOOTSTRAP_ADDRESS", DEFAULT_BOOTSTRAP_ADDRESS),
             trust_domain=optional("VIVIFIED_TRUST_DOMAIN", DEFAULT_TRUST_DOMAIN),
             data_dir=Path(environ["VIVIFIED_DATA_DIR"]) if environ.get("VIVIFIED_DATA_DIR") else None,
+            listen_host=optional("VIVIFIED_LISTEN_HOST", "127.0.0.1"),
+            advertise_host=environ.get("VIVIFIED_ADVERTISE_HOST") or None,
         )
 
     def require_data_dir(self) -> Path:
