@@ -64,7 +64,10 @@ async def check(address: str, ca_pem: bytes, server_name: str, service: str, tim
     async with grpc.aio.secure_channel(address, credentials, options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            # types-grpcio-health-checking declares HealthStub without its Check/Watch callables.
+            reply: health_pb2.HealthCheckResponse = await stub.Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
         except grpc.aio.AioRpcError as err:
             return f"UNREACHABLE: {err.code().name}"
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
