@@ -9,7 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if [ ! -x .venv/bin/python ]; then
   PY=""
-  for candidate in python3.13 python3.12 python3.11 python3; do
+  # 3.11 first: the version the whole suite and the type check run on in CI.
+  for candidate in python3.11 python3.12 python3.13 python3; do
     if command -v "$candidate" >/dev/null \
       && "$candidate" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' 2>/dev/null; then
       PY=$candidate

@@ -62,9 +62,12 @@ def _exec(probe: dict[str, Any] | None) -> list[str] | None:
 
 
 def _after_module(argv: list[str]) -> list[str]:
-    """`python3 -m vivified.core.cli health ...` -> `health ...`."""
+    """The probe's command line as `vivified` arguments: `python3 -m vivified.core.cli health ...`
+    and `python3 -m vivified.core.probe ...` (the same flags) -> `health ...`."""
     if "vivified.core.cli" in argv:
         return argv[argv.index("vivified.core.cli") + 1:]
+    if "vivified.core.probe" in argv:
+        return ["health", *argv[argv.index("vivified.core.probe") + 1:]]
     return []
 
 
@@ -84,7 +87,7 @@ def containers() -> list[Container]:
     for name, service in services.items():
         command = service.get("command", [])
         health = service.get("healthcheck", {}).get("test", [])
-        probes = [_after_module(list(health))] if "vivified.core.cli" in health else []
+        probes = [_after_module(list(health))] if {"vivified.core.cli", "vivified.core.probe"} & set(health) else []
         found.append(Container(f"compose {name}", service.get("image", ""), list(command),
                                {k: str(v) for k, v in (service.get("environment") or {}).items()}, probes))
     for dockerfile in ("core.Dockerfile", "plugin-base.Dockerfile"):

@@ -8,13 +8,15 @@ import datetime as dt
 import json
 import pathlib
 import socket
+import subprocess
+import sys
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from support.processes import core_running, run_vivified
+from support.processes import clean_env, core_running, run_vivified
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -44,6 +46,20 @@ def test_health_answers_serving_only_from_the_real_core(tmp_path: pathlib.Path) 
                              str(_other_ca(tmp_path / "other.crt")), "--timeout", "2")
         assert wrong.returncode == 1
         assert wrong.stdout.strip() == f"{core.bootstrap_address}: UNREACHABLE: UNAVAILABLE"
+
+        # The module the container probes exec: the same check, without the CLI's imports.
+        def probe(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "vivified.core.probe", *args], capture_output=True,
+                                  text=True, env=clean_env(), timeout=60)
+
+        served = probe("--address", core.bootstrap_address, "--ca-file", ca)
+        assert served.returncode == 0 and served.stdout.strip() == f"{core.bootstrap_address}: SERVING"
+        refused = probe("--address", core.bootstrap_address, "--ca-file", str(tmp_path / "other.crt"), "--timeout", "2")
+        assert refused.returncode == 1 and "UNREACHABLE" in refused.stdout
+        lean = subprocess.run([sys.executable, "-c", "import sys, vivified.core.probe; "
+                               "print(sorted(m for m in sys.modules if m.startswith('vivified.core.')))"],
+                              capture_output=True, text=True, env=clean_env(), check=True)
+        assert json.loads(lean.stdout.replace("'", '"')) == ["vivified.core.probe", "vivified.core.probe._health"]
 
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))
