@@ -189,6 +189,16 @@ def test_secrets_are_mounted_read_only_with_mode_0400_and_only_where_needed() ->
                     assert mount["readOnly"] is True, (name, mount)
                     mounted.setdefault(volume["secret"]["secretName"], set()).add(labels["app.kubernetes.io/component"])
         # The core's own container reads only the 0400 copies its init container made, never a Secret volume.
+    # The core's copies live in memory (never on the node's disk) and are read-only to the core.
+    (core,) = [spec for name, spec, _ in pod_specs(kubernetes()) if name == "Deployment/vivified-core"]
+    volumes = {v["name"]: v for v in core["volumes"]}
+    (main,) = core["containers"]
+    for mount in main["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        assert "secret" not in volume, mount
+        if mount["name"] in ("keys", "identity"):
+            assert volume["emptyDir"]["medium"] == "Memory" and mount["readOnly"] is True, mount
+    assert {m["mountPath"] for m in main["volumeMounts"] if m["name"] == "identity"} == {"/var/lib/vivified/identity"}
     assert mounted["vivified-ca"] == {"core"}  # the CA key: the cores alone
     assert mounted["vivified-identity-keys"] == {"core"}
     assert mounted["vivified-secrets-key"] == {"core"}
