@@ -51,6 +51,29 @@ def test_setup_leaves_the_tree_clean(tmp_path: pathlib.Path) -> None:
     assert status == "", f"setup changed the working tree:\n{status}"
 
 
+def test_run_setup_installs_only_what_running_needs(tmp_path: pathlib.Path) -> None:
+    """tools/up.sh's setup (tools/setup_run.sh): no apt, no dev extras, no buf; `vivified` works
+    and the tree stays clean."""
+    script = (ROOT / "tools" / "setup_run.sh").read_text()
+    assert "apt-get" not in script and "sudo" not in script
+    assert "source tools/setup_run.sh" in (ROOT / "tools" / "up.sh").read_text()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    _fresh_copy(tree)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIVIFIED_", "VIRTUAL_ENV"))}
+    setup = subprocess.run(["bash", "-c", "source tools/setup_run.sh && vivified proto-path"],
+                           cwd=tree, capture_output=True, text=True, env=env, timeout=900)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert str(tree / "proto") in setup.stdout.splitlines(), setup.stdout
+    listed = subprocess.run([str(tree / ".venv" / "bin" / "python"), "-m", "pip", "list", "--format", "freeze"],
+                            capture_output=True, text=True, check=True).stdout.lower()
+    for dev_only in ("pytest==", "mypy==", "grpcio-tools==", "hypothesis==", "kubernetes-validate=="):
+        assert dev_only not in listed, f"{dev_only} installed by the run setup"
+    assert not (tree / "node_modules").exists(), "the run setup installed the buf toolchain"
+    status = _git(tree, "status", "--porcelain", "--untracked-files=all")
+    assert status == "", f"setup changed the working tree:\n{status}"
+
+
 def test_lock_file_holds_every_platforms_buf() -> None:
     """`npm ci` needs the lock file complete for every platform, or a machine of another kind
     would rewrite it: each optional @bufbuild/buf-* package buf declares is locked."""

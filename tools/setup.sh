@@ -22,7 +22,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
-VIVIFIED_PIP_EXTRAS='[dev]' source tools/setup_run.sh
+SETUP_PIP_EXTRAS='[dev]' source tools/setup_run.sh
 if [ ! -x node_modules/.bin/buf ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi

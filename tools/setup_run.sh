@@ -23,8 +23,9 @@ if [ ! -x .venv/bin/python ]; then
   fi
   "$PY" -m venv .venv
 fi
-# VIVIFIED_PIP_EXTRAS is for tools/setup.sh (the test command's setup), which adds [dev].
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${VIVIFIED_PIP_EXTRAS:-}"
+# SETUP_PIP_EXTRAS is for tools/setup.sh (the test command's setup), which adds [dev]; not VIVIFIED_*,
+# which the core would refuse as an unknown setting if it leaked into its environment.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${SETUP_PIP_EXTRAS:-}"
 
 if command -v node >/dev/null && command -v npm >/dev/null; then
   # The Node.js SDK is TypeScript, compiled into sdk/nodejs/dist (rebuilt when a source is newer).
