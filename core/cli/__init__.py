@@ -16,6 +16,8 @@
     vivified policy rules [--report-only] [--json] [core flags]
     vivified bench chain|invoke|events|egress
     vivified rest config [--listen HOST:PORT] [--out DIR]   the REST bridge's Envoy configuration
+    vivified proto-path [--json]     where the installed .proto files are (grpcurl -import-path)
+    vivified health [--address A] [--ca-file F]   grpc.health.v1 check over TLS (container probes)
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ from vivified.core.cli import (
     _db_cmd,
     _storage_cmd,
     _events_cmd,
+    _health_cmd,
     _operators_cmd,
     _manifest_cmd,
     _plugin_config_cmd,
     _plugins_cmd,
     _policy_cmd,
     _rest_cmd,
+    _proto_path_cmd,
     _users_cmd,
 )
 from vivified.core.cli._client import ClientError
@@ -83,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     _bench.add_parser(sub)
     _create_plugin.add_parser(sub)
     _rest_cmd.add_parser(sub)
+    _proto_path_cmd.add_parser(sub)
+    _health_cmd.add_parser(sub)
     return parser
 
 
@@ -132,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _policy_cmd.run(args, environ, out)
         elif args.command == "rest":
             code = _rest_cmd.run(args, environ, out)
+        elif args.command == "proto-path":
+            code = _proto_path_cmd.run(args, out)
+        elif args.command == "health":
+            code = _health_cmd.run(args, environ, out)
         else:
             code = _users_cmd.run(args, environ, out)
     except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:
