@@ -10,6 +10,7 @@ from vivified.core.chain._build import ChainInterceptor, Layer, build_chain, com
 from vivified.core.chain._call import (
     Call,
     Principal,
+    PrincipalKind,
     annotate,
     call_principal,
     current_call,
@@ -20,8 +21,10 @@ from vivified.core.chain._concurrency import (
     ConcurrencyLimits,
     InFlight,
 )
-from vivified.core.chain._deny import Denier
+from vivified.core.chain._deps import ChainDeps
 from vivified.core.chain._errors import ErrorBoundaryLayer
+from vivified.core.chain._methods import MethodFacts, MethodTable
+from vivified.core.chain._outcome import Denied, Outcome
 from vivified.core.chain._policy import PolicyLayer
 from vivified.core.chain._rate_limit import (
     RateLimitConfig,
@@ -38,18 +41,23 @@ __all__ = [
     "AuthenticationLayer",
     "Authenticator",
     "Call",
+    "ChainDeps",
     "ChainInterceptor",
     "ConcurrencyConfig",
     "ConcurrencyLayer",
     "ConcurrencyLimits",
     "CredentialCheck",
-    "Denier",
+    "Denied",
     "ErrorBoundaryLayer",
     "InFlight",
     "Layer",
+    "MethodFacts",
+    "MethodTable",
+    "Outcome",
     "PluginView",
     "PolicyLayer",
     "Principal",
+    "PrincipalKind",
     "RateLimitConfig",
     "RateLimitLayer",
     "StatusGateLayer",
