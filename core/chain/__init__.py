@@ -10,7 +10,6 @@ from vivified.core.chain._build import ChainInterceptor, Layer, build_chain, com
 from vivified.core.chain._call import (
     Call,
     Principal,
-    PrincipalKind,
     annotate,
     call_principal,
     current_call,
@@ -34,6 +33,7 @@ from vivified.core.chain._rate_limit import (
 from vivified.core.chain._status import abort_with, error_info, status_metadata
 from vivified.core.chain._status_gate import PluginView, StatusGateLayer, StreamTracker
 from vivified.core.chain._tracing import TracingLayer
+from vivified.core.kinds import PrincipalKind
 
 __all__ = [
     "AuditLayer",

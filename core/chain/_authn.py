@@ -13,9 +13,10 @@ from typing import Any
 
 import grpc
 from vivified.core.ca import PeerCertificateParser
-from vivified.core.chain._call import Call, Principal, PrincipalKind, Proceed
+from vivified.core.chain._call import Call, Principal, Proceed
 from vivified.core.chain._outcome import Denied
 from vivified.core.errors import Unauthenticated
+from vivified.core.kinds import PrincipalKind
 
 _DOMAIN = "vivified.auth"
 

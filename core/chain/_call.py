@@ -5,25 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from vivified.core.chain._methods import DEFAULT_FACTS, MethodFacts
-
-if TYPE_CHECKING:
-    from vivified.core.chain._outcome import Trail
-
-
-class PrincipalKind(StrEnum):
-    """Who a principal is. The values are the strings policy rules
-    (`principal_kinds`), audit actors (`plugin:<id>`) and certificates use."""
-
-    PLUGIN = "plugin"
-    OPERATOR = "operator"
-    CORE = "core"
-    USER = "user"
-    ANONYMOUS = "anonymous"
+from vivified.core.chain._outcome import Trail
+from vivified.core.kinds import PrincipalKind
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
-from vivified.core.chain._call import Call, PrincipalKind, Proceed
+from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._outcome import Denied
-from vivified.core.plugin_status import PluginStatus
+from vivified.core.kinds import PluginStatus, PrincipalKind
 
 _DOMAIN = "vivified.registry"
 _REASONS: dict[str, str] = {PluginStatus.DISABLED: "PLUGIN_DISABLED", PluginStatus.REVOKED: "PLUGIN_REVOKED"}
@@ -29,7 +29,7 @@ class PluginState(Protocol):
     """What the gate reads of a plugin (the registry's PluginRecord has it)."""
 
     @property
-    def status(self) -> str: ...
+    def status(self) -> PluginStatus: ...
 
     @property
     def granted_traits(self) -> frozenset[str]: ...
@@ -39,7 +39,7 @@ class PluginState(Protocol):
 class PluginView:
     """A PluginState for tests and benchmarks that run the chain without a registry."""
 
-    status: str
+    status: PluginStatus
     granted_traits: frozenset[str]
 
 

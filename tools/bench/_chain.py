@@ -22,8 +22,8 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner, Durability
 from vivified.bench._report import BenchReport
+from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner, Durability
 from vivified.core.ca import (
     CAConfig,
     CertificateAuthority,
@@ -31,9 +31,10 @@ from vivified.core.ca import (
 )
 from vivified.core.chain import Call, PluginView, RateLimitConfig, TokenBuckets, build_chain
 from vivified.core.chain._methods import DEFAULT_FACTS
-from vivified.core.harness import chain_deps
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
+from vivified.core.harness import chain_deps
+from vivified.core.kinds import PluginStatus
 from vivified.core.policy import (
     PolicyInput,
     Rule,
@@ -79,7 +80,7 @@ async def _chain_cpu_us(ca: CertificateAuthority, sink: Any, calls: int, concurr
         ca,
         sink,
         RuleIndex.build(load_default_rules()),
-        plugin_lookup={"bench": PluginView("active", frozenset())}.get,
+        plugin_lookup={"bench": PluginView(PluginStatus.ACTIVE, frozenset())}.get,
         buckets=TokenBuckets(lambda: RateLimitConfig(rate_per_second=1e9, burst=10**9), SystemClock()),
     )
     chain = build_chain(deps)

@@ -28,8 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import json_format
-from vivified.core.audit import AuditLog, CheckpointSigner
 from vivified.bench._report import BenchReport
+from vivified.core.audit import AuditLog, CheckpointSigner
 from vivified.core.ca import (
     CAConfig,
     CertificateAuthority,
@@ -46,6 +46,7 @@ from vivified.core.egress import (
     Steps,
     parse_url,
 )
+from vivified.core.kinds import PluginStatus
 from vivified.core.manifest import manifest_sha256
 from vivified.core.policy import RuleIndex, load_rules
 from vivified.core.registry import PluginRecord
@@ -112,7 +113,7 @@ def _record(port: int) -> PluginRecord:
         PluginManifest(),
     )
     return PluginRecord(
-        plugin_id="bench-fetcher", status="active", manifest_sha256=manifest_sha256(manifest),
+        plugin_id="bench-fetcher", status=PluginStatus.ACTIVE, manifest_sha256=manifest_sha256(manifest),
         manifest=manifest, granted_traits=frozenset(manifest.traits), version="0.1.0",
     )
 
