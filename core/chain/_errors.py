@@ -77,6 +77,9 @@ class ErrorBoundaryLayer:
                     await self._recorder.record_closure(call, denial.outcome)
                 else:
                     await self._recorder.settle(call, denial.outcome)
+            except asyncio.CancelledError:
+                self._on_done(call, denial.code)  # the caller left while its denial was being recorded
+                raise
             except Exception:  # noqa: BLE001 - an unrecorded denial is answered as an unexpected error
                 _log.exception("audit record of the denial of %s (trace %s) failed", call.method, call.trace_id)
                 await self._internal(call)
