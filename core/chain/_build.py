@@ -25,8 +25,10 @@ Denial before deserialisation. grpc's aborting-handler pattern (return, from
 `HandlerCallDetails` holds: the method name and the invocation metadata. In
 grpc-python that is not enough for any check of this chain: the caller's
 identity is its verified TLS certificate, which only the servicer context
-(`auth_context()`) exposes, and it exists only once the handler runs, after
-grpc.aio has read and deserialised the request. Authentication, the status
+(`auth_context()`) exposes, and grpc.aio creates that context only for the
+handler it calls: with a unary request already read and deserialised, or
+with a request stream whose messages are deserialised as the handler reads
+them (so a refused stream never has its messages decoded). Authentication, the status
 gate, the rate limit and the concurrency caps are all keyed by that principal,
 and policy decides on its kind, id and traits, so every layer runs inside the
 handler. A check on the method alone (a method no rule names) cannot move
