@@ -43,7 +43,8 @@ def cancellation_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.Statu
     stream itself, often a moment before the server's copy of the deadline:
     count that as expiry."""
     remaining = context.time_remaining()
-    return grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0.1 else grpc.StatusCode.CANCELLED
+    expired = remaining is not None and remaining <= 0.1
+    return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
 
 
 class AuditRecorder:
@@ -99,7 +100,9 @@ class AuditRecorder:
     def _recorded_late(self, task: asyncio.Task[None]) -> None:
         self._late.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            _log.error("audit record of a stream cut off while the registry was stale not written: %s", task.exception())
+            _log.error(
+                "audit record of a stream cut off while the registry was stale not written: %s", task.exception()
+            )
 
     async def record_closure(self, call: Call, outcome: Outcome) -> None:
         """An open stream the core ends: the closure is a decision of its own

@@ -63,7 +63,8 @@ class AuthenticationLayer:
     async def __call__(self, call: Call, proceed: Proceed) -> None:
         try:
             call.principal = self._authenticator.principal(call.context)
-            if call.principal.kind == PrincipalKind.ANONYMOUS and any(h in call.metadata for h in USER_CREDENTIAL_HEADERS):
+            anonymous = call.principal.kind == PrincipalKind.ANONYMOUS
+            if anonymous and any(h in call.metadata for h in USER_CREDENTIAL_HEADERS):
                 if self._credentials is None:
                     raise Unauthenticated(
                         "this core does not accept user credentials", reason="IDENTITY_INVALID", domain=_DOMAIN

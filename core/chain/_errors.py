@@ -85,7 +85,9 @@ class ErrorBoundaryLayer:
                 await self._internal(call)
                 return
         self._on_done(call, denial.code)
-        await abort_with(call.context, denial.code, denial.message, denial.reason, denial.domain, {"rule_id": denial.rule_id})
+        await abort_with(
+            call.context, denial.code, denial.message, denial.reason, denial.domain, {"rule_id": denial.rule_id}
+        )
 
     async def _internal(self, call: Call) -> None:
         if not self._recorder.written(call):

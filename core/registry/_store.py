@@ -45,7 +45,9 @@ from vivified.core.registry._schema import (
 )
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
-APPROVED, ACTIVE, DISABLED, REVOKED = PluginStatus.APPROVED, PluginStatus.ACTIVE, PluginStatus.DISABLED, PluginStatus.REVOKED
+APPROVED, ACTIVE, DISABLED, REVOKED = (
+    PluginStatus.APPROVED, PluginStatus.ACTIVE, PluginStatus.DISABLED, PluginStatus.REVOKED
+)
 UNKNOWN, HEALTHY, UNHEALTHY = "unknown", "healthy", "unhealthy"
 INIT_FAILED = "init_failed"
 """Health of a registered plugin whose Init has not succeeded yet (it failed or
