@@ -47,6 +47,7 @@ from vivified.core.ca import (
 from vivified.core.chain import (
     AuditRecorder,
     Authenticator,
+    ChainDeps,
     ConcurrencyLimits,
     StreamTracker,
     TokenBuckets,
@@ -80,7 +81,7 @@ from vivified.core.registry._lease import LifecycleLeases
 from vivified.core.registry._replicas import follow_registry
 from vivified.core.registry._sync import RegistrySync
 from vivified.core.server import build_server, check_cipher_suites
-from vivified.core.services import Services
+from vivified.core.services import METHODS, Services
 from vivified.core.settings import (
     CoreSettingsAdmin,
     LiveSettings,
@@ -400,20 +401,21 @@ class Core:
         recorder = AuditRecorder(self._audit)
         limits = ConcurrencyLimits(lambda: live.current.concurrency)
         self.metrics.watch_concurrency(limits.totals)
-        chain = build_chain(
-            tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
+        chain = build_chain(ChainDeps(
+            audit=recorder,
             authenticator=authenticator,
+            policy_index=policy.index,
+            methods=METHODS,
             plugin_lookup=store.get,
             streams=streams,
             buckets=TokenBuckets(lambda: live.current.rate_limit, self.clock),
-            policy_index=policy.index,
+            concurrency=limits,
+            tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
             on_decision=self.metrics.on_decision,
-            audit=recorder,
             on_done=self.metrics.on_call_done,
             credentials=identity.principal,
             registry_stale=store.stale,
-            concurrency=limits,
-        )
+        ))
         self._connector = PluginConnector(
             CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock
         )

@@ -18,10 +18,11 @@ from prometheus_client import (
 )
 from vivified.core.chain import Call, InFlight
 from vivified.core.events import SubscriptionLag
+from vivified.core.kinds import PluginStatus
 from vivified.core.policy import Decision
 from vivified.core.registry import PluginRecord
 
-_STATUSES = ("approved", "active", "disabled", "revoked")
+_STATUSES = tuple(PluginStatus)
 
 
 class Metrics:
@@ -117,7 +118,7 @@ class Metrics:
         tally = _Tally(r.status for r in listed)
         for status in _STATUSES:
             self.plugins.labels(status).set(tally.get(status, 0))
-        self.unhealthy.set(sum(1 for r in listed if r.status == "active" and r.health == "unhealthy"))
+        self.unhealthy.set(sum(1 for r in listed if r.status == PluginStatus.ACTIVE and r.health == "unhealthy"))
 
     def on_heartbeat(self, plugin_id: str) -> None:
         self.heartbeats.labels(plugin_id).inc()

@@ -20,8 +20,10 @@ from vivified.core.chain._concurrency import (
     ConcurrencyLimits,
     InFlight,
 )
-from vivified.core.chain._deny import Denier
+from vivified.core.chain._deps import ChainDeps
 from vivified.core.chain._errors import ErrorBoundaryLayer
+from vivified.core.chain._methods import MethodFacts, MethodTable
+from vivified.core.chain._outcome import Denied, Outcome
 from vivified.core.chain._policy import PolicyLayer
 from vivified.core.chain._rate_limit import (
     RateLimitConfig,
@@ -31,6 +33,7 @@ from vivified.core.chain._rate_limit import (
 from vivified.core.chain._status import abort_with, error_info, status_metadata
 from vivified.core.chain._status_gate import PluginView, StatusGateLayer, StreamTracker
 from vivified.core.chain._tracing import TracingLayer
+from vivified.core.kinds import PrincipalKind
 
 __all__ = [
     "AuditLayer",
@@ -38,18 +41,23 @@ __all__ = [
     "AuthenticationLayer",
     "Authenticator",
     "Call",
+    "ChainDeps",
     "ChainInterceptor",
     "ConcurrencyConfig",
     "ConcurrencyLayer",
     "ConcurrencyLimits",
     "CredentialCheck",
-    "Denier",
+    "Denied",
     "ErrorBoundaryLayer",
     "InFlight",
     "Layer",
+    "MethodFacts",
+    "MethodTable",
+    "Outcome",
     "PluginView",
     "PolicyLayer",
     "Principal",
+    "PrincipalKind",
     "RateLimitConfig",
     "RateLimitLayer",
     "StatusGateLayer",

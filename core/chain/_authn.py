@@ -14,8 +14,9 @@ from typing import Any
 import grpc
 from vivified.core.ca import PeerCertificateParser
 from vivified.core.chain._call import Call, Principal, Proceed
-from vivified.core.chain._deny import Denier
+from vivified.core.chain._outcome import Denied
 from vivified.core.errors import Unauthenticated
+from vivified.core.kinds import PrincipalKind
 
 _DOMAIN = "vivified.auth"
 
@@ -36,10 +37,10 @@ class Authenticator:
         if not pems:
             # context.peer() is e.g. "ipv4:127.0.0.1:54321" or "ipv6:[::1]:54321".
             _, _, address = (context.peer() or "").partition(":")
-            return Principal(kind="anonymous", id=address.rpartition(":")[0] or "unknown")
+            return Principal(kind=PrincipalKind.ANONYMOUS, id=address.rpartition(":")[0] or "unknown")
         peer_cert = self._parser.parse(next(iter(pems)))  # typed as an Iterable, not a list
         name = peer_cert.identity.name or peer_cert.identity.kind
-        return Principal(kind=peer_cert.identity.kind, id=name, cert_serial=peer_cert.serial)
+        return Principal(kind=PrincipalKind(peer_cert.identity.kind), id=name, cert_serial=peer_cert.serial)
 
 
     def revoked(self, principal: Principal) -> bool:
@@ -55,17 +56,15 @@ USER_CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 class AuthenticationLayer:
     """Sets `call.principal` (and a user's traits), or denies with UNAUTHENTICATED."""
 
-    def __init__(
-        self, authenticator: Authenticator, denier: Denier, credentials: CredentialCheck | None = None
-    ) -> None:
+    def __init__(self, authenticator: Authenticator, credentials: CredentialCheck | None = None) -> None:
         self._authenticator = authenticator
-        self._denier = denier
         self._credentials = credentials
 
     async def __call__(self, call: Call, proceed: Proceed) -> None:
         try:
             call.principal = self._authenticator.principal(call.context)
-            if call.principal.kind == "anonymous" and any(h in call.metadata for h in USER_CREDENTIAL_HEADERS):
+            anonymous = call.principal.kind == PrincipalKind.ANONYMOUS
+            if anonymous and any(h in call.metadata for h in USER_CREDENTIAL_HEADERS):
                 if self._credentials is None:
                     raise Unauthenticated(
                         "this core does not accept user credentials", reason="IDENTITY_INVALID", domain=_DOMAIN
@@ -73,18 +72,13 @@ class AuthenticationLayer:
                 call.principal = await self._credentials(call.metadata)
                 call.traits = call.principal.traits
         except Unauthenticated as exc:
-            await self._denier.deny(
-                call, exc.code, exc.message, reason=exc.reason, rule_id="authentication", domain=exc.domain
-            )
-            return
+            raise Denied(exc.code, exc.message, reason=exc.reason, rule_id="authentication", domain=exc.domain) from exc
         if self._authenticator.revoked(call.principal):
-            await self._denier.deny(
-                call,
+            raise Denied(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "this certificate was revoked or superseded",
                 reason="CERTIFICATE_REVOKED",
                 rule_id="authentication",
                 domain=_DOMAIN,
             )
-            return
         await proceed(call)

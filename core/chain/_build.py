@@ -10,9 +10,33 @@ never takes a slot) and before policy, so every call a principal has open —
 allowed or about to be denied — counts against its caps.
 
 Each layer is one class with one concern and the signature
-`async (call: Call, proceed) -> None`. The chain is a single grpc.aio server
-interceptor that wraps every handler kind, so unary and streaming calls pass
-through the same layers.
+`async (call: Call, proceed) -> None`; it adds what it established to the
+call (principal, traits, trace id, the deciding rule) and raises its refusal
+(`Denied`) instead of recording or aborting itself. The error boundary
+sends every status, after the recorder settled the call's one audit record.
+The chain is a single grpc.aio server interceptor that wraps every handler
+kind, so unary and streaming calls pass through the same layers. What the
+layers know of a method (when it is audited, which resource its request
+names) comes from `ChainDeps.methods`, the table `vivified.core.services`
+declares per binding; no layer tests method names.
+
+Denial before deserialisation. grpc's aborting-handler pattern (return, from
+`intercept_service`, a handler that only aborts) decides on what
+`HandlerCallDetails` holds: the method name and the invocation metadata. In
+grpc-python that is not enough for any check of this chain: the caller's
+identity is its verified TLS certificate, which only the servicer context
+(`auth_context()`) exposes, and grpc.aio creates that context only for the
+handler it calls: with a unary request already read and deserialised, or
+with a request stream whose messages are deserialised as the handler reads
+them (so a refused stream never has its messages decoded). Authentication, the status
+gate, the rate limit and the concurrency caps are all keyed by that principal,
+and policy decides on its kind, id and traits, so every layer runs inside the
+handler. A check on the method alone (a method no rule names) cannot move
+out either: its denial must still be audited with the caller's actor and
+counted against the caller's rate and caps, as now. The request is decoded
+tolerantly (`_decode`): bytes that do not decode reach the chain as a value,
+so such a call is authenticated, checked and audited like any other before
+its handler step refuses it.
 """
 
 from __future__ import annotations
@@ -23,22 +47,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
-from vivified.core.chain._audit import AuditLayer, AuditRecorder
-from vivified.core.chain._authn import (
-    AuthenticationLayer,
-    Authenticator,
-    CredentialCheck,
-)
+from vivified.core.chain._audit import AuditLayer
+from vivified.core.chain._authn import AuthenticationLayer
 from vivified.core.chain._call import Call, Proceed, _current
-from vivified.core.chain._concurrency import ConcurrencyConfig, ConcurrencyLayer, ConcurrencyLimits
+from vivified.core.chain._concurrency import ConcurrencyLayer
 from vivified.core.chain._decode import decoded, refuse_undecodable, tolerant
-from vivified.core.chain._deny import Denier
+from vivified.core.chain._deps import ChainDeps
 from vivified.core.chain._errors import ErrorBoundaryLayer
+from vivified.core.chain._methods import DEFAULT_FACTS, MethodTable
 from vivified.core.chain._policy import PolicyLayer
-from vivified.core.chain._rate_limit import RateLimitLayer, TokenBuckets
-from vivified.core.chain._status_gate import PluginState, StatusGateLayer, StreamTracker
+from vivified.core.chain._rate_limit import RateLimitLayer
+from vivified.core.chain._status_gate import StatusGateLayer
 from vivified.core.chain._tracing import TracingLayer
-from vivified.core.policy import Decision, RuleIndex
 
 
 class Layer(Protocol):
@@ -73,16 +93,24 @@ async def _write_all(result: Any, context: grpc.aio.ServicerContext[Any, Any]) -
 class ChainInterceptor(grpc.aio.ServerInterceptor):
     """Runs every RPC through the composed chain."""
 
-    def __init__(self, layers: Sequence[Layer]) -> None:
+    def __init__(self, layers: Sequence[Layer], methods: MethodTable | None = None) -> None:
         self.run = compose(layers)
         """The composed layers; the benchmark drives it without the gRPC runtime."""
+        self.methods: MethodTable = methods or {}
+        """What the layers know of each method (`Call.facts`), by full name."""
 
     def _call(self, details: grpc.HandlerCallDetails, context: Any, streaming: bool) -> Call:
         method = details.method
         _, service, name = method.split("/", 2) if method.count("/") == 2 else ("", "", method)
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         call = Call(
-            method=method, service=service, method_name=name, metadata=metadata, context=context, streaming=streaming
+            method=method,
+            service=service,
+            method_name=name,
+            metadata=metadata,
+            context=context,
+            streaming=streaming,
+            facts=self.methods.get(method, DEFAULT_FACTS),
         )
         _current.set(call)
         return call
@@ -161,38 +189,19 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(stream_stream, **kwargs)
 
 
-def build_chain(
-    *,
-    tracer: Any,
-    authenticator: Authenticator,
-    plugin_lookup: Callable[[str], PluginState | None],
-    streams: StreamTracker,
-    buckets: TokenBuckets,
-    policy_index: Callable[[], RuleIndex],
-    on_decision: Callable[[Decision], None],
-    audit: AuditRecorder,
-    on_done: Callable[[Call, grpc.StatusCode], None],
-    credentials: CredentialCheck | None = None,
-    registry_stale: Callable[[], str | None] | None = None,
-    concurrency: ConcurrencyLimits | None = None,
-) -> ChainInterceptor:
-    """The one place the chain's order is decided. `credentials` verifies user
-    access tokens and API keys; without it they are refused (UNAUTHENTICATED).
-    `registry_stale` says why the registry view is too old to trust (the status
-    gate then refuses certificate principals); None: always current.
-    `concurrency` holds the per-principal stream and call caps; without it the
-    chain applies the default caps (`ConcurrencyConfig()`)."""
-    denier = Denier(audit)
-    limits = concurrency or ConcurrencyLimits(ConcurrencyConfig)
+def build_chain(deps: ChainDeps) -> ChainInterceptor:
+    """The one place the chain's order is decided, from its dependencies
+    (see `ChainDeps` for what each one is and its default)."""
     return ChainInterceptor(
         [
-            ErrorBoundaryLayer(audit, on_done),
-            TracingLayer(tracer),
-            AuthenticationLayer(authenticator, denier, credentials),
-            StatusGateLayer(plugin_lookup, streams, denier, registry_stale),
-            RateLimitLayer(buckets, denier),
-            ConcurrencyLayer(limits, denier),
-            PolicyLayer(policy_index, denier, on_decision),
-            AuditLayer(audit),
-        ]
+            ErrorBoundaryLayer(deps.audit, deps.on_done),
+            TracingLayer(deps.tracer),
+            AuthenticationLayer(deps.authenticator, deps.credentials),
+            StatusGateLayer(deps.plugin_lookup, deps.streams, deps.registry_stale),
+            RateLimitLayer(deps.buckets),
+            ConcurrencyLayer(deps.concurrency),
+            PolicyLayer(deps.policy_index, deps.on_decision),
+            AuditLayer(deps.audit),
+        ],
+        deps.methods,
     )

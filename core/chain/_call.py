@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from vivified.core.chain._methods import DEFAULT_FACTS, MethodFacts
+from vivified.core.chain._outcome import Trail
+from vivified.core.kinds import PrincipalKind
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,7 @@ class Principal:
     `anonymous` (neither). `traits` are a user's role traits; a plugin's come
     from the registry in the status gate."""
 
-    kind: str
+    kind: PrincipalKind
     id: str
     cert_serial: int | None = None
     traits: frozenset[str] = frozenset()
@@ -35,7 +38,13 @@ class Principal:
 
 @dataclass
 class Call:
-    """Per-call state, created by the chain for each RPC and passed to every layer."""
+    """Per-call facts, created by the chain for each RPC and passed to every layer.
+
+    Layers add what they established (the principal, its traits, the trace
+    id, the rule that allowed the call, facts for the audit record); they
+    return or raise their outcome (`Denied`, a `VivifiedError`) rather than
+    writing it here. What the call's audit record said and whether it was
+    written is the `AuditRecorder`'s business (`trail`)."""
 
     method: str
     service: str
@@ -43,6 +52,7 @@ class Call:
     metadata: dict[str, str]
     context: grpc.aio.ServicerContext[Any, Any]
     streaming: bool
+    facts: MethodFacts = DEFAULT_FACTS
     request: Any = None
     response: Any = None
     terminal: Callable[[Call], Awaitable[None]] | None = None
@@ -50,11 +60,10 @@ class Call:
     traits: frozenset[str] = frozenset()
     trace_id: str = ""
     rule_id: str = ""
-    decision: str = ""
-    reason: str = ""
-    code: grpc.StatusCode | None = None
-    audited: bool = False
+    """The rule that decided the call (policy's, or a hook's such as break-glass)."""
     extra: dict[str, str] = field(default_factory=dict)
+    trail: Trail | None = field(default=None, repr=False)
+    """Kept by the AuditRecorder alone: the call's settled outcome and whether it was written."""
 
     @property
     def actor(self) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import grpc
 from vivified.core.chain._call import Call, Proceed
-from vivified.core.chain._deny import Denier
+from vivified.core.chain._outcome import Denied
 
 STREAM_RULE = "concurrency-streams"
 CALL_RULE = "concurrency-calls"
@@ -105,23 +105,20 @@ class ConcurrencyLayer:
     """Holds a slot for the call's principal while the call runs; refuses
     with RESOURCE_EXHAUSTED when the principal has none left."""
 
-    def __init__(self, limits: ConcurrencyLimits, denier: Denier) -> None:
+    def __init__(self, limits: ConcurrencyLimits) -> None:
         self._limits = limits
-        self._denier = denier
 
     async def __call__(self, call: Call, proceed: Proceed) -> None:
         key, streaming = call.actor, call.streaming
         if not self._limits.acquire(key, streaming):
             what = "streams open" if streaming else "calls in flight"
-            await self._denier.deny(
-                call,
+            raise Denied(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many concurrent {what} for {key}; close some or retry later",
                 reason="STREAM_LIMIT" if streaming else "CALL_LIMIT",
                 rule_id=STREAM_RULE if streaming else CALL_RULE,
                 domain="vivified.core",
             )
-            return
         try:
             await proceed(call)
         finally:

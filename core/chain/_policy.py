@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import grpc
 from vivified.core.chain._call import Call, Proceed
-from vivified.core.chain._deny import Denier
+from vivified.core.chain._outcome import Denied
 from vivified.core.policy import Decision, PolicyInput, RuleIndex, evaluate
 
 _log = logging.getLogger(__name__)
@@ -29,11 +29,9 @@ class PolicyLayer:
     def __init__(
         self,
         index: Callable[[], RuleIndex],
-        denier: Denier,
         on_decision: Callable[[Decision], None],
     ) -> None:
         self._index = index
-        self._denier = denier
         self._on_decision = on_decision
         # `evaluate` is pure, so a decision holds for as long as the index it
         # came from is current; a rebuilt index (a new object) starts afresh.
@@ -68,14 +66,11 @@ class PolicyLayer:
             call.extra["report_only"] = decision.report_only
             call.extra["report_only_rule_id"] = decision.report_rule_id
         if not decision.allowed:
-            await self._denier.deny(
-                call,
+            raise Denied(
                 grpc.StatusCode.PERMISSION_DENIED,
                 decision.message,
                 reason=decision.reason,
                 rule_id=decision.rule_id,
                 domain="vivified.policy",
             )
-            return
-        call.decision = "allow"
         await proceed(call)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 from vivified.core.chain._call import Call, Proceed
-from vivified.core.chain._deny import Denier
+from vivified.core.chain._outcome import Denied
 from vivified.core.clock import Clock
 
 
@@ -51,16 +51,14 @@ class TokenBuckets:
 class RateLimitLayer:
     """Refuses calls over the principal's rate with RESOURCE_EXHAUSTED."""
 
-    def __init__(self, buckets: TokenBuckets, denier: Denier) -> None:
+    def __init__(self, buckets: TokenBuckets) -> None:
         self._buckets = buckets
-        self._denier = denier
 
     async def __call__(self, call: Call, proceed: Proceed) -> None:
         if self._buckets.take(call.actor):
             await proceed(call)
             return
-        await self._denier.deny(
-            call,
+        raise Denied(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "rate limit exceeded; retry later",
             reason="RATE_LIMITED",

@@ -18,17 +18,18 @@ from typing import Protocol
 
 import grpc
 from vivified.core.chain._call import Call, Proceed
-from vivified.core.chain._deny import Denier
+from vivified.core.chain._outcome import Denied
+from vivified.core.kinds import PluginStatus, PrincipalKind
 
 _DOMAIN = "vivified.registry"
-_REASONS = {"disabled": "PLUGIN_DISABLED", "revoked": "PLUGIN_REVOKED"}
+_REASONS: dict[str, str] = {PluginStatus.DISABLED: "PLUGIN_DISABLED", PluginStatus.REVOKED: "PLUGIN_REVOKED"}
 
 
 class PluginState(Protocol):
     """What the gate reads of a plugin (the registry's PluginRecord has it)."""
 
     @property
-    def status(self) -> str: ...
+    def status(self) -> PluginStatus: ...
 
     @property
     def granted_traits(self) -> frozenset[str]: ...
@@ -38,7 +39,7 @@ class PluginState(Protocol):
 class PluginView:
     """A PluginState for tests and benchmarks that run the chain without a registry."""
 
-    status: str
+    status: PluginStatus
     granted_traits: frozenset[str]
 
 
@@ -84,12 +85,10 @@ class StatusGateLayer:
         self,
         lookup: Callable[[str], PluginState | None],
         streams: StreamTracker,
-        denier: Denier,
         stale: Callable[[], str | None] | None = None,
     ) -> None:
         self._lookup = lookup
         self._streams = streams
-        self._denier = denier
         self._stale = stale
 
     async def __call__(self, call: Call, proceed: Proceed) -> None:
@@ -97,30 +96,26 @@ class StatusGateLayer:
         if principal is not None and principal.cert_serial is not None and self._stale is not None:
             problem = self._stale()
             if problem is not None:
-                await self._denier.deny(
-                    call,
+                raise Denied(
                     grpc.StatusCode.UNAVAILABLE,
                     problem,
                     reason="REGISTRY_STALE",
                     rule_id="status-gate",
                     domain=_DOMAIN,
                 )
-                return
-        if principal is None or principal.kind != "plugin":
+        if principal is None or principal.kind != PrincipalKind.PLUGIN:
             await proceed(call)
             return
         view = self._lookup(principal.id)
-        if view is None or view.status != "active":
+        if view is None or view.status != PluginStatus.ACTIVE:
             status = view.status if view else "unknown"
-            await self._denier.deny(
-                call,
+            raise Denied(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"plugin {principal.id!r} is {status}",
                 reason=_REASONS.get(status, "PLUGIN_UNKNOWN"),
                 rule_id="status-gate",
                 domain=_DOMAIN,
             )
-            return
         call.traits = view.granted_traits
         if not call.streaming:
             await proceed(call)
@@ -144,11 +139,12 @@ class StatusGateLayer:
         # A stale registry may mean an unreachable database: cut first, record after.
         # (UNAVAILABLE then, like the calls refused meanwhile: the plugin may be fine.)
         stale = reason[0] == "REGISTRY_STALE"
-        await (self._denier.cut_off if stale else self._denier.deny)(
-            call,
+        raise Denied(
             grpc.StatusCode.UNAVAILABLE if stale else grpc.StatusCode.PERMISSION_DENIED,
             f"plugin {principal.id!r} lost access ({reason[0]}); stream closed",
             reason=reason[0],
             rule_id="status-gate",
             domain=_DOMAIN,
+            closure=True,
+            record_after=stale,
         )

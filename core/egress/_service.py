@@ -20,7 +20,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
-from vivified.core.chain import Principal
+from vivified.core.chain import Principal, PrincipalKind
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.egress._addresses import (
     AddressPolicy,
@@ -114,7 +114,7 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
 
     def _record(self, context: Any) -> PluginRecord:
         principal = self._identify(context)
-        if principal.kind != "plugin":
+        if principal.kind != PrincipalKind.PLUGIN:
             raise denied("only plugins fetch through the egress proxy", "not_a_plugin")
         record = self._lookup(principal.id)
         if record is None or record.status != ACTIVE:

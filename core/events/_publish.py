@@ -18,6 +18,7 @@ from vivified.core.errors import (
 )
 from vivified.core.events._envelope import DOMAIN, EnvelopeStamper, PluginLookup
 from vivified.core.events._store import Appended, EventStore, NewEvent
+from vivified.core.kinds import PluginStatus
 from vivified.events.v1.events_pb2 import Event
 
 
@@ -43,7 +44,7 @@ class Publisher:
         """Check one event of `plugin_id` and stamp its envelope. The bucket is
         keyed by plugin, not by connection, so reconnecting does not reset it."""
         publisher = self._lookup(plugin_id)
-        if publisher is None or publisher.status != "active":
+        if publisher is None or publisher.status != PluginStatus.ACTIVE:
             raise PermissionDenied(
                 f"plugin {plugin_id!r} may not publish", reason="PLUGIN_DISABLED", domain=DOMAIN,
                 metadata={"rule_id": "status-gate"},

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from vivified.core.chain import Principal, annotate, current_call
+from vivified.core.chain import Principal, PrincipalKind, annotate, current_call
 from vivified.core.errors import InvalidArgument, PermissionDenied, VivifiedError
 from vivified.core.events._envelope import DOMAIN, PluginLookup, not_declared
 from vivified.core.events._publish import Publisher
@@ -57,7 +57,7 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
 
     def _plugin_id(self, context: Context) -> str:
         principal = self._identify(context)
-        if principal.kind != "plugin":
+        if principal.kind != PrincipalKind.PLUGIN:
             raise PermissionDenied("only plugins use the event bus", reason="POLICY_DENIED", domain=DOMAIN)
         return principal.id
 

@@ -29,6 +29,7 @@ from vivified.core.errors import InvalidArgument, PermissionDenied
 from vivified.core.events._alerts import Alerts
 from vivified.core.events._envelope import DOMAIN, PluginLookup, parse_payload
 from vivified.core.events._store import Delivery, EventStore
+from vivified.core.kinds import PluginStatus
 from vivified.events.v1.events_pb2 import Delivery as DeliveryMessage
 from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL
 from vivified.events.v1.events_pb2 import Event, SubscribeRequest, SubscribeResponse
@@ -184,7 +185,7 @@ class SubscriptionSession:
 
     def _traits(self) -> frozenset[str]:
         view = self._lookup(self._plugin_id)
-        if view is None or view.status != "active":
+        if view is None or view.status != PluginStatus.ACTIVE:
             raise PermissionDenied(
                 f"plugin {self._plugin_id!r} is {view.status if view else 'unknown'}; its subscription stops",
                 reason="PLUGIN_DISABLED",

@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from vivified.core.chain import Principal, annotate
+from vivified.core.chain import Principal, PrincipalKind, annotate
 from vivified.core.classification import redact
 from vivified.core.contracts import ContractMethod, contract_method
 from vivified.core.errors import InvalidArgument
@@ -70,7 +70,7 @@ class OperatorLane:
     ) -> tuple[frozenset[str], Delegator | None]:
         """Raise unless the call is allowed; returns the traits the response is
         redacted for and the user the call is made for, if any."""
-        if principal.kind == "user":
+        if principal.kind == PrincipalKind.USER:
             caller_user = self._delegations.of_user(principal)
             annotate(lane_rule=self._policy.check_user_call(caller_user.user_id, caller_user.traits, target, method))
             return caller_user.traits, caller_user
@@ -114,7 +114,7 @@ class OperatorLane:
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)
         metadata = list(carrier.items())
-        if principal.kind == "plugin":
+        if principal.kind == PrincipalKind.PLUGIN:
             metadata.append(("x-vivified-caller", principal.id))
         if user is not None:
             metadata += [(DELEGATION_HEADER, self._delegations.issue(user, target)), (ON_BEHALF_OF_HEADER, user.user_id)]

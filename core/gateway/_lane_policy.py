@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from vivified.core.chain import annotate
+from vivified.core.chain import PrincipalKind, annotate
 from vivified.core.errors import PermissionDenied
 from vivified.core.policy import Decision, PolicyInput, Rule, RuleIndex, evaluate
 from vivified.core.registry import ACTIVE, APPROVED, DISABLED, PluginRecord
@@ -41,7 +41,7 @@ def lane_rules(records: Iterable[PluginRecord]) -> list[Rule]:
                 Rule(
                     id=f"manifest:{caller.plugin_id}:calls:{call.plugin_id}:{call.method}",
                     effect="allow",
-                    principal_kinds=frozenset({"plugin"}),
+                    principal_kinds=frozenset({PrincipalKind.PLUGIN}),
                     principal_ids=frozenset({caller.plugin_id}),
                     methods=frozenset({lane_resource(call.plugin_id, call.method)}),
                     description="declared by the caller's calls and the target's provides",
@@ -82,7 +82,7 @@ class PolicySet:
     def check_call(self, caller: str, traits: frozenset[str], target: str, method: str) -> str:
         """Raise PermissionDenied (with the rule id) unless the call is declared; returns the rule id."""
         decision = self._evaluate(
-            PolicyInput("plugin", caller, traits, f"plugin:{target}", lane_resource(target, method))
+            PolicyInput(PrincipalKind.PLUGIN, caller, traits, f"plugin:{target}", lane_resource(target, method))
         )
         if not decision.allowed:
             raise PermissionDenied(
@@ -97,7 +97,7 @@ class PolicySet:
         """Raise PermissionDenied with `reason` unless a rule lets this user call
         `method` (`pkg.Service/Method`); returns the rule id."""
         service = method.partition("/")[0]
-        decision = self._evaluate(PolicyInput("user", user_id, traits, service, f"/{method}"))
+        decision = self._evaluate(PolicyInput(PrincipalKind.USER, user_id, traits, service, f"/{method}"))
         if not decision.allowed:
             raise PermissionDenied(
                 f"user {user_id} may not call {method}: {decision.message}",

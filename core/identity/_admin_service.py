@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-from vivified.core.chain import annotate, current_call
+from vivified.core.chain import PrincipalKind, annotate, current_call
 from vivified.core.errors import InvalidArgument, VivifiedError
 from vivified.core.identity._api_keys import ApiKeys
 from vivified.core.identity._auth_service import normalise_username
@@ -187,7 +187,7 @@ class UserAdminService(user_admin_pb2_grpc.UserAdminServiceServicer):
         call = current_call()
         principal = call.principal if call is not None else None
         if principal is None or (
-            principal.kind == "user" and USER_MANAGER not in principal.traits and principal.id != user_id
+            principal.kind == PrincipalKind.USER and USER_MANAGER not in principal.traits and principal.id != user_id
         ):
             # Same answer as a missing user: the caller learns nothing about ids.
             annotate(why="not_owner")

@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-from vivified.core.chain import Principal, annotate, current_call
+from vivified.core.chain import Principal, PrincipalKind, annotate, current_call
 from vivified.core.errors import (
     InvalidArgument,
     NotFound,
@@ -42,7 +42,7 @@ def _signed_in() -> Principal:
     """The caller, who must hold a password session (an API key cannot manage keys)."""
     call = current_call()
     principal = call.principal if call is not None else None
-    if principal is None or principal.kind != "user" or principal.session_id is None:
+    if principal is None or principal.kind != PrincipalKind.USER or principal.session_id is None:
         raise Unauthenticated("sign in with a password session to manage API keys", reason="IDENTITY_MISSING", domain=_DOMAIN)
     return principal
 

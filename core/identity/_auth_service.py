@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-from vivified.core.chain import annotate, current_call
+from vivified.core.chain import PrincipalKind, annotate, current_call
 from vivified.core.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from vivified.core.identity._config import IdentityConfig
 from vivified.core.identity._mfa import MfaChecker, new_backup_codes
@@ -170,7 +170,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         """The signed-in user of this call and its session id."""
         call = current_call()
         principal = call.principal if call is not None else None
-        if principal is None or principal.kind != "user" or principal.session_id is None:
+        if principal is None or principal.kind != PrincipalKind.USER or principal.session_id is None:
             raise Unauthenticated("sign in first", reason="IDENTITY_MISSING", domain=_DOMAIN)
         user = await self._store.get(principal.id)
         if user is None:

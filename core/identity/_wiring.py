@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from vivified.core.chain import Principal, annotate, current_call
+from vivified.core.chain import Principal, PrincipalKind, annotate, current_call
 from vivified.core.clock import Clock
 from vivified.core.errors import PermissionDenied, Unauthenticated
 from vivified.core.identity._admin_service import UserAdmin, UserAdminService
@@ -72,11 +72,11 @@ class Identity:
         if api_key is not None:
             use = await self.keys.authenticate(api_key)
             annotate(api_key_id=use.key_id)
-            principal = Principal(kind="user", id=use.user_id, traits=use.traits, api_key_id=use.key_id)
+            principal = Principal(kind=PrincipalKind.USER, id=use.user_id, traits=use.traits, api_key_id=use.key_id)
         else:
             session = await self.sessions.authenticate(authorization or "")
             principal = Principal(
-                kind="user", id=session.user_id, traits=session.traits, session_id=session.session_id
+                kind=PrincipalKind.USER, id=session.user_id, traits=session.traits, session_id=session.session_id
             )
         if emergency is None:
             return principal
@@ -90,7 +90,7 @@ class Identity:
                 call.principal, call.traits, call.rule_id = principal, principal.traits, BREAK_GLASS_RULE
             raise
         annotate(break_glass=activation.activation_id)
-        return Principal(kind="user", id=principal.id, traits=traits, session_id=principal.session_id)
+        return Principal(kind=PrincipalKind.USER, id=principal.id, traits=traits, session_id=principal.session_id)
 
 
 def build_identity(

@@ -22,8 +22,9 @@ import grpc
 from google.protobuf import timestamp_pb2
 from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc
-from vivified.core.chain import annotate, current_call
+from vivified.core.chain import PrincipalKind, annotate, current_call
 from vivified.core.errors import InvalidArgument, NotFound, PermissionDenied
+from vivified.core.kinds import PluginStatus
 from vivified.core.manifest import injected_config_keys, type_name, value_problem
 from vivified.core.plugin_config._store import MASK, PluginConfigStore, StoredValue
 from vivified.core.registry import PluginRecord
@@ -58,14 +59,14 @@ class ConfigService(config_pb2_grpc.ConfigServiceServicer):
 
     def _plugin(self, plugin_id: str) -> PluginRecord:
         record = self._lookup(plugin_id) if plugin_id else None
-        if record is None or record.status == "revoked":
+        if record is None or record.status == PluginStatus.REVOKED:
             raise NotFound(f"no plugin with id {plugin_id!r}", reason="PLUGIN_NOT_FOUND", domain=_DOMAIN)
         return record
 
     def _own_plugin(self) -> PluginRecord:
         call = current_call()
         principal = call.principal if call is not None else None
-        if principal is None or principal.kind != "plugin":
+        if principal is None or principal.kind != PrincipalKind.PLUGIN:
             # Policy admits only plugins here; this keeps it so if a rule widens.
             raise PermissionDenied("only a plugin reads its own configuration", reason="POLICY_DENIED", domain=_DOMAIN)
         return self._plugin(principal.id)

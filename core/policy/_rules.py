@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-PRINCIPAL_KINDS = frozenset({"anonymous", "plugin", "operator", "core", "user"})
+from vivified.core.kinds import PrincipalKind
+
+PRINCIPAL_KINDS = frozenset(kind.value for kind in PrincipalKind)
 _EFFECTS = frozenset({"allow", "deny"})
 _KEYS = frozenset(
     {

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from vivified.core.clock import Clock
 from vivified.core.db import write_transaction
+from vivified.core.kinds import PluginStatus
 from vivified.core.registry._schema import lifecycle_leases_table, plugins_table
 
 _PG_LOCK_KEY = 0x766976_6C656173  # "viv" "leas"
@@ -64,7 +65,7 @@ class LifecycleLeases:
                 )
                 leased = sa.select(t.c.plugin_id)
                 unleased = conn.execute(
-                    sa.select(p.c.plugin_id).where(p.c.status == "active", p.c.plugin_id.not_in(leased))
+                    sa.select(p.c.plugin_id).where(p.c.status == PluginStatus.ACTIVE, p.c.plugin_id.not_in(leased))
                 ).scalars().all()
                 for plugin_id in unleased:
                     conn.execute(sa.insert(t).values(plugin_id=plugin_id, holder=self.holder, expires_ms=until))

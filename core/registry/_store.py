@@ -35,6 +35,7 @@ from vivified.core.errors import (
     NotFound,
     Unauthenticated,
 )
+from vivified.core.kinds import PluginStatus
 from vivified.core.registry._schema import (
     certificates_table,
     join_tokens_table,
@@ -44,7 +45,9 @@ from vivified.core.registry._schema import (
 )
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
-APPROVED, ACTIVE, DISABLED, REVOKED = "approved", "active", "disabled", "revoked"
+APPROVED, ACTIVE, DISABLED, REVOKED = (
+    PluginStatus.APPROVED, PluginStatus.ACTIVE, PluginStatus.DISABLED, PluginStatus.REVOKED
+)
 UNKNOWN, HEALTHY, UNHEALTHY = "unknown", "healthy", "unhealthy"
 INIT_FAILED = "init_failed"
 """Health of a registered plugin whose Init has not succeeded yet (it failed or
@@ -60,7 +63,7 @@ class PluginRecord:
     """The core's view of one plugin."""
 
     plugin_id: str
-    status: str
+    status: PluginStatus
     manifest_sha256: str
     manifest: PluginManifest
     granted_traits: frozenset[str]
@@ -97,7 +100,7 @@ def _record(row: sa.Row[Any]) -> PluginRecord:
     beat = row.last_heartbeat_ms
     return PluginRecord(
         plugin_id=row.plugin_id,
-        status=row.status,
+        status=PluginStatus(row.status),
         manifest_sha256=row.manifest_sha256,
         manifest=json_format.Parse(row.manifest_json, PluginManifest()),
         granted_traits=frozenset(json.loads(row.granted_traits)),
@@ -482,7 +485,7 @@ class PluginStore:
         self._revoked_serials.add(serial)
         return CertificateRecord(serial, row.subject, row.not_after, row.issued_at, row.revoked_at)
 
-    async def set_status(self, plugin_id: str, status: str) -> PluginRecord:
+    async def set_status(self, plugin_id: str, status: PluginStatus) -> PluginRecord:
         """Enable, disable or revoke. Revoking revokes every certificate of the
         plugin and ends its observed health (UNKNOWN: nothing is observed any more)."""
         record = await self.fetch_required(plugin_id)

@@ -1,22 +1,14 @@
 """Which services the REST bridge transcodes: those the core serves
-(`vivified.core.services.Services.bindings`, the one list) whose methods
+(`vivified.core.services.SERVED`, the one list) whose methods
 carry `google.api.http` annotations."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
-from vivified.core.services import Services
-
-
-class _StandIn:
-    """Answers every attribute with itself, so `Services.bindings` can be read
-    for its service names without building servicers."""
-
-    def __getattr__(self, name: str) -> _StandIn:
-        return self
+from vivified.core.services import SERVED
 
 
 _HTTP: Any = getattr(annotations_pb2, "http")  # noqa: B009 - the stubs type it as a plain field
@@ -32,8 +24,8 @@ def http_rule(options: descriptor_pb2.MethodOptions) -> http_pb2.HttpRule | None
 
 
 def served_service_names() -> tuple[str, ...]:
-    """Full names of every service the core serves, in `Services.bindings` order."""
-    return tuple(binding.name for binding in Services.bindings(cast(Services, _StandIn())))
+    """Full names of every service the core serves, in `SERVED` order."""
+    return tuple(served.name for served in SERVED)
 
 
 def annotated_services(files: descriptor_pb2.FileDescriptorSet) -> tuple[str, ...]:

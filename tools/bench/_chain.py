@@ -22,28 +22,19 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from vivified.core.audit import AuditLog, CheckpointSigner, Durability
 from vivified.bench._report import BenchReport
+from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner, Durability
 from vivified.core.ca import (
     CAConfig,
     CertificateAuthority,
-    PeerCertificateParser,
     new_private_key,
 )
-from vivified.core.chain import (
-    AuditRecorder,
-    Authenticator,
-    Call,
-    PluginView,
-    RateLimitConfig,
-    StreamTracker,
-    TokenBuckets,
-    build_chain,
-)
+from vivified.core.chain import Call, PluginView, RateLimitConfig, TokenBuckets, build_chain
+from vivified.core.chain._methods import DEFAULT_FACTS
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
+from vivified.core.harness import chain_deps
+from vivified.core.kinds import PluginStatus
 from vivified.core.policy import (
     PolicyInput,
     Rule,
@@ -69,7 +60,7 @@ class _Context:
 
 
 class _MemorySink:
-    async def record(self, call: Call, *, outcome: str) -> None:
+    async def append(self, record: AuditRecord) -> None:
         return None
 
 
@@ -85,18 +76,14 @@ def _plugin_pem(ca: CertificateAuthority) -> bytes:
 
 
 async def _chain_cpu_us(ca: CertificateAuthority, sink: Any, calls: int, concurrency: int) -> float:
-    index = RuleIndex.build(load_default_rules())
-    chain = build_chain(
-        tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("bench"),
-        authenticator=Authenticator(PeerCertificateParser(ca.trust_domain), lambda serial: False),
-        plugin_lookup={"bench": PluginView("active", frozenset())}.get,
-        streams=StreamTracker(),
+    deps = chain_deps(
+        ca,
+        sink,
+        RuleIndex.build(load_default_rules()),
+        plugin_lookup={"bench": PluginView(PluginStatus.ACTIVE, frozenset())}.get,
         buckets=TokenBuckets(lambda: RateLimitConfig(rate_per_second=1e9, burst=10**9), SystemClock()),
-        policy_index=lambda: index,
-        on_decision=lambda decision: None,
-        audit=sink,
-        on_done=lambda call, code: None,
     )
+    chain = build_chain(deps)
 
     run = chain.run  # the composed layers, without the gRPC runtime around them
     context = _Context(_plugin_pem(ca))
@@ -112,6 +99,7 @@ async def _chain_cpu_us(ca: CertificateAuthority, sink: Any, calls: int, concurr
             metadata={},
             context=context,  # type: ignore[arg-type]
             streaming=False,
+            facts=chain.methods.get(DEREGISTER, DEFAULT_FACTS),
             terminal=handler,
         )
         await run(call)
@@ -173,7 +161,7 @@ async def run_chain_bench(calls: int = 20_000, concurrency: int = 16, samples: i
             )
             await log.start()
             try:
-                durable[mode] = await _chain_cpu_us(ca, AuditRecorder(log), calls, concurrency)
+                durable[mode] = await _chain_cpu_us(ca, log, calls, concurrency)
             finally:
                 await log.close()
                 engine.dispose()

@@ -28,28 +28,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import json_format
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from vivified.core.audit import AuditLog, CheckpointSigner
 from vivified.bench._report import BenchReport
+from vivified.core.audit import AuditLog, CheckpointSigner
 from vivified.core.ca import (
     CAConfig,
     CertificateAuthority,
-    PeerCertificateParser,
     new_private_key,
 )
-from vivified.core.chain import (
-    AuditRecorder,
-    Authenticator,
-    PluginView,
-    RateLimitConfig,
-    StreamTracker,
-    TokenBuckets,
-    annotate,
-    build_chain,
-)
+from vivified.core.chain import PluginView, RateLimitConfig, TokenBuckets, annotate
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
+from vivified.core.harness import chain_deps, serve
 from vivified.core.egress import (
     EgressConfig,
     EgressService,
@@ -57,6 +46,7 @@ from vivified.core.egress import (
     Steps,
     parse_url,
 )
+from vivified.core.kinds import PluginStatus
 from vivified.core.manifest import manifest_sha256
 from vivified.core.policy import RuleIndex, load_rules
 from vivified.core.registry import PluginRecord
@@ -123,7 +113,7 @@ def _record(port: int) -> PluginRecord:
         PluginManifest(),
     )
     return PluginRecord(
-        plugin_id="bench-fetcher", status="active", manifest_sha256=manifest_sha256(manifest),
+        plugin_id="bench-fetcher", status=PluginStatus.ACTIVE, manifest_sha256=manifest_sha256(manifest),
         manifest=manifest, granted_traits=frozenset(manifest.traits), version="0.1.0",
     )
 
@@ -144,18 +134,12 @@ async def _core(
     ca: CertificateAuthority, log: AuditLog, record: PluginRecord, tls: ssl.SSLContext | None
 ) -> tuple[grpc.aio.Server, str]:
     clock = SystemClock()
-    authenticator = Authenticator(PeerCertificateParser(ca.trust_domain), lambda serial: False)
-    index = RuleIndex.build(load_rules(RULES))
-    chain = build_chain(
-        tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("bench"),
-        authenticator=authenticator,
+    deps = chain_deps(
+        ca,
+        log,
+        RuleIndex.build(load_rules(RULES)),
         plugin_lookup={record.plugin_id: PluginView(record.status, record.granted_traits)}.get,
-        streams=StreamTracker(),
         buckets=TokenBuckets(lambda: RateLimitConfig(rate_per_second=1e9, burst=10**9), clock),
-        policy_index=lambda: index,
-        on_decision=lambda decision: None,
-        audit=AuditRecorder(log),
-        on_done=lambda call, code: None,
     )
 
     async def resolve(host: str, port: int) -> list[str]:
@@ -163,21 +147,15 @@ async def _core(
 
     service = EgressService(
         plugin_lookup={record.plugin_id: record}.get,
-        identify=authenticator.principal,
+        identify=deps.authenticator.principal,
         annotate=lambda context, fields: annotate(**fields),
         config=CONFIG,
         resolver=resolve,
         clock=clock,
         ssl_context=tls,
     )
-    server = grpc.aio.server(interceptors=[chain])
-    egress_pb2_grpc.add_EgressProxyServiceServicer_to_server(service, server)
-    key = new_private_key()
-    cert = ca.issue_core_certificate(key)
-    credentials = grpc.ssl_server_credentials([(_pem(key), cert.chain_pem)], ca.root_pem, require_client_auth=True)
-    port = server.add_secure_port("127.0.0.1:0", credentials)
-    await server.start()
-    return server, f"127.0.0.1:{port}"
+    served = await serve(ca, deps, [(service, egress_pb2_grpc.add_EgressProxyServiceServicer_to_server)])
+    return served.server, served.address
 
 
 async def _timed(call: Callable[[], Awaitable[bytes]]) -> float:

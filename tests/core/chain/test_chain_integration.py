@@ -22,16 +22,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from support.clients import error_info
 from vivified.core.audit import AuditLog, CheckpointSigner, audit_table
-from vivified.core.ca import CAConfig, CertificateAuthority, PeerCertificateParser, new_private_key
-from vivified.core.chain import (
-    AuditRecorder,
-    Authenticator,
-    PluginView,
-    RateLimitConfig,
-    StreamTracker,
-    TokenBuckets,
-    build_chain,
-)
+from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key
+from vivified.core.chain import PluginView, RateLimitConfig, StreamTracker, TokenBuckets
+from vivified.core.harness import chain_deps, serve
 from vivified.core.clock import ManualClock, SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.policy import RuleIndex, load_rules
@@ -112,32 +105,27 @@ async def harness(tmp_path: pathlib.Path) -> AsyncIterator[Harness]:
     views = {"good": PluginView("active", frozenset()), "boom": PluginView("active", frozenset())}
     streams = StreamTracker()
     index_holder: list[Any] = [RuleIndex.build(load_rules(RULES))]
-    chain = build_chain(
+    deps = chain_deps(
+        ca,
+        log,
+        lambda: index_holder[0],
         tracer=TracerProvider().get_tracer("test"),
-        authenticator=Authenticator(PeerCertificateParser("vivified.local"), lambda serial: False),
         plugin_lookup=views.get,
         streams=streams,
         buckets=TokenBuckets(lambda: RateLimitConfig(rate_per_second=1.0, burst=5), clock),
-        policy_index=lambda: index_holder[0],
-        on_decision=lambda decision: None,
-        audit=AuditRecorder(log),
-        on_done=lambda call, code: None,
     )
-    server = grpc.aio.server(interceptors=[chain])
-    lifecycle_pb2_grpc.add_PluginLifecycleServiceServicer_to_server(ExplodingLifecycle(), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
-    key = new_private_key()
-    core_cert = ca.issue_core_certificate(key)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    port = server.add_secure_port(
-        "127.0.0.1:0",
-        grpc.ssl_server_credentials([(key_pem, core_cert.chain_pem)], ca.root_pem, require_client_auth=True),
+    served = await serve(
+        ca,
+        deps,
+        [
+            (ExplodingLifecycle(), lifecycle_pb2_grpc.add_PluginLifecycleServiceServicer_to_server),
+            (health.aio.HealthServicer(), health_pb2_grpc.add_HealthServicer_to_server),
+        ],
     )
-    await server.start()
     try:
-        yield Harness(f"127.0.0.1:{port}", engine, ca, views, streams, index_holder, clock)
+        yield Harness(served.address, engine, ca, views, streams, index_holder, clock)
     finally:
-        await server.stop(0)
+        await served.stop()
         await log.close()
         engine.dispose()
 

@@ -26,25 +26,12 @@ from cryptography.x509.oid import NameOID
 from opentelemetry.sdk.trace import TracerProvider
 from support.clients import error_info, manifest_message
 from vivified.core.audit import AuditLog, CheckpointSigner, audit_table
-from vivified.core.ca import (
-    CAConfig,
-    CertificateAuthority,
-    PeerCertificateParser,
-    new_private_key,
-)
-from vivified.core.chain import (
-    AuditRecorder,
-    Authenticator,
-    PluginView,
-    RateLimitConfig,
-    StreamTracker,
-    TokenBuckets,
-    annotate,
-    build_chain,
-)
+from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key
+from vivified.core.chain import PluginView, RateLimitConfig, TokenBuckets, annotate
 from vivified.core.clock import ManualClock, SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.egress import EgressConfig, EgressService, open_stream
+from vivified.core.harness import chain_deps, serve
 from vivified.core.manifest import manifest_sha256, validate_manifest
 from vivified.core.policy import RuleIndex, load_rules
 from vivified.core.registry import PluginRecord
@@ -312,19 +299,15 @@ async def egress(tmp_path: pathlib.Path, local_tls: LocalTLS, clock: ManualClock
             record = by_id.get(plugin_id)
             return PluginView(record.status, record.granted_traits) if record else None
 
-        authenticator = Authenticator(PeerCertificateParser("vivified.local"), lambda serial: False)
-        index = RuleIndex.build(load_rules(RULES))
-        chain = build_chain(
+        deps = chain_deps(
+            ca,
+            log,
+            RuleIndex.build(load_rules(RULES)),
             tracer=TracerProvider().get_tracer("test"),
-            authenticator=authenticator,
             plugin_lookup=view,
-            streams=StreamTracker(),
             buckets=TokenBuckets(lambda: RateLimitConfig(), clock),
-            policy_index=lambda: index,
-            on_decision=lambda decision: None,
-            audit=AuditRecorder(log),
-            on_done=lambda call, code: None,
         )
+        authenticator = deps.authenticator
         harness = EgressHarness("", engine, ca, by_id)
 
         def note(context: Any, fields: dict[str, str]) -> None:
@@ -338,19 +321,11 @@ async def egress(tmp_path: pathlib.Path, local_tls: LocalTLS, clock: ManualClock
             own_endpoints=own_endpoints, environ=environ or {},
         )
         harness.service = service
-        server = grpc.aio.server(interceptors=[chain])
-        egress_pb2_grpc.add_EgressProxyServiceServicer_to_server(service, server)
-        key = new_private_key()
-        core_cert = ca.issue_core_certificate(key)
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        port = server.add_secure_port(
-            "127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, core_cert.chain_pem)], ca.root_pem, require_client_auth=True)
-        )
-        await server.start()
-        harness.address = f"127.0.0.1:{port}"
+        served = await serve(ca, deps, [(service, egress_pb2_grpc.add_EgressProxyServiceServicer_to_server)])
+        harness.address = served.address
 
         async def close() -> None:
-            await server.stop(0)
+            await served.stop()
             await log.close()
             engine.dispose()
 
