@@ -86,8 +86,9 @@ async def healthy(core: CoreProcess, plugin_id: str) -> admin_pb.Plugin | None:
 
 
 async def start_plugin(core: CoreProcess, spec: PluginUnderTest, log_dir: pathlib.Path, *,
-                       hold_init: bool = False) -> RunningPlugin:
-    """Approve the manifest (fresh token), start the plugin's command with the control hook on, and wait
+                       hold_init: bool = False, control: bool = True) -> RunningPlugin:
+    """Approve the manifest (fresh token), start the plugin's command with the control hook on (unless
+    `control` is False: then the plugin runs as in production, provoking no refusals of its own), and wait
     until the core has it healthy (with `hold_init`, the hook refuses Init: wait only until it registered)."""
     control_path = log_dir / f"{spec.name}-control.jsonl"
     if hold_init:
@@ -102,7 +103,7 @@ async def start_plugin(core: CoreProcess, spec: PluginUnderTest, log_dir: pathli
         VIVIFIED_TRUST_DOMAIN=core.trust_domain,
         # A plugin that keeps state (user_management) requires its own directory.
         VIVIFIED_DATA_DIR=str(log_dir / f"{spec.name}-data"),
-        VIVIFIED_CONFORMANCE_CONTROL=str(control_path),
+        **({"VIVIFIED_CONFORMANCE_CONTROL": str(control_path)} if control else {}),
         **dict(spec.env),
     )
     log_path = log_dir / f"{spec.name}.log"

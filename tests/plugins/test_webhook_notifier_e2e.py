@@ -109,7 +109,8 @@ async def test_alerts_and_messages_reach_the_webhook_through_egress(
                                                    value=f"http://hooks.example.com:{port}/vivified", reason="e2e"),
             timeout=10,
         )
-    running = await start_plugin(core, spec, tmp_path)
+    # without the conformance hook, which would provoke refused calls and fetches of its own
+    running = await start_plugin(core, spec, tmp_path, control=False)
     try:
         publisher = await admitted_plugin(core, "alert-source", publishes=["vivified.events.v1.SecurityAlert"])
         alert = canonical_pb2.SecurityAlert(alert_id="a-1", kind="test", severity=canonical_pb2.SEVERITY_CRITICAL,
@@ -134,6 +135,6 @@ async def test_alerts_and_messages_reach_the_webhook_through_egress(
         posted = next(p for p in posts if p["kind"] == "security_alert")
         assert posted["alert_id"] == "a-1" and posted["source"] == "alert-source" and posted["severity"] == "SEVERITY_CRITICAL"
         fetches = audit_rows(core, actor=f"plugin:{PLUGIN}", action="/vivified.egress.v1.EgressProxyService/Fetch")
-        assert len(fetches) >= 2 and all((r.decision, r.outcome) == ("allow", "OK") for r in fetches)
+        assert len(fetches) >= 2 and all((r.decision, r.outcome) == ("allow", "OK") for r in fetches), [(r.decision, r.outcome, r.reason, r.detail) for r in fetches]
     finally:
         stop_process(running.process)  # type: ignore[arg-type]
