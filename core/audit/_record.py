@@ -186,9 +186,14 @@ class StoredRecord:
             "detail": record.detail_text(),
             "prev_hash": prev_hash,
         }
-        # Hashed from the same mapping the record is built from: one
-        # construction of the frozen dataclass instead of two.
-        return cls(**fields, hash=_hash_text(_canonical_stored(fields, when)))
+        # Hashed from the same mapping the record is built from. Built the
+        # way the generated `__init__` would (it only stores each field; the
+        # class has no `__post_init__`), without its thirteen
+        # `object.__setattr__` calls: the writer makes one per record.
+        fields["hash"] = _hash_text(_canonical_stored(fields, when))
+        stored = object.__new__(cls)
+        stored.__dict__.update(fields)
+        return stored
 
     @classmethod
     def from_row(cls, row: Mapping[Any, object]) -> StoredRecord:
