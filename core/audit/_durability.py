@@ -67,18 +67,18 @@ class GroupSync:
 
     The writer calls `committed()` after each commit and `hold_within_bound()`
     before answering, which waits while the oldest unsynced commit is older
-    than `interval`. Once a commit is unsynced the thread waits a quarter of
+    than `interval`. Once a commit is unsynced the thread waits an eighth of
     the interval (real time; less when a barrier, a held answer or `stop`
     asks for a flush) so the commits of that moment share the flush, then
     flushes; one flush covers every commit made before it started. A busy
-    core thus fsyncs at most about four times per interval instead of once
-    per commit, and the window stays a quarter interval plus one fsync.
+    core thus fsyncs at most about eight times per interval instead of once
+    per commit, and the window stays an eighth interval plus one fsync.
     """
 
     def __init__(self, flush: Callable[[], None], interval: float, monotonic: Callable[[], float]) -> None:
         self._flush = flush
         self._interval = interval
-        self._gather = interval / 4
+        self._gather = interval / 8
         self._monotonic = monotonic
         self._cond = threading.Condition()
         self._committed = 0
@@ -147,7 +147,7 @@ class GroupSync:
                     self._cond.wait(self._gather)
                 # The gather above lets the commits of the next moment share
                 # this flush; the commits made while it runs form the group
-                # the next one covers. The window stays about a quarter
+                # the next one covers. The window stays about an eighth of an
                 # interval plus one fsync (within the interval unless the
                 # disk stalls, when the writer holds answers).
                 target = self._committed
