@@ -29,7 +29,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
 from vivified.core.audit._durability import AuditSyncFailed, Durability, GroupSync, group_flush
-from vivified.core.audit._handoff import Pending, settle
+from vivified.core.audit._handoff import Outbox, Pending, settle
 from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
 from vivified.core.audit._statements import WriterStatements
 from vivified.core.audit._tail import AuditTailTampered, TailCheck, check_tail
@@ -108,7 +108,9 @@ class AuditLog:
         # pre-pings it), so a restarted server costs no batch.
         self._hold_connection = engine.dialect.name == "sqlite"
         self._held: sa.Connection | None = None
-        self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
+        # Lists of appends, one per event-loop iteration (see `Outbox`), or _STOP.
+        self._queue: queue.SimpleQueue[list[Pending] | object] = queue.SimpleQueue()
+        self._outbox = Outbox(self._queue.put)
         self._thread: threading.Thread | None = None
         self._closed = False
         # Owned by the writer thread once started.
@@ -166,7 +168,7 @@ class AuditLog:
             raise RuntimeError("audit log is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StoredRecord] = loop.create_future()
-        self._queue.put(Pending(record, self._clock.now(), future, loop))
+        self._outbox.add(Pending(record, self._clock.now(), future, loop))
         # A caller cancelled while waiting does not stop the write: the record
         # still commits (the writer skips its cancelled future).
         return await future
@@ -177,6 +179,7 @@ class AuditLog:
             return
         self._closed = True
         if self._thread is not None:
+            self._outbox.flush()  # appends of this loop iteration go before the stop
             self._queue.put(_STOP)
             await asyncio.to_thread(self._thread.join)
 
@@ -191,7 +194,9 @@ class AuditLog:
                 self._checkpoint_if_due()
                 continue
             stop = item is _STOP
-            batch = [] if stop else [item]
+            batch: list[Pending] = []
+            if isinstance(item, list):
+                batch.extend(item)
             while not stop and len(batch) < self._max_batch:
                 try:
                     more = self._queue.get_nowait()
@@ -199,10 +204,11 @@ class AuditLog:
                     break
                 if more is _STOP:
                     stop = True
-                else:
-                    batch.append(more)
+                elif isinstance(more, list):
+                    batch.extend(more)
             if batch:
-                self._commit([p for p in batch if isinstance(p, Pending)])
+                for start in range(0, len(batch), self._max_batch):
+                    self._commit(batch[start:start + self._max_batch])
             if stop and self._queue.empty():
                 # Always, even when nothing changed since the last one: the
                 # final flag is what says no record may follow.

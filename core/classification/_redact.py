@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from vivified.options.v1 import options_pb2
 
@@ -70,3 +70,29 @@ def _walk(message: Message, traits: frozenset[str], prefix: str, cleared: list[s
                     _walk(item, traits, f"{path}[{index}].", cleared)
             else:
                 _walk(value, traits, f"{path}.", cleared)
+
+
+def traits_to_see_all(descriptor: Descriptor) -> frozenset[str] | None:
+    """Every trait `redact` could require on a message of this type: the
+    traits of each classified field reachable the way `redact` walks (set
+    fields, nested messages, repeated ones; not map entries, not inside an
+    `Any`'s bytes). A holder of all of them has nothing cleared, so such a
+    message can pass as bytes without being parsed. None where the walk is
+    not static: a type with extension ranges (a set extension is walked too)."""
+    required: set[str] = set()
+    seen: set[str] = set()
+    pending = [descriptor]
+    while pending:
+        current = pending.pop()
+        if current.full_name in seen:
+            continue
+        seen.add(current.full_name)
+        if current.extension_ranges:
+            return None
+        for field in current.fields:
+            trait = _required_trait(field)
+            if trait is not None:
+                required.add(trait)
+            if _holds_message(field) and field.message_type is not None:
+                pending.append(field.message_type)
+    return frozenset(required)

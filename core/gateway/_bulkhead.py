@@ -36,11 +36,14 @@ class Bulkheads:
         semaphore = self._slots.setdefault(target, asyncio.Semaphore(self._limit))
         self._admitted[target] = admitted + 1
         try:
-            try:
-                async with asyncio.timeout(max(wait_seconds, 0.0)):
-                    await semaphore.acquire()
-            except TimeoutError:
-                raise _busy(target, "in flight: no slot freed within the call's deadline") from None
+            if not semaphore.locked():
+                await semaphore.acquire()  # a slot is free: taken at once, no timer to arm
+            else:
+                try:
+                    async with asyncio.timeout(max(wait_seconds, 0.0)):
+                        await semaphore.acquire()
+                except TimeoutError:
+                    raise _busy(target, "in flight: no slot freed within the call's deadline") from None
             try:
                 yield
             finally:

@@ -107,6 +107,10 @@ class Forwarder:
         self._on_breaker = on_breaker
         self._jitter = jitter
         self._sleep = sleep
+        # Per target: its channel and the callables made on it, one per method
+        # path, so a call builds no multicallable of its own. A new channel
+        # (the target moved) starts a new set.
+        self._callables: dict[str, tuple[grpc.aio.Channel, dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]]] = {}
 
     @property
     def _config(self) -> GatewayConfig:
@@ -129,6 +133,16 @@ class Forwarder:
         if why is not None or record is None:
             raise Unavailable(f"target plugin {target!r} {why}", reason="TARGET_UNAVAILABLE", domain=_DOMAIN)
         return record
+
+    def _callable(self, record: PluginRecord, path: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        channel = self._connector.channel(record)
+        cached = self._callables.get(record.plugin_id)
+        if cached is None or cached[0] is not channel:
+            cached = self._callables[record.plugin_id] = (channel, {})
+        call = cached[1].get(path)
+        if call is None:
+            call = cached[1][path] = channel.unary_unary(path)
+        return call
 
     def _record(self, target: str, ok: bool) -> None:
         before = self._breakers.state(target)
@@ -155,14 +169,13 @@ class Forwarder:
         deadline = self._clock.monotonic() + timeout
         attempts = self._config.max_attempts if retryable else 1
         attempt = 1
+        headers = grpc.aio.Metadata(*metadata)
         async with self._bulkheads.slot(target, timeout - answer_margin(timeout)):
             while True:
                 remaining = deadline - self._clock.monotonic()
-                call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._connector.channel(record).unary_unary(
-                    method.path
-                )
+                call = self._callable(record, method.path)
                 try:
-                    response = await call(request, timeout=max(remaining, 0.001), metadata=tuple(metadata))
+                    response = await call(request, timeout=max(remaining, 0.001), metadata=headers)
                 except grpc.aio.AioRpcError as err:
                     self._record(target, ok=err.code() not in _BREAKER_FAILURES)
                     retry = err.code() == grpc.StatusCode.UNAVAILABLE and attempt < attempts

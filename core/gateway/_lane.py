@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import message_factory
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from vivified.core.chain import Principal, PrincipalKind, annotate
-from vivified.core.classification import redact
+from vivified.core.classification import redact, traits_to_see_all
 from vivified.core.contracts import ContractMethod, contract_method
 from vivified.core.errors import InvalidArgument
 from vivified.core.gateway._forward import Forwarder, TargetError
@@ -49,6 +49,34 @@ def resolve_method(name: str) -> ContractMethod:
     return method
 
 
+_MAX_DECISIONS = 4096
+
+
+class PassThrough:
+    """Whether a method's response may go back to a caller as the target's
+    bytes, unparsed: when `redact` could clear nothing in it for the caller's
+    traits (the response type has no classified field the caller lacks a
+    trait for). Decided once per (method, traits) and kept (bounded); the
+    call's redaction itself is unchanged wherever it can clear something."""
+
+    def __init__(self) -> None:
+        self._needs: dict[str, frozenset[str] | None] = {}
+        self._decided: dict[tuple[str, frozenset[str]], bool] = {}
+
+    def __call__(self, method: ContractMethod, traits: frozenset[str]) -> bool:
+        key = (method.full_name, traits)
+        decided = self._decided.get(key)
+        if decided is None:
+            if method.full_name not in self._needs:
+                self._needs[method.full_name] = traits_to_see_all(method.output_type)
+            needed = self._needs[method.full_name]
+            decided = needed is not None and needed <= traits
+            if len(self._decided) >= _MAX_DECISIONS:
+                self._decided.clear()
+            self._decided[key] = decided
+        return decided
+
+
 class OperatorLane:
     """Carries one call from a caller plugin to a target plugin."""
 
@@ -64,6 +92,7 @@ class OperatorLane:
         self._forwarder = forwarder
         self._lookup = lookup
         self._delegations = delegations
+        self._pass_through = PassThrough()
 
     async def _authorise(
         self, principal: Principal, target: str, method: str, delegation: str
@@ -97,7 +126,10 @@ class OperatorLane:
         idempotency_key: str,
         remaining: float | None,
         delegation: str,
-    ) -> Message:
+    ) -> bytes:
+        """The target's response for the caller, serialised: its own bytes
+        where redaction can clear nothing for the caller's traits, else the
+        parsed response with the fields the caller may not see cleared."""
         if not target:
             raise InvalidArgument("the target plugin id is required", reason="INVALID_REQUEST", domain=_DOMAIN)
         if len(idempotency_key) > 128:
@@ -136,11 +168,14 @@ class OperatorLane:
         finally:
             annotate(latency_ms=f"{(time.perf_counter() - started) * 1000:.1f}")
         annotate(attempts=str(forwarded.attempts))
+        if self._pass_through(method, traits):
+            return forwarded.response
         response = message_factory.GetMessageClass(method.output_type).FromString(forwarded.response)
         cleared = redact(response, traits)
         if cleared:
             annotate(redacted=",".join(cleared))
-        return response
+            return response.SerializeToString()
+        return forwarded.response
 
 
 def remaining_time(context: Any) -> float | None:

@@ -55,7 +55,9 @@ class GatewayService(gateway_pb2_grpc.OperatorGatewayServiceServicer):
             delegation=_header(context, DELEGATION_HEADER),
         )
         reply = gateway_pb2.InvokeResponse()
-        reply.payload.Pack(response)
+        # What `Any.Pack` would write, from the response bytes as they are.
+        reply.payload.type_url = f"type.googleapis.com/{method.output_type.full_name}"
+        reply.payload.value = response
         return reply
 
 
@@ -76,7 +78,7 @@ class ContractProxy(grpc.GenericRpcHandler):
     ) -> Callable[[bytes, Any], Awaitable[bytes]]:
         async def forward(request: bytes, context: Any) -> bytes:
             headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-            response = await lane.call(
+            return await lane.call(
                 identify(context),
                 headers.get(TARGET_HEADER, ""),
                 method,
@@ -85,7 +87,6 @@ class ContractProxy(grpc.GenericRpcHandler):
                 remaining=remaining_time(context),
                 delegation=headers.get(DELEGATION_HEADER, ""),
             )
-            return response.SerializeToString()
 
         return forward
 

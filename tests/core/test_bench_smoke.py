@@ -43,13 +43,15 @@ def test_bench_invoke_reports_p1() -> None:
     ]
 
 
-def test_bench_events_reports_p3_to_p6() -> None:
+def test_bench_events_reports_p3_to_p6_p12_and_p13() -> None:
     assert shutil.which("redis-server"), "CI installs redis-server (tools/setup.sh); P5 needs it"
     report = _report("events", "--events", "100", "--rounds", "1")
     assert report["scenario"] == "events"
     ratios = report["ratios"]
     assert isinstance(ratios, dict)
-    assert set(ratios) == {"P3.throughput", "P4.latency_p50", "P5.throughput", "P6.throughput"}
+    assert set(ratios) == {
+        "P3.throughput", "P4.latency_p50", "P5.throughput", "P6.throughput", "P12.throughput", "P13.tail"
+    }
     assert all(isinstance(value, float) and value > 0 for value in ratios.values())
     backends = [row.get("backend") for row in report["rows"]]  # type: ignore[union-attr]
     assert "redis (AOF, appendfsync always)" in backends

@@ -1,7 +1,8 @@
 """The event-bus paths `vivified bench events` times, each as plugins use it
 through the SDK: a streamed publish (`PublishStream`), unary `Publish` calls
 from concurrent callers, a paced publish timed to the subscriber's handler,
-and a streamed publish fanned out to subscriptions that ack every delivery."""
+a streamed publish fanned out to subscriptions that ack every delivery, and
+(the P12 baseline) redis-py alone pipelining XADDs of the same envelopes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import grpc
+import redis.asyncio as aioredis
 from google.protobuf.message import Message
 from vivified.events.v1 import events_pb2, events_pb2_grpc
 from vivified.sdk import PublishStream, ReceivedEvent, envelope
@@ -18,6 +20,7 @@ MakeEvent = Callable[[int], Message]
 # Below the core's per-connection stream limit (256): a paced publisher that
 # outruns the core waits instead of having its calls refused.
 MAX_IN_FLIGHT = 128
+PIPELINE = 100  # XADDs per redis-py pipeline in the P12 baseline (docs/performance.md's "pipelined ×100")
 
 
 def event_ids(prefix: str, n: int) -> list[str]:
@@ -121,3 +124,24 @@ async def fan_out(channel: grpc.aio.Channel, make: MakeEvent, ids: Sequence[str]
     timeout = 30 + len(ids) / 100
     await asyncio.gather(*(inbox.reach(target, timeout) for inbox, target in zip(inboxes, targets, strict=True)))
     return len(ids) * len(inboxes) / (time.perf_counter() - started)
+
+
+async def redis_pipelined(url: str, make: MakeEvent, ids: Sequence[str]) -> float:
+    """Events per second of redis-py alone XADDing the serialised envelopes
+    the streamed publish sends, `PIPELINE` per pipeline, each pipeline awaited,
+    to one stream of the same server (the P12 baseline)."""
+    blobs = [envelope(make(i), e).SerializeToString() for i, e in enumerate(ids)]
+    client = aioredis.from_url(url)
+    try:
+        await client.ping()
+        started = time.perf_counter()
+        for start in range(0, len(blobs), PIPELINE):
+            async with client.pipeline(transaction=False) as pipe:
+                for blob in blobs[start:start + PIPELINE]:
+                    pipe.xadd("bench:redis-py", {"e": blob})
+                await pipe.execute()
+        rate = len(blobs) / (time.perf_counter() - started)
+        await client.delete("bench:redis-py")
+        return rate
+    finally:
+        await client.aclose()

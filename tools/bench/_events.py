@@ -13,7 +13,9 @@ are read from one clock. Every round measures, interleaved:
   plugins, each acking every delivery), counted from the first publish to the
   last delivery;
 - P4: unary publishes paced at 500/s: publish-ack p50 vs publish → subscriber
-  handler p50.
+  handler p50; P13: the end-to-end p99 vs p50 of the same paced run;
+- P12: the streamed publish on the Redis core vs redis-py alone pipelining
+  XADDs of the same envelopes (100 per pipeline) to the same server.
 
 Each measurement uses its own event type, so no subscription ever holds a
 backlog of another measurement's events. Payloads carry no classified field
@@ -27,6 +29,7 @@ import asyncio
 import os
 import pathlib
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -35,10 +38,12 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import json_format
 from vivified.bench._event_paths import (
+    PIPELINE,
     Inbox,
     event_ids,
     fan_out,
     paced_publish,
+    redis_pipelined,
     streamed_publish,
     unary_publish,
 )
@@ -156,7 +161,7 @@ async def _measure(platform: Platform, n: int, rounds: int, concurrency: int) ->
     channels: list[grpc.aio.Channel] = []
     subscriptions: list[Subscription] = []
     try:
-        return await _rounds(embedded, redis_core, channels, subscriptions, n, rounds, concurrency)
+        return await _rounds(embedded, redis_core, channels, subscriptions, n, rounds, concurrency, redis_url)
     finally:
         for subscription in subscriptions:
             await subscription.close()
@@ -178,6 +183,7 @@ async def _rounds(
     n: int,
     rounds: int,
     concurrency: int,
+    redis_url: str | None = None,
 ) -> BenchReport:
     publishes = [_name(UserUpdated), _name(UserCreated), _name(EmailQueued), _name(EmailSent)]
     publisher = await _register(embedded, channels, _manifest("bench-publisher", publishes=publishes))
@@ -205,7 +211,7 @@ async def _rounds(
     stub = events_pb2_grpc.EventBusServiceStub(publisher)
     embedded_pid = embedded.pid
     redis_pid = redis_core.pid if redis_core else 0
-    paths = {key: _Path([]) for key in ("stream", "unary", "redis", "single", "fanout")}
+    paths = {key: _Path([]) for key in ("stream", "unary", "redis", "redis-py", "single", "fanout")}
     paced = _Paced([], [], [])
 
     async def one_round(label: str, size: int, record: bool) -> None:
@@ -218,11 +224,14 @@ async def _rounds(
         ]
         if redis_publisher is not None:
             steps.append(("redis", redis_pid, size, lambda: streamed_publish(redis_publisher, _updated, ids("redis"))))
+        if redis_publisher is not None and redis_url is not None:
+            steps.append(("redis-py", redis_pid, size, lambda: redis_pipelined(redis_url, _updated, ids("redis-py"))))
         steps += [
             ("single", embedded_pid, size, lambda: fan_out(publisher, _queued, ids("single"), [single])),
             ("fanout", embedded_pid, size * FAN_OUT, lambda: fan_out(publisher, _sent, ids("fanout"), fan)),
         ]
         for key, core_pid, events, run in steps:
+            print(f"bench events: round {label}: {key}", file=sys.stderr, flush=True)
             if record:
                 await _timed(paths[key], core_pid, events, run)
             else:
@@ -259,6 +268,8 @@ def _report(paths: dict[str, _Path], paced: _Paced, n: int, rounds: int, concurr
     throughput("unary", f"unary Publish ({concurrency} concurrent callers)", "embedded")
     if redis:
         throughput("redis", _STREAMED, "redis (AOF, appendfsync always)")
+        throughput("redis-py", f"redis-py alone, XADD pipelined ×{PIPELINE} (same envelopes, same server)",
+                   "redis (AOF, appendfsync always)")
     else:
         report.rows.append({"path": "P5 skipped", "note": "no redis-server on PATH; install it (apt-get install redis-server) to compare the Redis backend"})
     throughput("single", "fan-out: streamed publish → 1 subscription", "embedded", "delivered_per_s")
@@ -284,5 +295,9 @@ def _report(paths: dict[str, _Path], paced: _Paced, n: int, rounds: int, concurr
     report.ratios["P4.latency_p50"] = round(statistics.median(paced.e2e) / statistics.median(paced.acks), 3)
     if redis:
         report.ratios["P5.throughput"] = round(median("redis") / median("stream"), 3)
+        report.ratios["P12.throughput"] = round(median("redis") / median("redis-py"), 3)
     report.ratios["P6.throughput"] = round(median("fanout") / median("single"), 3)
+    report.ratios["P13.tail"] = round(
+        statistics.quantiles(paced.e2e, n=100)[98] / statistics.median(paced.e2e), 3
+    ) if len(paced.e2e) > 1 else 1.0
     return report

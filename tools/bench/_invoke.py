@@ -84,7 +84,17 @@ async def _brokered(platform: Platform, name: str, env: dict[str, str], *flags: 
     admin = core.admin
     echo_manifest = pathlib.Path(str(resources.files("vivified.plugins").joinpath("example_echo/manifest.yaml")))
     echo = load_manifest_file(echo_manifest)
-    token = (await admin.ApprovePlugin(admin_pb.ApprovePluginRequest(manifest=echo, replace=True))).join_token
+    token = ""
+    for attempt in range(100):
+        try:
+            token = (await admin.ApprovePlugin(admin_pb.ApprovePluginRequest(manifest=echo, replace=True))).join_token
+            break
+        except grpc.aio.AioRpcError as err:
+            # A core just started on a busy machine may refuse calls until its
+            # registry view is first refreshed (REGISTRY_STALE); setup waits.
+            if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == 99:
+                raise
+            await asyncio.sleep(0.1)
     platform.spawn(
         [sys.executable, "-m", "vivified.plugins.example_echo"],
         {**env, "VIVIFIED_MANIFEST": str(echo_manifest), "VIVIFIED_JOIN_TOKEN": token,

@@ -91,6 +91,30 @@ async def test_hash_is_sha256_of_canonical_json_and_links_to_previous(
     assert second.time == dt.datetime(2030, 1, 1, 0, 0, 1, 500000, tzinfo=dt.UTC)
 
 
+@pytest.mark.parametrize(
+    "when",
+    [dt.datetime(2030, 1, 1, tzinfo=dt.UTC), dt.datetime(2031, 6, 7, 8, 9, 10, 11, tzinfo=dt.timezone(dt.timedelta(hours=-5)))],
+)
+def test_the_writers_hash_matches_json_dumps_for_any_text(when: dt.datetime) -> None:
+    # The writer builds the canonical text directly (without the generic
+    # encoder); it must hash exactly what json.dumps with sorted keys gives,
+    # escapes and non-ASCII included, for a record with and without detail.
+    for detail in ({"k": 'qu"ote\\ é \u2028 \x01'}, None):
+        record = AuditRecord(actor='plugin:"é"\n', action="/a.B/C", resource="ü/\t", rule_id="r-1",
+                             trace_id="ab" * 16, detail=detail)
+        stored = StoredRecord.chain(record, seq=41, time=when, prev_hash="f" * 64)
+        fields = {
+            "seq": 41, "time": when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "actor": record.actor, "action": record.action, "resource": record.resource, "decision": "allow",
+            "reason": "", "rule_id": "r-1", "outcome": "OK", "trace_id": "ab" * 16,
+            "detail": None if detail is None else json.dumps(detail, sort_keys=True, separators=(",", ":")),
+            "prev_hash": "f" * 64,
+        }
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        assert stored.hash == hashlib.sha256(blob).hexdigest()
+        assert stored.compute_hash() == stored.hash  # what verify recomputes
+
+
 @pytest.mark.asyncio
 async def test_append_resolves_only_after_commit(
     make_log: Callable[..., AuditLog],
