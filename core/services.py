@@ -22,8 +22,7 @@ from vivified.core.events import EventBus
 from vivified.core.gateway import GatewayService
 from vivified.core.identity import Identity
 from vivified.core.plugin_config import ConfigService
-from vivified.core.registry._admin_service import AdminService
-from vivified.core.registry._registry_service import RegistryService
+from vivified.core.registry import AdminService, RegistryService
 from vivified.core.server import Binding
 from vivified.core.traits import AccessCatalogueService
 from vivified.egress.v1 import egress_pb2_grpc
