@@ -1,4 +1,7 @@
-"""The core process: wires CA, registry, policy, audit, metrics and the server.
+"""The core process: composes the areas (each built by its package's
+`build_*`) and runs their components through one start/stop list
+(`vivified.core.lifecycle.Components`): started in order, stopped in reverse,
+and stopped again in reverse when a later one fails to start.
 
 Runtime settings (the `runtime=True` keys administrators may override in the
 database) reach the components as zero-argument getters on the Core's
@@ -18,7 +21,7 @@ import logging
 import os
 import pathlib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -32,7 +35,9 @@ from vivified.core.audit import Audit, AuditRecord, Durability, TailCheck, build
 from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key, write_private_key
 from vivified.core.chain import (
     AuditRecorder,
+    ChainInterceptor,
     ConcurrencyLimits,
+    Principal,
     TokenBuckets,
     build_chain,
 )
@@ -49,7 +54,7 @@ from vivified.core.lifecycle import Components, Hooks
 from vivified.core.metrics import Metrics
 from vivified.core.plugin_config import build_config
 from vivified.core.policy import Rule, load_default_rules, rules_sha256
-from vivified.core.registry import CoreIdentity, PluginRecord, PluginStore, build_registry
+from vivified.core.registry import CoreIdentity, PluginRecord, PluginStore, Registry, build_registry
 from vivified.core.server import CoreServer, build_server, check_cipher_suites
 from vivified.core.services import Services
 from vivified.core.settings import (
@@ -403,22 +408,7 @@ class Core:
             follow_interval=config.registry_sync_bound_seconds / 4,
         )
         recorder = AuditRecorder(audit.log)
-        limits = ConcurrencyLimits(lambda: live.current.concurrency)
-        self.metrics.watch_concurrency(limits.totals)
-        chain = build_chain(
-            tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
-            authenticator=registry.authenticator,
-            plugin_lookup=store.get,
-            streams=registry.streams,
-            buckets=TokenBuckets(lambda: live.current.rate_limit, self.clock),
-            policy_index=policy.index,
-            on_decision=self.metrics.on_decision,
-            audit=recorder,
-            on_done=self.metrics.on_call_done,
-            credentials=identity.principal,
-            registry_stale=store.stale,
-            concurrency=limits,
-        )
+        chain = self._chain(registry, identity.principal, policy, recorder, live)
         gateway = build_gateway(
             policy=policy, config=lambda: live.current.gateway, lookup=store.get, connector=registry.connector,
             clock=self.clock, delegations=identity.delegations, on_breaker=self.metrics.on_breaker,
@@ -484,6 +474,33 @@ class Core:
         self._write_run_file(self.running)
         _log.info("core listening: mTLS %s, bootstrap %s", self.running.listen_address, self.running.bootstrap_address)
         return self.running
+
+    def _chain(
+        self,
+        registry: Registry,
+        credentials: Callable[[Mapping[str, str]], Awaitable[Principal]],
+        policy: PolicySet,
+        recorder: AuditRecorder,
+        live: LiveSettings,
+    ) -> ChainInterceptor:
+        """The interceptor chain every call passes (authn, status gate, rate
+        limit, policy, audit), its limits read from the live settings."""
+        limits = ConcurrencyLimits(lambda: live.current.concurrency)
+        self.metrics.watch_concurrency(limits.totals)
+        return build_chain(
+            tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
+            authenticator=registry.authenticator,
+            plugin_lookup=registry.store.get,
+            streams=registry.streams,
+            buckets=TokenBuckets(lambda: live.current.rate_limit, self.clock),
+            policy_index=policy.index,
+            on_decision=self.metrics.on_decision,
+            audit=recorder,
+            on_done=self.metrics.on_call_done,
+            credentials=credentials,
+            registry_stale=registry.store.stale,
+            concurrency=limits,
+        )
 
     async def _publish_core_event(self, payload: Message) -> None:
         """The core's own events (identity's UserCreated/UserUpdated) go through the event bus."""
