@@ -65,6 +65,7 @@ from vivified.core.settings import (
     apply_overrides,
     read_overrides,
 )
+from vivified.core.storage import build_object_store
 from vivified.core.traits import AccessCatalogueService, TraitCatalogue
 from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SecurityAlert
 
@@ -419,6 +420,10 @@ class Core:
             own_addresses=[config.listen_address, config.bootstrap_address, config.metrics_address],
             environ=os.environ, max_message_bytes=config.max_message_bytes,
         )
+        object_store = build_object_store(
+            config=config, engine=engine, keyring=plugin_config.keyring, clock=self.clock, lookup=store.get,
+            identify=registry.authenticator.principal, delegations=identity.delegations,
+        )
         events = self._events = build_events(
             config=lambda: live.current.events, data_dir=config.data_dir, clock=self.clock, lookup=store.get,
             identify=registry.authenticator.principal, audit=audit.log, record_open=recorder.record_stream_open,
@@ -439,6 +444,7 @@ class Core:
                 health=health.aio.HealthServicer(),
                 gateway=gateway.service,
                 egress=egress,
+                storage=object_store,
                 events=events,
                 identity=identity,
                 config=plugin_config.service,
@@ -452,6 +458,9 @@ class Core:
             grace=lambda: self._grace,
         )
         await parts.start("plugin connections", Hooks(on_stop=registry.connector.close))
+        # Read the registry once more right before serving: start-up after the first
+        # load can take longer than the sync bound, and calls would then be refused stale.
+        await store.sync()
         await parts.start("gRPC server", server)
         metrics = _MetricsEndpoint(self.metrics, config.metrics_address)
         await parts.start("metrics endpoint", metrics)

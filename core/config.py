@@ -112,6 +112,14 @@ class CoreConfig:
     database, so a change stored through another replica applies here within
     this long (a change stored through this core applies at once)."""
     registry_sync_bound_seconds: float = 1.0
+    storage_backend: str = "directory"
+    """Where the object store keeps its (encrypted) objects: `directory`
+    (`<data_dir>/objects`, one core) or `database` (the core's database, for
+    several replicas on one PostgreSQL)."""
+    storage_max_object_bytes: int = 64 * 1024 * 1024
+    """The largest object a plugin may store."""
+    storage_quota_bytes: int = 1024 * 1024 * 1024
+    """The bytes of content each plugin may keep in the object store."""
     """The longest a replica acts on its registry view (plugin status, health,
     revoked certificates) without having read the changes other replicas
     committed: changes apply everywhere within it, and past it the replica
@@ -141,6 +149,10 @@ class CoreConfig:
             )
         if not MIN_SYNC_INTERVAL <= self.audit_sync_interval <= MAX_SYNC_INTERVAL:
             raise ValueError(f"audit_sync_interval must be between {MIN_SYNC_INTERVAL} and {MAX_SYNC_INTERVAL} seconds")
+        if self.storage_backend not in ("directory", "database"):
+            raise ValueError(f"storage_backend must be directory or database, not {self.storage_backend!r}")
+        if self.storage_max_object_bytes < 1 or self.storage_quota_bytes < 1:
+            raise ValueError("storage_max_object_bytes and storage_quota_bytes must be at least 1")
         if not 0.2 <= self.registry_sync_bound_seconds <= 60:
             raise ValueError("registry_sync_bound_seconds must be between 0.2 and 60")
         if not 0 < self.init_timeout_seconds <= 300:

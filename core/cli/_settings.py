@@ -156,6 +156,20 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         help="plugin status and revocations from other replicas apply here within this; past it without "
         "reading them the core refuses plugin calls (default 1)",
     )
+    storage = parser.add_argument_group("object store")
+    storage.add_argument(
+        "--storage-backend", choices=["directory", "database"],
+        help="directory (default): encrypted objects under <data-dir>/objects, for one core; database: in the "
+        "core's database (PostgreSQL for several replicas)",
+    )
+    storage.add_argument(
+        "--storage-max-object-bytes", dest="storage_max_object_bytes", type=int, metavar="BYTES",
+        help="the largest object a plugin may store (default 67108864, 64 MiB)",
+    )
+    storage.add_argument(
+        "--storage-quota-bytes", dest="storage_quota_bytes", type=int, metavar="BYTES",
+        help="bytes of content each plugin may keep (default 1073741824, 1 GiB)",
+    )
     parser.add_argument(
         "--secrets-key-file", type=pathlib.Path, metavar="FILE",
         help="keys sealing secret plugin config values, mode 0600 (default <data-dir>/config/secrets.key, created); "
@@ -177,6 +191,7 @@ _CORE_FIELDS = (
     "policy_file", "leaf_ttl_seconds", "heartbeat_interval_seconds", "secrets_key_file", "secrets_key",
     "settings_refresh_seconds", "audit_writers", "audit_durability", "audit_sync_interval",
     "registry_sync_bound_seconds", "max_connections", "handshake_timeout_seconds", "init_timeout_seconds",
+    "storage_backend", "storage_max_object_bytes", "storage_quota_bytes",
 )
 
 

@@ -33,7 +33,7 @@ import grpc
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.app import Core, RunningCore
-from vivified.core.cli import _devmail
+from vivified.core.cli import _devmail, _rest_up
 from vivified.core.cli._client import describe, open_channel, operator_target
 from vivified.core.cli._settings import SettingsError
 from vivified.core.config import CoreConfig
@@ -282,6 +282,7 @@ async def run_up(config: CoreConfig, environ: Mapping[str, str], extra_plugins: 
           f"metrics http://{running.metrics_address}/metrics", flush=True)
     print(f"plugins: {', '.join(s.module.rsplit('.', 1)[-1] for s in specs) or '(none)'}", flush=True)
     print(f"list the core's services with:\n  {grpcurl_hint(config, running)}", flush=True)
+    bridge = await asyncio.to_thread(_rest_up.start_bridge, config, running)
     environ = {**os.environ, **environ}
     after_approval = None
     if sink is not None:
@@ -302,6 +303,7 @@ async def run_up(config: CoreConfig, environ: Mapping[str, str], extra_plugins: 
         await stop.wait()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        _rest_up.stop_bridge(bridge)
         await core.stop()
         if sink is not None:
             await sink.stop()

@@ -19,10 +19,12 @@ from vivified.core.settings import CoreSettingsAdmin
 @dataclass(frozen=True)
 class PluginConfig:
     """The config service and, as its start/stop, the follower that wakes
-    this core's WatchMyConfig streams on changes made through other replicas."""
+    this core's WatchMyConfig streams on changes made through other replicas;
+    `keyring` also seals the object store's data keys."""
 
     service: ConfigService
     follower: ConfigFollower
+    keyring: SecretsKeyring
 
     async def start(self) -> None:
         await self.follower.start()
@@ -49,4 +51,5 @@ def build_config(
     return PluginConfig(
         service=ConfigService(store, lookup, core_settings),
         follower=ConfigFollower(store, engine, interval=follow_interval),
+        keyring=keyring,
     )

@@ -91,6 +91,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "registry_sync_bound_seconds", "float", "VIVIFIED_REGISTRY_SYNC_BOUND_SECONDS", "--registry-sync-bound",
     ),
+    Setting("storage_backend", "str", "VIVIFIED_STORAGE_BACKEND", "--storage-backend", ("directory", "database")),
+    Setting("storage_max_object_bytes", "int", "VIVIFIED_STORAGE_MAX_OBJECT_BYTES", "--storage-max-object-bytes"),
+    Setting("storage_quota_bytes", "int", "VIVIFIED_STORAGE_QUOTA_BYTES", "--storage-quota-bytes"),
     Setting("secrets_key_file", "path", "VIVIFIED_SECRETS_KEY_FILE", "--secrets-key-file"),
     Setting("secrets_key", "secret", "VIVIFIED_SECRETS_KEY", "(environment only)", in_file=False),
 )

@@ -24,6 +24,7 @@ from vivified.sdk._maintenance import heartbeat_forever, renew_forever
 from vivified.sdk._manifest import load_manifest
 from vivified.sdk._server import PluginServer, host_port, reserve_port
 from vivified.sdk._settings import PluginSettings
+from vivified.sdk._storage import ObjectStoreClient
 from vivified.sdk._transport import ServerCertificates
 from vivified.sdk._tunnel import Tunnel, open_tunnel
 
@@ -180,6 +181,13 @@ class PluginRuntime:
         subscription = EventClient(lambda: self.core_channel).subscribe(name, handlers)
         self._subscriptions.append(subscription)
         return subscription
+
+    @property
+    def storage(self) -> ObjectStoreClient:
+        """The core's encrypted object store: `put`, `get`, `stream`, `head`,
+        `list`, `delete` of this plugin's own objects (and `get` of objects
+        another plugin shared with it). See `vivified.sdk._storage`."""
+        return ObjectStoreClient(lambda: self.core_channel)
 
     async def fetch(self, request: egress_pb2.FetchRequest, *, timeout: float | None = None) -> egress_pb2.FetchResponse:
         """One HTTP(S) request through the core's egress proxy, to a host under

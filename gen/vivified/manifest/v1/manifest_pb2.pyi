@@ -80,6 +80,7 @@ class PluginManifest(_message.Message):
     PUBLISHES_FIELD_NUMBER: _builtins.int
     SUBSCRIBES_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
+    STORAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Plugin id: 2 to 63 characters of `a-z`, `0-9` and `-`, starting with a
     letter. It becomes the plugin's SPIFFE id `spiffe://<trust-domain>/plugin/<id>`.
@@ -145,6 +146,15 @@ class PluginManifest(_message.Message):
         only for a key declared here and only when it parses as the declared type.
         """
 
+    @_builtins.property
+    def storage(self) -> Global___StorageDeclaration:
+        """What the plugin shares through the core's object store
+        (`vivified.storage.v1.ObjectStoreService`). Sharing is declared on both
+        sides: an object is readable by another plugin only when the owner's
+        manifest lists that plugin in `share_with` and the reader's lists the
+        owner in `read_from`.
+        """
+
     def __init__(
         self,
         *,
@@ -161,10 +171,11 @@ class PluginManifest(_message.Message):
         publishes: _abc.Iterable[_builtins.str] | None = ...,
         subscribes: _abc.Iterable[_builtins.str] | None = ...,
         config: _abc.Iterable[Global___ConfigField] | None = ...,
+        storage: Global___StorageDeclaration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["compliance", b"compliance", "security", b"security"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compliance", b"compliance", "security", b"security", "storage", b"storage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "compliance", b"compliance", "config", b"config", "contracts", b"contracts", "description", b"description", "id", b"id", "name", b"name", "provides", b"provides", "publishes", b"publishes", "security", b"security", "subscribes", b"subscribes", "traits", b"traits", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "compliance", b"compliance", "config", b"config", "contracts", b"contracts", "description", b"description", "id", b"id", "name", b"name", "provides", b"provides", "publishes", b"publishes", "security", b"security", "storage", b"storage", "subscribes", b"subscribes", "traits", b"traits", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -284,6 +295,36 @@ class SecurityDeclaration(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SecurityDeclaration: _TypeAlias = SecurityDeclaration  # noqa: Y015
+
+@_typing.final
+class StorageDeclaration(_message.Message):
+    """StorageDeclaration is a plugin's side of object sharing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARE_WITH_FIELD_NUMBER: _builtins.int
+    READ_FROM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def share_with(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Plugin ids this plugin may share its objects with."""
+
+    @_builtins.property
+    def read_from(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Plugin ids whose shared objects this plugin may read."""
+
+    def __init__(
+        self,
+        *,
+        share_with: _abc.Iterable[_builtins.str] | None = ...,
+        read_from: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["read_from", b"read_from", "share_with", b"share_with"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageDeclaration: _TypeAlias = StorageDeclaration  # noqa: Y015
 
 @_typing.final
 class ComplianceDeclaration(_message.Message):
