@@ -1,4 +1,7 @@
-"""The core process: wires CA, registry, policy, audit, metrics and the server.
+"""The core process: composes the areas (each built by its package's
+`build_*`) and runs their components through one start/stop list
+(`vivified.core.lifecycle.Components`): started in order, stopped in reverse,
+and stopped again in reverse when a later one fails to start.
 
 Runtime settings (the `runtime=True` keys administrators may override in the
 database) reach the components as zero-argument getters on the Core's
@@ -18,10 +21,9 @@ import logging
 import os
 import pathlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import grpc
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -29,58 +31,32 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from vivified.core.audit import (
-    AuditLog,
-    AuditQueryService,
-    AuditRecord,
-    CheckpointSigner,
-    Durability,
-    TailCheck,
-)
-from vivified.core.ca import (
-    CAConfig,
-    CertificateAuthority,
-    PeerCertificateParser,
-    new_private_key,
-    write_private_key,
-)
+from vivified.core.audit import Audit, AuditRecord, Durability, TailCheck, build_audit
+from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key, write_private_key
 from vivified.core.chain import (
     AuditRecorder,
-    Authenticator,
     ChainDeps,
+    ChainInterceptor,
     ConcurrencyLimits,
-    StreamTracker,
+    Principal,
     TokenBuckets,
     build_chain,
-    call_principal,
 )
 from vivified.core.chain import annotate as chain_annotate
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.config import CoreConfig
 from vivified.core.db import create_engine_for, sqlite_url, unavailable
-from vivified.core.egress import EgressService, endpoints_from
+from vivified.core.egress import build_egress
 from vivified.core.errors import Unavailable
-from vivified.core.events import EventBus, open_event_store
-from vivified.core.gateway import (
-    ContractProxy,
-    Forwarder,
-    GatewayService,
-    OperatorLane,
-    PolicySet,
-)
+from vivified.core.events import EventBus, build_events
+from vivified.core.gateway import PolicySet, build_gateway
 from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
+from vivified.core.lifecycle import Components, Hooks
 from vivified.core.metrics import Metrics
-from vivified.core.plugin_config import ConfigFollower, ConfigService, PluginConfigStore, SecretsKeyring
-from vivified.core.policy import load_default_rules, rules_sha256
-from vivified.core.registry import PluginRecord, PluginStore
-from vivified.core.registry._admin_service import AdminService
-from vivified.core.registry._connector import CoreIdentity, PluginConnector
-from vivified.core.registry._monitor import HealthMonitor, liveness_audit
-from vivified.core.registry._registry_service import RegistryService
-from vivified.core.registry._lease import LifecycleLeases
-from vivified.core.registry._replicas import follow_registry
-from vivified.core.registry._sync import RegistrySync
-from vivified.core.server import build_server, check_cipher_suites
+from vivified.core.plugin_config import build_config
+from vivified.core.policy import Rule, load_default_rules, rules_sha256
+from vivified.core.registry import CoreIdentity, PluginRecord, PluginStore, Registry, build_registry
+from vivified.core.server import CoreServer, build_server, check_cipher_suites
 from vivified.core.services import METHODS, Services
 from vivified.core.settings import (
     CoreSettingsAdmin,
@@ -118,6 +94,21 @@ def _pem_key(key: object) -> bytes:
     )
 
 
+class _MetricsEndpoint:
+    """/metrics as a component; `port` is the bound port once started."""
+
+    def __init__(self, metrics: Metrics, address: str) -> None:
+        self._metrics = metrics
+        self._address = address
+        self.port = 0
+
+    async def start(self) -> None:
+        self.port = self._metrics.serve(self._address)
+
+    async def stop(self) -> None:
+        self._metrics.stop()
+
+
 class Core:
     """One core broker process."""
 
@@ -126,13 +117,12 @@ class Core:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.running: RunningCore | None = None
-        self._server: grpc.aio.Server | None = None
-        self._audit: AuditLog | None = None
-        self._monitor: HealthMonitor | None = None
-        self._connector: PluginConnector | None = None
+        self.components = Components()
+        """What runs, in start order; `stop()` stops it in reverse."""
+        self._grace = 3.0
+        self._server: CoreServer | None = None
+        self._audit: Audit | None = None
         self._events: EventBus | None = None
-        self._registry_sync: RegistrySync | None = None
-        self._config_follower: ConfigFollower | None = None
         self.settings: LiveSettings | None = None
         self._audit_alert: SecurityAlert | None = None
         self._alert_tasks: set[asyncio.Task[None]] = set()
@@ -180,7 +170,6 @@ class Core:
         try:
             overrides = apply_overrides(base, read_overrides(engine))
         except sa.exc.DBAPIError as exc:
-            engine.dispose()
             raise unavailable(exc, engine.url) from None
         config = self.config = overrides.config
         for key, problem in overrides.refused.items():
@@ -189,34 +178,37 @@ class Core:
         self.settings = LiveSettings(base, store, overrides, interval=config.settings_refresh_seconds)
         return config, store, self.settings
 
-    async def _start_audit(
-        self, engine: sa.Engine, audit_dir: pathlib.Path, overrides: Mapping[str, Override]
-    ) -> AuditLog:
-        audit = AuditLog(
-            engine,
-            clock=self.clock,
-            signer=CheckpointSigner.load_or_create(audit_dir / "checkpoint.key"),
-            checkpoint_path=audit_dir / "checkpoints.jsonl",
-            checkpoint_every=self.config.audit_checkpoint_seconds,
-            on_commit=self.metrics.on_audit_commit,
-            shared_chain=self.config.audit_writers == "shared",
-            durability=Durability(self.config.audit_durability, self.config.audit_sync_interval),
-            on_failure=self._audit_failure_hook(asyncio.get_running_loop()),
-        )
-        # Refuses (AuditTailTampered) to extend a tail that fails its check,
-        # unless the operator accepted that very first bad seq for this run.
-        check = await audit.start(accept_tampering=self.config.accept_audit_tampering)
+    async def _audit_opened(self, audit: Audit, overrides: Mapping[str, Override], rules: Sequence[Rule]) -> None:
+        """The first records of a run: a tampered tail accepted (if it was),
+        `core.start`, and the policy loaded."""
+        check = audit.check
+        if check is None:
+            raise RuntimeError("the audit log has not started")
         detail = {"pid": str(os.getpid()), "overrides": ",".join(f"{k}={o.value}" for k, o in overrides.items())}
         if check.tampered:
-            await audit.append(self._tampering_accepted(check))
+            await audit.log.append(self._tampering_accepted(check))
         elif check.unanchored is not None:
             first, last = check.unanchored
             detail |= {"unanchored_from": str(first), "unanchored_to": str(last)}
             _log.warning("audit records %d..%d had no checkpoint (crash); their chain verified", first, last)
-        await audit.append(
+        await audit.log.append(
             AuditRecord(actor="core:core", action="core.start", resource=self.config.profile, detail=detail)
         )
-        return audit
+        policy_file = self.config.policy_file
+        await audit.log.append(
+            AuditRecord(
+                actor="core:core",
+                action="policy.load",
+                resource=str(policy_file) if policy_file is not None else "packaged",
+                detail={
+                    "rules": str(len(rules)),
+                    "sha256": rules_sha256(rules),
+                    "report_only": ",".join(
+                        f"{r.id}@{r.report_only_since.isoformat()}" for r in rules if r.report_only_since is not None
+                    ),
+                },
+            )
+        )
 
     def _audit_failure_hook(self, loop: asyncio.AbstractEventLoop) -> Callable[[BaseException], None]:
         """Called on the audit writer's thread when records cannot be written:
@@ -276,10 +268,9 @@ class Core:
             detail={"first_bad_seq": seq, "problem": check.problem[:1000], "alert_id": self._audit_alert.alert_id},
         )
 
-    async def _plugin_store(self, engine: sa.Engine, policy: PolicySet) -> PluginStore:
-        """The registry's store, with the policy's manifest-derived rules and
-        the plugin metrics following each plugin's status and health."""
-        store = PluginStore(engine, self.clock, sync_bound=self.config.registry_sync_bound_seconds)
+    async def _load_plugins(self, store: PluginStore, policy: PolicySet) -> None:
+        """Load the registry's store; the policy's manifest-derived rules and
+        the plugin metrics follow each plugin's status and health from then on."""
         await store.load()
         policy.rebuild(store.all())
         self.metrics.on_plugins(store.all())
@@ -295,7 +286,27 @@ class Core:
                 self.metrics.on_plugins(store.all())
 
         store.subscribe(on_change)
-        return store
+
+    async def _issue_operator_identity(self, ca: CertificateAuthority, store: PluginStore, audit: Audit) -> None:
+        operator_cert = self._write_operator_identity(ca, store.is_revoked_serial)
+        if operator_cert is not None:
+            await store.record_certificate("operator/admin", *operator_cert)  # listable, revocable
+            await audit.log.append(
+                AuditRecord(
+                    actor="core:core",
+                    action="certificate.issue",
+                    resource="operator/admin",
+                    detail={"serial": format(operator_cert[0], "x")},
+                )
+            )
+
+    def _load_policy(self) -> tuple[Sequence[Rule], PolicySet]:
+        rules = load_default_rules(self.config.policy_file)
+        for rule in rules:
+            if rule.report_only_since is not None:
+                _log.warning("policy rule %s is report-only since %s: audited, not enforced",
+                             rule.id, rule.report_only_since.isoformat())
+        return rules, PolicySet(rules, on_report_only=self.metrics.on_report_only)
 
     async def _announce_break_glass(self, activation: Activation) -> None:
         """A break-glass activation: a critical audit record, then a SecurityAlert
@@ -305,7 +316,7 @@ class Core:
             raise Unavailable("the core is not ready for break-glass", reason="CORE_STARTING")
         until = dt.datetime.fromtimestamp(activation.expires_at, dt.UTC).isoformat()
         details = {"activation_id": activation.activation_id, "user_id": activation.user_id, "expires_at": until}
-        await self._audit.append(
+        await self._audit.log.append(
             AuditRecord(
                 actor=f"user:{activation.user_id}",
                 action="identity.break_glass.activate",
@@ -330,52 +341,59 @@ class Core:
         await self._events.publish_core_event(f"alert-{alert.alert_id}", alert)
 
     async def start(self) -> RunningCore:
+        """Start the components in order (see `_compose`). If one fails, the
+        ones started before it are stopped, in reverse, and its error raised:
+        a failed start leaves no port bound, store open or task running."""
+        try:
+            return await self._compose(self.components)
+        except BaseException:
+            await self.components.unwind()
+            raise
+
+    async def _compose(self, parts: Components) -> RunningCore:
+        """Build each area (its `build_*` in its package) and start it where
+        its place in the list below is; `parts` records what started."""
         config = self.config
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         check_cipher_suites(os.environ.get("GRPC_SSL_CIPHER_SUITES"))
         engine = create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
+        await parts.start("database", Hooks(on_stop=engine.dispose))
         config, override_store, live = self._open_settings(engine)
         audit_dir = config.data_dir / "audit"
         audit_dir.mkdir(mode=0o700, exist_ok=True)
-        rules = load_default_rules(config.policy_file)
-        for rule in rules:
-            if rule.report_only_since is not None:
-                _log.warning("policy rule %s is report-only since %s: audited, not enforced",
-                             rule.id, rule.report_only_since.isoformat())
-        policy = PolicySet(rules, on_report_only=self.metrics.on_report_only)
+        rules, policy = self._load_policy()
         catalogue = TraitCatalogue.load_default()
         ca = self._load_ca()
         core_key = new_private_key()
         core_cert = ca.issue_core_certificate(core_key)
         key_pem = _pem_key(core_key)
 
-        self._audit = await self._start_audit(engine, audit_dir, live.applied.overrides)
-        await self._audit.append(
-            AuditRecord(
-                actor="core:core",
-                action="policy.load",
-                resource=str(config.policy_file) if config.policy_file is not None else "packaged",
-                detail={
-                    "rules": str(len(rules)),
-                    "sha256": rules_sha256(rules),
-                    "report_only": ",".join(
-                        f"{r.id}@{r.report_only_since.isoformat()}" for r in rules if r.report_only_since is not None
-                    ),
-                },
-            )
+        audit = self._audit = build_audit(
+            engine=engine, clock=self.clock, audit_dir=audit_dir, checkpoint_every=config.audit_checkpoint_seconds,
+            shared_chain=config.audit_writers == "shared",
+            durability=Durability(config.audit_durability, config.audit_sync_interval),
+            on_commit=self.metrics.on_audit_commit, on_failure=self._audit_failure_hook(asyncio.get_running_loop()),
+            # Refuses (AuditTailTampered) to extend a tail that fails its check,
+            # unless the operator accepted that very first bad seq for this run.
+            accept_tampering=config.accept_audit_tampering,
         )
-        store = await self._plugin_store(engine, policy)
-        operator_cert = self._write_operator_identity(ca, store.is_revoked_serial)
-        if operator_cert is not None:
-            await store.record_certificate("operator/admin", *operator_cert)  # listable, revocable
-            await self._audit.append(
-                AuditRecord(
-                    actor="core:core",
-                    action="certificate.issue",
-                    resource="operator/admin",
-                    detail={"serial": format(operator_cert[0], "x")},
-                )
-            )
+        await parts.start("audit log", audit)
+        await self._audit_opened(audit, live.applied.overrides, rules)
+
+        registry = build_registry(
+            engine=engine, clock=self.clock, ca=ca, catalogue=catalogue, audit=audit.log,
+            core_identity=CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain),
+            trust_domain=config.trust_domain, sync_bound=config.registry_sync_bound_seconds,
+            heartbeat_interval=lambda: live.current.heartbeat_interval_seconds,
+            heartbeat_misses=config.heartbeat_misses, init_timeout=config.init_timeout_seconds,
+            leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
+            join_token_ttl_seconds=config.join_token_ttl_seconds,
+            core_endpoint=lambda: self.running.listen_address if self.running is not None else "",
+            on_heartbeat=self.metrics.on_heartbeat,
+        )
+        store = registry.store
+        await parts.start("plugin store", Hooks(on_start=lambda: self._load_plugins(store, policy)))
+        await self._issue_operator_identity(ca, store, audit)
 
         # Identity: users sign in on the bootstrap port; the chain turns their
         # bearer tokens into `user` principals. A weak token key stops start-up.
@@ -384,166 +402,81 @@ class Core:
             announce_break_glass=self._announce_break_glass,
             publish=self._publish_core_event,
         )
-
-        # Plugin configuration: secret values are sealed under the secrets key;
-        # a missing, weak or exposed key stops start-up (SECRETS_KEY_INSECURE).
-        keyring = SecretsKeyring.load(
-            environ_value=config.secrets_key, key_file=config.secrets_key_file, data_dir=config.data_dir
+        # Plugin configuration: a missing, weak or exposed secrets key stops
+        # start-up (SECRETS_KEY_INSECURE).
+        plugin_config = build_config(
+            engine=engine, clock=self.clock, secrets_key=config.secrets_key, secrets_key_file=config.secrets_key_file,
+            data_dir=config.data_dir, lookup=store.get, core_settings=CoreSettingsAdmin(override_store, live),
+            follow_interval=config.registry_sync_bound_seconds / 4,
         )
-        config_store = PluginConfigStore(engine, self.clock, keyring)
-        plugin_config = ConfigService(config_store, store.get, CoreSettingsAdmin(override_store, live))
-        # WatchMyConfig streams here hear of changes made through other replicas.
-        self._config_follower = ConfigFollower(config_store, engine, interval=config.registry_sync_bound_seconds / 4)
-
-        streams = StreamTracker()
-        parser = PeerCertificateParser(config.trust_domain)
-        authenticator = Authenticator(parser, store.is_revoked_serial)
-        recorder = AuditRecorder(self._audit)
-        limits = ConcurrencyLimits(lambda: live.current.concurrency)
-        self.metrics.watch_concurrency(limits.totals)
-        chain = build_chain(ChainDeps(
-            audit=recorder,
-            authenticator=authenticator,
-            policy_index=policy.index,
-            methods=METHODS,
-            plugin_lookup=store.get,
-            streams=streams,
-            buckets=TokenBuckets(lambda: live.current.rate_limit, self.clock),
-            concurrency=limits,
-            tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
-            on_decision=self.metrics.on_decision,
-            on_done=self.metrics.on_call_done,
-            credentials=identity.principal,
-            registry_stale=store.stale,
-        ))
-        self._connector = PluginConnector(
-            CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock
+        recorder = AuditRecorder(audit.log)
+        chain = self._chain(registry, identity.principal, policy, recorder, live)
+        gateway = build_gateway(
+            policy=policy, config=lambda: live.current.gateway, lookup=store.get, connector=registry.connector,
+            clock=self.clock, delegations=identity.delegations, on_breaker=self.metrics.on_breaker,
         )
-        self._monitor = HealthMonitor(
-            store,
-            self._connector,
-            self.clock,
-            interval=lambda: live.current.heartbeat_interval_seconds,
-            misses=config.heartbeat_misses,
-            init_timeout=config.init_timeout_seconds,
-            # This process's lifecycle leases: a new replica id per start, so a
-            # restarted replica does not resume leases it may no longer deserve.
-            leases=LifecycleLeases(
-                engine, self.clock, f"replica-{uuid.uuid4().hex}",
-                ttl=lambda: live.current.heartbeat_interval_seconds * config.heartbeat_misses,
-            ),
-            on_change=liveness_audit(self._audit),
-            on_heartbeat=self.metrics.on_heartbeat,
-        )
-        connector = self._connector
-        self._registry_sync = follow_registry(store, engine, streams)
-
-
-        async def revoked(plugin_id: str) -> None:
-            record = store.get(plugin_id)
-            if record is not None:
-                await connector.shutdown(record, "revoked")
-            await connector.forget(plugin_id)
-
-        registry = RegistryService(
-            store=store,
-            ca=ca,
-            catalogue=catalogue,
-            authenticator=authenticator,
-            monitor=self._monitor,
-            streams=streams,
-            heartbeat_interval=lambda: live.current.heartbeat_interval_seconds,
-            leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
-            on_revoked=revoked,
-            core_endpoint=lambda: self.running.listen_address if self.running is not None else "",
-        )
-        admin = AdminService(
-            store=store,
-            catalogue=catalogue,
-            streams=streams,
-            clock=self.clock,
-            token_ttl_seconds=config.join_token_ttl_seconds,
-            on_revoked=revoked,
-        )
-        lane = OperatorLane(
-            policy=policy,
-            forwarder=Forwarder(
-                config=lambda: live.current.gateway,
-                lookup=store.get,
-                connector=self._connector,
-                clock=self.clock,
-                on_breaker=self.metrics.on_breaker,
-            ),
-            lookup=store.get,
-            delegations=identity.delegations,
-        )
-        egress = EgressService(
-            plugin_lookup=store.get,
-            identify=authenticator.principal,
-            annotate=lambda _context, fields: chain_annotate(**fields),
-            config=config.egress,
-            clock=self.clock,
-            own_endpoints=endpoints_from([config.listen_address, config.bootstrap_address, config.metrics_address]),
-            environ=os.environ,
-            max_message_bytes=config.max_message_bytes,
-            plugin_secret=config_store.secret,
+        egress = build_egress(
+            config=config.egress, plugin_lookup=store.get, identify=registry.authenticator.principal,
+            annotate=lambda _context, fields: chain_annotate(**fields), clock=self.clock,
+            own_addresses=[config.listen_address, config.bootstrap_address, config.metrics_address],
+            environ=os.environ, max_message_bytes=config.max_message_bytes,
+            plugin_secret=plugin_config.store.secret,
         )
         object_store = build_object_store(
-            config=config, engine=engine, keyring=keyring, clock=self.clock, lookup=store.get,
-            identify=authenticator.principal, delegations=identity.delegations,
+            config=config, engine=engine, keyring=plugin_config.keyring, clock=self.clock, lookup=store.get,
+            identify=registry.authenticator.principal, delegations=identity.delegations,
         )
-        self._events = EventBus(
-            config=lambda: live.current.events,
-            store=open_event_store(lambda: live.current.events, config.data_dir, self.clock),
-            lookup=store.get,
-            identify=authenticator.principal,
-            audit=self._audit,
-            record_open=recorder.record_stream_open,
+        events = self._events = build_events(
+            config=lambda: live.current.events, data_dir=config.data_dir, clock=self.clock, lookup=store.get,
+            identify=registry.authenticator.principal, audit=audit.log, record_open=recorder.record_stream_open,
             metrics=self.metrics,
-            clock=self.clock,
         )
         try:
-            await self._events.start()
+            await parts.start("event bus", events)
         except Unavailable as exc:
-            await self._audit.close()
             raise Unavailable(f"event store: {exc.message}", reason=exc.reason) from None
         if self._audit_alert is not None:
-            await self._events.publish_core_event(f"alert-{self._audit_alert.alert_id}", self._audit_alert)
-        self._server, mtls_port, bootstrap_port = build_server(
+            await events.publish_core_event(f"alert-{self._audit_alert.alert_id}", self._audit_alert)
+        server = self._server = build_server(
             config=config,
             chain=chain,
             bindings=Services(
-                registry=registry,
-                plugin_admin=admin,
+                registry=registry.service,
+                plugin_admin=registry.admin,
                 health=health.aio.HealthServicer(),
-                gateway=GatewayService(lane, call_principal),
+                gateway=gateway.service,
                 egress=egress,
                 storage=object_store,
-                events=self._events,
+                events=events,
                 identity=identity,
-                config=plugin_config,
-                audit_query=AuditQueryService(engine, audit_dir),
+                config=plugin_config.service,
+                audit_query=audit.query,
                 access=AccessCatalogueService(catalogue, identity.roles),
             ).bindings(),
-            contract_proxy=ContractProxy(lane, call_principal),
+            contract_proxy=gateway.contract_proxy,
             root_pem=ca.root_pem,
             chain_pem=core_cert.chain_pem,
             key_pem=key_pem,
+            grace=lambda: self._grace,
         )
+        await parts.start("plugin connections", Hooks(on_stop=registry.connector.close))
         # Read the registry once more right before serving: start-up after the first
         # load can take longer than the sync bound, and calls would then be refused stale.
         await store.sync()
-        await self._server.start()
-        metrics_port = self.metrics.serve(config.metrics_address)
-        self._monitor.start()
-        self._registry_sync.start()
-        await self._config_follower.start()
-        live.start()
+        await parts.start("gRPC server", server)
+        metrics = _MetricsEndpoint(self.metrics, config.metrics_address)
+        await parts.start("metrics endpoint", metrics)
+        await parts.start("health monitor", Hooks(registry.monitor.start, registry.monitor.stop))
+        await parts.start("registry sync", Hooks(registry.sync.start, registry.sync.stop))
+        await parts.start("config follower", plugin_config)
+        await parts.start("runtime settings", Hooks(live.start, live.stop))
+
+        mtls_port, bootstrap_port = server.bound
         self.running = RunningCore(
             pid=os.getpid(),
             listen_address=_with_port(config.listen_address, mtls_port),
             bootstrap_address=_with_port(config.bootstrap_address, bootstrap_port),
-            metrics_address=_with_port(config.metrics_address, metrics_port),
+            metrics_address=_with_port(config.metrics_address, metrics.port),
             trust_domain=config.trust_domain,
         )
         egress.listening_on(
@@ -552,6 +485,34 @@ class Core:
         self._write_run_file(self.running)
         _log.info("core listening: mTLS %s, bootstrap %s", self.running.listen_address, self.running.bootstrap_address)
         return self.running
+
+    def _chain(
+        self,
+        registry: Registry,
+        credentials: Callable[[Mapping[str, str]], Awaitable[Principal]],
+        policy: PolicySet,
+        recorder: AuditRecorder,
+        live: LiveSettings,
+    ) -> ChainInterceptor:
+        """The interceptor chain every call passes (authn, status gate, rate
+        limit, policy, audit), its limits read from the live settings."""
+        limits = ConcurrencyLimits(lambda: live.current.concurrency)
+        self.metrics.watch_concurrency(limits.totals)
+        return build_chain(ChainDeps(
+            audit=recorder,
+            authenticator=registry.authenticator,
+            policy_index=policy.index,
+            methods=METHODS,
+            plugin_lookup=registry.store.get,
+            streams=registry.streams,
+            buckets=TokenBuckets(lambda: live.current.rate_limit, self.clock),
+            concurrency=limits,
+            tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
+            on_decision=self.metrics.on_decision,
+            on_done=self.metrics.on_call_done,
+            credentials=credentials,
+            registry_stale=registry.store.stale,
+        ))
 
     async def _publish_core_event(self, payload: Message) -> None:
         """The core's own events (identity's UserCreated/UserUpdated) go through the event bus."""
@@ -568,28 +529,17 @@ class Core:
 
     async def wait(self) -> None:
         if self._server is not None:
-            await self._server.wait_for_termination()
+            await self._server.server.wait_for_termination()
 
     async def stop(self, grace: float = 3.0) -> None:
-        """Stop serving, finish in-flight calls, write the final audit checkpoint."""
-        if self.settings is not None:
-            await self.settings.stop()
-        if self._monitor is not None:
-            await self._monitor.stop()
-        if self._registry_sync is not None:
-            await self._registry_sync.stop()
-        if self._config_follower is not None:
-            await self._config_follower.stop()
-        if self._server is not None:
-            await self._server.stop(grace)
-        if self._connector is not None:
-            await self._connector.close()
-        if self._events is not None:
-            await self._events.stop()
-        if self._audit is not None:
-            await self._audit.close()
-        self.metrics.stop()
-        run_file(self.config.data_dir).unlink(missing_ok=True)
+        """Stop the components in reverse start order (the server finishing
+        in-flight calls within `grace` seconds, the audit log writing its
+        final checkpoint), then remove the run file."""
+        self._grace = grace
+        try:
+            await self.components.stop()
+        finally:
+            run_file(self.config.data_dir).unlink(missing_ok=True)
 
 
 def run_file(data_dir: pathlib.Path) -> pathlib.Path:

@@ -76,6 +76,38 @@ class Binding:
     name: str
 
 
+class CoreServer:
+    """The built server as a component: `start` binds both ports and serves
+    (a port that cannot be bound stops the server again, so neither stays
+    bound); `stop` finishes in-flight calls within `grace()` seconds."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        ports: Sequence[tuple[str, grpc.ServerCredentials]],
+        grace: Callable[[], float],
+    ) -> None:
+        self.server = server
+        self._ports = ports
+        self._grace = grace
+        self.bound: tuple[int, ...] = ()
+        """The bound port of each address, in order, once started."""
+
+    async def start(self) -> None:
+        try:
+            self.bound = tuple(self.server.add_secure_port(address, credentials) for address, credentials in self._ports)
+        except BaseException:
+            # grpc listens on a port as it is added, and an unstarted server
+            # keeps it until it has been started and stopped.
+            await self.server.start()
+            await self.server.stop(None)
+            raise
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop(self._grace())
+
+
 def build_server(
     *,
     config: CoreConfig,
@@ -85,8 +117,10 @@ def build_server(
     root_pem: bytes,
     chain_pem: bytes,
     key_pem: bytes,
-) -> tuple[grpc.aio.Server, int, int]:
-    """Build the server and bind both ports; returns (server, mtls_port, bootstrap_port)."""
+    grace: Callable[[], float],
+) -> CoreServer:
+    """Build the server; `CoreServer.start` binds the mTLS and bootstrap
+    ports (`bound` is then (mtls_port, bootstrap_port))."""
     server = grpc.aio.server(interceptors=[chain], options=list(server_options(config)))
     for binding in bindings:
         binding.add(binding.servicer, server)
@@ -97,6 +131,4 @@ def build_server(
         [(key_pem, chain_pem)], root_certificates=root_pem, require_client_auth=True
     )
     bootstrap = grpc.ssl_server_credentials([(key_pem, chain_pem)], root_certificates=None, require_client_auth=False)
-    mtls_port = server.add_secure_port(config.listen_address, mtls)
-    bootstrap_port = server.add_secure_port(config.bootstrap_address, bootstrap)
-    return server, mtls_port, bootstrap_port
+    return CoreServer(server, [(config.listen_address, mtls), (config.bootstrap_address, bootstrap)], grace)

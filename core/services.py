@@ -56,8 +56,7 @@ from vivified.core.events import EventBus
 from vivified.core.gateway import GatewayService
 from vivified.core.identity import Identity
 from vivified.core.plugin_config import ConfigService
-from vivified.core.registry._admin_service import AdminService
-from vivified.core.registry._registry_service import RegistryService
+from vivified.core.registry import AdminService, RegistryService
 from vivified.core.server import Binding
 from vivified.core.storage import ObjectStoreService
 from vivified.core.traits import AccessCatalogueService

@@ -28,8 +28,11 @@ from vivified.core.audit._record import GENESIS_HASH, AuditRecord, StoredRecord
 from vivified.core.audit._table import audit_table
 from vivified.core.audit._tail import ACCEPT_FLAG, AuditTailTampered, TailCheck, check_tail
 from vivified.core.audit._verify import VerifyResult, tail, verify
+from vivified.core.audit._wiring import Audit, build_audit
 
 __all__ = [
+    "Audit",
+    "build_audit",
     "ACCEPT_FLAG",
     "DURABILITY_MODES",
     "MAX_SYNC_INTERVAL",

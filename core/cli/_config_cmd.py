@@ -25,8 +25,7 @@ from vivified.core.cli._settings import (
     resolved_settings,
 )
 from vivified.core.config import CoreConfig
-from vivified.core.db import DatabaseError, describe_url, plain_engine, sqlite_url
-from vivified.core.db._errors import driver_message
+from vivified.core.db import DatabaseError, describe_url, driver_message, plain_engine, sqlite_url
 from vivified.core.settings import (
     FIELDS,
     SETTINGS,

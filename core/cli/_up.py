@@ -179,10 +179,10 @@ async def run_core(config: CoreConfig) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
     core = Core(config)
-    running = await core.start()
-    print(f"vivified core ready: mTLS {running.listen_address}, bootstrap {running.bootstrap_address}", flush=True)
-    print(f"list services: {grpcurl_hint(config, running)}", flush=True)
     try:
+        running = await core.start()  # a failed start stops what it started
+        print(f"vivified core ready: mTLS {running.listen_address}, bootstrap {running.bootstrap_address}", flush=True)
+        print(f"list services: {grpcurl_hint(config, running)}", flush=True)
         await stop.wait()
     finally:
         await core.stop()

@@ -47,6 +47,7 @@ from vivified.core.egress._service import EgressService
 from vivified.core.egress._tunnel import Tunnel, TunnelAllowlist, Tunneler, parse_endpoint
 from vivified.core.egress._url import EgressUrl, parse_url, redirect_url
 from vivified.core.egress._wire import Steps
+from vivified.core.egress._wiring import build_egress
 from vivified.core.errors import DeadlineExceeded
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "TunnelGrant",
     "Tunneler",
     "UpstreamResponse",
+    "build_egress",
     "endpoints_from",
     "host_matches",
     "load_egress_config",

@@ -17,7 +17,8 @@ from vivified.core.events._store import (
     SubscriptionLag,
     Trimmed,
 )
-from vivified.core.events._types import CANONICAL_EVENT_TYPES
+from vivified.core.canonical_events import CANONICAL_EVENT_TYPES
+from vivified.core.events._wiring import build_events
 
 __all__ = [
     "CANONICAL_EVENT_TYPES",
@@ -30,5 +31,6 @@ __all__ = [
     "NewEvent",
     "SubscriptionLag",
     "Trimmed",
+    "build_events",
     "open_event_store",
 ]

@@ -18,7 +18,7 @@ from vivified.core.classification import classification_of
 from vivified.core.clock import Clock
 from vivified.core.errors import InvalidArgument, PermissionDenied
 from vivified.core.events._store import NewEvent
-from vivified.core.events._types import CANONICAL_EVENT_TYPES
+from vivified.core.canonical_events import CANONICAL_EVENT_TYPES
 from vivified.core.type_url import type_url_problem
 from vivified.events.v1.events_pb2 import Event
 from vivified.manifest.v1.manifest_pb2 import PluginManifest

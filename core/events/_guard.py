@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from vivified.core.clock import Clock
 from vivified.core.errors import Unavailable, VivifiedError
-from vivified.core.gateway._breaker import HALF_OPEN, CircuitBreakers
+from vivified.core.gateway import HALF_OPEN, CircuitBreakers
 
 T = TypeVar("T")
 

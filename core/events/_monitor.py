@@ -73,6 +73,11 @@ class BacklogMonitor:
                 _log.warning("event housekeeping skipped: %s", exc.message)
             except Exception:  # noqa: BLE001 - housekeeping must outlive one bad pass; the next may succeed
                 _log.exception("event housekeeping pass failed")
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # stop() cancelled the pass just as a store call finished, and
+                # Python 3.11's wait_for then returns the result instead of raising.
+                raise asyncio.CancelledError
             await asyncio.sleep(self._interval)
 
     async def run_once(self) -> None:

@@ -16,8 +16,7 @@ from vivified.core.contracts import ContractMethod
 from vivified.core.errors import Unavailable, VivifiedError
 from vivified.core.gateway._breaker import CircuitBreakers
 from vivified.core.gateway._bulkhead import Bulkheads
-from vivified.core.registry import ACTIVE, HEALTHY, INIT_FAILED, UNKNOWN, PluginRecord
-from vivified.core.registry._connector import PluginConnector
+from vivified.core.registry import ACTIVE, HEALTHY, INIT_FAILED, UNKNOWN, PluginConnector, PluginRecord
 
 _DOMAIN = "vivified.gateway"
 MAX_DEADLINE_CAP_SECONDS = 300.0

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 
 from vivified.core.contracts import CONTRACT_SERVICES, contract_method
-from vivified.core.events._types import CANONICAL_EVENT_TYPES
+from vivified.core.canonical_events import CANONICAL_EVENT_TYPES
 from vivified.core.manifest._config_fields import check_config_schema
 from vivified.core.manifest._credentials import check_injected_credentials
 from vivified.core.manifest._digest import reject_unknown_fields

@@ -25,15 +25,18 @@ from vivified.core.plugin_config._store import (
     PluginConfigStore,
     StoredValue,
 )
+from vivified.core.plugin_config._wiring import PluginConfig, build_config
 
 __all__ = [
     "MASK",
     "Change",
     "ConfigFollower",
     "ConfigService",
+    "PluginConfig",
     "PluginConfigStore",
     "SecretsKeyInsecure",
     "SecretsKeyring",
     "StoredValue",
+    "build_config",
     "key_id",
 ]

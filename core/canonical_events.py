@@ -1,5 +1,9 @@
 """The canonical event types the core knows: every message in
-`vivified/events/v1/canonical.proto`, by fully-qualified name."""
+`vivified/events/v1/canonical.proto`, by fully-qualified name.
+
+A module of its own (not part of `vivified.core.events`) because manifest
+validation needs the list too, and the event bus depends, through the operator
+lane's circuit breakers, on the registry, which validates manifests."""
 
 from __future__ import annotations
 
