@@ -21,6 +21,8 @@ the `vivified.common.v1.ErrorReason` names without its prefix, e.g.
     ├── ResourceExhausted         RESOURCE_EXHAUSTED
     ├── Unavailable               UNAVAILABLE
     ├── DeadlineExceeded          DEADLINE_EXCEEDED
+    ├── Aborted                   ABORTED (a concurrent write won; retry)
+    ├── DataLoss                  DATA_LOSS (stored data failed authentication)
     └── TargetError               gateway: a forwarded call's failure at its target, with the target's code
 
 Handlers raise these; the interceptor chain's error boundary turns them into
@@ -44,6 +46,7 @@ its message::
     AuditSyncFailed       audit: the group sync failed; the log refuses every later append
     ClientError           cli: an operator command's failed call, with the core's reason
     PluginProjectError    cli: `vivified up` cannot use a plugin project (a ValueError)
+    ProbeError            probe: the container health probe could not get SERVING (exit status 1)
 
 Inside the chain only: `vivified.core.chain.Denied`, a layer's refusal, which
 the error boundary records and sends; it never leaves the chain.
@@ -122,3 +125,11 @@ class Unavailable(VivifiedError):
 
 class DeadlineExceeded(VivifiedError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Aborted(VivifiedError):
+    code = grpc.StatusCode.ABORTED
+
+
+class DataLoss(VivifiedError):
+    code = grpc.StatusCode.DATA_LOSS

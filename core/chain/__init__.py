@@ -1,6 +1,6 @@
 """The core's interceptor chain: one layer per concern, composed in `_build`."""
 
-from vivified.core.chain._audit import AuditLayer, AuditRecorder
+from vivified.core.chain._audit import AuditLayer, AuditRecorder, AuditSink
 from vivified.core.chain._authn import (
     AuthenticationLayer,
     Authenticator,
@@ -38,6 +38,7 @@ from vivified.core.kinds import PrincipalKind
 __all__ = [
     "AuditLayer",
     "AuditRecorder",
+    "AuditSink",
     "AuthenticationLayer",
     "Authenticator",
     "Call",

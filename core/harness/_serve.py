@@ -19,8 +19,7 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from vivified.core.audit import AuditLog
 from vivified.core.ca import CertificateAuthority, PeerCertificateParser, new_private_key
-from vivified.core.chain import AuditRecorder, Authenticator, ChainDeps, ChainInterceptor, build_chain
-from vivified.core.chain._audit import AuditSink
+from vivified.core.chain import AuditRecorder, AuditSink, Authenticator, ChainDeps, ChainInterceptor, build_chain
 from vivified.core.policy import RuleIndex
 from vivified.core.services import METHODS
 

@@ -15,11 +15,12 @@ import json
 from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
+from vivified.core.db import metadata
 from vivified.core.storage._backend import StoredObject
 
 _BATCH = 16  # sealed records per insert: 1 MiB of content
 
-_meta = sa.MetaData()
+_meta = metadata  # the core's one schema (checked against the migrations)
 OBJECTS = sa.Table(
     "storage_objects",
     _meta,

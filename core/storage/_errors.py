@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import grpc
 from vivified.core.errors import (
+    Aborted,
+    DataLoss,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     ResourceExhausted,
-    VivifiedError,
 )
 
 DOMAIN = "vivified.storage"
 _RULE = {"rule_id": "storage-access"}
-
-
-class DataLoss(VivifiedError):
-    code = grpc.StatusCode.DATA_LOSS
-
-
-class Aborted(VivifiedError):
-    code = grpc.StatusCode.ABORTED
 
 
 def name_invalid(why: str) -> InvalidArgument:

@@ -21,6 +21,7 @@ CORE_SERVICES = {
     "grpc.health.v1.Health",
     "vivified.gateway.v1.OperatorGatewayService",
     "vivified.egress.v1.EgressProxyService",
+    "vivified.storage.v1.ObjectStoreService",
     "vivified.identity.v1.AuthService",
     "vivified.identity.v1.UserAdminService",
     "vivified.identity.v1.ApiKeyService",
