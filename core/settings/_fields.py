@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from vivified.core.settings._table import BY_KEY, SETTINGS, Setting, burst_for
+from vivified.core.settings._table import BY_KEY, SETTINGS, Setting, burst_for, flag_origin
 
 if TYPE_CHECKING:
     from vivified.core.config import CoreConfig
@@ -32,7 +32,14 @@ def field_value(config: CoreConfig, setting: Setting) -> object:
 
 
 def assignments(setting: Setting, value: Any) -> dict[str, Any]:
-    """The CoreConfig fields (dotted paths) one setting's value sets."""
+    """The CoreConfig fields (dotted paths) one setting's value sets. A value
+    outside the row's bounds is a ValueError here when it goes into a
+    component's config, named with its flag and variable since the component's
+    field has another name; CoreConfig checks its own fields (`check_fields`)."""
+    if "." in setting.field:
+        problem = setting.problem(value)
+        if problem is not None:
+            raise ValueError(f"{flag_origin(setting)} {problem}")
     fields = {setting.field: setting.build(value) if setting.build is not None else value}
     if setting.burst is not None:
         fields[setting.burst] = burst_for(float(value))

@@ -261,10 +261,12 @@ _TYPE_WORDS = {"str": "a string", "url": "a string", "secret": "a string", "int"
 
 
 def convert(setting: Setting, raw: object, where: str | None, base: pathlib.Path | None = None) -> Any:
-    """Type-check, convert and range-check one value; `where` names its origin
-    in the message (None: a flag, named with its variable). A file (`base`
-    given) types its values, so a quoted number there is refused; its relative
-    paths are taken from the file's directory."""
+    """Type-check and convert one value, and check it against the row's
+    choices; `where` names its origin in the message (None: a flag, named
+    with its variable). A file (`base` given) types its values, so a quoted
+    number there is refused; its relative paths are taken from the file's
+    directory. Bounds are checked where the value is set on a CoreConfig
+    (`_fields.assignments`, CoreConfig's own check), whatever its layer."""
     kind = setting.kind
     named = f"{where}: {setting.key}" if where is not None else flag_origin(setting)
     text = isinstance(raw, str)
@@ -292,11 +294,8 @@ def convert(setting: Setting, raw: object, where: str | None, base: pathlib.Path
             raise ValueError
     except ValueError:
         raise SettingsError(f"{named} must be {_TYPE_WORDS[kind]}, got {raw!r}") from None
-    problem = setting.problem(value)
-    if problem is not None:
-        # A URL may hold a password and a secret is one: neither is repeated in the message.
-        got = "" if kind in ("url", "secret") else f", got {value!r}"
-        raise SettingsError(f"{named} {problem}{got}")
+    if setting.choices and value not in setting.choices:
+        raise SettingsError(f"{named} must be one of {', '.join(setting.choices)}, got {value!r}")
     return value
 
 
@@ -308,7 +307,7 @@ def _path(text: str, base: pathlib.Path | None) -> pathlib.Path:
 
 
 def flag_origin(setting: Setting) -> str:
-    """How a refused flag value is named: the setting, its flag and its variable."""
+    """A setting named with its flag and variable: `call_rate (--call-rate / VIVIFIED_CALL_RATE)`."""
     names = " / ".join(n for n in (setting.flag, setting.env) if n)
     return f"{setting.key} ({names})"
 

@@ -9,15 +9,16 @@ import argparse
 import ast
 import dataclasses
 import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
 from support.processes import clean_env
 from vivified.core.cli import build_parser
-from vivified.core.cli._settings import CORE_VARIABLES
+from vivified.core.cli._settings import CORE_VARIABLES, build_core_config
 from vivified.core.config import CoreConfig
-from vivified.core.settings import SETTINGS, Setting, SettingsError, convert, field_value, resolve
+from vivified.core.settings import SETTINGS, Setting, SettingsError, field_value, flag_origin, resolve
 
 CORE = pathlib.Path(__file__).resolve().parents[3] / "core"
 # The modules that implement the settings themselves: reading a field there is not using it.
@@ -135,11 +136,16 @@ def _outside(setting: Setting) -> list[float]:
 
 
 def test_bounds_of_each_row_are_enforced_at_every_layer(tmp_path: pathlib.Path) -> None:
+    args = build_parser().parse_args(["core"])
     checked = 0
     for setting in SETTINGS:
         for value in _outside(setting):
-            with pytest.raises(SettingsError, match=f"VIVIFIED_X: {setting.key} must be"):
-                convert(setting, str(value), "VIVIFIED_X")
+            named = setting.key if "." not in setting.field else re.escape(flag_origin(setting))
+            assert setting.env is not None
+            for layer in ({setting.env: str(value)}, {}):
+                given = args if layer else build_parser().parse_args(["core", str(setting.flag), str(value)])
+                with pytest.raises(SettingsError, match=f"{named} must be"):
+                    build_core_config(resolve(given, layer, {}, None))
             if "." not in setting.field:  # a CoreConfig built directly checks the same row
                 with pytest.raises(ValueError, match=f"{setting.field} must be"):
                     CoreConfig(data_dir=tmp_path, **{setting.field: value})
