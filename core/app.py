@@ -89,6 +89,7 @@ from vivified.core.settings import (
     apply_overrides,
     read_overrides,
 )
+from vivified.core.storage import build_object_store
 from vivified.core.traits import AccessCatalogueService, TraitCatalogue
 from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SecurityAlert
 
@@ -483,6 +484,11 @@ class Core:
             own_endpoints=endpoints_from([config.listen_address, config.bootstrap_address, config.metrics_address]),
             environ=os.environ,
             max_message_bytes=config.max_message_bytes,
+            plugin_secret=config_store.secret,
+        )
+        object_store = build_object_store(
+            config=config, engine=engine, keyring=keyring, clock=self.clock, lookup=store.get,
+            identify=authenticator.principal, delegations=identity.delegations,
         )
         self._events = EventBus(
             config=lambda: live.current.events,
@@ -510,6 +516,7 @@ class Core:
                 health=health.aio.HealthServicer(),
                 gateway=GatewayService(lane, call_principal),
                 egress=egress,
+                storage=object_store,
                 events=self._events,
                 identity=identity,
                 config=plugin_config,
@@ -521,6 +528,9 @@ class Core:
             chain_pem=core_cert.chain_pem,
             key_pem=key_pem,
         )
+        # Read the registry once more right before serving: start-up after the first
+        # load can take longer than the sync bound, and calls would then be refused stale.
+        await store.sync()
         await self._server.start()
         metrics_port = self.metrics.serve(config.metrics_address)
         self._monitor.start()

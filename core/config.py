@@ -125,6 +125,14 @@ class CoreConfig:
     revoked certificates) without having read the changes other replicas
     committed: changes apply everywhere within it, and past it the replica
     refuses plugin and operator calls (REGISTRY_STALE) until it reads them."""
+    storage_backend: str = default("storage_backend")
+    """Where the object store keeps its (encrypted) objects: `directory`
+    (`<data_dir>/objects`, one core) or `database` (the core's database, for
+    several replicas on one PostgreSQL)."""
+    storage_max_object_bytes: int = default("storage_max_object_bytes")
+    """The largest object a plugin may store."""
+    storage_quota_bytes: int = default("storage_quota_bytes")
+    """The bytes of content each plugin may keep in the object store."""
     setting_sources: tuple[tuple[str, str], ...] = ()
     """(key, source) of each setting not at its built-in default: `file:<path>`,
     `env:<VARIABLE>`, `flag`, or `database (set by <actor>: <reason>)` for a

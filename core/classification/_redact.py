@@ -13,6 +13,11 @@ _REQUIRED = {
 }
 
 
+def required_trait(classification: int) -> str | None:
+    """The trait a holder needs to see data of this classification, if any."""
+    return _REQUIRED.get(options_pb2.Classification.ValueType(classification))
+
+
 def _required_trait(field: FieldDescriptor) -> str | None:
     options = field.GetOptions()
     if not options.HasExtension(options_pb2.classification):

@@ -15,6 +15,7 @@
     vivified config core list|set KEY VALUE|unset KEY|history --reason R
     vivified policy rules [--report-only] [--json] [core flags]
     vivified bench chain|invoke|events|egress
+    vivified rest config [--listen HOST:PORT] [--out DIR]   the REST bridge's Envoy configuration
     vivified --version
 
 The options of a command group (`--data-dir`, `--core`, `--json`, `-v`, ...)
@@ -38,12 +39,14 @@ from vivified.core.cli import (
     _core_settings_cmd,
     _create_plugin,
     _db_cmd,
+    _storage_cmd,
     _events_cmd,
     _operators_cmd,
     _manifest_cmd,
     _plugin_config_cmd,
     _plugins_cmd,
     _policy_cmd,
+    _rest_cmd,
     _users_cmd,
 )
 from vivified.core.cli._client import ClientError
@@ -56,8 +59,11 @@ from vivified.core.policy import PolicyError
 
 
 def _add_run_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for name, text in (("up", "run the core and every bundled plugin (development profile)"),
-                       ("core", "run the core broker alone")):
+    for name, text in (("up", "run the core and every bundled plugin (development profile); with Envoy installed, "
+                              "also the REST bridge on https://127.0.0.1:8443"),
+                       ("core", "run the core broker alone. REST for scripts and browsers in production: generate "
+                                "Envoy's configuration with `vivified rest config` and run `envoy -c` "
+                                "(deploy/envoy/README.md)")):
         cmd = sub.add_parser(name, help=text, description=text)
         add_core_flags(cmd)
         if name == "up":
@@ -73,11 +79,13 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]],
     _audit_cmd.add_parser,
     _events_cmd.add_parser,
     _db_cmd.add_parser,
+    _storage_cmd.add_parser,
     _users_cmd.add_parser,
     _config_cmd.add_parser,
     _policy_cmd.add_parser,
     _bench.add_parser,
     _create_plugin.add_parser,
+    _rest_cmd.add_parser,
 )
 
 
@@ -135,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_events_cmd.run(args, environ, out))
         elif args.command == "audit":
             code = _audit_cmd.run(args, environ, out)
+        elif args.command == "storage":
+            code = _storage_cmd.run(args, environ, out)
         elif args.command == "db":
             code = _db_cmd.run(args, environ, lambda line: print(line, flush=True))
         elif args.command == "config" and args.verb == "core":
@@ -147,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _create_plugin.run(args, out)
         elif args.command == "policy":
             code = _policy_cmd.run(args, environ, out)
+        elif args.command == "rest":
+            code = _rest_cmd.run(args, environ, out)
         else:
             code = _users_cmd.run(args, environ, out)
     except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:

@@ -1,5 +1,5 @@
-"""`vivified create-plugin NAME --contract C [--dir DIR] [--json]`: write a
-small, complete plugin project.
+"""`vivified create-plugin NAME --contract C [--lang python|node] [--dir DIR] [--json]`:
+write a small, complete plugin project (Node.js: `_create_plugin_node`).
 
 The project (in `DIR/NAME`) has a commented `manifest.yaml`, a servicer with
 every RPC of the contract answering a minimal valid response (found by
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
+from vivified.core.cli import _create_plugin_node
 from vivified.core.contracts import CONTRACT_SERVICES
 from vivified.core.errors import InvalidArgument
 from vivified.options.v1 import options_pb2
@@ -35,6 +36,7 @@ _TYPE_TRAITS = {
     "vivified.storage.v1.StoragePluginService": "storage_plugin",
     "vivified.identity.v1.IdentityPluginService": "identity_plugin",
 }
+LANGUAGES = ("python", "node")
 _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
@@ -48,6 +50,7 @@ class Project:
     package: str
     contract: str
     files: tuple[str, ...]
+    lang: str = "python"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,11 +60,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="write a new plugin project (manifest, servicer, tests) for a contract",
         description="Write a small, complete plugin project in DIR/NAME: a commented manifest.yaml, a servicer "
         "answering every RPC of the contract, a pyproject.toml depending on vivified, and tests that run it "
-        "against a real core. Then: cd DIR/NAME && python -m pytest; vivified up --plugin DIR/NAME.",
+        "against a real core. Then: cd DIR/NAME && python -m pytest; vivified up --plugin DIR/NAME. With --lang node: "
+        "a TypeScript project on sdk/nodejs instead (then: npm install && npm test).",
     )
     cmd.add_argument("name", metavar="NAME", help="plugin id: 2-63 characters of a-z, 0-9 and '-'")
     cmd.add_argument("--contract", required=True, help=f"the contract service to serve: {known}")
     cmd.add_argument("--dir", type=pathlib.Path, default=pathlib.Path("."), help="parent directory (default .)")
+    cmd.add_argument(
+        "--lang", choices=LANGUAGES, default="python",
+        help="python (default): a package run with `python -m`, tested with pytest against a real core; "
+        "node: a TypeScript project on sdk/nodejs (package.json depending on the SDK by path), tested with "
+        "`npm install && npm test` (node --test); both run with `vivified up --plugin DIR`",
+    )
     cmd.add_argument("--json", action="store_true", help="print what was written as JSON")
 
 
@@ -203,8 +213,8 @@ def _yaml_list(items: Iterable[str]) -> str:
     return "\n".join(listed) if listed else "  []"
 
 
-def render(name: str, service: ServiceDescriptor) -> dict[str, str]:
-    """{relative path: content} of the project for plugin `name` serving `service`."""
+def render(name: str, service: ServiceDescriptor, lang: str = "python") -> dict[str, str]:
+    """{relative path: content} of the project for plugin `name` serving `service` in `lang`."""
     package = name.replace("-", "_")
     module = service.file.name.removesuffix(".proto").replace("/", ".")
     proto_module, pb2 = module.rsplit(".", 1)[0], module.rsplit(".", 1)[1] + "_pb2"
@@ -216,6 +226,11 @@ def render(name: str, service: ServiceDescriptor) -> dict[str, str]:
             domain=_DOMAIN,
         )
     trait = _TYPE_TRAITS.get(service.full_name)
+    if lang == "node":
+        return _create_plugin_node.render(
+            name, service, _yaml_list([trait] if trait else []),
+            _yaml_list(f"{service.full_name}/{m.name}" for m in unary),
+        )
     values = {
         "plugin_id": name,
         "package": package,
@@ -246,7 +261,7 @@ def render(name: str, service: ServiceDescriptor) -> dict[str, str]:
     }
 
 
-def create(name: str, contract: str, parent: pathlib.Path) -> Project:
+def create(name: str, contract: str, parent: pathlib.Path, lang: str = "python") -> Project:
     """Write the project to `parent/name`; refuses a name that is not a plugin
     id and a target that already exists and is not empty."""
     if not _NAME.fullmatch(name) or "--" in name or name.endswith("-"):
@@ -257,7 +272,10 @@ def create(name: str, contract: str, parent: pathlib.Path) -> Project:
             domain=_DOMAIN,
         )
     service = resolve_contract(contract)
-    files = render(name, service)
+    if lang not in LANGUAGES:
+        raise InvalidArgument(f"--lang: {lang[:20]!r} is not one of {', '.join(LANGUAGES)}", reason="UNKNOWN_LANGUAGE",
+                              domain=_DOMAIN)
+    files = render(name, service, lang)
     target = parent / name
     if target.exists() and any(target.iterdir()):
         raise InvalidArgument(f"{target} already exists and is not empty", reason="TARGET_EXISTS", domain=_DOMAIN)
@@ -265,13 +283,13 @@ def create(name: str, contract: str, parent: pathlib.Path) -> Project:
         path = target / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content, encoding="utf-8")
-    return Project(target, name, name.replace("-", "_"), service.full_name, tuple(files))
+    return Project(target, name, name.replace("-", "_"), service.full_name, tuple(files), lang)
 
 
 def run(args: argparse.Namespace, out: list[str]) -> int:
     """Exit 0 with what was written, or 1 with the refusal's message and reason."""
     try:
-        project = create(args.name, args.contract, args.dir)
+        project = create(args.name, args.contract, args.dir, args.lang)
     except InvalidArgument as error:
         if args.json:
             out.append(json.dumps({"created": False, "reason": error.reason, "message": error.message}, indent=2))
@@ -280,10 +298,13 @@ def run(args: argparse.Namespace, out: list[str]) -> int:
     if args.json:
         out.append(json.dumps({
             "created": True, "path": str(project.path), "plugin_id": project.plugin_id, "package": project.package,
-            "contract": project.contract, "files": list(project.files),
+            "contract": project.contract, "files": list(project.files), "lang": project.lang,
         }, indent=2))
     else:
         out.append(f"created {project.path} ({project.plugin_id}, serving {project.contract})")
-        out.append(f"  test:  cd {project.path} && python -m pytest")
+        if project.lang == "node":
+            out.append(f"  test:  cd {project.path} && npm install && npm test")
+        else:
+            out.append(f"  test:  cd {project.path} && python -m pytest")
         out.append(f"  run:   vivified up --plugin {project.path}")
     return 0

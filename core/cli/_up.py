@@ -33,7 +33,7 @@ import grpc
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.app import Core, RunningCore
-from vivified.core.cli import _devmail
+from vivified.core.cli import _devmail, _rest_up
 from vivified.core.cli._client import describe, open_channel, operator_target
 from vivified.core.cli._settings import SettingsError
 from vivified.core.config import CoreConfig
@@ -73,7 +73,8 @@ def add_plugin_flag(parser: argparse.ArgumentParser) -> None:
         "--plugin", action="append", default=[], type=Path, metavar="DIR",
         help="also run the plugin project in DIR (repeatable): DIR/manifest.yaml is approved like the bundled "
         "plugins and `python -m MODULE` runs it with DIR first on PYTHONPATH, MODULE from "
-        "[tool.vivified] module in DIR/pyproject.toml (as `vivified create-plugin` writes it)",
+        "[tool.vivified] module in DIR/pyproject.toml (as `vivified create-plugin` writes it); a Node.js project "
+        "(DIR/package.json, no pyproject.toml) runs as `node <its main>`",
     )
 
 
@@ -83,6 +84,15 @@ def plugin_project(directory: Path) -> PluginSpec:
     manifest = directory / "manifest.yaml"
     if not manifest.is_file():
         raise PluginProjectError(f"--plugin {directory}: no manifest.yaml there", "PLUGIN_MANIFEST_MISSING")
+    if (directory / "package.json").is_file() and not (directory / "pyproject.toml").is_file():
+        # A Node.js project (`vivified create-plugin --lang node`): `node <package.json main>`.
+        node = node_plugin(directory, manifest)
+        if node is None:
+            raise PluginProjectError(
+                f"--plugin {directory}: a Node.js plugin project that cannot be started (the reason is logged above; "
+                "run `npm install && npm run build` there)", "PLUGIN_NODE_UNRUNNABLE",
+            )
+        return node
     try:
         with (directory / "pyproject.toml").open("rb") as handle:
             project = tomllib.load(handle)
@@ -282,6 +292,7 @@ async def run_up(config: CoreConfig, environ: Mapping[str, str], extra_plugins: 
           f"metrics http://{running.metrics_address}/metrics", flush=True)
     print(f"plugins: {', '.join(s.module.rsplit('.', 1)[-1] for s in specs) or '(none)'}", flush=True)
     print(f"list the core's services with:\n  {grpcurl_hint(config, running)}", flush=True)
+    bridge = await asyncio.to_thread(_rest_up.start_bridge, config, running)
     environ = {**os.environ, **environ}
     after_approval = None
     if sink is not None:
@@ -302,6 +313,7 @@ async def run_up(config: CoreConfig, environ: Mapping[str, str], extra_plugins: 
         await stop.wait()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        _rest_up.stop_bridge(bridge)
         await core.stop()
         if sink is not None:
             await sink.stop()

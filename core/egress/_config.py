@@ -14,6 +14,7 @@ import json
 import math
 import pathlib
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -123,6 +124,24 @@ class EgressConfig:
     """Longest life of a tunnel; a shorter timeout in the plugin's request wins."""
     tunnel_idle_seconds: float = 60.0
     """A tunnel with no bytes in either direction for this long is closed."""
+    resolve: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Host names answered from this table instead of DNS (like curl's --resolve),
+    e.g. for a private API or a test server; the addresses are still checked like
+    any resolved address (a loopback one needs an allow range)."""
+
+    def resolve_overrides(
+        self, resolver: Callable[[str, int], Awaitable[list[str]]]
+    ) -> Callable[[str, int], Awaitable[list[str]]]:
+        """`resolver`, answering the hosts of `resolve` from the table."""
+        table = dict(self.resolve)
+        if not table:
+            return resolver
+
+        async def resolve(host: str, port: int) -> list[str]:
+            fixed = table.get(host.lower().removesuffix("."))
+            return list(fixed) if fixed is not None else await resolver(host, port)
+
+        return resolve
 
     def __post_init__(self) -> None:
         for name in ("max_request_bytes", "max_response_bytes", "per_plugin_burst", "per_plugin_concurrency",
@@ -170,6 +189,23 @@ def _grant(index: int, value: Any) -> TunnelGrant:
     return TunnelGrant(**value)
 
 
+def _resolve(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(value, dict):
+        raise config_invalid("resolve must be an object of host name → list of IP addresses")
+    entries = []
+    for host, addresses in value.items():
+        name = host.lower().removesuffix(".") if isinstance(host, str) else ""
+        if not _GRANT_HOST.fullmatch(name):
+            raise config_invalid(f"resolve: {host!r} is not a host name")
+        if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) for a in addresses):
+            raise config_invalid(f"resolve: {host!r} needs a non-empty list of IP addresses")
+        try:
+            entries.append((name, tuple(str(ipaddress.ip_address(a)) for a in addresses)))
+        except ValueError as exc:
+            raise config_invalid(f"resolve: {host!r}: {exc}") from None
+    return tuple(sorted(entries))
+
+
 def parse_egress_config(data: Any) -> EgressConfig:
     """An EgressConfig from decoded JSON; raises FailedPrecondition(EGRESS_CONFIG_INVALID)."""
     if not isinstance(data, dict):
@@ -190,6 +226,8 @@ def parse_egress_config(data: Any) -> EgressConfig:
             if not isinstance(value, list):
                 raise config_invalid("tunnel_grants must be a list")
             values[key] = tuple(_grant(i, item) for i, item in enumerate(value))
+        elif key == "resolve":
+            values[key] = _resolve(value)
         elif key == "report_only_plugins":
             if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
                 raise config_invalid("report_only_plugins must be a list of plugin ids")

@@ -1,19 +1,32 @@
 """Credential injection: the core adds a secret header for a (plugin, domain),
 so the plugin never holds the secret.
 
-Values are read from the environment once, when the egress service is built,
-and kept in `Secret` objects whose repr never shows them. They are sent only
-over https: a credential is never written to a plaintext connection.
+Two sources. Operator rules (`EgressConfig.credentials`): values are read
+from the environment once, when the egress service is built, and kept in
+`Secret` objects whose repr never shows them. Manifest declarations
+(`security.injected_credentials`, `InjectedCredentials`): one exact host, a
+header, and a `secret` config key of the plugin whose value the core reads at
+each request from the plugin config store (the plugin's own config view
+masks it). Either is sent only over https, only to its host (chosen again
+for every redirect hop), and replaces a header of that name the plugin sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vivified.core.egress._allowlist import host_matches
 from vivified.core.egress._config import CredentialRule
-from vivified.core.egress._errors import config_invalid
+from vivified.core.egress._errors import config_invalid, credential_unset
+from vivified.manifest.v1.manifest_pb2 import InjectedCredential
+
+SecretReader = Callable[[str, str], Awaitable[str | None]]
+"""(plugin id, config key) → the clear value of that secret config value, or None when unset."""
+
+
+def _header_safe(value: str) -> bool:
+    return bool(value) and value.isascii() and value.isprintable()
 
 
 class Secret:
@@ -64,3 +77,33 @@ class Credentials:
             for c in self._by_plugin.get(plugin_id, ())
             if host_matches(c.domain, host)
         ]
+
+
+async def _no_secrets(plugin_id: str, key: str) -> str | None:
+    return None
+
+
+class InjectedCredentials:
+    """Headers a plugin's approved manifest has the core inject, read from its secret config."""
+
+    def __init__(self, read: SecretReader | None = None) -> None:
+        self._read = read or _no_secrets
+
+    async def headers_for(
+        self, plugin_id: str, declared: Sequence[InjectedCredential], host: str
+    ) -> list[tuple[str, str]]:
+        """(name, value) pairs for a request to exactly `host`; raises
+        FailedPrecondition(EGRESS_CREDENTIAL_UNSET) when a declared value is
+        unset or cannot be carried by a header."""
+        found = []
+        for credential in declared:
+            if credential.host.lower().removesuffix(".") != host:
+                continue
+            value = await self._read(plugin_id, credential.config_key)
+            if value is None or not _header_safe(value):
+                why = "is not set" if value is None else "has characters a header cannot carry"
+                raise credential_unset(
+                    f"the credential for {host} (config key {credential.config_key}) {why}; an administrator sets it"
+                )
+            found.append((credential.header, credential.value_prefix + value))
+        return found

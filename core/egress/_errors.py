@@ -8,7 +8,8 @@ Hierarchy (all from `vivified.core.errors`)::
     ├── ResourceExhausted   EGRESS_TOO_LARGE, RATE_LIMITED, EGRESS_BUSY
     ├── DeadlineExceeded    EGRESS_TIMEOUT; metadata `which` is connect, idle or total
     ├── Unavailable         EGRESS_UPSTREAM_FAILED; metadata `why`
-    └── FailedPrecondition  EGRESS_CONFIG_INVALID (refused at startup)
+    └── FailedPrecondition  EGRESS_CONFIG_INVALID (refused at startup),
+                            EGRESS_CREDENTIAL_UNSET (an injected credential has no value)
 
 Messages reach the plugin: they name the host or address that was refused,
 never a credential, a header value or a body.
@@ -65,3 +66,8 @@ def upstream_failed(message: str, why: str) -> Unavailable:
 
 def config_invalid(message: str) -> FailedPrecondition:
     return FailedPrecondition(f"egress config: {message}", reason="EGRESS_CONFIG_INVALID", domain=DOMAIN)
+
+
+def credential_unset(message: str) -> FailedPrecondition:
+    """A credential the manifest has the core inject has no usable value."""
+    return FailedPrecondition(message, reason="EGRESS_CREDENTIAL_UNSET", domain=DOMAIN)

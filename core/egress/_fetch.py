@@ -3,7 +3,8 @@ parsed, matched against the plugin's allowlist, resolved, address-checked and
 sent to the checked address only. Redirects are followed up to the hop limit:
 307/308 keep the method and body, 301/302/303 continue as GET without a body
 (HEAD stays HEAD); the plugin's Authorization header does not follow a
-redirect to another host, and credentials are chosen again for each host."""
+redirect to another host, and credentials are chosen again for each host
+(see `_credentials`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from vivified.core.egress._addresses import AddressPolicy, Resolver
 from vivified.core.egress._allowlist import Allowlist
 from vivified.core.egress._client import HttpClient, UpstreamResponse
 from vivified.core.egress._config import EgressConfig
-from vivified.core.egress._credentials import Credentials
+from vivified.core.egress._credentials import Credentials, InjectedCredentials
 from vivified.core.egress._errors import denied, upstream_failed
 from vivified.core.egress._headers import (
     Headers,
@@ -26,6 +27,7 @@ from vivified.core.egress._headers import (
 from vivified.core.egress._url import EgressUrl, parse_url, redirect_url
 from vivified.core.egress._wire import Steps
 from vivified.core.errors import Unavailable
+from vivified.manifest.v1.manifest_pb2 import InjectedCredential
 
 _log = logging.getLogger(__name__)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -40,6 +42,8 @@ class Caller:
     plugin_id: str
     allowlist: Allowlist
     report_only: bool = False
+    injected: tuple[InjectedCredential, ...] = ()
+    """The credentials its manifest has the core inject."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Fetcher:
         resolver: Resolver,
         client: HttpClient,
         credentials: Credentials,
+        injected: InjectedCredentials | None = None,
     ) -> None:
         self._config = config
         self.policy = policy
@@ -66,6 +71,7 @@ class Fetcher:
         self._resolver = resolver
         self._client = client
         self._credentials = credentials
+        self._injected = injected or InjectedCredentials()
 
     def _admit(self, caller: Caller, url: EgressUrl, hop: int, note: Note) -> None:
         if caller.allowlist.admits(url.host):
@@ -88,8 +94,10 @@ class Fetcher:
         # Checked, then used as is: the connection never resolves the name again.
         return self.policy.check([str(a) for a in found], url.port)
 
-    def _credential_headers(self, caller: Caller, url: EgressUrl, note: Note) -> list[tuple[str, str]]:
+    async def _credential_headers(self, caller: Caller, url: EgressUrl, note: Note) -> list[tuple[str, str]]:
         found = self._credentials.headers_for(caller.plugin_id, url.host)
+        if url.scheme == "https":
+            found += await self._injected.headers_for(caller.plugin_id, caller.injected, url.host)
         if found and url.scheme != "https":
             note(credential="withheld_plaintext")
             return []
@@ -111,7 +119,7 @@ class Fetcher:
             note(host=url.host, port=str(url.port), hops=str(hop))
             self._admit(caller, url, hop, note)
             addresses = await self._addresses(url, steps)
-            sent = with_credentials(headers, self._credential_headers(caller, url, note))
+            sent = with_credentials(headers, await self._credential_headers(caller, url, note))
             response = await self._client.send(url, addresses, method, sent, body, steps, max_body)
             note(address=response.address, status=str(response.head.status))
             location = response.head.values("location")

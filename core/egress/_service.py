@@ -6,7 +6,8 @@ record). The handler then requires the `external_service` trait, applies the
 plugin's own allowlist and limits, and adds the fetch's facts — host, port,
 resolved address, status, bytes, hops, `why` of a refusal, `would_deny` in
 report-only mode — to that record through `annotate`; never a body, a header
-value or a credential. `Connect` tunnels (see `_tunnel`) add the endpoint, the
+value or a credential (an injected one is named by its header only, as
+`credential`). `Connect` tunnels (see `_tunnel`) add the endpoint, the
 address dialled, the bytes each way and the duration, in one record written
 when the tunnel ends."""
 
@@ -35,7 +36,7 @@ from vivified.core.egress._client import (
     open_stream,
 )
 from vivified.core.egress._config import EgressConfig
-from vivified.core.egress._credentials import Credentials
+from vivified.core.egress._credentials import Credentials, InjectedCredentials, SecretReader
 from vivified.core.egress._errors import denied, request_invalid, too_large
 from vivified.core.egress._fetch import Caller, Fetcher, Outgoing
 from vivified.core.egress._headers import response_headers
@@ -68,9 +69,12 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
         own_endpoints: frozenset[tuple[IPAddress | None, int]] = frozenset(),
         environ: Mapping[str, str] | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
+        plugin_secret: SecretReader | None = None,
     ) -> None:
         """`environ` is read here, once, for credential values; `ssl_context`
-        replaces the system trust store (tests with a local CA)."""
+        replaces the system trust store (tests with a local CA);
+        `plugin_secret` reads a plugin's secret config value for the
+        credentials its manifest has the core inject (none are injected without it)."""
         self._config = config = config or EgressConfig()
         self._lookup = plugin_lookup
         self._identify = identify
@@ -81,6 +85,7 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
             concurrency=config.per_plugin_concurrency,
             clock=clock or SystemClock(),
         )
+        resolver = config.resolve_overrides(resolver)
         self._fetcher = Fetcher(
             config=config,
             policy=AddressPolicy(config.allow_ranges, config.deny_ranges, own_endpoints),
@@ -89,6 +94,7 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
                 connect_timeout=config.connect_timeout_seconds, ssl_context=ssl_context, connector=connector
             ),
             credentials=Credentials(config.credentials, environ or {}),
+            injected=InjectedCredentials(plugin_secret),
         )
         # Fetch answers in one message: keep room for the head within the gRPC limit.
         self._unary_cap = min(config.max_response_bytes, max_message_bytes - HEAD_LIMIT - 4096)
@@ -125,7 +131,10 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
             if len(self._allowlists) > 4096:
                 self._allowlists.clear()
             allowlist = self._allowlists[key] = Allowlist.from_manifest(record.manifest)
-        return Caller(record.plugin_id, allowlist, record.plugin_id in self._config.report_only_plugins)
+        return Caller(
+            record.plugin_id, allowlist, record.plugin_id in self._config.report_only_plugins,
+            tuple(record.manifest.security.injected_credentials),
+        )
 
     def _outgoing(self, request: egress_pb2.FetchRequest, context: Any) -> tuple[Outgoing, float]:
         if request.method not in METHODS:

@@ -16,6 +16,7 @@ from vivified.core.manifest._config_fields import (
     type_name,
     value_problem,
 )
+from vivified.core.manifest._credentials import injected_config_keys
 from vivified.core.manifest._digest import (
     canonical_json,
     manifest_sha256,
@@ -48,6 +49,7 @@ __all__ = [
     "RESERVED_IDS",
     "canonical_json",
     "check_config_schema",
+    "injected_config_keys",
     "load_manifest_bytes",
     "load_manifest_file",
     "manifest_sha256",

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from vivified.core.contracts import CONTRACT_SERVICES, contract_method
 from vivified.core.events._types import CANONICAL_EVENT_TYPES
 from vivified.core.manifest._config_fields import check_config_schema
+from vivified.core.manifest._credentials import check_injected_credentials
 from vivified.core.manifest._digest import reject_unknown_fields
 from vivified.core.manifest._domains import validate_allowed_domain
 from vivified.core.manifest._problem import manifest_invalid, show
@@ -255,3 +256,4 @@ def validate_manifest(
     _check_operations(manifest)
     _check_events(manifest)
     check_config_schema(manifest)
+    check_injected_credentials(manifest)

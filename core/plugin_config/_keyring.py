@@ -102,6 +102,21 @@ class SecretsKeyring:
     def primary_id(self) -> str:
         return self._primary
 
+    def has_key(self, kid: str) -> bool:
+        return kid in self._keys
+
+    def seal_bytes(self, aad: bytes, data: bytes) -> tuple[str, bytes]:
+        """(primary key id, nonce + ciphertext) of `data` bound to `aad`, for
+        other stores that keep key-encrypted data (the object store's data
+        keys); `aad` must carry that store's own domain prefix."""
+        nonce = os.urandom(12)
+        return self._primary, nonce + self._keys[self._primary].encrypt(nonce, data, aad)
+
+    def open_bytes(self, kid: str, aad: bytes, sealed: bytes) -> bytes:
+        """Raises KeyError for an unknown key id and InvalidTag when `sealed`
+        does not open under `aad`."""
+        return self._keys[kid].decrypt(sealed[:12], sealed[12:], aad)
+
     @staticmethod
     def _aad(plugin_id: str, key: str) -> bytes:
         return _AAD_PREFIX + plugin_id.encode() + b"\x00" + key.encode()

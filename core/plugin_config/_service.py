@@ -8,7 +8,9 @@ another plugin's configuration (BOLA, C4) — asking for one through the admin
 methods is refused by policy the same way whether the plugin exists or not.
 Every change is audited (the chain's record of the call carries the key and
 the reason) and kept in history; secrets are masked everywhere except in the
-owning plugin's own reads.
+owning plugin's own reads, and a secret the manifest has the core inject
+(`security.injected_credentials`) is masked in those too: only the core's
+egress lane reads it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc
 from vivified.core.chain import annotate, current_call
 from vivified.core.errors import InvalidArgument, NotFound, PermissionDenied
-from vivified.core.manifest import type_name, value_problem
+from vivified.core.manifest import injected_config_keys, type_name, value_problem
 from vivified.core.plugin_config._store import MASK, PluginConfigStore, StoredValue
 from vivified.core.registry import PluginRecord
 from vivified.core.settings import CoreSettingsAdmin
@@ -95,8 +97,10 @@ class ConfigService(config_pb2_grpc.ConfigServiceServicer):
 
     async def _values(self, record: PluginRecord, *, owner: bool) -> list[pb.ConfigValue]:
         stored = await self._store.values(record.plugin_id)
+        injected = injected_config_keys(record.manifest)
         return [
-            self._value(record.plugin_id, f, stored.get(f.name), owner=owner) for f in record.manifest.config
+            self._value(record.plugin_id, f, stored.get(f.name), owner=owner and f.name not in injected)
+            for f in record.manifest.config
         ]
 
     async def _my_config(self, record: PluginRecord) -> pb.GetMyConfigResponse:

@@ -86,6 +86,15 @@ class PluginConfigStore:
 
         return await self._run(read)
 
+    async def secret(self, plugin_id: str, key: str) -> str | None:
+        """The clear value of a sealed secret, or None when unset (or stored
+        unsealed, i.e. not as a secret). For the core's own use (egress
+        credential injection); never returned to a plugin."""
+        stored = (await self.values(plugin_id)).get(key)
+        if stored is None or stored.key_id is None:
+            return None
+        return self.keyring.open(plugin_id, key, stored.key_id, stored.value)
+
     async def set(
         self, plugin_id: str, key: str, value: str, *, secret: bool, actor: str, reason: str
     ) -> StoredValue:

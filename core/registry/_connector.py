@@ -1,7 +1,16 @@
 """Core → plugin calls over mTLS with the core's own certificate.
 
 The plugin's server certificate is verified against the core's root and the
-host name `<id>.plugin.<trust-domain>`, so only that plugin can answer."""
+host name `<id>.plugin.<trust-domain>`, so only that plugin can answer.
+
+After Init, the core checks that the plugin serves every contract its
+manifest lists, by asking its `grpc.health.v1` service for each one by name:
+both SDKs register a health status for exactly the services they added to
+the server, so a service the plugin does not serve answers NOT_FOUND
+(`NotServed`). Health rather than reflection or a descriptor sent at
+registration: it is the protocol the core already speaks to every plugin at
+Init, needs nothing more in either SDK, and is answered by the running
+server itself rather than by a list sent beside it."""
 
 from __future__ import annotations
 
@@ -16,6 +25,13 @@ from vivified.core.registry._store import PluginRecord
 from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NotServed:
+    """Init answered, but the plugin does not serve `service`, a contract its manifest lists."""
+
+    service: str
 
 
 @dataclass(frozen=True)
@@ -59,8 +75,9 @@ class PluginConnector:
         self._channels[record.plugin_id] = (record.endpoint, channel)
         return channel
 
-    async def init(self, record: PluginRecord, timeout: float) -> bool:
-        """Call Init until it answers or `timeout` passes, then check health."""
+    async def init(self, record: PluginRecord, timeout: float) -> bool | NotServed:
+        """Call Init until it answers or `timeout` passes, then check health:
+        overall, and of each contract the manifest lists (see the module docstring)."""
         channel = self.channel(record)
         lifecycle = lifecycle_pb2_grpc.PluginLifecycleServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
@@ -80,13 +97,31 @@ class PluginConnector:
                 checked: health_pb2.HealthCheckResponse = await health.Check(  # type: ignore[attr-defined]
                     health_pb2.HealthCheckRequest(), timeout=5.0
                 )
-                return checked.status == health_pb2.HealthCheckResponse.SERVING
+                if checked.status != health_pb2.HealthCheckResponse.SERVING:
+                    return False
+                return await self._contracts_served(record, health)
             except grpc.aio.AioRpcError as exc:
                 if self._clock.monotonic() + delay >= deadline:
                     _log.warning("plugin %s did not answer Init: %s", record.plugin_id, exc.code().name)
                     return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    @staticmethod
+    async def _contracts_served(record: PluginRecord, health: health_pb2_grpc.HealthStub) -> bool | NotServed:
+        for service in record.manifest.contracts:
+            try:
+                checked: health_pb2.HealthCheckResponse = await health.Check(  # type: ignore[attr-defined]
+                    health_pb2.HealthCheckRequest(service=service), timeout=5.0
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    return NotServed(service)
+                raise
+            if checked.status != health_pb2.HealthCheckResponse.SERVING:
+                _log.warning("plugin %s: contract %s is %s", record.plugin_id, service, checked.status)
+                return False
+        return True
 
     async def shutdown(self, record: PluginRecord, reason: str) -> None:
         """Ask a plugin to stop; best effort, bounded."""

@@ -4,6 +4,11 @@ The core routes nothing to a plugin before its Init succeeded. A plugin whose
 Init fails or times out is `init_failed` (shown unhealthy): heartbeats do not
 make it healthy; the core retries Init with backoff (`InitRetry`) for as long
 as that registration is active, and only a successful Init makes it healthy.
+A plugin whose Init answers but which does not serve a contract its manifest
+lists (`NotServed`) is refused: it stays `init_failed`, Init is not retried
+for that registration (the mismatch is in the plugin's code, not a moment's
+failure), one `plugin.refused` record with reason `CONTRACT_NOT_SERVED`
+names the contract, and the plugin is asked to shut down with that reason.
 A plugin initialised once that then misses `misses` heartbeat intervals
 becomes unhealthy; the core routes nothing to it until heartbeats resume.
 
@@ -36,7 +41,7 @@ from dataclasses import dataclass
 
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.clock import Clock
-from vivified.core.registry._connector import PluginConnector
+from vivified.core.registry._connector import NotServed, PluginConnector
 from vivified.core.registry._lease import LifecycleLeases
 from vivified.core.registry._store import (
     ACTIVE,
@@ -50,7 +55,9 @@ from vivified.core.registry._store import (
 )
 
 ChangeSink = Callable[[HealthChange, str], Awaitable[None]]
-"""Receives a transition this replica made and why (e.g. `missed 3 heartbeats`)."""
+"""Receives a transition this replica made and why (e.g. `missed 3 heartbeats`);
+a refusal's `why` starts with its reason (`CONTRACT_NOT_SERVED: ...`)."""
+CONTRACT_NOT_SERVED = "CONTRACT_NOT_SERVED"
 
 
 async def _ignore(change: HealthChange, why: str) -> None:
@@ -183,6 +190,9 @@ class HealthMonitor:
         if not await self._still_this_registration(record):
             return True
         await self._store.heartbeat(record.plugin_id)
+        if isinstance(ok, NotServed):
+            await self._refuse(record, ok)
+            return True
         if not ok:
             change = await self._store.set_health(record.plugin_id, INIT_FAILED, expect=[UNKNOWN])
             _log.warning("plugin %s: Init failed or timed out; unhealthy, Init is retried", record.plugin_id)
@@ -194,6 +204,16 @@ class HealthMonitor:
         if change is not None:
             await self._on_change(change, "Init answered and health SERVING")
         return True
+
+    async def _refuse(self, record: PluginRecord, missing: NotServed) -> None:
+        why = (
+            f"{CONTRACT_NOT_SERVED}: the manifest lists contract {missing.service} but the plugin does not serve it"
+            " (its health service does not know that service); nothing is routed to it"
+        )
+        _log.error("plugin %s refused: %s", record.plugin_id, why)
+        change = await self._store.set_health(record.plugin_id, INIT_FAILED, expect=[UNKNOWN, INIT_FAILED])
+        await self._on_change(change or HealthChange(record.plugin_id, record.health, INIT_FAILED), why)
+        await self._connector.shutdown(record, why)
 
     async def heartbeat(self, plugin_id: str) -> None:
         """Note a heartbeat; an unhealthy plugin that heartbeats again recovers
@@ -271,15 +291,20 @@ def liveness_audit(audit: AuditLog) -> ChangeSink:
     """A ChangeSink writing one audit record per liveness transition:
     `plugin.healthy` (first successful Init, retried or not), `plugin.unhealthy`
     (Init failed or timed out, or missed heartbeats; `to` says which:
-    `init_failed` or `unhealthy`), `plugin.recovered`."""
+    `init_failed` or `unhealthy`), `plugin.recovered`, `plugin.refused` (Init
+answered but a listed contract is not served; `reason` CONTRACT_NOT_SERVED)."""
 
     async def record(change: HealthChange, why: str) -> None:
         kind = _KINDS.get((change.before, change.after), change.after)
+        refused = why.startswith(f"{CONTRACT_NOT_SERVED}:")
         await audit.append(
             AuditRecord(
                 actor="core:core",
-                action=f"plugin.{kind}",
+                action="plugin.refused" if refused else f"plugin.{kind}",
                 resource=f"plugin/{change.plugin_id}",
+                decision="deny" if refused else "allow",
+                reason=CONTRACT_NOT_SERVED if refused else "",
+                outcome="FAILED_PRECONDITION" if refused else "OK",
                 detail={"from": change.before, "to": change.after, "why": why},
             )
         )

@@ -40,6 +40,7 @@ from vivified.core.egress import load_egress_config
 
 PROFILES = ("development", "production")
 AUDIT_WRITERS = ("single", "shared")
+STORAGE_BACKENDS = ("directory", "database")
 MAX_LEAF_TTL_SECONDS = 24 * 3600
 DEFAULT_DATA_DIR = pathlib.Path(".vivified")
 
@@ -131,7 +132,7 @@ class Setting:
 
 
 _S, _P = "SECONDS", "PER_SECOND"
-_EVENTS, _AUDIT = "event bus", "audit log"
+_EVENTS, _AUDIT, _STORAGE = "event bus", "audit log", "object store"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "path", DEFAULT_DATA_DIR, "data_dir", "keys, database and audit checkpoints",
@@ -230,6 +231,16 @@ SETTINGS: tuple[Setting, ...] = (
             "plugin status and revocations from other replicas apply here within this; past it without "
             "reading them the core refuses plugin calls", "VIVIFIED_REGISTRY_SYNC_BOUND_SECONDS",
             "--registry-sync-bound", _S, low=0.2, high=60),
+    Setting("storage_backend", "str", "directory", "storage_backend",
+            "directory: encrypted objects under <data-dir>/objects, for one core; database: in the core's database "
+            "(PostgreSQL for several replicas)", "VIVIFIED_STORAGE_BACKEND", "--storage-backend",
+            choices=STORAGE_BACKENDS, group=_STORAGE),
+    Setting("storage_max_object_bytes", "int", 64 * 1024 * 1024, "storage_max_object_bytes",
+            "the largest object a plugin may store", "VIVIFIED_STORAGE_MAX_OBJECT_BYTES", "--storage-max-object-bytes",
+            "BYTES", low=1, group=_STORAGE, default_text="67108864, 64 MiB"),
+    Setting("storage_quota_bytes", "int", 1024 * 1024 * 1024, "storage_quota_bytes",
+            "bytes of content each plugin may keep", "VIVIFIED_STORAGE_QUOTA_BYTES", "--storage-quota-bytes",
+            "BYTES", low=1, group=_STORAGE, default_text="1073741824, 1 GiB"),
     Setting("secrets_key_file", "path", None, "secrets_key_file",
             "keys sealing secret plugin config values, mode 0600; $VIVIFIED_SECRETS_KEY wins over it",
             "VIVIFIED_SECRETS_KEY_FILE", "--secrets-key-file", "FILE",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
+from vivified.egress.v1.egress_pb2 import FetchRequest, FetchResponse
 from vivified.directory.v1.directory_pb2 import GetProfileRequest, GetProfileResponse, Profile
 from vivified.events.v1.canonical_pb2 import MessageSendRequested, UserCreated
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
@@ -40,6 +41,9 @@ async def serve(settings: PluginSettings, data_dir: Path) -> None:
     async def connect(host: str, port: int, timeout: float) -> Tunnel:
         return await holder[0].connect(host, port, timeout=timeout)
 
+    async def fetch(request: FetchRequest, timeout: float) -> FetchResponse:
+        return await holder[0].fetch(request, timeout=timeout)
+
     async def publish(payload: Message, event_id: str) -> object:
         return await holder[0].publish(payload, event_id=event_id, timeout=10)
 
@@ -50,7 +54,7 @@ async def serve(settings: PluginSettings, data_dir: Path) -> None:
             raise TypeError("GetProfile answered with another type")
         return reply.profile
 
-    gateway = EmailGateway(store, connect=connect, publish=publish, lookup=lookup)
+    gateway = EmailGateway(store, connect=connect, publish=publish, lookup=lookup, fetch=fetch)
     background: list[asyncio.Task[None]] = []
 
     async def follow_config() -> None:

@@ -11,6 +11,11 @@ Three ways in, one way out:
   last attempt `EmailFailed` is published first, then the bus dead-letters.
 - A permanent failure is final at once: `EmailFailed` with the server's code.
 
+Mail leaves by the configured `transport`, read at each attempt (so a config
+change applies to the next one): SMTP through the core's tunnel (`_smtp`), or
+a JSON email API through the core's egress fetch (`_api`), whose credential
+only the core holds.
+
 `EmailSent`/`EmailFailed` carry event ids derived from the email id, so a
 redelivered event does not publish twice. Logs carry email ids and SMTP
 codes only: never an address, a subject, a body or the password."""
@@ -36,6 +41,7 @@ from vivified.events.v1.canonical_pb2 import (
     MessageSendRequested,
     UserCreated,
 )
+from vivified.plugins.email_gateway._api import Fetch, send_api
 from vivified.plugins.email_gateway._settings import DEFAULT_ACTIVATION_URL, SettingsProblem, SmtpSettings
 from vivified.plugins.email_gateway._smtp import Connect, DeliveryFailure, Mail, PermanentFailure, TemporaryFailure, send
 from vivified.plugins.email_gateway._welcome import Lookup, welcome_mail
@@ -79,10 +85,12 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         connect: Connect,
         publish: Publish,
         lookup: Lookup | None = None,
+        fetch: Fetch | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._connect = connect
+        self._fetch = fetch
         self._publish = publish
         self._lookup = lookup
         self._sleep = sleep
@@ -100,6 +108,9 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
             self._settings, self._problem = None, str(exc)
             _log.warning("email gateway not usable: %s", exc)
             return
+        if self._settings.transport == "api":
+            _log.info("email gateway configured: transport api")
+            return
         _log.info("email gateway configured: %s:%d, tls %s, auth %s", self._settings.host, self._settings.port,
                   self._settings.tls, "on" if self._settings.username else "off")
 
@@ -114,7 +125,13 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         """One SMTP attempt; records the outcome of a success or permanent failure."""
         self._store.update(mail.email_id, PROCESSING, attempted=True)
         try:
-            provider_id = await send(self._connect, self._current(), mail)
+            settings = self._current()
+            if settings.transport == "api":
+                if self._fetch is None:
+                    raise PermanentFailure("API_UNAVAILABLE", "this gateway was built without egress fetch")
+                provider_id = await send_api(self._fetch, settings, mail)
+            else:
+                provider_id = await send(self._connect, settings, mail)
         except PermanentFailure as failure:
             await self._failed(mail, failure)
             raise

@@ -1,5 +1,9 @@
-"""The gateway's SMTP settings, read from the core's plugin configuration
-(`runtime.config()` / `watch_config()`), never from the environment."""
+"""The gateway's settings, read from the core's plugin configuration
+(`runtime.config()` / `watch_config()`), never from the environment.
+
+`transport` picks how mail leaves: `smtp` (through the core's tunnel) or
+`api` (a JSON email API over HTTPS through the core's egress fetch; its
+credential, config key `api_key`, is added by the core and never readable here)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 TLS_MODES = ("auto", "starttls", "tls", "none")
+TRANSPORTS = ("smtp", "api")
 DEFAULT_ACTIVATION_URL = "https://vivified.local/activate?token={token}"
 
 
@@ -30,12 +35,24 @@ class SmtpSettings:
     retry_backoff_seconds: float = 1.0
     activation_url: str = DEFAULT_ACTIVATION_URL
     """The welcome mail's activation link; `{token}` becomes the activation token."""
+    transport: str = "smtp"
+    """`smtp` or `api`."""
+    api_url: str = ""
+    """The JSON email API's endpoint (https) in `api` mode."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, str], missing: tuple[str, ...] = ()) -> SmtpSettings:
         """Settings from a `PluginConfig`; SettingsProblem naming the first bad key."""
         if missing:
             raise SettingsProblem(f"not configured yet: {', '.join(missing)}")
+        transport = config.get("transport", "smtp")
+        if transport not in TRANSPORTS:
+            raise SettingsProblem(f"transport must be one of {', '.join(TRANSPORTS)}")
+        api_url = config.get("api_url", "")
+        if transport == "api" and not api_url.startswith("https://"):
+            raise SettingsProblem("api_url must be an https URL when transport is api")
+        if transport == "smtp" and not config.get("smtp_host"):
+            raise SettingsProblem("not configured yet: smtp_host")
         tls = config.get("smtp_tls", "auto")
         if tls not in TLS_MODES:
             raise SettingsProblem(f"smtp_tls must be one of {', '.join(TLS_MODES)}")
@@ -56,7 +73,9 @@ class SmtpSettings:
             raise SettingsProblem("activation_url must be an http(s) URL containing {token} once")
         return cls(
             activation_url=activation_url,
-            host=config["smtp_host"],
+            transport=transport,
+            api_url=api_url,
+            host=config.get("smtp_host", ""),
             port=port,
             sender=config["smtp_sender"],
             username=config.get("smtp_username", ""),

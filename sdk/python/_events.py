@@ -38,6 +38,7 @@ from typing import Self
 import grpc
 from google.protobuf.message import Message
 from vivified.events.v1 import events_pb2, events_pb2_grpc
+from vivified.sdk._conformance import ConformanceControl
 from vivified.sdk._errors import (
     ConfigurationError,
     InvalidArgumentError,
@@ -175,12 +176,14 @@ class Subscription:
     `opened()` / `wait_closed()`."""
 
     def __init__(
-        self, channel: Callable[[], grpc.aio.Channel], name: str, handlers: Mapping[type[Message], Handler]
+        self, channel: Callable[[], grpc.aio.Channel], name: str, handlers: Mapping[type[Message], Handler],
+        control: ConformanceControl | None = None,
     ) -> None:
         if not handlers:
             raise ConfigurationError("subscribe needs at least one handler", reason="NO_HANDLERS")
         self._channel = channel
         self._name = name
+        self._control = control
         self._handlers = {cls.DESCRIPTOR.full_name: (cls, handler) for cls, handler in handlers.items()}
         self._opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._deleting = False
@@ -284,6 +287,10 @@ class Subscription:
 
     async def _handle(self, delivery: events_pb2.Delivery) -> bool:
         event = delivery.event
+        if self._control is not None:
+            verdict = self._control.delivery(event.event_id, event.event_type, delivery.attempt)
+            if verdict is not None:
+                return verdict  # the conformance suite's own event (its control hook)
         if event.event_type not in self._handlers:
             _log.error("delivery %s carries %s, which this subscription has no handler for", delivery.delivery_id,
                        event.event_type)
@@ -305,8 +312,9 @@ class Subscription:
 class EventClient:
     """Publish and subscribe on the current core channel."""
 
-    def __init__(self, channel: Callable[[], grpc.aio.Channel]) -> None:
+    def __init__(self, channel: Callable[[], grpc.aio.Channel], control: ConformanceControl | None = None) -> None:
         self._channel = channel
+        self._control = control
 
     async def publish(
         self, payload: Message, *, event_id: str | None = None, timeout: float | None = None
@@ -328,4 +336,4 @@ class EventClient:
         return PublishStream(self._channel())
 
     def subscribe(self, name: str, handlers: Mapping[type[Message], Handler]) -> Subscription:
-        return Subscription(self._channel, name, handlers)
+        return Subscription(self._channel, name, handlers, self._control)

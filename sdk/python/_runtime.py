@@ -14,6 +14,7 @@ from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
 from vivified.events.v1.events_pb2 import PublishResponse
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
 from vivified.sdk._calls import PluginCaller
+from vivified.sdk._conformance import control_from
 from vivified.sdk._config import ConfigClient, PluginConfig
 from vivified.sdk._core_client import CoreClient
 from vivified.sdk._errors import SDK_DOMAIN, ConfigurationError, VivifiedSDKError, from_rpc_error
@@ -24,6 +25,7 @@ from vivified.sdk._maintenance import heartbeat_forever, renew_forever
 from vivified.sdk._manifest import load_manifest
 from vivified.sdk._server import PluginServer, host_port, reserve_port
 from vivified.sdk._settings import PluginSettings
+from vivified.sdk._storage import ObjectStoreClient
 from vivified.sdk._transport import ServerCertificates
 from vivified.sdk._tunnel import Tunnel, open_tunnel
 
@@ -84,6 +86,7 @@ class PluginRuntime:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
+        self._control = control_from(settings.conformance_control)
         self._on_shutdown = on_shutdown
         self._clock = clock
         self._sleep = sleep
@@ -177,9 +180,16 @@ class PluginRuntime:
         """Serve the durable subscription `name` in the background: each handler
         gets the payload and a `ReceivedEvent`; returning acknowledges, raising
         asks for redelivery. The types must be under `subscribes` in the manifest."""
-        subscription = EventClient(lambda: self.core_channel).subscribe(name, handlers)
+        subscription = EventClient(lambda: self.core_channel, self._control).subscribe(name, handlers)
         self._subscriptions.append(subscription)
         return subscription
+
+    @property
+    def storage(self) -> ObjectStoreClient:
+        """The core's encrypted object store: `put`, `get`, `stream`, `head`,
+        `list`, `delete` of this plugin's own objects (and `get` of objects
+        another plugin shared with it). See `vivified.sdk._storage`."""
+        return ObjectStoreClient(lambda: self.core_channel)
 
     async def fetch(self, request: egress_pb2.FetchRequest, *, timeout: float | None = None) -> egress_pb2.FetchResponse:
         """One HTTP(S) request through the core's egress proxy, to a host under
@@ -308,6 +318,8 @@ class PluginRuntime:
         self.renewals += 1
 
     async def _init(self, request: InitRequest) -> None:
+        if self._control is not None and self._control.init_held():
+            raise ConfigurationError("the conformance suite holds Init back", reason="CONFORMANCE_INIT_HELD")
         if self._on_init is not None:
             await self._on_init(request)
         for servicer in self._aware:
@@ -320,6 +332,13 @@ class PluginRuntime:
 
     async def _ready(self) -> None:
         await self._server.set_serving(True)
+        if self._control is not None:
+            # The conformance suite's error probes run once, after Init, in the background.
+            control = self._control
+            self._tasks.append(asyncio.ensure_future(control.probe_errors(
+                lambda target, request: self.call(target, request, timeout=10),
+                lambda request: self.fetch(request, timeout=10),
+            )))
 
     def _request_stop(self, reason: str, error: VivifiedSDKError | None) -> None:
         if error is not None and self.failure is None:

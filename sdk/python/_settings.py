@@ -54,6 +54,9 @@ class PluginSettings:
     data_dir: Path | None = None
     """The plugin's own directory for durable state (e.g. its SQLite file); None when
     the plugin keeps nothing. Use `require_data_dir()` to get it or a clear error."""
+    conformance_control: str = ""
+    """The conformance suite's control file (`VIVIFIED_CONFORMANCE_CONTROL`); "" (the default) turns the
+    hook off. Set only by the suite: see docs/plugin-protocol.md, "Conformance control hook"."""
 
     def __post_init__(self) -> None:
         if not self.join_token:
@@ -72,7 +75,8 @@ class PluginSettings:
 
         Required: `VIVIFIED_MANIFEST`, `VIVIFIED_JOIN_TOKEN`, `VIVIFIED_CA_FILE`.
         Optional: `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`,
-        `VIVIFIED_DATA_DIR` (the plugin's own state directory).
+        `VIVIFIED_DATA_DIR` (the plugin's own state directory), `VIVIFIED_CONFORMANCE_CONTROL`
+        (the conformance suite's control file).
         Change anything else with `dataclasses.replace`.
 
         Example::
@@ -99,6 +103,7 @@ class PluginSettings:
             bootstrap_address=optional("VIVIFIED_BOOTSTRAP_ADDRESS", DEFAULT_BOOTSTRAP_ADDRESS),
             trust_domain=optional("VIVIFIED_TRUST_DOMAIN", DEFAULT_TRUST_DOMAIN),
             data_dir=Path(environ["VIVIFIED_DATA_DIR"]) if environ.get("VIVIFIED_DATA_DIR") else None,
+            conformance_control=environ.get("VIVIFIED_CONFORMANCE_CONTROL", ""),
         )
 
     def require_data_dir(self) -> Path:

@@ -6,16 +6,18 @@ would) to talk to a plugin directly."""
 from __future__ import annotations
 
 import asyncio
+import json
 import pathlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 
-from conformance.plugins import PluginUnderTest, discover
+from conformance.plugins import PluginUnderTest, ToGenerate, discover, generated
 from support.clients import approve, operator_channel
 from support.processes import CoreProcess, clean_env, core_running, spawn, stop_process
 from support.waiting import until
@@ -26,17 +28,27 @@ from vivified.core.clock import SystemClock
 from vivified.core.manifest import load_manifest_file
 
 UNDER_TEST = discover()
+# One SQLite core with no replicas: the bound on unread registry changes (which makes a replica
+# fail closed) is widened so a loaded test machine does not refuse the suite's approvals; the
+# suite checks the plugin, not that bound.
+SYNC_BOUND = ("--registry-sync-bound", "10")
+
+
+@pytest.fixture(scope="session")
+def generated_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("generated-plugins")
 
 
 @pytest.fixture(params=UNDER_TEST, ids=[p.name for p in UNDER_TEST], scope="module")
-def under_test(request: pytest.FixtureRequest) -> PluginUnderTest:
-    return request.param  # type: ignore[no-any-return]
+def under_test(request: pytest.FixtureRequest, generated_dir: pathlib.Path) -> PluginUnderTest:
+    spec: PluginUnderTest | ToGenerate = request.param
+    return generated(spec, generated_dir) if isinstance(spec, ToGenerate) else spec
 
 
 @pytest.fixture(scope="module")
 def conformance_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess]:
     data_dir = tmp_path_factory.mktemp("conformance") / "data"
-    with core_running(data_dir, "--heartbeat-interval", "1", "--leaf-ttl", "600") as core:
+    with core_running(data_dir, *SYNC_BOUND, "--heartbeat-interval", "1", "--leaf-ttl", "600") as core:
         yield core
 
 
@@ -47,9 +59,18 @@ class RunningPlugin:
     process: object
     log_path: pathlib.Path
     token: str
+    control_path: pathlib.Path
+    """The conformance control hook's file (VIVIFIED_CONFORMANCE_CONTROL, docs/plugin-protocol.md)."""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def control(self, check: str) -> list[dict[str, Any]]:
+        """The records of one kind (`event`, `error`, `init`) the plugin appended to its control file."""
+        if not self.control_path.exists():
+            return []
+        records = [json.loads(line) for line in self.control_path.read_text().splitlines() if line.strip()]
+        return [r for r in records if r.get("check") == check]
 
 
 async def listed(core: CoreProcess, plugin_id: str) -> admin_pb.Plugin | None:
@@ -64,8 +85,13 @@ async def healthy(core: CoreProcess, plugin_id: str) -> admin_pb.Plugin | None:
     return plugin if ok else None
 
 
-async def start_plugin(core: CoreProcess, spec: PluginUnderTest, log_dir: pathlib.Path) -> RunningPlugin:
-    """Approve the manifest (fresh token), start the plugin's command, wait until the core has it healthy."""
+async def start_plugin(core: CoreProcess, spec: PluginUnderTest, log_dir: pathlib.Path, *,
+                       hold_init: bool = False) -> RunningPlugin:
+    """Approve the manifest (fresh token), start the plugin's command with the control hook on, and wait
+    until the core has it healthy (with `hold_init`, the hook refuses Init: wait only until it registered)."""
+    control_path = log_dir / f"{spec.name}-control.jsonl"
+    if hold_init:
+        control_path.with_name(control_path.name + ".hold-init").touch()
     approval = await approve(core, load_manifest_file(spec.manifest), replace=True)
     env = clean_env(
         VIVIFIED_MANIFEST=str(spec.manifest),
@@ -76,10 +102,15 @@ async def start_plugin(core: CoreProcess, spec: PluginUnderTest, log_dir: pathli
         VIVIFIED_TRUST_DOMAIN=core.trust_domain,
         # A plugin that keeps state (user_management) requires its own directory.
         VIVIFIED_DATA_DIR=str(log_dir / f"{spec.name}-data"),
+        VIVIFIED_CONFORMANCE_CONTROL=str(control_path),
+        **dict(spec.env),
     )
     log_path = log_dir / f"{spec.name}.log"
     process = spawn(spec.command, env, log_path)
-    running = RunningPlugin(spec, core, process, log_path, approval.join_token)
+    running = RunningPlugin(spec, core, process, log_path, approval.join_token, control_path)
+    if hold_init:
+        await until(lambda: running.control("init"), 30, f"{spec.name} to register and be sent Init:\n{running.log()}")
+        return running
     await until(lambda: healthy(core, spec.plugin_id), 30,
                 f"{spec.name} to register and pass Init:\n{running.log()}\n{core.log()[-3000:]}")
     return running

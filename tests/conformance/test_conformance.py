@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conformance.conftest import (
+    SYNC_BOUND,
     RunningPlugin,
     core_credentials,
     listed,
@@ -137,7 +138,7 @@ async def test_exits_cleanly_on_sigterm_within_the_deadline(plugin: RunningPlugi
 @pytest.fixture(scope="module")
 def short_ttl_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess]:
     data_dir = tmp_path_factory.mktemp("conformance-ttl") / "data"
-    with core_running(data_dir, "--heartbeat-interval", "1", "--leaf-ttl", "10") as core:
+    with core_running(data_dir, *SYNC_BOUND, "--heartbeat-interval", "1", "--leaf-ttl", "10") as core:
         yield core
 
 

@@ -1,5 +1,6 @@
 """The onboarding workflow end to end, across all three lanes, as real
-processes: a core, `user-management`, `email-gateway` and aiosmtpd.
+processes: a core, `user-management`, `email-gateway` (run by
+`vivified.sdk.testing.LocalCore`) and aiosmtpd.
 
 An administrator runs `vivified users create` → the core publishes
 UserCreated → the directory creates the profile (`invited`) → the gateway
@@ -34,11 +35,10 @@ from support.onboarding import (
     GATEWAY,
     GET_PROFILE,
     Onboarding,
-    close_world,
-    open_world,
+    onboarding_world,
     verify_audit,
 )
-from support.processes import run_cli, stop_process
+from support.processes import run_cli
 from support.users import auth_call, auth_pb
 from support.waiting import until
 from vivified.admin.v1 import event_admin_pb2, event_admin_pb2_grpc
@@ -76,11 +76,8 @@ def smtp(tmp_path: pathlib.Path) -> Iterator[SmtpServer]:
 
 @pytest_asyncio.fixture
 async def world(tmp_path: pathlib.Path, smtp: SmtpServer) -> AsyncIterator[Onboarding]:
-    running = await open_world(tmp_path, smtp, max_attempts=3)
-    try:
+    async with onboarding_world(tmp_path, smtp, max_attempts=3) as running:
         yield running
-    finally:
-        await close_world(running)
 
 
 async def test_onboarding_follows_one_trace_from_users_create_to_active(world: Onboarding) -> None:
@@ -163,9 +160,9 @@ async def test_onboarding_follows_one_trace_from_users_create_to_active(world: O
     assert token not in json.dumps([str(r.detail) for r in audit_rows(world.core)])
     print(f"onboarding: users create -> mail received and welcomed in {elapsed:.2f}s")
 
-    world.stop(GATEWAY)
-    world.stop(DIRECTORY)
-    assert stop_process(world.core.process) == 0
+    await world.stop(GATEWAY)
+    await world.stop(DIRECTORY)
+    assert await world.local.stop() == 0
     verified = verify_audit(world.core)
     assert verified.returncode == 0 and "audit log OK" in verified.stdout, verified.stdout + verified.stderr
 
@@ -210,19 +207,15 @@ async def test_smtp_down_retries_then_dead_letter_email_failed_and_onboarding_fa
 @pytest_asyncio.fixture
 async def patient_world(tmp_path: pathlib.Path, smtp: SmtpServer) -> AsyncIterator[Onboarding]:
     """Six attempts with 500 ms doubling backoff: about 15 s of redeliveries."""
-    running = await open_world(tmp_path, smtp, max_attempts=6)
-    await running.configure_gateway(retry_backoff_ms="500")
-    try:
+    async with onboarding_world(tmp_path, smtp, max_attempts=6, retry_backoff_ms="500") as running:
         yield running
-    finally:
-        await close_world(running)
 
 
 async def test_directory_crashed_the_lookup_is_unavailable_promptly_and_the_mail_goes_once_it_is_back(
     patient_world: Onboarding,
 ) -> None:
     world = patient_world
-    world.crash(DIRECTORY)
+    await world.crash(DIRECTORY)
     user_id, token = world.create_user("alan", "Alan T")
     trace = world.trace_of_creation(user_id)
 

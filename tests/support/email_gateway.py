@@ -1,13 +1,13 @@
 """Helpers for the email gateway tests (tests/plugins/email_gateway): real processes: an SMTP server (aiosmtpd on
-loopback, STARTTLS with a test CA, AUTH required), a `vivified core` whose
-egress config grants the gateway exactly that server's address, the
-`python -m vivified.plugins.email_gateway` process, and an in-process caller
-plugin that calls the gateway through the operator lane, publishes events to
-it and records the events it publishes."""
+loopback, STARTTLS with a test CA, AUTH required), and a
+`vivified.sdk.testing.LocalCore` (a `vivified core` whose egress config grants
+the gateway exactly that server's address) running the
+`python -m vivified.plugins.email_gateway` process; LocalCore's tester plugin
+calls the gateway through the operator lane, publishes events to it and
+records the events it publishes."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
 import json
@@ -15,13 +15,10 @@ import pathlib
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import pytest
-import pytest_asyncio
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
@@ -29,16 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
-from support.clients import approve, operator_channel
-from support.lane import RecordingStore, plugin_state, started_plugin, write_manifest
-from support.processes import CoreProcess, clean_env, spawn, start_core, stop_process
-from support.waiting import until
-from vivified.admin.v1 import event_admin_pb2, event_admin_pb2_grpc
-from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
-from vivified.config.v1 import config_pb2, config_pb2_grpc
-from vivified.core.manifest import load_manifest_file
-from vivified.events.v1.canonical_pb2 import EmailFailed, EmailQueued, EmailSent
-from vivified.sdk import PluginRuntime, ReceivedEvent
+from support.processes import CoreProcess, core_view
+from vivified.config.v1 import config_pb2_grpc
+from vivified.sdk.testing import LocalCore, LocalCoreOptions
 
 GATEWAY = "email-gateway"
 COMMUNICATION = "vivified.communication.v1.CommunicationPluginService"
@@ -88,8 +78,8 @@ def _authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism:
     return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
 
-def _tls(directory: pathlib.Path) -> tuple[ssl.SSLContext, str]:
-    """A server context for 127.0.0.1 from a fresh CA, and that CA's PEM."""
+def _tls(directory: pathlib.Path, *dns_names: str) -> tuple[ssl.SSLContext, str]:
+    """A server context for 127.0.0.1 (and `dns_names`) from a fresh CA, and that CA's PEM."""
     now = dt.datetime.now(dt.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smtp test CA")])
@@ -104,11 +94,11 @@ def _tls(directory: pathlib.Path) -> tuple[ssl.SSLContext, str]:
         x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
         .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                    *(x509.DNSName(n) for n in dns_names)]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "smtp.crt", directory / "smtp.key"
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
     cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
@@ -142,65 +132,96 @@ class SmtpServer:
             self._controller = None
 
 
-@dataclass
-class Observer:
-    """The caller plugin's view: events the gateway published, as delivered to it."""
+class _Caller:
+    """The LocalCore tester, spoken to like an in-process caller plugin."""
 
-    events: list[tuple[Message, ReceivedEvent]] = field(default_factory=list)
+    def __init__(self, local: LocalCore) -> None:
+        self._local = local
 
-    async def record(self, payload: Message, event: ReceivedEvent) -> None:
-        self.events.append((payload, event))
+    async def call(self, plugin_id: str, request: Message, *, timeout: float = 10.0) -> Message:
+        assert plugin_id == self._local.plugin_id
+        return await self._local.call(request, timeout=timeout)
+
+    async def publish(self, payload: Message) -> object:
+        return await self._local.publish(payload)
+
+
+class _Observer:
+    """What the gateway published, as delivered to the LocalCore tester."""
+
+    def __init__(self, local: LocalCore) -> None:
+        self._local = local
 
     def of(self, kind: type[Message], email_id: str) -> list[Any]:
-        return [p for p, _ in self.events if isinstance(p, kind) and getattr(p, "email_id", "") == email_id]
+        return [p for p in self._local.events_of(kind) if getattr(p, "email_id", "") == email_id]
 
 
 @dataclass
 class GatewayWorld:
-    core: CoreProcess
+    """The gateway process under a `LocalCore` (core process, tester plugin) and the SMTP server."""
+
+    local: LocalCore
     smtp: SmtpServer
-    caller: PluginRuntime
-    observer: Observer
-    plugin_log: pathlib.Path
-    data_dir: pathlib.Path
-    tmp: pathlib.Path
-    process: Any = None
+
+    @property
+    def core(self) -> CoreProcess:
+        return core_view(self.local)
+
+    @property
+    def caller(self) -> _Caller:
+        return _Caller(self.local)
+
+    @property
+    def observer(self) -> _Observer:
+        return _Observer(self.local)
+
+    @property
+    def plugin_log(self) -> pathlib.Path:
+        return self.local.plugin.log_path
+
+    @property
+    def data_dir(self) -> pathlib.Path:
+        return self.local.plugin.data_dir
 
     async def set_config(self, key: str, value: str) -> None:
-        async with operator_channel(self.core) as channel:
-            await config_grpc(channel).SetPluginConfigValue(
-                config_pb2.SetPluginConfigValueRequest(plugin_id=GATEWAY, key=key, value=value, reason="email test"),
-                timeout=10,
-            )
+        await self.local.set_config(key, value)
 
     async def start_gateway(self) -> None:
-        manifest_path = pathlib.Path(str(resources.files("vivified.plugins.email_gateway") / "manifest.yaml"))
-        approval = await approve(self.core, load_manifest_file(manifest_path), replace=True)
-        env = clean_env(
-            VIVIFIED_MANIFEST=str(manifest_path), VIVIFIED_JOIN_TOKEN=approval.join_token,
-            VIVIFIED_CA_FILE=str(self.core.operator_dir / "ca.crt"), VIVIFIED_CORE_ADDRESS=self.core.listen_address,
-            VIVIFIED_BOOTSTRAP_ADDRESS=self.core.bootstrap_address, VIVIFIED_TRUST_DOMAIN=self.core.trust_domain,
-            VIVIFIED_PLUGIN_DATA_DIR=str(self.data_dir),
-        )
-        self.process = spawn([sys.executable, "-m", "vivified.plugins.email_gateway"], env, self.plugin_log)
+        await self.local.plugin.start()
 
-        async def ready() -> bool:
-            state = await plugin_state(self.core, GATEWAY)
-            if not (state and state.status == admin_pb.PLUGIN_STATUS_ACTIVE
-                    and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY):
-                return False
-            async with operator_channel(self.core) as channel:
-                listed = await event_admin_pb2_grpc.EventAdminServiceStub(channel).ListSubscriptions(
-                    event_admin_pb2.ListSubscriptionsRequest(), timeout=5
-                )
-            return any(GATEWAY in s.subscription for s in listed.subscriptions)
+    async def stop_gateway(self) -> None:
+        await self.local.plugin.stop()
 
-        await until(ready, 60, f"{GATEWAY} to start and subscribe:\n{self.plugin_log.read_text(errors='replace')}")
 
-    def stop_gateway(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
+GATEWAY_COMMAND = (sys.executable, "-m", "vivified.plugins.email_gateway")
+
+
+def bundled_manifest() -> pathlib.Path:
+    return pathlib.Path(str(resources.files("vivified.plugins.email_gateway") / "manifest.yaml"))
+
+
+def smtp_config(smtp: SmtpServer) -> dict[str, str]:
+    """The gateway's config for the test SMTP server (STARTTLS, AUTH)."""
+    return {
+        "smtp_host": "127.0.0.1", "smtp_port": str(smtp.port), "smtp_sender": SENDER, "smtp_username": USERNAME,
+        "smtp_password": PASSWORD, "smtp_tls": "starttls", "smtp_ca_pem": smtp.ca_pem,
+        "max_attempts": str(MAX_ATTEMPTS), "retry_backoff_ms": "50", "smtp_timeout_seconds": "10",
+    }
+
+
+def gateway_core_options(directory: pathlib.Path, smtp: SmtpServer, egress: dict[str, Any] | None = None,
+                         core_env: dict[str, str] | None = None) -> LocalCoreOptions:
+    """A core granting email-gateway a tunnel to exactly the SMTP server's address (plus `egress`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "egress.json"
+    path.write_text(json.dumps(
+        {"tunnel_grants": [{"plugin_id": GATEWAY, "host": "127.0.0.1", "port": smtp.port}], **(egress or {})}
+    ))
+    return LocalCoreOptions(
+        extra_flags=("--heartbeat-interval", "1", "--egress-config", str(path), "--event-max-attempts",
+                     str(MAX_ATTEMPTS)),
+        core_env=core_env or {},
+    )
 
 
 def config_grpc(channel: Any) -> config_pb2_grpc.ConfigServiceStub:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 
@@ -36,6 +37,17 @@ class CoreProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def core_view(local: Any) -> CoreProcess:
+    """A `vivified.sdk.testing.LocalCore`'s core as a CoreProcess, for the helpers
+    here and in support.clients (audit rows, operator channel, CLI); it has no
+    Popen: LocalCore itself stops the process."""
+    return CoreProcess(
+        data_dir=local.data_dir, process=None,  # type: ignore[arg-type]
+        listen_address=local.listen_address, bootstrap_address=local.bootstrap_address,
+        trust_domain=local.trust_domain, log_path=local.log_path,
+    )
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -18,16 +18,18 @@ from support.processes import CoreProcess
 
 
 class ReadyLifecycle(lifecycle_pb2_grpc.PluginLifecycleServiceServicer):
-    """Init answers ready; counts the calls."""
+    """Init answers ready; counts the calls and keeps Shutdown's reasons."""
 
     def __init__(self) -> None:
         self.inits = 0
+        self.shutdowns: list[str] = []
 
     async def Init(self, request: lifecycle_pb2.InitRequest, context: Any) -> lifecycle_pb2.InitResponse:
         self.inits += 1
         return lifecycle_pb2.InitResponse(ready=True)
 
     async def Shutdown(self, request: lifecycle_pb2.ShutdownRequest, context: Any) -> lifecycle_pb2.ShutdownResponse:
+        self.shutdowns.append(request.reason)
         return lifecycle_pb2.ShutdownResponse()
 
 
@@ -39,10 +41,12 @@ def _free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def initialised_plugin(
-    registrar: CoreProcess, plugin_id: str, **overrides: Any
+    registrar: CoreProcess, plugin_id: str, *, unserved: frozenset[str] = frozenset(), **overrides: Any
 ) -> AsyncIterator[tuple[PluginIdentity, ReadyLifecycle]]:
     """Approve and register `plugin_id` through `registrar` at a loopback port,
-    then serve Init (ready) and health (SERVING) there until the block ends."""
+    then serve Init (ready) and health there until the block ends: SERVING for
+    "" and for each contract of the manifest but those in `unserved`, which
+    health does not know (as a server that does not serve them answers)."""
     manifest = manifest_message(plugin_id, **overrides)
     approval = await approve(registrar, manifest, replace=True)
     endpoint = f"127.0.0.1:{_free_port()}"
@@ -51,7 +55,8 @@ async def initialised_plugin(
     server = grpc.aio.server()
     lifecycle_pb2_grpc.add_PluginLifecycleServiceServicer_to_server(lifecycle, server)
     checker = health.aio.HealthServicer()
-    await checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    for name in ("", *(c for c in manifest.contracts if c not in unserved)):
+        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     server.add_secure_port(
         endpoint,

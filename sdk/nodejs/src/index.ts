@@ -16,6 +16,7 @@
  *       },
  *     }], settingsFromEnv(process.env));
  */
+export { ConformanceControl, CONTROL_ENV } from "./conformance.js";
 export { CoreClient, dialable } from "./core-client.js";
 export {
   ConfigurationError,
@@ -50,5 +51,8 @@ export {
   TARGET_HEADER,
 } from "./runtime.js";
 export { type CallContext, type Contract, PluginServer, type StreamHandler, type UnaryHandler } from "./server.js";
+// The protobuf-es runtime the generated types (gen/ts) are used with.
+export { type MessageInitShape, type MessageShape, create, fromBinary, toBinary } from "@bufbuild/protobuf";
+export { type TypedHandlers, methodCodec, packMessage, serviceDefinition, typedContract, unpackMessage } from "./typed.js";
 export { DEFAULT_BOOTSTRAP_ADDRESS, DEFAULT_TRUST_DOMAIN, type PluginSettings, pluginSettings, settingsFromEnv } from "./settings.js";
 export { MemoryCertificateProvider, coreName, coreSpiffeId } from "./transport.js";

@@ -12,10 +12,13 @@
  * and renews in the background. The core calls Init (running `onInit`) once
  * it admitted the plugin; health turns SERVING only then.
  */
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 
 import * as grpc from "@grpc/grpc-js";
+import type { DescMessage, DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 
+import { ConformanceControl, controlFrom } from "./conformance.js";
 import { CoreClient, unary } from "./core-client.js";
 import { ConfigurationError, SDK_DOMAIN, VivifiedError, fromServiceError } from "./errors.js";
 import { EVENT_BUS, type EventHandler, PublishStream, Subscription, envelope } from "./events.js";
@@ -25,6 +28,7 @@ import { type Message, type Protos, protosFor } from "./protos.js";
 import { type Contract, PluginServer } from "./server.js";
 import type { PluginSettings } from "./settings.js";
 import { MemoryCertificateProvider } from "./transport.js";
+import { methodCodec, packMessage } from "./typed.js";
 
 /** Reasons after which nothing the plugin does can help: the operator ended it. */
 export const FINAL_REASONS = new Set(["PLUGIN_REVOKED", "CERTIFICATE_REVOKED"]);
@@ -97,6 +101,7 @@ export class PluginRuntime {
   private started = false;
   private closedResolve!: () => void;
   private readonly closedPromise: Promise<void>;
+  private readonly control: ConformanceControl | undefined;
   private isClosed = false;
   private isInitialised = false;
   private endpointValue = "";
@@ -111,11 +116,21 @@ export class PluginRuntime {
     this.log = options.log ?? ((message) => process.stderr.write(`vivified-sdk: ${message}\n`));
     this.clock = options.clock ?? (() => new Date());
     this.protos = protosFor(settings.protoDir || undefined);
+    this.control = controlFrom(settings.conformanceControl);
     this.server = new PluginServer(this.protos, contracts, {
       init: async (request) => {
+        if (this.control?.initHeld()) throw new ConfigurationError("the conformance suite holds Init back", "CONFORMANCE_INIT_HELD");
         await this.options.onInit?.(request);
         this.isInitialised = true;
         this.log(`initialised by the core as ${request["plugin_id"]}`);
+        // The conformance suite's error probes run once, after Init, in the background.
+        const control = this.control;
+        if (control !== undefined) {
+          setImmediate(() => void control.probeErrors({
+            call: (target, requestType, message) => this.call(target, requestType, message, { timeoutSeconds: 10 }),
+            fetch: (message) => this.fetch({ ...message, timeoutSeconds: 10 }),
+          }));
+        }
       },
       shutdownRequested: (reason) => {
         this.log(`the core asked the plugin to shut down: ${reason.slice(0, 200)}`);
@@ -294,6 +309,39 @@ export class PluginRuntime {
     return this.protos.decode(responseType, reply);
   }
 
+  /**
+   * `call` on the generated types (gen/ts): the method's schema gives the path and the codecs.
+   *
+   *     import { CommunicationPluginService } from "@vivified/gen/vivified/communication/v1/communication_pb.js";
+   *     const status = await runtime.callMethod("example-echo", CommunicationPluginService.method.getMessageStatus, { messageId: "m-1" });
+   */
+  async callMethod<I extends DescMessage, O extends DescMessage>(
+    target: string,
+    method: DescMethod & { input: I; output: O },
+    request: MessageInitShape<I>,
+    options: Omit<CallOptions, "method"> = {},
+  ): Promise<MessageShape<O>> {
+    const codec = methodCodec(method);
+    const metadata = new grpc.Metadata();
+    metadata.set(TARGET_HEADER, target);
+    if (options.idempotencyKey) metadata.set(IDEMPOTENCY_HEADER, options.idempotencyKey);
+    if (options.onBehalfOf) metadata.set(DELEGATION_HEADER, options.onBehalfOf);
+    const client = this.coreClient("vivified.registry.v1.PluginRegistryService");
+    const callOptions: grpc.CallOptions = options.timeoutSeconds ? { deadline: Date.now() + options.timeoutSeconds * 1000 } : {};
+    const reply = await new Promise<Buffer>((resolve, reject) =>
+      client.makeUnaryRequest<Buffer, Buffer>(codec.path, (b) => b, (b) => b, codec.encode(request), metadata, callOptions, (err, value) =>
+        err ? reject(fromServiceError(err, this.protos)) : resolve(value!),
+      ),
+    );
+    return codec.decode(reply);
+  }
+
+  /** `publish` of a generated message (gen/ts): its schema names the event type. */
+  publishMessage<D extends DescMessage>(schema: D, payload: MessageInitShape<D>, options: { eventId?: string; timeoutSeconds?: number } = {}): Promise<Message> {
+    const event = { event_id: options.eventId ?? randomUUID().replaceAll("-", ""), event_type: schema.typeName, payload: packMessage(schema, payload) };
+    return unary(this.coreClient(EVENT_BUS), "Publish", { event }, this.protos, options);
+  }
+
   private responseTypeOf(path: string): string {
     const [, service, method] = path.split("/");
     const definition = this.protos.service(service!)[method!] as any;
@@ -317,7 +365,7 @@ export class PluginRuntime {
    * `ReceivedEvent`; returning acknowledges, throwing asks for redelivery.
    */
   subscribe(name: string, handlers: Readonly<Record<string, EventHandler>>): Subscription {
-    const subscription = new Subscription(() => this.coreClient(EVENT_BUS), this.protos, name, handlers, this.log);
+    const subscription = new Subscription(() => this.coreClient(EVENT_BUS), this.protos, name, handlers, this.log, this.control);
     this.subscriptions.push(subscription);
     return subscription;
   }

@@ -26,6 +26,8 @@ export type StreamHandler = (request: Message, context: CallContext) => AsyncIte
 export interface Contract {
   readonly service: string;
   readonly handlers: Readonly<Record<string, UnaryHandler | StreamHandler>>;
+  /** How its messages are (de)serialised; default: the plain objects of `proto/` (see `typedContract` for generated types). */
+  readonly definition?: grpc.ServiceDefinition;
 }
 
 const HEALTH = "grpc.health.v1.Health";
@@ -135,7 +137,7 @@ export class PluginServer {
     this.server = new grpc.Server({ interceptors: [coreOnlyInterceptor(trustDomain, protos)] });
     this.services = contracts.map((c) => c.service);
     for (const contract of contracts) {
-      const definition = protos.service(contract.service);
+      const definition = contract.definition ?? protos.service(contract.service);
       this.server.addService(definition, implementation(protos, definition, contract.handlers, contract.service));
     }
     let initialised: Promise<void> | undefined;

@@ -29,6 +29,8 @@ export interface PluginSettings {
   readonly connectTimeoutSeconds: number;
   /** Where `proto/` is; default: the repository this SDK lives in. */
   readonly protoDir: string;
+  /** The conformance suite's control file (`VIVIFIED_CONFORMANCE_CONTROL`); "" (default) turns the hook off (see conformance.ts). */
+  readonly conformanceControl: string;
 }
 
 export type PluginSettingsInput = Pick<PluginSettings, "manifestPath" | "joinToken" | "caFile"> &
@@ -46,6 +48,7 @@ export function pluginSettings(input: PluginSettingsInput): PluginSettings {
     shutdownGraceSeconds: 5,
     connectTimeoutSeconds: 10,
     protoDir: "",
+    conformanceControl: "",
     ...input,
   });
   if (!settings.joinToken) throw new ConfigurationError("joinToken is empty");
@@ -64,7 +67,8 @@ export function pluginSettings(input: PluginSettingsInput): PluginSettings {
 /**
  * Settings from `VIVIFIED_*` variables, the same ones the Python SDK reads.
  * Required: `VIVIFIED_MANIFEST`, `VIVIFIED_JOIN_TOKEN`, `VIVIFIED_CA_FILE`.
- * Optional: `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`, `VIVIFIED_PROTO_DIR`.
+ * Optional: `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`, `VIVIFIED_PROTO_DIR`,
+ * `VIVIFIED_CONFORMANCE_CONTROL` (the conformance suite's control file).
  *
  *     const settings = settingsFromEnv(process.env);
  */
@@ -82,6 +86,7 @@ export function settingsFromEnv(env: Record<string, string | undefined>, overrid
     coreAddress: env["VIVIFIED_CORE_ADDRESS"] || "",
     trustDomain: env["VIVIFIED_TRUST_DOMAIN"] || DEFAULT_TRUST_DOMAIN,
     protoDir: env["VIVIFIED_PROTO_DIR"] || "",
+    conformanceControl: env["VIVIFIED_CONFORMANCE_CONTROL"] || "",
     ...overrides,
   });
 }

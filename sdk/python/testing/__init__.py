@@ -34,6 +34,6 @@ Example (pytest with pytest-asyncio)::
 
 from vivified.sdk.testing._ca import Leaf, LocalCA, key_usage
 from vivified.sdk.testing._fake_core import FakeCore, Refusal
-from vivified.sdk.testing._local_core import LocalCore, LocalCoreOptions, mirror_manifest
+from vivified.sdk.testing._local_core import LocalCore, LocalCoreOptions, LocalPlugin, mirror_manifest
 
-__all__ = ["FakeCore", "Leaf", "LocalCA", "LocalCore", "LocalCoreOptions", "Refusal", "key_usage", "mirror_manifest"]
+__all__ = ["FakeCore", "Leaf", "LocalCA", "LocalCore", "LocalCoreOptions", "LocalPlugin", "Refusal", "key_usage", "mirror_manifest"]

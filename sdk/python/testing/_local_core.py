@@ -15,6 +15,14 @@ mirrors the plugin's (it `calls` everything the plugin `provides`,
 the test reaches the plugin only through the core's lanes, like other plugins
 would.
 
+The plugin under test can instead run as its own process (`command=`, e.g.
+`python -m my_plugin`, given the `VIVIFIED_*` environment the SDK's
+`PluginSettings.from_env` reads and its own data dir), which is how the
+reference plugins are tested; `core.plugin` then stops and restarts it.
+`add_plugin` runs further plugin processes beside it (each approved the same
+way), `options.extra_flags` and `options.core_env` pass flags and
+environment to the core (an egress config, a trust store).
+
 Example (pytest with pytest-asyncio)::
 
     from vivified.sdk.testing import LocalCore
@@ -24,6 +32,12 @@ Example (pytest with pytest-asyncio)::
             reply = await core.call(SendMessageRequest(message=...))   # through the core
             await core.publish(MessageSendRequested(...))               # to the plugin
             event = await core.next_event(EmailSent)                    # what it published
+
+    async def test_process(tmp_path):
+        command = (sys.executable, "-m", "my_plugin")
+        async with LocalCore(Path("manifest.yaml"), None, tmp_path, command=command) as core:
+            await core.publish(MessageSendRequested(...))
+            await core.plugin.restart()                                 # a new process, same data dir
 """
 
 from __future__ import annotations
@@ -36,14 +50,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from vivified.admin.v1 import event_admin_pb2, event_admin_pb2_grpc
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.config.v1 import config_pb2, config_pb2_grpc
@@ -73,6 +88,8 @@ class LocalCoreOptions:
     start_timeout_seconds: float = 60.0
     """How long the core and the plugin may take to be up and healthy."""
     trust_domain: str = "vivified.local"
+    core_env: Mapping[str, str] = field(default_factory=dict)
+    """More environment for the core process (e.g. `SSL_CERT_FILE` for a test upstream's CA)."""
 
 
 def _clean_environ() -> dict[str, str]:
@@ -90,11 +107,111 @@ def mirror_manifest(manifest: PluginManifest) -> PluginManifest:
     del tester.publishes[:]
     del tester.subscribes[:]
     del tester.config[:]
+    del tester.security.injected_credentials[:]  # they name config keys the tester does not have
     for method in manifest.provides:
         tester.calls.add(plugin_id=manifest.id, method=method)
     tester.publishes.extend(manifest.subscribes)
     tester.subscribes.extend(manifest.publishes)
     return tester
+
+
+class LocalPlugin:
+    """A plugin running as its own process next to a `LocalCore`: approved by the
+    operator, configured, started with the `VIVIFIED_*` environment, and
+    waited for until the core reports it healthy (and, when its manifest
+    subscribes to anything, until it has opened a subscription)."""
+
+    def __init__(
+        self,
+        core: LocalCore,
+        manifest_path: Path,
+        command: Sequence[str],
+        *,
+        config: Mapping[str, str],
+        env: Mapping[str, str],
+        data_dir: Path,
+    ) -> None:
+        self._core = core
+        self.manifest_path = Path(manifest_path)
+        self.manifest = load_manifest(self.manifest_path)
+        self._command = tuple(command)
+        self._config = dict(config)
+        self._env = dict(env)
+        self.data_dir = data_dir
+        """The plugin's own data dir (`VIVIFIED_DATA_DIR`), kept across restarts."""
+        self.log_path = data_dir.parent / f"{self.plugin_id}.log"
+        """The plugin process's combined stdout/stderr, across restarts."""
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def plugin_id(self) -> str:
+        return self.manifest.id
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    async def start(self) -> None:
+        """Approve (again: a join token is used once), set the config, spawn, wait until ready."""
+        token = await self._core._approve(self.manifest)
+        for key, value in self._config.items():
+            await self._core.set_config(key, value, plugin_id=self.plugin_id)
+        self._config.clear()  # set once; later changes are the test's own
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        info = self._core._info
+        env = {
+            **_clean_environ(),
+            "VIVIFIED_MANIFEST": str(self.manifest_path),
+            "VIVIFIED_JOIN_TOKEN": token,
+            "VIVIFIED_CA_FILE": str(self._core.data_dir / "operator" / "ca.crt"),
+            "VIVIFIED_CORE_ADDRESS": info["listen_address"],
+            "VIVIFIED_BOOTSTRAP_ADDRESS": info["bootstrap_address"],
+            "VIVIFIED_TRUST_DOMAIN": info["trust_domain"],
+            "VIVIFIED_DATA_DIR": str(self.data_dir),
+            **self._env,
+        }
+        with self.log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *self._command, stdout=log, stderr=asyncio.subprocess.STDOUT, env=env
+            )
+        deadline = time.monotonic() + self._core._options.start_timeout_seconds
+        await self._core._wait_healthy(self.plugin_id, deadline, alive=lambda: self.running, log=self.log)
+        if self.manifest.subscribes:
+            await self._core._wait_subscribed(self.plugin_id, deadline, alive=lambda: self.running, log=self.log)
+
+    async def stop(self) -> None:
+        """SIGTERM (a graceful stop), SIGKILL after 15 s."""
+        process, self._process = self._process, None
+        if process is not None:
+            await _terminate(process)
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def kill(self) -> None:
+        """SIGKILL: the plugin stays registered but stops answering (a graceful
+        stop deregisters it), as when it crashes."""
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _terminate(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), 15)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 class LocalCore:
@@ -103,14 +220,24 @@ class LocalCore:
     def __init__(
         self,
         manifest_path: Path,
-        servicers: Sequence[object] | ServicerFactory,
+        servicers: Sequence[object] | ServicerFactory | None,
         directory: Path,
         *,
         config: dict[str, str] | None = None,
         options: LocalCoreOptions = LocalCoreOptions(),
+        command: Sequence[str] | None = None,
+        plugin_env: Mapping[str, str] | None = None,
     ) -> None:
+        """Give `servicers` to run the plugin in this process, or `command` (and
+        `servicers=None`) to run it as its own process with `plugin_env` added."""
+        if (servicers is None) == (command is None):
+            raise ConfigurationError("give LocalCore either servicers or a command", reason="INVALID_ARGUMENT")
         self._manifest_path = Path(manifest_path)
         self._servicers = servicers
+        self._command = tuple(command) if command is not None else None
+        self._plugin_env = dict(plugin_env or {})
+        self._plugins: list[LocalPlugin] = []
+        self._received: list[Message] = []
         self._directory = Path(directory)
         self._config = dict(config or {})
         self._options = options
@@ -133,6 +260,56 @@ class LocalCore:
         if self._runtime is None:
             raise VivifiedSDKError("LocalCore is not running", reason="NOT_CONNECTED", domain=SDK_DOMAIN)
         return self._runtime
+
+    @property
+    def plugin(self) -> LocalPlugin:
+        """The plugin under test's process (with `command=`)."""
+        if not self._plugins or self._command is None:
+            raise VivifiedSDKError("no plugin process (LocalCore runs it in-process or is not running)",
+                                   reason="NOT_CONNECTED", domain=SDK_DOMAIN)
+        return self._plugins[0]
+
+    async def add_plugin(
+        self,
+        manifest_path: Path,
+        command: Sequence[str],
+        *,
+        config: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> LocalPlugin:
+        """Run another plugin as its own process beside the one under test
+        (stopped with the core); returns once the core reports it ready."""
+        manifest = load_manifest(Path(manifest_path))
+        plugin = LocalPlugin(self, manifest_path, command, config=config or {}, env=env or {},
+                             data_dir=self._directory / "plugins" / manifest.id)
+        self._plugins.append(plugin)
+        await plugin.start()
+        return plugin
+
+    @property
+    def trust_domain(self) -> str:
+        return self._info.get("trust_domain", self._options.trust_domain)
+
+    @property
+    def bootstrap_address(self) -> str:
+        return self._info.get("bootstrap_address", "")
+
+    @property
+    def operator_dir(self) -> Path:
+        """The operator's certificate, key and the core's CA (`ca.crt`)."""
+        return self.data_dir / "operator"
+
+    def log(self) -> str:
+        """The core's log so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def events_of(self, kind: type[Message]) -> list[Message]:
+        """Every event of type `kind` the plugin published so far, as delivered
+        to the tester (whether or not `next_event` returned it)."""
+        return [payload for payload in self._received if isinstance(payload, kind)]
 
     @property
     def plugin_id(self) -> str:
@@ -188,11 +365,13 @@ class LocalCore:
             if kind is None or isinstance(payload, kind):
                 return payload, received
 
-    async def set_config(self, key: str, value: str) -> None:
-        """Set one of the plugin's config keys as the operator."""
+    async def set_config(self, key: str, value: str, *, plugin_id: str = "") -> None:
+        """Set one of the plugin's (or another plugin's) config keys as the operator."""
         async with self.operator_channel() as channel:
             await config_pb2_grpc.ConfigServiceStub(channel).SetPluginConfigValue(
-                config_pb2.SetPluginConfigValueRequest(plugin_id=self.plugin_id, key=key, value=value, reason="test"),
+                config_pb2.SetPluginConfigValueRequest(
+                    plugin_id=plugin_id or self.plugin_id, key=key, value=value, reason="test"
+                ),
                 timeout=10,
             )
 
@@ -226,7 +405,8 @@ class LocalCore:
         ]
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                *args, stdout=log, stderr=asyncio.subprocess.STDOUT, env=_clean_environ()
+                *args, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                env={**_clean_environ(), **self._options.core_env},
             )
         deadline = time.monotonic() + self._options.start_timeout_seconds
         while not run_file.exists():
@@ -248,11 +428,26 @@ class LocalCore:
             data_dir=self._directory / "plugin-data",
             shutdown_grace_seconds=1.0,
         )
+        if self._command is not None:
+            # The tester subscribes first, so nothing the plugin publishes at start is missed.
+            await self._start_tester(base, ca_file)
+            plugin = LocalPlugin(self, self._manifest_path, self._command, config=self._config,
+                                 env=self._plugin_env, data_dir=self._directory / "plugin-data")
+            self._plugins.append(plugin)
+            await plugin.start()
+            return
         token = await self._approve(self.manifest)
         for key, value in self._config.items():
             await self.set_config(key, value)
+        if self._servicers is None:  # excluded by __init__; keeps the type narrow
+            raise ConfigurationError("no servicers", reason="INVALID_ARGUMENT")
         self._runtime = PluginRuntime(self._servicers, replace(base, join_token=token))
         await self._runtime.start()
+        await self._start_tester(base, ca_file)
+        runtime = self._runtime
+        await self._wait_healthy(self.plugin_id, deadline, alive=lambda: not runtime.closed, log=self._log_tail)
+
+    async def _start_tester(self, base: PluginSettings, ca_file: Path) -> None:
         tester_token = await self._approve(self.tester)
         tester = CoreClient(
             replace(base, join_token=tester_token, data_dir=None), ca_file.read_bytes(), self.tester, _utcnow
@@ -263,32 +458,59 @@ class LocalCore:
         if self.tester.subscribes:
             handlers = {kind: self._record for kind in _event_types(self.tester.subscribes)}
             self._subscription = EventClient(self.tester_channel).subscribe(f"{self.tester.id}-events", handlers)
-        await self._wait_healthy(deadline)
+            await self._subscription.opened()
 
     async def _record(self, payload: Message, received: ReceivedEvent) -> None:
+        self._received.append(payload)
         await self._events.put((payload, received))
 
     async def _approve(self, manifest: PluginManifest) -> str:
-        async with self.operator_channel() as channel:
-            reply = await admin_grpc.PluginAdminServiceStub(channel).ApprovePlugin(
-                admin_pb.ApprovePluginRequest(manifest=manifest, replace=True), timeout=30
-            )
-        return reply.join_token
+        # A core that has just started may still answer UNAVAILABLE (its registry not read yet).
+        deadline = time.monotonic() + self._options.start_timeout_seconds
+        while True:
+            try:
+                async with self.operator_channel() as channel:
+                    reply = await admin_grpc.PluginAdminServiceStub(channel).ApprovePlugin(
+                        admin_pb.ApprovePluginRequest(manifest=manifest, replace=True), timeout=30
+                    )
+                return reply.join_token
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.2)
 
-    async def _wait_healthy(self, deadline: float) -> None:
+    async def _wait_healthy(
+        self, plugin_id: str, deadline: float, *, alive: Callable[[], bool], log: Callable[[], str]
+    ) -> None:
         while True:
             async with self.operator_channel() as channel:
                 listed = await admin_grpc.PluginAdminServiceStub(channel).ListPlugins(
                     admin_pb.ListPluginsRequest(), timeout=10
                 )
-            plugin = next((p for p in listed.plugins if p.plugin_id == self.plugin_id), None)
+            plugin = next((p for p in listed.plugins if p.plugin_id == plugin_id), None)
             if plugin is not None and plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY:
                 return
-            if self.runtime.closed or time.monotonic() > deadline:
+            if not alive() or time.monotonic() > deadline:
                 state = "not listed" if plugin is None else admin_pb.PluginHealth.Name(plugin.health)
                 raise ConfigurationError(
-                    f"the plugin {self.plugin_id} did not become healthy ({state}); core log:\n{self._log_tail()}",
+                    f"the plugin {plugin_id} did not become healthy ({state}); log:\n{log()[-4000:]}",
                     reason="PLUGIN_NOT_HEALTHY",
+                )
+            await asyncio.sleep(0.1)
+
+    async def _wait_subscribed(
+        self, plugin_id: str, deadline: float, *, alive: Callable[[], bool], log: Callable[[], str]
+    ) -> None:
+        while True:
+            async with self.operator_channel() as channel:
+                listed = await event_admin_pb2_grpc.EventAdminServiceStub(channel).ListSubscriptions(
+                    event_admin_pb2.ListSubscriptionsRequest(), timeout=10
+                )
+            if any(s.subscription.startswith(f"{plugin_id}/") for s in listed.subscriptions):
+                return
+            if not alive() or time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"the plugin {plugin_id} did not subscribe; log:\n{log()[-4000:]}", reason="PLUGIN_NOT_HEALTHY"
                 )
             await asyncio.sleep(0.1)
 
@@ -298,25 +520,31 @@ class LocalCore:
         except OSError:
             return "(no log)"
 
+    async def stop(self) -> int | None:
+        """Stop everything now (plugins, tester, then the core with SIGTERM);
+        returns the core's exit code (0 after a clean shutdown). Leaving the
+        `async with` block does the same."""
+        process = self._process
+        await self._stop()
+        return None if process is None else process.returncode
+
     async def _stop(self) -> None:
         if self._subscription is not None:
             await self._subscription.close()
             self._subscription = None
         if self._runtime is not None:
             await self._runtime.stop("test finished")
+        for plugin in reversed(self._plugins):
+            await plugin.stop()
+        self._plugins.clear()
         if self._tester is not None:
             with contextlib.suppress(VivifiedSDKError):
                 await self._tester.deregister("test finished")
             await self._tester.close()
             self._tester = None
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 15)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        if process is not None:
+            await _terminate(process)
 
 
 def _utcnow() -> dt.datetime:

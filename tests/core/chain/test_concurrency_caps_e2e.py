@@ -92,6 +92,7 @@ async def open_watch(stub: config_grpc.ConfigServiceStub) -> tuple[grpc.aio.Unar
 CLIENT_LOST = (grpc.StatusCode.INTERNAL, "Internal error from Core")
 
 
+@pytest.mark.serial
 async def test_j2_streams_capped_per_plugin_across_connections_and_neighbour_p99_within_2x(
     tmp_path: pathlib.Path,
 ) -> None:

@@ -29,6 +29,8 @@ BOOTSTRAP = {
     "handshake_timeout_seconds",
     # How long one attempt to reach a plugin's Init keeps trying: read once at start.
     "init_timeout_seconds",
+    # Where objects live and their bounds: fixed at start (a quota changing under a running put would race it).
+    "storage_backend", "storage_max_object_bytes", "storage_quota_bytes",
     # Whether records after a clean stop are tampering: a security setting.
     "audit_writers",
     # When an audit record is durable: a security and durability setting.

@@ -127,3 +127,31 @@ def test_unusable_credential_values_refuse_startup(environ: dict[str, str]) -> N
     for value in environ.values():
         if value:
             assert value not in caught.value.message
+
+
+@pytest.mark.asyncio
+async def test_resolve_answers_listed_hosts_from_the_table_and_others_from_the_resolver(tmp_path: pathlib.Path) -> None:
+    config = load_egress_config(_write(tmp_path, {"resolve": {"API.Example.com.": ["127.0.0.1", "::1"]}}))
+    assert config.resolve == (("api.example.com", ("127.0.0.1", "::1")),)
+    asked: list[str] = []
+
+    async def dns(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["93.184.216.34"]
+
+    resolve = config.resolve_overrides(dns)
+    assert await resolve("api.example.com", 443) == ["127.0.0.1", "::1"]
+    assert await resolve("other.example.com", 443) == ["93.184.216.34"] and asked == ["other.example.com"]
+    assert EgressConfig().resolve_overrides(dns) is dns
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [([], "resolve must be an object"), ({"api.example.com": []}, "non-empty list"),
+     ({"api.example.com": ["not-an-ip"]}, "does not appear to be an IPv4 or IPv6 address"),
+     ({"bad host!": ["127.0.0.1"]}, "is not a host name")],
+)
+def test_a_bad_resolve_table_is_refused(tmp_path: pathlib.Path, value: Any, message: str) -> None:
+    with pytest.raises(FailedPrecondition) as caught:
+        load_egress_config(_write(tmp_path, {"resolve": value}))
+    assert caught.value.reason == "EGRESS_CONFIG_INVALID" and message in caught.value.message

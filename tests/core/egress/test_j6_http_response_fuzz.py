@@ -19,7 +19,7 @@ from vivified.core.egress._wire import DONE, NEED_DATA, ResponseHead, ResponsePa
 from vivified.core.errors import ResourceExhausted, Unavailable
 
 # a failing example of 70 kB makes hypothesis warn about its repr; show the failure instead
-pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+pytestmark = [pytest.mark.serial, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 URL = parse_url("https://api.example.com/x", allowed_ports=frozenset({443}))
 CAP = 64 * 1024
 UPSTREAM_FAILURES = {"bad_response", "connection_lost", "bad_encoding"}

@@ -21,6 +21,9 @@ from support.fuzz import bounded, corpus, fuzz_settings, mutated, tracing
 from vivified.core.egress import Allowlist, EgressUrl, parse_url, redirect_url
 from vivified.core.errors import InvalidArgument
 
+# Each input has a wall-clock bound: run alone, after the parallel pass (tools/test.sh).
+pytestmark = pytest.mark.serial
+
 PORTS = frozenset({443, 80, 8443})
 RANGES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.0/8"))
 ALLOWLIST = Allowlist(["api.example.com", "*.example.org"], PORTS)

@@ -59,6 +59,7 @@ async def caller(lane_core: CoreProcess, tmp_path: pathlib.Path) -> AsyncIterato
         await runtime.stop("test over")
 
 
+@pytest.mark.serial
 async def test_g2_deadline_is_capped_and_the_callee_is_cancelled(
     lane_core: CoreProcess, caller: PluginRuntime, tmp_path: pathlib.Path
 ) -> None:

@@ -35,6 +35,7 @@ async def _timed_failure(core, username: str, password: str) -> tuple[grpc.aio.A
     return err, time.perf_counter() - start
 
 
+@pytest.mark.serial
 async def test_lockout_and_mfa_throttle_survive_restart(tmp_path: pathlib.Path) -> None:
     data_dir = tmp_path / "data"
     with core_running(data_dir) as core:

@@ -17,6 +17,9 @@ from vivified.core.manifest import load_manifest_bytes, manifest_sha256, validat
 from vivified.core.traits import TraitCatalogue
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
+# Each input has a wall-clock bound: run alone, after the parallel pass (tools/test.sh).
+pytestmark = pytest.mark.serial
+
 CATALOGUE = TraitCatalogue.load_default()
 # the loader caps a manifest at 64 KiB and YAML at a node count, so no input costs much
 MAX_PEAK = 16 * 1024 * 1024

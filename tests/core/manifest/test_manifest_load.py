@@ -284,6 +284,7 @@ def test_i1_value_count_cap_is_the_same_for_json_and_yaml(as_yaml: bool) -> None
     assert f"more than {MAX_NODES} values" in refused(over).message
 
 
+@pytest.mark.serial  # a wall-clock bound: runs alone (tools/test.sh)
 def test_i1_many_values_refused_fast() -> None:
     document = b"id: [" + b"~," * 32_000 + b"]"
     start = time.perf_counter()

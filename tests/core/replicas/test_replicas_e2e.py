@@ -493,6 +493,7 @@ async def _listed_health(core: CoreProcess, plugin_id: str, health: int) -> bool
     return any(p.plugin_id == plugin_id and p.health == health for p in listed.plugins)  # type: ignore[attr-defined]
 
 
+@pytest.mark.serial
 async def test_after_kill_9_of_the_lease_holder_the_other_replica_inits_and_sweeps(
     postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,7 +34,7 @@ from vivified.identity.v1 import auth_pb2 as auth
 from vivified.registry.v1 import registry_pb2 as reg
 from google.rpc import error_details_pb2
 
-pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 
 REGISTRY = "/vivified.registry.v1.PluginRegistryService/"
 AUTH = "/vivified.identity.v1.AuthService/"

@@ -1,5 +1,7 @@
-"""The email gateway end to end: real core, the real plugin process, aiosmtpd
-on loopback with STARTTLS and AUTH, SMTP carried by the egress tunnel."""
+"""The email gateway end to end: real core, the real plugin process (both run
+by `vivified.sdk.testing.LocalCore`, whose tester plugin calls it and receives
+its events), aiosmtpd on loopback with STARTTLS and AUTH, SMTP carried by the
+egress tunnel."""
 
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ async def test_send_message_through_the_operator_lane_delivers_a_mail(world: Gat
     assert int(facts["bytes_sent"]) > len(received.data) and int(facts["bytes_received"]) > 500
     assert "duration_ms" in facts
     calls = audit_rows(world.core, action="/vivified.communication.v1.CommunicationPluginService/SendMessage")
-    assert any(r.actor == "plugin:mail-caller" and r.outcome == "OK" for r in calls)
+    assert any(r.actor == "plugin:email-gateway-tester" and r.outcome == "OK" for r in calls)
 
 
 async def test_message_send_requested_yields_email_sent_and_the_mail(world: GatewayWorld) -> None:
@@ -144,7 +146,7 @@ async def test_smtp_down_retries_then_dead_letter_and_email_failed(world: Gatewa
             async with operator_channel(world.core) as channel:
                 stub = event_admin_pb2_grpc.EventAdminServiceStub(channel)
                 listed = await stub.ListSubscriptions(event_admin_pb2.ListSubscriptionsRequest(), timeout=5)
-                name = next(s.subscription for s in listed.subscriptions if GATEWAY in s.subscription)
+                name = next(s.subscription for s in listed.subscriptions if s.subscription.startswith(f"{GATEWAY}/"))
                 letters = await stub.ListDeadLetters(
                     event_admin_pb2.ListDeadLettersRequest(subscription=name, limit=100), timeout=5
                 )
@@ -171,7 +173,7 @@ async def test_password_never_in_logs_or_audit(world: GatewayWorld) -> None:
     message_id = f"pw-{uuid.uuid4().hex[:8]}"
     assert (await send(world, message_id, "ada@example.com")).status == pb.DELIVERY_STATUS_DELIVERED
     assert world.smtp.recorder.by_id(message_id)[0].login == USERNAME  # the password was used
-    world.stop_gateway()
+    await world.stop_gateway()
     texts = {
         "plugin log": world.plugin_log.read_bytes(),
         "core log": world.core.log_path.read_bytes(),
@@ -195,13 +197,13 @@ async def test_configuration_is_followed_live_and_the_record_survives_a_restart(
 
     await until(sent_with_new_sender, 15, "the new sender to be used")
     await world.set_config("smtp_sender", SENDER)
-    world.stop_gateway()
+    await world.stop_gateway()
     await world.start_gateway()
     answer = await status(world, first)
     assert answer.status == pb.DELIVERY_STATUS_DELIVERED and answer.message_id == first
 
 
-async def test_manifest_is_valid_and_declares_tunnels_not_domains() -> None:
+async def test_manifest_is_valid_and_declares_tunnels_and_the_api_host_with_its_injected_key() -> None:
     from importlib import resources
 
     from vivified.core.manifest import load_manifest_file, validate_manifest
@@ -209,6 +211,11 @@ async def test_manifest_is_valid_and_declares_tunnels_not_domains() -> None:
 
     manifest = load_manifest_file(pathlib.Path(str(resources.files("vivified.plugins.email_gateway") / "manifest.yaml")))
     validate_manifest(manifest, TraitCatalogue.load_default())
-    assert manifest.id == GATEWAY and list(manifest.security.allowed_tunnels) and not manifest.security.allowed_domains
+    assert manifest.id == GATEWAY and list(manifest.security.allowed_tunnels)
+    # The API transport: one host, whose key the core injects from the api_key secret.
+    assert list(manifest.security.allowed_domains) == ["mail-api.example.com"]
+    [credential] = manifest.security.injected_credentials
+    assert (credential.host, credential.header, credential.config_key) == ("mail-api.example.com", "Authorization",
+                                                                           "api_key")
     assert {c.name for c in manifest.config} >= {"smtp_host", "smtp_port", "smtp_sender", "smtp_username",
                                                   "smtp_password", "smtp_tls"}

@@ -1,6 +1,6 @@
-"""The people directory as real processes: a real core, `python -m
-vivified.plugins.user_management` as its own process with its own data dir,
-and test plugins beside it. An administrator creates a person with the CLI →
+"""The people directory as real processes: a real core and `python -m
+vivified.plugins.user_management` as its own process with its own data dir
+(both run by `vivified.sdk.testing.LocalCore`), and test plugins beside it. An administrator creates a person with the CLI →
 the core publishes UserCreated → the directory creates the profile
 (`invited`), readable through the operator lane by a plugin that declares
 the call; a subscriber without handles_pii/handles_confidential gets the
@@ -11,6 +11,7 @@ refused (status, reason, one audit record); the profile survives a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -21,19 +22,17 @@ from dataclasses import dataclass
 import grpc
 import pytest
 import pytest_asyncio
-from support.clients import approve, audit_rows, error_info, operator_channel
+from support.clients import audit_rows, error_info
 from support.events import Inbox
-from support.lane import RecordingStore, plugin_state, started_plugin, write_manifest
-from support.processes import CoreProcess, clean_env, run_cli, spawn, stop_process
+from support.lane import RecordingStore, started_plugin, write_manifest
+from support.processes import CoreProcess, clean_env, core_view, run_cli, spawn
 from support.users import auth_call, auth_pb
 from support.waiting import until
-from vivified.admin.v1 import event_admin_pb2 as event_admin_pb
-from vivified.admin.v1 import event_admin_pb2_grpc as event_admin_grpc
-from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.directory.v1 import directory_pb2 as dir_pb
 from vivified.directory.v1 import directory_pb2_grpc as dir_grpc
 from vivified.events.v1.canonical_pb2 import EmailSent, UserCreated
-from vivified.sdk import PermissionDeniedError, PluginRuntime, load_manifest, target_metadata
+from vivified.sdk import PermissionDeniedError, PluginRuntime, target_metadata
+from vivified.sdk.testing import LocalCore
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.e2e]
 
@@ -41,61 +40,32 @@ MANIFEST = pathlib.Path(__file__).resolve().parents[3] / "plugins" / "user_manag
 DIRECTORY = "vivified.directory.v1.DirectoryService"
 PLUGIN = "user-management"
 PASSWORD = "CANARY-ada-first-pw-9c8b7a"
-
-
-def _start_directory(core: CoreProcess, data_dir: pathlib.Path, token: str, log: pathlib.Path) -> object:
-    env = clean_env(
-        VIVIFIED_MANIFEST=str(MANIFEST), VIVIFIED_JOIN_TOKEN=token, VIVIFIED_CA_FILE=str(core.operator_dir / "ca.crt"),
-        VIVIFIED_CORE_ADDRESS=core.listen_address, VIVIFIED_BOOTSTRAP_ADDRESS=core.bootstrap_address,
-        VIVIFIED_TRUST_DOMAIN=core.trust_domain, VIVIFIED_DATA_DIR=str(data_dir),
-        PYTHONPATH=os.pathsep.join(sys.path),
-    )
-    return spawn([sys.executable, "-m", "vivified.plugins.user_management"], env, log)
-
-
-async def _subscription_open(core: CoreProcess, name: str) -> bool:
-    async with operator_channel(core) as channel:
-        reply = await event_admin_grpc.EventAdminServiceStub(channel).ListSubscriptions(
-            event_admin_pb.ListSubscriptionsRequest(), timeout=5
-        )
-    return any(s.subscription == name for s in reply.subscriptions)
-
-
-async def _running_directory(core: CoreProcess, data_dir: pathlib.Path, log: pathlib.Path) -> object:
-    approval = await approve(core, load_manifest(MANIFEST), replace=True)
-    process = _start_directory(core, data_dir, approval.join_token, log)
-
-    async def ready() -> bool:
-        state = await plugin_state(core, PLUGIN)
-        return bool(state and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY) and await _subscription_open(
-            core, f"{PLUGIN}/people"
-        )
-
-    try:
-        await until(ready, 60, "user-management to serve and subscribe")
-    except AssertionError:
-        stop_process(process)  # type: ignore[arg-type]
-        raise AssertionError(log.read_text()) from None
-    return process
+COMMAND = (sys.executable, "-m", "vivified.plugins.user_management")
 
 
 @dataclass
 class Rig:
+    local: LocalCore
     core: CoreProcess
-    directory: object
     reader: PluginRuntime
     welcomer: PluginRuntime
     stranger: PluginRuntime
     reader_inbox: Inbox
     welcomer_inbox: Inbox
-    data_dir: pathlib.Path
-    log: pathlib.Path
 
 
 @pytest_asyncio.fixture
-async def rig(core: CoreProcess, tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
-    data_dir, log = tmp_path / "user-management", tmp_path / "user-management.log"
-    directory = await _running_directory(core, data_dir, log)
+async def rig(tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
+    """The directory as its own process under a LocalCore, and three plugins beside it."""
+    async with LocalCore(MANIFEST, None, tmp_path / "local", command=COMMAND,
+                         plugin_env={"PYTHONPATH": os.pathsep.join(sys.path)}) as local:
+        async with _beside(local, tmp_path) as running:
+            yield running
+
+
+@contextlib.asynccontextmanager
+async def _beside(local: LocalCore, tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
+    core = core_view(local)
     calls = [{"plugin_id": PLUGIN, "method": f"{DIRECTORY}/{m}"} for m in ("GetProfile", "GetOnboardingStatus")]
     # No handles_pii, no handles_confidential: sees people with their PII and token cleared.
     reader = await started_plugin(
@@ -116,13 +86,12 @@ async def rig(core: CoreProcess, tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
     reader_inbox, welcomer_inbox = Inbox(), Inbox()
     await reader.subscribe("people", {UserCreated: reader_inbox}).opened()
     await welcomer.subscribe("people", {UserCreated: welcomer_inbox}).opened()
-    running = Rig(core, directory, reader, welcomer, stranger, reader_inbox, welcomer_inbox, data_dir, log)
+    running = Rig(local, core, reader, welcomer, stranger, reader_inbox, welcomer_inbox)
     try:
         yield running
     finally:
         for runtime in (reader, welcomer, stranger):
             await runtime.stop()
-        stop_process(running.directory)  # type: ignore[arg-type]  # a test may have restarted it
 
 
 def _create(core: CoreProcess, username: str) -> dict[str, object]:
@@ -192,8 +161,7 @@ async def test_onboarding_moves_the_profile_from_invited_to_welcomed_to_active(r
     await until(lambda: _state_is(rig.reader, user_id, dir_pb.ONBOARDING_STATE_ACTIVE), 30, "active")
 
     # The profile is durable: a restarted directory (same data dir) still has it.
-    stop_process(rig.directory)  # type: ignore[arg-type]
-    rig.directory = await _running_directory(rig.core, rig.data_dir, rig.log)
+    await rig.local.plugin.restart()
     assert (await _profile(rig.reader, user_id)).onboarding_state == dir_pb.ONBOARDING_STATE_ACTIVE
 
 

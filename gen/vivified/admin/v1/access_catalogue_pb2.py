@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(vivified/admin/v1/access_catalogue.proto\x12\x11vivified.admin.v1\"\x13\n\x11ListTraitsRequest\"\xba\x01\n\tTraitInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08\x63\x61tegory\x18\x02 \x01(\tR\x08\x63\x61tegory\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x1a\n\x08requires\x18\x04 \x03(\tR\x08requires\x12\x1c\n\tconflicts\x18\x05 \x03(\tR\tconflicts\x12!\n\x0cgrantable_to\x18\x06 \x03(\tR\x0bgrantableTo\"J\n\x12ListTraitsResponse\x12\x34\n\x06traits\x18\x01 \x03(\x0b\x32\x1c.vivified.admin.v1.TraitInfoR\x06traits\"\x12\n\x10ListRolesRequest\"{\n\x08RoleInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x16\n\x06traits\x18\x03 \x03(\tR\x06traits\x12!\n\x0cmfa_required\x18\x04 \x01(\x08R\x0bmfaRequired\"F\n\x11ListRolesResponse\x12\x31\n\x05roles\x18\x01 \x03(\x0b\x32\x1b.vivified.admin.v1.RoleInfoR\x05roles2\xd5\x01\n\x16\x41\x63\x63\x65ssCatalogueService\x12^\n\nListTraits\x12$.vivified.admin.v1.ListTraitsRequest\x1a%.vivified.admin.v1.ListTraitsResponse\"\x03\x90\x02\x01\x12[\n\tListRoles\x12#.vivified.admin.v1.ListRolesRequest\x1a$.vivified.admin.v1.ListRolesResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(vivified/admin/v1/access_catalogue.proto\x12\x11vivified.admin.v1\x1a\x1cgoogle/api/annotations.proto\"\x13\n\x11ListTraitsRequest\"\xba\x01\n\tTraitInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08\x63\x61tegory\x18\x02 \x01(\tR\x08\x63\x61tegory\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x1a\n\x08requires\x18\x04 \x03(\tR\x08requires\x12\x1c\n\tconflicts\x18\x05 \x03(\tR\tconflicts\x12!\n\x0cgrantable_to\x18\x06 \x03(\tR\x0bgrantableTo\"J\n\x12ListTraitsResponse\x12\x34\n\x06traits\x18\x01 \x03(\x0b\x32\x1c.vivified.admin.v1.TraitInfoR\x06traits\"\x12\n\x10ListRolesRequest\"{\n\x08RoleInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x16\n\x06traits\x18\x03 \x03(\tR\x06traits\x12!\n\x0cmfa_required\x18\x04 \x01(\x08R\x0bmfaRequired\"F\n\x11ListRolesResponse\x12\x31\n\x05roles\x18\x01 \x03(\x0b\x32\x1b.vivified.admin.v1.RoleInfoR\x05roles2\xf8\x01\n\x16\x41\x63\x63\x65ssCatalogueService\x12p\n\nListTraits\x12$.vivified.admin.v1.ListTraitsRequest\x1a%.vivified.admin.v1.ListTraitsResponse\"\x15\x90\x02\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/traits\x12l\n\tListRoles\x12#.vivified.admin.v1.ListRolesRequest\x1a$.vivified.admin.v1.ListRolesResponse\"\x14\x90\x02\x01\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/rolesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vivified.admin.v1.access_ca
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACCESSCATALOGUESERVICE'].methods_by_name['ListTraits']._loaded_options = None
-  _globals['_ACCESSCATALOGUESERVICE'].methods_by_name['ListTraits']._serialized_options = b'\220\002\001'
+  _globals['_ACCESSCATALOGUESERVICE'].methods_by_name['ListTraits']._serialized_options = b'\220\002\001\202\323\344\223\002\014\022\n/v1/traits'
   _globals['_ACCESSCATALOGUESERVICE'].methods_by_name['ListRoles']._loaded_options = None
-  _globals['_ACCESSCATALOGUESERVICE'].methods_by_name['ListRoles']._serialized_options = b'\220\002\001'
-  _globals['_LISTTRAITSREQUEST']._serialized_start=63
-  _globals['_LISTTRAITSREQUEST']._serialized_end=82
-  _globals['_TRAITINFO']._serialized_start=85
-  _globals['_TRAITINFO']._serialized_end=271
-  _globals['_LISTTRAITSRESPONSE']._serialized_start=273
-  _globals['_LISTTRAITSRESPONSE']._serialized_end=347
-  _globals['_LISTROLESREQUEST']._serialized_start=349
-  _globals['_LISTROLESREQUEST']._serialized_end=367
-  _globals['_ROLEINFO']._serialized_start=369
-  _globals['_ROLEINFO']._serialized_end=492
-  _globals['_LISTROLESRESPONSE']._serialized_start=494
-  _globals['_LISTROLESRESPONSE']._serialized_end=564
-  _globals['_ACCESSCATALOGUESERVICE']._serialized_start=567
-  _globals['_ACCESSCATALOGUESERVICE']._serialized_end=780
+  _globals['_ACCESSCATALOGUESERVICE'].methods_by_name['ListRoles']._serialized_options = b'\220\002\001\202\323\344\223\002\013\022\t/v1/roles'
+  _globals['_LISTTRAITSREQUEST']._serialized_start=93
+  _globals['_LISTTRAITSREQUEST']._serialized_end=112
+  _globals['_TRAITINFO']._serialized_start=115
+  _globals['_TRAITINFO']._serialized_end=301
+  _globals['_LISTTRAITSRESPONSE']._serialized_start=303
+  _globals['_LISTTRAITSRESPONSE']._serialized_end=377
+  _globals['_LISTROLESREQUEST']._serialized_start=379
+  _globals['_LISTROLESREQUEST']._serialized_end=397
+  _globals['_ROLEINFO']._serialized_start=399
+  _globals['_ROLEINFO']._serialized_end=522
+  _globals['_LISTROLESRESPONSE']._serialized_start=524
+  _globals['_LISTROLESRESPONSE']._serialized_end=594
+  _globals['_ACCESSCATALOGUESERVICE']._serialized_start=597
+  _globals['_ACCESSCATALOGUESERVICE']._serialized_end=845
 # @@protoc_insertion_point(module_scope)

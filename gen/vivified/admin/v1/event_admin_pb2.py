@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from vivified.events.v1 import events_pb2 as vivified_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#vivified/admin/v1/event_admin.proto\x12\x11vivified.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fvivified/events/v1/events.proto\"\x1a\n\x18ListSubscriptionsRequest\"\x86\x01\n\x10SubscriptionInfo\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\x12\x18\n\x07pending\x18\x02 \x01(\x03R\x07pending\x12 \n\x0bundelivered\x18\x03 \x01(\x03R\x0bundelivered\x12\x12\n\x04lost\x18\x04 \x01(\x03R\x04lost\"f\n\x19ListSubscriptionsResponse\x12I\n\rsubscriptions\x18\x01 \x03(\x0b\x32#.vivified.admin.v1.SubscriptionInfoR\rsubscriptions\"R\n\x16ListDeadLettersRequest\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\"\xec\x01\n\nDeadLetter\x12$\n\x0e\x64\x65\x61\x64_letter_id\x18\x01 \x01(\tR\x0c\x64\x65\x61\x64LetterId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1a\n\x08\x61ttempts\x18\x03 \x01(\x05R\x08\x61ttempts\x12\x37\n\tdead_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x64\x65\x61\x64Time\x12/\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x19.vivified.events.v1.EventR\x05\x65vent\x12\x1a\n\x08position\x18\x06 \x01(\tR\x08position\"[\n\x17ListDeadLettersResponse\x12@\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1d.vivified.admin.v1.DeadLetterR\x0b\x64\x65\x61\x64Letters\"f\n\x18ReplayDeadLettersRequest\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\x12&\n\x0f\x64\x65\x61\x64_letter_ids\x18\x02 \x03(\tR\rdeadLetterIds\"7\n\x19ReplayDeadLettersResponse\x12\x1a\n\x08replayed\x18\x01 \x01(\x05R\x08replayed\"W\n\x19\x44\x65leteSubscriptionRequest\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"@\n\x1a\x44\x65leteSubscriptionResponse\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription2\xdf\x03\n\x11\x45ventAdminService\x12s\n\x11ListSubscriptions\x12+.vivified.admin.v1.ListSubscriptionsRequest\x1a,.vivified.admin.v1.ListSubscriptionsResponse\"\x03\x90\x02\x01\x12m\n\x0fListDeadLetters\x12).vivified.admin.v1.ListDeadLettersRequest\x1a*.vivified.admin.v1.ListDeadLettersResponse\"\x03\x90\x02\x01\x12n\n\x11ReplayDeadLetters\x12+.vivified.admin.v1.ReplayDeadLettersRequest\x1a,.vivified.admin.v1.ReplayDeadLettersResponse\x12v\n\x12\x44\x65leteSubscription\x12,.vivified.admin.v1.DeleteSubscriptionRequest\x1a-.vivified.admin.v1.DeleteSubscriptionResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#vivified/admin/v1/event_admin.proto\x12\x11vivified.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fvivified/events/v1/events.proto\"\x1a\n\x18ListSubscriptionsRequest\"\x86\x01\n\x10SubscriptionInfo\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\x12\x18\n\x07pending\x18\x02 \x01(\x03R\x07pending\x12 \n\x0bundelivered\x18\x03 \x01(\x03R\x0bundelivered\x12\x12\n\x04lost\x18\x04 \x01(\x03R\x04lost\"f\n\x19ListSubscriptionsResponse\x12I\n\rsubscriptions\x18\x01 \x03(\x0b\x32#.vivified.admin.v1.SubscriptionInfoR\rsubscriptions\"R\n\x16ListDeadLettersRequest\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\"\xec\x01\n\nDeadLetter\x12$\n\x0e\x64\x65\x61\x64_letter_id\x18\x01 \x01(\tR\x0c\x64\x65\x61\x64LetterId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1a\n\x08\x61ttempts\x18\x03 \x01(\x05R\x08\x61ttempts\x12\x37\n\tdead_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x64\x65\x61\x64Time\x12/\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x19.vivified.events.v1.EventR\x05\x65vent\x12\x1a\n\x08position\x18\x06 \x01(\tR\x08position\"[\n\x17ListDeadLettersResponse\x12@\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1d.vivified.admin.v1.DeadLetterR\x0b\x64\x65\x61\x64Letters\"f\n\x18ReplayDeadLettersRequest\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\x12&\n\x0f\x64\x65\x61\x64_letter_ids\x18\x02 \x03(\tR\rdeadLetterIds\"7\n\x19ReplayDeadLettersResponse\x12\x1a\n\x08replayed\x18\x01 \x01(\x05R\x08replayed\"W\n\x19\x44\x65leteSubscriptionRequest\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"@\n\x1a\x44\x65leteSubscriptionResponse\x12\"\n\x0csubscription\x18\x01 \x01(\tR\x0csubscription2\x98\x05\n\x11\x45ventAdminService\x12\x8c\x01\n\x11ListSubscriptions\x12+.vivified.admin.v1.ListSubscriptionsRequest\x1a,.vivified.admin.v1.ListSubscriptionsResponse\"\x1c\x90\x02\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/subscriptions\x12\xa1\x01\n\x0fListDeadLetters\x12).vivified.admin.v1.ListDeadLettersRequest\x1a*.vivified.admin.v1.ListDeadLettersResponse\"7\x90\x02\x01\x82\xd3\xe4\x93\x02.\x12,/v1/subscriptions/{subscription}/deadLetters\x12\xae\x01\n\x11ReplayDeadLetters\x12+.vivified.admin.v1.ReplayDeadLettersRequest\x1a,.vivified.admin.v1.ReplayDeadLettersResponse\">\x82\xd3\xe4\x93\x02\x38\"3/v1/subscriptions/{subscription}/deadLetters:replay:\x01*\x12\x9e\x01\n\x12\x44\x65leteSubscription\x12,.vivified.admin.v1.DeleteSubscriptionRequest\x1a-.vivified.admin.v1.DeleteSubscriptionResponse\"+\x90\x02\x02\x82\xd3\xe4\x93\x02\"* /v1/subscriptions/{subscription}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,31 +35,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vivified.admin.v1.event_adm
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENTADMINSERVICE'].methods_by_name['ListSubscriptions']._loaded_options = None
-  _globals['_EVENTADMINSERVICE'].methods_by_name['ListSubscriptions']._serialized_options = b'\220\002\001'
+  _globals['_EVENTADMINSERVICE'].methods_by_name['ListSubscriptions']._serialized_options = b'\220\002\001\202\323\344\223\002\023\022\021/v1/subscriptions'
   _globals['_EVENTADMINSERVICE'].methods_by_name['ListDeadLetters']._loaded_options = None
-  _globals['_EVENTADMINSERVICE'].methods_by_name['ListDeadLetters']._serialized_options = b'\220\002\001'
+  _globals['_EVENTADMINSERVICE'].methods_by_name['ListDeadLetters']._serialized_options = b'\220\002\001\202\323\344\223\002.\022,/v1/subscriptions/{subscription}/deadLetters'
+  _globals['_EVENTADMINSERVICE'].methods_by_name['ReplayDeadLetters']._loaded_options = None
+  _globals['_EVENTADMINSERVICE'].methods_by_name['ReplayDeadLetters']._serialized_options = b'\202\323\344\223\0028\"3/v1/subscriptions/{subscription}/deadLetters:replay:\001*'
   _globals['_EVENTADMINSERVICE'].methods_by_name['DeleteSubscription']._loaded_options = None
-  _globals['_EVENTADMINSERVICE'].methods_by_name['DeleteSubscription']._serialized_options = b'\220\002\002'
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=124
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=150
-  _globals['_SUBSCRIPTIONINFO']._serialized_start=153
-  _globals['_SUBSCRIPTIONINFO']._serialized_end=287
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=289
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=391
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=393
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=475
-  _globals['_DEADLETTER']._serialized_start=478
-  _globals['_DEADLETTER']._serialized_end=714
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=716
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=807
-  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=809
-  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=911
-  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=913
-  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=968
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=970
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=1057
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=1059
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=1123
-  _globals['_EVENTADMINSERVICE']._serialized_start=1126
-  _globals['_EVENTADMINSERVICE']._serialized_end=1605
+  _globals['_EVENTADMINSERVICE'].methods_by_name['DeleteSubscription']._serialized_options = b'\220\002\002\202\323\344\223\002\"* /v1/subscriptions/{subscription}'
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=154
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=180
+  _globals['_SUBSCRIPTIONINFO']._serialized_start=183
+  _globals['_SUBSCRIPTIONINFO']._serialized_end=317
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=319
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=421
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=423
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=505
+  _globals['_DEADLETTER']._serialized_start=508
+  _globals['_DEADLETTER']._serialized_end=744
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=746
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=837
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=839
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=941
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=943
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=998
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=1000
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=1087
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=1089
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=1153
+  _globals['_EVENTADMINSERVICE']._serialized_start=1156
+  _globals['_EVENTADMINSERVICE']._serialized_end=1820
 # @@protoc_insertion_point(module_scope)

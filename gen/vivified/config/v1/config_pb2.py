@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from vivified.manifest.v1 import manifest_pb2 as vivified_dot_manifest_dot_v1_dot_manifest__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvivified/config/v1/config.proto\x12\x12vivified.config.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#vivified/manifest/v1/manifest.proto\"\xab\x02\n\x0b\x43onfigValue\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value\x12=\n\x06source\x18\x03 \x01(\x0e\x32%.vivified.config.v1.ConfigValueSourceR\x06source\x12\x39\n\x04type\x18\x04 \x01(\x0e\x32%.vivified.manifest.v1.ConfigFieldTypeR\x04type\x12\x1a\n\x08required\x18\x05 \x01(\x08R\x08required\x12!\n\x0cupdate_actor\x18\x06 \x01(\tR\x0bupdateActor\x12;\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\"\xd2\x01\n\x0c\x43onfigChange\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n\told_value\x18\x02 \x01(\tR\x08oldValue\x12\x1b\n\tnew_value\x18\x03 \x01(\tR\x08newValue\x12!\n\x0c\x63hange_actor\x18\x04 \x01(\tR\x0b\x63hangeActor\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reason\x12;\n\x0b\x63hange_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nchangeTime\"z\n\x1bSetPluginConfigValueRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n\x05value\x18\x03 \x01(\tR\x05value\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"U\n\x1cSetPluginConfigValueResponse\x12\x35\n\x05value\x18\x01 \x01(\x0b\x32\x1f.vivified.config.v1.ConfigValueR\x05value\"5\n\x16GetPluginConfigRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\"R\n\x17GetPluginConfigResponse\x12\x37\n\x06values\x18\x01 \x03(\x0b\x32\x1f.vivified.config.v1.ConfigValueR\x06values\"Z\n\x1eListPluginConfigHistoryRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\"]\n\x1fListPluginConfigHistoryResponse\x12:\n\x07\x63hanges\x18\x01 \x03(\x0b\x32 .vivified.config.v1.ConfigChangeR\x07\x63hanges\"\x14\n\x12GetMyConfigRequest\"q\n\x13GetMyConfigResponse\x12\x37\n\x06values\x18\x01 \x03(\x0b\x32\x1f.vivified.config.v1.ConfigValueR\x06values\x12!\n\x0cmissing_keys\x18\x02 \x03(\tR\x0bmissingKeys\"\x16\n\x14WatchMyConfigRequest\"X\n\x15WatchMyConfigResponse\x12?\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\'.vivified.config.v1.GetMyConfigResponseR\x06\x63onfig\"\xf8\x02\n\x0b\x43oreSetting\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n\x04type\x18\x02 \x01(\tR\x04type\x12\'\n\x0f\x65\x66\x66\x65\x63tive_value\x18\x03 \x01(\tR\x0e\x65\x66\x66\x65\x63tiveValue\x12\x16\n\x06source\x18\x04 \x01(\tR\x06source\x12!\n\x0chas_override\x18\x05 \x01(\x08R\x0bhasOverride\x12%\n\x0eoverride_value\x18\x06 \x01(\tR\roverrideValue\x12%\n\x0eoverride_actor\x18\x07 \x01(\tR\roverrideActor\x12\'\n\x0foverride_reason\x18\x08 \x01(\tR\x0eoverrideReason\x12?\n\roverride_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0coverrideTime\x12\'\n\x0fpending_restart\x18\n \x01(\x08R\x0ependingRestart\"W\n\x15SetCoreSettingRequest\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\"S\n\x16SetCoreSettingResponse\x12\x39\n\x07setting\x18\x01 \x01(\x0b\x32\x1f.vivified.config.v1.CoreSettingR\x07setting\"C\n\x17\x43learCoreSettingRequest\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"U\n\x18\x43learCoreSettingResponse\x12\x39\n\x07setting\x18\x01 \x01(\x0b\x32\x1f.vivified.config.v1.CoreSettingR\x07setting\"\x19\n\x17ListCoreSettingsRequest\"W\n\x18ListCoreSettingsResponse\x12;\n\x08settings\x18\x01 \x03(\x0b\x32\x1f.vivified.config.v1.CoreSettingR\x08settings\"<\n\x1dListCoreSettingHistoryRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\"\\\n\x1eListCoreSettingHistoryResponse\x12:\n\x07\x63hanges\x18\x01 \x03(\x0b\x32 .vivified.config.v1.ConfigChangeR\x07\x63hanges*\x97\x01\n\x11\x43onfigValueSource\x12#\n\x1f\x43ONFIG_VALUE_SOURCE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43ONFIG_VALUE_SOURCE_DEFAULT\x10\x01\x12\x1d\n\x19\x43ONFIG_VALUE_SOURCE_ADMIN\x10\x02\x12\x1d\n\x19\x43ONFIG_VALUE_SOURCE_UNSET\x10\x03\x32\xb9\x08\n\rConfigService\x12~\n\x14SetPluginConfigValue\x12/.vivified.config.v1.SetPluginConfigValueRequest\x1a\x30.vivified.config.v1.SetPluginConfigValueResponse\"\x03\x90\x02\x02\x12o\n\x0fGetPluginConfig\x12*.vivified.config.v1.GetPluginConfigRequest\x1a+.vivified.config.v1.GetPluginConfigResponse\"\x03\x90\x02\x01\x12\x87\x01\n\x17ListPluginConfigHistory\x12\x32.vivified.config.v1.ListPluginConfigHistoryRequest\x1a\x33.vivified.config.v1.ListPluginConfigHistoryResponse\"\x03\x90\x02\x01\x12\x63\n\x0bGetMyConfig\x12&.vivified.config.v1.GetMyConfigRequest\x1a\'.vivified.config.v1.GetMyConfigResponse\"\x03\x90\x02\x01\x12k\n\rWatchMyConfig\x12(.vivified.config.v1.WatchMyConfigRequest\x1a).vivified.config.v1.WatchMyConfigResponse\"\x03\x90\x02\x01\x30\x01\x12l\n\x0eSetCoreSetting\x12).vivified.config.v1.SetCoreSettingRequest\x1a*.vivified.config.v1.SetCoreSettingResponse\"\x03\x90\x02\x02\x12r\n\x10\x43learCoreSetting\x12+.vivified.config.v1.ClearCoreSettingRequest\x1a,.vivified.config.v1.ClearCoreSettingResponse\"\x03\x90\x02\x02\x12r\n\x10ListCoreSettings\x12+.vivified.config.v1.ListCoreSettingsRequest\x1a,.vivified.config.v1.ListCoreSettingsResponse\"\x03\x90\x02\x01\x12\x84\x01\n\x16ListCoreSettingHistory\x12\x31.vivified.config.v1.ListCoreSettingHistoryRequest\x1a\x32.vivified.config.v1.ListCoreSettingHistoryResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvivified/config/v1/config.proto\x12\x12vivified.config.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#vivified/manifest/v1/manifest.proto\"\xab\x02\n\x0b\x43onfigValue\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value\x12=\n\x06source\x18\x03 \x01(\x0e\x32%.vivified.config.v1.ConfigValueSourceR\x06source\x12\x39\n\x04type\x18\x04 \x01(\x0e\x32%.vivified.manifest.v1.ConfigFieldTypeR\x04type\x12\x1a\n\x08required\x18\x05 \x01(\x08R\x08required\x12!\n\x0cupdate_actor\x18\x06 \x01(\tR\x0bupdateActor\x12;\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\"\xd2\x01\n\x0c\x43onfigChange\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n\told_value\x18\x02 \x01(\tR\x08oldValue\x12\x1b\n\tnew_value\x18\x03 \x01(\tR\x08newValue\x12!\n\x0c\x63hange_actor\x18\x04 \x01(\tR\x0b\x63hangeActor\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reason\x12;\n\x0b\x63hange_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nchangeTime\"z\n\x1bSetPluginConfigValueRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n\x05value\x18\x03 \x01(\tR\x05value\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"U\n\x1cSetPluginConfigValueResponse\x12\x35\n\x05value\x18\x01 \x01(\x0b\x32\x1f.vivified.config.v1.ConfigValueR\x05value\"5\n\x16GetPluginConfigRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\"R\n\x17GetPluginConfigResponse\x12\x37\n\x06values\x18\x01 \x03(\x0b\x32\x1f.vivified.config.v1.ConfigValueR\x06values\"Z\n\x1eListPluginConfigHistoryRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\"]\n\x1fListPluginConfigHistoryResponse\x12:\n\x07\x63hanges\x18\x01 \x03(\x0b\x32 .vivified.config.v1.ConfigChangeR\x07\x63hanges\"\x14\n\x12GetMyConfigRequest\"q\n\x13GetMyConfigResponse\x12\x37\n\x06values\x18\x01 \x03(\x0b\x32\x1f.vivified.config.v1.ConfigValueR\x06values\x12!\n\x0cmissing_keys\x18\x02 \x03(\tR\x0bmissingKeys\"\x16\n\x14WatchMyConfigRequest\"X\n\x15WatchMyConfigResponse\x12?\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\'.vivified.config.v1.GetMyConfigResponseR\x06\x63onfig\"\xf8\x02\n\x0b\x43oreSetting\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n\x04type\x18\x02 \x01(\tR\x04type\x12\'\n\x0f\x65\x66\x66\x65\x63tive_value\x18\x03 \x01(\tR\x0e\x65\x66\x66\x65\x63tiveValue\x12\x16\n\x06source\x18\x04 \x01(\tR\x06source\x12!\n\x0chas_override\x18\x05 \x01(\x08R\x0bhasOverride\x12%\n\x0eoverride_value\x18\x06 \x01(\tR\roverrideValue\x12%\n\x0eoverride_actor\x18\x07 \x01(\tR\roverrideActor\x12\'\n\x0foverride_reason\x18\x08 \x01(\tR\x0eoverrideReason\x12?\n\roverride_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0coverrideTime\x12\'\n\x0fpending_restart\x18\n \x01(\x08R\x0ependingRestart\"W\n\x15SetCoreSettingRequest\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\"S\n\x16SetCoreSettingResponse\x12\x39\n\x07setting\x18\x01 \x01(\x0b\x32\x1f.vivified.config.v1.CoreSettingR\x07setting\"C\n\x17\x43learCoreSettingRequest\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"U\n\x18\x43learCoreSettingResponse\x12\x39\n\x07setting\x18\x01 \x01(\x0b\x32\x1f.vivified.config.v1.CoreSettingR\x07setting\"\x19\n\x17ListCoreSettingsRequest\"W\n\x18ListCoreSettingsResponse\x12;\n\x08settings\x18\x01 \x03(\x0b\x32\x1f.vivified.config.v1.CoreSettingR\x08settings\"<\n\x1dListCoreSettingHistoryRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\"\\\n\x1eListCoreSettingHistoryResponse\x12:\n\x07\x63hanges\x18\x01 \x03(\x0b\x32 .vivified.config.v1.ConfigChangeR\x07\x63hanges*\x97\x01\n\x11\x43onfigValueSource\x12#\n\x1f\x43ONFIG_VALUE_SOURCE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43ONFIG_VALUE_SOURCE_DEFAULT\x10\x01\x12\x1d\n\x19\x43ONFIG_VALUE_SOURCE_ADMIN\x10\x02\x12\x1d\n\x19\x43ONFIG_VALUE_SOURCE_UNSET\x10\x03\x32\xee\n\n\rConfigService\x12\xab\x01\n\x14SetPluginConfigValue\x12/.vivified.config.v1.SetPluginConfigValueRequest\x1a\x30.vivified.config.v1.SetPluginConfigValueResponse\"0\x90\x02\x02\x82\xd3\xe4\x93\x02\'\"\"/v1/plugins/{plugin_id}/config:set:\x01*\x12\x95\x01\n\x0fGetPluginConfig\x12*.vivified.config.v1.GetPluginConfigRequest\x1a+.vivified.config.v1.GetPluginConfigResponse\")\x90\x02\x01\x82\xd3\xe4\x93\x02 \x12\x1e/v1/plugins/{plugin_id}/config\x12\xb5\x01\n\x17ListPluginConfigHistory\x12\x32.vivified.config.v1.ListPluginConfigHistoryRequest\x1a\x33.vivified.config.v1.ListPluginConfigHistoryResponse\"1\x90\x02\x01\x82\xd3\xe4\x93\x02(\x12&/v1/plugins/{plugin_id}/config:history\x12w\n\x0bGetMyConfig\x12&.vivified.config.v1.GetMyConfigRequest\x1a\'.vivified.config.v1.GetMyConfigResponse\"\x17\x90\x02\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/myConfig\x12\x85\x01\n\rWatchMyConfig\x12(.vivified.config.v1.WatchMyConfigRequest\x1a).vivified.config.v1.WatchMyConfigResponse\"\x1d\x90\x02\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/myConfig:watch0\x01\x12\x8d\x01\n\x0eSetCoreSetting\x12).vivified.config.v1.SetCoreSettingRequest\x1a*.vivified.config.v1.SetCoreSettingResponse\"$\x90\x02\x02\x82\xd3\xe4\x93\x02\x1b\x1a\x16/v1/coreSettings/{key}:\x01*\x12\x99\x01\n\x10\x43learCoreSetting\x12+.vivified.config.v1.ClearCoreSettingRequest\x1a,.vivified.config.v1.ClearCoreSettingResponse\"*\x90\x02\x02\x82\xd3\xe4\x93\x02!\"\x1c/v1/coreSettings/{key}:clear:\x01*\x12\x8a\x01\n\x10ListCoreSettings\x12+.vivified.config.v1.ListCoreSettingsRequest\x1a,.vivified.config.v1.ListCoreSettingsResponse\"\x1b\x90\x02\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/coreSettings\x12\xa4\x01\n\x16ListCoreSettingHistory\x12\x31.vivified.config.v1.ListCoreSettingHistoryRequest\x1a\x32.vivified.config.v1.ListCoreSettingHistoryResponse\"#\x90\x02\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/coreSettings:historyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,67 +35,67 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vivified.config.v1.config_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONFIGSERVICE'].methods_by_name['SetPluginConfigValue']._loaded_options = None
-  _globals['_CONFIGSERVICE'].methods_by_name['SetPluginConfigValue']._serialized_options = b'\220\002\002'
+  _globals['_CONFIGSERVICE'].methods_by_name['SetPluginConfigValue']._serialized_options = b'\220\002\002\202\323\344\223\002\'\"\"/v1/plugins/{plugin_id}/config:set:\001*'
   _globals['_CONFIGSERVICE'].methods_by_name['GetPluginConfig']._loaded_options = None
-  _globals['_CONFIGSERVICE'].methods_by_name['GetPluginConfig']._serialized_options = b'\220\002\001'
+  _globals['_CONFIGSERVICE'].methods_by_name['GetPluginConfig']._serialized_options = b'\220\002\001\202\323\344\223\002 \022\036/v1/plugins/{plugin_id}/config'
   _globals['_CONFIGSERVICE'].methods_by_name['ListPluginConfigHistory']._loaded_options = None
-  _globals['_CONFIGSERVICE'].methods_by_name['ListPluginConfigHistory']._serialized_options = b'\220\002\001'
+  _globals['_CONFIGSERVICE'].methods_by_name['ListPluginConfigHistory']._serialized_options = b'\220\002\001\202\323\344\223\002(\022&/v1/plugins/{plugin_id}/config:history'
   _globals['_CONFIGSERVICE'].methods_by_name['GetMyConfig']._loaded_options = None
-  _globals['_CONFIGSERVICE'].methods_by_name['GetMyConfig']._serialized_options = b'\220\002\001'
+  _globals['_CONFIGSERVICE'].methods_by_name['GetMyConfig']._serialized_options = b'\220\002\001\202\323\344\223\002\016\022\014/v1/myConfig'
   _globals['_CONFIGSERVICE'].methods_by_name['WatchMyConfig']._loaded_options = None
-  _globals['_CONFIGSERVICE'].methods_by_name['WatchMyConfig']._serialized_options = b'\220\002\001'
+  _globals['_CONFIGSERVICE'].methods_by_name['WatchMyConfig']._serialized_options = b'\220\002\001\202\323\344\223\002\024\022\022/v1/myConfig:watch'
   _globals['_CONFIGSERVICE'].methods_by_name['SetCoreSetting']._loaded_options = None
-  _globals['_CONFIGSERVICE'].methods_by_name['SetCoreSetting']._serialized_options = b'\220\002\002'
+  _globals['_CONFIGSERVICE'].methods_by_name['SetCoreSetting']._serialized_options = b'\220\002\002\202\323\344\223\002\033\032\026/v1/coreSettings/{key}:\001*'
   _globals['_CONFIGSERVICE'].methods_by_name['ClearCoreSetting']._loaded_options = None
-  _globals['_CONFIGSERVICE'].methods_by_name['ClearCoreSetting']._serialized_options = b'\220\002\002'
+  _globals['_CONFIGSERVICE'].methods_by_name['ClearCoreSetting']._serialized_options = b'\220\002\002\202\323\344\223\002!\"\034/v1/coreSettings/{key}:clear:\001*'
   _globals['_CONFIGSERVICE'].methods_by_name['ListCoreSettings']._loaded_options = None
-  _globals['_CONFIGSERVICE'].methods_by_name['ListCoreSettings']._serialized_options = b'\220\002\001'
+  _globals['_CONFIGSERVICE'].methods_by_name['ListCoreSettings']._serialized_options = b'\220\002\001\202\323\344\223\002\022\022\020/v1/coreSettings'
   _globals['_CONFIGSERVICE'].methods_by_name['ListCoreSettingHistory']._loaded_options = None
-  _globals['_CONFIGSERVICE'].methods_by_name['ListCoreSettingHistory']._serialized_options = b'\220\002\001'
-  _globals['_CONFIGVALUESOURCE']._serialized_start=2410
-  _globals['_CONFIGVALUESOURCE']._serialized_end=2561
-  _globals['_CONFIGVALUE']._serialized_start=126
-  _globals['_CONFIGVALUE']._serialized_end=425
-  _globals['_CONFIGCHANGE']._serialized_start=428
-  _globals['_CONFIGCHANGE']._serialized_end=638
-  _globals['_SETPLUGINCONFIGVALUEREQUEST']._serialized_start=640
-  _globals['_SETPLUGINCONFIGVALUEREQUEST']._serialized_end=762
-  _globals['_SETPLUGINCONFIGVALUERESPONSE']._serialized_start=764
-  _globals['_SETPLUGINCONFIGVALUERESPONSE']._serialized_end=849
-  _globals['_GETPLUGINCONFIGREQUEST']._serialized_start=851
-  _globals['_GETPLUGINCONFIGREQUEST']._serialized_end=904
-  _globals['_GETPLUGINCONFIGRESPONSE']._serialized_start=906
-  _globals['_GETPLUGINCONFIGRESPONSE']._serialized_end=988
-  _globals['_LISTPLUGINCONFIGHISTORYREQUEST']._serialized_start=990
-  _globals['_LISTPLUGINCONFIGHISTORYREQUEST']._serialized_end=1080
-  _globals['_LISTPLUGINCONFIGHISTORYRESPONSE']._serialized_start=1082
-  _globals['_LISTPLUGINCONFIGHISTORYRESPONSE']._serialized_end=1175
-  _globals['_GETMYCONFIGREQUEST']._serialized_start=1177
-  _globals['_GETMYCONFIGREQUEST']._serialized_end=1197
-  _globals['_GETMYCONFIGRESPONSE']._serialized_start=1199
-  _globals['_GETMYCONFIGRESPONSE']._serialized_end=1312
-  _globals['_WATCHMYCONFIGREQUEST']._serialized_start=1314
-  _globals['_WATCHMYCONFIGREQUEST']._serialized_end=1336
-  _globals['_WATCHMYCONFIGRESPONSE']._serialized_start=1338
-  _globals['_WATCHMYCONFIGRESPONSE']._serialized_end=1426
-  _globals['_CORESETTING']._serialized_start=1429
-  _globals['_CORESETTING']._serialized_end=1805
-  _globals['_SETCORESETTINGREQUEST']._serialized_start=1807
-  _globals['_SETCORESETTINGREQUEST']._serialized_end=1894
-  _globals['_SETCORESETTINGRESPONSE']._serialized_start=1896
-  _globals['_SETCORESETTINGRESPONSE']._serialized_end=1979
-  _globals['_CLEARCORESETTINGREQUEST']._serialized_start=1981
-  _globals['_CLEARCORESETTINGREQUEST']._serialized_end=2048
-  _globals['_CLEARCORESETTINGRESPONSE']._serialized_start=2050
-  _globals['_CLEARCORESETTINGRESPONSE']._serialized_end=2135
-  _globals['_LISTCORESETTINGSREQUEST']._serialized_start=2137
-  _globals['_LISTCORESETTINGSREQUEST']._serialized_end=2162
-  _globals['_LISTCORESETTINGSRESPONSE']._serialized_start=2164
-  _globals['_LISTCORESETTINGSRESPONSE']._serialized_end=2251
-  _globals['_LISTCORESETTINGHISTORYREQUEST']._serialized_start=2253
-  _globals['_LISTCORESETTINGHISTORYREQUEST']._serialized_end=2313
-  _globals['_LISTCORESETTINGHISTORYRESPONSE']._serialized_start=2315
-  _globals['_LISTCORESETTINGHISTORYRESPONSE']._serialized_end=2407
-  _globals['_CONFIGSERVICE']._serialized_start=2564
-  _globals['_CONFIGSERVICE']._serialized_end=3645
+  _globals['_CONFIGSERVICE'].methods_by_name['ListCoreSettingHistory']._serialized_options = b'\220\002\001\202\323\344\223\002\032\022\030/v1/coreSettings:history'
+  _globals['_CONFIGVALUESOURCE']._serialized_start=2440
+  _globals['_CONFIGVALUESOURCE']._serialized_end=2591
+  _globals['_CONFIGVALUE']._serialized_start=156
+  _globals['_CONFIGVALUE']._serialized_end=455
+  _globals['_CONFIGCHANGE']._serialized_start=458
+  _globals['_CONFIGCHANGE']._serialized_end=668
+  _globals['_SETPLUGINCONFIGVALUEREQUEST']._serialized_start=670
+  _globals['_SETPLUGINCONFIGVALUEREQUEST']._serialized_end=792
+  _globals['_SETPLUGINCONFIGVALUERESPONSE']._serialized_start=794
+  _globals['_SETPLUGINCONFIGVALUERESPONSE']._serialized_end=879
+  _globals['_GETPLUGINCONFIGREQUEST']._serialized_start=881
+  _globals['_GETPLUGINCONFIGREQUEST']._serialized_end=934
+  _globals['_GETPLUGINCONFIGRESPONSE']._serialized_start=936
+  _globals['_GETPLUGINCONFIGRESPONSE']._serialized_end=1018
+  _globals['_LISTPLUGINCONFIGHISTORYREQUEST']._serialized_start=1020
+  _globals['_LISTPLUGINCONFIGHISTORYREQUEST']._serialized_end=1110
+  _globals['_LISTPLUGINCONFIGHISTORYRESPONSE']._serialized_start=1112
+  _globals['_LISTPLUGINCONFIGHISTORYRESPONSE']._serialized_end=1205
+  _globals['_GETMYCONFIGREQUEST']._serialized_start=1207
+  _globals['_GETMYCONFIGREQUEST']._serialized_end=1227
+  _globals['_GETMYCONFIGRESPONSE']._serialized_start=1229
+  _globals['_GETMYCONFIGRESPONSE']._serialized_end=1342
+  _globals['_WATCHMYCONFIGREQUEST']._serialized_start=1344
+  _globals['_WATCHMYCONFIGREQUEST']._serialized_end=1366
+  _globals['_WATCHMYCONFIGRESPONSE']._serialized_start=1368
+  _globals['_WATCHMYCONFIGRESPONSE']._serialized_end=1456
+  _globals['_CORESETTING']._serialized_start=1459
+  _globals['_CORESETTING']._serialized_end=1835
+  _globals['_SETCORESETTINGREQUEST']._serialized_start=1837
+  _globals['_SETCORESETTINGREQUEST']._serialized_end=1924
+  _globals['_SETCORESETTINGRESPONSE']._serialized_start=1926
+  _globals['_SETCORESETTINGRESPONSE']._serialized_end=2009
+  _globals['_CLEARCORESETTINGREQUEST']._serialized_start=2011
+  _globals['_CLEARCORESETTINGREQUEST']._serialized_end=2078
+  _globals['_CLEARCORESETTINGRESPONSE']._serialized_start=2080
+  _globals['_CLEARCORESETTINGRESPONSE']._serialized_end=2165
+  _globals['_LISTCORESETTINGSREQUEST']._serialized_start=2167
+  _globals['_LISTCORESETTINGSREQUEST']._serialized_end=2192
+  _globals['_LISTCORESETTINGSRESPONSE']._serialized_start=2194
+  _globals['_LISTCORESETTINGSRESPONSE']._serialized_end=2281
+  _globals['_LISTCORESETTINGHISTORYREQUEST']._serialized_start=2283
+  _globals['_LISTCORESETTINGHISTORYREQUEST']._serialized_end=2343
+  _globals['_LISTCORESETTINGHISTORYRESPONSE']._serialized_start=2345
+  _globals['_LISTCORESETTINGHISTORYRESPONSE']._serialized_end=2437
+  _globals['_CONFIGSERVICE']._serialized_start=2594
+  _globals['_CONFIGSERVICE']._serialized_end=3984
 # @@protoc_insertion_point(module_scope)

@@ -22,34 +22,37 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#vivified/identity/v1/api_keys.proto\x12\x14vivified.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x02\n\x06\x41piKey\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\"\n\rowner_user_id\x18\x02 \x01(\tR\x0bownerUserId\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12\x16\n\x06scopes\x18\x04 \x03(\tR\x06scopes\x12;\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12@\n\x0elast_used_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0clastUsedTime\x12\x18\n\x07revoked\x18\x08 \x01(\x08R\x07revoked\"b\n\x13\x43reateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x1f\n\x0bttl_seconds\x18\x03 \x01(\x03R\nttlSeconds\"_\n\x14\x43reateApiKeyResponse\x12\x17\n\x07\x61pi_key\x18\x01 \x01(\tR\x06\x61piKey\x12.\n\x03key\x18\x02 \x01(\x0b\x32\x1c.vivified.identity.v1.ApiKeyR\x03key\"\x14\n\x12ListApiKeysRequest\"G\n\x13ListApiKeysResponse\x12\x30\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.vivified.identity.v1.ApiKeyR\x04keys\",\n\x13RevokeApiKeyRequest\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\"F\n\x14RevokeApiKeyResponse\x12.\n\x03key\x18\x01 \x01(\x0b\x32\x1c.vivified.identity.v1.ApiKeyR\x03key2\xcb\x02\n\rApiKeyService\x12\x65\n\x0c\x43reateApiKey\x12).vivified.identity.v1.CreateApiKeyRequest\x1a*.vivified.identity.v1.CreateApiKeyResponse\x12g\n\x0bListApiKeys\x12(.vivified.identity.v1.ListApiKeysRequest\x1a).vivified.identity.v1.ListApiKeysResponse\"\x03\x90\x02\x01\x12j\n\x0cRevokeApiKey\x12).vivified.identity.v1.RevokeApiKeyRequest\x1a*.vivified.identity.v1.RevokeApiKeyResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#vivified/identity/v1/api_keys.proto\x12\x14vivified.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x02\n\x06\x41piKey\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\"\n\rowner_user_id\x18\x02 \x01(\tR\x0bownerUserId\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12\x16\n\x06scopes\x18\x04 \x03(\tR\x06scopes\x12;\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12@\n\x0elast_used_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0clastUsedTime\x12\x18\n\x07revoked\x18\x08 \x01(\x08R\x07revoked\"b\n\x13\x43reateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x1f\n\x0bttl_seconds\x18\x03 \x01(\x03R\nttlSeconds\"_\n\x14\x43reateApiKeyResponse\x12\x17\n\x07\x61pi_key\x18\x01 \x01(\tR\x06\x61piKey\x12.\n\x03key\x18\x02 \x01(\x0b\x32\x1c.vivified.identity.v1.ApiKeyR\x03key\"\x14\n\x12ListApiKeysRequest\"G\n\x13ListApiKeysResponse\x12\x30\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.vivified.identity.v1.ApiKeyR\x04keys\",\n\x13RevokeApiKeyRequest\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\"F\n\x14RevokeApiKeyResponse\x12.\n\x03key\x18\x01 \x01(\x0b\x32\x1c.vivified.identity.v1.ApiKeyR\x03key2\x9d\x03\n\rApiKeyService\x12}\n\x0c\x43reateApiKey\x12).vivified.identity.v1.CreateApiKeyRequest\x1a*.vivified.identity.v1.CreateApiKeyResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/apiKeys:\x01*\x12z\n\x0bListApiKeys\x12(.vivified.identity.v1.ListApiKeysRequest\x1a).vivified.identity.v1.ListApiKeysResponse\"\x16\x90\x02\x01\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/apiKeys\x12\x90\x01\n\x0cRevokeApiKey\x12).vivified.identity.v1.RevokeApiKeyRequest\x1a*.vivified.identity.v1.RevokeApiKeyResponse\")\x90\x02\x02\x82\xd3\xe4\x93\x02 \"\x1b/v1/apiKeys/{key_id}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vivified.identity.v1.api_keys_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_APIKEYSERVICE'].methods_by_name['CreateApiKey']._loaded_options = None
+  _globals['_APIKEYSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\202\323\344\223\002\020\"\013/v1/apiKeys:\001*'
   _globals['_APIKEYSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
-  _globals['_APIKEYSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\220\002\001'
+  _globals['_APIKEYSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\220\002\001\202\323\344\223\002\r\022\013/v1/apiKeys'
   _globals['_APIKEYSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
-  _globals['_APIKEYSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\220\002\002'
-  _globals['_APIKEY']._serialized_start=95
-  _globals['_APIKEY']._serialized_end=420
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=422
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=520
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=522
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=617
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=619
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=639
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=641
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=712
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=714
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=758
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=760
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=830
-  _globals['_APIKEYSERVICE']._serialized_start=833
-  _globals['_APIKEYSERVICE']._serialized_end=1164
+  _globals['_APIKEYSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\220\002\002\202\323\344\223\002 \"\033/v1/apiKeys/{key_id}:revoke:\001*'
+  _globals['_APIKEY']._serialized_start=125
+  _globals['_APIKEY']._serialized_end=450
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=452
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=550
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=552
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=647
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=649
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=669
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=671
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=742
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=744
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=788
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=790
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=860
+  _globals['_APIKEYSERVICE']._serialized_start=863
+  _globals['_APIKEYSERVICE']._serialized_end=1276
 # @@protoc_insertion_point(module_scope)

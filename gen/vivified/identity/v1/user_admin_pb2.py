@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from vivified.options.v1 import options_pb2 as vivified_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%vivified/identity/v1/user_admin.proto\x12\x14vivified.identity.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!vivified/options/v1/options.proto\"\x81\x03\n\x04User\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n\x08username\x18\x02 \x01(\tR\x08username\x12\x14\n\x05roles\x18\x03 \x03(\tR\x05roles\x12\x16\n\x06traits\x18\x04 \x03(\tR\x06traits\x12\x1a\n\x08\x64isabled\x18\x05 \x01(\x08R\x08\x64isabled\x12!\n\x0cmfa_enrolled\x18\x06 \x01(\x08R\x0bmfaEnrolled\x12;\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x1a\n\x05\x65mail\x18\t \x01(\tB\x04\xc8\xf3\x18\x04R\x05\x65mail\x12\'\n\x0c\x64isplay_name\x18\n \x01(\tB\x04\xc8\xf3\x18\x04R\x0b\x64isplayName\x12\x18\n\x07invited\x18\x0b \x01(\x08R\x07invited\"\xa6\x01\n\x11\x43reateUserRequest\x12\x1a\n\x08username\x18\x01 \x01(\tR\x08username\x12\x1a\n\x08password\x18\x02 \x01(\tR\x08password\x12\x14\n\x05roles\x18\x03 \x03(\tR\x05roles\x12\x1a\n\x05\x65mail\x18\x04 \x01(\tB\x04\xc8\xf3\x18\x04R\x05\x65mail\x12\'\n\x0c\x64isplay_name\x18\x05 \x01(\tB\x04\xc8\xf3\x18\x04R\x0b\x64isplayName\"\xc7\x01\n\x12\x43reateUserResponse\x12.\n\x04user\x18\x01 \x01(\x0b\x32\x1a.vivified.identity.v1.UserR\x04user\x12/\n\x10\x61\x63tivation_token\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x03R\x0f\x61\x63tivationToken\x12P\n\x16\x61\x63tivation_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x14\x61\x63tivationExpireTime\"N\n\x10ListUsersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"m\n\x11ListUsersResponse\x12\x30\n\x05users\x18\x01 \x03(\x0b\x32\x1a.vivified.identity.v1.UserR\x05users\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n\x0eGetUserRequest\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\"A\n\x0fGetUserResponse\x12.\n\x04user\x18\x01 \x01(\x0b\x32\x1a.vivified.identity.v1.UserR\x04user\"\xc4\x01\n\x11UpdateUserRequest\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x14\n\x05roles\x18\x02 \x03(\tR\x05roles\x12;\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\x12\x1a\n\x05\x65mail\x18\x04 \x01(\tB\x04\xc8\xf3\x18\x04R\x05\x65mail\x12\'\n\x0c\x64isplay_name\x18\x05 \x01(\tB\x04\xc8\xf3\x18\x04R\x0b\x64isplayName\"D\n\x12UpdateUserResponse\x12.\n\x04user\x18\x01 \x01(\x0b\x32\x1a.vivified.identity.v1.UserR\x04user\"-\n\x12\x44isableUserRequest\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\"E\n\x13\x44isableUserResponse\x12.\n\x04user\x18\x01 \x01(\x0b\x32\x1a.vivified.identity.v1.UserR\x04user\",\n\x11\x44\x65leteUserRequest\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\"\x14\n\x12\x44\x65leteUserResponse2\xe8\x04\n\x10UserAdminService\x12_\n\nCreateUser\x12\'.vivified.identity.v1.CreateUserRequest\x1a(.vivified.identity.v1.CreateUserResponse\x12\x61\n\tListUsers\x12&.vivified.identity.v1.ListUsersRequest\x1a\'.vivified.identity.v1.ListUsersResponse\"\x03\x90\x02\x01\x12[\n\x07GetUser\x12$.vivified.identity.v1.GetUserRequest\x1a%.vivified.identity.v1.GetUserResponse\"\x03\x90\x02\x01\x12\x64\n\nUpdateUser\x12\'.vivified.identity.v1.UpdateUserRequest\x1a(.vivified.identity.v1.UpdateUserResponse\"\x03\x90\x02\x02\x12g\n\x0b\x44isableUser\x12(.vivified.identity.v1.DisableUserRequest\x1a).vivified.identity.v1.DisableUserResponse\"\x03\x90\x02\x02\x12\x64\n\nDeleteUser\x12\'.vivified.identity.v1.DeleteUserRequest\x1a(.vivified.identity.v1.DeleteUserResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%vivified/identity/v1/user_admin.proto\x12\x14vivified.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!vivified/options/v1/options.proto\"\x81\x03\n\x04User\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n\x08username\x18\x02 \x01(\tR\x08username\x12\x14\n\x05roles\x18\x03 \x03(\tR\x05roles\x12\x16\n\x06traits\x18\x04 \x03(\tR\x06traits\x12\x1a\n\x08\x64isabled\x18\x05 \x01(\x08R\x08\x64isabled\x12!\n\x0cmfa_enrolled\x18\x06 \x01(\x08R\x0bmfaEnrolled\x12;\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x1a\n\x05\x65mail\x18\t \x01(\tB\x04\xc8\xf3\x18\x04R\x05\x65mail\x12\'\n\x0c\x64isplay_name\x18\n \x01(\tB\x04\xc8\xf3\x18\x04R\x0b\x64isplayName\x12\x18\n\x07invited\x18\x0b \x01(\x08R\x07invited\"\xa6\x01\n\x11\x43reateUserRequest\x12\x1a\n\x08username\x18\x01 \x01(\tR\x08username\x12\x1a\n\x08password\x18\x02 \x01(\tR\x08password\x12\x14\n\x05roles\x18\x03 \x03(\tR\x05roles\x12\x1a\n\x05\x65mail\x18\x04 \x01(\tB\x04\xc8\xf3\x18\x04R\x05\x65mail\x12\'\n\x0c\x64isplay_name\x18\x05 \x01(\tB\x04\xc8\xf3\x18\x04R\x0b\x64isplayName\"\xc7\x01\n\x12\x43reateUserResponse\x12.\n\x04user\x18\x01 \x01(\x0b\x32\x1a.vivified.identity.v1.UserR\x04user\x12/\n\x10\x61\x63tivation_token\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x03R\x0f\x61\x63tivationToken\x12P\n\x16\x61\x63tivation_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x14\x61\x63tivationExpireTime\"N\n\x10ListUsersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"m\n\x11ListUsersResponse\x12\x30\n\x05users\x18\x01 \x03(\x0b\x32\x1a.vivified.identity.v1.UserR\x05users\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n\x0eGetUserRequest\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\"A\n\x0fGetUserResponse\x12.\n\x04user\x18\x01 \x01(\x0b\x32\x1a.vivified.identity.v1.UserR\x04user\"\xc4\x01\n\x11UpdateUserRequest\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x14\n\x05roles\x18\x02 \x03(\tR\x05roles\x12;\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\x12\x1a\n\x05\x65mail\x18\x04 \x01(\tB\x04\xc8\xf3\x18\x04R\x05\x65mail\x12\'\n\x0c\x64isplay_name\x18\x05 \x01(\tB\x04\xc8\xf3\x18\x04R\x0b\x64isplayName\"D\n\x12UpdateUserResponse\x12.\n\x04user\x18\x01 \x01(\x0b\x32\x1a.vivified.identity.v1.UserR\x04user\"-\n\x12\x44isableUserRequest\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\"E\n\x13\x44isableUserResponse\x12.\n\x04user\x18\x01 \x01(\x0b\x32\x1a.vivified.identity.v1.UserR\x04user\",\n\x11\x44\x65leteUserRequest\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\"\x14\n\x12\x44\x65leteUserResponse2\x8b\x06\n\x10UserAdminService\x12u\n\nCreateUser\x12\'.vivified.identity.v1.CreateUserRequest\x1a(.vivified.identity.v1.CreateUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12r\n\tListUsers\x12&.vivified.identity.v1.ListUsersRequest\x1a\'.vivified.identity.v1.ListUsersResponse\"\x14\x90\x02\x01\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/users\x12v\n\x07GetUser\x12$.vivified.identity.v1.GetUserRequest\x1a%.vivified.identity.v1.GetUserResponse\"\x1e\x90\x02\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12\x82\x01\n\nUpdateUser\x12\'.vivified.identity.v1.UpdateUserRequest\x1a(.vivified.identity.v1.UpdateUserResponse\"!\x90\x02\x02\x82\xd3\xe4\x93\x02\x18\x32\x13/v1/users/{user_id}:\x01*\x12\x8d\x01\n\x0b\x44isableUser\x12(.vivified.identity.v1.DisableUserRequest\x1a).vivified.identity.v1.DisableUserResponse\")\x90\x02\x02\x82\xd3\xe4\x93\x02 \"\x1b/v1/users/{user_id}:disable:\x01*\x12\x7f\n\nDeleteUser\x12\'.vivified.identity.v1.DeleteUserRequest\x1a(.vivified.identity.v1.DeleteUserResponse\"\x1e\x90\x02\x02\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/{user_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,42 +49,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEUSERREQUEST'].fields_by_name['email']._serialized_options = b'\310\363\030\004'
   _globals['_UPDATEUSERREQUEST'].fields_by_name['display_name']._loaded_options = None
   _globals['_UPDATEUSERREQUEST'].fields_by_name['display_name']._serialized_options = b'\310\363\030\004'
+  _globals['_USERADMINSERVICE'].methods_by_name['CreateUser']._loaded_options = None
+  _globals['_USERADMINSERVICE'].methods_by_name['CreateUser']._serialized_options = b'\202\323\344\223\002\016\"\t/v1/users:\001*'
   _globals['_USERADMINSERVICE'].methods_by_name['ListUsers']._loaded_options = None
-  _globals['_USERADMINSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\220\002\001'
+  _globals['_USERADMINSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\220\002\001\202\323\344\223\002\013\022\t/v1/users'
   _globals['_USERADMINSERVICE'].methods_by_name['GetUser']._loaded_options = None
-  _globals['_USERADMINSERVICE'].methods_by_name['GetUser']._serialized_options = b'\220\002\001'
+  _globals['_USERADMINSERVICE'].methods_by_name['GetUser']._serialized_options = b'\220\002\001\202\323\344\223\002\025\022\023/v1/users/{user_id}'
   _globals['_USERADMINSERVICE'].methods_by_name['UpdateUser']._loaded_options = None
-  _globals['_USERADMINSERVICE'].methods_by_name['UpdateUser']._serialized_options = b'\220\002\002'
+  _globals['_USERADMINSERVICE'].methods_by_name['UpdateUser']._serialized_options = b'\220\002\002\202\323\344\223\002\0302\023/v1/users/{user_id}:\001*'
   _globals['_USERADMINSERVICE'].methods_by_name['DisableUser']._loaded_options = None
-  _globals['_USERADMINSERVICE'].methods_by_name['DisableUser']._serialized_options = b'\220\002\002'
+  _globals['_USERADMINSERVICE'].methods_by_name['DisableUser']._serialized_options = b'\220\002\002\202\323\344\223\002 \"\033/v1/users/{user_id}:disable:\001*'
   _globals['_USERADMINSERVICE'].methods_by_name['DeleteUser']._loaded_options = None
-  _globals['_USERADMINSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\220\002\002'
-  _globals['_USER']._serialized_start=166
-  _globals['_USER']._serialized_end=551
-  _globals['_CREATEUSERREQUEST']._serialized_start=554
-  _globals['_CREATEUSERREQUEST']._serialized_end=720
-  _globals['_CREATEUSERRESPONSE']._serialized_start=723
-  _globals['_CREATEUSERRESPONSE']._serialized_end=922
-  _globals['_LISTUSERSREQUEST']._serialized_start=924
-  _globals['_LISTUSERSREQUEST']._serialized_end=1002
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1004
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1113
-  _globals['_GETUSERREQUEST']._serialized_start=1115
-  _globals['_GETUSERREQUEST']._serialized_end=1156
-  _globals['_GETUSERRESPONSE']._serialized_start=1158
-  _globals['_GETUSERRESPONSE']._serialized_end=1223
-  _globals['_UPDATEUSERREQUEST']._serialized_start=1226
-  _globals['_UPDATEUSERREQUEST']._serialized_end=1422
-  _globals['_UPDATEUSERRESPONSE']._serialized_start=1424
-  _globals['_UPDATEUSERRESPONSE']._serialized_end=1492
-  _globals['_DISABLEUSERREQUEST']._serialized_start=1494
-  _globals['_DISABLEUSERREQUEST']._serialized_end=1539
-  _globals['_DISABLEUSERRESPONSE']._serialized_start=1541
-  _globals['_DISABLEUSERRESPONSE']._serialized_end=1610
-  _globals['_DELETEUSERREQUEST']._serialized_start=1612
-  _globals['_DELETEUSERREQUEST']._serialized_end=1656
-  _globals['_DELETEUSERRESPONSE']._serialized_start=1658
-  _globals['_DELETEUSERRESPONSE']._serialized_end=1678
-  _globals['_USERADMINSERVICE']._serialized_start=1681
-  _globals['_USERADMINSERVICE']._serialized_end=2297
+  _globals['_USERADMINSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\220\002\002\202\323\344\223\002\025*\023/v1/users/{user_id}'
+  _globals['_USER']._serialized_start=196
+  _globals['_USER']._serialized_end=581
+  _globals['_CREATEUSERREQUEST']._serialized_start=584
+  _globals['_CREATEUSERREQUEST']._serialized_end=750
+  _globals['_CREATEUSERRESPONSE']._serialized_start=753
+  _globals['_CREATEUSERRESPONSE']._serialized_end=952
+  _globals['_LISTUSERSREQUEST']._serialized_start=954
+  _globals['_LISTUSERSREQUEST']._serialized_end=1032
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1034
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1143
+  _globals['_GETUSERREQUEST']._serialized_start=1145
+  _globals['_GETUSERREQUEST']._serialized_end=1186
+  _globals['_GETUSERRESPONSE']._serialized_start=1188
+  _globals['_GETUSERRESPONSE']._serialized_end=1253
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1256
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1452
+  _globals['_UPDATEUSERRESPONSE']._serialized_start=1454
+  _globals['_UPDATEUSERRESPONSE']._serialized_end=1522
+  _globals['_DISABLEUSERREQUEST']._serialized_start=1524
+  _globals['_DISABLEUSERREQUEST']._serialized_end=1569
+  _globals['_DISABLEUSERRESPONSE']._serialized_start=1571
+  _globals['_DISABLEUSERRESPONSE']._serialized_end=1640
+  _globals['_DELETEUSERREQUEST']._serialized_start=1642
+  _globals['_DELETEUSERREQUEST']._serialized_end=1686
+  _globals['_DELETEUSERRESPONSE']._serialized_start=1688
+  _globals['_DELETEUSERRESPONSE']._serialized_end=1708
+  _globals['_USERADMINSERVICE']._serialized_start=1711
+  _globals['_USERADMINSERVICE']._serialized_end=2490
 # @@protoc_insertion_point(module_scope)

@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from vivified.options.v1 import options_pb2 as vivified_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#vivified/manifest/v1/manifest.proto\x12\x14vivified.manifest.v1\x1a!vivified/options/v1/options.proto\"\x8a\x04\n\x0ePluginManifest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n\x07version\x18\x03 \x01(\tR\x07version\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x1c\n\tcontracts\x18\x05 \x03(\tR\tcontracts\x12\x16\n\x06traits\x18\x06 \x03(\tR\x06traits\x12\x45\n\x08security\x18\x07 \x01(\x0b\x32).vivified.manifest.v1.SecurityDeclarationR\x08security\x12K\n\ncompliance\x18\x08 \x01(\x0b\x32+.vivified.manifest.v1.ComplianceDeclarationR\ncompliance\x12\x1a\n\x08provides\x18\t \x03(\tR\x08provides\x12\x39\n\x05\x63\x61lls\x18\n \x03(\x0b\x32#.vivified.manifest.v1.OperationCallR\x05\x63\x61lls\x12\x1c\n\tpublishes\x18\x0b \x03(\tR\tpublishes\x12\x1e\n\nsubscribes\x18\x0c \x03(\tR\nsubscribes\x12\x39\n\x06\x63onfig\x18\r \x03(\x0b\x32!.vivified.manifest.v1.ConfigFieldR\x06\x63onfig\"\xbf\x01\n\x0b\x43onfigField\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x39\n\x04type\x18\x02 \x01(\x0e\x32%.vivified.manifest.v1.ConfigFieldTypeR\x04type\x12\x1a\n\x08required\x18\x03 \x01(\x08R\x08required\x12#\n\rdefault_value\x18\x04 \x01(\tR\x0c\x64\x65\x66\x61ultValue\x12 \n\x0b\x64\x65scription\x18\x05 \x01(\tR\x0b\x64\x65scription\"D\n\rOperationCall\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x16\n\x06method\x18\x02 \x01(\tR\x06method\"\x8c\x01\n\x13SecurityDeclaration\x12\'\n\x0f\x61llowed_domains\x18\x01 \x03(\tR\x0e\x61llowedDomains\x12#\n\rallowed_ports\x18\x02 \x03(\x05R\x0c\x61llowedPorts\x12\'\n\x0f\x61llowed_tunnels\x18\x03 \x03(\tR\x0e\x61llowedTunnels\"\xbd\x01\n\x15\x43omplianceDeclaration\x12V\n\x14\x64\x61ta_classifications\x18\x01 \x03(\x0e\x32#.vivified.options.v1.ClassificationR\x13\x64\x61taClassifications\x12%\n\x0ehipaa_controls\x18\x02 \x03(\tR\rhipaaControls\x12%\n\x0eretention_days\x18\x03 \x01(\x05R\rretentionDays*\xa7\x01\n\x0f\x43onfigFieldType\x12!\n\x1d\x43ONFIG_FIELD_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONFIG_FIELD_TYPE_STRING\x10\x01\x12\x19\n\x15\x43ONFIG_FIELD_TYPE_INT\x10\x02\x12\x1a\n\x16\x43ONFIG_FIELD_TYPE_BOOL\x10\x03\x12\x1c\n\x18\x43ONFIG_FIELD_TYPE_SECRET\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#vivified/manifest/v1/manifest.proto\x12\x14vivified.manifest.v1\x1a!vivified/options/v1/options.proto\"\xce\x04\n\x0ePluginManifest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n\x07version\x18\x03 \x01(\tR\x07version\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x1c\n\tcontracts\x18\x05 \x03(\tR\tcontracts\x12\x16\n\x06traits\x18\x06 \x03(\tR\x06traits\x12\x45\n\x08security\x18\x07 \x01(\x0b\x32).vivified.manifest.v1.SecurityDeclarationR\x08security\x12K\n\ncompliance\x18\x08 \x01(\x0b\x32+.vivified.manifest.v1.ComplianceDeclarationR\ncompliance\x12\x1a\n\x08provides\x18\t \x03(\tR\x08provides\x12\x39\n\x05\x63\x61lls\x18\n \x03(\x0b\x32#.vivified.manifest.v1.OperationCallR\x05\x63\x61lls\x12\x1c\n\tpublishes\x18\x0b \x03(\tR\tpublishes\x12\x1e\n\nsubscribes\x18\x0c \x03(\tR\nsubscribes\x12\x39\n\x06\x63onfig\x18\r \x03(\x0b\x32!.vivified.manifest.v1.ConfigFieldR\x06\x63onfig\x12\x42\n\x07storage\x18\x0e \x01(\x0b\x32(.vivified.manifest.v1.StorageDeclarationR\x07storage\"\xbf\x01\n\x0b\x43onfigField\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x39\n\x04type\x18\x02 \x01(\x0e\x32%.vivified.manifest.v1.ConfigFieldTypeR\x04type\x12\x1a\n\x08required\x18\x03 \x01(\x08R\x08required\x12#\n\rdefault_value\x18\x04 \x01(\tR\x0c\x64\x65\x66\x61ultValue\x12 \n\x0b\x64\x65scription\x18\x05 \x01(\tR\x0b\x64\x65scription\"D\n\rOperationCall\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x16\n\x06method\x18\x02 \x01(\tR\x06method\"\xe9\x01\n\x13SecurityDeclaration\x12\'\n\x0f\x61llowed_domains\x18\x01 \x03(\tR\x0e\x61llowedDomains\x12#\n\rallowed_ports\x18\x02 \x03(\x05R\x0c\x61llowedPorts\x12\'\n\x0f\x61llowed_tunnels\x18\x03 \x03(\tR\x0e\x61llowedTunnels\x12[\n\x14injected_credentials\x18\x04 \x03(\x0b\x32(.vivified.manifest.v1.InjectedCredentialR\x13injectedCredentials\"\x82\x01\n\x12InjectedCredential\x12\x12\n\x04host\x18\x01 \x01(\tR\x04host\x12\x16\n\x06header\x18\x02 \x01(\tR\x06header\x12\x1d\n\nconfig_key\x18\x03 \x01(\tR\tconfigKey\x12!\n\x0cvalue_prefix\x18\x04 \x01(\tR\x0bvaluePrefix\"P\n\x12StorageDeclaration\x12\x1d\n\nshare_with\x18\x01 \x03(\tR\tshareWith\x12\x1b\n\tread_from\x18\x02 \x03(\tR\x08readFrom\"\xbd\x01\n\x15\x43omplianceDeclaration\x12V\n\x14\x64\x61ta_classifications\x18\x01 \x03(\x0e\x32#.vivified.options.v1.ClassificationR\x13\x64\x61taClassifications\x12%\n\x0ehipaa_controls\x18\x02 \x03(\tR\rhipaaControls\x12%\n\x0eretention_days\x18\x03 \x01(\x05R\rretentionDays*\xa7\x01\n\x0f\x43onfigFieldType\x12!\n\x1d\x43ONFIG_FIELD_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONFIG_FIELD_TYPE_STRING\x10\x01\x12\x19\n\x15\x43ONFIG_FIELD_TYPE_INT\x10\x02\x12\x1a\n\x16\x43ONFIG_FIELD_TYPE_BOOL\x10\x03\x12\x1c\n\x18\x43ONFIG_FIELD_TYPE_SECRET\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vivified.manifest.v1.manifest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONFIGFIELDTYPE']._serialized_start=1221
-  _globals['_CONFIGFIELDTYPE']._serialized_end=1388
+  _globals['_CONFIGFIELDTYPE']._serialized_start=1597
+  _globals['_CONFIGFIELDTYPE']._serialized_end=1764
   _globals['_PLUGINMANIFEST']._serialized_start=97
-  _globals['_PLUGINMANIFEST']._serialized_end=619
-  _globals['_CONFIGFIELD']._serialized_start=622
-  _globals['_CONFIGFIELD']._serialized_end=813
-  _globals['_OPERATIONCALL']._serialized_start=815
-  _globals['_OPERATIONCALL']._serialized_end=883
-  _globals['_SECURITYDECLARATION']._serialized_start=886
-  _globals['_SECURITYDECLARATION']._serialized_end=1026
-  _globals['_COMPLIANCEDECLARATION']._serialized_start=1029
-  _globals['_COMPLIANCEDECLARATION']._serialized_end=1218
+  _globals['_PLUGINMANIFEST']._serialized_end=687
+  _globals['_CONFIGFIELD']._serialized_start=690
+  _globals['_CONFIGFIELD']._serialized_end=881
+  _globals['_OPERATIONCALL']._serialized_start=883
+  _globals['_OPERATIONCALL']._serialized_end=951
+  _globals['_SECURITYDECLARATION']._serialized_start=954
+  _globals['_SECURITYDECLARATION']._serialized_end=1187
+  _globals['_INJECTEDCREDENTIAL']._serialized_start=1190
+  _globals['_INJECTEDCREDENTIAL']._serialized_end=1320
+  _globals['_STORAGEDECLARATION']._serialized_start=1322
+  _globals['_STORAGEDECLARATION']._serialized_end=1402
+  _globals['_COMPLIANCEDECLARATION']._serialized_start=1405
+  _globals['_COMPLIANCEDECLARATION']._serialized_end=1594
 # @@protoc_insertion_point(module_scope)

@@ -80,6 +80,7 @@ class PluginManifest(_message.Message):
     PUBLISHES_FIELD_NUMBER: _builtins.int
     SUBSCRIBES_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
+    STORAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Plugin id: 2 to 63 characters of `a-z`, `0-9` and `-`, starting with a
     letter. It becomes the plugin's SPIFFE id `spiffe://<trust-domain>/plugin/<id>`.
@@ -145,6 +146,15 @@ class PluginManifest(_message.Message):
         only for a key declared here and only when it parses as the declared type.
         """
 
+    @_builtins.property
+    def storage(self) -> Global___StorageDeclaration:
+        """What the plugin shares through the core's object store
+        (`vivified.storage.v1.ObjectStoreService`). Sharing is declared on both
+        sides: an object is readable by another plugin only when the owner's
+        manifest lists that plugin in `share_with` and the reader's lists the
+        owner in `read_from`.
+        """
+
     def __init__(
         self,
         *,
@@ -161,10 +171,11 @@ class PluginManifest(_message.Message):
         publishes: _abc.Iterable[_builtins.str] | None = ...,
         subscribes: _abc.Iterable[_builtins.str] | None = ...,
         config: _abc.Iterable[Global___ConfigField] | None = ...,
+        storage: Global___StorageDeclaration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["compliance", b"compliance", "security", b"security"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compliance", b"compliance", "security", b"security", "storage", b"storage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "compliance", b"compliance", "config", b"config", "contracts", b"contracts", "description", b"description", "id", b"id", "name", b"name", "provides", b"provides", "publishes", b"publishes", "security", b"security", "subscribes", b"subscribes", "traits", b"traits", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "compliance", b"compliance", "config", b"config", "contracts", b"contracts", "description", b"description", "id", b"id", "name", b"name", "provides", b"provides", "publishes", b"publishes", "security", b"security", "storage", b"storage", "subscribes", b"subscribes", "traits", b"traits", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -251,6 +262,7 @@ class SecurityDeclaration(_message.Message):
     ALLOWED_DOMAINS_FIELD_NUMBER: _builtins.int
     ALLOWED_PORTS_FIELD_NUMBER: _builtins.int
     ALLOWED_TUNNELS_FIELD_NUMBER: _builtins.int
+    INJECTED_CREDENTIALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def allowed_domains(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """External hosts the plugin needs (exact host names or a one-label wildcard
@@ -270,20 +282,103 @@ class SecurityDeclaration(_message.Message):
         IP-literal hosts); the port is 1-65535.
         """
 
+    @_builtins.property
+    def injected_credentials(self) -> _containers.RepeatedCompositeFieldContainer[Global___InjectedCredential]:
+        """Credentials the core adds to the plugin's fetches (`EgressProxyService.Fetch`
+        and `StreamFetch`), so the plugin never holds them. Each names one exact
+        host of `allowed_domains`, a header and a `secret` config key whose value
+        the core keeps: the plugin's own config view shows that key masked.
+        """
+
     def __init__(
         self,
         *,
         allowed_domains: _abc.Iterable[_builtins.str] | None = ...,
         allowed_ports: _abc.Iterable[_builtins.int] | None = ...,
         allowed_tunnels: _abc.Iterable[_builtins.str] | None = ...,
+        injected_credentials: _abc.Iterable[Global___InjectedCredential] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_domains", b"allowed_domains", "allowed_ports", b"allowed_ports", "allowed_tunnels", b"allowed_tunnels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_domains", b"allowed_domains", "allowed_ports", b"allowed_ports", "allowed_tunnels", b"allowed_tunnels", "injected_credentials", b"injected_credentials"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SecurityDeclaration: _TypeAlias = SecurityDeclaration  # noqa: Y015
+
+@_typing.final
+class InjectedCredential(_message.Message):
+    """InjectedCredential asks the core to set one header on the plugin's https
+    requests to exactly one host, from a secret the core holds.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    CONFIG_KEY_FIELD_NUMBER: _builtins.int
+    VALUE_PREFIX_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """The exact host (no wildcard), one of `allowed_domains`. Requests to any
+    other host, redirects included, never carry the credential.
+    """
+    header: _builtins.str
+    """The header the core sets, e.g. `Authorization` or `X-Api-Key`. A header of
+    that name sent by the plugin to this host is replaced.
+    """
+    config_key: _builtins.str
+    """The key of a `CONFIG_FIELD_TYPE_SECRET` field of this manifest's `config`
+    holding the value. The owning plugin cannot read that value back.
+    """
+    value_prefix: _builtins.str
+    """Text put before the value, e.g. `Bearer ` (printable ASCII, at most 32
+    characters). Empty for none.
+    """
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        header: _builtins.str = ...,
+        config_key: _builtins.str = ...,
+        value_prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_key", b"config_key", "header", b"header", "host", b"host", "value_prefix", b"value_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectedCredential: _TypeAlias = InjectedCredential  # noqa: Y015
+
+@_typing.final
+class StorageDeclaration(_message.Message):
+    """StorageDeclaration is a plugin's side of object sharing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARE_WITH_FIELD_NUMBER: _builtins.int
+    READ_FROM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def share_with(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Plugin ids this plugin may share its objects with."""
+
+    @_builtins.property
+    def read_from(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Plugin ids whose shared objects this plugin may read."""
+
+    def __init__(
+        self,
+        *,
+        share_with: _abc.Iterable[_builtins.str] | None = ...,
+        read_from: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["read_from", b"read_from", "share_with", b"share_with"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageDeclaration: _TypeAlias = StorageDeclaration  # noqa: Y015
 
 @_typing.final
 class ComplianceDeclaration(_message.Message):
