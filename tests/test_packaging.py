@@ -56,6 +56,9 @@ def test_wheel_contains_every_module(tmp_path: pathlib.Path) -> None:
     assert not missing, f"missing from the wheel: {missing[:20]}"
     assert "vivified/core/policy/rules.json" in members
     assert "vivified/plugins/example_echo/manifest.yaml" in members
+    # PEP 561 marker, and the contracts for other languages and grpcurl (`vivified proto-path`).
+    assert "vivified/py.typed" in members
+    assert {"vivified/proto/grpc/health/v1/health.proto", "vivified/proto/vivified/events/v1/canonical.proto"} <= members
     # create-plugin's templates are package data.
     assert {f"vivified/core/cli/templates/plugin/{n}.tmpl" for n in ("manifest.yaml", "plugin.py", "test_plugin.py")} <= members
     with zipfile.ZipFile(wheel) as archive:
@@ -73,7 +76,7 @@ def test_generated_code_is_current(tmp_path: pathlib.Path) -> None:
     fresh, committed = tmp_path / "gen", ROOT / "gen"
     fresh_files = {p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file()}
     committed_files = {
-        p.relative_to(committed) for p in committed.rglob("*") if p.is_file() and p.name != "__init__.py"
+        p.relative_to(committed) for p in committed.rglob("*") if p.is_file() and p.name not in ("__init__.py", "py.typed")
         and "__pycache__" not in p.parts and p.relative_to(committed).as_posix() != "ts/package.json"
     }
     assert fresh_files == committed_files, f"gen/ differs in files: {sorted(fresh_files ^ committed_files)[:10]}"

@@ -11,11 +11,15 @@ import tomllib
 
 _TOP = pathlib.Path(__file__).resolve().parent.parent
 # Import name -> source directory: pyproject's [tool.setuptools.package-dir], the one declaration.
-ROOTS: dict[str, str] = tomllib.loads((_TOP / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+_SETUPTOOLS = tomllib.loads((_TOP / "pyproject.toml").read_text())["tool"]["setuptools"]
+ROOTS: dict[str, str] = _SETUPTOOLS["package-dir"]
+# Roots that hold only package data (the .proto files): listed although they have no __init__.py.
+DATA_ROOTS = frozenset(name for name, rel in ROOTS.items() if not (_TOP / rel / "__init__.py").exists()
+                       and name in _SETUPTOOLS.get("package-data", {}))
 
 
 def packages(top: pathlib.Path) -> list[str]:
-    found: set[str] = set()
+    found: set[str] = set(DATA_ROOTS)
     for name, rel in ROOTS.items():
         base = top / rel
         for init in base.rglob("__init__.py"):

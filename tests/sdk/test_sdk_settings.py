@@ -23,6 +23,8 @@ FULL_ENV = {
     "VIVIFIED_CORE_ADDRESS": "10.0.0.5:9443",
     "VIVIFIED_BOOTSTRAP_ADDRESS": "10.0.0.5:9444",
     "VIVIFIED_TRUST_DOMAIN": "acme.internal",
+    "VIVIFIED_LISTEN_HOST": "0.0.0.0",
+    "VIVIFIED_ADVERTISE_HOST": "10.0.0.7",
 }
 REQUIRED = ["VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE"]
 
@@ -35,6 +37,8 @@ def test_from_env_reads_every_variable() -> None:
     assert (settings.core_address, settings.bootstrap_address, settings.trust_domain) == (
         "10.0.0.5:9443", "10.0.0.5:9444", "acme.internal"
     )
+    # In a container the plugin serves on every interface and tells the core its own address.
+    assert (settings.listen_host, settings.advertise_host, settings.dial_host) == ("0.0.0.0", "10.0.0.7", "10.0.0.7")
 
 
 def test_optional_variables_fall_back_to_the_defaults() -> None:
@@ -43,6 +47,7 @@ def test_optional_variables_fall_back_to_the_defaults() -> None:
         "127.0.0.1:7443", "127.0.0.1:7444", "vivified.local"
     )
     assert (settings.listen_host, settings.renew_at_fraction, settings.shutdown_grace_seconds) == ("127.0.0.1", 0.66, 5.0)
+    assert settings.advertise_host is None and settings.dial_host == "127.0.0.1"
 
 
 @pytest.mark.parametrize("variable", REQUIRED)

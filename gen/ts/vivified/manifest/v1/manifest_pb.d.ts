@@ -125,6 +125,17 @@ export declare type PluginManifest = Message<"vivified.manifest.v1.PluginManifes
    * @generated from field: repeated vivified.manifest.v1.ConfigField config = 13;
    */
   config: ConfigField[];
+
+  /**
+   * What the plugin shares through the core's object store
+   * (`vivified.storage.v1.ObjectStoreService`). Sharing is declared on both
+   * sides: an object is readable by another plugin only when the owner's
+   * manifest lists that plugin in `share_with` and the reader's lists the
+   * owner in `read_from`.
+   *
+   * @generated from field: vivified.manifest.v1.StorageDeclaration storage = 14;
+   */
+  storage?: StorageDeclaration | undefined;
 };
 
 /**
@@ -243,6 +254,16 @@ export declare type SecurityDeclaration = Message<"vivified.manifest.v1.Security
    * @generated from field: repeated string allowed_tunnels = 3;
    */
   allowedTunnels: string[];
+
+  /**
+   * Credentials the core adds to the plugin's fetches (`EgressProxyService.Fetch`
+   * and `StreamFetch`), so the plugin never holds them. Each names one exact
+   * host of `allowed_domains`, a header and a `secret` config key whose value
+   * the core keeps: the plugin's own config view shows that key masked.
+   *
+   * @generated from field: repeated vivified.manifest.v1.InjectedCredential injected_credentials = 4;
+   */
+  injectedCredentials: InjectedCredential[];
 };
 
 /**
@@ -250,6 +271,79 @@ export declare type SecurityDeclaration = Message<"vivified.manifest.v1.Security
  * Use `create(SecurityDeclarationSchema)` to create a new message.
  */
 export declare const SecurityDeclarationSchema: GenMessage<SecurityDeclaration>;
+
+/**
+ * InjectedCredential asks the core to set one header on the plugin's https
+ * requests to exactly one host, from a secret the core holds.
+ *
+ * @generated from message vivified.manifest.v1.InjectedCredential
+ */
+export declare type InjectedCredential = Message<"vivified.manifest.v1.InjectedCredential"> & {
+  /**
+   * The exact host (no wildcard), one of `allowed_domains`. Requests to any
+   * other host, redirects included, never carry the credential.
+   *
+   * @generated from field: string host = 1;
+   */
+  host: string;
+
+  /**
+   * The header the core sets, e.g. `Authorization` or `X-Api-Key`. A header of
+   * that name sent by the plugin to this host is replaced.
+   *
+   * @generated from field: string header = 2;
+   */
+  header: string;
+
+  /**
+   * The key of a `CONFIG_FIELD_TYPE_SECRET` field of this manifest's `config`
+   * holding the value. The owning plugin cannot read that value back.
+   *
+   * @generated from field: string config_key = 3;
+   */
+  configKey: string;
+
+  /**
+   * Text put before the value, e.g. `Bearer ` (printable ASCII, at most 32
+   * characters). Empty for none.
+   *
+   * @generated from field: string value_prefix = 4;
+   */
+  valuePrefix: string;
+};
+
+/**
+ * Describes the message vivified.manifest.v1.InjectedCredential.
+ * Use `create(InjectedCredentialSchema)` to create a new message.
+ */
+export declare const InjectedCredentialSchema: GenMessage<InjectedCredential>;
+
+/**
+ * StorageDeclaration is a plugin's side of object sharing.
+ *
+ * @generated from message vivified.manifest.v1.StorageDeclaration
+ */
+export declare type StorageDeclaration = Message<"vivified.manifest.v1.StorageDeclaration"> & {
+  /**
+   * Plugin ids this plugin may share its objects with.
+   *
+   * @generated from field: repeated string share_with = 1;
+   */
+  shareWith: string[];
+
+  /**
+   * Plugin ids whose shared objects this plugin may read.
+   *
+   * @generated from field: repeated string read_from = 2;
+   */
+  readFrom: string[];
+};
+
+/**
+ * Describes the message vivified.manifest.v1.StorageDeclaration.
+ * Use `create(StorageDeclarationSchema)` to create a new message.
+ */
+export declare const StorageDeclarationSchema: GenMessage<StorageDeclaration>;
 
 /**
  * ComplianceDeclaration holds what a plugin declares about the data it handles.

@@ -1,0 +1,5 @@
+import sys
+
+from vivified.core.probe import main
+
+sys.exit(main())
