@@ -18,16 +18,21 @@
     vivified rest config [--listen HOST:PORT] [--out DIR]   the REST bridge's Envoy configuration
     vivified proto-path [--json]     where the installed .proto files are (grpcurl -import-path)
     vivified health [--address A] [--ca-file F]   grpc.health.v1 check over TLS (container probes)
+    vivified --version
+
+The options of a command group (`--data-dir`, `--core`, `--json`, `-v`, ...)
+are accepted before or after its verbs: `vivified audit verify --data-dir X`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vivified.core.cli import (
     _audit_cmd,
@@ -49,11 +54,53 @@ from vivified.core.cli import (
     _users_cmd,
 )
 from vivified.core.cli._client import ClientError
+from vivified.core.cli._options import spread_options
 from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
 from vivified.core.cli._up import add_plugin_flag, external_plugins, run_core, run_up
 from vivified.core.db import DatabaseError
 from vivified.core.errors import VivifiedError
 from vivified.core.policy import PolicyError
+
+
+def _add_run_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, text in (("up", "run the core and every bundled plugin (development profile); with Envoy installed, "
+                              "also the REST bridge on https://127.0.0.1:8443"),
+                       ("core", "run the core broker alone. REST for scripts and browsers in production: generate "
+                                "Envoy's configuration with `vivified rest config` and run `envoy -c` "
+                                "(deploy/envoy/README.md)")):
+        cmd = sub.add_parser(name, help=text, description=text)
+        add_core_flags(cmd)
+        if name == "up":
+            add_plugin_flag(cmd)
+
+
+# Each adds one subcommand (and its verbs) to the `vivified` parser; a new subcommand is one entry.
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    _add_run_commands,
+    _plugins_cmd.add_parser,
+    _operators_cmd.add_parser,
+    _manifest_cmd.add_parser,
+    _audit_cmd.add_parser,
+    _events_cmd.add_parser,
+    _db_cmd.add_parser,
+    _storage_cmd.add_parser,
+    _users_cmd.add_parser,
+    _config_cmd.add_parser,
+    _policy_cmd.add_parser,
+    _bench.add_parser,
+    _create_plugin.add_parser,
+    _rest_cmd.add_parser,
+    _proto_path_cmd.add_parser,
+    _health_cmd.add_parser,
+)
+
+
+def package_version() -> str:
+    """The installed distribution's version (`vivified --version`)."""
+    try:
+        return importlib.metadata.version("vivified")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,32 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         "gRPC with mutual TLS, default-deny policy and a tamper-evident audit log.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"vivified {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("up", "run the core and every bundled plugin (development profile); with Envoy installed, "
-                              "also the REST bridge on https://127.0.0.1:8443"),
-                       ("core", "run the core broker alone. REST for scripts and browsers in production: generate "
-                                "Envoy's configuration with `vivified rest config` and run `envoy -c` "
-                                "(deploy/envoy/README.md)")):
-        cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("--data-dir", help="keys, database and audit checkpoints (default ./.vivified)")
-        add_core_flags(cmd)
-        if name == "up":
-            add_plugin_flag(cmd)
-    _plugins_cmd.add_parser(sub)
-    _operators_cmd.add_parser(sub)
-    _manifest_cmd.add_parser(sub)
-    _audit_cmd.add_parser(sub)
-    _events_cmd.add_parser(sub)
-    _db_cmd.add_parser(sub)
-    _storage_cmd.add_parser(sub)
-    _users_cmd.add_parser(sub)
-    _config_cmd.add_parser(sub)
-    _policy_cmd.add_parser(sub)
-    _bench.add_parser(sub)
-    _create_plugin.add_parser(sub)
-    _rest_cmd.add_parser(sub)
-    _proto_path_cmd.add_parser(sub)
-    _health_cmd.add_parser(sub)
+    for add in _COMMANDS:
+        add(sub)
+    # Every option of a command group is accepted before or after its verbs.
+    spread_options(parser)
     return parser
 
 

@@ -21,6 +21,7 @@ from vivified.core.audit import tail, verify
 from vivified.core.cli._client import ClientError, core_target, describe, open_channel
 from vivified.core.cli._settings import data_dir
 from vivified.core.db import plain_engine, sqlite_url, unavailable
+from vivified.core.settings import AUDIT_WRITERS
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "Names the first record that is wrong.",
     )
     verify_cmd.add_argument(
-        "--audit-writers", choices=["single", "shared"],
+        "--audit-writers", choices=list(AUDIT_WRITERS),
         help="as the core was run (default: $VIVIFIED_AUDIT_WRITERS, else single)",
     )
     verify_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
         if args.verb == "verify":
             audit_dir = directory / "audit"
             writers = args.audit_writers or environ.get("VIVIFIED_AUDIT_WRITERS") or "single"
-            if writers not in ("single", "shared"):
+            if writers not in AUDIT_WRITERS:
                 raise ClientError(f"VIVIFIED_AUDIT_WRITERS must be single or shared, not {writers!r}")
             result = verify(
                 engine, audit_dir / "checkpoints.jsonl", audit_dir / "checkpoint.key.pub",

@@ -1,4 +1,5 @@
-"""`vivified config show`: every core setting, its effective value and its source.
+"""`vivified config show`: every core setting, its effective value and its source,
+one line per settings table row (the value read from the row's CoreConfig field).
 
 The runtime overrides stored in the database are the top layer: `show` reads
 them through the configured database URL (never creating or migrating a
@@ -12,7 +13,7 @@ in `_core_settings_cmd`."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
@@ -27,28 +28,15 @@ from vivified.core.cli._settings import (
 from vivified.core.config import CoreConfig
 from vivified.core.db import DatabaseError, describe_url, driver_message, plain_engine, sqlite_url
 from vivified.core.settings import (
-    FIELDS,
     SETTINGS,
     Applied,
+    Setting,
     apply_overrides,
+    field_value,
     read_overrides,
 )
 
 MASK = "********"
-
-# Where each setting's effective value lives in the built CoreConfig: the
-# overridable ones as the database layer sets them, the others here.
-_EFFECTIVE: dict[str, Callable[[CoreConfig], object]] = {
-    **{key: get for key, (get, _) in FIELDS.items()},
-    "redis_url": lambda c: c.events.redis_url,
-    "event_max_dead_letters": lambda c: c.events.max_dead_letters,
-    "event_max_subscriptions": lambda c: c.events.max_subscriptions_per_plugin,
-    "max_streams": lambda c: c.concurrency.max_streams,
-    "max_calls": lambda c: c.concurrency.max_calls,
-    "ca_files": lambda c: None if c.ca_paths is None else (
-        c.ca_paths.root_certificate, c.ca_paths.issuing_certificate, c.ca_paths.issuing_key),
-}
-
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds `config` with its `show` and `plugin` verbs."""
@@ -60,20 +48,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Effective core settings. Precedence: default < config file < VIVIFIED_* environment < flags "
         "< runtime overrides stored in the database (vivified config core set), which a running core applies live.",
     )
-    show.add_argument("--data-dir", help="keys, database and audit checkpoints (default ./.vivified)")
     add_core_flags(show)
     _plugin_config_cmd.add_parser(verbs)
     _core_settings_cmd.add_parser(verbs)
 
 
-def _text(key: str, value: object) -> str:
+def _text(setting: Setting, value: object) -> str:
     if value is None:
         return "(none)"
-    if key == "secrets_key":
+    if setting.kind == "secret":
         return MASK
     if isinstance(value, tuple):
         return " ".join(str(v) for v in value)
-    if key in ("database_url", "redis_url") and has_password(str(value)):
+    if setting.kind == "url" and has_password(str(value)):
         parts = urlsplit(str(value))
         host = parts.hostname or ""
         netloc = f"{parts.username or ''}:{MASK}@{host}" + (f":{parts.port}" if parts.port else "")
@@ -110,12 +97,11 @@ def show(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -
     file_source = "none" if path is None else ("flag" if getattr(args, "config", None) else "env:VIVIFIED_CONFIG_FILE")
     out.append(f"{'config_file':28} {str(path) if path else '(none)':40} {file_source}")
     for setting in SETTINGS:
-        getter = _EFFECTIVE.get(setting.key)
-        if setting.key == "egress_config":
-            value = resolved[setting.key].value if setting.key in resolved else None
+        if setting.build is not None:  # the field holds what the value built (a loaded file): show the value
+            value = resolved[setting.key].value if setting.key in resolved else setting.default
         else:
-            value = getter(config) if getter is not None else getattr(config, setting.key)
-        out.append(f"{setting.key:28} {_text(setting.key, value):40} {sources.get(setting.key, 'default')}")
+            value = field_value(config, setting)
+        out.append(f"{setting.key:28} {_text(setting, value):40} {sources.get(setting.key, 'default')}")
     out.append(f"note: audit_durability={config.audit_durability} promises: {PROMISES[config.audit_durability]}")
     if note:
         out.append(f"note: {note}")

@@ -26,7 +26,8 @@ from vivified.core.db import (
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = sub.add_parser("db", help="manage the database schema (migrations, PostgreSQL roles)")
-    _database_flags(db, default=None)
+    # Accepted after the verb too (`vivified db upgrade --database-url URL`): see `_options`.
+    _database_flags(db)
     verbs = db.add_subparsers(dest="verb", required=True)
     up = verbs.add_parser(
         "upgrade",
@@ -35,19 +36,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "With --app-role (PostgreSQL), also give the role the core logs in as exactly what it needs: "
         "SELECT and INSERT on audit_log (never UPDATE, DELETE or TRUNCATE), read/write on the other tables.",
     )
-    # Accepted after the verb too (`vivified db upgrade --database-url URL`);
-    # SUPPRESS keeps the verb's parser from resetting a value given before it.
-    _database_flags(up, default=argparse.SUPPRESS)
     up.add_argument(
         "--app-role", metavar="ROLE", help="PostgreSQL role the core logs in as; must exist and own nothing"
     )
 
 
-def _database_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
-    parser.add_argument("--data-dir", default=default, help="core data dir (default ./.vivified)")
+def _database_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="core data dir (default ./.vivified)")
     parser.add_argument(
         "--database-url",
-        default=default,
         help="SQLAlchemy URL, e.g. postgresql+psycopg://owner@host:5432/vivified "
         "(default: $VIVIFIED_DATABASE_URL, else SQLite in the data dir)",
     )

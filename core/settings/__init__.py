@@ -3,7 +3,10 @@ whether administrators may override it at runtime), the parsing every layer
 shares, and the top layer of the hierarchy — runtime overrides stored in the
 database, applied by a running core without a restart.
 
-    SETTINGS / resolve      defaults < config file < environment and flags (the CLI reads them)
+    SETTINGS / resolve      every setting declared once (key, type, default, bounds, help,
+                            flag, variable, runtime, CoreConfig field); defaults < config
+                            file < environment and flags (the CLI reads them)
+    field_value / with_fields   where each row's value lives in a CoreConfig (generated)
     OverrideStore           overrides and their history in the database
     apply_overrides         the database layer on top of a built CoreConfig
     LiveSettings            the effective config a running core applies, re-read after
@@ -21,12 +24,12 @@ from vivified.core.settings._apply import (
     Applied,
     NotOverridable,
     apply_overrides,
-    burst_for,
     database_source,
     effective,
     overridable,
     parse_override,
 )
+from vivified.core.settings._fields import assignments, check_fields, component_defaults, field_value, with_fields
 from vivified.core.settings._live import LiveSettings
 from vivified.core.settings._store import (
     Override,
@@ -35,19 +38,28 @@ from vivified.core.settings._store import (
     read_overrides,
 )
 from vivified.core.settings._table import (
+    AUDIT_WRITERS,
     BY_KEY,
+    DEFAULT_DATA_DIR,
+    MAX_LEAF_TTL_SECONDS,
     PROFILES,
     RUNTIME_KEYS,
     SETTINGS,
     Resolved,
     Setting,
     SettingsError,
+    burst_for,
     convert,
+    default,
+    flag_origin,
     resolve,
 )
 
 __all__ = [
+    "AUDIT_WRITERS",
     "BY_KEY",
+    "DEFAULT_DATA_DIR",
+    "MAX_LEAF_TTL_SECONDS",
     "FIELDS",
     "PROFILES",
     "RUNTIME_KEYS",
@@ -63,12 +75,19 @@ __all__ = [
     "Setting",
     "SettingsError",
     "apply_overrides",
+    "assignments",
     "burst_for",
+    "check_fields",
+    "component_defaults",
     "convert",
     "database_source",
+    "default",
     "effective",
+    "field_value",
+    "flag_origin",
     "overridable",
     "parse_override",
     "read_overrides",
     "resolve",
+    "with_fields",
 ]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vivified.core.config import CoreConfig
+from vivified.core.settings._fields import getter, setter
 from vivified.core.settings._store import Override
 from vivified.core.settings._table import (
     BY_KEY,
@@ -18,44 +18,16 @@ from vivified.core.settings._table import (
     convert,
 )
 
+if TYPE_CHECKING:
+    # CoreConfig's module reads the settings table for its defaults.
+    from vivified.core.config import CoreConfig
 
-def burst_for(rate: float) -> int:
-    """A token bucket's burst for a configured rate: two seconds' worth."""
-    return max(1, int(2 * rate))
 
+_Get = Callable[["CoreConfig"], object]
+_Set = Callable[["CoreConfig", Any], "CoreConfig"]
 
-_Get = Callable[[CoreConfig], object]
-_Set = Callable[[CoreConfig, Any], CoreConfig]
-
-# Where each overridable setting lives in CoreConfig; a test keeps these keys
-# equal to the table's runtime keys.
-FIELDS: dict[str, tuple[_Get, _Set]] = {
-    "leaf_ttl_seconds": (lambda c: c.leaf_ttl_seconds, lambda c, v: replace(c, leaf_ttl_seconds=v)),
-    "heartbeat_interval_seconds": (
-        lambda c: c.heartbeat_interval_seconds, lambda c, v: replace(c, heartbeat_interval_seconds=v)),
-    "event_ack_timeout": (
-        lambda c: c.events.ack_timeout_seconds,
-        lambda c, v: replace(c, events=replace(c.events, ack_timeout_seconds=v))),
-    "event_max_attempts": (
-        lambda c: c.events.max_attempts, lambda c, v: replace(c, events=replace(c.events, max_attempts=v))),
-    "event_dedupe_window": (
-        lambda c: c.events.dedupe_window_seconds,
-        lambda c, v: replace(c, events=replace(c.events, dedupe_window_seconds=v))),
-    "event_max_backlog": (
-        lambda c: c.events.max_backlog, lambda c, v: replace(c, events=replace(c.events, max_backlog=v))),
-    "event_publish_rate": (
-        lambda c: c.events.publish_rate,
-        lambda c, v: replace(c, events=replace(c.events, publish_rate=v, publish_burst=burst_for(v)))),
-    "call_rate": (
-        lambda c: c.rate_limit.rate_per_second,
-        lambda c, v: replace(c, rate_limit=replace(c.rate_limit, rate_per_second=v, burst=burst_for(v)))),
-    "max_call_deadline": (
-        lambda c: c.gateway.max_deadline_seconds,
-        lambda c, v: replace(c, gateway=replace(c.gateway, max_deadline_seconds=v))),
-    "breaker_cooldown": (
-        lambda c: c.gateway.breaker_cooldown_seconds,
-        lambda c, v: replace(c, gateway=replace(c.gateway, breaker_cooldown_seconds=v))),
-}
+# Where each overridable setting lives in CoreConfig, generated from the table's `field` column.
+FIELDS: dict[str, tuple[_Get, _Set]] = {key: (getter(key), setter(key)) for key in RUNTIME_KEYS}
 
 
 class NotOverridable(SettingsError):

@@ -24,10 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from vivified.core.config import CoreConfig
 from vivified.core.settings._apply import FIELDS, Applied, apply_overrides, effective
 from vivified.core.settings._store import OverrideStore
+
+if TYPE_CHECKING:
+    # CoreConfig's module reads the settings table for its defaults.
+    from vivified.core.config import CoreConfig
 
 _log = logging.getLogger(__name__)
 
