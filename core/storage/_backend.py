@@ -77,8 +77,8 @@ class ObjectBackend(Protocol):
         neither loses nor double-wraps a key."""
         ...
 
-    def count_wrap(self, kek_id: str) -> int:
-        """Count one more data key wrapped under `kek_id`; the new total."""
+    def count_wraps(self, kek_id: str, n: int) -> int:
+        """Reserve `n` more data-key wraps under `kek_id` (durably); the new total."""
         ...
 
     def close(self) -> None: ...

@@ -179,12 +179,12 @@ class DatabaseBackend:
             ).values(kek_id=kek_id, wrapped_key=wrapped_key)).rowcount
         return bool(changed)
 
-    def count_wrap(self, kek_id: str) -> int:
+    def count_wraps(self, kek_id: str, n: int) -> int:
         with self._engine.begin() as conn:
             updated = conn.execute(KEY_WRAPS.update().where(KEY_WRAPS.c.kek_id == kek_id)
-                                   .values(wraps=KEY_WRAPS.c.wraps + 1)).rowcount
+                                   .values(wraps=KEY_WRAPS.c.wraps + n)).rowcount
             if not updated:
-                conn.execute(KEY_WRAPS.insert().values(kek_id=kek_id, wraps=1))
+                conn.execute(KEY_WRAPS.insert().values(kek_id=kek_id, wraps=n))
             return int(conn.execute(sa.select(KEY_WRAPS.c.wraps).where(KEY_WRAPS.c.kek_id == kek_id)).scalar_one())
 
     def close(self) -> None:

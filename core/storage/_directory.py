@@ -77,9 +77,9 @@ class _DirectoryWriter:
                 self._tmp.unlink(missing_ok=True)
                 return False
             os.replace(self._tmp, self._final)
-            _fsync_dir(self._folder)
             atomic_write(self._folder / _META, _to_json(obj), 0o600)
-            _fsync_dir(self._folder)
+            _fsync_dir(self._folder)  # both renames durable
+            self._backend.used(obj.owner, obj.size - (current.size if current is not None else 0))
         for stale in self._folder.glob("v*.blob"):
             if stale != self._final:
                 stale.unlink(missing_ok=True)
@@ -97,6 +97,9 @@ class DirectoryBackend:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         (root / ".keys").mkdir(mode=0o700, exist_ok=True)
         self._thread_lock = threading.Lock()
+        self._usage: dict[str, int] = {}
+        self._usage_lock = threading.Lock()
+        """Bytes per owner, read from the metadata once, then kept by commit and delete."""
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -157,18 +160,30 @@ class DirectoryBackend:
     def delete(self, owner: str, object_id: str) -> bool:
         folder = self._folder(owner, object_id)
         with self.locked():
+            current = self.head(owner, object_id)
             try:
                 (folder / _META).unlink()
             except FileNotFoundError:
                 return False
             _fsync_dir(folder)
+            if current is not None:
+                self.used(owner, -current.size)
         for path in folder.iterdir():
             path.unlink(missing_ok=True)
         folder.rmdir()
         return True
 
     def usage(self, owner: str) -> int:
-        return sum(o.size for o in self._owned(owner))
+        with self._usage_lock:
+            if owner not in self._usage:
+                self._usage[owner] = sum(o.size for o in self._owned(owner))
+            return self._usage[owner]
+
+    def used(self, owner: str, delta: int) -> None:
+        """Adjust the cached usage of `owner` (called by commits)."""
+        with self._usage_lock:
+            if owner in self._usage:
+                self._usage[owner] += delta
 
     def wrapped_not_under(self, kek_id: str, limit: int) -> Sequence[StoredObject]:
         found: list[StoredObject] = []
@@ -188,13 +203,13 @@ class DirectoryBackend:
             atomic_write(self._folder(obj.owner, obj.object_id) / _META, _to_json(current.rewrapped(kek_id, wrapped_key)), 0o600)
             return True
 
-    def count_wrap(self, kek_id: str) -> int:
+    def count_wraps(self, kek_id: str, n: int) -> int:
         path = self._root / ".keys" / f"{kek_id}.wraps"
         with self.locked():
             try:
-                count = int(path.read_text()) + 1
+                count = int(path.read_text()) + n
             except FileNotFoundError:
-                count = 1
+                count = n
             atomic_write(path, str(count).encode(), 0o600)
         return count
 

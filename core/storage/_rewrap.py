@@ -44,7 +44,7 @@ def rewrap_all(
         for obj in found:
             ref = ObjectRef(obj.owner, obj.object_id, obj.version)
             data_key = unwrap(keyring, ref, obj.kek_id, obj.wrapped_key)
-            backend.count_wrap(primary)
+            backend.count_wraps(primary, 1)
             kek_id, wrapped = wrap(keyring, ref, data_key)
             if backend.rewrap(obj, kek_id, wrapped):
                 report.rewrapped += 1

@@ -10,13 +10,15 @@ content.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from vivified.core.chain import Principal, annotate
-from vivified.core.errors import PermissionDenied
+from vivified.core.errors import PermissionDenied, VivifiedError
 from vivified.core.registry import ACTIVE, PluginRecord
 from vivified.core.storage._backend import StoredObject
 from vivified.core.storage._errors import DOMAIN, request_invalid
@@ -26,6 +28,7 @@ from vivified.storage.v1 import object_store_pb2 as pb
 from vivified.storage.v1 import object_store_pb2_grpc
 
 CHUNK_BYTES = 256 * 1024
+DRAIN_SECONDS = 1.0
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
 DELEGATION_HEADER = "x-vivified-delegation"
 VerifyDelegation = Callable[[str, str], Awaitable[frozenset[str]]]
@@ -102,7 +105,11 @@ class ObjectStoreService(object_store_pb2_grpc.ObjectStoreServiceServicer):
                     raise request_invalid("only chunks may follow the header")
                 yield message.chunk
 
-        obj = await self._store.put(actor, header, chunks())
+        try:
+            obj = await self._store.put(actor, header, chunks())
+        except VivifiedError:
+            await _drain(request_iterator)
+            raise
         _annotate(obj)
         return pb.PutObjectResponse(metadata=metadata_of(obj))
 
@@ -154,6 +161,21 @@ class ObjectStoreService(object_store_pb2_grpc.ObjectStoreServiceServicer):
         obj = await self._store.delete(await self._actor(context), request.name)
         _annotate(obj)
         return pb.DeleteObjectResponse()
+
+
+async def _drain(messages: AsyncIterator[pb.PutObjectRequest]) -> None:
+    """Read and discard what the client is still sending, for at most
+    DRAIN_SECONDS, before a refusal goes out. grpc-python's asyncio client
+    reports INTERNAL ("Internal error from Core") instead of the server's
+    status when it writes after the server ended the call (grpc/grpc#36066),
+    so a refused put would otherwise often lose its reason. Nothing read here
+    is kept; a client that keeps sending past the bound is cut off."""
+    async def discard() -> None:
+        async for _message in messages:
+            pass
+
+    with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError, VivifiedError):
+        await asyncio.wait_for(discard(), DRAIN_SECONDS)
 
 
 _TOKEN_PREFIX = "after:"

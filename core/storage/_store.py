@@ -47,6 +47,12 @@ from vivified.core.storage._names import check_name, check_owner, object_id
 from vivified.options.v1 import options_pb2
 
 T = TypeVar("T")
+WRAP_BLOCK = 1024
+"""Data-key wraps reserved per durable write of the per-key count."""
+SINGLE_PASS_BYTES = 8 * 1024 * 1024
+"""Objects up to this size are opened once into memory (never disk) and
+streamed from there; larger ones are authenticated in a first pass and
+opened again while streaming, so memory stays bounded."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,11 @@ class ObjectStore:
         self._clock = clock
         self.limits = limits or StorageLimits()
         self._share_allowed = share_allowed
+        self._wraps: dict[str, tuple[int, int]] = {}
+        """Per key id: (wraps used, wraps reserved in the backend). Reserved in
+        blocks, so counting costs one durable write per block, not per put; a
+        restart forgets the unused rest of a block, which only over-counts."""
+        self._wrap_lock = asyncio.Lock()
 
     # -- put -----------------------------------------------------------------
 
@@ -133,9 +144,7 @@ class ObjectStore:
         version = (current.version if current is not None else 0) + 1
         ref = ObjectRef(owner, oid, version)
 
-        primary = self._keyring.primary_id
-        if await _thread(lambda: self._backend.count_wrap(primary)) > self.limits.wrap_limit:
-            raise rotation_required(primary, self.limits.wrap_limit)
+        await self._count_wrap(self._keyring.primary_id)
         data_key = new_data_key()
         kek_id, wrapped = wrap(self._keyring, ref, data_key)
         sealer = Sealer(data_key, ref)
@@ -177,6 +186,17 @@ class ObjectStore:
             await asyncio.shield(_thread(writer.abort))
             raise
 
+    async def _count_wrap(self, kid: str) -> None:
+        async with self._wrap_lock:
+            used, reserved = self._wraps.get(kid, (0, 0))
+            if used >= reserved:
+                block = max(1, min(WRAP_BLOCK, self.limits.wrap_limit // 16))
+                reserved = await _thread(lambda: self._backend.count_wraps(kid, block))
+                used = reserved - block
+            if used >= self.limits.wrap_limit:
+                raise rotation_required(kid, self.limits.wrap_limit)
+            self._wraps[kid] = (used + 1, reserved)
+
     # -- read ----------------------------------------------------------------
 
     async def find(self, actor: Actor, name: str, owner: str = "") -> StoredObject:
@@ -214,12 +234,25 @@ class ObjectStore:
         if size != obj.size or digest.hexdigest() != obj.sha256:
             raise integrity_failed(obj.object_id)
 
+    def _open_all(self, obj: StoredObject) -> list[bytes]:
+        parts = list(self._opened(obj))
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        if sum(map(len, parts)) != obj.size or digest.hexdigest() != obj.sha256:
+            raise integrity_failed(obj.object_id)
+        return parts
+
     async def read(self, obj: StoredObject) -> AsyncIterator[bytes]:
         """The content, once all of it has been authenticated."""
+        if obj.size <= SINGLE_PASS_BYTES:
+            for part in await _thread(lambda: self._open_all(obj)):
+                yield part
+            return
         await _thread(lambda: self._verify(obj))
         opened = self._opened(obj)
-        while (part := await _thread(lambda: next(opened, None))) is not None:
-            yield part
+        while (chunk := await _thread(lambda: next(opened, None))) is not None:
+            yield chunk
 
     # -- list, delete ----------------------------------------------------------
 

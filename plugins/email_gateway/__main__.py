@@ -26,6 +26,7 @@ from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
 from vivified.plugins.email_gateway._plugin import EmailGateway
 from vivified.plugins.email_gateway._store import EmailStore
 from vivified.plugins.email_gateway._welcome import DIRECTORY
+from vivified.options.v1.options_pb2 import CLASSIFICATION_PII
 from vivified.sdk import PermissionDeniedError, PluginRuntime, PluginSettings, Tunnel, VivifiedSDKError
 
 _log = logging.getLogger("vivified.plugins.email_gateway")
@@ -54,7 +55,12 @@ async def serve(settings: PluginSettings, data_dir: Path) -> None:
             raise TypeError("GetProfile answered with another type")
         return reply.profile
 
-    gateway = EmailGateway(store, connect=connect, publish=publish, lookup=lookup, fetch=fetch)
+    async def archive(name: str, message: bytes) -> object:
+        # The core's encrypted object store: PII, as the mail names a person.
+        return await holder[0].storage.put(name, message, content_type="message/rfc822",
+                                           classification=CLASSIFICATION_PII, timeout=10)
+
+    gateway = EmailGateway(store, connect=connect, publish=publish, lookup=lookup, fetch=fetch, archive=archive)
     background: list[asyncio.Task[None]] = []
 
     async def follow_config() -> None:

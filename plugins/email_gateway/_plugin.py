@@ -16,6 +16,11 @@ change applies to the next one): SMTP through the core's tunnel (`_smtp`), or
 a JSON email API through the core's egress fetch (`_api`), whose credential
 only the core holds.
 
+Every delivered mail is kept, as sent (RFC 822, classified PII), in the
+core's encrypted object store under `sent/<email id>.eml` (`archive`), so an
+operator can prove what went out; the archive is best effort after delivery
+(a failure is logged, never a reason to send again).
+
 `EmailSent`/`EmailFailed` carry event ids derived from the email id, so a
 redelivered event does not publish twice. Logs carry email ids and SMTP
 codes only: never an address, a subject, a body or the password."""
@@ -43,7 +48,15 @@ from vivified.events.v1.canonical_pb2 import (
 )
 from vivified.plugins.email_gateway._api import Fetch, send_api
 from vivified.plugins.email_gateway._settings import DEFAULT_ACTIVATION_URL, SettingsProblem, SmtpSettings
-from vivified.plugins.email_gateway._smtp import Connect, DeliveryFailure, Mail, PermanentFailure, TemporaryFailure, send
+from vivified.plugins.email_gateway._smtp import (
+    Connect,
+    DeliveryFailure,
+    Mail,
+    PermanentFailure,
+    TemporaryFailure,
+    compose,
+    send,
+)
 from vivified.plugins.email_gateway._welcome import Lookup, welcome_mail
 from vivified.plugins.email_gateway._store import (
     DELIVERED,
@@ -69,6 +82,15 @@ _STATUS = {
 _LOOKUP_RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND})
 Publish = Callable[[Message, str], Awaitable[object]]
 """(event payload, event id) -> published (`runtime.publish`)."""
+Archive = Callable[[str, bytes], Awaitable[object]]
+"""(object name, RFC 822 bytes) -> stored (`runtime.storage.put`, classified PII)."""
+
+
+def archive_name(email_id: str) -> str:
+    """The object name a delivered mail is kept under (object names allow
+    letters, digits and ._~- only, so anything else in the id becomes `_`)."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._~-") else "_" for c in email_id)
+    return f"sent/{safe or '_'}.eml"
 
 
 class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
@@ -86,9 +108,11 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         publish: Publish,
         lookup: Lookup | None = None,
         fetch: Fetch | None = None,
+        archive: Archive | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
+        self._archive = archive
         self._connect = connect
         self._fetch = fetch
         self._publish = publish
@@ -140,6 +164,7 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
             self._store.update(mail.email_id, QUEUED, detail=failure.message, error_code=failure.code)
             raise
         self._store.update(mail.email_id, DELIVERED, provider_message_id=provider_id)
+        await self._keep(mail, settings)
         await self._publish(
             EmailSent(email_id=mail.email_id, recipient=mail.to_address, provider_message_id=provider_id,
                       user_id=mail.user_id),
@@ -147,6 +172,14 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         )
         _log.info("email %s delivered", mail.email_id)
         return provider_id
+
+    async def _keep(self, mail: Mail, settings: SmtpSettings) -> None:
+        if self._archive is None:
+            return
+        try:
+            await self._archive(archive_name(mail.email_id), bytes(compose(mail, settings.sender)))
+        except (VivifiedSDKError, grpc.aio.AioRpcError) as exc:
+            _log.warning("email %s delivered but not archived: %s", mail.email_id, getattr(exc, "reason", exc))
 
     async def _failed(self, mail: Mail, failure: DeliveryFailure) -> None:
         self._store.update(mail.email_id, FAILED, detail=failure.message, error_code=failure.code)

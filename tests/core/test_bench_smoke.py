@@ -69,3 +69,12 @@ def test_bench_rejects_tiny_runs() -> None:
     assert result.returncode == 2 and "at least 1000" in result.stdout
     result = run_vivified("bench", "events", "--events", "10")
     assert result.returncode == 2 and "at least 50" in result.stdout
+
+
+def test_bench_storage_reports_put_and_get_ratios_on_both_backends() -> None:
+    report = _report("storage", "--objects", "3", "--rounds", "1")
+    ratios = report["ratios"]
+    assert isinstance(ratios, dict)
+    assert set(ratios) == {f"storage.{b}.{s}.{op}" for b in ("directory", "database")
+                           for s in ("1MiB", "64KiB") for op in ("put", "get")}
+    assert all(isinstance(value, float) and value > 0 for value in ratios.values())

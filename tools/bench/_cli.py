@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from vivified.bench import run_chain_bench, run_egress_bench
 from vivified.bench._events import run_events_bench
 from vivified.bench._invoke import run_invoke_bench
+from vivified.bench._storage import run_storage_bench
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     egress.add_argument("--rounds", type=int, default=300, help="interleaved rounds (default 300)")
     egress.add_argument("--https", action="store_true", help="use a local HTTPS server")
     egress.add_argument("--json", action="store_true", help="print one JSON object")
+    storage = scenarios.add_parser(
+        "storage", help="object store put/get throughput, 1 MiB and 64 KiB objects, vs a plain file, both backends"
+    )
+    storage.add_argument("--objects", type=int, default=40, help="objects per size per round (default 40)")
+    storage.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    storage.add_argument("--database-url", help="database backend on this database (default: SQLite in a temp dir)")
+    storage.add_argument("--json", action="store_true", help="print one JSON object")
     return bench
 
 
@@ -58,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, out: list[str]) -> int:
-    if args.scenario == "egress":
+    if args.scenario == "storage":
+        if args.objects < 1 or args.rounds < 1:
+            out.append("error: --objects and --rounds must be at least 1")
+            return 2
+        report = asyncio.run(run_storage_bench(count=args.objects, rounds=args.rounds, database_url=args.database_url))
+    elif args.scenario == "egress":
         if args.rounds < 10:
             out.append("error: --rounds must be at least 10")
             return 2

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from support.clients import audit_rows, operator_channel
+from vivified.core.storage import object_id
+from vivified.plugins.email_gateway._plugin import archive_name
 from support.waiting import until
 from vivified.admin.v1 import event_admin_pb2, event_admin_pb2_grpc
 from vivified.communication.v1 import communication_pb2 as pb
@@ -86,6 +88,16 @@ async def test_send_message_through_the_operator_lane_delivers_a_mail(world: Gat
     assert "duration_ms" in facts
     calls = audit_rows(world.core, action="/vivified.communication.v1.CommunicationPluginService/SendMessage")
     assert any(r.actor == "plugin:email-gateway-tester" and r.outcome == "OK" for r in calls)
+    # Kept, as sent, in the core's encrypted object store: one PII put by the gateway, no plaintext at rest.
+    [sent] = world.observer.of(EmailSent, message_id)
+    oid = object_id(GATEWAY, archive_name(sent.email_id))
+    puts = await until(lambda: audit_rows(world.core, action="/vivified.storage.v1.ObjectStoreService/PutObject",
+                                          resource=f"object/{GATEWAY}/{oid}"), 10, "the archive's PutObject")
+    assert len(puts) == 1 and puts[0].actor == f"plugin:{GATEWAY}" and puts[0].outcome == "OK"
+    assert json.loads(puts[0].detail)["classification"] == "CLASSIFICATION_PII"
+    kept = world.core.data_dir / "objects" / GATEWAY / oid
+    assert (kept / "meta.json").exists()
+    assert b"The numbers are in." not in b"".join(f.read_bytes() for f in kept.iterdir())
 
 
 async def test_message_send_requested_yields_email_sent_and_the_mail(world: GatewayWorld) -> None:
