@@ -27,8 +27,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 from grpc_health.v1 import health
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from vivified.core.audit import (
     AuditLog,
     AuditQueryService,
@@ -69,6 +67,7 @@ from vivified.core.gateway import (
 )
 from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
 from vivified.core.metrics import Metrics
+from vivified.core.telemetry import Tracing, tracing_from_env
 from vivified.core.plugin_config import ConfigFollower, ConfigService, PluginConfigStore, SecretsKeyring
 from vivified.core.policy import load_default_rules, rules_sha256
 from vivified.core.registry import PluginRecord, PluginStore
@@ -120,10 +119,12 @@ def _pem_key(key: object) -> bytes:
 class Core:
     """One core broker process."""
 
-    def __init__(self, config: CoreConfig, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: CoreConfig, *, clock: Clock | None = None, tracing: Tracing | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
+        # OTLP trace export when the standard OTEL_* variables configure it; else off.
+        self.tracing = tracing or tracing_from_env(os.environ)
         self.running: RunningCore | None = None
         self._server: grpc.aio.Server | None = None
         self._audit: AuditLog | None = None
@@ -401,7 +402,7 @@ class Core:
         limits = ConcurrencyLimits(lambda: live.current.concurrency)
         self.metrics.watch_concurrency(limits.totals)
         chain = build_chain(
-            tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
+            tracer=self.tracing.tracer("vivified.core"),
             authenticator=authenticator,
             plugin_lookup=store.get,
             streams=streams,
@@ -474,6 +475,7 @@ class Core:
             ),
             lookup=store.get,
             delegations=identity.delegations,
+            tracer=self.tracing.tracer("vivified.core.gateway"),
         )
         egress = EgressService(
             plugin_lookup=store.get,
@@ -499,6 +501,7 @@ class Core:
             record_open=recorder.record_stream_open,
             metrics=self.metrics,
             clock=self.clock,
+            tracer=self.tracing.tracer("vivified.core.events"),
         )
         try:
             await self._events.start()
@@ -587,6 +590,7 @@ class Core:
         if self._audit is not None:
             await self._audit.close()
         self.metrics.stop()
+        self.tracing.shutdown()
         run_file(self.config.data_dir).unlink(missing_ok=True)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import grpc
+from opentelemetry import trace
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain._call import Call, Proceed, current_call
 from vivified.core.errors import VivifiedError
@@ -45,6 +46,8 @@ class AuditRecorder:
                 detail=dict(call.extra) or None,
             )
         )
+        # On the call's server span (a no-op when it is not recorded): the record is durable.
+        trace.get_current_span().add_event("vivified.audit.commit", {"vivified.audit.outcome": outcome})
 
     async def record_stream_open(self) -> None:
         """Record the current streaming call as opened, for handlers of

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from google.protobuf.message import Message
+from opentelemetry import trace
 
 from vivified.core.audit import AuditLog
 from vivified.core.chain import Principal, RateLimitConfig, TokenBuckets, current_call
@@ -69,7 +70,9 @@ class EventBus:
         record_open: Callable[[], Awaitable[None]],
         metrics: EventMetrics,
         clock: Clock,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        tracer = tracer or trace.NoOpTracer()
         self.store = store
         stamper = self._stamper = EnvelopeStamper(clock)
         publisher = self._publisher = Publisher(
@@ -78,13 +81,14 @@ class EventBus:
             buckets=TokenBuckets(lambda: _publish_limit(config()), clock),
             lookup=lookup,
             audit=audit,
+            tracer=tracer,
         )
         session = functools.partial(
             SubscriptionSession,
             store=store,
             lookup=lookup,
             audit=audit,
-            hooks=SessionHooks(delivered=metrics.on_event_delivered, lost=metrics.on_events_lost),
+            hooks=SessionHooks(delivered=metrics.on_event_delivered, lost=metrics.on_events_lost, tracer=tracer),
             alerts=Alerts(store=store, stamper=stamper, audit=audit),
         )
         self.service = EventBusService(

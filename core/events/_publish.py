@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 
 from google.protobuf.message import Message
+from opentelemetry import trace
 
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain import TokenBuckets
@@ -32,7 +33,9 @@ class Publisher:
         buckets: TokenBuckets,
         lookup: PluginLookup,
         audit: AuditLog,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.NoOpTracer()
         self._store = store
         self._stamper = stamper
         self._buckets = buckets
@@ -71,10 +74,13 @@ class Publisher:
             except VivifiedError as exc:
                 by_index[index] = exc
         if accepted:
-            try:
-                results: Sequence[Appended | VivifiedError] = await self._store.append([e for _, e in accepted])
-            except Unavailable as exc:
-                results = [exc] * len(accepted)
+            with self._tracer.start_as_current_span(
+                "vivified.events/store", attributes={"vivified.events": len(accepted)}
+            ):
+                try:
+                    results: Sequence[Appended | VivifiedError] = await self._store.append([e for _, e in accepted])
+                except Unavailable as exc:
+                    results = [exc] * len(accepted)
             by_index.update((index, result) for (index, _), result in zip(accepted, results, strict=True))
         outcomes = [by_index[index] for index in range(len(events))]
         await asyncio.gather(
