@@ -42,6 +42,11 @@ class Publisher:
         self._lookup = lookup
         self._audit = audit
 
+    async def store(self, events: Sequence[NewEvent]) -> Sequence[Appended]:
+        """The durable append, in a span of its own (the event count only)."""
+        with self._tracer.start_as_current_span("vivified.events/store", attributes={"vivified.events": len(events)}):
+            return await self._store.append(list(events))
+
     def prepare(self, plugin_id: str, event: Event) -> NewEvent:
         """Check one event of `plugin_id` and stamp its envelope. The bucket is
         keyed by plugin, not by connection, so reconnecting does not reset it."""
@@ -74,13 +79,10 @@ class Publisher:
             except VivifiedError as exc:
                 by_index[index] = exc
         if accepted:
-            with self._tracer.start_as_current_span(
-                "vivified.events/store", attributes={"vivified.events": len(accepted)}
-            ):
-                try:
-                    results: Sequence[Appended | VivifiedError] = await self._store.append([e for _, e in accepted])
-                except Unavailable as exc:
-                    results = [exc] * len(accepted)
+            try:
+                results: Sequence[Appended | VivifiedError] = await self.store([e for _, e in accepted])
+            except Unavailable as exc:
+                results = [exc] * len(accepted)
             by_index.update((index, result) for (index, _), result in zip(accepted, results, strict=True))
         outcomes = [by_index[index] for index in range(len(events))]
         await asyncio.gather(
