@@ -54,6 +54,7 @@ from vivified.core.cli._up import add_plugin_flag, external_plugins, run_core, r
 from vivified.core.db import DatabaseError
 from vivified.core.errors import VivifiedError
 from vivified.core.policy import PolicyError
+from vivified.core.telemetry import LOG_FORMATS, configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         "gRPC with mutual TLS, default-deny policy and a tamper-evident audit log.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    log_help = "log lines as text for people (default) or as one JSON object per line (time, level, logger, " \
+               "message, plugin_id, trace_id, span_id)"
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help=log_help)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("up", "run the core and every bundled plugin (development profile); with Envoy installed, "
                               "also the REST bridge on https://127.0.0.1:8443"),
@@ -72,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--data-dir", help="keys, database and audit checkpoints (default ./.vivified)")
         add_core_flags(cmd)
+        cmd.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS, help=log_help)
         if name == "up":
             add_plugin_flag(cmd)
     _plugins_cmd.add_parser(sub)
@@ -100,10 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench.run([*args.rest, *extra])
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     environ = dict(os.environ)
     out: list[str] = []
     try:

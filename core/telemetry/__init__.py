@@ -5,7 +5,7 @@ standard `OTEL_*` variables ask for it, and JSON log lines.
     JsonLogFormatter  one JSON object per log line (`--log-format json`)
 """
 
-from vivified.core.telemetry._logs import JsonLogFormatter, configure_logging
+from vivified.core.telemetry._logs import LOG_FORMATS, JsonLogFormatter, configure_logging
 from vivified.core.telemetry._tracing import Tracing, tracing_from_env
 
-__all__ = ["JsonLogFormatter", "Tracing", "configure_logging", "tracing_from_env"]
+__all__ = ["LOG_FORMATS", "JsonLogFormatter", "Tracing", "configure_logging", "tracing_from_env"]

@@ -10,6 +10,7 @@ import json
 import logging
 
 from opentelemetry import trace
+from vivified.core.chain import current_call
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -26,6 +27,9 @@ class JsonLogFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         plugin_id = getattr(record, "plugin_id", "")
+        call = current_call()
+        if not plugin_id and call is not None and call.principal is not None and call.principal.kind == "plugin":
+            plugin_id = call.principal.id  # logged while serving a plugin's call
         if isinstance(plugin_id, str) and plugin_id:
             line["plugin_id"] = plugin_id
         context = trace.get_current_span().get_span_context()
