@@ -347,6 +347,7 @@ class Core:
         ca = self._load_ca()
         core_key = new_private_key()
         core_cert = ca.issue_core_certificate(core_key)
+        self.metrics.on_certificates(core_cert.chain_pem, ca.root_pem)
         key_pem = _pem_key(core_key)
 
         self._audit = await self._start_audit(engine, audit_dir, live.applied.overrides)
@@ -487,6 +488,8 @@ class Core:
             environ=os.environ,
             max_message_bytes=config.max_message_bytes,
             plugin_secret=config_store.secret,
+            tracer=self.tracing.tracer("vivified.core.egress"),
+            on_fetch=self.metrics.on_egress_fetch,
         )
         object_store = build_object_store(
             config=config, engine=engine, keyring=keyring, clock=self.clock, lookup=store.get,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class Call:
     code: grpc.StatusCode | None = None
     audited: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    """`time.perf_counter()` when the chain received the call (the RPC duration metric)."""
 
     @property
     def actor(self) -> str:

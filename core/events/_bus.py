@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import pathlib
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,6 +30,8 @@ class EventMetrics(Protocol):
     """The metrics the event bus moves (implemented by `vivified.core.metrics.Metrics`)."""
 
     def on_event_delivered(self, subscription: str) -> None: ...
+
+    def on_event_latency(self, subscription: str, seconds: float) -> None: ...
 
     def on_events_lost(self, subscription: str, count: int) -> None: ...
 
@@ -88,7 +91,12 @@ class EventBus:
             store=store,
             lookup=lookup,
             audit=audit,
-            hooks=SessionHooks(delivered=metrics.on_event_delivered, lost=metrics.on_events_lost, tracer=tracer),
+            hooks=SessionHooks(
+                delivered=metrics.on_event_delivered, lost=metrics.on_events_lost, tracer=tracer,
+                latency=lambda subscription, published: metrics.on_event_latency(
+                    subscription, (clock.now() - published.ToDatetime(tzinfo=dt.timezone.utc)).total_seconds()
+                ),
+            ),
             alerts=Alerts(store=store, stamper=stamper, audit=audit),
         )
         self.service = EventBusService(

@@ -22,6 +22,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -55,6 +56,8 @@ class SessionHooks:
     delivered: Callable[[str], None]
     lost: Callable[[str, int], None]
     tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)
+    latency: Callable[[str, Timestamp], None] = lambda _subscription, _published: None
+    """Told each delivery sent with the event's publication time (publish-to-delivery latency)."""
     """Opens a span per delivery, a child of the publish call's span."""
 
 
@@ -187,6 +190,7 @@ class SubscriptionSession:
                 self._in_flight.add(delivery.delivery_id)
                 await write(response)
                 self._hooks.delivered(self._subscription)
+                self._hooks.latency(self._subscription, response.delivery.event.time)
 
     def _traits(self) -> frozenset[str]:
         view = self._lookup(self._plugin_id)
