@@ -1,7 +1,7 @@
 """The Grafana dashboard queries exactly metrics a real core exports, and the
 metrics issue 14 lists move: RPC duration by service/method/code, certificate
-expiry, process metrics (event latency and egress duration are checked where
-those lanes run: tests/core/telemetry/test_canary_e2e.py)."""
+expiry, process metrics (the event delivery latency is checked where events
+flow: test_traces_e2e.py's canary test)."""
 
 from __future__ import annotations
 

@@ -5,19 +5,29 @@ the right parent."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
+import re
 import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
 
-from support.clients import approve, audit_rows
+from support.clients import approve, audit_rows, bootstrap_channel, operator_channel
 from support.lane import RETRIEVE_METHOD, RecordingStore, plugin_state, started_plugin, write_manifest
 from support.otlp_receiver import ReceivedSpan, RunningReceiver, start_receiver
 from support.processes import CoreProcess, clean_env, core_running, spawn, stop_process
+from support.users import api_key_secret, auth_call, auth_pb, bearer, code_at, login, users_pb
 from support.waiting import until
+from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
+from vivified.identity.v1 import api_keys_pb2 as keys_pb
+from vivified.identity.v1 import api_keys_pb2_grpc as keys_grpc
+from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
+from vivified.options.v1 import options_pb2
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.events.v1.canonical_pb2 import UserCreated
 from vivified.sdk import PluginRuntime, load_manifest
@@ -26,6 +36,7 @@ from vivified.storage.v1 import storage_pb2
 pytestmark = [pytest.mark.asyncio, pytest.mark.e2e]
 
 USER_CREATED = "vivified.events.v1.UserCreated"
+STORE_METHOD = "vivified.storage.v1.StoragePluginService/StoreObject"
 TESTS = pathlib.Path(__file__).resolve().parents[2]
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5  # OTLP Span.SpanKind
 
@@ -53,7 +64,8 @@ async def caller(
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     manifest = write_manifest(
-        tmp_path, "trace-caller", calls=[{"plugin_id": "trace-target", "method": RETRIEVE_METHOD}],
+        tmp_path, "trace-caller",
+        calls=[{"plugin_id": "trace-target", "method": m} for m in (RETRIEVE_METHOD, STORE_METHOD)],
         publishes=[USER_CREATED],
     )
     runtime = await started_plugin(traced_core, manifest, [RecordingStore()])
@@ -173,3 +185,78 @@ async def test_l1_event_is_one_trace_from_publisher_to_subscriber(
     assert handler.kind == CONSUMER and handler.parent_span_id == deliver.span_id
     assert handler.resource["service.name"] == "trace-sub"
     assert handler.resource["process.pid"] == subscriber.pid  # type: ignore[attr-defined]
+
+
+CANARY_PASSWORD = "Canary-Passw0rd-7d41c9e2b8"
+CANARY_EMAIL = "canary.pii.5e0b1f@example.com"
+CANARY_NAME = "Canary PII Name 93ad77"
+CANARY_PHI = "canary-phi-diagnosis-c41f0e2a"
+
+
+async def test_l2_canary_values_never_reach_logs_spans_or_metrics(
+    traced_core: CoreProcess, receiver: RunningReceiver, caller: PluginRuntime, tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    target_manifest = write_manifest(tmp_path, "trace-target", provides=[RETRIEVE_METHOD, STORE_METHOD])
+    target_approval = await approve(traced_core, load_manifest(target_manifest), replace=True)
+    sub_manifest = write_manifest(tmp_path, "trace-sub", subscribes=[USER_CREATED])
+    sub_approval = await approve(traced_core, load_manifest(sub_manifest), replace=True)
+    events = tmp_path / "events.log"
+    target = plugin_process(traced_core, target_manifest, target_approval.join_token, "support.lane_plugin_main",
+                            tmp_path / "target.log", **receiver.env)
+    subscriber = plugin_process(traced_core, sub_manifest, sub_approval.join_token, "support.event_plugin_main",
+                                tmp_path / "sub.log", EVENT_LOG=str(events), **receiver.env)
+    secrets: list[str] = [CANARY_PASSWORD, CANARY_EMAIL, CANARY_NAME, CANARY_PHI]
+    try:
+        await healthy(traced_core, "trace-target")
+        await healthy(traced_core, "trace-sub")
+        await until(lambda: events.exists() and "opened" in events.read_text(), 15, "the subscription to open")
+        # PII: a user created with a canary email and name; the core publishes UserCreated to the subscriber.
+        async with operator_channel(traced_core) as channel:
+            created = await users_grpc.UserAdminServiceStub(channel).CreateUser(users_pb.CreateUserRequest(
+                username="canary", password=CANARY_PASSWORD, email=CANARY_EMAIL, display_name=CANARY_NAME,
+                roles=["operator"],
+            ), timeout=10)
+        await until(lambda: len(events.read_text().splitlines()) >= 2, 15, "UserCreated delivered")
+        # Password, TOTP seed, API key: sign in with the password, enrol TOTP, create and use an API key.
+        token = (await login(traced_core, "canary", CANARY_PASSWORD)).tokens.access_token
+        secrets.append(token)
+        enrolled = await auth_call(traced_core, "EnrollMfa", auth_pb.EnrollMfaRequest(), token)
+        secrets.append(enrolled.secret)  # type: ignore[attr-defined]
+        await auth_call(traced_core, "ConfirmMfa", auth_pb.ConfirmMfaRequest(
+            code=code_at(enrolled.secret, time.time())), token)  # type: ignore[attr-defined]
+        async with bootstrap_channel(traced_core) as channel:
+            key = await keys_grpc.ApiKeyServiceStub(channel).CreateApiKey(
+                keys_pb.CreateApiKeyRequest(name="canary", scopes=["plugin_manager", "viewer"]), metadata=bearer(token), timeout=10
+            )
+            secrets += [key.api_key, api_key_secret(key.api_key)]
+            await admin_grpc.PluginAdminServiceStub(channel).ListPlugins(
+                admin_pb.ListPluginsRequest(), metadata=(("x-api-key", key.api_key),), timeout=10
+            )
+        # PHI: stored through the operator lane to the target plugin.
+        await caller.call("trace-target", storage_pb2.StoreObjectRequest(object=storage_pb2.StoredObject(
+            object_key="canary", content=CANARY_PHI.encode(), classification=options_pb2.CLASSIFICATION_PHI,
+        )), timeout=10)
+        # The exported trace of the lane call has arrived (then everything before it has been flushed too).
+        (row,) = audit_rows(traced_core, action=f"/{STORE_METHOD}", actor="plugin:trace-caller")
+        await trace_spans(receiver, row.trace_id, {("trace-target", STORE_METHOD)})
+        assert created.user.user_id
+    finally:
+        stop_process(target)  # type: ignore[arg-type]
+        stop_process(subscriber)  # type: ignore[arg-type]
+    with urllib.request.urlopen(f"http://{traced_core.metrics_address}/metrics", timeout=10) as response:
+        metrics = response.read()
+    places = {
+        "core log": traced_core.log_path.read_bytes(),
+        "target log": (tmp_path / "target.log").read_bytes(),
+        "subscriber log": (tmp_path / "sub.log").read_bytes(),
+        "this process's log": caplog.text.encode(),
+        "exported spans and resources": b"".join(receiver.receiver.raw),
+        "metrics": metrics,
+    }
+    assert len(receiver.receiver.raw) > 3 and b"trace-target" in places["exported spans and resources"]
+    leaks = [(secret, where) for secret in secrets for where, data in places.items() if secret.encode() in data]
+    assert leaks == []
+    # The publish-to-delivery latency of the UserCreated delivery was observed.
+    assert re.search(rb'^vivified_events_delivery_latency_seconds_count\{subscription="[^"]*users"\} [1-9]', metrics, re.M)
