@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
+import grpc
 import pytest
 import pytest_asyncio
 
@@ -30,7 +31,7 @@ from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
 from vivified.options.v1 import options_pb2
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.events.v1.canonical_pb2 import UserCreated
-from vivified.sdk import PluginRuntime, load_manifest
+from vivified.sdk import PermissionDeniedError, PluginRuntime, load_manifest
 from vivified.storage.v1 import storage_pb2
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.e2e]
@@ -260,3 +261,21 @@ async def test_l2_canary_values_never_reach_logs_spans_or_metrics(
     assert leaks == []
     # The publish-to-delivery latency of the UserCreated delivery was observed.
     assert re.search(rb'^vivified_events_delivery_latency_seconds_count\{subscription="[^"]*users"\} [1-9]', metrics, re.M)
+
+
+async def test_l1_policy_deny_is_an_event_on_the_core_span_with_its_rule(
+    traced_core: CoreProcess, receiver: RunningReceiver, caller: PluginRuntime
+) -> None:
+    with pytest.raises(PermissionDeniedError) as denied:
+        await caller.call("not-declared", storage_pb2.RetrieveObjectRequest(object_key="k"), timeout=10)
+    assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED and denied.value.reason == "POLICY_DENIED"
+    (row,) = audit_rows(traced_core, actor="plugin:trace-caller", decision="deny")
+    assert row.reason == "POLICY_DENIED" and row.rule_id
+    spans = await trace_spans(receiver, row.trace_id, {
+        ("trace-caller", RETRIEVE_METHOD), ("vivified-core", f"/{RETRIEVE_METHOD}"),
+    })
+    server = spans[("vivified-core", f"/{RETRIEVE_METHOD}")]
+    assert server.parent_span_id == spans[("trace-caller", RETRIEVE_METHOD)].span_id
+    assert ("vivified.policy.deny", {"vivified.rule_id": row.rule_id, "vivified.reason": "POLICY_DENIED"}) in server.events
+    assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert ("vivified.gateway", "forward") not in {tuple(n.split("/")) for _, n in spans}
