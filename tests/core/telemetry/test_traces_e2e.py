@@ -18,7 +18,15 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from support.clients import approve, audit_rows, bootstrap_channel, operator_channel
+from support.clients import (
+    admitted_plugin,
+    approve,
+    audit_rows,
+    bootstrap_channel,
+    error_info,
+    operator_channel,
+    plugin_channel,
+)
 from support.lane import RETRIEVE_METHOD, RecordingStore, plugin_state, started_plugin, write_manifest
 from support.otlp_receiver import ReceivedSpan, RunningReceiver, start_receiver
 from support.processes import CoreProcess, clean_env, core_running, spawn, stop_process
@@ -30,6 +38,7 @@ from vivified.identity.v1 import api_keys_pb2_grpc as keys_grpc
 from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
 from vivified.options.v1 import options_pb2
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
+from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
 from vivified.events.v1.canonical_pb2 import UserCreated
 from vivified.sdk import PermissionDeniedError, PluginRuntime, load_manifest
 from vivified.storage.v1 import storage_pb2
@@ -38,6 +47,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.e2e]
 
 USER_CREATED = "vivified.events.v1.UserCreated"
 STORE_METHOD = "vivified.storage.v1.StoragePluginService/StoreObject"
+FETCH = "vivified.egress.v1.EgressProxyService/Fetch"
 TESTS = pathlib.Path(__file__).resolve().parents[2]
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5  # OTLP Span.SpanKind
 
@@ -279,3 +289,33 @@ async def test_l1_policy_deny_is_an_event_on_the_core_span_with_its_rule(
     assert ("vivified.policy.deny", {"vivified.rule_id": row.rule_id, "vivified.reason": "POLICY_DENIED"}) in server.events
     assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.PERMISSION_DENIED.value[0]
     assert ("vivified.gateway", "forward") not in {tuple(n.split("/")) for _, n in spans}
+
+
+async def test_l1_egress_fetch_has_its_span_and_duration_by_plugin_and_outcome(
+    traced_core: CoreProcess, receiver: RunningReceiver
+) -> None:
+    identity = await admitted_plugin(
+        traced_core, "trace-egress", traits=["communication_plugin", "external_service"],
+        security={"allowed_domains": ["api.example.com"]},
+    )
+    url = "https://other.example.com/private?q=canary-query-6c1d"
+    async with plugin_channel(traced_core, identity) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await egress_pb2_grpc.EgressProxyServiceStub(channel).Fetch(
+                egress_pb2.FetchRequest(method="GET", url=url), timeout=10
+            )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_info(denied.value).reason == "EGRESS_DENIED"
+    (row,) = audit_rows(traced_core, actor="plugin:trace-egress", action=f"/{FETCH}")
+    assert (row.decision, row.reason) == ("deny", "EGRESS_DENIED")
+    spans = await trace_spans(receiver, row.trace_id, {
+        ("vivified-core", f"/{FETCH}"), ("vivified-core", "vivified.egress/fetch"),
+    })
+    fetch = spans[("vivified-core", "vivified.egress/fetch")]
+    assert fetch.parent_span_id == spans[("vivified-core", f"/{FETCH}")].span_id
+    assert fetch.attributes == {"vivified.plugin": "trace-egress", "vivified.outcome": "PERMISSION_DENIED"}
+    assert b"canary-query-6c1d" not in b"".join(receiver.receiver.raw)
+    with urllib.request.urlopen(f"http://{traced_core.metrics_address}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    assert re.search(r'^vivified_egress_fetch_duration_seconds_count\{outcome="PERMISSION_DENIED",'
+                     r'plugin="trace-egress"\} 1\.0$', metrics, re.M), metrics[-2000:]
