@@ -488,7 +488,7 @@ class Core:
             environ=os.environ,
             max_message_bytes=config.max_message_bytes,
             plugin_secret=config_store.secret,
-            tracer=self.tracing.tracer("vivified.core.egress"),
+            tracer=self.tracing.span_tracer("vivified.core.egress"),
             on_fetch=self.metrics.on_egress_fetch,
         )
         object_store = build_object_store(
@@ -504,7 +504,7 @@ class Core:
             record_open=recorder.record_stream_open,
             metrics=self.metrics,
             clock=self.clock,
-            tracer=self.tracing.tracer("vivified.core.events"),
+            tracer=self.tracing.span_tracer("vivified.core.events"),
         )
         try:
             await self._events.start()

@@ -38,7 +38,13 @@ class Tracing:
     exporting: bool
 
     def tracer(self, name: str) -> trace.Tracer:
+        """A tracer of the provider: even unsampled, its spans carry ids that continue a trace."""
         return self.provider.get_tracer(name)
+
+    def span_tracer(self, name: str) -> trace.Tracer:
+        """For spans that only add detail (events, egress): a no-op tracer, which costs
+        nothing per call, unless export is on."""
+        return self.provider.get_tracer(name) if self.exporting else trace.NoOpTracer()
 
     def shutdown(self) -> None:
         self.provider.shutdown()

@@ -70,6 +70,10 @@ def span(
     upstream = _CURRENT.get() if parent is None else parent
     if not _FORMAT.fullmatch(upstream):
         upstream = ""
+    if isinstance(tracer, trace.NoOpTracer):  # tracing off: only pass the context on
+        with traced(upstream):
+            yield
+        return
     context = _PROPAGATOR.extract({TRACEPARENT_HEADER: upstream}) if upstream else Context()
     opened = tracer.start_span(name, context=context, kind=kind, attributes=attributes)
     if not opened.is_recording():
