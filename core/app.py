@@ -495,6 +495,7 @@ class Core:
             config=config, engine=engine, keyring=keyring, clock=self.clock, lookup=store.get,
             identify=authenticator.principal, delegations=identity.delegations,
         )
+        self.metrics.watch_storage(lambda: [r.plugin_id for r in store.all()], object_store.footprint)
         self._events = EventBus(
             config=lambda: live.current.events,
             store=open_event_store(lambda: live.current.events, config.data_dir, self.clock),

@@ -19,6 +19,8 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from vivified.core.chain import Call, InFlight
 from vivified.core.events import SubscriptionLag
 from vivified.core.policy import Decision
@@ -130,6 +132,11 @@ class Metrics:
             gauge = Gauge(name, what, registry=self.registry)
             gauge.set_function(functools.partial(lambda p: float(p(totals())), pick))
 
+    def watch_storage(self, owners: Callable[[], Iterable[str]], footprint: Callable[[str], tuple[int, int]]) -> None:
+        """`vivified_storage_bytes{plugin}` and `vivified_storage_objects{plugin}`, read
+        from the object store when scraped (one query each per known plugin)."""
+        self.registry.register(_StorageCollector(owners, footprint))
+
     def on_call_done(self, call: Call, code: grpc.StatusCode) -> None:
         self.calls.labels(call.service, call.method_name, code.name).inc()
         self.call_seconds.labels(call.service, call.method_name, code.name).observe(
@@ -200,3 +207,25 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _StorageCollector(Collector):
+    def __init__(self, owners: Callable[[], Iterable[str]], footprint: Callable[[str], tuple[int, int]]) -> None:
+        self._owners = owners
+        self._footprint = footprint
+
+    def collect(self) -> Iterable[Metric]:
+        stored = GaugeMetricFamily("vivified_storage_bytes", "Bytes in the object store by owning plugin",
+                                   labels=["plugin"])
+        objects = GaugeMetricFamily("vivified_storage_objects", "Objects in the object store by owning plugin",
+                                    labels=["plugin"])
+        for owner in sorted(set(self._owners())):
+            size, count = self._footprint(owner)
+            stored.add_metric([owner], size)
+            objects.add_metric([owner], count)
+        return [stored, objects]
+
+    def describe(self) -> Iterable[Metric]:
+        # Described without collecting, so registering does not query the store.
+        return [GaugeMetricFamily("vivified_storage_bytes", "", labels=["plugin"]),
+                GaugeMetricFamily("vivified_storage_objects", "", labels=["plugin"])]

@@ -170,6 +170,9 @@ class DirectoryBackend:
     def usage(self, owner: str) -> int:
         return sum(o.size for o in self._owned(owner))
 
+    def count(self, owner: str) -> int:
+        return len(self._owned(owner))
+
     def wrapped_not_under(self, kek_id: str, limit: int) -> Sequence[StoredObject]:
         found: list[StoredObject] = []
         for meta in sorted(self._root.glob(f"*/*/{_META}")):

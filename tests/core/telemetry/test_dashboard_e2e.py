@@ -1,6 +1,6 @@
 """The Grafana dashboard queries exactly metrics a real core exports, and the
 metrics issue 14 lists move: RPC duration by service/method/code, certificate
-expiry, process metrics (the event delivery latency is checked where events
+expiry, storage, process metrics (the event delivery latency is checked where events
 flow: test_traces_e2e.py's canary test)."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ async def test_dashboard_queries_only_metrics_the_core_exports(core: CoreProcess
     assert used - names == set()
     for listed in ("vivified_rpc_duration_seconds", "vivified_events_delivery_latency_seconds",
                    "vivified_egress_fetch_duration_seconds", "vivified_certificate_expiry_timestamp_seconds",
-                   "process_resident_memory_bytes"):
+                   "vivified_storage_bytes", "vivified_storage_objects", "process_resident_memory_bytes"):
         assert listed in names and any(name.startswith(listed) for name in used)
     count = "vivified_rpc_duration_seconds_count[('code', 'OK'), ('method', 'ListPlugins'), " \
             "('service', 'vivified.admin.v1.PluginAdminService')]"
