@@ -29,8 +29,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 from grpc_health.v1 import health
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from vivified.core.audit import Audit, AuditRecord, Durability, TailCheck, build_audit
 from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key, write_private_key
 from vivified.core.chain import (
@@ -53,6 +51,7 @@ from vivified.core.gateway import PolicySet, build_gateway
 from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
 from vivified.core.lifecycle import Components, Hooks
 from vivified.core.metrics import Metrics
+from vivified.core.telemetry import Tracing, tracing_from_env
 from vivified.core.plugin_config import build_config
 from vivified.core.policy import Rule, load_default_rules, rules_sha256
 from vivified.core.registry import CoreIdentity, PluginRecord, PluginStore, Registry, build_registry
@@ -112,10 +111,12 @@ class _MetricsEndpoint:
 class Core:
     """One core broker process."""
 
-    def __init__(self, config: CoreConfig, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: CoreConfig, *, clock: Clock | None = None, tracing: Tracing | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
+        # OTLP trace export when the standard OTEL_* variables configure it; else off.
+        self.tracing = tracing or tracing_from_env(os.environ)
         self.running: RunningCore | None = None
         self.components = Components()
         """What runs, in start order; `stop()` stops it in reverse."""
@@ -366,6 +367,7 @@ class Core:
         ca = self._load_ca()
         core_key = new_private_key()
         core_cert = ca.issue_core_certificate(core_key)
+        self.metrics.on_certificates(core_cert.chain_pem, ca.root_pem)
         key_pem = _pem_key(core_key)
 
         audit = self._audit = build_audit(
@@ -414,6 +416,7 @@ class Core:
         gateway = build_gateway(
             policy=policy, config=lambda: live.current.gateway, lookup=store.get, connector=registry.connector,
             clock=self.clock, delegations=identity.delegations, on_breaker=self.metrics.on_breaker,
+            tracer=self.tracing.tracer("vivified.core.gateway"),
         )
         egress = build_egress(
             config=config.egress, plugin_lookup=store.get, identify=registry.authenticator.principal,
@@ -421,15 +424,17 @@ class Core:
             own_addresses=[config.listen_address, config.bootstrap_address, config.metrics_address],
             environ=os.environ, max_message_bytes=config.max_message_bytes,
             plugin_secret=plugin_config.store.secret,
+            tracer=self.tracing.span_tracer("vivified.core.egress"), on_fetch=self.metrics.on_egress_fetch,
         )
         object_store = build_object_store(
             config=config, engine=engine, keyring=plugin_config.keyring, clock=self.clock, lookup=store.get,
             identify=registry.authenticator.principal, delegations=identity.delegations,
         )
+        self.metrics.watch_storage(lambda: [r.plugin_id for r in store.all()], object_store.footprint)
         events = self._events = build_events(
             config=lambda: live.current.events, data_dir=config.data_dir, clock=self.clock, lookup=store.get,
             identify=registry.authenticator.principal, audit=audit.log, record_open=recorder.record_stream_open,
-            metrics=self.metrics,
+            metrics=self.metrics, tracer=self.tracing.span_tracer("vivified.core.events"),
         )
         try:
             await parts.start("event bus", events)
@@ -507,7 +512,7 @@ class Core:
             streams=registry.streams,
             buckets=TokenBuckets(lambda: live.current.rate_limit, self.clock),
             concurrency=limits,
-            tracer=TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("vivified.core"),
+            tracer=self.tracing.tracer("vivified.core"),
             on_decision=self.metrics.on_decision,
             on_done=self.metrics.on_call_done,
             credentials=credentials,
@@ -539,6 +544,7 @@ class Core:
         try:
             await self.components.stop()
         finally:
+            self.tracing.shutdown()
             run_file(self.config.data_dir).unlink(missing_ok=True)
 
 

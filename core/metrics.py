@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections import Counter as _Tally
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
+from cryptography import x509
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from vivified.core.chain import Call, InFlight
 from vivified.core.events import SubscriptionLag
 from vivified.core.kinds import PluginStatus
@@ -23,6 +28,8 @@ from vivified.core.policy import Decision
 from vivified.core.registry import PluginRecord
 
 _STATUSES = tuple(PluginStatus)
+# Seconds: a brokered call is ~1 ms; forwarded calls and fetches wait on a plugin or the network.
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
@@ -33,6 +40,35 @@ class Metrics:
         self.calls = Counter(
             "vivified_rpc_calls", "RPCs handled by the core", ["service", "method", "code"], registry=self.registry
         )
+        self.call_seconds = Histogram(
+            "vivified_rpc_duration_seconds",
+            "Time from the chain receiving an RPC to its status (streams: the whole stream)",
+            ["service", "method", "code"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.event_latency = Histogram(
+            "vivified_events_delivery_latency_seconds",
+            "Time from an event's publication (its stamped time) to each delivery sent",
+            ["subscription"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.egress_seconds = Histogram(
+            "vivified_egress_fetch_duration_seconds",
+            "Egress fetches (unary Fetch) by plugin and outcome (gRPC code name)",
+            ["plugin", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.certificate_expiry = Gauge(
+            "vivified_certificate_expiry_timestamp_seconds",
+            "Not-after time (Unix seconds) of the core's certificates at start-up: core leaf, issuing CA, root",
+            ["certificate"],
+            registry=self.registry,
+        )
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        ProcessCollector(registry=self.registry)
         self.decisions = Counter(
             "vivified_policy_decisions", "Policy decisions", ["outcome", "rule"], registry=self.registry
         )
@@ -97,8 +133,30 @@ class Metrics:
             gauge = Gauge(name, what, registry=self.registry)
             gauge.set_function(functools.partial(lambda p: float(p(totals())), pick))
 
+    def watch_storage(self, owners: Callable[[], Iterable[str]], footprint: Callable[[str], tuple[int, int]]) -> None:
+        """`vivified_storage_bytes{plugin}` and `vivified_storage_objects{plugin}`, read
+        from the object store when scraped (one query each per known plugin)."""
+        self.registry.register(_StorageCollector(owners, footprint))
+
     def on_call_done(self, call: Call, code: grpc.StatusCode) -> None:
         self.calls.labels(call.service, call.method_name, code.name).inc()
+        self.call_seconds.labels(call.service, call.method_name, code.name).observe(
+            time.perf_counter() - call.started
+        )
+
+    def on_event_latency(self, subscription: str, seconds: float) -> None:
+        self.event_latency.labels(subscription).observe(max(seconds, 0.0))
+
+    def on_egress_fetch(self, plugin_id: str, outcome: str, seconds: float) -> None:
+        self.egress_seconds.labels(plugin_id, outcome).observe(seconds)
+
+    def on_certificates(self, chain_pem: bytes, root_pem: bytes) -> None:
+        """The not-after times of the core's leaf and issuing certificates and the root."""
+        chain = x509.load_pem_x509_certificates(chain_pem)
+        named = [("core", chain[0])] + [("issuing", cert) for cert in chain[1:2]]
+        named.append(("root", x509.load_pem_x509_certificate(root_pem)))
+        for name, cert in named:
+            self.certificate_expiry.labels(name).set(cert.not_valid_after_utc.timestamp())
 
     def on_decision(self, decision: Decision) -> None:
         self.decisions.labels("allow" if decision.allowed else "deny", decision.rule_id).inc()
@@ -150,3 +208,25 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _StorageCollector(Collector):
+    def __init__(self, owners: Callable[[], Iterable[str]], footprint: Callable[[str], tuple[int, int]]) -> None:
+        self._owners = owners
+        self._footprint = footprint
+
+    def collect(self) -> Iterable[Metric]:
+        stored = GaugeMetricFamily("vivified_storage_bytes", "Bytes in the object store by owning plugin",
+                                   labels=["plugin"])
+        objects = GaugeMetricFamily("vivified_storage_objects", "Objects in the object store by owning plugin",
+                                    labels=["plugin"])
+        for owner in sorted(set(self._owners())):
+            size, count = self._footprint(owner)
+            stored.add_metric([owner], size)
+            objects.add_metric([owner], count)
+        return [stored, objects]
+
+    def describe(self) -> Iterable[Metric]:
+        # Described without collecting, so registering does not query the store.
+        return [GaugeMetricFamily("vivified_storage_bytes", "", labels=["plugin"]),
+                GaugeMetricFamily("vivified_storage_objects", "", labels=["plugin"])]

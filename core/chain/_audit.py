@@ -16,6 +16,7 @@ import logging
 from typing import Any, Protocol
 
 import grpc
+from opentelemetry import trace
 from vivified.core.audit import AuditRecord
 from vivified.core.chain._call import Call, Proceed, current_call
 from vivified.core.chain._outcome import Outcome, Trail
@@ -68,6 +69,8 @@ class AuditRecorder:
                 detail=dict(call.extra) or None,
             )
         )
+        # On the call's server span (a no-op when it is not recorded): the record is durable.
+        trace.get_current_span().add_event("vivified.audit.commit", {"vivified.audit.outcome": outcome.outcome})
 
     async def settle(self, call: Call, outcome: Outcome, *, write: bool = True) -> None:
         """Settle the call's outcome and write its one record, unless it was

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class Call:
     extra: dict[str, str] = field(default_factory=dict)
     trail: Trail | None = field(default=None, repr=False)
     """Kept by the AuditRecorder alone: the call's settled outcome and whether it was written."""
+    started: float = field(default_factory=time.perf_counter)
+    """`time.perf_counter()` when the chain received the call (the RPC duration metric)."""
 
     @property
     def actor(self) -> str:

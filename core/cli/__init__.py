@@ -60,6 +60,7 @@ from vivified.core.cli._up import add_plugin_flag, external_plugins, run_core, r
 from vivified.core.db import DatabaseError
 from vivified.core.errors import VivifiedError
 from vivified.core.policy import PolicyError
+from vivified.core.telemetry import LOG_FORMATS, configure_logging
 
 
 def _add_run_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"vivified {package_version()}")
+    log_help = "log lines as text for people (default) or as one JSON object per line (time, level, logger, " \
+               "message, plugin_id, trace_id, span_id)"
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help=log_help)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _COMMANDS:
         add(sub)
@@ -127,10 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench.run([*args.rest, *extra])
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     environ = dict(os.environ)
     out: list[str] = []
     try:

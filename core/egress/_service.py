@@ -17,9 +17,11 @@ import asyncio
 import dataclasses
 import functools
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
+from opentelemetry import trace
 from vivified.core.chain import Principal, PrincipalKind
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.egress._addresses import (
@@ -70,12 +72,18 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
         environ: Mapping[str, str] | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
         plugin_secret: SecretReader | None = None,
+        tracer: trace.Tracer | None = None,
+        on_fetch: Callable[[str, str, float], None] | None = None,
     ) -> None:
         """`environ` is read here, once, for credential values; `ssl_context`
         replaces the system trust store (tests with a local CA);
         `plugin_secret` reads a plugin's secret config value for the
         credentials its manifest has the core inject (none are injected without it)."""
         self._config = config = config or EgressConfig()
+        # A span per unary fetch (plugin id, status, outcome: never the URL, headers or body),
+        # and its duration by plugin and outcome (gRPC code name).
+        self._tracer = tracer or trace.NoOpTracer()
+        self._on_fetch = on_fetch or (lambda _plugin, _outcome, _seconds: None)
         self._lookup = plugin_lookup
         self._identify = identify
         self._annotate = annotate
@@ -163,16 +171,30 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
 
     async def Fetch(self, request: egress_pb2.FetchRequest, context: Any) -> egress_pb2.FetchResponse:
         note = functools.partial(self._note, context)
+        started, plugin_id, outcome = time.perf_counter(), "", "OK"
+        span = self._tracer.start_span("vivified.egress/fetch", kind=trace.SpanKind.CLIENT)
         try:
             caller = self._caller(context)
+            plugin_id = caller.plugin_id
             outgoing, total = self._outgoing(request, context)
             with self._limits.slot(caller.plugin_id):
                 steps = Steps(total, self._config.idle_timeout_seconds)
                 response = await self._fetcher.open(caller, outgoing, steps, self._unary_cap, note)
                 body = await response.read()
+            span.set_attribute("http.response.status_code", response.head.status)
         except VivifiedError as exc:
+            outcome = exc.code.name
+            span.set_status(trace.StatusCode.ERROR, exc.reason)
             note(why=exc.metadata.get("why", "") or exc.metadata.get("which", ""))
             raise
+        except BaseException:
+            outcome = "INTERNAL"
+            raise
+        finally:
+            span.set_attributes({"vivified.plugin": plugin_id, "vivified.outcome": outcome})
+            span.end()
+            if plugin_id:
+                self._on_fetch(plugin_id, outcome, time.perf_counter() - started)
         note(bytes=str(len(body)))
         answer = self._head(response)
         answer.body = body

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from opentelemetry import trace
 from vivified.core.chain import Principal
 from vivified.core.clock import Clock
 from vivified.core.egress._addresses import endpoints_from
@@ -25,6 +26,8 @@ def build_egress(
     environ: Mapping[str, str],
     max_message_bytes: int,
     plugin_secret: SecretReader | None = None,
+    tracer: trace.Tracer | None = None,
+    on_fetch: Callable[[str, str, float], None] | None = None,
 ) -> EgressService:
     """`own_addresses` are the core's configured listen addresses, which the
     proxy refuses to reach (the bound ones are added with `listening_on` once
@@ -40,4 +43,6 @@ def build_egress(
         environ=environ,
         max_message_bytes=max_message_bytes,
         plugin_secret=plugin_secret,
+        tracer=tracer,
+        on_fetch=on_fetch,
     )

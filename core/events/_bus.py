@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import pathlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from google.protobuf.message import Message
+from opentelemetry import trace
 
 from vivified.core.audit import AuditLog
 from vivified.core.chain import Principal, RateLimitConfig, TokenBuckets, current_call
@@ -28,6 +30,8 @@ class EventMetrics(Protocol):
     """The metrics the event bus moves (implemented by `vivified.core.metrics.Metrics`)."""
 
     def on_event_delivered(self, subscription: str) -> None: ...
+
+    def on_event_latency(self, subscription: str, seconds: float) -> None: ...
 
     def on_events_lost(self, subscription: str, count: int) -> None: ...
 
@@ -69,7 +73,9 @@ class EventBus:
         record_open: Callable[[], Awaitable[None]],
         metrics: EventMetrics,
         clock: Clock,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        tracer = tracer or trace.NoOpTracer()
         self.store = store
         stamper = self._stamper = EnvelopeStamper(clock)
         publisher = self._publisher = Publisher(
@@ -78,13 +84,19 @@ class EventBus:
             buckets=TokenBuckets(lambda: _publish_limit(config()), clock),
             lookup=lookup,
             audit=audit,
+            tracer=tracer,
         )
         session = functools.partial(
             SubscriptionSession,
             store=store,
             lookup=lookup,
             audit=audit,
-            hooks=SessionHooks(delivered=metrics.on_event_delivered, lost=metrics.on_events_lost),
+            hooks=SessionHooks(
+                delivered=metrics.on_event_delivered, lost=metrics.on_events_lost, tracer=tracer,
+                latency=lambda subscription, published: metrics.on_event_latency(
+                    subscription, (clock.now() - published.ToDatetime(tzinfo=dt.timezone.utc)).total_seconds()
+                ),
+            ),
             alerts=Alerts(store=store, stamper=stamper, audit=audit),
         )
         self.service = EventBusService(

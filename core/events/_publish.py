@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 
 from google.protobuf.message import Message
+from opentelemetry import trace
 
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain import TokenBuckets
@@ -33,12 +34,19 @@ class Publisher:
         buckets: TokenBuckets,
         lookup: PluginLookup,
         audit: AuditLog,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.NoOpTracer()
         self._store = store
         self._stamper = stamper
         self._buckets = buckets
         self._lookup = lookup
         self._audit = audit
+
+    async def store(self, events: Sequence[NewEvent]) -> Sequence[Appended]:
+        """The durable append, in a span of its own (the event count only)."""
+        with self._tracer.start_as_current_span("vivified.events/store", attributes={"vivified.events": len(events)}):
+            return await self._store.append(list(events))
 
     def prepare(self, plugin_id: str, event: Event) -> NewEvent:
         """Check one event of `plugin_id` and stamp its envelope. The bucket is
@@ -73,7 +81,7 @@ class Publisher:
                 by_index[index] = exc
         if accepted:
             try:
-                results: Sequence[Appended | VivifiedError] = await self._store.append([e for _, e in accepted])
+                results: Sequence[Appended | VivifiedError] = await self.store([e for _, e in accepted])
             except Unavailable as exc:
                 results = [exc] * len(accepted)
             by_index.update((index, result) for (index, _), result in zip(accepted, results, strict=True))

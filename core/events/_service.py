@@ -65,7 +65,7 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
         plugin_id = self._plugin_id(context)
         annotate(resource=f"event/{request.event.event_type[:200]}", event_id=request.event.event_id[:128])
         event = self._publisher.prepare(plugin_id, request.event)
-        (result,) = await self._store.append([event])
+        (result,) = await self._publisher.store([event])
         annotate(position=result.position, duplicate=str(result.duplicate).lower())
         return events_pb2.PublishResponse(
             event_id=event.event_id, position=result.position, duplicate=result.duplicate

@@ -20,7 +20,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from vivified.core.audit import AuditLog, AuditRecord
 from vivified.core.chain import annotate
@@ -36,6 +40,7 @@ from vivified.events.v1.events_pb2 import Event, SubscribeRequest, SubscribeResp
 from vivified.options.v1.options_pb2 import CLASSIFICATION_PII
 
 _READ_BLOCK_SECONDS = 1.0
+_PROPAGATOR = TraceContextTextMapPropagator()
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
@@ -51,6 +56,10 @@ class SessionHooks:
 
     delivered: Callable[[str], None]
     lost: Callable[[str, int], None]
+    tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)
+    latency: Callable[[str, Timestamp], None] = lambda _subscription, _published: None
+    """Told each delivery sent with the event's publication time (publish-to-delivery latency)."""
+    """Opens a span per delivery, a child of the publish call's span."""
 
 
 class SubscriptionSession:
@@ -182,6 +191,7 @@ class SubscriptionSession:
                 self._in_flight.add(delivery.delivery_id)
                 await write(response)
                 self._hooks.delivered(self._subscription)
+                self._hooks.latency(self._subscription, response.delivery.event.time)
 
     def _traits(self) -> frozenset[str]:
         view = self._lookup(self._plugin_id)
@@ -210,6 +220,27 @@ class SubscriptionSession:
             await self._store.ack(self._subscription, [delivery.delivery_id])
             return None
         event = Event.FromString(delivery.data)
+        span = self._hooks.tracer.start_span(
+            "vivified.events/deliver",
+            context=_PROPAGATOR.extract({"traceparent": event.traceparent}),
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "vivified.subscription": self._subscription,
+                "vivified.event_type": event.event_type,
+                "vivified.attempt": delivery.attempt,
+            },
+        )
+        try:
+            if span.is_recording():
+                # The subscriber's handler span is a child of this delivery's span.
+                carrier: dict[str, str] = {}
+                _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+                event.traceparent = carrier.get("traceparent", event.traceparent)
+            return await self._deliver(delivery, event, traits)
+        finally:
+            span.end()
+
+    async def _deliver(self, delivery: Delivery, event: Event, traits: frozenset[str]) -> SubscribeResponse:
         payload = parse_payload(event)
         cleared = redact(payload, traits)
         detail = {"event_id": event.event_id, "event_type": event.event_type, "attempt": str(delivery.attempt)}

@@ -6,6 +6,7 @@ import pathlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from opentelemetry import trace
 from vivified.core.audit import AuditLog
 from vivified.core.chain import Principal
 from vivified.core.clock import Clock
@@ -24,6 +25,7 @@ def build_events(
     audit: AuditLog,
     record_open: Callable[[], Awaitable[None]],
     metrics: EventMetrics,
+    tracer: trace.Tracer | None = None,
 ) -> EventBus:
     """The bus on the store `config` names (Redis Streams or the embedded
     SQLite store in `data_dir`). Nothing is opened until `EventBus.start`,
@@ -37,4 +39,5 @@ def build_events(
         record_open=record_open,
         metrics=metrics,
         clock=clock,
+        tracer=tracer,
     )

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import message_factory
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from vivified.core.chain import Principal, PrincipalKind, annotate
 from vivified.core.classification import redact, traits_to_see_all
@@ -87,7 +88,9 @@ class OperatorLane:
         forwarder: Forwarder,
         lookup: Callable[[str], PluginRecord | None],
         delegations: Delegations,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.NoOpTracer()
         self._policy = policy
         self._forwarder = forwarder
         self._lookup = lookup
@@ -143,8 +146,15 @@ class OperatorLane:
             ) from None
         annotate(target=target, operation=method.full_name)
         traits, user = await self._authorise(principal, target, method.full_name, delegation)
+        # The forward is a client span of its own: the target's server span is its child.
+        # Attributes are ids only (never request or response fields).
+        span = self._tracer.start_span(
+            "vivified.gateway/forward",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.method": method.full_name, "vivified.target": target},
+        )
         carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier)
+        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
         metadata = list(carrier.items())
         if principal.kind == PrincipalKind.PLUGIN:
             metadata.append(("x-vivified-caller", principal.id))
@@ -162,11 +172,15 @@ class OperatorLane:
                 retryable=method.idempotent or bool(idempotency_key),
                 metadata=metadata,
             )
+            span.set_attribute("vivified.attempts", forwarded.attempts)
         except TargetError as err:
             annotate(attempts=str(err.attempts))
+            span.set_attribute("vivified.attempts", err.attempts)
+            span.set_status(trace.StatusCode.ERROR, err.reason)
             raise
         finally:
             annotate(latency_ms=f"{(time.perf_counter() - started) * 1000:.1f}")
+            span.end()
         annotate(attempts=str(forwarded.attempts))
         if self._pass_through(method, traits):
             return forwarded.response

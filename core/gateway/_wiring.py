@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opentelemetry import trace
 from vivified.core.chain import call_principal
 from vivified.core.clock import Clock
 from vivified.core.gateway._forward import Forwarder, GatewayConfig
@@ -35,6 +36,7 @@ def build_gateway(
     clock: Clock,
     delegations: Delegations,
     on_breaker: Callable[[str, str], None],
+    tracer: trace.Tracer | None = None,
 ) -> Gateway:
     """`config` returns the current gateway settings (read per call)."""
     lane = OperatorLane(
@@ -42,6 +44,7 @@ def build_gateway(
         forwarder=Forwarder(config=config, lookup=lookup, connector=connector, clock=clock, on_breaker=on_breaker),
         lookup=lookup,
         delegations=delegations,
+        tracer=tracer,
     )
     return Gateway(
         lane=lane, service=GatewayService(lane, call_principal), contract_proxy=ContractProxy(lane, call_principal)

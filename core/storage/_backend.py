@@ -67,6 +67,10 @@ class ObjectBackend(Protocol):
         """Bytes of content the owner's current versions hold."""
         ...
 
+    def count(self, owner: str) -> int:
+        """How many objects the owner has (current versions)."""
+        ...
+
     def wrapped_not_under(self, kek_id: str, limit: int) -> Sequence[StoredObject]:
         """Up to `limit` current versions whose data key another key wraps."""
         ...

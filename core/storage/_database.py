@@ -165,6 +165,11 @@ class DatabaseBackend:
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(OBJECTS.c.size), 0))
                                     .where(OBJECTS.c.owner == owner)).scalar_one())
 
+    def count(self, owner: str) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(OBJECTS)
+                                    .where(OBJECTS.c.owner == owner)).scalar_one())
+
     def wrapped_not_under(self, kek_id: str, limit: int) -> Sequence[StoredObject]:
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(OBJECTS).where(OBJECTS.c.kek_id != kek_id)

@@ -185,6 +185,9 @@ class DirectoryBackend:
             if owner in self._usage:
                 self._usage[owner] += delta
 
+    def count(self, owner: str) -> int:
+        return len(self._owned(owner))
+
     def wrapped_not_under(self, kek_id: str, limit: int) -> Sequence[StoredObject]:
         found: list[StoredObject] = []
         for meta in sorted(self._root.glob(f"*/*/{_META}")):

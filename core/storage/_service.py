@@ -73,6 +73,10 @@ class ObjectStoreService(object_store_pb2_grpc.ObjectStoreServiceServicer):
         self._identify = identify
         self._verify_delegation = verify_delegation
 
+    def footprint(self, owner: str) -> tuple[int, int]:
+        """(bytes, objects) a plugin keeps in the store."""
+        return self._store.footprint(owner)
+
     async def _actor(self, context: grpc.aio.ServicerContext[Any, Any]) -> Actor:
         principal = self._identify(context)
         record = self._lookup(principal.id) if principal.kind == "plugin" else None

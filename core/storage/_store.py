@@ -122,6 +122,10 @@ class ObjectStore:
 
     # -- put -----------------------------------------------------------------
 
+    def footprint(self, owner: str) -> tuple[int, int]:
+        """(bytes, objects) of the owner's current versions (the storage metrics)."""
+        return self._backend.usage(owner), self._backend.count(owner)
+
     async def put(self, actor: Actor, header: PutHeader, chunks: AsyncIterator[bytes]) -> StoredObject:
         owner = check_owner(actor.plugin_id)
         name = check_name(header.name)

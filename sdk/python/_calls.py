@@ -26,11 +26,12 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from vivified.sdk._errors import ConfigurationError, from_rpc_error
-from vivified.sdk._trace import trace_metadata
+from vivified.sdk._trace import span, trace_metadata
 
 TARGET_HEADER = "x-vivified-target"
 IDEMPOTENCY_HEADER = "x-vivified-idempotency-key"
@@ -78,8 +79,9 @@ def method_for(request: Message) -> MethodDescriptor:
 class PluginCaller:
     """Makes operator-lane calls on the current core channel."""
 
-    def __init__(self, channel: Callable[[], grpc.aio.Channel]) -> None:
+    def __init__(self, channel: Callable[[], grpc.aio.Channel], tracer: trace.Tracer | None = None) -> None:
         self._channel = channel
+        self._tracer = tracer or trace.NoOpTracer()
 
     async def call(
         self,
@@ -98,9 +100,12 @@ class PluginCaller:
             request_serializer=type(request).SerializeToString,
             response_deserializer=output.FromString,
         )
-        try:
-            metadata = target_metadata(target, idempotency_key, on_behalf_of) + trace_metadata()
-            reply: Message = await rpc(request, timeout=timeout, metadata=metadata)
-        except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from None
+        name = f"{method.containing_service.full_name}/{method.name}"
+        attributes = {"rpc.system": "grpc", "rpc.method": name, "vivified.target": target}
+        with span(self._tracer, name, trace.SpanKind.CLIENT, attributes):
+            try:
+                metadata = target_metadata(target, idempotency_key, on_behalf_of) + trace_metadata()
+                reply: Message = await rpc(request, timeout=timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as err:
+                raise from_rpc_error(err) from None
         return reply

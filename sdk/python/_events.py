@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Self
 
 import grpc
+from opentelemetry import trace
 from google.protobuf.message import Message
 from vivified.events.v1 import events_pb2, events_pb2_grpc
 from vivified.sdk._conformance import ConformanceControl
@@ -48,7 +49,7 @@ from vivified.sdk._errors import (
     from_rpc_error,
     from_status,
 )
-from vivified.sdk._trace import trace_metadata, traced
+from vivified.sdk._trace import span, trace_metadata
 
 _log = logging.getLogger(__name__)
 _STREAM_WINDOW = 1024
@@ -178,7 +179,9 @@ class Subscription:
     def __init__(
         self, channel: Callable[[], grpc.aio.Channel], name: str, handlers: Mapping[type[Message], Handler],
         control: ConformanceControl | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.NoOpTracer()
         if not handlers:
             raise ConfigurationError("subscribe needs at least one handler", reason="NO_HANDLERS")
         self._channel = channel
@@ -301,7 +304,11 @@ class Subscription:
             _log.error("delivery %s carries %s, not %s", delivery.delivery_id, event.payload.type_url, event.event_type)
             return False
         try:
-            with traced(event.traceparent):  # the handler's calls continue the event's trace
+            # A child of the core's delivery span; the handler's calls continue the event's trace.
+            attributes: dict[str, str | int] = {"vivified.event_type": event.event_type, "vivified.subscription": self._name,
+                          "vivified.attempt": delivery.attempt}
+            with span(self._tracer, f"deliver {event.event_type}", trace.SpanKind.CONSUMER, attributes,
+                      parent=event.traceparent):
                 await handler(payload, ReceivedEvent(event, delivery.attempt, tuple(delivery.redacted_fields)))
         except Exception:  # noqa: BLE001 - any handler failure means: deliver again
             _log.exception("handler for %s failed on event %s (attempt %d)", event.event_type, event.event_id, delivery.attempt)
@@ -312,9 +319,15 @@ class Subscription:
 class EventClient:
     """Publish and subscribe on the current core channel."""
 
-    def __init__(self, channel: Callable[[], grpc.aio.Channel], control: ConformanceControl | None = None) -> None:
+    def __init__(
+        self,
+        channel: Callable[[], grpc.aio.Channel],
+        control: ConformanceControl | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         self._channel = channel
         self._control = control
+        self._tracer = tracer or trace.NoOpTracer()
 
     async def publish(
         self, payload: Message, *, event_id: str | None = None, timeout: float | None = None
@@ -322,18 +335,20 @@ class EventClient:
         """Publish one event; returns once it is durable. Reusing an `event_id`
         within the core's dedupe window is a no-op that returns the original acknowledgement."""
         stub = events_pb2_grpc.EventBusServiceStub(self._channel())
-        try:
-            reply: events_pb2.PublishResponse = await stub.Publish(
-                events_pb2.PublishRequest(event=envelope(payload, event_id)),
-                timeout=timeout,
-                metadata=trace_metadata(),
-            )
-        except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from None
+        attributes = {"rpc.system": "grpc", "vivified.event_type": payload.DESCRIPTOR.full_name}
+        with span(self._tracer, "vivified.events.v1.EventBusService/Publish", trace.SpanKind.PRODUCER, attributes):
+            try:
+                reply: events_pb2.PublishResponse = await stub.Publish(
+                    events_pb2.PublishRequest(event=envelope(payload, event_id)),
+                    timeout=timeout,
+                    metadata=trace_metadata(),
+                )
+            except grpc.aio.AioRpcError as err:
+                raise from_rpc_error(err) from None
         return reply
 
     def publish_stream(self) -> PublishStream:
         return PublishStream(self._channel())
 
     def subscribe(self, name: str, handlers: Mapping[type[Message], Handler]) -> Subscription:
-        return Subscription(self._channel, name, handlers, self._control)
+        return Subscription(self._channel, name, handlers, self._control, self._tracer)

@@ -7,6 +7,8 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
+from vivified.sdk._logs import configure_json_logging
+from vivified.sdk._manifest import load_manifest
 from vivified.sdk._runtime import PluginRuntime, ServicerFactory
 from vivified.sdk._settings import PluginSettings
 
@@ -70,4 +72,6 @@ def run(
 
         run(lambda runtime: [MyPlugin(runtime)], PluginSettings.from_env(os.environ))
     """
+    if settings.log_format == "json":
+        configure_json_logging(load_manifest(settings.manifest_path).id)
     asyncio.run(serve(servicers, settings, on_init=on_init, on_shutdown=on_shutdown))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -26,6 +27,7 @@ from vivified.sdk._manifest import load_manifest
 from vivified.sdk._server import PluginServer, host_port, reserve_port
 from vivified.sdk._settings import PluginSettings
 from vivified.sdk._storage import ObjectStoreClient
+from vivified.sdk._telemetry import PluginTracing, tracing_from_env
 from vivified.sdk._transport import ServerCertificates
 from vivified.sdk._tunnel import Tunnel, open_tunnel
 
@@ -84,8 +86,11 @@ class PluginRuntime:
         on_shutdown: Callable[[str], Awaitable[None]] | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        tracing: PluginTracing | None = None,
     ) -> None:
         self._settings = settings
+        # OTLP trace export when the standard OTEL_* variables configure it; else no spans.
+        self.tracing = tracing or tracing_from_env(os.environ, lambda: load_manifest(settings.manifest_path).id)
         self._control = control_from(settings.conformance_control)
         self._on_shutdown = on_shutdown
         self._clock = clock
@@ -101,7 +106,7 @@ class PluginRuntime:
         self._lifecycle = LifecycleServicer(
             on_init=self._init, on_ready=self._ready, on_shutdown_requested=self._request_stop_soon
         )
-        self._server = PluginServer(servicers, self._lifecycle, settings.trust_domain)
+        self._server = PluginServer(servicers, self._lifecycle, settings.trust_domain, self.tracing.tracer)
         self._certificates: ServerCertificates | None = None
         self._issued: IssuedCertificate | None = None
         self._endpoint = ""
@@ -156,7 +161,7 @@ class PluginRuntime:
         `on_behalf_of=delegation_of(context)` while serving a user's call, so
         the core also checks the user's rights (`PermissionDeniedError`
         DELEGATION_DENIED when the user lacks them)."""
-        return await PluginCaller(lambda: self.core_channel).call(
+        return await PluginCaller(lambda: self.core_channel, self.tracing.tracer).call(
             target, request, timeout=timeout, idempotency_key=idempotency_key, on_behalf_of=on_behalf_of
         )
 
@@ -170,7 +175,7 @@ class PluginRuntime:
         The type must be under `publishes` in the approved manifest. Raises
         `PermissionDeniedError` (EVENT_NOT_DECLARED), `ResourceExhaustedError`
         (RATE_LIMITED), `UnavailableError` (EVENT_STORE_UNAVAILABLE)."""
-        return await EventClient(lambda: self.core_channel).publish(payload, event_id=event_id, timeout=timeout)
+        return await EventClient(lambda: self.core_channel, tracer=self.tracing.tracer).publish(payload, event_id=event_id, timeout=timeout)
 
     def publish_stream(self) -> PublishStream:
         """Many publishes on one stream (see `PublishStream`)."""
@@ -180,7 +185,7 @@ class PluginRuntime:
         """Serve the durable subscription `name` in the background: each handler
         gets the payload and a `ReceivedEvent`; returning acknowledges, raising
         asks for redelivery. The types must be under `subscribes` in the manifest."""
-        subscription = EventClient(lambda: self.core_channel, self._control).subscribe(name, handlers)
+        subscription = EventClient(lambda: self.core_channel, self._control, self.tracing.tracer).subscribe(name, handlers)
         self._subscriptions.append(subscription)
         return subscription
 
@@ -392,6 +397,7 @@ class PluginRuntime:
                 await self._client.close()
             _log.info("plugin stopped: %s", reason)
         finally:
+            self.tracing.shutdown()
             self._closed.set()
 
     async def wait_closed(self) -> None:

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from vivified.lifecycle.v1 import lifecycle_pb2_grpc
 from vivified.sdk._errors import ConfigurationError
 from vivified.sdk._guard import CoreOnlyInterceptor
+from vivified.sdk._server_trace import TracingInterceptor
 from vivified.sdk._transport import ServerCertificates
 
 
@@ -78,7 +80,9 @@ class PluginServer:
         servicers: Sequence[object],
         lifecycle: lifecycle_pb2_grpc.PluginLifecycleServiceServicer,
         trust_domain: str,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.NoOpTracer()
         self._contracts = [(servicer, contract) for servicer in servicers for contract in contracts_of(servicer)]
         self._lifecycle = lifecycle
         self._trust_domain = trust_domain
@@ -91,7 +95,7 @@ class PluginServer:
 
     async def start(self, host: str, port: int, certificates: ServerCertificates) -> None:
         server = grpc.aio.server(
-            interceptors=[CoreOnlyInterceptor(self._trust_domain)], options=[("grpc.so_reuseport", 1)]
+            interceptors=[CoreOnlyInterceptor(self._trust_domain), TracingInterceptor(self._tracer)], options=[("grpc.so_reuseport", 1)]
         )
         for servicer, contract in self._contracts:
             contract.add_to_server(servicer, server)

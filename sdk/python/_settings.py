@@ -55,6 +55,8 @@ class PluginSettings:
     """The plugin's own directory for durable state (e.g. its SQLite file); None when
     the plugin keeps nothing. Use `require_data_dir()` to get it or a clear error."""
     conformance_control: str = ""
+    log_format: str = "text"
+    """`text`: `run` leaves logging as the plugin set it up; `json`: `run` writes one JSON object per line."""
     """The conformance suite's control file (`VIVIFIED_CONFORMANCE_CONTROL`); "" (the default) turns the
     hook off. Set only by the suite: see docs/plugin-protocol.md, "Conformance control hook"."""
 
@@ -78,7 +80,8 @@ class PluginSettings:
         `VIVIFIED_DATA_DIR` (the plugin's own state directory), `VIVIFIED_LISTEN_HOST` (the
         interface the plugin serves on, e.g. `0.0.0.0` in a container),
         `VIVIFIED_ADVERTISE_HOST` (the host the core dials, e.g. the pod IP or the service name)
-        and `VIVIFIED_CONFORMANCE_CONTROL` (the conformance suite's control file).
+        `VIVIFIED_CONFORMANCE_CONTROL` (the conformance suite's control file) and
+        `VIVIFIED_LOG_FORMAT` (`text` or `json`: one JSON object per log line).
         Change anything else with `dataclasses.replace`.
 
         Example::
@@ -108,6 +111,7 @@ class PluginSettings:
             conformance_control=environ.get("VIVIFIED_CONFORMANCE_CONTROL", ""),
             listen_host=optional("VIVIFIED_LISTEN_HOST", "127.0.0.1"),
             advertise_host=environ.get("VIVIFIED_ADVERTISE_HOST") or None,
+            log_format=log_format(optional("VIVIFIED_LOG_FORMAT", "text")),
         )
 
     def require_data_dir(self) -> Path:
@@ -130,3 +134,10 @@ class PluginSettings:
     def dial_host(self) -> str:
         """The host part of the endpoint sent to the core."""
         return self.advertise_host or self.listen_host
+
+
+def log_format(value: str) -> str:
+    """`text` or `json`; anything else is a ConfigurationError."""
+    if value not in ("text", "json"):
+        raise ConfigurationError(f"VIVIFIED_LOG_FORMAT must be text or json, not {value[:40]!r}", reason="SETTING_INVALID")
+    return value

@@ -311,3 +311,25 @@ async def test_f3_an_object_under_an_unknown_key_is_a_clean_error(storage_core: 
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await alice.get("kept")
     assert refusal(unknown.value) == (grpc.StatusCode.FAILED_PRECONDITION, "STORAGE_KEY_UNKNOWN")
+
+
+async def test_storage_bytes_and_objects_by_plugin_are_exported(storage_core: StorageCore) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scraped() -> dict[tuple[str, str], float]:
+        url = f"http://{storage_core.core.metrics_address}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return {(s.name, s.labels.get("plugin", "")): s.value for f in text_string_to_metric_families(text)
+                for s in f.samples if s.name in ("vivified_storage_bytes", "vivified_storage_objects")}
+
+    meter = await raw_plugin(storage_core.core, "meter")
+    assert scraped()[("vivified_storage_objects", "meter")] == 0
+    await meter.put("a", b"x" * 1000)
+    await meter.put("b", b"y" * 24)
+    await meter.put("a", b"z" * 10)  # a new version replaces the old one
+    samples = scraped()
+    assert samples[("vivified_storage_bytes", "meter")] == 34
+    assert samples[("vivified_storage_objects", "meter")] == 2
