@@ -40,10 +40,12 @@ from vivified.core.audit import (
 from vivified.core.ca import (
     CAConfig,
     CertificateAuthority,
+    CoreTLS,
     PeerCertificateParser,
     new_private_key,
     write_private_key,
 )
+from vivified.core.carotation import CARotationDriver, CertificateExpiry, CoreRekeyer
 from vivified.core.chain import (
     AuditRecorder,
     Authenticator,
@@ -135,6 +137,7 @@ class Core:
         self.settings: LiveSettings | None = None
         self._audit_alert: SecurityAlert | None = None
         self._alert_tasks: set[asyncio.Task[None]] = set()
+        self._ca_rotation: CARotationDriver | None = None
 
     def _load_ca(self) -> CertificateAuthority:
         ca_config = CAConfig(
@@ -160,7 +163,7 @@ class Core:
             current = x509.load_pem_x509_certificate(cert_path.read_bytes())
             left = current.not_valid_after_utc - self.clock.now()
             if left > ca.config.operator_ttl / 2 and not is_revoked(current.serial_number):
-                (directory / "ca.crt").write_bytes(ca.root_pem)
+                (directory / "ca.crt").write_bytes(ca.trust_bundle_pem)
                 return None
         key = new_private_key()
         issued = ca.issue_operator_certificate("admin", key)
@@ -168,8 +171,24 @@ class Core:
         key_path.unlink(missing_ok=True)
         write_private_key(key_path, key)
         cert_path.write_bytes(issued.chain_pem)
-        (directory / "ca.crt").write_bytes(ca.root_pem)
+        (directory / "ca.crt").write_bytes(ca.trust_bundle_pem)
         return issued.serial, int(issued.not_after.timestamp())
+
+    async def _operator_identity(
+        self, ca: CertificateAuthority, store: PluginStore, is_revoked: Callable[[int], bool]
+    ) -> None:
+        """Write the local operator identity, recording and auditing a newly issued certificate."""
+        operator_cert = self._write_operator_identity(ca, is_revoked)
+        if operator_cert is not None and self._audit is not None:
+            await store.record_certificate("operator/admin", *operator_cert)  # listable, revocable
+            await self._audit.append(
+                AuditRecord(
+                    actor="core:core",
+                    action="certificate.issue",
+                    resource="operator/admin",
+                    detail={"serial": format(operator_cert[0], "x")},
+                )
+            )
 
     def _open_settings(self, engine: sa.Engine) -> tuple[CoreConfig, OverrideStore, LiveSettings]:
         """The top layer of the settings hierarchy: runtime overrides stored by
@@ -364,17 +383,7 @@ class Core:
             )
         )
         store = await self._plugin_store(engine, policy)
-        operator_cert = self._write_operator_identity(ca, store.is_revoked_serial)
-        if operator_cert is not None:
-            await store.record_certificate("operator/admin", *operator_cert)  # listable, revocable
-            await self._audit.append(
-                AuditRecord(
-                    actor="core:core",
-                    action="certificate.issue",
-                    resource="operator/admin",
-                    detail={"serial": format(operator_cert[0], "x")},
-                )
-            )
+        await self._operator_identity(ca, store, store.is_revoked_serial)
 
         # Identity: users sign in on the bootstrap port; the chain turns their
         # bearer tokens into `user` principals. A weak token key stops start-up.
@@ -414,9 +423,8 @@ class Core:
             registry_stale=store.stale,
             concurrency=limits,
         )
-        self._connector = PluginConnector(
-            CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain), self.clock
-        )
+        core_identity = CoreIdentity(ca.trust_bundle_pem, core_cert.chain_pem, key_pem, config.trust_domain)
+        self._connector = PluginConnector(core_identity, self.clock)
         self._monitor = HealthMonitor(
             store,
             self._connector,
@@ -524,9 +532,16 @@ class Core:
                 access=AccessCatalogueService(catalogue, identity.roles),
             ).bindings(),
             contract_proxy=ContractProxy(lane, call_principal),
-            root_pem=ca.root_pem,
-            chain_pem=core_cert.chain_pem,
-            key_pem=key_pem,
+            mtls_credentials=(tls := CoreTLS(key_pem, core_cert.chain_pem, ca.trust_bundle_pem)).mtls_credentials(),
+            bootstrap_credentials=tls.bootstrap_credentials(),
+        )
+        # CA rotation (`vivified ca rotate`): steps performed when due, audited; expiry gauges and alerts.
+        self._ca_rotation = CARotationDriver(
+            ca, leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
+            on_trust_change=CoreRekeyer(ca, tls, self._connector, core_identity, lambda switched: self._operator_identity(
+                ca, store, (lambda _serial: True) if switched else store.is_revoked_serial)),
+            audit=self._audit.append, publish_alert=self._publish_alert, expiry=CertificateExpiry(self.metrics.registry),
+            certificates=lambda: store.certificates("plugin/"),
         )
         # Read the registry once more right before serving: start-up after the first
         # load can take longer than the sync bound, and calls would then be refused stale.
@@ -535,6 +550,7 @@ class Core:
         metrics_port = self.metrics.serve(config.metrics_address)
         self._monitor.start()
         self._registry_sync.start()
+        self._ca_rotation.start()
         await self._config_follower.start()
         live.start()
         self.running = RunningCore(
@@ -574,6 +590,8 @@ class Core:
             await self.settings.stop()
         if self._monitor is not None:
             await self._monitor.stop()
+        if self._ca_rotation is not None:
+            await self._ca_rotation.stop()
         if self._registry_sync is not None:
             await self._registry_sync.stop()
         if self._config_follower is not None:

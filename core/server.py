@@ -82,9 +82,8 @@ def build_server(
     chain: ChainInterceptor,
     bindings: Sequence[Binding],
     contract_proxy: grpc.GenericRpcHandler,
-    root_pem: bytes,
-    chain_pem: bytes,
-    key_pem: bytes,
+    mtls_credentials: grpc.ServerCredentials,
+    bootstrap_credentials: grpc.ServerCredentials,
 ) -> tuple[grpc.aio.Server, int, int]:
     """Build the server and bind both ports; returns (server, mtls_port, bootstrap_port)."""
     server = grpc.aio.server(interceptors=[chain], options=list(server_options(config)))
@@ -93,10 +92,6 @@ def build_server(
     server.add_generic_rpc_handlers([contract_proxy])
     if config.profile == "development":
         reflection.enable_server_reflection([b.name for b in bindings] + [reflection.SERVICE_NAME], server)
-    mtls = grpc.ssl_server_credentials(
-        [(key_pem, chain_pem)], root_certificates=root_pem, require_client_auth=True
-    )
-    bootstrap = grpc.ssl_server_credentials([(key_pem, chain_pem)], root_certificates=None, require_client_auth=False)
-    mtls_port = server.add_secure_port(config.listen_address, mtls)
-    bootstrap_port = server.add_secure_port(config.bootstrap_address, bootstrap)
+    mtls_port = server.add_secure_port(config.listen_address, mtls_credentials)
+    bootstrap_port = server.add_secure_port(config.bootstrap_address, bootstrap_credentials)
     return server, mtls_port, bootstrap_port

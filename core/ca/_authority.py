@@ -1,5 +1,9 @@
 """The core's certificate authority: one root, one issuing CA, short-lived leaves.
 
+During a rotation (`_rotation.py`) it trusts two roots; `advance` performs
+the rotation's steps when they are due and `trust_bundle_pem` is what every
+peer is told to trust.
+
 Leaves take only the public key from their request; everything else comes
 from `CAConfig` and the builders in `_build.py`. The CA's files are handled
 by `_store.py`, their consistency checks by `_material.py`.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -29,6 +34,14 @@ from vivified.core.ca._material import (
     load_certificate_file,
     verify_ca_material,
 )
+from vivified.core.ca._rotation import (
+    extra_roots,
+    finish_interrupted_switch,
+    pem_bundle,
+    read_plan,
+    remove_previous,
+    switch_files,
+)
 from vivified.core.ca._serial import RandomBytes, random_serial
 from vivified.core.ca._spiffe import (
     core_dns_name,
@@ -37,7 +50,7 @@ from vivified.core.ca._spiffe import (
     plugin_dns_name,
     plugin_spiffe_id,
 )
-from vivified.core.ca._store import load_or_create_material
+from vivified.core.ca._store import CAMaterial, load_or_create_material
 from vivified.core.clock import Clock
 from vivified.core.errors import InvalidArgument
 
@@ -46,6 +59,15 @@ _LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True, slots=True)
+class RotationStep:
+    """One step of a CA rotation the core performed (or noticed), for the audit log."""
+
+    action: str
+    """`ca.rotation.begin`, `ca.issuing.switch` or `ca.root.remove`."""
+    detail: dict[str, str]
 
 
 class CertificateAuthority:
@@ -78,6 +100,10 @@ class CertificateAuthority:
         self._random_bytes = random_bytes
         self._root_pem = _pem(root_cert)
         self._issuing_pem = _pem(issuing_cert)
+        self._directory: Path | None = None
+        self._extra_roots: tuple[x509.Certificate, ...] = ()
+        self._seen_phase: str | None = None
+        self._seen_at: dt.datetime | None = None
 
     @classmethod
     def load(
@@ -110,7 +136,19 @@ class CertificateAuthority:
         random_bytes: RandomBytes = secrets.token_bytes,
     ) -> CertificateAuthority:
         """Load the CA in `directory`, creating a new root and issuing CA if it holds none."""
-        material = load_or_create_material(Path(directory), config, clock, random_bytes)
+        directory = Path(directory)
+        if directory.exists():
+            finish_interrupted_switch(directory)
+        material = load_or_create_material(directory, config, clock, random_bytes)
+        ca = cls._from_material(material, config, clock, random_bytes)
+        ca._directory = directory
+        ca._extra_roots = extra_roots(directory)
+        return ca
+
+    @classmethod
+    def _from_material(
+        cls, material: CAMaterial, config: CAConfig, clock: Clock, random_bytes: RandomBytes
+    ) -> CertificateAuthority:
         return cls(
             root_cert=material.root_cert,
             issuing_cert=material.issuing_cert,
@@ -120,6 +158,91 @@ class CertificateAuthority:
             clock=clock,
             random_bytes=random_bytes,
         )
+
+    def now(self) -> dt.datetime:
+        """The CA's clock."""
+        return self._clock.now()
+
+    @property
+    def directory(self) -> Path | None:
+        """The CA directory the core manages, None for mounted paths (no rotation)."""
+        return self._directory
+
+    @property
+    def rotatable(self) -> bool:
+        """Whether this CA lives in a directory the core manages (not mounted paths)."""
+        return self._directory is not None
+
+    @property
+    def trust_bundle_pem(self) -> bytes:
+        """Every root a peer must trust now: the signing root first, then the
+        next (rotation begun) or the previous one (issuing switched)."""
+        return self._root_pem + pem_bundle(self._extra_roots)
+
+    @property
+    def trusted_roots(self) -> tuple[x509.Certificate, ...]:
+        return (self._root_cert, *self._extra_roots)
+
+    def advance(self, min_overlap: dt.timedelta) -> list[RotationStep]:
+        """Perform the rotation steps that are due (see `_rotation.py`);
+        `min_overlap` is the longest leaf lifetime now in force, the least
+        time each overlap window lasts whatever the plan says."""
+        directory = self._directory
+        if directory is None:
+            return []
+        plan = read_plan(directory)
+        now = self._clock.now()
+        steps: list[RotationStep] = []
+        if plan is None:
+            if self._extra_roots:  # removed by hand: trust what is on disk
+                self._extra_roots = ()
+            self._seen_phase = None
+            return steps
+        if self._seen_phase is None and plan.phase == "distributing":
+            self._seen_at = now
+            self._extra_roots = extra_roots(directory)
+            steps.append(
+                RotationStep(
+                    "ca.rotation.begin",
+                    {
+                        "next_root_serial": format(self._extra_roots[0].serial_number, "x"),
+                        "root_serial": format(self._root_cert.serial_number, "x"),
+                        "switch_at": plan.switch_at.isoformat(),
+                    },
+                )
+            )
+        self._seen_phase = plan.phase
+        seen_at = self._seen_at or plan.started_at
+        if plan.phase == "distributing" and now >= max(plan.switch_at, seen_at + min_overlap):
+            old_root = self._root_cert
+            plan = switch_files(directory, plan, now, min_overlap)
+            self._reload(directory)
+            self._seen_phase = plan.phase
+            steps.append(
+                RotationStep(
+                    "ca.issuing.switch",
+                    {
+                        "root_serial": format(self._root_cert.serial_number, "x"),
+                        "issuing_serial": format(self._issuing_cert.serial_number, "x"),
+                        "previous_root_serial": format(old_root.serial_number, "x"),
+                        "remove_at": plan.remove_at.isoformat() if plan.remove_at else "",
+                    },
+                )
+            )
+        if plan.phase == "switched" and plan.remove_at is not None and now >= plan.remove_at:
+            removed = [format(c.serial_number, "x") for c in self._extra_roots]
+            remove_previous(directory)
+            self._extra_roots = ()
+            self._seen_phase = None
+            steps.append(RotationStep("ca.root.remove", {"removed_root_serial": ",".join(removed)}))
+        return steps
+
+    def _reload(self, directory: Path) -> None:
+        fresh = CertificateAuthority.load_or_create(directory, self._config, self._clock, random_bytes=self._random_bytes)
+        self._root_cert, self._issuing_cert = fresh._root_cert, fresh._issuing_cert
+        self._issuing_key = fresh._issuing_key
+        self._root_pem, self._issuing_pem = fresh._root_pem, fresh._issuing_pem
+        self._extra_roots = fresh._extra_roots
 
     @property
     def trust_domain(self) -> str:
