@@ -45,7 +45,7 @@ from vivified.core.ca import (
     new_private_key,
     write_private_key,
 )
-from vivified.core.carotation import CARotationDriver, CertificateExpiry, CoreRekeyer
+from vivified.core.carotation import CARotationDriver, CertificateExpiry, CoreRekeyer, LeafExpiry
 from vivified.core.chain import (
     AuditRecorder,
     Authenticator,
@@ -541,7 +541,8 @@ class Core:
             on_trust_change=CoreRekeyer(ca, tls, self._connector, core_identity, lambda switched: self._operator_identity(
                 ca, store, (lambda _serial: True) if switched else store.is_revoked_serial)),
             audit=self._audit.append, publish_alert=self._publish_alert, expiry=CertificateExpiry(self.metrics.registry),
-            certificates=lambda: store.certificates("plugin/"),
+            certificates=lambda: store.certificates("plugin/"), leaf_expiry=LeafExpiry(self.metrics.registry),
+            active_plugins=lambda: {r.plugin_id for r in store.all() if r.status == "active"},
         )
         # Read the registry once more right before serving: start-up after the first
         # load can take longer than the sync bound, and calls would then be refused stale.

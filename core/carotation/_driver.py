@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from vivified.core.audit import AuditRecord
 from vivified.core.ca import CertificateAuthority, RotationStep, read_plan
 from vivified.core.ca._keyfiles import atomic_write
-from vivified.core.carotation._expiry import CertificateExpiry
+from vivified.core.carotation._expiry import CertificateExpiry, LeafExpiry
 from vivified.core.errors import VivifiedError
 from vivified.core.registry._store import CertificateRecord
 from vivified.events.v1.canonical_pb2 import SecurityAlert
@@ -53,9 +53,16 @@ class CARotationDriver:
         publish_alert: Callable[[SecurityAlert], Awaitable[None]],
         expiry: CertificateExpiry,
         certificates: Callable[[], Awaitable[list[CertificateRecord]]],
+        leaf_expiry: LeafExpiry,
+        active_plugins: Callable[[], set[str]],
         interval: float = 1.0,
+        leaf_check_every: int = 5,
     ) -> None:
         self._certificates = certificates
+        self._leaf_expiry = leaf_expiry
+        self._active_plugins = active_plugins
+        self._leaf_check_every = leaf_check_every
+        self._ticks = 0
         self._ca = ca
         self._leaf_ttl = leaf_ttl
         self._on_trust_change = on_trust_change
@@ -80,7 +87,12 @@ class CARotationDriver:
                 await self._audit(AuditRecord(actor="core:core", action=step.action, resource="ca", detail=step.detail))
         roles = [("issuing", self._ca.issuing_certificate), ("root", self._ca.root_certificate)]
         roles += [("trusted-root", cert) for cert in self._ca.trusted_roots[1:]]
-        for alert in self._expiry.observe(roles, self._ca.now()):
+        alerts = self._expiry.observe(roles, self._ca.now())
+        self._ticks += 1
+        if self._ticks % self._leaf_check_every == 0:
+            records = await self._certificates()
+            alerts += self._leaf_expiry.observe(records, self._active_plugins(), self._ca.now())
+        for alert in alerts:
             await self._publish_alert(alert)
         await self._write_holders()
         return steps

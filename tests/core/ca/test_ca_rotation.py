@@ -2,7 +2,8 @@
 core under load: test_ca_rotation_e2e.py): the next root is trusted from the
 start, issuing switches only after one leaf lifetime, the old root is removed
 only after one more, an interrupted switch is finished at load, and CA
-expiry raises one alert well before the end."""
+expiry, and a plugin certificate that was not renewed, raise one alert
+each well before the end."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from prometheus_client import CollectorRegistry
 from support.clients import new_csr
 from vivified.core.ca import CAConfig, CertificateAuthority, begin_rotation, read_plan
 from vivified.core.ca._rotation import NEXT_DIR, PREVIOUS_ROOT
-from vivified.core.carotation import CertificateExpiry
+from vivified.core.carotation import CertificateExpiry, LeafExpiry
 from vivified.core.clock import ManualClock
 from vivified.core.errors import FailedPrecondition
+from vivified.core.registry._store import CertificateRecord
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 LEAF = dt.timedelta(seconds=10)
@@ -129,3 +131,24 @@ def test_ca_expiry_gauge_and_one_alert_well_before_the_end(tmp_path: Path) -> No
     [alert] = expiry.observe(roles, clock.now())
     assert alert.kind == "ca_certificate_expiring" and alert.subject == "ca/issuing"
     assert expiry.observe(roles, clock.now()) == []  # once per certificate
+
+
+def test_plugin_certificate_not_renewed_raises_one_alert_before_it_expires() -> None:
+    registry = CollectorRegistry()
+    leaves = LeafExpiry(registry)
+    start = int(NOW.timestamp())
+    records = [
+        CertificateRecord(serial=1, subject="plugin/late", not_after=start + 100, issued_at=start, revoked_at=None),
+        CertificateRecord(serial=2, subject="plugin/fine", not_after=start + 100, issued_at=start, revoked_at=None),
+        CertificateRecord(serial=3, subject="plugin/fine", not_after=start + 160, issued_at=start + 60, revoked_at=None),
+        CertificateRecord(serial=4, subject="plugin/gone", not_after=start + 100, issued_at=start, revoked_at=None),
+    ]
+    active = {"late", "fine"}
+    assert leaves.observe(records, active, NOW + dt.timedelta(seconds=79)) == []
+    [alert] = leaves.observe(records, active, NOW + dt.timedelta(seconds=81))  # 19 s of 100 left, not renewed
+    assert alert.kind == "plugin_certificate_expiring" and alert.subject == "plugin/late"
+    assert alert.details["serial"] == "1"
+    assert leaves.observe(records, active, NOW + dt.timedelta(seconds=82)) == []  # once per certificate
+    fine = registry.get_sample_value("vivified_plugin_certificate_expiry_seconds", {"plugin": "fine"})
+    assert fine == 160 - 82  # the newest certificate counts
+    assert registry.get_sample_value("vivified_plugin_certificate_expiry_seconds", {"plugin": "gone"}) is None
