@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 from grpc_health.v1 import health
 from vivified.core.audit import Audit, AuditRecord, Durability, TailCheck, build_audit
-from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key, write_private_key
+from vivified.core.ca import CAConfig, CertificateAuthority, CoreTLS, new_private_key, write_private_key
+from vivified.core.carotation import CARotationDriver, CertificateExpiry, CoreRekeyer, LeafExpiry
 from vivified.core.chain import (
     AuditRecorder,
     ChainDeps,
@@ -49,6 +50,7 @@ from vivified.core.errors import Unavailable
 from vivified.core.events import EventBus, build_events
 from vivified.core.gateway import PolicySet, build_gateway
 from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
+from vivified.core.kinds import PluginStatus
 from vivified.core.lifecycle import Components, Hooks
 from vivified.core.metrics import Metrics
 from vivified.core.telemetry import Tracing, tracing_from_env
@@ -152,7 +154,7 @@ class Core:
             current = x509.load_pem_x509_certificate(cert_path.read_bytes())
             left = current.not_valid_after_utc - self.clock.now()
             if left > ca.config.operator_ttl / 2 and not is_revoked(current.serial_number):
-                (directory / "ca.crt").write_bytes(ca.root_pem)
+                (directory / "ca.crt").write_bytes(ca.trust_bundle_pem)
                 return None
         key = new_private_key()
         issued = ca.issue_operator_certificate("admin", key)
@@ -160,7 +162,7 @@ class Core:
         key_path.unlink(missing_ok=True)
         write_private_key(key_path, key)
         cert_path.write_bytes(issued.chain_pem)
-        (directory / "ca.crt").write_bytes(ca.root_pem)
+        (directory / "ca.crt").write_bytes(ca.trust_bundle_pem)
         return issued.serial, int(issued.not_after.timestamp())
 
     def _open_settings(self, engine: sa.Engine) -> tuple[CoreConfig, OverrideStore, LiveSettings]:
@@ -288,8 +290,12 @@ class Core:
 
         store.subscribe(on_change)
 
-    async def _issue_operator_identity(self, ca: CertificateAuthority, store: PluginStore, audit: Audit) -> None:
-        operator_cert = self._write_operator_identity(ca, store.is_revoked_serial)
+    async def _issue_operator_identity(
+        self, ca: CertificateAuthority, store: PluginStore, audit: Audit, is_revoked: Callable[[int], bool] | None = None
+    ) -> None:
+        """Write the local operator identity (again after a CA switch), recording
+        and auditing a newly issued certificate."""
+        operator_cert = self._write_operator_identity(ca, is_revoked or store.is_revoked_serial)
         if operator_cert is not None:
             await store.record_certificate("operator/admin", *operator_cert)  # listable, revocable
             await audit.log.append(
@@ -384,7 +390,8 @@ class Core:
 
         registry = build_registry(
             engine=engine, clock=self.clock, ca=ca, catalogue=catalogue, audit=audit.log,
-            core_identity=CoreIdentity(ca.root_pem, core_cert.chain_pem, key_pem, config.trust_domain),
+            core_identity=(core_identity := CoreIdentity(ca.trust_bundle_pem, core_cert.chain_pem, key_pem,
+                                                         config.trust_domain)),
             trust_domain=config.trust_domain, sync_bound=config.registry_sync_bound_seconds,
             heartbeat_interval=lambda: live.current.heartbeat_interval_seconds,
             heartbeat_misses=config.heartbeat_misses, init_timeout=config.init_timeout_seconds,
@@ -459,10 +466,17 @@ class Core:
                 access=AccessCatalogueService(catalogue, identity.roles),
             ).bindings(),
             contract_proxy=gateway.contract_proxy,
-            root_pem=ca.root_pem,
-            chain_pem=core_cert.chain_pem,
-            key_pem=key_pem,
+            tls=(tls := CoreTLS(key_pem, core_cert.chain_pem, ca.trust_bundle_pem)),
             grace=lambda: self._grace,
+        )
+        # CA rotation (`vivified ca rotate`): steps performed when due, audited; expiry gauges and alerts.
+        ca_rotation = CARotationDriver(
+            ca, leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
+            on_trust_change=CoreRekeyer(ca, tls, registry.connector, core_identity, lambda switched: self._issue_operator_identity(
+                ca, store, audit, (lambda _serial: True) if switched else None)),
+            audit=audit.log.append, publish_alert=self._publish_alert, expiry=CertificateExpiry(self.metrics.registry),
+            certificates=lambda: store.certificates("plugin/"), leaf_expiry=LeafExpiry(self.metrics.registry),
+            active_plugins=lambda: {r.plugin_id for r in store.all() if r.status == PluginStatus.ACTIVE},
         )
         await parts.start("plugin connections", Hooks(on_stop=registry.connector.close))
         # Read the registry once more right before serving: start-up after the first
@@ -473,6 +487,7 @@ class Core:
         await parts.start("metrics endpoint", metrics)
         await parts.start("health monitor", Hooks(registry.monitor.start, registry.monitor.stop))
         await parts.start("registry sync", Hooks(registry.sync.start, registry.sync.stop))
+        await parts.start("CA rotation", Hooks(ca_rotation.start, ca_rotation.stop))
         await parts.start("config follower", plugin_config)
         await parts.start("runtime settings", Hooks(live.start, live.stop))
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from grpc_reflection.v1alpha import reflection
+from vivified.core.ca import CoreTLS
 from vivified.core.chain import ChainInterceptor
 from vivified.core.config import CoreConfig
 from vivified.core.errors import FailedPrecondition
@@ -114,9 +115,7 @@ def build_server(
     chain: ChainInterceptor,
     bindings: Sequence[Binding],
     contract_proxy: grpc.GenericRpcHandler,
-    root_pem: bytes,
-    chain_pem: bytes,
-    key_pem: bytes,
+    tls: CoreTLS,
     grace: Callable[[], float],
 ) -> CoreServer:
     """Build the server; `CoreServer.start` binds the mTLS and bootstrap
@@ -127,8 +126,6 @@ def build_server(
     server.add_generic_rpc_handlers([contract_proxy])
     if config.profile == "development":
         reflection.enable_server_reflection([b.name for b in bindings] + [reflection.SERVICE_NAME], server)
-    mtls = grpc.ssl_server_credentials(
-        [(key_pem, chain_pem)], root_certificates=root_pem, require_client_auth=True
-    )
-    bootstrap = grpc.ssl_server_credentials([(key_pem, chain_pem)], root_certificates=None, require_client_auth=False)
-    return CoreServer(server, [(config.listen_address, mtls), (config.bootstrap_address, bootstrap)], grace)
+    # Both listeners reload their certificates at run time from `tls` (CA rotation).
+    return CoreServer(server, [(config.listen_address, tls.mtls_credentials()),
+                               (config.bootstrap_address, tls.bootstrap_credentials())], grace)

@@ -11,6 +11,11 @@ Public surface::
     SPIFFE helpers        plugin_spiffe_id, core_spiffe_id, operator_spiffe_id,
                           parse_spiffe_id, plugin_dns_name, core_dns_name
     PeerCertificateParser identity of a verified TLS peer, cached per certificate
+    begin_rotation, read_plan, RotationPlan, RotationStep
+                          CA rotation with overlap (`_rotation.py`); the CA's
+                          `advance` performs its steps, `trust_bundle_pem` is
+                          what peers trust meanwhile
+    CoreTLS               the core's listener credentials, swappable at run time
 
 Errors (all `vivified.core.errors.VivifiedError`)::
 
@@ -20,7 +25,7 @@ Errors (all `vivified.core.errors.VivifiedError`)::
     CAError          FailedPrecondition: CA_INVALID / CA_INCOMPLETE / CA_EXPIRED / CA_NOT_YET_VALID
 """
 
-from vivified.core.ca._authority import CertificateAuthority
+from vivified.core.ca._authority import CertificateAuthority, RotationStep
 from vivified.core.ca._config import CAConfig, IssuedCertificate
 from vivified.core.ca._csr import MAX_CSR_PEM_BYTES, validate_csr
 from vivified.core.ca._keyfiles import (
@@ -32,6 +37,8 @@ from vivified.core.ca._keyfiles import (
 )
 from vivified.core.ca._keys import SigningKey, SubjectPublicKey, new_private_key
 from vivified.core.ca._material import CAError
+from vivified.core.ca._rotation import RotationPlan, begin_rotation, read_plan
+from vivified.core.ca._serving import CoreTLS
 from vivified.core.ca._peer import (
     PeerCertificate,
     PeerCertificateParser,
@@ -54,6 +61,11 @@ __all__ = [
     "CAConfig",
     "CAError",
     "CertificateAuthority",
+    "CoreTLS",
+    "RotationPlan",
+    "RotationStep",
+    "begin_rotation",
+    "read_plan",
     "IssuedCertificate",
     "KeyFileError",
     "PeerCertificate",

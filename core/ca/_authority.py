@@ -1,5 +1,9 @@
 """The core's certificate authority: one root, one issuing CA, short-lived leaves.
 
+During a rotation (`_rotation.py`) it trusts two roots; `advance` performs
+the rotation's steps when they are due and `trust_bundle_pem` is what every
+peer is told to trust.
+
 Leaves take only the public key from their request; everything else comes
 from `CAConfig` and the builders in `_build.py`. The CA's files are handled
 by `_store.py`, their consistency checks by `_material.py`.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import secrets
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -29,6 +34,14 @@ from vivified.core.ca._material import (
     load_certificate_file,
     verify_ca_material,
 )
+from vivified.core.ca._rotation import (
+    extra_roots,
+    finish_interrupted_switch,
+    pem_bundle,
+    read_plan,
+    remove_previous,
+    switch_files,
+)
 from vivified.core.ca._serial import RandomBytes, random_serial
 from vivified.core.ca._spiffe import (
     core_dns_name,
@@ -37,7 +50,7 @@ from vivified.core.ca._spiffe import (
     plugin_dns_name,
     plugin_spiffe_id,
 )
-from vivified.core.ca._store import load_or_create_material
+from vivified.core.ca._store import CAMaterial, load_or_create_material
 from vivified.core.clock import Clock
 from vivified.core.errors import InvalidArgument
 
@@ -46,6 +59,25 @@ _LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True, slots=True)
+class _Material:
+    root_cert: x509.Certificate
+    issuing_cert: x509.Certificate
+    issuing_key: SigningKey
+    root_pem: bytes
+    issuing_pem: bytes
+    extra_roots: tuple[x509.Certificate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RotationStep:
+    """One step of a CA rotation the core performed (or noticed), for the audit log."""
+
+    action: str
+    """`ca.rotation.begin`, `ca.issuing.switch` or `ca.root.remove`."""
+    detail: dict[str, str]
 
 
 class CertificateAuthority:
@@ -70,14 +102,16 @@ class CertificateAuthority:
             trust_domain=config.trust_domain,
             now=clock.now(),
         )
-        self._root_cert = root_cert
-        self._issuing_cert = issuing_cert
-        self._issuing_key = issuing_key
         self._config = config
         self._clock = clock
         self._random_bytes = random_bytes
-        self._root_pem = _pem(root_cert)
-        self._issuing_pem = _pem(issuing_cert)
+        # One immutable snapshot, replaced in one assignment: a leaf is never
+        # signed with one issuing CA's key under another's certificate while
+        # `advance` (on a worker thread) switches them.
+        self._m = _Material(root_cert, issuing_cert, issuing_key, _pem(root_cert), _pem(issuing_cert), ())
+        self._directory: Path | None = None
+        self._seen_phase: str | None = None
+        self._seen_at: dt.datetime | None = None
 
     @classmethod
     def load(
@@ -110,7 +144,19 @@ class CertificateAuthority:
         random_bytes: RandomBytes = secrets.token_bytes,
     ) -> CertificateAuthority:
         """Load the CA in `directory`, creating a new root and issuing CA if it holds none."""
-        material = load_or_create_material(Path(directory), config, clock, random_bytes)
+        directory = Path(directory)
+        if directory.exists():
+            finish_interrupted_switch(directory)
+        material = load_or_create_material(directory, config, clock, random_bytes)
+        ca = cls._from_material(material, config, clock, random_bytes)
+        ca._directory = directory
+        ca._m = replace(ca._m, extra_roots=extra_roots(directory))
+        return ca
+
+    @classmethod
+    def _from_material(
+        cls, material: CAMaterial, config: CAConfig, clock: Clock, random_bytes: RandomBytes
+    ) -> CertificateAuthority:
         return cls(
             root_cert=material.root_cert,
             issuing_cert=material.issuing_cert,
@@ -120,6 +166,90 @@ class CertificateAuthority:
             clock=clock,
             random_bytes=random_bytes,
         )
+
+    def now(self) -> dt.datetime:
+        """The CA's clock."""
+        return self._clock.now()
+
+    @property
+    def directory(self) -> Path | None:
+        """The CA directory the core manages, None for mounted paths (no rotation)."""
+        return self._directory
+
+    @property
+    def rotatable(self) -> bool:
+        """Whether this CA lives in a directory the core manages (not mounted paths)."""
+        return self._directory is not None
+
+    @property
+    def trust_bundle_pem(self) -> bytes:
+        """Every root a peer must trust now: the signing root first, then the
+        next (rotation begun) or the previous one (issuing switched)."""
+        m = self._m
+        return m.root_pem + pem_bundle(m.extra_roots)
+
+    @property
+    def trusted_roots(self) -> tuple[x509.Certificate, ...]:
+        m = self._m
+        return (m.root_cert, *m.extra_roots)
+
+    def advance(self, min_overlap: dt.timedelta) -> list[RotationStep]:
+        """Perform the rotation steps that are due (see `_rotation.py`);
+        `min_overlap` is the longest leaf lifetime now in force, the least
+        time each overlap window lasts whatever the plan says."""
+        directory = self._directory
+        if directory is None:
+            return []
+        plan = read_plan(directory)
+        now = self._clock.now()
+        steps: list[RotationStep] = []
+        if plan is None:
+            if self._m.extra_roots:  # removed by hand: trust what is on disk
+                self._m = replace(self._m, extra_roots=())
+            self._seen_phase = None
+            return steps
+        if self._seen_phase is None and plan.phase == "distributing":
+            self._seen_at = now
+            self._m = replace(self._m, extra_roots=extra_roots(directory))
+            steps.append(
+                RotationStep(
+                    "ca.rotation.begin",
+                    {
+                        "next_root_serial": format(self._m.extra_roots[0].serial_number, "x"),
+                        "root_serial": format(self._m.root_cert.serial_number, "x"),
+                        "switch_at": plan.switch_at.isoformat(),
+                    },
+                )
+            )
+        self._seen_phase = plan.phase
+        seen_at = self._seen_at or plan.started_at
+        if plan.phase == "distributing" and now >= max(plan.switch_at, seen_at + min_overlap):
+            old_root = self._m.root_cert
+            plan = switch_files(directory, plan, now, min_overlap)
+            self._reload(directory)
+            self._seen_phase = plan.phase
+            steps.append(
+                RotationStep(
+                    "ca.issuing.switch",
+                    {
+                        "root_serial": format(self._m.root_cert.serial_number, "x"),
+                        "issuing_serial": format(self._m.issuing_cert.serial_number, "x"),
+                        "previous_root_serial": format(old_root.serial_number, "x"),
+                        "remove_at": plan.remove_at.isoformat() if plan.remove_at else "",
+                    },
+                )
+            )
+        if plan.phase == "switched" and plan.remove_at is not None and now >= plan.remove_at:
+            removed = [format(c.serial_number, "x") for c in self._m.extra_roots]
+            remove_previous(directory)
+            self._m = replace(self._m, extra_roots=())
+            self._seen_phase = None
+            steps.append(RotationStep("ca.root.remove", {"removed_root_serial": ",".join(removed)}))
+        return steps
+
+    def _reload(self, directory: Path) -> None:
+        fresh = CertificateAuthority.load_or_create(directory, self._config, self._clock, random_bytes=self._random_bytes)
+        self._m = fresh._m
 
     @property
     def trust_domain(self) -> str:
@@ -132,20 +262,20 @@ class CertificateAuthority:
     @property
     def root_pem(self) -> bytes:
         """The trust anchor every peer verifies against."""
-        return self._root_pem
+        return self._m.root_pem
 
     @property
     def chain_pem(self) -> bytes:
         """The issuing CA certificate, sent after a leaf so peers can build the chain."""
-        return self._issuing_pem
+        return self._m.issuing_pem
 
     @property
     def root_certificate(self) -> x509.Certificate:
-        return self._root_cert
+        return self._m.root_cert
 
     @property
     def issuing_certificate(self) -> x509.Certificate:
-        return self._issuing_cert
+        return self._m.issuing_cert
 
     def issue_plugin_certificate(
         self, plugin_id: str, csr_pem: bytes, *, lifetime: dt.timedelta | None = None
@@ -214,7 +344,8 @@ class CertificateAuthority:
         self, profile: LeafProfile, public_key: SubjectPublicKey, ttl: dt.timedelta
     ) -> IssuedCertificate:
         now = self._clock.now()
-        ca_not_after = self._issuing_cert.not_valid_after_utc
+        m = self._m
+        ca_not_after = m.issuing_cert.not_valid_after_utc
         if now >= ca_not_after:
             raise CAError(
                 f"issuing CA expired at {ca_not_after.isoformat()}; no certificate can be issued",
@@ -223,17 +354,17 @@ class CertificateAuthority:
         cert = build_leaf(
             profile=profile,
             public_key=public_key,
-            issuing_cert=self._issuing_cert,
-            issuing_key=self._issuing_key,
+            issuing_cert=m.issuing_cert,
+            issuing_key=m.issuing_key,
             serial=random_serial(self._random_bytes),
-            not_before=max(now - self._config.clock_skew, self._issuing_cert.not_valid_before_utc),
+            not_before=max(now - self._config.clock_skew, m.issuing_cert.not_valid_before_utc),
             # A leaf outliving its issuer would fail verification after the issuer expires.
             not_after=min(now + ttl, ca_not_after),
         )
         cert_pem = _pem(cert)
         return IssuedCertificate(
             cert_pem=cert_pem,
-            chain_pem=cert_pem + self._issuing_pem,
+            chain_pem=cert_pem + m.issuing_pem,
             serial=cert.serial_number,
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,

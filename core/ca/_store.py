@@ -47,7 +47,7 @@ def load_or_create_material(
         os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
     present = {name for name in _FILES if (directory / name).exists()}
     if not present:
-        return _create(directory, config, clock, random_bytes)
+        return create_material(directory, config, clock, random_bytes)
     missing = [name for name in _REQUIRED if name not in present]
     if missing:
         raise CAError(
@@ -64,9 +64,10 @@ def load_or_create_material(
     )
 
 
-def _create(
+def create_material(
     directory: Path, config: CAConfig, clock: Clock, random_bytes: RandomBytes
 ) -> CAMaterial:
+    """A new root and issuing CA written to `directory` (which must exist)."""
     now = clock.now()
     not_before = now - config.clock_skew
     root_key, issuing_key = new_private_key(), new_private_key()

@@ -5,6 +5,7 @@
     vivified core                    the core broker alone
     vivified plugins approve|list|enable|disable|revoke
     vivified operators list|revoke SERIAL
+    vivified ca rotate|status
     vivified manifest validate FILE [--json]
     vivified audit verify|tail|query
     vivified events subscriptions [delete SUB --reason R] | dlq list|replay
@@ -45,6 +46,7 @@ from vivified.core.cli import (
     _events_cmd,
     _health_cmd,
     _operators_cmd,
+    _ca_cmd,
     _manifest_cmd,
     _plugin_config_cmd,
     _plugins_cmd,
@@ -80,6 +82,7 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]],
     _add_run_commands,
     _plugins_cmd.add_parser,
     _operators_cmd.add_parser,
+    _ca_cmd.add_parser,
     _manifest_cmd.add_parser,
     _audit_cmd.add_parser,
     _events_cmd.add_parser,
@@ -144,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_plugins_cmd.run(args, environ, out))
         elif args.command == "operators":
             code = asyncio.run(_operators_cmd.run(args, environ, out))
+        elif args.command == "ca":
+            code = _ca_cmd.run(args, environ, out)
         elif args.command == "manifest":
             code = _manifest_cmd.run(args, out)
         elif args.command == "events":

@@ -55,6 +55,17 @@ class PluginConnector:
             root_certificates=identity.root_pem, private_key=identity.key_pem, certificate_chain=identity.chain_pem
         )
 
+    def use_identity(self, identity: CoreIdentity) -> None:
+        """Present `identity` (and trust its roots) on every call from now on:
+        cached channels close once their calls finish and are re-dialled."""
+        self._identity = identity
+        self._credentials = grpc.ssl_channel_credentials(
+            root_certificates=identity.root_pem, private_key=identity.key_pem, certificate_chain=identity.chain_pem
+        )
+        channels, self._channels = self._channels, {}
+        for _, channel in channels.values():
+            asyncio.ensure_future(channel.close(grace=5.0))
+
     def channel(self, record: PluginRecord) -> grpc.aio.Channel:
         cached = self._channels.get(record.plugin_id)
         if cached is not None and cached[0] == record.endpoint:

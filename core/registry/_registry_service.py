@@ -156,7 +156,9 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         not_after = int(issued.not_after.timestamp())
         await self._store.record_certificate(f"plugin/{plugin_id}", issued.serial, not_after)
         return registry_pb2.RenewCertificateResponse(
-            certificate_chain_pem=issued.chain_pem.decode(), expire_time=_timestamp(not_after)
+            certificate_chain_pem=issued.chain_pem.decode(),
+            expire_time=_timestamp(not_after),
+            ca_bundle_pem=self._ca.trust_bundle_pem.decode(),
         )
 
     async def Heartbeat(

@@ -134,7 +134,17 @@ class CoreClient:
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
-        return accept_issued(reply.certificate_chain_pem, requested, self.spiffe_id, self._clock())
+        issued = accept_issued(reply.certificate_chain_pem, requested, self.spiffe_id, self._clock())
+        if reply.ca_bundle_pem:
+            # The roots the core trusts now (two during a CA rotation): used
+            # from the next `connect` on, and by the plugin's own server.
+            self._root = reply.ca_bundle_pem.encode()
+        return issued
+
+    @property
+    def root_pem(self) -> bytes:
+        """The trust anchors for the core: the CA file's, then the latest renewal's bundle."""
+        return self._root
 
     async def deregister(self, reason: str) -> None:
         stub = registry_pb2_grpc.PluginRegistryServiceStub(self.channel)

@@ -282,6 +282,15 @@ class Subscription:
                     )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # Not this task being cancelled: grpc.aio cancels the calls of a
+            # closed channel, as when a renewal replaces it. Reopen on the new one.
+            raise VivifiedSDKError(
+                "the stream's channel closed (certificate renewal)", reason="STREAM_CHANNEL_CLOSED"
+            ) from None
         finally:
             for helper in helpers:
                 helper.cancel()

@@ -318,7 +318,7 @@ class PluginRuntime:
         if self._client is None or self._certificates is None:
             return
         self._issued = issued
-        self._certificates.install(issued)
+        self._certificates.install(issued, self._client.root_pem)
         self._client.connect(issued)
         self.renewals += 1
 

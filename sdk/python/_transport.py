@@ -100,8 +100,12 @@ class ServerCertificates:
     def _config(self, issued: IssuedCertificate) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration([(issued.key_pem, issued.chain_pem)], self._root)
 
-    def install(self, issued: IssuedCertificate) -> None:
-        """Present `issued` to every connection accepted from now on."""
+    def install(self, issued: IssuedCertificate, client_root_pem: bytes | None = None) -> None:
+        """Present `issued` to every connection accepted from now on, and
+        verify the core's client certificate against `client_root_pem` if given
+        (the bundle a renewal brought during a CA rotation)."""
+        if client_root_pem is not None:
+            self._root = client_root_pem
         config = self._config(issued)
         with self._lock:
             self._pending = config

@@ -39,7 +39,7 @@ export class CoreClient {
 
   constructor(
     private readonly settings: PluginSettings,
-    private readonly rootPem: Buffer,
+    private rootPem: Buffer,
     private readonly manifest: Message,
     private readonly protos: Protos,
     private readonly clock: () => Date,
@@ -114,7 +114,16 @@ export class CoreClient {
     const reply = await unary(this.client(REGISTRY), "RenewCertificate", { csr_pem: requested.csrPem }, this.protos, {
       timeoutSeconds: this.settings.connectTimeoutSeconds,
     });
-    return acceptIssued(reply["certificate_chain_pem"], requested, this.spiffeId, this.clock());
+    const issued = acceptIssued(reply["certificate_chain_pem"], requested, this.spiffeId, this.clock());
+    // The roots the core trusts now (two during a CA rotation): used from the next `connect` on.
+    const bundle = reply["ca_bundle_pem"];
+    if (typeof bundle === "string" && bundle.length > 0) this.rootPem = Buffer.from(bundle);
+    return issued;
+  }
+
+  /** The trust anchors for the core: the CA file's, then the latest renewal's bundle. */
+  get trustedRoots(): Buffer {
+    return this.rootPem;
   }
 
   async deregister(reason: string): Promise<void> {

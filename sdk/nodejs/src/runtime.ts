@@ -267,7 +267,7 @@ export class PluginRuntime {
           continue;
         }
         // New connections (both ways) use the new certificate; open ones keep theirs until they end.
-        this.certificates!.install(issued);
+        this.certificates!.install(issued, this.requireClient().trustedRoots);
         this.requireClient().connect(issued);
         this.renewals += 1;
         this.log(`certificate renewed; valid until ${issued.notAfter.toISOString()}`);

@@ -46,7 +46,7 @@ type IdentityListener = (update: { certificate: Buffer; privateKey: Buffer } | n
 
 /** The CA and identity the plugin's server uses, swappable at run time. */
 export class MemoryCertificateProvider implements grpc.experimental.CertificateProvider {
-  private readonly ca: { caCertificate: Buffer };
+  private ca: { caCertificate: Buffer };
   private identity: { certificate: Buffer; privateKey: Buffer } | null = null;
   private readonly caListeners = new Set<CaListener>();
   private readonly identityListeners = new Set<IdentityListener>();
@@ -55,8 +55,13 @@ export class MemoryCertificateProvider implements grpc.experimental.CertificateP
     this.ca = { caCertificate: rootPem };
   }
 
-  /** Present `issued` to every connection accepted from now on. */
-  install(issued: IssuedCertificate): void {
+  /** Present `issued` to every connection accepted from now on; verify the
+   * core's client certificate against `rootPem` if given (a renewal's bundle). */
+  install(issued: IssuedCertificate, rootPem?: Buffer): void {
+    if (rootPem !== undefined && !rootPem.equals(this.ca.caCertificate)) {
+      this.ca = { caCertificate: rootPem };
+      for (const listener of this.caListeners) listener(this.ca);
+    }
     this.identity = { certificate: Buffer.from(issued.chainPem), privateKey: Buffer.from(issued.keyPem) };
     for (const listener of this.identityListeners) listener(this.identity);
   }

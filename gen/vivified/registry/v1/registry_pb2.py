@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from vivified.manifest.v1 import manifest_pb2 as vivified_dot_manifest_dot_v1_dot_manifest__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#vivified/registry/v1/registry.proto\x12\x14vivified.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#vivified/manifest/v1/manifest.proto\"\xa7\x01\n\x0fRegisterRequest\x12@\n\x08manifest\x18\x01 \x01(\x0b\x32$.vivified.manifest.v1.PluginManifestR\x08manifest\x12\x17\n\x07\x63sr_pem\x18\x02 \x01(\tR\x06\x63srPem\x12\x1d\n\njoin_token\x18\x03 \x01(\tR\tjoinToken\x12\x1a\n\x08\x65ndpoint\x18\x04 \x01(\tR\x08\x65ndpoint\"\xb1\x02\n\x10RegisterResponse\x12\x32\n\x15\x63\x65rtificate_chain_pem\x18\x01 \x01(\tR\x13\x63\x65rtificateChainPem\x12,\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\tR\x10\x63\x61\x43\x65rtificatePem\x12\x1b\n\tspiffe_id\x18\x03 \x01(\tR\x08spiffeId\x12;\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12<\n\x1aheartbeat_interval_seconds\x18\x05 \x01(\x05R\x18heartbeatIntervalSeconds\x12#\n\rcore_endpoint\x18\x06 \x01(\tR\x0c\x63oreEndpoint\"2\n\x17RenewCertificateRequest\x12\x17\n\x07\x63sr_pem\x18\x01 \x01(\tR\x06\x63srPem\"\x8b\x01\n\x18RenewCertificateResponse\x12\x32\n\x15\x63\x65rtificate_chain_pem\x18\x01 \x01(\tR\x13\x63\x65rtificateChainPem\x12;\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\"\x12\n\x10HeartbeatRequest\"Q\n\x11HeartbeatResponse\x12<\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x05R\x18heartbeatIntervalSeconds\"+\n\x11\x44\x65registerRequest\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\"\x14\n\x12\x44\x65registerResponse2\xa4\x03\n\x15PluginRegistryService\x12Y\n\x08Register\x12%.vivified.registry.v1.RegisterRequest\x1a&.vivified.registry.v1.RegisterResponse\x12q\n\x10RenewCertificate\x12-.vivified.registry.v1.RenewCertificateRequest\x1a..vivified.registry.v1.RenewCertificateResponse\x12\\\n\tHeartbeat\x12&.vivified.registry.v1.HeartbeatRequest\x1a\'.vivified.registry.v1.HeartbeatResponse\x12_\n\nDeregister\x12\'.vivified.registry.v1.DeregisterRequest\x1a(.vivified.registry.v1.DeregisterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#vivified/registry/v1/registry.proto\x12\x14vivified.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#vivified/manifest/v1/manifest.proto\"\xa7\x01\n\x0fRegisterRequest\x12@\n\x08manifest\x18\x01 \x01(\x0b\x32$.vivified.manifest.v1.PluginManifestR\x08manifest\x12\x17\n\x07\x63sr_pem\x18\x02 \x01(\tR\x06\x63srPem\x12\x1d\n\njoin_token\x18\x03 \x01(\tR\tjoinToken\x12\x1a\n\x08\x65ndpoint\x18\x04 \x01(\tR\x08\x65ndpoint\"\xb1\x02\n\x10RegisterResponse\x12\x32\n\x15\x63\x65rtificate_chain_pem\x18\x01 \x01(\tR\x13\x63\x65rtificateChainPem\x12,\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\tR\x10\x63\x61\x43\x65rtificatePem\x12\x1b\n\tspiffe_id\x18\x03 \x01(\tR\x08spiffeId\x12;\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12<\n\x1aheartbeat_interval_seconds\x18\x05 \x01(\x05R\x18heartbeatIntervalSeconds\x12#\n\rcore_endpoint\x18\x06 \x01(\tR\x0c\x63oreEndpoint\"2\n\x17RenewCertificateRequest\x12\x17\n\x07\x63sr_pem\x18\x01 \x01(\tR\x06\x63srPem\"\xaf\x01\n\x18RenewCertificateResponse\x12\x32\n\x15\x63\x65rtificate_chain_pem\x18\x01 \x01(\tR\x13\x63\x65rtificateChainPem\x12;\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12\"\n\rca_bundle_pem\x18\x03 \x01(\tR\x0b\x63\x61\x42undlePem\"\x12\n\x10HeartbeatRequest\"Q\n\x11HeartbeatResponse\x12<\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x05R\x18heartbeatIntervalSeconds\"+\n\x11\x44\x65registerRequest\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\"\x14\n\x12\x44\x65registerResponse2\xa4\x03\n\x15PluginRegistryService\x12Y\n\x08Register\x12%.vivified.registry.v1.RegisterRequest\x1a&.vivified.registry.v1.RegisterResponse\x12q\n\x10RenewCertificate\x12-.vivified.registry.v1.RenewCertificateRequest\x1a..vivified.registry.v1.RenewCertificateResponse\x12\\\n\tHeartbeat\x12&.vivified.registry.v1.HeartbeatRequest\x1a\'.vivified.registry.v1.HeartbeatResponse\x12_\n\nDeregister\x12\'.vivified.registry.v1.DeregisterRequest\x1a(.vivified.registry.v1.DeregisterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,15 +40,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RENEWCERTIFICATEREQUEST']._serialized_start=609
   _globals['_RENEWCERTIFICATEREQUEST']._serialized_end=659
   _globals['_RENEWCERTIFICATERESPONSE']._serialized_start=662
-  _globals['_RENEWCERTIFICATERESPONSE']._serialized_end=801
-  _globals['_HEARTBEATREQUEST']._serialized_start=803
-  _globals['_HEARTBEATREQUEST']._serialized_end=821
-  _globals['_HEARTBEATRESPONSE']._serialized_start=823
-  _globals['_HEARTBEATRESPONSE']._serialized_end=904
-  _globals['_DEREGISTERREQUEST']._serialized_start=906
-  _globals['_DEREGISTERREQUEST']._serialized_end=949
-  _globals['_DEREGISTERRESPONSE']._serialized_start=951
-  _globals['_DEREGISTERRESPONSE']._serialized_end=971
-  _globals['_PLUGINREGISTRYSERVICE']._serialized_start=974
-  _globals['_PLUGINREGISTRYSERVICE']._serialized_end=1394
+  _globals['_RENEWCERTIFICATERESPONSE']._serialized_end=837
+  _globals['_HEARTBEATREQUEST']._serialized_start=839
+  _globals['_HEARTBEATREQUEST']._serialized_end=857
+  _globals['_HEARTBEATRESPONSE']._serialized_start=859
+  _globals['_HEARTBEATRESPONSE']._serialized_end=940
+  _globals['_DEREGISTERREQUEST']._serialized_start=942
+  _globals['_DEREGISTERREQUEST']._serialized_end=985
+  _globals['_DEREGISTERRESPONSE']._serialized_start=987
+  _globals['_DEREGISTERRESPONSE']._serialized_end=1007
+  _globals['_PLUGINREGISTRYSERVICE']._serialized_start=1010
+  _globals['_PLUGINREGISTRYSERVICE']._serialized_end=1430
 # @@protoc_insertion_point(module_scope)

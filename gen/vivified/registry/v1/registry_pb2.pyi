@@ -136,8 +136,16 @@ class RenewCertificateResponse(_message.Message):
 
     CERTIFICATE_CHAIN_PEM_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    CA_BUNDLE_PEM_FIELD_NUMBER: _builtins.int
     certificate_chain_pem: _builtins.str
     """PEM certificate chain: the new leaf certificate then the issuing CA."""
+    ca_bundle_pem: _builtins.str
+    """PEM bundle of every root certificate the core trusts right now, the one
+    that signs new certificates first. During a CA rotation it holds the old
+    and the next root; a plugin replaces its trust anchors with it (for the
+    core's server certificate and for the core's calls to the plugin).
+    Empty from a core that predates rotation: keep the current roots.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the new certificate expires."""
@@ -147,10 +155,11 @@ class RenewCertificateResponse(_message.Message):
         *,
         certificate_chain_pem: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        ca_bundle_pem: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_chain_pem", b"certificate_chain_pem", "expire_time", b"expire_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_bundle_pem", b"ca_bundle_pem", "certificate_chain_pem", b"certificate_chain_pem", "expire_time", b"expire_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -153,6 +153,17 @@ export declare type RenewCertificateResponse = Message<"vivified.registry.v1.Ren
    * @generated from field: google.protobuf.Timestamp expire_time = 2;
    */
   expireTime?: Timestamp | undefined;
+
+  /**
+   * PEM bundle of every root certificate the core trusts right now, the one
+   * that signs new certificates first. During a CA rotation it holds the old
+   * and the next root; a plugin replaces its trust anchors with it (for the
+   * core's server certificate and for the core's calls to the plugin).
+   * Empty from a core that predates rotation: keep the current roots.
+   *
+   * @generated from field: string ca_bundle_pem = 3;
+   */
+  caBundlePem: string;
 };
 
 /**
