@@ -16,6 +16,7 @@ from vivified.core.events import EventsConfig
 from vivified.core.gateway import GatewayConfig
 from vivified.core.identity import IdentityConfig
 from vivified.core.settings import (
+    CAPaths,
     AUDIT_WRITERS,
     MAX_LEAF_TTL_SECONDS,
     PROFILES,
@@ -25,15 +26,6 @@ from vivified.core.settings import (
 )
 
 __all__ = ["AUDIT_WRITERS", "MAX_LEAF_TTL_SECONDS", "PROFILES", "CAPaths", "CoreConfig"]
-
-
-@dataclass(frozen=True)
-class CAPaths:
-    """Load the CA from these files instead of creating it in the data dir."""
-
-    root_certificate: pathlib.Path
-    issuing_certificate: pathlib.Path
-    issuing_key: pathlib.Path
 
 
 @dataclass(frozen=True)

@@ -98,12 +98,27 @@ def _private_violations(own: str, imports: list[tuple[int, str]]) -> list[str]:
     return found
 
 
+def _type_only_lines(tree: ast.AST) -> set[int]:
+    """Lines inside `if TYPE_CHECKING:` blocks: imports for annotations only,
+    which never run, so they are no edge of the runtime import graph."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for child in node.body:
+                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
+    return lines
+
+
 def _core_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in sorted((ROOT / "core").rglob("*.py")):
         own = _core_package(path)
         edges = graph.setdefault(own, set())
-        for _, name in _core_imports(path, ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        type_only = _type_only_lines(tree)
+        for line, name in _core_imports(path, tree):
+            if line in type_only:
+                continue
             target = name.split(".")[2]
             if target != own and ((ROOT / "core" / target).is_dir() or (ROOT / "core" / f"{target}.py").is_file()):
                 edges.add(target)

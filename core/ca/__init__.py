@@ -36,8 +36,8 @@ from vivified.core.ca._keyfiles import (
     write_private_key,
 )
 from vivified.core.ca._keys import SigningKey, SubjectPublicKey, new_private_key
-from vivified.core.ca._material import CAError
-from vivified.core.ca._rotation import RotationPlan, begin_rotation, read_plan
+from vivified.core.ca._material import CAError, load_certificate_file
+from vivified.core.ca._rotation import NEXT_DIR, PREVIOUS_ROOT, RotationPlan, begin_rotation, read_plan
 from vivified.core.ca._serving import CoreTLS
 from vivified.core.ca._peer import (
     PeerCertificate,
@@ -57,6 +57,9 @@ from vivified.core.ca._spiffe import (
 )
 
 __all__ = [
+    "NEXT_DIR",
+    "PREVIOUS_ROOT",
+    "load_certificate_file",
     "MAX_CSR_PEM_BYTES",
     "CAConfig",
     "CAError",

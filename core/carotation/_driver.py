@@ -17,11 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from vivified.core.audit import AuditRecord
-from vivified.core.ca import CertificateAuthority, RotationStep, read_plan
-from vivified.core.ca._keyfiles import atomic_write
+from vivified.core.ca import CertificateAuthority, RotationStep, atomic_write, read_plan
 from vivified.core.carotation._expiry import CertificateExpiry, LeafExpiry
 from vivified.core.errors import VivifiedError
-from vivified.core.registry._store import CertificateRecord
+from vivified.core.registry import CertificateRecord
 from vivified.events.v1.canonical_pb2 import SecurityAlert
 
 _log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from cryptography import x509
 from prometheus_client import CollectorRegistry, Gauge
-from vivified.core.registry._store import CertificateRecord
+from vivified.core.registry import CertificateRecord
 from vivified.events.v1.canonical_pb2 import SEVERITY_WARNING, SecurityAlert
 
 

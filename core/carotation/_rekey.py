@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from cryptography.hazmat.primitives import serialization
 from vivified.core.ca import CertificateAuthority, CoreTLS, new_private_key
 from vivified.core.carotation._driver import TrustChange
-from vivified.core.registry._connector import CoreIdentity, PluginConnector
+from vivified.core.registry import CoreIdentity, PluginConnector
 
 
 class CoreRekeyer:

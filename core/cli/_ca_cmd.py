@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from vivified.core.ca import CAConfig, begin_rotation, read_plan
-from vivified.core.ca._material import CAError, load_certificate_file
-from vivified.core.ca._rotation import NEXT_DIR, PREVIOUS_ROOT
+from vivified.core.ca import NEXT_DIR, PREVIOUS_ROOT, CAConfig, CAError, begin_rotation, load_certificate_file, read_plan
 from vivified.core.carotation import HOLDERS_FILE
 from vivified.core.cli._settings import data_dir
 from vivified.core.clock import SystemClock

@@ -25,6 +25,7 @@ from vivified.core.registry._store import (
     REVOKED,
     UNHEALTHY,
     UNKNOWN,
+    CertificateRecord,
     PluginRecord,
     PluginStore,
 )
@@ -32,6 +33,7 @@ from vivified.core.registry._sync import RegistrySync
 from vivified.core.registry._wiring import Registry, build_registry
 
 __all__ = [
+    "CertificateRecord",
     "ACTIVE",
     "APPROVED",
     "DISABLED",

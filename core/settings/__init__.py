@@ -40,6 +40,7 @@ from vivified.core.settings._store import (
 from vivified.core.settings._table import (
     AUDIT_WRITERS,
     BY_KEY,
+    CAPaths,
     DEFAULT_DATA_DIR,
     MAX_LEAF_TTL_SECONDS,
     PROFILES,
@@ -56,6 +57,7 @@ from vivified.core.settings._table import (
 )
 
 __all__ = [
+    "CAPaths",
     "AUDIT_WRITERS",
     "BY_KEY",
     "DEFAULT_DATA_DIR",

@@ -54,10 +54,17 @@ def burst_for(rate: float) -> int:
     return max(1, int(2 * rate))
 
 
-def _ca_paths(paths: tuple[pathlib.Path, ...]) -> object:
-    # CoreConfig's module reads this table for its defaults, so CAPaths is imported when a value is built.
-    from vivified.core.config import CAPaths
+@dataclass(frozen=True)
+class CAPaths:
+    """Load the CA from these files instead of creating it in the data dir
+    (`--ca-files`; `vivified.core.config` re-exports it)."""
 
+    root_certificate: pathlib.Path
+    issuing_certificate: pathlib.Path
+    issuing_key: pathlib.Path
+
+
+def _ca_paths(paths: tuple[pathlib.Path, ...]) -> object:
     return CAPaths(*paths)
 
 

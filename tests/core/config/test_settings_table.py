@@ -70,7 +70,7 @@ def _subparser(parser: argparse.ArgumentParser, *names: str) -> argparse.Argumen
 
 
 _TYPES = {"int": int, "float": float, "path": pathlib.Path, "paths3": pathlib.Path}
-_NOT_SETTINGS = {"-h", "--help", "-v", "--verbose", "--config", "--accept-audit-tampering"}
+_NOT_SETTINGS = {"-h", "--help", "-v", "--verbose", "--log-format", "--config", "--accept-audit-tampering"}
 
 
 @pytest.mark.parametrize("command", [("core",), ("up",), ("config", "show")])
