@@ -462,6 +462,7 @@ class Core:
             clock=self.clock,
             token_ttl_seconds=config.join_token_ttl_seconds,
             on_revoked=revoked,
+            on_alert=self._publish_alert,
         )
         lane = OperatorLane(
             policy=policy,
