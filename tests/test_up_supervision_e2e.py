@@ -17,13 +17,15 @@ import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import grpc
 import pytest
 import pytest_asyncio
 
-from support.clients import audit_rows, operator_channel
+from support.clients import admitted_plugin, audit_rows, error_info, operator_channel, plugin_channel
 from support.events import SECURITY_ALERT, Inbox, event_plugin
 from support.lane import write_manifest
 from support.processes import CoreProcess
+from support.users import expect_error
 from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
@@ -234,3 +236,23 @@ async def test_artifact_sha256_follows_code_not_byte_caches(tmp_path: pathlib.Pa
     (directory / "supervised_plugin" / "extra.py").unlink()
     (directory / "supervised_plugin" / "__main__.py").chmod(0o755)
     assert artifact_sha256(directory) != before
+
+
+async def test_report_plugin_failure_refuses_an_unknown_kind_and_a_plugin_caller(world: World) -> None:
+    target = await admitted_plugin(world.core, "report-target")
+    async with operator_channel(world.core) as channel:
+        err = await expect_error(admin_grpc.PluginAdminServiceStub(channel).ReportPluginFailure(
+            admin_pb.ReportPluginFailureRequest(plugin_id="report-target", kind="PLUGIN_BORED"), timeout=10))
+    assert (err.code(), error_info(err).reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    [row] = audit_rows(world.core, action=REPORT, resource="plugin/report-target")
+    assert (row.actor, row.outcome) == ("operator:admin", "INVALID_ARGUMENT")
+
+    # A plugin cannot report (or fake) a failure of another plugin: admin calls are operators' only.
+    async with plugin_channel(world.core, target) as channel:
+        err = await expect_error(admin_grpc.PluginAdminServiceStub(channel).ReportPluginFailure(
+            admin_pb.ReportPluginFailureRequest(plugin_id="crash-looper", kind="PLUGIN_CRASH_LOOP"), timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_info(err).reason == "POLICY_DENIED"
+    [denied] = audit_rows(world.core, action=REPORT, actor="plugin:report-target")
+    assert (denied.decision, denied.resource) == ("deny", "plugin/crash-looper")
+    assert not any(p.subject == "plugin/report-target" for p, _ in world.alerts.received)
