@@ -708,7 +708,8 @@ export declare const PluginAdminService: GenService<{
    * ReportPluginFailure is how a plugin supervisor (`vivified up`) reports a
    * plugin it stopped: a crash loop (PLUGIN_CRASH_LOOP) or code that no longer
    * matches its approved artifact sha256 (PLUGIN_ARTIFACT_MISMATCH). The core
-   * marks the plugin unhealthy, records the report in the call's audit record
+   * marks the plugin unhealthy (one that never registered stays approved, and
+   * is routed nothing either), records the report in the call's audit record
    * and raises a SecurityAlert. Errors: NOT_FOUND, INVALID_ARGUMENT
    * (INVALID_REQUEST for an unknown failure kind). Not idempotent (each
    * report raises its own alert).
