@@ -396,7 +396,7 @@ class Core:
             heartbeat_interval=lambda: live.current.heartbeat_interval_seconds,
             heartbeat_misses=config.heartbeat_misses, init_timeout=config.init_timeout_seconds,
             leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
-            join_token_ttl_seconds=config.join_token_ttl_seconds,
+            join_token_ttl_seconds=config.join_token_ttl_seconds, on_alert=self._publish_alert,
             core_endpoint=lambda: self.running.listen_address if self.running is not None else "",
             on_heartbeat=self.metrics.on_heartbeat,
         )

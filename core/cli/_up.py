@@ -5,8 +5,10 @@ plugin under `vivified.plugins` that ships a manifest (Python plugins with
 `python -m`, Node.js plugins, a `package.json` beside the manifest, with
 `node`), approving each one
 itself through the admin service (audited like any operator call) and
-supervising it as a subprocess restarted with backoff when it crashes (a
-non-zero exit); a plugin that stops cleanly stays stopped. Each plugin gets
+supervising it as a subprocess (`_supervisor`: restarted with backoff when it
+crashes, stopped and alerted when it crash-loops or its code no longer matches
+the approved artifact sha256, its output prefixed with its id); a plugin that
+stops cleanly stays stopped. Each plugin gets
 `VIVIFIED_PLUGIN_DATA_DIR` and `VIVIFIED_DATA_DIR` (the SDK's
 `PluginSettings.data_dir`), both `<data-dir>/plugins/<plugin-id>`. `--plugin DIR` adds
 plugin projects outside the package, approved and supervised the same way. In the development
@@ -25,22 +27,18 @@ import shutil
 import signal
 import sys
 import tomllib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from vivified.admin.v1 import plugin_admin_pb2 as pb
-from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.app import Core, RunningCore
 from vivified.core.cli import _devmail, _rest_up
-from vivified.core.cli._client import describe, open_channel, operator_target
+from vivified.core.cli._client import operator_target
 from vivified.core.cli._settings import SettingsError
+from vivified.core.cli._supervisor import Supervisor
 from vivified.core.config import CoreConfig
-from vivified.core.manifest import load_manifest_file
 
 _log = logging.getLogger("vivified.up")
-_MAX_BACKOFF = 30.0
 
 
 @dataclass(frozen=True)
@@ -187,86 +185,6 @@ async def run_core(config: CoreConfig) -> int:
     finally:
         await core.stop()
     return 0
-
-
-class Supervisor:
-    """Approves, starts and restarts the bundled plugins."""
-
-    def __init__(
-        self,
-        config: CoreConfig,
-        running: RunningCore,
-        environ: Mapping[str, str],
-        after_approval: Callable[[str], Awaitable[None]] | None = None,
-    ) -> None:
-        self._config = config
-        self._running = running
-        self._environ = environ
-        self._after_approval = after_approval
-
-    async def _approve(self, spec: PluginSpec) -> tuple[str, str]:
-        """(plugin id, join token)."""
-        manifest = load_manifest_file(spec.manifest)
-        target = operator_target(self._config.data_dir, self._environ, self._running.listen_address)
-        async with open_channel(target) as channel:
-            stub = plugin_admin_pb2_grpc.PluginAdminServiceStub(channel)
-            try:
-                reply = await stub.ApprovePlugin(pb.ApprovePluginRequest(manifest=manifest, replace=True), timeout=30)
-            except grpc.aio.AioRpcError as err:
-                raise describe(err) from None
-        if self._after_approval is not None:
-            await self._after_approval(manifest.id)
-        return manifest.id, reply.join_token
-
-    async def supervise(self, spec: PluginSpec, stop: asyncio.Event) -> None:
-        backoff = 1.0
-        while not stop.is_set():
-            plugin_id, token = await self._approve(spec)
-            env = {k: v for k, v in self._environ.items() if not k.startswith("VIVIFIED_")}
-            env.update(
-                VIVIFIED_MANIFEST=str(spec.manifest),
-                VIVIFIED_JOIN_TOKEN=token,
-                VIVIFIED_CA_FILE=str(self._config.data_dir / "operator" / "ca.crt"),
-                VIVIFIED_CORE_ADDRESS=self._running.listen_address,
-                VIVIFIED_BOOTSTRAP_ADDRESS=self._running.bootstrap_address,
-                VIVIFIED_TRUST_DOMAIN=self._running.trust_domain,
-                VIVIFIED_PLUGIN_DATA_DIR=str(self._config.data_dir / "plugins" / plugin_id),
-                # The SDK's name for it (PluginSettings.data_dir), which user-management requires.
-                VIVIFIED_DATA_DIR=str(self._config.data_dir / "plugins" / plugin_id),
-            )
-            if spec.path is not None:
-                env["PYTHONPATH"] = os.pathsep.join(p for p in (str(spec.path), env.get("PYTHONPATH", "")) if p)
-            proc = await asyncio.create_subprocess_exec(*spec.argv(), env=env)
-            _log.info("started %s (pid %d)", spec.module, proc.pid)
-            waiter = asyncio.create_task(proc.wait())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if stop.is_set():
-                await _terminate(proc)
-                return
-            if proc.returncode == 0:
-                # A clean exit is a deliberate stop (e.g. the operator revoked the
-                # plugin and the core asked it to shut down): do not undo it.
-                _log.info("%s stopped cleanly; not restarting", spec.module)
-                return
-            _log.warning("%s crashed (exit %s); restarting in %.0fs", spec.module, proc.returncode, backoff)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
-            backoff = min(backoff * 2, _MAX_BACKOFF)
-
-
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), timeout=10)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
 
 
 def _report_failure(spec: PluginSpec, task: asyncio.Task[None]) -> None:

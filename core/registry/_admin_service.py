@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,7 +12,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
-from vivified.core.chain import StreamTracker
+from vivified.core.chain import StreamTracker, annotate
 from vivified.core.clock import Clock
 from vivified.core.errors import FailedPrecondition, InvalidArgument
 from vivified.core.manifest import (
@@ -32,10 +34,18 @@ from vivified.core.registry._store import (
     PluginStore,
 )
 from vivified.core.traits import TraitCatalogue
+from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SEVERITY_WARNING, SecurityAlert
 
 _DOMAIN = "vivified.admin"
 _MAX_TOKEN_TTL = 24 * 3600
 _OPERATOR = "operator/"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+FAILURE_KINDS = {
+    # kind reported by a supervisor -> (SecurityAlert kind, severity)
+    "PLUGIN_CRASH_LOOP": ("plugin_crash_loop", SEVERITY_WARNING),
+    "PLUGIN_ARTIFACT_MISMATCH": ("plugin_artifact_mismatch", SEVERITY_CRITICAL),
+}
+"""Failures `ReportPluginFailure` accepts."""
 _STATUS = {
     APPROVED: pb.PLUGIN_STATUS_APPROVED,
     ACTIVE: pb.PLUGIN_STATUS_ACTIVE,
@@ -60,6 +70,7 @@ def plugin_message(record: PluginRecord) -> pb.Plugin:
         manifest_sha256=record.manifest_sha256,
         endpoint=record.endpoint,
         version=record.version,
+        artifact_sha256=record.artifact_sha256,
     )
     if record.last_heartbeat_epoch is not None:
         message.last_heartbeat_time.FromNanoseconds(int(record.last_heartbeat_epoch * 1e9))
@@ -84,6 +95,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
         clock: Clock,
         token_ttl_seconds: int,
         on_revoked: Callable[[str], Awaitable[None]],
+        on_alert: Callable[[SecurityAlert], Awaitable[None]],
     ) -> None:
         self._store = store
         self._catalogue = catalogue
@@ -91,6 +103,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
         self._clock = clock
         self._token_ttl = token_ttl_seconds
         self._on_revoked = on_revoked
+        self._on_alert = on_alert
         self._operators = OperatorCertificates(store)
 
     async def ApprovePlugin(
@@ -109,6 +122,10 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
                 reason="INVALID_REQUEST",
                 domain=_DOMAIN,
             )
+        if request.artifact_sha256 and not _SHA256.fullmatch(request.artifact_sha256):
+            raise InvalidArgument(
+                "artifact_sha256 must be 64 lowercase hexadecimal digits", reason="INVALID_REQUEST", domain=_DOMAIN
+            )
         ttl = request.token_ttl_seconds or self._token_ttl
         if not 0 < ttl <= _MAX_TOKEN_TTL:
             raise InvalidArgument(
@@ -119,7 +136,8 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
         digest = manifest_sha256(manifest)
         previous = await self._store.fetch(manifest.id)
         await self._store.approve(
-            manifest, digest, granted, token_sha256(token), expires, replace_existing=request.replace
+            manifest, digest, granted, token_sha256(token), expires, replace_existing=request.replace,
+            artifact_sha256=request.artifact_sha256,
         )
         if previous is not None and previous.status in (ACTIVE, DISABLED):
             self._streams.close_all(manifest.id)
@@ -168,6 +186,29 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
         self._streams.close_all(record.plugin_id)
         await self._on_revoked(record.plugin_id)
         return pb.RevokePluginResponse(plugin=plugin_message(record))
+
+    async def ReportPluginFailure(
+        self, request: pb.ReportPluginFailureRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ReportPluginFailureResponse:
+        record = await self._store.fetch_required(_require_id(request.plugin_id))
+        if request.kind not in FAILURE_KINDS:
+            raise InvalidArgument(
+                f"kind must be one of {', '.join(sorted(FAILURE_KINDS))}", reason="INVALID_REQUEST", domain=_DOMAIN
+            )
+        alert_kind, severity = FAILURE_KINDS[request.kind]
+        details = {k[:64]: v[:512] for k, v in sorted(request.details.items())[:32]}
+        alert = SecurityAlert(
+            alert_id=uuid.uuid4().hex, kind=alert_kind, severity=severity,
+            summary=request.summary[:1000] or f"plugin {record.plugin_id} stopped: {request.kind}",
+            subject=f"plugin/{record.plugin_id}", details=details,
+        )
+        # The chain's one audit record of this call carries the report.
+        annotate(failure=request.kind, alert_id=alert.alert_id, **details)
+        if record.status not in (REVOKED, APPROVED):
+            await self._store.set_health(record.plugin_id, UNHEALTHY)
+            record = await self._store.fetch_required(record.plugin_id)
+        await self._on_alert(alert)
+        return pb.ReportPluginFailureResponse(plugin=plugin_message(record), alert_id=alert.alert_id)
 
     async def ListOperatorCertificates(
         self, request: pb.ListOperatorCertificatesRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -19,6 +19,7 @@ plugins_table = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Column("health", sa.String(16), nullable=False, server_default="unknown"),
     sa.Column("last_heartbeat_ms", sa.BigInteger, nullable=True),
+    sa.Column("artifact_sha256", sa.String(64), nullable=False, server_default=""),
 )
 
 join_tokens_table = sa.Table(

@@ -71,6 +71,8 @@ class PluginRecord:
     endpoint: str = ""
     health: str = UNKNOWN
     last_heartbeat_epoch: float | None = None
+    artifact_sha256: str = ""
+    """sha256 (hex) of the approved plugin artifact; empty when the approval named none."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def _record(row: sa.Row[Any]) -> PluginRecord:
         plugin_id=row.plugin_id,
         status=PluginStatus(row.status),
         manifest_sha256=row.manifest_sha256,
+        artifact_sha256=row.artifact_sha256,
         manifest=json_format.Parse(row.manifest_json, PluginManifest()),
         granted_traits=frozenset(json.loads(row.granted_traits)),
         version=row.version,
@@ -305,6 +308,7 @@ class PluginStore:
         token_expires_at: int,
         *,
         replace_existing: bool,
+        artifact_sha256: str = "",
     ) -> PluginRecord:
         """Record an approval and its join token. Replacing an existing plugin
         ends its current identity: its certificates are revoked at once."""
@@ -321,6 +325,7 @@ class PluginStore:
         values = {
             "status": APPROVED,
             "manifest_sha256": manifest_sha256,
+            "artifact_sha256": artifact_sha256,
             "manifest_json": json_format.MessageToJson(manifest, preserving_proto_field_name=True),
             "granted_traits": json.dumps(sorted(granted_traits)),
             "version": manifest.version,
@@ -353,6 +358,7 @@ class PluginStore:
             manifest=manifest,
             granted_traits=granted_traits,
             version=manifest.version,
+            artifact_sha256=artifact_sha256,
         )
         self._publish(record)
         return record

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from vivified.core.registry._replicas import follow_registry
 from vivified.core.registry._store import PluginStore
 from vivified.core.registry._sync import RegistrySync
 from vivified.core.traits import TraitCatalogue
+from vivified.events.v1.canonical_pb2 import SecurityAlert
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def build_registry(
     join_token_ttl_seconds: int,
     core_endpoint: Callable[[], str],
     on_heartbeat: Callable[[str], None],
+    on_alert: Callable[[SecurityAlert], Awaitable[None]],
 ) -> Registry:
     """`heartbeat_interval` and `leaf_ttl` are read when used (runtime
     settings); `core_endpoint` is the bound mTLS address once the core serves."""
@@ -113,5 +115,6 @@ def build_registry(
             clock=clock,
             token_ttl_seconds=join_token_ttl_seconds,
             on_revoked=revoked,
+            on_alert=on_alert,
         ),
     )

@@ -27,13 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from vivified.manifest.v1 import manifest_pb2 as vivified_dot_manifest_dot_v1_dot_manifest__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$vivified/admin/v1/plugin_admin.proto\x12\x11vivified.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#vivified/manifest/v1/manifest.proto\"\xf6\x01\n\x13OperatorCertificate\x12\x16\n\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x39\n\nissue_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tissueTime\x12;\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12;\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\"!\n\x1fListOperatorCertificatesRequest\"n\n ListOperatorCertificatesResponse\x12J\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32&.vivified.admin.v1.OperatorCertificateR\x0c\x63\x65rtificates\"R\n RevokeOperatorCertificateRequest\x12\x16\n\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"m\n!RevokeOperatorCertificateResponse\x12H\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32&.vivified.admin.v1.OperatorCertificateR\x0b\x63\x65rtificate\"\xe9\x02\n\x06Plugin\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x37\n\x06status\x18\x02 \x01(\x0e\x32\x1f.vivified.admin.v1.PluginStatusR\x06status\x12\x37\n\x06health\x18\x03 \x01(\x0e\x32\x1f.vivified.admin.v1.PluginHealthR\x06health\x12%\n\x0egranted_traits\x18\x04 \x03(\tR\rgrantedTraits\x12\'\n\x0fmanifest_sha256\x18\x05 \x01(\tR\x0emanifestSha256\x12\x1a\n\x08\x65ndpoint\x18\x06 \x01(\tR\x08\x65ndpoint\x12J\n\x13last_heartbeat_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11lastHeartbeatTime\x12\x18\n\x07version\x18\x08 \x01(\tR\x07version\"\xc5\x01\n\x14\x41pprovePluginRequest\x12@\n\x08manifest\x18\x01 \x01(\x0b\x32$.vivified.manifest.v1.PluginManifestR\x08manifest\x12%\n\x0egranted_traits\x18\x02 \x03(\tR\rgrantedTraits\x12*\n\x11token_ttl_seconds\x18\x03 \x01(\x05R\x0ftokenTtlSeconds\x12\x18\n\x07replace\x18\x04 \x01(\x08R\x07replace\"\xce\x01\n\x15\x41pprovePluginResponse\x12\x1d\n\njoin_token\x18\x01 \x01(\tR\tjoinToken\x12\x46\n\x11token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0ftokenExpireTime\x12\'\n\x0fmanifest_sha256\x18\x03 \x01(\tR\x0emanifestSha256\x12%\n\x0egranted_traits\x18\x04 \x03(\tR\rgrantedTraits\"\x14\n\x12ListPluginsRequest\"J\n\x13ListPluginsResponse\x12\x33\n\x07plugins\x18\x01 \x03(\x0b\x32\x19.vivified.admin.v1.PluginR\x07plugins\"J\n\x13\x45nablePluginRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"I\n\x14\x45nablePluginResponse\x12\x31\n\x06plugin\x18\x01 \x01(\x0b\x32\x19.vivified.admin.v1.PluginR\x06plugin\"K\n\x14\x44isablePluginRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"J\n\x15\x44isablePluginResponse\x12\x31\n\x06plugin\x18\x01 \x01(\x0b\x32\x19.vivified.admin.v1.PluginR\x06plugin\"J\n\x13RevokePluginRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"I\n\x14RevokePluginResponse\x12\x31\n\x06plugin\x18\x01 \x01(\x0b\x32\x19.vivified.admin.v1.PluginR\x06plugin*\x9a\x01\n\x0cPluginStatus\x12\x1d\n\x19PLUGIN_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PLUGIN_STATUS_APPROVED\x10\x01\x12\x18\n\x14PLUGIN_STATUS_ACTIVE\x10\x02\x12\x1a\n\x16PLUGIN_STATUS_DISABLED\x10\x03\x12\x19\n\x15PLUGIN_STATUS_REVOKED\x10\x04*e\n\x0cPluginHealth\x12\x1d\n\x19PLUGIN_HEALTH_UNSPECIFIED\x10\x00\x12\x19\n\x15PLUGIN_HEALTH_HEALTHY\x10\x01\x12\x1b\n\x17PLUGIN_HEALTH_UNHEALTHY\x10\x02\x32\xaf\x08\n\x12PluginAdminService\x12\x82\x01\n\rApprovePlugin\x12\'.vivified.admin.v1.ApprovePluginRequest\x1a(.vivified.admin.v1.ApprovePluginResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/plugins:approve:\x01*\x12t\n\x0bListPlugins\x12%.vivified.admin.v1.ListPluginsRequest\x1a&.vivified.admin.v1.ListPluginsResponse\"\x16\x90\x02\x01\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/plugins\x12\x8d\x01\n\x0c\x45nablePlugin\x12&.vivified.admin.v1.EnablePluginRequest\x1a\'.vivified.admin.v1.EnablePluginResponse\",\x90\x02\x02\x82\xd3\xe4\x93\x02#\"\x1e/v1/plugins/{plugin_id}:enable:\x01*\x12\x91\x01\n\rDisablePlugin\x12\'.vivified.admin.v1.DisablePluginRequest\x1a(.vivified.admin.v1.DisablePluginResponse\"-\x90\x02\x02\x82\xd3\xe4\x93\x02$\"\x1f/v1/plugins/{plugin_id}:disable:\x01*\x12\x8d\x01\n\x0cRevokePlugin\x12&.vivified.admin.v1.RevokePluginRequest\x1a\'.vivified.admin.v1.RevokePluginResponse\",\x90\x02\x02\x82\xd3\xe4\x93\x02#\"\x1e/v1/plugins/{plugin_id}:revoke:\x01*\x12\xa8\x01\n\x18ListOperatorCertificates\x12\x32.vivified.admin.v1.ListOperatorCertificatesRequest\x1a\x33.vivified.admin.v1.ListOperatorCertificatesResponse\"#\x90\x02\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/operatorCertificates\x12\xbe\x01\n\x19RevokeOperatorCertificate\x12\x33.vivified.admin.v1.RevokeOperatorCertificateRequest\x1a\x34.vivified.admin.v1.RevokeOperatorCertificateResponse\"6\x90\x02\x02\x82\xd3\xe4\x93\x02-\"(/v1/operatorCertificates/{serial}:revoke:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$vivified/admin/v1/plugin_admin.proto\x12\x11vivified.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#vivified/manifest/v1/manifest.proto\"\xf6\x01\n\x13OperatorCertificate\x12\x16\n\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x39\n\nissue_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tissueTime\x12;\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12;\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\"!\n\x1fListOperatorCertificatesRequest\"n\n ListOperatorCertificatesResponse\x12J\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32&.vivified.admin.v1.OperatorCertificateR\x0c\x63\x65rtificates\"R\n RevokeOperatorCertificateRequest\x12\x16\n\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"m\n!RevokeOperatorCertificateResponse\x12H\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32&.vivified.admin.v1.OperatorCertificateR\x0b\x63\x65rtificate\"\x92\x03\n\x06Plugin\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x37\n\x06status\x18\x02 \x01(\x0e\x32\x1f.vivified.admin.v1.PluginStatusR\x06status\x12\x37\n\x06health\x18\x03 \x01(\x0e\x32\x1f.vivified.admin.v1.PluginHealthR\x06health\x12%\n\x0egranted_traits\x18\x04 \x03(\tR\rgrantedTraits\x12\'\n\x0fmanifest_sha256\x18\x05 \x01(\tR\x0emanifestSha256\x12\x1a\n\x08\x65ndpoint\x18\x06 \x01(\tR\x08\x65ndpoint\x12J\n\x13last_heartbeat_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11lastHeartbeatTime\x12\x18\n\x07version\x18\x08 \x01(\tR\x07version\x12\'\n\x0f\x61rtifact_sha256\x18\t \x01(\tR\x0e\x61rtifactSha256\"\xee\x01\n\x14\x41pprovePluginRequest\x12@\n\x08manifest\x18\x01 \x01(\x0b\x32$.vivified.manifest.v1.PluginManifestR\x08manifest\x12%\n\x0egranted_traits\x18\x02 \x03(\tR\rgrantedTraits\x12*\n\x11token_ttl_seconds\x18\x03 \x01(\x05R\x0ftokenTtlSeconds\x12\x18\n\x07replace\x18\x04 \x01(\x08R\x07replace\x12\'\n\x0f\x61rtifact_sha256\x18\x05 \x01(\tR\x0e\x61rtifactSha256\"\xce\x01\n\x15\x41pprovePluginResponse\x12\x1d\n\njoin_token\x18\x01 \x01(\tR\tjoinToken\x12\x46\n\x11token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0ftokenExpireTime\x12\'\n\x0fmanifest_sha256\x18\x03 \x01(\tR\x0emanifestSha256\x12%\n\x0egranted_traits\x18\x04 \x03(\tR\rgrantedTraits\"\x14\n\x12ListPluginsRequest\"J\n\x13ListPluginsResponse\x12\x33\n\x07plugins\x18\x01 \x03(\x0b\x32\x19.vivified.admin.v1.PluginR\x07plugins\"J\n\x13\x45nablePluginRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"I\n\x14\x45nablePluginResponse\x12\x31\n\x06plugin\x18\x01 \x01(\x0b\x32\x19.vivified.admin.v1.PluginR\x06plugin\"K\n\x14\x44isablePluginRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"J\n\x15\x44isablePluginResponse\x12\x31\n\x06plugin\x18\x01 \x01(\x0b\x32\x19.vivified.admin.v1.PluginR\x06plugin\"J\n\x13RevokePluginRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"I\n\x14RevokePluginResponse\x12\x31\n\x06plugin\x18\x01 \x01(\x0b\x32\x19.vivified.admin.v1.PluginR\x06plugin\"\xf9\x01\n\x1aReportPluginFailureRequest\x12\x1b\n\tplugin_id\x18\x01 \x01(\tR\x08pluginId\x12\x12\n\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n\x07summary\x18\x03 \x01(\tR\x07summary\x12T\n\x07\x64\x65tails\x18\x04 \x03(\x0b\x32:.vivified.admin.v1.ReportPluginFailureRequest.DetailsEntryR\x07\x64\x65tails\x1a:\n\x0c\x44\x65tailsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"k\n\x1bReportPluginFailureResponse\x12\x31\n\x06plugin\x18\x01 \x01(\x0b\x32\x19.vivified.admin.v1.PluginR\x06plugin\x12\x19\n\x08\x61lert_id\x18\x02 \x01(\tR\x07\x61lertId*\x9a\x01\n\x0cPluginStatus\x12\x1d\n\x19PLUGIN_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PLUGIN_STATUS_APPROVED\x10\x01\x12\x18\n\x14PLUGIN_STATUS_ACTIVE\x10\x02\x12\x1a\n\x16PLUGIN_STATUS_DISABLED\x10\x03\x12\x19\n\x15PLUGIN_STATUS_REVOKED\x10\x04*e\n\x0cPluginHealth\x12\x1d\n\x19PLUGIN_HEALTH_UNSPECIFIED\x10\x00\x12\x19\n\x15PLUGIN_HEALTH_HEALTHY\x10\x01\x12\x1b\n\x17PLUGIN_HEALTH_UNHEALTHY\x10\x02\x32\xd9\t\n\x12PluginAdminService\x12\x82\x01\n\rApprovePlugin\x12\'.vivified.admin.v1.ApprovePluginRequest\x1a(.vivified.admin.v1.ApprovePluginResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/plugins:approve:\x01*\x12t\n\x0bListPlugins\x12%.vivified.admin.v1.ListPluginsRequest\x1a&.vivified.admin.v1.ListPluginsResponse\"\x16\x90\x02\x01\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/plugins\x12\x8d\x01\n\x0c\x45nablePlugin\x12&.vivified.admin.v1.EnablePluginRequest\x1a\'.vivified.admin.v1.EnablePluginResponse\",\x90\x02\x02\x82\xd3\xe4\x93\x02#\"\x1e/v1/plugins/{plugin_id}:enable:\x01*\x12\x91\x01\n\rDisablePlugin\x12\'.vivified.admin.v1.DisablePluginRequest\x1a(.vivified.admin.v1.DisablePluginResponse\"-\x90\x02\x02\x82\xd3\xe4\x93\x02$\"\x1f/v1/plugins/{plugin_id}:disable:\x01*\x12\x8d\x01\n\x0cRevokePlugin\x12&.vivified.admin.v1.RevokePluginRequest\x1a\'.vivified.admin.v1.RevokePluginResponse\",\x90\x02\x02\x82\xd3\xe4\x93\x02#\"\x1e/v1/plugins/{plugin_id}:revoke:\x01*\x12\xa7\x01\n\x13ReportPluginFailure\x12-.vivified.admin.v1.ReportPluginFailureRequest\x1a..vivified.admin.v1.ReportPluginFailureResponse\"1\x82\xd3\xe4\x93\x02+\"&/v1/plugins/{plugin_id}:report-failure:\x01*\x12\xa8\x01\n\x18ListOperatorCertificates\x12\x32.vivified.admin.v1.ListOperatorCertificatesRequest\x1a\x33.vivified.admin.v1.ListOperatorCertificatesResponse\"#\x90\x02\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/operatorCertificates\x12\xbe\x01\n\x19RevokeOperatorCertificate\x12\x33.vivified.admin.v1.RevokeOperatorCertificateRequest\x1a\x34.vivified.admin.v1.RevokeOperatorCertificateResponse\"6\x90\x02\x02\x82\xd3\xe4\x93\x02-\"(/v1/operatorCertificates/{serial}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vivified.admin.v1.plugin_admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REPORTPLUGINFAILUREREQUEST_DETAILSENTRY']._loaded_options = None
+  _globals['_REPORTPLUGINFAILUREREQUEST_DETAILSENTRY']._serialized_options = b'8\001'
   _globals['_PLUGINADMINSERVICE'].methods_by_name['ApprovePlugin']._loaded_options = None
   _globals['_PLUGINADMINSERVICE'].methods_by_name['ApprovePlugin']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/plugins:approve:\001*'
   _globals['_PLUGINADMINSERVICE'].methods_by_name['ListPlugins']._loaded_options = None
@@ -44,14 +46,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLUGINADMINSERVICE'].methods_by_name['DisablePlugin']._serialized_options = b'\220\002\002\202\323\344\223\002$\"\037/v1/plugins/{plugin_id}:disable:\001*'
   _globals['_PLUGINADMINSERVICE'].methods_by_name['RevokePlugin']._loaded_options = None
   _globals['_PLUGINADMINSERVICE'].methods_by_name['RevokePlugin']._serialized_options = b'\220\002\002\202\323\344\223\002#\"\036/v1/plugins/{plugin_id}:revoke:\001*'
+  _globals['_PLUGINADMINSERVICE'].methods_by_name['ReportPluginFailure']._loaded_options = None
+  _globals['_PLUGINADMINSERVICE'].methods_by_name['ReportPluginFailure']._serialized_options = b'\202\323\344\223\002+\"&/v1/plugins/{plugin_id}:report-failure:\001*'
   _globals['_PLUGINADMINSERVICE'].methods_by_name['ListOperatorCertificates']._loaded_options = None
   _globals['_PLUGINADMINSERVICE'].methods_by_name['ListOperatorCertificates']._serialized_options = b'\220\002\001\202\323\344\223\002\032\022\030/v1/operatorCertificates'
   _globals['_PLUGINADMINSERVICE'].methods_by_name['RevokeOperatorCertificate']._loaded_options = None
   _globals['_PLUGINADMINSERVICE'].methods_by_name['RevokeOperatorCertificate']._serialized_options = b'\220\002\002\202\323\344\223\002-\"(/v1/operatorCertificates/{serial}:revoke:\001*'
-  _globals['_PLUGINSTATUS']._serialized_start=2077
-  _globals['_PLUGINSTATUS']._serialized_end=2231
-  _globals['_PLUGINHEALTH']._serialized_start=2233
-  _globals['_PLUGINHEALTH']._serialized_end=2334
+  _globals['_PLUGINSTATUS']._serialized_start=2520
+  _globals['_PLUGINSTATUS']._serialized_end=2674
+  _globals['_PLUGINHEALTH']._serialized_start=2676
+  _globals['_PLUGINHEALTH']._serialized_end=2777
   _globals['_OPERATORCERTIFICATE']._serialized_start=160
   _globals['_OPERATORCERTIFICATE']._serialized_end=406
   _globals['_LISTOPERATORCERTIFICATESREQUEST']._serialized_start=408
@@ -63,27 +67,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKEOPERATORCERTIFICATERESPONSE']._serialized_start=639
   _globals['_REVOKEOPERATORCERTIFICATERESPONSE']._serialized_end=748
   _globals['_PLUGIN']._serialized_start=751
-  _globals['_PLUGIN']._serialized_end=1112
-  _globals['_APPROVEPLUGINREQUEST']._serialized_start=1115
-  _globals['_APPROVEPLUGINREQUEST']._serialized_end=1312
-  _globals['_APPROVEPLUGINRESPONSE']._serialized_start=1315
-  _globals['_APPROVEPLUGINRESPONSE']._serialized_end=1521
-  _globals['_LISTPLUGINSREQUEST']._serialized_start=1523
-  _globals['_LISTPLUGINSREQUEST']._serialized_end=1543
-  _globals['_LISTPLUGINSRESPONSE']._serialized_start=1545
-  _globals['_LISTPLUGINSRESPONSE']._serialized_end=1619
-  _globals['_ENABLEPLUGINREQUEST']._serialized_start=1621
-  _globals['_ENABLEPLUGINREQUEST']._serialized_end=1695
-  _globals['_ENABLEPLUGINRESPONSE']._serialized_start=1697
-  _globals['_ENABLEPLUGINRESPONSE']._serialized_end=1770
-  _globals['_DISABLEPLUGINREQUEST']._serialized_start=1772
-  _globals['_DISABLEPLUGINREQUEST']._serialized_end=1847
-  _globals['_DISABLEPLUGINRESPONSE']._serialized_start=1849
-  _globals['_DISABLEPLUGINRESPONSE']._serialized_end=1923
-  _globals['_REVOKEPLUGINREQUEST']._serialized_start=1925
-  _globals['_REVOKEPLUGINREQUEST']._serialized_end=1999
-  _globals['_REVOKEPLUGINRESPONSE']._serialized_start=2001
-  _globals['_REVOKEPLUGINRESPONSE']._serialized_end=2074
-  _globals['_PLUGINADMINSERVICE']._serialized_start=2337
-  _globals['_PLUGINADMINSERVICE']._serialized_end=3408
+  _globals['_PLUGIN']._serialized_end=1153
+  _globals['_APPROVEPLUGINREQUEST']._serialized_start=1156
+  _globals['_APPROVEPLUGINREQUEST']._serialized_end=1394
+  _globals['_APPROVEPLUGINRESPONSE']._serialized_start=1397
+  _globals['_APPROVEPLUGINRESPONSE']._serialized_end=1603
+  _globals['_LISTPLUGINSREQUEST']._serialized_start=1605
+  _globals['_LISTPLUGINSREQUEST']._serialized_end=1625
+  _globals['_LISTPLUGINSRESPONSE']._serialized_start=1627
+  _globals['_LISTPLUGINSRESPONSE']._serialized_end=1701
+  _globals['_ENABLEPLUGINREQUEST']._serialized_start=1703
+  _globals['_ENABLEPLUGINREQUEST']._serialized_end=1777
+  _globals['_ENABLEPLUGINRESPONSE']._serialized_start=1779
+  _globals['_ENABLEPLUGINRESPONSE']._serialized_end=1852
+  _globals['_DISABLEPLUGINREQUEST']._serialized_start=1854
+  _globals['_DISABLEPLUGINREQUEST']._serialized_end=1929
+  _globals['_DISABLEPLUGINRESPONSE']._serialized_start=1931
+  _globals['_DISABLEPLUGINRESPONSE']._serialized_end=2005
+  _globals['_REVOKEPLUGINREQUEST']._serialized_start=2007
+  _globals['_REVOKEPLUGINREQUEST']._serialized_end=2081
+  _globals['_REVOKEPLUGINRESPONSE']._serialized_start=2083
+  _globals['_REVOKEPLUGINRESPONSE']._serialized_end=2156
+  _globals['_REPORTPLUGINFAILUREREQUEST']._serialized_start=2159
+  _globals['_REPORTPLUGINFAILUREREQUEST']._serialized_end=2408
+  _globals['_REPORTPLUGINFAILUREREQUEST_DETAILSENTRY']._serialized_start=2350
+  _globals['_REPORTPLUGINFAILUREREQUEST_DETAILSENTRY']._serialized_end=2408
+  _globals['_REPORTPLUGINFAILURERESPONSE']._serialized_start=2410
+  _globals['_REPORTPLUGINFAILURERESPONSE']._serialized_end=2517
+  _globals['_PLUGINADMINSERVICE']._serialized_start=2780
+  _globals['_PLUGINADMINSERVICE']._serialized_end=4021
 # @@protoc_insertion_point(module_scope)

@@ -236,6 +236,7 @@ class Plugin(_message.Message):
     ENDPOINT_FIELD_NUMBER: _builtins.int
     LAST_HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
     plugin_id: _builtins.str
     """The plugin id."""
     status: Global___PluginStatus.ValueType
@@ -248,6 +249,10 @@ class Plugin(_message.Message):
     """Where the plugin serves its contracts, once registered."""
     version: _builtins.str
     """Version from the approved manifest."""
+    artifact_sha256: _builtins.str
+    """sha256 (hex) of the approved plugin artifact (its package or project
+    directory), empty when the approval named none.
+    """
     @_builtins.property
     def granted_traits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Traits the operator granted."""
@@ -267,10 +272,11 @@ class Plugin(_message.Message):
         endpoint: _builtins.str = ...,
         last_heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.str = ...,
+        artifact_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat_time", b"last_heartbeat_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "granted_traits", b"granted_traits", "health", b"health", "last_heartbeat_time", b"last_heartbeat_time", "manifest_sha256", b"manifest_sha256", "plugin_id", b"plugin_id", "status", b"status", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "endpoint", b"endpoint", "granted_traits", b"granted_traits", "health", b"health", "last_heartbeat_time", b"last_heartbeat_time", "manifest_sha256", b"manifest_sha256", "plugin_id", b"plugin_id", "status", b"status", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -286,10 +292,17 @@ class ApprovePluginRequest(_message.Message):
     GRANTED_TRAITS_FIELD_NUMBER: _builtins.int
     TOKEN_TTL_SECONDS_FIELD_NUMBER: _builtins.int
     REPLACE_FIELD_NUMBER: _builtins.int
+    ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
     token_ttl_seconds: _builtins.int
     """How long the join token stays valid, in seconds. 0 means the core default."""
     replace: _builtins.bool
     """Replace an existing approval or registration of the same plugin id."""
+    artifact_sha256: _builtins.str
+    """sha256 (hex, 64 lowercase digits) of the plugin's artifact as the
+    operator reviewed it (`vivified up` hashes the plugin's package or project
+    directory); a supervisor refuses to start code that no longer matches it.
+    Empty records none.
+    """
     @_builtins.property
     def manifest(self) -> _manifest_pb2.PluginManifest:
         """The manifest to approve."""
@@ -305,10 +318,11 @@ class ApprovePluginRequest(_message.Message):
         granted_traits: _abc.Iterable[_builtins.str] | None = ...,
         token_ttl_seconds: _builtins.int = ...,
         replace: _builtins.bool = ...,
+        artifact_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["granted_traits", b"granted_traits", "manifest", b"manifest", "replace", b"replace", "token_ttl_seconds", b"token_ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "granted_traits", b"granted_traits", "manifest", b"manifest", "replace", b"replace", "token_ttl_seconds", b"token_ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -542,3 +556,89 @@ class RevokePluginResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokePluginResponse: _TypeAlias = RevokePluginResponse  # noqa: Y015
+
+@_typing.final
+class ReportPluginFailureRequest(_message.Message):
+    """ReportPluginFailureRequest names the plugin a supervisor stopped and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PLUGIN_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    plugin_id: _builtins.str
+    """The plugin id."""
+    kind: _builtins.str
+    """The failure: PLUGIN_CRASH_LOOP or PLUGIN_ARTIFACT_MISMATCH."""
+    summary: _builtins.str
+    """One line for the operator."""
+    @_builtins.property
+    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Facts for the audit record and the alert (e.g. crashes, window_seconds,
+        expected_sha256, actual_sha256).
+        """
+
+    def __init__(
+        self,
+        *,
+        plugin_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "kind", b"kind", "plugin_id", b"plugin_id", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportPluginFailureRequest: _TypeAlias = ReportPluginFailureRequest  # noqa: Y015
+
+@_typing.final
+class ReportPluginFailureResponse(_message.Message):
+    """ReportPluginFailureResponse returns the plugin's state after the report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    alert_id: _builtins.str
+    """The id of the SecurityAlert raised."""
+    @_builtins.property
+    def plugin(self) -> Global___Plugin:
+        """The plugin after the change."""
+
+    def __init__(
+        self,
+        *,
+        plugin: Global___Plugin | None = ...,
+        alert_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plugin", b"plugin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "plugin", b"plugin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportPluginFailureResponse: _TypeAlias = ReportPluginFailureResponse  # noqa: Y015

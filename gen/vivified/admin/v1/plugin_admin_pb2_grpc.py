@@ -62,6 +62,11 @@ class PluginAdminServiceStub:
                 request_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginRequest.SerializeToString,
                 response_deserializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginResponse.FromString,
                 _registered_method=True)
+        self.ReportPluginFailure = channel.unary_unary(
+                '/vivified.admin.v1.PluginAdminService/ReportPluginFailure',
+                request_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ReportPluginFailureRequest.SerializeToString,
+                response_deserializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ReportPluginFailureResponse.FromString,
+                _registered_method=True)
         self.ListOperatorCertificates = channel.unary_unary(
                 '/vivified.admin.v1.PluginAdminService/ListOperatorCertificates',
                 request_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ListOperatorCertificatesRequest.SerializeToString,
@@ -124,6 +129,20 @@ class PluginAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportPluginFailure(self, request, context):
+        """ReportPluginFailure is how a plugin supervisor (`vivified up`) reports a
+        plugin it stopped: a crash loop (PLUGIN_CRASH_LOOP) or code that no longer
+        matches its approved artifact sha256 (PLUGIN_ARTIFACT_MISMATCH). The core
+        marks the plugin unhealthy (one that never registered stays approved, and
+        is routed nothing either), records the report in the call's audit record
+        and raises a SecurityAlert. Errors: NOT_FOUND, INVALID_ARGUMENT
+        (INVALID_REQUEST for an unknown failure kind). Not idempotent (each
+        report raises its own alert).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOperatorCertificates(self, request, context):
         """ListOperatorCertificates lists the operator certificates the core issued
         and recorded, newest first, with their revocation state. Read-only.
@@ -170,6 +189,11 @@ def add_PluginAdminServiceServicer_to_server(servicer, server):
                     servicer.RevokePlugin,
                     request_deserializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginRequest.FromString,
                     response_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginResponse.SerializeToString,
+            ),
+            'ReportPluginFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportPluginFailure,
+                    request_deserializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ReportPluginFailureRequest.FromString,
+                    response_serializer=vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ReportPluginFailureResponse.SerializeToString,
             ),
             'ListOperatorCertificates': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOperatorCertificates,
@@ -320,6 +344,33 @@ class PluginAdminService:
             '/vivified.admin.v1.PluginAdminService/RevokePlugin',
             vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginRequest.SerializeToString,
             vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.RevokePluginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportPluginFailure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.admin.v1.PluginAdminService/ReportPluginFailure',
+            vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ReportPluginFailureRequest.SerializeToString,
+            vivified_dot_admin_dot_v1_dot_plugin__admin__pb2.ReportPluginFailureResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,16 @@ class PluginAdminServiceStub:
     open streams closed, renewals refused. A new approval is needed to return.
     Errors: NOT_FOUND. Idempotent.
     """
+    ReportPluginFailure: _grpc.UnaryUnaryMultiCallable[_plugin_admin_pb2.ReportPluginFailureRequest, _plugin_admin_pb2.ReportPluginFailureResponse]
+    """ReportPluginFailure is how a plugin supervisor (`vivified up`) reports a
+    plugin it stopped: a crash loop (PLUGIN_CRASH_LOOP) or code that no longer
+    matches its approved artifact sha256 (PLUGIN_ARTIFACT_MISMATCH). The core
+    marks the plugin unhealthy (one that never registered stays approved, and
+    is routed nothing either), records the report in the call's audit record
+    and raises a SecurityAlert. Errors: NOT_FOUND, INVALID_ARGUMENT
+    (INVALID_REQUEST for an unknown failure kind). Not idempotent (each
+    report raises its own alert).
+    """
     ListOperatorCertificates: _grpc.UnaryUnaryMultiCallable[_plugin_admin_pb2.ListOperatorCertificatesRequest, _plugin_admin_pb2.ListOperatorCertificatesResponse]
     """ListOperatorCertificates lists the operator certificates the core issued
     and recorded, newest first, with their revocation state. Read-only.
@@ -101,6 +111,16 @@ class PluginAdminServiceAsyncStub(PluginAdminServiceStub):
     """RevokePlugin ends the plugin's access for good: certificates revoked,
     open streams closed, renewals refused. A new approval is needed to return.
     Errors: NOT_FOUND. Idempotent.
+    """
+    ReportPluginFailure: _aio.UnaryUnaryMultiCallable[_plugin_admin_pb2.ReportPluginFailureRequest, _plugin_admin_pb2.ReportPluginFailureResponse]  # type: ignore[assignment]
+    """ReportPluginFailure is how a plugin supervisor (`vivified up`) reports a
+    plugin it stopped: a crash loop (PLUGIN_CRASH_LOOP) or code that no longer
+    matches its approved artifact sha256 (PLUGIN_ARTIFACT_MISMATCH). The core
+    marks the plugin unhealthy (one that never registered stays approved, and
+    is routed nothing either), records the report in the call's audit record
+    and raises a SecurityAlert. Errors: NOT_FOUND, INVALID_ARGUMENT
+    (INVALID_REQUEST for an unknown failure kind). Not idempotent (each
+    report raises its own alert).
     """
     ListOperatorCertificates: _aio.UnaryUnaryMultiCallable[_plugin_admin_pb2.ListOperatorCertificatesRequest, _plugin_admin_pb2.ListOperatorCertificatesResponse]  # type: ignore[assignment]
     """ListOperatorCertificates lists the operator certificates the core issued
@@ -171,6 +191,22 @@ class PluginAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """RevokePlugin ends the plugin's access for good: certificates revoked,
         open streams closed, renewals refused. A new approval is needed to return.
         Errors: NOT_FOUND. Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportPluginFailure(
+        self,
+        request: _plugin_admin_pb2.ReportPluginFailureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plugin_admin_pb2.ReportPluginFailureResponse, _abc.Awaitable[_plugin_admin_pb2.ReportPluginFailureResponse]]:
+        """ReportPluginFailure is how a plugin supervisor (`vivified up`) reports a
+        plugin it stopped: a crash loop (PLUGIN_CRASH_LOOP) or code that no longer
+        matches its approved artifact sha256 (PLUGIN_ARTIFACT_MISMATCH). The core
+        marks the plugin unhealthy (one that never registered stays approved, and
+        is routed nothing either), records the report in the call's audit record
+        and raises a SecurityAlert. Errors: NOT_FOUND, INVALID_ARGUMENT
+        (INVALID_REQUEST for an unknown failure kind). Not idempotent (each
+        report raises its own alert).
         """
 
     @_abc_1.abstractmethod

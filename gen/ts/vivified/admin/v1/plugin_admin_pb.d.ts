@@ -202,6 +202,14 @@ export declare type Plugin = Message<"vivified.admin.v1.Plugin"> & {
    * @generated from field: string version = 8;
    */
   version: string;
+
+  /**
+   * sha256 (hex) of the approved plugin artifact (its package or project
+   * directory), empty when the approval named none.
+   *
+   * @generated from field: string artifact_sha256 = 9;
+   */
+  artifactSha256: string;
 };
 
 /**
@@ -243,6 +251,16 @@ export declare type ApprovePluginRequest = Message<"vivified.admin.v1.ApprovePlu
    * @generated from field: bool replace = 4;
    */
   replace: boolean;
+
+  /**
+   * sha256 (hex, 64 lowercase digits) of the plugin's artifact as the
+   * operator reviewed it (`vivified up` hashes the plugin's package or project
+   * directory); a supervisor refuses to start code that no longer matches it.
+   * Empty records none.
+   *
+   * @generated from field: string artifact_sha256 = 5;
+   */
+  artifactSha256: string;
 };
 
 /**
@@ -468,6 +486,75 @@ export declare type RevokePluginResponse = Message<"vivified.admin.v1.RevokePlug
 export declare const RevokePluginResponseSchema: GenMessage<RevokePluginResponse>;
 
 /**
+ * ReportPluginFailureRequest names the plugin a supervisor stopped and why.
+ *
+ * @generated from message vivified.admin.v1.ReportPluginFailureRequest
+ */
+export declare type ReportPluginFailureRequest = Message<"vivified.admin.v1.ReportPluginFailureRequest"> & {
+  /**
+   * The plugin id.
+   *
+   * @generated from field: string plugin_id = 1;
+   */
+  pluginId: string;
+
+  /**
+   * The failure: PLUGIN_CRASH_LOOP or PLUGIN_ARTIFACT_MISMATCH.
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * One line for the operator.
+   *
+   * @generated from field: string summary = 3;
+   */
+  summary: string;
+
+  /**
+   * Facts for the audit record and the alert (e.g. crashes, window_seconds,
+   * expected_sha256, actual_sha256).
+   *
+   * @generated from field: map<string, string> details = 4;
+   */
+  details: { [key: string]: string };
+};
+
+/**
+ * Describes the message vivified.admin.v1.ReportPluginFailureRequest.
+ * Use `create(ReportPluginFailureRequestSchema)` to create a new message.
+ */
+export declare const ReportPluginFailureRequestSchema: GenMessage<ReportPluginFailureRequest>;
+
+/**
+ * ReportPluginFailureResponse returns the plugin's state after the report.
+ *
+ * @generated from message vivified.admin.v1.ReportPluginFailureResponse
+ */
+export declare type ReportPluginFailureResponse = Message<"vivified.admin.v1.ReportPluginFailureResponse"> & {
+  /**
+   * The plugin after the change.
+   *
+   * @generated from field: vivified.admin.v1.Plugin plugin = 1;
+   */
+  plugin?: Plugin | undefined;
+
+  /**
+   * The id of the SecurityAlert raised.
+   *
+   * @generated from field: string alert_id = 2;
+   */
+  alertId: string;
+};
+
+/**
+ * Describes the message vivified.admin.v1.ReportPluginFailureResponse.
+ * Use `create(ReportPluginFailureResponseSchema)` to create a new message.
+ */
+export declare const ReportPluginFailureResponseSchema: GenMessage<ReportPluginFailureResponse>;
+
+/**
  * PluginStatus is the administrative state of a plugin.
  *
  * @generated from enum vivified.admin.v1.PluginStatus
@@ -616,6 +703,23 @@ export declare const PluginAdminService: GenService<{
     methodKind: "unary";
     input: typeof RevokePluginRequestSchema;
     output: typeof RevokePluginResponseSchema;
+  },
+  /**
+   * ReportPluginFailure is how a plugin supervisor (`vivified up`) reports a
+   * plugin it stopped: a crash loop (PLUGIN_CRASH_LOOP) or code that no longer
+   * matches its approved artifact sha256 (PLUGIN_ARTIFACT_MISMATCH). The core
+   * marks the plugin unhealthy (one that never registered stays approved, and
+   * is routed nothing either), records the report in the call's audit record
+   * and raises a SecurityAlert. Errors: NOT_FOUND, INVALID_ARGUMENT
+   * (INVALID_REQUEST for an unknown failure kind). Not idempotent (each
+   * report raises its own alert).
+   *
+   * @generated from rpc vivified.admin.v1.PluginAdminService.ReportPluginFailure
+   */
+  reportPluginFailure: {
+    methodKind: "unary";
+    input: typeof ReportPluginFailureRequestSchema;
+    output: typeof ReportPluginFailureResponseSchema;
   },
   /**
    * ListOperatorCertificates lists the operator certificates the core issued
