@@ -71,6 +71,7 @@ from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
 from vivified.core.metrics import Metrics
 from vivified.core.plugin_config import ConfigFollower, ConfigService, PluginConfigStore, SecretsKeyring
 from vivified.core.policy import load_default_rules, rules_sha256
+from vivified.core.rest import served_service_names
 from vivified.core.registry import PluginRecord, PluginStore
 from vivified.core.registry._admin_service import AdminService
 from vivified.core.registry._connector import CoreIdentity, PluginConnector
@@ -382,6 +383,7 @@ class Core:
             engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue,
             announce_break_glass=self._announce_break_glass,
             publish=self._publish_core_event,
+            policy_index=policy.index, served_services=served_service_names(),
         )
 
         # Plugin configuration: secret values are sealed under the secrets key;
