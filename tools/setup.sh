@@ -30,4 +30,14 @@ if [ ! -x node_modules/.bin/buf ] || [ ! -x node_modules/.bin/protoc-gen-es ] \
   || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
+# The admin console (core/ui): its npm packages, the google.api types gen/ts imports (into the
+# git-ignored core/ui/.gen), then the build (core/ui/dist, git-ignored) that the REST bridge serves.
+if [ ! -d core/ui/node_modules ] || [ core/ui/package-lock.json -nt core/ui/node_modules/.package-lock.json ]; then
+  (cd core/ui && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -f core/ui/dist/index.html ] || [ -n "$(find core/ui/src core/ui/index.html core/ui/vite.config.ts gen/ts proto/google/api \
+    -newer core/ui/dist/index.html -print -quit)" ]; then
+  node_modules/.bin/buf generate --template core/ui/buf.gen.google.yaml
+  (cd core/ui && npm run --silent build >/dev/null)
+fi
 export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$PATH"
