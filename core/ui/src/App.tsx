@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import type { FormEvent } from "react";
 import { LoginStep } from "@gen/vivified/identity/v1/auth_pb.js";
 import type { WhoAmIResponse } from "@gen/vivified/identity/v1/auth_pb.js";
@@ -13,6 +13,15 @@ import { routes } from "./routes";
 export const IDLE_LIMIT_MS = 15 * 60 * 1000;
 
 type Screen = "dashboard" | "plugins";
+
+/** Moves keyboard focus to the element once it is shown (a new step or form). */
+function useFocus<T extends HTMLElement>(when: unknown) {
+  const ref = useRef<T>(null);
+  useEffect(() => {
+    if (when) ref.current?.focus();
+  }, [when]);
+  return ref;
+}
 
 export function describeError(err: unknown): string {
   if (err instanceof ApiError) {
@@ -97,6 +106,7 @@ function SignIn({ client, onSignedIn, notice }: {
   const [code, setCode] = useState("");
   const [error, setError] = useState("");
   const [busy, setBusy] = useState(false);
+  const codeRef = useFocus<HTMLInputElement>(mfaToken);
 
   const submit = async (event: FormEvent) => {
     event.preventDefault();
@@ -128,7 +138,7 @@ function SignIn({ client, onSignedIn, notice }: {
         {mfaToken ? (
           <>
             <label htmlFor="code">Authenticator code</label>
-            <input id="code" name="code" inputMode="numeric" autoComplete="one-time-code" required autoFocus
+            <input id="code" ref={codeRef} name="code" inputMode="numeric" autoComplete="one-time-code" required
               value={code} onChange={(e) => setCode(e.target.value)} />
           </>
         ) : (
@@ -208,6 +218,7 @@ function Plugins({ client, can }: { client: Client; can: Permissions }) {
   const [acting, setActing] = useState<{ plugin: string; action: "disable" | "enable" } | null>(null);
   const [reason, setReason] = useState("");
   const [result, setResult] = useState("");
+  const reasonRef = useFocus<HTMLInputElement>(acting);
 
   const act = async (event: FormEvent) => {
     event.preventDefault();
@@ -258,7 +269,7 @@ function Plugins({ client, can }: { client: Client; can: Permissions }) {
         <form className="panel" onSubmit={(e) => void act(e)} aria-labelledby="act-title">
           <h2 id="act-title">{acting.action === "disable" ? "Disable" : "Enable"} {acting.plugin}</h2>
           <label htmlFor="reason">Reason (recorded in the audit log)</label>
-          <input id="reason" required minLength={3} autoFocus value={reason} onChange={(e) => setReason(e.target.value)} />
+          <input id="reason" ref={reasonRef} required minLength={3} value={reason} onChange={(e) => setReason(e.target.value)} />
           <div className="row">
             <button type="submit">{acting.action === "disable" ? "Disable" : "Enable"}</button>
             <button type="button" onClick={() => setActing(null)}>Cancel</button>
