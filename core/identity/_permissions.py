@@ -16,7 +16,7 @@ def service_methods(services: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """(service, `/service/Method`) for every method of `services`, whose
     descriptors the generated modules registered in the default pool."""
     pool = descriptor_pool.Default()
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for name in services:
         service = pool.FindServiceByName(name)
         pairs.extend((name, f"/{name}/{method.name}") for method in service.methods)

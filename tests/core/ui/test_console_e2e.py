@@ -4,8 +4,9 @@ Chromium driven by Playwright (one browser start, `executable_path`; never
 `playwright install`). An admin signs in with password and TOTP, disables the
 running echo plugin with a reason and sees it disabled, a plugin's call to it
 is then refused, and the disable has its one audit record; a viewer signs in
-(390 px wide) and sees no admin action, and the same request crafted by hand is
-refused with 403, the reason and one audit record. Screenshots of each screen
+(390 px wide) and sees no admin action, the same request crafted by hand is
+refused with 403, the reason and one audit record, and 15 idle minutes (the
+page's clock, fast-forwarded) sign them out. Screenshots of each screen
 go to build/console-screenshots/ (git-ignored)."""
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ async def test_admin_disables_echo_and_viewer_sees_no_admin_actions(
     finally:
         for runtime in reversed(runtimes):
             await runtime.stop("test over")
-    for name in ("sign-in", "mfa", "dashboard-admin", "plugins", "plugins-disabled", "signed-out", "dashboard-viewer-390"):
+    for name in ("sign-in", "mfa", "dashboard-admin", "plugins", "plugins-disabled", "signed-out", "dashboard-viewer-390",
+                 "idle-signed-out-390"):
         assert (SHOTS / f"{name}.png").stat().st_size > 1000, name
 
 
@@ -282,6 +284,7 @@ async def _admin_flow(browser: Any, console: Console, admin: dict[str, str]) -> 
 async def _viewer_flow(browser: Any, console: Console, admin: dict[str, str]) -> None:
     context = await browser.new_context(viewport={"width": 390, "height": 844})
     page = await context.new_page()
+    await page.clock.install()
     await _sign_in(page, console, "console-viewer", VIEWER_PASSWORD)
     await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     await expect(page.get_by_text("traits: viewer")).to_be_visible()
@@ -310,4 +313,14 @@ async def _viewer_flow(browser: Any, console: Console, admin: dict[str, str]) ->
     assert (info[0]["reason"], info[0]["metadata"]["rule_id"]) == ("POLICY_DENIED", "user-plugin-admin"), body
     rows = audit_rows(console.core, action=ADMIN + "EnablePlugin", actor=f"user:{admin['viewer_id']}")
     assert len(rows) == 1 and (rows[0].decision, rows[0].reason) == ("deny", "POLICY_DENIED"), rows
+
+    # Idle logoff: the page's clock (Playwright's, installed before sign-in) runs 15 minutes on without input.
+    logout = "/vivified.identity.v1.AuthService/Logout"
+    before = len(audit_rows(console.core, action=logout, actor=f"user:{admin['viewer_id']}"))
+    await page.clock.fast_forward("15:01")
+    await expect(page.get_by_role("status")).to_have_text("Signed out after 15 minutes without activity.")
+    await expect(page.get_by_label("Username")).to_be_visible()
+    await page.screenshot(path=SHOTS / "idle-signed-out-390.png")
+    rows = audit_rows(console.core, action=logout, actor=f"user:{admin['viewer_id']}")
+    assert len(rows) == before + 1 and rows[-1].decision == "allow", rows
     await context.close()
