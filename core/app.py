@@ -58,7 +58,7 @@ from vivified.core.plugin_config import build_config
 from vivified.core.policy import Rule, load_default_rules, rules_sha256
 from vivified.core.registry import CoreIdentity, PluginRecord, PluginStore, Registry, build_registry
 from vivified.core.server import CoreServer, build_server, check_cipher_suites
-from vivified.core.services import METHODS, Services
+from vivified.core.services import METHODS, SERVED, Services
 from vivified.core.settings import (
     CoreSettingsAdmin,
     LiveSettings,
@@ -410,6 +410,7 @@ class Core:
             engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue,
             announce_break_glass=self._announce_break_glass,
             publish=self._publish_core_event,
+            policy_index=policy.index, served_services=tuple(served.name for served in SERVED),
         )
         # Plugin configuration: a missing, weak or exposed secrets key stops
         # start-up (SECRETS_KEY_INSECURE).

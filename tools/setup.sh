@@ -15,6 +15,8 @@ command -v npm >/dev/null || need_apt+=(nodejs npm)
 # The Redis Streams backend's tests and benchmark start a real redis-server; the
 # PostgreSQL tests start a real PostgreSQL 15 (tests/support/servers.py).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# tests/core/ui drives the admin console in Debian's Chromium (never `playwright install`).
+command -v chromium >/dev/null || need_apt+=(chromium)
 [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_apt+=(postgresql-15)
 # tests/deploy validates deploy/compose.yaml with `docker compose config`, or docker-compose's.
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need_apt+=(docker-compose)
@@ -29,5 +31,15 @@ SETUP_PIP_EXTRAS='[dev]' source tools/setup_run.sh
 if [ ! -x node_modules/.bin/buf ] || [ ! -x node_modules/.bin/protoc-gen-es ] \
   || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
+fi
+# The admin console (core/ui): its npm packages, the google.api types gen/ts imports (into the
+# git-ignored core/ui/.gen), then the build (core/ui/dist, git-ignored) that the REST bridge serves.
+if [ ! -d core/ui/node_modules ] || [ core/ui/package-lock.json -nt core/ui/node_modules/.package-lock.json ]; then
+  (cd core/ui && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -f core/ui/dist/index.html ] || [ -n "$(find core/ui/src core/ui/index.html core/ui/vite.config.ts gen/ts proto/google/api \
+    -newer core/ui/dist/index.html -print -quit)" ]; then
+  node_modules/.bin/buf generate --template core/ui/buf.gen.google.yaml
+  (cd core/ui && npm run --silent build >/dev/null)
 fi
 export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$PATH"

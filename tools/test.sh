@@ -33,6 +33,9 @@ for lock in plugins/*/package-lock.json; do
   [ -f "$lock" ] && (cd "$(dirname "$lock")" && node --test test/)
 done
 
+echo "== admin console: vitest unit tests (core/ui; built by tools/setup.sh)"
+(cd core/ui && npm test --silent)
+
 echo "== tests"
 if [ $# -gt 0 ]; then
   python -m pytest "$@"

@@ -14,7 +14,16 @@ import json
 from pathlib import Path
 
 from vivified.core.cli._settings import data_dir
-from vivified.core.rest import DEFAULT_LISTEN, BridgeLimits, Bundle, BundleRequest, find_envoy, validate_config, write_bundle
+from vivified.core.rest import (
+    DEFAULT_LISTEN,
+    BridgeLimits,
+    Bundle,
+    BundleRequest,
+    default_console_dir,
+    find_envoy,
+    validate_config,
+    write_bundle,
+)
 
 _HELP = (
     "Generate the Envoy configuration of the REST bridge (grpc_json_transcoder) from the services the core serves: "
@@ -47,6 +56,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         help=f"largest request body Envoy accepts (default {BridgeLimits().max_request_bytes})")
     config.add_argument("--request-timeout", type=int, default=BridgeLimits().request_timeout_seconds, metavar="SECONDS",
                         help=f"whole-request timeout (default {BridgeLimits().request_timeout_seconds})")
+    console = config.add_mutually_exclusive_group()
+    console.add_argument("--console-dir", type=Path,
+                         help="the built admin console to serve at / (default: core/ui/dist of this checkout when built)")
+    console.add_argument("--no-console", action="store_true", help="serve the REST API only, no admin console")
     config.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -71,6 +84,7 @@ def request_for(args: argparse.Namespace, environ: dict[str, str]) -> BundleRequ
         ca_dir=directory / "ca",
         tls_names=tuple(args.tls_name) or ("localhost",),
         limits=BridgeLimits(max_request_bytes=args.max_request_bytes, request_timeout_seconds=args.request_timeout),
+        console_dir=None if args.no_console else (args.console_dir or default_console_dir()),
     )
 
 
@@ -79,6 +93,7 @@ def describe_bundle(bundle: Bundle, validated: bool) -> dict[str, object]:
         "config": str(bundle.config_file), "url": bundle.url, "openapi": bundle.openapi_url,
         "services": list(bundle.services), "certificate": str(bundle.certificate),
         "certificate_from_core_ca": bundle.issued_by_core_ca, "validated": validated,
+        "console": bundle.console_url,
     }
 
 
@@ -98,6 +113,8 @@ def run(args: argparse.Namespace, environ: dict[str, str], out: list[str]) -> in
         return 0
     out.append(f"wrote {bundle.config_file} ({len(bundle.services)} services: {', '.join(bundle.services)})")
     out.append("validated with envoy --mode validate" if envoy else "envoy not installed: not validated")
+    if bundle.console_url:
+        out.append(f"admin console: {bundle.console_url}")
     out.append(f"run: envoy -c {bundle.config_file} --concurrency 1")
     out.append(f"REST base URL: {bundle.url}/v1  (OpenAPI: {bundle.openapi_url})")
     return 0

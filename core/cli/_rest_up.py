@@ -11,7 +11,16 @@ import logging
 from vivified.core.app import RunningCore
 from vivified.core.config import CoreConfig
 from vivified.core.errors import VivifiedError
-from vivified.core.rest import DEFAULT_LISTEN, BundleRequest, EnvoyProcess, find_envoy, split_address, start_envoy, write_bundle
+from vivified.core.rest import (
+    DEFAULT_LISTEN,
+    BundleRequest,
+    EnvoyProcess,
+    default_console_dir,
+    find_envoy,
+    split_address,
+    start_envoy,
+    write_bundle,
+)
 
 _log = logging.getLogger("vivified.up")
 
@@ -31,6 +40,7 @@ def start_bridge(config: CoreConfig, running: RunningCore, listen: str = DEFAULT
         bundle = write_bundle(BundleRequest(
             out_dir=out, core_address=running.bootstrap_address, trust_domain=running.trust_domain,
             core_ca_file=config.data_dir / "operator" / "ca.crt", listen=listen, ca_dir=config.data_dir / "ca",
+            console_dir=default_console_dir(),
         ))
         process = start_envoy(envoy, bundle.config_file, out / "envoy.log", listen=split_address(listen, "listen"))
     except (VivifiedError, OSError) as exc:
@@ -40,6 +50,8 @@ def start_bridge(config: CoreConfig, running: RunningCore, listen: str = DEFAULT
     (out / "envoy.pid").write_text(f"{process.process.pid}\n")
     print(f"REST bridge (Envoy): {bundle.url}/v1 (OpenAPI {bundle.openapi_url}; trust {config.data_dir / 'operator' / 'ca.crt'})",
           flush=True)
+    if bundle.console_url:
+        print(f"Admin console: {bundle.console_url}", flush=True)
     return process
 
 

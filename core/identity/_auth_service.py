@@ -25,6 +25,7 @@ from vivified.core.chain import PrincipalKind, annotate, current_call
 from vivified.core.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from vivified.core.identity._config import IdentityConfig
 from vivified.core.identity._mfa import MfaChecker, new_backup_codes
+from vivified.core.identity._permissions import Permissions
 from vivified.core.identity._passwords import (
     MAX_PASSWORD_CHARS,
     PasswordHasher,
@@ -95,7 +96,9 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         config: IdentityConfig,
         box: SecretBox,
         events: UserEvents,
+        permissions: Permissions,
     ) -> None:
+        self._permissions = permissions
         self._box = box
         self._events = events
         self._store = store
@@ -191,6 +194,23 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         _, session_id = await self._caller()
         await self._sessions.revoke(session_id, "logout")
         return pb.LogoutResponse()
+
+    async def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.WhoAmIResponse:
+        call = current_call()
+        principal = call.principal if call is not None else None
+        if call is None or principal is None or principal.kind != "user":
+            raise Unauthenticated("sign in first", reason="IDENTITY_MISSING", domain=_DOMAIN)
+        user = await self._store.get(principal.id)
+        if user is None:
+            raise not_found()
+        return pb.WhoAmIResponse(
+            user_id=user.user_id,
+            username=user.username,
+            roles=sorted(user.roles),
+            traits=sorted(call.traits),
+            allowed_methods=self._permissions.allowed(principal, call.traits),
+            api_key=principal.api_key_id is not None,
+        )
 
     async def ChangePassword(
         self, request: pb.ChangePasswordRequest, context: grpc.aio.ServicerContext[Any, Any]

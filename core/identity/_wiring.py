@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +19,13 @@ from vivified.core.identity._config import IdentityConfig
 from vivified.core.identity._delegation import Delegations
 from vivified.core.identity._keys import load_or_create_key
 from vivified.core.identity._passwords import PasswordHasher
+from vivified.core.identity._permissions import Permissions
 from vivified.core.identity._secret_box import SecretBox
 from vivified.core.identity._sessions import Sessions
 from vivified.core.identity._tokens import TokenSigner
 from vivified.core.identity._user_events import PublishEvent, UserEvents
 from vivified.core.identity._users import UserStore
+from vivified.core.policy import RuleIndex
 from vivified.core.traits import RoleCatalogue, TraitCatalogue
 
 
@@ -102,11 +104,14 @@ def build_identity(
     traits: TraitCatalogue,
     announce_break_glass: Announce,
     publish: PublishEvent,
+    policy_index: Callable[[], RuleIndex],
+    served_services: tuple[str, ...],
 ) -> Identity:
     """Load (or create) the token and MFA keys — refusing weak or exposed ones —
     and build the services. `announce_break_glass` audits and alerts a
     break-glass activation (see `_break_glass`); `publish` stores the core's
-    `UserCreated` and `UserUpdated` events on the event bus."""
+    `UserCreated` and `UserUpdated` events on the event bus; `policy_index`
+    (the chain's current rules) and `served_services` answer WhoAmI's allowed methods."""
     admin = user_admin(engine, clock, config, traits)
     events = UserEvents(publish)
     signer = TokenSigner(
@@ -127,6 +132,7 @@ def build_identity(
         config=config,
         box=SecretBox.load_or_create(mfa_key_path(data_dir)),
         events=events,
+        permissions=Permissions(policy_index, served_services),
     )
     return Identity(
         auth=auth,

@@ -3,6 +3,7 @@
 Public surface::
 
     write_bundle(BundleRequest) -> Bundle   envoy.yaml + descriptor set + openapi.json + TLS, in one directory
+                                            (+ the built admin console at `/`, `default_console_dir`)
     render_config(BridgeConfig)             envoy.yaml's text
     envoy_config(BridgeConfig)              the generated Envoy bootstrap (no admin interface)
     BridgeLimits                            Envoy's own request limits
@@ -12,17 +13,25 @@ Public surface::
     PASSED_HEADERS                          the only client headers the core receives as metadata
 
 Errors: `FailedPrecondition` DESCRIPTORS_UNAVAILABLE, CA_UNAVAILABLE,
-ENVOY_CONFIG_INVALID, ENVOY_NOT_STARTED; `InvalidArgument` INVALID_ADDRESS,
+ENVOY_CONFIG_INVALID, ENVOY_NOT_STARTED, CONSOLE_UNAVAILABLE; `InvalidArgument` INVALID_ADDRESS,
 INVALID_REQUEST (domain `vivified.rest`)."""
 
-from vivified.core.rest._bundle import DEFAULT_LISTEN, Bundle, BundleRequest, render_config, split_address, write_bundle
+from vivified.core.rest._bundle import (
+    DEFAULT_LISTEN,
+    Bundle,
+    BundleRequest,
+    default_console_dir,
+    render_config,
+)
+from vivified.core.rest._bundle import split_address, write_bundle
 from vivified.core.rest._descriptors import build_descriptor_set, checkout_root, load_descriptor_set
-from vivified.core.rest._envoy import OPENAPI_PATH, PASSED_HEADERS, BridgeConfig, BridgeLimits, envoy_config, strip_headers_lua
+from vivified.core.rest._envoy import CONSOLE_CSP, OPENAPI_PATH, PASSED_HEADERS, BridgeConfig, BridgeLimits, envoy_config, strip_headers_lua
 from vivified.core.rest._openapi import openapi_document
 from vivified.core.rest._process import EnvoyProcess, find_envoy, start_envoy, validate_config
 from vivified.core.rest._served import annotated_services, served_service_names, transcoded_services
 
 __all__ = [
+    "CONSOLE_CSP",
     "DEFAULT_LISTEN",
     "OPENAPI_PATH",
     "PASSED_HEADERS",
@@ -33,6 +42,7 @@ __all__ = [
     "EnvoyProcess",
     "annotated_services",
     "build_descriptor_set",
+    "default_console_dir",
     "checkout_root",
     "envoy_config",
     "find_envoy",

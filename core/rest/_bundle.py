@@ -55,6 +55,17 @@ class BundleRequest:
     ca_dir: Path | None = None
     tls_names: tuple[str, ...] = ("localhost",)
     limits: BridgeLimits = field(default_factory=BridgeLimits)
+    console_dir: Path | None = None
+    """The built admin console to serve at `/` (see `default_console_dir`), or None for the REST API alone."""
+
+
+def default_console_dir() -> Path | None:
+    """The console `tools/setup.sh` built in this checkout (core/ui/dist), or None."""
+    root = checkout_root()
+    if root is None:
+        return None
+    dist = root / "core" / "ui" / "dist"
+    return dist if (dist / "index.html").is_file() else None
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,8 @@ class Bundle:
     services: tuple[str, ...]
     certificate: Path
     issued_by_core_ca: bool
+    console_url: str = ""
+    """Where the admin console is served, or empty when none was given."""
 
 
 def _listener_certificate(request: BundleRequest, host: str, clock: Clock) -> tuple[Path, Path, bool]:
@@ -140,13 +153,18 @@ def write_bundle(request: BundleRequest, *, clock: Clock | None = None) -> Bundl
         core_server_name=core_dns_name(request.trust_domain), core_spiffe_id=core_spiffe_id(request.trust_domain),
         ca_file=ca_file, cert_file=cert, key_file=key, descriptor_file=descriptors, openapi_file=openapi,
         services=services, limits=request.limits,
+        console_dir=request.console_dir.resolve() if request.console_dir is not None else None,
     )
     config_file = out / "envoy.yaml"
-    config_file.write_text(render_config(config))
+    try:
+        rendered = render_config(config)
+    except ValueError as exc:
+        raise FailedPrecondition(str(exc), reason="CONSOLE_UNAVAILABLE", domain=_DOMAIN) from None
+    config_file.write_text(rendered)
     shown = f"[{host}]" if ":" in host else host
     url = f"https://{shown}:{port}"
     return Bundle(config_file=config_file, url=url, openapi_url=url + OPENAPI_PATH, services=services,
-                  certificate=cert, issued_by_core_ca=issued)
+                  certificate=cert, issued_by_core_ca=issued, console_url=url + "/" if config.console_dir else "")
 
 
-__all__ = ["DEFAULT_LISTEN", "Bundle", "BundleRequest", "render_config", "split_address", "write_bundle"]
+__all__ = ["DEFAULT_LISTEN", "Bundle", "BundleRequest", "default_console_dir", "render_config", "split_address", "write_bundle"]

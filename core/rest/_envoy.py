@@ -33,6 +33,19 @@ the call goes to the core."""
 OPENAPI_PATH = "/v1/openapi.json"
 MAX_OPENAPI_BYTES = 1024 * 1024
 """Envoy serves the OpenAPI document itself (a direct response) up to this size."""
+MAX_CONSOLE_FILE_BYTES = 1024 * 1024
+"""The console's files are Envoy direct responses too; each must fit this."""
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""The admin console's Content-Security-Policy: its own scripts and styles only
+(no inline script or style), calls to this origin only, never framed."""
+_CONSOLE_TYPES = {
+    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".json": "application/json",
+    ".woff2": "font/woff2", ".txt": "text/plain; charset=utf-8",
+}
 _TLS = "envoy.transport_sockets.tls"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 
@@ -78,6 +91,8 @@ class BridgeConfig:
     openapi_file: Path
     services: tuple[str, ...]
     limits: BridgeLimits = field(default_factory=BridgeLimits)
+    console_dir: Path | None = None
+    """The built admin console (core/ui/dist): each file is served at its path, `index.html` also at `/`."""
 
     def __post_init__(self) -> None:
         if not self.services:
@@ -120,11 +135,58 @@ def _seconds(value: int) -> str:
     return f"{value}s"
 
 
+def _header(key: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+_NO_TRANSCODER = {_TRANSCODER: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}}
+
+
+def console_files(console_dir: Path) -> list[tuple[str, Path]]:
+    """(URL path, file) for every file of the built console, `/` for index.html.
+    Only known static types are served; a file too large for a direct response is refused."""
+    root = console_dir.resolve()
+    if not (root / "index.html").is_file():
+        raise ValueError(f"{root} has no index.html: build the console first (npm run build in core/ui)")
+    served: list[tuple[str, Path]] = [("/", root / "index.html")]
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix not in _CONSOLE_TYPES:
+            continue
+        if path.stat().st_size > MAX_CONSOLE_FILE_BYTES:
+            raise ValueError(f"console file {path} is larger than Envoy serves ({MAX_CONSOLE_FILE_BYTES} bytes)")
+        served.append(("/" + path.relative_to(root).as_posix(), path))
+    return served
+
+
+def _console_routes(config: BridgeConfig) -> list[dict[str, Any]]:
+    if config.console_dir is None:
+        return []
+    routes = []
+    for url, path in console_files(config.console_dir):
+        # index.html is never cached (it names the hashed assets, which may be).
+        cache = "no-store" if path.name == "index.html" else "public, max-age=31536000, immutable"
+        routes.append({
+            "match": {"path": url, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+            "direct_response": {"status": 200, "body": {"filename": str(path)}},
+            "response_headers_to_add": [
+                _header("content-type", _CONSOLE_TYPES[path.suffix]),
+                _header("content-security-policy", CONSOLE_CSP),
+                _header("x-content-type-options", "nosniff"),
+                _header("referrer-policy", "no-referrer"),
+                _header("x-frame-options", "DENY"),
+                _header("cross-origin-opener-policy", "same-origin"),
+                _header("cache-control", cache),
+            ],
+            "typed_per_filter_config": _NO_TRANSCODER,
+        })
+    return routes
+
+
 def _routes(config: BridgeConfig) -> dict[str, Any]:
     return {
         "name": "rest",
-        # The OpenAPI document is served by Envoy itself, straight from the file.
-        "max_direct_response_body_size_bytes": MAX_OPENAPI_BYTES,
+        # The OpenAPI document (and the console's files) are served by Envoy itself, straight from the file.
+        "max_direct_response_body_size_bytes": max(MAX_OPENAPI_BYTES, MAX_CONSOLE_FILE_BYTES),
         "virtual_hosts": [{
             "name": "rest",
             "domains": ["*"],
@@ -135,10 +197,9 @@ def _routes(config: BridgeConfig) -> dict[str, Any]:
                     "response_headers_to_add": [
                         {"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
                     ],
-                    "typed_per_filter_config": {
-                        _TRANSCODER: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True},
-                    },
+                    "typed_per_filter_config": _NO_TRANSCODER,
                 },
+                *_console_routes(config),
                 {
                     "match": {"prefix": "/"},
                     "route": {"cluster": "core", "timeout": _seconds(config.limits.request_timeout_seconds)},

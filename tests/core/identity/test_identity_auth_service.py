@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from vivified.core.policy import RuleIndex, load_default_rules
+from vivified.core.rest import served_service_names
 from vivified.core.clock import ManualClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.errors import Unauthenticated
@@ -68,6 +70,7 @@ def _rig(tmp: pathlib.Path, config: IdentityConfig | None = None) -> Rig:
     identity = build_identity(
         engine=engine, clock=clock, data_dir=tmp, config=config or IdentityConfig(), traits=TraitCatalogue.load_default(),
         announce_break_glass=announce, publish=publish,
+        policy_index=lambda: RuleIndex.build(load_default_rules(None)), served_services=served_service_names(),
     )
     return Rig(clock, identity, announced)
 

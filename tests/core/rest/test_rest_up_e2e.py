@@ -14,7 +14,7 @@ import pytest
 from support.clients import audit_rows
 from support.processes import CoreProcess, clean_env, spawn, stop_process
 from support.waiting import until
-from vivified.core.rest import find_envoy
+from vivified.core.rest import CONSOLE_CSP, default_console_dir, find_envoy
 
 pytestmark = [
     pytest.mark.asyncio, pytest.mark.e2e, pytest.mark.slow,
@@ -60,6 +60,16 @@ async def test_up_starts_envoy_on_8443_and_prints_the_url(tmp_path: pathlib.Path
         assert response.status == 403 and body["details"][0]["reason"] == "POLICY_DENIED", body
         rows = audit_rows(core, action="/vivified.admin.v1.PluginAdminService/ListPlugins")
         assert [(r.decision, r.rule_id) for r in rows] == [("deny", "default-deny")]
+        # The built console (tools/setup.sh builds core/ui/dist) is served at / on the same listener.
+        assert default_console_dir() is not None, "build the console: tools/setup.sh"
+        assert "Admin console: https://127.0.0.1:8443/" in log_path.read_text()
+        connection = http.client.HTTPSConnection("127.0.0.1", 8443, context=tls, timeout=30)
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        page = response.read().decode()
+        connection.close()
+        assert response.status == 200 and '<div id="root"></div>' in page
+        assert response.getheader("content-security-policy") == CONSOLE_CSP
     finally:
         stop_process(up, timeout=30)
     # Envoy stops with `up`.

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvivified/identity/v1/auth.proto\x12\x14vivified.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\x06Tokens\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12S\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x15\x61\x63\x63\x65ssTokenExpireTime\x12#\n\rrefresh_token\x18\x03 \x01(\tR\x0crefreshToken\x12J\n\x13session_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11sessionExpireTime\"F\n\x0cLoginRequest\x12\x1a\n\x08username\x18\x01 \x01(\tR\x08username\x12\x1a\n\x08password\x18\x02 \x01(\tR\x08password\"\xe6\x01\n\rLoginResponse\x12\x33\n\x04step\x18\x01 \x01(\x0e\x32\x1f.vivified.identity.v1.LoginStepR\x04step\x12\x34\n\x06tokens\x18\x02 \x01(\x0b\x32\x1c.vivified.identity.v1.TokensR\x06tokens\x12\x1b\n\tmfa_token\x18\x03 \x01(\tR\x08mfaToken\x12M\n\x15mfa_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x12mfaTokenExpireTime\"C\n\x10VerifyMfaRequest\x12\x1b\n\tmfa_token\x18\x01 \x01(\tR\x08mfaToken\x12\x12\n\x04\x63ode\x18\x02 \x01(\tR\x04\x63ode\"I\n\x11VerifyMfaResponse\x12\x34\n\x06tokens\x18\x01 \x01(\x0b\x32\x1c.vivified.identity.v1.TokensR\x06tokens\"5\n\x0eRefreshRequest\x12#\n\rrefresh_token\x18\x01 \x01(\tR\x0crefreshToken\"G\n\x0fRefreshResponse\x12\x34\n\x06tokens\x18\x01 \x01(\x0b\x32\x1c.vivified.identity.v1.TokensR\x06tokens\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"e\n\x15\x43hangePasswordRequest\x12)\n\x10\x63urrent_password\x18\x01 \x01(\tR\x0f\x63urrentPassword\x12!\n\x0cnew_password\x18\x02 \x01(\tR\x0bnewPassword\"\x18\n\x16\x43hangePasswordResponse\"/\n\x10\x45nrollMfaRequest\x12\x1b\n\tmfa_token\x18\x01 \x01(\tR\x08mfaToken\"V\n\x11\x45nrollMfaResponse\x12\x16\n\x06secret\x18\x01 \x01(\tR\x06secret\x12)\n\x10provisioning_uri\x18\x02 \x01(\tR\x0fprovisioningUri\"D\n\x11\x43onfirmMfaRequest\x12\x1b\n\tmfa_token\x18\x01 \x01(\tR\x08mfaToken\x12\x12\n\x04\x63ode\x18\x02 \x01(\tR\x04\x63ode\"m\n\x12\x43onfirmMfaResponse\x12!\n\x0c\x62\x61\x63kup_codes\x18\x01 \x03(\tR\x0b\x62\x61\x63kupCodes\x12\x34\n\x06tokens\x18\x02 \x01(\x0b\x32\x1c.vivified.identity.v1.TokensR\x06tokens\"f\n\x16\x41\x63tivateAccountRequest\x12)\n\x10\x61\x63tivation_token\x18\x01 \x01(\tR\x0f\x61\x63tivationToken\x12!\n\x0cnew_password\x18\x02 \x01(\tR\x0bnewPassword\"N\n\x17\x41\x63tivateAccountResponse\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n\x08username\x18\x02 \x01(\tR\x08username*\x85\x01\n\tLoginStep\x12\x1a\n\x16LOGIN_STEP_UNSPECIFIED\x10\x00\x12\x17\n\x13LOGIN_STEP_COMPLETE\x10\x01\x12\x1b\n\x17LOGIN_STEP_MFA_REQUIRED\x10\x02\x12&\n\"LOGIN_STEP_MFA_ENROLLMENT_REQUIRED\x10\x03\x32\x86\x08\n\x0b\x41uthService\x12k\n\x05Login\x12\".vivified.identity.v1.LoginRequest\x1a#.vivified.identity.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth:login:\x01*\x12{\n\tVerifyMfa\x12&.vivified.identity.v1.VerifyMfaRequest\x1a\'.vivified.identity.v1.VerifyMfaResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/auth:verifyMfa:\x01*\x12s\n\x07Refresh\x12$.vivified.identity.v1.RefreshRequest\x1a%.vivified.identity.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth:refresh:\x01*\x12r\n\x06Logout\x12#.vivified.identity.v1.LogoutRequest\x1a$.vivified.identity.v1.LogoutResponse\"\x1d\x90\x02\x02\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth:logout:\x01*\x12\x8f\x01\n\x0e\x43hangePassword\x12+.vivified.identity.v1.ChangePasswordRequest\x1a,.vivified.identity.v1.ChangePasswordResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/auth:changePassword:\x01*\x12{\n\tEnrollMfa\x12&.vivified.identity.v1.EnrollMfaRequest\x1a\'.vivified.identity.v1.EnrollMfaResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/auth:enrollMfa:\x01*\x12\x7f\n\nConfirmMfa\x12\'.vivified.identity.v1.ConfirmMfaRequest\x1a(.vivified.identity.v1.ConfirmMfaResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/auth:confirmMfa:\x01*\x12\x93\x01\n\x0f\x41\x63tivateAccount\x12,.vivified.identity.v1.ActivateAccountRequest\x1a-.vivified.identity.v1.ActivateAccountResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/auth:activateAccount:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvivified/identity/v1/auth.proto\x12\x14vivified.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\x06Tokens\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12S\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x15\x61\x63\x63\x65ssTokenExpireTime\x12#\n\rrefresh_token\x18\x03 \x01(\tR\x0crefreshToken\x12J\n\x13session_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11sessionExpireTime\"F\n\x0cLoginRequest\x12\x1a\n\x08username\x18\x01 \x01(\tR\x08username\x12\x1a\n\x08password\x18\x02 \x01(\tR\x08password\"\xe6\x01\n\rLoginResponse\x12\x33\n\x04step\x18\x01 \x01(\x0e\x32\x1f.vivified.identity.v1.LoginStepR\x04step\x12\x34\n\x06tokens\x18\x02 \x01(\x0b\x32\x1c.vivified.identity.v1.TokensR\x06tokens\x12\x1b\n\tmfa_token\x18\x03 \x01(\tR\x08mfaToken\x12M\n\x15mfa_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x12mfaTokenExpireTime\"C\n\x10VerifyMfaRequest\x12\x1b\n\tmfa_token\x18\x01 \x01(\tR\x08mfaToken\x12\x12\n\x04\x63ode\x18\x02 \x01(\tR\x04\x63ode\"I\n\x11VerifyMfaResponse\x12\x34\n\x06tokens\x18\x01 \x01(\x0b\x32\x1c.vivified.identity.v1.TokensR\x06tokens\"5\n\x0eRefreshRequest\x12#\n\rrefresh_token\x18\x01 \x01(\tR\x0crefreshToken\"G\n\x0fRefreshResponse\x12\x34\n\x06tokens\x18\x01 \x01(\x0b\x32\x1c.vivified.identity.v1.TokensR\x06tokens\"\x0f\n\rWhoAmIRequest\"\xb5\x01\n\x0eWhoAmIResponse\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n\x08username\x18\x02 \x01(\tR\x08username\x12\x14\n\x05roles\x18\x03 \x03(\tR\x05roles\x12\x16\n\x06traits\x18\x04 \x03(\tR\x06traits\x12\'\n\x0f\x61llowed_methods\x18\x05 \x03(\tR\x0e\x61llowedMethods\x12\x17\n\x07\x61pi_key\x18\x06 \x01(\x08R\x06\x61piKey\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"e\n\x15\x43hangePasswordRequest\x12)\n\x10\x63urrent_password\x18\x01 \x01(\tR\x0f\x63urrentPassword\x12!\n\x0cnew_password\x18\x02 \x01(\tR\x0bnewPassword\"\x18\n\x16\x43hangePasswordResponse\"/\n\x10\x45nrollMfaRequest\x12\x1b\n\tmfa_token\x18\x01 \x01(\tR\x08mfaToken\"V\n\x11\x45nrollMfaResponse\x12\x16\n\x06secret\x18\x01 \x01(\tR\x06secret\x12)\n\x10provisioning_uri\x18\x02 \x01(\tR\x0fprovisioningUri\"D\n\x11\x43onfirmMfaRequest\x12\x1b\n\tmfa_token\x18\x01 \x01(\tR\x08mfaToken\x12\x12\n\x04\x63ode\x18\x02 \x01(\tR\x04\x63ode\"m\n\x12\x43onfirmMfaResponse\x12!\n\x0c\x62\x61\x63kup_codes\x18\x01 \x03(\tR\x0b\x62\x61\x63kupCodes\x12\x34\n\x06tokens\x18\x02 \x01(\x0b\x32\x1c.vivified.identity.v1.TokensR\x06tokens\"f\n\x16\x41\x63tivateAccountRequest\x12)\n\x10\x61\x63tivation_token\x18\x01 \x01(\tR\x0f\x61\x63tivationToken\x12!\n\x0cnew_password\x18\x02 \x01(\tR\x0bnewPassword\"N\n\x17\x41\x63tivateAccountResponse\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n\x08username\x18\x02 \x01(\tR\x08username*\x85\x01\n\tLoginStep\x12\x1a\n\x16LOGIN_STEP_UNSPECIFIED\x10\x00\x12\x17\n\x13LOGIN_STEP_COMPLETE\x10\x01\x12\x1b\n\x17LOGIN_STEP_MFA_REQUIRED\x10\x02\x12&\n\"LOGIN_STEP_MFA_ENROLLMENT_REQUIRED\x10\x03\x32\xf7\x08\n\x0b\x41uthService\x12k\n\x05Login\x12\".vivified.identity.v1.LoginRequest\x1a#.vivified.identity.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth:login:\x01*\x12{\n\tVerifyMfa\x12&.vivified.identity.v1.VerifyMfaRequest\x1a\'.vivified.identity.v1.VerifyMfaResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/auth:verifyMfa:\x01*\x12s\n\x07Refresh\x12$.vivified.identity.v1.RefreshRequest\x1a%.vivified.identity.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth:refresh:\x01*\x12r\n\x06Logout\x12#.vivified.identity.v1.LogoutRequest\x1a$.vivified.identity.v1.LogoutResponse\"\x1d\x90\x02\x02\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth:logout:\x01*\x12\x8f\x01\n\x0e\x43hangePassword\x12+.vivified.identity.v1.ChangePasswordRequest\x1a,.vivified.identity.v1.ChangePasswordResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/auth:changePassword:\x01*\x12{\n\tEnrollMfa\x12&.vivified.identity.v1.EnrollMfaRequest\x1a\'.vivified.identity.v1.EnrollMfaResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/auth:enrollMfa:\x01*\x12\x7f\n\nConfirmMfa\x12\'.vivified.identity.v1.ConfirmMfaRequest\x1a(.vivified.identity.v1.ConfirmMfaResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/auth:confirmMfa:\x01*\x12o\n\x06WhoAmI\x12#.vivified.identity.v1.WhoAmIRequest\x1a$.vivified.identity.v1.WhoAmIResponse\"\x1a\x90\x02\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auth:whoAmI\x12\x93\x01\n\x0f\x41\x63tivateAccount\x12,.vivified.identity.v1.ActivateAccountRequest\x1a-.vivified.identity.v1.ActivateAccountResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/auth:activateAccount:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,10 +47,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['EnrollMfa']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/auth:enrollMfa:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['ConfirmMfa']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['ConfirmMfa']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/auth:confirmMfa:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['WhoAmI']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['WhoAmI']._serialized_options = b'\220\002\001\202\323\344\223\002\021\022\017/v1/auth:whoAmI'
   _globals['_AUTHSERVICE'].methods_by_name['ActivateAccount']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['ActivateAccount']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/auth:activateAccount:\001*'
-  _globals['_LOGINSTEP']._serialized_start=1608
-  _globals['_LOGINSTEP']._serialized_end=1741
+  _globals['_LOGINSTEP']._serialized_start=1809
+  _globals['_LOGINSTEP']._serialized_end=1942
   _globals['_TOKENS']._serialized_start=121
   _globals['_TOKENS']._serialized_end=362
   _globals['_LOGINREQUEST']._serialized_start=364
@@ -65,26 +67,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFRESHREQUEST']._serialized_end=866
   _globals['_REFRESHRESPONSE']._serialized_start=868
   _globals['_REFRESHRESPONSE']._serialized_end=939
-  _globals['_LOGOUTREQUEST']._serialized_start=941
-  _globals['_LOGOUTREQUEST']._serialized_end=956
-  _globals['_LOGOUTRESPONSE']._serialized_start=958
-  _globals['_LOGOUTRESPONSE']._serialized_end=974
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=976
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1077
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1079
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1103
-  _globals['_ENROLLMFAREQUEST']._serialized_start=1105
-  _globals['_ENROLLMFAREQUEST']._serialized_end=1152
-  _globals['_ENROLLMFARESPONSE']._serialized_start=1154
-  _globals['_ENROLLMFARESPONSE']._serialized_end=1240
-  _globals['_CONFIRMMFAREQUEST']._serialized_start=1242
-  _globals['_CONFIRMMFAREQUEST']._serialized_end=1310
-  _globals['_CONFIRMMFARESPONSE']._serialized_start=1312
-  _globals['_CONFIRMMFARESPONSE']._serialized_end=1421
-  _globals['_ACTIVATEACCOUNTREQUEST']._serialized_start=1423
-  _globals['_ACTIVATEACCOUNTREQUEST']._serialized_end=1525
-  _globals['_ACTIVATEACCOUNTRESPONSE']._serialized_start=1527
-  _globals['_ACTIVATEACCOUNTRESPONSE']._serialized_end=1605
-  _globals['_AUTHSERVICE']._serialized_start=1744
-  _globals['_AUTHSERVICE']._serialized_end=2774
+  _globals['_WHOAMIREQUEST']._serialized_start=941
+  _globals['_WHOAMIREQUEST']._serialized_end=956
+  _globals['_WHOAMIRESPONSE']._serialized_start=959
+  _globals['_WHOAMIRESPONSE']._serialized_end=1140
+  _globals['_LOGOUTREQUEST']._serialized_start=1142
+  _globals['_LOGOUTREQUEST']._serialized_end=1157
+  _globals['_LOGOUTRESPONSE']._serialized_start=1159
+  _globals['_LOGOUTRESPONSE']._serialized_end=1175
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1177
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1278
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1280
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1304
+  _globals['_ENROLLMFAREQUEST']._serialized_start=1306
+  _globals['_ENROLLMFAREQUEST']._serialized_end=1353
+  _globals['_ENROLLMFARESPONSE']._serialized_start=1355
+  _globals['_ENROLLMFARESPONSE']._serialized_end=1441
+  _globals['_CONFIRMMFAREQUEST']._serialized_start=1443
+  _globals['_CONFIRMMFAREQUEST']._serialized_end=1511
+  _globals['_CONFIRMMFARESPONSE']._serialized_start=1513
+  _globals['_CONFIRMMFARESPONSE']._serialized_end=1622
+  _globals['_ACTIVATEACCOUNTREQUEST']._serialized_start=1624
+  _globals['_ACTIVATEACCOUNTREQUEST']._serialized_end=1726
+  _globals['_ACTIVATEACCOUNTRESPONSE']._serialized_start=1728
+  _globals['_ACTIVATEACCOUNTRESPONSE']._serialized_end=1806
+  _globals['_AUTHSERVICE']._serialized_start=1945
+  _globals['_AUTHSERVICE']._serialized_end=3088
 # @@protoc_insertion_point(module_scope)

@@ -76,6 +76,11 @@ class AuthServiceStub:
                 request_serializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaRequest.SerializeToString,
                 response_deserializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/vivified.identity.v1.AuthService/WhoAmI',
+                request_serializer=vivified_dot_identity_dot_v1_dot_auth__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=vivified_dot_identity_dot_v1_dot_auth__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
         self.ActivateAccount = channel.unary_unary(
                 '/vivified.identity.v1.AuthService/ActivateAccount',
                 request_serializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ActivateAccountRequest.SerializeToString,
@@ -162,6 +167,18 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """WhoAmI says who the caller is and what they may do: the signed-in user's
+        roles and traits and every method of the core's services that the policy
+        would allow them right now (decided by the same rules as the calls
+        themselves). The console hides what is not listed; the server refuses it
+        anyway. Needs `authorization: Bearer <access token>` or an API key.
+        Errors: UNAUTHENTICATED (IDENTITY_MISSING). Idempotent, no side effects.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ActivateAccount(self, request, context):
         """ActivateAccount redeems the one-time activation token of an invited
         account and sets its first password. It signs nobody in: the person then
@@ -211,6 +228,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ConfirmMfa,
                     request_deserializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaRequest.FromString,
                     response_serializer=vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=vivified_dot_identity_dot_v1_dot_auth__pb2.WhoAmIRequest.FromString,
+                    response_serializer=vivified_dot_identity_dot_v1_dot_auth__pb2.WhoAmIResponse.SerializeToString,
             ),
             'ActivateAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.ActivateAccount,
@@ -414,6 +436,33 @@ class AuthService:
             '/vivified.identity.v1.AuthService/ConfirmMfa',
             vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaRequest.SerializeToString,
             vivified_dot_identity_dot_v1_dot_auth__pb2.ConfirmMfaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.identity.v1.AuthService/WhoAmI',
+            vivified_dot_identity_dot_v1_dot_auth__pb2.WhoAmIRequest.SerializeToString,
+            vivified_dot_identity_dot_v1_dot_auth__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

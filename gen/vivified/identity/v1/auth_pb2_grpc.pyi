@@ -81,6 +81,14 @@ class AuthServiceStub:
     enrolment MFA token it also returns tokens. Errors: UNAUTHENTICATED
     (MFA_CODE_INVALID, MFA_LOCKED), FAILED_PRECONDITION (MFA_NOT_PENDING).
     """
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_auth_pb2.WhoAmIRequest, _auth_pb2.WhoAmIResponse]
+    """WhoAmI says who the caller is and what they may do: the signed-in user's
+    roles and traits and every method of the core's services that the policy
+    would allow them right now (decided by the same rules as the calls
+    themselves). The console hides what is not listed; the server refuses it
+    anyway. Needs `authorization: Bearer <access token>` or an API key.
+    Errors: UNAUTHENTICATED (IDENTITY_MISSING). Idempotent, no side effects.
+    """
     ActivateAccount: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ActivateAccountRequest, _auth_pb2.ActivateAccountResponse]
     """ActivateAccount redeems the one-time activation token of an invited
     account and sets its first password. It signs nobody in: the person then
@@ -142,6 +150,14 @@ class AuthServiceAsyncStub(AuthServiceStub):
     turns MFA on and returns single-use backup codes (shown once). With an
     enrolment MFA token it also returns tokens. Errors: UNAUTHENTICATED
     (MFA_CODE_INVALID, MFA_LOCKED), FAILED_PRECONDITION (MFA_NOT_PENDING).
+    """
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_auth_pb2.WhoAmIRequest, _auth_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """WhoAmI says who the caller is and what they may do: the signed-in user's
+    roles and traits and every method of the core's services that the policy
+    would allow them right now (decided by the same rules as the calls
+    themselves). The console hides what is not listed; the server refuses it
+    anyway. Needs `authorization: Bearer <access token>` or an API key.
+    Errors: UNAUTHENTICATED (IDENTITY_MISSING). Idempotent, no side effects.
     """
     ActivateAccount: _aio.UnaryUnaryMultiCallable[_auth_pb2.ActivateAccountRequest, _auth_pb2.ActivateAccountResponse]  # type: ignore[assignment]
     """ActivateAccount redeems the one-time activation token of an invited
@@ -243,6 +259,20 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         turns MFA on and returns single-use backup codes (shown once). With an
         enrolment MFA token it also returns tokens. Errors: UNAUTHENTICATED
         (MFA_CODE_INVALID, MFA_LOCKED), FAILED_PRECONDITION (MFA_NOT_PENDING).
+        """
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _auth_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.WhoAmIResponse, _abc.Awaitable[_auth_pb2.WhoAmIResponse]]:
+        """WhoAmI says who the caller is and what they may do: the signed-in user's
+        roles and traits and every method of the core's services that the policy
+        would allow them right now (decided by the same rules as the calls
+        themselves). The console hides what is not listed; the server refuses it
+        anyway. Needs `authorization: Bearer <access token>` or an API key.
+        Errors: UNAUTHENTICATED (IDENTITY_MISSING). Idempotent, no side effects.
         """
 
     @_abc_1.abstractmethod

@@ -209,6 +209,77 @@ export declare type RefreshResponse = Message<"vivified.identity.v1.RefreshRespo
 export declare const RefreshResponseSchema: GenMessage<RefreshResponse>;
 
 /**
+ * WhoAmIRequest asks about the caller of the call; it has no fields.
+ *
+ * @generated from message vivified.identity.v1.WhoAmIRequest
+ */
+export declare type WhoAmIRequest = Message<"vivified.identity.v1.WhoAmIRequest"> & {
+};
+
+/**
+ * Describes the message vivified.identity.v1.WhoAmIRequest.
+ * Use `create(WhoAmIRequestSchema)` to create a new message.
+ */
+export declare const WhoAmIRequestSchema: GenMessage<WhoAmIRequest>;
+
+/**
+ * WhoAmIResponse is the caller's identity and what the policy lets them do.
+ *
+ * @generated from message vivified.identity.v1.WhoAmIResponse
+ */
+export declare type WhoAmIResponse = Message<"vivified.identity.v1.WhoAmIResponse"> & {
+  /**
+   * The user's id.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The user's username.
+   *
+   * @generated from field: string username = 2;
+   */
+  username: string;
+
+  /**
+   * The user's roles.
+   *
+   * @generated from field: repeated string roles = 3;
+   */
+  roles: string[];
+
+  /**
+   * The traits this call carried (a role's traits, or an API key's scopes), sorted.
+   *
+   * @generated from field: repeated string traits = 4;
+   */
+  traits: string[];
+
+  /**
+   * Full gRPC method names (`/package.Service/Method`) of the core's services
+   * the policy allows this caller, sorted. A handler may still refuse a call
+   * on its own checks (e.g. another user's account).
+   *
+   * @generated from field: repeated string allowed_methods = 5;
+   */
+  allowedMethods: string[];
+
+  /**
+   * True when the call was made with an API key rather than a session.
+   *
+   * @generated from field: bool api_key = 6;
+   */
+  apiKey: boolean;
+};
+
+/**
+ * Describes the message vivified.identity.v1.WhoAmIResponse.
+ * Use `create(WhoAmIResponseSchema)` to create a new message.
+ */
+export declare const WhoAmIResponseSchema: GenMessage<WhoAmIResponse>;
+
+/**
  * LogoutRequest ends the session of the access token the call presents.
  *
  * @generated from message vivified.identity.v1.LogoutRequest
@@ -574,6 +645,21 @@ export declare const AuthService: GenService<{
     methodKind: "unary";
     input: typeof ConfirmMfaRequestSchema;
     output: typeof ConfirmMfaResponseSchema;
+  },
+  /**
+   * WhoAmI says who the caller is and what they may do: the signed-in user's
+   * roles and traits and every method of the core's services that the policy
+   * would allow them right now (decided by the same rules as the calls
+   * themselves). The console hides what is not listed; the server refuses it
+   * anyway. Needs `authorization: Bearer <access token>` or an API key.
+   * Errors: UNAUTHENTICATED (IDENTITY_MISSING). Idempotent, no side effects.
+   *
+   * @generated from rpc vivified.identity.v1.AuthService.WhoAmI
+   */
+  whoAmI: {
+    methodKind: "unary";
+    input: typeof WhoAmIRequestSchema;
+    output: typeof WhoAmIResponseSchema;
   },
   /**
    * ActivateAccount redeems the one-time activation token of an invited

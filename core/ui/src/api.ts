@@ -1,0 +1,98 @@
+// Calls to the REST bridge (Envoy's grpc_json_transcoder) on this origin. Every
+// request body is built from the generated message schema of the contract
+// (gen/ts, from proto/) and every response parsed back through it, so the
+// shapes cannot drift from proto/; the paths are the google.api.http routes
+// (test/routes.test.ts checks them against proto/).
+import { create, fromJson, toJson } from "@bufbuild/protobuf";
+import type { DescMessage, JsonValue, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    readonly ruleId: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+type Fetch = (input: string, init: RequestInit) => Promise<Response>;
+
+interface ErrorBody {
+  code?: number;
+  message?: string;
+  details?: { "@type"?: string; reason?: string; metadata?: Record<string, string> }[];
+}
+
+/** The error a failed response carries: HTTP status, ErrorInfo reason and rule id. */
+export async function errorOf(response: Response): Promise<ApiError> {
+  let body: ErrorBody = {};
+  try {
+    body = (await response.json()) as ErrorBody;
+  } catch {
+    body = {};
+  }
+  const info = (body.details ?? []).find((d) => d["@type"] === "type.googleapis.com/google.rpc.ErrorInfo");
+  return new ApiError(
+    response.status,
+    info?.reason ?? "",
+    info?.metadata?.rule_id ?? "",
+    body.message || `${response.status} ${response.statusText}`,
+  );
+}
+
+export interface Route<I extends DescMessage, O extends DescMessage> {
+  verb: "GET" | "POST";
+  /** The google.api.http template, e.g. `/v1/plugins/{plugin_id}:disable`. */
+  path: string;
+  input: I;
+  output: O;
+}
+
+/** Fills `{field}` path variables from the message; those fields leave the body. */
+export function expand(path: string, json: Record<string, JsonValue>, protoNames: Map<string, string>): string {
+  return path.replace(/\{([a-z_]+)\}/g, (_, field: string) => {
+    const key = protoNames.get(field) ?? field;
+    const value = json[key];
+    delete json[key];
+    if (typeof value !== "string" || value === "") throw new Error(`missing path field ${field}`);
+    return encodeURIComponent(value);
+  });
+}
+
+export class Client {
+  private token = "";
+
+  constructor(private readonly fetcher: Fetch = (i, init) => fetch(i, init)) {}
+
+  /** The access token lives here, in memory only: never in storage or cookies. */
+  setToken(token: string): void {
+    this.token = token;
+  }
+
+  get signedIn(): boolean {
+    return this.token !== "";
+  }
+
+  async call<I extends DescMessage, O extends DescMessage>(
+    route: Route<I, O>,
+    init: MessageInitShape<I>,
+  ): Promise<MessageShape<O>> {
+    const message = create(route.input, init);
+    const json = toJson(route.input, message) as Record<string, JsonValue>;
+    const names = new Map(route.input.fields.map((f) => [f.name, f.jsonName]));
+    const path = expand(route.path, json, names);
+    const headers: Record<string, string> = { Accept: "application/json" };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    const request: RequestInit = { method: route.verb, headers, credentials: "omit", cache: "no-store" };
+    if (route.verb === "POST") {
+      headers["Content-Type"] = "application/json";
+      request.body = JSON.stringify(json);
+    }
+    const response = await this.fetcher(path, request);
+    if (!response.ok) throw await errorOf(response);
+    return fromJson(route.output, (await response.json()) as JsonValue, { ignoreUnknownFields: true });
+  }
+}
