@@ -31,6 +31,7 @@ COMPONENTS = (
     "metrics endpoint",
     "health monitor",
     "registry sync",
+    "CA rotation",
     "config follower",
     "runtime settings",
 )
