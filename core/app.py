@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 from grpc_health.v1 import health
+
 from vivified.core.audit import Audit, AuditRecord, Durability, TailCheck, build_audit
 from vivified.core.ca import CAConfig, CertificateAuthority, CoreTLS, new_private_key, write_private_key
 from vivified.core.carotation import CARotationDriver, CertificateExpiry, CoreRekeyer, LeafExpiry
@@ -53,7 +54,6 @@ from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
 from vivified.core.kinds import PluginStatus
 from vivified.core.lifecycle import Components, Hooks
 from vivified.core.metrics import Metrics
-from vivified.core.telemetry import Tracing, tracing_from_env
 from vivified.core.plugin_config import build_config
 from vivified.core.policy import Rule, load_default_rules, rules_sha256
 from vivified.core.registry import CoreIdentity, PluginRecord, PluginStore, Registry, build_registry
@@ -68,6 +68,7 @@ from vivified.core.settings import (
     read_overrides,
 )
 from vivified.core.storage import build_object_store
+from vivified.core.telemetry import Tracing, tracing_from_env
 from vivified.core.traits import AccessCatalogueService, TraitCatalogue
 from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SecurityAlert
 
@@ -291,7 +292,11 @@ class Core:
         store.subscribe(on_change)
 
     async def _issue_operator_identity(
-        self, ca: CertificateAuthority, store: PluginStore, audit: Audit, is_revoked: Callable[[int], bool] | None = None
+        self,
+        ca: CertificateAuthority,
+        store: PluginStore,
+        audit: Audit,
+        is_revoked: Callable[[int], bool] | None = None,
     ) -> None:
         """Write the local operator identity (again after a CA switch), recording
         and auditing a newly issued certificate."""
@@ -311,8 +316,11 @@ class Core:
         rules = load_default_rules(self.config.policy_file)
         for rule in rules:
             if rule.report_only_since is not None:
-                _log.warning("policy rule %s is report-only since %s: audited, not enforced",
-                             rule.id, rule.report_only_since.isoformat())
+                _log.warning(
+                    "policy rule %s is report-only since %s: audited, not enforced",
+                    rule.id,
+                    rule.report_only_since.isoformat(),
+                )
         return rules, PolicySet(rules, on_report_only=self.metrics.on_report_only)
 
     async def _announce_break_glass(self, activation: Activation) -> None:
@@ -331,12 +339,17 @@ class Core:
                 decision="allow",
                 reason="BREAK_GLASS_ACTIVATED",
                 rule_id="break-glass",
-                detail={**details, "severity": "critical", "reason": activation.reason,
-                        "traits": ",".join(sorted(EMERGENCY_TRAITS))},
+                detail={
+                    **details,
+                    "severity": "critical",
+                    "reason": activation.reason,
+                    "traits": ",".join(sorted(EMERGENCY_TRAITS)),
+                },
             )
         )
-        _log.warning("break-glass activated by user %s until %s (%s)", activation.user_id, until,
-                     activation.activation_id)
+        _log.warning(
+            "break-glass activated by user %s until %s (%s)", activation.user_id, until, activation.activation_id
+        )
         alert = SecurityAlert(
             alert_id=uuid.uuid4().hex,
             kind="break_glass_activated",
@@ -377,10 +390,14 @@ class Core:
         key_pem = _pem_key(core_key)
 
         audit = self._audit = build_audit(
-            engine=engine, clock=self.clock, audit_dir=audit_dir, checkpoint_every=config.audit_checkpoint_seconds,
+            engine=engine,
+            clock=self.clock,
+            audit_dir=audit_dir,
+            checkpoint_every=config.audit_checkpoint_seconds,
             shared_chain=config.audit_writers == "shared",
             durability=Durability(config.audit_durability, config.audit_sync_interval),
-            on_commit=self.metrics.on_audit_commit, on_failure=self._audit_failure_hook(asyncio.get_running_loop()),
+            on_commit=self.metrics.on_audit_commit,
+            on_failure=self._audit_failure_hook(asyncio.get_running_loop()),
             # Refuses (AuditTailTampered) to extend a tail that fails its check,
             # unless the operator accepted that very first bad seq for this run.
             accept_tampering=config.accept_audit_tampering,
@@ -389,14 +406,22 @@ class Core:
         await self._audit_opened(audit, live.applied.overrides, rules)
 
         registry = build_registry(
-            engine=engine, clock=self.clock, ca=ca, catalogue=catalogue, audit=audit.log,
-            core_identity=(core_identity := CoreIdentity(ca.trust_bundle_pem, core_cert.chain_pem, key_pem,
-                                                         config.trust_domain)),
-            trust_domain=config.trust_domain, sync_bound=config.registry_sync_bound_seconds,
+            engine=engine,
+            clock=self.clock,
+            ca=ca,
+            catalogue=catalogue,
+            audit=audit.log,
+            core_identity=(
+                core_identity := CoreIdentity(ca.trust_bundle_pem, core_cert.chain_pem, key_pem, config.trust_domain)
+            ),
+            trust_domain=config.trust_domain,
+            sync_bound=config.registry_sync_bound_seconds,
             heartbeat_interval=lambda: live.current.heartbeat_interval_seconds,
-            heartbeat_misses=config.heartbeat_misses, init_timeout=config.init_timeout_seconds,
+            heartbeat_misses=config.heartbeat_misses,
+            init_timeout=config.init_timeout_seconds,
             leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
-            join_token_ttl_seconds=config.join_token_ttl_seconds, on_alert=self._publish_alert,
+            join_token_ttl_seconds=config.join_token_ttl_seconds,
+            on_alert=self._publish_alert,
             core_endpoint=lambda: self.running.listen_address if self.running is not None else "",
             on_heartbeat=self.metrics.on_heartbeat,
         )
@@ -407,42 +432,73 @@ class Core:
         # Identity: users sign in on the bootstrap port; the chain turns their
         # bearer tokens into `user` principals. A weak token key stops start-up.
         identity = build_identity(
-            engine=engine, clock=self.clock, data_dir=config.data_dir, config=config.identity, traits=catalogue,
+            engine=engine,
+            clock=self.clock,
+            data_dir=config.data_dir,
+            config=config.identity,
+            traits=catalogue,
             announce_break_glass=self._announce_break_glass,
             publish=self._publish_core_event,
-            policy_index=policy.index, served_services=tuple(served.name for served in SERVED),
+            policy_index=policy.index,
+            served_services=tuple(served.name for served in SERVED),
         )
         # Plugin configuration: a missing, weak or exposed secrets key stops
         # start-up (SECRETS_KEY_INSECURE).
         plugin_config = build_config(
-            engine=engine, clock=self.clock, secrets_key=config.secrets_key, secrets_key_file=config.secrets_key_file,
-            data_dir=config.data_dir, lookup=store.get, core_settings=CoreSettingsAdmin(override_store, live),
+            engine=engine,
+            clock=self.clock,
+            secrets_key=config.secrets_key,
+            secrets_key_file=config.secrets_key_file,
+            data_dir=config.data_dir,
+            lookup=store.get,
+            core_settings=CoreSettingsAdmin(override_store, live),
             follow_interval=config.registry_sync_bound_seconds / 4,
         )
         recorder = AuditRecorder(audit.log)
         chain = self._chain(registry, identity.principal, policy, recorder, live)
         gateway = build_gateway(
-            policy=policy, config=lambda: live.current.gateway, lookup=store.get, connector=registry.connector,
-            clock=self.clock, delegations=identity.delegations, on_breaker=self.metrics.on_breaker,
+            policy=policy,
+            config=lambda: live.current.gateway,
+            lookup=store.get,
+            connector=registry.connector,
+            clock=self.clock,
+            delegations=identity.delegations,
+            on_breaker=self.metrics.on_breaker,
             tracer=self.tracing.tracer("vivified.core.gateway"),
         )
         egress = build_egress(
-            config=config.egress, plugin_lookup=store.get, identify=registry.authenticator.principal,
-            annotate=lambda _context, fields: chain_annotate(**fields), clock=self.clock,
+            config=config.egress,
+            plugin_lookup=store.get,
+            identify=registry.authenticator.principal,
+            annotate=lambda _context, fields: chain_annotate(**fields),
+            clock=self.clock,
             own_addresses=[config.listen_address, config.bootstrap_address, config.metrics_address],
-            environ=os.environ, max_message_bytes=config.max_message_bytes,
+            environ=os.environ,
+            max_message_bytes=config.max_message_bytes,
             plugin_secret=plugin_config.store.secret,
-            tracer=self.tracing.span_tracer("vivified.core.egress"), on_fetch=self.metrics.on_egress_fetch,
+            tracer=self.tracing.span_tracer("vivified.core.egress"),
+            on_fetch=self.metrics.on_egress_fetch,
         )
         object_store = build_object_store(
-            config=config, engine=engine, keyring=plugin_config.keyring, clock=self.clock, lookup=store.get,
-            identify=registry.authenticator.principal, delegations=identity.delegations,
+            config=config,
+            engine=engine,
+            keyring=plugin_config.keyring,
+            clock=self.clock,
+            lookup=store.get,
+            identify=registry.authenticator.principal,
+            delegations=identity.delegations,
         )
         self.metrics.watch_storage(lambda: [r.plugin_id for r in store.all()], object_store.footprint)
         events = self._events = build_events(
-            config=lambda: live.current.events, data_dir=config.data_dir, clock=self.clock, lookup=store.get,
-            identify=registry.authenticator.principal, audit=audit.log, record_open=recorder.record_stream_open,
-            metrics=self.metrics, tracer=self.tracing.span_tracer("vivified.core.events"),
+            config=lambda: live.current.events,
+            data_dir=config.data_dir,
+            clock=self.clock,
+            lookup=store.get,
+            identify=registry.authenticator.principal,
+            audit=audit.log,
+            record_open=recorder.record_stream_open,
+            metrics=self.metrics,
+            tracer=self.tracing.span_tracer("vivified.core.events"),
         )
         try:
             await parts.start("event bus", events)
@@ -472,11 +528,22 @@ class Core:
         )
         # CA rotation (`vivified ca rotate`): steps performed when due, audited; expiry gauges and alerts.
         ca_rotation = CARotationDriver(
-            ca, leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
-            on_trust_change=CoreRekeyer(ca, tls, registry.connector, core_identity, lambda switched: self._issue_operator_identity(
-                ca, store, audit, (lambda _serial: True) if switched else None)),
-            audit=audit.log.append, publish_alert=self._publish_alert, expiry=CertificateExpiry(self.metrics.registry),
-            certificates=lambda: store.certificates("plugin/"), leaf_expiry=LeafExpiry(self.metrics.registry),
+            ca,
+            leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
+            on_trust_change=CoreRekeyer(
+                ca,
+                tls,
+                registry.connector,
+                core_identity,
+                lambda switched: self._issue_operator_identity(
+                    ca, store, audit, (lambda _serial: True) if switched else None
+                ),
+            ),
+            audit=audit.log.append,
+            publish_alert=self._publish_alert,
+            expiry=CertificateExpiry(self.metrics.registry),
+            certificates=lambda: store.certificates("plugin/"),
+            leaf_expiry=LeafExpiry(self.metrics.registry),
             active_plugins=lambda: {r.plugin_id for r in store.all() if r.status == PluginStatus.ACTIVE},
         )
         await parts.start("plugin connections", Hooks(on_stop=registry.connector.close))
@@ -500,9 +567,7 @@ class Core:
             metrics_address=_with_port(config.metrics_address, metrics.port),
             trust_domain=config.trust_domain,
         )
-        egress.listening_on(
-            [self.running.listen_address, self.running.bootstrap_address, self.running.metrics_address]
-        )
+        egress.listening_on([self.running.listen_address, self.running.bootstrap_address, self.running.metrics_address])
         self._write_run_file(self.running)
         _log.info("core listening: mTLS %s, bootstrap %s", self.running.listen_address, self.running.bootstrap_address)
         return self.running
@@ -519,26 +584,30 @@ class Core:
         limit, policy, audit), its limits read from the live settings."""
         limits = ConcurrencyLimits(lambda: live.current.concurrency)
         self.metrics.watch_concurrency(limits.totals)
-        return build_chain(ChainDeps(
-            audit=recorder,
-            authenticator=registry.authenticator,
-            policy_index=policy.index,
-            methods=METHODS,
-            plugin_lookup=registry.store.get,
-            streams=registry.streams,
-            buckets=TokenBuckets(lambda: live.current.rate_limit, self.clock),
-            concurrency=limits,
-            tracer=self.tracing.tracer("vivified.core"),
-            on_decision=self.metrics.on_decision,
-            on_done=self.metrics.on_call_done,
-            credentials=credentials,
-            registry_stale=registry.store.stale,
-        ))
+        return build_chain(
+            ChainDeps(
+                audit=recorder,
+                authenticator=registry.authenticator,
+                policy_index=policy.index,
+                methods=METHODS,
+                plugin_lookup=registry.store.get,
+                streams=registry.streams,
+                buckets=TokenBuckets(lambda: live.current.rate_limit, self.clock),
+                concurrency=limits,
+                tracer=self.tracing.tracer("vivified.core"),
+                on_decision=self.metrics.on_decision,
+                on_done=self.metrics.on_call_done,
+                credentials=credentials,
+                registry_stale=registry.store.stale,
+            )
+        )
 
     async def _publish_core_event(self, payload: Message) -> None:
         """The core's own events (identity's UserCreated/UserUpdated) go through the event bus."""
         if self._events is None:
-            raise Unavailable("the event bus is not running", reason="EVENT_STORE_UNAVAILABLE", domain="vivified.events")
+            raise Unavailable(
+                "the event bus is not running", reason="EVENT_STORE_UNAVAILABLE", domain="vivified.events"
+            )
         await self._events.publish_core(payload)
 
     def _write_run_file(self, running: RunningCore) -> None:
@@ -566,4 +635,3 @@ class Core:
 
 def run_file(data_dir: pathlib.Path) -> pathlib.Path:
     return data_dir / "run" / "core.json"
-

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from google.protobuf.message import Message
+
 from vivified.events.v1 import canonical_pb2
 
 CANONICAL_EVENT_TYPES: Mapping[str, type[Message]] = MappingProxyType(

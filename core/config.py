@@ -16,10 +16,10 @@ from vivified.core.events import EventsConfig
 from vivified.core.gateway import GatewayConfig
 from vivified.core.identity import IdentityConfig
 from vivified.core.settings import (
-    CAPaths,
     AUDIT_WRITERS,
     MAX_LEAF_TTL_SECONDS,
     PROFILES,
+    CAPaths,
     check_fields,
     component_defaults,
     default,
@@ -92,7 +92,9 @@ class CoreConfig:
     then is closed (`grpc.server_handshake_timeout_ms`)."""
     rate_limit: RateLimitConfig = field(default_factory=lambda: RateLimitConfig(**component_defaults("rate_limit")))
     """Per-principal rate limit."""
-    concurrency: ConcurrencyConfig = field(default_factory=lambda: ConcurrencyConfig(**component_defaults("concurrency")))
+    concurrency: ConcurrencyConfig = field(
+        default_factory=lambda: ConcurrencyConfig(**component_defaults("concurrency"))
+    )
     """Per-principal caps on open streams and unary calls in flight, over all its connections."""
     gateway: GatewayConfig = field(default_factory=lambda: GatewayConfig(**component_defaults("gateway")))
     """Operator lane deadlines, retries, circuit breaker and bulkhead."""

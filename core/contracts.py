@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
+
 from vivified.communication.v1 import communication_pb2
 from vivified.directory.v1 import directory_pb2
 from vivified.identity.v1 import identity_plugin_pb2

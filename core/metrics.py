@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
 from vivified.core.chain import Call, InFlight
 from vivified.core.events import SubscriptionLag
 from vivified.core.kinds import PluginStatus
@@ -79,7 +80,9 @@ class Metrics:
             registry=self.registry,
         )
         self.plugins = Gauge("vivified_plugins", "Known plugins by status", ["status"], registry=self.registry)
-        self.unhealthy = Gauge("vivified_plugins_unhealthy", "Active plugins that are unhealthy", registry=self.registry)
+        self.unhealthy = Gauge(
+            "vivified_plugins_unhealthy", "Active plugins that are unhealthy", registry=self.registry
+        )
         self.heartbeats = Counter(
             "vivified_plugin_heartbeats",
             "Heartbeats this core accepted, per plugin (liveness is audited as transitions, not per heartbeat)",
@@ -127,8 +130,11 @@ class Metrics:
             ("vivified_streams_open", "Streaming calls open", lambda t: t.streams),
             ("vivified_streams_open_peak", "Most streaming calls open at once since start", lambda t: t.peak_streams),
             ("vivified_unary_calls_in_flight", "Unary calls in flight", lambda t: t.calls),
-            ("vivified_unary_calls_in_flight_peak", "Most unary calls in flight at once since start",
-             lambda t: t.peak_calls),
+            (
+                "vivified_unary_calls_in_flight_peak",
+                "Most unary calls in flight at once since start",
+                lambda t: t.peak_calls,
+            ),
         ):
             gauge = Gauge(name, what, registry=self.registry)
             gauge.set_function(functools.partial(lambda p: float(p(totals())), pick))
@@ -140,9 +146,7 @@ class Metrics:
 
     def on_call_done(self, call: Call, code: grpc.StatusCode) -> None:
         self.calls.labels(call.service, call.method_name, code.name).inc()
-        self.call_seconds.labels(call.service, call.method_name, code.name).observe(
-            time.perf_counter() - call.started
-        )
+        self.call_seconds.labels(call.service, call.method_name, code.name).observe(time.perf_counter() - call.started)
 
     def on_event_latency(self, subscription: str, seconds: float) -> None:
         self.event_latency.labels(subscription).observe(max(seconds, 0.0))
@@ -216,10 +220,12 @@ class _StorageCollector(Collector):
         self._footprint = footprint
 
     def collect(self) -> Iterable[Metric]:
-        stored = GaugeMetricFamily("vivified_storage_bytes", "Bytes in the object store by owning plugin",
-                                   labels=["plugin"])
-        objects = GaugeMetricFamily("vivified_storage_objects", "Objects in the object store by owning plugin",
-                                    labels=["plugin"])
+        stored = GaugeMetricFamily(
+            "vivified_storage_bytes", "Bytes in the object store by owning plugin", labels=["plugin"]
+        )
+        objects = GaugeMetricFamily(
+            "vivified_storage_objects", "Objects in the object store by owning plugin", labels=["plugin"]
+        )
         for owner in sorted(set(self._owners())):
             size, count = self._footprint(owner)
             stored.add_metric([owner], size)
@@ -228,5 +234,7 @@ class _StorageCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         # Described without collecting, so registering does not query the store.
-        return [GaugeMetricFamily("vivified_storage_bytes", "", labels=["plugin"]),
-                GaugeMetricFamily("vivified_storage_objects", "", labels=["plugin"])]
+        return [
+            GaugeMetricFamily("vivified_storage_bytes", "", labels=["plugin"]),
+            GaugeMetricFamily("vivified_storage_objects", "", labels=["plugin"]),
+        ]

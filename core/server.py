@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from grpc_reflection.v1alpha import reflection
+
 from vivified.core.ca import CoreTLS
 from vivified.core.chain import ChainInterceptor
 from vivified.core.config import CoreConfig
@@ -96,7 +97,9 @@ class CoreServer:
 
     async def start(self) -> None:
         try:
-            self.bound = tuple(self.server.add_secure_port(address, credentials) for address, credentials in self._ports)
+            self.bound = tuple(
+                self.server.add_secure_port(address, credentials) for address, credentials in self._ports
+            )
         except BaseException:
             # grpc listens on a port as it is added, and an unstarted server
             # keeps it until it has been started and stopped.
@@ -127,5 +130,8 @@ def build_server(
     if config.profile == "development":
         reflection.enable_server_reflection([b.name for b in bindings] + [reflection.SERVICE_NAME], server)
     # Both listeners reload their certificates at run time from `tls` (CA rotation).
-    return CoreServer(server, [(config.listen_address, tls.mtls_credentials()),
-                               (config.bootstrap_address, tls.bootstrap_credentials())], grace)
+    return CoreServer(
+        server,
+        [(config.listen_address, tls.mtls_credentials()), (config.bootstrap_address, tls.bootstrap_credentials())],
+        grace,
+    )

@@ -42,6 +42,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
+
 from vivified.admin.v1 import (
     access_catalogue_pb2_grpc,
     audit_query_pb2_grpc,

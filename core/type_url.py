@@ -20,4 +20,4 @@ def type_url_problem(type_url: str, expected: str) -> str | None:
         if type_url.rpartition("/")[2] == expected:
             return f"type_url {shown} lacks the {TYPE_URL_PREFIX!r} prefix; it must be {wanted!r}"
         return f"type_url {shown} must be {TYPE_URL_PREFIX!r} followed by a message's full name, here {wanted!r}"
-    return f"type_url names {type_url[len(TYPE_URL_PREFIX):][:_SHOWN]!r}, but {expected!r} is expected here"
+    return f"type_url names {type_url[len(TYPE_URL_PREFIX) :][:_SHOWN]!r}, but {expected!r} is expected here"

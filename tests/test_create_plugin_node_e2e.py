@@ -24,24 +24,37 @@ from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.communication.v1 import communication_pb2 as pb
 from vivified.communication.v1 import communication_pb2_grpc as pb_grpc
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("npm") is None, reason="needs Node.js and npm (tools/setup.sh)")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("npm") is None, reason="needs Node.js and npm (tools/setup.sh)"),
+]
 PLUGIN = "node-hello"
 STATUS = "vivified.communication.v1.CommunicationPluginService/GetMessageStatus"
 
 
 def create_node_plugin(parent: pathlib.Path, name: str, contract: str) -> pathlib.Path:
     """Generate and install the project (offline: the SDK from its path, the rest from npm's cache)."""
-    created = run_vivified("create-plugin", name, "--contract", contract, "--lang", "node", "--dir", str(parent),
-                           "--json")
+    created = run_vivified(
+        "create-plugin", name, "--contract", contract, "--lang", "node", "--dir", str(parent), "--json"
+    )
     assert created.returncode == 0, created.stderr
     report = json.loads(created.stdout)
     assert report["lang"] == "node" and set(report["files"]) >= {
-        "manifest.yaml", "package.json", "src/plugin.ts", "src/main.ts", "test/plugin.test.ts",
+        "manifest.yaml",
+        "package.json",
+        "src/plugin.ts",
+        "src/main.ts",
+        "test/plugin.test.ts",
     }
     project = pathlib.Path(report["path"])
-    installed = subprocess.run(["npm", "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error"],
-                               cwd=project, capture_output=True, text=True, timeout=300)
+    installed = subprocess.run(
+        ["npm", "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     return project
 
@@ -74,33 +87,59 @@ async def test_up_runs_the_generated_node_plugin(tmp_path: pathlib.Path) -> None
     assert tested.returncode == 0, tested.stdout + tested.stderr
     data, log_path = tmp_path / "data", tmp_path / "up.log"
     up = spawn(
-        [sys.executable, "-m", "vivified.core.cli", "up", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-         "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "1",
-         "--plugin", str(project)],
-        clean_env(), log_path,
+        [
+            sys.executable,
+            "-m",
+            "vivified.core.cli",
+            "up",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "1",
+            "--plugin",
+            str(project),
+        ],
+        clean_env(),
+        log_path,
     )
     try:
         run_file = data / "run" / "core.json"
         await until(run_file.exists, 30, "the core to start")
         info = json.loads(run_file.read_text())
-        core = CoreProcess(data_dir=data, process=up, listen_address=info["listen_address"],
-                           bootstrap_address=info["bootstrap_address"], metrics_address=info["metrics_address"],
-                           log_path=log_path)
+        core = CoreProcess(
+            data_dir=data,
+            process=up,
+            listen_address=info["listen_address"],
+            bootstrap_address=info["bootstrap_address"],
+            metrics_address=info["metrics_address"],
+            log_path=log_path,
+        )
 
         async def healthy() -> bool:
             state = await plugin_state(core, PLUGIN)
-            return bool(state and state.status == admin_pb.PLUGIN_STATUS_ACTIVE
-                        and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY)
+            return bool(
+                state
+                and state.status == admin_pb.PLUGIN_STATUS_ACTIVE
+                and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+            )
 
         await until(healthy, 90, f"{PLUGIN} to become healthy:\n{log_path.read_text(errors='replace')}")
-        approvals = audit_rows(core, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin",
-                               resource=f"plugin/{PLUGIN}")
+        approvals = audit_rows(
+            core, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin", resource=f"plugin/{PLUGIN}"
+        )
         assert [(r.actor, r.outcome) for r in approvals] == [("operator:admin", "OK")]
 
         caller = await admitted_plugin(core, "node-caller", calls=[{"plugin_id": PLUGIN, "method": STATUS}])
         async with plugin_channel(core, caller) as channel:
             reply = await pb_grpc.CommunicationPluginServiceStub(channel).GetMessageStatus(
-                pb.GetMessageStatusRequest(message_id="m-7"), metadata=(("x-vivified-target", PLUGIN),), timeout=15)
+                pb.GetMessageStatusRequest(message_id="m-7"), metadata=(("x-vivified-target", PLUGIN),), timeout=15
+            )
         assert reply.message_id == "m-7"  # the generated handler echoes it
         calls = audit_rows(core, action=f"/{STATUS}", actor="plugin:node-caller")
         assert [(r.decision, r.outcome) for r in calls] == [("allow", "OK")]
@@ -110,9 +149,13 @@ async def test_up_runs_the_generated_node_plugin(tmp_path: pathlib.Path) -> None
 
 
 def test_up_refuses_a_node_project_that_is_not_built(tmp_path: pathlib.Path) -> None:
-    created = run_vivified("create-plugin", "unbuilt", "--contract", "storage", "--lang", "node", "--dir", str(tmp_path))
+    created = run_vivified(
+        "create-plugin", "unbuilt", "--contract", "storage", "--lang", "node", "--dir", str(tmp_path)
+    )
     assert created.returncode == 0, created.stderr
-    refused = run_vivified("up", "--data-dir", str(tmp_path / "data"), "--plugin", str(tmp_path / "unbuilt"), timeout=60)
+    refused = run_vivified(
+        "up", "--data-dir", str(tmp_path / "data"), "--plugin", str(tmp_path / "unbuilt"), timeout=60
+    )
     assert refused.returncode == 1
     assert "[PLUGIN_NODE_UNRUNNABLE]" in refused.stderr, refused.stderr
     assert not (tmp_path / "data" / "run" / "core.json").exists()

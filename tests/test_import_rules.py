@@ -131,7 +131,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str]:
 
     def visit(node: str, path: list[str]) -> list[str]:
         if node in path:
-            return path[path.index(node):] + [node]
+            return path[path.index(node) :] + [node]
         if node in done:
             return []
         for target in sorted(graph.get(node, ())):
@@ -180,6 +180,7 @@ def test_the_core_checks_see_private_imports_and_cycles() -> None:
         "3: vivified.core.registry._store",
         "6: vivified.core.gateway._forward.Forwarder",
     ]
-    assert _cycle({"events": {"gateway"}, "gateway": {"registry"}, "registry": {"manifest"}, "manifest": {"events"}}) \
-        == ["events", "gateway", "registry", "manifest", "events"]
+    assert _cycle(
+        {"events": {"gateway"}, "gateway": {"registry"}, "registry": {"manifest"}, "manifest": {"events"}}
+    ) == ["events", "gateway", "registry", "manifest", "events"]
     assert _cycle({"events": {"gateway"}, "gateway": {"registry"}, "registry": set()}) == []

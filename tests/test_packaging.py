@@ -45,7 +45,18 @@ def _expected_members() -> set[str]:
 
 def test_wheel_contains_every_module(tmp_path: pathlib.Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
@@ -58,9 +69,14 @@ def test_wheel_contains_every_module(tmp_path: pathlib.Path) -> None:
     assert "vivified/plugins/example_echo/manifest.yaml" in members
     # PEP 561 marker, and the contracts for other languages and grpcurl (`vivified proto-path`).
     assert "vivified/py.typed" in members
-    assert {"vivified/proto/grpc/health/v1/health.proto", "vivified/proto/vivified/events/v1/canonical.proto"} <= members
+    assert {
+        "vivified/proto/grpc/health/v1/health.proto",
+        "vivified/proto/vivified/events/v1/canonical.proto",
+    } <= members
     # create-plugin's templates are package data.
-    assert {f"vivified/core/cli/templates/plugin/{n}.tmpl" for n in ("manifest.yaml", "plugin.py", "test_plugin.py")} <= members
+    assert {
+        f"vivified/core/cli/templates/plugin/{n}.tmpl" for n in ("manifest.yaml", "plugin.py", "test_plugin.py")
+    } <= members
     with zipfile.ZipFile(wheel) as archive:
         entry_points = next(n for n in members if n.endswith("entry_points.txt"))
         assert "vivified = vivified.core.cli:main" in archive.read(entry_points).decode()
@@ -71,13 +87,21 @@ def test_generated_code_is_current(tmp_path: pathlib.Path) -> None:
     assert buf.exists(), "buf is not installed: run `bash tools/setup.sh` (npm ci)"
     subprocess.run([str(buf), "generate", "-o", str(tmp_path)], cwd=ROOT, check=True, capture_output=True)
     # The TypeScript types (gen/ts, protoc-gen-es) come from their own template.
-    subprocess.run([str(buf), "generate", "--template", "buf.gen.ts.yaml", "-o", str(tmp_path)], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(buf), "generate", "--template", "buf.gen.ts.yaml", "-o", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     fresh, committed = tmp_path / "gen", ROOT / "gen"
     fresh_files = {p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file()}
     committed_files = {
-        p.relative_to(committed) for p in committed.rglob("*") if p.is_file() and p.name not in ("__init__.py", "py.typed")
-        and "__pycache__" not in p.parts and p.relative_to(committed).as_posix() != "ts/package.json"
+        p.relative_to(committed)
+        for p in committed.rglob("*")
+        if p.is_file()
+        and p.name not in ("__init__.py", "py.typed")
+        and "__pycache__" not in p.parts
+        and p.relative_to(committed).as_posix() != "ts/package.json"
     }
     assert fresh_files == committed_files, f"gen/ differs in files: {sorted(fresh_files ^ committed_files)[:10]}"
     stale = [str(p) for p in sorted(fresh_files) if not filecmp.cmp(fresh / p, committed / p, shallow=False)]

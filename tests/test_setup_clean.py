@@ -42,8 +42,14 @@ def test_setup_leaves_the_tree_clean(tmp_path: pathlib.Path) -> None:
     _fresh_copy(tree)
     assert _git(tree, "status", "--porcelain") == ""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIVIFIED_", "VIRTUAL_ENV"))}
-    setup = subprocess.run(["bash", "-c", "source tools/setup.sh && vivified proto-path && buf --version"],
-                           cwd=tree, capture_output=True, text=True, env=env, timeout=900)
+    setup = subprocess.run(
+        ["bash", "-c", "source tools/setup.sh && vivified proto-path && buf --version"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert setup.returncode == 0, setup.stdout + setup.stderr
     assert str(tree / "proto") in setup.stdout.splitlines(), setup.stdout
     assert (tree / "node_modules" / ".bin" / "buf").exists()
@@ -61,12 +67,22 @@ def test_run_setup_installs_only_what_running_needs(tmp_path: pathlib.Path) -> N
     tree.mkdir()
     _fresh_copy(tree)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIVIFIED_", "VIRTUAL_ENV"))}
-    setup = subprocess.run(["bash", "-c", "source tools/setup_run.sh && vivified proto-path"],
-                           cwd=tree, capture_output=True, text=True, env=env, timeout=900)
+    setup = subprocess.run(
+        ["bash", "-c", "source tools/setup_run.sh && vivified proto-path"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert setup.returncode == 0, setup.stdout + setup.stderr
     assert str(tree / "proto") in setup.stdout.splitlines(), setup.stdout
-    listed = subprocess.run([str(tree / ".venv" / "bin" / "python"), "-m", "pip", "list", "--format", "freeze"],
-                            capture_output=True, text=True, check=True).stdout.lower()
+    listed = subprocess.run(
+        [str(tree / ".venv" / "bin" / "python"), "-m", "pip", "list", "--format", "freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.lower()
     for dev_only in ("pytest==", "mypy==", "grpcio-tools==", "hypothesis==", "kubernetes-validate=="):
         assert dev_only not in listed, f"{dev_only} installed by the run setup"
     assert not (tree / "node_modules").exists(), "the run setup installed the buf toolchain"

@@ -36,8 +36,22 @@ async def test_up_runs_core_and_plugin_through_their_lifecycle(tmp_path: pathlib
     data = tmp_path / "data"
     log_path = tmp_path / "up.log"
     up = spawn(
-        [sys.executable, "-m", "vivified.core.cli", "up", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-         "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "1"],
+        [
+            sys.executable,
+            "-m",
+            "vivified.core.cli",
+            "up",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "1",
+        ],
         clean_env(),
         log_path,
     )
@@ -45,18 +59,27 @@ async def test_up_runs_core_and_plugin_through_their_lifecycle(tmp_path: pathlib
         run_file = data / "run" / "core.json"
         await until(run_file.exists, 30, "the core to start")
         info = json.loads(run_file.read_text())
-        core = CoreProcess(data_dir=data, process=up, listen_address=info["listen_address"],
-                           bootstrap_address=info["bootstrap_address"], metrics_address=info["metrics_address"],
-                           log_path=log_path)
+        core = CoreProcess(
+            data_dir=data,
+            process=up,
+            listen_address=info["listen_address"],
+            bootstrap_address=info["bootstrap_address"],
+            metrics_address=info["metrics_address"],
+            log_path=log_path,
+        )
 
         async def healthy() -> bool:
             plugin = await _plugin(core)
-            return bool(plugin and plugin.status == admin_pb.PLUGIN_STATUS_ACTIVE
-                        and plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY)
+            return bool(
+                plugin
+                and plugin.status == admin_pb.PLUGIN_STATUS_ACTIVE
+                and plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+            )
 
         await until(healthy, 60, f"{PLUGIN} to register and pass Init + health check:\n{log_path.read_text()}")
-        approvals = audit_rows(core, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin",
-                               resource=f"plugin/{PLUGIN}")
+        approvals = audit_rows(
+            core, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin", resource=f"plugin/{PLUGIN}"
+        )
         assert approvals and approvals[0].actor == "operator:admin"
         registered = audit_rows(core, action="/vivified.registry.v1.PluginRegistryService/Register")
         # (the email gateway, also bundled, registers beside it: tests/test_up_email_e2e.py)
@@ -82,11 +105,16 @@ async def test_up_runs_core_and_plugin_through_their_lifecycle(tmp_path: pathlib
             admin = admin_grpc.PluginAdminServiceStub(channel)
             await admin.DisablePlugin(admin_pb.DisablePluginRequest(plugin_id=PLUGIN, reason="e2e"), timeout=5)
             denied = await until(
-                lambda: [r for r in audit_rows(core, actor=f"plugin:{PLUGIN}") if r.decision == "deny"], 10,
+                lambda: [r for r in audit_rows(core, actor=f"plugin:{PLUGIN}") if r.decision == "deny"],
+                10,
                 "a heartbeat refused at the status gate",
             )
             first = denied[0]  # type: ignore[index]
-            assert (first.reason, first.rule_id, first.outcome) == ("PLUGIN_DISABLED", "status-gate", "PERMISSION_DENIED")
+            assert (first.reason, first.rule_id, first.outcome) == (
+                "PLUGIN_DISABLED",
+                "status-gate",
+                "PERMISSION_DENIED",
+            )
 
             enabled_at = time.time_ns()
             await admin.EnablePlugin(admin_pb.EnablePluginRequest(plugin_id=PLUGIN), timeout=5)
@@ -102,6 +130,9 @@ async def test_up_runs_core_and_plugin_through_their_lifecycle(tmp_path: pathlib
     assert code == 0, log_path.read_text()
     verified = subprocess.run(
         [sys.executable, "-m", "vivified.core.cli", "audit", "--data-dir", str(data), "verify"],
-        capture_output=True, text=True, timeout=60, env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr

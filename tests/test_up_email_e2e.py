@@ -33,20 +33,41 @@ async def _up(data: pathlib.Path, log_path: pathlib.Path) -> tuple[subprocess.Po
     run_file = data / "run" / "core.json"
     run_file.unlink(missing_ok=True)
     up = spawn(
-        [sys.executable, "-m", "vivified.core.cli", "up", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-         "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "1"],
-        clean_env(), log_path,
+        [
+            sys.executable,
+            "-m",
+            "vivified.core.cli",
+            "up",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "1",
+        ],
+        clean_env(),
+        log_path,
     )
     await until(run_file.exists, 30, "the core to start")
     info = json.loads(run_file.read_text())
-    core = CoreProcess(data_dir=data, process=up, listen_address=info["listen_address"],
-                       bootstrap_address=info["bootstrap_address"], metrics_address=info["metrics_address"],
-                       log_path=log_path)
+    core = CoreProcess(
+        data_dir=data,
+        process=up,
+        listen_address=info["listen_address"],
+        bootstrap_address=info["bootstrap_address"],
+        metrics_address=info["metrics_address"],
+        log_path=log_path,
+    )
 
     async def healthy() -> bool:
         state = await plugin_state(core, GATEWAY)
-        return bool(state and state.status == admin_pb.PLUGIN_STATUS_ACTIVE
-                    and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY)
+        return bool(
+            state and state.status == admin_pb.PLUGIN_STATUS_ACTIVE and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+        )
 
     await until(healthy, 60, f"{GATEWAY} to become healthy:\n{log_path.read_text(errors='replace')}")
     return up, core
@@ -71,34 +92,55 @@ async def test_up_sends_mail_to_the_development_outbox(tmp_path: pathlib.Path) -
         assert (config["smtp_host"], config["smtp_port"], config["smtp_tls"]) == ("127.0.0.1", str(port), "none")
 
         manifest = write_manifest(
-            tmp_path, "mail-caller",
-            calls=[{"plugin_id": GATEWAY, "method": "vivified.communication.v1.CommunicationPluginService/SendMessage"}],
+            tmp_path,
+            "mail-caller",
+            calls=[
+                {"plugin_id": GATEWAY, "method": "vivified.communication.v1.CommunicationPluginService/SendMessage"}
+            ],
         )
         caller = await started_plugin(core, manifest, [RecordingStore()])
         try:
-            reply = await caller.call(GATEWAY, pb.SendMessageRequest(message=pb.CanonicalMessage(
-                message_id="up-1", to_address="ada@example.com", subject="Hello from up", content="It works.\n",
-            )), timeout=30)
+            reply = await caller.call(
+                GATEWAY,
+                pb.SendMessageRequest(
+                    message=pb.CanonicalMessage(
+                        message_id="up-1",
+                        to_address="ada@example.com",
+                        subject="Hello from up",
+                        content="It works.\n",
+                    )
+                ),
+                timeout=30,
+            )
         finally:
             await caller.stop()
         assert isinstance(reply, pb.SendMessageResponse) and reply.status == pb.DELIVERY_STATUS_DELIVERED
         outbox = data / "outbox" / "1.eml"
         await until(outbox.exists, 10, "the mail in the outbox")
         mail = email.message_from_bytes(outbox.read_bytes(), policy=email.policy.default)
-        assert (mail["To"], mail["Subject"], mail["From"]) == ("ada@example.com", "Hello from up", "vivified@vivified.local")
+        assert (mail["To"], mail["Subject"], mail["From"]) == (
+            "ada@example.com",
+            "Hello from up",
+            "vivified@vivified.local",
+        )
         assert mail.get_content().replace("\r\n", "\n") == "It works.\n"
         [tunnel] = audit_rows(core, action=CONNECT)
         facts = json.loads(tunnel.detail)
         assert (tunnel.actor, tunnel.outcome, facts["address"], facts["port"]) == (
-            f"plugin:{GATEWAY}", "OK", "127.0.0.1", str(port)
+            f"plugin:{GATEWAY}",
+            "OK",
+            "127.0.0.1",
+            str(port),
         )
         assert int(facts["bytes_sent"]) > 0 and int(facts["bytes_received"]) > 0
 
         # An administrator points the gateway at another server: the next `up` leaves it alone.
         async with operator_channel(core) as channel:
             await config_pb2_grpc.ConfigServiceStub(channel).SetPluginConfigValue(
-                config_pb2.SetPluginConfigValueRequest(plugin_id=GATEWAY, key="smtp_host", value="smtp.example.net",
-                                                       reason="our relay"), timeout=10,
+                config_pb2.SetPluginConfigValueRequest(
+                    plugin_id=GATEWAY, key="smtp_host", value="smtp.example.net", reason="our relay"
+                ),
+                timeout=10,
             )
     finally:
         assert stop_process(up) == 0, log_path.read_text()
@@ -109,7 +151,10 @@ async def test_up_sends_mail_to_the_development_outbox(tmp_path: pathlib.Path) -
         assert stop_process(up) == 0
     verified = subprocess.run(
         [sys.executable, "-m", "vivified.core.cli", "audit", "--data-dir", str(data), "verify"],
-        capture_output=True, text=True, timeout=60, env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
@@ -119,16 +164,38 @@ async def test_up_runs_user_management_and_users_create_leaves_a_welcome_mail(tm
     log_path = tmp_path / "up.log"
     up, core = await _up(data, log_path)
     try:
+
         async def directory_healthy() -> bool:
             state = await plugin_state(core, "user-management")
             return bool(state and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY)
 
-        await until(directory_healthy, 60, f"user-management to become healthy:\n{log_path.read_text(errors='replace')}")
+        await until(
+            directory_healthy, 60, f"user-management to become healthy:\n{log_path.read_text(errors='replace')}"
+        )
         assert (data / "plugins" / "user-management").is_dir()  # its data dir, from VIVIFIED_DATA_DIR
         created = subprocess.run(
-            [sys.executable, "-m", "vivified.core.cli", "users", "--data-dir", str(data), "create", "--username", "ada",
-             "--email", "ada@example.com", "--display-name", "Ada L", "--role", "viewer", "--json"],
-            capture_output=True, text=True, timeout=60, env=clean_env(),
+            [
+                sys.executable,
+                "-m",
+                "vivified.core.cli",
+                "users",
+                "--data-dir",
+                str(data),
+                "create",
+                "--username",
+                "ada",
+                "--email",
+                "ada@example.com",
+                "--display-name",
+                "Ada L",
+                "--role",
+                "viewer",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
         )
         assert created.returncode == 0, created.stderr
         trace = json.loads(created.stdout)["trace_id"]

@@ -35,8 +35,22 @@ async def test_up_starts_the_node_plugin_with_node_and_it_registers(tmp_path: pa
     data = tmp_path / "data"
     log_path = tmp_path / "up.log"
     up = spawn(
-        [sys.executable, "-m", "vivified.core.cli", "up", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-         "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "1"],
+        [
+            sys.executable,
+            "-m",
+            "vivified.core.cli",
+            "up",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "1",
+        ],
         clean_env(),
         log_path,
     )
@@ -44,27 +58,41 @@ async def test_up_starts_the_node_plugin_with_node_and_it_registers(tmp_path: pa
         run_file = data / "run" / "core.json"
         await until(run_file.exists, 30, "the core to start")
         info = json.loads(run_file.read_text())
-        core = CoreProcess(data_dir=data, process=up, listen_address=info["listen_address"],
-                           bootstrap_address=info["bootstrap_address"], metrics_address=info["metrics_address"],
-                           log_path=log_path)
+        core = CoreProcess(
+            data_dir=data,
+            process=up,
+            listen_address=info["listen_address"],
+            bootstrap_address=info["bootstrap_address"],
+            metrics_address=info["metrics_address"],
+            log_path=log_path,
+        )
 
         async def healthy() -> admin_pb.Plugin | None:
             plugin = await _plugin(core)
-            ok = plugin and plugin.status == admin_pb.PLUGIN_STATUS_ACTIVE and plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+            ok = (
+                plugin
+                and plugin.status == admin_pb.PLUGIN_STATUS_ACTIVE
+                and plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+            )
             return plugin if ok else None
 
         plugin = await until(healthy, 90, f"{PLUGIN} to register and pass Init:\n{log_path.read_text()}")
         assert "webhook_notifier" in next(line for line in log_path.read_text().splitlines() if "plugins:" in line)
-        registered = [r for r in audit_rows(core, action="/vivified.registry.v1.PluginRegistryService/Register")
-                      if r.resource == f"plugin/{PLUGIN}"]
+        registered = [
+            r
+            for r in audit_rows(core, action="/vivified.registry.v1.PluginRegistryService/Register")
+            if r.resource == f"plugin/{PLUGIN}"
+        ]
         assert [r.outcome for r in registered] == ["OK"]
-        approvals = audit_rows(core, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin",
-                               resource=f"plugin/{PLUGIN}")
+        approvals = audit_rows(
+            core, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin", resource=f"plugin/{PLUGIN}"
+        )
         assert [r.actor for r in approvals] == ["operator:admin"]
         # The process the supervisor started is node running the plugin's main.js.
         pids = subprocess.run(["pgrep", "-P", str(up.pid), "-a"], capture_output=True, text=True, timeout=10).stdout
-        assert any(line.split()[1].endswith("node") and line.endswith("webhook_notifier/main.js")
-                   for line in pids.splitlines()), pids
+        assert any(
+            line.split()[1].endswith("node") and line.endswith("webhook_notifier/main.js") for line in pids.splitlines()
+        ), pids
         beat = plugin.last_heartbeat_time.ToNanoseconds()
 
         async def beat_after() -> bool:
@@ -76,11 +104,17 @@ async def test_up_starts_the_node_plugin_with_node_and_it_registers(tmp_path: pa
         code = stop_process(up)
     assert code == 0, log_path.read_text()
     # SIGTERM: the Node plugin deregistered (which revokes) on its way out.
-    deregistered = [r for r in audit_rows(core, actor=f"plugin:{PLUGIN}")
-                    if r.action == "/vivified.registry.v1.PluginRegistryService/Deregister"]
+    deregistered = [
+        r
+        for r in audit_rows(core, actor=f"plugin:{PLUGIN}")
+        if r.action == "/vivified.registry.v1.PluginRegistryService/Deregister"
+    ]
     assert [r.outcome for r in deregistered] == ["OK"], log_path.read_text()
     verified = subprocess.run(
         [sys.executable, "-m", "vivified.core.cli", "audit", "--data-dir", str(data), "verify"],
-        capture_output=True, text=True, timeout=60, env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -31,34 +31,60 @@ async def test_up_runs_a_plugin_project_given_with_plugin(tmp_path: pathlib.Path
     project = tmp_path / "src" / PLUGIN
     data, log_path = tmp_path / "data", tmp_path / "up.log"
     up = spawn(
-        [sys.executable, "-m", "vivified.core.cli", "up", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-         "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "1",
-         "--plugin", str(project)],
-        clean_env(), log_path,
+        [
+            sys.executable,
+            "-m",
+            "vivified.core.cli",
+            "up",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "1",
+            "--plugin",
+            str(project),
+        ],
+        clean_env(),
+        log_path,
     )
     try:
         run_file = data / "run" / "core.json"
         await until(run_file.exists, 30, "the core to start")
         info = json.loads(run_file.read_text())
-        core = CoreProcess(data_dir=data, process=up, listen_address=info["listen_address"],
-                           bootstrap_address=info["bootstrap_address"], metrics_address=info["metrics_address"],
-                           log_path=log_path)
+        core = CoreProcess(
+            data_dir=data,
+            process=up,
+            listen_address=info["listen_address"],
+            bootstrap_address=info["bootstrap_address"],
+            metrics_address=info["metrics_address"],
+            log_path=log_path,
+        )
 
         async def healthy() -> bool:
             state = await plugin_state(core, PLUGIN)
-            return bool(state and state.status == admin_pb.PLUGIN_STATUS_ACTIVE
-                        and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY)
+            return bool(
+                state
+                and state.status == admin_pb.PLUGIN_STATUS_ACTIVE
+                and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+            )
 
         await until(healthy, 90, f"{PLUGIN} to become healthy:\n{log_path.read_text(errors='replace')}")
-        approvals = audit_rows(core, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin",
-                               resource=f"plugin/{PLUGIN}")
+        approvals = audit_rows(
+            core, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin", resource=f"plugin/{PLUGIN}"
+        )
         assert [(r.actor, r.outcome) for r in approvals] == [("operator:admin", "OK")]
         assert f"started {PLUGIN.replace('-', '_')}" in log_path.read_text()
 
         caller = await admitted_plugin(core, "outside-caller", calls=[{"plugin_id": PLUGIN, "method": STATUS}])
         async with plugin_channel(core, caller) as channel:
             reply = await pb_grpc.CommunicationPluginServiceStub(channel).GetMessageStatus(
-                pb.GetMessageStatusRequest(message_id="m-9"), metadata=(("x-vivified-target", PLUGIN),), timeout=15)
+                pb.GetMessageStatusRequest(message_id="m-9"), metadata=(("x-vivified-target", PLUGIN),), timeout=15
+            )
         assert reply.message_id == "m-9"  # the generated handler echoes it
         calls = audit_rows(core, action=f"/{STATUS}", actor="plugin:outside-caller")
         assert [(r.decision, r.outcome) for r in calls] == [("allow", "OK")]

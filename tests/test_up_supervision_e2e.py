@@ -43,7 +43,7 @@ TESTS = pathlib.Path(__file__).resolve().parent
 # The plugin process: a storage plugin that prints its pid, then per SUPERVISED_MODE
 # crashes (exit 3) just after the core's Init, crashes only on its first run,
 # exits cleanly at once, or keeps running.
-PLUGIN_MAIN = textwrap.dedent('''
+PLUGIN_MAIN = textwrap.dedent("""
     import os, sys, threading, time
     from vivified.sdk import PluginSettings, run
     from support.lane import RecordingStore
@@ -67,7 +67,7 @@ PLUGIN_MAIN = textwrap.dedent('''
             threading.Thread(target=die, daemon=True).start()
 
     run([RecordingStore()], PluginSettings.from_env(os.environ), on_init=on_init)
-''')
+""")
 
 
 @dataclass
@@ -78,8 +78,11 @@ class Output:
         self.lines.append((plugin_id, stream, line))
 
     def pids(self, plugin_id: str) -> list[int]:
-        return [int(line.split("pid=")[1].split()[0]) for pid_of, _, line in self.lines
-                if pid_of == plugin_id and line.startswith("supervised pid=")]
+        return [
+            int(line.split("pid=")[1].split()[0])
+            for pid_of, _, line in self.lines
+            if pid_of == plugin_id and line.startswith("supervised pid=")
+        ]
 
 
 def project(root: pathlib.Path, plugin_id: str) -> pathlib.Path:
@@ -101,19 +104,32 @@ class World:
 
     def supervisor(self, mode: str, output: Output, crashes: int = 3) -> Supervisor:
         info = json.loads((self.core.data_dir / "run" / "core.json").read_text())
-        running = RunningCore(pid=info["pid"], listen_address=self.core.listen_address,
-                              bootstrap_address=self.core.bootstrap_address,
-                              metrics_address=self.core.metrics_address, trust_domain=self.core.trust_domain)
-        environ = {**{k: v for k, v in os.environ.items() if not k.startswith("VIVIFIED_")},
-                   "PYTHONPATH": str(TESTS), "SUPERVISED_MODE": mode}
-        return Supervisor(CoreConfig(data_dir=self.core.data_dir), running, environ,
-                          supervision=SupervisionConfig(backoff_base=0.05, backoff_max=0.2,
-                                                        crash_loop_crashes=crashes, crash_loop_window=60),
-                          output=output)
+        running = RunningCore(
+            pid=info["pid"],
+            listen_address=self.core.listen_address,
+            bootstrap_address=self.core.bootstrap_address,
+            metrics_address=self.core.metrics_address,
+            trust_domain=self.core.trust_domain,
+        )
+        environ = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("VIVIFIED_")},
+            "PYTHONPATH": str(TESTS),
+            "SUPERVISED_MODE": mode,
+        }
+        return Supervisor(
+            CoreConfig(data_dir=self.core.data_dir),
+            running,
+            environ,
+            supervision=SupervisionConfig(
+                backoff_base=0.05, backoff_max=0.2, crash_loop_crashes=crashes, crash_loop_window=60
+            ),
+            output=output,
+        )
 
     def alerts_about(self, plugin_id: str) -> list[SecurityAlert]:
-        return [p for p, _ in self.alerts.received
-                if isinstance(p, SecurityAlert) and p.subject == f"plugin/{plugin_id}"]
+        return [
+            p for p, _ in self.alerts.received if isinstance(p, SecurityAlert) and p.subject == f"plugin/{plugin_id}"
+        ]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -150,7 +166,11 @@ async def test_s3_crash_loop_is_stopped_marked_unhealthy_audited_and_alerted(wor
     detail = json.loads(report.detail)
     assert (report.actor, report.outcome) == ("operator:admin", "OK")
     assert (detail["failure"], detail["crashes"], detail["window_seconds"], detail["last_exit"]) == (
-        "PLUGIN_CRASH_LOOP", "3", "60", "3")
+        "PLUGIN_CRASH_LOOP",
+        "3",
+        "60",
+        "3",
+    )
     assert (await plugin_state(world.core, plugin_id)).health == admin_pb.PLUGIN_HEALTH_UNHEALTHY
     await until(lambda: world.alerts_about(plugin_id), 15, "the crash-loop SecurityAlert")
     [alert] = world.alerts_about(plugin_id)
@@ -168,9 +188,11 @@ async def test_s3_single_crash_restarts_with_backoff_and_clean_exit_stays_stoppe
     stop = asyncio.Event()
     task = asyncio.create_task(world.supervisor("crash-once", output).supervise(spec, stop))
     try:
+
         async def healthy_again() -> bool:
             state = await plugin_state(world.core, plugin_id)
             return len(output.pids(plugin_id)) == 2 and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+
         await until(healthy_again, 60, f"{plugin_id} to be restarted and healthy: {output.lines}")
         assert not task.done()
     finally:
@@ -181,8 +203,9 @@ async def test_s3_single_crash_restarts_with_backoff_and_clean_exit_stays_stoppe
 
     clean_id = "clean-exit"
     clean = Output()
-    await asyncio.wait_for(world.supervisor("clean", clean).supervise(plugin_project(project(world.tmp, clean_id)),
-                                                                       asyncio.Event()), 30)
+    await asyncio.wait_for(
+        world.supervisor("clean", clean).supervise(plugin_project(project(world.tmp, clean_id)), asyncio.Event()), 30
+    )
     assert len(clean.pids(clean_id)) == 1
     assert (clean_id, "stderr", "leaving cleanly") in clean.lines
     assert audit_rows(world.core, action=REPORT, resource=f"plugin/{clean_id}") == []
@@ -198,9 +221,11 @@ async def test_changed_plugin_code_is_refused_at_restart_audited_and_alerted(wor
     stop = asyncio.Event()
     task = asyncio.create_task(world.supervisor("run", output).supervise(spec, stop))
     try:
+
         async def healthy() -> bool:
             state = await plugin_state(world.core, plugin_id)
             return state.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+
         await until(healthy, 60, f"{plugin_id} to become healthy: {output.lines}")
         assert (await plugin_state(world.core, plugin_id)).artifact_sha256 == approved
         # The code changes under the running plugin, which then dies: the restart is refused.
@@ -222,7 +247,10 @@ async def test_changed_plugin_code_is_refused_at_restart_audited_and_alerted(wor
     await until(lambda: world.alerts_about(plugin_id), 15, "the artifact-mismatch SecurityAlert")
     [alert] = world.alerts_about(plugin_id)
     assert (alert.kind, alert.severity, alert.details["actual_sha256"]) == (
-        "plugin_artifact_mismatch", SEVERITY_CRITICAL, detail["actual_sha256"])
+        "plugin_artifact_mismatch",
+        SEVERITY_CRITICAL,
+        detail["actual_sha256"],
+    )
 
 
 async def test_artifact_sha256_follows_code_not_byte_caches(tmp_path: pathlib.Path) -> None:
@@ -241,16 +269,22 @@ async def test_artifact_sha256_follows_code_not_byte_caches(tmp_path: pathlib.Pa
 async def test_report_plugin_failure_refuses_an_unknown_kind_and_a_plugin_caller(world: World) -> None:
     target = await admitted_plugin(world.core, "report-target")
     async with operator_channel(world.core) as channel:
-        err = await expect_error(admin_grpc.PluginAdminServiceStub(channel).ReportPluginFailure(
-            admin_pb.ReportPluginFailureRequest(plugin_id="report-target", kind="PLUGIN_BORED"), timeout=10))
+        err = await expect_error(
+            admin_grpc.PluginAdminServiceStub(channel).ReportPluginFailure(
+                admin_pb.ReportPluginFailureRequest(plugin_id="report-target", kind="PLUGIN_BORED"), timeout=10
+            )
+        )
     assert (err.code(), error_info(err).reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
     [row] = audit_rows(world.core, action=REPORT, resource="plugin/report-target")
     assert (row.actor, row.outcome) == ("operator:admin", "INVALID_ARGUMENT")
 
     # A plugin cannot report (or fake) a failure of another plugin: admin calls are operators' only.
     async with plugin_channel(world.core, target) as channel:
-        err = await expect_error(admin_grpc.PluginAdminServiceStub(channel).ReportPluginFailure(
-            admin_pb.ReportPluginFailureRequest(plugin_id="crash-looper", kind="PLUGIN_CRASH_LOOP"), timeout=10))
+        err = await expect_error(
+            admin_grpc.PluginAdminServiceStub(channel).ReportPluginFailure(
+                admin_pb.ReportPluginFailureRequest(plugin_id="crash-looper", kind="PLUGIN_CRASH_LOOP"), timeout=10
+            )
+        )
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_info(err).reason == "POLICY_DENIED"
     [denied] = audit_rows(world.core, action=REPORT, actor="plugin:report-target")

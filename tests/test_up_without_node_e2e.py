@@ -18,8 +18,7 @@ from support.processes import clean_env, spawn, stop_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-SKIPPED = ("vivified.plugins.webhook_notifier is a Node.js plugin but Node.js (`node`) is not on PATH; "
-           "not started")
+SKIPPED = "vivified.plugins.webhook_notifier is a Node.js plugin but Node.js (`node`) is not on PATH; not started"
 
 
 def test_up_without_node_skips_the_node_plugin_and_runs_the_rest(tmp_path: pathlib.Path) -> None:
@@ -27,16 +26,37 @@ def test_up_without_node_skips_the_node_plugin_and_runs_the_rest(tmp_path: pathl
     empty_bin.mkdir()
     data, log_path = tmp_path / "data", tmp_path / "up.log"
     # No node anywhere on PATH; the Python plugins start with this interpreter's absolute path.
-    up = spawn([sys.executable, "-m", "vivified.core.cli", "up", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-                "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "1"],
-               clean_env(PATH=str(empty_bin)), log_path)
+    up = spawn(
+        [
+            sys.executable,
+            "-m",
+            "vivified.core.cli",
+            "up",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "1",
+        ],
+        clean_env(PATH=str(empty_bin)),
+        log_path,
+    )
     try:
         deadline = time.monotonic() + 90
         state: dict[str, str] = {}
         while time.monotonic() < deadline:
             assert up.poll() is None, log_path.read_text()
-            listed = subprocess.run([sys.executable, "-m", "vivified.core.cli", "plugins", "--data-dir", str(data),
-                                     "list", "--json"], capture_output=True, text=True, env=clean_env())
+            listed = subprocess.run(
+                [sys.executable, "-m", "vivified.core.cli", "plugins", "--data-dir", str(data), "list", "--json"],
+                capture_output=True,
+                text=True,
+                env=clean_env(),
+            )
             if listed.returncode == 0:
                 state = {p["plugin_id"]: p.get("health", "") for p in json.loads(listed.stdout).get("plugins", [])}
                 if state.get("example-echo") == "PLUGIN_HEALTH_HEALTHY":

@@ -38,8 +38,9 @@ def _interpreter(version: tuple[int, int]) -> str | None:
     pyenv_root = os.environ.get("PYENV_ROOT") or str(pathlib.Path.home() / ".pyenv")
     candidates += sorted(glob.glob(f"{pyenv_root}/versions/{version[0]}.{version[1]}.*/bin/{name}"))
     for exe in filter(None, candidates):
-        probe = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2] == %r)" % (version,)],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [exe, "-c", f"import sys; print(sys.version_info[:2] == {version!r})"], capture_output=True, text=True
+        )
         if probe.returncode == 0 and probe.stdout.strip() == "True":
             return exe
     return None
@@ -53,10 +54,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("wheel")
     # Built from a copy of the tree, so the build leaves the working tree as it found it.
     src = out / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "node_modules", "build", "*.egg-info",
-                                                             "__pycache__", ".vivified", ".mypy_cache"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
-                   check=True, capture_output=True)
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "node_modules", "build", "*.egg-info", "__pycache__", ".vivified", ".mypy_cache"
+        ),
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+    )
     (built,) = out.glob("vivified-*.whl")
     return built
 
@@ -71,8 +80,11 @@ def test_wheel_metadata_and_runtime_files(wheel: pathlib.Path) -> None:
     for major, minor in SUPPORTED:
         assert f"Programming Language :: Python :: {major}.{minor}" in classifiers
     assert "vivified/py.typed" in members
-    for proto in ("vivified/proto/grpc/health/v1/health.proto", "vivified/proto/google/rpc/error_details.proto",
-                  "vivified/proto/vivified/registry/v1/registry.proto"):
+    for proto in (
+        "vivified/proto/grpc/health/v1/health.proto",
+        "vivified/proto/google/rpc/error_details.proto",
+        "vivified/proto/vivified/registry/v1/registry.proto",
+    ):
         assert proto in members
     ours = sorted(p.relative_to(ROOT / "proto").as_posix() for p in (ROOT / "proto").rglob("*.proto"))
     assert sorted(m.removeprefix("vivified/proto/") for m in members if m.startswith("vivified/proto/")) == ours
@@ -93,11 +105,22 @@ def test_clean_venv_pip_install_runs_up(version: tuple[int, int], wheel: pathlib
     env.pop("PYTHONPATH", None)
     started = time.monotonic()
     subprocess.run([exe, "-m", "venv", str(venv)], check=True, capture_output=True)
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                              str(wheel)], capture_output=True, text=True, env=env)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert install.returncode == 0, install.stderr
-    installed = json.loads(subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
-                                          capture_output=True, text=True, check=True, env=env).stdout)
+    installed = json.loads(
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout
+    )
     names = {p["name"].lower() for p in installed}
     assert "vivified" in names and not names & set(DEV_ONLY), sorted(names & set(DEV_ONLY))
     vivified = str(venv / "bin" / "vivified")
@@ -114,8 +137,24 @@ def test_clean_venv_pip_install_runs_up(version: tuple[int, int], wheel: pathlib
     data = tmp_path / "data"
     up_env = {**env, "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
     log_path = tmp_path / "up.log"
-    up = spawn([vivified, "up", "--data-dir", str(data), "--listen", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0",
-                "--metrics", "127.0.0.1:0", "--heartbeat-interval", "1"], up_env, log_path)
+    up = spawn(
+        [
+            vivified,
+            "up",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "1",
+        ],
+        up_env,
+        log_path,
+    )
     try:
         run_file = data / "run" / "core.json"
         deadline = time.monotonic() + 60
@@ -125,8 +164,13 @@ def test_clean_venv_pip_install_runs_up(version: tuple[int, int], wheel: pathlib
         info = json.loads(run_file.read_text())
         healthy: dict[str, str] = {}
         while time.monotonic() < deadline + 60:
-            listed = subprocess.run([vivified, "plugins", "--data-dir", str(data), "list", "--json"],
-                                    capture_output=True, text=True, env=env, cwd=tmp_path)
+            listed = subprocess.run(
+                [vivified, "plugins", "--data-dir", str(data), "list", "--json"],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+            )
             if listed.returncode == 0:
                 plugins = json.loads(listed.stdout).get("plugins", [])
                 healthy = {p["plugin_id"]: f"{p.get('status')}/{p.get('health')}" for p in plugins}
@@ -139,22 +183,41 @@ def test_clean_venv_pip_install_runs_up(version: tuple[int, int], wheel: pathlib
         ready_seconds = time.monotonic() - started
 
         # The container probe command answers SERVING against the CA the core wrote.
-        probe = subprocess.run([vivified, "health", "--address", info["bootstrap_address"], "--data-dir", str(data),
-                                "--json"], capture_output=True, text=True, env=env, cwd=tmp_path)
+        probe = subprocess.run(
+            [vivified, "health", "--address", info["bootstrap_address"], "--data-dir", str(data), "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
         assert probe.returncode == 0 and json.loads(probe.stdout)["status"] == "SERVING", probe.stdout + probe.stderr
 
         # grpcurl (a dev tool of this checkout) reads the installed protos through -import-path.
         grpcurl = ROOT / ".venv" / "bin" / "grpcurl"
         if grpcurl.exists():
             called = subprocess.run(
-                [str(grpcurl), "-import-path", str(proto_dir), "-proto", "grpc/health/v1/health.proto",
-                 "-cacert", str(data / "operator" / "ca.crt"), "-authority", "localhost",
-                 info["bootstrap_address"], "grpc.health.v1.Health/Check"],
-                capture_output=True, text=True, timeout=30,
+                [
+                    str(grpcurl),
+                    "-import-path",
+                    str(proto_dir),
+                    "-proto",
+                    "grpc/health/v1/health.proto",
+                    "-cacert",
+                    str(data / "operator" / "ca.crt"),
+                    "-authority",
+                    "localhost",
+                    info["bootstrap_address"],
+                    "grpc.health.v1.Health/Check",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             assert '"status": "SERVING"' in called.stdout, called.stdout + called.stderr
-        print(f"python{version[0]}.{version[1]}: clean venv + pip install + vivified up with "
-              f"{len(PYTHON_PLUGINS)} plugins healthy in {ready_seconds:.1f} s")
+        print(
+            f"python{version[0]}.{version[1]}: clean venv + pip install + vivified up with "
+            f"{len(PYTHON_PLUGINS)} plugins healthy in {ready_seconds:.1f} s"
+        )
     finally:
         if up.poll() is None:
             os.kill(up.pid, signal.SIGINT)

@@ -26,6 +26,7 @@ import tempfile
 import time
 
 from google.protobuf import json_format
+
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.bench._platform import Platform, RunningCore
 from vivified.communication.v1 import communication_pb2, communication_pb2_grpc
@@ -43,26 +44,51 @@ def _progress(text: str) -> None:
 
 def _node_project(parent: pathlib.Path) -> tuple[list[str], pathlib.Path]:
     created = subprocess.run(
-        [sys.executable, "-m", "vivified.core.cli", "create-plugin", NODE_PLUGIN, "--contract", "communication",
-         "--lang", "node", "--dir", str(parent)], capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "vivified.core.cli",
+            "create-plugin",
+            NODE_PLUGIN,
+            "--contract",
+            "communication",
+            "--lang",
+            "node",
+            "--dir",
+            str(parent),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if created.returncode != 0:
         raise RuntimeError(created.stderr)
     project = parent / NODE_PLUGIN
-    for step in (["npm", "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error"],
-                 ["npm", "run", "--silent", "build"]):
+    for step in (
+        ["npm", "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error"],
+        ["npm", "run", "--silent", "build"],
+    ):
         subprocess.run(step, cwd=project, check=True, capture_output=True)
     main = json.loads((project / "package.json").read_text())["main"]
     return ["node", str(project / main)], project / "manifest.yaml"
 
 
-async def _start(platform: Platform, core: RunningCore, env: dict[str, str], argv: list[str],
-                 manifest_path: pathlib.Path) -> str:
+async def _start(
+    platform: Platform, core: RunningCore, env: dict[str, str], argv: list[str], manifest_path: pathlib.Path
+) -> str:
     manifest = load_manifest_file(manifest_path)
     token = (await core.admin.ApprovePlugin(admin_pb.ApprovePluginRequest(manifest=manifest, replace=True))).join_token
-    platform.spawn(argv, {**env, "VIVIFIED_MANIFEST": str(manifest_path), "VIVIFIED_JOIN_TOKEN": token,
-                          "VIVIFIED_CA_FILE": str(core.data / "operator" / "ca.crt"),
-                          "VIVIFIED_CORE_ADDRESS": core.info["listen_address"],
-                          "VIVIFIED_BOOTSTRAP_ADDRESS": core.info["bootstrap_address"]})
+    platform.spawn(
+        argv,
+        {
+            **env,
+            "VIVIFIED_MANIFEST": str(manifest_path),
+            "VIVIFIED_JOIN_TOKEN": token,
+            "VIVIFIED_CA_FILE": str(core.data / "operator" / "ca.crt"),
+            "VIVIFIED_CORE_ADDRESS": core.info["listen_address"],
+            "VIVIFIED_BOOTSTRAP_ADDRESS": core.info["bootstrap_address"],
+        },
+    )
     for _ in range(600):
         listed = await core.admin.ListPlugins(admin_pb.ListPluginsRequest())
         plugin = next((p for p in listed.plugins if p.plugin_id == manifest.id), None)
@@ -83,18 +109,28 @@ async def measure(calls: int, rounds: int) -> dict[str, object]:
             core = await platform.start_core("data", env, "--call-rate", "1000000")
             echo_manifest = ROOT / "plugins" / "example_echo" / "manifest.yaml"
             _progress("starting the Python echo plugin and the Node.js plugin")
-            python_id = await _start(platform, core, env, [sys.executable, "-m", "vivified.plugins.example_echo"],
-                                     echo_manifest)
+            python_id = await _start(
+                platform, core, env, [sys.executable, "-m", "vivified.plugins.example_echo"], echo_manifest
+            )
             node_id = await _start(platform, core, env, node_argv, node_manifest)
             caller = json_format.ParseDict(
-                {"id": "bench-caller", "name": "bench caller", "version": "0.1.0",
-                 "contracts": ["vivified.storage.v1.StoragePluginService"], "traits": ["storage_plugin"],
-                 "calls": [{"plugin_id": python_id, "method": SEND}, {"plugin_id": node_id, "method": SEND}]},
-                PluginManifest())
+                {
+                    "id": "bench-caller",
+                    "name": "bench caller",
+                    "version": "0.1.0",
+                    "contracts": ["vivified.storage.v1.StoragePluginService"],
+                    "traits": ["storage_plugin"],
+                    "calls": [{"plugin_id": python_id, "method": SEND}, {"plugin_id": node_id, "method": SEND}],
+                },
+                PluginManifest(),
+            )
             channel = await core.register(caller)
             stub = communication_pb2_grpc.CommunicationPluginServiceStub(channel)
-            request = communication_pb2.SendMessageRequest(message=communication_pb2.CanonicalMessage(
-                message_id="bench", to_address="a@example.com", subject="s", content="x" * 200))
+            request = communication_pb2.SendMessageRequest(
+                message=communication_pb2.CanonicalMessage(
+                    message_id="bench", to_address="a@example.com", subject="s", content="x" * 200
+                )
+            )
             targets = {"python echo (example-echo)": python_id, "node (create-plugin --lang node)": node_id}
             samples: dict[str, list[float]] = {name: [] for name in targets}
 

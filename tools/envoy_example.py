@@ -14,7 +14,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vivified.core.rest import BridgeConfig, build_descriptor_set, load_descriptor_set, render_config, transcoded_services
+from vivified.core.rest import (
+    BridgeConfig,
+    build_descriptor_set,
+    load_descriptor_set,
+    render_config,
+    transcoded_services,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "deploy" / "envoy" / "envoy.yaml"
@@ -22,12 +28,22 @@ ETC = Path("/etc/vivified/rest")
 
 
 def example(services: tuple[str, ...]) -> str:
-    return render_config(BridgeConfig(
-        listen_host="0.0.0.0", listen_port=8443, core_host="vivified-core", core_port=7444,
-        core_server_name="core.vivified.local", core_spiffe_id="spiffe://vivified.local/core",
-        ca_file=ETC / "core-ca.crt", cert_file=ETC / "tls" / "rest.crt", key_file=ETC / "tls" / "rest.key",
-        descriptor_file=ETC / "vivified.binpb", openapi_file=ETC / "openapi.json", services=services,
-    ))
+    return render_config(
+        BridgeConfig(
+            listen_host="0.0.0.0",
+            listen_port=8443,
+            core_host="vivified-core",
+            core_port=7444,
+            core_server_name="core.vivified.local",
+            core_spiffe_id="spiffe://vivified.local/core",
+            ca_file=ETC / "core-ca.crt",
+            cert_file=ETC / "tls" / "rest.crt",
+            key_file=ETC / "tls" / "rest.key",
+            descriptor_file=ETC / "vivified.binpb",
+            openapi_file=ETC / "openapi.json",
+            services=services,
+        )
+    )
 
 
 def current() -> str:

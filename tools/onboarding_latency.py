@@ -27,7 +27,10 @@ from pathlib import Path
 def _cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vivified.core.cli", args[0], "--data-dir", str(data), *args[1:]],
-        capture_output=True, text=True, timeout=60, env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
     )
 
 
@@ -61,9 +64,25 @@ def main() -> int:
         data = Path(tmp) / "data"
         log = open(Path(tmp) / "up.log", "wb")  # noqa: SIM115 - closed below
         up = subprocess.Popen(
-            [sys.executable, "-m", "vivified.core.cli", "up", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-             "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=_env(),
+            [
+                sys.executable,
+                "-m",
+                "vivified.core.cli",
+                "up",
+                "--data-dir",
+                str(data),
+                "--listen",
+                "127.0.0.1:0",
+                "--bootstrap",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+                "--heartbeat-interval",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
         )
         try:
             _wait(lambda: (data / "run" / "core.json").exists(), 60, "the core")
@@ -73,9 +92,20 @@ def main() -> int:
             for n in range(1, args.runs + 1):
                 mail = outbox / f"{n}.eml"
                 started = time.monotonic()
-                created = _cli(data, "users", "create", "--username", f"person{n}", "--email",
-                               f"person{n}@example.com", "--display-name", f"Person {n}", "--role", "viewer",
-                               "--json")
+                created = _cli(
+                    data,
+                    "users",
+                    "create",
+                    "--username",
+                    f"person{n}",
+                    "--email",
+                    f"person{n}@example.com",
+                    "--display-name",
+                    f"Person {n}",
+                    "--role",
+                    "viewer",
+                    "--json",
+                )
                 exited = time.monotonic()
                 if created.returncode != 0:
                     raise SystemExit(created.stderr)
@@ -87,16 +117,24 @@ def main() -> int:
                 # inside CreateUser) to the sink writing the file.
                 trace = json.loads(created.stdout)["trace_id"]
                 queried = _cli(data, "audit", "query", "--trace", trace, "--limit", "200", "--json")
-                first = min(dt.datetime.fromisoformat(r["record_time"].replace("Z", "+00:00"))
-                            for r in json.loads(queried.stdout)["records"])
+                first = min(
+                    dt.datetime.fromisoformat(r["record_time"].replace("Z", "+00:00"))
+                    for r in json.loads(queried.stdout)["records"]
+                )
                 in_core.append(mail.stat().st_mtime - first.timestamp())
             print(f"runs: {args.runs}")
-            print(f"users create start -> mail in outbox: median {statistics.median(from_start) * 1000:.0f} ms "
-                  f"(min {min(from_start) * 1000:.0f}, max {max(from_start) * 1000:.0f})")
-            print(f"first audit record of the trace -> mail file written: median {statistics.median(in_core) * 1000:.0f} ms "
-                  f"(min {min(in_core) * 1000:.0f}, max {max(in_core) * 1000:.0f})")
-            print(f"users create exit  -> mail in outbox: median {statistics.median(from_exit) * 1000:.0f} ms "
-                  f"(min {min(from_exit) * 1000:.0f}, max {max(from_exit) * 1000:.0f})")
+            print(
+                f"users create start -> mail in outbox: median {statistics.median(from_start) * 1000:.0f} ms "
+                f"(min {min(from_start) * 1000:.0f}, max {max(from_start) * 1000:.0f})"
+            )
+            print(
+                f"first audit record of the trace -> mail file written: median {statistics.median(in_core) * 1000:.0f} ms "
+                f"(min {min(in_core) * 1000:.0f}, max {max(in_core) * 1000:.0f})"
+            )
+            print(
+                f"users create exit  -> mail in outbox: median {statistics.median(from_exit) * 1000:.0f} ms "
+                f"(min {min(from_exit) * 1000:.0f}, max {max(from_exit) * 1000:.0f})"
+            )
         finally:
             up.send_signal(signal.SIGTERM)
             try:

@@ -14,8 +14,11 @@ _TOP = pathlib.Path(__file__).resolve().parent.parent
 _SETUPTOOLS = tomllib.loads((_TOP / "pyproject.toml").read_text())["tool"]["setuptools"]
 ROOTS: dict[str, str] = _SETUPTOOLS["package-dir"]
 # Roots that hold only package data (the .proto files): listed although they have no __init__.py.
-DATA_ROOTS = frozenset(name for name, rel in ROOTS.items() if not (_TOP / rel / "__init__.py").exists()
-                       and name in _SETUPTOOLS.get("package-data", {}))
+DATA_ROOTS = frozenset(
+    name
+    for name, rel in ROOTS.items()
+    if not (_TOP / rel / "__init__.py").exists() and name in _SETUPTOOLS.get("package-data", {})
+)
 
 
 def packages(top: pathlib.Path) -> list[str]:

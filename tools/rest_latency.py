@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import grpc
+
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.core.identity import totp
@@ -43,8 +44,14 @@ def _env() -> dict[str, str]:
 
 
 def _cli(data: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "vivified.core.cli", args[0], "--data-dir", str(data), *args[1:]],
-                          capture_output=True, text=True, timeout=120, env=_env(), check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "vivified.core.cli", args[0], "--data-dir", str(data), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"{args}: {done.stderr}{done.stdout}")
     return done.stdout
@@ -58,7 +65,9 @@ def _free_port() -> int:
 
 async def _token(bootstrap: str, ca: bytes) -> str:
     creds = grpc.ssl_channel_credentials(ca)
-    async with grpc.aio.secure_channel(bootstrap, creds, options=[("grpc.ssl_target_name_override", "core.vivified.local")]) as ch:
+    async with grpc.aio.secure_channel(
+        bootstrap, creds, options=[("grpc.ssl_target_name_override", "core.vivified.local")]
+    ) as ch:
         stub = auth_grpc.AuthServiceStub(ch)
         first = await stub.Login(auth_pb.LoginRequest(username="bench", password=PASSWORD), timeout=10)
         enrol = await stub.EnrollMfa(auth_pb.EnrollMfaRequest(mfa_token=first.mfa_token), timeout=10)
@@ -70,7 +79,9 @@ async def _token(bootstrap: str, ca: bytes) -> str:
 async def _grpc_times(bootstrap: str, ca: bytes, token: str, calls: int) -> list[float]:
     creds = grpc.ssl_channel_credentials(ca)
     times = []
-    async with grpc.aio.secure_channel(bootstrap, creds, options=[("grpc.ssl_target_name_override", "core.vivified.local")]) as ch:
+    async with grpc.aio.secure_channel(
+        bootstrap, creds, options=[("grpc.ssl_target_name_override", "core.vivified.local")]
+    ) as ch:
         stub = admin_grpc.PluginAdminServiceStub(ch)
         metadata = (("authorization", f"Bearer {token}"),)
         for _ in range(calls):
@@ -105,9 +116,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         core = subprocess.Popen(
-            [sys.executable, "-m", "vivified.core.cli", "core", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-             "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
+            [
+                sys.executable,
+                "-m",
+                "vivified.core.cli",
+                "core",
+                "--data-dir",
+                str(data),
+                "--listen",
+                "127.0.0.1:0",
+                "--bootstrap",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=_env(),
         )
         envoy = None
         try:
@@ -133,8 +158,10 @@ def main() -> int:
                 envoy.stop()
             core.terminate()
             core.wait(30)
-    print(f"ListPlugins p50 over {args.calls} sequential calls: gRPC {grpc_p50 * 1000:.2f} ms, "
-          f"REST via Envoy {rest_p50 * 1000:.2f} ms, ratio REST/gRPC {rest_p50 / grpc_p50:.2f}")
+    print(
+        f"ListPlugins p50 over {args.calls} sequential calls: gRPC {grpc_p50 * 1000:.2f} ms, "
+        f"REST via Envoy {rest_p50 * 1000:.2f} ms, ratio REST/gRPC {rest_p50 / grpc_p50:.2f}"
+    )
     return 0
 
 

@@ -27,6 +27,10 @@ fi
 echo "== types: mypy --strict on core/ and sdk/ (tools/typecheck.py)"
 python tools/typecheck.py
 
+echo "== lint: ruff check and ruff format --check (everything but generated code)"
+ruff check --no-cache .
+ruff format --check --no-cache .
+
 echo "== Node.js: sdk/nodejs and the Node plugins' unit tests (node --test)"
 (cd sdk/nodejs && node --test dist/test/)
 for lock in plugins/*/package-lock.json; do

@@ -37,11 +37,7 @@ def build_tree(farm: Path, dirs: dict[str, Path]) -> None:
         if name.count(".") > 1:
             sys.exit(f"typecheck: package-dir maps {name}; only one level below a top package is supported")
     for top in [name for name in dirs if "." not in name]:
-        subpackages = {
-            name.removeprefix(top + "."): path
-            for name, path in dirs.items()
-            if name.startswith(top + ".")
-        }
+        subpackages = {name.removeprefix(top + "."): path for name, path in dirs.items() if name.startswith(top + ".")}
         package = farm / top
         package.mkdir()
         for entry in dirs[top].iterdir():
@@ -59,10 +55,14 @@ def main() -> int:
         targets = [name.replace(".", "/") for name in CHECKED]
         result = subprocess.run(
             [
-                sys.executable, "-m", "mypy",
-                "--config-file", str(ROOT / "pyproject.toml"),
+                sys.executable,
+                "-m",
+                "mypy",
+                "--config-file",
+                str(ROOT / "pyproject.toml"),
                 # Kept in the work tree so a second run only re-checks what changed.
-                "--cache-dir", str(ROOT / ".mypy_cache"),
+                "--cache-dir",
+                str(ROOT / ".mypy_cache"),
                 *sys.argv[1:],
                 *targets,
             ],
@@ -72,9 +72,7 @@ def main() -> int:
             text=True,
         )
     # Report the real paths (core/x.py, not vivified/core/x.py) so editors can jump to them.
-    prefixes = {
-        name.replace(".", "/") + "/": os.path.relpath(dirs[name], ROOT) + "/" for name in CHECKED
-    }
+    prefixes = {name.replace(".", "/") + "/": os.path.relpath(dirs[name], ROOT) + "/" for name in CHECKED}
     for stream, text in ((sys.stdout, result.stdout), (sys.stderr, result.stderr)):
         for line in text.splitlines(keepends=True):
             for farm_prefix, real_prefix in prefixes.items():

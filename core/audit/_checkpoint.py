@@ -25,6 +25,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from vivified.core.audit._record import canonical_json, format_time
 from vivified.core.ca import KeyFileError, load_private_key
 
@@ -86,9 +87,7 @@ class CheckpointSigner:
         else:
             loaded = load_private_key(key_path)
             if not isinstance(loaded, ed25519.Ed25519PrivateKey):
-                raise KeyFileError(
-                    f"audit checkpoint key {key_path} is not an Ed25519 key", reason="KEY_FILE_INVALID"
-                )
+                raise KeyFileError(f"audit checkpoint key {key_path} is not an Ed25519 key", reason="KEY_FILE_INVALID")
             key = loaded
         signer = cls(key)
         pub_path = public_key_path(key_path)
@@ -195,9 +194,7 @@ _TAIL_BYTES = 4096
 """A checkpoint line is about 250 bytes; the last one lies within this."""
 
 
-def last_checkpoint(
-    path: Path, public_key: ed25519.Ed25519PublicKey
-) -> tuple[Checkpoint | None, str] | None:
+def last_checkpoint(path: Path, public_key: ed25519.Ed25519PublicKey) -> tuple[Checkpoint | None, str] | None:
     """The last line of `path` as `(checkpoint, problem)` (see `parse_line`),
     reading only the end of the file; None when the file is absent or empty.
     A last line without its newline (a write torn by a crash) is a problem."""

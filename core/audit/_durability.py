@@ -52,9 +52,7 @@ class Durability:
         if self.mode not in DURABILITY_MODES:
             raise ValueError(f"audit_durability must be one of {', '.join(DURABILITY_MODES)}, not {self.mode!r}")
         if not MIN_SYNC_INTERVAL <= self.sync_interval <= MAX_SYNC_INTERVAL:
-            raise ValueError(
-                f"audit_sync_interval must be between {MIN_SYNC_INTERVAL} and {MAX_SYNC_INTERVAL} seconds"
-            )
+            raise ValueError(f"audit_sync_interval must be between {MIN_SYNC_INTERVAL} and {MAX_SYNC_INTERVAL} seconds")
 
 
 class AuditSyncFailed(Exception):

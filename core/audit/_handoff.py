@@ -69,9 +69,7 @@ class Outbox:
                 self._put(items)
 
 
-def settle(
-    batch: list[Pending], stored: list[StoredRecord] | None, error: BaseException | None
-) -> None:
+def settle(batch: list[Pending], stored: list[StoredRecord] | None, error: BaseException | None) -> None:
     """Resolve every future of `batch`: with its stored record after a commit,
     or with `error` when the batch was not committed."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[int, Pending]]] = {}

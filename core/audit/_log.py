@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
+
 from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
 from vivified.core.audit._durability import AuditSyncFailed, Durability, GroupSync, group_flush
 from vivified.core.audit._handoff import Outbox, Pending, settle
@@ -96,9 +97,7 @@ class AuditLog:
         self._statements = WriterStatements(engine.dialect)
         self.durability = durability if durability is not None else Durability()
         flush = group_flush(engine) if self.durability.mode == "group" else None
-        self._sync = (
-            GroupSync(flush, self.durability.sync_interval, clock.monotonic) if flush is not None else None
-        )
+        self._sync = GroupSync(flush, self.durability.sync_interval, clock.monotonic) if flush is not None else None
         # PostgreSQL in group mode: each batch commits asynchronously
         # (`synchronous_commit=off`), the sync thread's flush covers it.
         self._async_commit = self._sync is not None and engine.dialect.name == "postgresql"
@@ -208,7 +207,7 @@ class AuditLog:
                     batch.extend(more)
             if batch:
                 for start in range(0, len(batch), self._max_batch):
-                    self._commit(batch[start:start + self._max_batch])
+                    self._commit(batch[start : start + self._max_batch])
             if stop and self._queue.empty():
                 # Always, even when nothing changed since the last one: the
                 # final flag is what says no record may follow.
@@ -239,9 +238,7 @@ class AuditLog:
                 stored = []
                 for pending in batch:
                     seq += 1
-                    record = StoredRecord.chain(
-                        pending.record, seq=seq, time=pending.time, prev_hash=prev
-                    )
+                    record = StoredRecord.chain(pending.record, seq=seq, time=pending.time, prev_hash=prev)
                     prev = record.hash
                     stored.append(record)
                 self._statements.insert(conn, stored)
@@ -320,10 +317,7 @@ class AuditLog:
                 _log.exception("closing the audit writer's connection failed")
 
     def _checkpoint_if_due(self) -> None:
-        due = (
-            self._last_checkpoint is None
-            or self._clock.monotonic() - self._last_checkpoint >= self._every
-        )
+        due = self._last_checkpoint is None or self._clock.monotonic() - self._last_checkpoint >= self._every
         if due and self._head[0] != self._checkpointed_seq:
             self._write_checkpoint()
 

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
 from vivified.core.audit._record import StoredRecord
 from vivified.core.audit._table import audit_table
 
@@ -31,8 +32,12 @@ def query(engine: sa.Engine, where: AuditFilter, limit: int) -> list[StoredRecor
     """Up to `limit` matching records, newest first (keyset paged by seq)."""
     table = audit_table
     select = sa.select(table).order_by(table.c.seq.desc()).limit(limit)
-    for column, value in ((table.c.actor, where.actor), (table.c.action, where.action),
-                          (table.c.decision, where.decision), (table.c.trace_id, where.trace_id)):
+    for column, value in (
+        (table.c.actor, where.actor),
+        (table.c.action, where.action),
+        (table.c.decision, where.decision),
+        (table.c.trace_id, where.trace_id),
+    ):
         if value:
             select = select.where(column == value)
     if where.start is not None:

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from vivified.admin.v1 import audit_query_pb2 as pb
 from vivified.admin.v1 import audit_query_pb2_grpc
 from vivified.core.audit._query import AuditFilter, query
@@ -66,9 +67,17 @@ def _filter(request: pb.ListAuditRecordsRequest) -> tuple[AuditFilter, int]:
 
 def _entry(record: StoredRecord) -> pb.AuditRecordEntry:
     entry = pb.AuditRecordEntry(
-        seq=record.seq, actor=record.actor, action=record.action, resource=record.resource,
-        decision=record.decision, reason=record.reason, rule_id=record.rule_id, outcome=record.outcome,
-        trace_id=record.trace_id, detail_json=record.detail or "", hash=record.hash,
+        seq=record.seq,
+        actor=record.actor,
+        action=record.action,
+        resource=record.resource,
+        decision=record.decision,
+        reason=record.reason,
+        rule_id=record.rule_id,
+        outcome=record.outcome,
+        trace_id=record.trace_id,
+        detail_json=record.detail or "",
+        hash=record.hash,
     )
     entry.record_time.FromDatetime(record.time)
     return entry

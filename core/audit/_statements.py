@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+
 from vivified.core.audit._record import GENESIS_HASH, StoredRecord
 from vivified.core.audit._table import audit_table
 
@@ -55,4 +56,3 @@ class WriterStatements:
         for key, process in self._processors:
             row[key] = process(row[key])
         return row if self._order is None else tuple(row[key] for key in self._order)
-

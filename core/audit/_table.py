@@ -9,6 +9,7 @@ both claim the same seq and one transaction would fail.
 from __future__ import annotations
 
 import sqlalchemy as sa
+
 from vivified.core.db import metadata
 
 audit_table = sa.Table(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from vivified.core.audit._checkpoint import last_checkpoint
 from vivified.core.audit._table import audit_table
 from vivified.core.audit._verify import ChainAnchor, walk

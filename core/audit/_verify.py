@@ -14,6 +14,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from vivified.core.audit._checkpoint import Checkpoint, load_public_key, read_checkpoints
 from vivified.core.audit._record import GENESIS_HASH, StoredRecord
 from vivified.core.audit._table import audit_table
@@ -44,10 +45,7 @@ class _Unreadable(Exception):
 def _fetch(engine: sa.Engine, after: int, limit: int) -> list[StoredRecord]:
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(audit_table)
-            .where(audit_table.c.seq > after)
-            .order_by(audit_table.c.seq)
-            .limit(limit)
+            sa.select(audit_table).where(audit_table.c.seq > after).order_by(audit_table.c.seq).limit(limit)
         ).mappings()
         return [StoredRecord.from_row(row) for row in rows]
 
@@ -115,7 +113,9 @@ def walk(
                     f"{'chains past it onto seq ' + str(count - 1) if skips else 'was not chained onto it'}"
                 )
                 return VerifyResult(False, count - 1, count, problem)
-            what = "prev_hash does not link" if intact else "hash does not match its content and prev_hash does not link"
+            what = (
+                "prev_hash does not link" if intact else "hash does not match its content and prev_hash does not link"
+            )
             return VerifyResult(False, count, expected, f"seq {expected}: {what} to seq {count}")
     except _Unreadable as exc:
         return VerifyResult(False, count, count + 1, f"row after seq {count} is unreadable: {exc}")
@@ -168,7 +168,9 @@ def verify(
                 after_final = after_final or _after_final(count, *final)
             final = None
             if checkpoint is None:
-                return walked if not walked.ok else VerifyResult(False, count, None, f"checkpoint line {line}: {problem}")
+                return (
+                    walked if not walked.ok else VerifyResult(False, count, None, f"checkpoint line {line}: {problem}")
+                )
             where = f"checkpoint line {line} (seq {checkpoint.seq})"
             if problem:
                 return _earliest(walked, VerifyResult(False, count, checkpoint.seq, f"{where}: {problem}"))
@@ -181,8 +183,7 @@ def verify(
                     False,
                     count,
                     count + 1,
-                    f"{where}: log truncated: checkpoint counts {checkpoint.count} "
-                    f"records, the table holds {count}",
+                    f"{where}: log truncated: checkpoint counts {checkpoint.count} records, the table holds {count}",
                 )
             stored = conn.execute(
                 sa.select(audit_table.c.hash).where(audit_table.c.seq == checkpoint.seq)
@@ -225,9 +226,5 @@ def tail(engine: sa.Engine, n: int) -> list[StoredRecord]:
     if n <= 0:
         return []
     with engine.connect() as conn:
-        rows = (
-            conn.execute(sa.select(audit_table).order_by(audit_table.c.seq.desc()).limit(n))
-            .mappings()
-            .all()
-        )
+        rows = conn.execute(sa.select(audit_table).order_by(audit_table.c.seq.desc()).limit(n)).mappings().all()
     return [StoredRecord.from_row(row) for row in reversed(rows)]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable
+
 import sqlalchemy as sa
+
 from vivified.core.audit._checkpoint import CheckpointSigner
 from vivified.core.audit._durability import Durability
 from vivified.core.audit._log import AuditLog

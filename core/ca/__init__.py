@@ -37,14 +37,14 @@ from vivified.core.ca._keyfiles import (
 )
 from vivified.core.ca._keys import SigningKey, SubjectPublicKey, new_private_key
 from vivified.core.ca._material import CAError, load_certificate_file
-from vivified.core.ca._rotation import NEXT_DIR, PREVIOUS_ROOT, RotationPlan, begin_rotation, read_plan
-from vivified.core.ca._serving import CoreTLS
 from vivified.core.ca._peer import (
     PeerCertificate,
     PeerCertificateParser,
     identity_from_pem,
     svid_leaf_problem,
 )
+from vivified.core.ca._rotation import NEXT_DIR, PREVIOUS_ROOT, RotationPlan, begin_rotation, read_plan
+from vivified.core.ca._serving import CoreTLS
 from vivified.core.ca._spiffe import (
     SpiffeIdentity,
     SpiffeKind,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
 from vivified.core.ca._build import LeafProfile, build_leaf
 from vivified.core.ca._config import CAConfig, IssuedCertificate
 from vivified.core.ca._csr import validate_csr
@@ -248,7 +249,9 @@ class CertificateAuthority:
         return steps
 
     def _reload(self, directory: Path) -> None:
-        fresh = CertificateAuthority.load_or_create(directory, self._config, self._clock, random_bytes=self._random_bytes)
+        fresh = CertificateAuthority.load_or_create(
+            directory, self._config, self._clock, random_bytes=self._random_bytes
+        )
         self._m = fresh._m
 
     @property
@@ -328,9 +331,7 @@ class CertificateAuthority:
         )
         return self._issue(profile, _public_key(key), self._config.core_ttl)
 
-    def issue_operator_certificate(
-        self, name: str, key: SigningKey | SubjectPublicKey
-    ) -> IssuedCertificate:
+    def issue_operator_certificate(self, name: str, key: SigningKey | SubjectPublicKey) -> IssuedCertificate:
         """A client-only certificate for an operator's admin tooling."""
         profile = LeafProfile(
             common_name=name,
@@ -340,9 +341,7 @@ class CertificateAuthority:
         )
         return self._issue(profile, _public_key(key), self._config.operator_ttl)
 
-    def _issue(
-        self, profile: LeafProfile, public_key: SubjectPublicKey, ttl: dt.timedelta
-    ) -> IssuedCertificate:
+    def _issue(self, profile: LeafProfile, public_key: SubjectPublicKey, ttl: dt.timedelta) -> IssuedCertificate:
         now = self._clock.now()
         m = self._m
         ca_not_after = m.issuing_cert.not_valid_after_utc

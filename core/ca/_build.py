@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from vivified.core.ca._keys import SigningKey, SubjectPublicKey, signature_hash
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -109,9 +110,7 @@ def _ca_builder(
         # The trust domain in the CA's own SAN lets a loader tell that CA
         # material belongs to another deployment before it issues anything.
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]
-            ),
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]),
             critical=False,
         )
     )

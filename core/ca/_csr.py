@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+
 from vivified.core.ca._keys import SubjectPublicKey, as_subject_key, public_key_problem
 from vivified.core.errors import InvalidArgument
 
@@ -34,14 +35,10 @@ def _check_extensions(csr: x509.CertificateSigningRequest, spiffe_id: str) -> No
     for extension in extensions:
         value = extension.value
         if isinstance(value, x509.BasicConstraints) and value.ca:
-            raise _invalid(
-                "it requests basicConstraints CA:true; plugin certificates are never CAs"
-            )
+            raise _invalid("it requests basicConstraints CA:true; plugin certificates are never CAs")
         if isinstance(value, x509.SubjectAlternativeName):
             for name in value:
-                if not (
-                    isinstance(name, x509.UniformResourceIdentifier) and name.value == spiffe_id
-                ):
+                if not (isinstance(name, x509.UniformResourceIdentifier) and name.value == spiffe_id):
                     raise _invalid(
                         f"it requests subjectAltName {_describe(name)}; the only SAN allowed "
                         f"in the CSR is {spiffe_id!r}"

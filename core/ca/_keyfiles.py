@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
 from vivified.core.ca._keys import SigningKey
 from vivified.core.errors import FailedPrecondition
 
@@ -92,9 +93,7 @@ def _read_checked(path: Path, expected_uid: int) -> bytes:
     except FileNotFoundError:
         raise KeyFileError(f"key file {path} does not exist", reason="KEY_FILE_MISSING") from None
     except OSError as exc:
-        raise KeyFileError(
-            f"key file {path} cannot be opened: {exc.strerror}", reason="KEY_FILE_UNREADABLE"
-        ) from None
+        raise KeyFileError(f"key file {path} cannot be opened: {exc.strerror}", reason="KEY_FILE_UNREADABLE") from None
     try:
         # fstat on the open descriptor: the file checked is the file read.
         _check_file(path, os.fstat(fd), expected_uid)

@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+
 from vivified.core.ca._keys import SigningKey
 from vivified.core.errors import FailedPrecondition
 
@@ -41,17 +42,13 @@ def load_certificate_file(path: Path) -> x509.Certificate:
     except ValueError:
         raise CAError(f"certificate file {path} holds no valid PEM certificate") from None
     if len(certs) != 1:
-        raise CAError(
-            f"certificate file {path} must hold exactly one certificate, found {len(certs)}"
-        )
+        raise CAError(f"certificate file {path} must hold exactly one certificate, found {len(certs)}")
     return certs[0]
 
 
 def _spki(key_owner: x509.Certificate | SigningKey) -> bytes:
     public = key_owner.public_key()
-    return public.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _require_ca(cert: x509.Certificate, role: str) -> None:
@@ -70,15 +67,9 @@ def _require_trust_domain(cert: x509.Certificate, role: str, trust_domain: str) 
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return
-    uris = [
-        u
-        for u in san.get_values_for_type(x509.UniformResourceIdentifier)
-        if u.startswith("spiffe://")
-    ]
+    uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("spiffe://")]
     if uris and f"spiffe://{trust_domain}" not in uris:
-        raise CAError(
-            f"{role} certificate belongs to {', '.join(uris)}, not to trust domain {trust_domain!r}"
-        )
+        raise CAError(f"{role} certificate belongs to {', '.join(uris)}, not to trust domain {trust_domain!r}")
 
 
 def _require_signed_by(cert: x509.Certificate, issuer: x509.Certificate, failure: str) -> None:
@@ -116,9 +107,7 @@ def verify_ca_material(
     _require_ca(root_cert, "root")
     _require_ca(issuing_cert, "issuing CA")
     _require_signed_by(root_cert, root_cert, "root certificate is not self-signed")
-    _require_signed_by(
-        issuing_cert, root_cert, "issuing CA certificate does not chain to the root certificate"
-    )
+    _require_signed_by(issuing_cert, root_cert, "issuing CA certificate does not chain to the root certificate")
     if _spki(issuing_key) != _spki(issuing_cert):
         raise CAError("issuing CA key does not match the issuing CA certificate")
     if root_key is not None and _spki(root_key) != _spki(root_cert):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
 from vivified.core.ca._spiffe import SpiffeIdentity, parse_spiffe_id
 from vivified.core.errors import Unauthenticated
 

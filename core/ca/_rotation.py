@@ -33,6 +33,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
 from vivified.core.ca._config import CAConfig
 from vivified.core.ca._keyfiles import atomic_write
 from vivified.core.ca._material import CAError, load_certificate_file
@@ -177,9 +178,7 @@ def switch_files(directory: Path, plan: RotationPlan, now: dt.datetime, min_over
     """Make `next/` the CA, keeping the old root as `previous-root.crt`."""
     root = (directory / "root.crt").read_bytes()
     atomic_write(directory / PREVIOUS_ROOT, root, 0o644)
-    switched = replace(
-        plan, phase="switched", switched_at=now, remove_at=now + max(plan.overlap, min_overlap)
-    )
+    switched = replace(plan, phase="switched", switched_at=now, remove_at=now + max(plan.overlap, min_overlap))
     _write_plan(directory, switched)
     finish_interrupted_switch(directory)
     return switched

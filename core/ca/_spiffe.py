@@ -67,9 +67,7 @@ def core_spiffe_id(trust_domain: str) -> str:
 
 def plugin_spiffe_id(trust_domain: str, plugin_id: str) -> str:
     """`spiffe://<td>/plugin/<id>`; raises InvalidArgument for an invalid plugin id."""
-    return (
-        f"spiffe://{check_trust_domain(trust_domain)}/plugin/{_checked_name('plugin', plugin_id)}"
-    )
+    return f"spiffe://{check_trust_domain(trust_domain)}/plugin/{_checked_name('plugin', plugin_id)}"
 
 
 def operator_spiffe_id(trust_domain: str, name: str) -> str:

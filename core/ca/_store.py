@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
 from vivified.core.ca._build import build_issuing, build_root
 from vivified.core.ca._config import CAConfig
 from vivified.core.ca._keyfiles import atomic_write, load_private_key, write_private_key
@@ -38,9 +39,7 @@ class CAMaterial:
     root_key: SigningKey | None
 
 
-def load_or_create_material(
-    directory: Path, config: CAConfig, clock: Clock, random_bytes: RandomBytes
-) -> CAMaterial:
+def load_or_create_material(directory: Path, config: CAConfig, clock: Clock, random_bytes: RandomBytes) -> CAMaterial:
     """Read the CA files in `directory`; create them all if none exists."""
     if not directory.exists():
         directory.mkdir(mode=0o700, parents=True)
@@ -64,9 +63,7 @@ def load_or_create_material(
     )
 
 
-def create_material(
-    directory: Path, config: CAConfig, clock: Clock, random_bytes: RandomBytes
-) -> CAMaterial:
+def create_material(directory: Path, config: CAConfig, clock: Clock, random_bytes: RandomBytes) -> CAMaterial:
     """A new root and issuing CA written to `directory` (which must exist)."""
     now = clock.now()
     not_before = now - config.clock_skew
@@ -92,9 +89,5 @@ def create_material(
     write_private_key(directory / "root.key", root_key)
     write_private_key(directory / "issuing.key", issuing_key)
     atomic_write(directory / "root.crt", root_cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    atomic_write(
-        directory / "issuing.crt", issuing_cert.public_bytes(serialization.Encoding.PEM), 0o644
-    )
-    return CAMaterial(
-        root_cert=root_cert, issuing_cert=issuing_cert, issuing_key=issuing_key, root_key=root_key
-    )
+    atomic_write(directory / "issuing.crt", issuing_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return CAMaterial(root_cert=root_cert, issuing_cert=issuing_cert, issuing_key=issuing_key, root_key=root_key)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from cryptography import x509
 from prometheus_client import CollectorRegistry, Gauge
+
 from vivified.core.registry import CertificateRecord
 from vivified.events.v1.canonical_pb2 import SEVERITY_WARNING, SecurityAlert
 
@@ -85,9 +86,7 @@ class LeafExpiry:
         self._warned: set[int] = set()
         self._shown: set[str] = set()
 
-    def observe(
-        self, records: Iterable[CertificateRecord], active: set[str], now: dt.datetime
-    ) -> list[SecurityAlert]:
+    def observe(self, records: Iterable[CertificateRecord], active: set[str], now: dt.datetime) -> list[SecurityAlert]:
         newest: dict[str, CertificateRecord] = {}
         for record in records:
             plugin = record.subject.removeprefix("plugin/")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives import serialization
+
 from vivified.core.ca import CertificateAuthority, CoreTLS, new_private_key
 from vivified.core.carotation._driver import TrustChange
 from vivified.core.registry import CoreIdentity, PluginConnector

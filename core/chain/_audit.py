@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import grpc
 from opentelemetry import trace
+
 from vivified.core.audit import AuditRecord
 from vivified.core.chain._call import Call, Proceed, current_call
 from vivified.core.chain._outcome import Outcome, Trail

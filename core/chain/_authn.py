@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
+
 from vivified.core.ca import PeerCertificateParser
 from vivified.core.chain._call import Call, Principal, Proceed
 from vivified.core.chain._outcome import Denied
@@ -41,7 +42,6 @@ class Authenticator:
         peer_cert = self._parser.parse(next(iter(pems)))  # typed as an Iterable, not a list
         name = peer_cert.identity.name or peer_cert.identity.kind
         return Principal(kind=PrincipalKind(peer_cert.identity.kind), id=name, cert_serial=peer_cert.serial)
-
 
     def revoked(self, principal: Principal) -> bool:
         return principal.cert_serial is not None and self._is_revoked(principal.cert_serial)

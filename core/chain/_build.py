@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
+
 from vivified.core.chain._audit import AuditLayer
 from vivified.core.chain._authn import AuthenticationLayer
 from vivified.core.chain._call import Call, Proceed, _current

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+
 from vivified.core.chain._methods import DEFAULT_FACTS, MethodFacts
 from vivified.core.chain._outcome import Trail
 from vivified.core.kinds import PrincipalKind

@@ -19,6 +19,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
 from vivified.core.chain._audit import AuditRecorder
 from vivified.core.chain._authn import Authenticator, CredentialCheck
 from vivified.core.chain._call import Call

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 
 import grpc
+
 from vivified.core.chain._audit import AuditRecorder
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._outcome import Denied, Outcome

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 
 import grpc
+
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._outcome import Denied
 from vivified.core.policy import Decision, PolicyInput, RuleIndex, evaluate

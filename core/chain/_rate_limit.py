@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._outcome import Denied
 from vivified.core.clock import Clock

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
+
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._outcome import Denied
 from vivified.core.kinds import PluginStatus, PrincipalKind

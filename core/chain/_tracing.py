@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from opentelemetry import context, trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 from vivified.core.chain._call import Call, Proceed
 
 
@@ -56,7 +57,8 @@ def _finish(span: trace.Span, call: Call) -> None:
     reason = outcome.reason if outcome is not None else ""
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if outcome is not None and outcome.decision == "deny":
-        span.add_event("vivified.policy.deny", {"vivified.rule_id": outcome.rule_id or call.rule_id,
-                                                "vivified.reason": reason})
+        span.add_event(
+            "vivified.policy.deny", {"vivified.rule_id": outcome.rule_id or call.rule_id, "vivified.reason": reason}
+        )
     if code != grpc.StatusCode.OK:
         span.set_status(trace.StatusCode.ERROR, reason or code.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+
 from vivified.options.v1 import options_pb2
 
 _REQUIRED = {

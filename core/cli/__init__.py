@@ -38,21 +38,21 @@ from collections.abc import Callable, Sequence
 from vivified.core.cli import (
     _audit_cmd,
     _bench,
+    _ca_cmd,
     _config_cmd,
     _core_settings_cmd,
     _create_plugin,
     _db_cmd,
-    _storage_cmd,
     _events_cmd,
     _health_cmd,
-    _operators_cmd,
-    _ca_cmd,
     _manifest_cmd,
+    _operators_cmd,
     _plugin_config_cmd,
     _plugins_cmd,
     _policy_cmd,
-    _rest_cmd,
     _proto_path_cmd,
+    _rest_cmd,
+    _storage_cmd,
     _users_cmd,
 )
 from vivified.core.cli._client import ClientError
@@ -66,11 +66,19 @@ from vivified.core.telemetry import LOG_FORMATS, configure_logging
 
 
 def _add_run_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for name, text in (("up", "run the core and every bundled plugin (development profile); with Envoy installed, "
-                              "also the REST bridge on https://127.0.0.1:8443"),
-                       ("core", "run the core broker alone. REST for scripts and browsers in production: generate "
-                                "Envoy's configuration with `vivified rest config` and run `envoy -c` "
-                                "(deploy/envoy/README.md)")):
+    for name, text in (
+        (
+            "up",
+            "run the core and every bundled plugin (development profile); with Envoy installed, "
+            "also the REST bridge on https://127.0.0.1:8443",
+        ),
+        (
+            "core",
+            "run the core broker alone. REST for scripts and browsers in production: generate "
+            "Envoy's configuration with `vivified rest config` and run `envoy -c` "
+            "(deploy/envoy/README.md)",
+        ),
+    ):
         cmd = sub.add_parser(name, help=text, description=text)
         add_core_flags(cmd)
         if name == "up":
@@ -115,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"vivified {package_version()}")
-    log_help = "log lines as text for people (default) or as one JSON object per line (time, level, logger, " \
-               "message, plugin_id, trace_id, span_id)"
+    log_help = (
+        "log lines as text for people (default) or as one JSON object per line (time, level, logger, "
+        "message, plugin_id, trace_id, span_id)"
+    )
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help=log_help)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _COMMANDS:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import grpc
 import sqlalchemy as sa
 from google.protobuf import json_format
+
 from vivified.admin.v1 import audit_query_pb2 as pb
 from vivified.admin.v1 import audit_query_pb2_grpc
 from vivified.core.audit import tail, verify
@@ -37,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "Names the first record that is wrong.",
     )
     verify_cmd.add_argument(
-        "--audit-writers", choices=list(AUDIT_WRITERS),
+        "--audit-writers",
+        choices=list(AUDIT_WRITERS),
         help="as the core was run (default: $VIVIFIED_AUDIT_WRITERS, else single)",
     )
     verify_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -45,14 +47,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tail_cmd.add_argument("-n", type=int, default=20, help="how many records (default 20)")
     tail_cmd.add_argument("--json", action="store_true", help="one JSON object per line")
     query = verbs.add_parser(
-        "query", help="list records through a running core (operator certificate, or VIVIFIED_API_KEY of an audit_viewer)"
+        "query",
+        help="list records through a running core (operator certificate, or VIVIFIED_API_KEY of an audit_viewer)",
     )
     query.add_argument("--core", metavar="HOST:PORT", help="core address (default: from the data dir)")
     query.add_argument("--actor", default="", help="e.g. plugin:relay or user:usr_…")
     query.add_argument("--action", default="", help="a full gRPC method or a verb such as core.start")
     query.add_argument("--decision", choices=["allow", "deny"], default="")
     query.add_argument(
-        "--trace", default="", metavar="TRACE_ID",
+        "--trace",
+        default="",
+        metavar="TRACE_ID",
         help="only one trace's records (32 hex digits), e.g. every step of an onboarding from `users create`",
     )
     query.add_argument("--since", type=dt.datetime.fromisoformat, metavar="ISO_TIME", help="records at or after")
@@ -100,7 +105,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
             if writers not in AUDIT_WRITERS:
                 raise ClientError(f"VIVIFIED_AUDIT_WRITERS must be single or shared, not {writers!r}")
             result = verify(
-                engine, audit_dir / "checkpoints.jsonl", audit_dir / "checkpoint.key.pub",
+                engine,
+                audit_dir / "checkpoints.jsonl",
+                audit_dir / "checkpoint.key.pub",
                 shared_chain=writers == "shared",
             )
             if args.json:

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from vivified.core.ca import NEXT_DIR, PREVIOUS_ROOT, CAConfig, CAError, begin_rotation, load_certificate_file, read_plan
+
+from vivified.core.ca import (
+    NEXT_DIR,
+    PREVIOUS_ROOT,
+    CAConfig,
+    CAError,
+    begin_rotation,
+    load_certificate_file,
+    read_plan,
+)
 from vivified.core.carotation import HOLDERS_FILE
 from vivified.core.cli._settings import data_dir
 from vivified.core.clock import SystemClock
@@ -38,11 +47,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "more (at least one leaf lifetime) stops trusting the old root. Each step is audited.",
     )
     rotate.add_argument(
-        "--overlap", type=float, default=3600.0, metavar="SECONDS",
+        "--overlap",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
         help="least time each overlap window lasts (default 3600; never less than the leaf TTL)",
     )
     rotate.add_argument(
-        "--ca-ttl", type=float, metavar="SECONDS",
+        "--ca-ttl",
+        type=float,
+        metavar="SECONDS",
         help="lifetime of the next root and issuing CA (default: root 10 years, issuing CA 1 year)",
     )
     rotate.add_argument("--json", action="store_true", help="print JSON")
@@ -102,8 +116,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
             raise CAError(f"{directory} holds no CA (start the core once to create it)", reason="CA_INCOMPLETE")
         trust_domain = _trust_domain(load_certificate_file(directory / "root.crt"))
         ttl = dt.timedelta(seconds=args.ca_ttl) if args.ca_ttl else None
-        config = CAConfig(trust_domain=trust_domain) if ttl is None else CAConfig(
-            trust_domain=trust_domain, root_ttl=ttl, issuing_ttl=ttl
+        config = (
+            CAConfig(trust_domain=trust_domain)
+            if ttl is None
+            else CAConfig(trust_domain=trust_domain, root_ttl=ttl, issuing_ttl=ttl)
         )
         if args.overlap <= 0:
             raise CAError("--overlap must be positive", reason="INVALID_REQUEST")
@@ -112,8 +128,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
             out.append(plan.to_json())
         else:
             out.append(f"next root and issuing CA created in {directory / NEXT_DIR}")
-            out.append(f"the core switches issuing at {plan.switch_at.isoformat()} at the earliest "
-                       "(and not before every plugin renewed once); see `vivified ca status`")
+            out.append(
+                f"the core switches issuing at {plan.switch_at.isoformat()} at the earliest "
+                "(and not before every plugin renewed once); see `vivified ca status`"
+            )
         return 0
     status = _status(directory, clock.now())
     if args.json:
@@ -129,8 +147,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
     if rotation is None:
         out.append("no rotation under way")
     else:
-        out.append(f"rotation: {rotation['phase']}, switch at {rotation['switch_at']}, "
-                   f"remove at {rotation['remove_at'] or '(set at the switch)'}")
+        out.append(
+            f"rotation: {rotation['phase']}, switch at {rotation['switch_at']}, "
+            f"remove at {rotation['remove_at'] or '(set at the switch)'}"
+        )
         holders = status["old_chain_holders"]
         if holders is not None:
             names = ", ".join(holders["plugins"]) or "none"

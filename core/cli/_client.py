@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
+
 from vivified.core.app import run_file
 from vivified.core.chain import error_info
 
@@ -114,7 +115,8 @@ class _ApiKey(grpc.AuthMetadataPlugin):
 def open_channel(target: OperatorTarget) -> grpc.aio.Channel:
     if target.api_key:
         credentials = grpc.composite_channel_credentials(
-            grpc.ssl_channel_credentials(target.ca), grpc.metadata_call_credentials(_ApiKey(target.api_key), name="api-key")
+            grpc.ssl_channel_credentials(target.ca),
+            grpc.metadata_call_credentials(_ApiKey(target.api_key), name="api-key"),
         )
     else:
         credentials = grpc.ssl_channel_credentials(target.ca, target.key, target.cert)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
+
 from vivified.core.audit import PROMISES
 from vivified.core.cli import _core_settings_cmd, _plugin_config_cmd
 from vivified.core.cli._config_file import config_file_path, has_password
@@ -37,6 +38,7 @@ from vivified.core.settings import (
 )
 
 MASK = "********"
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds `config` with its `show` and `plugin` verbs."""
@@ -105,6 +107,6 @@ def show(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) -
     out.append(f"note: audit_durability={config.audit_durability} promises: {PROMISES[config.audit_durability]}")
     if note:
         out.append(f"note: {note}")
-    for key, problem in (applied.refused.items() if applied is not None else ()):
+    for key, problem in applied.refused.items() if applied is not None else ():
         out.append(f"note: the stored override of {key} does not apply: {problem}")
     return 0

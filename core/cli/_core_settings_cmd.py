@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+
 from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc
 from vivified.core.cli._client import (
@@ -27,17 +28,24 @@ from vivified.core.settings import RUNTIME_KEYS
 
 def add_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     core = verbs.add_parser(
-        "core", help="runtime overrides of core settings on a running core (applied live, without a restart)",
+        "core",
+        help="runtime overrides of core settings on a running core (applied live, without a restart)",
         description="Runtime overrides of core settings, the top layer above defaults, config file, environment "
         "and flags. Stored in the core's database, audited with --reason and kept in history. The core that "
         "answers applies a change before it replies; other replicas sharing the database apply it within their "
         f"settings refresh interval (--settings-refresh, default 3 s). Overridable: {', '.join(RUNTIME_KEYS)}.",
     )
     core.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
-    core.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")
+    core.add_argument(
+        "--core",
+        metavar="HOST:PORT",
+        help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)",
+    )
     core.add_argument("--json", action="store_true", help="print JSON")
     actions = core.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="every overridable setting: the value this core applies now, its source, the stored override")
+    actions.add_parser(
+        "list", help="every overridable setting: the value this core applies now, its source, the stored override"
+    )
     change = actions.add_parser("set", help="store an override (typed and checked like the config file)")
     change.add_argument("key")
     change.add_argument("value")
@@ -73,7 +81,8 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
 def _row(setting: pb.CoreSetting) -> str:
     stored = (
         f"override {setting.override_value} by {setting.override_actor}: {setting.override_reason}"
-        if setting.has_override else "no override"
+        if setting.has_override
+        else "no override"
     )
     # pending_restart: the stored override is not (yet) what this core applies
     # (another replica stored it since this core's last refresh, or it was refused).

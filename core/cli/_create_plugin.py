@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
+
 from vivified.core.cli import _create_plugin_node
 from vivified.core.contracts import CONTRACT_SERVICES
 from vivified.core.errors import InvalidArgument
@@ -67,7 +68,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cmd.add_argument("--contract", required=True, help=f"the contract service to serve: {known}")
     cmd.add_argument("--dir", type=pathlib.Path, default=pathlib.Path("."), help="parent directory (default .)")
     cmd.add_argument(
-        "--lang", choices=LANGUAGES, default="python",
+        "--lang",
+        choices=LANGUAGES,
+        default="python",
         help="python (default): a package run with `python -m`, tested with pytest against a real core; "
         "node: a TypeScript project on sdk/nodejs (package.json depending on the SDK by path), tested with "
         "`npm install && npm test` (node --test); both run with `vivified up --plugin DIR`",
@@ -95,8 +98,11 @@ def resolve_contract(contract: str) -> ServiceDescriptor:
 
 def _classified(field: FieldDescriptor) -> bool:
     level: int = field.GetOptions().Extensions[options_pb2.classification]
-    return level not in (options_pb2.CLASSIFICATION_UNSPECIFIED, options_pb2.CLASSIFICATION_PUBLIC,
-                         options_pb2.CLASSIFICATION_INTERNAL)
+    return level not in (
+        options_pb2.CLASSIFICATION_UNSPECIFIED,
+        options_pb2.CLASSIFICATION_PUBLIC,
+        options_pb2.CLASSIFICATION_INTERNAL,
+    )
 
 
 def _same_kind(a: FieldDescriptor, b: FieldDescriptor) -> bool:
@@ -185,12 +191,12 @@ def _method_source(method: MethodDescriptor, module_file: str) -> str:
     echoed = echo_sources(request, response)
     args = "".join(f"\n            {field.name}={source}," for field, source in echoed)
     body = f"pb.{response.name}({args}\n        )" if echoed else f"pb.{response.name}()"
-    what = (f"echoes {', '.join(field.name for field, _ in echoed)}" if echoed else "returns an empty response")
+    what = f"echoes {', '.join(field.name for field, _ in echoed)}" if echoed else "returns an empty response"
     return (
         f"\n    async def {method.name}(self, request: pb.{request.name}, context: Context) -> pb.{response.name}:\n"
         f'        """Minimal behaviour: {what}; every other field keeps its default."""\n'
         f"        self.served.append({method.name!r})\n"
-        f"        _log.info(\"{method.name} served\")\n"
+        f'        _log.info("{method.name} served")\n'
         f"        return {body}\n"
     )
 
@@ -228,7 +234,9 @@ def render(name: str, service: ServiceDescriptor, lang: str = "python") -> dict[
     trait = _TYPE_TRAITS.get(service.full_name)
     if lang == "node":
         return _create_plugin_node.render(
-            name, service, _yaml_list([trait] if trait else []),
+            name,
+            service,
+            _yaml_list([trait] if trait else []),
             _yaml_list(f"{service.full_name}/{m.name}" for m in unary),
         )
     values = {
@@ -273,8 +281,9 @@ def create(name: str, contract: str, parent: pathlib.Path, lang: str = "python")
         )
     service = resolve_contract(contract)
     if lang not in LANGUAGES:
-        raise InvalidArgument(f"--lang: {lang[:20]!r} is not one of {', '.join(LANGUAGES)}", reason="UNKNOWN_LANGUAGE",
-                              domain=_DOMAIN)
+        raise InvalidArgument(
+            f"--lang: {lang[:20]!r} is not one of {', '.join(LANGUAGES)}", reason="UNKNOWN_LANGUAGE", domain=_DOMAIN
+        )
     files = render(name, service, lang)
     target = parent / name
     if target.exists() and any(target.iterdir()):
@@ -296,10 +305,20 @@ def run(args: argparse.Namespace, out: list[str]) -> int:
         print(f"error: {error.message} [{error.reason}]", file=sys.stderr)
         return 1
     if args.json:
-        out.append(json.dumps({
-            "created": True, "path": str(project.path), "plugin_id": project.plugin_id, "package": project.package,
-            "contract": project.contract, "files": list(project.files), "lang": project.lang,
-        }, indent=2))
+        out.append(
+            json.dumps(
+                {
+                    "created": True,
+                    "path": str(project.path),
+                    "plugin_id": project.plugin_id,
+                    "package": project.package,
+                    "contract": project.contract,
+                    "files": list(project.files),
+                    "lang": project.lang,
+                },
+                indent=2,
+            )
+        )
     else:
         out.append(f"created {project.path} ({project.plugin_id}, serving {project.contract})")
         if project.lang == "node":

@@ -19,6 +19,7 @@ import string
 from importlib import resources
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
+
 from vivified.core.errors import InvalidArgument
 
 _DOMAIN = "vivified.cli"
@@ -72,8 +73,9 @@ def _module(descriptor: Descriptor | ServiceDescriptor) -> str:
 
 
 def _imports(names: dict[str, set[str]]) -> str:
-    return "\n".join(f"import {{ {', '.join(sorted(found))} }} from {json.dumps(module)};"
-                     for module, found in sorted(names.items()))
+    return "\n".join(
+        f"import {{ {', '.join(sorted(found))} }} from {json.dumps(module)};" for module, found in sorted(names.items())
+    )
 
 
 def _echoed(method: MethodDescriptor) -> list[tuple[FieldDescriptor, str]]:

@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
+
 from vivified.core.cli._settings import check_environment, data_dir
 from vivified.core.db import (
     describe_url,

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 
 import grpc
+
 from vivified.config.v1 import config_pb2, config_pb2_grpc
 from vivified.core.cli._client import OperatorTarget, describe, open_channel
 from vivified.core.config import CoreConfig
@@ -62,7 +63,11 @@ async def point_gateway_at_sink(target: OperatorTarget, port: int) -> bool:
             if _ours("smtp_sender", values, changes):
                 wanted["smtp_sender"] = DEV_SENDER
             for key, value in wanted.items():
-                if key in values and values[key].value == value and values[key].source == config_pb2.CONFIG_VALUE_SOURCE_ADMIN:
+                if (
+                    key in values
+                    and values[key].value == value
+                    and values[key].source == config_pb2.CONFIG_VALUE_SOURCE_ADMIN
+                ):
                     continue
                 await stub.SetPluginConfigValue(
                     config_pb2.SetPluginConfigValueRequest(plugin_id=GATEWAY, key=key, value=value, reason=DEV_REASON),

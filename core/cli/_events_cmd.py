@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+
 from vivified.admin.v1 import event_admin_pb2 as pb
 from vivified.admin.v1 import event_admin_pb2_grpc
 from vivified.core.cli._client import core_target, describe, open_channel
@@ -16,12 +17,17 @@ from vivified.core.cli._settings import data_dir
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events = sub.add_parser(
-        "events", help="inspect event subscriptions and dead letters on a running core",
+        "events",
+        help="inspect event subscriptions and dead letters on a running core",
         description="Inspect event bus subscriptions and their dead-letter stores; replay dead letters; "
         "delete subscriptions. Every call is audited.",
     )
     events.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
-    events.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")
+    events.add_argument(
+        "--core",
+        metavar="HOST:PORT",
+        help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)",
+    )
     events.add_argument("--json", action="store_true", help="print JSON")
     verbs = events.add_subparsers(dest="verb", required=True)
     subscriptions = verbs.add_parser(

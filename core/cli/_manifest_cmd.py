@@ -40,8 +40,13 @@ def check(path: pathlib.Path, catalogue: TraitCatalogue) -> dict[str, str | bool
     except VivifiedError as error:
         found = _FIELD.match(error.message)
         return {
-            "file": str(path), "valid": False, "code": error.code.name, "reason": error.reason,
-            "domain": error.domain, "field": found[1] if found else "", "message": error.message,
+            "file": str(path),
+            "valid": False,
+            "code": error.code.name,
+            "reason": error.reason,
+            "domain": error.domain,
+            "field": found[1] if found else "",
+            "message": error.message,
         }
     return {"file": str(path), "valid": True, "plugin_id": manifest.id, "manifest_sha256": manifest_sha256(manifest)}
 

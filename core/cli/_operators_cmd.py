@@ -10,6 +10,7 @@ from typing import Literal
 
 import grpc
 from google.protobuf import json_format
+
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.cli._client import core_target, describe, open_channel
@@ -63,6 +64,8 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
         return 0
     out.append(f"{'SERIAL':42} {'NAME':12} {'ISSUED':21} {'EXPIRES':21} REVOKED")
     for c in certificates:
-        out.append(f"{c.serial:42} {c.name:12} {_time(c, 'issue_time'):21} {_time(c, 'expire_time'):21} "
-                   f"{_time(c, 'revoke_time')}")
+        out.append(
+            f"{c.serial:42} {c.name:12} {_time(c, 'issue_time'):21} {_time(c, 'expire_time'):21} "
+            f"{_time(c, 'revoke_time')}"
+        )
     return 0

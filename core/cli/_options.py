@@ -49,10 +49,7 @@ def _spread(parser: argparse.ArgumentParser, inherited: list[argparse.Action]) -
     verbs = list(_verbs(parser))
     if not verbs:
         return
-    own = [
-        a for a in parser._actions
-        if a.option_strings and not isinstance(a, _NOT_SPREAD) and id(a) not in copies
-    ]
+    own = [a for a in parser._actions if a.option_strings and not isinstance(a, _NOT_SPREAD) and id(a) not in copies]
     parser.set_defaults(**{a.dest: a.default for a in own if a.default is not argparse.SUPPRESS})
     for action in own:
         action.default = argparse.SUPPRESS

@@ -14,6 +14,7 @@ from typing import TextIO
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+
 from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc
 from vivified.core.cli._client import (
@@ -30,12 +31,17 @@ _SOURCE = {v: k.removeprefix("CONFIG_VALUE_SOURCE_").lower() for k, v in pb.Conf
 
 def add_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     plugin = verbs.add_parser(
-        "plugin", help="read and change a plugin's configuration on a running core",
+        "plugin",
+        help="read and change a plugin's configuration on a running core",
         description="Plugin configuration on a running core (operator certificate from the data dir, or VIVIFIED_API_KEY). "
         "Every change needs --reason and is audited and kept in history; secrets print as ********.",
     )
     plugin.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
-    plugin.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")
+    plugin.add_argument(
+        "--core",
+        metavar="HOST:PORT",
+        help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)",
+    )
     plugin.add_argument("--json", action="store_true", help="print JSON")
     actions = plugin.add_subparsers(dest="action", required=True)
     get = actions.add_parser("get", help="every declared key with its value and source")

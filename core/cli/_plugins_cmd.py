@@ -11,6 +11,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from google.protobuf import json_format
+
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.cli._client import (
@@ -31,7 +32,11 @@ _HEALTH = {v: k.removeprefix("PLUGIN_HEALTH_").lower() for k, v in pb.PluginHeal
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     plugins = sub.add_parser("plugins", help="approve and govern plugins on a running core")
     plugins.add_argument("--data-dir", help="core data dir holding the operator certificate (default ./.vivified)")
-    plugins.add_argument("--core", metavar="HOST:PORT", help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)")
+    plugins.add_argument(
+        "--core",
+        metavar="HOST:PORT",
+        help="core mTLS address, or the bootstrap port with VIVIFIED_API_KEY (default: from the data dir)",
+    )
     verbs = plugins.add_subparsers(dest="verb", required=True)
     approve = verbs.add_parser("approve", help="validate a manifest and print a one-time join token")
     approve.add_argument("manifest", type=pathlib.Path, help="path to the plugin's manifest.yaml or .json")
@@ -41,8 +46,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     approve.add_argument("--json", action="store_true", help="print JSON")
     listing = verbs.add_parser("list", help="list plugins and their status")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    for verb, text in (("enable", "let a disabled plugin work again"), ("disable", "refuse every call of a plugin"),
-                       ("revoke", "end a plugin's access for good")):
+    for verb, text in (
+        ("enable", "let a disabled plugin work again"),
+        ("disable", "refuse every call of a plugin"),
+        ("revoke", "end a plugin's access for good"),
+    ):
         cmd = verbs.add_parser(verb, help=text)
         cmd.add_argument("plugin_id")
         cmd.add_argument("--reason", default="", help="recorded in the audit log")
@@ -92,8 +100,11 @@ def _request(args: argparse.Namespace) -> object:
         )
     if args.verb == "list":
         return pb.ListPluginsRequest()
-    request_type = {"enable": pb.EnablePluginRequest, "disable": pb.DisablePluginRequest,
-                    "revoke": pb.RevokePluginRequest}[args.verb]
+    request_type = {
+        "enable": pb.EnablePluginRequest,
+        "disable": pb.DisablePluginRequest,
+        "revoke": pb.RevokePluginRequest,
+    }[args.verb]
     return request_type(plugin_id=args.plugin_id, reason=args.reason)
 
 

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "proto-path",
         help="print where the installed .proto files are (for grpcurl -import-path, codegen)",
         description="Print the directory holding the installed contracts (.proto files), for "
-        "`grpcurl -import-path \"$(vivified proto-path)\"` or another language's code generator. "
+        '`grpcurl -import-path "$(vivified proto-path)"` or another language\'s code generator. '
         "Exits 1 when the installation carries no protos.",
     )
     cmd.add_argument("--json", action="store_true", help='print {"proto_path": ..., "files": [...]}')

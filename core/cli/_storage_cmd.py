@@ -31,13 +31,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rewrap.add_argument("--data-dir", help="core data dir (default ./.vivified)")
-    rewrap.add_argument("--storage-backend", choices=["directory", "database"], default=None,
-                        help="where the objects are (default: $VIVIFIED_STORAGE_BACKEND, else directory)")
-    rewrap.add_argument("--database-url", help="the core's database, for the database backend "
-                        "(default: $VIVIFIED_DATABASE_URL, else SQLite in the data dir)")
-    rewrap.add_argument("--secrets-key-file", type=pathlib.Path, metavar="FILE",
-                        help="the core's secrets keys (default <data-dir>/config/secrets.key; "
-                        "$VIVIFIED_SECRETS_KEY wins over it)")
+    rewrap.add_argument(
+        "--storage-backend",
+        choices=["directory", "database"],
+        default=None,
+        help="where the objects are (default: $VIVIFIED_STORAGE_BACKEND, else directory)",
+    )
+    rewrap.add_argument(
+        "--database-url",
+        help="the core's database, for the database backend "
+        "(default: $VIVIFIED_DATABASE_URL, else SQLite in the data dir)",
+    )
+    rewrap.add_argument(
+        "--secrets-key-file",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="the core's secrets keys (default <data-dir>/config/secrets.key; $VIVIFIED_SECRETS_KEY wins over it)",
+    )
     rewrap.add_argument("--batch", type=int, default=100, metavar="N", help="objects per batch (default 100)")
     rewrap.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -70,9 +80,12 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
     finally:
         backend.close()
     if args.json:
-        out.append(json.dumps({"primary_key": keyring.primary_id, "rewrapped": report.rewrapped,
-                               "skipped": report.skipped}))
+        out.append(
+            json.dumps({"primary_key": keyring.primary_id, "rewrapped": report.rewrapped, "skipped": report.skipped})
+        )
     else:
-        out.append(f"{report.rewrapped} object(s) re-wrapped under key {keyring.primary_id}; "
-                   f"{report.skipped} changed meanwhile and left as written")
+        out.append(
+            f"{report.rewrapped} object(s) re-wrapped under key {keyring.primary_id}; "
+            f"{report.skipped} changed meanwhile and left as written"
+        )
     return 0

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
+
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.cli._client import OperatorTarget, describe, open_channel, operator_target
@@ -201,8 +202,12 @@ class Supervisor:
             f"plugin {plugin_id}'s code at {artifact_of(spec)} does not match its approved artifact sha256; not started"
         )
         _log.error("%s (approved %s, found %s)", summary, expected or "(none recorded)", actual)
-        await self.report(plugin_id, ARTIFACT_MISMATCH, summary,
-                          {"expected_sha256": expected, "actual_sha256": actual, "artifact": str(artifact_of(spec))})
+        await self.report(
+            plugin_id,
+            ARTIFACT_MISMATCH,
+            summary,
+            {"expected_sha256": expected, "actual_sha256": actual, "artifact": str(artifact_of(spec))},
+        )
         return False
 
     def _environment(self, spec: PluginSpec, plugin_id: str, token: str) -> dict[str, str]:
@@ -239,12 +244,17 @@ class Supervisor:
                 # artifact's record (just checked against the code on disk).
                 plugin_id, token = await self._approve(spec, await self._recorded_artifact(plugin_id))
             proc = await asyncio.create_subprocess_exec(
-                *spec.argv(), env=self._environment(spec, plugin_id, token),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                *spec.argv(),
+                env=self._environment(spec, plugin_id, token),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
             _log.info("started %s (pid %d)", spec.module, proc.pid)
-            pumps = [asyncio.create_task(self._pump(plugin_id, name, stream))
-                     for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)) if stream is not None]
+            pumps = [
+                asyncio.create_task(self._pump(plugin_id, name, stream))
+                for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
+                if stream is not None
+            ]
             waiter = asyncio.create_task(proc.wait())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -264,13 +274,21 @@ class Supervisor:
             while crashes and crashes[0] < now - rules.crash_loop_window:
                 crashes.popleft()
             if len(crashes) >= rules.crash_loop_crashes:
-                summary = (f"plugin {plugin_id} crashed {len(crashes)} times within {rules.crash_loop_window:g}s "
-                           f"(last exit {proc.returncode}); stopped, not restarted")
+                summary = (
+                    f"plugin {plugin_id} crashed {len(crashes)} times within {rules.crash_loop_window:g}s "
+                    f"(last exit {proc.returncode}); stopped, not restarted"
+                )
                 _log.error("%s", summary)
-                await self.report(plugin_id, CRASH_LOOP, summary, {
-                    "crashes": str(len(crashes)), "window_seconds": f"{rules.crash_loop_window:g}",
-                    "last_exit": str(proc.returncode),
-                })
+                await self.report(
+                    plugin_id,
+                    CRASH_LOOP,
+                    summary,
+                    {
+                        "crashes": str(len(crashes)),
+                        "window_seconds": f"{rules.crash_loop_window:g}",
+                        "last_exit": str(proc.returncode),
+                    },
+                )
                 return
             backoff = min(rules.backoff_base * 2 ** (len(crashes) - 1), rules.backoff_max)
             _log.warning("%s crashed (exit %s); restarting in %.2fs", spec.module, proc.returncode, backoff)

@@ -68,7 +68,11 @@ class PluginProjectError(ValueError):
 
 def add_plugin_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--plugin", action="append", default=[], type=Path, metavar="DIR",
+        "--plugin",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
         help="also run the plugin project in DIR (repeatable): DIR/manifest.yaml is approved like the bundled "
         "plugins and `python -m MODULE` runs it with DIR first on PYTHONPATH, MODULE from "
         "[tool.vivified] module in DIR/pyproject.toml (as `vivified create-plugin` writes it); a Node.js project "
@@ -88,19 +92,23 @@ def plugin_project(directory: Path) -> PluginSpec:
         if node is None:
             raise PluginProjectError(
                 f"--plugin {directory}: a Node.js plugin project that cannot be started (the reason is logged above; "
-                "run `npm install && npm run build` there)", "PLUGIN_NODE_UNRUNNABLE",
+                "run `npm install && npm run build` there)",
+                "PLUGIN_NODE_UNRUNNABLE",
             )
         return node
     try:
         with (directory / "pyproject.toml").open("rb") as handle:
             project = tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise PluginProjectError(f"--plugin {directory}: cannot read pyproject.toml: {exc}", "PLUGIN_MODULE_MISSING") from None
+        raise PluginProjectError(
+            f"--plugin {directory}: cannot read pyproject.toml: {exc}", "PLUGIN_MODULE_MISSING"
+        ) from None
     module = project.get("tool", {}).get("vivified", {}).get("module")
     if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
         raise PluginProjectError(
-            f"--plugin {directory}: pyproject.toml needs [tool.vivified] module = \"<package>\" "
-            "(the module `python -m` runs)", "PLUGIN_MODULE_MISSING",
+            f'--plugin {directory}: pyproject.toml needs [tool.vivified] module = "<package>" '
+            "(the module `python -m` runs)",
+            "PLUGIN_MODULE_MISSING",
         )
     return PluginSpec(module=module, manifest=manifest, path=directory)
 
@@ -206,8 +214,11 @@ async def run_up(config: CoreConfig, environ: Mapping[str, str], extra_plugins: 
         if sink is not None:
             await sink.stop()
         raise
-    print(f"vivified is up: core mTLS {running.listen_address}, bootstrap {running.bootstrap_address}, "
-          f"metrics http://{running.metrics_address}/metrics", flush=True)
+    print(
+        f"vivified is up: core mTLS {running.listen_address}, bootstrap {running.bootstrap_address}, "
+        f"metrics http://{running.metrics_address}/metrics",
+        flush=True,
+    )
     print(f"plugins: {', '.join(s.module.rsplit('.', 1)[-1] for s in specs) or '(none)'}", flush=True)
     print(f"list the core's services with:\n  {grpcurl_hint(config, running)}", flush=True)
     bridge = await asyncio.to_thread(_rest_up.start_bridge, config, running)

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+
 from vivified.admin.v1 import access_catalogue_pb2 as access_pb
 from vivified.admin.v1 import access_catalogue_pb2_grpc
 from vivified.core.cli._client import ClientError, core_target, describe, open_channel
@@ -67,22 +68,31 @@ def add_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     create.add_argument("--username", required=True, help="login name (a-z, 0-9, '.', '_', '-', '@')")
     create.add_argument("--email", default="", help="email address (the welcome mail goes there)")
-    create.add_argument("--display-name", default="", help="name to show, e.g. \"Ada L\"")
+    create.add_argument("--display-name", default="", help='name to show, e.g. "Ada L"')
     create.add_argument(
-        "--role", action="append", required=True, dest="roles", metavar="ROLE",
+        "--role",
+        action="append",
+        required=True,
+        dest="roles",
+        metavar="ROLE",
         help="role to grant (repeatable); `vivified users roles` lists them",
     )
     create.add_argument(
-        "--password-file", type=pathlib.Path, metavar="FILE",
+        "--password-file",
+        type=pathlib.Path,
+        metavar="FILE",
         help="set this initial password (first line of FILE) instead of inviting",
     )
     create.add_argument(
-        "--print-activation-token", action="store_true",
+        "--print-activation-token",
+        action="store_true",
         help="print the invited user's activation token (it is a credential: hand it over privately)",
     )
     _remote_flags(create)
-    for verb, text in (("list", "list users (needs user_manager)"),
-                       ("roles", "list roles, their traits and whether MFA is required")):
+    for verb, text in (
+        ("list", "list users (needs user_manager)"),
+        ("roles", "list roles, their traits and whether MFA is required"),
+    ):
         _remote_flags(verbs.add_parser(verb, help=f"{text}, on a running core"))
 
 

@@ -26,7 +26,6 @@ from vivified.core.db._errors import (
     unavailable,
 )
 from vivified.core.db._grants import grant_app_role
-from vivified.core.db._notify import wake_on_notify
 from vivified.core.db._migrate import (
     VERSION_TABLE,
     Migration,
@@ -35,6 +34,7 @@ from vivified.core.db._migrate import (
     schema_version,
     upgrade,
 )
+from vivified.core.db._notify import wake_on_notify
 from vivified.core.db._transaction import write_transaction, write_transaction_on
 
 __all__ = [

@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 import sqlalchemy as sa
+
 from vivified.core.db._errors import DatabaseError, describe_url, unavailable
 from vivified.core.db._migrate import require_current, upgrade
 

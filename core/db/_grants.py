@@ -15,6 +15,7 @@ migration brings new tables in and corrects any drift:
 from __future__ import annotations
 
 import sqlalchemy as sa
+
 from vivified.core.db._errors import DatabaseError
 from vivified.core.db._migrate import VERSION_TABLE
 
@@ -56,10 +57,14 @@ def grant_app_role(engine: sa.Engine, role: str) -> list[str]:
         if found.rolsuper:
             raise DatabaseError(f"role {role!r} is a superuser: the core must log in as an ordinary role")
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
-        owned = conn.execute(
-            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = :s AND tableowner = :r"),
-            {"s": schema, "r": role},
-        ).scalars().all()
+        owned = (
+            conn.execute(
+                sa.text("SELECT tablename FROM pg_tables WHERE schemaname = :s AND tableowner = :r"),
+                {"s": schema, "r": role},
+            )
+            .scalars()
+            .all()
+        )
         if owned:
             raise DatabaseError(
                 f"role {role!r} owns {', '.join(sorted(owned))}: run migrations as a separate owner role "

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import sqlalchemy as sa
+
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.db._errors import (
     MigrationFailed,
@@ -132,9 +133,7 @@ def upgrade(
                     f"stays at version {current}"
                 ) from None
             conn.execute(
-                _versions.insert().values(
-                    version=migration.version, description=migration.description, applied_at=now
-                )
+                _versions.insert().values(version=migration.version, description=migration.description, applied_at=now)
             )
     return pending
 

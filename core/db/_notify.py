@@ -12,6 +12,7 @@ import logging
 
 import psycopg
 import sqlalchemy as sa
+
 from vivified.core.db._errors import describe_url, driver_message
 
 _log = logging.getLogger("vivified.db")
@@ -33,6 +34,8 @@ async def wake_on_notify(engine: sa.Engine, channel: str, wake: asyncio.Event, r
         except Exception as exc:  # noqa: BLE001 - the poll loop still runs; reconnect shortly
             _log.info(
                 "notifications on %s from %s unavailable (%s); reconnecting",
-                channel, describe_url(engine.url), driver_message(exc, engine.url),
+                channel,
+                describe_url(engine.url),
+                driver_message(exc, engine.url),
             )
         await asyncio.sleep(retry_seconds)

@@ -34,8 +34,8 @@ from vivified.core.egress._client import (
 from vivified.core.egress._config import (
     CredentialRule,
     EgressConfig,
-    TunnelGrant,
     IPNetwork,
+    TunnelGrant,
     load_egress_config,
     parse_egress_config,
 )

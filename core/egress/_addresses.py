@@ -149,9 +149,7 @@ def endpoints_from(addresses: Iterable[str]) -> frozenset[tuple[IPAddress | None
 
 async def system_resolver(host: str, port: int) -> list[str]:
     """Resolve with the operating system's resolver (getaddrinfo), TCP only."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     seen: dict[str, None] = {}
     for _family, _type, _proto, _name, sockaddr in infos:
         seen.setdefault(str(sockaddr[0]), None)

@@ -40,9 +40,7 @@ async def open_stream(
     address: str, port: int, tls: ssl.SSLContext | None, server_hostname: str | None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Dial exactly `address`; TLS (when given) verifies `server_hostname`."""
-    return await asyncio.open_connection(
-        address, port, ssl=tls, server_hostname=server_hostname, limit=HEAD_LIMIT
-    )
+    return await asyncio.open_connection(address, port, ssl=tls, server_hostname=server_hostname, limit=HEAD_LIMIT)
 
 
 class UpstreamResponse:

@@ -29,8 +29,18 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GRANT_HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
 # Headers the core owns on the wire; a credential may not replace them.
 _RESERVED_HEADERS = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
-     "accept-encoding", "expect"}
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "accept-encoding",
+        "expect",
+    }
 )
 
 
@@ -144,12 +154,23 @@ class EgressConfig:
         return resolve
 
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_response_bytes", "per_plugin_burst", "per_plugin_concurrency",
-                     "tunnel_max_bytes"):
+        for name in (
+            "max_request_bytes",
+            "max_response_bytes",
+            "per_plugin_burst",
+            "per_plugin_concurrency",
+            "tunnel_max_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise config_invalid(f"{name} must be at least 1")
-        for name in ("total_timeout_seconds", "idle_timeout_seconds", "connect_timeout_seconds",
-                     "per_plugin_rate_per_second", "tunnel_max_seconds", "tunnel_idle_seconds"):
+        for name in (
+            "total_timeout_seconds",
+            "idle_timeout_seconds",
+            "connect_timeout_seconds",
+            "per_plugin_rate_per_second",
+            "tunnel_max_seconds",
+            "tunnel_idle_seconds",
+        ):
             if not 0 < getattr(self, name) < math.inf:
                 raise config_invalid(f"{name} must be positive and finite")
         if self.max_redirects < 0:

@@ -62,7 +62,9 @@ class Credentials:
         for rule in rules:
             value = environ.get(rule.value_env, "")
             if not value:
-                raise config_invalid(f"credential for {rule.plugin_id}/{rule.domain}: ${rule.value_env} is unset or empty")
+                raise config_invalid(
+                    f"credential for {rule.plugin_id}/{rule.domain}: ${rule.value_env} is unset or empty"
+                )
             if any(ch in value for ch in "\r\n\0") or not value.isprintable():
                 raise config_invalid(f"credential ${rule.value_env} contains characters a header cannot carry")
             resolved.append(Credential(rule.plugin_id, rule.domain, rule.header, Secret(value)))
@@ -73,9 +75,7 @@ class Credentials:
     def headers_for(self, plugin_id: str, host: str) -> list[tuple[str, str]]:
         """(name, value) pairs to inject for this plugin and host."""
         return [
-            (c.header, c.secret.reveal())
-            for c in self._by_plugin.get(plugin_id, ())
-            if host_matches(c.domain, host)
+            (c.header, c.secret.reveal()) for c in self._by_plugin.get(plugin_id, ()) if host_matches(c.domain, host)
         ]
 
 

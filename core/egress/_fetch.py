@@ -78,9 +78,13 @@ class Fetcher:
             return
         if caller.report_only:
             note(would_deny="host_not_allowed")
-            _log.warning("egress report-only: %s fetched %s, which its allowlist does not admit", caller.plugin_id, url.host)
+            _log.warning(
+                "egress report-only: %s fetched %s, which its allowlist does not admit", caller.plugin_id, url.host
+            )
             return
-        raise denied(f"{url.host} is not on this plugin's egress allowlist", "host_not_allowed", host=url.host, hop=str(hop))
+        raise denied(
+            f"{url.host} is not on this plugin's egress allowlist", "host_not_allowed", host=url.host, hop=str(hop)
+        )
 
     async def _addresses(self, url: EgressUrl, steps: Steps) -> list[str]:
         if url.ip is not None:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import trace
+
 from vivified.core.chain import Principal, PrincipalKind
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.egress._addresses import (
@@ -140,7 +141,9 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
                 self._allowlists.clear()
             allowlist = self._allowlists[key] = Allowlist.from_manifest(record.manifest)
         return Caller(
-            record.plugin_id, allowlist, record.plugin_id in self._config.report_only_plugins,
+            record.plugin_id,
+            allowlist,
+            record.plugin_id in self._config.report_only_plugins,
             tuple(record.manifest.security.injected_credentials),
         )
 
@@ -210,9 +213,7 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
             outgoing, total = self._outgoing(request.request, context)
             with self._limits.slot(caller.plugin_id):
                 steps = Steps(total, self._config.idle_timeout_seconds)
-                response = await self._fetcher.open(
-                    caller, outgoing, steps, self._config.max_response_bytes, note
-                )
+                response = await self._fetcher.open(caller, outgoing, steps, self._config.max_response_bytes, note)
                 try:
                     yield egress_pb2.StreamFetchResponse(head=self._head(response))
                     async for piece in response.chunks():
@@ -225,7 +226,6 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
             note(why=exc.metadata.get("why", "") or exc.metadata.get("which", ""), bytes=str(sent))
             raise
         note(bytes=str(sent))
-
 
     def _tunnel_allowlist(self, record: PluginRecord) -> TunnelAllowlist:
         key = (record.plugin_id, record.manifest_sha256)
@@ -302,7 +302,8 @@ class EgressService(egress_pb2_grpc.EgressProxyServiceServicer):
                     egress_pb2.ConnectResponse(opened=egress_pb2.ConnectOpened(resolved_address=tunnel.address))
                 )
                 await tunnel.run(
-                    self._pieces(requests), send,
+                    self._pieces(requests),
+                    send,
                     total_seconds=max(total - (loop.time() - started), 0.0),
                     idle_seconds=self._config.tunnel_idle_seconds,
                 )

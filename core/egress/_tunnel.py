@@ -152,9 +152,7 @@ class Tunnel:
             except OSError:
                 pass
 
-    async def run(
-        self, pieces: AsyncIterator[bytes], send: Send, *, total_seconds: float, idle_seconds: float
-    ) -> None:
+    async def run(self, pieces: AsyncIterator[bytes], send: Send, *, total_seconds: float, idle_seconds: float) -> None:
         """Move bytes both ways until the upstream closes its side."""
         loop = asyncio.get_running_loop()
         try:
@@ -201,18 +199,25 @@ class Tunneler:
         self._resolver = resolver
         self._connector = connector
 
-    def _admit(self, plugin_id: str, allowlist: TunnelAllowlist, endpoint: Endpoint, report_only: bool,
-               note: Note) -> None:
+    def _admit(
+        self, plugin_id: str, allowlist: TunnelAllowlist, endpoint: Endpoint, report_only: bool, note: Note
+    ) -> None:
         if allowlist.admits(endpoint.host, endpoint.port):
             return
         if report_only:
             note(would_deny="tunnel_not_allowed")
-            _log.warning("egress report-only: %s tunnelled to %s:%d, which its allowlist does not admit",
-                         plugin_id, endpoint.host, endpoint.port)
+            _log.warning(
+                "egress report-only: %s tunnelled to %s:%d, which its allowlist does not admit",
+                plugin_id,
+                endpoint.host,
+                endpoint.port,
+            )
             return
         raise denied(
             f"{endpoint.host}:{endpoint.port} is not on this plugin's tunnel allowlist",
-            "tunnel_not_allowed", host=endpoint.host, port=str(endpoint.port),
+            "tunnel_not_allowed",
+            host=endpoint.host,
+            port=str(endpoint.port),
         )
 
     async def _addresses(self, endpoint: Endpoint, allowlist: TunnelAllowlist) -> list[str]:

@@ -109,7 +109,7 @@ def parse_url(text: str, *, allowed_ports: frozenset[int], allow_ranges: Iterabl
     scheme = match.group(1).lower()
     if scheme not in DEFAULT_PORTS:
         raise url_invalid(f"scheme {scheme!r} is not allowed; use http or https", "scheme")
-    rest = text[match.end():]
+    rest = text[match.end() :]
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     authority, target = rest[:cut], rest[cut:] or "/"
     if target.startswith("?"):

@@ -68,7 +68,9 @@ class Steps:
         except asyncio.LimitOverrunError:
             raise upstream_failed("the upstream sent an oversized line", "bad_response") from None
         except ssl.SSLCertVerificationError:
-            raise upstream_failed("the upstream's certificate does not verify for its host name", "tls_verify_failed") from None
+            raise upstream_failed(
+                "the upstream's certificate does not verify for its host name", "tls_verify_failed"
+            ) from None
         except asyncio.IncompleteReadError:
             raise upstream_failed("the upstream closed the connection early", "connection_lost") from None
         except OSError:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import trace
+
 from vivified.core.chain import Principal
 from vivified.core.clock import Clock
 from vivified.core.egress._addresses import endpoints_from

@@ -1,11 +1,12 @@
 """The canonical lane: a durable, at-least-once, policy-filtered event bus.
 
-    EventBus           store + publish path + subscription sessions + admin + housekeeping
-    EventStore         the store contract; EmbeddedEventStore (SQLite in the data dir)
-                       and RedisEventStore (Redis Streams) implement it
-    EventsConfig       delivery attempts, timeouts, dedupe window, caps, backend
+EventBus           store + publish path + subscription sessions + admin + housekeeping
+EventStore         the store contract; EmbeddedEventStore (SQLite in the data dir)
+                   and RedisEventStore (Redis Streams) implement it
+EventsConfig       delivery attempts, timeouts, dedupe window, caps, backend
 """
 
+from vivified.core.canonical_events import CANONICAL_EVENT_TYPES
 from vivified.core.events._bus import EventBus, open_event_store
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._store import (
@@ -17,7 +18,6 @@ from vivified.core.events._store import (
     SubscriptionLag,
     Trimmed,
 )
-from vivified.core.canonical_events import CANONICAL_EVENT_TYPES
 from vivified.core.events._wiring import build_events
 
 __all__ = [

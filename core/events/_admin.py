@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import grpc
+
 from vivified.admin.v1 import event_admin_pb2 as pb
 from vivified.admin.v1 import event_admin_pb2_grpc
 from vivified.core.chain import annotate

@@ -25,7 +25,12 @@ class Alerts:
 
     async def raise_alert(self, kind: str, severity: int, subject: str, summary: str, details: dict[str, str]) -> None:
         alert = SecurityAlert(
-            alert_id=uuid.uuid4().hex, kind=kind, severity=severity, summary=summary, subject=subject, details=details  # type: ignore[arg-type]
+            alert_id=uuid.uuid4().hex,
+            kind=kind,
+            severity=severity,  # type: ignore[arg-type]
+            summary=summary,
+            subject=subject,
+            details=details,
         )
         _log.warning("%s: %s", kind, summary)
         await self._audit.append(

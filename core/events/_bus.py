@@ -92,9 +92,11 @@ class EventBus:
             lookup=lookup,
             audit=audit,
             hooks=SessionHooks(
-                delivered=metrics.on_event_delivered, lost=metrics.on_events_lost, tracer=tracer,
+                delivered=metrics.on_event_delivered,
+                lost=metrics.on_events_lost,
+                tracer=tracer,
                 latency=lambda subscription, published: metrics.on_event_latency(
-                    subscription, (clock.now() - published.ToDatetime(tzinfo=dt.timezone.utc)).total_seconds()
+                    subscription, (clock.now() - published.ToDatetime(tzinfo=dt.UTC)).total_seconds()
                 ),
             ),
             alerts=Alerts(store=store, stamper=stamper, audit=audit),

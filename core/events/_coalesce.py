@@ -51,7 +51,7 @@ class AppendCoalescer:
                 offset = 0
                 for chunk, future in batch:
                     if not future.done():
-                        future.set_result(results[offset:offset + len(chunk)])
+                        future.set_result(results[offset : offset + len(chunk)])
                     offset += len(chunk)
         finally:
             self._flusher = None

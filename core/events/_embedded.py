@@ -76,7 +76,10 @@ class EmbeddedEventStore:
         self._clock = clock
         self._worker = SqliteWorker(path, sql.create_schema)
         self._guard = StoreGuard(
-            clock, config().store_timeout_seconds, describe=f"sqlite file {path.name}", failure_types=(sqlite3.Error, OSError)
+            clock,
+            config().store_timeout_seconds,
+            describe=f"sqlite file {path.name}",
+            failure_types=(sqlite3.Error, OSError),
         )
         self._waiters: set[_Waiter] = set()
         self._types: dict[str, frozenset[str]] = {}
@@ -114,7 +117,9 @@ class EmbeddedEventStore:
         types = list(event_types)
         await self._call(
             functools.partial(
-                sql.subscribe, subscription=subscription, event_types=types,
+                sql.subscribe,
+                subscription=subscription,
+                event_types=types,
                 max_per_plugin=self._config.max_subscriptions_per_plugin,
             )
         )
@@ -148,8 +153,12 @@ class EmbeddedEventStore:
             try:
                 result = await self._call(
                     functools.partial(
-                        sql.read, subscription=subscription, count=count, now_ms=self._now_ms(),
-                        ack_timeout_ms=ack_timeout_ms, max_attempts=self._config.max_attempts,
+                        sql.read,
+                        subscription=subscription,
+                        count=count,
+                        now_ms=self._now_ms(),
+                        ack_timeout_ms=ack_timeout_ms,
+                        max_attempts=self._config.max_attempts,
                     )
                 )
                 if subscription not in self._types:

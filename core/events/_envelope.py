@@ -14,11 +14,12 @@ from typing import Protocol
 
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from vivified.core.canonical_events import CANONICAL_EVENT_TYPES
 from vivified.core.classification import classification_of
 from vivified.core.clock import Clock
 from vivified.core.errors import InvalidArgument, PermissionDenied
 from vivified.core.events._store import NewEvent
-from vivified.core.canonical_events import CANONICAL_EVENT_TYPES
 from vivified.core.type_url import type_url_problem
 from vivified.events.v1.events_pb2 import Event
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
@@ -125,7 +126,9 @@ class EnvelopeStamper:
     def core_event(self, event_id: str, payload: Message) -> NewEvent:
         """An event the core itself publishes (source `core`), e.g. a SecurityAlert."""
         event_type = payload.DESCRIPTOR.full_name
-        stored = Event(event_id=event_id, event_type=event_type, source_plugin_id="core", traceparent=current_traceparent())
+        stored = Event(
+            event_id=event_id, event_type=event_type, source_plugin_id="core", traceparent=current_traceparent()
+        )
         stored.time.FromDatetime(self._clock.now())
         stored.classification = classification_of(payload)  # type: ignore[assignment]
         stored.payload.Pack(payload)

@@ -100,16 +100,31 @@ class BacklogMonitor:
         trimmed = await self._store.trim()
         config = self._config
         discards = (
-            ("events_lost", trimmed.lost, self._on_lost, "lost", config.max_backlog,
-             "lost {count} unacknowledged events to its backlog cap"),
-            ("dead_letters_dropped", trimmed.dead_letters_dropped, self._on_dead_letters_dropped, "dropped",
-             config.max_dead_letters, "discarded its {count} oldest dead letters to its dead-letter cap"),
+            (
+                "events_lost",
+                trimmed.lost,
+                self._on_lost,
+                "lost",
+                config.max_backlog,
+                "lost {count} unacknowledged events to its backlog cap",
+            ),
+            (
+                "dead_letters_dropped",
+                trimmed.dead_letters_dropped,
+                self._on_dead_letters_dropped,
+                "dropped",
+                config.max_dead_letters,
+                "discarded its {count} oldest dead letters to its dead-letter cap",
+            ),
         )
         for kind, counts, count_metric, noun, cap, what in discards:
             for subscription, count in sorted(counts.items()):
                 if count > 0:
                     count_metric(subscription, count)
                     await self._alert(
-                        kind, SEVERITY_CRITICAL, subscription,
-                        f"subscription {subscription} " + what.format(count=count), {noun: str(count), "cap": str(cap)},
+                        kind,
+                        SEVERITY_CRITICAL,
+                        subscription,
+                        f"subscription {subscription} " + what.format(count=count),
+                        {noun: str(count), "cap": str(cap)},
                     )

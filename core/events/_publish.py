@@ -54,7 +54,9 @@ class Publisher:
         publisher = self._lookup(plugin_id)
         if publisher is None or publisher.status != PluginStatus.ACTIVE:
             raise PermissionDenied(
-                f"plugin {plugin_id!r} may not publish", reason="PLUGIN_DISABLED", domain=DOMAIN,
+                f"plugin {plugin_id!r} may not publish",
+                reason="PLUGIN_DISABLED",
+                domain=DOMAIN,
                 metadata={"rule_id": "status-gate"},
             )
         if not self._buckets.take(plugin_id):
@@ -87,7 +89,10 @@ class Publisher:
             by_index.update((index, result) for (index, _), result in zip(accepted, results, strict=True))
         outcomes = [by_index[index] for index in range(len(events))]
         await asyncio.gather(
-            *(self._audit.append(_record(plugin_id, event, outcome, trace_id)) for event, outcome in zip(events, outcomes, strict=True))
+            *(
+                self._audit.append(_record(plugin_id, event, outcome, trace_id))
+                for event, outcome in zip(events, outcomes, strict=True)
+            )
         )
         return outcomes
 
@@ -109,11 +114,20 @@ class Publisher:
 def _core_record(event_type: str, event_id: str, outcome: Appended | VivifiedError, trace_id: str) -> AuditRecord:
     if isinstance(outcome, VivifiedError):
         return AuditRecord(
-            actor="core:core", action="event.publish", resource=f"event/{event_type}", decision="allow",
-            reason=outcome.reason, outcome=outcome.code.name, trace_id=trace_id, detail={"event_id": event_id},
+            actor="core:core",
+            action="event.publish",
+            resource=f"event/{event_type}",
+            decision="allow",
+            reason=outcome.reason,
+            outcome=outcome.code.name,
+            trace_id=trace_id,
+            detail={"event_id": event_id},
         )
     return AuditRecord(
-        actor="core:core", action="event.publish", resource=f"event/{event_type}", trace_id=trace_id,
+        actor="core:core",
+        action="event.publish",
+        resource=f"event/{event_type}",
+        trace_id=trace_id,
         detail={"event_id": event_id, "position": outcome.position, "duplicate": str(outcome.duplicate).lower()},
     )
 

@@ -63,6 +63,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
 from vivified.core.clock import Clock
 from vivified.core.errors import FailedPrecondition
 from vivified.core.events import _redis_lua as lua
@@ -134,7 +135,10 @@ class RedisEventStore:
         # repeated append is deduplicated (within the window), a repeated read leaves entries pending
         # until their ack timeout. The guard bounds the total time either way.
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False,
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=False,
             retry=Retry(NoBackoff(), 1),
         )
         self._where = _describe(url)
@@ -142,8 +146,18 @@ class RedisEventStore:
         self._scripts = {
             name: self._redis.register_script(getattr(lua, name))
             for name in (
-                "APPEND", "SUBSCRIBE", "READ", "ACK", "NACK", "REPLAY", "LAG", "TRIM_SAFE", "FORCE_OUT",
-                "DELETE", "RELEASE", "SWEEP",
+                "APPEND",
+                "SUBSCRIBE",
+                "READ",
+                "ACK",
+                "NACK",
+                "REPLAY",
+                "LAG",
+                "TRIM_SAFE",
+                "FORCE_OUT",
+                "DELETE",
+                "RELEASE",
+                "SWEEP",
             )
         }
         self._types: dict[str, list[str]] = {}
@@ -207,7 +221,8 @@ class RedisEventStore:
         if settings["appendfsync"] != "always":
             _log.warning(
                 "%s runs appendfsync %s: events acknowledged in the last second can be lost in a crash",
-                self._where, settings["appendfsync"],
+                self._where,
+                settings["appendfsync"],
             )
 
     async def close(self) -> None:
@@ -239,7 +254,7 @@ class RedisEventStore:
             # script-in-pipeline path adds a SCRIPT EXISTS round trip per batch.
             async with self._redis.pipeline(transaction=False) as pipe:
                 for start in range(0, len(events), _APPEND_CHUNK):
-                    chunk = events[start:start + _APPEND_CHUNK]
+                    chunk = events[start : start + _APPEND_CHUNK]
                     keys = [key for event in chunk for key in (self._stream(event.event_type), self._dedupe(event))]
                     pipe.evalsha(script.sha, len(keys), *keys, window_ms, *(event.data for event in chunk))
                 return [reply for replies in await pipe.execute() for reply in replies]
@@ -264,8 +279,14 @@ class RedisEventStore:
         keys = [f"{_PREFIX}sub:{subscription}", f"{_PREFIX}subscriptions", *self._streams(subscription, wanted)]
         status, existing = await self._guard.run(
             functools.partial(
-                self._scripts["SUBSCRIBE"], keys=keys,
-                args=[canonical, subscription, f"{plugin_of(subscription)}/", self._config.max_subscriptions_per_plugin],
+                self._scripts["SUBSCRIBE"],
+                keys=keys,
+                args=[
+                    canonical,
+                    subscription,
+                    f"{plugin_of(subscription)}/",
+                    self._config.max_subscriptions_per_plugin,
+                ],
             )
         )
         if status == -2:
@@ -305,8 +326,13 @@ class RedisEventStore:
         except FailedPrecondition:
             return False
         streams = self._streams(subscription, types)
-        keys = [f"{_PREFIX}sub:{subscription}", f"{_PREFIX}subscriptions", f"{_PREFIX}dead:{subscription}",
-                streams[-1], *streams[:-1]]
+        keys = [
+            f"{_PREFIX}sub:{subscription}",
+            f"{_PREFIX}subscriptions",
+            f"{_PREFIX}dead:{subscription}",
+            streams[-1],
+            *streams[:-1],
+        ]
         delete = functools.partial(self._scripts["DELETE"], keys=keys, args=[subscription])
         deleted = bool(await self._guard.run(delete))
         self._types.pop(subscription, None)
@@ -342,8 +368,16 @@ class RedisEventStore:
             waiters.add(woken)
             try:
                 now_ms = int(self._clock.now().timestamp() * 1000)
-                args = [subscription, consumer, count, ack_timeout_ms, self._config.max_attempts, now_ms,
-                        next(self._rotation), *types]
+                args = [
+                    subscription,
+                    consumer,
+                    count,
+                    ack_timeout_ms,
+                    self._config.max_attempts,
+                    now_ms,
+                    next(self._rotation),
+                    *types,
+                ]
                 raw, last_ids = await self._scripted(
                     subscription, "READ", [f"{_PREFIX}dead:{subscription}", *streams], args
                 )

@@ -91,7 +91,9 @@ return {1, ARGV[1]}
 # Returns {deliveries, last ids}: a delivery is {stream index, id, attempt, fields or false};
 # last ids (only when nothing was delivered) are the group's last-delivered ids,
 # from which the caller blocks on XREAD.
-READ = _IDS + """
+READ = (
+    _IDS
+    + """
 local group, consumer = ARGV[1], ARGV[2]
 local count, min_idle, max_attempts = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now, rotation = ARGV[6], tonumber(ARGV[7])
@@ -149,6 +151,7 @@ if #out == 0 then
 end
 return {out, last}
 """
+)
 
 # KEYS: the stream of each delivery. ARGV: group, idle ms, then id and attempt per key.
 # ACK settles a delivery only if its attempt is still the current one (a stale
@@ -209,7 +212,9 @@ return #entries
 
 # KEYS: the group's streams. ARGV: group. Returns {pending, undelivered}; entries
 # trimmed while pending are in neither (they are in the subscription's `lost`).
-LAG = _IDS + """
+LAG = (
+    _IDS
+    + """
 local pending, undelivered = 0, 0
 for k = 1, #KEYS do
   local held = redis.call('XPENDING', KEYS[k], ARGV[1])[1]
@@ -236,10 +241,13 @@ for k = 1, #KEYS do
 end
 return {pending, undelivered}
 """
+)
 
 # KEYS: one stream. Removes the entries every group has acknowledged: below each
 # group's oldest pending entry and at or below its last-delivered id.
-TRIM_SAFE = _IDS + """
+TRIM_SAFE = (
+    _IDS
+    + """
 local safe = nil
 for _, g in ipairs(group_info(KEYS[1])) do
   local low
@@ -258,6 +266,7 @@ if safe == nil then
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', render(safe))
 """
+)
 
 # KEYS: the over-cap group's streams. ARGV: group, excess, key prefix of subscription hashes.
 # Forces out the group's `excess` oldest unacknowledged entries (by id, across
@@ -266,7 +275,9 @@ return redis.call('XTRIM', KEYS[1], 'MINID', render(safe))
 # it too; each group's loss is counted in its subscription's `lost`. Groups
 # behind the trim point are moved past it; their pending entries stay pending
 # and come back without data.
-FORCE_OUT = _IDS + """
+FORCE_OUT = (
+    _IDS
+    + """
 local group, excess, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local candidates = {}
 for k = 1, #KEYS do
@@ -313,6 +324,7 @@ for name, n in pairs(lost) do
 end
 return flat
 """
+)
 
 # KEYS: subscription hash, subscription set, dead-letter stream, replay stream,
 # then the subscription's type streams. ARGV: group. Returns 1, or 0 when the

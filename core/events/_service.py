@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+
 from vivified.core.chain import Principal, PrincipalKind, annotate, current_call
 from vivified.core.errors import InvalidArgument, PermissionDenied, VivifiedError
 from vivified.core.events._envelope import DOMAIN, PluginLookup, not_declared
@@ -67,9 +68,7 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
         event = self._publisher.prepare(plugin_id, request.event)
         (result,) = await self._publisher.store([event])
         annotate(position=result.position, duplicate=str(result.duplicate).lower())
-        return events_pb2.PublishResponse(
-            event_id=event.event_id, position=result.position, duplicate=result.duplicate
-        )
+        return events_pb2.PublishResponse(event_id=event.event_id, position=result.position, duplicate=result.duplicate)
 
     async def PublishStream(
         self, request_iterator: AsyncIterator[events_pb2.PublishStreamRequest], context: Context
@@ -169,9 +168,7 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
                 raise not_declared(plugin_id, "subscribes", event_type)
         await self._store.subscribe(key, types)
         await self._record_open()
-        await context.write(
-            events_pb2.SubscribeResponse(opened=events_pb2.SubscriptionOpened(subscription=key))
-        )
+        await context.write(events_pb2.SubscribeResponse(opened=events_pb2.SubscriptionOpened(subscription=key)))
         call = current_call()
         session = self._session(
             plugin_id=plugin_id,
@@ -181,4 +178,3 @@ class EventBusService(events_pb2_grpc.EventBusServiceServicer):
             trace_id=call.trace_id if call is not None else "",
         )
         await session.run(requests, context.write)
-

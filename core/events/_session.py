@@ -34,8 +34,8 @@ from vivified.core.events._alerts import Alerts
 from vivified.core.events._envelope import DOMAIN, PluginLookup, parse_payload
 from vivified.core.events._store import Delivery, EventStore
 from vivified.core.kinds import PluginStatus
-from vivified.events.v1.events_pb2 import Delivery as DeliveryMessage
 from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL
+from vivified.events.v1.events_pb2 import Delivery as DeliveryMessage
 from vivified.events.v1.events_pb2 import Event, SubscribeRequest, SubscribeResponse
 from vivified.options.v1.options_pb2 import CLASSIFICATION_PII
 
@@ -213,9 +213,12 @@ class SubscriptionSession:
             await self._record("event.lost", lost)
             self._hooks.lost(self._subscription, 1)
             await self._alerts.raise_alert(
-                "events_lost", SEVERITY_CRITICAL, self._subscription,
+                "events_lost",
+                SEVERITY_CRITICAL,
+                self._subscription,
                 f"subscription {self._subscription} lost a {delivery.event_type} event trimmed while it was "
-                "being delivered", {"lost": "1", **lost},
+                "being delivered",
+                {"lost": "1", **lost},
             )
             await self._store.ack(self._subscription, [delivery.delivery_id])
             return None

@@ -103,9 +103,7 @@ class SqliteWorker:
             batch.append(item)
         return batch
 
-    def _execute(
-        self, conn: sqlite3.Connection, batch: list[tuple[Operation, asyncio.Future[Any]]]
-    ) -> list[Outcome]:
+    def _execute(self, conn: sqlite3.Connection, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import trace
+
 from vivified.core.audit import AuditLog
 from vivified.core.chain import Principal
 from vivified.core.clock import Clock

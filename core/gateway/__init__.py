@@ -1,11 +1,11 @@
 """The operator lane: brokered plugin-to-plugin calls.
 
-    GatewayService   OperatorGatewayService.Invoke (Any in, Any out)
-    ContractProxy    transparent typed calls with the `x-vivified-target` header
-    OperatorLane     policy, forwarding, redaction and audit facts of one call
-    Forwarder        deadline cap, safe retries, circuit breaker, bulkhead
-    PolicySet        packaged rules + rules implied by approved manifests
-    CircuitBreakers  per-target breakers (the event bus guards its store with one too)
+GatewayService   OperatorGatewayService.Invoke (Any in, Any out)
+ContractProxy    transparent typed calls with the `x-vivified-target` header
+OperatorLane     policy, forwarding, redaction and audit facts of one call
+Forwarder        deadline cap, safe retries, circuit breaker, bulkhead
+PolicySet        packaged rules + rules implied by approved manifests
+CircuitBreakers  per-target breakers (the event bus guards its store with one too)
 """
 
 from vivified.core.gateway._breaker import HALF_OPEN, CircuitBreakers

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
+
 from vivified.core.chain import error_info
 from vivified.core.clock import Clock
 from vivified.core.contracts import ContractMethod
@@ -109,7 +110,9 @@ class Forwarder:
         # Per target: its channel and the callables made on it, one per method
         # path, so a call builds no multicallable of its own. A new channel
         # (the target moved) starts a new set.
-        self._callables: dict[str, tuple[grpc.aio.Channel, dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]]] = {}
+        self._callables: dict[
+            str, tuple[grpc.aio.Channel, dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]]
+        ] = {}
 
     @property
     def _config(self) -> GatewayConfig:

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import message_factory
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 from vivified.core.chain import Principal, PrincipalKind, annotate
 from vivified.core.classification import redact, traits_to_see_all
 from vivified.core.contracts import ContractMethod, contract_method
@@ -159,7 +160,10 @@ class OperatorLane:
         if principal.kind == PrincipalKind.PLUGIN:
             metadata.append(("x-vivified-caller", principal.id))
         if user is not None:
-            metadata += [(DELEGATION_HEADER, self._delegations.issue(user, target)), (ON_BEHALF_OF_HEADER, user.user_id)]
+            metadata += [
+                (DELEGATION_HEADER, self._delegations.issue(user, target)),
+                (ON_BEHALF_OF_HEADER, user.user_id),
+            ]
         if idempotency_key:
             metadata.append((IDEMPOTENCY_HEADER, idempotency_key))
         started = time.perf_counter()

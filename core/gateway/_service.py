@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+
 from vivified.core.chain import Principal
 from vivified.core.contracts import CONTRACT_METHODS, ContractMethod
 from vivified.core.errors import InvalidArgument

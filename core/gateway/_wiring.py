@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry import trace
+
 from vivified.core.chain import call_principal
 from vivified.core.clock import Clock
 from vivified.core.gateway._forward import Forwarder, GatewayConfig

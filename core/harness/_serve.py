@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives import serialization
+
 from vivified.core.audit import AuditLog
 from vivified.core.ca import CertificateAuthority, PeerCertificateParser, new_private_key
 from vivified.core.chain import AuditRecorder, AuditSink, Authenticator, ChainDeps, ChainInterceptor, build_chain
@@ -74,7 +75,9 @@ async def serve(
         server.add_generic_rpc_handlers(list(generic_handlers))
     key = new_private_key()
     issued = ca.issue_core_certificate(key)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     credentials = grpc.ssl_server_credentials([(key_pem, issued.chain_pem)], ca.root_pem, require_client_auth=True)
     port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()

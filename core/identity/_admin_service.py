@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
+
 from vivified.core.chain import PrincipalKind, annotate, current_call
 from vivified.core.errors import InvalidArgument, VivifiedError
 from vivified.core.identity._api_keys import ApiKeys
@@ -155,8 +156,9 @@ class UserAdminService(user_admin_pb2_grpc.UserAdminServiceServicer):
         user = await self._store.create(
             username, password_hash, roles, email=email, display_name=display_name, activation=activation
         )
-        annotate(resource=f"user/{user.user_id}", username=username, roles=",".join(roles),
-                 invited=str(user.invited).lower())
+        annotate(
+            resource=f"user/{user.user_id}", username=username, roles=",".join(roles), invited=str(user.invited).lower()
+        )
         try:
             await self._events.created(user, token)
         except VivifiedError:
@@ -182,7 +184,9 @@ class UserAdminService(user_admin_pb2_grpc.UserAdminServiceServicer):
             next_page_token=users[-1].username if more else "",
         )
 
-    async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetUserResponse:
+    async def GetUser(
+        self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetUserResponse:
         user_id = _require_id(request.user_id)
         call = current_call()
         principal = call.principal if call is not None else None

@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
+
 from vivified.core.chain import Principal, PrincipalKind, annotate, current_call
 from vivified.core.errors import (
     InvalidArgument,
@@ -43,7 +44,9 @@ def _signed_in() -> Principal:
     call = current_call()
     principal = call.principal if call is not None else None
     if principal is None or principal.kind != PrincipalKind.USER or principal.session_id is None:
-        raise Unauthenticated("sign in with a password session to manage API keys", reason="IDENTITY_MISSING", domain=_DOMAIN)
+        raise Unauthenticated(
+            "sign in with a password session to manage API keys", reason="IDENTITY_MISSING", domain=_DOMAIN
+        )
     return principal
 
 
@@ -63,7 +66,9 @@ class ApiKeyService(api_keys_pb2_grpc.ApiKeyServiceServicer):
         principal = _signed_in()
         name = request.name.strip()
         if not 1 <= len(name) <= 64 or not request.scopes:
-            raise InvalidArgument("name (1 to 64 characters) and scopes are required", reason="INVALID_REQUEST", domain=_DOMAIN)
+            raise InvalidArgument(
+                "name (1 to 64 characters) and scopes are required", reason="INVALID_REQUEST", domain=_DOMAIN
+            )
         ttl = request.ttl_seconds or DEFAULT_TTL
         if not 60 <= ttl <= MAX_TTL:
             raise InvalidArgument(f"ttl_seconds must be 60 to {MAX_TTL}", reason="INVALID_REQUEST", domain=_DOMAIN)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+
 from vivified.core.clock import Clock
 from vivified.core.errors import Unauthenticated
 from vivified.core.identity._config import IdentityConfig
@@ -99,12 +100,20 @@ class ApiKeys:
     def _now(self) -> int:
         return int(self._clock.now().timestamp())
 
-    async def create(self, owner: str, name: str, scopes: tuple[str, ...], ttl_seconds: int) -> tuple[str, ApiKeyRecord]:
+    async def create(
+        self, owner: str, name: str, scopes: tuple[str, ...], ttl_seconds: int
+    ) -> tuple[str, ApiKeyRecord]:
         key_id, secret, now = "vak_" + secrets.token_hex(12), secrets.token_urlsafe(32), self._now()
         row = {
-            "key_id": key_id, "owner_user_id": owner, "name": name, "scopes": json.dumps(sorted(scopes)),
-            "secret_sha256": _sha256(secret), "created_at": now, "expires_at": now + ttl_seconds,
-            "last_used_at": None, "revoked_at": None,
+            "key_id": key_id,
+            "owner_user_id": owner,
+            "name": name,
+            "scopes": json.dumps(sorted(scopes)),
+            "secret_sha256": _sha256(secret),
+            "created_at": now,
+            "expires_at": now + ttl_seconds,
+            "last_used_at": None,
+            "revoked_at": None,
         }
 
         def write() -> None:

@@ -21,16 +21,17 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
+
 from vivified.core.chain import PrincipalKind, annotate, current_call
 from vivified.core.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from vivified.core.identity._config import IdentityConfig
 from vivified.core.identity._mfa import MfaChecker, new_backup_codes
-from vivified.core.identity._permissions import Permissions
 from vivified.core.identity._passwords import (
     MAX_PASSWORD_CHARS,
     PasswordHasher,
     check_new_password,
 )
+from vivified.core.identity._permissions import Permissions
 from vivified.core.identity._secret_box import SecretBox
 from vivified.core.identity._sessions import Sessions, Tokens
 from vivified.core.identity._tokens import MFA_TYPE, TokenSigner
@@ -187,7 +188,9 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         await self._mfa.check(user, request.code)
         return pb.VerifyMfaResponse(tokens=tokens_message(await self._sessions.start(user)))
 
-    async def Refresh(self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RefreshResponse:
+    async def Refresh(
+        self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RefreshResponse:
         return pb.RefreshResponse(tokens=tokens_message(await self._sessions.refresh(request.refresh_token)))
 
     async def Logout(self, request: pb.LogoutRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.LogoutResponse:

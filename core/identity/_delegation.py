@@ -83,8 +83,10 @@ class Delegations:
         except TokenError as exc:
             if exc.reason == "TOKEN_EXPIRED":
                 raise Unauthenticated(
-                    "the delegation token has expired; the user must call again", reason="DELEGATION_EXPIRED",
-                    domain=_DOMAIN, metadata=_RULE,
+                    "the delegation token has expired; the user must call again",
+                    reason="DELEGATION_EXPIRED",
+                    domain=_DOMAIN,
+                    metadata=_RULE,
                 ) from None
             raise _invalid(f"the delegation token is not valid for this plugin: {exc.message}") from None
         traits, sid, akid = (claims.extra.get(name) for name in ("traits", "sid", "akid"))
@@ -99,8 +101,10 @@ class Delegations:
                 live = await self._keys.traits_of_live(str(akid), claims.subject)
         except Unauthenticated:
             raise Unauthenticated(
-                "the user's session or API key behind this delegation has ended", reason="DELEGATION_REVOKED",
-                domain=_DOMAIN, metadata=_RULE,
+                "the user's session or API key behind this delegation has ended",
+                reason="DELEGATION_REVOKED",
+                domain=_DOMAIN,
+                metadata=_RULE,
             ) from None
         # Traits can only shrink after issue (a role change ends the session).
         return Delegator(

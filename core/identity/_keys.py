@@ -41,7 +41,9 @@ class SigningKey:
 def check_secret(secret: bytes) -> None:
     """Refuse a key too short or too regular to be random."""
     if len(secret) < MIN_KEY_BYTES:
-        raise TokenKeyInsecure(f"the token key has {len(secret)} bytes; at least {MIN_KEY_BYTES} random bytes are required")
+        raise TokenKeyInsecure(
+            f"the token key has {len(secret)} bytes; at least {MIN_KEY_BYTES} random bytes are required"
+        )
     if len(set(secret)) < 8:
         raise TokenKeyInsecure("the token key is not random (too few distinct bytes); replace it")
 

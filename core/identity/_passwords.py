@@ -14,6 +14,7 @@ import re
 
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
 from vivified.core.errors import InvalidArgument
 from vivified.core.identity._config import PasswordParams
 

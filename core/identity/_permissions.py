@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from google.protobuf import descriptor_pool
+
 from vivified.core.chain import Principal
 from vivified.core.policy import PolicyInput, RuleIndex, evaluate
 
@@ -32,7 +33,10 @@ class Permissions:
 
     def allowed(self, principal: Principal, traits: frozenset[str]) -> tuple[str, ...]:
         index = self._index()
-        return tuple(sorted(
-            method for service, method in self._methods
-            if evaluate(index, PolicyInput(principal.kind, principal.id, traits, service, method)).allowed
-        ))
+        return tuple(
+            sorted(
+                method
+                for service, method in self._methods
+                if evaluate(index, PolicyInput(principal.kind, principal.id, traits, service, method)).allowed
+            )
+        )

@@ -7,6 +7,7 @@ outside the database (`_secret_box`)."""
 from __future__ import annotations
 
 import sqlalchemy as sa
+
 from vivified.core.db import metadata
 
 users_table = sa.Table(

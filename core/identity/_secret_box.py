@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from vivified.core.identity._keys import (
     TokenKeyInsecure,
     check_secret,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+
 from vivified.core.clock import Clock
 from vivified.core.errors import Unauthenticated
 from vivified.core.identity._config import IdentityConfig
@@ -119,11 +120,17 @@ class Sessions:
             with self._engine.begin() as conn:
                 conn.execute(
                     user_sessions_table.insert().values(
-                        session_id=session_id, user_id=user.user_id, created_at=now, last_seen_at=now, expires_at=expires
+                        session_id=session_id,
+                        user_id=user.user_id,
+                        created_at=now,
+                        last_seen_at=now,
+                        expires_at=expires,
                     )
                 )
                 conn.execute(
-                    refresh_tokens_table.insert().values(token_sha256=_sha256(refresh), session_id=session_id, issued_at=now)
+                    refresh_tokens_table.insert().values(
+                        token_sha256=_sha256(refresh), session_id=session_id, issued_at=now
+                    )
                 )
 
         await asyncio.to_thread(write)
@@ -139,7 +146,9 @@ class Sessions:
 
         def work() -> tuple[str, str, str, int]:
             with self._engine.begin() as conn:
-                row = conn.execute(sa.select(refresh_tokens_table).where(refresh_tokens_table.c.token_sha256 == digest)).first()
+                row = conn.execute(
+                    sa.select(refresh_tokens_table).where(refresh_tokens_table.c.token_sha256 == digest)
+                ).first()
                 if row is None:
                     return "unknown", "", "", 0
                 session = conn.execute(
@@ -165,7 +174,9 @@ class Sessions:
                 if now >= session.expires_at or now - session.last_seen_at > idle:
                     return "expired", row.session_id, "", 0
                 conn.execute(
-                    refresh_tokens_table.insert().values(token_sha256=_sha256(new), session_id=row.session_id, issued_at=now)
+                    refresh_tokens_table.insert().values(
+                        token_sha256=_sha256(new), session_id=row.session_id, issued_at=now
+                    )
                 )
                 conn.execute(
                     user_sessions_table.update()
@@ -180,7 +191,9 @@ class Sessions:
         if outcome == "reused":
             self._states.pop(session_id, None)
             raise Unauthenticated(
-                "this refresh token was already used; the session is ended", reason="REFRESH_TOKEN_INVALID", domain=_DOMAIN
+                "this refresh token was already used; the session is ended",
+                reason="REFRESH_TOKEN_INVALID",
+                domain=_DOMAIN,
             )
         if outcome == "revoked":
             raise _revoked()

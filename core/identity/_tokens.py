@@ -159,8 +159,14 @@ class TokenSigner:
         now = self.now()
         jti = secrets.token_urlsafe(16)
         payload = {
-            "iss": self._issuer, "aud": audience or self._audience, "sub": subject, "jti": jti,
-            "iat": now, "nbf": now, "exp": now + ttl_seconds, **extra,
+            "iss": self._issuer,
+            "aud": audience or self._audience,
+            "sub": subject,
+            "jti": jti,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl_seconds,
+            **extra,
         }
         token = self._jwt.encode(
             payload, self._key.secret, algorithm=self._key.algorithm, headers={"typ": typ, "kid": self._key.kid}

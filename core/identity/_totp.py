@@ -29,7 +29,9 @@ def time_step(epoch_seconds: float) -> int:
     return int(epoch_seconds) // PERIOD_SECONDS
 
 
-def totp(secret: bytes, epoch_seconds: float, *, digits: int = DIGITS, digest: Callable[..., Any] = hashlib.sha1) -> str:
+def totp(
+    secret: bytes, epoch_seconds: float, *, digits: int = DIGITS, digest: Callable[..., Any] = hashlib.sha1
+) -> str:
     """RFC 6238 TOTP at a time (T0 = 0, X = 30 s)."""
     return hotp(secret, time_step(epoch_seconds), digits=digits, digest=digest)
 
@@ -64,6 +66,12 @@ def provisioning_uri(secret: bytes, account: str, issuer: str) -> str:
     """otpauth://totp/<issuer>:<account>?secret=…&issuer=…&algorithm=SHA1&digits=6&period=30"""
     label = urllib.parse.quote(f"{issuer}:{account}", safe="")
     query = urllib.parse.urlencode(
-        {"secret": encode_secret(secret), "issuer": issuer, "algorithm": "SHA1", "digits": DIGITS, "period": PERIOD_SECONDS}
+        {
+            "secret": encode_secret(secret),
+            "issuer": issuer,
+            "algorithm": "SHA1",
+            "digits": DIGITS,
+            "period": PERIOD_SECONDS,
+        }
     )
     return f"otpauth://totp/{label}?{query}"

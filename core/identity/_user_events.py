@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
+
 from vivified.core.identity._users import UserRecord
 from vivified.events.v1 import canonical_pb2
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+
 from vivified.core.clock import Clock
 from vivified.core.errors import AlreadyExists, NotFound
 from vivified.core.identity._schema import (
@@ -141,11 +142,25 @@ class UserStore:
         usable password until it redeems the token."""
         now = self.now()
         row = {
-            "user_id": "usr_" + secrets.token_hex(12), "username": username, "password_hash": password_hash,
-            "roles": json.dumps(sorted(roles)), "disabled": False, "mfa_secret": None, "mfa_pending_secret": None,
-            "mfa_last_step": 0, "failed_logins": 0, "locked_until": 0, "lockout_level": 0, "mfa_failures": 0,
-            "mfa_locked_until": 0, "mfa_lockout_level": 0, "created_at": now, "updated_at": now,
-            "email": email, "display_name": display_name, "invited": activation is not None,
+            "user_id": "usr_" + secrets.token_hex(12),
+            "username": username,
+            "password_hash": password_hash,
+            "roles": json.dumps(sorted(roles)),
+            "disabled": False,
+            "mfa_secret": None,
+            "mfa_pending_secret": None,
+            "mfa_last_step": 0,
+            "failed_logins": 0,
+            "locked_until": 0,
+            "lockout_level": 0,
+            "mfa_failures": 0,
+            "mfa_locked_until": 0,
+            "mfa_lockout_level": 0,
+            "created_at": now,
+            "updated_at": now,
+            "email": email,
+            "display_name": display_name,
+            "invited": activation is not None,
             "activation_sha256": activation[0] if activation else None,
             "activation_expires_at": activation[1] if activation else None,
         }
@@ -153,7 +168,9 @@ class UserStore:
             with self._engine.begin() as conn:
                 conn.execute(users_table.insert().values(**row))
         except sa.exc.IntegrityError:
-            raise AlreadyExists(f"username {username!r} is taken", reason="USER_ALREADY_EXISTS", domain=_DOMAIN) from None
+            raise AlreadyExists(
+                f"username {username!r} is taken", reason="USER_ALREADY_EXISTS", domain=_DOMAIN
+            ) from None
         return UserRecord(**{**row, "roles": tuple(sorted(roles))})  # type: ignore[arg-type]
 
     async def create(
@@ -168,8 +185,13 @@ class UserStore:
     ) -> UserRecord:
         return await asyncio.to_thread(
             functools.partial(
-                self.create_now, username, password_hash, roles,
-                email=email, display_name=display_name, activation=activation,
+                self.create_now,
+                username,
+                password_hash,
+                roles,
+                email=email,
+                display_name=display_name,
+                activation=activation,
             )
         )
 
@@ -241,7 +263,9 @@ class UserStore:
             )
             if result.rowcount != 1:
                 raise not_found()
-            return UserRecord.from_row(conn.execute(sa.select(users_table).where(users_table.c.user_id == user_id)).one())
+            return UserRecord.from_row(
+                conn.execute(sa.select(users_table).where(users_table.c.user_id == user_id)).one()
+            )
 
         return await self._run(write)
 
@@ -265,7 +289,8 @@ class UserStore:
         the counter (`login_succeeded`, `mfa_step_used`, `use_backup_code`)."""
         c, now = users_table.c, self.now()
         failures, until, level = (
-            (c.mfa_failures, c.mfa_locked_until, c.mfa_lockout_level) if mfa
+            (c.mfa_failures, c.mfa_locked_until, c.mfa_lockout_level)
+            if mfa
             else (c.failed_logins, c.locked_until, c.lockout_level)
         )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+
 from vivified.core.chain import Principal, PrincipalKind, annotate, current_call
 from vivified.core.clock import Clock
 from vivified.core.errors import PermissionDenied, Unauthenticated

@@ -14,8 +14,21 @@ from vivified.manifest.v1.manifest_pb2 import ConfigFieldType, PluginManifest
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
 # Headers the core sets or strips itself; a credential may not name them.
 _RESERVED = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
-     "accept-encoding", "expect", "cookie", "cookie2", "proxy-connection"}
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "accept-encoding",
+        "expect",
+        "cookie",
+        "cookie2",
+        "proxy-connection",
+    }
 )
 MAX_PREFIX_LENGTH = 32
 
@@ -49,9 +62,7 @@ def check_injected_credentials(manifest: PluginManifest) -> None:
             )
         prefix = credential.value_prefix
         if len(prefix) > MAX_PREFIX_LENGTH or not prefix.isascii() or not prefix.isprintable():
-            raise manifest_invalid(
-                f"{where}.value_prefix: at most {MAX_PREFIX_LENGTH} printable ASCII characters"
-            )
+            raise manifest_invalid(f"{where}.value_prefix: at most {MAX_PREFIX_LENGTH} printable ASCII characters")
         if (host, lowered) in seen:
             raise manifest_invalid(f"{where}: {header} for {host} is listed twice")
         seen.add((host, lowered))

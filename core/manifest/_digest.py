@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
+
 from vivified.core.manifest._problem import manifest_invalid
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 

@@ -30,8 +30,17 @@ _URL_CHARS = frozenset(":/@?#[]\\%;,=&'\"<>`^{}|~!$()+")
 # Names that resolve inside a network, never on the public internet
 # (RFC 6761, RFC 6762, RFC 8375, ICANN's .internal, common private TLDs).
 _LOCAL_SUFFIXES = (
-    "localhost", "localdomain", "local", "internal", "lan", "home.arpa", "arpa",
-    "intranet", "corp", "home", "private",
+    "localhost",
+    "localdomain",
+    "local",
+    "internal",
+    "lan",
+    "home.arpa",
+    "arpa",
+    "intranet",
+    "corp",
+    "home",
+    "private",
 )
 FIELD = "security.allowed_domains"
 
@@ -51,8 +60,7 @@ def _is_ip_literal(text: str) -> bool:
 
 def _check_label(entry: str, label: str) -> None:
     if not _LABEL.fullmatch(label):
-        raise _refused(entry, "each label must be 1-63 characters of a-z, 0-9 and '-', "
-                              "not starting or ending with '-'")
+        raise _refused(entry, "each label must be 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'")
     if label[2:4] == "--" and not label.startswith("xn--"):
         raise _refused(entry, "labels with '--' in positions 3-4 are reserved for IDNA (xn--)")
     if label.startswith("xn--"):
@@ -96,9 +104,15 @@ def validate_allowed_domain(entry: str) -> str:
     suffixes = public_suffixes()
     if suffixes.is_public(name):
         what = "a wildcard over a public suffix" if wildcard else "a public suffix"
-        raise _refused(entry, f"is {what} ({name!r} is on the Public Suffix List), so it would admit "
-                              "hosts of unrelated owners; name your own domain under it")
+        raise _refused(
+            entry,
+            f"is {what} ({name!r} is on the Public Suffix List), so it would admit "
+            "hosts of unrelated owners; name your own domain under it",
+        )
     if wildcard and suffixes.has_public_child(name):
-        raise _refused(entry, f"is a wildcard over {name!r}, which has public suffixes directly below it "
-                              "(Public Suffix List); name your own domain under one of them")
+        raise _refused(
+            entry,
+            f"is a wildcard over {name!r}, which has public suffixes directly below it "
+            "(Public Suffix List); name your own domain under one of them",
+        )
     return host

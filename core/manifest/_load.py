@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from google.protobuf import json_format
+
 from vivified.core.manifest._problem import manifest_invalid, show
 from vivified.core.manifest._shape import check_message
 from vivified.core.manifest._yaml import MAX_DEPTH, MAX_NODES, load_yaml
@@ -74,9 +75,7 @@ def _parse_json(text: str, source: str) -> Any:
     try:
         parsed = json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise manifest_invalid(
-            f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
+        raise manifest_invalid(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise manifest_invalid(f"{source}: nesting too deep") from None
     except ValueError as exc:  # duplicate key, NaN/Infinity, over-long integer
@@ -113,9 +112,7 @@ def load_manifest_bytes(data: bytes, *, source: str = "<manifest>") -> PluginMan
     if not isinstance(data, (bytes, bytearray)):
         raise manifest_invalid(f"{source}: manifest must be bytes")
     if len(data) > MAX_MANIFEST_BYTES:
-        raise manifest_invalid(
-            f"{source}: manifest exceeds the limit of {MAX_MANIFEST_BYTES} bytes"
-        )
+        raise manifest_invalid(f"{source}: manifest exceeds the limit of {MAX_MANIFEST_BYTES} bytes")
     try:
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -10,6 +10,7 @@ one JSON type per field kind, and names the path of the first problem.
 from __future__ import annotations
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
 from vivified.core.manifest._problem import manifest_invalid, show
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
@@ -47,9 +48,7 @@ def check_message(data: object, descriptor: Descriptor, path: str, source: str) 
         field = descriptor.fields_by_name.get(key) if isinstance(key, str) else None
         if field is None:
             allowed = ", ".join(sorted(descriptor.fields_by_name))
-            raise manifest_invalid(
-                f"{source}: {where}: unknown key {show(key)}; allowed keys are {allowed}"
-            )
+            raise manifest_invalid(f"{source}: {where}: unknown key {show(key)}; allowed keys are {allowed}")
         _check_field(value, field, _join(path, key), source)
 
 
@@ -85,9 +84,7 @@ def _check_single(value: object, field: FieldDescriptor, path: str, source: str)
     elif kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
         names = field.enum_type.values_by_name
         if not isinstance(value, str) or value not in names:
-            raise manifest_invalid(
-                f"{source}: {path}: expected one of {', '.join(names)}, got {show(value)}"
-            )
+            raise manifest_invalid(f"{source}: {path}: expected one of {', '.join(names)}, got {show(value)}")
     else:
         # A field kind this walk does not know: refuse rather than guess, so a
         # new proto field cannot slip past with ParseDict's lenient rules.

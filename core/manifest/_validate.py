@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from vivified.core.contracts import CONTRACT_SERVICES, contract_method
 from vivified.core.canonical_events import CANONICAL_EVENT_TYPES
+from vivified.core.contracts import CONTRACT_SERVICES, contract_method
 from vivified.core.manifest._config_fields import check_config_schema
 from vivified.core.manifest._credentials import check_injected_credentials
 from vivified.core.manifest._digest import reject_unknown_fields
@@ -17,12 +17,14 @@ from vivified.core.traits import TraitCatalogue
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 from vivified.options.v1.options_pb2 import Classification
 
-DEFAULT_CONTRACTS: frozenset[str] = frozenset({
-    "vivified.communication.v1.CommunicationPluginService",
-    "vivified.storage.v1.StoragePluginService",
-    "vivified.identity.v1.IdentityPluginService",
-    "vivified.directory.v1.DirectoryService",
-})
+DEFAULT_CONTRACTS: frozenset[str] = frozenset(
+    {
+        "vivified.communication.v1.CommunicationPluginService",
+        "vivified.storage.v1.StoragePluginService",
+        "vivified.identity.v1.IdentityPluginService",
+        "vivified.directory.v1.DirectoryService",
+    }
+)
 # Ids the core or its principals use; a plugin named like them could be
 # mistaken for them in SPIFFE ids, audit records or operator screens.
 RESERVED_IDS = frozenset({"core", "operator", "admin", "system", "root", "vivified", "anonymous"})
@@ -34,9 +36,7 @@ MIN_PHI_RETENTION_DAYS = 2555  # HIPAA documentation retention: six years, round
 _ID = re.compile(r"[a-z][a-z0-9-]{1,62}")
 _NUM = r"(?:0|[1-9][0-9]*)"
 _PRE = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
-_SEMVER = re.compile(
-    rf"{_NUM}\.{_NUM}\.{_NUM}(?:-{_PRE}(?:\.{_PRE})*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
-)
+_SEMVER = re.compile(rf"{_NUM}\.{_NUM}\.{_NUM}(?:-{_PRE}(?:\.{_PRE})*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?")
 _CONTRACT = re.compile(r"vivified\.[a-z][a-z0-9_]*\.v[1-9][0-9]*\.[A-Z][A-Za-z0-9]*Service")
 _HIPAA_CONTROL = re.compile(r"164\.312\([a-e]\)(?:\([0-9]\))?(?:\([iv]+\))?")
 
@@ -98,8 +98,7 @@ def _check_contracts(contracts: Iterable[str], known: frozenset[str], provides: 
     for contract in listed:
         if not _CONTRACT.fullmatch(contract):
             raise manifest_invalid(
-                f"contracts: {show(contract)} is not a service name like "
-                "vivified.<area>.v<N>.<Name>Service"
+                f"contracts: {show(contract)} is not a service name like vivified.<area>.v<N>.<Name>Service"
             )
         if contract not in known:
             raise manifest_invalid(
@@ -192,9 +191,7 @@ def _check_operations(manifest: PluginManifest) -> None:
             )
         method = contract_method(name)
         if method is not None and method.service not in contracts:
-            raise manifest_invalid(
-                f"provides: {name} belongs to {method.service}, which is not in contracts", **entry
-            )
+            raise manifest_invalid(f"provides: {name} belongs to {method.service}, which is not in contracts", **entry)
     seen: set[tuple[str, str]] = set()
     for index, call in enumerate(manifest.calls):
         where = f"calls[{index}]"
@@ -206,7 +203,8 @@ def _check_operations(manifest: PluginManifest) -> None:
         if problem is not None:
             raise manifest_invalid(
                 f"{where}.method: {show(call.method)} is not a known contract operation: {problem}",
-                field=f"{where}.method", entry=call.method[:200],
+                field=f"{where}.method",
+                entry=call.method[:200],
             )
         if (call.plugin_id, call.method) in seen:
             raise manifest_invalid(f"{where}: {call.plugin_id} {call.method} is listed twice")
@@ -222,7 +220,8 @@ def _check_events(manifest: PluginManifest) -> None:
                 raise manifest_invalid(
                     f"{field}: {show(event_type)} is not a canonical event type (exact name, no wildcards); "
                     f"known: {', '.join(sorted(CANONICAL_EVENT_TYPES))}",
-                    field=f"{field}[{index}]", entry=event_type[:200],
+                    field=f"{field}[{index}]",
+                    entry=event_type[:200],
                 )
 
 

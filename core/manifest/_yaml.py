@@ -145,9 +145,7 @@ _RESOLVERS = (
     ),
 )
 for _name, _pattern, _first in _RESOLVERS:
-    _StrictComposition.add_implicit_resolver(
-        _Y + _name, re.compile(rf"^(?:{_pattern})\Z"), _first
-    )
+    _StrictComposition.add_implicit_resolver(_Y + _name, re.compile(rf"^(?:{_pattern})\Z"), _first)
 _StrictComposition.yaml_constructors[_Y + "int"] = _construct_int
 _StrictComposition.yaml_constructors[_Y + "float"] = _construct_float
 

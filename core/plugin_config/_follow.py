@@ -10,6 +10,7 @@ import contextlib
 import logging
 
 import sqlalchemy as sa
+
 from vivified.core.db import describe_url, driver_message, wake_on_notify
 from vivified.core.plugin_config._store import NOTIFY_CHANNEL, PluginConfigStore
 
@@ -57,4 +58,3 @@ class ConfigFollower:
                 failing = True
             else:
                 failing = False
-

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from vivified.core.ca import KeyFileError, atomic_write, read_secure_file
 from vivified.core.errors import FailedPrecondition
 
@@ -77,7 +78,9 @@ class SecretsKeyring:
         return cls([_decode(p, where) for p in parts])
 
     @classmethod
-    def load(cls, *, environ_value: str | None, key_file: pathlib.Path | None, data_dir: pathlib.Path) -> SecretsKeyring:
+    def load(
+        cls, *, environ_value: str | None, key_file: pathlib.Path | None, data_dir: pathlib.Path
+    ) -> SecretsKeyring:
         """From the variable, else the named file (which must exist), else the
         data dir's file (created with one new key when missing)."""
         if environ_value is not None:

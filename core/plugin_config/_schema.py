@@ -7,6 +7,7 @@ sealed it; any other value is stored as text with `key_id` NULL. History keeps
 from __future__ import annotations
 
 import sqlalchemy as sa
+
 from vivified.core.db import metadata
 
 config_values_table = sa.Table(

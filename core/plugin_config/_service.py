@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
+
 from vivified.config.v1 import config_pb2 as pb
 from vivified.config.v1 import config_pb2_grpc
 from vivified.core.chain import PrincipalKind, annotate, current_call
@@ -148,8 +149,12 @@ class ConfigService(config_pb2_grpc.ConfigServiceServicer):
         return pb.ListPluginConfigHistoryResponse(
             changes=[
                 pb.ConfigChange(
-                    key=c.key, old_value=c.old_value or "", new_value=c.new_value, change_actor=c.changed_by,
-                    reason=c.reason, change_time=timestamp_pb2.Timestamp(seconds=c.changed_at),
+                    key=c.key,
+                    old_value=c.old_value or "",
+                    new_value=c.new_value,
+                    change_actor=c.changed_by,
+                    reason=c.reason,
+                    change_time=timestamp_pb2.Timestamp(seconds=c.changed_at),
                 )
                 for c in changes
             ]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import sqlalchemy as sa
+
 from vivified.core.clock import Clock
 from vivified.core.db import write_transaction
 from vivified.core.plugin_config._keyring import SecretsKeyring
@@ -95,9 +96,7 @@ class PluginConfigStore:
             return None
         return self.keyring.open(plugin_id, key, stored.key_id, stored.value)
 
-    async def set(
-        self, plugin_id: str, key: str, value: str, *, secret: bool, actor: str, reason: str
-    ) -> StoredValue:
+    async def set(self, plugin_id: str, key: str, value: str, *, secret: bool, actor: str, reason: str) -> StoredValue:
         """Store `value` (sealed when `secret`) and its history row; wake watchers."""
         now = int(self._clock.now().timestamp())
         if secret:
@@ -121,8 +120,13 @@ class PluginConfigStore:
                     old_text = MASK if secret or old.key_id is not None else old.value
                 inserted = conn.execute(
                     sa.insert(h).values(
-                        plugin_id=plugin_id, key=key, old_value=old_text, new_value=MASK if secret else value,
-                        changed_by=actor, reason=reason, changed_at=now,
+                        plugin_id=plugin_id,
+                        key=key,
+                        old_value=old_text,
+                        new_value=MASK if secret else value,
+                        changed_by=actor,
+                        reason=reason,
+                        changed_at=now,
                     )
                 )
                 if self._pg:

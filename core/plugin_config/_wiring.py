@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
 from vivified.core.clock import Clock
 from vivified.core.plugin_config._follow import ConfigFollower
 from vivified.core.plugin_config._keyring import SecretsKeyring

@@ -56,9 +56,7 @@ def evaluate(index: RuleIndex, request: PolicyInput) -> Decision:
     would = _decide(index.shadow, request)
     if would.allowed == decision.allowed:
         return decision
-    return replace(
-        decision, report_only=WOULD_ALLOW if would.allowed else WOULD_DENY, report_rule_id=would.rule_id
-    )
+    return replace(decision, report_only=WOULD_ALLOW if would.allowed else WOULD_DENY, report_rule_id=would.rule_id)
 
 
 def _decide(index: RuleIndex, request: PolicyInput) -> Decision:

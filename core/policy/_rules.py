@@ -125,7 +125,9 @@ def _since(raw: Mapping[str, Any], rule_id: str) -> dt.datetime | None:
     if "report_only_since" not in raw:
         return None
     value = raw["report_only_since"]
-    problem = f"rule {rule_id!r}: 'report_only_since' must be an ISO 8601 time with a UTC offset, e.g. 2026-01-31T09:00:00Z"
+    problem = (
+        f"rule {rule_id!r}: 'report_only_since' must be an ISO 8601 time with a UTC offset, e.g. 2026-01-31T09:00:00Z"
+    )
     if not isinstance(value, str):
         raise PolicyError(problem)
     try:

@@ -35,16 +35,20 @@ class ProbeError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--address", metavar="HOST:PORT",
+        "--address",
+        metavar="HOST:PORT",
         help=f"the core's bootstrap port (default $VIVIFIED_BOOTSTRAP_ADDRESS, else {DEFAULT_ADDRESS})",
     )
     parser.add_argument(
-        "--ca-file", type=pathlib.Path, metavar="FILE",
+        "--ca-file",
+        type=pathlib.Path,
+        metavar="FILE",
         help="the core's root CA certificate (default $VIVIFIED_CA_FILE, else <data-dir>/operator/ca.crt)",
     )
     parser.add_argument("--data-dir", help="core data dir whose operator/ca.crt to trust (default ./.vivified)")
     parser.add_argument(
-        "--server-name", default="localhost",
+        "--server-name",
+        default="localhost",
         help="name the core's certificate must carry (default localhost, which every core certificate has)",
     )
     parser.add_argument("--service", default="", help="health service name to ask for (default: the server)")
@@ -94,7 +98,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[str]) ->
     try:
         ca_pem = ca_path.read_bytes()
     except OSError:
-        raise ProbeError(f"cannot read the core's CA certificate {ca_path}; pass --ca-file", "CA_FILE_UNREADABLE") from None
+        raise ProbeError(
+            f"cannot read the core's CA certificate {ca_path}; pass --ca-file", "CA_FILE_UNREADABLE"
+        ) from None
     status = asyncio.run(check(address, ca_pem, args.server_name, args.service, args.timeout))
     out.append(json.dumps({"address": address, "status": status}) if args.json else f"{address}: {status}")
     return 0 if status == "SERVING" else 1

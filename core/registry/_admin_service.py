@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
+
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.chain import StreamTracker, annotate
@@ -136,14 +137,17 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
         digest = manifest_sha256(manifest)
         previous = await self._store.fetch(manifest.id)
         await self._store.approve(
-            manifest, digest, granted, token_sha256(token), expires, replace_existing=request.replace,
+            manifest,
+            digest,
+            granted,
+            token_sha256(token),
+            expires,
+            replace_existing=request.replace,
             artifact_sha256=request.artifact_sha256,
         )
         if previous is not None and previous.status in (ACTIVE, DISABLED):
             self._streams.close_all(manifest.id)
-        response = pb.ApprovePluginResponse(
-            join_token=token, manifest_sha256=digest, granted_traits=sorted(granted)
-        )
+        response = pb.ApprovePluginResponse(join_token=token, manifest_sha256=digest, granted_traits=sorted(granted))
         response.token_expire_time.CopyFrom(timestamp_pb2.Timestamp(seconds=expires))
         return response
 
@@ -169,9 +173,7 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
     ) -> pb.DisablePluginResponse:
         record = await self._store.fetch_required(_require_id(request.plugin_id))
         if record.status == REVOKED:
-            raise FailedPrecondition(
-                f"plugin {record.plugin_id!r} is revoked", reason="PLUGIN_STATE", domain=_DOMAIN
-            )
+            raise FailedPrecondition(f"plugin {record.plugin_id!r} is revoked", reason="PLUGIN_STATE", domain=_DOMAIN)
         if record.status != DISABLED:
             record = await self._store.set_status(record.plugin_id, DISABLED)
         self._streams.close_all(record.plugin_id, "PLUGIN_DISABLED")
@@ -198,9 +200,12 @@ class AdminService(plugin_admin_pb2_grpc.PluginAdminServiceServicer):
         alert_kind, severity = FAILURE_KINDS[request.kind]
         details = {k[:64]: v[:512] for k, v in sorted(request.details.items())[:32]}
         alert = SecurityAlert(
-            alert_id=uuid.uuid4().hex, kind=alert_kind, severity=severity,
+            alert_id=uuid.uuid4().hex,
+            kind=alert_kind,
+            severity=severity,
             summary=request.summary[:1000] or f"plugin {record.plugin_id} stopped: {request.kind}",
-            subject=f"plugin/{record.plugin_id}", details=details,
+            subject=f"plugin/{record.plugin_id}",
+            details=details,
         )
         # The chain's one audit record of this call carries the report.
         annotate(failure=request.kind, alert_id=alert.alert_id, **details)
@@ -244,7 +249,8 @@ class OperatorCertificates:
     async def revoke(self, request: pb.RevokeOperatorCertificateRequest) -> pb.RevokeOperatorCertificateResponse:
         text = request.serial.strip().lower().removeprefix("0x")
         if not text or len(text) > 40 or any(c not in "0123456789abcdef" for c in text):
-            raise InvalidArgument("serial must be a hexadecimal certificate serial", reason="INVALID_REQUEST",
-                                  domain=_DOMAIN)
+            raise InvalidArgument(
+                "serial must be a hexadecimal certificate serial", reason="INVALID_REQUEST", domain=_DOMAIN
+            )
         revoked = await self._store.revoke_certificate(int(text, 16), _OPERATOR)
         return pb.RevokeOperatorCertificateResponse(certificate=_operator_message(revoked))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from vivified.core.clock import Clock
 from vivified.core.registry._store import PluginRecord
 from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc

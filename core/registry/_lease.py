@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Callable
 
 import sqlalchemy as sa
+
 from vivified.core.clock import Clock
 from vivified.core.db import write_transaction
 from vivified.core.kinds import PluginStatus
@@ -64,9 +65,13 @@ class LifecycleLeases:
                     .values(holder=self.holder, expires_ms=until)
                 )
                 leased = sa.select(t.c.plugin_id)
-                unleased = conn.execute(
-                    sa.select(p.c.plugin_id).where(p.c.status == PluginStatus.ACTIVE, p.c.plugin_id.not_in(leased))
-                ).scalars().all()
+                unleased = (
+                    conn.execute(
+                        sa.select(p.c.plugin_id).where(p.c.status == PluginStatus.ACTIVE, p.c.plugin_id.not_in(leased))
+                    )
+                    .scalars()
+                    .all()
+                )
                 for plugin_id in unleased:
                     conn.execute(sa.insert(t).values(plugin_id=plugin_id, holder=self.holder, expires_ms=until))
                 return set(conn.execute(sa.select(t.c.plugin_id).where(t.c.holder == self.holder)).scalars())

@@ -63,6 +63,7 @@ CONTRACT_NOT_SERVED = "CONTRACT_NOT_SERVED"
 async def _ignore(change: HealthChange, why: str) -> None:
     return None
 
+
 _log = logging.getLogger(__name__)
 
 
@@ -289,10 +290,10 @@ _KINDS = {
 
 def liveness_audit(audit: AuditLog) -> ChangeSink:
     """A ChangeSink writing one audit record per liveness transition:
-    `plugin.healthy` (first successful Init, retried or not), `plugin.unhealthy`
-    (Init failed or timed out, or missed heartbeats; `to` says which:
-    `init_failed` or `unhealthy`), `plugin.recovered`, `plugin.refused` (Init
-answered but a listed contract is not served; `reason` CONTRACT_NOT_SERVED)."""
+        `plugin.healthy` (first successful Init, retried or not), `plugin.unhealthy`
+        (Init failed or timed out, or missed heartbeats; `to` says which:
+        `init_failed` or `unhealthy`), `plugin.recovered`, `plugin.refused` (Init
+    answered but a listed contract is not served; `reason` CONTRACT_NOT_SERVED)."""
 
     async def record(change: HealthChange, why: str) -> None:
         kind = _KINDS.get((change.before, change.after), change.after)

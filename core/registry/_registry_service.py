@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
+
 from vivified.core.ca import CertificateAuthority
 from vivified.core.chain import Authenticator, StreamTracker
 from vivified.core.errors import InvalidArgument, PermissionDenied
@@ -49,8 +50,10 @@ def validate_endpoint(endpoint: str) -> str:
         valid_host = True
     except ValueError:
         labels = host.split(".")
-        valid_host = bool(host) and len(host) <= 253 and all(
-            0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii() for label in labels
+        valid_host = (
+            bool(host)
+            and len(host) <= 253
+            and all(0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii() for label in labels)
         )
     if not sep or not valid_host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidArgument(

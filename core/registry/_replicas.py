@@ -6,6 +6,7 @@ stale (it could be serving an identity revoked elsewhere)."""
 from __future__ import annotations
 
 import sqlalchemy as sa
+
 from vivified.core.chain import StreamTracker
 from vivified.core.registry._store import ACTIVE, APPROVED, DISABLED, REVOKED, PluginRecord, PluginStore
 from vivified.core.registry._sync import RegistrySync
@@ -24,6 +25,7 @@ def follow_registry(store: PluginStore, engine: sa.Engine, streams: StreamTracke
             streams.close_all(record.plugin_id, _CLOSING[record.status])
 
     store.subscribe(on_change)
+
     def on_stale() -> None:
         streams.close_every("REGISTRY_STALE")
 

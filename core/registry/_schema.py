@@ -4,6 +4,7 @@ compare the same way on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import sqlalchemy as sa
+
 from vivified.core.db import metadata
 
 plugins_table = sa.Table(

@@ -28,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf import json_format
+
 from vivified.core.clock import Clock
 from vivified.core.errors import (
     AlreadyExists,
@@ -46,7 +47,10 @@ from vivified.core.registry._schema import (
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 
 APPROVED, ACTIVE, DISABLED, REVOKED = (
-    PluginStatus.APPROVED, PluginStatus.ACTIVE, PluginStatus.DISABLED, PluginStatus.REVOKED
+    PluginStatus.APPROVED,
+    PluginStatus.ACTIVE,
+    PluginStatus.DISABLED,
+    PluginStatus.REVOKED,
 )
 UNKNOWN, HEALTHY, UNHEALTHY = "unknown", "healthy", "unhealthy"
 INIT_FAILED = "init_failed"
@@ -267,8 +271,7 @@ class PluginStore:
         if age <= self.sync_bound:
             return None
         return (
-            f"this core has not read registry changes for {age:.1f}s (bound {self.sync_bound:g}s): "
-            f"{self._sync_problem}"
+            f"this core has not read registry changes for {age:.1f}s (bound {self.sync_bound:g}s): {self._sync_problem}"
         )
 
     def get(self, plugin_id: str) -> PluginRecord | None:
@@ -486,8 +489,9 @@ class PluginStore:
 
         row = await asyncio.to_thread(write)
         if row is None:
-            raise NotFound(f"no {prefix.rstrip('/')} certificate with serial {key}", reason="CERTIFICATE_NOT_FOUND",
-                           domain=_DOMAIN)
+            raise NotFound(
+                f"no {prefix.rstrip('/')} certificate with serial {key}", reason="CERTIFICATE_NOT_FOUND", domain=_DOMAIN
+            )
         self._revoked_serials.add(serial)
         return CertificateRecord(serial, row.subject, row.not_after, row.issued_at, row.revoked_at)
 
@@ -511,11 +515,7 @@ class PluginStore:
         def write() -> list[int]:
             with self._engine.begin() as conn:
                 self._changed(conn, [subject], now)
-                conn.execute(
-                    sa.update(plugins_table)
-                    .where(plugins_table.c.plugin_id == plugin_id)
-                    .values(**values)
-                )
+                conn.execute(sa.update(plugins_table).where(plugins_table.c.plugin_id == plugin_id).values(**values))
                 return self._revoke_subject(conn, subject, now) if status == REVOKED else []
 
         self._revoked_serials.update(await asyncio.to_thread(write))

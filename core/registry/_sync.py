@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 import sqlalchemy as sa
+
 from vivified.core.db import describe_url, driver_message, wake_on_notify
 from vivified.core.registry._store import NOTIFY_CHANNEL, PluginStore
 
@@ -23,7 +24,6 @@ _log = logging.getLogger(__name__)
 
 def _problem(exc: BaseException, url: sa.URL) -> str:
     return f"cannot read registry changes from {describe_url(url)}: {driver_message(exc, url)}"
-
 
 
 class RegistrySync:
@@ -84,4 +84,3 @@ class RegistrySync:
                 if failing:
                     _log.warning("registry changes readable again (version %d)", self._store.version)
                 failing = False
-

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
 from vivified.core.audit import AuditLog
 from vivified.core.ca import CertificateAuthority, PeerCertificateParser
 from vivified.core.chain import Authenticator, StreamTracker

@@ -22,10 +22,19 @@ from vivified.core.rest._bundle import (
     BundleRequest,
     default_console_dir,
     render_config,
+    split_address,
+    write_bundle,
 )
-from vivified.core.rest._bundle import split_address, write_bundle
 from vivified.core.rest._descriptors import build_descriptor_set, checkout_root, load_descriptor_set
-from vivified.core.rest._envoy import CONSOLE_CSP, OPENAPI_PATH, PASSED_HEADERS, BridgeConfig, BridgeLimits, envoy_config, strip_headers_lua
+from vivified.core.rest._envoy import (
+    CONSOLE_CSP,
+    OPENAPI_PATH,
+    PASSED_HEADERS,
+    BridgeConfig,
+    BridgeLimits,
+    envoy_config,
+    strip_headers_lua,
+)
 from vivified.core.rest._openapi import openapi_document
 from vivified.core.rest._process import EnvoyProcess, find_envoy, start_envoy, validate_config
 from vivified.core.rest._served import annotated_services, served_service_names, transcoded_services

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
+
 from vivified.core.errors import FailedPrecondition
 
 _DOMAIN = "vivified.rest"
@@ -44,7 +45,10 @@ def build_descriptor_set(workspace: Path, out: Path, *, buf: str | None = None) 
     out.parent.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [tool, "build", str(workspace), "--as-file-descriptor-set", "-o", str(out)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if result.returncode != 0:
         raise _failed(f"buf build failed: {result.stderr.strip()[:2000]}")

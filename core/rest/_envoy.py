@@ -42,9 +42,15 @@ CONSOLE_CSP = (
 """The admin console's Content-Security-Policy: its own scripts and styles only
 (no inline script or style), calls to this origin only, never framed."""
 _CONSOLE_TYPES = {
-    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".json": "application/json",
-    ".woff2": "font/woff2", ".txt": "text/plain; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".json": "application/json",
+    ".woff2": "font/woff2",
+    ".txt": "text/plain; charset=utf-8",
 }
 _TLS = "envoy.transport_sockets.tls"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -112,15 +118,15 @@ def strip_headers_lua() -> str:
         "function envoy_on_request(request_handle)\n"
         "  local headers = request_handle:headers()\n"
         # Native gRPC (and gRPC-web) would pass the transcoder untouched: this listener serves JSON only.
-        "  local kind = headers:get(\"content-type\") or \"\"\n"
-        "  if string.find(string.lower(kind), \"application/grpc\", 1, true) == 1 then\n"
-        "    request_handle:respond({[\":status\"] = \"415\", [\"content-type\"] = \"text/plain\"},\n"
-        "      \"this listener serves JSON; gRPC clients call the core's bootstrap port\")\n"
+        '  local kind = headers:get("content-type") or ""\n'
+        '  if string.find(string.lower(kind), "application/grpc", 1, true) == 1 then\n'
+        '    request_handle:respond({[":status"] = "415", ["content-type"] = "text/plain"},\n'
+        '      "this listener serves JSON; gRPC clients call the core\'s bootstrap port")\n'
         "    return\n"
         "  end\n"
         "  local drop = {}\n"
         "  for key, _ in pairs(headers) do\n"
-        "    if string.sub(key, 1, 1) ~= \":\" and not keep[string.lower(key)] then\n"
+        '    if string.sub(key, 1, 1) ~= ":" and not keep[string.lower(key)] then\n'
         "      drop[#drop + 1] = key\n"
         "    end\n"
         "  end\n"
@@ -165,20 +171,22 @@ def _console_routes(config: BridgeConfig) -> list[dict[str, Any]]:
     for url, path in console_files(config.console_dir):
         # index.html is never cached (it names the hashed assets, which may be).
         cache = "no-store" if path.name == "index.html" else "public, max-age=31536000, immutable"
-        routes.append({
-            "match": {"path": url, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
-            "direct_response": {"status": 200, "body": {"filename": str(path)}},
-            "response_headers_to_add": [
-                _header("content-type", _CONSOLE_TYPES[path.suffix]),
-                _header("content-security-policy", CONSOLE_CSP),
-                _header("x-content-type-options", "nosniff"),
-                _header("referrer-policy", "no-referrer"),
-                _header("x-frame-options", "DENY"),
-                _header("cross-origin-opener-policy", "same-origin"),
-                _header("cache-control", cache),
-            ],
-            "typed_per_filter_config": _NO_TRANSCODER,
-        })
+        routes.append(
+            {
+                "match": {"path": url, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+                "direct_response": {"status": 200, "body": {"filename": str(path)}},
+                "response_headers_to_add": [
+                    _header("content-type", _CONSOLE_TYPES[path.suffix]),
+                    _header("content-security-policy", CONSOLE_CSP),
+                    _header("x-content-type-options", "nosniff"),
+                    _header("referrer-policy", "no-referrer"),
+                    _header("x-frame-options", "DENY"),
+                    _header("cross-origin-opener-policy", "same-origin"),
+                    _header("cache-control", cache),
+                ],
+                "typed_per_filter_config": _NO_TRANSCODER,
+            }
+        )
     return routes
 
 
@@ -187,26 +195,34 @@ def _routes(config: BridgeConfig) -> dict[str, Any]:
         "name": "rest",
         # The OpenAPI document (and the console's files) are served by Envoy itself, straight from the file.
         "max_direct_response_body_size_bytes": max(MAX_OPENAPI_BYTES, MAX_CONSOLE_FILE_BYTES),
-        "virtual_hosts": [{
-            "name": "rest",
-            "domains": ["*"],
-            "routes": [
-                {
-                    "match": {"path": OPENAPI_PATH, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
-                    "direct_response": {"status": 200, "body": {"filename": str(config.openapi_file)}},
-                    "response_headers_to_add": [
-                        {"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-                    ],
-                    "typed_per_filter_config": _NO_TRANSCODER,
-                },
-                *_console_routes(config),
-                {
-                    "match": {"prefix": "/"},
-                    "route": {"cluster": "core", "timeout": _seconds(config.limits.request_timeout_seconds)},
-                    "request_headers_to_remove": list(_ENVOY_SET_HEADERS),
-                },
-            ],
-        }],
+        "virtual_hosts": [
+            {
+                "name": "rest",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {
+                            "path": OPENAPI_PATH,
+                            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                        },
+                        "direct_response": {"status": 200, "body": {"filename": str(config.openapi_file)}},
+                        "response_headers_to_add": [
+                            {
+                                "header": {"key": "content-type", "value": "application/json"},
+                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                            },
+                        ],
+                        "typed_per_filter_config": _NO_TRANSCODER,
+                    },
+                    *_console_routes(config),
+                    {
+                        "match": {"prefix": "/"},
+                        "route": {"cluster": "core", "timeout": _seconds(config.limits.request_timeout_seconds)},
+                        "request_headers_to_remove": list(_ENVOY_SET_HEADERS),
+                    },
+                ],
+            }
+        ],
     }
 
 
@@ -279,23 +295,27 @@ def _listener(config: BridgeConfig) -> dict[str, Any]:
     return {
         "name": "rest",
         "address": {"socket_address": {"address": config.listen_host, "port_value": config.listen_port}},
-        "filter_chains": [{
-            "transport_socket": {
-                "name": _TLS,
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                    "common_tls_context": {
-                        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-                        "alpn_protocols": ["h2", "http/1.1"],
-                        "tls_certificates": [{
-                            "certificate_chain": {"filename": str(config.cert_file)},
-                            "private_key": {"filename": str(config.key_file)},
-                        }],
+        "filter_chains": [
+            {
+                "transport_socket": {
+                    "name": _TLS,
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                        "common_tls_context": {
+                            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                            "alpn_protocols": ["h2", "http/1.1"],
+                            "tls_certificates": [
+                                {
+                                    "certificate_chain": {"filename": str(config.cert_file)},
+                                    "private_key": {"filename": str(config.key_file)},
+                                }
+                            ],
+                        },
                     },
                 },
-            },
-            "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}],
-        }],
+                "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}],
+            }
+        ],
     }
 
 
@@ -310,7 +330,10 @@ def _core_cluster(config: BridgeConfig) -> dict[str, Any]:
         "name": "core",
         "type": "STATIC" if is_ip else "STRICT_DNS",
         "connect_timeout": "5s",
-        "load_assignment": {"cluster_name": "core", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]},
+        "load_assignment": {
+            "cluster_name": "core",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -342,12 +365,14 @@ def envoy_config(config: BridgeConfig) -> dict[str, Any]:
         "node": {"id": "vivified-rest", "cluster": "vivified-rest"},
         "static_resources": {"listeners": [_listener(config)], "clusters": [_core_cluster(config)]},
         "overload_manager": {
-            "resource_monitors": [{
-                "name": "envoy.resource_monitors.global_downstream_max_connections",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
-                    "max_active_downstream_connections": config.limits.max_connections,
-                },
-            }],
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": config.limits.max_connections,
+                    },
+                }
+            ],
         },
     }

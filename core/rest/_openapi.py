@@ -11,6 +11,7 @@ from typing import Any
 
 from google.api import http_pb2
 from google.protobuf import descriptor_pb2
+
 from vivified.core.rest._served import http_rule
 
 FDP = descriptor_pb2.FieldDescriptorProto
@@ -37,7 +38,11 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
     ".google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     ".google.protobuf.Duration": {"type": "string", "example": "1.5s"},
     ".google.protobuf.FieldMask": {"type": "string", "description": "comma-separated field paths"},
-    ".google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}}, "additionalProperties": True},
+    ".google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "additionalProperties": True,
+    },
     ".google.protobuf.Struct": {"type": "object", "additionalProperties": True},
     ".google.protobuf.Value": {},
     ".google.protobuf.Empty": {"type": "object"},
@@ -56,7 +61,9 @@ class _Catalogue:
     """Every message and enum of the set by full name (`.pkg.Name`), with comments."""
 
     def __init__(self, files: descriptor_pb2.FileDescriptorSet) -> None:
-        self.messages: dict[str, tuple[descriptor_pb2.DescriptorProto, tuple[int, ...], dict[tuple[int, ...], str]]] = {}
+        self.messages: dict[
+            str, tuple[descriptor_pb2.DescriptorProto, tuple[int, ...], dict[tuple[int, ...], str]]
+        ] = {}
         self.enums: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
         for file in files.file:
             comments = _comments(file)
@@ -67,7 +74,11 @@ class _Catalogue:
                 self.enums[f"{prefix}.{enum.name}"] = enum
 
     def _add(
-        self, message: descriptor_pb2.DescriptorProto, prefix: str, path: tuple[int, ...], comments: dict[tuple[int, ...], str]
+        self,
+        message: descriptor_pb2.DescriptorProto,
+        prefix: str,
+        path: tuple[int, ...],
+        comments: dict[tuple[int, ...], str],
     ) -> None:
         name = f"{prefix}.{message.name}"
         self.messages[name] = (message, path, comments)
@@ -143,7 +154,9 @@ def _path_fields(template: str) -> list[str]:
     return re.findall(r"\{([a-z0-9_.]+)(?:=[^}]*)?\}", template)
 
 
-def openapi_document(files: descriptor_pb2.FileDescriptorSet, services: tuple[str, ...], *, title: str = "Vivified REST API") -> dict[str, Any]:
+def openapi_document(
+    files: descriptor_pb2.FileDescriptorSet, services: tuple[str, ...], *, title: str = "Vivified REST API"
+) -> dict[str, Any]:
     """OpenAPI 3.0.3 for every annotated method of `services`."""
     catalogue = _Catalogue(files)
     builder = _Builder(catalogue)
@@ -169,32 +182,56 @@ def openapi_document(files: descriptor_pb2.FileDescriptorSet, services: tuple[st
                         "tags": [service.name],
                         "summary": comments.get((6, s_index, 2, m_index), method.name),
                         "responses": {
-                            "200": {"description": "OK", "content": {"application/json": {"schema": (
-                                {"type": "array", "items": builder.message_ref(method.output_type)}
-                                if method.server_streaming else builder.message_ref(method.output_type)
-                            )}}},
-                            "default": {"description": "an error: google.rpc.Status with google.rpc.ErrorInfo "
-                                        "(reason, domain, metadata.rule_id) in details",
-                                        "content": {"application/json": {"schema": status_ref}}},
+                            "200": {
+                                "description": "OK",
+                                "content": {
+                                    "application/json": {
+                                        "schema": (
+                                            {"type": "array", "items": builder.message_ref(method.output_type)}
+                                            if method.server_streaming
+                                            else builder.message_ref(method.output_type)
+                                        )
+                                    }
+                                },
+                            },
+                            "default": {
+                                "description": "an error: google.rpc.Status with google.rpc.ErrorInfo "
+                                "(reason, domain, metadata.rule_id) in details",
+                                "content": {"application/json": {"schema": status_ref}},
+                            },
                         },
                     }
                     if rule.body == "*":
-                        operation["requestBody"] = {"required": True, "content": {"application/json": {
-                            "schema": builder.message_ref(method.input_type)}}}
+                        operation["requestBody"] = {
+                            "required": True,
+                            "content": {"application/json": {"schema": builder.message_ref(method.input_type)}},
+                        }
                     else:
                         for field in request.field:
-                            if field.name in bound or (field.type == FDP.TYPE_MESSAGE and field.type_name not in _WELL_KNOWN):
+                            if field.name in bound or (
+                                field.type == FDP.TYPE_MESSAGE and field.type_name not in _WELL_KNOWN
+                            ):
                                 continue
-                            parameters.append({"name": field.json_name or field.name, "in": "query",
-                                               "schema": builder.field_schema(field)})
+                            parameters.append(
+                                {
+                                    "name": field.json_name or field.name,
+                                    "in": "query",
+                                    "schema": builder.field_schema(field),
+                                }
+                            )
                     if parameters:
                         operation["parameters"] = parameters
                     paths.setdefault(template, {})[verb] = operation
     return {
         "openapi": "3.0.3",
-        "info": {"title": title, "version": "v1", "description": (
-            "Every route is a gRPC method of the Vivified core, transcoded by Envoy: each request passes the core's "
-            "chain (authentication, status gate, rate limit, default-deny policy, audit) like a gRPC call.")},
+        "info": {
+            "title": title,
+            "version": "v1",
+            "description": (
+                "Every route is a gRPC method of the Vivified core, transcoded by Envoy: each request passes the core's "
+                "chain (authentication, status gate, rate limit, default-deny policy, audit) like a gRPC call."
+            ),
+        },
         "security": [{"bearer": []}, {"apiKey": []}],
         "paths": dict(sorted(paths.items())),
         "components": {

@@ -36,12 +36,16 @@ def validate_config(envoy: str, config_file: Path) -> None:
     """`envoy --mode validate`: raises with Envoy's own words when it refuses the file."""
     result = subprocess.run(
         [envoy, "--mode", "validate", "-c", str(config_file), "--log-level", "error"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if result.returncode != 0:
         raise FailedPrecondition(
             f"envoy refused {config_file}: {(result.stderr or result.stdout).strip()[-2000:]}",
-            reason="ENVOY_CONFIG_INVALID", domain=_DOMAIN,
+            reason="ENVOY_CONFIG_INVALID",
+            domain=_DOMAIN,
         )
 
 
@@ -70,16 +74,31 @@ def _accepts(host: str, port: int) -> bool:
 
 
 def start_envoy(
-    envoy: str, config_file: Path, log_file: Path, *, listen: tuple[str, int], timeout: float = 20.0,
+    envoy: str,
+    config_file: Path,
+    log_file: Path,
+    *,
+    listen: tuple[str, int],
+    timeout: float = 20.0,
 ) -> EnvoyProcess:
     """Start Envoy (one worker thread) and wait until its listener accepts.
     Refuses at once when something else already listens there (its answer
     would look like ours)."""
     if _accepts(*listen):
-        raise FailedPrecondition(f"{listen[0]}:{listen[1]} is already in use", reason="ENVOY_NOT_STARTED", domain=_DOMAIN)
-    args = [envoy, "-c", str(config_file), "--concurrency", "1", "--log-level", "warning",
-            # A shared-memory id of its own, so several Envoys (tests, a dev stack) can run on one host.
-            "--use-dynamic-base-id"]
+        raise FailedPrecondition(
+            f"{listen[0]}:{listen[1]} is already in use", reason="ENVOY_NOT_STARTED", domain=_DOMAIN
+        )
+    args = [
+        envoy,
+        "-c",
+        str(config_file),
+        "--concurrency",
+        "1",
+        "--log-level",
+        "warning",
+        # A shared-memory id of its own, so several Envoys (tests, a dev stack) can run on one host.
+        "--use-dynamic-base-id",
+    ]
     log = open(log_file, "ab")  # noqa: SIM115 - the process owns it from here
     try:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -91,10 +110,13 @@ def start_envoy(
         if process.poll() is not None:
             raise FailedPrecondition(
                 f"envoy exited with {process.returncode}: {log_file.read_text(errors='replace')[-2000:]}",
-                reason="ENVOY_NOT_STARTED", domain=_DOMAIN,
+                reason="ENVOY_NOT_STARTED",
+                domain=_DOMAIN,
             )
         if _accepts(*listen):
             return running
         time.sleep(0.05)
     running.stop()
-    raise FailedPrecondition(f"envoy did not listen on {listen} within {timeout}s", reason="ENVOY_NOT_STARTED", domain=_DOMAIN)
+    raise FailedPrecondition(
+        f"envoy did not listen on {listen} within {timeout}s", reason="ENVOY_NOT_STARTED", domain=_DOMAIN
+    )

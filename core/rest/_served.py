@@ -8,8 +8,8 @@ from typing import Any
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
-from vivified.core.services import SERVED
 
+from vivified.core.services import SERVED
 
 _HTTP: Any = getattr(annotations_pb2, "http")  # noqa: B009 - the stubs type it as a plain field
 """The `google.api.http` method option (its stubs type it too loosely for `Extensions[...]`)."""

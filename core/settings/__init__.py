@@ -40,12 +40,12 @@ from vivified.core.settings._store import (
 from vivified.core.settings._table import (
     AUDIT_WRITERS,
     BY_KEY,
-    CAPaths,
     DEFAULT_DATA_DIR,
     MAX_LEAF_TTL_SECONDS,
     PROFILES,
     RUNTIME_KEYS,
     SETTINGS,
+    CAPaths,
     Resolved,
     Setting,
     SettingsError,

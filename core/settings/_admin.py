@@ -11,6 +11,7 @@ reason) and kept in history."""
 from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
+
 from vivified.config.v1 import config_pb2 as pb
 from vivified.core.chain import annotate, current_call
 from vivified.core.errors import InvalidArgument, PermissionDenied
@@ -61,8 +62,9 @@ class CoreSettingsAdmin:
             key=key,
             type=BY_KEY[key].kind,
             effective_value=str(effective(now.config, key)),
-            source=database_source(applied) if applied is not None else dict(now.config.setting_sources).get(
-                key, "default"),
+            source=database_source(applied)
+            if applied is not None
+            else dict(now.config.setting_sources).get(key, "default"),
             has_override=stored is not None,
             # The stored override is not (yet) what this core applies: another
             # replica changed it since this core's last poll, or it was refused.
@@ -117,8 +119,12 @@ class CoreSettingsAdmin:
         return pb.ListCoreSettingHistoryResponse(
             changes=[
                 pb.ConfigChange(
-                    key=c.key, old_value=c.old_value or "", new_value=c.new_value or "", change_actor=c.changed_by,
-                    reason=c.reason, change_time=timestamp_pb2.Timestamp(seconds=c.changed_at),
+                    key=c.key,
+                    old_value=c.old_value or "",
+                    new_value=c.new_value or "",
+                    change_actor=c.changed_by,
+                    reason=c.reason,
+                    change_time=timestamp_pb2.Timestamp(seconds=c.changed_at),
                 )
                 for c in await self._store.history(size)
             ]

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
+
 class LiveSettings:
     """The base config and the effective config.
     `applied` is what the core applied at start (`apply_overrides(base, ...)`)."""
@@ -90,7 +91,10 @@ class LiveSettings:
             for key in changed:
                 _log.warning(
                     "core setting %s changed live: %s -> %s (%s, by %s)",
-                    key, effective(old.config, key), effective(new.config, key), *how[key],
+                    key,
+                    effective(old.config, key),
+                    effective(new.config, key),
+                    *how[key],
                 )
             return bool(changed)
 
@@ -116,5 +120,6 @@ class LiveSettings:
             except Exception as exc:  # noqa: BLE001 - any failure keeps the values in force; the next poll retries
                 _log.warning(
                     "runtime overrides not re-read (keeping the values in force, retrying in %gs): %s",
-                    self._interval, self._store.explain(exc),
+                    self._interval,
+                    self._store.explain(exc),
                 )

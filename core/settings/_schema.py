@@ -8,6 +8,7 @@ core's database role on PostgreSQL (`vivified db upgrade --app-role`)."""
 from __future__ import annotations
 
 import sqlalchemy as sa
+
 from vivified.core.db import metadata
 
 overrides_table = sa.Table(

@@ -12,6 +12,7 @@ import asyncio
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
 from vivified.core.clock import Clock
 from vivified.core.db import driver_message, write_transaction
 from vivified.core.settings._schema import history_table, overrides_table

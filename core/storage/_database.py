@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
+
 from vivified.core.db import metadata
 from vivified.core.storage._backend import StoredObject
 
@@ -101,15 +102,23 @@ class _DatabaseWriter:
                 conn.execute(OBJECTS.insert().values(**_row(obj)))
             else:
                 conn.execute(OBJECTS.update().where(where).values(**_row(obj)))
-                conn.execute(RECORDS.delete().where(
-                    (RECORDS.c.owner == obj.owner) & (RECORDS.c.object_id == obj.object_id)
-                    & (RECORDS.c.version != obj.version)))
+                conn.execute(
+                    RECORDS.delete().where(
+                        (RECORDS.c.owner == obj.owner)
+                        & (RECORDS.c.object_id == obj.object_id)
+                        & (RECORDS.c.version != obj.version)
+                    )
+                )
         return True
 
     def _drop(self, conn: sa.Connection) -> None:
-        conn.execute(RECORDS.delete().where(
-            (RECORDS.c.owner == self._key["owner"]) & (RECORDS.c.object_id == self._key["object_id"])
-            & (RECORDS.c.version == self._key["version"])))
+        conn.execute(
+            RECORDS.delete().where(
+                (RECORDS.c.owner == self._key["owner"])
+                & (RECORDS.c.object_id == self._key["object_id"])
+                & (RECORDS.c.version == self._key["version"])
+            )
+        )
 
     def abort(self) -> None:
         self._pending = []
@@ -123,21 +132,27 @@ class DatabaseBackend:
 
     def head(self, owner: str, object_id: str) -> StoredObject | None:
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(OBJECTS).where(
-                (OBJECTS.c.owner == owner) & (OBJECTS.c.object_id == object_id))).first()
+            row = conn.execute(
+                sa.select(OBJECTS).where((OBJECTS.c.owner == owner) & (OBJECTS.c.object_id == object_id))
+            ).first()
         return _obj(row) if row is not None else None
 
     def writer(self, owner: str, object_id: str, version: int) -> _DatabaseWriter:
         return _DatabaseWriter(self._engine, owner, object_id, version)
 
     def records(self, obj: StoredObject) -> Iterator[bytes]:
-        where = ((RECORDS.c.owner == obj.owner) & (RECORDS.c.object_id == obj.object_id)
-                 & (RECORDS.c.version == obj.version))
+        where = (
+            (RECORDS.c.owner == obj.owner) & (RECORDS.c.object_id == obj.object_id) & (RECORDS.c.version == obj.version)
+        )
         seq = 0
         while True:
             with self._engine.connect() as conn:
-                rows = conn.execute(sa.select(RECORDS.c.seq, RECORDS.c.data).where(where & (RECORDS.c.seq >= seq))
-                                    .order_by(RECORDS.c.seq).limit(16)).all()
+                rows = conn.execute(
+                    sa.select(RECORDS.c.seq, RECORDS.c.data)
+                    .where(where & (RECORDS.c.seq >= seq))
+                    .order_by(RECORDS.c.seq)
+                    .limit(16)
+                ).all()
             if not rows:
                 return
             for row in rows:
@@ -155,39 +170,57 @@ class DatabaseBackend:
 
     def delete(self, owner: str, object_id: str) -> bool:
         with self._engine.begin() as conn:
-            gone = conn.execute(OBJECTS.delete().where(
-                (OBJECTS.c.owner == owner) & (OBJECTS.c.object_id == object_id))).rowcount
+            gone = conn.execute(
+                OBJECTS.delete().where((OBJECTS.c.owner == owner) & (OBJECTS.c.object_id == object_id))
+            ).rowcount
             conn.execute(RECORDS.delete().where((RECORDS.c.owner == owner) & (RECORDS.c.object_id == object_id)))
         return bool(gone)
 
     def usage(self, owner: str) -> int:
         with self._engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(OBJECTS.c.size), 0))
-                                    .where(OBJECTS.c.owner == owner)).scalar_one())
+            return int(
+                conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(OBJECTS.c.size), 0)).where(OBJECTS.c.owner == owner)
+                ).scalar_one()
+            )
 
     def count(self, owner: str) -> int:
         with self._engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(OBJECTS)
-                                    .where(OBJECTS.c.owner == owner)).scalar_one())
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(OBJECTS).where(OBJECTS.c.owner == owner)
+                ).scalar_one()
+            )
 
     def wrapped_not_under(self, kek_id: str, limit: int) -> Sequence[StoredObject]:
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(OBJECTS).where(OBJECTS.c.kek_id != kek_id)
-                                .order_by(OBJECTS.c.owner, OBJECTS.c.object_id).limit(limit))
+            rows = conn.execute(
+                sa.select(OBJECTS)
+                .where(OBJECTS.c.kek_id != kek_id)
+                .order_by(OBJECTS.c.owner, OBJECTS.c.object_id)
+                .limit(limit)
+            )
             return [_obj(r) for r in rows]
 
     def rewrap(self, obj: StoredObject, kek_id: str, wrapped_key: bytes) -> bool:
         with self._engine.begin() as conn:
-            changed = conn.execute(OBJECTS.update().where(
-                (OBJECTS.c.owner == obj.owner) & (OBJECTS.c.object_id == obj.object_id)
-                & (OBJECTS.c.version == obj.version) & (OBJECTS.c.kek_id == obj.kek_id)
-            ).values(kek_id=kek_id, wrapped_key=wrapped_key)).rowcount
+            changed = conn.execute(
+                OBJECTS.update()
+                .where(
+                    (OBJECTS.c.owner == obj.owner)
+                    & (OBJECTS.c.object_id == obj.object_id)
+                    & (OBJECTS.c.version == obj.version)
+                    & (OBJECTS.c.kek_id == obj.kek_id)
+                )
+                .values(kek_id=kek_id, wrapped_key=wrapped_key)
+            ).rowcount
         return bool(changed)
 
     def count_wraps(self, kek_id: str, n: int) -> int:
         with self._engine.begin() as conn:
-            updated = conn.execute(KEY_WRAPS.update().where(KEY_WRAPS.c.kek_id == kek_id)
-                                   .values(wraps=KEY_WRAPS.c.wraps + n)).rowcount
+            updated = conn.execute(
+                KEY_WRAPS.update().where(KEY_WRAPS.c.kek_id == kek_id).values(wraps=KEY_WRAPS.c.wraps + n)
+            ).rowcount
             if not updated:
                 conn.execute(KEY_WRAPS.insert().values(kek_id=kek_id, wraps=n))
             return int(conn.execute(sa.select(KEY_WRAPS.c.wraps).where(KEY_WRAPS.c.kek_id == kek_id)).scalar_one())

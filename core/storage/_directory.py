@@ -153,8 +153,9 @@ class DirectoryBackend:
         return found
 
     def list(self, owner: str, prefix: str, after: str, limit: int) -> Sequence[StoredObject]:
-        chosen = sorted((o for o in self._owned(owner) if o.name.startswith(prefix) and o.name > after),
-                        key=lambda o: o.name)
+        chosen = sorted(
+            (o for o in self._owned(owner) if o.name.startswith(prefix) and o.name > after), key=lambda o: o.name
+        )
         return chosen[:limit]
 
     def delete(self, owner: str, object_id: str) -> bool:
@@ -203,7 +204,9 @@ class DirectoryBackend:
             current = self.head(obj.owner, obj.object_id)
             if current is None or current.version != obj.version or current.kek_id != obj.kek_id:
                 return False
-            atomic_write(self._folder(obj.owner, obj.object_id) / _META, _to_json(current.rewrapped(kek_id, wrapped_key)), 0o600)
+            atomic_write(
+                self._folder(obj.owner, obj.object_id) / _META, _to_json(current.rewrapped(kek_id, wrapped_key)), 0o600
+            )
             return True
 
     def count_wraps(self, kek_id: str, n: int) -> int:

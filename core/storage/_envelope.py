@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from vivified.core.plugin_config import SecretsKeyring
 from vivified.core.storage._errors import integrity_failed, key_unknown
 
@@ -70,7 +71,9 @@ class _Records:
         self.ref = ref
 
     def _nonce_aad(self, index: int, final: bool) -> tuple[bytes, bytes]:
-        return index.to_bytes(12, "big"), self._aad + b"\x00" + index.to_bytes(8, "big") + (b"\x01" if final else b"\x00")
+        return index.to_bytes(12, "big"), self._aad + b"\x00" + index.to_bytes(8, "big") + (
+            b"\x01" if final else b"\x00"
+        )
 
 
 class Sealer(_Records):

@@ -103,9 +103,7 @@ def rotation_required(kid: str, limit: int) -> FailedPrecondition:
 
 
 def conflict() -> Aborted:
-    return Aborted(
-        "another write of the same object committed first; retry", reason="OBJECT_CONFLICT", domain=DOMAIN
-    )
+    return Aborted("another write of the same object committed first; retry", reason="OBJECT_CONFLICT", domain=DOMAIN)
 
 
 def retained(object_id: str) -> FailedPrecondition:

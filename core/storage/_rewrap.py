@@ -37,8 +37,11 @@ def rewrap_all(
     primary = keyring.primary_id
     skipped_ids: set[tuple[str, str, int]] = set()
     while True:
-        found = [o for o in backend.wrapped_not_under(primary, batch + len(skipped_ids))
-                 if (o.owner, o.object_id, o.version) not in skipped_ids][:batch]
+        found = [
+            o
+            for o in backend.wrapped_not_under(primary, batch + len(skipped_ids))
+            if (o.owner, o.object_id, o.version) not in skipped_ids
+        ][:batch]
         if not found:
             return report
         for obj in found:

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from vivified.core.chain import Principal, annotate
 from vivified.core.errors import PermissionDenied, VivifiedError
 from vivified.core.registry import ACTIVE, PluginRecord
@@ -39,9 +40,16 @@ def metadata_of(obj: StoredObject) -> pb.ObjectMetadata:
     created = Timestamp()
     created.FromMilliseconds(obj.created_ms)
     meta = pb.ObjectMetadata(
-        name=obj.name, object_id=obj.object_id, owner_plugin=obj.owner, content_type=obj.content_type,
-        size=obj.size, sha256=obj.sha256, classification=obj.classification,  # type: ignore[arg-type]
-        version=obj.version, shared_with=list(obj.shared_with), created_at=created,
+        name=obj.name,
+        object_id=obj.object_id,
+        owner_plugin=obj.owner,
+        content_type=obj.content_type,
+        size=obj.size,
+        sha256=obj.sha256,
+        classification=obj.classification,  # type: ignore[arg-type]
+        version=obj.version,
+        shared_with=list(obj.shared_with),
+        created_at=created,
     )
     if obj.retain_until_ms is not None:
         meta.retain_until.FromMilliseconds(obj.retain_until_ms)
@@ -81,13 +89,22 @@ class ObjectStoreService(object_store_pb2_grpc.ObjectStoreServiceServicer):
         principal = self._identify(context)
         record = self._lookup(principal.id) if principal.kind == "plugin" else None
         if record is None or record.status != ACTIVE:
-            raise PermissionDenied("only an active plugin may use the object store", reason="PLUGIN_NOT_ACTIVE",
-                                   domain=DOMAIN, metadata={"rule_id": "storage-access"})
+            raise PermissionDenied(
+                "only an active plugin may use the object store",
+                reason="PLUGIN_NOT_ACTIVE",
+                domain=DOMAIN,
+                metadata={"rule_id": "storage-access"},
+            )
         declared = record.manifest.storage
         token = dict(context.invocation_metadata() or ()).get(DELEGATION_HEADER)
         user_traits = await self._verify_delegation(str(token), record.plugin_id) if token else None
-        return Actor(record.plugin_id, record.granted_traits, frozenset(declared.share_with),
-                     frozenset(declared.read_from), user_traits)
+        return Actor(
+            record.plugin_id,
+            record.granted_traits,
+            frozenset(declared.share_with),
+            frozenset(declared.read_from),
+            user_traits,
+        )
 
     async def PutObject(
         self, request_iterator: AsyncIterator[pb.PutObjectRequest], context: grpc.aio.ServicerContext[Any, Any]
@@ -98,7 +115,10 @@ class ObjectStoreService(object_store_pb2_grpc.ObjectStoreServiceServicer):
             raise request_invalid("the first message of PutObject must be the header")
         h = first.header
         header = PutHeader(
-            name=h.name, content_type=h.content_type, size=h.size, classification=h.classification,
+            name=h.name,
+            content_type=h.content_type,
+            size=h.size,
+            classification=h.classification,
             retain_until_ms=h.retain_until.ToMilliseconds() if h.HasField("retain_until") else None,
             shared_with=tuple(h.shared_with),
         )
@@ -174,6 +194,7 @@ async def _drain(messages: AsyncIterator[pb.PutObjectRequest]) -> None:
     status when it writes after the server ended the call (grpc/grpc#36066),
     so a refused put would otherwise often lose its reason. Nothing read here
     is kept; a client that keeps sending past the bound is cut off."""
+
     async def discard() -> None:
         async for _message in messages:
             pass
@@ -198,4 +219,4 @@ def _page_after(token: str) -> str:
         raise request_invalid("page_token is not one this service issued") from None
     if not text.startswith(_TOKEN_PREFIX):
         raise request_invalid("page_token is not one this service issued")
-    return text[len(_TOKEN_PREFIX):]
+    return text[len(_TOKEN_PREFIX) :]

@@ -35,8 +35,8 @@ from vivified.core.storage._errors import (
     integrity_failed,
     not_found,
     quota_exceeded,
-    retained,
     request_invalid,
+    retained,
     rotation_required,
     share_not_declared,
     size_mismatch,
@@ -176,11 +176,19 @@ class ObjectStore:
                 record = sealer.seal(bytes(buffer), final=True)
                 await _thread(lambda: writer.append(record))
             obj = StoredObject(
-                owner=owner, name=name, object_id=oid, version=version,
-                content_type=header.content_type or "application/octet-stream", size=header.size,
-                sha256=digest.hexdigest(), classification=classification,
-                retain_until_ms=header.retain_until_ms, shared_with=tuple(sorted(set(header.shared_with))),
-                created_ms=int(self._clock.now().timestamp() * 1000), kek_id=kek_id, wrapped_key=wrapped,
+                owner=owner,
+                name=name,
+                object_id=oid,
+                version=version,
+                content_type=header.content_type or "application/octet-stream",
+                size=header.size,
+                sha256=digest.hexdigest(),
+                classification=classification,
+                retain_until_ms=header.retain_until_ms,
+                shared_with=tuple(sorted(set(header.shared_with))),
+                created_ms=int(self._clock.now().timestamp() * 1000),
+                kek_id=kek_id,
+                wrapped_key=wrapped,
                 records=sealer.records,
             )
             if not await _thread(lambda: writer.commit(obj)):
@@ -212,7 +220,8 @@ class ObjectStore:
         if obj is None:
             raise not_found()
         if owner != actor.plugin_id and not (
-            owner in actor.read_from and actor.plugin_id in obj.shared_with
+            owner in actor.read_from
+            and actor.plugin_id in obj.shared_with
             and self._share_allowed(owner, actor.plugin_id)
         ):
             raise not_found()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+
 from vivified.core.chain import Principal
 from vivified.core.clock import Clock
 from vivified.core.config import CoreConfig
@@ -43,7 +44,9 @@ def build_object_store(
         return (await delegations.verify(token, plugin_id)).traits
 
     store = ObjectStore(
-        open_backend(config, engine), keyring, clock,
+        open_backend(config, engine),
+        keyring,
+        clock,
         limits=StorageLimits(max_object_bytes=config.storage_max_object_bytes, quota_bytes=config.storage_quota_bytes),
         share_allowed=share_allowed,
     )

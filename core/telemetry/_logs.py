@@ -10,6 +10,7 @@ import json
 import logging
 
 from opentelemetry import trace
+
 from vivified.core.chain import current_call
 
 LOG_FORMATS = ("text", "json")
@@ -21,7 +22,7 @@ class JsonLogFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, str] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

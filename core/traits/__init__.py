@@ -1,7 +1,7 @@
 """Trait catalogue: capability and data-handling labels, their rules and grantees.
 
-    >>> catalogue = TraitCatalogue.load_default()
-    >>> catalogue.check_plugin_traits(["handles_pii", "audit_required"])
+>>> catalogue = TraitCatalogue.load_default()
+>>> catalogue.check_plugin_traits(["handles_pii", "audit_required"])
 """
 
 from vivified.core.traits._catalogue import (

@@ -19,13 +19,9 @@ from vivified.core.errors import InvalidArgument
 
 Grantee = Literal["plugin", "user"]
 
-CATEGORIES = frozenset(
-    {"role", "capability", "data_access", "security", "compliance", "plugin_type"}
-)
+CATEGORIES = frozenset({"role", "capability", "data_access", "security", "compliance", "plugin_type"})
 GRANTEES: frozenset[str] = frozenset({"plugin", "user"})
-_TRAIT_KEYS = frozenset(
-    {"name", "category", "description", "requires", "conflicts", "grantable_to"}
-)
+_TRAIT_KEYS = frozenset({"name", "category", "description", "requires", "conflicts", "grantable_to"})
 _TOP_KEYS = frozenset({"version", "traits"})
 
 
@@ -88,9 +84,7 @@ def _check_references(traits: Mapping[str, Trait]) -> None:
                     raise InvalidCatalogue(f"trait {t.name!r} {rule} unknown trait {other!r}")
         for other in sorted(t.conflicts):
             if t.name not in traits[other].conflicts:
-                raise InvalidCatalogue(
-                    f"conflict {t.name!r}/{other!r} must be declared on both traits"
-                )
+                raise InvalidCatalogue(f"conflict {t.name!r}/{other!r} must be declared on both traits")
         for other in sorted(t.requires):
             # A requirement the same grantee could never hold makes the trait unusable.
             missing = t.grantable_to - traits[other].grantable_to
@@ -208,6 +202,4 @@ class TraitCatalogue:
                 reason, domain = "MANIFEST_INVALID", "vivified.registry"
             else:
                 reason, domain = "INVALID_REQUEST", "vivified.identity"
-            raise InvalidArgument(
-                f"traits: {'; '.join(problems)}", reason=reason, domain=domain
-            )
+            raise InvalidArgument(f"traits: {'; '.join(problems)}", reason=reason, domain=domain)

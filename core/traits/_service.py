@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+
 from vivified.admin.v1 import access_catalogue_pb2 as pb
 from vivified.admin.v1 import access_catalogue_pb2_grpc
 from vivified.core.traits._catalogue import TraitCatalogue
@@ -22,8 +23,12 @@ class AccessCatalogueService(access_catalogue_pb2_grpc.AccessCatalogueServiceSer
         self._traits = pb.ListTraitsResponse(
             traits=[
                 pb.TraitInfo(
-                    name=t.name, category=t.category, description=t.description, requires=sorted(t.requires),
-                    conflicts=sorted(t.conflicts), grantable_to=sorted(t.grantable_to),
+                    name=t.name,
+                    category=t.category,
+                    description=t.description,
+                    requires=sorted(t.requires),
+                    conflicts=sorted(t.conflicts),
+                    grantable_to=sorted(t.grantable_to),
                 )
                 for t in listed
                 if t is not None
@@ -32,7 +37,9 @@ class AccessCatalogueService(access_catalogue_pb2_grpc.AccessCatalogueServiceSer
         self._roles = pb.ListRolesResponse(
             roles=[
                 pb.RoleInfo(
-                    name=r.name, description=r.description, traits=sorted(r.traits),
+                    name=r.name,
+                    description=r.description,
+                    traits=sorted(r.traits),
                     mfa_required=roles.mfa_required([r.name]),
                 )
                 for r in (roles.get(name) for name in sorted(roles.names))

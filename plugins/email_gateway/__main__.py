@@ -19,14 +19,14 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
-from vivified.egress.v1.egress_pb2 import FetchRequest, FetchResponse
 from vivified.directory.v1.directory_pb2 import GetProfileRequest, GetProfileResponse, Profile
+from vivified.egress.v1.egress_pb2 import FetchRequest, FetchResponse
 from vivified.events.v1.canonical_pb2 import MessageSendRequested, UserCreated
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
+from vivified.options.v1.options_pb2 import CLASSIFICATION_PII
 from vivified.plugins.email_gateway._plugin import EmailGateway
 from vivified.plugins.email_gateway._store import EmailStore
 from vivified.plugins.email_gateway._welcome import DIRECTORY
-from vivified.options.v1.options_pb2 import CLASSIFICATION_PII
 from vivified.sdk import PermissionDeniedError, PluginRuntime, PluginSettings, Tunnel, VivifiedSDKError
 
 _log = logging.getLogger("vivified.plugins.email_gateway")
@@ -57,8 +57,9 @@ async def serve(settings: PluginSettings, data_dir: Path) -> None:
 
     async def archive(name: str, message: bytes) -> object:
         # The core's encrypted object store: PII, as the mail names a person.
-        return await holder[0].storage.put(name, message, content_type="message/rfc822",
-                                           classification=CLASSIFICATION_PII, timeout=10)
+        return await holder[0].storage.put(
+            name, message, content_type="message/rfc822", classification=CLASSIFICATION_PII, timeout=10
+        )
 
     gateway = EmailGateway(store, connect=connect, publish=publish, lookup=lookup, fetch=fetch, archive=archive)
     background: list[asyncio.Task[None]] = []

@@ -38,8 +38,10 @@ def api_request(settings: SmtpSettings, mail: Mail) -> FetchRequest:
     return FetchRequest(
         method="POST",
         url=settings.api_url,
-        headers=[HttpHeader(name="Content-Type", value="application/json"),
-                 HttpHeader(name="Idempotency-Key", value=mail.email_id[:200])],
+        headers=[
+            HttpHeader(name="Content-Type", value="application/json"),
+            HttpHeader(name="Idempotency-Key", value=mail.email_id[:200]),
+        ],
         body=json.dumps(body).encode(),
     )
 

@@ -57,7 +57,6 @@ from vivified.plugins.email_gateway._smtp import (
     compose,
     send,
 )
-from vivified.plugins.email_gateway._welcome import Lookup, welcome_mail
 from vivified.plugins.email_gateway._store import (
     DELIVERED,
     FAILED,
@@ -66,6 +65,7 @@ from vivified.plugins.email_gateway._store import (
     EmailRecord,
     EmailStore,
 )
+from vivified.plugins.email_gateway._welcome import Lookup, welcome_mail
 from vivified.sdk import PluginConfig, ReceivedEvent, VivifiedSDKError, abort
 
 _log = logging.getLogger("vivified.plugins.email_gateway")
@@ -96,8 +96,8 @@ def archive_name(email_id: str) -> str:
 class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
     """Example (see `__main__` for the whole process)::
 
-        gateway = EmailGateway(EmailStore(path), connect=runtime_connect, publish=runtime_publish)
-        gateway.configure(await runtime.config())
+    gateway = EmailGateway(EmailStore(path), connect=runtime_connect, publish=runtime_publish)
+    gateway.configure(await runtime.config())
     """
 
     def __init__(
@@ -135,8 +135,13 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         if self._settings.transport == "api":
             _log.info("email gateway configured: transport api")
             return
-        _log.info("email gateway configured: %s:%d, tls %s, auth %s", self._settings.host, self._settings.port,
-                  self._settings.tls, "on" if self._settings.username else "off")
+        _log.info(
+            "email gateway configured: %s:%d, tls %s, auth %s",
+            self._settings.host,
+            self._settings.port,
+            self._settings.tls,
+            "on" if self._settings.username else "off",
+        )
 
     def _current(self) -> SmtpSettings:
         if self._settings is None:
@@ -166,8 +171,9 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         self._store.update(mail.email_id, DELIVERED, provider_message_id=provider_id)
         await self._keep(mail, settings)
         await self._publish(
-            EmailSent(email_id=mail.email_id, recipient=mail.to_address, provider_message_id=provider_id,
-                      user_id=mail.user_id),
+            EmailSent(
+                email_id=mail.email_id, recipient=mail.to_address, provider_message_id=provider_id, user_id=mail.user_id
+            ),
             f"{mail.email_id}:sent",
         )
         _log.info("email %s delivered", mail.email_id)
@@ -184,8 +190,13 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
     async def _failed(self, mail: Mail, failure: DeliveryFailure) -> None:
         self._store.update(mail.email_id, FAILED, detail=failure.message, error_code=failure.code)
         await self._publish(
-            EmailFailed(email_id=mail.email_id, recipient=mail.to_address, error_code=failure.code,
-                        error_message=failure.message, user_id=mail.user_id),
+            EmailFailed(
+                email_id=mail.email_id,
+                recipient=mail.to_address,
+                error_code=failure.code,
+                error_message=failure.message,
+                user_id=mail.user_id,
+            ),
             f"{mail.email_id}:failed",
         )
         _log.warning("email %s failed: %s", mail.email_id, failure.code)
@@ -249,7 +260,9 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
             earlier = await self._queue(mail, "event", payload.template, payload.message_id)
             if earlier is None or earlier.status != FAILED:
                 code = "CONTENT_REDACTED" if payload.recipient else "NO_RECIPIENT"
-                await self._failed(mail, PermanentFailure(code, "the event reached this plugin without recipient or body"))
+                await self._failed(
+                    mail, PermanentFailure(code, "the event reached this plugin without recipient or body")
+                )
             return
         await self._handle_event(mail, event, "event", payload.template, payload.message_id)
 
@@ -258,8 +271,11 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
             raise TypeError("expected UserCreated")
         if event.event.source_plugin_id != CORE_SOURCE:
             # A welcome mail carries an activation link: only people the core announces get one.
-            _log.warning("ignoring UserCreated %s from %r: only the core announces users", event.event.event_id,
-                         event.event.source_plugin_id)
+            _log.warning(
+                "ignoring UserCreated %s from %r: only the core announces users",
+                event.event.event_id,
+                event.event.source_plugin_id,
+            )
             return
         if not payload.email or "email" in event.redacted_fields:
             _log.info("user %s has no email address this plugin may see; no welcome mail", payload.user_id)
@@ -285,12 +301,14 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         except VivifiedSDKError as exc:
             if exc.code not in _LOOKUP_RETRY:
                 # Refused (e.g. POLICY_DENIED): the mail goes out unpersonalised rather than never.
-                _log.warning("directory refused the profile of %s (%s); welcome mail from the event alone",
-                             user_id, exc.reason)
+                _log.warning(
+                    "directory refused the profile of %s (%s); welcome mail from the event alone", user_id, exc.reason
+                )
                 return None
             if attempt >= limit:
-                _log.warning("directory still cannot answer for %s (%s); welcome mail from the event alone",
-                             user_id, exc.reason)
+                _log.warning(
+                    "directory still cannot answer for %s (%s); welcome mail from the event alone", user_id, exc.reason
+                )
                 return None
             _log.warning("directory cannot answer for %s yet (%s); asking for redelivery", user_id, exc.reason)
             raise
@@ -303,17 +321,36 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         message = request.message
         missing = [name for name in ("message_id", "to_address", "content") if not getattr(message, name)]
         if missing:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"message.{', message.'.join(missing)} required",
-                        reason="INVALID_REQUEST", domain=_DOMAIN)
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"message.{', message.'.join(missing)} required",
+                reason="INVALID_REQUEST",
+                domain=_DOMAIN,
+            )
         if len(message.message_id) > MAX_MESSAGE_ID:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                        f"message.message_id longer than {MAX_MESSAGE_ID} characters", reason="INVALID_REQUEST",
-                        domain=_DOMAIN)
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"message.message_id longer than {MAX_MESSAGE_ID} characters",
+                reason="INVALID_REQUEST",
+                domain=_DOMAIN,
+            )
         if self._settings is None:
-            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"the email gateway is {self._problem}",
-                        reason="NOT_CONFIGURED", domain=_DOMAIN)
-        mail = Mail(message.message_id, message.to_address, message.subject, message.content,
-                    message.content_type or "text/plain")
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the email gateway is {self._problem}",
+                reason="NOT_CONFIGURED",
+                domain=_DOMAIN,
+            )
+        mail = Mail(
+            message.message_id,
+            message.to_address,
+            message.subject,
+            message.content,
+            message.content_type or "text/plain",
+        )
         earlier = await self._queue(mail, "operator", message_id=message.message_id)
         if earlier is not None:
             # A reused message id: the status of the earlier send, not a second mail.
@@ -334,8 +371,13 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
     ) -> pb.GetMessageStatusResponse:
         record = self._store.get(request.message_id)
         if record is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, "no message with this id was sent to this plugin",
-                        reason="MESSAGE_NOT_FOUND", domain=_DOMAIN)
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                "no message with this id was sent to this plugin",
+                reason="MESSAGE_NOT_FOUND",
+                domain=_DOMAIN,
+            )
             raise AssertionError("unreachable")  # abort raises
         update_time = timestamp_pb2.Timestamp()
         update_time.FromDatetime(record.updated_at)
@@ -351,5 +393,6 @@ class EmailGateway(communication_pb2_grpc.CommunicationPluginServiceServicer):
         # Operator-lane sends still waiting for a retry lose their content with the process:
         # say so in the durable record rather than leave them queued forever.
         for email_id in self._store.unfinished("operator"):
-            self._store.update(email_id, FAILED, detail="the plugin stopped before a retry could deliver it",
-                               error_code="INTERRUPTED")
+            self._store.update(
+                email_id, FAILED, detail="the plugin stopped before a retry could deliver it", error_code="INTERRUPTED"
+            )

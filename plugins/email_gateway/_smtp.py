@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 import aiosmtplib
+
 from vivified.plugins.email_gateway._settings import SmtpSettings
 from vivified.sdk import PermissionDeniedError, Tunnel, VivifiedSDKError
 

@@ -63,24 +63,38 @@ class EmailStore:
             return None
         email_id, origin, status, detail, error_code, provider_message_id, attempts, updated_at = row
         return EmailRecord(
-            email_id=email_id, origin=origin, status=status, detail=detail, error_code=error_code,
-            provider_message_id=provider_message_id, attempts=attempts,
+            email_id=email_id,
+            origin=origin,
+            status=status,
+            detail=detail,
+            error_code=error_code,
+            provider_message_id=provider_message_id,
+            attempts=attempts,
             updated_at=dt.datetime.fromisoformat(updated_at),
         )
 
     def queue(self, email_id: str, origin: str) -> tuple[EmailRecord, bool]:
         """The record of `email_id`, created queued if new; (record, created)."""
-        created = self._db.execute(
-            "INSERT OR IGNORE INTO emails (email_id, origin, status, updated_at) VALUES (?, ?, ?, ?)",
-            (email_id, origin, QUEUED, self._clock().isoformat()),
-        ).rowcount == 1
+        created = (
+            self._db.execute(
+                "INSERT OR IGNORE INTO emails (email_id, origin, status, updated_at) VALUES (?, ?, ?, ?)",
+                (email_id, origin, QUEUED, self._clock().isoformat()),
+            ).rowcount
+            == 1
+        )
         record = self.get(email_id)
         if record is None:  # pragma: no cover - just inserted
             raise RuntimeError(f"email {email_id} vanished")
         return record, created
 
     def update(
-        self, email_id: str, status: str, *, detail: str = "", error_code: str = "", provider_message_id: str = "",
+        self,
+        email_id: str,
+        status: str,
+        *,
+        detail: str = "",
+        error_code: str = "",
+        provider_message_id: str = "",
         attempted: bool = False,
     ) -> None:
         self._db.execute(

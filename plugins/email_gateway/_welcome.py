@@ -39,5 +39,6 @@ def welcome_mail(user: UserCreated, profile: directory_pb2.Profile | None, activ
             expires = f" (valid until {user.activation_expire_time.ToDatetime().strftime('%Y-%m-%d %H:%M')} UTC)"
         lines += ["", f"Activate your account and choose a password{expires}:", link]
     lines += ["", "-- Vivified", ""]
-    return Mail(f"welcome-{user.user_id}", user.email, f"Welcome to Vivified, {name}", "\n".join(lines),
-                user_id=user.user_id)
+    return Mail(
+        f"welcome-{user.user_id}", user.email, f"Welcome to Vivified, {name}", "\n".join(lines), user_id=user.user_id
+    )

@@ -97,6 +97,4 @@ class EchoCommunicationPlugin(communication_pb2_grpc.CommunicationPluginServiceS
             )
         update_time = timestamp_pb2.Timestamp()
         update_time.FromDatetime(known.update_time)
-        return pb.GetMessageStatusResponse(
-            message_id=request.message_id, status=known.status, update_time=update_time
-        )
+        return pb.GetMessageStatusResponse(message_id=request.message_id, status=known.status, update_time=update_time)

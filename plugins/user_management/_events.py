@@ -35,8 +35,11 @@ class DirectoryEvents:
 
     async def user_created(self, user: UserCreated, event: ReceivedEvent) -> None:
         if event.event.source_plugin_id != CORE_SOURCE:
-            _log.warning("ignoring UserCreated %s from %r: only the core announces users",
-                         event.event.event_id, event.event.source_plugin_id)
+            _log.warning(
+                "ignoring UserCreated %s from %r: only the core announces users",
+                event.event.event_id,
+                event.event.source_plugin_id,
+            )
             return
         await self._store.upsert_user(
             user.user_id,
@@ -51,7 +54,9 @@ class DirectoryEvents:
             _log.warning("ignoring UserUpdated %s from %r", event.event.event_id, event.event.source_plugin_id)
             return
         changed = set(user.changed_fields)
-        values: dict[str, str] = {name: str(getattr(user, name)) for name in ("display_name", "email") if name in changed}
+        values: dict[str, str] = {
+            name: str(getattr(user, name)) for name in ("display_name", "email") if name in changed
+        }
         if await self._store.get(user.user_id) is None:
             raise UnknownUser(user.user_id)
         await self._store.upsert_user(user.user_id, values=values, state=None if user.invited else ACTIVE)

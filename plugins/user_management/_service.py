@@ -66,8 +66,9 @@ async def _invalid(context: Context, message: str) -> NoReturn:
 
 
 async def _not_found(context: Context) -> NoReturn:
-    await abort(context, grpc.StatusCode.NOT_FOUND, "no profile for this user id", reason="PROFILE_NOT_FOUND",
-                domain=_DOMAIN)
+    await abort(
+        context, grpc.StatusCode.NOT_FOUND, "no profile for this user id", reason="PROFILE_NOT_FOUND", domain=_DOMAIN
+    )
 
 
 def _edit_problem(name: str, value: str) -> str | None:

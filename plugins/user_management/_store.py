@@ -133,7 +133,15 @@ class ProfileStore:
                 db.execute(
                     "INSERT INTO profiles (user_id, username, display_name, email, onboarding_state, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (user_id, username, values.get("display_name", ""), values.get("email", ""), state or ACTIVE, now, now),
+                    (
+                        user_id,
+                        username,
+                        values.get("display_name", ""),
+                        values.get("email", ""),
+                        state or ACTIVE,
+                        now,
+                        now,
+                    ),
                 )
             else:
                 moves = state is not None and state in _FORWARD[found.onboarding_state]
@@ -141,8 +149,15 @@ class ProfileStore:
                 db.execute(
                     "UPDATE profiles SET username = ?, display_name = ?, email = ?, onboarding_state = ?,"
                     " onboarding_reason = ?, updated_at = ? WHERE user_id = ?",
-                    (username or found.username, merged["display_name"], merged["email"],
-                     state if moves else found.onboarding_state, "" if moves else found.onboarding_reason, now, user_id),
+                    (
+                        username or found.username,
+                        merged["display_name"],
+                        merged["email"],
+                        state if moves else found.onboarding_state,
+                        "" if moves else found.onboarding_reason,
+                        now,
+                        user_id,
+                    ),
                 )
             record = self._get(db, user_id)
             if record is None:  # written in this very transaction
@@ -178,8 +193,10 @@ class ProfileStore:
             if self._get(db, user_id) is None:
                 return None
             columns = ", ".join(f"{name} = ?" for name in values)
-            db.execute(f"UPDATE profiles SET {columns}, updated_at = ? WHERE user_id = ?",  # noqa: S608 - names from EDITABLE
-                       (*values.values(), now, user_id))
+            db.execute(
+                f"UPDATE profiles SET {columns}, updated_at = ? WHERE user_id = ?",  # noqa: S608 - names from EDITABLE
+                (*values.values(), now, user_id),
+            )
             return self._get(db, user_id)
 
         return await self._run(write)

@@ -26,10 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from opentelemetry import trace
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
+from opentelemetry import trace
+
 from vivified.sdk._errors import ConfigurationError, from_rpc_error
 from vivified.sdk._trace import span, trace_metadata
 

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import MappingProxyType
 
 import grpc
+
 from vivified.config.v1 import config_pb2, config_pb2_grpc
 from vivified.sdk._errors import from_rpc_error
 

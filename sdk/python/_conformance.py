@@ -64,8 +64,9 @@ class ConformanceControl:
         if not event_id.startswith(EVENT_PREFIX):
             return None
         ack = not (event_id.startswith(NACK_PREFIX) and attempt <= 1)
-        self.record(check="event", event_id=event_id, event_type=event_type, attempt=attempt,
-                    action="ack" if ack else "nack")
+        self.record(
+            check="event", event_id=event_id, event_type=event_type, attempt=attempt, action="ack" if ack else "nack"
+        )
         return ack
 
     async def probe_errors(
@@ -85,11 +86,25 @@ class ConformanceControl:
             try:
                 await probe()
             except VivifiedSDKError as error:
-                self.record(check="error", operation=operation, error=type(error).__name__, code=error.code.name,
-                            reason=error.reason, domain=error.domain, metadata=error.metadata)
+                self.record(
+                    check="error",
+                    operation=operation,
+                    error=type(error).__name__,
+                    code=error.code.name,
+                    reason=error.reason,
+                    domain=error.domain,
+                    metadata=error.metadata,
+                )
             except Exception as error:  # noqa: BLE001 - reported to the suite as an untyped error
-                self.record(check="error", operation=operation, error=type(error).__name__, code="", reason="",
-                            domain="", metadata={})
+                self.record(
+                    check="error",
+                    operation=operation,
+                    error=type(error).__name__,
+                    code="",
+                    reason="",
+                    domain="",
+                    metadata={},
+                )
             else:
                 self.record(check="error", operation=operation, error="", code="OK", reason="", domain="", metadata={})
 

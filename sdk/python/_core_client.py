@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 import grpc
+
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
 from vivified.sdk._errors import (
@@ -117,9 +118,7 @@ class CoreClient:
     async def heartbeat(self) -> registry_pb2.HeartbeatResponse:
         stub = registry_pb2_grpc.PluginRegistryServiceStub(self.channel)
         try:
-            return await stub.Heartbeat(
-                registry_pb2.HeartbeatRequest(), timeout=self._settings.connect_timeout_seconds
-            )
+            return await stub.Heartbeat(registry_pb2.HeartbeatRequest(), timeout=self._settings.connect_timeout_seconds)
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
 

@@ -36,8 +36,9 @@ from types import TracebackType
 from typing import Self
 
 import grpc
-from opentelemetry import trace
 from google.protobuf.message import Message
+from opentelemetry import trace
+
 from vivified.events.v1 import events_pb2, events_pb2_grpc
 from vivified.sdk._conformance import ConformanceControl
 from vivified.sdk._errors import (
@@ -97,7 +98,9 @@ class PublishStream:
         self._writer = asyncio.ensure_future(self._write())
         self._tasks = [self._writer, asyncio.ensure_future(self._read())]
 
-    def send(self, payload: Message, *, event_id: str | None = None) -> asyncio.Future[events_pb2.PublishStreamResponse]:
+    def send(
+        self, payload: Message, *, event_id: str | None = None
+    ) -> asyncio.Future[events_pb2.PublishStreamResponse]:
         """Queue one event; the future resolves when the core acknowledges it."""
         future: asyncio.Future[events_pb2.PublishStreamResponse] = asyncio.get_running_loop().create_future()
         if self._tasks[1].done():  # the stream has ended: nothing will answer
@@ -177,7 +180,10 @@ class Subscription:
     `opened()` / `wait_closed()`."""
 
     def __init__(
-        self, channel: Callable[[], grpc.aio.Channel], name: str, handlers: Mapping[type[Message], Handler],
+        self,
+        channel: Callable[[], grpc.aio.Channel],
+        name: str,
+        handlers: Mapping[type[Message], Handler],
         control: ConformanceControl | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
@@ -304,8 +310,11 @@ class Subscription:
             if verdict is not None:
                 return verdict  # the conformance suite's own event (its control hook)
         if event.event_type not in self._handlers:
-            _log.error("delivery %s carries %s, which this subscription has no handler for", delivery.delivery_id,
-                       event.event_type)
+            _log.error(
+                "delivery %s carries %s, which this subscription has no handler for",
+                delivery.delivery_id,
+                event.event_type,
+            )
             return False
         cls, handler = self._handlers[event.event_type]
         payload = cls()
@@ -314,13 +323,23 @@ class Subscription:
             return False
         try:
             # A child of the core's delivery span; the handler's calls continue the event's trace.
-            attributes: dict[str, str | int] = {"vivified.event_type": event.event_type, "vivified.subscription": self._name,
-                          "vivified.attempt": delivery.attempt}
-            with span(self._tracer, f"deliver {event.event_type}", trace.SpanKind.CONSUMER, attributes,
-                      parent=event.traceparent):
+            attributes: dict[str, str | int] = {
+                "vivified.event_type": event.event_type,
+                "vivified.subscription": self._name,
+                "vivified.attempt": delivery.attempt,
+            }
+            with span(
+                self._tracer,
+                f"deliver {event.event_type}",
+                trace.SpanKind.CONSUMER,
+                attributes,
+                parent=event.traceparent,
+            ):
                 await handler(payload, ReceivedEvent(event, delivery.attempt, tuple(delivery.redacted_fields)))
         except Exception:  # noqa: BLE001 - any handler failure means: deliver again
-            _log.exception("handler for %s failed on event %s (attempt %d)", event.event_type, event.event_id, delivery.attempt)
+            _log.exception(
+                "handler for %s failed on event %s (attempt %d)", event.event_type, event.event_id, delivery.attempt
+            )
             return False
         return True
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import grpc
+
 from vivified.sdk._errors import SDK_DOMAIN
 from vivified.sdk._identity import CLIENT_AUTH, svid_uri
 from vivified.sdk._status import abort

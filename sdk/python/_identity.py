@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from vivified.sdk._errors import SDK_DOMAIN, VivifiedSDKError
 
 
@@ -78,9 +79,7 @@ def _invalid(why: str) -> VivifiedSDKError:
     )
 
 
-def accept_issued(
-    chain_pem: str, requested: KeyAndCsr, spiffe_id: str, received_at: dt.datetime
-) -> IssuedCertificate:
+def accept_issued(chain_pem: str, requested: KeyAndCsr, spiffe_id: str, received_at: dt.datetime) -> IssuedCertificate:
     """Check that the issued leaf certifies our key and names exactly `spiffe_id`.
 
     A mismatch means the response cannot be used (for instance a certificate for

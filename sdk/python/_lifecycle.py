@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+
 from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from vivified.sdk._errors import SDK_DOMAIN
 from vivified.sdk._status import abort

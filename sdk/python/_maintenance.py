@@ -53,9 +53,7 @@ class _StateLog:
         self._last = key
 
 
-async def heartbeat_forever(
-    calls: RegistryCalls, interval: float, *, sleep: Sleep, request_stop: StopRequest
-) -> None:
+async def heartbeat_forever(calls: RegistryCalls, interval: float, *, sleep: Sleep, request_stop: StopRequest) -> None:
     """Heartbeat every `interval` seconds (the core may change it in its reply).
 
     `PLUGIN_DISABLED` and transport errors are retried at the same pace: an

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 from google.protobuf import json_format
+
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 from vivified.sdk._errors import ConfigurationError
 

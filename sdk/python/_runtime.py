@@ -11,12 +11,13 @@ from typing import Protocol, runtime_checkable
 
 import grpc
 from google.protobuf.message import Message
+
 from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
 from vivified.events.v1.events_pb2 import PublishResponse
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
 from vivified.sdk._calls import PluginCaller
-from vivified.sdk._conformance import control_from
 from vivified.sdk._config import ConfigClient, PluginConfig
+from vivified.sdk._conformance import control_from
 from vivified.sdk._core_client import CoreClient
 from vivified.sdk._errors import SDK_DOMAIN, ConfigurationError, VivifiedSDKError, from_rpc_error
 from vivified.sdk._events import EventClient, Handler, PublishStream, Subscription
@@ -175,7 +176,9 @@ class PluginRuntime:
         The type must be under `publishes` in the approved manifest. Raises
         `PermissionDeniedError` (EVENT_NOT_DECLARED), `ResourceExhaustedError`
         (RATE_LIMITED), `UnavailableError` (EVENT_STORE_UNAVAILABLE)."""
-        return await EventClient(lambda: self.core_channel, tracer=self.tracing.tracer).publish(payload, event_id=event_id, timeout=timeout)
+        return await EventClient(lambda: self.core_channel, tracer=self.tracing.tracer).publish(
+            payload, event_id=event_id, timeout=timeout
+        )
 
     def publish_stream(self) -> PublishStream:
         """Many publishes on one stream (see `PublishStream`)."""
@@ -185,7 +188,9 @@ class PluginRuntime:
         """Serve the durable subscription `name` in the background: each handler
         gets the payload and a `ReceivedEvent`; returning acknowledges, raising
         asks for redelivery. The types must be under `subscribes` in the manifest."""
-        subscription = EventClient(lambda: self.core_channel, self._control, self.tracing.tracer).subscribe(name, handlers)
+        subscription = EventClient(lambda: self.core_channel, self._control, self.tracing.tracer).subscribe(
+            name, handlers
+        )
         self._subscriptions.append(subscription)
         return subscription
 
@@ -196,7 +201,9 @@ class PluginRuntime:
         another plugin shared with it). See `vivified.sdk._storage`."""
         return ObjectStoreClient(lambda: self.core_channel)
 
-    async def fetch(self, request: egress_pb2.FetchRequest, *, timeout: float | None = None) -> egress_pb2.FetchResponse:
+    async def fetch(
+        self, request: egress_pb2.FetchRequest, *, timeout: float | None = None
+    ) -> egress_pb2.FetchResponse:
         """One HTTP(S) request through the core's egress proxy, to a host under
         `security.allowed_domains` of the approved manifest.
 
@@ -295,7 +302,9 @@ class PluginRuntime:
         _log.info("registered as %s; serving on %s", client.spiffe_id, self._endpoint)
         interval = float(max(reply.heartbeat_interval_seconds, 1))
         self._tasks = [
-            asyncio.create_task(heartbeat_forever(client, interval, sleep=self._sleep, request_stop=self._request_stop)),
+            asyncio.create_task(
+                heartbeat_forever(client, interval, sleep=self._sleep, request_stop=self._request_stop)
+            ),
             asyncio.create_task(
                 renew_forever(
                     client,
@@ -340,10 +349,14 @@ class PluginRuntime:
         if self._control is not None:
             # The conformance suite's error probes run once, after Init, in the background.
             control = self._control
-            self._tasks.append(asyncio.ensure_future(control.probe_errors(
-                lambda target, request: self.call(target, request, timeout=10),
-                lambda request: self.fetch(request, timeout=10),
-            )))
+            self._tasks.append(
+                asyncio.ensure_future(
+                    control.probe_errors(
+                        lambda target, request: self.call(target, request, timeout=10),
+                        lambda request: self.fetch(request, timeout=10),
+                    )
+                )
+            )
 
     def _request_stop(self, reason: str, error: VivifiedSDKError | None) -> None:
         if error is not None and self.failure is None:

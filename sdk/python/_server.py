@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from opentelemetry import trace
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry import trace
+
 from vivified.lifecycle.v1 import lifecycle_pb2_grpc
 from vivified.sdk._errors import ConfigurationError
 from vivified.sdk._guard import CoreOnlyInterceptor
@@ -95,7 +96,8 @@ class PluginServer:
 
     async def start(self, host: str, port: int, certificates: ServerCertificates) -> None:
         server = grpc.aio.server(
-            interceptors=[CoreOnlyInterceptor(self._trust_domain), TracingInterceptor(self._tracer)], options=[("grpc.so_reuseport", 1)]
+            interceptors=[CoreOnlyInterceptor(self._trust_domain), TracingInterceptor(self._tracer)],
+            options=[("grpc.so_reuseport", 1)],
         )
         for servicer, contract in self._contracts:
             contract.add_to_server(servicer, server)

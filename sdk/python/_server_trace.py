@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 from opentelemetry import trace
+
 from vivified.sdk._trace import TRACEPARENT_HEADER, span
 
 _Req = TypeVar("_Req")

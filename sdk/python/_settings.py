@@ -139,5 +139,7 @@ class PluginSettings:
 def log_format(value: str) -> str:
     """`text` or `json`; anything else is a ConfigurationError."""
     if value not in ("text", "json"):
-        raise ConfigurationError(f"VIVIFIED_LOG_FORMAT must be text or json, not {value[:40]!r}", reason="SETTING_INVALID")
+        raise ConfigurationError(
+            f"VIVIFIED_LOG_FORMAT must be text or json, not {value[:40]!r}", reason="SETTING_INVALID"
+        )
     return value

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 import grpc
+
 from vivified.options.v1 import options_pb2
 from vivified.sdk._calls import DELEGATION_HEADER
 from vivified.sdk._errors import from_rpc_error
@@ -63,7 +64,7 @@ class ObjectStoreClient:
             yield pb.PutObjectRequest(header=header)
             if isinstance(data, bytes):
                 for start in range(0, len(data), CHUNK_BYTES):
-                    yield pb.PutObjectRequest(chunk=data[start:start + CHUNK_BYTES])
+                    yield pb.PutObjectRequest(chunk=data[start : start + CHUNK_BYTES])
             else:
                 async for chunk in data:
                     yield pb.PutObjectRequest(chunk=chunk)
@@ -76,7 +77,9 @@ class ObjectStoreClient:
             raise from_rpc_error(err) from None
         return reply.metadata
 
-    async def stream(self, name: str, *, owner: str = "", timeout: float | None = None, on_behalf_of: str = "") -> AsyncIterator[bytes]:
+    async def stream(
+        self, name: str, *, owner: str = "", timeout: float | None = None, on_behalf_of: str = ""
+    ) -> AsyncIterator[bytes]:
         """The object's content in chunks (nothing arrives unless all of it authenticated)."""
         call = object_store_pb2_grpc.ObjectStoreServiceStub(self._channel()).GetObject(
             pb.GetObjectRequest(name=name, owner_plugin=owner), timeout=timeout, metadata=_metadata(on_behalf_of)
@@ -90,11 +93,17 @@ class ObjectStoreClient:
 
     async def get(self, name: str, *, owner: str = "", timeout: float | None = None, on_behalf_of: str = "") -> bytes:
         """The whole object; `owner` for an object another plugin shared with this one."""
-        return b"".join([chunk async for chunk in self.stream(name, owner=owner, timeout=timeout, on_behalf_of=on_behalf_of)])
+        return b"".join(
+            [chunk async for chunk in self.stream(name, owner=owner, timeout=timeout, on_behalf_of=on_behalf_of)]
+        )
 
-    async def head(self, name: str, *, owner: str = "", timeout: float | None = None, on_behalf_of: str = "") -> pb.ObjectMetadata:
+    async def head(
+        self, name: str, *, owner: str = "", timeout: float | None = None, on_behalf_of: str = ""
+    ) -> pb.ObjectMetadata:
         try:
-            reply: pb.HeadObjectResponse = await object_store_pb2_grpc.ObjectStoreServiceStub(self._channel()).HeadObject(
+            reply: pb.HeadObjectResponse = await object_store_pb2_grpc.ObjectStoreServiceStub(
+                self._channel()
+            ).HeadObject(
                 pb.HeadObjectRequest(name=name, owner_plugin=owner), timeout=timeout, metadata=_metadata(on_behalf_of)
             )
         except grpc.aio.AioRpcError as err:
@@ -102,12 +111,21 @@ class ObjectStoreClient:
         return reply.metadata
 
     async def list(
-        self, *, prefix: str = "", page_size: int = 0, page_token: str = "", timeout: float | None = None, on_behalf_of: str = ""
+        self,
+        *,
+        prefix: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+        on_behalf_of: str = "",
     ) -> pb.ListObjectsResponse:
         try:
-            reply: pb.ListObjectsResponse = await object_store_pb2_grpc.ObjectStoreServiceStub(self._channel()).ListObjects(
+            reply: pb.ListObjectsResponse = await object_store_pb2_grpc.ObjectStoreServiceStub(
+                self._channel()
+            ).ListObjects(
                 pb.ListObjectsRequest(prefix=prefix, page_size=page_size, page_token=page_token),
-                timeout=timeout, metadata=_metadata(on_behalf_of),
+                timeout=timeout,
+                metadata=_metadata(on_behalf_of),
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
@@ -115,6 +133,8 @@ class ObjectStoreClient:
 
     async def delete(self, name: str, *, timeout: float | None = None, on_behalf_of: str = "") -> None:
         try:
-            await object_store_pb2_grpc.ObjectStoreServiceStub(self._channel()).DeleteObject(pb.DeleteObjectRequest(name=name), timeout=timeout, metadata=_metadata(on_behalf_of))
+            await object_store_pb2_grpc.ObjectStoreServiceStub(self._channel()).DeleteObject(
+                pb.DeleteObjectRequest(name=name), timeout=timeout, metadata=_metadata(on_behalf_of)
+            )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None

@@ -50,7 +50,11 @@ def tracing_from_env(environ: Mapping[str, str], plugin_id: Callable[[], str]) -
 
     name = plugin_id()
     resource = Resource.create(
-        {"service.name": environ.get("OTEL_SERVICE_NAME") or name, "vivified.plugin_id": name, "process.pid": os.getpid()}
+        {
+            "service.name": environ.get("OTEL_SERVICE_NAME") or name,
+            "vivified.plugin_id": name,
+            "process.pid": os.getpid(),
+        }
     )
     provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER (default parentbased_always_on)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

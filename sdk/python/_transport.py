@@ -18,6 +18,7 @@ import threading
 
 import grpc
 from cryptography import x509
+
 from vivified.sdk._identity import SERVER_AUTH, IssuedCertificate, svid_problem
 
 

@@ -28,6 +28,7 @@ from typing import Self
 
 import grpc
 from google.protobuf import duration_pb2
+
 from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
 from vivified.sdk._errors import SDK_DOMAIN, VivifiedSDKError, from_rpc_error
 from vivified.sdk._trace import trace_metadata
@@ -41,8 +42,11 @@ class Tunnel:
     `close()` (or leaving `async with`) ends it; the core's audit record of
     the tunnel is written when it ends."""
 
-    def __init__(self, call: grpc.aio.StreamStreamCall[egress_pb2.ConnectRequest, egress_pb2.ConnectResponse],
-                 resolved_address: str) -> None:
+    def __init__(
+        self,
+        call: grpc.aio.StreamStreamCall[egress_pb2.ConnectRequest, egress_pb2.ConnectResponse],
+        resolved_address: str,
+    ) -> None:
         self._call = call
         self.resolved_address = resolved_address
         """The address the core connected to."""

@@ -85,8 +85,9 @@ async def healthy(core: CoreProcess, plugin_id: str) -> admin_pb.Plugin | None:
     return plugin if ok else None
 
 
-async def start_plugin(core: CoreProcess, spec: PluginUnderTest, log_dir: pathlib.Path, *,
-                       hold_init: bool = False, control: bool = True) -> RunningPlugin:
+async def start_plugin(
+    core: CoreProcess, spec: PluginUnderTest, log_dir: pathlib.Path, *, hold_init: bool = False, control: bool = True
+) -> RunningPlugin:
     """Approve the manifest (fresh token), start the plugin's command with the control hook on (unless
     `control` is False: then the plugin runs as in production, provoking no refusals of its own), and wait
     until the core has it healthy (with `hold_init`, the hook refuses Init: wait only until it registered)."""
@@ -112,14 +113,18 @@ async def start_plugin(core: CoreProcess, spec: PluginUnderTest, log_dir: pathli
     if hold_init:
         await until(lambda: running.control("init"), 30, f"{spec.name} to register and be sent Init:\n{running.log()}")
         return running
-    await until(lambda: healthy(core, spec.plugin_id), 30,
-                f"{spec.name} to register and pass Init:\n{running.log()}\n{core.log()[-3000:]}")
+    await until(
+        lambda: healthy(core, spec.plugin_id),
+        30,
+        f"{spec.name} to register and pass Init:\n{running.log()}\n{core.log()[-3000:]}",
+    )
     return running
 
 
 @pytest_asyncio.fixture
-async def plugin(conformance_core: CoreProcess, under_test: PluginUnderTest,
-                 tmp_path: pathlib.Path) -> AsyncIterator[RunningPlugin]:
+async def plugin(
+    conformance_core: CoreProcess, under_test: PluginUnderTest, tmp_path: pathlib.Path
+) -> AsyncIterator[RunningPlugin]:
     running = await start_plugin(conformance_core, under_test, tmp_path)
     yield running
     stop_process(running.process)  # type: ignore[arg-type]
@@ -127,10 +132,14 @@ async def plugin(conformance_core: CoreProcess, under_test: PluginUnderTest,
 
 def core_credentials(core: CoreProcess) -> grpc.ChannelCredentials:
     """The core's identity (URI SAN spiffe://<td>/core), issued by the core's CA."""
-    ca = CertificateAuthority.load_or_create(core.data_dir / "ca", CAConfig(trust_domain=core.trust_domain), SystemClock())
+    ca = CertificateAuthority.load_or_create(
+        core.data_dir / "ca", CAConfig(trust_domain=core.trust_domain), SystemClock()
+    )
     key = new_private_key()
     issued = ca.issue_core_certificate(key)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return grpc.ssl_channel_credentials(ca.root_pem, key_pem, issued.chain_pem)
 
 

@@ -68,7 +68,9 @@ def discover() -> list[PluginUnderTest | ToGenerate]:
         if not manifest.is_file():
             continue
         if (entry / "__main__.py").is_file():
-            found.append(PluginUnderTest(entry.name, (sys.executable, "-m", f"vivified.plugins.{entry.name}"), manifest))
+            found.append(
+                PluginUnderTest(entry.name, (sys.executable, "-m", f"vivified.plugins.{entry.name}"), manifest)
+            )
         elif (entry / "package.json").is_file():
             main = json.loads((entry / "package.json").read_text()).get("main", "index.js")
             found.append(PluginUnderTest(entry.name, ("node", str(entry / main)), manifest))
@@ -84,20 +86,37 @@ def generated(spec: ToGenerate, parent: pathlib.Path) -> PluginUnderTest:
     if spec.name in _made:
         return _made[spec.name]
     run = lambda *argv: subprocess.run(argv, capture_output=True, text=True, timeout=300)  # noqa: E731
-    created = run(sys.executable, "-m", "vivified.core.cli", "create-plugin", spec.name, "--contract", "communication",
-                  "--lang", spec.lang, "--dir", str(parent))
+    created = run(
+        sys.executable,
+        "-m",
+        "vivified.core.cli",
+        "create-plugin",
+        spec.name,
+        "--contract",
+        "communication",
+        "--lang",
+        spec.lang,
+        "--dir",
+        str(parent),
+    )
     assert created.returncode == 0, created.stderr
     project = parent / spec.name
     if spec.lang == "node":
         assert shutil.which("npm"), "the Node.js plugin needs npm (tools/setup.sh)"
-        for step in (("npm", "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error"),
-                     ("npm", "run", "--silent", "build")):
+        for step in (
+            ("npm", "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error"),
+            ("npm", "run", "--silent", "build"),
+        ):
             done = subprocess.run(step, cwd=project, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, done.stdout + done.stderr
         main = json.loads((project / "package.json").read_text())["main"]
         made = PluginUnderTest(spec.name, ("node", str(project / main)), project / "manifest.yaml")
     else:
-        made = PluginUnderTest(spec.name, (sys.executable, "-m", spec.name.replace("-", "_")), project / "manifest.yaml",
-                               env=(("PYTHONPATH", str(project)),))
+        made = PluginUnderTest(
+            spec.name,
+            (sys.executable, "-m", spec.name.replace("-", "_")),
+            project / "manifest.yaml",
+            env=(("PYTHONPATH", str(project)),),
+        )
     _made[spec.name] = made
     return made

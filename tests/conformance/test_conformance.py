@@ -28,7 +28,6 @@ from conformance.conftest import (
 from conformance.plugins import PluginUnderTest
 from support.clients import admitted_plugin, audit_rows, bootstrap_channel, error_info, new_csr
 from support.processes import CoreProcess, core_running, stop_process
-from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.core.manifest import load_manifest_file
 from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
@@ -54,8 +53,12 @@ async def test_registers_with_its_token_and_the_token_is_refused_again(plugin: R
     async with bootstrap_channel(core) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as reused:
             await reg_grpc.PluginRegistryServiceStub(channel).Register(
-                reg_pb.RegisterRequest(manifest=load_manifest_file(plugin.spec.manifest), csr_pem=new_csr(plugin_id)[0].decode(),
-                                       join_token=plugin.token, endpoint="127.0.0.1:1"),
+                reg_pb.RegisterRequest(
+                    manifest=load_manifest_file(plugin.spec.manifest),
+                    csr_pem=new_csr(plugin_id)[0].decode(),
+                    join_token=plugin.token,
+                    endpoint="127.0.0.1:1",
+                ),
                 timeout=10,
             )
     assert reused.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -67,7 +70,9 @@ async def test_registers_with_its_token_and_the_token_is_refused_again(plugin: R
 async def test_answers_init_and_serves_health_to_the_core(plugin: RunningPlugin) -> None:
     core, plugin_id = plugin.core, plugin.spec.plugin_id
     endpoint = _endpoint(await listed(core, plugin_id))
-    async with grpc.aio.secure_channel(endpoint, core_credentials(core), options=plugin_target(core, plugin_id)) as channel:
+    async with grpc.aio.secure_channel(
+        endpoint, core_credentials(core), options=plugin_target(core, plugin_id)
+    ) as channel:
         reply = await lifecycle_pb2_grpc.PluginLifecycleServiceStub(channel).Init(
             lifecycle_pb2.InitRequest(plugin_id=plugin_id), timeout=10
         )
@@ -94,7 +99,9 @@ async def test_m2_refuses_every_caller_but_the_core(plugin: RunningPlugin) -> No
         async with grpc.aio.secure_channel(endpoint, credentials, options=plugin_target(core, plugin_id)) as channel:
             for call in (
                 channel.unary_unary(probe)(b"", timeout=10),  # an empty request: valid for any message type
-                lifecycle_pb2_grpc.PluginLifecycleServiceStub(channel).Shutdown(lifecycle_pb2.ShutdownRequest(reason="x"), timeout=10),
+                lifecycle_pb2_grpc.PluginLifecycleServiceStub(channel).Shutdown(
+                    lifecycle_pb2.ShutdownRequest(reason="x"), timeout=10
+                ),
             ):
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await call
@@ -114,7 +121,9 @@ async def test_m2_refuses_every_caller_but_the_core(plugin: RunningPlugin) -> No
 async def test_shutdown_from_the_core_stops_it_cleanly(plugin: RunningPlugin) -> None:
     core, plugin_id = plugin.core, plugin.spec.plugin_id
     endpoint = _endpoint(await listed(core, plugin_id))
-    async with grpc.aio.secure_channel(endpoint, core_credentials(core), options=plugin_target(core, plugin_id)) as channel:
+    async with grpc.aio.secure_channel(
+        endpoint, core_credentials(core), options=plugin_target(core, plugin_id)
+    ) as channel:
         await lifecycle_pb2_grpc.PluginLifecycleServiceStub(channel).Shutdown(
             lifecycle_pb2.ShutdownRequest(reason="conformance"), timeout=10
         )
@@ -156,8 +165,9 @@ async def test_m3_renews_its_certificate_under_a_short_ttl_with_no_failed_call(
         credentials = grpc.ssl_channel_credentials(core.ca_pem, caller.key_pem, caller.chain_pem)
         answers: list[str] = []
         deadline = time.monotonic() + 15.0  # two renewals of a 10 s certificate (due at 2/3 of it)
-        async with grpc.aio.secure_channel(core.listen_address, credentials,
-                                           options=[("grpc.ssl_target_name_override", f"core.{core.trust_domain}")]) as channel:
+        async with grpc.aio.secure_channel(
+            core.listen_address, credentials, options=[("grpc.ssl_target_name_override", f"core.{core.trust_domain}")]
+        ) as channel:
             call = channel.unary_unary(f"/{probe}")
             while time.monotonic() < deadline:
                 try:

@@ -33,7 +33,15 @@ import pytest
 from google.protobuf import any_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conformance.conftest import SYNC_BOUND, RunningPlugin, core_credentials, healthy, listed, plugin_target, start_plugin
+from conformance.conftest import (
+    SYNC_BOUND,
+    RunningPlugin,
+    core_credentials,
+    healthy,
+    listed,
+    plugin_target,
+    start_plugin,
+)
 from conformance.plugins import PluginUnderTest
 from support.clients import admitted_plugin, audit_rows, error_info, operator_channel, plugin_channel
 from support.processes import CoreProcess, core_running, stop_process
@@ -54,12 +62,16 @@ ABSENT_CALL = "/vivified.communication.v1.CommunicationPluginService/GetMessageS
 def m1_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess]:
     """Heartbeats every second; each Init attempt gives up after two seconds."""
     data_dir = tmp_path_factory.mktemp("conformance-m1") / "data"
-    with core_running(data_dir, *SYNC_BOUND, "--heartbeat-interval", "1", "--init-timeout", "2", "--leaf-ttl", "600") as core:
+    with core_running(
+        data_dir, *SYNC_BOUND, "--heartbeat-interval", "1", "--init-timeout", "2", "--leaf-ttl", "600"
+    ) as core:
         yield core
 
 
 async def _health(core: CoreProcess, plugin_id: str, endpoint: str) -> int:
-    async with grpc.aio.secure_channel(endpoint, core_credentials(core), options=plugin_target(core, plugin_id)) as channel:
+    async with grpc.aio.secure_channel(
+        endpoint, core_credentials(core), options=plugin_target(core, plugin_id)
+    ) as channel:
         checked = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)  # type: ignore[attr-defined]
     return int(checked.status)
 
@@ -116,8 +128,11 @@ async def test_acks_nacks_and_survives_redelivery_of_the_events_it_subscribes_to
     core, spec = plugin.core, plugin.spec
     if not spec.subscribes:
         pytest.skip(f"not applicable to {spec.name}: its manifest subscribes to no event")
-    opened = await until(lambda: _subscriptions(core, spec.plugin_id), 20,
-                         f"{spec.name} to open the subscription its manifest declares:\n{plugin.log()}")
+    opened = await until(
+        lambda: _subscriptions(core, spec.plugin_id),
+        20,
+        f"{spec.name} to open the subscription its manifest declares:\n{plugin.log()}",
+    )
     publisher = await admitted_plugin(core, "conformance-publisher", publishes=spec.subscribes)
     sent: dict[str, tuple[str, str]] = {}  # event type -> (ack id, nack id)
     async with plugin_channel(core, publisher) as channel:
@@ -128,8 +143,12 @@ async def test_acks_nacks_and_survives_redelivery_of_the_events_it_subscribes_to
             for event_id in ids:
                 # An empty payload of the type: valid for any message.
                 payload = any_pb2.Any(type_url=f"type.googleapis.com/{event_type}", value=b"")
-                await bus.Publish(events_pb2.PublishRequest(
-                    event=events_pb2.Event(event_id=event_id, event_type=event_type, payload=payload)), timeout=10)
+                await bus.Publish(
+                    events_pb2.PublishRequest(
+                        event=events_pb2.Event(event_id=event_id, event_type=event_type, payload=payload)
+                    ),
+                    timeout=10,
+                )
             sent[event_type] = ids
 
     def handled() -> list[str]:
@@ -155,12 +174,15 @@ async def test_acks_nacks_and_survives_redelivery_of_the_events_it_subscribes_to
     async def settled() -> bool:
         return all(s.pending == 0 and s.undelivered == 0 for s in await _subscriptions(core, spec.plugin_id))
 
-    await until(settled, 10, f"the core to have nothing pending for {spec.name}: {await _subscriptions(core, spec.plugin_id)}")
+    await until(
+        settled, 10, f"the core to have nothing pending for {spec.name}: {await _subscriptions(core, spec.plugin_id)}"
+    )
     async with operator_channel(core) as channel:
         admin = event_admin_pb2_grpc.EventAdminServiceStub(channel)
         for subscription in opened:
             dead = await admin.ListDeadLetters(
-                event_admin_pb2.ListDeadLettersRequest(subscription=subscription.subscription, limit=100), timeout=5)
+                event_admin_pb2.ListDeadLettersRequest(subscription=subscription.subscription, limit=100), timeout=5
+            )
             assert not [d for d in dead.dead_letters if d.event.event_id.startswith("conformance-")]
     # It survived the redelivery: still running and healthy.
     assert plugin.process.poll() is None  # type: ignore[attr-defined]
@@ -174,16 +196,20 @@ def _typed_name(code: str) -> str:
 
 async def test_maps_core_errors_to_its_own_typed_errors(plugin: RunningPlugin) -> None:
     core, spec = plugin.core, plugin.spec
-    records = await until(lambda: (r := plugin.control("error")) and len(r) >= 2 and r, 20,
-                          f"{spec.name} to report its error probes:\n{plugin.log()}")
+    records = await until(
+        lambda: (r := plugin.control("error")) and len(r) >= 2 and r,
+        20,
+        f"{spec.name} to report its error probes:\n{plugin.log()}",
+    )
     by_operation = {r["operation"]: r for r in records}
     assert set(by_operation) == {"call", "fetch"}
     actions = {"call": ABSENT_CALL, "fetch": FETCH}
     # This run of the plugin: records after its (last) registration; the module's core outlives each run.
     since = audit_rows(core, action=f"{REGISTRY}/Register", resource=f"plugin/{spec.plugin_id}")[-1].seq
     for operation, record in by_operation.items():
-        rows = [r for r in audit_rows(core, actor=f"plugin:{spec.plugin_id}", action=actions[operation])
-                if r.seq > since]
+        rows = [
+            r for r in audit_rows(core, actor=f"plugin:{spec.plugin_id}", action=actions[operation]) if r.seq > since
+        ]
         assert len(rows) == 1, (operation, rows)  # exactly one record of the core's refusal
         row = rows[0]
         # The typed error carries what the core sent: code, reason, domain, and the deciding rule's id.

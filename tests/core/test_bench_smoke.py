@@ -9,6 +9,7 @@ import pathlib
 import shutil
 
 import pytest
+
 from support.processes import run_vivified
 from vivified.bench._platform import Platform
 
@@ -27,7 +28,8 @@ def test_bench_chain_reports_p2_and_p8() -> None:
     ratios = report["ratios"]
     assert isinstance(ratios, dict) and set(ratios) >= {"P2.chain_cpu_us", "P8.growth"}
     assert [row["path"] for row in report["rows"]][:3] == [  # type: ignore[index, union-attr]
-        "chain + SQLite audit, audit_durability=group (default)", "chain + SQLite audit, audit_durability=fsync",
+        "chain + SQLite audit, audit_durability=group (default)",
+        "chain + SQLite audit, audit_durability=fsync",
         "chain, audit sink in memory",
     ]
     assert all(value > 0 for value in ratios.values())
@@ -39,7 +41,10 @@ def test_bench_invoke_reports_p1() -> None:
     ratios = report["ratios"]
     assert isinstance(ratios, dict) and set(ratios) >= {"P1.latency_p50", "P1.throughput", "P14.latency_p50"}
     assert [row["path"] for row in report["rows"]] == [  # type: ignore[index, union-attr]
-        "direct mTLS to plugin", "brokered Invoke", "brokered typed call", "brokered Invoke, audit_durability=fsync"
+        "direct mTLS to plugin",
+        "brokered Invoke",
+        "brokered typed call",
+        "brokered Invoke, audit_durability=fsync",
     ]
 
 
@@ -50,7 +55,12 @@ def test_bench_events_reports_p3_to_p6_p12_and_p13() -> None:
     ratios = report["ratios"]
     assert isinstance(ratios, dict)
     assert set(ratios) == {
-        "P3.throughput", "P4.latency_p50", "P5.throughput", "P6.throughput", "P12.throughput", "P13.tail"
+        "P3.throughput",
+        "P4.latency_p50",
+        "P5.throughput",
+        "P6.throughput",
+        "P12.throughput",
+        "P13.tail",
     }
     assert all(isinstance(value, float) and value > 0 for value in ratios.values())
     backends = [row.get("backend") for row in report["rows"]]  # type: ignore[union-attr]
@@ -75,6 +85,7 @@ def test_bench_storage_reports_put_and_get_ratios_on_both_backends() -> None:
     report = _report("storage", "--objects", "3", "--rounds", "1")
     ratios = report["ratios"]
     assert isinstance(ratios, dict)
-    assert set(ratios) == {f"storage.{b}.{s}.{op}" for b in ("directory", "database")
-                           for s in ("1MiB", "64KiB") for op in ("put", "get")}
+    assert set(ratios) == {
+        f"storage.{b}.{s}.{op}" for b in ("directory", "database") for s in ("1MiB", "64KiB") for op in ("put", "get")
+    }
     assert all(isinstance(value, float) and value > 0 for value in ratios.values())

@@ -49,7 +49,7 @@ def _listening_ports() -> set[int]:
         except OSError:
             continue
         if str(target).startswith("socket:["):
-            inodes.add(str(target)[len("socket:["):-1])
+            inodes.add(str(target)[len("socket:[") : -1])
     ports = set()
     for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
         for line in pathlib.Path(table).read_text().splitlines()[1:]:
@@ -92,8 +92,10 @@ async def test_start_then_stop_leaves_nothing_running(tmp_path: pathlib.Path) ->
     try:
         assert core.components.started == COMPONENTS
         listening = _listening_ports() - ports_before
-        bound = {int(a.rsplit(":", 1)[1]) for a in (running.listen_address, running.bootstrap_address,
-                                                   running.metrics_address)}
+        bound = {
+            int(a.rsplit(":", 1)[1])
+            for a in (running.listen_address, running.bootstrap_address, running.metrics_address)
+        }
         assert bound <= listening, f"the core serves on {bound}, listening: {listening}"
         assert _store_threads() == ["audit-sync", "audit-writer", "event-store-sqlite"]
         assert await _other_tasks(tasks_before), "a running core has background tasks"

@@ -36,6 +36,10 @@ def test_every_core_exception_is_in_the_documented_hierarchy() -> None:
     for name, cls in _core_exceptions().items():
         assert name in doc, f"{name} ({cls.__module__}) is not in the hierarchy of vivified.core.errors"
         if issubclass(cls, VivifiedError):
-            assert f" {name} " in inside or f"── {name} " in inside, f"{name} is a VivifiedError: list it under the root"
+            assert f" {name} " in inside or f"── {name} " in inside, (
+                f"{name} is a VivifiedError: list it under the root"
+            )
         elif name != "Denied":
-            assert f"{name} " in outside.split("Inside the chain only", 1)[0], f"{name} is not a VivifiedError: list it outside"
+            assert f"{name} " in outside.split("Inside the chain only", 1)[0], (
+                f"{name} is not a VivifiedError: list it outside"
+            )

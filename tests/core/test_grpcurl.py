@@ -46,14 +46,23 @@ def _grpcurl(*args: str, connect_timeout: str = REFUSED_TIMEOUT) -> subprocess.C
         )
     return subprocess.run(
         [binary, "-connect-timeout", connect_timeout, *args],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
 def _with_operator_cert(core: CoreProcess, *args: str) -> subprocess.CompletedProcess[str]:
     d = core.operator_dir
     return _grpcurl(
-        "-cacert", str(d / "ca.crt"), "-cert", str(d / "operator.crt"), "-key", str(d / "operator.key"), *args,
+        "-cacert",
+        str(d / "ca.crt"),
+        "-cert",
+        str(d / "operator.crt"),
+        "-key",
+        str(d / "operator.key"),
+        *args,
         connect_timeout=ACCEPTED_TIMEOUT,
     )
 

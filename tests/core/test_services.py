@@ -11,10 +11,10 @@ from importlib import resources
 
 from google.protobuf import descriptor_pool
 
-from vivified.core.services import METHODS, NAMES_PLUGIN, SERVED, plugin_named
 from vivified.admin.v1 import plugin_admin_pb2
-from vivified.registry.v1 import registry_pb2
+from vivified.core.services import METHODS, NAMES_PLUGIN, SERVED, plugin_named
 from vivified.manifest.v1 import manifest_pb2
+from vivified.registry.v1 import registry_pb2
 
 
 def _packaged_rules() -> list[dict[str, object]]:

@@ -145,7 +145,18 @@ def test_configured_ca_files_are_used_and_checked(tmp_path: pathlib.Path) -> Non
         assert core.ca_pem == (ca_dir / "root.crt").read_bytes()
         assert not (tmp_path / "second" / "ca").exists()
     os.chmod(ca_dir / "issuing.key", 0o644)
-    refused = run_vivified("core", "--data-dir", str(tmp_path / "third"), "--listen", "127.0.0.1:0",
-                           "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", *flags, timeout=60)
+    refused = run_vivified(
+        "core",
+        "--data-dir",
+        str(tmp_path / "third"),
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        *flags,
+        timeout=60,
+    )
     assert refused.returncode != 0
     assert "chmod 600" in refused.stderr and str(ca_dir / "issuing.key") in refused.stderr

@@ -122,15 +122,25 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def _ca_extensions(builder: x509.CertificateBuilder, path_length: int) -> x509.CertificateBuilder:
     return builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True).add_extension(
         x509.KeyUsage(
-            digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
-            key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+            digital_signature=False,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=True,
+            crl_sign=True,
+            encipher_only=False,
+            decipher_only=False,
         ),
         critical=True,
     )
 
 
 def _cert(
-    subject: x509.Name, issuer: x509.Name, public_key: Any, signer: ec.EllipticCurvePrivateKey,
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: Any,
+    signer: ec.EllipticCurvePrivateKey,
     extend: Callable[[x509.CertificateBuilder], x509.CertificateBuilder],
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
@@ -154,17 +164,23 @@ def _foreign_plugin_chain(core: CoreProcess, copy_of: PluginIdentity) -> tuple[b
     real_issuing = x509.load_pem_x509_certificate((core.data_dir / "ca" / "issuing.crt").read_bytes())
     real_leaf = copy_of.leaf
     root_key, issuing_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    root = _cert(real_root.subject, real_root.subject, root_key.public_key(), root_key,
-                 lambda b: _ca_extensions(b, 1))
-    issuing = _cert(real_issuing.subject, real_root.subject, issuing_key.public_key(), root_key,
-                    lambda b: _ca_extensions(b, 0))
+    root = _cert(real_root.subject, real_root.subject, root_key.public_key(), root_key, lambda b: _ca_extensions(b, 1))
+    issuing = _cert(
+        real_issuing.subject, real_root.subject, issuing_key.public_key(), root_key, lambda b: _ca_extensions(b, 0)
+    )
     san = real_leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     leaf = _cert(
-        real_leaf.subject, real_issuing.subject, leaf_key.public_key(), issuing_key,
-        lambda b: b.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        real_leaf.subject,
+        real_issuing.subject,
+        leaf_key.public_key(),
+        issuing_key,
+        lambda b: (
+            b.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+                critical=False,
+            )
         ),
     )
     assert root.subject == real_root.subject and issuing.subject == real_issuing.subject
@@ -177,7 +193,10 @@ def _self_signed_plugin_cert(copy_of: PluginIdentity) -> tuple[bytes, bytes]:
     real = copy_of.leaf
     san = real.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     cert = _cert(
-        real.subject, real.subject, key.public_key(), key,
+        real.subject,
+        real.subject,
+        key.public_key(),
+        key,
         lambda b: b.add_extension(x509.SubjectAlternativeName(list(san)), critical=False),
     )
     return _pem(cert), _key_pem(key)
@@ -264,8 +283,17 @@ async def test_a3_foreign_ca_cert_with_copied_san_rejected(core: CoreProcess) ->
 
 def _leaf_usage(**on: bool) -> x509.KeyUsage:
     fields = dict.fromkeys(
-        ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
-         "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"),
+        (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ),
         False,
     )
     return x509.KeyUsage(**(fields | on))
@@ -273,9 +301,16 @@ def _leaf_usage(**on: bool) -> x509.KeyUsage:
 
 SVID_VIOLATIONS: dict[str, tuple[bool, x509.KeyUsage, list[x509.ObjectIdentifier]]] = {
     # (CA flag, key usage, extended key usages)
-    "ca_true_key_cert_sign": (True, _leaf_usage(digital_signature=True, key_cert_sign=True),
-                              [ExtendedKeyUsageOID.CLIENT_AUTH]),
-    "key_cert_sign": (False, _leaf_usage(digital_signature=True, key_cert_sign=True), [ExtendedKeyUsageOID.CLIENT_AUTH]),
+    "ca_true_key_cert_sign": (
+        True,
+        _leaf_usage(digital_signature=True, key_cert_sign=True),
+        [ExtendedKeyUsageOID.CLIENT_AUTH],
+    ),
+    "key_cert_sign": (
+        False,
+        _leaf_usage(digital_signature=True, key_cert_sign=True),
+        [ExtendedKeyUsageOID.CLIENT_AUTH],
+    ),
     "crl_sign": (False, _leaf_usage(digital_signature=True, crl_sign=True), [ExtendedKeyUsageOID.CLIENT_AUTH]),
     "no_digital_signature": (False, _leaf_usage(key_agreement=True), [ExtendedKeyUsageOID.CLIENT_AUTH]),
     "server_auth_only": (False, _leaf_usage(digital_signature=True), [ExtendedKeyUsageOID.SERVER_AUTH]),
@@ -299,11 +334,16 @@ def _svid_violating_leaf(
     key = ec.generate_private_key(ec.SECP256R1())
     san = copy_of.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     leaf = _cert(
-        copy_of.leaf.subject, issuing.subject, key.public_key(), issuing_key,  # type: ignore[arg-type]
-        lambda b: b.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.ExtendedKeyUsage(extended), critical=False)
-        .add_extension(x509.SubjectAlternativeName(list(san)), critical=False),
+        copy_of.leaf.subject,
+        issuing.subject,
+        key.public_key(),
+        issuing_key,  # type: ignore[arg-type]
+        lambda b: (
+            b.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(usage, critical=True)
+            .add_extension(x509.ExtendedKeyUsage(extended), critical=False)
+            .add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
+        ),
     )
     return _pem(leaf) + issuing_pem, _key_pem(key)
 
@@ -347,8 +387,11 @@ async def test_a4_expired_and_not_yet_valid_certs_rejected(core: CoreProcess) ->
 
     # The core's CA as it was shortly after it was created: a 10 s leaf from
     # then expired minutes ago.
-    past = _core_ca(core, ManualClock(start=issuing.not_valid_before_utc + dt.timedelta(seconds=30)),
-                    leaf_ttl=dt.timedelta(seconds=10))
+    past = _core_ca(
+        core,
+        ManualClock(start=issuing.not_valid_before_utc + dt.timedelta(seconds=30)),
+        leaf_ttl=dt.timedelta(seconds=10),
+    )
     expired, expired_chain, expired_key = _mint_plugin_cert(past, "a4-plugin")
     assert expired.not_valid_after_utc < now - dt.timedelta(minutes=1)
 
@@ -403,8 +446,13 @@ def _tls_session(core: CoreProcess, ctx: ssl.SSLContext) -> tuple[str | None, st
 
 
 # Errors OpenSSL raises before it sends anything: the local library refused.
-_CLIENT_SIDE = {"NO_PROTOCOLS_AVAILABLE", "NO_CIPHERS_AVAILABLE", "NO_CIPHER_MATCH", "UNSUPPORTED_PROTOCOL",
-                "NO_SUITABLE_SIGNATURE_ALGORITHM"}
+_CLIENT_SIDE = {
+    "NO_PROTOCOLS_AVAILABLE",
+    "NO_CIPHERS_AVAILABLE",
+    "NO_CIPHER_MATCH",
+    "UNSUPPORTED_PROTOCOL",
+    "NO_SUITABLE_SIGNATURE_ALGORITHM",
+}
 
 
 def _refusing_side(core: CoreProcess, ctx: ssl.SSLContext) -> str:

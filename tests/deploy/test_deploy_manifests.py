@@ -42,6 +42,7 @@ LIBRARY_VARIABLES = {"PGPASSFILE"}
 
 # --- settings the manifests use exist -------------------------------------------------------
 
+
 def core_problems(container: Container) -> list[str]:
     """What in a core container's environment or command line the core would not accept."""
     problems = []
@@ -58,8 +59,11 @@ def core_problems(container: Container) -> list[str]:
         except SystemExit:
             problems.append(f"{container.where}: `vivified {' '.join(argv)}` does not parse")
         if argv[0] == "core":
-            problems += [f"{container.where}: {a} is not a flag in the settings table"
-                         for a in argv if a.startswith("--") and a.split("=")[0] not in CORE_FLAGS]
+            problems += [
+                f"{container.where}: {a} is not a flag in the settings table"
+                for a in argv
+                if a.startswith("--") and a.split("=")[0] not in CORE_FLAGS
+            ]
     return problems
 
 
@@ -124,6 +128,7 @@ def test_a_misspelt_setting_is_caught() -> None:
 
 # --- Kubernetes -----------------------------------------------------------------------------
 
+
 def _validate(*paths: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("kubernetes-validate", path=str(ROOT / ".venv" / "bin")) or "kubernetes-validate"
     return subprocess.run([exe, "--strict", "-k", KUBERNETES_VERSION, *paths], capture_output=True, text=True)
@@ -139,8 +144,11 @@ def test_kustomization_applies_every_manifest_and_generates_from_ignored_files()
     kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(K8S_FILES)
     assert kustomization["namespace"] == "vivified"
-    sources = [f.split("=", 1)[1] for g in kustomization["secretGenerator"] + kustomization["configMapGenerator"]
-               for f in g["files"]]
+    sources = [
+        f.split("=", 1)[1]
+        for g in kustomization["secretGenerator"] + kustomization["configMapGenerator"]
+        for f in g["files"]
+    ]
     secret_files = [s for s in sources if s.startswith("secrets/")]
     assert secret_files and all(s.startswith("secrets/") or (KUBERNETES / s).is_file() for s in sources)
     # The key material stays out of git: its directory is ignored.
@@ -150,7 +158,9 @@ def test_kustomization_applies_every_manifest_and_generates_from_ignored_files()
 
 def test_strict_validation_refuses_an_unknown_field(tmp_path: Any) -> None:
     broken = tmp_path / "core.yaml"
-    broken.write_text((KUBERNETES / "core.yaml").read_text().replace("readOnlyRootFilesystem", "readOnlyRootFilesytem", 1))
+    broken.write_text(
+        (KUBERNETES / "core.yaml").read_text().replace("readOnlyRootFilesystem", "readOnlyRootFilesytem", 1)
+    )
     result = _validate(str(broken))
     assert result.returncode != 0 and "readOnlyRootFilesytem" in result.stdout + result.stderr
 
@@ -174,7 +184,8 @@ def test_pods_meet_the_restricted_pod_security_standard() -> None:
             assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, (name, c["name"])
             assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"], (name, c["name"])
             assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and {"cpu", "memory"} <= set(
-                c["resources"]["limits"]), (name, c["name"])
+                c["resources"]["limits"]
+            ), (name, c["name"])
 
 
 def test_secrets_are_mounted_read_only_with_mode_0400_and_only_where_needed() -> None:
@@ -255,7 +266,8 @@ def _rule_admits(rule: dict[str, Any], key: str, peer: str, port: int) -> bool:
     peers = rule.get(key)
     ports = rule.get("ports")
     return (peers is None or any(_peer_matches(p, peer) for p in peers)) and (
-        ports is None or any(p.get("port") == port for p in ports))
+        ports is None or any(p.get("port") == port for p in ports)
+    )
 
 
 def allowed(source: str, target: str, port: int) -> bool:
@@ -264,44 +276,52 @@ def allowed(source: str, target: str, port: int) -> bool:
     def side(pod: str, direction: str, key: str, peer: str) -> bool:
         if pod == OUTSIDE:
             return True
-        selecting = [p for p in policies if _selects(p["spec"]["podSelector"], PODS[pod])
-                     and direction in p["spec"]["policyTypes"]]
+        selecting = [
+            p
+            for p in policies
+            if _selects(p["spec"]["podSelector"], PODS[pod]) and direction in p["spec"]["policyTypes"]
+        ]
         if not selecting:
             return True
-        return any(_rule_admits(rule, key, peer, port)
-                   for p in selecting for rule in p["spec"].get(direction.lower(), []))
+        return any(
+            _rule_admits(rule, key, peer, port) for p in selecting for rule in p["spec"].get(direction.lower(), [])
+        )
 
     return side(source, "Egress", "to", target) and side(target, "Ingress", "from", source)
 
 
-@pytest.mark.parametrize(("source", "target", "port", "expected"), [
-    ("plugin", "core", 7443, True),
-    ("plugin", "core", 7444, True),
-    ("plugin", "core", 9464, False),
-    ("plugin", "postgresql", 5432, False),
-    ("plugin", "redis", 6379, False),
-    ("plugin", "other-plugin", 40000, False),
-    ("plugin", OUTSIDE, 443, False),
-    ("core", "postgresql", 5432, True),
-    ("core", "redis", 6379, True),
-    ("core", "plugin", 40000, True),
-    ("core", OUTSIDE, 443, True),
-    ("envoy", "core", 7444, True),
-    ("stranger", "core", 7443, False),
-    ("stranger", "core", 7444, False),
-    (OUTSIDE, "core", 7443, False),
-    ("migrate", "postgresql", 5432, True),
-    ("migrate", "core", 7443, False),
-    ("stranger", "postgresql", 5432, False),
-    ("stranger", "redis", 6379, False),
-    ("migrate", "redis", 6379, False),
-    ("postgresql", OUTSIDE, 443, False),
-])
+@pytest.mark.parametrize(
+    ("source", "target", "port", "expected"),
+    [
+        ("plugin", "core", 7443, True),
+        ("plugin", "core", 7444, True),
+        ("plugin", "core", 9464, False),
+        ("plugin", "postgresql", 5432, False),
+        ("plugin", "redis", 6379, False),
+        ("plugin", "other-plugin", 40000, False),
+        ("plugin", OUTSIDE, 443, False),
+        ("core", "postgresql", 5432, True),
+        ("core", "redis", 6379, True),
+        ("core", "plugin", 40000, True),
+        ("core", OUTSIDE, 443, True),
+        ("envoy", "core", 7444, True),
+        ("stranger", "core", 7443, False),
+        ("stranger", "core", 7444, False),
+        (OUTSIDE, "core", 7443, False),
+        ("migrate", "postgresql", 5432, True),
+        ("migrate", "core", 7443, False),
+        ("stranger", "postgresql", 5432, False),
+        ("stranger", "redis", 6379, False),
+        ("migrate", "redis", 6379, False),
+        ("postgresql", OUTSIDE, 443, False),
+    ],
+)
 def test_network_policies(source: str, target: str, port: int, expected: bool) -> None:
     assert allowed(source, target, port) is expected
 
 
 # --- compose --------------------------------------------------------------------------------
+
 
 def _compose_client() -> list[str] | None:
     """`docker compose` (the v2 plugin) when it answers, else `docker-compose` (Debian's package,
@@ -315,13 +335,18 @@ def test_compose_config_validates() -> None:
     client = _compose_client()
     if client is None:
         pytest.skip("neither `docker compose` nor docker-compose is installed (tools/setup.sh installs docker-compose)")
-    result = subprocess.run([*client, "-f", str(DEPLOY / "compose.yaml"), "--profile", "plugins", "config", "-q"],
-                            capture_output=True, text=True, cwd=DEPLOY)
+    result = subprocess.run(
+        [*client, "-f", str(DEPLOY / "compose.yaml"), "--profile", "plugins", "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=DEPLOY,
+    )
     assert result.returncode == 0, result.stderr
     broken = copy.deepcopy(compose())
     broken["services"]["core-1"]["depends_on"]["migrate"]["condition"] = "service_done"
-    checked = subprocess.run([*client, "-f", "-", "config", "-q"], input=yaml.safe_dump(broken),
-                             capture_output=True, text=True, cwd=DEPLOY)
+    checked = subprocess.run(
+        [*client, "-f", "-", "config", "-q"], input=yaml.safe_dump(broken), capture_output=True, text=True, cwd=DEPLOY
+    )
     assert checked.returncode != 0 and "service_done" in checked.stderr, checked.stderr
 
 
@@ -369,4 +394,3 @@ def test_dockerfiles_build_from_the_wheel_as_a_non_root_user_without_a_shell() -
         final = text.rsplit("\nFROM ", 1)[1]
         assert final.startswith("gcr.io/distroless/python3"), name  # no shell, no package manager
         assert "\nUSER 10001:10001" in final and "RUN " not in final, name
-

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+
 from support.clients import audit_rows, operator_channel
 from support.email_gateway import SENDER, SmtpServer
 from support.onboarding import (
@@ -112,7 +113,9 @@ async def test_onboarding_follows_one_trace_from_users_create_to_active(world: O
     assert [r.resource for r in core_publish] == ["event/vivified.events.v1.UserCreated"]
     user_created_id = detail(core_publish[0])["event_id"]
     # The directory lacks handles_confidential: its delivery had the token cleared (audited as a redaction).
-    (to_directory,) = [r for r in rows if r.actor == f"plugin:{DIRECTORY}" and detail(r).get("event_id") == user_created_id]
+    (to_directory,) = [
+        r for r in rows if r.actor == f"plugin:{DIRECTORY}" and detail(r).get("event_id") == user_created_id
+    ]
     assert to_directory.action == "event.redact" and detail(to_directory)["fields"] == "activation_token"
     (to_gateway,) = [r for r in rows if r.actor == f"plugin:{GATEWAY}" and r.action == "event.deliver"]
     assert detail(to_gateway)["event_id"] == user_created_id and detail(to_gateway)["attempt"] == "1"
@@ -127,13 +130,20 @@ async def test_onboarding_follows_one_trace_from_users_create_to_active(world: O
     assert gateway_publish == ["event/vivified.events.v1.EmailQueued", "event/vivified.events.v1.EmailSent"]
     sent_id = next(detail(r)["event_id"] for r in rows if r.resource == "event/vivified.events.v1.EmailSent")
     assert sent_id == f"welcome-{user_id}:sent"
-    (to_directory_sent,) = [r for r in rows if r.actor == f"plugin:{DIRECTORY}" and detail(r).get("event_id") == sent_id]
+    (to_directory_sent,) = [
+        r for r in rows if r.actor == f"plugin:{DIRECTORY}" and detail(r).get("event_id") == sent_id
+    ]
     assert to_directory_sent.action == "event.deliver"
     # In the order the workflow ran (the CreateUser call's own record is committed as it returns).
-    seqs = [r.seq for r in (core_publish[0], to_gateway, lookup)] + [
-        next(r.seq for r in rows if r.resource == f"event/vivified.events.v1.{kind}") for kind in ("EmailQueued",)
-    ] + [tunnel.seq, next(r.seq for r in rows if r.resource == "event/vivified.events.v1.EmailSent"),
-         to_directory_sent.seq]
+    seqs = (
+        [r.seq for r in (core_publish[0], to_gateway, lookup)]
+        + [next(r.seq for r in rows if r.resource == f"event/vivified.events.v1.{kind}") for kind in ("EmailQueued",)]
+        + [
+            tunnel.seq,
+            next(r.seq for r in rows if r.resource == "event/vivified.events.v1.EmailSent"),
+            to_directory_sent.seq,
+        ]
+    )
     assert seqs == sorted(seqs), steps
 
     # The operator's view of the same: `vivified audit query --trace` through the running core.
@@ -146,15 +156,20 @@ async def test_onboarding_follows_one_trace_from_users_create_to_active(world: O
     assert bad.returncode != 0 and "trace_id must be 32 lowercase hex digits" in bad.stdout + bad.stderr
 
     # Ada activates her account → the core's UserUpdated → active.
-    await auth_call(world.core, "ActivateAccount",
-                    auth_pb.ActivateAccountRequest(activation_token=token, new_password="CANARY-ada-pw-31f0c2"))
+    await auth_call(
+        world.core,
+        "ActivateAccount",
+        auth_pb.ActivateAccountRequest(activation_token=token, new_password="CANARY-ada-pw-31f0c2"),
+    )
     await until(lambda: world.state_is(user_id, dir_pb.ONBOARDING_STATE_ACTIVE), 30, "active")
     (activation,) = audit_rows(world.core, action="/vivified.identity.v1.AuthService/ActivateAccount")
     activation_rows = audit_rows(world.core, trace_id=activation.trace_id)
     updated = [r for r in activation_rows if (r.actor, r.action) == ("core:core", PUBLISH)]
     assert [r.resource for r in updated] == ["event/vivified.events.v1.UserUpdated"]
-    assert any(r.actor == f"plugin:{DIRECTORY}" and detail(r).get("event_id") == detail(updated[0])["event_id"]
-               for r in activation_rows)
+    assert any(
+        r.actor == f"plugin:{DIRECTORY}" and detail(r).get("event_id") == detail(updated[0])["event_id"]
+        for r in activation_rows
+    )
     # Nothing was sent twice, and the activation token never reached the audit log.
     assert len(world.mails(user_id)) == 1
     assert token not in json.dumps([str(r.detail) for r in audit_rows(world.core)])
@@ -198,9 +213,9 @@ async def test_smtp_down_retries_then_dead_letter_email_failed_and_onboarding_fa
     trace = world.trace_of_creation(user_id)
     tunnels = [r for r in audit_rows(world.core, action=CONNECT) if r.trace_id == trace]
     assert [r.outcome for r in tunnels] == ["UNAVAILABLE"] * world.max_attempts
-    assert [r.resource for r in audit_rows(world.core, trace_id=trace, actor=f"plugin:{GATEWAY}", action=PLUGIN_PUBLISH)] == [
-        "event/vivified.events.v1.EmailQueued", "event/vivified.events.v1.EmailFailed"
-    ]
+    assert [
+        r.resource for r in audit_rows(world.core, trace_id=trace, actor=f"plugin:{GATEWAY}", action=PLUGIN_PUBLISH)
+    ] == ["event/vivified.events.v1.EmailQueued", "event/vivified.events.v1.EmailFailed"]
     assert world.mails(user_id) == []
 
 
@@ -251,16 +266,22 @@ async def test_disabled_gateway_sends_nothing_events_wait_and_flow_when_enabled(
     await until(lambda: world.state_is(user_id, dir_pb.ONBOARDING_STATE_INVITED), 30, "the profile, invited")
     # While the gateway waits, the department is filled in: the mail, sent later, shows GetProfile's answer.
     assert world.watcher is not None
-    await world.watcher.call(DIRECTORY, dir_pb.UpdateProfileRequest(
-        user_id=user_id, profile=dir_pb.Profile(department="Research"),
-        update_mask={"paths": ["department"]},
-    ), timeout=10)
+    await world.watcher.call(
+        DIRECTORY,
+        dir_pb.UpdateProfileRequest(
+            user_id=user_id,
+            profile=dir_pb.Profile(department="Research"),
+            update_mask={"paths": ["department"]},
+        ),
+        timeout=10,
+    )
     await asyncio.sleep(3)
     assert world.mails(user_id) == [] and world.events_of(EmailQueued, user_id) == []
     assert (await world.onboarding(user_id)).state == dir_pb.ONBOARDING_STATE_INVITED  # type: ignore[union-attr]
     # The event waits in the gateway's subscription; the refused reopenings are audited as denials.
-    refused = [r for r in audit_rows(world.core, actor=f"plugin:{GATEWAY}", decision="deny")
-               if r.reason == "PLUGIN_DISABLED"]
+    refused = [
+        r for r in audit_rows(world.core, actor=f"plugin:{GATEWAY}", decision="deny") if r.reason == "PLUGIN_DISABLED"
+    ]
     assert refused
 
     enabled = run_cli(world.core, "plugins", "enable", GATEWAY)

@@ -30,9 +30,8 @@ from support.waiting import until
 from vivified.communication.v1 import communication_pb2 as comm_pb
 from vivified.communication.v1 import communication_pb2_grpc as comm_grpc
 from vivified.config.v1 import config_pb2, config_pb2_grpc
-from vivified.events.v1 import canonical_pb2, events_pb2_grpc
 from vivified.core.manifest import load_manifest_file
-from vivified.events.v1 import events_pb2
+from vivified.events.v1 import canonical_pb2, events_pb2, events_pb2_grpc
 from vivified.sdk import envelope
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.e2e]
@@ -71,14 +70,33 @@ def hooks_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess
     data_dir.mkdir()
     (base / "hosts").write_text("127.0.0.1 localhost\n127.0.0.1 hooks.example.com\n")
     (base / "egress.json").write_text(json.dumps({"allow_ranges": ["127.0.0.1/32"]}))
-    core_args = [sys.executable, "-m", "vivified.core.cli", "core", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
-                 "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "1",
-                 "--egress-config", str(base / "egress.json")]
+    core_args = [
+        sys.executable,
+        "-m",
+        "vivified.core.cli",
+        "core",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--heartbeat-interval",
+        "1",
+        "--egress-config",
+        str(base / "egress.json"),
+    ]
     script = f'mount --bind {base / "hosts"} /etc/hosts && exec "$@"'
     log_path = base / "core.log"
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(["unshare", "--mount", "sh", "-c", script, "sh", *core_args],
-                                   stdout=log, stderr=subprocess.STDOUT, env=clean_env())
+        process = subprocess.Popen(
+            ["unshare", "--mount", "sh", "-c", script, "sh", *core_args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        )
     core = CoreProcess(data_dir=data_dir, process=process, log_path=log_path)
     run_file = data_dir / "run" / "core.json"
     deadline = time.monotonic() + 30
@@ -105,36 +123,54 @@ async def test_alerts_and_messages_reach_the_webhook_through_egress(
     await approve(core, load_manifest_file(path), replace=True)
     async with operator_channel(core) as channel:
         await config_pb2_grpc.ConfigServiceStub(channel).SetPluginConfigValue(
-            config_pb2.SetPluginConfigValueRequest(plugin_id=PLUGIN, key="webhook_url",
-                                                   value=f"http://hooks.example.com:{port}/vivified", reason="e2e"),
+            config_pb2.SetPluginConfigValueRequest(
+                plugin_id=PLUGIN, key="webhook_url", value=f"http://hooks.example.com:{port}/vivified", reason="e2e"
+            ),
             timeout=10,
         )
     # without the conformance hook, which would provoke refused calls and fetches of its own
     running = await start_plugin(core, spec, tmp_path, control=False)
     try:
         publisher = await admitted_plugin(core, "alert-source", publishes=["vivified.events.v1.SecurityAlert"])
-        alert = canonical_pb2.SecurityAlert(alert_id="a-1", kind="test", severity=canonical_pb2.SEVERITY_CRITICAL,
-                                            summary="e2e alert")
-        caller = await admitted_plugin(core, "message-sender", calls=[
-            {"plugin_id": PLUGIN, "method": "vivified.communication.v1.CommunicationPluginService/SendMessage"}])
+        alert = canonical_pb2.SecurityAlert(
+            alert_id="a-1", kind="test", severity=canonical_pb2.SEVERITY_CRITICAL, summary="e2e alert"
+        )
+        caller = await admitted_plugin(
+            core,
+            "message-sender",
+            calls=[{"plugin_id": PLUGIN, "method": "vivified.communication.v1.CommunicationPluginService/SendMessage"}],
+        )
         async with plugin_channel(core, caller) as channel:
             reply = await comm_grpc.CommunicationPluginServiceStub(channel).SendMessage(
-                comm_pb.SendMessageRequest(message=comm_pb.CanonicalMessage(message_id="m-1", to_address="ops@example.com",
-                                                                            content="disk full")),
-                metadata=(("x-vivified-target", PLUGIN),), timeout=15,
+                comm_pb.SendMessageRequest(
+                    message=comm_pb.CanonicalMessage(
+                        message_id="m-1", to_address="ops@example.com", content="disk full"
+                    )
+                ),
+                metadata=(("x-vivified-target", PLUGIN),),
+                timeout=15,
             )
         assert reply.status == comm_pb.DELIVERY_STATUS_DELIVERED
+
         async def alert_posted() -> bool:
             async with plugin_channel(core, publisher) as channel:
                 await events_pb2_grpc.EventBusServiceStub(channel).Publish(
-                    events_pb2.PublishRequest(event=envelope(alert, event_id="alert-1")), timeout=10)
+                    events_pb2.PublishRequest(event=envelope(alert, event_id="alert-1")), timeout=10
+                )
             return any(p.get("kind") == "security_alert" for p in posts)
+
         await until(alert_posted, 20, f"the alert at the webhook:\n{running.log()}")
         kinds = {p["kind"] for p in posts}
         assert kinds == {"message", "security_alert"}, posts
         posted = next(p for p in posts if p["kind"] == "security_alert")
-        assert posted["alert_id"] == "a-1" and posted["source"] == "alert-source" and posted["severity"] == "SEVERITY_CRITICAL"
+        assert (
+            posted["alert_id"] == "a-1"
+            and posted["source"] == "alert-source"
+            and posted["severity"] == "SEVERITY_CRITICAL"
+        )
         fetches = audit_rows(core, actor=f"plugin:{PLUGIN}", action="/vivified.egress.v1.EgressProxyService/Fetch")
-        assert len(fetches) >= 2 and all((r.decision, r.outcome) == ("allow", "OK") for r in fetches), [(r.decision, r.outcome, r.reason, r.detail) for r in fetches]
+        assert len(fetches) >= 2 and all((r.decision, r.outcome) == ("allow", "OK") for r in fetches), [
+            (r.decision, r.outcome, r.reason, r.detail) for r in fetches
+        ]
     finally:
         stop_process(running.process)  # type: ignore[arg-type]

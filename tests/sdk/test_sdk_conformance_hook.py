@@ -38,7 +38,9 @@ def test_suite_events_get_the_asked_verdict_and_others_are_left_alone(tmp_path: 
     assert control.delivery("conformance-nack-1", "vivified.events.v1.UserCreated", 1) is False
     assert control.delivery("conformance-nack-1", "vivified.events.v1.UserCreated", 2) is True
     assert [(r["event_id"], r["attempt"], r["action"]) for r in _records(path)] == [
-        ("conformance-ack-1", 1, "ack"), ("conformance-nack-1", 1, "nack"), ("conformance-nack-1", 2, "ack"),
+        ("conformance-ack-1", 1, "ack"),
+        ("conformance-nack-1", 1, "nack"),
+        ("conformance-nack-1", 2, "ack"),
     ]
 
 
@@ -70,7 +72,13 @@ async def test_error_probes_record_the_typed_error_once(tmp_path: pathlib.Path) 
     await control.probe_errors(call, fetch)  # once per process
     assert calls == ["conformance-absent"]
     call_record, fetch_record = _records(path)
-    assert call_record == {"check": "error", "operation": "call", "error": "PermissionDeniedError",
-                           "code": grpc.StatusCode.PERMISSION_DENIED.name, "reason": "POLICY_DENIED",
-                           "domain": "vivified.policy", "metadata": {"rule_id": "r-1"}}
+    assert call_record == {
+        "check": "error",
+        "operation": "call",
+        "error": "PermissionDeniedError",
+        "code": grpc.StatusCode.PERMISSION_DENIED.name,
+        "reason": "POLICY_DENIED",
+        "domain": "vivified.policy",
+        "metadata": {"rule_id": "r-1"},
+    }
     assert (fetch_record["operation"], fetch_record["error"], fetch_record["code"]) == ("fetch", "RuntimeError", "")

@@ -28,22 +28,28 @@ async def test_plugin_is_called_back_on_its_advertised_host(tmp_path: pathlib.Pa
     with core_running(tmp_path / "core") as core:
         manifest = load_manifest(MANIFEST)
         approval = await approve(core, manifest, replace=True)
-        settings = PluginSettings.from_env({
-            "VIVIFIED_MANIFEST": str(MANIFEST),
-            "VIVIFIED_JOIN_TOKEN": approval.join_token,
-            "VIVIFIED_CA_FILE": str(core.operator_dir / "ca.crt"),
-            "VIVIFIED_CORE_ADDRESS": core.listen_address,
-            "VIVIFIED_BOOTSTRAP_ADDRESS": core.bootstrap_address,
-            "VIVIFIED_LISTEN_HOST": "127.0.0.1",
-            "VIVIFIED_ADVERTISE_HOST": "localhost",
-        })
+        settings = PluginSettings.from_env(
+            {
+                "VIVIFIED_MANIFEST": str(MANIFEST),
+                "VIVIFIED_JOIN_TOKEN": approval.join_token,
+                "VIVIFIED_CA_FILE": str(core.operator_dir / "ca.crt"),
+                "VIVIFIED_CORE_ADDRESS": core.listen_address,
+                "VIVIFIED_BOOTSTRAP_ADDRESS": core.bootstrap_address,
+                "VIVIFIED_LISTEN_HOST": "127.0.0.1",
+                "VIVIFIED_ADVERTISE_HOST": "localhost",
+            }
+        )
         runtime = PluginRuntime([EchoCommunicationPlugin()], settings)
         await runtime.start()
         try:
+
             async def healthy() -> bool:
                 state = await plugin_state(core, manifest.id)
-                return bool(state and state.status == admin_pb.PLUGIN_STATUS_ACTIVE
-                            and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY)
+                return bool(
+                    state
+                    and state.status == admin_pb.PLUGIN_STATUS_ACTIVE
+                    and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+                )
 
             await until(healthy, 30, "the core to reach the plugin on its advertised host (Init + health)")
             state = await plugin_state(core, manifest.id)

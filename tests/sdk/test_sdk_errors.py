@@ -104,7 +104,10 @@ async def test_without_error_info_reason_and_domain_are_empty(failing: Any) -> N
 async def test_a_rich_status_that_contradicts_the_call_is_ignored(failing: Any) -> None:
     # A status detail claiming another code is not trusted for its reason.
     error = await _error(
-        failing, code=grpc.StatusCode.PERMISSION_DENIED, message="m", reason="PLUGIN_DISABLED",
+        failing,
+        code=grpc.StatusCode.PERMISSION_DENIED,
+        message="m",
+        reason="PLUGIN_DISABLED",
         rich_code=grpc.StatusCode.OK,
     )
     assert type(error) is PermissionDeniedError and error.reason == ""

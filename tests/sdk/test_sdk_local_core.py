@@ -17,10 +17,10 @@ import yaml
 from support.clients import audit_rows
 from support.processes import CoreProcess
 from vivified.communication.v1 import communication_pb2 as pb
+from vivified.egress.v1 import egress_pb2
 from vivified.plugins.example_echo import EchoCommunicationPlugin
 from vivified.sdk import PermissionDeniedError, PluginRuntime, load_manifest
 from vivified.sdk.testing import LocalCore, LocalCoreOptions, mirror_manifest
-from vivified.egress.v1 import egress_pb2
 
 pytestmark = [pytest.mark.e2e]
 
@@ -49,8 +49,11 @@ async def test_local_core_runs_the_plugin_behind_a_real_core(tmp_path: pathlib.P
 
     async with LocalCore(ECHO, factory, tmp_path) as core:
         assert seen == [core.runtime] and core.runtime.initialised
-        reply = await core.call(pb.SendMessageRequest(message=pb.CanonicalMessage(
-            message_id="m-1", to_address="a@example.com", content="hi")))
+        reply = await core.call(
+            pb.SendMessageRequest(
+                message=pb.CanonicalMessage(message_id="m-1", to_address="a@example.com", content="hi")
+            )
+        )
         assert isinstance(reply, pb.SendMessageResponse) and reply.status == pb.DELIVERY_STATUS_DELIVERED
         process = CoreProcess(data_dir=core.data_dir, process=None)  # type: ignore[arg-type]
         rows = audit_rows(process, action=SEND)
@@ -112,14 +115,16 @@ async def test_servicers_get_the_runtime_at_init_and_fetch_through_egress(tmp_pa
         async with LocalCore(path, [servicer], tmp_path / "env", options=options) as core:
             assert servicer.inits == [core.runtime]
             reply = await core.runtime.fetch(
-                egress_pb2.FetchRequest(method="GET", url=f"http://hooks.example.com:{port}/status"), timeout=15)
+                egress_pb2.FetchRequest(method="GET", url=f"http://hooks.example.com:{port}/status"), timeout=15
+            )
             assert (reply.status_code, reply.body) == (200, b"hello")
             process = CoreProcess(data_dir=core.data_dir, process=None)  # type: ignore[arg-type]
             fetches = audit_rows(process, action="/vivified.egress.v1.EgressProxyService/Fetch")
             assert [(r.actor, r.outcome) for r in fetches] == [("plugin:example-echo", "OK")]
             with pytest.raises(PermissionDeniedError) as denied:
-                await core.runtime.fetch(egress_pb2.FetchRequest(method="GET", url=f"http://elsewhere.example.com:{port}/"),
-                                         timeout=15)
+                await core.runtime.fetch(
+                    egress_pb2.FetchRequest(method="GET", url=f"http://elsewhere.example.com:{port}/"), timeout=15
+                )
             assert denied.value.reason == "EGRESS_DENIED"
             refused = audit_rows(process, action="/vivified.egress.v1.EgressProxyService/Fetch")[1:]
             assert [(r.reason, r.outcome) for r in refused] == [("EGRESS_DENIED", "PERMISSION_DENIED")]

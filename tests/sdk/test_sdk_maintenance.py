@@ -96,8 +96,15 @@ async def test_renewal_is_due_at_the_fraction_of_the_lifetime_since_receipt() ->
         time.now = issued.received_at  # the new certificate arrives "now"
 
     with pytest.raises(Enough):
-        await renew_forever(calls, lambda: current[0], install, fraction=0.66, clock=time.clock, sleep=time.sleep,
-                            request_stop=lambda *_: pytest.fail("must not stop"))
+        await renew_forever(
+            calls,
+            lambda: current[0],
+            install,
+            fraction=0.66,
+            clock=time.clock,
+            sleep=time.sleep,
+            request_stop=lambda *_: pytest.fail("must not stop"),
+        )
     # 66 s after receipt, not 66% of the backdated notBefore..notAfter span (which is already past).
     assert time.sleeps[0] == pytest.approx(66, abs=0.01)
     assert installed == [second]
@@ -111,8 +118,15 @@ async def test_failed_renewals_back_off_then_stop_at_expiry() -> None:
     time.now = first.received_at
     stops: list[tuple[str, VivifiedSDKError | None]] = []
     calls = Calls([busy() for _ in range(10)], [])
-    await renew_forever(calls, lambda: first, lambda issued: None, fraction=0.5, clock=time.clock,
-                        sleep=time.sleep, request_stop=lambda reason, error: stops.append((reason, error)))
+    await renew_forever(
+        calls,
+        lambda: first,
+        lambda issued: None,
+        fraction=0.5,
+        clock=time.clock,
+        sleep=time.sleep,
+        request_stop=lambda reason, error: stops.append((reason, error)),
+    )
     # Due at 10 s; retries after 1, 2, 4 s, then only the 3 s left before expiry.
     assert time.sleeps == pytest.approx([10, 1, 2, 4, 3], abs=0.01)
     ((reason, error),) = stops
@@ -126,8 +140,15 @@ async def test_a_revoked_plugin_stops_renewing_cleanly() -> None:
     time.now = first.received_at
     stops: list[tuple[str, VivifiedSDKError | None]] = []
     revoked = PermissionDeniedError("revoked", reason="PLUGIN_REVOKED", code=grpc.StatusCode.PERMISSION_DENIED)
-    await renew_forever(Calls([revoked], []), lambda: first, lambda issued: None, fraction=0.5, clock=time.clock,
-                        sleep=time.sleep, request_stop=lambda reason, error: stops.append((reason, error)))
+    await renew_forever(
+        Calls([revoked], []),
+        lambda: first,
+        lambda issued: None,
+        fraction=0.5,
+        clock=time.clock,
+        sleep=time.sleep,
+        request_stop=lambda reason, error: stops.append((reason, error)),
+    )
     assert stops == [("plugin_revoked", None)]
 
 
@@ -145,6 +166,7 @@ async def test_a_revoked_certificate_ends_the_heartbeats() -> None:
     time = FakeTime()
     stops: list[tuple[str, VivifiedSDKError | None]] = []
     revoked = UnauthenticatedError("revoked", reason="CERTIFICATE_REVOKED")
-    await heartbeat_forever(Calls([], [revoked]), 1.0, sleep=time.sleep,
-                            request_stop=lambda reason, error: stops.append((reason, error)))
+    await heartbeat_forever(
+        Calls([], [revoked]), 1.0, sleep=time.sleep, request_stop=lambda reason, error: stops.append((reason, error))
+    )
     assert stops == [("certificate_revoked", None)] and time.sleeps == []

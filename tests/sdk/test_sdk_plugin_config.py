@@ -26,11 +26,15 @@ async def _set(core: CoreProcess, key: str, value: str) -> None:
 
 @pytest.mark.asyncio
 async def test_runtime_config_and_watch(core: CoreProcess, tmp_path: pathlib.Path) -> None:
-    manifest = write_manifest(tmp_path, "sdk-configured", config=[
-        {"name": "batch_size", "type": "CONFIG_FIELD_TYPE_INT", "default_value": "10"},
-        {"name": "dry_run", "type": "CONFIG_FIELD_TYPE_BOOL", "default_value": "true"},
-        {"name": "api_token", "type": "CONFIG_FIELD_TYPE_SECRET", "required": True},
-    ])
+    manifest = write_manifest(
+        tmp_path,
+        "sdk-configured",
+        config=[
+            {"name": "batch_size", "type": "CONFIG_FIELD_TYPE_INT", "default_value": "10"},
+            {"name": "dry_run", "type": "CONFIG_FIELD_TYPE_BOOL", "default_value": "true"},
+            {"name": "api_token", "type": "CONFIG_FIELD_TYPE_SECRET", "required": True},
+        ],
+    )
     runtime = await started_plugin(core, manifest, [RecordingStore()])
     try:
         config = await runtime.config()

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from vivified.events.v1 import events_pb2, events_pb2_grpc
 from vivified.events.v1.canonical_pb2 import UserCreated
 from vivified.sdk import PublishStream, ResourceExhaustedError
@@ -23,7 +24,9 @@ class RefuseWhenWindowIsFull(events_pb2_grpc.EventBusServiceServicer):
     """Reads a full window of events without acknowledging any, then refuses."""
 
     async def PublishStream(
-        self, request_iterator: AsyncIterator[events_pb2.PublishStreamRequest], context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request_iterator: AsyncIterator[events_pb2.PublishStreamRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[events_pb2.PublishStreamResponse]:
         received = 0
         async for _ in request_iterator:

@@ -55,7 +55,9 @@ async def approved_runtime(core: CoreProcess, manifest_path: pathlib.Path) -> Pl
 
 async def healthy(core: CoreProcess) -> bool:
     plugin = await listed(core)
-    return bool(plugin and plugin.status == admin_pb.PLUGIN_STATUS_ACTIVE and plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY)
+    return bool(
+        plugin and plugin.status == admin_pb.PLUGIN_STATUS_ACTIVE and plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+    )
 
 
 async def test_register_init_heartbeat_deregister(core: CoreProcess, manifest_path: pathlib.Path) -> None:
@@ -117,4 +119,3 @@ async def test_short_lived_certificates_are_renewed_against_the_real_core(
             assert not runtime.closed and await healthy(short_core)
         finally:
             await runtime.stop()
-

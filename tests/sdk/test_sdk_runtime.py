@@ -176,7 +176,9 @@ async def test_heartbeat_refusal_surfaces_as_a_typed_error_and_beats_go_on(
         await runtime.heartbeat()
     error = denied.value
     assert (error.code, error.reason, error.domain) == (
-        grpc.StatusCode.PERMISSION_DENIED, "PLUGIN_DISABLED", "vivified.registry"
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PLUGIN_DISABLED",
+        "vivified.registry",
     )
     assert "PLUGIN_DISABLED" in error.message
     # A disabled plugin keeps trying: once re-enabled, heartbeats are accepted again.
@@ -188,7 +190,8 @@ async def test_heartbeat_refusal_surfaces_as_a_typed_error_and_beats_go_on(
 
 
 @pytest.mark.parametrize(
-    "refusal", [(grpc.StatusCode.UNAUTHENTICATED, "CERTIFICATE_REVOKED"), (grpc.StatusCode.PERMISSION_DENIED, "PLUGIN_REVOKED")]
+    "refusal",
+    [(grpc.StatusCode.UNAUTHENTICATED, "CERTIFICATE_REVOKED"), (grpc.StatusCode.PERMISSION_DENIED, "PLUGIN_REVOKED")],
 )
 async def test_revocation_seen_in_a_heartbeat_stops_the_plugin(
     fake_core: FakeCore, start_plugin: Any, refusal: tuple[grpc.StatusCode, str]

@@ -35,7 +35,9 @@ def test_from_env_reads_every_variable() -> None:
     assert settings.join_token == "s3cret-join-token"
     assert settings.ca_file == Path("/etc/plugin/ca.crt")
     assert (settings.core_address, settings.bootstrap_address, settings.trust_domain) == (
-        "10.0.0.5:9443", "10.0.0.5:9444", "acme.internal"
+        "10.0.0.5:9443",
+        "10.0.0.5:9444",
+        "acme.internal",
     )
     # In a container the plugin serves on every interface and tells the core its own address.
     assert (settings.listen_host, settings.advertise_host, settings.dial_host) == ("0.0.0.0", "10.0.0.7", "10.0.0.7")
@@ -44,9 +46,15 @@ def test_from_env_reads_every_variable() -> None:
 def test_optional_variables_fall_back_to_the_defaults() -> None:
     settings = PluginSettings.from_env({k: FULL_ENV[k] for k in REQUIRED})
     assert (settings.core_address, settings.bootstrap_address, settings.trust_domain) == (
-        "127.0.0.1:7443", "127.0.0.1:7444", "vivified.local"
+        "127.0.0.1:7443",
+        "127.0.0.1:7444",
+        "vivified.local",
     )
-    assert (settings.listen_host, settings.renew_at_fraction, settings.shutdown_grace_seconds) == ("127.0.0.1", 0.66, 5.0)
+    assert (settings.listen_host, settings.renew_at_fraction, settings.shutdown_grace_seconds) == (
+        "127.0.0.1",
+        0.66,
+        5.0,
+    )
     assert settings.advertise_host is None and settings.dial_host == "127.0.0.1"
 
 
@@ -70,8 +78,15 @@ def test_the_join_token_never_appears_in_repr() -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"renew_at_fraction": 0.0}, {"renew_at_fraction": 1.0}, {"shutdown_grace_seconds": -1.0},
-               {"core_address": ""}, {"join_token": ""}, {"connect_timeout_seconds": 0.0}]
+    "change",
+    [
+        {"renew_at_fraction": 0.0},
+        {"renew_at_fraction": 1.0},
+        {"shutdown_grace_seconds": -1.0},
+        {"core_address": ""},
+        {"join_token": ""},
+        {"connect_timeout_seconds": 0.0},
+    ],
 )
 def test_invalid_values_are_refused(change: dict[str, object]) -> None:
     values: dict[str, object] = {"manifest_path": Path("m"), "join_token": "t", "ca_file": Path("c"), **change}
@@ -94,7 +109,9 @@ def test_the_example_manifest_loads_and_passes_the_cores_validation(manifest_pat
 
 def test_a_json_manifest_loads(tmp_path: Path) -> None:
     path = tmp_path / "manifest.json"
-    path.write_text('{"id": "json-plugin", "name": "J", "version": "1.0.0", "contracts": [], "traits": ["network_isolated"]}')
+    path.write_text(
+        '{"id": "json-plugin", "name": "J", "version": "1.0.0", "contracts": [], "traits": ["network_isolated"]}'
+    )
     assert load_manifest(path) == PluginManifest(
         id="json-plugin", name="J", version="1.0.0", traits=["network_isolated"]
     )
@@ -107,7 +124,7 @@ def test_a_json_manifest_loads(tmp_path: Path) -> None:
         ("- id\n- x\n", "mapping"),
         ("id: [unclosed\n", "not valid"),
         ("id: x\ncompliance:\n  retention_days: forever\n", "retention_days"),
-        ("{\"id\": \"x\",}", "not valid"),
+        ('{"id": "x",}', "not valid"),
     ],
 )
 def test_bad_manifests_are_refused_with_the_reason(tmp_path: Path, content: str, expected: str) -> None:

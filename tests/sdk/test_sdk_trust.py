@@ -113,9 +113,7 @@ async def test_a_certificate_for_another_key_is_refused(ca: LocalCA, tmp_path: P
     assert "another public key" in refused.value.message
 
 
-async def test_a_manifest_with_an_unknown_key_fails_before_contacting_the_core(
-    ca: LocalCA, tmp_path: Path
-) -> None:
+async def test_a_manifest_with_an_unknown_key_fails_before_contacting_the_core(ca: LocalCA, tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text("id: example-echo\nname: x\nversion: 0.1.0\ncontracts: []\ntraits: []\nsuperuser: true\n")
     async with FakeCore(ca) as core:

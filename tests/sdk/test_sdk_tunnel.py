@@ -20,7 +20,9 @@ CONNECT = "/vivified.egress.v1.EgressProxyService/Connect"
 
 async def test_undeclared_tunnel_is_a_typed_refusal(core: CoreProcess, tmp_path: pathlib.Path) -> None:
     manifest = write_manifest(
-        tmp_path, "sdk-tunneller", traits=["storage_plugin", "external_service"],
+        tmp_path,
+        "sdk-tunneller",
+        traits=["storage_plugin", "external_service"],
         security={"allowed_tunnels": ["smtp.example.com:587"]},
     )
     runtime = await started_plugin(core, manifest, [RecordingStore()])

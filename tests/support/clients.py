@@ -16,13 +16,13 @@ from cryptography.x509.oid import NameOID
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from support.processes import CoreProcess
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 from vivified.registry.v1 import registry_pb2 as reg_pb
 from vivified.registry.v1 import registry_pb2_grpc as reg_grpc
-
-from support.processes import CoreProcess
 
 
 def manifest_message(plugin_id: str = "demo-plugin", **overrides: Any) -> PluginManifest:

@@ -15,8 +15,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 KUBERNETES_VERSION = "1.33.0"
-K8S_FILES = ("namespace.yaml", "postgres.yaml", "redis.yaml", "migrate-job.yaml", "core.yaml", "plugins.yaml",
-             "networkpolicies.yaml")
+K8S_FILES = (
+    "namespace.yaml",
+    "postgres.yaml",
+    "redis.yaml",
+    "migrate-job.yaml",
+    "core.yaml",
+    "plugins.yaml",
+    "networkpolicies.yaml",
+)
 
 
 @dataclass
@@ -65,9 +72,9 @@ def _after_module(argv: list[str]) -> list[str]:
     """The probe's command line as `vivified` arguments: `python3 -m vivified.core.cli health ...`
     and `python3 -m vivified.core.probe ...` (the same flags) -> `health ...`."""
     if "vivified.core.cli" in argv:
-        return argv[argv.index("vivified.core.cli") + 1:]
+        return argv[argv.index("vivified.core.cli") + 1 :]
     if "vivified.core.probe" in argv:
-        return ["health", *argv[argv.index("vivified.core.probe") + 1:]]
+        return ["health", *argv[argv.index("vivified.core.probe") + 1 :]]
     return []
 
 
@@ -76,27 +83,46 @@ def containers() -> list[Container]:
     for name, spec, _ in pod_specs(kubernetes()):
         for kind in ("initContainers", "containers"):
             for c in spec.get(kind, []):
-                env = {e["name"]: str(e.get("value", "<from " + next(iter(e.get("valueFrom", {"?": 0}))) + ">"))
-                       for e in c.get("env", [])}
-                probes = [p for p in (_exec(c.get(k)) for k in ("startupProbe", "readinessProbe", "livenessProbe"))
-                          if p]
+                env = {
+                    e["name"]: str(e.get("value", "<from " + next(iter(e.get("valueFrom", {"?": 0}))) + ">"))
+                    for e in c.get("env", [])
+                }
+                probes = [
+                    p for p in (_exec(c.get(k)) for k in ("startupProbe", "readinessProbe", "livenessProbe")) if p
+                ]
                 args = list(c.get("args", [])) if "command" not in c else []
-                found.append(Container(f"kubernetes {name} {c['name']}", c["image"], args, env,
-                                       [_after_module(p) for p in probes]))
+                found.append(
+                    Container(
+                        f"kubernetes {name} {c['name']}", c["image"], args, env, [_after_module(p) for p in probes]
+                    )
+                )
     services = compose()["services"]
     for name, service in services.items():
         command = service.get("command", [])
         health = service.get("healthcheck", {}).get("test", [])
         probes = [_after_module(list(health))] if {"vivified.core.cli", "vivified.core.probe"} & set(health) else []
-        found.append(Container(f"compose {name}", service.get("image", ""), list(command),
-                               {k: str(v) for k, v in (service.get("environment") or {}).items()}, probes))
+        found.append(
+            Container(
+                f"compose {name}",
+                service.get("image", ""),
+                list(command),
+                {k: str(v) for k, v in (service.get("environment") or {}).items()},
+                probes,
+            )
+        )
     for dockerfile in ("core.Dockerfile", "plugin-base.Dockerfile"):
         text = (DEPLOY / "docker" / dockerfile).read_text().replace("\\\n", " ")
         env = dict(re.findall(r"\b(VIVIFIED_[A-Z_]+)=(\S+)", text))
-        health = re.search(r'HEALTHCHECK .*?CMD (\[.*?\])', text)
+        health = re.search(r"HEALTHCHECK .*?CMD (\[.*?\])", text)
         cmd = re.search(r"^CMD (\[.*\])", text, re.M)
         image = "vivified-core" if dockerfile.startswith("core") else "vivified-plugin-base"
-        found.append(Container(f"deploy/docker/{dockerfile}", image,
-                               yaml.safe_load(cmd.group(1)) if cmd and image == "vivified-core" else [],
-                               env, [_after_module(yaml.safe_load(health.group(1)))] if health else []))
+        found.append(
+            Container(
+                f"deploy/docker/{dockerfile}",
+                image,
+                yaml.safe_load(cmd.group(1)) if cmd and image == "vivified-core" else [],
+                env,
+                [_after_module(yaml.safe_load(health.group(1)))] if health else [],
+            )
+        )
     return found

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
+
 from support.processes import CoreProcess, core_view
 from vivified.config.v1 import config_pb2_grpc
 from vivified.sdk.testing import LocalCore, LocalCoreOptions
@@ -54,8 +55,9 @@ class SmtpRecorder:
     messages: list[Received] = field(default_factory=list)
     reject: dict[str, str] = field(default_factory=dict)
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         if address in self.reject:
             return self.reject[address]
         envelope.rcpt_tos.append(address)
@@ -63,8 +65,15 @@ class SmtpRecorder:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else ""
-        self.messages.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos),
-                                      envelope.original_content or b"", login, session.ssl is not None))
+        self.messages.append(
+            Received(
+                str(envelope.mail_from),
+                list(envelope.rcpt_tos),
+                envelope.original_content or b"",
+                login,
+                session.ssl is not None,
+            )
+        )
         return "250 Message accepted"
 
     def by_id(self, email_id: str) -> list[Received]:
@@ -73,7 +82,8 @@ class SmtpRecorder:
 
 def _authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
     ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
-        USERNAME.encode(), PASSWORD.encode()
+        USERNAME.encode(),
+        PASSWORD.encode(),
     )
     return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
@@ -84,24 +94,37 @@ def _tls(directory: pathlib.Path, *dns_names: str) -> tuple[ssl.SSLContext, str]
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smtp test CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     leaf = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                    *(x509.DNSName(n) for n in dns_names)]), critical=False)
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *(x509.DNSName(n) for n in dns_names)]
+            ),
+            critical=False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     cert_path, key_path = directory / "server.crt", directory / "server.key"
     cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     return context, ca.public_bytes(serialization.Encoding.PEM).decode()
@@ -121,8 +144,14 @@ class SmtpServer:
 
     def start(self) -> None:
         self._controller = Controller(
-            self.recorder, hostname="127.0.0.1", port=self.port, tls_context=self.context, require_starttls=True,
-            authenticator=_authenticate, auth_required=True, auth_require_tls=True,
+            self.recorder,
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=self.context,
+            require_starttls=True,
+            authenticator=_authenticate,
+            auth_required=True,
+            auth_require_tls=True,
         )
         self._controller.start()
 
@@ -203,28 +232,45 @@ def bundled_manifest() -> pathlib.Path:
 def smtp_config(smtp: SmtpServer) -> dict[str, str]:
     """The gateway's config for the test SMTP server (STARTTLS, AUTH)."""
     return {
-        "smtp_host": "127.0.0.1", "smtp_port": str(smtp.port), "smtp_sender": SENDER, "smtp_username": USERNAME,
-        "smtp_password": PASSWORD, "smtp_tls": "starttls", "smtp_ca_pem": smtp.ca_pem,
-        "max_attempts": str(MAX_ATTEMPTS), "retry_backoff_ms": "50", "smtp_timeout_seconds": "10",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": str(smtp.port),
+        "smtp_sender": SENDER,
+        "smtp_username": USERNAME,
+        "smtp_password": PASSWORD,
+        "smtp_tls": "starttls",
+        "smtp_ca_pem": smtp.ca_pem,
+        "max_attempts": str(MAX_ATTEMPTS),
+        "retry_backoff_ms": "50",
+        "smtp_timeout_seconds": "10",
     }
 
 
-def gateway_core_options(directory: pathlib.Path, smtp: SmtpServer, egress: dict[str, Any] | None = None,
-                         core_env: dict[str, str] | None = None) -> LocalCoreOptions:
+def gateway_core_options(
+    directory: pathlib.Path,
+    smtp: SmtpServer,
+    egress: dict[str, Any] | None = None,
+    core_env: dict[str, str] | None = None,
+) -> LocalCoreOptions:
     """A core granting email-gateway a tunnel to exactly the SMTP server's address (plus `egress`)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "egress.json"
-    path.write_text(json.dumps(
-        {"tunnel_grants": [{"plugin_id": GATEWAY, "host": "127.0.0.1", "port": smtp.port}], **(egress or {})}
-    ))
+    path.write_text(
+        json.dumps(
+            {"tunnel_grants": [{"plugin_id": GATEWAY, "host": "127.0.0.1", "port": smtp.port}], **(egress or {})}
+        )
+    )
     return LocalCoreOptions(
-        extra_flags=("--heartbeat-interval", "1", "--egress-config", str(path), "--event-max-attempts",
-                     str(MAX_ATTEMPTS)),
+        extra_flags=(
+            "--heartbeat-interval",
+            "1",
+            "--egress-config",
+            str(path),
+            "--event-max-attempts",
+            str(MAX_ATTEMPTS),
+        ),
         core_env=core_env or {},
     )
 
 
 def config_grpc(channel: Any) -> config_pb2_grpc.ConfigServiceStub:
     return config_pb2_grpc.ConfigServiceStub(channel)
-
-

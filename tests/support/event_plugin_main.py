@@ -9,10 +9,10 @@ import asyncio
 import os
 
 from google.protobuf.message import Message
-from vivified.events.v1.canonical_pb2 import UserCreated
-from vivified.sdk import PluginRuntime, PluginSettings, ReceivedEvent
 
 from support.lane import RecordingStore
+from vivified.events.v1.canonical_pb2 import UserCreated
+from vivified.sdk import PluginRuntime, PluginSettings, ReceivedEvent
 
 
 async def main() -> None:

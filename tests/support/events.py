@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import Message
-from vivified.sdk import PluginRuntime, ReceivedEvent
 
 from support.lane import RecordingStore, started_plugin, write_manifest
 from support.processes import CoreProcess
+from vivified.sdk import PluginRuntime, ReceivedEvent
 
 USER_CREATED = "vivified.events.v1.UserCreated"
 MESSAGE_SEND_REQUESTED = "vivified.events.v1.MessageSendRequested"
@@ -37,9 +37,7 @@ def event_manifest(
     return write_manifest(directory, plugin_id, **extra)
 
 
-async def event_plugin(
-    core: CoreProcess, directory: pathlib.Path, plugin_id: str, **manifest: Any
-) -> PluginRuntime:
+async def event_plugin(core: CoreProcess, directory: pathlib.Path, plugin_id: str, **manifest: Any) -> PluginRuntime:
     return await started_plugin(core, event_manifest(directory, plugin_id, **manifest), [RecordingStore()])
 
 

@@ -45,8 +45,29 @@ def fuzz_settings(max_examples: int) -> settings:
     )
 
 
-_INTERESTING = [b"\x00", b"\xff", b"\r\n", b"\n", b"\r\n\r\n", b":", b" ", b"%", b"\x80", b"\xc3", b"9" * 20,
-                b"\xff\xff\xff\xff\x0f", b"-1", b"0x", b"..", b"[", b"]", b"@", b"#", b"\\", b"*"]
+_INTERESTING = [
+    b"\x00",
+    b"\xff",
+    b"\r\n",
+    b"\n",
+    b"\r\n\r\n",
+    b":",
+    b" ",
+    b"%",
+    b"\x80",
+    b"\xc3",
+    b"9" * 20,
+    b"\xff\xff\xff\xff\x0f",
+    b"-1",
+    b"0x",
+    b"..",
+    b"[",
+    b"]",
+    b"@",
+    b"#",
+    b"\\",
+    b"*",
+]
 
 
 @st.composite

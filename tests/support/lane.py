@@ -11,15 +11,15 @@ from typing import Any
 
 import grpc
 import yaml
+
+from support.clients import approve, operator_channel
+from support.processes import CoreProcess
+from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.options.v1 import options_pb2
 from vivified.sdk import PluginRuntime, PluginSettings, load_manifest
 from vivified.storage.v1 import storage_pb2, storage_pb2_grpc
-
-from support.clients import approve, operator_channel
-from support.processes import CoreProcess
-from support.waiting import until
 
 STORAGE = "vivified.storage.v1.StoragePluginService"
 RETRIEVE_METHOD = f"{STORAGE}/RetrieveObject"
@@ -62,7 +62,9 @@ class RecordingStore(storage_pb2_grpc.StoragePluginServiceServicer):
         if self.fail_with is not None:
             await context.abort(self.fail_with, "told to fail")
 
-    async def StoreObject(self, request: storage_pb2.StoreObjectRequest, context: Any) -> storage_pb2.StoreObjectResponse:
+    async def StoreObject(
+        self, request: storage_pb2.StoreObjectRequest, context: Any
+    ) -> storage_pb2.StoreObjectResponse:
         await self._enter("StoreObject", context)
         return storage_pb2.StoreObjectResponse(object_key=request.object.object_key, content_sha256="0" * 64)
 
@@ -107,8 +109,9 @@ async def started_plugin(core: CoreProcess, manifest_path: pathlib.Path, service
 
     async def healthy() -> bool:
         state = await plugin_state(core, manifest.id)
-        return bool(state and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY
-                    and state.status == admin_pb.PLUGIN_STATUS_ACTIVE)
+        return bool(
+            state and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY and state.status == admin_pb.PLUGIN_STATUS_ACTIVE
+        )
 
     await until(healthy, 30, f"{manifest.id} to become healthy")
     return runtime

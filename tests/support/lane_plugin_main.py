@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import os
 
-from vivified.sdk import PluginSettings, run
-
 from support.lane import RecordingStore
+from vivified.sdk import PluginSettings, run
 
 if __name__ == "__main__":
     run([RecordingStore(delay=float(os.environ.get("LANE_DELAY", "0")))], PluginSettings.from_env(os.environ))

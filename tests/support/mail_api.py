@@ -55,14 +55,19 @@ class MailApi:
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.requests.append(ApiRequest(method, path, headers, json.loads(body or b"{}")))
             if path in self.redirects:
-                writer.write(f"HTTP/1.1 307 X\r\nLocation: {self.redirects[path]}\r\nContent-Length: 0\r\n"
-                             "Connection: close\r\n\r\n".encode())
+                writer.write(
+                    f"HTTP/1.1 307 X\r\nLocation: {self.redirects[path]}\r\nContent-Length: 0\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
                 await writer.drain()
                 return
             status = self.statuses.pop(0) if self.statuses else 200
             answer = json.dumps({"id": f"api-{len(self.requests)}"} if status < 300 else {"error": "no"}).encode()
-            writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(answer)}\r\n"
-                         f"Connection: close\r\n\r\n".encode() + answer)
+            writer.write(
+                f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(answer)}\r\n"
+                f"Connection: close\r\n\r\n".encode()
+                + answer
+            )
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass

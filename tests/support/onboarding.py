@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 from google.protobuf.message import Message
+
 from support.clients import audit_rows, operator_channel
 from support.email_gateway import PASSWORD, SENDER, USERNAME, SmtpServer
 from support.lane import RecordingStore, started_plugin, write_manifest
@@ -96,8 +97,19 @@ class Onboarding:
     def create_user(self, username: str, display_name: str) -> tuple[str, str]:
         """`vivified users create` as the administrator; (user id, activation token)."""
         result = run_cli(
-            self.core, "users", "create", "--username", username, "--email", f"{username}@example.com",
-            "--display-name", display_name, "--role", "viewer", "--json", "--print-activation-token",
+            self.core,
+            "users",
+            "create",
+            "--username",
+            username,
+            "--email",
+            f"{username}@example.com",
+            "--display-name",
+            display_name,
+            "--role",
+            "viewer",
+            "--json",
+            "--print-activation-token",
         )
         assert result.returncode == 0, result.stderr
         created = json.loads(result.stdout)
@@ -134,32 +146,58 @@ class Onboarding:
 
 def gateway_settings(smtp: SmtpServer, max_attempts: int, **values: str) -> dict[str, str]:
     return {
-        "smtp_host": "127.0.0.1", "smtp_port": str(smtp.port), "smtp_sender": SENDER,
-        "smtp_username": USERNAME, "smtp_password": PASSWORD, "smtp_tls": "starttls",
-        "smtp_ca_pem": smtp.ca_pem, "max_attempts": str(max_attempts), "retry_backoff_ms": "50",
-        "smtp_timeout_seconds": "10", "activation_url": ACTIVATION_URL, **values,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": str(smtp.port),
+        "smtp_sender": SENDER,
+        "smtp_username": USERNAME,
+        "smtp_password": PASSWORD,
+        "smtp_tls": "starttls",
+        "smtp_ca_pem": smtp.ca_pem,
+        "max_attempts": str(max_attempts),
+        "retry_backoff_ms": "50",
+        "smtp_timeout_seconds": "10",
+        "activation_url": ACTIVATION_URL,
+        **values,
     }
 
 
 @contextlib.asynccontextmanager
-async def onboarding_world(tmp: pathlib.Path, smtp: SmtpServer, *, max_attempts: int,
-                           **gateway: str) -> AsyncIterator[Onboarding]:
+async def onboarding_world(
+    tmp: pathlib.Path, smtp: SmtpServer, *, max_attempts: int, **gateway: str
+) -> AsyncIterator[Onboarding]:
     """A LocalCore running the gateway (configured for `smtp`, plus `gateway` values)
     with user-management beside it, and a watcher plugin that asks the directory."""
     egress = tmp / "egress.json"
     egress.write_text(json.dumps({"tunnel_grants": [{"plugin_id": GATEWAY, "host": "127.0.0.1", "port": smtp.port}]}))
-    options = LocalCoreOptions(extra_flags=("--heartbeat-interval", "1", "--egress-config", str(egress),
-                                            "--event-max-attempts", str(max_attempts)))
-    async with LocalCore(_manifest("vivified.plugins.email_gateway"), None, tmp / "local",
-                         command=(sys.executable, "-m", "vivified.plugins.email_gateway"),
-                         config=gateway_settings(smtp, max_attempts, **gateway), options=options) as local:
+    options = LocalCoreOptions(
+        extra_flags=(
+            "--heartbeat-interval",
+            "1",
+            "--egress-config",
+            str(egress),
+            "--event-max-attempts",
+            str(max_attempts),
+        )
+    )
+    async with LocalCore(
+        _manifest("vivified.plugins.email_gateway"),
+        None,
+        tmp / "local",
+        command=(sys.executable, "-m", "vivified.plugins.email_gateway"),
+        config=gateway_settings(smtp, max_attempts, **gateway),
+        options=options,
+    ) as local:
         world = Onboarding(local, smtp, tmp, max_attempts)
-        world.directory = await local.add_plugin(_manifest("vivified.plugins.user_management"),
-                                                 (sys.executable, "-m", "vivified.plugins.user_management"))
-        calls = [{"plugin_id": DIRECTORY, "method": f"{DIRECTORY_SERVICE}/{m}"}
-                 for m in ("GetOnboardingStatus", "UpdateProfile")]
-        world.watcher = await started_plugin(world.core, write_manifest(tmp, "onboarding-watcher", calls=calls),
-                                             [RecordingStore()])
+        world.directory = await local.add_plugin(
+            _manifest("vivified.plugins.user_management"), (sys.executable, "-m", "vivified.plugins.user_management")
+        )
+        calls = [
+            {"plugin_id": DIRECTORY, "method": f"{DIRECTORY_SERVICE}/{m}"}
+            for m in ("GetOnboardingStatus", "UpdateProfile")
+        ]
+        world.watcher = await started_plugin(
+            world.core, write_manifest(tmp, "onboarding-watcher", calls=calls), [RecordingStore()]
+        )
         try:
             yield world
         finally:
@@ -169,5 +207,8 @@ async def onboarding_world(tmp: pathlib.Path, smtp: SmtpServer, *, max_attempts:
 def verify_audit(core: CoreProcess) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vivified.core.cli", "audit", "--data-dir", str(core.data_dir), "verify"],
-        capture_output=True, text=True, timeout=60, env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
     )

@@ -45,13 +45,18 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
             resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
-                    received.append(ReceivedSpan(
-                        trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
-                        parent_span_id=span.parent_span_id.hex(), name=span.name, kind=span.kind,
-                        attributes={a.key: _value(a.value) for a in span.attributes},
-                        events=[(e.name, {a.key: _value(a.value) for a in e.attributes}) for e in span.events],
-                        resource=resource,
-                    ))
+                    received.append(
+                        ReceivedSpan(
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                            name=span.name,
+                            kind=span.kind,
+                            attributes={a.key: _value(a.value) for a in span.attributes},
+                            events=[(e.name, {a.key: _value(a.value) for a in e.attributes}) for e in span.events],
+                            resource=resource,
+                        )
+                    )
         with self._lock:
             self.spans.extend(received)
             self.raw.append(request.SerializeToString())

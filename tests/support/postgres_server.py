@@ -63,9 +63,7 @@ class PostgresServer:
         return f"postgresql+psycopg://{who}@127.0.0.1:{self.port}/{database}"
 
     def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(
-            host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True
-        )
+        return psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True)
 
     def create_database(self) -> str:
         """A fresh, empty database; returns its name."""
@@ -110,18 +108,49 @@ def start_postgres() -> PostgresServer:
     data = directory / "data"
     try:
         subprocess.run(
-            _as_owner([str(BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", SUPERUSER, "--no-sync",
-                       "-E", "UTF8", "--locale=C"]),
-            check=True, capture_output=True, timeout=60,
+            _as_owner(
+                [
+                    str(BIN / "initdb"),
+                    "-D",
+                    str(data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    SUPERUSER,
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         (data / "pg_hba.conf").write_text(_HBA)
         for _attempt in range(3):
             port = _free_port()
             options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off"
             started = subprocess.run(
-                _as_owner([str(BIN / "pg_ctl"), "-D", str(data), "-w", "-t", "30", "-l", str(directory / "log"),
-                           "-o", options, "start"]),
-                check=False, capture_output=True, text=True, timeout=60,
+                _as_owner(
+                    [
+                        str(BIN / "pg_ctl"),
+                        "-D",
+                        str(data),
+                        "-w",
+                        "-t",
+                        "30",
+                        "-l",
+                        str(directory / "log"),
+                        "-o",
+                        options,
+                        "start",
+                    ]
+                ),
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             if started.returncode == 0:
                 break

@@ -11,8 +11,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -44,9 +44,12 @@ def core_view(local: Any) -> CoreProcess:
     here and in support.clients (audit rows, operator channel, CLI); it has no
     Popen: LocalCore itself stops the process."""
     return CoreProcess(
-        data_dir=local.data_dir, process=None,  # type: ignore[arg-type]
-        listen_address=local.listen_address, bootstrap_address=local.bootstrap_address,
-        trust_domain=local.trust_domain, log_path=local.log_path,
+        data_dir=local.data_dir,
+        process=None,  # type: ignore[arg-type]
+        listen_address=local.listen_address,
+        bootstrap_address=local.bootstrap_address,
+        trust_domain=local.trust_domain,
+        log_path=local.log_path,
     )
 
 
@@ -65,8 +68,19 @@ def start_core(
     run_file.unlink(missing_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-core.log"
     args = [
-        sys.executable, "-m", "vivified.core.cli", "core", "--data-dir", str(data_dir),
-        "--listen", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", *flags,
+        sys.executable,
+        "-m",
+        "vivified.core.cli",
+        "core",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        *flags,
     ]
     log = open(log_path, "ab")  # noqa: SIM115 - closed when the process is stopped
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env or clean_env())
@@ -106,10 +120,15 @@ def run_cli(core: CoreProcess, *args: str, timeout: float = 60.0) -> subprocess.
     return run_vivified(*args[:1], "--data-dir", str(core.data_dir), *args[1:], timeout=timeout)
 
 
-def run_vivified(*args: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_vivified(
+    *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vivified.core.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or clean_env(),
     )
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 
 from support.clients import PluginIdentity, approve, manifest_message, register
 from support.processes import CoreProcess
+from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 
 
 class ReadyLifecycle(lifecycle_pb2_grpc.PluginLifecycleServiceServicer):

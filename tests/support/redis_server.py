@@ -42,9 +42,23 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
-            REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
-            "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-            "--logfile", str(self.directory / "redis.log"),
+            REDIS_SERVER,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
         ]
         if self.password:
             args += ["--requirepass", self.password]

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pathlib
 
 import grpc
+
+from support.clients import bootstrap_channel
+from support.processes import CoreProcess, run_cli
 from vivified.core.identity import totp
 from vivified.core.identity._totp import decode_secret
 from vivified.identity.v1 import auth_pb2 as auth_pb
 from vivified.identity.v1 import auth_pb2_grpc as auth_grpc
 from vivified.identity.v1 import user_admin_pb2 as users_pb
 from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
-
-from support.clients import bootstrap_channel
-from support.processes import CoreProcess, run_cli
 
 
 def create_admin(core: CoreProcess, username: str, password: str, tmp: pathlib.Path) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+
 from vivified.bench._report import BenchReport
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner, Durability
 from vivified.core.ca import (
@@ -130,8 +131,13 @@ def _decision_ns(plugins: int, rules_per_plugin: int, samples: int) -> float:
             )
     index = RuleIndex.build(rules)
     inputs = [
-        PolicyInput("plugin", f"plugin-{p % plugins}", frozenset({"communication_plugin"}),
-                    "vivified.bench.v1.BenchService", f"/vivified.bench.v1.BenchService/Op{p % rules_per_plugin}")
+        PolicyInput(
+            "plugin",
+            f"plugin-{p % plugins}",
+            frozenset({"communication_plugin"}),
+            "vivified.bench.v1.BenchService",
+            f"/vivified.bench.v1.BenchService/Op{p % rules_per_plugin}",
+        )
         for p in range(997)
     ]
     rounds = []
@@ -167,10 +173,15 @@ async def run_chain_bench(calls: int = 20_000, concurrency: int = 16, samples: i
                 engine.dispose()
         print("bench chain: in-memory audit sink", file=sys.stderr, flush=True)
         layers_only = await _chain_cpu_us(ca, _MemorySink(), calls, concurrency)
-    report.rows.append({"path": "chain + SQLite audit, audit_durability=group (default)",
-                        "cpu_us_per_call": round(durable["group"], 1)})
-    report.rows.append({"path": "chain + SQLite audit, audit_durability=fsync",
-                        "cpu_us_per_call": round(durable["fsync"], 1)})
+    report.rows.append(
+        {
+            "path": "chain + SQLite audit, audit_durability=group (default)",
+            "cpu_us_per_call": round(durable["group"], 1),
+        }
+    )
+    report.rows.append(
+        {"path": "chain + SQLite audit, audit_durability=fsync", "cpu_us_per_call": round(durable["fsync"], 1)}
+    )
     report.rows.append({"path": "chain, audit sink in memory", "cpu_us_per_call": round(layers_only, 1)})
     small, large = _decision_ns(10, 1, samples), _decision_ns(1000, 1, samples)
     report.rows.append({"path": "policy decision, 10 plugins / 15 rules", "ns_per_decision": round(small)})

@@ -37,9 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument("--events", type=int, default=2000, help="events per path per round (default 2000)")
     events.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    events.add_argument(
-        "--concurrency", type=int, default=32, help="concurrent callers of unary Publish (default 32)"
-    )
+    events.add_argument("--concurrency", type=int, default=32, help="concurrent callers of unary Publish (default 32)")
     events.add_argument("--json", action="store_true", help="print one JSON object")
     egress = scenarios.add_parser("egress", help="egress proxy fetch vs direct fetch of a local server (P7)")
     egress.add_argument("--rounds", type=int, default=300, help="interleaved rounds (default 300)")

@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import json_format
+
 from vivified.bench._report import BenchReport
 from vivified.core.audit import AuditLog, CheckpointSigner
 from vivified.core.ca import (
@@ -38,7 +39,6 @@ from vivified.core.ca import (
 from vivified.core.chain import PluginView, RateLimitConfig, TokenBuckets, annotate
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
-from vivified.core.harness import chain_deps, serve
 from vivified.core.egress import (
     EgressConfig,
     EgressService,
@@ -46,6 +46,7 @@ from vivified.core.egress import (
     Steps,
     parse_url,
 )
+from vivified.core.harness import chain_deps, serve
 from vivified.core.kinds import PluginStatus
 from vivified.core.manifest import manifest_sha256
 from vivified.core.policy import RuleIndex, load_rules
@@ -88,8 +89,12 @@ def _self_signed(directory: pathlib.Path) -> tuple[ssl.SSLContext, ssl.SSLContex
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, HOST)])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
         .sign(key, hashes.SHA256())
@@ -105,7 +110,10 @@ def _self_signed(directory: pathlib.Path) -> tuple[ssl.SSLContext, ssl.SSLContex
 def _record(port: int) -> PluginRecord:
     manifest = json_format.ParseDict(
         {
-            "id": "bench-fetcher", "name": "Bench fetcher", "version": "0.1.0", "description": "benchmark",
+            "id": "bench-fetcher",
+            "name": "Bench fetcher",
+            "version": "0.1.0",
+            "description": "benchmark",
             "contracts": ["vivified.communication.v1.CommunicationPluginService"],
             "traits": ["communication_plugin", "external_service"],
             "security": {"allowed_domains": [HOST], "allowed_ports": [port]},
@@ -113,8 +121,12 @@ def _record(port: int) -> PluginRecord:
         PluginManifest(),
     )
     return PluginRecord(
-        plugin_id="bench-fetcher", status=PluginStatus.ACTIVE, manifest_sha256=manifest_sha256(manifest),
-        manifest=manifest, granted_traits=frozenset(manifest.traits), version="0.1.0",
+        plugin_id="bench-fetcher",
+        status=PluginStatus.ACTIVE,
+        manifest_sha256=manifest_sha256(manifest),
+        manifest=manifest,
+        granted_traits=frozenset(manifest.traits),
+        version="0.1.0",
     )
 
 
@@ -127,7 +139,9 @@ def _plugin_channel(ca: CertificateAuthority, address: str) -> grpc.aio.Channel:
     )
     issued = ca.issue_plugin_certificate("bench-fetcher", csr.public_bytes(serialization.Encoding.PEM))
     creds = grpc.ssl_channel_credentials(ca.root_pem, _pem(key), issued.chain_pem)
-    return grpc.aio.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", f"core.{ca.trust_domain}")])
+    return grpc.aio.secure_channel(
+        address, creds, options=[("grpc.ssl_target_name_override", f"core.{ca.trust_domain}")]
+    )
 
 
 async def _core(
@@ -189,8 +203,12 @@ async def run_egress_bench(rounds: int = 300, warmup: int = 20, https: bool = Fa
         url = f"{'https' if https else 'http'}://{HOST}:{port}/resource"
         ca = CertificateAuthority.load_or_create(directory / "ca", CAConfig(), SystemClock())
         engine = create_engine_for(sqlite_url(directory / "bench.db"))
-        log = AuditLog(engine, clock=SystemClock(), signer=CheckpointSigner.load_or_create(directory / "cp.key"),
-                       checkpoint_path=directory / "cp.jsonl")
+        log = AuditLog(
+            engine,
+            clock=SystemClock(),
+            signer=CheckpointSigner.load_or_create(directory / "cp.key"),
+            checkpoint_path=directory / "cp.jsonl",
+        )
         await log.start()
         server, address = await _core(ca, log, _record(port), client_tls)
         client = HttpClient(connect_timeout=CONFIG.connect_timeout_seconds, ssl_context=client_tls)
@@ -204,7 +222,9 @@ async def run_egress_bench(rounds: int = 300, warmup: int = 20, https: bool = Fa
 
                 async def direct() -> bytes:
                     steps = Steps(CONFIG.total_timeout_seconds, CONFIG.idle_timeout_seconds)
-                    response = await client.send(target, ["127.0.0.1"], "GET", [], b"", steps, CONFIG.max_response_bytes)
+                    response = await client.send(
+                        target, ["127.0.0.1"], "GET", [], b"", steps, CONFIG.max_response_bytes
+                    )
                     return await response.read()
 
                 async def proxied() -> bytes:
@@ -225,6 +245,8 @@ async def run_egress_bench(rounds: int = 300, warmup: int = 20, https: bool = Fa
             await upstream.wait_closed()
     scheme = "HTTPS" if https else "HTTP"
     report.rows.append(_row(f"direct {scheme} fetch (egress HttpClient, new connection)", direct_times))
-    report.rows.append(_row(f"plugin Fetch of the same {scheme} server via the egress proxy (mTLS, chain, audit)", proxy_times))
+    report.rows.append(
+        _row(f"plugin Fetch of the same {scheme} server via the egress proxy (mTLS, chain, audit)", proxy_times)
+    )
     report.ratios["P7.latency_p50"] = round(statistics.median(proxy_times) / statistics.median(direct_times), 3)
     return report

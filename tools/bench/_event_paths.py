@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import grpc
 import redis.asyncio as aioredis
 from google.protobuf.message import Message
+
 from vivified.events.v1 import events_pb2, events_pb2_grpc
 from vivified.sdk import PublishStream, ReceivedEvent, envelope
 
@@ -137,7 +138,7 @@ async def redis_pipelined(url: str, make: MakeEvent, ids: Sequence[str]) -> floa
         started = time.perf_counter()
         for start in range(0, len(blobs), PIPELINE):
             async with client.pipeline(transaction=False) as pipe:
-                for blob in blobs[start:start + PIPELINE]:
+                for blob in blobs[start : start + PIPELINE]:
                     pipe.xadd("bench:redis-py", {"e": blob})
                 await pipe.execute()
         rate = len(blobs) / (time.perf_counter() - started)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import json_format
+
 from vivified.bench._event_paths import (
     PIPELINE,
     Inbox,
@@ -83,11 +84,19 @@ def _sent(i: int) -> EmailSent:  # the same size as _queued: the 1-vs-4 comparis
     return EmailSent(email_id=f"email-{i:08d}", provider_message_id="welcome")
 
 
-def _manifest(plugin_id: str, *, publishes: list[str] | None = None, subscribes: list[str] | None = None) -> PluginManifest:
+def _manifest(
+    plugin_id: str, *, publishes: list[str] | None = None, subscribes: list[str] | None = None
+) -> PluginManifest:
     return json_format.ParseDict(
-        {"id": plugin_id, "name": plugin_id, "version": "0.1.0",
-         "contracts": ["vivified.storage.v1.StoragePluginService"], "traits": ["storage_plugin"],
-         "publishes": publishes or [], "subscribes": subscribes or []},
+        {
+            "id": plugin_id,
+            "name": plugin_id,
+            "version": "0.1.0",
+            "contracts": ["vivified.storage.v1.StoragePluginService"],
+            "traits": ["storage_plugin"],
+            "publishes": publishes or [],
+            "subscribes": subscribes or [],
+        },
         PluginManifest(),
     )
 
@@ -155,9 +164,7 @@ async def _measure(platform: Platform, n: int, rounds: int, concurrency: int) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIVIFIED_")}
     embedded = await platform.start_core("embedded", env, *LIMIT_FLAGS)
     redis_url = await platform.start_redis()
-    redis_core = (
-        await platform.start_core("redis", env, *LIMIT_FLAGS, "--redis-url", redis_url) if redis_url else None
-    )
+    redis_core = await platform.start_core("redis", env, *LIMIT_FLAGS, "--redis-url", redis_url) if redis_url else None
     channels: list[grpc.aio.Channel] = []
     subscriptions: list[Subscription] = []
     try:
@@ -189,7 +196,9 @@ async def _rounds(
     publisher = await _register(embedded, channels, _manifest("bench-publisher", publishes=publishes))
     first = [_name(UserCreated), _name(EmailQueued), _name(EmailSent)]
     subscribers = [
-        await _register(embedded, channels, _manifest(f"bench-subscriber-{k}", subscribes=first if k == 1 else first[2:]))
+        await _register(
+            embedded, channels, _manifest(f"bench-subscriber-{k}", subscribes=first if k == 1 else first[2:])
+        )
         for k in range(1, FAN_OUT + 1)
     ]
     redis_publisher = (
@@ -198,8 +207,9 @@ async def _rounds(
     latency, single = Inbox(), Inbox()
     fan = [Inbox() for _ in subscribers]
 
-    def subscribe(channel: grpc.aio.Channel, name: str, message: type[UserCreated | EmailQueued | EmailSent],
-                  inbox: Inbox) -> None:
+    def subscribe(
+        channel: grpc.aio.Channel, name: str, message: type[UserCreated | EmailQueued | EmailSent], inbox: Inbox
+    ) -> None:
         subscriptions.append(Subscription(lambda: channel, name, {message: inbox}))
 
     subscribe(subscribers[0], "latency", UserCreated, latency)
@@ -251,30 +261,56 @@ async def _rounds(
 
 
 def _p(samples: list[float], q: int) -> float:
-    return round(statistics.quantiles(samples, n=100)[q - 1] * 1000, 3) if len(samples) > 1 else round(samples[0] * 1000, 3)
+    return (
+        round(statistics.quantiles(samples, n=100)[q - 1] * 1000, 3)
+        if len(samples) > 1
+        else round(samples[0] * 1000, 3)
+    )
 
 
 def _report(paths: dict[str, _Path], paced: _Paced, n: int, rounds: int, concurrency: int, redis: bool) -> BenchReport:
     report = BenchReport("events")
-    report.rows.append({"path": "setup", "events_per_round": n, "paced_events_per_round": min(n, PACED_EVENTS),
-                        "rounds": rounds, "limits": _LIMITS_NOTE,
-                        "envelope_bytes": len(envelope(_updated(0), "r0-stream-0").SerializeToString())})
+    report.rows.append(
+        {
+            "path": "setup",
+            "events_per_round": n,
+            "paced_events_per_round": min(n, PACED_EVENTS),
+            "rounds": rounds,
+            "limits": _LIMITS_NOTE,
+            "envelope_bytes": len(envelope(_updated(0), "r0-stream-0").SerializeToString()),
+        }
+    )
 
     def throughput(key: str, path: str, backend: str, unit: str = "events_per_s") -> None:
-        report.rows.append({"path": path, "backend": backend, unit: round(statistics.median(paths[key].rates)),
-                            **paths[key].cpu_columns()})
+        report.rows.append(
+            {
+                "path": path,
+                "backend": backend,
+                unit: round(statistics.median(paths[key].rates)),
+                **paths[key].cpu_columns(),
+            }
+        )
 
     throughput("stream", _STREAMED, "embedded")
     throughput("unary", f"unary Publish ({concurrency} concurrent callers)", "embedded")
     if redis:
         throughput("redis", _STREAMED, "redis (AOF, appendfsync always)")
-        throughput("redis-py", f"redis-py alone, XADD pipelined ×{PIPELINE} (same envelopes, same server)",
-                   "redis (AOF, appendfsync always)")
+        throughput(
+            "redis-py",
+            f"redis-py alone, XADD pipelined ×{PIPELINE} (same envelopes, same server)",
+            "redis (AOF, appendfsync always)",
+        )
     else:
-        report.rows.append({"path": "P5 skipped", "note": "no redis-server on PATH; install it (apt-get install redis-server) to compare the Redis backend"})
+        report.rows.append(
+            {
+                "path": "P5 skipped",
+                "note": "no redis-server on PATH; install it (apt-get install redis-server) to compare the Redis backend",
+            }
+        )
     throughput("single", "fan-out: streamed publish → 1 subscription", "embedded", "delivered_per_s")
-    throughput("fanout", f"fan-out: streamed publish → {FAN_OUT} subscriptions (4 plugins)", "embedded",
-               "delivered_per_s")
+    throughput(
+        "fanout", f"fan-out: streamed publish → {FAN_OUT} subscriptions (4 plugins)", "embedded", "delivered_per_s"
+    )
     achieved = round(statistics.median(paced.rates))
     pacing: dict[str, object] = {"target_per_s": PACED_RATE, "achieved_per_s": achieved}
     capacity = statistics.median(paths["unary"].rates)
@@ -283,10 +319,24 @@ def _report(paths: dict[str, _Path], paced: _Paced, n: int, rounds: int, concurr
             f"the core is saturated: unary capacity in this run {capacity:.0f}/s without subscribers, "
             f"schedule kept at {pacing['achieved_per_s']}/s"
         )
-    report.rows.append({"path": "publish ack, unary Publish paced", "backend": "embedded", **pacing,
-                        "p50_ms": _p(paced.acks, 50), "p99_ms": _p(paced.acks, 99)})
-    report.rows.append({"path": "end to end publish → subscriber handler, unary Publish paced", "backend": "embedded",
-                        **pacing, "p50_ms": _p(paced.e2e, 50), "p99_ms": _p(paced.e2e, 99)})
+    report.rows.append(
+        {
+            "path": "publish ack, unary Publish paced",
+            "backend": "embedded",
+            **pacing,
+            "p50_ms": _p(paced.acks, 50),
+            "p99_ms": _p(paced.acks, 99),
+        }
+    )
+    report.rows.append(
+        {
+            "path": "end to end publish → subscriber handler, unary Publish paced",
+            "backend": "embedded",
+            **pacing,
+            "p50_ms": _p(paced.e2e, 50),
+            "p99_ms": _p(paced.e2e, 99),
+        }
+    )
 
     def median(key: str) -> float:
         return statistics.median(paths[key].rates)
@@ -297,7 +347,9 @@ def _report(paths: dict[str, _Path], paced: _Paced, n: int, rounds: int, concurr
         report.ratios["P5.throughput"] = round(median("redis") / median("stream"), 3)
         report.ratios["P12.throughput"] = round(median("redis") / median("redis-py"), 3)
     report.ratios["P6.throughput"] = round(median("fanout") / median("single"), 3)
-    report.ratios["P13.tail"] = round(
-        statistics.quantiles(paced.e2e, n=100)[98] / statistics.median(paced.e2e), 3
-    ) if len(paced.e2e) > 1 else 1.0
+    report.ratios["P13.tail"] = (
+        round(statistics.quantiles(paced.e2e, n=100)[98] / statistics.median(paced.e2e), 3)
+        if len(paced.e2e) > 1
+        else 1.0
+    )
     return report

@@ -23,10 +23,11 @@ from importlib import resources
 
 import grpc
 from google.protobuf import json_format
+
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
-from vivified.communication.v1 import communication_pb2, communication_pb2_grpc
 from vivified.bench._platform import Platform, RunningCore, credentials, pem
 from vivified.bench._report import BenchReport
+from vivified.communication.v1 import communication_pb2, communication_pb2_grpc
 from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key
 from vivified.core.clock import SystemClock
 from vivified.core.manifest import load_manifest_file
@@ -61,8 +62,9 @@ async def _throughput(call: Call, concurrency: int, per_worker: int) -> float:
     return concurrency * per_worker / (time.perf_counter() - started)
 
 
-async def run_invoke_bench(rounds: int = 5, latency_calls: int = 200, concurrency: int = 64,
-                           per_worker: int = 20) -> BenchReport:
+async def run_invoke_bench(
+    rounds: int = 5, latency_calls: int = 200, concurrency: int = 64, per_worker: int = 20
+) -> BenchReport:
     with tempfile.TemporaryDirectory() as tmp:
         platform = Platform(pathlib.Path(tmp))
         try:
@@ -71,8 +73,9 @@ async def run_invoke_bench(rounds: int = 5, latency_calls: int = 200, concurrenc
             await platform.close()
 
 
-async def _brokered(platform: Platform, name: str, env: dict[str, str], *flags: str
-                    ) -> tuple[RunningCore, PluginManifest, str, grpc.aio.Channel]:
+async def _brokered(
+    platform: Platform, name: str, env: dict[str, str], *flags: str
+) -> tuple[RunningCore, PluginManifest, str, grpc.aio.Channel]:
     """A core, the echo plugin registered with it and healthy, and a caller's
     mTLS channel to the core; returns (core, echo manifest, echo endpoint, channel)."""
     # The rate limit layer still runs on every brokered call; its limit is set
@@ -97,9 +100,14 @@ async def _brokered(platform: Platform, name: str, env: dict[str, str], *flags: 
             await asyncio.sleep(0.1)
     platform.spawn(
         [sys.executable, "-m", "vivified.plugins.example_echo"],
-        {**env, "VIVIFIED_MANIFEST": str(echo_manifest), "VIVIFIED_JOIN_TOKEN": token,
-         "VIVIFIED_CA_FILE": str(operator / "ca.crt"), "VIVIFIED_CORE_ADDRESS": info["listen_address"],
-         "VIVIFIED_BOOTSTRAP_ADDRESS": info["bootstrap_address"]},
+        {
+            **env,
+            "VIVIFIED_MANIFEST": str(echo_manifest),
+            "VIVIFIED_JOIN_TOKEN": token,
+            "VIVIFIED_CA_FILE": str(operator / "ca.crt"),
+            "VIVIFIED_CORE_ADDRESS": info["listen_address"],
+            "VIVIFIED_BOOTSTRAP_ADDRESS": info["bootstrap_address"],
+        },
     )
     endpoint = ""
     for _ in range(300):
@@ -113,14 +121,22 @@ async def _brokered(platform: Platform, name: str, env: dict[str, str], *flags: 
         raise RuntimeError("the echo plugin did not become healthy")
 
     caller = json_format.ParseDict(
-        {"id": "bench-caller", "name": "bench caller", "version": "0.1.0",
-         "contracts": ["vivified.storage.v1.StoragePluginService"], "traits": ["storage_plugin"],
-         "calls": [{"plugin_id": echo.id, "method": SEND}]}, PluginManifest())
+        {
+            "id": "bench-caller",
+            "name": "bench caller",
+            "version": "0.1.0",
+            "contracts": ["vivified.storage.v1.StoragePluginService"],
+            "traits": ["storage_plugin"],
+            "calls": [{"plugin_id": echo.id, "method": SEND}],
+        },
+        PluginManifest(),
+    )
     return core, echo, endpoint, await core.register(caller)
 
 
-async def _measure(platform: Platform, rounds: int, latency_calls: int, concurrency: int,
-                   per_worker: int) -> BenchReport:
+async def _measure(
+    platform: Platform, rounds: int, latency_calls: int, concurrency: int, per_worker: int
+) -> BenchReport:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIVIFIED_")}
     _progress("starting a core (audit_durability=group, the default) and the echo plugin")
     core, echo, endpoint, brokered = await _brokered(platform, "data", env)
@@ -130,11 +146,16 @@ async def _measure(platform: Platform, rounds: int, latency_calls: int, concurre
     ca = CertificateAuthority.load_or_create(data / "ca", CAConfig(trust_domain=info["trust_domain"]), SystemClock())
     core_key = new_private_key()
     direct = grpc.aio.secure_channel(
-        endpoint, credentials(root, pem(core_key), ca.issue_core_certificate(core_key).chain_pem),
-        options=[("grpc.ssl_target_name_override", f"{echo.id}.plugin.{info['trust_domain']}")])
+        endpoint,
+        credentials(root, pem(core_key), ca.issue_core_certificate(core_key).chain_pem),
+        options=[("grpc.ssl_target_name_override", f"{echo.id}.plugin.{info['trust_domain']}")],
+    )
 
-    request = communication_pb2.SendMessageRequest(message=communication_pb2.CanonicalMessage(
-        message_id="bench", to_address="a@example.com", subject="s", content="x" * 200))
+    request = communication_pb2.SendMessageRequest(
+        message=communication_pb2.CanonicalMessage(
+            message_id="bench", to_address="a@example.com", subject="s", content="x" * 200
+        )
+    )
     invoke_request = gateway_pb2.InvokeRequest(target_plugin_id=echo.id, method=SEND)
     invoke_request.payload.Pack(request)
     direct_stub = communication_pb2_grpc.CommunicationPluginServiceStub(direct)
@@ -162,12 +183,14 @@ async def _measure(platform: Platform, rounds: int, latency_calls: int, concurre
 
     report = BenchReport("invoke")
     for name in paths:
-        report.rows.append({
-            "path": name,
-            "p50_ms": round(statistics.median(latencies[name]) * 1000, 3),
-            "p99_ms": round(statistics.quantiles(latencies[name], n=100)[98] * 1000, 3),
-            f"calls_per_s_c{concurrency}": round(statistics.median(rates[name])),
-        })
+        report.rows.append(
+            {
+                "path": name,
+                "p50_ms": round(statistics.median(latencies[name]) * 1000, 3),
+                "p99_ms": round(statistics.quantiles(latencies[name], n=100)[98] * 1000, 3),
+                f"calls_per_s_c{concurrency}": round(statistics.median(rates[name])),
+            }
+        )
     base_p50 = statistics.median(latencies["direct mTLS to plugin"])
     base_rate = statistics.median(rates["direct mTLS to plugin"])
     report.ratios["P1.latency_p50"] = round(statistics.median(latencies["brokered Invoke"]) / base_p50, 3)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.core.ca import new_private_key
@@ -73,9 +74,11 @@ class RunningCore:
         identity only calls the core, nothing calls it."""
         approval = await self.admin.ApprovePlugin(admin_pb.ApprovePluginRequest(manifest=manifest, replace=True))
         key = new_private_key()
-        csr = x509.CertificateSigningRequestBuilder().subject_name(
-            x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, manifest.id)])
-        ).sign(key, hashes.SHA256())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, manifest.id)]))
+            .sign(key, hashes.SHA256())
+        )
         async with grpc.aio.secure_channel(
             self.info["bootstrap_address"], grpc.ssl_channel_credentials(self.root), options=self.options
         ) as boot:
@@ -113,8 +116,21 @@ class Platform:
         """A core with its own data dir under `name`, on ephemeral loopback ports."""
         data = self.dir / name
         process = self.spawn(
-            [sys.executable, "-m", "vivified.core.cli", "core", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-             "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", *flags],
+            [
+                sys.executable,
+                "-m",
+                "vivified.core.cli",
+                "core",
+                "--data-dir",
+                str(data),
+                "--listen",
+                "127.0.0.1:0",
+                "--bootstrap",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+                *flags,
+            ],
             env,
         )
         info = await wait_for_file(data / "run" / "core.json", process, 60)
@@ -144,8 +160,21 @@ class Platform:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         process = self.spawn(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(directory)],
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(directory),
+            ],
             {},
         )
         deadline = time.monotonic() + 30

@@ -51,7 +51,7 @@ def _direct_put(directory: pathlib.Path, name: str, data: bytes) -> None:
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     for start in range(0, len(data), CHUNK):
-        yield data[start:start + CHUNK]
+        yield data[start : start + CHUNK]
 
 
 async def _rate(count: int, size: int, run: Callable[[int], Awaitable[None]]) -> float:
@@ -62,15 +62,19 @@ async def _rate(count: int, size: int, run: Callable[[int], Awaitable[None]]) ->
     return count * size / (1024 * 1024) / (time.perf_counter() - started)
 
 
-async def _measure(store: ObjectStore, directory: pathlib.Path, label: str, size: int,
-                   count: int, rounds: int) -> dict[str, float]:
+async def _measure(
+    store: ObjectStore, directory: pathlib.Path, label: str, size: int, count: int, rounds: int
+) -> dict[str, float]:
     data = secrets.token_bytes(size)
 
     def header(i: int) -> PutHeader:
-        return PutHeader(f"{label}/{i}", "application/octet-stream", size, options_pb2.CLASSIFICATION_INTERNAL, None, ())
+        return PutHeader(
+            f"{label}/{i}", "application/octet-stream", size, options_pb2.CLASSIFICATION_INTERNAL, None, ()
+        )
 
     totals = {"store_put": 0.0, "file_put": 0.0, "store_get": 0.0, "file_get": 0.0}
     for round_ in range(rounds):
+
         async def store_put(i: int) -> None:
             await store.put(ACTOR, header(i), _chunks(data))
 
@@ -113,8 +117,13 @@ async def run_storage_bench(*, count: int, rounds: int, database_url: str | None
                 for label, size in SIZES.items():
                     print(f"storage bench: {backend_name} backend, {label} objects", file=sys.stderr, flush=True)
                     rates = await _measure(store, direct, f"{backend_name}-{label}", size, count, rounds)
-                    report.rows.append({"backend": backend_name, "size": label,
-                                        **{f"{k}_mib_s": round(v, 1) for k, v in rates.items()}})
+                    report.rows.append(
+                        {
+                            "backend": backend_name,
+                            "size": label,
+                            **{f"{k}_mib_s": round(v, 1) for k, v in rates.items()},
+                        }
+                    )
                     report.ratios[f"storage.{backend_name}.{label}.put"] = rates["store_put"] / rates["file_put"]
                     report.ratios[f"storage.{backend_name}.{label}.get"] = rates["store_get"] / rates["file_get"]
         finally:

@@ -36,4 +36,14 @@ from vivified.sdk.testing._ca import Leaf, LocalCA, key_usage
 from vivified.sdk.testing._fake_core import FakeCore, Refusal
 from vivified.sdk.testing._local_core import LocalCore, LocalCoreOptions, LocalPlugin, mirror_manifest
 
-__all__ = ["FakeCore", "Leaf", "LocalCA", "LocalCore", "LocalCoreOptions", "LocalPlugin", "Refusal", "key_usage", "mirror_manifest"]
+__all__ = [
+    "FakeCore",
+    "Leaf",
+    "LocalCA",
+    "LocalCore",
+    "LocalCoreOptions",
+    "LocalPlugin",
+    "Refusal",
+    "key_usage",
+    "mirror_manifest",
+]

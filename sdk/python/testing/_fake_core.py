@@ -21,6 +21,7 @@ import grpc
 from cryptography import x509
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
 from vivified.sdk._identity import CLIENT_AUTH, svid_uri
@@ -45,12 +46,22 @@ class _Registry(registry_pb2_grpc.PluginRegistryServiceServicer):
         pem = _peer_pem(context)
         peer = svid_uri(pem, CLIENT_AUTH) if pem else None
         if pem is None or peer is None:
-            await abort(context, grpc.StatusCode.UNAUTHENTICATED, "no client certificate",
-                        reason="IDENTITY_MISSING", domain="vivified.auth")
+            await abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "no client certificate",
+                reason="IDENTITY_MISSING",
+                domain="vivified.auth",
+            )
         if refusal is not None:
             self._core.refused.append(refusal[1])
-            await abort(context, refusal[0], f"refused by the fake core: {refusal[1]}",
-                        reason=refusal[1], domain="vivified.registry")
+            await abort(
+                context,
+                refusal[0],
+                f"refused by the fake core: {refusal[1]}",
+                reason=refusal[1],
+                domain="vivified.registry",
+            )
         self._core.peer_serials.append(x509.load_pem_x509_certificate(pem).serial_number)
         return peer
 
@@ -60,8 +71,13 @@ class _Registry(registry_pb2_grpc.PluginRegistryServiceServicer):
         core = self._core
         core.registrations.append(request)
         if request.join_token != core.join_token:
-            await abort(context, grpc.StatusCode.UNAUTHENTICATED, "join token unknown, used or expired",
-                        reason="JOIN_TOKEN_INVALID", domain="vivified.registry")
+            await abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "join token unknown, used or expired",
+                reason="JOIN_TOKEN_INVALID",
+                domain="vivified.registry",
+            )
         leaf = core.ca.sign_csr(request.csr_pem.encode(), request.manifest.id, lifetime=core.leaf_lifetime)
         core.issued.append(leaf)
         if core.call_init:
@@ -79,8 +95,9 @@ class _Registry(registry_pb2_grpc.PluginRegistryServiceServicer):
     ) -> registry_pb2.RenewCertificateResponse:
         peer = await self._caller(context, self._core.renew_refusal)
         self._core.renewals.append(peer)
-        leaf = self._core.ca.sign_csr(request.csr_pem.encode(), peer.rsplit("/", 1)[1],
-                                      lifetime=self._core.leaf_lifetime)
+        leaf = self._core.ca.sign_csr(
+            request.csr_pem.encode(), peer.rsplit("/", 1)[1], lifetime=self._core.leaf_lifetime
+        )
         self._core.issued.append(leaf)
         return registry_pb2.RenewCertificateResponse(
             certificate_chain_pem=leaf.chain_pem.decode(), expire_time=_timestamp(leaf.cert.not_valid_after_utc)

@@ -58,6 +58,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+
 from vivified.admin.v1 import event_admin_pb2, event_admin_pb2_grpc
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
@@ -100,7 +101,7 @@ def mirror_manifest(manifest: PluginManifest) -> PluginManifest:
     """The tester's manifest: the plugin's mirror image (see the module docstring)."""
     tester = PluginManifest()
     tester.CopyFrom(manifest)
-    tester.id = (manifest.id[: 63 - len(TESTER_SUFFIX)] + TESTER_SUFFIX)
+    tester.id = manifest.id[: 63 - len(TESTER_SUFFIX)] + TESTER_SUFFIX
     tester.name = f"{manifest.name} (tester)"
     del tester.provides[:]
     del tester.calls[:]
@@ -265,8 +266,11 @@ class LocalCore:
     def plugin(self) -> LocalPlugin:
         """The plugin under test's process (with `command=`)."""
         if not self._plugins or self._command is None:
-            raise VivifiedSDKError("no plugin process (LocalCore runs it in-process or is not running)",
-                                   reason="NOT_CONNECTED", domain=SDK_DOMAIN)
+            raise VivifiedSDKError(
+                "no plugin process (LocalCore runs it in-process or is not running)",
+                reason="NOT_CONNECTED",
+                domain=SDK_DOMAIN,
+            )
         return self._plugins[0]
 
     async def add_plugin(
@@ -280,8 +284,14 @@ class LocalCore:
         """Run another plugin as its own process beside the one under test
         (stopped with the core); returns once the core reports it ready."""
         manifest = load_manifest(Path(manifest_path))
-        plugin = LocalPlugin(self, manifest_path, command, config=config or {}, env=env or {},
-                             data_dir=self._directory / "plugins" / manifest.id)
+        plugin = LocalPlugin(
+            self,
+            manifest_path,
+            command,
+            config=config or {},
+            env=env or {},
+            data_dir=self._directory / "plugins" / manifest.id,
+        )
         self._plugins.append(plugin)
         await plugin.start()
         return plugin
@@ -353,7 +363,9 @@ class LocalCore:
         """Publish a canonical event (one the plugin subscribes to) as the tester."""
         return await EventClient(self.tester_channel).publish(payload, event_id=event_id, timeout=timeout)
 
-    async def next_event(self, kind: type[Message] | None = None, *, timeout: float = 15.0) -> tuple[Message, ReceivedEvent]:
+    async def next_event(
+        self, kind: type[Message] | None = None, *, timeout: float = 15.0
+    ) -> tuple[Message, ReceivedEvent]:
         """The next event the plugin published (of type `kind`, others skipped),
         as delivered to the tester's subscription."""
         deadline = time.monotonic() + timeout
@@ -399,13 +411,24 @@ class LocalCore:
         run_file = self.data_dir / "run" / "core.json"
         run_file.unlink(missing_ok=True)
         args = [
-            *self._options.command, "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-            "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-            "--trust-domain", self._options.trust_domain, *self._options.extra_flags,
+            *self._options.command,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--trust-domain",
+            self._options.trust_domain,
+            *self._options.extra_flags,
         ]
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                *args, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                *args,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
                 env={**_clean_environ(), **self._options.core_env},
             )
         deadline = time.monotonic() + self._options.start_timeout_seconds
@@ -431,8 +454,14 @@ class LocalCore:
         if self._command is not None:
             # The tester subscribes first, so nothing the plugin publishes at start is missed.
             await self._start_tester(base, ca_file)
-            plugin = LocalPlugin(self, self._manifest_path, self._command, config=self._config,
-                                 env=self._plugin_env, data_dir=self._directory / "plugin-data")
+            plugin = LocalPlugin(
+                self,
+                self._manifest_path,
+                self._command,
+                config=self._config,
+                env=self._plugin_env,
+                data_dir=self._directory / "plugin-data",
+            )
             self._plugins.append(plugin)
             await plugin.start()
             return
@@ -560,4 +589,3 @@ def _event_types(names: Sequence[str]) -> list[type[Message]]:
             raise ConfigurationError(f"{name} is not a canonical event type", reason="MANIFEST_INVALID")
         types.append(kind)
     return types
-

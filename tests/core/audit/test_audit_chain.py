@@ -93,20 +93,31 @@ async def test_hash_is_sha256_of_canonical_json_and_links_to_previous(
 
 @pytest.mark.parametrize(
     "when",
-    [dt.datetime(2030, 1, 1, tzinfo=dt.UTC), dt.datetime(2031, 6, 7, 8, 9, 10, 11, tzinfo=dt.timezone(dt.timedelta(hours=-5)))],
+    [
+        dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(2031, 6, 7, 8, 9, 10, 11, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+    ],
 )
 def test_the_writers_hash_matches_json_dumps_for_any_text(when: dt.datetime) -> None:
     # The writer builds the canonical text directly (without the generic
     # encoder); it must hash exactly what json.dumps with sorted keys gives,
     # escapes and non-ASCII included, for a record with and without detail.
     for detail in ({"k": 'qu"ote\\ é \u2028 \x01'}, None):
-        record = AuditRecord(actor='plugin:"é"\n', action="/a.B/C", resource="ü/\t", rule_id="r-1",
-                             trace_id="ab" * 16, detail=detail)
+        record = AuditRecord(
+            actor='plugin:"é"\n', action="/a.B/C", resource="ü/\t", rule_id="r-1", trace_id="ab" * 16, detail=detail
+        )
         stored = StoredRecord.chain(record, seq=41, time=when, prev_hash="f" * 64)
         fields = {
-            "seq": 41, "time": when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "actor": record.actor, "action": record.action, "resource": record.resource, "decision": "allow",
-            "reason": "", "rule_id": "r-1", "outcome": "OK", "trace_id": "ab" * 16,
+            "seq": 41,
+            "time": when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "actor": record.actor,
+            "action": record.action,
+            "resource": record.resource,
+            "decision": "allow",
+            "reason": "",
+            "rule_id": "r-1",
+            "outcome": "OK",
+            "trace_id": "ab" * 16,
             "detail": None if detail is None else json.dumps(detail, sort_keys=True, separators=(",", ":")),
             "prev_hash": "f" * 64,
         }
@@ -129,11 +140,7 @@ async def test_append_resolves_only_after_commit(
             # A separate engine (own connection, own pool) sees the row the
             # moment append returns: it was committed, not merely queued.
             with raw_engine.connect() as conn:
-                row = (
-                    conn.execute(sa.select(audit_table).where(audit_table.c.seq == stored.seq))
-                    .mappings()
-                    .one()
-                )
+                row = conn.execute(sa.select(audit_table).where(audit_table.c.seq == stored.seq)).mappings().one()
             assert StoredRecord.from_row(row) == stored
     finally:
         await log.close()

@@ -77,7 +77,10 @@ async def test_two_writers_on_one_database_make_one_chain(
 ) -> None:
     logs = [
         AuditLog(
-            engine, clock=SystemClock(), signer=signer, checkpoint_path=tmp_path / f"replica{n}.jsonl",
+            engine,
+            clock=SystemClock(),
+            signer=signer,
+            checkpoint_path=tmp_path / f"replica{n}.jsonl",
             shared_chain=True,
         )
         for n, engine in enumerate(shared_engines)

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from vivified.core.audit import AuditLog, AuditRecord, AuditSyncFailed, Durability, audit_table
-from vivified.core.audit import _durability
+from vivified.core.audit import AuditLog, AuditRecord, AuditSyncFailed, Durability, _durability, audit_table
 from vivified.core.audit._durability import GroupSync
 from vivified.core.clock import ManualClock
 
@@ -28,7 +27,9 @@ def _synchronous(log: AuditLog) -> int:
 
 
 async def test_group_mode_commits_without_fsync_and_the_sync_thread_fsyncs_the_wal(
-    make_log: Callable[..., AuditLog], sample: Callable[..., AuditRecord], db_path: Path,
+    make_log: Callable[..., AuditLog],
+    sample: Callable[..., AuditRecord],
+    db_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     synced: list[int] = []
@@ -63,7 +64,9 @@ async def test_fsync_mode_commits_with_full_sync_and_has_no_sync_thread(
 
 
 async def test_a_failed_group_sync_fails_every_later_append_closed(
-    make_log: Callable[..., AuditLog], sample: Callable[..., AuditRecord], engine: sa.Engine,
+    make_log: Callable[..., AuditLog],
+    sample: Callable[..., AuditRecord],
+    engine: sa.Engine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     log = make_log(durability=Durability("group", 0.01))

@@ -34,7 +34,10 @@ ENABLE = "/vivified.admin.v1.PluginAdminService/EnablePlugin"
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "vivified.core.cli", *args], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "vivified.core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env=clean_env(),
     )
 
@@ -62,8 +65,11 @@ async def _burst_then_kill(core_pid: int, stub: admin_grpc.PluginAdminServiceStu
             try:
                 await stub.EnablePlugin(admin_pb.EnablePluginRequest(plugin_id=plugin_id), timeout=10)
             except grpc.aio.AioRpcError as err:
-                if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                  grpc.StatusCode.CANCELLED):
+                if err.code() in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.CANCELLED,
+                ):
                     return  # no answer from the core: the kill came first
                 # Any other status is the core's answer, sent after its audit record.
             answered.append(f"plugin/{plugin_id}")
@@ -115,8 +121,9 @@ def test_config_show_names_the_durability_mode_interval_and_promise(tmp_path: pa
     assert next(t for t in lines if t.startswith("audit_sync_interval ")).split()[1:] == ["0.01", "default"]
     assert any(t.startswith("note: audit_durability=group promises:") and "power loss" in t for t in lines)
 
-    chosen = _run("config", "show", "--data-dir", str(data_dir), "--audit-durability", "fsync",
-                  "--audit-sync-interval", "0.05")
+    chosen = _run(
+        "config", "show", "--data-dir", str(data_dir), "--audit-durability", "fsync", "--audit-sync-interval", "0.05"
+    )
     lines = chosen.stdout.splitlines()
     assert next(t for t in lines if t.startswith("audit_durability ")).split()[1:] == ["fsync", "flag"]
     assert next(t for t in lines if t.startswith("audit_sync_interval ")).split()[1:] == ["0.05", "flag"]
@@ -134,13 +141,15 @@ def _refuse_audit_inserts(url: str, refuse: bool) -> None:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(
-                    "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (seq < 0) NOT VALID" if refuse
+                    "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (seq < 0) NOT VALID"
+                    if refuse
                     else "ALTER TABLE audit_log DROP CONSTRAINT refuse_all"
                 )
             else:
                 conn.exec_driver_sql(
                     "CREATE TRIGGER refuse_all BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'refused'); END"
-                    if refuse else "DROP TRIGGER refuse_all"
+                    if refuse
+                    else "DROP TRIGGER refuse_all"
                 )
     finally:
         engine.dispose()

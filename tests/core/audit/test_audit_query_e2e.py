@@ -57,7 +57,9 @@ async def test_audit_viewer_lists_pages_filters_and_verifies(core: CoreProcess) 
     first = await _as_user(core, token, "ListAuditRecords", pb.ListAuditRecordsRequest(actor=actor, page_size=1))
     assert [(r.action, r.outcome, r.decision) for r in first.records] == [(LIST, "OK", "allow")]
     second = await _as_user(
-        core, token, "ListAuditRecords",
+        core,
+        token,
+        "ListAuditRecords",
         pb.ListAuditRecordsRequest(actor=actor, page_size=1, page_token=first.next_page_token),
     )
     assert second.records[0].seq < first.records[0].seq and second.next_page_token == ""
@@ -83,8 +85,10 @@ async def test_audit_viewer_lists_pages_filters_and_verifies(core: CoreProcess) 
 
 async def test_viewer_is_refused_with_one_audit_record(core: CoreProcess) -> None:
     token, user_id = await _token(core, "vince", "viewer")
-    for method, request in (("ListAuditRecords", pb.ListAuditRecordsRequest()),
-                            ("VerifyAuditLog", pb.VerifyAuditLogRequest())):
+    for method, request in (
+        ("ListAuditRecords", pb.ListAuditRecordsRequest()),
+        ("VerifyAuditLog", pb.VerifyAuditLogRequest()),
+    ):
         err = await expect_error(_as_user(core, token, method, request))
         info = error_info(err)
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -110,8 +114,13 @@ async def test_traits_and_roles_served_to_viewers_and_operators(core: CoreProces
     # Every role's traits are in the catalogue, with their requirements.
     for role in roles.roles:
         assert all(set(by_name[t].requires) <= set(role.traits) for t in role.traits)
-    assert [r.outcome for r in audit_rows(core, actor=f"user:{user_id}")
-            if r.action.startswith("/vivified.admin.v1.AccessCatalogueService/")] == ["OK", "OK"]
+    assert [
+        r.outcome
+        for r in audit_rows(core, actor=f"user:{user_id}")
+        if r.action.startswith("/vivified.admin.v1.AccessCatalogueService/")
+    ] == ["OK", "OK"]
     async with operator_channel(core) as channel:
-        listed = await access_grpc.AccessCatalogueServiceStub(channel).ListRoles(access_pb.ListRolesRequest(), timeout=10)
+        listed = await access_grpc.AccessCatalogueServiceStub(channel).ListRoles(
+            access_pb.ListRolesRequest(), timeout=10
+        )
     assert len(listed.roles) == 7

@@ -32,11 +32,15 @@ async def _written(engine: sa.Engine, signer: CheckpointSigner, checkpoint_path:
     await log.start()
     for i in range(6):
         deny = i % 3 == 2
-        await log.append(AuditRecord(
-            actor="user:a" if i % 2 == 0 else "plugin:b", action=f"/x.v1.S/M{i}",
-            decision="deny" if deny else "allow", reason="POLICY_DENIED" if deny else "",
-            outcome="PERMISSION_DENIED" if deny else "OK",
-        ))
+        await log.append(
+            AuditRecord(
+                actor="user:a" if i % 2 == 0 else "plugin:b",
+                action=f"/x.v1.S/M{i}",
+                decision="deny" if deny else "allow",
+                reason="POLICY_DENIED" if deny else "",
+                outcome="PERMISSION_DENIED" if deny else "OK",
+            )
+        )
         clock.advance(60)
     await log.close()
 

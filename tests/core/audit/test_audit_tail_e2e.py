@@ -42,7 +42,10 @@ def _flags(url: str) -> tuple[str, ...]:
 def _run(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vivified.core.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(),
     )
 
 
@@ -83,7 +86,9 @@ def _write(url: str, statement: sa.Executable) -> None:
 def _forged(seq: int, prev_hash: str) -> StoredRecord:
     return StoredRecord.chain(
         AuditRecord(actor="operator:admin", action="plugin.approve", resource="plugin/backdoor"),
-        seq=seq, time=dt.datetime.now(dt.UTC), prev_hash=prev_hash,
+        seq=seq,
+        time=dt.datetime.now(dt.UTC),
+        prev_hash=prev_hash,
     )
 
 

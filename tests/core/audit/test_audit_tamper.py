@@ -74,9 +74,7 @@ def _rechain_from(engine: sa.Engine, seq: int) -> None:
     prev = _row(engine, seq - 1).hash if seq > 1 else "0" * 64
     with engine.connect() as conn:
         rows = (
-            conn.execute(
-                sa.select(audit_table).where(audit_table.c.seq >= seq).order_by(audit_table.c.seq)
-            )
+            conn.execute(sa.select(audit_table).where(audit_table.c.seq >= seq).order_by(audit_table.c.seq))
             .mappings()
             .all()
         )
@@ -88,9 +86,7 @@ def _rechain_from(engine: sa.Engine, seq: int) -> None:
         prev = new_hash
 
 
-def test_checkpoints_were_written_where_expected(
-    written: list[StoredRecord], checkpoint_path: Path
-) -> None:
+def test_checkpoints_were_written_where_expected(written: list[StoredRecord], checkpoint_path: Path) -> None:
     lines = _checkpoints(checkpoint_path)
     assert [(c["seq"], c["count"]) for c in lines] == [(1, 1), (6, 6), (N, N)]
     assert lines[-1]["hash"] == written[-1].hash
@@ -290,7 +286,9 @@ def test_e1_record_after_final_checkpoint_is_tampering(
 ) -> None:
     forged = StoredRecord.chain(
         AuditRecord(actor="operator:admin", action="plugin.approve"),
-        seq=N + 1, time=written[-1].time, prev_hash=written[-1].hash,
+        seq=N + 1,
+        time=written[-1].time,
+        prev_hash=written[-1].hash,
     )
     with raw_engine.begin() as conn:
         conn.execute(audit_table.insert().values(**forged.as_row()))
@@ -311,7 +309,9 @@ def test_e1_start_refuses_a_record_after_the_final_checkpoint(
 ) -> None:
     forged = StoredRecord.chain(
         AuditRecord(actor="operator:admin", action="plugin.approve"),
-        seq=N + 1, time=written[-1].time, prev_hash=written[-1].hash,
+        seq=N + 1,
+        time=written[-1].time,
+        prev_hash=written[-1].hash,
     )
     with raw_engine.begin() as conn:
         conn.execute(audit_table.insert().values(**forged.as_row()))

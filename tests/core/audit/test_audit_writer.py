@@ -47,9 +47,7 @@ async def test_e2_concurrent_writers_single_chain(
     assert sorted(seq for seq, _, _ in answered) == list(range(1, total + 1))
     assert sum(batches) == total and max(batches) > 1  # group commit did group
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(audit_table.c.seq, audit_table.c.actor, audit_table.c.resource)
-        ).all()
+        rows = conn.execute(sa.select(audit_table.c.seq, audit_table.c.actor, audit_table.c.resource)).all()
     # Each caller got back exactly the row stored under its seq.
     assert sorted(tuple(r) for r in rows) == sorted(answered)
     result = verify(engine, checkpoint_path, public_key_path)
@@ -74,12 +72,9 @@ async def test_db_failure_fails_the_append_and_keeps_the_chain(
         # The database refuses every insert, as a full disk or a lost server would.
         with raw_engine.begin() as conn:
             conn.exec_driver_sql(
-                "CREATE TRIGGER refuse BEFORE INSERT ON audit_log "
-                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+                "CREATE TRIGGER refuse BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
             )
-        outcomes = await asyncio.gather(
-            *(log.append(sample(i)) for i in range(10, 30)), return_exceptions=True
-        )
+        outcomes = await asyncio.gather(*(log.append(sample(i)) for i in range(10, 30)), return_exceptions=True)
         assert all(isinstance(o, sa.exc.DBAPIError) for o in outcomes), outcomes
         assert log.head == (3, last.hash)
 

@@ -34,17 +34,11 @@ SKEW = dt.timedelta(minutes=5)
 
 def csr_pem(key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    return builder.sign(key or new_private_key(), hashes.SHA256()).public_bytes(
-        serialization.Encoding.PEM
-    )
+    return builder.sign(key or new_private_key(), hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
-def new_ca(
-    directory: Path, clock: ManualClock | None = None, config: CAConfig | None = None
-) -> CertificateAuthority:
-    return CertificateAuthority.load_or_create(
-        directory, config or CAConfig(), clock or ManualClock(NOW)
-    )
+def new_ca(directory: Path, clock: ManualClock | None = None, config: CAConfig | None = None) -> CertificateAuthority:
+    return CertificateAuthority.load_or_create(directory, config or CAConfig(), clock or ManualClock(NOW))
 
 
 def chain_of(issued: IssuedCertificate) -> tuple[x509.Certificate, x509.Certificate]:
@@ -111,11 +105,7 @@ def test_ca_profile(ca: CertificateAuthority) -> None:
     root, issuing = ca.root_certificate, ca.issuing_certificate
     for cert, path_length in ((root, 1), (issuing, 0)):
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
-        assert (
-            constraints.critical
-            and constraints.value.ca
-            and constraints.value.path_length == path_length
-        )
+        assert constraints.critical and constraints.value.ca and constraints.value.path_length == path_length
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
         assert usage.critical and usage.value.key_cert_sign and usage.value.crl_sign
         assert not usage.value.digital_signature
@@ -142,9 +132,7 @@ def test_k1_insecure_root_key_stops_the_ca(ca: CertificateAuthority, ca_dir: Pat
 
 
 @pytest.mark.parametrize("removed", ["root.crt", "issuing.crt", "issuing.key"])
-def test_incomplete_directory_is_refused(
-    ca: CertificateAuthority, ca_dir: Path, removed: str
-) -> None:
+def test_incomplete_directory_is_refused(ca: CertificateAuthority, ca_dir: Path, removed: str) -> None:
     (ca_dir / removed).unlink()
     with pytest.raises(CAError, match=f"incomplete: {removed} missing") as caught:
         new_ca(ca_dir)
@@ -164,9 +152,7 @@ def test_root_key_that_does_not_match_is_refused(ca: CertificateAuthority, ca_di
         new_ca(ca_dir)
 
 
-def test_issuing_ca_of_another_root_is_refused(
-    ca: CertificateAuthority, ca_dir: Path, tmp_path: Path
-) -> None:
+def test_issuing_ca_of_another_root_is_refused(ca: CertificateAuthority, ca_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     new_ca(other)
     for name in ("issuing.crt", "issuing.key"):
@@ -186,9 +172,7 @@ def test_ca_of_another_trust_domain_is_refused(ca: CertificateAuthority, ca_dir:
         new_ca(ca_dir, config=CAConfig(trust_domain="other.local"))
 
 
-def test_expired_and_not_yet_valid_ca_refused_at_load(
-    ca: CertificateAuthority, ca_dir: Path
-) -> None:
+def test_expired_and_not_yet_valid_ca_refused_at_load(ca: CertificateAuthority, ca_dir: Path) -> None:
     with pytest.raises(CAError) as expired:
         new_ca(ca_dir, ManualClock(NOW + dt.timedelta(days=366)))
     assert expired.value.reason == "CA_EXPIRED"
@@ -211,9 +195,7 @@ def test_plugin_leaf_chains_to_the_root(ca: CertificateAuthority) -> None:
     server = verifier(ca, NOW).build_server_verifier(x509.DNSName("email.plugin.vivified.local"))
     assert len(server.verify(leaf, [issuing])) == 3
     with pytest.raises(VerificationError):
-        verifier(ca, NOW).build_server_verifier(x509.DNSName("hr.plugin.vivified.local")).verify(
-            leaf, [issuing]
-        )
+        verifier(ca, NOW).build_server_verifier(x509.DNSName("hr.plugin.vivified.local")).verify(leaf, [issuing])
 
 
 def test_leaf_of_a_foreign_ca_does_not_verify(ca: CertificateAuthority, tmp_path: Path) -> None:
@@ -234,9 +216,7 @@ def test_plugin_leaf_extensions_and_dates(ca: CertificateAuthority) -> None:
     ski = leaf.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert ski == x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    issuing_ski = ca.issuing_certificate.extensions.get_extension_for_class(
-        x509.SubjectKeyIdentifier
-    ).value
+    issuing_ski = ca.issuing_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert aki.key_identifier == issuing_ski.digest
     assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).critical
 
@@ -254,11 +234,7 @@ def test_serials_come_from_the_injected_randomness(ca_dir: Path) -> None:
 def test_leaf_not_after_is_capped_at_the_issuing_ca_expiry(tmp_path: Path) -> None:
     short = new_ca(tmp_path / "short", config=CAConfig(issuing_ttl=dt.timedelta(minutes=30)))
     issued = short.issue_plugin_certificate("email", csr_pem())
-    assert (
-        issued.not_after
-        == short.issuing_certificate.not_valid_after_utc
-        == NOW + dt.timedelta(minutes=30)
-    )
+    assert issued.not_after == short.issuing_certificate.not_valid_after_utc == NOW + dt.timedelta(minutes=30)
 
 
 def test_leaf_cap_applies_as_the_issuing_ca_ages(ca_dir: Path) -> None:
@@ -279,9 +255,7 @@ def test_core_certificate_profile(ca: CertificateAuthority) -> None:
     leaf, issuing = chain_of(issued)
     assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "vivified-core"
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
-        "spiffe://vivified.local/core"
-    ]
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://vivified.local/core"]
     assert san.get_values_for_type(x509.DNSName) == ["core.vivified.local", "localhost"]
     assert san.get_values_for_type(x509.IPAddress) == [
         ipaddress.ip_address("127.0.0.1"),
@@ -317,13 +291,9 @@ def test_configured_ttls_are_used(tmp_path: Path) -> None:
         operator_ttl=dt.timedelta(hours=8),
     )
     ca = new_ca(tmp_path / "ca", config=config)
-    assert ca.issue_plugin_certificate("email", csr_pem()).not_after == NOW + dt.timedelta(
-        seconds=10
-    )
+    assert ca.issue_plugin_certificate("email", csr_pem()).not_after == NOW + dt.timedelta(seconds=10)
     assert ca.issue_core_certificate(new_private_key()).not_after == NOW + dt.timedelta(days=2)
-    assert ca.issue_operator_certificate("bob", new_private_key()).not_after == NOW + dt.timedelta(
-        hours=8
-    )
+    assert ca.issue_operator_certificate("bob", new_private_key()).not_after == NOW + dt.timedelta(hours=8)
 
 
 def test_operator_name_and_key_type_are_checked(ca: CertificateAuthority) -> None:

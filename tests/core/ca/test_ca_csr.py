@@ -29,12 +29,7 @@ from vivified.core.errors import InvalidArgument
 TD = "vivified.local"
 EMAIL_ID = "spiffe://vivified.local/plugin/email"
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-CsrKey = (
-    ec.EllipticCurvePrivateKey
-    | rsa.RSAPrivateKey
-    | ed25519.Ed25519PrivateKey
-    | ed448.Ed448PrivateKey
-)
+CsrKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
 
 
 def make_csr(
@@ -52,11 +47,7 @@ def make_csr(
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     for extension in extensions:
         builder = builder.add_extension(extension, critical=False)
-    digest = (
-        None
-        if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey))
-        else hashes.SHA256()
-    )
+    digest = None if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
     return builder.sign(key, digest).public_bytes(serialization.Encoding.PEM)
 
 
@@ -106,9 +97,7 @@ def test_i3_csr_ca_false_basic_constraints_is_accepted(authority: CertificateAut
         [x509.DNSName("localhost")],
     ],
 )
-def test_i3_csr_extra_sans_refused(
-    authority: CertificateAuthority, sans: list[x509.GeneralName]
-) -> None:
+def test_i3_csr_extra_sans_refused(authority: CertificateAuthority, sans: list[x509.GeneralName]) -> None:
     assert_refused(authority, make_csr(sans=sans), "subjectAltName")
 
 
@@ -124,15 +113,11 @@ def test_i3_csr_extra_sans_refused(
     ],
 )
 def test_i3_csr_san_for_another_identity_refused(authority: CertificateAuthority, uri: str) -> None:
-    assert_refused(
-        authority, make_csr(sans=[x509.UniformResourceIdentifier(uri)]), "subjectAltName"
-    )
+    assert_refused(authority, make_csr(sans=[x509.UniformResourceIdentifier(uri)]), "subjectAltName")
 
 
 def test_i3_csr_with_exactly_its_own_spiffe_id_is_accepted(authority: CertificateAuthority) -> None:
-    issued = authority.issue_plugin_certificate(
-        "email", make_csr(sans=[x509.UniformResourceIdentifier(EMAIL_ID)])
-    )
+    issued = authority.issue_plugin_certificate("email", make_csr(sans=[x509.UniformResourceIdentifier(EMAIL_ID)]))
     assert issued.serial > 0
 
 
@@ -141,15 +126,9 @@ def test_i3_csr_rsa_1024_refused(authority: CertificateAuthority) -> None:
     assert_refused(authority, make_csr(key), "1024 bits is too small")
 
 
-@pytest.mark.parametrize(
-    "curve", [ec.SECP256K1(), ec.SECP521R1(), ec.BrainpoolP256R1(), ec.SECP224R1()]
-)
-def test_i3_csr_unsupported_curve_refused(
-    authority: CertificateAuthority, curve: ec.EllipticCurve
-) -> None:
-    assert_refused(
-        authority, make_csr(ec.generate_private_key(curve)), f"curve {curve.name} is not supported"
-    )
+@pytest.mark.parametrize("curve", [ec.SECP256K1(), ec.SECP521R1(), ec.BrainpoolP256R1(), ec.SECP224R1()])
+def test_i3_csr_unsupported_curve_refused(authority: CertificateAuthority, curve: ec.EllipticCurve) -> None:
+    assert_refused(authority, make_csr(ec.generate_private_key(curve)), f"curve {curve.name} is not supported")
 
 
 def test_i3_csr_ed448_refused(authority: CertificateAuthority) -> None:
@@ -176,9 +155,9 @@ def test_supported_key_types_are_issued(authority: CertificateAuthority, key: Cs
     issued = authority.issue_plugin_certificate("email", make_csr(key))
     cert = x509.load_pem_x509_certificate(issued.cert_pem)
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    assert cert.public_key().public_bytes(
+    assert cert.public_key().public_bytes(serialization.Encoding.DER, spki) == key.public_key().public_bytes(
         serialization.Encoding.DER, spki
-    ) == key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    )
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.digital_signature
     assert usage.key_encipherment is isinstance(key, rsa.RSAPrivateKey)
@@ -191,9 +170,7 @@ def _tamper_signature(csr_pem: bytes) -> bytes:
     return b"-----BEGIN CERTIFICATE REQUEST-----\n" + body + b"-----END CERTIFICATE REQUEST-----\n"
 
 
-@pytest.mark.parametrize(
-    "key", [new_private_key(), ed25519.Ed25519PrivateKey.generate()], ids=["ec", "ed25519"]
-)
+@pytest.mark.parametrize("key", [new_private_key(), ed25519.Ed25519PrivateKey.generate()], ids=["ec", "ed25519"])
 def test_i3_csr_bad_signature_refused(authority: CertificateAuthority, key: CsrKey) -> None:
     assert_refused(authority, _tamper_signature(make_csr(key)), "signature does not verify")
 
@@ -211,11 +188,7 @@ def test_i3_csr_signed_by_another_key_refused(authority: CertificateAuthority) -
     )
     der = signed.public_bytes(serialization.Encoding.DER).replace(attacker_spki, victim_spki)
     assert tbs.replace(attacker_spki, victim_spki) in der  # the swap really happened
-    pem = (
-        b"-----BEGIN CERTIFICATE REQUEST-----\n"
-        + base64.encodebytes(der)
-        + b"-----END CERTIFICATE REQUEST-----\n"
-    )
+    pem = b"-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE REQUEST-----\n"
     assert_refused(authority, pem, "signature does not verify")
 
 
@@ -261,23 +234,17 @@ def test_i3_issued_cert_profile_comes_from_policy_not_the_csr(
                 encipher_only=False,
                 decipher_only=False,
             ),
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.OCSP_SIGNING]
-            ),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.OCSP_SIGNING]),
             # The closest a CSR gets to asking for a lifetime: a 10-year key usage period.
             x509.PrivateKeyUsagePeriod(NOW, NOW + dt.timedelta(days=3650)),
-            x509.NameConstraints(
-                permitted_subtrees=[x509.DNSName("example.com")], excluded_subtrees=None
-            ),
+            x509.NameConstraints(permitted_subtrees=[x509.DNSName("example.com")], excluded_subtrees=None),
         ],
     )
     issued = authority.issue_plugin_certificate("email", greedy)
     cert = x509.load_pem_x509_certificate(issued.cert_pem)
 
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "email"
-    assert (
-        cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "Vivified plugin"
-    )
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "Vivified plugin"
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [EMAIL_ID]
     assert san.get_values_for_type(x509.DNSName) == ["email.plugin.vivified.local"]
@@ -288,9 +255,7 @@ def test_i3_issued_cert_profile_comes_from_policy_not_the_csr(
     assert usage.critical
     assert usage.value.digital_signature
     assert not (usage.value.key_cert_sign or usage.value.crl_sign or usage.value.content_commitment)
-    assert not (
-        usage.value.key_encipherment or usage.value.data_encipherment or usage.value.key_agreement
-    )
+    assert not (usage.value.key_encipherment or usage.value.data_encipherment or usage.value.key_agreement)
     constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
     assert constraints.critical and constraints.value.ca is False
     assert cert.not_valid_after_utc == NOW + dt.timedelta(hours=1)

@@ -18,11 +18,7 @@ from vivified.core.errors import FailedPrecondition
 
 def _spki(key: object) -> bytes:
     public = key.public_key()  # type: ignore[attr-defined]
-    return bytes(
-        public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    return bytes(public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 @pytest.fixture

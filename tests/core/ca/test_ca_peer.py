@@ -153,8 +153,17 @@ def test_parser_refuses_a_zero_bound() -> None:
 
 def _usage(**on: bool) -> x509.KeyUsage:
     fields = dict.fromkeys(
-        ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
-         "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"),
+        (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ),
         False,
     )
     return x509.KeyUsage(**(fields | on))
@@ -211,8 +220,16 @@ def test_svid_leaf_with_the_genuine_extensions_is_accepted() -> None:
         (_leaf(False, SIGN, [ExtendedKeyUsageOID.SERVER_AUTH]), "clientAuth"),
         (_leaf(False, SIGN, None), "lacks extendedKeyUsage"),
     ],
-    ids=["ca-true", "no-basic-constraints", "key-cert-sign", "crl-sign", "no-digital-signature", "no-key-usage",
-         "server-auth-only", "no-eku"],
+    ids=[
+        "ca-true",
+        "no-basic-constraints",
+        "key-cert-sign",
+        "crl-sign",
+        "no-digital-signature",
+        "no-key-usage",
+        "server-auth-only",
+        "no-eku",
+    ],
 )
 def test_svid_leaf_rules_refuse_a_leaf_that_is_no_svid(pem: bytes, why: str) -> None:
     with pytest.raises(Unauthenticated, match=why) as caught:

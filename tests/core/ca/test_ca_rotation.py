@@ -35,7 +35,12 @@ def roots(pem: bytes) -> list[int]:
 
 def verifies(ca: CertificateAuthority, chain_pem: bytes, at: dt.datetime) -> bool:
     leaf, *intermediates = x509.load_pem_x509_certificates(chain_pem)
-    verifier = PolicyBuilder().store(Store(x509.load_pem_x509_certificates(ca.trust_bundle_pem))).time(at).build_client_verifier()
+    verifier = (
+        PolicyBuilder()
+        .store(Store(x509.load_pem_x509_certificates(ca.trust_bundle_pem)))
+        .time(at)
+        .build_client_verifier()
+    )
     try:
         verifier.verify(leaf, intermediates)
     except VerificationError:
@@ -140,7 +145,9 @@ def test_plugin_certificate_not_renewed_raises_one_alert_before_it_expires() -> 
     records = [
         CertificateRecord(serial=1, subject="plugin/late", not_after=start + 100, issued_at=start, revoked_at=None),
         CertificateRecord(serial=2, subject="plugin/fine", not_after=start + 100, issued_at=start, revoked_at=None),
-        CertificateRecord(serial=3, subject="plugin/fine", not_after=start + 160, issued_at=start + 60, revoked_at=None),
+        CertificateRecord(
+            serial=3, subject="plugin/fine", not_after=start + 160, issued_at=start + 60, revoked_at=None
+        ),
         CertificateRecord(serial=4, subject="plugin/gone", not_after=start + 100, issued_at=start, revoked_at=None),
     ]
     active = {"late", "fine"}

@@ -93,7 +93,9 @@ async def test_a6_rotation_under_load_loses_nothing_and_retires_the_old_root(tmp
             while not stop.is_set():
                 event_id = f"a6-{n}"
                 try:
-                    await publisher.publish(UserCreated(user_id=f"u-{n}", username=f"user{n}"), event_id=event_id, timeout=5)
+                    await publisher.publish(
+                        UserCreated(user_id=f"u-{n}", username=f"user{n}"), event_id=event_id, timeout=5
+                    )
                     acked.append(event_id)
                 except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
                     failures.append(f"{event_id}: {exc!r}")
@@ -109,6 +111,7 @@ async def test_a6_rotation_under_load_loses_nothing_and_retires_the_old_root(tmp
             status = await ca_status(core)
             assert [r["role"] for r in status["roots"]] == ["current", "next"]  # type: ignore[index]
             assert status["rotation"]["phase"] == "distributing"  # type: ignore[index]
+
             async def holders_now() -> list[str]:
                 found = (await ca_status(core)).get("old_chain_holders") or {}
                 return list(found.get("plugins", []))  # type: ignore[attr-defined]
@@ -124,7 +127,9 @@ async def test_a6_rotation_under_load_loses_nothing_and_retires_the_old_root(tmp
             # Overlap: a leaf of the old chain is still accepted.
             assert (await list_plugins(core, old_operator)).plugins
             await until(lambda: issued_by(publisher.certificate_pem, new_issuing), 15, "the publisher on the new chain")
-            await until(lambda: issued_by(subscriber.certificate_pem, new_issuing), 15, "the subscriber on the new chain")
+            await until(
+                lambda: issued_by(subscriber.certificate_pem, new_issuing), 15, "the subscriber on the new chain"
+            )
 
             await until(lambda: steps(core, "ca.root.remove"), 25, f"the old root's removal:\n{core.log()[-3000:]}")
             # After removal the old chain is refused at the handshake (no RPC, so no ErrorInfo or audit record).
@@ -145,7 +150,8 @@ async def test_a6_rotation_under_load_loses_nothing_and_retires_the_old_root(tmp
 
         try:
             await until(
-                lambda: set(acked) <= set(inbox.event_ids()), 15,
+                lambda: set(acked) <= set(inbox.event_ids()),
+                15,
                 f"every acknowledged event delivered; missing {sorted(set(acked) - set(inbox.event_ids()))[:20]} of "
                 f"{len(acked)}, received {len(inbox.event_ids())}, failures {failures[:3]}",
             )
@@ -161,7 +167,9 @@ async def test_a6_rotation_under_load_loses_nothing_and_retires_the_old_root(tmp
                 denied = [r for r in audit_rows(core, actor=f"plugin:{plugin}") if r.decision == "deny"]
                 assert denied == []
             async with operator_channel(core) as channel:
-                listed = await admin_grpc.PluginAdminServiceStub(channel).ListPlugins(admin_pb.ListPluginsRequest(), timeout=5)
+                listed = await admin_grpc.PluginAdminServiceStub(channel).ListPlugins(
+                    admin_pb.ListPluginsRequest(), timeout=5
+                )
             health = {p.plugin_id: p.health for p in listed.plugins}
             assert health["a6-pub"] == health["a6-sub"] == admin_pb.PLUGIN_HEALTH_HEALTHY
         finally:

@@ -112,9 +112,7 @@ _names = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True)
 
 @given(_names)
 def test_parse_round_trips_every_valid_plugin_id(plugin_id: str) -> None:
-    assert parse_spiffe_id(plugin_spiffe_id(TD, plugin_id), TD) == SpiffeIdentity(
-        "plugin", plugin_id
-    )
+    assert parse_spiffe_id(plugin_spiffe_id(TD, plugin_id), TD) == SpiffeIdentity("plugin", plugin_id)
 
 
 @given(st.text(max_size=100))

@@ -45,9 +45,7 @@ def _context(
     return context
 
 
-def _handshake(
-    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, hostname: str
-) -> ssl.SSLObject:
+def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, hostname: str) -> ssl.SSLObject:
     """Run both ends of a TLS handshake over memory BIOs; return the server's view."""
     s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
     server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
@@ -73,13 +71,9 @@ def ca(tmp_path: Path) -> CertificateAuthority:
     return CertificateAuthority.load_or_create(tmp_path / "ca", CAConfig(), SystemClock())
 
 
-def test_plugin_client_and_core_server_complete_mutual_tls(
-    ca: CertificateAuthority, tmp_path: Path
-) -> None:
+def test_plugin_client_and_core_server_complete_mutual_tls(ca: CertificateAuthority, tmp_path: Path) -> None:
     core_key, plugin_key = new_private_key(), new_private_key()
-    server_ctx = _context(
-        tmp_path, "core", ca, ca.issue_core_certificate(core_key), core_key, server=True
-    )
+    server_ctx = _context(tmp_path, "core", ca, ca.issue_core_certificate(core_key), core_key, server=True)
     plugin = ca.issue_plugin_certificate("email", _csr(plugin_key))
     client_ctx = _context(tmp_path, "plugin", ca, plugin, plugin_key, server=False)
     server = _handshake(server_ctx, client_ctx, "core.vivified.local")
@@ -91,15 +85,11 @@ def test_plugin_client_and_core_server_complete_mutual_tls(
     )
 
 
-def test_core_client_and_plugin_server_complete_mutual_tls(
-    ca: CertificateAuthority, tmp_path: Path
-) -> None:
+def test_core_client_and_plugin_server_complete_mutual_tls(ca: CertificateAuthority, tmp_path: Path) -> None:
     core_key, plugin_key = new_private_key(), new_private_key()
     plugin = ca.issue_plugin_certificate("email", _csr(plugin_key))
     server_ctx = _context(tmp_path, "plugin", ca, plugin, plugin_key, server=True)
-    client_ctx = _context(
-        tmp_path, "core", ca, ca.issue_core_certificate(core_key), core_key, server=False
-    )
+    client_ctx = _context(tmp_path, "core", ca, ca.issue_core_certificate(core_key), core_key, server=False)
     server = _handshake(server_ctx, client_ctx, "email.plugin.vivified.local")
     peer = server.getpeercert()
     assert peer is not None and ("URI", "spiffe://vivified.local/core") in peer["subjectAltName"]
@@ -108,9 +98,7 @@ def test_core_client_and_plugin_server_complete_mutual_tls(
 def test_client_from_a_foreign_ca_is_rejected(ca: CertificateAuthority, tmp_path: Path) -> None:
     foreign = CertificateAuthority.load_or_create(tmp_path / "foreign", CAConfig(), SystemClock())
     core_key, plugin_key = new_private_key(), new_private_key()
-    server_ctx = _context(
-        tmp_path, "core", ca, ca.issue_core_certificate(core_key), core_key, server=True
-    )
+    server_ctx = _context(tmp_path, "core", ca, ca.issue_core_certificate(core_key), core_key, server=True)
     impostor = foreign.issue_plugin_certificate("email", _csr(plugin_key))
     client_ctx = _context(tmp_path, "impostor", ca, impostor, plugin_key, server=False)
     with pytest.raises(ssl.SSLError, match="certificate verify failed"):
@@ -119,9 +107,7 @@ def test_client_from_a_foreign_ca_is_rejected(ca: CertificateAuthority, tmp_path
 
 def test_core_hostname_mismatch_is_rejected(ca: CertificateAuthority, tmp_path: Path) -> None:
     core_key, plugin_key = new_private_key(), new_private_key()
-    server_ctx = _context(
-        tmp_path, "core", ca, ca.issue_core_certificate(core_key), core_key, server=True
-    )
+    server_ctx = _context(tmp_path, "core", ca, ca.issue_core_certificate(core_key), core_key, server=True)
     plugin = ca.issue_plugin_certificate("email", _csr(plugin_key))
     client_ctx = _context(tmp_path, "plugin", ca, plugin, plugin_key, server=False)
     with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):

@@ -28,8 +28,16 @@ class Sink:
 
 
 def _call(facts: MethodFacts = MethodFacts(), request: Any = None) -> Call:
-    return Call(method="/p.S/M", service="p.S", method_name="M", metadata={}, context=None,  # type: ignore[arg-type]
-                streaming=False, facts=facts, request=request)
+    return Call(
+        method="/p.S/M",
+        service="p.S",
+        method_name="M",
+        metadata={},
+        context=None,  # type: ignore[arg-type]
+        streaming=False,
+        facts=facts,
+        request=request,
+    )
 
 
 OK = Outcome("OK", "allow", "", "rule-a", grpc.StatusCode.OK)

@@ -24,9 +24,9 @@ from support.clients import error_info
 from vivified.core.audit import AuditLog, CheckpointSigner, audit_table
 from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key
 from vivified.core.chain import PluginView, RateLimitConfig, StreamTracker, TokenBuckets
-from vivified.core.harness import chain_deps, serve
 from vivified.core.clock import ManualClock, SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
+from vivified.core.harness import chain_deps, serve
 from vivified.core.policy import RuleIndex, load_rules
 from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 
@@ -92,7 +92,7 @@ def _csr(key: Any, name: str) -> bytes:
 
 @pytest_asyncio.fixture
 async def harness(tmp_path: pathlib.Path) -> AsyncIterator[Harness]:
-    clock = ManualClock(start=dt.datetime.now(dt.timezone.utc))
+    clock = ManualClock(start=dt.datetime.now(dt.UTC))
     ca = CertificateAuthority.load_or_create(tmp_path / "ca", CAConfig(), SystemClock())
     engine = create_engine_for(sqlite_url(tmp_path / "db.sqlite"))
     log = AuditLog(
@@ -184,7 +184,9 @@ async def test_missing_trait_denies_with_the_rule_id(harness: Harness) -> None:
         assert error_info(caught.value).metadata["rule_id"] == "test-shutdown-needs-trait"
         assert "handles_phi" in (caught.value.details() or "")
         harness.views["good"] = PluginView("active", frozenset({"handles_phi"}))
-        await lifecycle_pb2_grpc.PluginLifecycleServiceStub(channel).Shutdown(lifecycle_pb2.ShutdownRequest(), timeout=5)
+        await lifecycle_pb2_grpc.PluginLifecycleServiceStub(channel).Shutdown(
+            lifecycle_pb2.ShutdownRequest(), timeout=5
+        )
     assert [r.decision for r in harness.rows()] == ["deny", "allow"]
 
 

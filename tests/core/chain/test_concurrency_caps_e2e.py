@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import pytest
+
 from support.clients import admitted_plugin, audit_rows, error_info, plugin_channel
 from support.events import EMAIL_SENT, EVENT_BUS, USER_CREATED, event_plugin
 from support.lane import RETRIEVE_METHOD, STORAGE, RecordingStore, started_plugin, write_manifest
@@ -74,7 +75,9 @@ async def open_subscribe(
     return call, None
 
 
-async def open_watch(stub: config_grpc.ConfigServiceStub) -> tuple[grpc.aio.UnaryStreamCall, grpc.aio.AioRpcError | None]:
+async def open_watch(
+    stub: config_grpc.ConfigServiceStub,
+) -> tuple[grpc.aio.UnaryStreamCall, grpc.aio.AioRpcError | None]:
     """Open one WatchMyConfig stream (server streaming: the request goes with the
     call's headers, so a refusal always reaches the client intact)."""
     call = stub.WatchMyConfig(config_pb2.WatchMyConfigRequest())
@@ -112,10 +115,12 @@ async def test_j2_streams_capped_per_plugin_across_connections_and_neighbour_p99
             baseline = await publish_latencies(neighbour.publish, 400)
             stubs = [events_pb2_grpc.EventBusServiceStub(c) for c in channels]
             watchers = [config_grpc.ConfigServiceStub(c) for c in channels]
-            opened = await asyncio.gather(*(
-                open_subscribe(stubs[i % 8], f"name-{i % 16}", hold) if i % 2 else open_watch(watchers[i % 8])
-                for i in range(2000)
-            ))
+            opened = await asyncio.gather(
+                *(
+                    open_subscribe(stubs[i % 8], f"name-{i % 16}", hold) if i % 2 else open_watch(watchers[i % 8])
+                    for i in range(2000)
+                )
+            )
             held = [call for call, err in opened if err is None]
             refused = [(i % 2, err) for i, (_, err) in enumerate(opened) if err is not None]
             assert len(held) == 256
@@ -131,7 +136,9 @@ async def test_j2_streams_capped_per_plugin_across_connections_and_neighbour_p99
             under_attack = await publish_latencies(neighbour.publish, 800)
             rows = [r for r in audit_rows(core, actor="plugin:j2-attacker") if r.outcome == "RESOURCE_EXHAUSTED"]
             assert len(rows) == len(refused)  # exactly one record per refused stream
-            assert {(r.decision, r.reason, r.rule_id) for r in rows} == {("deny", "STREAM_LIMIT", "concurrency-streams")}
+            assert {(r.decision, r.reason, r.rule_id) for r in rows} == {
+                ("deny", "STREAM_LIMIT", "concurrency-streams")
+            }
             assert metric(core, "vivified_streams_open_peak") <= 256 + 8  # the neighbour's own, at most
 
             # Cancelling streams gives their slots back at once: as many new ones open.
@@ -150,8 +157,10 @@ async def test_j2_streams_capped_per_plugin_across_connections_and_neighbour_p99
             await until(lambda: metric(core, "vivified_streams_open") <= 8, 10, "the attack's streams to close")
             baseline += await publish_latencies(neighbour.publish, 400)
             ratio = p99(under_attack) / p99(baseline)
-            print(f"J2 neighbour publish p99: baseline {p99(baseline) * 1000:.2f} ms, "
-                  f"under attack (256 streams held) {p99(under_attack) * 1000:.2f} ms, ratio {ratio:.2f}")
+            print(
+                f"J2 neighbour publish p99: baseline {p99(baseline) * 1000:.2f} ms, "
+                f"under attack (256 streams held) {p99(under_attack) * 1000:.2f} ms, ratio {ratio:.2f}"
+            )
             assert ratio <= 2.0, (p99(baseline), p99(under_attack))
         finally:
             hold.set()
@@ -172,19 +181,26 @@ async def test_j2_unary_calls_capped_per_plugin_across_connections_and_released_
         slow = RecordingStore(delay=30)
         target = await started_plugin(core, write_manifest(tmp_path, "j2-slow", provides=[RETRIEVE_METHOD]), [slow])
         caller = await admitted_plugin(
-            core, "j2-caller", contracts=[STORAGE], traits=["storage_plugin"],
+            core,
+            "j2-caller",
+            contracts=[STORAGE],
+            traits=["storage_plugin"],
             calls=[{"plugin_id": "j2-slow", "method": RETRIEVE_METHOD}],
         )
         channels = [plugin_channel(core, caller) for _ in range(2)]
         try:
+
             def retrieve(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryCall:
                 method = channel.unary_unary(
                     f"/{RETRIEVE_METHOD}",
                     request_serializer=storage_pb2.RetrieveObjectRequest.SerializeToString,
                     response_deserializer=storage_pb2.RetrieveObjectResponse.FromString,
                 )
-                return method(storage_pb2.RetrieveObjectRequest(object_key="k"), timeout=60,
-                              metadata=(("x-vivified-target", "j2-slow"),))
+                return method(
+                    storage_pb2.RetrieveObjectRequest(object_key="k"),
+                    timeout=60,
+                    metadata=(("x-vivified-target", "j2-slow"),),
+                )
 
             in_flight = [retrieve(channels[i % 2]) for i in range(8)]
             await until(lambda: len(slow.calls) == 8, 15, "eight calls to reach the callee")

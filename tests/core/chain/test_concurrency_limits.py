@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+
 from vivified.core.chain import ConcurrencyConfig, ConcurrencyLimits, InFlight
 from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from support.clients import admitted_plugin, audit_rows, error_info, operator_channel, plugin_channel
 from support.events import EMAIL_SENT, EVENT_BUS
 from support.processes import CoreProcess

@@ -8,6 +8,7 @@ import argparse
 from collections.abc import Iterator
 
 import pytest
+
 from vivified.core.cli import build_parser
 
 
@@ -30,8 +31,12 @@ def test_each_group_option_is_accepted_by_every_verb_below_it() -> None:
     groups += [p for p in _below(groups[0]) if _verbs(p)]
     checked = 0
     for group in groups:
-        options = [s for a in group._actions if a.option_strings and not isinstance(
-            a, (argparse._HelpAction, argparse._VersionAction)) for s in a.option_strings]
+        options = [
+            s
+            for a in group._actions
+            if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
+            for s in a.option_strings
+        ]
         for verb in _below(group):
             if _takes_the_rest(verb):  # `bench` hands everything after it to the benchmark's parser
                 continue
@@ -47,12 +52,17 @@ def test_each_group_option_is_accepted_by_every_verb_below_it() -> None:
         (["db", "--data-dir", "X", "upgrade"], ["db", "upgrade", "--data-dir", "X"]),
         (["audit", "--database-url", "sqlite:///a.db", "tail"], ["audit", "tail", "--database-url", "sqlite:///a.db"]),
         (["audit", "--data-dir", "X", "verify", "--json"], ["audit", "verify", "--json", "--data-dir", "X"]),
-        (["events", "--json", "--core", "h:1", "dlq", "list", "s"], ["events", "dlq", "list", "s", "--json", "--core", "h:1"]),
+        (
+            ["events", "--json", "--core", "h:1", "dlq", "list", "s"],
+            ["events", "dlq", "list", "s", "--json", "--core", "h:1"],
+        ),
         (["-v", "audit", "verify"], ["audit", "verify", "-v"]),
         (["users", "--data-dir", "X", "roles"], ["users", "roles", "--data-dir", "X"]),
         (["config", "plugin", "--data-dir", "X", "get", "p"], ["config", "plugin", "get", "p", "--data-dir", "X"]),
-        (["config", "core", "--core", "h:1", "set", "k", "v", "--reason", "r"],
-         ["config", "core", "set", "k", "v", "--reason", "r", "--core", "h:1"]),
+        (
+            ["config", "core", "--core", "h:1", "set", "k", "v", "--reason", "r"],
+            ["config", "core", "set", "k", "v", "--reason", "r", "--core", "h:1"],
+        ),
     ],
 )
 def test_an_option_before_or_after_the_verb_parses_the_same(before: list[str], after: list[str]) -> None:

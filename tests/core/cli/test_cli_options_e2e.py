@@ -22,8 +22,9 @@ VIVIFIED = pathlib.Path(sys.executable).parent / "vivified"
 
 
 def vivified(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(VIVIFIED), *args], capture_output=True, text=True, timeout=60, cwd=cwd,
-                          env=clean_env(), check=False)
+    return subprocess.run(
+        [str(VIVIFIED), *args], capture_output=True, text=True, timeout=60, cwd=cwd, env=clean_env(), check=False
+    )
 
 
 def test_version_prints_the_installed_package_version(tmp_path: pathlib.Path) -> None:
@@ -41,10 +42,12 @@ async def test_group_options_after_the_verb_act_as_before_it(tmp_path: pathlib.P
     with core_running(data) as core:
         await admitted_plugin(core, "options-demo")
         # Client options (--data-dir, --core) and --json on a running core, over mTLS.
-        before = vivified("plugins", "--data-dir", str(data), "--core", core.listen_address, "list", "--json",
-                          cwd=elsewhere)
-        after = vivified("plugins", "list", "--json", "--data-dir", str(data), "--core", core.listen_address,
-                         cwd=elsewhere)
+        before = vivified(
+            "plugins", "--data-dir", str(data), "--core", core.listen_address, "list", "--json", cwd=elsewhere
+        )
+        after = vivified(
+            "plugins", "list", "--json", "--data-dir", str(data), "--core", core.listen_address, cwd=elsewhere
+        )
         for result in (before, after):
             assert result.returncode == 0, result.stdout + result.stderr
         listed = [{p["plugin_id"]: p["status"] for p in json.loads(r.stdout)["plugins"]} for r in (before, after)]

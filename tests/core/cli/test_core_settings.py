@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+
 from vivified.core.chain import RateLimitConfig
 from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
 from vivified.core.config import CoreConfig

@@ -24,7 +24,10 @@ def _create(parent: pathlib.Path, name: str, contract: str) -> pathlib.Path:
     assert created.returncode == 0, created.stderr
     report = json.loads(created.stdout)
     assert report["plugin_id"] == name and set(report["files"]) >= {
-        "manifest.yaml", "pyproject.toml", "tests/test_plugin.py", f"{name.replace('-', '_')}/plugin.py",
+        "manifest.yaml",
+        "pyproject.toml",
+        "tests/test_plugin.py",
+        f"{name.replace('-', '_')}/plugin.py",
     }
     return pathlib.Path(report["path"])
 
@@ -32,7 +35,11 @@ def _create(parent: pathlib.Path, name: str, contract: str) -> pathlib.Path:
 def _project_pytest(project: pathlib.Path) -> subprocess.CompletedProcess[str]:
     """The generated project's tests, run from its directory with this venv's python (nothing installed)."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q"], cwd=project, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "pytest", "-q"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=clean_env(),
     )
 
@@ -63,23 +70,27 @@ def test_a_changed_plugin_passes_its_changed_test_and_a_broken_one_fails(tmp_pat
     )
     assert changed != source
     plugin.write_text(changed)
-    test.write_text(test.read_text().replace(
-        "        assert isinstance(reply, pb.SendMessageResponse)\n",
-        "        assert isinstance(reply, pb.SendMessageResponse)\n"
-        "        assert reply.status == pb.DELIVERY_STATUS_DELIVERED\n",
-        1,
-    ))
+    test.write_text(
+        test.read_text().replace(
+            "        assert isinstance(reply, pb.SendMessageResponse)\n",
+            "        assert isinstance(reply, pb.SendMessageResponse)\n"
+            "        assert reply.status == pb.DELIVERY_STATUS_DELIVERED\n",
+            1,
+        )
+    )
     passed = _project_pytest(project)
     elapsed = time.monotonic() - started
     assert passed.returncode == 0, passed.stdout + passed.stderr
     print(f"create-plugin -> changed plugin's tests passing: {elapsed:.1f}s")
 
     # The generated tests can fail: a handler that breaks is caught through the core.
-    plugin.write_text(changed.replace(
-        "        self.served.append('GetMessageStatus')\n",
-        "        self.served.append('GetMessageStatus')\n        raise RuntimeError('broken')\n",
-        1,
-    ))
+    plugin.write_text(
+        changed.replace(
+            "        self.served.append('GetMessageStatus')\n",
+            "        self.served.append('GetMessageStatus')\n        raise RuntimeError('broken')\n",
+            1,
+        )
+    )
     failed = _project_pytest(project)
     assert failed.returncode == 1, failed.stdout
     assert "1 failed, 1 passed" in failed.stdout

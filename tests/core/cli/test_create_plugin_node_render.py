@@ -35,7 +35,10 @@ def test_every_contract_renders_a_node_project(tmp_path: pathlib.Path, contract:
     assert f"typedContract({service.name}, this.handlers())" in source
     package = json.loads((project.path / "package.json").read_text())
     sdk = sdk_directory()
-    assert package["dependencies"] == {"@vivified/sdk": f"file:{sdk}", "@vivified/gen": f"file:{sdk.parent.parent / 'gen' / 'ts'}"}
+    assert package["dependencies"] == {
+        "@vivified/sdk": f"file:{sdk}",
+        "@vivified/gen": f"file:{sdk.parent.parent / 'gen' / 'ts'}",
+    }
     assert package["main"] == "dist/src/main.js" and "node --test" in package["scripts"]["test"]
 
 

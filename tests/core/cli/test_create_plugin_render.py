@@ -9,12 +9,12 @@ import tomllib
 
 import pytest
 
+from vivified.communication.v1 import communication_pb2 as comm
 from vivified.core.cli._create_plugin import create, echo_sources
 from vivified.core.cli._up import plugin_project
 from vivified.core.contracts import CONTRACT_SERVICES
 from vivified.core.manifest import load_manifest_file, validate_manifest
 from vivified.core.traits import TraitCatalogue
-from vivified.communication.v1 import communication_pb2 as comm
 
 
 @pytest.mark.parametrize("contract", sorted(CONTRACT_SERVICES))

@@ -67,7 +67,7 @@ def test_upgrade_reports_each_step_grants_the_app_role_and_is_idempotent(
         f"database postgresql+psycopg://vivified@127.0.0.1:{postgres.port}/{postgres_database}: "
         f"schema version 0, this release needs {LATEST}"
     )
-    assert lines[1:1 + LATEST] == [f"applying {m.label}" for m in load_migrations()]
+    assert lines[1 : 1 + LATEST] == [f"applying {m.label}" for m in load_migrations()]
     assert f"schema upgraded to version {LATEST} ({LATEST} migration(s) applied)" in lines
     assert f"granted {APP_ROLE} on audit_log: SELECT, INSERT" in lines
 
@@ -116,8 +116,18 @@ def test_k3_core_refuses_a_schema_behind_and_an_unreachable_server(
     postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
 ) -> None:
     behind = run_vivified(
-        "core", "--data-dir", str(tmp_path / "a"), "--listen", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0",
-        "--metrics", "127.0.0.1:0", "--database-url", postgres.url(postgres_database, app_role=True), timeout=30,
+        "core",
+        "--data-dir",
+        str(tmp_path / "a"),
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--database-url",
+        postgres.url(postgres_database, app_role=True),
+        timeout=30,
     )
     assert behind.returncode == 1
     assert f"is at schema version 0, this release needs {LATEST}" in behind.stderr
@@ -128,8 +138,18 @@ def test_k3_core_refuses_a_schema_behind_and_an_unreachable_server(
     unreachable = f"postgresql+psycopg://{APP_ROLE}:{postgres.app_password}@127.0.0.1:{_free_port()}/vivified"
     started = time.monotonic()
     down = run_vivified(
-        "core", "--data-dir", str(tmp_path / "b"), "--listen", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0",
-        "--metrics", "127.0.0.1:0", "--database-url", unreachable, timeout=30,
+        "core",
+        "--data-dir",
+        str(tmp_path / "b"),
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--database-url",
+        unreachable,
+        timeout=30,
     )
     assert time.monotonic() - started < 15
     assert down.returncode == 1
@@ -143,9 +163,7 @@ def test_k3_core_refuses_a_schema_behind_and_an_unreachable_server(
 async def test_core_on_postgresql_admits_a_plugin_and_its_audit_chain_verifies(
     postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
 ) -> None:
-    migrated = run_vivified(
-        "db", "upgrade", "--database-url", postgres.url(postgres_database), "--app-role", APP_ROLE
-    )
+    migrated = run_vivified("db", "upgrade", "--database-url", postgres.url(postgres_database), "--app-role", APP_ROLE)
     assert migrated.returncode == 0, migrated.stderr
     # The core logs in as the least-privileged role, the production shape.
     as_app = postgres.url(postgres_database, app_role=True)

@@ -25,9 +25,17 @@ def _other_ca(path: pathlib.Path) -> pathlib.Path:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the core's CA")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return path
 
@@ -42,23 +50,44 @@ def test_health_answers_serving_only_from_the_real_core(tmp_path: pathlib.Path) 
         plain = run_vivified("health", "--address", core.bootstrap_address, "--data-dir", str(core.data_dir))
         assert plain.returncode == 0 and plain.stdout.strip() == f"{core.bootstrap_address}: SERVING"
 
-        wrong = run_vivified("health", "--address", core.bootstrap_address, "--ca-file",
-                             str(_other_ca(tmp_path / "other.crt")), "--timeout", "2")
+        wrong = run_vivified(
+            "health",
+            "--address",
+            core.bootstrap_address,
+            "--ca-file",
+            str(_other_ca(tmp_path / "other.crt")),
+            "--timeout",
+            "2",
+        )
         assert wrong.returncode == 1
         assert wrong.stdout.strip() == f"{core.bootstrap_address}: UNREACHABLE: UNAVAILABLE"
 
         # The module the container probes exec: the same check, without the CLI's imports.
         def probe(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "vivified.core.probe", *args], capture_output=True,
-                                  text=True, env=clean_env(), timeout=60)
+            return subprocess.run(
+                [sys.executable, "-m", "vivified.core.probe", *args],
+                capture_output=True,
+                text=True,
+                env=clean_env(),
+                timeout=60,
+            )
 
         served = probe("--address", core.bootstrap_address, "--ca-file", ca)
         assert served.returncode == 0 and served.stdout.strip() == f"{core.bootstrap_address}: SERVING"
         refused = probe("--address", core.bootstrap_address, "--ca-file", str(tmp_path / "other.crt"), "--timeout", "2")
         assert refused.returncode == 1 and "UNREACHABLE" in refused.stdout
-        lean = subprocess.run([sys.executable, "-c", "import sys, vivified.core.probe; "
-                               "print(sorted(m for m in sys.modules if m.startswith('vivified.core.')))"],
-                              capture_output=True, text=True, env=clean_env(), check=True)
+        lean = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, vivified.core.probe; "
+                "print(sorted(m for m in sys.modules if m.startswith('vivified.core.')))",
+            ],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            check=True,
+        )
         assert json.loads(lean.stdout.replace("'", '"')) == ["vivified.core.probe", "vivified.core.probe._health"]
 
     with socket.socket() as placeholder:

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+
 from support.clients import approve, error_info
 from support.processes import CoreProcess, run_vivified
 from vivified.core.manifest import load_manifest_file
@@ -19,8 +20,11 @@ pytestmark = pytest.mark.asyncio
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 BASE: dict[str, Any] = {
-    "id": "checked-plugin", "name": "Checked", "version": "0.1.0",
-    "contracts": ["vivified.directory.v1.DirectoryService"], "traits": ["network_isolated"],
+    "id": "checked-plugin",
+    "name": "Checked",
+    "version": "0.1.0",
+    "contracts": ["vivified.directory.v1.DirectoryService"],
+    "traits": ["network_isolated"],
 }
 BAD = {
     "id": ({"id": "../core"}, "id"),
@@ -28,8 +32,10 @@ BAD = {
     "provides": ({"provides": ["vivified.communication.v1.CommunicationPluginService/SendMessage"]}, "provides"),
     "event": ({"subscribes": ["vivified.events.v1.UserDeleted"]}, "subscribes"),
     "pii": ({"traits": ["handles_pii", "audit_required"]}, "compliance"),
-    "calls": ({"calls": [{"plugin_id": "user-management", "method": "vivified.directory.v1.DirectoryService/Nope"}]},
-              "calls[0].method"),
+    "calls": (
+        {"calls": [{"plugin_id": "user-management", "method": "vivified.directory.v1.DirectoryService/Nope"}]},
+        "calls[0].method",
+    ),
 }
 
 

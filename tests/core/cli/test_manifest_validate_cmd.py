@@ -16,7 +16,9 @@ from vivified.core.manifest import load_manifest_file
 
 BUNDLED = pathlib.Path(__file__).parents[3] / "plugins" / "email_gateway" / "manifest.yaml"
 BAD = {
-    "id": "tunnel-abuser", "name": "n", "version": "1.0.0",
+    "id": "tunnel-abuser",
+    "name": "n",
+    "version": "1.0.0",
     "contracts": ["vivified.communication.v1.CommunicationPluginService"],
     "traits": ["communication_plugin", "external_service"],
     "security": {"allowed_tunnels": ["localhost:25"]},
@@ -38,7 +40,11 @@ async def test_an_invalid_manifest_fails_with_the_cores_own_message(core: CorePr
     result = run_vivified("manifest", "validate", str(path), "--json")
     assert result.returncode == 1
     verdict = json.loads(result.stdout)
-    assert (verdict["valid"], verdict["reason"], verdict["field"]) == (False, "MANIFEST_INVALID", "security.allowed_tunnels")
+    assert (verdict["valid"], verdict["reason"], verdict["field"]) == (
+        False,
+        "MANIFEST_INVALID",
+        "security.allowed_tunnels",
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await approve(core, load_manifest_file(path))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.e2e]
 def _openssl_fingerprint(path: pathlib.Path) -> str:
     out = subprocess.run(
         ["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", str(path)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     return out.split("=", 1)[1]
 
@@ -45,7 +47,9 @@ def test_approve_prints_ca_path_and_fingerprint(core: CoreProcess, tmp_path: pat
     assert f"CA certificate the plugin must trust (VIVIFIED_CA_FILE): {ca_file.resolve()}" in lines
     assert f"CA certificate sha256 fingerprint: {_openssl_fingerprint(ca_file)}" in lines
     token = lines[-1]
-    printed = pathlib.Path(next(l for l in lines if l.startswith("CA certificate the plugin")).rsplit(": ", 1)[1])
+    printed = pathlib.Path(
+        next(line for line in lines if line.startswith("CA certificate the plugin")).rsplit(": ", 1)[1]
+    )
     assert printed.read_bytes() == core.ca_pem
     identity = asyncio.run(register(core, load_manifest_file(manifest), token))
     assert identity.response.ca_certificate_pem.encode() == printed.read_bytes()

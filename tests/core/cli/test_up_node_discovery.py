@@ -31,10 +31,13 @@ def test_a_node_plugin_runs_its_package_main_with_node(tmp_path: pathlib.Path) -
     assert spec.module == "vivified.plugins.notifier"
 
 
-@pytest.mark.parametrize(("kwargs", "why"), [
-    ({"installed": False}, "dependencies are not installed (run tools/setup.sh)"),
-    ({"main": "missing.js"}, "missing.js does not exist"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({"installed": False}, "dependencies are not installed (run tools/setup.sh)"),
+        ({"main": "missing.js"}, "missing.js does not exist"),
+    ],
+)
 def test_a_node_plugin_that_cannot_run_is_skipped_saying_why(
     tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture, kwargs: dict[str, object], why: str
 ) -> None:

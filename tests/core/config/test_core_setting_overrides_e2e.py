@@ -11,6 +11,7 @@ import subprocess
 
 import grpc
 import pytest
+
 from support.clients import (
     admitted_plugin,
     audit_rows,
@@ -72,17 +73,21 @@ async def test_override_audited_applied_live_kept_at_restart_and_shown(tmp_path:
     try:
         before = await _settings(core)
         assert (before["event_max_attempts"].effective_value, before["event_max_attempts"].source) == (
-            "4", "env:VIVIFIED_EVENT_MAX_ATTEMPTS")
+            "4",
+            "env:VIVIFIED_EVENT_MAX_ATTEMPTS",
+        )
         assert (before["breaker_cooldown"].effective_value, before["breaker_cooldown"].source) == ("2.0", "flag")
         assert "database_url" not in before and not before["event_max_attempts"].has_override
 
-        done = _cli(core, "set", "event_max_attempts", "9",
-                       "--reason", "flaky consumer needs more tries")
+        done = _cli(core, "set", "event_max_attempts", "9", "--reason", "flaky consumer needs more tries")
         assert done.returncode == 0, done.stderr
         assert "override 9 by operator:admin" in done.stdout and "not (yet) applied" not in done.stdout
         assert done.stdout.split()[:2] == ["event_max_attempts", "9"] and DB_SOURCE in done.stdout  # applied now
-        answer = await _call(core, "SetCoreSetting", pb.SetCoreSettingRequest(
-            key="breaker_cooldown", value=" 7.5 ", reason="slow upstream recovers late"))
+        answer = await _call(
+            core,
+            "SetCoreSetting",
+            pb.SetCoreSettingRequest(key="breaker_cooldown", value=" 7.5 ", reason="slow upstream recovers late"),
+        )
         setting = answer.setting  # type: ignore[attr-defined]
         assert (setting.override_value, setting.effective_value, setting.pending_restart) == ("7.5", "7.5", False)
 
@@ -98,12 +103,15 @@ async def test_override_audited_applied_live_kept_at_restart_and_shown(tmp_path:
         ranged = await _refused(core, "leaf_ttl_seconds", "5", "CONFIG_INVALID")
         assert "leaf_ttl_seconds must be at least 10" in ranged.details()
         unreasoned = await expect_error(
-            _call(core, "ClearCoreSetting", pb.ClearCoreSettingRequest(key="breaker_cooldown")))
+            _call(core, "ClearCoreSetting", pb.ClearCoreSettingRequest(key="breaker_cooldown"))
+        )
         assert error_info(unreasoned).reason == "INVALID_REQUEST"
 
         audited = audit_rows(core, action=METHOD + "SetCoreSetting", outcome="OK")
         assert [(r.actor, r.resource) for r in audited] == [
-            ("operator:admin", "core-setting/event_max_attempts"), ("operator:admin", "core-setting/breaker_cooldown")]
+            ("operator:admin", "core-setting/event_max_attempts"),
+            ("operator:admin", "core-setting/breaker_cooldown"),
+        ]
         assert '"change_reason":"flaky consumer needs more tries"' in audited[0].detail
 
         for key, value in (("leaf_ttl_seconds", "900"), ("heartbeat_interval_seconds", "3")):
@@ -130,8 +138,10 @@ async def test_override_audited_applied_live_kept_at_restart_and_shown(tmp_path:
         assert (after["event_max_attempts"].effective_value, after["event_max_attempts"].source) == ("9", DB_SOURCE)
         assert after["breaker_cooldown"].effective_value == "7.5" and not after["breaker_cooldown"].pending_restart
         started = audit_rows(core, action="core.start")
-        assert ('"overrides":"leaf_ttl_seconds=900,heartbeat_interval_seconds=3.0,event_max_attempts=9,'
-                'breaker_cooldown=7.5"') in started[-1].detail
+        assert (
+            '"overrides":"leaf_ttl_seconds=900,heartbeat_interval_seconds=3.0,event_max_attempts=9,'
+            'breaker_cooldown=7.5"'
+        ) in started[-1].detail
         # The components were built from the overridden config.
         plugin = await admitted_plugin(core, "after-restart")
         assert plugin.response.heartbeat_interval_seconds == 3
@@ -165,8 +175,15 @@ async def test_override_audited_applied_live_kept_at_restart_and_shown(tmp_path:
 
 
 def test_config_show_without_a_reachable_database_says_so(tmp_path: pathlib.Path) -> None:
-    shown = run_vivified("config", "show", "--data-dir", str(tmp_path / "data"),
-                         "--database-url", "postgresql://vivified@127.0.0.1:1/vivified", env=clean_env())
+    shown = run_vivified(
+        "config",
+        "show",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--database-url",
+        "postgresql://vivified@127.0.0.1:1/vivified",
+        env=clean_env(),
+    )
     assert shown.returncode == 0, shown.stderr
     assert "note: runtime overrides not read: database" in shown.stdout
     assert "event_max_attempts" in shown.stdout and "Traceback" not in shown.stderr
@@ -176,9 +193,11 @@ def test_config_show_without_a_reachable_database_says_so(tmp_path: pathlib.Path
 async def test_viewer_refused_operator_allowed(core: CoreProcess) -> None:
     password = "CANARY-settings-pw-5b7e1c93"
     async with operator_channel(core) as channel:
-        viewer = (await users_grpc.UserAdminServiceStub(channel).CreateUser(
-            users_pb.CreateUserRequest(username="settings-viewer", password=password, roles=["viewer"]), timeout=10
-        )).user
+        viewer = (
+            await users_grpc.UserAdminServiceStub(channel).CreateUser(
+                users_pb.CreateUserRequest(username="settings-viewer", password=password, roles=["viewer"]), timeout=10
+            )
+        ).user
     token = (await login(core, "settings-viewer", password)).tokens.access_token
     for method, request in (
         ("SetCoreSetting", pb.SetCoreSettingRequest(key="event_max_attempts", value="2", reason="viewer tries")),
@@ -194,4 +213,6 @@ async def test_viewer_refused_operator_allowed(core: CoreProcess) -> None:
     listed = await _settings(core)
     assert not listed["event_max_attempts"].has_override
     assert (listed["heartbeat_interval_seconds"].effective_value, listed["heartbeat_interval_seconds"].source) == (
-        "1.0", "flag")
+        "1.0",
+        "flag",
+    )

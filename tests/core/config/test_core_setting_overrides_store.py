@@ -7,6 +7,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+
 from vivified.core.clock import ManualClock
 from vivified.core.config import CoreConfig
 from vivified.core.db import plain_engine
@@ -21,20 +22,39 @@ from vivified.core.settings import (
 )
 
 BOOTSTRAP = {
-    "data_dir", "profile", "listen_address", "bootstrap_address", "metrics_address", "trust_domain", "database_url",
-    "policy_file", "egress_config", "ca_files", "redis_url", "secrets_key_file", "secrets_key", "settings_refresh_seconds",
+    "data_dir",
+    "profile",
+    "listen_address",
+    "bootstrap_address",
+    "metrics_address",
+    "trust_domain",
+    "database_url",
+    "policy_file",
+    "egress_config",
+    "ca_files",
+    "redis_url",
+    "secrets_key_file",
+    "secrets_key",
+    "settings_refresh_seconds",
     "registry_sync_bound_seconds",
     # Resource caps a plugin could otherwise exhaust the core with: fixed at start.
-    "event_max_dead_letters", "event_max_subscriptions", "max_streams", "max_calls", "max_connections",
+    "event_max_dead_letters",
+    "event_max_subscriptions",
+    "max_streams",
+    "max_calls",
+    "max_connections",
     "handshake_timeout_seconds",
     # How long one attempt to reach a plugin's Init keeps trying: read once at start.
     "init_timeout_seconds",
     # Where objects live and their bounds: fixed at start (a quota changing under a running put would race it).
-    "storage_backend", "storage_max_object_bytes", "storage_quota_bytes",
+    "storage_backend",
+    "storage_max_object_bytes",
+    "storage_quota_bytes",
     # Whether records after a clean stop are tampering: a security setting.
     "audit_writers",
     # When an audit record is durable: a security and durability setting.
-    "audit_durability", "audit_sync_interval",
+    "audit_durability",
+    "audit_sync_interval",
 }
 
 

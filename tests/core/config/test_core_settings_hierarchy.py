@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from support.processes import clean_env, start_core, stop_process
 from vivified.core.cli import build_parser
 from vivified.core.cli._errors import SettingsError
@@ -27,9 +28,16 @@ def _args(*argv: str) -> object:
 
 
 def test_precedence_and_sources(tmp_path: pathlib.Path) -> None:
-    path = _file(tmp_path, 'leaf_ttl_seconds = 100\ntrust_domain = "file.example"\nprofile = "production"\n'
-                           'policy_file = "rules.json"\nevent_max_attempts = 7\n')
-    env = {"VIVIFIED_CONFIG_FILE": str(path), "VIVIFIED_LEAF_TTL_SECONDS": "200", "VIVIFIED_TRUST_DOMAIN": "env.example"}
+    path = _file(
+        tmp_path,
+        'leaf_ttl_seconds = 100\ntrust_domain = "file.example"\nprofile = "production"\n'
+        'policy_file = "rules.json"\nevent_max_attempts = 7\n',
+    )
+    env = {
+        "VIVIFIED_CONFIG_FILE": str(path),
+        "VIVIFIED_LEAF_TTL_SECONDS": "200",
+        "VIVIFIED_TRUST_DOMAIN": "env.example",
+    }
     resolved = resolved_settings(_args("--trust-domain", "flag.example"), env)  # type: ignore[arg-type]
     sources = {k: r.source for k, r in resolved.items()}
     assert sources == {
@@ -79,13 +87,22 @@ def test_insecure_files_and_values_refused(tmp_path: pathlib.Path) -> None:
 
 
 def _cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vivified.core.cli", *argv], capture_output=True, text=True,
-                          env=env, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "vivified.core.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_config_show_prints_each_setting_with_its_source(tmp_path: pathlib.Path) -> None:
-    path = _file(tmp_path, 'leaf_ttl_seconds = 120\nmetrics_address = "127.0.0.1:9999"\n'
-                           'redis_url = "redis://:pw-canary-1@127.0.0.1:6379/0"\n')
+    path = _file(
+        tmp_path,
+        'leaf_ttl_seconds = 120\nmetrics_address = "127.0.0.1:9999"\n'
+        'redis_url = "redis://:pw-canary-1@127.0.0.1:6379/0"\n',
+    )
     env = clean_env(VIVIFIED_LEAF_TTL_SECONDS="240", VIVIFIED_CONFIG_FILE=str(path))
     shown = _cli("config", "show", "--heartbeat-interval", "2.5", "--event-max-subscriptions", "8", env=env)
     assert shown.returncode == 0, shown.stderr

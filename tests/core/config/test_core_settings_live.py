@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+
 from support.waiting import until
 from vivified.core.clock import ManualClock
 from vivified.core.config import CoreConfig
@@ -88,7 +89,8 @@ async def test_refresh_applies_changes_and_reports_whether_any_changed(
     assert "call_rate" not in dict(live.current.setting_sources)
     assert [r.getMessage() for r in caplog.records] == [
         "core setting event_max_attempts changed live: 9 -> 5 (override cleared, by user:usr_2)",
-        f"core setting call_rate changed live: 40.0 -> 500.0 (override cleared, by {ADMIN})"]
+        f"core setting call_rate changed live: 40.0 -> 500.0 (override cleared, by {ADMIN})",
+    ]
 
 
 @pytest.mark.asyncio
@@ -105,7 +107,9 @@ async def test_refused_override_stays_refused_and_reported(
     assert "at least 10" in live.applied.refused["leaf_ttl_seconds"]
     assert "is a bootstrap or security setting" in live.applied.refused["trust_domain"]
     assert sorted(r.getMessage().split(":")[0] for r in caplog.records) == [
-        "runtime override of leaf_ttl_seconds not applied", "runtime override of trust_domain not applied"]
+        "runtime override of leaf_ttl_seconds not applied",
+        "runtime override of trust_domain not applied",
+    ]
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="vivified.core.settings._live"):
         await live.refresh()
@@ -121,7 +125,8 @@ async def test_refused_override_stays_refused_and_reported(
         assert await live.refresh() is True
     assert live.current.events.max_backlog == 100_000 and "event_max_backlog" in live.applied.refused
     assert _records(caplog)[-1] == (
-        "core setting event_max_backlog changed live: 500 -> 100000 (override refused, by user:usr_3)")
+        "core setting event_max_backlog changed live: 500 -> 100000 (override refused, by user:usr_3)"
+    )
 
 
 @pytest.mark.asyncio
@@ -144,8 +149,11 @@ async def test_poll_picks_up_another_writer_and_survives_a_database_failure(
             conn.execute(sa.text("ALTER TABLE core_setting_overrides RENAME TO parked"))
         with caplog.at_level(logging.WARNING, logger="vivified.core.settings._live"):
             await until(lambda: len(_records(caplog)) >= 2, timeout=5)  # polled and failed at least twice
-        assert all("runtime overrides not re-read (keeping the values in force" in message
-                   and "no such table: core_setting_overrides" in message for message in _records(caplog))
+        assert all(
+            "runtime overrides not re-read (keeping the values in force" in message
+            and "no such table: core_setting_overrides" in message
+            for message in _records(caplog)
+        )
         assert live.current.events.ack_timeout_seconds == 7.5  # neither crashed nor fell back to the default
         assert live.applied.overrides["event_ack_timeout"].value == "7.5"
 

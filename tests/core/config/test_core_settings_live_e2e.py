@@ -16,6 +16,7 @@ import time
 import grpc
 import pytest
 import sqlalchemy as sa
+
 from support.clients import (
     admitted_plugin,
     audit_rows,
@@ -65,8 +66,16 @@ async def _heartbeats(core: CoreProcess, channel: grpc.aio.Channel, count: int) 
 
 @pytest.mark.asyncio
 async def test_call_rate_and_event_attempts_change_live_and_unset_restores(tmp_path: pathlib.Path) -> None:
-    flags = ("--heartbeat-interval", "1", "--event-ack-timeout", "1", "--event-max-attempts", "5",
-             "--settings-refresh", "0.5")
+    flags = (
+        "--heartbeat-interval",
+        "1",
+        "--event-ack-timeout",
+        "1",
+        "--event-max-attempts",
+        "5",
+        "--settings-refresh",
+        "0.5",
+    )
     with core_running(tmp_path / "data", *flags) as core:
         # call_rate: the chain's per-principal buckets read the rate at every call.
         plugin = await admitted_plugin(core, "live-limited")
@@ -96,8 +105,11 @@ async def test_call_rate_and_event_attempts_change_live_and_unset_restores(tmp_p
         try:
             inbox = Inbox(failing=True)
             await subscriber.subscribe("sender", {MessageSendRequested: inbox}).opened()
-            answer = await _call(core, "SetCoreSetting", pb.SetCoreSettingRequest(
-                key="event_max_attempts", value="2", reason="give up sooner"))
+            answer = await _call(
+                core,
+                "SetCoreSetting",
+                pb.SetCoreSettingRequest(key="event_max_attempts", value="2", reason="give up sooner"),
+            )
             setting = answer.setting  # type: ignore[attr-defined]
             assert (setting.effective_value, setting.pending_restart) == ("2", False)
             await publisher.publish(MessageSendRequested(message_id="twice"), event_id="twice")
@@ -107,8 +119,11 @@ async def test_call_rate_and_event_attempts_change_live_and_unset_restores(tmp_p
             letters = json.loads(run_cli(core, "events", "--json", "dlq", "list", "live-sub/sender").stdout)
             assert [(d["event"]["event_id"], d["attempts"]) for d in letters["dead_letters"]] == [("twice", 2)]
 
-            answer = await _call(core, "ClearCoreSetting", pb.ClearCoreSettingRequest(
-                key="event_max_attempts", reason="back to the flag"))
+            answer = await _call(
+                core,
+                "ClearCoreSetting",
+                pb.ClearCoreSettingRequest(key="event_max_attempts", reason="back to the flag"),
+            )
             setting = answer.setting  # type: ignore[attr-defined]
             assert (setting.effective_value, setting.source, setting.has_override) == ("5", "flag", False)
             await publisher.publish(MessageSendRequested(message_id="five"), event_id="five")
@@ -124,15 +139,22 @@ async def test_call_rate_and_event_attempts_change_live_and_unset_restores(tmp_p
         engine = sa.create_engine(f"sqlite+pysqlite:///{core.data_dir / 'vivified.db'}")
         try:
             with engine.begin() as conn:
-                conn.execute(sa.text(
-                    "INSERT INTO core_setting_overrides (key, value, updated_by, reason, updated_at) "
-                    "VALUES ('leaf_ttl_seconds', '5', 'operator:admin', 'too short', 0)"))
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO core_setting_overrides (key, value, updated_by, reason, updated_at) "
+                        "VALUES ('leaf_ttl_seconds', '5', 'operator:admin', 'too short', 0)"
+                    )
+                )
         finally:
             engine.dispose()
         await until(lambda: "runtime override of leaf_ttl_seconds not applied" in core.log(), 10, "the refusal")
         leaf = await _setting(core, "leaf_ttl_seconds")
         assert (leaf.effective_value, leaf.source, leaf.override_value, leaf.pending_restart) == (
-            "3600", "default", "5", True)
+            "3600",
+            "default",
+            "5",
+            True,
+        )
         listed = _cli(core, "list").stdout
         assert "leaf_ttl_seconds" in listed and "not (yet) applied by this core" in listed
 
@@ -152,11 +174,20 @@ async def test_a_change_through_one_replica_applies_on_the_other_within_the_refr
 ) -> None:
     migrated = run_vivified("db", "upgrade", "--database-url", postgres.url(postgres_database), "--app-role", APP_ROLE)
     assert migrated.returncode == 0, migrated.stderr
-    flags = ("--database-url", postgres.url(postgres_database, app_role=True), "--settings-refresh", str(REFRESH),
-             "--audit-writers", "shared")
+    flags = (
+        "--database-url",
+        postgres.url(postgres_database, app_role=True),
+        "--settings-refresh",
+        str(REFRESH),
+        "--audit-writers",
+        "shared",
+    )
     with core_running(tmp_path / "a", *flags) as core_a, core_running(tmp_path / "b", *flags) as core_b:
-        await _call(core_a, "SetCoreSetting", pb.SetCoreSettingRequest(
-            key="event_max_attempts", value="7", reason="shared tuning"))
+        await _call(
+            core_a,
+            "SetCoreSetting",
+            pb.SetCoreSettingRequest(key="event_max_attempts", value="7", reason="shared tuning"),
+        )
         stored_at = time.monotonic()
         seen = await _setting(core_b, "event_max_attempts")
         if seen.effective_value == "5":  # B has not polled yet: the list says so
@@ -184,9 +215,9 @@ async def test_a_change_through_one_replica_applies_on_the_other_within_the_refr
         owner = sa.create_engine(postgres.url(postgres_database))
         try:
             with owner.connect() as conn:
-                denials = conn.execute(sa.text(
-                    "SELECT count(*) FROM audit_log WHERE reason = 'RATE_LIMITED' AND actor = 'operator:admin'"
-                )).scalar_one()
+                denials = conn.execute(
+                    sa.text("SELECT count(*) FROM audit_log WHERE reason = 'RATE_LIMITED' AND actor = 'operator:admin'")
+                ).scalar_one()
         finally:
             owner.dispose()
         assert denials == 1  # the one refusal above, recorded once

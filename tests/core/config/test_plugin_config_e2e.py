@@ -13,6 +13,7 @@ import time
 
 import grpc
 import pytest
+
 from support.clients import (
     admitted_plugin,
     audit_rows,
@@ -44,8 +45,12 @@ CANARY = "CANARY-smtp-secret-4d1f7b29e6"
 PASSWORD = "CANARY-config-pw-8e2c4a61"
 METHOD = "/vivified.config.v1.ConfigService/"
 SCHEMA = [
-    {"name": "smtp_host", "type": "CONFIG_FIELD_TYPE_STRING", "default_value": "localhost",
-     "description": "mail relay"},
+    {
+        "name": "smtp_host",
+        "type": "CONFIG_FIELD_TYPE_STRING",
+        "default_value": "localhost",
+        "description": "mail relay",
+    },
     {"name": "smtp_port", "type": "CONFIG_FIELD_TYPE_INT", "default_value": "25"},
     {"name": "use_tls", "type": "CONFIG_FIELD_TYPE_BOOL"},
     {"name": "smtp_password", "type": "CONFIG_FIELD_TYPE_SECRET", "required": True},
@@ -59,7 +64,9 @@ async def _admin(core: CoreProcess, method: str, request: object) -> object:
 
 async def _as_user(core: CoreProcess, token: str, method: str, request: object) -> object:
     async with bootstrap_channel(core) as channel:
-        return await getattr(config_grpc.ConfigServiceStub(channel), method)(request, metadata=bearer(token), timeout=10)
+        return await getattr(config_grpc.ConfigServiceStub(channel), method)(
+            request, metadata=bearer(token), timeout=10
+        )
 
 
 def _by_key(values: object) -> dict[str, tuple[str, int]]:
@@ -93,7 +100,9 @@ async def test_schema_history_audit_watch_and_secret_canary(core: CoreProcess) -
         # Schema validation: an unknown key and a mistyped value; no reason.
         unknown = await expect_error(_admin(core, "SetPluginConfigValue", _set("mailer", "smtp_hots", "x")))
         assert unknown.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(unknown).reason == "CONFIG_INVALID"
-        assert "no config key 'smtp_hots'; known keys: smtp_host, smtp_port, use_tls, smtp_password" in unknown.details()
+        assert (
+            "no config key 'smtp_hots'; known keys: smtp_host, smtp_port, use_tls, smtp_password" in unknown.details()
+        )
         assert len(audit_rows(core, action=METHOD + "SetPluginConfigValue", reason="CONFIG_INVALID")) == 1
         typed = await expect_error(_admin(core, "SetPluginConfigValue", _set("mailer", "smtp_port", "2five")))
         assert error_info(typed).reason == "CONFIG_INVALID" and "64-bit decimal integer" in typed.details()
@@ -107,7 +116,9 @@ async def test_schema_history_audit_watch_and_secret_canary(core: CoreProcess) -
         assert _by_key(changed.config.values)["smtp_port"] == ("587", pb.CONFIG_VALUE_SOURCE_ADMIN)
 
         # The canary secret: masked in the admin answer, clear in the owner's reads and watch.
-        answer = await _admin(core, "SetPluginConfigValue", _set("mailer", "smtp_password", CANARY, "rotated relay password"))
+        answer = await _admin(
+            core, "SetPluginConfigValue", _set("mailer", "smtp_password", CANARY, "rotated relay password")
+        )
         assert answer.value.value == "********" and answer.value.source == pb.CONFIG_VALUE_SOURCE_ADMIN  # type: ignore[attr-defined]
         pushed = await asyncio.wait_for(watch.read(), 10)
         assert _by_key(pushed.config.values)["smtp_password"] == (CANARY, pb.CONFIG_VALUE_SOURCE_ADMIN)
@@ -169,7 +180,9 @@ async def _config_manager_token(core: CoreProcess, tmp: pathlib.Path) -> str:
     first = await login(core, "cfg-admin", PASSWORD)
     enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(mfa_token=first.mfa_token))
     confirmed = await auth_call(
-        core, "ConfirmMfa", auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time()))
+        core,
+        "ConfirmMfa",
+        auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time())),
     )
     return confirmed.tokens.access_token  # type: ignore[no-any-return]
 
@@ -177,9 +190,11 @@ async def _config_manager_token(core: CoreProcess, tmp: pathlib.Path) -> str:
 async def test_viewer_refused_config_manager_allowed(core: CoreProcess, tmp_path: pathlib.Path) -> None:
     await admitted_plugin(core, "relay", config=SCHEMA)
     async with operator_channel(core) as channel:
-        viewer_user = (await users_grpc.UserAdminServiceStub(channel).CreateUser(
-            users_pb.CreateUserRequest(username="cfg-viewer", password=PASSWORD, roles=["viewer"]), timeout=10
-        )).user
+        viewer_user = (
+            await users_grpc.UserAdminServiceStub(channel).CreateUser(
+                users_pb.CreateUserRequest(username="cfg-viewer", password=PASSWORD, roles=["viewer"]), timeout=10
+            )
+        ).user
     viewer = (await login(core, "cfg-viewer", PASSWORD)).tokens.access_token
 
     for method, request in (
@@ -199,7 +214,9 @@ async def test_viewer_refused_config_manager_allowed(core: CoreProcess, tmp_path
     done = await _as_user(core, token, "SetPluginConfigValue", _set("relay", "smtp_port", "2525", "staging relay"))
     actor = done.value.update_actor  # type: ignore[attr-defined]
     assert actor.startswith("user:usr_")
-    history = await _as_user(core, token, "ListPluginConfigHistory", pb.ListPluginConfigHistoryRequest(plugin_id="relay"))
+    history = await _as_user(
+        core, token, "ListPluginConfigHistory", pb.ListPluginConfigHistoryRequest(plugin_id="relay")
+    )
     assert [(c.change_actor, c.reason) for c in history.changes] == [(actor, "staging relay")]  # type: ignore[attr-defined]
     rows = audit_rows(core, action=METHOD + "SetPluginConfigValue", actor=actor)
     assert len(rows) == 1 and rows[0].outcome == "OK" and '"change_reason":"staging relay"' in rows[0].detail
@@ -208,7 +225,12 @@ async def test_viewer_refused_config_manager_allowed(core: CoreProcess, tmp_path
 def _config_cli(core: CoreProcess, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vivified.core.cli", "config", "plugin", "--data-dir", str(core.data_dir), *argv],
-        input=stdin, capture_output=True, text=True, timeout=60, check=False, env=clean_env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_env(),
     )
 
 
@@ -217,8 +239,9 @@ async def test_cli_get_set_history(core: CoreProcess) -> None:
     done = _config_cli(core, "set", "cli-mailer", "smtp_port", "465", "--reason", "implicit TLS")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:4] == ["smtp_port", "465", "int", "admin"]
-    secret = _config_cli(core, "set", "cli-mailer", "smtp_password", "--value-stdin", "--reason", "new relay",
-                         stdin=CANARY + "\n")
+    secret = _config_cli(
+        core, "set", "cli-mailer", "smtp_password", "--value-stdin", "--reason", "new relay", stdin=CANARY + "\n"
+    )
     assert secret.returncode == 0, secret.stderr
     shown = _config_cli(core, "get", "cli-mailer")
     rows = {line.split()[0]: line.split()[1:] for line in shown.stdout.splitlines()}

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import pytest
+
 from support.processes import clean_env
 from vivified.core.errors import FailedPrecondition, InvalidArgument
 from vivified.core.manifest import load_manifest_bytes, validate_manifest, value_problem
@@ -21,8 +22,11 @@ from vivified.core.traits import TraitCatalogue
 from vivified.manifest.v1.manifest_pb2 import ConfigField, ConfigFieldType
 
 BASE: dict[str, Any] = {
-    "id": "mailer", "name": "Mailer", "version": "1.0.0",
-    "contracts": ["vivified.communication.v1.CommunicationPluginService"], "traits": ["communication_plugin"],
+    "id": "mailer",
+    "name": "Mailer",
+    "version": "1.0.0",
+    "contracts": ["vivified.communication.v1.CommunicationPluginService"],
+    "traits": ["communication_plugin"],
 }
 
 
@@ -32,27 +36,35 @@ def _validate(config: list[dict[str, Any]]) -> None:
 
 
 def test_a_valid_schema_passes() -> None:
-    _validate([
-        {"name": "host", "type": "CONFIG_FIELD_TYPE_STRING", "default_value": "localhost", "description": "relay"},
-        {"name": "port", "type": "CONFIG_FIELD_TYPE_INT", "default_value": "-25"},
-        {"name": "tls", "type": "CONFIG_FIELD_TYPE_BOOL", "default_value": "false"},
-        {"name": "password", "type": "CONFIG_FIELD_TYPE_SECRET", "required": True},
-    ])
+    _validate(
+        [
+            {"name": "host", "type": "CONFIG_FIELD_TYPE_STRING", "default_value": "localhost", "description": "relay"},
+            {"name": "port", "type": "CONFIG_FIELD_TYPE_INT", "default_value": "-25"},
+            {"name": "tls", "type": "CONFIG_FIELD_TYPE_BOOL", "default_value": "false"},
+            {"name": "password", "type": "CONFIG_FIELD_TYPE_SECRET", "required": True},
+        ]
+    )
 
 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
         ([{"name": "Host", "type": "CONFIG_FIELD_TYPE_STRING"}], "config[0].name: 'Host' must be 1-64 characters"),
-        ([{"name": "a", "type": "CONFIG_FIELD_TYPE_INT"}, {"name": "a", "type": "CONFIG_FIELD_TYPE_INT"}],
-         "config[1].name: 'a' is listed twice"),
+        (
+            [{"name": "a", "type": "CONFIG_FIELD_TYPE_INT"}, {"name": "a", "type": "CONFIG_FIELD_TYPE_INT"}],
+            "config[1].name: 'a' is listed twice",
+        ),
         ([{"name": "a"}], "config[0].type: must be one of CONFIG_FIELD_TYPE_STRING"),
-        ([{"name": "a", "type": "CONFIG_FIELD_TYPE_INT", "default_value": "1e3"}],
-         "config[0].default_value: must be a 64-bit decimal integer"),
+        (
+            [{"name": "a", "type": "CONFIG_FIELD_TYPE_INT", "default_value": "1e3"}],
+            "config[0].default_value: must be a 64-bit decimal integer",
+        ),
         ([{"name": "a", "type": "CONFIG_FIELD_TYPE_BOOL", "default_value": "yes"}], "must be true or false"),
         ([{"name": "a", "type": "CONFIG_FIELD_TYPE_SECRET", "default_value": "hunter2"}], "a secret has no default"),
-        ([{"name": "a", "type": "CONFIG_FIELD_TYPE_INT", "required": True, "default_value": "1"}],
-         "a required field has no default_value"),
+        (
+            [{"name": "a", "type": "CONFIG_FIELD_TYPE_INT", "required": True, "default_value": "1"}],
+            "a required field has no default_value",
+        ),
         ([{"name": "a", "type": "CONFIG_FIELD_TYPE_INT", "required": "yes"}], "expected true or false"),
         ([{"name": "a", "type": "CONFIG_FIELD_TYPE_INT", "secret": True}], "secret"),
     ],
@@ -80,9 +92,7 @@ def test_rotation_aad_and_key_ids() -> None:
     old = SecretsKeyring([_key(1)])
     kid, sealed = old.seal("mailer", "password", "s3cret")
     assert kid == key_id(_key(1)) and "s3cret" not in sealed
-    rotated = SecretsKeyring.from_text(
-        ",".join(base64.b64encode(k).decode() for k in (_key(2), _key(1))), "test"
-    )
+    rotated = SecretsKeyring.from_text(",".join(base64.b64encode(k).decode() for k in (_key(2), _key(1))), "test")
     assert rotated.open("mailer", "password", kid, sealed) == "s3cret"  # old ciphertexts still open
     new_kid, _ = rotated.seal("mailer", "password", "s3cret")
     assert new_kid == rotated.primary_id == key_id(_key(2)) != kid
@@ -123,9 +133,25 @@ def test_key_file_created_0600_and_exposed_file_refused(tmp_path: pathlib.Path) 
 def test_core_refuses_to_start_with_a_weak_secrets_key(tmp_path: pathlib.Path) -> None:
     weak = base64.b64encode(b"\x00" * 32).decode()
     result = subprocess.run(
-        [sys.executable, "-m", "vivified.core.cli", "core", "--data-dir", str(tmp_path / "data"),
-         "--listen", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=60, check=False, env=clean_env(VIVIFIED_SECRETS_KEY=weak),
+        [
+            sys.executable,
+            "-m",
+            "vivified.core.cli",
+            "core",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_env(VIVIFIED_SECRETS_KEY=weak),
     )
     assert result.returncode == 1
     assert "VIVIFIED_SECRETS_KEY: a secrets key is not random" in result.stderr and weak not in result.stderr

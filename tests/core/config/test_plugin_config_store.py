@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 import sqlalchemy as sa
+
 from vivified.core.clock import ManualClock
 from vivified.core.db import create_engine_for
 from vivified.core.plugin_config import MASK, PluginConfigStore, SecretsKeyring

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+
 from support.processes import clean_env
 from vivified.core.cli import build_parser
 from vivified.core.cli._settings import CORE_VARIABLES, build_core_config
@@ -22,8 +23,14 @@ from vivified.core.settings import SETTINGS, Setting, SettingsError, field_value
 
 CORE = pathlib.Path(__file__).resolve().parents[3] / "core"
 # The modules that implement the settings themselves: reading a field there is not using it.
-SETTINGS_MODULES = {"settings", "config.py", "cli/_settings.py", "cli/_config_cmd.py", "cli/_config_file.py",
-                    "cli/_core_settings_cmd.py"}
+SETTINGS_MODULES = {
+    "settings",
+    "config.py",
+    "cli/_settings.py",
+    "cli/_config_cmd.py",
+    "cli/_config_file.py",
+    "cli/_core_settings_cmd.py",
+}
 
 
 def _attributes_read(root: pathlib.Path) -> set[str]:
@@ -156,7 +163,12 @@ def test_bounds_of_each_row_are_enforced_at_every_layer(tmp_path: pathlib.Path) 
 def test_config_show_lists_every_row_with_its_default(tmp_path: pathlib.Path) -> None:
     shown = subprocess.run(
         [sys.executable, "-m", "vivified.core.cli", "config", "show", "--data-dir", str(tmp_path / "data")],
-        capture_output=True, text=True, env=clean_env(), timeout=60, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
     )
     assert shown.returncode == 0, shown.stderr
     rows = [line.split() for line in shown.stdout.splitlines() if not line.startswith("note:")]

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy as sa
+
 from support.postgres_server import APP_ROLE, PostgresServer
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner, verify
 from vivified.core.clock import SystemClock
@@ -60,8 +61,12 @@ async def test_e4_app_role_can_append_but_never_rewrite_audit(
     app = create_engine_for(postgres.url(postgres_database, app_role=True))
     try:
         key = tmp_path / "checkpoint.key"
-        log = AuditLog(app, clock=SystemClock(), signer=CheckpointSigner.load_or_create(key),
-                       checkpoint_path=tmp_path / "checkpoints.jsonl")
+        log = AuditLog(
+            app,
+            clock=SystemClock(),
+            signer=CheckpointSigner.load_or_create(key),
+            checkpoint_path=tmp_path / "checkpoints.jsonl",
+        )
         await log.start()
         for n in range(3):
             await log.append(AuditRecord(actor="plugin:e4", action="e4.test", resource=str(n)))

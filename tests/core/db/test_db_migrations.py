@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 import vivified.core
 from vivified.core.db import (
     VERSION_TABLE,

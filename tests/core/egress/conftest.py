@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from opentelemetry.sdk.trace import TracerProvider
+
 from support.clients import error_info, manifest_message
 from vivified.core.audit import AuditLog, CheckpointSigner, audit_table
 from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key
@@ -74,7 +75,9 @@ class Received:
 Handler = Callable[[Received, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def reply(writer: asyncio.StreamWriter, status: int = 200, body: bytes = b"ok", headers: tuple[tuple[str, str], ...] = ()) -> None:
+async def reply(
+    writer: asyncio.StreamWriter, status: int = 200, body: bytes = b"ok", headers: tuple[tuple[str, str], ...] = ()
+) -> None:
     head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", *(f"{n}: {v}" for n, v in headers)]
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
     await writer.drain()
@@ -106,7 +109,11 @@ class Upstream:
             body = await reader.readexactly(length)
             ssl_object = writer.get_extra_info("ssl_object")
             request = Received(
-                method, target, headers, body, writer.get_extra_info("sockname")[0],  # type: ignore[arg-type]
+                method,
+                target,
+                headers,
+                body,
+                writer.get_extra_info("sockname")[0],  # type: ignore[arg-type]
                 self._names.get(id(ssl_object)) if ssl_object is not None else None,
             )
             self.received.append(request)
@@ -176,16 +183,24 @@ def _local_tls(directory: pathlib.Path) -> LocalTLS:
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "egress test CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     leaf = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TLS_NAMES[0])]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TLS_NAMES[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in TLS_NAMES]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -219,7 +234,9 @@ async def plain_upstream() -> AsyncIterator[Upstream]:
     await server.stop()
 
 
-def plugin_record(plugin_id: str, domains: list[str], ports: list[int], *, traits: tuple[str, ...] = ("external_service",)) -> PluginRecord:
+def plugin_record(
+    plugin_id: str, domains: list[str], ports: list[int], *, traits: tuple[str, ...] = ("external_service",)
+) -> PluginRecord:
     manifest = manifest_message(
         plugin_id,
         traits=["communication_plugin", *traits],
@@ -227,8 +244,12 @@ def plugin_record(plugin_id: str, domains: list[str], ports: list[int], *, trait
     )
     validate_manifest(manifest, TraitCatalogue.load_default())
     return PluginRecord(
-        plugin_id=plugin_id, status="active", manifest_sha256=manifest_sha256(manifest), manifest=manifest,
-        granted_traits=frozenset(manifest.traits), version="0.1.0",
+        plugin_id=plugin_id,
+        status="active",
+        manifest_sha256=manifest_sha256(manifest),
+        manifest=manifest,
+        granted_traits=frozenset(manifest.traits),
+        version="0.1.0",
     )
 
 
@@ -249,9 +270,13 @@ class EgressHarness:
             .sign(key, hashes.SHA256())
         )
         issued = self.ca.issue_plugin_certificate(name, csr.public_bytes(serialization.Encoding.PEM))
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         creds = grpc.ssl_channel_credentials(self.ca.root_pem, key_pem, issued.chain_pem)
-        return grpc.aio.secure_channel(self.address, creds, options=[("grpc.ssl_target_name_override", "core.vivified.local")])
+        return grpc.aio.secure_channel(
+            self.address, creds, options=[("grpc.ssl_target_name_override", "core.vivified.local")]
+        )
 
     def stub(self, channel: grpc.aio.Channel) -> egress_pb2_grpc.EgressProxyServiceStub:
         return egress_pb2_grpc.EgressProxyServiceStub(channel)
@@ -290,8 +315,12 @@ async def egress(tmp_path: pathlib.Path, local_tls: LocalTLS, clock: ManualClock
         # Each harness its own database and so its own checkpoint file: a log
         # refuses to start on checkpoints that cover records its table lacks.
         engine = create_engine_for(sqlite_url(tmp_path / f"db{len(stack)}.sqlite"))
-        log = AuditLog(engine, clock=SystemClock(), signer=CheckpointSigner.load_or_create(tmp_path / "cp.key"),
-                       checkpoint_path=tmp_path / f"cp{len(stack)}.jsonl")
+        log = AuditLog(
+            engine,
+            clock=SystemClock(),
+            signer=CheckpointSigner.load_or_create(tmp_path / "cp.key"),
+            checkpoint_path=tmp_path / f"cp{len(stack)}.jsonl",
+        )
         await log.start()
         by_id = {r.plugin_id: r for r in records}
 
@@ -315,10 +344,16 @@ async def egress(tmp_path: pathlib.Path, local_tls: LocalTLS, clock: ManualClock
             annotate(**fields)
 
         service = EgressService(
-            plugin_lookup=by_id.get, identify=authenticator.principal, annotate=note,
+            plugin_lookup=by_id.get,
+            identify=authenticator.principal,
+            annotate=note,
             config=config or EgressConfig(allow_ranges=(ipaddress.ip_network("127.0.0.0/8"),)),
-            resolver=resolver, clock=clock, ssl_context=local_tls.client, connector=connector,
-            own_endpoints=own_endpoints, environ=environ or {},
+            resolver=resolver,
+            clock=clock,
+            ssl_context=local_tls.client,
+            connector=connector,
+            own_endpoints=own_endpoints,
+            environ=environ or {},
         )
         harness.service = service
         served = await serve(ca, deps, [(service, egress_pb2_grpc.add_EgressProxyServiceServicer_to_server)])
@@ -363,7 +398,9 @@ def respond() -> Callable[..., Awaitable[None]]:
     return reply
 
 
-def fetch(url: str, method: str = "GET", *, headers: tuple[tuple[str, str], ...] = (), body: bytes = b"") -> egress_pb2.FetchRequest:
+def fetch(
+    url: str, method: str = "GET", *, headers: tuple[tuple[str, str], ...] = (), body: bytes = b""
+) -> egress_pb2.FetchRequest:
     return egress_pb2.FetchRequest(
         method=method, url=url, headers=[egress_pb2.HttpHeader(name=n, value=v) for n, v in headers], body=body
     )
@@ -384,7 +421,9 @@ def recording_connector() -> RecordingConnector:
     return RecordingConnector()
 
 
-async def _failing_fetch(harness: EgressHarness, plugin_id: str, request: egress_pb2.FetchRequest) -> tuple[grpc.StatusCode, Any]:
+async def _failing_fetch(
+    harness: EgressHarness, plugin_id: str, request: egress_pb2.FetchRequest
+) -> tuple[grpc.StatusCode, Any]:
     """Fetch that must fail: (status code, ErrorInfo)."""
     async with harness.channel(plugin_id) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -392,7 +431,9 @@ async def _failing_fetch(harness: EgressHarness, plugin_id: str, request: egress
     return caught.value.code(), error_info(caught.value)
 
 
-async def _good_fetch(harness: EgressHarness, plugin_id: str, request: egress_pb2.FetchRequest) -> egress_pb2.FetchResponse:
+async def _good_fetch(
+    harness: EgressHarness, plugin_id: str, request: egress_pb2.FetchRequest
+) -> egress_pb2.FetchResponse:
     async with harness.channel(plugin_id) as channel:
         response: egress_pb2.FetchResponse = await harness.stub(channel).Fetch(request, timeout=20)
         return response

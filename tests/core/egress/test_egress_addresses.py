@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from support.clients import error_info
 from vivified.core.egress import (
     AddressPolicy,
@@ -127,7 +128,9 @@ async def test_h1_private_answer_for_an_allowed_name_is_denied_through_the_chain
 ) -> None:
     dns = resolver({"api.example.com": [["93.184.216.34", "10.0.0.1"]]})
     harness = await egress(
-        records=[records("fetcher", ["api.example.com"], [443])], resolver=dns, config=EgressConfig(),
+        records=[records("fetcher", ["api.example.com"], [443])],
+        resolver=dns,
+        config=EgressConfig(),
         connector=recording_connector,
     )
     async with harness.channel("fetcher") as channel:
@@ -141,7 +144,10 @@ async def test_h1_private_answer_for_an_allowed_name_is_denied_through_the_chain
     rows = harness.rows()
     assert len(rows) == 1
     assert (rows[0].actor, rows[0].decision, rows[0].reason, rows[0].rule_id) == (
-        "plugin:fetcher", "deny", "EGRESS_DENIED", "egress"
+        "plugin:fetcher",
+        "deny",
+        "EGRESS_DENIED",
+        "egress",
     )
     detail = harness.details()[0]
     assert (detail["host"], detail["why"]) == ("api.example.com", "address_not_public")
@@ -158,7 +164,9 @@ async def test_public_answer_is_dialled_by_address_with_the_host_name_for_tls(
 
     dns = resolver({"api.example.com": [["93.184.216.34", "2606:4700:4700::1111"]]})
     harness = await egress(
-        records=[records("fetcher", ["api.example.com"], [443])], resolver=dns, config=EgressConfig(),
+        records=[records("fetcher", ["api.example.com"], [443])],
+        resolver=dns,
+        config=EgressConfig(),
         connector=refusing,
     )
     async with harness.channel("fetcher") as channel:
@@ -195,6 +203,8 @@ async def test_a_fetch_never_loops_back_into_the_core(
     harness.service.listening_on([f"0.0.0.0:{upstream.port}"])
     code, info = await failing_fetch(harness, "fetcher", request_for(url))
     assert (code, info.reason, info.metadata["address_class"]) == (
-        grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "core_endpoint"
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "core_endpoint",
     )
     assert len(upstream.received) == 1 and len(harness.rows()) == 2

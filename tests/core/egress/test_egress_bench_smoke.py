@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from vivified.bench._egress import run_egress_bench
 
 pytestmark = pytest.mark.asyncio

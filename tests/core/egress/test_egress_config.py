@@ -8,6 +8,7 @@ import pathlib
 from typing import Any
 
 import pytest
+
 from vivified.core.egress import (
     CredentialRule,
     Credentials,
@@ -33,22 +34,33 @@ def test_defaults_are_the_production_limits() -> None:
 
 
 def test_load_a_full_config(tmp_path: pathlib.Path) -> None:
-    config = load_egress_config(_write(tmp_path, {
-        "allow_ranges": ["10.20.0.0/16", "fd00::/8"],
-        "deny_ranges": ["10.20.30.0/24"],
-        "max_request_bytes": 2048,
-        "max_response_bytes": 4096,
-        "total_timeout_seconds": 12.5,
-        "idle_timeout_seconds": 2,
-        "connect_timeout_seconds": 1,
-        "max_redirects": 0,
-        "per_plugin_rate_per_second": 3.5,
-        "per_plugin_burst": 7,
-        "per_plugin_concurrency": 2,
-        "credentials": [{"plugin_id": "email", "domain": "API.Mail.example.com.", "header": "Authorization",
-                         "value_env": "EMAIL_TOKEN"}],
-        "report_only_plugins": ["email"],
-    }))
+    config = load_egress_config(
+        _write(
+            tmp_path,
+            {
+                "allow_ranges": ["10.20.0.0/16", "fd00::/8"],
+                "deny_ranges": ["10.20.30.0/24"],
+                "max_request_bytes": 2048,
+                "max_response_bytes": 4096,
+                "total_timeout_seconds": 12.5,
+                "idle_timeout_seconds": 2,
+                "connect_timeout_seconds": 1,
+                "max_redirects": 0,
+                "per_plugin_rate_per_second": 3.5,
+                "per_plugin_burst": 7,
+                "per_plugin_concurrency": 2,
+                "credentials": [
+                    {
+                        "plugin_id": "email",
+                        "domain": "API.Mail.example.com.",
+                        "header": "Authorization",
+                        "value_env": "EMAIL_TOKEN",
+                    }
+                ],
+                "report_only_plugins": ["email"],
+            },
+        )
+    )
     assert config.allow_ranges == (ipaddress.ip_network("10.20.0.0/16"), ipaddress.ip_network("fd00::/8"))
     assert config.deny_ranges == (ipaddress.ip_network("10.20.30.0/24"),)
     assert (config.max_request_bytes, config.total_timeout_seconds, config.max_redirects) == (2048, 12.5, 0)
@@ -77,21 +89,47 @@ def test_load_a_full_config(tmp_path: pathlib.Path) -> None:
         ({"report_only_plugins": "email"}, "list of plugin ids"),
         ({"credentials": {}}, "must be a list"),
         ({"credentials": [{"plugin_id": "p", "domain": "a.example.com", "header": "X-K"}]}, "exactly"),
-        ({"credentials": [{"plugin_id": "p", "domain": "a.example.com", "header": "X-K", "value_env": "K",
-                           "value": "inline-secret"}]}, "exactly"),
+        (
+            {
+                "credentials": [
+                    {
+                        "plugin_id": "p",
+                        "domain": "a.example.com",
+                        "header": "X-K",
+                        "value_env": "K",
+                        "value": "inline-secret",
+                    }
+                ]
+            },
+            "exactly",
+        ),
         ({"credentials": [{"plugin_id": "p", "domain": "*", "header": "X-K", "value_env": "K"}]}, "refused"),
         ({"credentials": [{"plugin_id": "p", "domain": "127.0.0.1", "header": "X-K", "value_env": "K"}]}, "refused"),
-        ({"credentials": [{"plugin_id": "p", "domain": "a.example.com", "header": "Host", "value_env": "K"}]},
-         "not a header a credential may set"),
-        ({"credentials": [{"plugin_id": "p", "domain": "a.example.com", "header": "X K", "value_env": "K"}]},
-         "not a header a credential may set"),
-        ({"credentials": [{"plugin_id": "p", "domain": "a.example.com", "header": "X-K", "value_env": "1K"}]},
-         "not an environment variable name"),
-        ({"credentials": [{"plugin_id": "", "domain": "a.example.com", "header": "X-K", "value_env": "K"}]},
-         "plugin_id must not be empty"),
-        ({"credentials": [{"plugin_id": "p", "domain": "a.example.com", "header": "X-K", "value_env": "K"},
-                          {"plugin_id": "p", "domain": "A.example.com", "header": "x-k", "value_env": "L"}]},
-         "listed twice"),
+        (
+            {"credentials": [{"plugin_id": "p", "domain": "a.example.com", "header": "Host", "value_env": "K"}]},
+            "not a header a credential may set",
+        ),
+        (
+            {"credentials": [{"plugin_id": "p", "domain": "a.example.com", "header": "X K", "value_env": "K"}]},
+            "not a header a credential may set",
+        ),
+        (
+            {"credentials": [{"plugin_id": "p", "domain": "a.example.com", "header": "X-K", "value_env": "1K"}]},
+            "not an environment variable name",
+        ),
+        (
+            {"credentials": [{"plugin_id": "", "domain": "a.example.com", "header": "X-K", "value_env": "K"}]},
+            "plugin_id must not be empty",
+        ),
+        (
+            {
+                "credentials": [
+                    {"plugin_id": "p", "domain": "a.example.com", "header": "X-K", "value_env": "K"},
+                    {"plugin_id": "p", "domain": "A.example.com", "header": "x-k", "value_env": "L"},
+                ]
+            },
+            "listed twice",
+        ),
     ],
 )
 def test_bad_config_is_refused_with_a_clear_message(tmp_path: pathlib.Path, data: Any, message: str) -> None:
@@ -147,9 +185,12 @@ async def test_resolve_answers_listed_hosts_from_the_table_and_others_from_the_r
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [([], "resolve must be an object"), ({"api.example.com": []}, "non-empty list"),
-     ({"api.example.com": ["not-an-ip"]}, "does not appear to be an IPv4 or IPv6 address"),
-     ({"bad host!": ["127.0.0.1"]}, "is not a host name")],
+    [
+        ([], "resolve must be an object"),
+        ({"api.example.com": []}, "non-empty list"),
+        ({"api.example.com": ["not-an-ip"]}, "does not appear to be an IPv4 or IPv6 address"),
+        ({"bad host!": ["127.0.0.1"]}, "is not a host name"),
+    ],
 )
 def test_a_bad_resolve_table_is_refused(tmp_path: pathlib.Path, value: Any, message: str) -> None:
     with pytest.raises(FailedPrecondition) as caught:

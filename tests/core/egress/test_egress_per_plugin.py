@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from vivified.core.chain import Principal
 from vivified.core.egress import CredentialRule, EgressConfig, EgressService
 from vivified.core.errors import PermissionDenied
@@ -24,10 +25,14 @@ CANARY = "canary-secret-6f1d2c9a"
 
 
 def _dns(resolver: Any) -> Any:
-    return resolver({
-        "api.example.com": [["127.0.0.1"]], "files.example.org": [["127.0.0.1"]],
-        "other.example.com": [["127.0.0.1"]], "private.example.com": [["10.0.0.7"]],
-    })
+    return resolver(
+        {
+            "api.example.com": [["127.0.0.1"]],
+            "files.example.org": [["127.0.0.1"]],
+            "other.example.com": [["127.0.0.1"]],
+            "private.example.com": [["10.0.0.7"]],
+        }
+    )
 
 
 async def test_plugin_without_external_service_is_denied(
@@ -35,7 +40,11 @@ async def test_plugin_without_external_service_is_denied(
 ) -> None:
     harness = await egress(records=[records("plain", [], [], traits=())], resolver=_dns(resolver))
     code, info = await failing_fetch(harness, "plain", request_for(f"https://api.example.com:{upstream.port}/"))
-    assert (code, info.reason, info.metadata["why"]) == (grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "trait_missing")
+    assert (code, info.reason, info.metadata["why"]) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "trait_missing",
+    )
     rows = harness.rows()
     assert len(rows) == 1 and (rows[0].actor, rows[0].decision, rows[0].rule_id) == ("plugin:plain", "deny", "egress")
     assert upstream.received == []
@@ -45,27 +54,40 @@ async def test_plugin_a_allowlist_does_not_admit_plugin_b(
     egress: Any, records: Any, resolver: Any, upstream: Any, good_fetch: Any, failing_fetch: Any, request_for: Any
 ) -> None:
     harness = await egress(
-        records=[records("plugin-a", ["api.example.com"], [upstream.port]),
-                 records("plugin-b", ["files.example.org"], [upstream.port])],
+        records=[
+            records("plugin-a", ["api.example.com"], [upstream.port]),
+            records("plugin-b", ["files.example.org"], [upstream.port]),
+        ],
         resolver=_dns(resolver),
     )
     url = f"https://api.example.com:{upstream.port}/"
     assert (await good_fetch(harness, "plugin-a", request_for(url))).status_code == 200
     code, info = await failing_fetch(harness, "plugin-b", request_for(url))
     assert (code, info.reason, info.metadata["why"], info.metadata["host"]) == (
-        grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "host_not_allowed", "api.example.com"
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "host_not_allowed",
+        "api.example.com",
     )
     code, info = await failing_fetch(harness, "plugin-a", request_for(f"https://files.example.org:{upstream.port}/"))
     assert info.metadata["why"] == "host_not_allowed"
     assert [(r.actor, r.decision) for r in harness.rows()] == [
-        ("plugin:plugin-a", "allow"), ("plugin:plugin-b", "deny"), ("plugin:plugin-a", "deny")
+        ("plugin:plugin-a", "allow"),
+        ("plugin:plugin-b", "deny"),
+        ("plugin:plugin-a", "deny"),
     ]
     assert len(upstream.received) == 1
 
 
 async def test_credential_injection_the_plugin_never_sees_the_secret(
-    egress: Any, records: Any, resolver: Any, upstream: Any, upstream_factory: Any, good_fetch: Any,
-    request_for: Any, caplog: pytest.LogCaptureFixture,
+    egress: Any,
+    records: Any,
+    resolver: Any,
+    upstream: Any,
+    upstream_factory: Any,
+    good_fetch: Any,
+    request_for: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     plain = await upstream_factory(tls=False)
@@ -74,12 +96,18 @@ async def test_credential_injection_the_plugin_never_sees_the_secret(
         credentials=(CredentialRule("fetcher", "*.example.com", "X-Api-Key", "EGRESS_TEST_KEY"),),
     )
     harness = await egress(
-        records=[records("fetcher", ["api.example.com", "other.example.com"], [upstream.port, plain.port]),
-                 records("bystander", ["api.example.com"], [upstream.port])],
-        resolver=_dns(resolver), config=config, environ={"EGRESS_TEST_KEY": CANARY},
+        records=[
+            records("fetcher", ["api.example.com", "other.example.com"], [upstream.port, plain.port]),
+            records("bystander", ["api.example.com"], [upstream.port]),
+        ],
+        resolver=_dns(resolver),
+        config=config,
+        environ={"EGRESS_TEST_KEY": CANARY},
     )
     spoofed = (("x-api-key", "plugin-chosen"), ("X-Other", "1"))
-    response = await good_fetch(harness, "fetcher", request_for(f"https://api.example.com:{upstream.port}/", headers=spoofed))
+    response = await good_fetch(
+        harness, "fetcher", request_for(f"https://api.example.com:{upstream.port}/", headers=spoofed)
+    )
     seen = upstream.received[0]
     assert [v for n, v in seen.headers if n.lower() == "x-api-key"] == [CANARY]  # replaces the plugin's value
     assert seen.header("x-other") == "1"
@@ -99,14 +127,23 @@ async def test_credential_injection_the_plugin_never_sees_the_secret(
 
 
 async def test_report_only_allows_a_new_host_but_never_a_private_address(
-    egress: Any, records: Any, resolver: Any, upstream: Any, good_fetch: Any, failing_fetch: Any,
-    request_for: Any, caplog: pytest.LogCaptureFixture,
+    egress: Any,
+    records: Any,
+    resolver: Any,
+    upstream: Any,
+    good_fetch: Any,
+    failing_fetch: Any,
+    request_for: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = EgressConfig(allow_ranges=LOOPBACK, report_only_plugins=frozenset({"rollout"}))
     harness = await egress(
-        records=[records("rollout", ["api.example.com"], [upstream.port]),
-                 records("strict", ["api.example.com"], [upstream.port])],
-        resolver=_dns(resolver), config=config,
+        records=[
+            records("rollout", ["api.example.com"], [upstream.port]),
+            records("strict", ["api.example.com"], [upstream.port]),
+        ],
+        resolver=_dns(resolver),
+        config=config,
     )
     with caplog.at_level(logging.WARNING):
         response = await good_fetch(harness, "rollout", request_for(f"https://other.example.com:{upstream.port}/"))
@@ -116,7 +153,11 @@ async def test_report_only_allows_a_new_host_but_never_a_private_address(
     assert harness.rows()[0].decision == "allow"
 
     code, info = await failing_fetch(harness, "rollout", request_for(f"https://private.example.com:{upstream.port}/"))
-    assert (code, info.reason, info.metadata["why"]) == (grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "address_not_public")
+    assert (code, info.reason, info.metadata["why"]) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "address_not_public",
+    )
     code, info = await failing_fetch(harness, "rollout", request_for("https://other.example.com:8443/"))
     assert (code, info.metadata["why"]) == (grpc.StatusCode.INVALID_ARGUMENT, "port_not_allowed")
     # report-only is per plugin: another plugin is still enforced
@@ -127,13 +168,23 @@ async def test_report_only_allows_a_new_host_but_never_a_private_address(
 
 
 async def test_per_plugin_rate_limit(
-    egress: Any, records: Any, resolver: Any, upstream: Any, good_fetch: Any, failing_fetch: Any,
-    request_for: Any, clock: Any,
+    egress: Any,
+    records: Any,
+    resolver: Any,
+    upstream: Any,
+    good_fetch: Any,
+    failing_fetch: Any,
+    request_for: Any,
+    clock: Any,
 ) -> None:
     config = EgressConfig(allow_ranges=LOOPBACK, per_plugin_rate_per_second=1.0, per_plugin_burst=2)
     harness = await egress(
-        records=[records("busy", ["api.example.com"], [upstream.port]), records("calm", ["api.example.com"], [upstream.port])],
-        resolver=_dns(resolver), config=config,
+        records=[
+            records("busy", ["api.example.com"], [upstream.port]),
+            records("calm", ["api.example.com"], [upstream.port]),
+        ],
+        resolver=_dns(resolver),
+        config=config,
     )
     url = f"https://api.example.com:{upstream.port}/"
     for _ in range(2):
@@ -161,7 +212,9 @@ async def test_per_plugin_concurrency_limit(
 
     upstream.routes["/held"] = held
     config = EgressConfig(allow_ranges=LOOPBACK, per_plugin_concurrency=1)
-    harness = await egress(records=[records("busy", ["api.example.com"], [upstream.port])], resolver=_dns(resolver), config=config)
+    harness = await egress(
+        records=[records("busy", ["api.example.com"], [upstream.port])], resolver=_dns(resolver), config=config
+    )
     url = f"https://api.example.com:{upstream.port}/held"
     async with harness.channel("busy") as channel:
         first = asyncio.ensure_future(harness.stub(channel).Fetch(request_for(url), timeout=20))
@@ -192,7 +245,9 @@ class _Context:
 async def test_only_active_plugins_fetch(records: Any, principal: Principal, status: str, why: str) -> None:
     record = dataclasses.replace(records("fetcher", ["api.example.com"], [443]), status=status)
     service = EgressService(
-        plugin_lookup={"fetcher": record}.get, identify=lambda context: principal, annotate=lambda c, f: None,
+        plugin_lookup={"fetcher": record}.get,
+        identify=lambda context: principal,
+        annotate=lambda c, f: None,
     )
     with pytest.raises(PermissionDenied) as caught:
         await service.Fetch(egress_pb2.FetchRequest(method="GET", url="https://api.example.com/"), _Context())

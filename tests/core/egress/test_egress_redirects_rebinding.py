@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from vivified.core.egress import EgressConfig
 
 pytestmark = pytest.mark.asyncio
@@ -24,15 +25,23 @@ def _redirect(respond: Any, status: int, location: str) -> Any:
 
 
 async def test_dns_rebinding_the_core_dials_only_the_address_it_checked(
-    egress: Any, records: Any, resolver: Any, upstream_factory: Any, recording_connector: Any,
-    good_fetch: Any, failing_fetch: Any, request_for: Any,
+    egress: Any,
+    records: Any,
+    resolver: Any,
+    upstream_factory: Any,
+    recording_connector: Any,
+    good_fetch: Any,
+    failing_fetch: Any,
+    request_for: Any,
 ) -> None:
     server = await upstream_factory(host="127.0.0.2")
     # Only 127.0.0.2 is admitted; the name "rebinds" to 127.0.0.1 on the next lookup.
     dns = resolver({"api.example.com": [["127.0.0.2"], ["127.0.0.1"]]})
     harness = await egress(
-        records=[records("fetcher", ["api.example.com"], [server.port])], resolver=dns,
-        config=EgressConfig(allow_ranges=(ipaddress.ip_network("127.0.0.2/32"),)), connector=recording_connector,
+        records=[records("fetcher", ["api.example.com"], [server.port])],
+        resolver=dns,
+        config=EgressConfig(allow_ranges=(ipaddress.ip_network("127.0.0.2/32"),)),
+        connector=recording_connector,
     )
     url = f"https://api.example.com:{server.port}/"
     response = await good_fetch(harness, "fetcher", request_for(url))
@@ -44,25 +53,39 @@ async def test_dns_rebinding_the_core_dials_only_the_address_it_checked(
 
     code, info = await failing_fetch(harness, "fetcher", request_for(url))
     assert (code, info.reason, info.metadata["why"], info.metadata["address"]) == (
-        grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "address_not_public", "127.0.0.1"
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "address_not_public",
+        "127.0.0.1",
     )
     assert len(recording_connector.dialled) == 1
     assert [(r.decision, r.reason) for r in harness.rows()] == [("allow", ""), ("deny", "EGRESS_DENIED")]
 
 
 async def test_redirect_to_a_private_address_is_refused(
-    egress: Any, records: Any, resolver: Any, upstream: Any, recording_connector: Any, respond: Any,
-    failing_fetch: Any, request_for: Any,
+    egress: Any,
+    records: Any,
+    resolver: Any,
+    upstream: Any,
+    recording_connector: Any,
+    respond: Any,
+    failing_fetch: Any,
+    request_for: Any,
 ) -> None:
     upstream.routes["/r"] = _redirect(respond, 302, f"https://internal.example.com:{upstream.port}/admin")
     dns = resolver({"api.example.com": [["127.0.0.1"]], "internal.example.com": [["10.0.0.5"]]})
     harness = await egress(
-        records=[records("fetcher", ["*.example.com"], [upstream.port])], resolver=dns, config=LOOPBACK,
+        records=[records("fetcher", ["*.example.com"], [upstream.port])],
+        resolver=dns,
+        config=LOOPBACK,
         connector=recording_connector,
     )
     code, info = await failing_fetch(harness, "fetcher", request_for(f"https://api.example.com:{upstream.port}/r"))
     assert (code, info.reason, info.metadata["why"], info.metadata["address"]) == (
-        grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "address_not_public", "10.0.0.5"
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "address_not_public",
+        "10.0.0.5",
     )
     assert [d[0] for d in recording_connector.dialled] == ["127.0.0.1"]
     rows = harness.rows()
@@ -75,9 +98,19 @@ async def test_redirect_to_a_private_address_is_refused(
     ("location", "code", "reason", "why"),
     [
         ("https://evil.example.org:{port}/", grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "host_not_allowed"),
-        ("https://api.example.com.evil.org:{port}/", grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "host_not_allowed"),
+        (
+            "https://api.example.com.evil.org:{port}/",
+            grpc.StatusCode.PERMISSION_DENIED,
+            "EGRESS_DENIED",
+            "host_not_allowed",
+        ),
         ("https://127.0.0.1:{port}/", grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "host_not_allowed"),
-        ("https://169.254.169.254/latest/meta-data/", grpc.StatusCode.INVALID_ARGUMENT, "EGRESS_URL_INVALID", "ip_literal"),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "EGRESS_URL_INVALID",
+            "ip_literal",
+        ),
         ("https://api.example.com:1/", grpc.StatusCode.INVALID_ARGUMENT, "EGRESS_URL_INVALID", "port_not_allowed"),
         ("http://api.example.com/", grpc.StatusCode.INVALID_ARGUMENT, "EGRESS_URL_INVALID", "port_not_allowed"),
         ("file:///etc/passwd", grpc.StatusCode.INVALID_ARGUMENT, "EGRESS_URL_INVALID", "scheme"),
@@ -88,12 +121,23 @@ async def test_redirect_to_a_private_address_is_refused(
     ],
 )
 async def test_redirect_to_a_disallowed_target_is_refused(
-    egress: Any, records: Any, resolver: Any, upstream: Any, respond: Any, failing_fetch: Any, request_for: Any,
-    location: str, code: grpc.StatusCode, reason: str, why: str,
+    egress: Any,
+    records: Any,
+    resolver: Any,
+    upstream: Any,
+    respond: Any,
+    failing_fetch: Any,
+    request_for: Any,
+    location: str,
+    code: grpc.StatusCode,
+    reason: str,
+    why: str,
 ) -> None:
     upstream.routes["/r"] = _redirect(respond, 301, location.format(port=upstream.port))
     dns = resolver({"api.example.com": [["127.0.0.1"]], "evil.example.org": [["127.0.0.1"]]})
-    harness = await egress(records=[records("fetcher", ["api.example.com"], [upstream.port])], resolver=dns, config=LOOPBACK)
+    harness = await egress(
+        records=[records("fetcher", ["api.example.com"], [upstream.port])], resolver=dns, config=LOOPBACK
+    )
     got_code, info = await failing_fetch(harness, "fetcher", request_for(f"https://api.example.com:{upstream.port}/r"))
     assert (got_code, info.reason, info.metadata["why"]) == (code, reason, why)
     assert [r.target for r in upstream.received] == ["/r"]
@@ -105,9 +149,15 @@ async def test_redirect_chain_longer_than_the_limit_is_refused(
 ) -> None:
     upstream.routes["/loop"] = _redirect(respond, 302, "/loop")
     dns = resolver({"api.example.com": [["127.0.0.1"]]})
-    harness = await egress(records=[records("fetcher", ["api.example.com"], [upstream.port])], resolver=dns, config=LOOPBACK)
+    harness = await egress(
+        records=[records("fetcher", ["api.example.com"], [upstream.port])], resolver=dns, config=LOOPBACK
+    )
     code, info = await failing_fetch(harness, "fetcher", request_for(f"https://api.example.com:{upstream.port}/loop"))
-    assert (code, info.reason, info.metadata["why"]) == (grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "too_many_redirects")
+    assert (code, info.reason, info.metadata["why"]) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "too_many_redirects",
+    )
     assert len(upstream.received) == 3  # the request and max_redirects=2 hops, no more
     assert len(harness.rows()) == 1 and harness.rows()[0].decision == "deny"
 
@@ -120,16 +170,30 @@ async def test_allowed_redirects_are_followed_with_the_right_method_and_headers(
     upstream.routes["/see-other"] = _redirect(respond, 303, f"https://files.example.org:{port}/other")
     dns = resolver({"api.example.com": [["127.0.0.1"]], "files.example.org": [["127.0.0.1"]]})
     harness = await egress(
-        records=[records("fetcher", ["api.example.com", "files.example.org"], [port])], resolver=dns, config=LOOPBACK,
+        records=[records("fetcher", ["api.example.com", "files.example.org"], [port])],
+        resolver=dns,
+        config=LOOPBACK,
     )
     headers = (("Authorization", "Bearer plugin-token"), ("Content-Type", "application/json"))
-    kept = await good_fetch(harness, "fetcher", request_for(f"https://api.example.com:{port}/keep", "POST", headers=headers, body=b"{}"))
+    kept = await good_fetch(
+        harness, "fetcher", request_for(f"https://api.example.com:{port}/keep", "POST", headers=headers, body=b"{}")
+    )
     assert kept.status_code == 200
     first, second = upstream.received[0], upstream.received[1]
-    assert (first.method, first.target, second.method, second.target, second.body) == ("POST", "/keep", "POST", "/kept", b"{}")
+    assert (first.method, first.target, second.method, second.target, second.body) == (
+        "POST",
+        "/keep",
+        "POST",
+        "/kept",
+        b"{}",
+    )
     assert second.header("authorization") == "Bearer plugin-token"  # same host: kept
 
-    other = await good_fetch(harness, "fetcher", request_for(f"https://api.example.com:{port}/see-other", "POST", headers=headers, body=b"{}"))
+    other = await good_fetch(
+        harness,
+        "fetcher",
+        request_for(f"https://api.example.com:{port}/see-other", "POST", headers=headers, body=b"{}"),
+    )
     assert other.status_code == 200
     hop = upstream.received[3]
     assert (hop.method, hop.target, hop.body, hop.server_name) == ("GET", "/other", b"", "files.example.org")
@@ -146,6 +210,8 @@ async def test_a_redirect_without_location_is_returned_as_is(
 
     upstream.routes["/bare"] = bare
     dns = resolver({"api.example.com": [["127.0.0.1"]]})
-    harness = await egress(records=[records("fetcher", ["api.example.com"], [upstream.port])], resolver=dns, config=LOOPBACK)
+    harness = await egress(
+        records=[records("fetcher", ["api.example.com"], [upstream.port])], resolver=dns, config=LOOPBACK
+    )
     response = await good_fetch(harness, "fetcher", request_for(f"https://api.example.com:{upstream.port}/bare"))
     assert (response.status_code, response.body) == (302, b"nowhere")

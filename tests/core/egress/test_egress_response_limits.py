@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from support.clients import error_info
 from vivified.core.egress import EgressConfig
 from vivified.egress.v1 import egress_pb2
@@ -65,8 +66,12 @@ async def test_fetch_returns_status_headers_body_and_audits_the_facts(
     detail = _only_record(harness, "OK", "")
     assert harness.rows()[0].decision == "allow"
     assert detail == {
-        "host": "api.example.com", "port": str(upstream.port), "hops": "0", "address": "127.0.0.1",
-        "status": "201", "bytes": "11",
+        "host": "api.example.com",
+        "port": str(upstream.port),
+        "hops": "0",
+        "address": "127.0.0.1",
+        "status": "201",
+        "bytes": "11",
     }
 
 
@@ -105,7 +110,9 @@ async def test_h2_response_limits_undeclared_endless_body_stops_at_the_cap(
     upstream.routes["/endless"] = endless
     harness = await _setup(egress, records, resolver, upstream)
     started = time.monotonic()
-    code, info = await failing_fetch(harness, "fetcher", request_for(f"https://api.example.com:{upstream.port}/endless"))
+    code, info = await failing_fetch(
+        harness, "fetcher", request_for(f"https://api.example.com:{upstream.port}/endless")
+    )
     assert (code, info.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "EGRESS_TOO_LARGE")
     assert time.monotonic() - started < 2.0
     # the core hung up on the upstream instead of reading on
@@ -224,18 +231,40 @@ async def test_h2_request_headers_not_forwarded(
 ) -> None:
     harness = await _setup(egress, records, resolver, upstream)
     sent = (
-        ("Proxy-Authorization", "Basic c2VjcmV0"), ("Cookie", "session=plugin"), ("Cookie2", "x"),
-        ("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"), ("Keep-Alive", "timeout=5"), ("Upgrade", "websocket"),
-        ("TE", "trailers"), ("Trailer", "X-T"), ("Transfer-Encoding", "chunked"), ("Proxy-Connection", "keep-alive"),
-        ("Host", "169.254.169.254"), ("Content-Length", "999"), ("Expect", "100-continue"),
-        ("Accept-Encoding", "br"), ("X-Vivified-Actor", "operator:admin"), ("X-Custom", "yes"),
+        ("Proxy-Authorization", "Basic c2VjcmV0"),
+        ("Cookie", "session=plugin"),
+        ("Cookie2", "x"),
+        ("Connection", "keep-alive, X-Hop"),
+        ("X-Hop", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("Upgrade", "websocket"),
+        ("TE", "trailers"),
+        ("Trailer", "X-T"),
+        ("Transfer-Encoding", "chunked"),
+        ("Proxy-Connection", "keep-alive"),
+        ("Host", "169.254.169.254"),
+        ("Content-Length", "999"),
+        ("Expect", "100-continue"),
+        ("Accept-Encoding", "br"),
+        ("X-Vivified-Actor", "operator:admin"),
+        ("X-Custom", "yes"),
         ("Authorization", "Bearer plugin-token"),
     )
     await good_fetch(harness, "fetcher", request_for(f"https://api.example.com:{upstream.port}/", headers=sent))
     seen = upstream.received[0]
     assert not seen.names() & {
-        "proxy-authorization", "cookie", "cookie2", "x-hop", "keep-alive", "upgrade", "te", "trailer",
-        "transfer-encoding", "proxy-connection", "expect", "x-vivified-actor",
+        "proxy-authorization",
+        "cookie",
+        "cookie2",
+        "x-hop",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "proxy-connection",
+        "expect",
+        "x-vivified-actor",
     }
     assert seen.header("host") == f"api.example.com:{upstream.port}"
     assert (seen.header("connection"), seen.header("accept-encoding")) == ("close", "gzip, deflate")
@@ -247,19 +276,35 @@ async def test_h2_upstream_internal_and_hop_by_hop_headers_stripped(
     egress: Any, records: Any, resolver: Any, upstream: Any, good_fetch: Any, request_for: Any, respond: Any
 ) -> None:
     async def noisy(request: Any, writer: asyncio.StreamWriter) -> None:
-        await respond(writer, 200, b"ok", (
-            ("X-Vivified-Actor", "core:core"), ("X-Vivified-Error", "forged"), ("Connection", "close, X-Private-Hop"),
-            ("X-Private-Hop", "1"), ("Keep-Alive", "timeout=5"), ("Proxy-Authenticate", "Basic"),
-            ("Set-Cookie", "a=b"), ("X-Kept", "yes"),
-        ))
+        await respond(
+            writer,
+            200,
+            b"ok",
+            (
+                ("X-Vivified-Actor", "core:core"),
+                ("X-Vivified-Error", "forged"),
+                ("Connection", "close, X-Private-Hop"),
+                ("X-Private-Hop", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("Proxy-Authenticate", "Basic"),
+                ("Set-Cookie", "a=b"),
+                ("X-Kept", "yes"),
+            ),
+        )
 
     upstream.routes["/noisy"] = noisy
     harness = await _setup(egress, records, resolver, upstream)
     response = await good_fetch(harness, "fetcher", request_for(f"https://api.example.com:{upstream.port}/noisy"))
     names = {h.name.lower() for h in response.headers}
     assert {"set-cookie", "x-kept", "content-length"} <= names
-    assert not names & {"x-vivified-actor", "x-vivified-error", "connection", "x-private-hop", "keep-alive",
-                        "proxy-authenticate"}
+    assert not names & {
+        "x-vivified-actor",
+        "x-vivified-error",
+        "connection",
+        "x-private-hop",
+        "keep-alive",
+        "proxy-authenticate",
+    }
 
 
 @pytest.mark.parametrize(
@@ -278,8 +323,14 @@ async def test_h2_upstream_internal_and_hop_by_hop_headers_stripped(
     ],
 )
 async def test_request_injection_is_invalid(
-    egress: Any, records: Any, resolver: Any, upstream: Any, failing_fetch: Any, request_for: Any,
-    method: str, headers: tuple[tuple[str, str], ...],
+    egress: Any,
+    records: Any,
+    resolver: Any,
+    upstream: Any,
+    failing_fetch: Any,
+    request_for: Any,
+    method: str,
+    headers: tuple[tuple[str, str], ...],
 ) -> None:
     harness = await _setup(egress, records, resolver, upstream)
     code, info = await failing_fetch(
@@ -309,7 +360,9 @@ async def test_tls_verifies_the_url_host_name_not_the_address(
     # api.example.net resolves to the same server, whose certificate does not name it
     code, info = await failing_fetch(harness, "fetcher", request_for(f"https://api.example.net:{upstream.port}/"))
     assert (code, info.reason, info.metadata["why"]) == (
-        grpc.StatusCode.UNAVAILABLE, "EGRESS_UPSTREAM_FAILED", "tls_verify_failed"
+        grpc.StatusCode.UNAVAILABLE,
+        "EGRESS_UPSTREAM_FAILED",
+        "tls_verify_failed",
     )
     _only_record(harness, "UNAVAILABLE", "EGRESS_UPSTREAM_FAILED")
 
@@ -349,7 +402,8 @@ async def test_stream_fetch_applies_the_same_checks(
     harness = await _setup(egress, records, resolver, upstream)
     async with harness.channel("fetcher") as channel:
         stream = harness.stub(channel).StreamFetch(
-            egress_pb2.StreamFetchRequest(request=request_for(f"https://files.example.org:{upstream.port}/")), timeout=20
+            egress_pb2.StreamFetchRequest(request=request_for(f"https://files.example.org:{upstream.port}/")),
+            timeout=20,
         )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stream.read()

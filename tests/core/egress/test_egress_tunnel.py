@@ -15,6 +15,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from google.protobuf import duration_pb2
+
 from support.clients import error_info, manifest_message
 from vivified.core.egress import EgressConfig, TunnelGrant, parse_egress_config
 from vivified.core.errors import FailedPrecondition
@@ -28,7 +29,9 @@ pytestmark = pytest.mark.asyncio
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
 
-def tunnel_record(plugin_id: str, tunnels: list[str], *, traits: tuple[str, ...] = ("external_service",)) -> PluginRecord:
+def tunnel_record(
+    plugin_id: str, tunnels: list[str], *, traits: tuple[str, ...] = ("external_service",)
+) -> PluginRecord:
     manifest = manifest_message(
         plugin_id,
         traits=["communication_plugin", *traits],
@@ -37,8 +40,12 @@ def tunnel_record(plugin_id: str, tunnels: list[str], *, traits: tuple[str, ...]
     if tunnels or not traits:
         validate_manifest(manifest, TraitCatalogue.load_default())
     return PluginRecord(
-        plugin_id=plugin_id, status="active", manifest_sha256=manifest_sha256(manifest), manifest=manifest,
-        granted_traits=frozenset(manifest.traits), version="0.1.0",
+        plugin_id=plugin_id,
+        status="active",
+        manifest_sha256=manifest_sha256(manifest),
+        manifest=manifest,
+        granted_traits=frozenset(manifest.traits),
+        version="0.1.0",
     )
 
 
@@ -108,11 +115,13 @@ async def tcp_upstream() -> AsyncIterator[TcpUpstream]:
 
 
 def _dns(resolver: Any) -> Any:
-    return resolver({
-        "smtp.example.com": [["127.0.0.1"]],
-        "mixed.example.com": [["93.184.216.34", "127.0.0.1"]],
-        "public.example.com": [["93.184.216.34"]],
-    })
+    return resolver(
+        {
+            "smtp.example.com": [["127.0.0.1"]],
+            "mixed.example.com": [["93.184.216.34", "127.0.0.1"]],
+            "public.example.com": [["93.184.216.34"]],
+        }
+    )
 
 
 def opening(host: str, port: int, timeout: float | None = None) -> egress_pb2.ConnectRequest:
@@ -157,9 +166,12 @@ async def test_tunnel_moves_bytes_both_ways_and_audits_once(
 ) -> None:
     harness = await egress(
         records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])],
-        resolver=_dns(resolver), connector=recording_connector,
+        resolver=_dns(resolver),
+        connector=recording_connector,
     )
-    address, data = await converse(harness, "mailer", "SMTP.example.com.", tcp_upstream.port, [b"ehlo a\r\n", b"quit\r\n"])
+    address, data = await converse(
+        harness, "mailer", "SMTP.example.com.", tcp_upstream.port, [b"ehlo a\r\n", b"quit\r\n"]
+    )
     assert address == "127.0.0.1"
     assert data == b"HELLO\r\nEHLO A\r\nQUIT\r\nBYE\r\n"
     assert bytes(tcp_upstream.received) == b"ehlo a\r\nquit\r\n"
@@ -169,7 +181,10 @@ async def test_tunnel_moves_bytes_both_ways_and_audits_once(
     assert len(rows) == 1
     row = rows[0]
     assert (row.actor, row.action, row.decision, row.outcome) == (
-        "plugin:mailer", "/vivified.egress.v1.EgressProxyService/Connect", "allow", "OK"
+        "plugin:mailer",
+        "/vivified.egress.v1.EgressProxyService/Connect",
+        "allow",
+        "OK",
     )
     facts = detail(row)
     assert (facts["host"], facts["port"], facts["address"]) == ("smtp.example.com", str(tcp_upstream.port), "127.0.0.1")
@@ -185,17 +200,24 @@ async def test_undeclared_endpoint_is_denied_before_resolving(
     # Declared host, other port.
     code, info = await refused(harness, "mailer", "smtp.example.com", tcp_upstream.port + 1)
     assert (code, info.reason, info.metadata["why"]) == (
-        grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "tunnel_not_allowed"
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "tunnel_not_allowed",
     )
     rows = harness.rows()
     assert len(rows) == 1 and (rows[0].decision, rows[0].rule_id, rows[0].outcome) == (
-        "deny", "egress", "PERMISSION_DENIED"
+        "deny",
+        "egress",
+        "PERMISSION_DENIED",
     )
     assert detail(rows[0])["why"] == "tunnel_not_allowed"
     # Undeclared host.
     code, info = await refused(harness, "mailer", "public.example.com", tcp_upstream.port)
     assert (code, info.reason, info.metadata["why"], info.metadata["host"]) == (
-        grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "tunnel_not_allowed", "public.example.com"
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "tunnel_not_allowed",
+        "public.example.com",
     )
     assert len(harness.rows()) == 2
     assert dns.calls == [] and tcp_upstream.connections == 0
@@ -208,7 +230,11 @@ async def test_another_plugins_tunnel_is_not_admitted(egress: Any, resolver: Any
         resolver=_dns(resolver),
     )
     code, info = await refused(harness, "other", "smtp.example.com", tcp_upstream.port)
-    assert (code, info.reason, info.metadata["why"]) == (grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "tunnel_not_allowed")
+    assert (code, info.reason, info.metadata["why"]) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "tunnel_not_allowed",
+    )
     assert len(harness.rows()) == 1 and tcp_upstream.connections == 0
 
 
@@ -216,12 +242,17 @@ async def test_forbidden_address_is_denied(egress: Any, resolver: Any, tcp_upstr
     port = tcp_upstream.port
     harness = await egress(
         records=[tunnel_record("mailer", [f"smtp.example.com:{port}", f"mixed.example.com:{port}"])],
-        resolver=_dns(resolver), config=EgressConfig(),
+        resolver=_dns(resolver),
+        config=EgressConfig(),
     )
     for host in ("smtp.example.com", "mixed.example.com"):
         code, info = await refused(harness, "mailer", host, port)
         assert (code, info.reason, info.metadata["why"], info.metadata["address"], info.metadata["address_class"]) == (
-            grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "address_not_public", "127.0.0.1", "loopback"
+            grpc.StatusCode.PERMISSION_DENIED,
+            "EGRESS_DENIED",
+            "address_not_public",
+            "127.0.0.1",
+            "loopback",
         )
     rows = harness.rows()
     assert len(rows) == 2 and all(r.decision == "deny" and detail(r)["why"] == "address_not_public" for r in rows)
@@ -230,7 +261,8 @@ async def test_forbidden_address_is_denied(egress: Any, resolver: Any, tcp_upstr
 
 async def test_h1_ip_literal_without_a_grant_is_refused(egress: Any, resolver: Any, tcp_upstream: TcpUpstream) -> None:
     harness = await egress(
-        records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])], resolver=_dns(resolver),
+        records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])],
+        resolver=_dns(resolver),
         config=EgressConfig(),
     )
     for host in ("127.0.0.1", "::1", "2130706433", "localhost", "smtp.example.com/x", "a@smtp.example.com"):
@@ -246,8 +278,12 @@ async def test_operator_grant_admits_exactly_that_address_and_port(
     port = tcp_upstream.port
     grant = TunnelGrant("mailer", "127.0.0.1", port)
     harness = await egress(
-        records=[tunnel_record("mailer", [], traits=("external_service",)), tunnel_record("other", ["public.example.com:25"])],
-        resolver=_dns(resolver), config=EgressConfig(tunnel_grants=(grant,)),
+        records=[
+            tunnel_record("mailer", [], traits=("external_service",)),
+            tunnel_record("other", ["public.example.com:25"]),
+        ],
+        resolver=_dns(resolver),
+        config=EgressConfig(tunnel_grants=(grant,)),
     )
     address, data = await converse(harness, "mailer", "127.0.0.1", port, [b"hi\r\n"])
     assert (address, data) == ("127.0.0.1", b"HELLO\r\nHI\r\nBYE\r\n")
@@ -266,13 +302,16 @@ async def test_operator_grant_admits_exactly_that_address_and_port(
 async def test_grant_never_admits_the_cores_own_endpoint(egress: Any, resolver: Any, tcp_upstream: TcpUpstream) -> None:
     port = tcp_upstream.port
     harness = await egress(
-        records=[tunnel_record("mailer", [], traits=("external_service",))], resolver=_dns(resolver),
+        records=[tunnel_record("mailer", [], traits=("external_service",))],
+        resolver=_dns(resolver),
         config=EgressConfig(tunnel_grants=(TunnelGrant("mailer", "127.0.0.1", port),)),
         own_endpoints=frozenset({(None, port)}),
     )
     code, info = await refused(harness, "mailer", "127.0.0.1", port)
     assert (code, info.reason, info.metadata["address_class"]) == (
-        grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "core_endpoint"
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "core_endpoint",
     )
     assert len(harness.rows()) == 1 and tcp_upstream.connections == 0
 
@@ -280,7 +319,11 @@ async def test_grant_never_admits_the_cores_own_endpoint(egress: Any, resolver: 
 async def test_plugin_without_external_service_is_denied(egress: Any, resolver: Any, tcp_upstream: TcpUpstream) -> None:
     harness = await egress(records=[tunnel_record("plain", [], traits=())], resolver=_dns(resolver))
     code, info = await refused(harness, "plain", "smtp.example.com", tcp_upstream.port)
-    assert (code, info.reason, info.metadata["why"]) == (grpc.StatusCode.PERMISSION_DENIED, "EGRESS_DENIED", "trait_missing")
+    assert (code, info.reason, info.metadata["why"]) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EGRESS_DENIED",
+        "trait_missing",
+    )
     assert len(harness.rows()) == 1
 
 
@@ -288,7 +331,8 @@ async def test_report_only_admits_an_undeclared_endpoint_and_says_so(
     egress: Any, resolver: Any, tcp_upstream: TcpUpstream
 ) -> None:
     harness = await egress(
-        records=[tunnel_record("mailer", ["public.example.com:25"])], resolver=_dns(resolver),
+        records=[tunnel_record("mailer", ["public.example.com:25"])],
+        resolver=_dns(resolver),
         config=EgressConfig(allow_ranges=LOOPBACK, report_only_plugins=frozenset({"mailer"})),
     )
     _, data = await converse(harness, "mailer", "smtp.example.com", tcp_upstream.port, [b"x\r\n"])
@@ -299,7 +343,8 @@ async def test_report_only_admits_an_undeclared_endpoint_and_says_so(
 
 async def test_address_checks_are_never_report_only(egress: Any, resolver: Any, tcp_upstream: TcpUpstream) -> None:
     harness = await egress(
-        records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])], resolver=_dns(resolver),
+        records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])],
+        resolver=_dns(resolver),
         config=EgressConfig(report_only_plugins=frozenset({"mailer"})),
     )
     code, info = await refused(harness, "mailer", "smtp.example.com", tcp_upstream.port)
@@ -312,12 +357,20 @@ async def test_byte_cap_each_way(egress: Any, resolver: Any, tcp_upstream: TcpUp
     config = EgressConfig(allow_ranges=LOOPBACK, tunnel_max_bytes=1000)
     harness = await egress(records=[tunnel_record("mailer", endpoint)], resolver=_dns(resolver), config=config)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await converse(harness, "mailer", "smtp.example.com", tcp_upstream.port, [b"a" * 600 + b"\n", b"b" * 600 + b"\n"])
-    assert (caught.value.code(), error_info(caught.value).reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "EGRESS_TOO_LARGE")
+        await converse(
+            harness, "mailer", "smtp.example.com", tcp_upstream.port, [b"a" * 600 + b"\n", b"b" * 600 + b"\n"]
+        )
+    assert (caught.value.code(), error_info(caught.value).reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "EGRESS_TOO_LARGE",
+    )
     tcp_upstream.flood = 5000
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await converse(harness, "mailer", "smtp.example.com", tcp_upstream.port, [b"x"])
-    assert (caught.value.code(), error_info(caught.value).reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "EGRESS_TOO_LARGE")
+    assert (caught.value.code(), error_info(caught.value).reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "EGRESS_TOO_LARGE",
+    )
     rows = harness.rows()
     assert [r.outcome for r in rows] == ["RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"]
     assert int(detail(rows[0])["bytes_sent"]) > 1000 and int(detail(rows[1])["bytes_received"]) > 1000
@@ -341,7 +394,8 @@ async def test_idle_and_total_limits(egress: Any, resolver: Any, tcp_upstream: T
 
     assert await hold(None) == (grpc.StatusCode.DEADLINE_EXCEEDED, "EGRESS_TIMEOUT", "idle")
     harness2 = await egress(
-        records=[tunnel_record("mailer", endpoint)], resolver=_dns(resolver),
+        records=[tunnel_record("mailer", endpoint)],
+        resolver=_dns(resolver),
         config=EgressConfig(allow_ranges=LOOPBACK, tunnel_idle_seconds=30),
     )
     harness = harness2
@@ -351,7 +405,9 @@ async def test_idle_and_total_limits(egress: Any, resolver: Any, tcp_upstream: T
 
 
 async def test_first_message_must_be_open(egress: Any, resolver: Any, tcp_upstream: TcpUpstream) -> None:
-    harness = await egress(records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])], resolver=_dns(resolver))
+    harness = await egress(
+        records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])], resolver=_dns(resolver)
+    )
     async with harness.channel("mailer") as channel:
         call = harness.stub(channel).Connect(timeout=20)
         await call.write(egress_pb2.ConnectRequest(data=b"EHLO\r\n"))
@@ -359,7 +415,10 @@ async def test_first_message_must_be_open(egress: Any, resolver: Any, tcp_upstre
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for _ in call:
                 pass
-    assert (caught.value.code(), error_info(caught.value).reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    assert (caught.value.code(), error_info(caught.value).reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+    )
     assert len(harness.rows()) == 1 and tcp_upstream.connections == 0
 
 
@@ -370,7 +429,8 @@ async def test_tls_inside_the_tunnel_is_end_to_end(
     verifies the server's certificate itself; the core sees only ciphertext."""
     tcp_upstream.tls = local_tls.server()
     harness = await egress(
-        records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])], resolver=_dns(resolver),
+        records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])],
+        resolver=_dns(resolver),
     )
     secret_line = b"over tls only\r\n"
     async with harness.channel("mailer") as channel:
@@ -445,7 +505,9 @@ async def test_tunnel_grants_config_is_strict() -> None:
 async def test_a_tunnel_the_plugin_cancels_is_still_audited_once(
     egress: Any, resolver: Any, tcp_upstream: TcpUpstream
 ) -> None:
-    harness = await egress(records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])], resolver=_dns(resolver))
+    harness = await egress(
+        records=[tunnel_record("mailer", [f"smtp.example.com:{tcp_upstream.port}"])], resolver=_dns(resolver)
+    )
     async with harness.channel("mailer") as channel:
         call = harness.stub(channel).Connect(timeout=20)
         await call.write(opening("smtp.example.com", tcp_upstream.port))

@@ -8,6 +8,7 @@ import ipaddress
 
 import grpc
 import pytest
+
 from vivified.core.egress import Allowlist, host_matches, parse_url, redirect_url
 from vivified.core.errors import InvalidArgument, VivifiedError
 from vivified.core.manifest import validate_allowed_domain
@@ -165,7 +166,9 @@ def test_allowlist_ports_default_to_443_only() -> None:
     assert Allowlist(["allowed.com"], [80, 8443]).ports == {80, 8443}
 
 
-@pytest.mark.parametrize("entry", ["*", "*.com", "*.*.x.com", "127.0.0.1", "[::1]", "2130706433", "localhost", "a.localhost"])
+@pytest.mark.parametrize(
+    "entry", ["*", "*.com", "*.*.x.com", "127.0.0.1", "[::1]", "2130706433", "localhost", "a.localhost"]
+)
 def test_h1_dangerous_allowlist_entries_are_refused_at_manifest_load(entry: str) -> None:
     with pytest.raises(VivifiedError) as caught:
         validate_allowed_domain(entry)

@@ -7,6 +7,7 @@ import gzip
 import zlib
 
 import pytest
+
 from vivified.core.egress import BodyDecoder, Steps, parse_url
 from vivified.core.egress._wire import ResponseParser, read_body, read_head
 from vivified.core.errors import InvalidArgument, ResourceExhausted, Unavailable, VivifiedError
@@ -43,10 +44,16 @@ async def test_framings() -> None:
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n!\r\n0\r\nX-T: 1\r\n\r\n"
     assert await _body(chunked) == b"hello!"
     # Transfer-Encoding wins over Content-Length
-    assert await _body(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n") == b"ok"
+    assert (
+        await _body(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        == b"ok"
+    )
     assert await _body(b"HTTP/1.1 204 No Content\r\n\r\nignored") == b""
     assert await _body(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "HEAD") == b""
-    assert await _body(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") == b"ok"
+    assert (
+        await _body(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        == b"ok"
+    )
 
 
 @pytest.mark.asyncio
@@ -117,8 +124,10 @@ def test_declared_length_and_head_refusals() -> None:
 def test_request_bytes_and_refused_requests() -> None:
     parser = ResponseParser()
     wire = parser.request("POST", URL, [("X-A", "1")], b"hi")
-    assert wire == (b"POST /x HTTP/1.1\r\nHost: api.example.com\r\nX-A: 1\r\nAccept-Encoding: gzip, deflate\r\n"
-                    b"Connection: close\r\nContent-Length: 2\r\n\r\nhi")
+    assert wire == (
+        b"POST /x HTTP/1.1\r\nHost: api.example.com\r\nX-A: 1\r\nAccept-Encoding: gzip, deflate\r\n"
+        b"Connection: close\r\nContent-Length: 2\r\n\r\nhi"
+    )
     for headers in ([("X-Evil", "a\r\nHost: evil")], [("Bad Name", "1")], [("X-Utf8", "caf\u00e9")]):
         with pytest.raises(InvalidArgument) as caught:
             ResponseParser().request("GET", URL, headers, b"")
@@ -133,7 +142,9 @@ def test_decoding_gzip_members_and_both_deflate_flavours() -> None:
         squeezer = zlib.compressobj(6, zlib.DEFLATED, wbits)
         stream = squeezer.compress(b"deflated body") + squeezer.flush()
         decoder = BodyDecoder("Deflate", 1000)
-        assert b"".join(decoder.feed(stream[i : i + 1]) for i in range(len(stream))) + decoder.finish() == b"deflated body"
+        assert (
+            b"".join(decoder.feed(stream[i : i + 1]) for i in range(len(stream))) + decoder.finish() == b"deflated body"
+        )
 
 
 def test_decompression_bomb_never_produces_more_than_the_cap() -> None:

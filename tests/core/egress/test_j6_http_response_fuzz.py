@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from support.fuzz import bounded, corpus, fuzz_settings, inputs, tracing
 from vivified.core.egress import BodyDecoder, parse_url
 from vivified.core.egress._wire import DONE, NEED_DATA, ResponseHead, ResponseParser
@@ -97,14 +98,29 @@ def test_j6_http_response_corpus_outcomes_pinned() -> None:
     """A few seeds' outcomes, so a parser change that accepts what it refused shows."""
     seeds = dict(corpus("http_response"))
     expected = {
-        "content-length-extra.http": "done", "chunked-trailers.http": "done", "early-hints.http": "done",
-        "gzip-chunked.http": "done", "switching-protocols.http": "refused", "conflicting-lengths.http": "refused",
-        "bad-chunk-footer.http": "refused", "oversized-head.http": "refused", "interim-flood.http": "refused",
-        "many-headers.http": "refused", "huge-length.http": "too_large", "gzip-bomb-small.http": "too_large",
-        "http2-status.http": "refused", "te-gzip.http": "refused", "truncated-head.http": "refused",
-        "long-reason.http": "refused", "folded-flood.http": "refused", "trailer-flood.http": "refused",
-        "folded-header.http": "refused", "spaced-header-value.http": "done", "tiny-chunks.http": "done",
-        "long-chunk-extension.http": "refused", "trailers-small.http": "done",
+        "content-length-extra.http": "done",
+        "chunked-trailers.http": "done",
+        "early-hints.http": "done",
+        "gzip-chunked.http": "done",
+        "switching-protocols.http": "refused",
+        "conflicting-lengths.http": "refused",
+        "bad-chunk-footer.http": "refused",
+        "oversized-head.http": "refused",
+        "interim-flood.http": "refused",
+        "many-headers.http": "refused",
+        "huge-length.http": "too_large",
+        "gzip-bomb-small.http": "too_large",
+        "http2-status.http": "refused",
+        "te-gzip.http": "refused",
+        "truncated-head.http": "refused",
+        "long-reason.http": "refused",
+        "folded-flood.http": "refused",
+        "trailer-flood.http": "refused",
+        "folded-header.http": "refused",
+        "spaced-header-value.http": "done",
+        "tiny-chunks.http": "done",
+        "long-chunk-extension.http": "refused",
+        "trailers-small.http": "done",
     }
     got = {name: _exchange(seeds[name], [], "GET")[0] for name in expected}
     assert got == expected
@@ -112,8 +128,8 @@ def test_j6_http_response_corpus_outcomes_pinned() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["long-reason.http", "spaced-header-value.http", "folded-flood.http", "header-flood.http",
-             "trailer-flood.http"],
+    "name",
+    ["long-reason.http", "spaced-header-value.http", "folded-flood.http", "header-flood.http", "trailer-flood.http"],
 )
 def test_j6_http_response_heads_cannot_amplify_memory(name: str) -> None:
     # h11's line regexes allocate a few hundred bytes per byte of a long status line or

@@ -17,6 +17,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from support.fuzz import bounded, corpus, fuzz_settings, mutated, tracing
 from vivified.core.egress import Allowlist, EgressUrl, parse_url, redirect_url
 from vivified.core.errors import InvalidArgument
@@ -77,11 +78,15 @@ def test_j6_url_corpus_replays(name: str, data: bytes) -> None:
         _check(_text(data))
 
 
-_URLISH = st.text(alphabet=st.sampled_from(list("htps:/[]@#%.?&=\\-_~0123456789abcdefxAEX \t\n\u0430\u00e9")), max_size=80)
+_URLISH = st.text(
+    alphabet=st.sampled_from(list("htps:/[]@#%.?&=\\-_~0123456789abcdefxAEX \t\n\u0430\u00e9")), max_size=80
+)
 
 
 @fuzz_settings(max_examples=500)
-@given(st.one_of(mutated([data for _, data in corpus("url")], max_size=10_000).map(_text), _URLISH, st.text(max_size=200)))
+@given(
+    st.one_of(mutated([data for _, data in corpus("url")], max_size=10_000).map(_text), _URLISH, st.text(max_size=200))
+)
 def test_j6_url_parser_fuzz(text: str) -> None:
     with tracing():
         _check(text)

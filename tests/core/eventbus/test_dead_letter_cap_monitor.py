@@ -8,6 +8,7 @@ import pathlib
 
 import pytest
 import sqlalchemy as sa
+
 from vivified.core.audit import AuditLog, CheckpointSigner, audit_table
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
@@ -32,14 +33,20 @@ async def test_a_dead_letter_discard_pass_is_audited_counted_and_alerted(tmp_pat
     await store.start()
     engine = create_engine_for(sqlite_url(tmp_path / "core.db"))
     audit = AuditLog(
-        engine, clock=clock, signer=CheckpointSigner.load_or_create(tmp_path / "ck.key"),
+        engine,
+        clock=clock,
+        signer=CheckpointSigner.load_or_create(tmp_path / "ck.key"),
         checkpoint_path=tmp_path / "ck.jsonl",
     )
     await audit.start()
     dropped: list[tuple[str, int]] = []
     monitor = BacklogMonitor(
-        store=store, stamper=EnvelopeStamper(clock), audit=audit, config=lambda: config,
-        on_lag=lambda _: None, on_lost=lambda _s, _n: None,
+        store=store,
+        stamper=EnvelopeStamper(clock),
+        audit=audit,
+        config=lambda: config,
+        on_lag=lambda _: None,
+        on_lost=lambda _s, _n: None,
         on_dead_letters_dropped=lambda subscription, n: dropped.append((subscription, n)),
     )
     try:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
+
 from support.clients import audit_rows, bootstrap_channel, error_info, operator_channel
 from support.events import EVENT_BUS, USER_CREATED, Inbox, event_plugin
 from support.processes import (
@@ -67,8 +68,11 @@ async def test_a_plugin_beyond_its_subscription_cap_is_refused_once_and_audited(
 
         assert refused.value.reason == "SUBSCRIPTION_LIMIT" and "2" in refused.value.message
         await asyncio.sleep(1.0)  # the SDK does not retry a refusal reopening cannot cure
-        rows = [r for r in audit_rows(bus, action=f"{EVENT_BUS}/Subscribe", actor="plugin:capped-sub")
-                if r.outcome == "RESOURCE_EXHAUSTED"]
+        rows = [
+            r
+            for r in audit_rows(bus, action=f"{EVENT_BUS}/Subscribe", actor="plugin:capped-sub")
+            if r.outcome == "RESOURCE_EXHAUSTED"
+        ]
         assert [(r.decision, r.reason, r.rule_id, r.resource) for r in rows] == [
             ("deny", "SUBSCRIPTION_LIMIT", "event-subscription-cap", "subscription/capped-sub/three")
         ]
@@ -106,7 +110,8 @@ async def _viewer_key(core: CoreProcess, username: str) -> tuple[str, str]:
     token = (await login(core, username, PASSWORD)).tokens.access_token
     async with bootstrap_channel(core) as channel:
         reply = await keys_grpc.ApiKeyServiceStub(channel).CreateApiKey(
-            keys_pb.CreateApiKeyRequest(name="cli", scopes=["viewer"], ttl_seconds=3600), metadata=bearer(token),
+            keys_pb.CreateApiKeyRequest(name="cli", scopes=["viewer"], ttl_seconds=3600),
+            metadata=bearer(token),
             timeout=10,
         )
     return str(reply.api_key), str(created.user.user_id)
@@ -138,8 +143,16 @@ async def test_an_operator_deletes_a_subscription_and_its_open_stream_ends(
         empty = tmp_path / "client"
         empty.mkdir()
         refused = run_vivified(
-            "events", "--data-dir", str(empty), "--core", bus.bootstrap_address,
-            "subscriptions", "delete", "gone-sub/orders", "--reason", "cleanup",
+            "events",
+            "--data-dir",
+            str(empty),
+            "--core",
+            bus.bootstrap_address,
+            "subscriptions",
+            "delete",
+            "gone-sub/orders",
+            "--reason",
+            "cleanup",
             env=clean_env(VIVIFIED_API_KEY=key, VIVIFIED_CA_FILE=str(bus.operator_dir / "ca.crt")),
         )
         assert refused.returncode == 1

@@ -12,6 +12,7 @@ import sys
 import urllib.request
 
 import pytest
+
 from support.clients import approve, audit_rows
 from support.events import (
     SECURITY_ALERT,
@@ -41,9 +42,13 @@ async def subscriber_process(core: CoreProcess, directory: pathlib.Path, log: pa
     manifest = event_manifest(directory, "crash-sub", subscribes=[USER_CREATED])
     approval = await approve(core, load_manifest(manifest), replace=True)
     env = clean_env(
-        VIVIFIED_MANIFEST=str(manifest), VIVIFIED_JOIN_TOKEN=approval.join_token,
-        VIVIFIED_CA_FILE=str(core.operator_dir / "ca.crt"), VIVIFIED_CORE_ADDRESS=core.listen_address,
-        VIVIFIED_BOOTSTRAP_ADDRESS=core.bootstrap_address, EVENT_LOG=str(log), EVENT_HANG="1" if hang else "0",
+        VIVIFIED_MANIFEST=str(manifest),
+        VIVIFIED_JOIN_TOKEN=approval.join_token,
+        VIVIFIED_CA_FILE=str(core.operator_dir / "ca.crt"),
+        VIVIFIED_CORE_ADDRESS=core.listen_address,
+        VIVIFIED_BOOTSTRAP_ADDRESS=core.bootstrap_address,
+        EVENT_LOG=str(log),
+        EVENT_HANG="1" if hang else "0",
         PYTHONPATH=os.pathsep.join([str(TESTS_ROOT), os.environ.get("PYTHONPATH", "")]),
     )
     process = spawn([sys.executable, "-m", "support.event_plugin_main"], env, directory / "crash-sub.log")
@@ -166,7 +171,8 @@ async def test_d6_slow_subscriber_is_capped_and_alerted_while_fast_subscriber_ge
             assert actions.index("event.alert.event_backlog_high") < actions.index("event.alert.events_lost")
             await until(
                 lambda: 0 < metric(core, "vivified_events_subscription_lag", 'subscription="slow-sub/users"') <= 600,
-                10, "the slow subscription's backlog to be capped",
+                10,
+                "the slow subscription's backlog to be capped",
             )
             assert metric(core, "vivified_events_lost_total", 'subscription="slow-sub/users"') >= 400 - 64
             assert metric(core, "vivified_events_lost_total", 'subscription="fast-sub/users"') == 0

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+
 from support.clients import approve, audit_rows, error_info
 from support.events import (
     EVENT_BUS,
@@ -177,7 +178,13 @@ async def test_c7_wildcard_and_lookalike_subscriptions_are_denied(
     try:
         stub = events_pb2_grpc.EventBusServiceStub(subscriber.core_channel)
         call = stub.Subscribe(
-            iter([events_pb2.SubscribeRequest(open=events_pb2.SubscriptionOpen(subscription="s", event_types=[event_type]))])
+            iter(
+                [
+                    events_pb2.SubscribeRequest(
+                        open=events_pb2.SubscriptionOpen(subscription="s", event_types=[event_type])
+                    )
+                ]
+            )
         )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for _ in call:
@@ -314,7 +321,9 @@ async def test_c3_trait_withdrawn_while_subscribed_takes_effect_on_the_next_deli
         assert [p.user_id for p, _ in inbox.received] == ["before"]
         # The withdrawal is one audit record (the operator's re-approval); the
         # later event was never delivered to c3-sub, so no delivery record.
-        approvals = audit_rows(bus, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin", resource="plugin/c3-sub")
+        approvals = audit_rows(
+            bus, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin", resource="plugin/c3-sub"
+        )
         assert len(approvals) == 2 and approvals[-1].actor == "operator:admin"
         delivered = audit_rows(bus, action="event.deliver", actor="plugin:c3-sub")
         assert len(delivered) == 1

@@ -11,6 +11,7 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
+
 from support.clients import audit_rows
 from support.events import MESSAGE_SEND_REQUESTED, Inbox
 from support.lane import RecordingStore, started_plugin, write_manifest
@@ -37,13 +38,19 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess]:
 
 
 async def _plugin(core: CoreProcess, tmp: pathlib.Path, plugin_id: str, traits: str, **fields: object) -> PluginRuntime:
-    classes = [c for t, c in (("handles_phi", "CLASSIFICATION_PHI"), ("handles_pii", "CLASSIFICATION_PII"))
-               if t in TRAITS[traits]]
+    classes = [
+        c
+        for t, c in (("handles_phi", "CLASSIFICATION_PHI"), ("handles_pii", "CLASSIFICATION_PII"))
+        if t in TRAITS[traits]
+    ]
     if classes:
         fields["compliance"] = {"data_classifications": classes, "retention_days": 30}
     if "handles_phi" in TRAITS[traits]:
-        fields["compliance"] = {"data_classifications": classes, "retention_days": 2555,
-                                "hipaa_controls": ["164.312(a)", "164.312(b)", "164.312(e)"]}
+        fields["compliance"] = {
+            "data_classifications": classes,
+            "retention_days": 2555,
+            "hipaa_controls": ["164.312(a)", "164.312(b)", "164.312(e)"],
+        }
     manifest = write_manifest(tmp, plugin_id, traits=TRAITS[traits], **fields)
     return await started_plugin(core, manifest, [RecordingStore()])
 

@@ -9,6 +9,7 @@ import pathlib
 import time
 
 import pytest
+
 from support.events import USER_CREATED, Inbox, event_plugin
 from support.processes import (
     clean_env,
@@ -45,7 +46,9 @@ async def test_subscriber_on_one_core_receives_what_is_published_through_another
                 await subscriber.stop()
 
 
-async def test_d4_partitioned_redis_fails_publishes_fast_and_loses_nothing_after_healing(tmp_path: pathlib.Path) -> None:
+async def test_d4_partitioned_redis_fails_publishes_fast_and_loses_nothing_after_healing(
+    tmp_path: pathlib.Path,
+) -> None:
     with redis_running(tmp_path / "redis") as redis_server:
         proxy = TcpProxy("127.0.0.1", int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
         await proxy.start()
@@ -89,9 +92,19 @@ async def test_d4_partitioned_redis_fails_publishes_fast_and_loses_nothing_after
 async def test_core_refuses_to_start_when_redis_is_unreachable(tmp_path: pathlib.Path) -> None:
     started = time.monotonic()
     result = run_vivified(
-        "core", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0",
-        "--metrics", "127.0.0.1:0", "--redis-url", "redis://:hunter2secret@127.0.0.1:1/0",
-        env=clean_env(), timeout=60,
+        "core",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--redis-url",
+        "redis://:hunter2secret@127.0.0.1:1/0",
+        env=clean_env(),
+        timeout=60,
     )
     assert result.returncode != 0
     assert "event store" in result.stderr and "EVENT_STORE_UNAVAILABLE" not in result.stdout

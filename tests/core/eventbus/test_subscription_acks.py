@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 from support.waiting import until
 from vivified.core.clock import SystemClock
+from vivified.core.events._alerts import Alerts
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._embedded import EmbeddedEventStore
-from vivified.core.events._alerts import Alerts
 from vivified.core.events._envelope import EnvelopeStamper
 from vivified.core.events._session import SessionHooks, SubscriptionSession
 from vivified.core.events._store import NewEvent
@@ -78,10 +79,14 @@ async def started(tmp_path: pathlib.Path, events: int) -> tuple[EmbeddedEventSto
     store = EmbeddedEventStore(tmp_path / "events.db", lambda: EventsConfig(), SystemClock())
     await store.start()
     await store.subscribe(SUB, [USER_CREATED])
-    await store.append([
-        NewEvent(f"e{i}", USER_CREATED, "pub-plugin", envelope(UserCreated(user_id=f"u{i}"), f"e{i}").SerializeToString())
-        for i in range(events)
-    ])
+    await store.append(
+        [
+            NewEvent(
+                f"e{i}", USER_CREATED, "pub-plugin", envelope(UserCreated(user_id=f"u{i}"), f"e{i}").SerializeToString()
+            )
+            for i in range(events)
+        ]
+    )
     gated = GatedAcks(store)
     session = SubscriptionSession(
         store=gated,  # type: ignore[arg-type]

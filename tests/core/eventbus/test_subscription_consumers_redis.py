@@ -9,15 +9,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+
 from support.redis_server import redis_running
 from support.waiting import until
 from vivified.core.audit import AuditLog, CheckpointSigner
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.events import EventsConfig, NewEvent
+from vivified.core.events._alerts import Alerts
 from vivified.core.events._envelope import EnvelopeStamper
 from vivified.core.events._redis import RedisEventStore
-from vivified.core.events._alerts import Alerts
 from vivified.core.events._session import SessionHooks, SubscriptionSession
 from vivified.events.v1.canonical_pb2 import EmailSent
 from vivified.events.v1.events_pb2 import (
@@ -46,8 +47,10 @@ def sent_event(n: int) -> NewEvent:
 async def test_consumers_stay_bounded_over_many_reconnects(tmp_path: pathlib.Path) -> None:
     clock = SystemClock()
     audit = AuditLog(
-        create_engine_for(sqlite_url(tmp_path / "core.db")), clock=clock,
-        signer=CheckpointSigner.load_or_create(tmp_path / "ck.key"), checkpoint_path=tmp_path / "ck.jsonl",
+        create_engine_for(sqlite_url(tmp_path / "core.db")),
+        clock=clock,
+        signer=CheckpointSigner.load_or_create(tmp_path / "ck.key"),
+        checkpoint_path=tmp_path / "ck.jsonl",
     )
     await audit.start()
     with redis_running(tmp_path / "redis") as server:
@@ -68,10 +71,16 @@ async def test_consumers_stay_bounded_over_many_reconnects(tmp_path: pathlib.Pat
                     sent.append(response)  # noqa: B023
 
                 session = SubscriptionSession(
-                    store=store, lookup=lambda _: View(), audit=audit,
+                    store=store,
+                    lookup=lambda _: View(),
+                    audit=audit,
                     hooks=SessionHooks(delivered=lambda _: None, lost=lambda _s, _n: None),
                     alerts=Alerts(store=store, stamper=EnvelopeStamper(SystemClock()), audit=audit),
-                    plugin_id="mailer", subscription=SUB, consumer=f"stream-{cycle}", prefetch=8, trace_id="",
+                    plugin_id="mailer",
+                    subscription=SUB,
+                    consumer=f"stream-{cycle}",
+                    prefetch=8,
+                    trace_id="",
                 )
                 # The client ends its stream after acking: the session stores the ack, then releases its consumer.
                 await asyncio.wait_for(session.run(requests(), write), 15)

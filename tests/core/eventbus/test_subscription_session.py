@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 
 import pytest
 import sqlalchemy as sa
+
 from support.waiting import until
 from vivified.core.audit import AuditLog, CheckpointSigner, audit_table
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.errors import PermissionDenied
 from vivified.core.events import EventsConfig
+from vivified.core.events._alerts import Alerts
 from vivified.core.events._embedded import EmbeddedEventStore
 from vivified.core.events._envelope import EnvelopeStamper
-from vivified.core.events._alerts import Alerts
 from vivified.core.events._session import SessionHooks, SubscriptionSession
 from vivified.events.v1.canonical_pb2 import SecurityAlert, UserCreated
 from vivified.events.v1.events_pb2 import Event, SubscribeRequest, SubscribeResponse
@@ -42,7 +43,9 @@ async def _setup(tmp_path: pathlib.Path) -> tuple[EmbeddedEventStore, AuditLog, 
     await store.start()
     engine = create_engine_for(sqlite_url(tmp_path / "core.db"))
     audit = AuditLog(
-        engine, clock=clock, signer=CheckpointSigner.load_or_create(tmp_path / "ck.key"),
+        engine,
+        clock=clock,
+        signer=CheckpointSigner.load_or_create(tmp_path / "ck.key"),
         checkpoint_path=tmp_path / "ck.jsonl",
     )
     await audit.start()
@@ -67,10 +70,16 @@ async def test_c3_traits_and_status_are_read_for_every_delivery(tmp_path: pathli
     sent: list[SubscribeResponse] = []
     await store.subscribe("reader/users", [USER_CREATED])
     session = SubscriptionSession(
-        store=store, lookup=lambda _: view, audit=audit,
+        store=store,
+        lookup=lambda _: view,
+        audit=audit,
         hooks=SessionHooks(delivered=lambda _: None, lost=lambda _s, _n: None),
         alerts=Alerts(store=store, stamper=EnvelopeStamper(SystemClock()), audit=audit),
-        plugin_id="reader", subscription="reader/users", consumer="c1", prefetch=8, trace_id="",
+        plugin_id="reader",
+        subscription="reader/users",
+        consumer="c1",
+        prefetch=8,
+        trace_id="",
     )
 
     async def write(response: SubscribeResponse) -> None:
@@ -119,7 +128,9 @@ async def test_an_event_trimmed_while_pending_is_audited_counted_and_alerted(tmp
     await store.start()
     engine = create_engine_for(sqlite_url(tmp_path / "core.db"))
     audit = AuditLog(
-        engine, clock=clock, signer=CheckpointSigner.load_or_create(tmp_path / "ck.key"),
+        engine,
+        clock=clock,
+        signer=CheckpointSigner.load_or_create(tmp_path / "ck.key"),
         checkpoint_path=tmp_path / "ck.jsonl",
     )
     await audit.start()
@@ -137,10 +148,16 @@ async def test_an_event_trimmed_while_pending_is_audited_counted_and_alerted(tmp
         sent.append(response)
 
     session = SubscriptionSession(
-        store=store, lookup=lambda _: View(), audit=audit,
+        store=store,
+        lookup=lambda _: View(),
+        audit=audit,
         hooks=SessionHooks(delivered=lambda _: None, lost=lambda s, n: lost.append((s, n))),
         alerts=Alerts(store=store, stamper=EnvelopeStamper(clock), audit=audit),
-        plugin_id="reader", subscription="reader/users", consumer="c1", prefetch=8, trace_id="",
+        plugin_id="reader",
+        subscription="reader/users",
+        consumer="c1",
+        prefetch=8,
+        trace_id="",
     )
     stop = asyncio.Event()
     running = asyncio.ensure_future(session.run(_never(stop), write))

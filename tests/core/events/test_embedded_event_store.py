@@ -28,9 +28,12 @@ CHILD = pathlib.Path(__file__).parents[2] / "support" / "event_append_child.py"
 def _acknowledged_until_killed(db: pathlib.Path, wanted: int) -> list[str]:
     errors = db.parent / "child.err"
     acknowledged: list[str] = []
-    with errors.open("wb") as err, subprocess.Popen(
-        [sys.executable, str(CHILD), str(db), SUB], stdout=subprocess.PIPE, stderr=err, text=True
-    ) as child:
+    with (
+        errors.open("wb") as err,
+        subprocess.Popen(
+            [sys.executable, str(CHILD), str(db), SUB], stdout=subprocess.PIPE, stderr=err, text=True
+        ) as child,
+    ):
         assert child.stdout is not None
         try:
             assert child.stdout.readline().strip() == "ready", errors.read_text()

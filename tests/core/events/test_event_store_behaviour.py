@@ -329,7 +329,10 @@ async def test_d5_ordering_contract(backend: Backend) -> None:
     await store.append([event(3)])
     observed = [first, second, *await store.read(SUB, "c1", 10, 0)]
     assert [(d.data, d.attempt) for d in observed] == [
-        (b"payload-1", 1), (b"payload-2", 1), (b"payload-1", 2), (b"payload-3", 1),
+        (b"payload-1", 1),
+        (b"payload-2", 1),
+        (b"payload-1", 2),
+        (b"payload-3", 1),
     ]
 
 

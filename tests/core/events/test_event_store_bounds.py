@@ -8,6 +8,7 @@ import asyncio
 import time
 
 import pytest
+
 from support.event_backends import Backend
 from vivified.core.errors import FailedPrecondition, ResourceExhausted
 from vivified.core.events._store import EventStore, NewEvent

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+
 from support.event_backends import TEST_CONFIG, Backend
 from vivified.core.events._config import EventsConfig
 from vivified.core.events._store import NewEvent

@@ -6,6 +6,7 @@ and silently skipped, then trimmed, such events)."""
 from __future__ import annotations
 
 import pytest
+
 from vivified.core.events._store import NewEvent
 
 pytestmark = pytest.mark.asyncio

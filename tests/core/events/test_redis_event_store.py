@@ -12,6 +12,7 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
+
 from support.redis_server import RedisServer, free_port, redis_running
 from support.tcp_proxy import TcpProxy
 from vivified.core.clock import SystemClock
@@ -135,7 +136,9 @@ async def test_consumers_of_ended_streams_do_not_accumulate(clean_redis: RedisSe
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
-async def test_acknowledged_events_survive_a_redis_crash_or_restart(tmp_path: pathlib.Path, how: signal.Signals) -> None:
+async def test_acknowledged_events_survive_a_redis_crash_or_restart(
+    tmp_path: pathlib.Path, how: signal.Signals
+) -> None:
     """Redis (appendfsync always) stopped while appends are in flight: every
     append acknowledged before the stop is there after the restart."""
     with redis_running(tmp_path / "redis") as server:
@@ -175,7 +178,9 @@ async def test_d4_a_partitioned_redis_fails_fast_and_loses_nothing_acknowledged(
     event is delivered."""
     proxy = TcpProxy("127.0.0.1", clean_redis.port)
     await proxy.start()
-    store = RedisEventStore(f"redis://127.0.0.1:{proxy.port}/0", lambda: config(store_timeout_seconds=0.5), SystemClock())
+    store = RedisEventStore(
+        f"redis://127.0.0.1:{proxy.port}/0", lambda: config(store_timeout_seconds=0.5), SystemClock()
+    )
     await store.start()
     try:
         await store.subscribe(SUB, ["OrderPlaced"])
@@ -220,9 +225,7 @@ async def test_errors_never_show_the_url_password() -> None:
         await store.close()
 
 
-@pytest.mark.parametrize(
-    ("setting", "value"), [("appendonly", "no"), ("maxmemory-policy", "allkeys-lru")]
-)
+@pytest.mark.parametrize(("setting", "value"), [("appendonly", "no"), ("maxmemory-policy", "allkeys-lru")])
 async def test_a_redis_that_would_lose_acknowledged_events_is_refused(
     clean_redis: RedisServer, setting: str, value: str
 ) -> None:

@@ -27,11 +27,14 @@ INVOKE = "/vivified.gateway.v1.OperatorGatewayService/Invoke"
 PUBLISH = "/vivified.events.v1.EventBusService/Publish"
 
 
-async def test_invoke_refuses_a_type_url_without_the_prefix_saying_so(core: CoreProcess, tmp_path: pathlib.Path) -> None:
+async def test_invoke_refuses_a_type_url_without_the_prefix_saying_so(
+    core: CoreProcess, tmp_path: pathlib.Path
+) -> None:
     store = RecordingStore()
     target = await started_plugin(core, write_manifest(tmp_path, "typed-target", provides=[RETRIEVE_METHOD]), [store])
     caller = await started_plugin(
-        core, write_manifest(tmp_path, "typed-caller", calls=[{"plugin_id": "typed-target", "method": RETRIEVE_METHOD}]),
+        core,
+        write_manifest(tmp_path, "typed-caller", calls=[{"plugin_id": "typed-target", "method": RETRIEVE_METHOD}]),
         [RecordingStore()],
     )
     try:
@@ -54,7 +57,8 @@ async def test_invoke_refuses_a_type_url_without_the_prefix_saying_so(core: Core
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Invoke(request, timeout=10)
         assert "names 'vivified.storage.v1.StoreObjectRequest', but 'vivified.storage.v1.RetrieveObjectRequest'" in (
-            caught.value.details() or "")
+            caught.value.details() or ""
+        )
         # The canonical form goes through.
         request.payload.type_url = "type.googleapis.com/vivified.storage.v1.RetrieveObjectRequest"
         await stub.Invoke(request, timeout=10)
@@ -64,7 +68,9 @@ async def test_invoke_refuses_a_type_url_without_the_prefix_saying_so(core: Core
         await target.stop("test over")
 
 
-async def test_publish_refuses_a_type_url_without_the_prefix_saying_so(core: CoreProcess, tmp_path: pathlib.Path) -> None:
+async def test_publish_refuses_a_type_url_without_the_prefix_saying_so(
+    core: CoreProcess, tmp_path: pathlib.Path
+) -> None:
     publisher = await event_plugin(core, tmp_path, "typed-pub", publishes=[USER_CREATED])
     try:
         event = envelope(UserCreated(user_id="u-1"), "no-prefix-1")

@@ -92,7 +92,8 @@ async def _sign_in(core: CoreProcess, username: str) -> str:
         return str(first.tokens.access_token)
     enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(mfa_token=first.mfa_token))
     confirmed = await auth_call(
-        core, "ConfirmMfa",
+        core,
+        "ConfirmMfa",
         auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time())),  # type: ignore[attr-defined]
     )
     return str(confirmed.tokens.access_token)  # type: ignore[attr-defined]
@@ -107,8 +108,9 @@ async def world(core: CoreProcess, tmp_path_factory: pytest.TempPathFactory) -> 
     runtimes = [await started_plugin(core, write_manifest(tmp, "vault", provides=[RETRIEVE_METHOD]), [vault])]
     relay.runtime = await started_plugin(
         core,
-        write_manifest(tmp, "relay", contracts=[COMMUNICATION], traits=["communication_plugin"], provides=[SEND],
-                       calls=calls),
+        write_manifest(
+            tmp, "relay", contracts=[COMMUNICATION], traits=["communication_plugin"], provides=[SEND], calls=calls
+        ),
         [relay],
     )
     bystander = await started_plugin(core, write_manifest(tmp, "bystander", calls=calls), [RecordingStore()])
@@ -145,7 +147,8 @@ async def _as_plugin(runtime: PluginRuntime, token: str) -> grpc.aio.AioRpcError
     stub = storage_pb2_grpc.StoragePluginServiceStub(runtime.core_channel)
     try:
         await stub.RetrieveObject(
-            storage_pb2.RetrieveObjectRequest(object_key="k"), metadata=target_metadata("vault", on_behalf_of=token),
+            storage_pb2.RetrieveObjectRequest(object_key="k"),
+            metadata=target_metadata("vault", on_behalf_of=token),
             timeout=10,
         )
     except grpc.aio.AioRpcError as err:
@@ -176,7 +179,11 @@ async def test_c5_plugin_cannot_lend_its_rights_to_a_user_who_lacks_them(core: C
     assert world.vault.calls == []
     rows = _deny_rows(core, "plugin:relay", "DELEGATION_DENIED")
     assert len(rows) == 1
-    assert (rows[0].decision, rows[0].rule_id, rows[0].outcome) == ("deny", "user-storage-operations", "PERMISSION_DENIED")
+    assert (rows[0].decision, rows[0].rule_id, rows[0].outcome) == (
+        "deny",
+        "user-storage-operations",
+        "PERMISSION_DENIED",
+    )
     assert json.loads(rows[0].detail)["on_behalf_of"] == f"user:{pat}"
     assert [r.outcome for r in audit_rows(core, actor=f"user:{pat}") if r.action == f"/{SEND}"] == ["OK"]
 
@@ -189,12 +196,17 @@ async def test_c5_plugin_cannot_lend_its_rights_to_a_user_who_lacks_them(core: C
     # Through Invoke the same.
     invoke = gateway_pb2.InvokeRequest(target_plugin_id="vault", method=RETRIEVE_METHOD)
     invoke.payload.Pack(storage_pb2.RetrieveObjectRequest(object_key="k"))
-    err = await expect_error(gateway_pb2_grpc.OperatorGatewayServiceStub(world.relay_runtime.core_channel).Invoke(
-        invoke, metadata=(("x-vivified-delegation", world.relay.tokens[-1]),), timeout=10
-    ))
+    err = await expect_error(
+        gateway_pb2_grpc.OperatorGatewayServiceStub(world.relay_runtime.core_channel).Invoke(
+            invoke, metadata=(("x-vivified-delegation", world.relay.tokens[-1]),), timeout=10
+        )
+    )
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED and error_info(err).reason == "DELEGATION_DENIED"
-    invoke_rows = [r for r in audit_rows(core, actor="plugin:relay", reason="DELEGATION_DENIED")
-                   if r.action == "/vivified.gateway.v1.OperatorGatewayService/Invoke"]
+    invoke_rows = [
+        r
+        for r in audit_rows(core, actor="plugin:relay", reason="DELEGATION_DENIED")
+        if r.action == "/vivified.gateway.v1.OperatorGatewayService/Invoke"
+    ]
     assert len(invoke_rows) == 1 and json.loads(invoke_rows[0].detail)["on_behalf_of"] == f"user:{pat}"
 
     # Acting on its own authority (no user) relay may call the vault: its
@@ -217,7 +229,11 @@ async def test_user_with_the_trait_goes_through_and_is_named_to_the_target(core:
     assert (vault_claims["aud"], vault_claims["sub"]) == ("plugin:vault", phil)
     row = [r for r in audit_rows(core, actor="plugin:relay") if r.action == RETRIEVE][-1]
     detail = json.loads(row.detail)
-    assert (row.outcome, detail["on_behalf_of"], detail["user_rule"]) == ("OK", f"user:{phil}", "user-storage-operations")
+    assert (row.outcome, detail["on_behalf_of"], detail["user_rule"]) == (
+        "OK",
+        f"user:{phil}",
+        "user-storage-operations",
+    )
     assert detail["lane_rule"] == f"manifest:relay:calls:vault:{RETRIEVE_METHOD}"
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 import grpc
 import pytest
 import pytest_asyncio
+
 from support.clients import manifest_message
 from vivified.core.clock import ManualClock
 from vivified.core.contracts import CONTRACT_METHODS
@@ -47,7 +48,10 @@ async def test_deadline_cap_and_breaker_cooldown_follow_a_change(connector: Dead
     clock = ManualClock()
     current = [GatewayConfig(max_deadline_seconds=30.0, breaker_failures=1, breaker_cooldown_seconds=60.0)]
     forwarder = Forwarder(
-        config=lambda: current[0], lookup=lambda _: _record(), connector=connector, clock=clock  # type: ignore[arg-type]
+        config=lambda: current[0],
+        lookup=lambda _: _record(),
+        connector=connector,
+        clock=clock,  # type: ignore[arg-type]
     )
     assert forwarder.timeout_for(100.0) == 30.0
     current[0] = replace(current[0], max_deadline_seconds=2.5)

@@ -12,6 +12,7 @@ import urllib.request
 
 import grpc
 import pytest
+
 from support.clients import audit_rows
 from support.lane import RETRIEVE_METHOD, RecordingStore, started_plugin, write_manifest
 from support.processes import core_running
@@ -26,13 +27,15 @@ async def test_calls_queued_for_a_busy_target_are_refused_with_a_reason_before_t
 ) -> None:
     with core_running(tmp_path / "data", "--heartbeat-interval", "1", "--call-rate", "5000") as core:
         caller = await started_plugin(
-            core, write_manifest(tmp_path, "busy-caller", calls=[{"plugin_id": "busy", "method": RETRIEVE_METHOD}]),
+            core,
+            write_manifest(tmp_path, "busy-caller", calls=[{"plugin_id": "busy", "method": RETRIEVE_METHOD}]),
             [RecordingStore()],
         )
         target = await started_plugin(
             core, write_manifest(tmp_path, "busy", provides=[RETRIEVE_METHOD]), [RecordingStore(delay=3)]
         )
         try:
+
             async def one() -> tuple[grpc.StatusCode, str]:
                 try:
                     await caller.call("busy", storage_pb2.RetrieveObjectRequest(object_key="k"), timeout=2)
@@ -49,8 +52,10 @@ async def test_calls_queued_for_a_busy_target_are_refused_with_a_reason_before_t
         # The queued calls are refused while their caller still listens (a few
         # may lose that race on a loaded machine and see their own deadline).
         assert busy >= 72 + 32, outcomes
-        assert set(outcomes) <= {(grpc.StatusCode.RESOURCE_EXHAUSTED, "TARGET_BUSY"),
-                                 (grpc.StatusCode.DEADLINE_EXCEEDED, "")}, outcomes
+        assert set(outcomes) <= {
+            (grpc.StatusCode.RESOURCE_EXHAUSTED, "TARGET_BUSY"),
+            (grpc.StatusCode.DEADLINE_EXCEEDED, ""),
+        }, outcomes
 
         rows = [r for r in audit_rows(core, actor="plugin:busy-caller") if r.action == f"/{RETRIEVE_METHOD}"]
         assert len(rows) == 200  # one record per call, the cancelled ones included

@@ -47,15 +47,23 @@ async def plugins(core: CoreProcess, tmp_path: pathlib.Path) -> AsyncIterator[Pl
         await started_plugin(core, echo_manifest, [EchoCommunicationPlugin()]),
         await started_plugin(core, write_manifest(tmp_path, "vault", provides=[RETRIEVE, STORE]), [store]),
     ]
-    calls = [{"plugin_id": "example-echo", "method": SEND}, {"plugin_id": "vault", "method": RETRIEVE},
-             {"plugin_id": "vault", "method": STORE}]
+    calls = [
+        {"plugin_id": "example-echo", "method": SEND},
+        {"plugin_id": "vault", "method": RETRIEVE},
+        {"plugin_id": "vault", "method": STORE},
+    ]
     caller = await started_plugin(
         core, write_manifest(tmp_path, "lane-caller", calls=calls, traits=["storage_plugin"]), [RecordingStore()]
     )
     trusted = await started_plugin(
         core,
-        write_manifest(tmp_path, "trusted-caller", calls=calls[1:2], traits=["storage_plugin", "handles_confidential"],
-                       compliance={"data_classifications": ["CLASSIFICATION_CONFIDENTIAL"]}),
+        write_manifest(
+            tmp_path,
+            "trusted-caller",
+            calls=calls[1:2],
+            traits=["storage_plugin", "handles_confidential"],
+            compliance={"data_classifications": ["CLASSIFICATION_CONFIDENTIAL"]},
+        ),
         [RecordingStore()],
     )
     runtimes += [caller, trusted]
@@ -90,7 +98,8 @@ async def test_invoke_and_typed_calls_reach_the_target(core: CoreProcess, plugin
     stub = storage_pb2_grpc.StoragePluginServiceStub(plugins.caller.core_channel)
     stored = await stub.StoreObject(
         storage_pb2.StoreObjectRequest(object=storage_pb2.StoredObject(object_key="k1")),
-        metadata=(*target_metadata("vault"), ("traceparent", f"00-{trace}-00f067aa0ba902b7-01")), timeout=10,
+        metadata=(*target_metadata("vault"), ("traceparent", f"00-{trace}-00f067aa0ba902b7-01")),
+        timeout=10,
     )
     assert stored.object_key == "k1"
     assert plugins.store.calls == ["StoreObject"]
@@ -103,7 +112,9 @@ async def test_invoke_and_typed_calls_reach_the_target(core: CoreProcess, plugin
     assert [r.outcome for r in lane] == ["OK", "OK", "OK"]
     assert lane[0].trace_id == trace
     assert '"target":"example-echo"' in lane[0].detail and '"operation":"' + SEND in lane[0].detail
-    assert '"latency_ms"' in lane[0].detail and '"lane_rule":"manifest:lane-caller:calls:example-echo:' in lane[0].detail
+    assert (
+        '"latency_ms"' in lane[0].detail and '"lane_rule":"manifest:lane-caller:calls:example-echo:' in lane[0].detail
+    )
 
 
 async def test_g1_undeclared_call_is_denied_before_the_target(core: CoreProcess, plugins: Plugins) -> None:

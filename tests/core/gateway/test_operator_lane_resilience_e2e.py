@@ -134,21 +134,28 @@ async def test_g3_crashed_callee_breaker_opens_and_recovers(
     manifest_path = write_manifest(tmp_path, "crashy", provides=[RETRIEVE_METHOD, STORE_METHOD])
     approval = await approve(lane_core, load_manifest(manifest_path), replace=True)
     env = clean_env(
-        VIVIFIED_MANIFEST=str(manifest_path), VIVIFIED_JOIN_TOKEN=approval.join_token,
-        VIVIFIED_CA_FILE=str(lane_core.operator_dir / "ca.crt"), VIVIFIED_CORE_ADDRESS=lane_core.listen_address,
-        VIVIFIED_BOOTSTRAP_ADDRESS=lane_core.bootstrap_address, LANE_DELAY="5",
-        PYTHONPATH=os.pathsep.join([str(pathlib.Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+        VIVIFIED_MANIFEST=str(manifest_path),
+        VIVIFIED_JOIN_TOKEN=approval.join_token,
+        VIVIFIED_CA_FILE=str(lane_core.operator_dir / "ca.crt"),
+        VIVIFIED_CORE_ADDRESS=lane_core.listen_address,
+        VIVIFIED_BOOTSTRAP_ADDRESS=lane_core.bootstrap_address,
+        LANE_DELAY="5",
+        PYTHONPATH=os.pathsep.join(
+            [str(pathlib.Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+        ),
     )
     callee = spawn([sys.executable, "-m", "support.lane_plugin_main"], env, tmp_path / "crashy.log")
     try:
+
         async def healthy() -> bool:
             state = await plugin_state(lane_core, "crashy")
             return bool(state and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY)
 
         await until(healthy, 30, "the crashy plugin to start")
         in_flight = asyncio.ensure_future(
-            caller.call("crashy", storage_pb2.StoreObjectRequest(object=storage_pb2.StoredObject(object_key="k")),
-                        timeout=1.4)
+            caller.call(
+                "crashy", storage_pb2.StoreObjectRequest(object=storage_pb2.StoredObject(object_key="k")), timeout=1.4
+            )
         )
         await asyncio.sleep(0.5)
         os.kill(callee.pid, signal.SIGKILL)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+
 from vivified.core.db import create_engine_for
 
 

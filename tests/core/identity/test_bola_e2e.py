@@ -9,6 +9,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+
 from support.clients import admitted_plugin, audit_rows, bootstrap_channel, error_info, operator_channel, plugin_channel
 from support.processes import CoreProcess
 from support.users import bearer, expect_error, login, users_call, users_pb
@@ -33,7 +34,9 @@ async def _keys(core: CoreProcess, method: str, request: object, token: str) -> 
         return await getattr(keys_grpc.ApiKeyServiceStub(channel), method)(request, metadata=bearer(token), timeout=10)
 
 
-def _same_shape(existing: grpc.aio.AioRpcError, missing: grpc.aio.AioRpcError, code: grpc.StatusCode, reason: str) -> None:
+def _same_shape(
+    existing: grpc.aio.AioRpcError, missing: grpc.aio.AioRpcError, code: grpc.StatusCode, reason: str
+) -> None:
     assert existing.code() == missing.code() == code
     assert error_info(existing).reason == error_info(missing).reason == reason
     assert existing.details() == missing.details()
@@ -43,10 +46,16 @@ def _same_shape(existing: grpc.aio.AioRpcError, missing: grpc.aio.AioRpcError, c
 async def test_c4_objects_of_others_look_like_objects_that_do_not_exist(core: CoreProcess) -> None:
     async with operator_channel(core) as channel:
         stub = users_grpc.UserAdminServiceStub(channel)
-        ann = (await stub.CreateUser(users_pb.CreateUserRequest(username="ann", password=PASSWORD, roles=["viewer"]),
-                                     timeout=10)).user
-        ben = (await stub.CreateUser(users_pb.CreateUserRequest(username="ben", password=PASSWORD, roles=["viewer"]),
-                                     timeout=10)).user
+        ann = (
+            await stub.CreateUser(
+                users_pb.CreateUserRequest(username="ann", password=PASSWORD, roles=["viewer"]), timeout=10
+            )
+        ).user
+        ben = (
+            await stub.CreateUser(
+                users_pb.CreateUserRequest(username="ben", password=PASSWORD, roles=["viewer"]), timeout=10
+            )
+        ).user
     ann_token = (await login(core, "ann", PASSWORD)).tokens.access_token
     ben_token = (await login(core, "ben", PASSWORD)).tokens.access_token
     ben_key = await _keys(core, "CreateApiKey", keys_pb.CreateApiKeyRequest(name="ro", scopes=["viewer"]), ben_token)
@@ -64,13 +73,23 @@ async def test_c4_objects_of_others_look_like_objects_that_do_not_exist(core: Co
 
     # Update another user's account by id (give them admin).
     mask = field_mask_pb2.FieldMask(paths=["roles"])
-    other = await expect_error(users_call(
-        core, "UpdateUser", users_pb.UpdateUserRequest(user_id=ben.user_id, roles=["admin"], update_mask=mask), ann_token
-    ))
+    other = await expect_error(
+        users_call(
+            core,
+            "UpdateUser",
+            users_pb.UpdateUserRequest(user_id=ben.user_id, roles=["admin"], update_mask=mask),
+            ann_token,
+        )
+    )
     assert len(attempts(USERS + "UpdateUser")) == 1
-    missing = await expect_error(users_call(
-        core, "UpdateUser", users_pb.UpdateUserRequest(user_id=MISSING_USER, roles=["admin"], update_mask=mask), ann_token
-    ))
+    missing = await expect_error(
+        users_call(
+            core,
+            "UpdateUser",
+            users_pb.UpdateUserRequest(user_id=MISSING_USER, roles=["admin"], update_mask=mask),
+            ann_token,
+        )
+    )
     _same_shape(other, missing, grpc.StatusCode.PERMISSION_DENIED, "POLICY_DENIED")
     rows = attempts(USERS + "UpdateUser")
     assert len(rows) == 2 and {(r.decision, r.rule_id) for r in rows} == {("deny", "user-admin")}
@@ -85,7 +104,9 @@ async def test_c4_objects_of_others_look_like_objects_that_do_not_exist(core: Co
         _keys(core, "RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id=ben_key.key.key_id), ann_token)
     )
     assert len(attempts(KEYS + "RevokeApiKey")) == 1
-    missing = await expect_error(_keys(core, "RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id=MISSING_KEY), ann_token))
+    missing = await expect_error(
+        _keys(core, "RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id=MISSING_KEY), ann_token)
+    )
     assert len(attempts(KEYS + "RevokeApiKey")) == 2
     _same_shape(other, missing, grpc.StatusCode.NOT_FOUND, error_info(other).reason)
     assert error_info(other).reason

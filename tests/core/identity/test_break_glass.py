@@ -6,6 +6,7 @@ alert failing) grants nothing. The real path is in test_break_glass_e2e.py."""
 from __future__ import annotations
 
 import pytest
+
 from vivified.core.clock import ManualClock
 from vivified.core.errors import PermissionDenied
 from vivified.core.identity import EMERGENCY_TRAITS, Activation, BreakGlass, IdentityConfig

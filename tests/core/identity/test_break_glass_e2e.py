@@ -8,7 +8,6 @@ one audit record. (The time box itself, with an injected clock: test_break_glass
 from __future__ import annotations
 
 import json
-import pathlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -53,7 +52,8 @@ async def _sign_in(core: CoreProcess, username: str) -> str:
     assert first.step == auth_pb.LOGIN_STEP_MFA_ENROLLMENT_REQUIRED
     enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(mfa_token=first.mfa_token))
     confirmed = await auth_call(
-        core, "ConfirmMfa",
+        core,
+        "ConfirmMfa",
         auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time())),  # type: ignore[attr-defined]
     )
     return str(confirmed.tokens.access_token)  # type: ignore[attr-defined]
@@ -90,7 +90,8 @@ async def _retrieve(core: CoreProcess, credential: tuple[tuple[str, str], ...], 
     async with bootstrap_channel(core) as channel:
         await storage_pb2_grpc.StoragePluginServiceStub(channel).RetrieveObject(
             storage_pb2.RetrieveObjectRequest(object_key="chart-17"),
-            metadata=(*credential, *target_metadata("glass-vault"), *extra), timeout=15,
+            metadata=(*credential, *target_metadata("glass-vault"), *extra),
+            timeout=15,
         )
 
 
@@ -111,7 +112,10 @@ async def _refused(core: CoreProcess, user_id: str, call: object, reason: str, r
     rows = _calls(core, user_id)
     assert len(rows) == before + 1
     assert (rows[-1].decision, rows[-1].reason, rows[-1].rule_id, rows[-1].outcome) == (
-        "deny", reason, rule, "PERMISSION_DENIED"
+        "deny",
+        reason,
+        rule,
+        "PERMISSION_DENIED",
     )
 
 
@@ -138,7 +142,10 @@ async def test_c8_break_glass_needs_a_reason_is_audited_critical_and_alerted(cor
     await until(lambda: any(p.kind == "break_glass_activated" for p, _ in world.alerts.received), 10, "the alert")
     [alert] = [p for p, _ in world.alerts.received if p.kind == "break_glass_activated"]
     assert alert.severity == SEVERITY_CRITICAL and alert.subject == f"user/{erin}"
-    assert alert.details["activation_id"] == detail["activation_id"] and alert.details["expires_at"] == detail["expires_at"]
+    assert (
+        alert.details["activation_id"] == detail["activation_id"]
+        and alert.details["expires_at"] == detail["expires_at"]
+    )
     assert REASON not in str(alert)  # the reason stays in the audit log
 
     # Within the window: the next call with a reason is elevated under the same activation, not a new one.
@@ -151,13 +158,19 @@ async def test_c8_break_glass_needs_a_reason_is_audited_critical_and_alerted(cor
 
 async def test_c8_only_a_signed_in_break_glass_user_may_break_glass(core: CoreProcess, world: World) -> None:
     vic = world.ids["vic"]
-    await _refused(core, vic, _retrieve(core, bearer(world.tokens["vic"]), REASON), "BREAK_GLASS_NOT_ALLOWED",
-                   "break-glass")
+    await _refused(
+        core, vic, _retrieve(core, bearer(world.tokens["vic"]), REASON), "BREAK_GLASS_NOT_ALLOWED", "break-glass"
+    )
     # An API key has no session and no second factor: refused even for erin.
     async with bootstrap_channel(core) as channel:
         key = await keys_grpc.ApiKeyServiceStub(channel).CreateApiKey(
             keys_pb.CreateApiKeyRequest(name="bg", scopes=["viewer"]), metadata=bearer(world.tokens["erin"]), timeout=10
         )
-    await _refused(core, world.ids["erin"], _retrieve(core, (("x-api-key", key.api_key),), REASON),
-                   "BREAK_GLASS_NOT_ALLOWED", "break-glass")
+    await _refused(
+        core,
+        world.ids["erin"],
+        _retrieve(core, (("x-api-key", key.api_key),), REASON),
+        "BREAK_GLASS_NOT_ALLOWED",
+        "break-glass",
+    )
     assert all(json.loads(r.detail)["user_id"] == world.ids["erin"] for r in _activations(core))

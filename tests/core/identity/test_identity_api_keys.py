@@ -7,6 +7,7 @@ import hmac
 
 import pytest
 import sqlalchemy as sa
+
 from vivified.core.clock import ManualClock
 from vivified.core.errors import Unauthenticated
 from vivified.core.identity import ApiKeys, IdentityConfig, UserStore

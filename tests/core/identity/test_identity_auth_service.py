@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from vivified.core.policy import RuleIndex, load_default_rules
-from vivified.core.rest import served_service_names
+
+from vivified.core.chain._call import Call, Principal, _current
 from vivified.core.clock import ManualClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.errors import Unauthenticated
@@ -24,9 +24,10 @@ from vivified.core.identity import (
     hash_params,
     totp,
 )
-from vivified.core.chain._call import Call, Principal, _current
 from vivified.core.identity._break_glass import Activation
 from vivified.core.identity._totp import decode_secret
+from vivified.core.policy import RuleIndex, load_default_rules
+from vivified.core.rest import served_service_names
 from vivified.core.traits import TraitCatalogue
 from vivified.identity.v1 import auth_pb2 as pb
 
@@ -68,9 +69,15 @@ def _rig(tmp: pathlib.Path, config: IdentityConfig | None = None) -> Rig:
         return None
 
     identity = build_identity(
-        engine=engine, clock=clock, data_dir=tmp, config=config or IdentityConfig(), traits=TraitCatalogue.load_default(),
-        announce_break_glass=announce, publish=publish,
-        policy_index=lambda: RuleIndex.build(load_default_rules(None)), served_services=served_service_names(),
+        engine=engine,
+        clock=clock,
+        data_dir=tmp,
+        config=config or IdentityConfig(),
+        traits=TraitCatalogue.load_default(),
+        announce_break_glass=announce,
+        publish=publish,
+        policy_index=lambda: RuleIndex.build(load_default_rules(None)),
+        served_services=served_service_names(),
     )
     return Rig(clock, identity, announced)
 
@@ -107,8 +114,15 @@ async def test_change_password_counts_guesses_against_the_lockout(tmp_path: path
     # Someone holding a stolen access token cannot guess the current password past the lock.
     rig = _rig(tmp_path)
     user_id = await _user(rig)
-    call = Call(method="/m/ChangePassword", service="m", method_name="ChangePassword", metadata={},
-                context=None, streaming=False, principal=Principal(kind="user", id=user_id, session_id="s1"))  # type: ignore[arg-type]
+    call = Call(
+        method="/m/ChangePassword",
+        service="m",
+        method_name="ChangePassword",
+        metadata={},
+        context=None,
+        streaming=False,
+        principal=Principal(kind="user", id=user_id, session_id="s1"),
+    )  # type: ignore[arg-type]
     _current.set(call)
 
     def change(current: str) -> object:
@@ -205,11 +219,14 @@ async def test_concurrent_guesses_cannot_outrun_the_thresholds(tmp_path: pathlib
     wrong = str((int(right) + 1) % 1_000_000).zfill(6)
     request = pb.VerifyMfaRequest(mfa_token=pending.mfa_token, code=wrong)
     results = await asyncio.gather(
-        *(rig.identity.auth.VerifyMfa(request, None) for _ in range(20)), return_exceptions=True  # type: ignore[arg-type]
+        *(rig.identity.auth.VerifyMfa(request, None) for _ in range(20)),
+        return_exceptions=True,  # type: ignore[arg-type]
     )
     reasons = sorted(r.reason for r in results if isinstance(r, Unauthenticated))
     assert reasons == ["MFA_CODE_INVALID"] * 5 + ["MFA_LOCKED"] * 15  # exactly five codes were checked
-    guesses = await asyncio.gather(*(rig.login(password=f"guess number {i:02d}") for i in range(12)), return_exceptions=True)
+    guesses = await asyncio.gather(
+        *(rig.login(password=f"guess number {i:02d}") for i in range(12)), return_exceptions=True
+    )
     assert all(isinstance(g, Unauthenticated) and g.reason == "LOGIN_FAILED" for g in guesses)
     assert (await rig.store.by_username("ann")).locked_until == rig.now() + 1800
     assert await rig.refused(rig.login()) == "LOGIN_FAILED"  # five checked, the rest refused unchecked

@@ -35,7 +35,10 @@ class World:
         self.clock = ManualClock()
         self.store = UserStore(engine, self.clock)
         self.signer = TokenSigner(
-            key_from_secret(bytes(range(40))), issuer="vivified-core", audience="vivified-core", clock=self.clock,
+            key_from_secret(bytes(range(40))),
+            issuer="vivified-core",
+            audience="vivified-core",
+            clock=self.clock,
             leeway_seconds=0,
         )
         roles = RoleCatalogue.load_default(TraitCatalogue.load_default())

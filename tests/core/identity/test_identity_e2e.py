@@ -13,6 +13,7 @@ import time
 
 import grpc
 import pytest
+
 from support.clients import audit_rows, bootstrap_channel, error_info, operator_channel
 from support.processes import CoreProcess, run_cli
 from support.users import (
@@ -58,7 +59,9 @@ async def _admin_tokens(core: CoreProcess, tmp: pathlib.Path) -> tuple[auth_pb.T
     enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(mfa_token=first.mfa_token))
     assert enrol.provisioning_uri.startswith("otpauth://totp/vivified-core%3Aroot-admin?secret=")
     confirmed = await auth_call(
-        core, "ConfirmMfa", auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time()))
+        core,
+        "ConfirmMfa",
+        auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time())),
     )
     assert len(confirmed.backup_codes) == 10 and confirmed.tokens.access_token
     return confirmed.tokens, enrol.secret
@@ -71,7 +74,9 @@ async def test_sign_in_admin_users_and_refusals(core: CoreProcess, tmp_path: pat
     again = await login(core, "root-admin", ADMIN_PASSWORD)
     assert again.step == auth_pb.LOGIN_STEP_MFA_REQUIRED
     replay = await expect_error(
-        auth_call(core, "VerifyMfa", auth_pb.VerifyMfaRequest(mfa_token=again.mfa_token, code=code_at(secret, time.time())))
+        auth_call(
+            core, "VerifyMfa", auth_pb.VerifyMfaRequest(mfa_token=again.mfa_token, code=code_at(secret, time.time()))
+        )
     )
     assert replay.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(replay).reason == "MFA_CODE_INVALID"
     assert len(_rows(core, action=AUTH + "VerifyMfa", reason="MFA_CODE_INVALID")) == 1
@@ -81,8 +86,10 @@ async def test_sign_in_admin_users_and_refusals(core: CoreProcess, tmp_path: pat
     admin_token = verified.tokens.access_token
 
     created = await users_call(
-        core, "CreateUser",
-        users_pb.CreateUserRequest(username="vera", password=VIEWER_PASSWORD, roles=["viewer"]), admin_token,
+        core,
+        "CreateUser",
+        users_pb.CreateUserRequest(username="vera", password=VIEWER_PASSWORD, roles=["viewer"]),
+        admin_token,
     )
     vera = created.user
     assert vera.traits == ["viewer"] and not vera.mfa_enrolled
@@ -161,10 +168,26 @@ def _grpcurl(core: CoreProcess, proto: str, method: str, body: dict[str, object]
     assert binary is not None, "grpcurl is installed by the dev extra"
     headers = ["-H", f"authorization: Bearer {token}"] if token else []
     result = subprocess.run(
-        [binary, "-cacert", str(core.operator_dir / "ca.crt"), "-servername", f"core.{core.trust_domain}",
-         "-import-path", str(PROTO), "-proto", proto, *headers, "-d", json.dumps(body),
-         core.bootstrap_address, method],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            binary,
+            "-cacert",
+            str(core.operator_dir / "ca.crt"),
+            "-servername",
+            f"core.{core.trust_domain}",
+            "-import-path",
+            str(PROTO),
+            "-proto",
+            proto,
+            *headers,
+            "-d",
+            json.dumps(body),
+            core.bootstrap_address,
+            method,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
@@ -173,9 +196,23 @@ def _grpcurl(core: CoreProcess, proto: str, method: str, body: dict[str, object]
 def _create_admin_with_closed_stdin(core: CoreProcess, username: str) -> subprocess.CompletedProcess[str]:
     """No --password-file, no terminal (new session) and an empty stdin: the prompt gets nothing."""
     return subprocess.run(
-        [sys.executable, "-m", "vivified.core.cli", "users", "--data-dir", str(core.data_dir), "create-admin",
-         "--username", username],
-        input="", capture_output=True, text=True, timeout=60, check=False, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "vivified.core.cli",
+            "users",
+            "--data-dir",
+            str(core.data_dir),
+            "create-admin",
+            "--username",
+            username,
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        start_new_session=True,
     )
 
 
@@ -183,7 +220,9 @@ async def test_readme_grpcurl_sign_in(core: CoreProcess, tmp_path: pathlib.Path)
     """The README's operator steps, verbatim in shape: CLI admin, grpcurl login, enrolment, a call."""
     create_admin(core, "gru", ADMIN_PASSWORD, tmp_path)
     auth = "vivified/identity/v1/auth.proto"
-    first = _grpcurl(core, auth, "vivified.identity.v1.AuthService/Login", {"username": "gru", "password": ADMIN_PASSWORD})
+    first = _grpcurl(
+        core, auth, "vivified.identity.v1.AuthService/Login", {"username": "gru", "password": ADMIN_PASSWORD}
+    )
     assert first["step"] == "LOGIN_STEP_MFA_ENROLLMENT_REQUIRED"
     enrol = _grpcurl(core, auth, "vivified.identity.v1.AuthService/EnrollMfa", {"mfa_token": first["mfaToken"]})
     code = code_at(str(enrol["secret"]), time.time())
@@ -241,14 +280,16 @@ async def test_refresh_family_password_change_and_plugin_admin_refusal(core: Cor
     # Changing the password needs the current one and ends every session.
     wrong = await expect_error(
         auth_call(
-            core, "ChangePassword",
+            core,
+            "ChangePassword",
             auth_pb.ChangePasswordRequest(current_password="not the password", new_password="a brand new password"),
             token,
         )
     )
     assert error_info(wrong).reason == "LOGIN_FAILED"
     await auth_call(
-        core, "ChangePassword",
+        core,
+        "ChangePassword",
         auth_pb.ChangePasswordRequest(current_password=VIEWER_PASSWORD, new_password="a brand new password"),
         token,
     )
@@ -260,7 +301,10 @@ async def test_refresh_family_password_change_and_plugin_admin_refusal(core: Cor
     # A signed-in user may turn MFA on; the next login then asks for a code.
     enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(), fresh.tokens.access_token)
     confirmed = await auth_call(
-        core, "ConfirmMfa", auth_pb.ConfirmMfaRequest(code=code_at(enrol.secret, time.time())), fresh.tokens.access_token
+        core,
+        "ConfirmMfa",
+        auth_pb.ConfirmMfaRequest(code=code_at(enrol.secret, time.time())),
+        fresh.tokens.access_token,
     )
     assert len(confirmed.backup_codes) == 10 and not confirmed.HasField("tokens")
     assert (await login(core, "rita", "a brand new password")).step == auth_pb.LOGIN_STEP_MFA_REQUIRED
@@ -270,10 +314,14 @@ async def test_refresh_family_password_change_and_plugin_admin_refusal(core: Cor
 async def test_b7_api_keys_scoped_revocable_hashed_metadata_only(core: CoreProcess) -> None:
     async with operator_channel(core) as channel:
         stub = users_grpc.UserAdminServiceStub(channel)
-        otto = (await stub.CreateUser(
-            users_pb.CreateUserRequest(username="otto", password=VIEWER_PASSWORD, roles=["operator"]), timeout=10
-        )).user
-        await stub.CreateUser(users_pb.CreateUserRequest(username="una", password=VIEWER_PASSWORD, roles=["viewer"]), timeout=10)
+        otto = (
+            await stub.CreateUser(
+                users_pb.CreateUserRequest(username="otto", password=VIEWER_PASSWORD, roles=["operator"]), timeout=10
+            )
+        ).user
+        await stub.CreateUser(
+            users_pb.CreateUserRequest(username="una", password=VIEWER_PASSWORD, roles=["viewer"]), timeout=10
+        )
     token = (await login(core, "otto", VIEWER_PASSWORD)).tokens.access_token
     una = (await login(core, "una", VIEWER_PASSWORD)).tokens.access_token
 
@@ -301,13 +349,18 @@ async def test_b7_api_keys_scoped_revocable_hashed_metadata_only(core: CoreProce
     # Scopes decide: the plugin_manager key may list plugins, the viewer key may not.
     await list_plugins((("x-api-key", manager_key.api_key),))
     narrow = await expect_error(list_plugins((("x-api-key", viewer_key.api_key),)))
-    assert narrow.code() == grpc.StatusCode.PERMISSION_DENIED and error_info(narrow).metadata["rule_id"] == "user-plugin-admin"
+    assert (
+        narrow.code() == grpc.StatusCode.PERMISSION_DENIED
+        and error_info(narrow).metadata["rule_id"] == "user-plugin-admin"
+    )
     assert f'"api_key_id":"{viewer_key.key.key_id}"' in _rows(core, actor=f"user:{otto.user_id}")[-1].detail
 
     # Only `x-api-key` carries a key: in `authorization` it is no token.
     for header in (f"Bearer {manager_key.api_key}", f"ApiKey {manager_key.api_key}"):
         wrong_place = await expect_error(list_plugins((("authorization", header),)))
-        assert wrong_place.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(wrong_place).reason == "TOKEN_INVALID"
+        assert (
+            wrong_place.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(wrong_place).reason == "TOKEN_INVALID"
+        )
     both = await expect_error(list_plugins((("x-api-key", manager_key.api_key), ("authorization", f"Bearer {token}"))))
     assert error_info(both).reason == "IDENTITY_INVALID"
     # In the URL query (ASVS 14.2.1): gRPC routes on the whole :path, so a
@@ -328,13 +381,21 @@ async def test_b7_api_keys_scoped_revocable_hashed_metadata_only(core: CoreProce
     assert error_info(await expect_error(list_plugins((("x-api-key", guessed),)))).reason == "API_KEY_INVALID"
     # A key cannot mint keys.
     minted = await expect_error(
-        keys("CreateApiKey", keys_pb.CreateApiKeyRequest(name="y", scopes=["viewer"]), (("x-api-key", manager_key.api_key),))
+        keys(
+            "CreateApiKey",
+            keys_pb.CreateApiKeyRequest(name="y", scopes=["viewer"]),
+            (("x-api-key", manager_key.api_key),),
+        )
     )
     assert error_info(minted).reason == "IDENTITY_MISSING"
 
     # BOLA: someone else's key id and an unknown id look the same.
-    other = await expect_error(keys("RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id=manager_key.key.key_id), bearer(una)))
-    unknown = await expect_error(keys("RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id="vak_" + "0" * 24), bearer(una)))
+    other = await expect_error(
+        keys("RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id=manager_key.key.key_id), bearer(una))
+    )
+    unknown = await expect_error(
+        keys("RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id="vak_" + "0" * 24), bearer(una))
+    )
     assert other.code() == unknown.code() == grpc.StatusCode.NOT_FOUND and other.details() == unknown.details()
 
     # Revocation takes effect on the next call; one audit record for the refusal.

@@ -11,6 +11,7 @@ import time
 
 import grpc
 import pytest
+
 from support.clients import audit_rows, error_info, operator_channel
 from support.processes import core_running, start_core
 from support.users import (
@@ -71,7 +72,8 @@ async def test_lockout_and_mfa_throttle_survive_restart(tmp_path: pathlib.Path) 
         first = await login(core, "ada", PASSWORD)
         enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(mfa_token=first.mfa_token))
         await auth_call(
-            core, "ConfirmMfa",
+            core,
+            "ConfirmMfa",
             auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time())),
         )
         pending = await login(core, "ada", PASSWORD)
@@ -91,7 +93,8 @@ async def test_lockout_and_mfa_throttle_survive_restart(tmp_path: pathlib.Path) 
         assert pending.step == auth_pb.LOGIN_STEP_MFA_REQUIRED
         mfa = await expect_error(
             auth_call(
-                core, "VerifyMfa",
+                core,
+                "VerifyMfa",
                 auth_pb.VerifyMfaRequest(mfa_token=pending.mfa_token, code=code_at(enrol.secret, time.time() + 30)),
             )
         )
@@ -100,7 +103,9 @@ async def test_lockout_and_mfa_throttle_survive_restart(tmp_path: pathlib.Path) 
         assert PASSWORD not in core.log()
 
 
-@pytest.mark.parametrize("secret", [b"", b"only-twenty-bytes-ok", bytes(range(31))], ids=["empty", "20-bytes", "31-bytes"])
+@pytest.mark.parametrize(
+    "secret", [b"", b"only-twenty-bytes-ok", bytes(range(31))], ids=["empty", "20-bytes", "31-bytes"]
+)
 async def test_b4_core_refuses_a_weak_token_key(tmp_path: pathlib.Path, secret: bytes) -> None:
     data_dir = tmp_path / "data"
     key = data_dir / "identity" / "token.key"

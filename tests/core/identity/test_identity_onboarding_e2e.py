@@ -16,9 +16,10 @@ import time
 import grpc
 import pytest
 import sqlalchemy as sa
+
 from support.clients import audit_rows, bootstrap_channel, error_info, operator_channel
 from support.processes import CoreProcess, clean_env, run_cli, run_vivified
-from support.users import auth_call, auth_pb, bearer, code_at, create_admin, expect_error, login, users_call, users_pb
+from support.users import auth_call, auth_pb, bearer, code_at, create_admin, expect_error, login, users_pb
 from vivified.identity.v1 import api_keys_pb2 as keys_pb
 from vivified.identity.v1 import api_keys_pb2_grpc as keys_grpc
 from vivified.identity.v1 import user_admin_pb2_grpc as users_grpc
@@ -39,7 +40,9 @@ async def _invite(core: CoreProcess, username: str, roles: list[str], **fields: 
 
 
 async def _activate(core: CoreProcess, token: str, password: str = NEW_PASSWORD) -> object:
-    return await auth_call(core, "ActivateAccount", auth_pb.ActivateAccountRequest(activation_token=token, new_password=password))
+    return await auth_call(
+        core, "ActivateAccount", auth_pb.ActivateAccountRequest(activation_token=token, new_password=password)
+    )
 
 
 def _users_row(core: CoreProcess, user_id: str) -> sa.Row[object]:
@@ -87,8 +90,12 @@ async def test_invited_user_activates_once_then_signs_in(core: CoreProcess) -> N
     assert json.loads(audit_rows(core, action=AUTH + "Login", reason="LOGIN_FAILED")[-1].detail)["why"] == "invited"
 
     # The core published UserCreated under the CreateUser call's trace, one audit record.
-    (create_record,) = [r for r in audit_rows(core, action=USERS + "CreateUser") if f"user/{user.user_id}" == r.resource]
-    published = [r for r in audit_rows(core, action="event.publish", actor="core:core") if r.trace_id == create_record.trace_id]
+    (create_record,) = [
+        r for r in audit_rows(core, action=USERS + "CreateUser") if f"user/{user.user_id}" == r.resource
+    ]
+    published = [
+        r for r in audit_rows(core, action="event.publish", actor="core:core") if r.trace_id == create_record.trace_id
+    ]
     assert [r.resource for r in published] == ["event/vivified.events.v1.UserCreated"]
 
     activated = await _activate(core, token)
@@ -96,7 +103,9 @@ async def test_invited_user_activates_once_then_signs_in(core: CoreProcess) -> N
     signed_in = await login(core, "ada", NEW_PASSWORD)
     assert signed_in.step == auth_pb.LOGIN_STEP_COMPLETE  # viewer: no MFA required
     (activate_record,) = audit_rows(core, action=AUTH + "ActivateAccount", resource=f"user/{user.user_id}")
-    updated = [r for r in audit_rows(core, action="event.publish", actor="core:core") if r.trace_id == activate_record.trace_id]
+    updated = [
+        r for r in audit_rows(core, action="event.publish", actor="core:core") if r.trace_id == activate_record.trace_id
+    ]
     assert [r.resource for r in updated] == ["event/vivified.events.v1.UserUpdated"]
     assert NEW_PASSWORD not in activate_record.detail and token not in activate_record.detail
 
@@ -140,12 +149,15 @@ async def _user_manager_key(core: CoreProcess, tmp: pathlib.Path) -> str:
     first = await login(core, "keymaster", "CANARY-keymaster-pw-3e3e3e")
     enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(mfa_token=first.mfa_token))
     confirmed = await auth_call(
-        core, "ConfirmMfa", auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time()))
+        core,
+        "ConfirmMfa",
+        auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time())),
     )
     async with bootstrap_channel(core) as channel:
         reply = await keys_grpc.ApiKeyServiceStub(channel).CreateApiKey(
             keys_pb.CreateApiKeyRequest(name="hr", scopes=["user_manager"], ttl_seconds=3600),
-            metadata=bearer(confirmed.tokens.access_token), timeout=10,
+            metadata=bearer(confirmed.tokens.access_token),
+            timeout=10,
         )
     return str(reply.api_key)
 
@@ -159,14 +171,31 @@ def _cli_with_key(core: CoreProcess, tmp: pathlib.Path, key: str, *args: str) ->
 
 async def test_cli_users_create_as_operator_and_as_user_manager_key(core: CoreProcess, tmp_path: pathlib.Path) -> None:
     result = run_cli(
-        core, "users", "create", "--username", "ada.cli", "--email", "ada@example.com",
-        "--display-name", "Ada L", "--role", "viewer", "--json",
+        core,
+        "users",
+        "create",
+        "--username",
+        "ada.cli",
+        "--email",
+        "ada@example.com",
+        "--display-name",
+        "Ada L",
+        "--role",
+        "viewer",
+        "--json",
     )
     assert result.returncode == 0, result.stderr
     reply = json.loads(result.stdout)
     assert reply["user"]["invited"] and reply["user"]["email"] == "ada@example.com"
     assert "activation_token" not in reply  # a credential: printed only when asked
-    assert len(audit_rows(core, action=USERS + "CreateUser", actor="operator:admin", resource=f"user/{reply['user']['user_id']}")) == 1
+    assert (
+        len(
+            audit_rows(
+                core, action=USERS + "CreateUser", actor="operator:admin", resource=f"user/{reply['user']['user_id']}"
+            )
+        )
+        == 1
+    )
 
     key = await _user_manager_key(core, tmp_path)
     made = _cli_with_key(core, tmp_path, key, "--username", "ben.cli", "--role", "viewer", "--print-activation-token")
@@ -181,9 +210,16 @@ async def test_cli_users_create_as_operator_and_as_user_manager_key(core: CorePr
     await _activate(core, viewer.activation_token)
     token_v = (await login(core, "vic", NEW_PASSWORD)).tokens.access_token
     async with bootstrap_channel(core) as channel:
-        vkey = (await keys_grpc.ApiKeyServiceStub(channel).CreateApiKey(
-            keys_pb.CreateApiKeyRequest(name="v", scopes=["viewer"], ttl_seconds=3600), metadata=bearer(token_v), timeout=10
-        )).api_key
+        vkey = (
+            await keys_grpc.ApiKeyServiceStub(channel).CreateApiKey(
+                keys_pb.CreateApiKeyRequest(name="v", scopes=["viewer"], ttl_seconds=3600),
+                metadata=bearer(token_v),
+                timeout=10,
+            )
+        ).api_key
     denied = _cli_with_key(core, tmp_path, vkey, "--username", "eve", "--role", "admin")
     assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr and "[POLICY_DENIED]" in denied.stderr  # type: ignore[attr-defined]
-    assert len(audit_rows(core, action=USERS + "CreateUser", actor=f"user:{viewer.user.user_id}", reason="POLICY_DENIED")) == 1
+    assert (
+        len(audit_rows(core, action=USERS + "CreateUser", actor=f"user:{viewer.user.user_id}", reason="POLICY_DENIED"))
+        == 1
+    )

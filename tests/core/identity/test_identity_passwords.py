@@ -4,6 +4,7 @@ string, per-hash salts, upgrade detection, and the length cap."""
 from __future__ import annotations
 
 import pytest
+
 from vivified.core.errors import InvalidArgument
 from vivified.core.identity import (
     PasswordHasher,

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
+
 from vivified.core.clock import ManualClock
 from vivified.core.errors import Unauthenticated
 from vivified.core.identity import (

@@ -10,6 +10,7 @@ import os
 import pathlib
 
 import pytest
+
 from vivified.core.clock import ManualClock
 from vivified.core.identity import (
     ACCESS_TYPE,
@@ -43,8 +44,14 @@ def _forge(header: dict[str, object], payload: dict[str, object], key: bytes | N
 def _payload(clock: ManualClock, **changes: object) -> dict[str, object]:
     now = int(clock.now().timestamp())
     payload: dict[str, object] = {
-        "iss": "vivified-core", "aud": "vivified-core", "sub": "usr_1", "jti": "j1",
-        "iat": now, "nbf": now, "exp": now + 900, "sid": "s1",
+        "iss": "vivified-core",
+        "aud": "vivified-core",
+        "sub": "usr_1",
+        "jti": "j1",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 900,
+        "sid": "s1",
     }
     payload.update(changes)
     return payload

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.parse
 
 import pytest
+
 from vivified.core.identity import hotp, match_step, provisioning_uri, totp
 from vivified.core.identity._totp import decode_secret, encode_secret
 
@@ -60,7 +61,10 @@ def test_provisioning_uri() -> None:
     assert urllib.parse.unquote(parsed.path) == "/vivified-core:alice@example.org"
     query = dict(urllib.parse.parse_qsl(parsed.query))
     assert query == {
-        "secret": "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "issuer": "vivified-core",
-        "algorithm": "SHA1", "digits": "6", "period": "30",
+        "secret": "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+        "issuer": "vivified-core",
+        "algorithm": "SHA1",
+        "digits": "6",
+        "period": "30",
     }
     assert decode_secret(encode_secret(RFC_SECRET)) == RFC_SECRET

@@ -27,8 +27,15 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.e2e]
 
 
 def _caller_only(directory: pathlib.Path, **fields: object) -> pathlib.Path:
-    data = {"id": "caller-only", "name": "Caller only", "version": "0.1.0", "contracts": [], "traits": [],
-            "calls": [{"plugin_id": "served", "method": RETRIEVE_METHOD}], **fields}
+    data = {
+        "id": "caller-only",
+        "name": "Caller only",
+        "version": "0.1.0",
+        "contracts": [],
+        "traits": [],
+        "calls": [{"plugin_id": "served", "method": RETRIEVE_METHOD}],
+        **fields,
+    }
     path = directory / "caller-only.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -45,8 +52,9 @@ async def test_a_caller_only_manifest_is_approved_registered_and_its_calls_route
         assert approved.returncode == 0, approved.stderr
         manifest = load_manifest_file(path)
         assert list(manifest.contracts) == [] and list(manifest.provides) == []
-        async with initialised_plugin(core, "caller-only", contracts=[], traits=[],
-                                      calls=[{"plugin_id": "served", "method": RETRIEVE_METHOD}]) as (plugin, init):
+        async with initialised_plugin(
+            core, "caller-only", contracts=[], traits=[], calls=[{"plugin_id": "served", "method": RETRIEVE_METHOD}]
+        ) as (plugin, init):
             await until(lambda: init.inits > 0, 20, "the core's Init of the caller-only plugin")
             async with plugin_channel(core, plugin) as channel:
                 reply = await storage_pb2_grpc.StoragePluginServiceStub(channel).RetrieveObject(
@@ -67,6 +75,9 @@ async def test_provides_without_contracts_is_refused_by_the_core(core: CoreProce
     with pytest.raises(InvalidArgument) as local:
         validate_manifest(load_manifest_file(path), TraitCatalogue.load_default())
     assert local.value.reason == "MANIFEST_INVALID"
-    denied = [r for r in audit_rows(core, actor="operator:admin")
-              if r.action == "/vivified.admin.v1.PluginAdminService/ApprovePlugin" and r.reason == "MANIFEST_INVALID"]
+    denied = [
+        r
+        for r in audit_rows(core, actor="operator:admin")
+        if r.action == "/vivified.admin.v1.PluginAdminService/ApprovePlugin" and r.reason == "MANIFEST_INVALID"
+    ]
     assert len(denied) == 1

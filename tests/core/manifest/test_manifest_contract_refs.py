@@ -20,7 +20,13 @@ CATALOGUE = TraitCatalogue.load_default()
 
 
 def _manifest(**fields: Any) -> PluginManifest:
-    data = {"id": "mailer", "name": "Mailer", "version": "1.0.0", "contracts": [COMM], "traits": ["communication_plugin"]}
+    data = {
+        "id": "mailer",
+        "name": "Mailer",
+        "version": "1.0.0",
+        "contracts": [COMM],
+        "traits": ["communication_plugin"],
+    }
     data.update(fields)
     return json_format.ParseDict(data, PluginManifest())
 
@@ -28,24 +34,55 @@ def _manifest(**fields: Any) -> PluginManifest:
 @pytest.mark.parametrize(
     ("fields", "field", "entry", "needle"),
     [
-        ({"provides": [f"{COMM}/SendMessage", f"{COMM}/SendMail"]}, "provides[1]", f"{COMM}/SendMail",
-         "has no method 'SendMail' (it has SendMessage, GetMessageStatus)"),
-        ({"provides": ["vivified.admin.v1.PluginAdminService/ApprovePlugin"]}, "provides[0]",
-         "vivified.admin.v1.PluginAdminService/ApprovePlugin", "'vivified.admin.v1.PluginAdminService' is not a plugin contract"),
-        ({"provides": ["vivified.mail.v1.MailService/Send"]}, "provides[0]", "vivified.mail.v1.MailService/Send",
-         "'vivified.mail.v1.MailService' is not a plugin contract"),
+        (
+            {"provides": [f"{COMM}/SendMessage", f"{COMM}/SendMail"]},
+            "provides[1]",
+            f"{COMM}/SendMail",
+            "has no method 'SendMail' (it has SendMessage, GetMessageStatus)",
+        ),
+        (
+            {"provides": ["vivified.admin.v1.PluginAdminService/ApprovePlugin"]},
+            "provides[0]",
+            "vivified.admin.v1.PluginAdminService/ApprovePlugin",
+            "'vivified.admin.v1.PluginAdminService' is not a plugin contract",
+        ),
+        (
+            {"provides": ["vivified.mail.v1.MailService/Send"]},
+            "provides[0]",
+            "vivified.mail.v1.MailService/Send",
+            "'vivified.mail.v1.MailService' is not a plugin contract",
+        ),
         ({"provides": [f"{COMM}"]}, "provides[0]", COMM, "not of the form pkg.Service/Method"),
-        ({"provides": ["vivified.storage.v1.StoragePluginService/StoreObject"]}, "provides[0]",
-         "vivified.storage.v1.StoragePluginService/StoreObject", "not in contracts"),
-        ({"calls": [{"plugin_id": "vault", "method": "vivified.storage.v1.StoragePluginService/Store"}]},
-         "calls[0].method", "vivified.storage.v1.StoragePluginService/Store",
-         "has no method 'Store' (it has StoreObject, RetrieveObject)"),
-        ({"calls": [{"plugin_id": "vault", "method": "vivified.egress.v1.EgressProxyService/Connect"}]},
-         "calls[0].method", "vivified.egress.v1.EgressProxyService/Connect", "is not a plugin contract"),
-        ({"subscribes": ["vivified.events.v1.UserCreated", "vivified.events.v1.UserDeleted"]}, "subscribes[1]",
-         "vivified.events.v1.UserDeleted", "not a canonical event type"),
-        ({"publishes": ["vivified.events.v1.Email*"]}, "publishes[0]", "vivified.events.v1.Email*",
-         "not a canonical event type"),
+        (
+            {"provides": ["vivified.storage.v1.StoragePluginService/StoreObject"]},
+            "provides[0]",
+            "vivified.storage.v1.StoragePluginService/StoreObject",
+            "not in contracts",
+        ),
+        (
+            {"calls": [{"plugin_id": "vault", "method": "vivified.storage.v1.StoragePluginService/Store"}]},
+            "calls[0].method",
+            "vivified.storage.v1.StoragePluginService/Store",
+            "has no method 'Store' (it has StoreObject, RetrieveObject)",
+        ),
+        (
+            {"calls": [{"plugin_id": "vault", "method": "vivified.egress.v1.EgressProxyService/Connect"}]},
+            "calls[0].method",
+            "vivified.egress.v1.EgressProxyService/Connect",
+            "is not a plugin contract",
+        ),
+        (
+            {"subscribes": ["vivified.events.v1.UserCreated", "vivified.events.v1.UserDeleted"]},
+            "subscribes[1]",
+            "vivified.events.v1.UserDeleted",
+            "not a canonical event type",
+        ),
+        (
+            {"publishes": ["vivified.events.v1.Email*"]},
+            "publishes[0]",
+            "vivified.events.v1.Email*",
+            "not a canonical event type",
+        ),
     ],
 )
 def test_a_mismatch_with_the_contracts_names_the_entry(

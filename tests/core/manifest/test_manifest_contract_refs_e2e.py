@@ -10,7 +10,13 @@ import grpc
 import pytest
 
 from support.clients import (
-    approve, audit_rows, bootstrap_channel, error_info, manifest_message, new_csr, operator_channel,
+    approve,
+    audit_rows,
+    bootstrap_channel,
+    error_info,
+    manifest_message,
+    new_csr,
+    operator_channel,
 )
 from support.processes import CoreProcess
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
@@ -30,7 +36,8 @@ async def test_approval_refuses_a_provides_entry_the_contract_lacks(core: CorePr
     async with operator_channel(core) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await admin_grpc.PluginAdminServiceStub(channel).ApprovePlugin(
-                admin_pb.ApprovePluginRequest(manifest=manifest), timeout=10)
+                admin_pb.ApprovePluginRequest(manifest=manifest), timeout=10
+            )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     info = error_info(refused.value)
     assert info.reason == "MANIFEST_INVALID"
@@ -43,14 +50,21 @@ async def test_approval_refuses_a_provides_entry_the_contract_lacks(core: CorePr
 async def test_registration_refuses_a_subscription_to_no_such_event(core: CoreProcess) -> None:
     approved = manifest_message("wrong-subscribes", subscribes=["vivified.events.v1.UserCreated"])
     approval = await approve(core, approved)
-    sent = manifest_message("wrong-subscribes", subscribes=["vivified.events.v1.UserCreated",
-                                                             "vivified.events.v1.UserRemoved"])
+    sent = manifest_message(
+        "wrong-subscribes", subscribes=["vivified.events.v1.UserCreated", "vivified.events.v1.UserRemoved"]
+    )
     before = len(audit_rows(core, action=REGISTER))
     async with bootstrap_channel(core) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await reg_grpc.PluginRegistryServiceStub(channel).Register(
-                reg_pb.RegisterRequest(manifest=sent, csr_pem=new_csr("wrong-subscribes")[0].decode(),
-                                       join_token=approval.join_token, endpoint="127.0.0.1:1"), timeout=10)
+                reg_pb.RegisterRequest(
+                    manifest=sent,
+                    csr_pem=new_csr("wrong-subscribes")[0].decode(),
+                    join_token=approval.join_token,
+                    endpoint="127.0.0.1:1",
+                ),
+                timeout=10,
+            )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     info = error_info(refused.value)
     assert info.reason == "MANIFEST_INVALID"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from vivified.core.errors import InvalidArgument
 from vivified.core.manifest import (
     canonical_json,
@@ -81,7 +82,9 @@ def test_digest_is_sha256_of_the_canonical_json() -> None:
             "traits": DATA["traits"],
             "version": "2.0.0-rc.1",
         },
-        sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
     )
     assert canonical_json(manifest) == expected_text
     assert manifest_sha256(manifest) == hashlib.sha256(expected_text.encode()).hexdigest()

@@ -6,6 +6,7 @@ import json
 
 import grpc
 import pytest
+
 from support.clients import audit_rows, error_info, manifest_message, operator_channel
 from support.processes import CoreProcess
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
@@ -20,28 +21,94 @@ from vivified.core.traits import TraitCatalogue
 
 BAD_ENTRIES = [
     # wildcards that match too much
-    "*", "*.", "*.com", "*.*.x.com", "a.*.com", "*example.com", "**.example.com", "*.co.uk",
-    "*.com.au", "*.github.io", "co.uk", "github.io",
+    "*",
+    "*.",
+    "*.com",
+    "*.*.x.com",
+    "a.*.com",
+    "*example.com",
+    "**.example.com",
+    "*.co.uk",
+    "*.com.au",
+    "*.github.io",
+    "co.uk",
+    "github.io",
     # public suffixes the old hand-picked list missed (ICANN and private sections of the PSL)
-    "*.co.kr", "*.com.sg", "*.fly.dev", "*.s3.us-east-1.amazonaws.com", "*.GitLab.io", "*.pages.dev",
-    "*.x.ck", "*.blogspot.com", "*.amazonaws.com", "co.kr", "fly.dev", "s3.us-east-1.amazonaws.com",
+    "*.co.kr",
+    "*.com.sg",
+    "*.fly.dev",
+    "*.s3.us-east-1.amazonaws.com",
+    "*.GitLab.io",
+    "*.pages.dev",
+    "*.x.ck",
+    "*.blogspot.com",
+    "*.amazonaws.com",
+    "co.kr",
+    "fly.dev",
+    "s3.us-east-1.amazonaws.com",
     # IP literals in every spelling
-    "127.0.0.1", "10.0.0.1", "172.17.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-    "::1", "[::1]", "::ffff:127.0.0.1", "fe80::1%eth0", "[fd00::1]",
-    "2130706433", "0x7f000001", "017700000001", "127.1", "0x7f.0.0.1", "0177.0.0.1",
+    "127.0.0.1",
+    "10.0.0.1",
+    "172.17.0.1",
+    "192.168.1.1",
+    "169.254.169.254",
+    "0.0.0.0",
+    "::1",
+    "[::1]",
+    "::ffff:127.0.0.1",
+    "fe80::1%eth0",
+    "[fd00::1]",
+    "2130706433",
+    "0x7f000001",
+    "017700000001",
+    "127.1",
+    "0x7f.0.0.1",
+    "0177.0.0.1",
     # local and private names
-    "localhost", "LOCALHOST", "localhost.", "*.localhost", "api.localhost",
-    "localhost.localdomain", "printer.local", "*.corp.local", "db.internal", "x.home.arpa",
-    "nas.lan", "1.0.0.127.in-addr.arpa",
+    "localhost",
+    "LOCALHOST",
+    "localhost.",
+    "*.localhost",
+    "api.localhost",
+    "localhost.localdomain",
+    "printer.local",
+    "*.corp.local",
+    "db.internal",
+    "x.home.arpa",
+    "nas.lan",
+    "1.0.0.127.in-addr.arpa",
     # not a bare host name
-    "http://example.com", "https://api.example.com/", "example.com:443", "example.com/path",
-    "user@example.com", "example.com?x=1", "example.com#frag", "exa mple.com", " example.com",
-    "example.com\n", "example.com\x00", "example.com\\evil.com", "example.com%2f",
+    "http://example.com",
+    "https://api.example.com/",
+    "example.com:443",
+    "example.com/path",
+    "user@example.com",
+    "example.com?x=1",
+    "example.com#frag",
+    "exa mple.com",
+    " example.com",
+    "example.com\n",
+    "example.com\x00",
+    "example.com\\evil.com",
+    "example.com%2f",
     # homoglyphs and raw unicode
-    "\u0430pi.example.com", "ex\u0430mple.com", "例え.jp",
+    "\u0430pi.example.com",
+    "ex\u0430mple.com",
+    "例え.jp",
     # malformed labels
-    "", ".", "example", "-a.com", "a-.com", "a..com", ".example.com", "example.com..",
-    "ab--c.com", "a" * 64 + ".com", "example.123", "xn--.com", "a_b.example.com",
+    "",
+    ".",
+    "example",
+    "-a.com",
+    "a-.com",
+    "a..com",
+    ".example.com",
+    "example.com..",
+    "ab--c.com",
+    "a" * 64 + ".com",
+    "example.123",
+    "xn--.com",
+    "a_b.example.com",
     ("a" * 60 + ".") * 5 + "com",
 ]
 
@@ -67,7 +134,9 @@ GOOD_ENTRIES = {
 @pytest.mark.parametrize("entry", BAD_ENTRIES)
 def test_h1_allowlist_entries_refused_at_manifest_load(entry: str) -> None:
     data = {
-        "id": "email-gateway", "name": "Email Gateway", "version": "1.0.0",
+        "id": "email-gateway",
+        "name": "Email Gateway",
+        "version": "1.0.0",
         "contracts": ["vivified.communication.v1.CommunicationPluginService"],
         "traits": ["communication_plugin", "external_service"],
         "security": {"allowed_domains": ["smtp.example.com", entry]},
@@ -123,7 +192,8 @@ APPROVE = "/vivified.admin.v1.PluginAdminService/ApprovePlugin"
 async def test_h1_wildcard_over_a_public_suffix_refused_at_approval(core: CoreProcess, entry: str) -> None:
     plugin_id = "psl-" + entry.replace("*.", "").replace(".", "-")[:40]
     manifest = manifest_message(
-        plugin_id, traits=["communication_plugin", "external_service"],
+        plugin_id,
+        traits=["communication_plugin", "external_service"],
         security={"allowed_domains": ["smtp.example.com", entry]},
     )
     before = len(audit_rows(core, action=APPROVE))
@@ -137,7 +207,9 @@ async def test_h1_wildcard_over_a_public_suffix_refused_at_approval(core: CorePr
     info = error_info(refused.value)
     assert (info.reason, info.domain) == ("MANIFEST_INVALID", "vivified.registry")
     assert (info.metadata["field"], info.metadata["entry"]) == ("security.allowed_domains", entry)
-    assert f"'{entry}' refused" in (refused.value.details() or "") and "public suffix" in (refused.value.details() or "")
+    assert f"'{entry}' refused" in (refused.value.details() or "") and "public suffix" in (
+        refused.value.details() or ""
+    )
     rows = audit_rows(core, action=APPROVE)[before:]
     assert len(rows) == 1
     assert (rows[0].outcome, rows[0].reason) == ("INVALID_ARGUMENT", "MANIFEST_INVALID")

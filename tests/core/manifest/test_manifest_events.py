@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
+
 from vivified.core.errors import InvalidArgument
 from vivified.core.events import CANONICAL_EVENT_TYPES
 from vivified.core.manifest import validate_manifest
@@ -18,8 +19,13 @@ USER_CREATED = "vivified.events.v1.UserCreated"
 
 
 def _manifest(**fields: Any) -> PluginManifest:
-    data = {"id": "mailer", "name": "Mailer", "version": "1.0.0",
-            "contracts": ["vivified.communication.v1.CommunicationPluginService"], "traits": ["communication_plugin"]}
+    data = {
+        "id": "mailer",
+        "name": "Mailer",
+        "version": "1.0.0",
+        "contracts": ["vivified.communication.v1.CommunicationPluginService"],
+        "traits": ["communication_plugin"],
+    }
     data.update(fields)
     return json_format.ParseDict(data, PluginManifest())
 

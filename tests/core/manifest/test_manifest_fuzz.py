@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vivified.core.errors import InvalidArgument
 from vivified.core.manifest import (
     load_manifest_bytes,
@@ -21,8 +22,22 @@ from vivified.manifest.v1.manifest_pb2 import PluginManifest
 CATALOGUE = TraitCatalogue.load_default()
 
 _KEYS = st.sampled_from(
-    ["id", "name", "version", "description", "contracts", "traits", "security", "compliance",
-     "allowed_domains", "data_classifications", "hipaa_controls", "retention_days", "x", ""]
+    [
+        "id",
+        "name",
+        "version",
+        "description",
+        "contracts",
+        "traits",
+        "security",
+        "compliance",
+        "allowed_domains",
+        "data_classifications",
+        "hipaa_controls",
+        "retention_days",
+        "x",
+        "",
+    ]
 )
 _SCALARS = (
     st.none()
@@ -30,8 +45,18 @@ _SCALARS = (
     | st.integers()
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=40)
-    | st.sampled_from(["CLASSIFICATION_PHI", "CLASSIFICATION_UNSPECIFIED", "handles_phi", "*.com",
-                       "vivified.storage.v1.StoragePluginService", "164.312(a)", "1.0.0", "\ud800"])
+    | st.sampled_from(
+        [
+            "CLASSIFICATION_PHI",
+            "CLASSIFICATION_UNSPECIFIED",
+            "handles_phi",
+            "*.com",
+            "vivified.storage.v1.StoragePluginService",
+            "164.312(a)",
+            "1.0.0",
+            "\ud800",
+        ]
+    )
 )
 _JSON_LIKE = st.recursive(
     _SCALARS,
@@ -51,11 +76,13 @@ _VALID: dict[str, Any] = {
     "name": "Records Store",
     "version": "1.0.0",
     "contracts": ["vivified.storage.v1.StoragePluginService"],
-    "traits": ["storage_plugin", "handles_phi", "audit_required", "encryption_required",
-               "external_service"],
+    "traits": ["storage_plugin", "handles_phi", "audit_required", "encryption_required", "external_service"],
     "security": {"allowed_domains": ["api.example.com"]},
-    "compliance": {"data_classifications": ["CLASSIFICATION_PHI"],
-                   "hipaa_controls": ["164.312(a)"], "retention_days": 2555},
+    "compliance": {
+        "data_classifications": ["CLASSIFICATION_PHI"],
+        "hipaa_controls": ["164.312(a)"],
+        "retention_days": 2555,
+    },
 }
 _PLAUSIBLE = _SCALARS | st.from_regex(r"[a-z0-9.*:\[\]-]{0,20}", fullmatch=True)
 

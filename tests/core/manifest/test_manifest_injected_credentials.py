@@ -9,13 +9,13 @@ from typing import Any
 
 import grpc
 import pytest
+
 from vivified.core.errors import InvalidArgument
 from vivified.core.manifest import injected_config_keys, load_manifest_bytes, validate_manifest
 from vivified.core.traits import TraitCatalogue
 
 CATALOGUE = TraitCatalogue.load_default()
-GOOD = {"host": "api.mail.example.com", "header": "Authorization", "config_key": "api_key",
-        "value_prefix": "Bearer "}
+GOOD = {"host": "api.mail.example.com", "header": "Authorization", "config_key": "api_key", "value_prefix": "Bearer "}
 BASE: dict[str, Any] = {
     "id": "mailer",
     "name": "Mailer",
@@ -23,8 +23,10 @@ BASE: dict[str, Any] = {
     "contracts": ["vivified.communication.v1.CommunicationPluginService"],
     "traits": ["communication_plugin", "external_service"],
     "security": {"allowed_domains": ["api.mail.example.com", "*.cdn.example.com"], "injected_credentials": [GOOD]},
-    "config": [{"name": "api_key", "type": "CONFIG_FIELD_TYPE_SECRET"},
-               {"name": "region", "type": "CONFIG_FIELD_TYPE_STRING"}],
+    "config": [
+        {"name": "api_key", "type": "CONFIG_FIELD_TYPE_SECRET"},
+        {"name": "region", "type": "CONFIG_FIELD_TYPE_STRING"},
+    ],
 }
 
 

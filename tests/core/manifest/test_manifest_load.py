@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+
 from vivified.core.errors import InvalidArgument
 from vivified.core.manifest import (
     MAX_DEPTH,
@@ -123,9 +124,7 @@ def test_i1_wrong_types_refused(patch: dict[str, Any], path: str) -> None:
 
 def test_i1_yaml_1_1_implicit_types_are_not_applied() -> None:
     # `no` -> False and `2001-01-01` -> date would silently change a manifest's meaning.
-    data = VALID_YAML.replace(b"name: Email Gateway", b"name: no").replace(
-        b"version: 1.2.0", b"version: 2001-01-01"
-    )
+    data = VALID_YAML.replace(b"name: Email Gateway", b"name: no").replace(b"version: 1.2.0", b"version: 2001-01-01")
     manifest = load_manifest_bytes(data)
     assert (manifest.name, manifest.version) == ("no", "2001-01-01")
     assert "expected a string, got a number" in refused(VALID_YAML.replace(b"1.2.0", b"1.2")).message
@@ -225,7 +224,7 @@ def test_i1_duplicate_keys_with_conflicting_values_refused(document: bytes) -> N
         (b"1: x\n", "keys must be strings"),
         (VALID_YAML + b"<<: {id: core}\n", "unknown key '<<'"),
         (VALID_YAML + b"---\nid: other\n", "single document"),
-        (b"id: \"a\x00b\"\n", "not valid YAML"),
+        (b'id: "a\x00b"\n', "not valid YAML"),
         (b"id: [unclosed\n", "not valid YAML"),
     ],
 )
@@ -320,5 +319,11 @@ def test_i1_every_yaml_loader_reads_the_same(loader: type[Any]) -> None:
     expected = load_yaml(VALID_YAML.decode(), LOADERS[-1])
     assert load_yaml(VALID_YAML.decode(), loader) == expected
     assert load_yaml("a: no\nb: 0o17\nc: 017\nd: 0x1F\ne: .inf\nf: ~\ng: True\n", loader) == {
-        "a": "no", "b": 15, "c": 17, "d": 31, "e": float("inf"), "f": None, "g": True,
+        "a": "no",
+        "b": 15,
+        "c": 17,
+        "d": 31,
+        "e": float("inf"),
+        "f": None,
+        "g": True,
     }

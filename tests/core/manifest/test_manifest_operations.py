@@ -17,8 +17,13 @@ CATALOGUE = TraitCatalogue.load_default()
 
 
 def _manifest(**fields: Any) -> PluginManifest:
-    data = {"id": "mailer", "name": "Mailer", "version": "1.0.0",
-            "contracts": ["vivified.communication.v1.CommunicationPluginService"], "traits": ["communication_plugin"]}
+    data = {
+        "id": "mailer",
+        "name": "Mailer",
+        "version": "1.0.0",
+        "contracts": ["vivified.communication.v1.CommunicationPluginService"],
+        "traits": ["communication_plugin"],
+    }
     data.update(fields)
     return json_format.ParseDict(data, PluginManifest())
 
@@ -51,8 +56,10 @@ def test_bad_declarations_are_refused(fields: dict[str, Any], needle: str) -> No
 
 @pytest.mark.parametrize("port", [0, 65536, -1])
 def test_ports_out_of_range_refused(port: int) -> None:
-    manifest = _manifest(traits=["communication_plugin", "external_service"],
-                         security={"allowed_domains": ["api.example.com"], "allowed_ports": [port]})
+    manifest = _manifest(
+        traits=["communication_plugin", "external_service"],
+        security={"allowed_domains": ["api.example.com"], "allowed_ports": [port]},
+    )
     with pytest.raises(InvalidArgument) as refused:
         validate_manifest(manifest, CATALOGUE)
     assert "not a TCP port" in refused.value.message

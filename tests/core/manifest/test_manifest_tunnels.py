@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from vivified.core.errors import InvalidArgument
 from vivified.core.manifest import load_manifest_bytes, validate_manifest, validate_tunnel
 from vivified.core.traits import TraitCatalogue

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from vivified.core.errors import InvalidArgument
 from vivified.core.manifest import (
     DEFAULT_CONTRACTS,
@@ -74,14 +75,30 @@ def test_valid_manifests_pass() -> None:
 @pytest.mark.parametrize(
     "plugin_id",
     [
-        "../core", "core/../x", "", "a" * 300, "a" * 64, "email\x00gateway", "email-gateway\x00",
-        "email\u202egateway", "\u202eyawetag-liame",
+        "../core",
+        "core/../x",
+        "",
+        "a" * 300,
+        "a" * 64,
+        "email\x00gateway",
+        "email-gateway\x00",
+        "email\u202egateway",
+        "\u202eyawetag-liame",
         "\u0435mail-gateway",  # Cyrillic e
         "em\u0430il-gateway",  # Cyrillic a
         "emaıl-gateway",  # dotless i
         "ｅmail-gateway",  # fullwidth e
-        "Email-Gateway", "-email", "email-", "e--mail", "1email", "a", "email gateway",
-        "email_gateway", "email.gateway", "email-gateway\n", " email-gateway",
+        "Email-Gateway",
+        "-email",
+        "email-",
+        "e--mail",
+        "1email",
+        "a",
+        "email gateway",
+        "email_gateway",
+        "email.gateway",
+        "email-gateway\n",
+        " email-gateway",
         *sorted(RESERVED_IDS),
     ],
 )
@@ -125,8 +142,20 @@ def test_text_field_boundaries_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    "version", ["1.0", "v1.0.0", "01.0.0", "1.0.0-", "1.0.0+", "1.0.0-01", "1.0.0\n", "\u0661.0.0",
-                "1.0.0 ", "1.0.0-a..b", "1." * 100 + "0"],
+    "version",
+    [
+        "1.0",
+        "v1.0.0",
+        "01.0.0",
+        "1.0.0-",
+        "1.0.0+",
+        "1.0.0-01",
+        "1.0.0\n",
+        "\u0661.0.0",
+        "1.0.0 ",
+        "1.0.0-a..b",
+        "1." * 100 + "0",
+    ],
 )
 def test_non_semver_versions_refused(version: str) -> None:
     assert refused(build(BASE, version=version)).startswith("version:")
@@ -154,7 +183,9 @@ def test_contracts_refused(contracts: list[str], fragment: str) -> None:
 
 def test_a_caller_only_manifest_lists_no_contracts_and_provides_nothing() -> None:
     validate_manifest(build(BASE, contracts=[]), CATALOGUE)
-    message = refused(build(BASE, contracts=[], provides=["vivified.communication.v1.CommunicationPluginService/SendMessage"]))
+    message = refused(
+        build(BASE, contracts=[], provides=["vivified.communication.v1.CommunicationPluginService/SendMessage"])
+    )
     assert message.startswith("contracts:") and "provides must list the contracts" in message
 
 
@@ -200,17 +231,30 @@ PhiCase = Callable[[], PluginManifest]
         (lambda: build(PHI, compliance__hipaa_controls=["164.312(a)(1)(x)"]), "164.312"),
         (lambda: build(PHI, compliance__hipaa_controls=["164.312(a)", "164.312(a)"]), "listed twice"),
         (lambda: build(PHI, traits=["storage_plugin", "handles_phi", "audit_required"]), "encryption_required"),
-        (lambda: build(PHI, traits=["storage_plugin", "audit_required", "encryption_required"]),
-         "CLASSIFICATION_PHI is declared without handles_phi"),
-        (lambda: build(BASE, compliance__data_classifications=[]), "handles_pii is declared without CLASSIFICATION_PII"),
-        (lambda: build(BASE, traits=["communication_plugin", "external_service", "audit_required"]),
-         "CLASSIFICATION_PII is declared without handles_pii"),
-        (lambda: build(BASE, compliance__data_classifications=["CLASSIFICATION_PII", "CLASSIFICATION_UNSPECIFIED"]),
-         "data_classifications"),
-        (lambda: build(BASE, compliance__data_classifications=["CLASSIFICATION_PII", "CLASSIFICATION_PII"]),
-         "listed twice"),
-        (lambda: build(BASE, compliance__data_classifications=["CLASSIFICATION_PII", "CLASSIFICATION_CONFIDENTIAL"]),
-         "handles_confidential"),
+        (
+            lambda: build(PHI, traits=["storage_plugin", "audit_required", "encryption_required"]),
+            "CLASSIFICATION_PHI is declared without handles_phi",
+        ),
+        (
+            lambda: build(BASE, compliance__data_classifications=[]),
+            "handles_pii is declared without CLASSIFICATION_PII",
+        ),
+        (
+            lambda: build(BASE, traits=["communication_plugin", "external_service", "audit_required"]),
+            "CLASSIFICATION_PII is declared without handles_pii",
+        ),
+        (
+            lambda: build(BASE, compliance__data_classifications=["CLASSIFICATION_PII", "CLASSIFICATION_UNSPECIFIED"]),
+            "data_classifications",
+        ),
+        (
+            lambda: build(BASE, compliance__data_classifications=["CLASSIFICATION_PII", "CLASSIFICATION_PII"]),
+            "listed twice",
+        ),
+        (
+            lambda: build(BASE, compliance__data_classifications=["CLASSIFICATION_PII", "CLASSIFICATION_CONFIDENTIAL"]),
+            "handles_confidential",
+        ),
         (lambda: build(BASE, compliance__retention_days=-1), "negative"),
     ],
 )
@@ -231,8 +275,7 @@ def test_unknown_enum_number_from_the_wire_refused() -> None:
     [
         ({"security__allowed_domains": []}, "required for a plugin with external_service"),
         ({"security": {}}, "required for a plugin with external_service"),
-        ({"traits": ["communication_plugin", "handles_pii", "audit_required"]},
-         "only a plugin with external_service"),
+        ({"traits": ["communication_plugin", "handles_pii", "audit_required"]}, "only a plugin with external_service"),
         ({"security__allowed_domains": ["API.example.com", "api.example.com."]}, "listed twice"),
         ({"security__allowed_domains": ["smtp.example.com", "localhost"]}, "'localhost' refused"),
     ],

@@ -58,7 +58,8 @@ def _report_only_count(core: CoreProcess, decision: str, rule: str) -> float:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "vivified_policy_report_only_total" and sample.labels == {
-                "decision": decision, "rule": rule
+                "decision": decision,
+                "rule": rule,
             }:
                 return float(sample.value)
     return 0.0
@@ -167,8 +168,18 @@ def test_a_rules_file_relaxing_what_is_not_an_operator_rule_is_refused_at_start(
     policy.write_text(json.dumps([*rules, marked]))
     data_dir = tmp_path / "data"
     result = run_vivified(
-        "core", "--data-dir", str(data_dir), "--policy-file", str(policy),
-        "--listen", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", timeout=30,
+        "core",
+        "--data-dir",
+        str(data_dir),
+        "--policy-file",
+        str(policy),
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        timeout=30,
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout

@@ -49,8 +49,9 @@ def test_report_only_allow_never_allows() -> None:
     assert (decision.report_only, decision.report_rule_id) == ("would_allow", "ops-all")
 
 
-@pytest.mark.parametrize("rule_id", ["default-deny", "policy-error", "authentication", "status-gate", "rate-limit",
-                                     "manifest:x:publishes"])
+@pytest.mark.parametrize(
+    "rule_id", ["default-deny", "policy-error", "authentication", "status-gate", "rate-limit", "manifest:x:publishes"]
+)
 def test_reserved_ids_are_refused(rule_id: str) -> None:
     with pytest.raises(PolicyError, match="reserved"):
         load_rules(json.dumps([{**DENY, "id": rule_id}]))
@@ -64,10 +65,19 @@ def test_report_only_since_must_be_an_aware_time(since: object) -> None:
 
 def test_the_operator_lane_reports_a_report_only_user_rule() -> None:
     seen: list[Decision] = []
-    user_rule = {"id": "users-no-store", "effect": "deny", "principal_kinds": ["user"],
-                 "methods": ["/vivified.storage.v1.StoragePluginService/StoreObject"], "report_only_since": SINCE}
-    allow = {"id": "users-store", "effect": "allow", "principal_kinds": ["user"],
-             "methods": ["/vivified.storage.v1.StoragePluginService/StoreObject"]}
+    user_rule = {
+        "id": "users-no-store",
+        "effect": "deny",
+        "principal_kinds": ["user"],
+        "methods": ["/vivified.storage.v1.StoragePluginService/StoreObject"],
+        "report_only_since": SINCE,
+    }
+    allow = {
+        "id": "users-store",
+        "effect": "allow",
+        "principal_kinds": ["user"],
+        "methods": ["/vivified.storage.v1.StoragePluginService/StoreObject"],
+    }
     lane = PolicySet(load_rules(json.dumps([allow, user_rule])), on_report_only=seen.append)
     rule = lane.check_user_operation(
         "usr_1", frozenset(), "vivified.storage.v1.StoragePluginService/StoreObject", reason="POLICY_DENIED"

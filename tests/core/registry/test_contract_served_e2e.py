@@ -44,13 +44,18 @@ async def test_a_plugin_not_serving_a_listed_contract_is_refused_once_and_routed
     core: CoreProcess, tmp_path: pathlib.Path
 ) -> None:
     caller = await started_plugin(
-        core, write_manifest(tmp_path, "served-caller", calls=[{"plugin_id": "half-served", "method": RETRIEVE_METHOD}]),
+        core,
+        write_manifest(tmp_path, "served-caller", calls=[{"plugin_id": "half-served", "method": RETRIEVE_METHOD}]),
         [RecordingStore()],
     )
     try:
         async with initialised_plugin(
-            core, "half-served", contracts=[COMMUNICATION, STORAGE], traits=["communication_plugin", "storage_plugin"],
-            provides=[RETRIEVE_METHOD], unserved=frozenset({STORAGE}),
+            core,
+            "half-served",
+            contracts=[COMMUNICATION, STORAGE],
+            traits=["communication_plugin", "storage_plugin"],
+            provides=[RETRIEVE_METHOD],
+            unserved=frozenset({STORAGE}),
         ) as (_plugin, lifecycle):
             await until(lambda: _lifecycle_rows(core, "half-served"), 20, "the refusal recorded")
             await until(lambda: lifecycle.shutdowns, 10, "the core's Shutdown with the reason")
@@ -60,7 +65,10 @@ async def test_a_plugin_not_serving_a_listed_contract_is_refused_once_and_routed
             assert lifecycle.inits == 1
             [row] = _lifecycle_rows(core, "half-served")
             assert (row.action, row.decision, row.reason, row.outcome) == (  # type: ignore[attr-defined]
-                "plugin.refused", "deny", "CONTRACT_NOT_SERVED", "FAILED_PRECONDITION"
+                "plugin.refused",
+                "deny",
+                "CONTRACT_NOT_SERVED",
+                "FAILED_PRECONDITION",
             )
             detail = json.loads(row.detail)  # type: ignore[attr-defined]
             assert detail["to"] == "init_failed" and STORAGE in detail["why"] and COMMUNICATION not in detail["why"]
@@ -77,9 +85,14 @@ async def test_a_plugin_not_serving_a_listed_contract_is_refused_once_and_routed
         await caller.stop("test over")
 
 
-async def test_a_plugin_serving_every_listed_contract_becomes_healthy(core: CoreProcess, tmp_path: pathlib.Path) -> None:
+async def test_a_plugin_serving_every_listed_contract_becomes_healthy(
+    core: CoreProcess, tmp_path: pathlib.Path
+) -> None:
     async with initialised_plugin(
-        core, "all-served", contracts=[COMMUNICATION, STORAGE], traits=["communication_plugin", "storage_plugin"],
+        core,
+        "all-served",
+        contracts=[COMMUNICATION, STORAGE],
+        traits=["communication_plugin", "storage_plugin"],
     ) as (_plugin, lifecycle):
 
         async def healthy() -> bool:

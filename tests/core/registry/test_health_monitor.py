@@ -33,7 +33,8 @@ async def test_missed_heartbeats_make_a_plugin_unhealthy(tmp_path: pathlib.Path)
     await store.approve(manifest, "0" * 64, frozenset(manifest.traits), "t" * 64, 10**10, replace_existing=False)
     await store.register("beats", "t" * 64, "0" * 64, "127.0.0.1:1", serial=1, not_after=10**10)
     monitor = HealthMonitor(  # type: ignore[arg-type]
-        store, NoConnector(), clock, interval=lambda: 5, misses=3, init_timeout=1, leases=_leases(store, clock))
+        store, NoConnector(), clock, interval=lambda: 5, misses=3, init_timeout=1, leases=_leases(store, clock)
+    )
     await store.heartbeat("beats")
     await store.set_health("beats", HEALTHY)
 
@@ -58,8 +59,14 @@ async def test_a_changed_interval_gives_plugins_one_old_period_to_learn_it(tmp_p
         await store.register(plugin_id, token, "0" * 64, "127.0.0.1:1", serial=serial, not_after=10**10)
     interval = [10.0]
     monitor = HealthMonitor(  # type: ignore[arg-type]
-        store, NoConnector(), clock, interval=lambda: interval[0], misses=3, init_timeout=1,
-        leases=_leases(store, clock))
+        store,
+        NoConnector(),
+        clock,
+        interval=lambda: interval[0],
+        misses=3,
+        init_timeout=1,
+        leases=_leases(store, clock),
+    )
     for plugin_id in ("early", "late"):
         await store.heartbeat(plugin_id)
         await store.set_health(plugin_id, HEALTHY)
@@ -83,8 +90,14 @@ async def test_two_quick_changes_keep_the_longest_old_interval(tmp_path: pathlib
     await store.register("steady", token, "0" * 64, "127.0.0.1:1", serial=1, not_after=10**10)
     interval = [10.0]
     monitor = HealthMonitor(  # type: ignore[arg-type]
-        store, NoConnector(), clock, interval=lambda: interval[0], misses=3, init_timeout=1,
-        leases=_leases(store, clock))
+        store,
+        NoConnector(),
+        clock,
+        interval=lambda: interval[0],
+        misses=3,
+        init_timeout=1,
+        leases=_leases(store, clock),
+    )
     await store.heartbeat("steady")
     await store.set_health("steady", HEALTHY)
 
@@ -130,9 +143,18 @@ async def test_m1_failed_init_is_retried_with_backoff_and_heartbeats_do_not_heal
     async def on_change(change: HealthChange, why: str) -> None:
         changes.append((change.before, change.after, why))
 
-    monitor = HealthMonitor(store, connector, clock, interval=lambda: 5, misses=3, init_timeout=1,  # type: ignore[arg-type]
-                            init_retry=InitRetry(first_delay_seconds=1, max_delay_seconds=3), sleep=sleep,
-                            on_change=on_change, leases=_leases(store, clock))
+    monitor = HealthMonitor(
+        store,
+        connector,
+        clock,
+        interval=lambda: 5,
+        misses=3,
+        init_timeout=1,  # type: ignore[arg-type]
+        init_retry=InitRetry(first_delay_seconds=1, max_delay_seconds=3),
+        sleep=sleep,
+        on_change=on_change,
+        leases=_leases(store, clock),
+    )
     await monitor._init_until_done(record)
     assert connector.attempts == 4 and waits == [1, 2, 3]
     assert store.require("flaky").health == HEALTHY
@@ -150,8 +172,16 @@ async def test_init_retries_end_with_the_registration(tmp_path: pathlib.Path) ->
     async def sleep(seconds: float) -> None:
         await store.set_status("gone", REVOKED)
 
-    monitor = HealthMonitor(store, connector, clock, interval=lambda: 5, misses=3, init_timeout=1,  # type: ignore[arg-type]
-                            sleep=sleep, leases=_leases(store, clock))
+    monitor = HealthMonitor(
+        store,
+        connector,
+        clock,
+        interval=lambda: 5,
+        misses=3,
+        init_timeout=1,  # type: ignore[arg-type]
+        sleep=sleep,
+        leases=_leases(store, clock),
+    )
     await monitor._init_until_done(record)
     assert connector.attempts == 1
     assert store.require("gone").health == UNKNOWN  # revoked: no health observed any more

@@ -47,8 +47,10 @@ class HangingInit:
 
 
 def _transitions(core: CoreProcess, plugin_id: str) -> list[tuple[str, dict[str, str]]]:
-    return [(r.action, json.loads(r.detail or "{}")) for r in audit_rows(core, actor="core:core",
-                                                                          resource=f"plugin/{plugin_id}")]
+    return [
+        (r.action, json.loads(r.detail or "{}"))
+        for r in audit_rows(core, actor="core:core", resource=f"plugin/{plugin_id}")
+    ]
 
 
 async def test_m1_a_plugin_whose_init_timed_out_is_routed_nothing_until_a_retried_init_succeeds(
@@ -100,7 +102,8 @@ async def test_m1_a_plugin_whose_init_timed_out_is_routed_nothing_until_a_retrie
 
         await until(healthy, 20, "the retried Init to succeed")
         assert [(a, d["from"], d["to"]) for a, d in _transitions(core, "slow-init")] == [
-            ("plugin.unhealthy", "unknown", "init_failed"), ("plugin.healthy", "init_failed", "healthy")
+            ("plugin.unhealthy", "unknown", "init_failed"),
+            ("plugin.healthy", "init_failed", "healthy"),
         ]
         reply = await caller.call("slow-init", storage_pb2.RetrieveObjectRequest(object_key="k"), timeout=10)
         assert reply.object.object_key == "k" and store.calls == ["RetrieveObject"]

@@ -53,7 +53,12 @@ async def test_only_the_holder_sweeps_and_the_other_takes_over(tmp_path: pathlib
     await store.approve(manifest, "0" * 64, frozenset(manifest.traits), "t" * 64, 10**10, replace_existing=False)
     monitors = [
         HealthMonitor(  # type: ignore[arg-type]
-            store, NoConnector(), clock, interval=lambda: 1, misses=3, init_timeout=1,
+            store,
+            NoConnector(),
+            clock,
+            interval=lambda: 1,
+            misses=3,
+            init_timeout=1,
             leases=LifecycleLeases(engine, clock, name, ttl=lambda: 5),
         )
         for name in ("replica-a", "replica-b")

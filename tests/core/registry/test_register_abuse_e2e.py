@@ -51,8 +51,10 @@ async def test_i4_join_token_works_once(core: CoreProcess) -> None:
     approval = await approve(core, manifest)
     await register(core, manifest, approval.join_token)
     err = await _register_error(
-        core, reg_pb.RegisterRequest(manifest=manifest, csr_pem=new_csr()[0].decode(), join_token=approval.join_token,
-                                     endpoint="127.0.0.1:1")
+        core,
+        reg_pb.RegisterRequest(
+            manifest=manifest, csr_pem=new_csr()[0].decode(), join_token=approval.join_token, endpoint="127.0.0.1:1"
+        ),
     )
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_info(err).reason == "JOIN_TOKEN_INVALID"
@@ -66,8 +68,10 @@ async def test_i4_token_for_another_plugin_or_expired(core: CoreProcess) -> None
     await approve(core, thief)
     before = len(audit_rows(core, action=REGISTER))
     err = await _register_error(
-        core, reg_pb.RegisterRequest(manifest=thief, csr_pem=new_csr()[0].decode(), join_token=approval.join_token,
-                                     endpoint="127.0.0.1:1")
+        core,
+        reg_pb.RegisterRequest(
+            manifest=thief, csr_pem=new_csr()[0].decode(), join_token=approval.join_token, endpoint="127.0.0.1:1"
+        ),
     )
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_info(err).reason == "JOIN_TOKEN_INVALID"
@@ -79,8 +83,10 @@ async def test_i4_token_for_another_plugin_or_expired(core: CoreProcess) -> None
     expiring = await approve(core, short, token_ttl_seconds=1)
     await asyncio.sleep(1.2)  # the join token's expiry is checked against the core's wall clock
     err = await _register_error(
-        core, reg_pb.RegisterRequest(manifest=short, csr_pem=new_csr()[0].decode(), join_token=expiring.join_token,
-                                     endpoint="127.0.0.1:1")
+        core,
+        reg_pb.RegisterRequest(
+            manifest=short, csr_pem=new_csr()[0].decode(), join_token=expiring.join_token, endpoint="127.0.0.1:1"
+        ),
     )
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "expired" in (err.details() or "")
@@ -91,16 +97,18 @@ async def test_i4_parallel_registrations_with_one_token_exactly_one_wins(core: C
     manifest = manifest_message("token-race")
     approval = await approve(core, manifest)
     csr = new_csr()[0].decode()
-    request = reg_pb.RegisterRequest(manifest=manifest, csr_pem=csr, join_token=approval.join_token,
-                                     endpoint="127.0.0.1:1")
+    request = reg_pb.RegisterRequest(
+        manifest=manifest, csr_pem=csr, join_token=approval.join_token, endpoint="127.0.0.1:1"
+    )
     started = time.monotonic()
     results: list[object] = []
     pending = 1000
     async with bootstrap_channel(core) as channel:
         stub = reg_grpc.PluginRegistryServiceStub(channel)
         while pending:
-            batch = await asyncio.gather(*(stub.Register(request, timeout=120) for _ in range(pending)),
-                                         return_exceptions=True)
+            batch = await asyncio.gather(
+                *(stub.Register(request, timeout=120) for _ in range(pending)), return_exceptions=True
+            )
             # Streams over the core's concurrent-stream cap are refused by HTTP/2
             # (REFUSED_STREAM) before any handler runs; send those again.
             refused = [r for r in batch if isinstance(r, grpc.aio.AioRpcError) and "RST_STREAM" in (r.details() or "")]
@@ -121,8 +129,10 @@ async def test_i2_plugin_id_abuse_refused_and_nothing_persisted(core: CoreProces
     manifest = manifest_message("placeholder")
     manifest.id = bad_id
     err = await _register_error(
-        core, reg_pb.RegisterRequest(manifest=manifest, csr_pem=new_csr()[0].decode(), join_token="vjt_x",
-                                     endpoint="127.0.0.1:1")
+        core,
+        reg_pb.RegisterRequest(
+            manifest=manifest, csr_pem=new_csr()[0].decode(), join_token="vjt_x", endpoint="127.0.0.1:1"
+        ),
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(err).reason == "MANIFEST_INVALID"
@@ -152,8 +162,10 @@ async def test_manifest_must_match_approval_and_traits_must_be_granted(core: Cor
     approval = await approve(core, approved)
     changed = manifest_message("approved-shape", version="0.2.0")
     err = await _register_error(
-        core, reg_pb.RegisterRequest(manifest=changed, csr_pem=new_csr()[0].decode(), join_token=approval.join_token,
-                                     endpoint="127.0.0.1:1")
+        core,
+        reg_pb.RegisterRequest(
+            manifest=changed, csr_pem=new_csr()[0].decode(), join_token=approval.join_token, endpoint="127.0.0.1:1"
+        ),
     )
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_info(err).reason == "MANIFEST_NOT_APPROVED"
@@ -163,8 +175,10 @@ async def test_manifest_must_match_approval_and_traits_must_be_granted(core: Cor
     wants_more = manifest_message("narrow-grant", traits=["communication_plugin", "handles_confidential"])
     narrow = await approve(core, wants_more, granted_traits=["communication_plugin"])
     err = await _register_error(
-        core, reg_pb.RegisterRequest(manifest=wants_more, csr_pem=new_csr()[0].decode(), join_token=narrow.join_token,
-                                     endpoint="127.0.0.1:1")
+        core,
+        reg_pb.RegisterRequest(
+            manifest=wants_more, csr_pem=new_csr()[0].decode(), join_token=narrow.join_token, endpoint="127.0.0.1:1"
+        ),
     )
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_info(err).reason == "TRAIT_NOT_GRANTED"
@@ -203,15 +217,22 @@ async def test_i3_csr_abuse_refused_and_token_survives(core: CoreProcess) -> Non
     }
     for label, builder in bad_csrs.items():
         err = await _register_error(
-            core, reg_pb.RegisterRequest(manifest=manifest, csr_pem=_csr_with(key, builder),
-                                         join_token=approval.join_token, endpoint="127.0.0.1:1")
+            core,
+            reg_pb.RegisterRequest(
+                manifest=manifest,
+                csr_pem=_csr_with(key, builder),
+                join_token=approval.join_token,
+                endpoint="127.0.0.1:1",
+            ),
         )
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, label
         assert error_info(err).reason == "CSR_INVALID", label
     for garbage in ("not a csr", new_csr()[0].decode().replace("A", "B", 5)):
         err = await _register_error(
-            core, reg_pb.RegisterRequest(manifest=manifest, csr_pem=garbage, join_token=approval.join_token,
-                                         endpoint="127.0.0.1:1")
+            core,
+            reg_pb.RegisterRequest(
+                manifest=manifest, csr_pem=garbage, join_token=approval.join_token, endpoint="127.0.0.1:1"
+            ),
         )
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await _plugin_ids(core) >= {"csr-abuse"}
@@ -224,8 +245,10 @@ async def test_endpoint_must_be_host_and_port(core: CoreProcess) -> None:
     approval = await approve(core, manifest)
     for endpoint in ("", "no-port", "127.0.0.1:0", "127.0.0.1:70000", "http://x:1", "a b:1"):
         err = await _register_error(
-            core, reg_pb.RegisterRequest(manifest=manifest, csr_pem=new_csr()[0].decode(),
-                                         join_token=approval.join_token, endpoint=endpoint)
+            core,
+            reg_pb.RegisterRequest(
+                manifest=manifest, csr_pem=new_csr()[0].decode(), join_token=approval.join_token, endpoint=endpoint
+            ),
         )
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, endpoint
         assert error_info(err).reason == "INVALID_REQUEST", endpoint

@@ -66,7 +66,10 @@ async def test_disable_enable_revoke_lifecycle(core: CoreProcess) -> None:
         rows = audit_rows(core, actor="plugin:lifecycle")
         assert len(rows) == before + 1
         assert (rows[-1].decision, rows[-1].reason, rows[-1].rule_id, rows[-1].outcome) == (
-            "deny", "PLUGIN_DISABLED", "status-gate", "PERMISSION_DENIED"
+            "deny",
+            "PLUGIN_DISABLED",
+            "status-gate",
+            "PERMISSION_DENIED",
         )
 
         await admin.EnablePlugin(admin_pb.EnablePluginRequest(plugin_id="lifecycle"), timeout=5)

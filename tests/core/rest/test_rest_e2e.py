@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
+
 from support.clients import audit_rows, bootstrap_channel, manifest_message
 from support.processes import CoreProcess, run_cli
 from support.users import bearer, code_at, create_admin
@@ -49,7 +50,13 @@ class Bridge:
     config: dict[str, Any]
 
     def call(
-        self, method: str, path: str, body: object = None, *, token: str = "", headers: dict[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        token: str = "",
+        headers: dict[str, str] | None = None,
         raw: bytes | None = None,
     ) -> tuple[int, Any]:
         connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.tls, timeout=30)
@@ -79,8 +86,18 @@ def _free_port() -> int:
 def bridge(core: CoreProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
     port = _free_port()
     out = tmp_path_factory.mktemp("rest")
-    made = run_cli(core, "rest", "config", "--listen", f"127.0.0.1:{port}", "--out", str(out),
-                   "--max-request-bytes", str(MAX_BODY), "--json")
+    made = run_cli(
+        core,
+        "rest",
+        "config",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--out",
+        str(out),
+        "--max-request-bytes",
+        str(MAX_BODY),
+        "--json",
+    )
     assert made.returncode == 0, made.stderr + made.stdout
     config = json.loads(made.stdout)
     assert config["validated"] and config["certificate_from_core_ca"], config
@@ -122,7 +139,9 @@ def admin(bridge: Bridge, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     assert status == 200 and again["step"] == "LOGIN_STEP_MFA_REQUIRED", again
     # The next time step's code (the enrolment code is spent: a replay is refused).
     status, verified = bridge.call(
-        "POST", "/v1/auth:verifyMfa", {"mfaToken": again["mfaToken"], "code": code_at(enrol["secret"], time.time() + 30)}
+        "POST",
+        "/v1/auth:verifyMfa",
+        {"mfaToken": again["mfaToken"], "code": code_at(enrol["secret"], time.time() + 30)},
     )
     assert status == 200 and verified["tokens"]["accessToken"], verified
     return {"token": verified["tokens"]["accessToken"], "secret": enrol["secret"]}
@@ -133,7 +152,10 @@ def test_openapi_document_served_from_the_same_protos(bridge: Bridge) -> None:
     assert status == 200 and document["openapi"] == "3.0.3"
     for path in ("/v1/auth:login", "/v1/plugins", "/v1/plugins/{plugin_id}:disable", "/v1/audit/records"):
         assert path in document["paths"], path
-    assert document["paths"]["/v1/plugins/{plugin_id}:disable"]["post"]["operationId"] == "PluginAdminService_DisablePlugin"
+    assert (
+        document["paths"]["/v1/plugins/{plugin_id}:disable"]["post"]["operationId"]
+        == "PluginAdminService_DisablePlugin"
+    )
 
 
 def test_sign_in_list_disable_enable_plugin(bridge: Bridge, admin: dict[str, str]) -> None:
@@ -146,19 +168,26 @@ def test_sign_in_list_disable_enable_plugin(bridge: Bridge, admin: dict[str, str
     demo = next(p for p in listed["plugins"] if p["pluginId"] == "rest-demo")
     assert demo["status"] == "PLUGIN_STATUS_APPROVED", demo
 
-    status, disabled = bridge.call("POST", "/v1/plugins/rest-demo:disable", {"reason": "REST test: disable"}, token=admin["token"])
+    status, disabled = bridge.call(
+        "POST", "/v1/plugins/rest-demo:disable", {"reason": "REST test: disable"}, token=admin["token"]
+    )
     assert status == 200 and disabled["plugin"]["status"] == "PLUGIN_STATUS_DISABLED", disabled
     rows = _rows(bridge.core, action=ADMIN + "DisablePlugin")
     assert len(rows) == 1 and rows[0].decision == "allow" and rows[0].actor.startswith("user:"), rows
 
-    status, enabled = bridge.call("POST", "/v1/plugins/rest-demo:enable", {"reason": "REST test: enable"}, token=admin["token"])
+    status, enabled = bridge.call(
+        "POST", "/v1/plugins/rest-demo:enable", {"reason": "REST test: enable"}, token=admin["token"]
+    )
     assert status == 200 and enabled["plugin"]["status"] != "PLUGIN_STATUS_DISABLED", enabled
     assert len(_rows(bridge.core, action=ADMIN + "EnablePlugin")) == 1
 
 
 def test_viewer_refused_with_403_reason_rule_and_one_record(bridge: Bridge, admin: dict[str, str]) -> None:
     status, created = bridge.call(
-        "POST", "/v1/users", {"username": "rest-viewer", "password": VIEWER_PASSWORD, "roles": ["viewer"]}, token=admin["token"]
+        "POST",
+        "/v1/users",
+        {"username": "rest-viewer", "password": VIEWER_PASSWORD, "roles": ["viewer"]},
+        token=admin["token"],
     )
     assert status == 200, created
     viewer_id = created["user"]["userId"]
@@ -197,7 +226,9 @@ def test_oversized_body_refused_by_envoy_before_the_core(bridge: Bridge) -> None
     # Envoy answered: the core never saw the call, so it wrote no record of it.
     assert len(_rows(bridge.core, action="/vivified.identity.v1.AuthService/Login")) == before
     # Just under the limit goes through to the core (refused there, and recorded there).
-    status, body = bridge.call("POST", "/v1/auth:login", raw=json.dumps({"username": "nobody", "password": "p"}).encode())
+    status, body = bridge.call(
+        "POST", "/v1/auth:login", raw=json.dumps({"username": "nobody", "password": "p"}).encode()
+    )
     assert status == 401 and _error(body)[0] == "LOGIN_FAILED", body
     rows = _rows(bridge.core, action="/vivified.identity.v1.AuthService/Login")
     assert len(rows) == before + 1 and rows[-1].reason == "LOGIN_FAILED"
@@ -257,8 +288,12 @@ def test_unknown_route_refused_by_envoy(bridge: Bridge, admin: dict[str, str]) -
     # Native gRPC is not passed through: the listener is JSON only (gRPC clients use the bootstrap port).
     before = len(_rows(bridge.core, action=ADMIN + "ListPlugins"))
     connection = http.client.HTTPSConnection("127.0.0.1", bridge.port, context=bridge.tls, timeout=30)
-    connection.request("POST", ADMIN + "ListPlugins", body=b"\x00\x00\x00\x00\x00",
-                       headers={"Content-Type": "application/grpc", "Authorization": f"Bearer {admin['token']}"})
+    connection.request(
+        "POST",
+        ADMIN + "ListPlugins",
+        body=b"\x00\x00\x00\x00\x00",
+        headers={"Content-Type": "application/grpc", "Authorization": f"Bearer {admin['token']}"},
+    )
     response = connection.getresponse()
     response.read()
     connection.close()
@@ -269,8 +304,9 @@ def test_unknown_route_refused_by_envoy(bridge: Bridge, admin: dict[str, str]) -
 
 
 def test_api_key_passes_as_metadata(bridge: Bridge, admin: dict[str, str]) -> None:
-    status, created = bridge.call("POST", "/v1/apiKeys", {"name": f"rest-{secrets.token_hex(3)}", "scopes": ["viewer"]},
-                                  token=admin["token"])
+    status, created = bridge.call(
+        "POST", "/v1/apiKeys", {"name": f"rest-{secrets.token_hex(3)}", "scopes": ["viewer"]}, token=admin["token"]
+    )
     assert status == 200 and created["apiKey"].startswith("vk_"), created
     status, roles = bridge.call("GET", "/v1/roles", headers={"X-Api-Key": created["apiKey"]})
     assert status == 200 and any(r["name"] == "viewer" for r in roles["roles"]), roles
@@ -280,14 +316,20 @@ def test_api_key_passes_as_metadata(bridge: Bridge, admin: dict[str, str]) -> No
 def test_readme_curl_examples(bridge: Bridge, admin: dict[str, str]) -> None:
     """The README's curl lines, as printed there (curl's default form content type included)."""
     readme = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
-    block = readme.split('R="curl -s --cacert .vivified/operator/ca.crt https://127.0.0.1:8443/v1"\n', 1)[1].split("```", 1)[0]
+    block = readme.split('R="curl -s --cacert .vivified/operator/ca.crt https://127.0.0.1:8443/v1"\n', 1)[1].split(
+        "```", 1
+    )[0]
     lines = [line.split("  #", 1)[0].strip() for line in block.strip().splitlines()]
     base = ["curl", "-s", "--cacert", str(bridge.core.operator_dir / "ca.crt")]
     url = f"https://127.0.0.1:{bridge.port}/v1"
     replies = []
     for line in lines:
-        line = (line.replace("$ACCESS", admin["token"]).replace('"alice"', '"rest-admin"')
-                .replace('"…"', json.dumps(ADMIN_PASSWORD)).replace("example-echo", "rest-demo"))
+        line = (
+            line.replace("$ACCESS", admin["token"])
+            .replace('"alice"', '"rest-admin"')
+            .replace('"…"', json.dumps(ADMIN_PASSWORD))
+            .replace("example-echo", "rest-demo")
+        )
         args = shlex.split(line)
         assert args[0].startswith("$R/"), line
         done = subprocess.run([*base, url + args[0][2:], *args[1:]], capture_output=True, text=True, timeout=30)
@@ -302,14 +344,31 @@ def test_envoy_verifies_the_core_certificate(bridge: Bridge, tmp_path: pathlib.P
     nothing reaches the core."""
     port = _free_port()
     tls_dir = pathlib.Path(bridge.config["certificate"]).parent
-    made = run_cli(bridge.core, "rest", "config", "--listen", f"127.0.0.1:{port}", "--out", str(tmp_path / "wrong"),
-                   "--trust-domain", "other.example", "--tls-cert", str(tls_dir / "rest.crt"),
-                   "--tls-key", str(tls_dir / "rest.key"), "--json")
+    made = run_cli(
+        bridge.core,
+        "rest",
+        "config",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--out",
+        str(tmp_path / "wrong"),
+        "--trust-domain",
+        "other.example",
+        "--tls-cert",
+        str(tls_dir / "rest.crt"),
+        "--tls-key",
+        str(tls_dir / "rest.key"),
+        "--json",
+    )
     assert made.returncode == 0, made.stderr + made.stdout
     envoy_binary = find_envoy()
     assert envoy_binary is not None
-    wrong = start_envoy(envoy_binary, pathlib.Path(json.loads(made.stdout)["config"]), tmp_path / "envoy.log",
-                        listen=("127.0.0.1", port))
+    wrong = start_envoy(
+        envoy_binary,
+        pathlib.Path(json.loads(made.stdout)["config"]),
+        tmp_path / "envoy.log",
+        listen=("127.0.0.1", port),
+    )
     try:
         before = len(_rows(bridge.core))
         other = Bridge(bridge.core, wrong, port, bridge.tls, {})

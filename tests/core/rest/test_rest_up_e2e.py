@@ -11,13 +11,16 @@ import ssl
 import sys
 
 import pytest
+
 from support.clients import audit_rows
 from support.processes import CoreProcess, clean_env, spawn, stop_process
 from support.waiting import until
 from vivified.core.rest import CONSOLE_CSP, default_console_dir, find_envoy
 
 pytestmark = [
-    pytest.mark.asyncio, pytest.mark.e2e, pytest.mark.slow,
+    pytest.mark.asyncio,
+    pytest.mark.e2e,
+    pytest.mark.slow,
 ]
 
 URL_LINE = "REST bridge (Envoy): https://127.0.0.1:8443/v1"
@@ -38,9 +41,22 @@ async def test_up_starts_envoy_on_8443_and_prints_the_url(tmp_path: pathlib.Path
     data = tmp_path / "data"
     log_path = tmp_path / "up.log"
     up = spawn(
-        [sys.executable, "-m", "vivified.core.cli", "up", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-         "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
-        clean_env(), log_path,
+        [
+            sys.executable,
+            "-m",
+            "vivified.core.cli",
+            "up",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        clean_env(),
+        log_path,
     )
     try:
         await until(lambda: "REST bridge" in log_path.read_text(), 60, "up to report the REST bridge")

@@ -54,7 +54,9 @@ FETCH = "/vivified.egress.v1.EgressProxyService/Fetch"
 @pytest.fixture
 def core(tmp_path: pathlib.Path) -> Iterator[CoreProcess]:
     # UTC+14: a timestamp taken in local time would be hours off.
-    with core_running(tmp_path / "data", "--heartbeat-interval", "1", env=clean_env(TZ="Pacific/Kiritimati")) as running:
+    with core_running(
+        tmp_path / "data", "--heartbeat-interval", "1", env=clean_env(TZ="Pacific/Kiritimati")
+    ) as running:
         yield running
 
 
@@ -91,9 +93,11 @@ async def test_e3_each_security_act_is_one_utc_record_naming_the_verified_actor(
 
     async with operator_channel(core) as channel:
         users = {
-            name: (await users_grpc.UserAdminServiceStub(channel).CreateUser(
-                users_pb.CreateUserRequest(username=name, password=PASSWORD, roles=roles), timeout=10
-            )).user.user_id
+            name: (
+                await users_grpc.UserAdminServiceStub(channel).CreateUser(
+                    users_pb.CreateUserRequest(username=name, password=PASSWORD, roles=roles), timeout=10
+                )
+            ).user.user_id
             for name, roles in (("val", ["viewer"]), ("phoebe", ["phi_handler"]))
         }
     val = users["val"]
@@ -103,25 +107,53 @@ async def test_e3_each_security_act_is_one_utc_record_naming_the_verified_actor(
     # Before the password is checked the caller is anonymous; the record names the user it verified.
     assert json.loads(audit_rows(core, action=AUTH + "Login")[-1].detail)["user_id"] == val
     token = signed_in.tokens.access_token
-    await _one_record(core, lambda: _expect_failure(login(core, "val", "wrong password!")), AUTH + "Login",
-                      outcome="UNAUTHENTICATED", reason="LOGIN_FAILED")
+    await _one_record(
+        core,
+        lambda: _expect_failure(login(core, "val", "wrong password!")),
+        AUTH + "Login",
+        outcome="UNAUTHENTICATED",
+        reason="LOGIN_FAILED",
+    )
     # Authorisation denial, by the verified user.
-    await _one_record(core, lambda: _expect_failure(users_call(core, "ListUsers", users_pb.ListUsersRequest(), token)),
-                      USERS + "ListUsers", actor=f"user:{val}", decision="deny", reason="POLICY_DENIED")
+    await _one_record(
+        core,
+        lambda: _expect_failure(users_call(core, "ListUsers", users_pb.ListUsersRequest(), token)),
+        USERS + "ListUsers",
+        actor=f"user:{val}",
+        decision="deny",
+        reason="POLICY_DENIED",
+    )
 
     # API key issue and revocation.
     async def keys(method: str, request: object) -> Any:
         async with bootstrap_channel(core) as channel:
-            return await getattr(keys_grpc.ApiKeyServiceStub(channel), method)(request, metadata=bearer(token), timeout=10)
+            return await getattr(keys_grpc.ApiKeyServiceStub(channel), method)(
+                request, metadata=bearer(token), timeout=10
+            )
 
-    key = await _one_record(core, lambda: keys("CreateApiKey", keys_pb.CreateApiKeyRequest(name="k", scopes=["viewer"])),
-                            KEYS + "CreateApiKey", actor=f"user:{val}", outcome="OK")
-    await _one_record(core, lambda: keys("RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id=key.key.key_id)),
-                      KEYS + "RevokeApiKey", actor=f"user:{val}", outcome="OK")
+    key = await _one_record(
+        core,
+        lambda: keys("CreateApiKey", keys_pb.CreateApiKeyRequest(name="k", scopes=["viewer"])),
+        KEYS + "CreateApiKey",
+        actor=f"user:{val}",
+        outcome="OK",
+    )
+    await _one_record(
+        core,
+        lambda: keys("RevokeApiKey", keys_pb.RevokeApiKeyRequest(key_id=key.key.key_id)),
+        KEYS + "RevokeApiKey",
+        actor=f"user:{val}",
+        outcome="OK",
+    )
 
     # Registration (its certificate issue is in the same record), renewal, revocation.
-    plugin = await _one_record(core, lambda: admitted_plugin(core, "e3-plugin"), REGISTRY + "Register",
-                               resource="plugin/e3-plugin", outcome="OK")
+    plugin = await _one_record(
+        core,
+        lambda: admitted_plugin(core, "e3-plugin"),
+        REGISTRY + "Register",
+        resource="plugin/e3-plugin",
+        outcome="OK",
+    )
 
     async def renew() -> Any:
         csr, _ = new_csr("e3-plugin")
@@ -135,9 +167,11 @@ async def test_e3_each_security_act_is_one_utc_record_naming_the_verified_actor(
     # Egress denial, by the verified plugin.
     async def fetch() -> Any:
         async with plugin_channel(core, plugin) as channel:
-            return await _expect_failure(egress_pb2_grpc.EgressProxyServiceStub(channel).Fetch(
-                egress_pb2.FetchRequest(method="GET", url="https://undeclared.example.com/"), timeout=10
-            ))
+            return await _expect_failure(
+                egress_pb2_grpc.EgressProxyServiceStub(channel).Fetch(
+                    egress_pb2.FetchRequest(method="GET", url="https://undeclared.example.com/"), timeout=10
+                )
+            )
 
     await _one_record(core, fetch, FETCH, actor="plugin:e3-plugin", decision="deny")
 
@@ -147,27 +181,38 @@ async def test_e3_each_security_act_is_one_utc_record_naming_the_verified_actor(
                 admin_pb.RevokePluginRequest(plugin_id="e3-plugin", reason="e3"), timeout=10
             )
 
-    await _one_record(core, revoke, ADMIN + "RevokePlugin", actor="operator:admin", resource="plugin/e3-plugin",
-                      outcome="OK")
+    await _one_record(
+        core, revoke, ADMIN + "RevokePlugin", actor="operator:admin", resource="plugin/e3-plugin", outcome="OK"
+    )
 
     # A policy change: an approval granting traits (the manifest-derived rules follow it).
     vault = RecordingStore()
     manifest = write_manifest(tmp_path, "e3-vault", provides=[RETRIEVE_METHOD])
-    runtime = await _one_record(core, lambda: started_plugin(core, manifest, [vault]), ADMIN + "ApprovePlugin",
-                                actor="operator:admin", resource="plugin/e3-vault", outcome="OK")
+    runtime = await _one_record(
+        core,
+        lambda: started_plugin(core, manifest, [vault]),
+        ADMIN + "ApprovePlugin",
+        actor="operator:admin",
+        resource="plugin/e3-vault",
+        outcome="OK",
+    )
     try:
         # A read of PHI, by the verified user who holds handles_phi.
         first = await login(core, "phoebe", PASSWORD)
         enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(mfa_token=first.mfa_token))
-        confirmed = await auth_call(core, "ConfirmMfa", auth_pb.ConfirmMfaRequest(
-            mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time())))
+        confirmed = await auth_call(
+            core,
+            "ConfirmMfa",
+            auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time())),
+        )
         phi_token = confirmed.tokens.access_token  # type: ignore[attr-defined]
 
         async def read_phi() -> Any:
             async with bootstrap_channel(core) as channel:
                 return await storage_pb2_grpc.StoragePluginServiceStub(channel).RetrieveObject(
                     storage_pb2.RetrieveObjectRequest(object_key="chart"),
-                    metadata=(*bearer(phi_token), *target_metadata("e3-vault")), timeout=15,
+                    metadata=(*bearer(phi_token), *target_metadata("e3-vault")),
+                    timeout=15,
                 )
 
         await _one_record(core, read_phi, f"/{RETRIEVE_METHOD}", actor=f"user:{users['phoebe']}", outcome="OK")

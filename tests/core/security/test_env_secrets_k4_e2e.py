@@ -37,23 +37,37 @@ async def test_k4_secrets_from_the_environment_are_never_echoed(tmp_path: pathli
     secrets_key = base64.b64encode(os.urandom(32)).decode()
     egress_token = "k4-egress-" + secrets.token_hex(12)
     egress_file = tmp_path / "egress.json"
-    egress_file.write_text(json.dumps({"credentials": [
-        {"plugin_id": "k4-plugin", "domain": "api.example.com", "header": "Authorization", "value_env": "K4_TOKEN"}
-    ]}))
+    egress_file.write_text(
+        json.dumps(
+            {
+                "credentials": [
+                    {
+                        "plugin_id": "k4-plugin",
+                        "domain": "api.example.com",
+                        "header": "Authorization",
+                        "value_env": "K4_TOKEN",
+                    }
+                ]
+            }
+        )
+    )
     canaries = {"redis password": redis_password, "secrets key": secrets_key, "egress credential": egress_token}
     seen: dict[str, str] = {}
 
     with redis_running(tmp_path / "redis", password=redis_password) as redis_server:
         assert redis_password in redis_server.url
         env = clean_env(
-            VIVIFIED_REDIS_URL=redis_server.url, VIVIFIED_SECRETS_KEY=secrets_key,
-            VIVIFIED_EGRESS_CONFIG=str(egress_file), K4_TOKEN=egress_token,
+            VIVIFIED_REDIS_URL=redis_server.url,
+            VIVIFIED_SECRETS_KEY=secrets_key,
+            VIVIFIED_EGRESS_CONFIG=str(egress_file),
+            K4_TOKEN=egress_token,
         )
         with core_running(tmp_path / "data", "--heartbeat-interval", "1", env=env) as core:
             health: list[str] = []
             async with bootstrap_channel(core) as channel:
-                health.append(str(await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
-                                                                                   timeout=10)))
+                health.append(
+                    str(await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10))
+                )
             async with operator_channel(core) as channel:
                 reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -90,11 +104,24 @@ async def test_k4_secrets_from_the_environment_are_never_echoed(tmp_path: pathli
 
     # A core that refuses to start says why without the secrets it was given.
     dead = clean_env(
-        VIVIFIED_REDIS_URL=f"redis://:{redis_password}@127.0.0.1:1/0", VIVIFIED_SECRETS_KEY=secrets_key,
-        VIVIFIED_EGRESS_CONFIG=str(egress_file), K4_TOKEN=egress_token,
+        VIVIFIED_REDIS_URL=f"redis://:{redis_password}@127.0.0.1:1/0",
+        VIVIFIED_SECRETS_KEY=secrets_key,
+        VIVIFIED_EGRESS_CONFIG=str(egress_file),
+        K4_TOKEN=egress_token,
     )
-    refused = run_vivified("core", "--data-dir", str(tmp_path / "refused"), "--listen", "127.0.0.1:0",
-                           "--bootstrap", "127.0.0.1:0", "--metrics", "127.0.0.1:0", env=dead, timeout=60)
+    refused = run_vivified(
+        "core",
+        "--data-dir",
+        str(tmp_path / "refused"),
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        env=dead,
+        timeout=60,
+    )
     assert refused.returncode != 0 and "redis at 127.0.0.1:1" in refused.stderr, refused.stderr
     seen["refused start"] = refused.stdout + refused.stderr
 

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+
 from support.clients import admitted_plugin, audit_rows, operator_channel, plugin_channel
 from support.processes import CoreProcess, core_running
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
@@ -33,8 +34,18 @@ WATCH = "/vivified.config.v1.ConfigService/WatchMyConfig"
 @pytest.fixture(scope="module")
 def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess]:
     data_dir = tmp_path_factory.mktemp("h2") / "data"
-    flags = ("--heartbeat-interval", "1", "--call-rate", "100000", "--max-streams", str(MAX_STREAMS),
-             "--handshake-timeout", "1", "--max-connections", str(MAX_CONNECTIONS))
+    flags = (
+        "--heartbeat-interval",
+        "1",
+        "--call-rate",
+        "100000",
+        "--max-streams",
+        str(MAX_STREAMS),
+        "--handshake-timeout",
+        "1",
+        "--max-connections",
+        str(MAX_CONNECTIONS),
+    )
     with core_running(data_dir, *flags) as running:
         yield running
 
@@ -83,8 +94,10 @@ async def test_j3_rapid_reset_never_exceeds_the_stream_cap_and_core_stays_health
     opened = sum(1 for r in rows if r.outcome == "STREAM_OPENED")
     refused = [r for r in rows if r.reason == "STREAM_LIMIT"]
     peak = metric(core, "vivified_streams_open_peak")
-    print(f"J3: 5000 streams opened and reset in {elapsed:.1f} s; {opened} reached a handler, "
-          f"{len(refused)} were refused at the cap; most handlers running at once: {peak:.0f}")
+    print(
+        f"J3: 5000 streams opened and reset in {elapsed:.1f} s; {opened} reached a handler, "
+        f"{len(refused)} were refused at the cap; most handlers running at once: {peak:.0f}"
+    )
     assert peak == MAX_STREAMS  # the attack pressed against the cap and never got past it
     assert {(r.decision, r.rule_id) for r in refused} <= {("deny", "concurrency-streams")}
     assert await healthy(core, within=5) < 2

@@ -24,15 +24,16 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hypothesis import given
 from hypothesis import strategies as st
+
 from support.clients import admitted_plugin, audit_rows, target_override
 from support.fuzz import corpus, fuzz_settings, mutated
 from support.processes import CoreProcess
 from vivified.identity.v1 import auth_pb2 as auth
 from vivified.registry.v1 import registry_pb2 as reg
-from google.rpc import error_details_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 
@@ -52,8 +53,12 @@ METHODS: dict[str, tuple[str, type[Message]]] = {
     "ConfirmMfa": (AUTH + "ConfirmMfa", auth.ConfirmMfaRequest),
 }
 REFUSALS = {
-    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ALREADY_EXISTS,
 }
 SEEDS = [(name.split(".", 1)[0], data) for name, data in corpus("bootstrap")]

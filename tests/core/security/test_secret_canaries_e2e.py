@@ -14,6 +14,7 @@ import grpc
 import pytest
 import redis
 import sqlalchemy as sa
+
 from support.clients import bootstrap_channel, error_info
 from support.events import USER_CREATED, Inbox, event_plugin
 from support.processes import CoreProcess, core_running
@@ -80,7 +81,8 @@ async def test_no_secret_of_a_full_run_leaks(tmp_path: pathlib.Path) -> None:
             first = await login(core, "canary-admin", PASSWORD)
             enrol = await auth_call(core, "EnrollMfa", auth_pb.EnrollMfaRequest(mfa_token=first.mfa_token))
             confirmed = await auth_call(
-                core, "ConfirmMfa",
+                core,
+                "ConfirmMfa",
                 auth_pb.ConfirmMfaRequest(mfa_token=first.mfa_token, code=code_at(enrol.secret, time.time())),
             )
             tokens = confirmed.tokens
@@ -88,14 +90,17 @@ async def test_no_secret_of_a_full_run_leaks(tmp_path: pathlib.Path) -> None:
             async with bootstrap_channel(core) as channel:
                 created = await keys_grpc.ApiKeyServiceStub(channel).CreateApiKey(
                     keys_pb.CreateApiKeyRequest(name="ci", scopes=["plugin_manager"]),
-                    metadata=bearer(refreshed.tokens.access_token), timeout=10,
+                    metadata=bearer(refreshed.tokens.access_token),
+                    timeout=10,
                 )
                 await admin_grpc.PluginAdminServiceStub(channel).ListPlugins(
                     admin_pb.ListPluginsRequest(), metadata=(("x-api-key", created.api_key),), timeout=10
                 )
             errors.append(await expect_error(login(core, "canary-admin", WRONG_PASSWORD)))
             errors.append(
-                await expect_error(auth_call(core, "Refresh", auth_pb.RefreshRequest(refresh_token=tokens.refresh_token)))
+                await expect_error(
+                    auth_call(core, "Refresh", auth_pb.RefreshRequest(refresh_token=tokens.refresh_token))
+                )
             )
             assert error_info(errors[0]).reason == "LOGIN_FAILED"
 
@@ -131,6 +136,10 @@ async def test_no_secret_of_a_full_run_leaks(tmp_path: pathlib.Path) -> None:
                 "error details": "\n".join(f"{e.details()} {error_info(e)}" for e in errors),
             }
             assert "UserCreated" in places["redis"]  # the scan did read the event streams
-            leaks = [f"{name} in {place}" for name, value in canaries.items() for place, text in places.items()
-                     if value in text]
+            leaks = [
+                f"{name} in {place}"
+                for name, value in canaries.items()
+                for place, text in places.items()
+                if value in text
+            ]
             assert leaks == []

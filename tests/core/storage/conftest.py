@@ -12,6 +12,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from google.protobuf import json_format
+
 from support.clients import admitted_plugin, error_info, plugin_channel
 from support.processes import CoreProcess, start_core, stop_process
 from vivified.core.db import plain_engine
@@ -57,7 +58,9 @@ def core_flags(url: str, backend: str, *extra: str) -> tuple[str, ...]:
 
 
 @pytest.fixture
-def storage_core(tmp_path: pathlib.Path, migrated_database_url: str, request: pytest.FixtureRequest) -> Iterator[StorageCore]:
+def storage_core(
+    tmp_path: pathlib.Path, migrated_database_url: str, request: pytest.FixtureRequest
+) -> Iterator[StorageCore]:
     """sqlite → the directory backend; postgresql → the database backend."""
     backend = "database" if migrated_database_url.startswith("postgresql") else "directory"
     marker = request.node.get_closest_marker("core_flags")
@@ -77,13 +80,22 @@ class RawPlugin:
     def stub(self) -> Any:
         return object_store_pb2_grpc.ObjectStoreServiceStub(self.channel)
 
-    async def put(self, name: str, data: bytes, *, size: int | None = None, chunk: int = 64 * 1024,
-                  metadata: Sequence[tuple[str, str]] = (), **header: Any) -> pb.ObjectMetadata:
+    async def put(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        size: int | None = None,
+        chunk: int = 64 * 1024,
+        metadata: Sequence[tuple[str, str]] = (),
+        **header: Any,
+    ) -> pb.ObjectMetadata:
         async def messages() -> AsyncIterator[pb.PutObjectRequest]:
-            yield pb.PutObjectRequest(header=pb.PutObjectHeader(name=name, size=len(data) if size is None else size,
-                                                                **header))
+            yield pb.PutObjectRequest(
+                header=pb.PutObjectHeader(name=name, size=len(data) if size is None else size, **header)
+            )
             for start in range(0, len(data), chunk):
-                yield pb.PutObjectRequest(chunk=data[start:start + chunk])
+                yield pb.PutObjectRequest(chunk=data[start : start + chunk])
 
         reply = await self.stub.PutObject(messages(), timeout=20, metadata=metadata)
         return reply.metadata  # type: ignore[no-any-return]

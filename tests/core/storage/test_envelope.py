@@ -10,6 +10,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 import pytest
+
 from vivified.core.clock import ManualClock
 from vivified.core.errors import VivifiedError
 from vivified.core.plugin_config import SecretsKeyring
@@ -25,8 +26,13 @@ def _keyring() -> SecretsKeyring:
 
 
 def _store(tmp_path: pathlib.Path, keyring: SecretsKeyring, **limits: int) -> ObjectStore:
-    return ObjectStore(DirectoryBackend(tmp_path / "objects"), keyring, ManualClock(),
-                       limits=StorageLimits(**limits), share_allowed=lambda _o, _r: True)
+    return ObjectStore(
+        DirectoryBackend(tmp_path / "objects"),
+        keyring,
+        ManualClock(),
+        limits=StorageLimits(**limits),
+        share_allowed=lambda _o, _r: True,
+    )
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -101,5 +107,6 @@ async def test_a_write_that_fails_midway_leaves_nothing(tmp_path: pathlib.Path) 
 
     with pytest.raises(ConnectionResetError):
         await store.put(ALICE, _header("half", 200_000), broken())
-    assert [p for p in (tmp_path / "objects").rglob("*") if p.is_file() and p.parent.name != ".keys"
-            and p.name != ".lock"] == []
+    assert [
+        p for p in (tmp_path / "objects").rglob("*") if p.is_file() and p.parent.name != ".keys" and p.name != ".lock"
+    ] == []

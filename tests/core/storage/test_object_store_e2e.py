@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import os
-import pathlib
 import secrets
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 import sqlalchemy as sa
+
 from support.processes import clean_env
 from vivified.core.db import plain_engine
 from vivified.core.storage import object_id
@@ -52,7 +52,11 @@ async def test_put_get_head_list_delete_round_trip_with_one_record_each(storage_
     big = secrets.token_bytes(1024 * 1024 + 17)
     meta = await alice.put("reports/2026/big.bin", big, content_type="application/pdf")
     assert (meta.size, meta.sha256, meta.version, meta.owner_plugin) == (
-        len(big), hashlib.sha256(big).hexdigest(), 1, "alice")
+        len(big),
+        hashlib.sha256(big).hexdigest(),
+        1,
+        "alice",
+    )
     assert meta.object_id == object_id("alice", "reports/2026/big.bin")
     got_meta, got = await alice.get("reports/2026/big.bin")
     assert got == big and got_meta is not None and got_meta.content_type == "application/pdf"
@@ -63,8 +67,9 @@ async def test_put_get_head_list_delete_round_trip_with_one_record_each(storage_
     for i in range(3):
         await alice.put(f"notes/{i}", b"n")
     page = await alice.stub.ListObjects(pb.ListObjectsRequest(prefix="notes/", page_size=2), timeout=10)
-    rest = await alice.stub.ListObjects(pb.ListObjectsRequest(prefix="notes/", page_size=2,
-                                                              page_token=page.next_page_token), timeout=10)
+    rest = await alice.stub.ListObjects(
+        pb.ListObjectsRequest(prefix="notes/", page_size=2, page_token=page.next_page_token), timeout=10
+    )
     assert [o.name for o in page.objects] == ["notes/0", "notes/1"] and [o.name for o in rest.objects] == ["notes/2"]
     assert rest.next_page_token == ""
     head = await alice.stub.HeadObject(pb.HeadObjectRequest(name="notes/1"), timeout=10)
@@ -81,9 +86,20 @@ async def test_put_get_head_list_delete_round_trip_with_one_record_each(storage_
     assert b"reports/2026" not in b"".join(str(tuple(r)).encode() for r in storage_core.audit())
 
 
-@pytest.mark.parametrize("name", [
-    "../../etc/passwd", "/etc/passwd", "a/../b", "bad\x00name", "x" * 4096, "caf\u00e9", "cafe\u0301", "", "a//b",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "a/../b",
+        "bad\x00name",
+        "x" * 4096,
+        "caf\u00e9",
+        "cafe\u0301",
+        "",
+        "a//b",
+    ],
+)
 async def test_f5_unsafe_names_are_refused_and_audited(storage_core: StorageCore, name: str) -> None:
     mallory = await raw_plugin(storage_core.core, "mallory")
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -147,8 +163,13 @@ async def test_objects_are_private_unless_shared_in_both_manifests(storage_core:
 
 async def test_phi_objects_need_handles_phi_of_every_reader(storage_core: StorageCore) -> None:
     core = storage_core.core
-    clinic = await raw_plugin(core, "clinic", traits=["handles_phi", "audit_required", "encryption_required"], compliance=PHI_COMPLIANCE,
-                              storage={"share_with": ["billing"]})
+    clinic = await raw_plugin(
+        core,
+        "clinic",
+        traits=["handles_phi", "audit_required", "encryption_required"],
+        compliance=PHI_COMPLIANCE,
+        storage={"share_with": ["billing"]},
+    )
     billing = await raw_plugin(core, "billing", storage={"read_from": ["clinic"]})
     meta = await clinic.put("chart", b"diagnosis", classification="CLASSIFICATION_PHI", shared_with=["billing"])
     assert (await clinic.get("chart"))[1] == b"diagnosis"
@@ -199,19 +220,27 @@ def _tamper(sc: StorageCore, owner: str, name: str, *, where: str) -> None:
     engine = plain_engine(sc.url)
     with engine.begin() as conn:
         if where == "record":
-            row = conn.execute(sa.text("SELECT seq, data FROM storage_records WHERE object_id = :o ORDER BY seq"),
-                               {"o": oid}).first()
+            row = conn.execute(
+                sa.text("SELECT seq, data FROM storage_records WHERE object_id = :o ORDER BY seq"), {"o": oid}
+            ).first()
             assert row is not None
             raw = bytearray(row.data)
             raw[-1] ^= 0x01  # in the tag
-            conn.execute(sa.text("UPDATE storage_records SET data = :d WHERE object_id = :o AND seq = :s"),
-                         {"d": bytes(raw), "o": oid, "s": row.seq})
+            conn.execute(
+                sa.text("UPDATE storage_records SET data = :d WHERE object_id = :o AND seq = :s"),
+                {"d": bytes(raw), "o": oid, "s": row.seq},
+            )
         else:
-            wrapped = bytearray(conn.execute(sa.text("SELECT wrapped_key FROM storage_objects WHERE object_id = :o"),
-                                             {"o": oid}).scalar_one())
+            wrapped = bytearray(
+                conn.execute(
+                    sa.text("SELECT wrapped_key FROM storage_objects WHERE object_id = :o"), {"o": oid}
+                ).scalar_one()
+            )
             wrapped[3] ^= 0x80
-            conn.execute(sa.text("UPDATE storage_objects SET wrapped_key = :w WHERE object_id = :o"),
-                         {"w": bytes(wrapped), "o": oid})
+            conn.execute(
+                sa.text("UPDATE storage_objects SET wrapped_key = :w WHERE object_id = :o"),
+                {"w": bytes(wrapped), "o": oid},
+            )
     engine.dispose()
 
 
@@ -238,8 +267,12 @@ async def test_f1_a_ciphertext_moved_to_another_object_does_not_open(storage_cor
     await alice.put("two", b"other value!")
     root = storage_core.data_dir / "objects" / "alice"
     one, two = root / object_id("alice", "one"), root / object_id("alice", "two")
-    (two / "meta.json").write_bytes((one / "meta.json").read_bytes().replace(
-        object_id("alice", "one").encode(), object_id("alice", "two").encode()).replace(b'"one"', b'"two"'))
+    (two / "meta.json").write_bytes(
+        (one / "meta.json")
+        .read_bytes()
+        .replace(object_id("alice", "one").encode(), object_id("alice", "two").encode())
+        .replace(b'"one"', b'"two"')
+    )
     next(two.glob("v*.blob")).write_bytes(next(one.glob("v*.blob")).read_bytes())
     with pytest.raises(grpc.aio.AioRpcError) as lost:
         await alice.get("two")
@@ -248,8 +281,9 @@ async def test_f1_a_ciphertext_moved_to_another_object_does_not_open(storage_cor
 
 def _kek_ids(sc: StorageCore) -> dict[str, str]:
     if sc.backend == "directory":
-        return {m.parent.name: json.loads(m.read_text())["kek_id"]
-                for m in (sc.data_dir / "objects").glob("*/*/meta.json")}
+        return {
+            m.parent.name: json.loads(m.read_text())["kek_id"] for m in (sc.data_dir / "objects").glob("*/*/meta.json")
+        }
     engine = plain_engine(sc.url)
     with engine.connect() as conn:
         found = {r.object_id: r.kek_id for r in conn.execute(sa.text("SELECT object_id, kek_id FROM storage_objects"))}
@@ -258,8 +292,20 @@ def _kek_ids(sc: StorageCore) -> dict[str, str]:
 
 
 def _rewrap(sc: StorageCore, *extra: str) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "vivified.core.cli", "storage", "rewrap", "--data-dir", str(sc.data_dir),
-            "--storage-backend", sc.backend, "--database-url", sc.url, *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "vivified.core.cli",
+        "storage",
+        "rewrap",
+        "--data-dir",
+        str(sc.data_dir),
+        "--storage-backend",
+        sc.backend,
+        "--database-url",
+        sc.url,
+        *extra,
+    ]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
 
 
@@ -322,8 +368,12 @@ async def test_storage_bytes_and_objects_by_plugin_are_exported(storage_core: St
         url = f"http://{storage_core.core.metrics_address}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-        return {(s.name, s.labels.get("plugin", "")): s.value for f in text_string_to_metric_families(text)
-                for s in f.samples if s.name in ("vivified_storage_bytes", "vivified_storage_objects")}
+        return {
+            (s.name, s.labels.get("plugin", "")): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name in ("vivified_storage_bytes", "vivified_storage_objects")
+        }
 
     meter = await raw_plugin(storage_core.core, "meter")
     assert scraped()[("vivified_storage_objects", "meter")] == 0

@@ -14,8 +14,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.processes import CoreProcess
 from support.clients import operator_channel
+from support.processes import CoreProcess
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 
@@ -49,12 +49,20 @@ async def test_dashboard_queries_only_metrics_the_core_exports(core: CoreProcess
     names, samples = exported(core)
     used = dashboard_metrics()
     assert used - names == set()
-    for listed in ("vivified_rpc_duration_seconds", "vivified_events_delivery_latency_seconds",
-                   "vivified_egress_fetch_duration_seconds", "vivified_certificate_expiry_timestamp_seconds",
-                   "vivified_storage_bytes", "vivified_storage_objects", "process_resident_memory_bytes"):
+    for listed in (
+        "vivified_rpc_duration_seconds",
+        "vivified_events_delivery_latency_seconds",
+        "vivified_egress_fetch_duration_seconds",
+        "vivified_certificate_expiry_timestamp_seconds",
+        "vivified_storage_bytes",
+        "vivified_storage_objects",
+        "process_resident_memory_bytes",
+    ):
         assert listed in names and any(name.startswith(listed) for name in used)
-    count = "vivified_rpc_duration_seconds_count[('code', 'OK'), ('method', 'ListPlugins'), " \
-            "('service', 'vivified.admin.v1.PluginAdminService')]"
+    count = (
+        "vivified_rpc_duration_seconds_count[('code', 'OK'), ('method', 'ListPlugins'), "
+        "('service', 'vivified.admin.v1.PluginAdminService')]"
+    )
     assert samples[count] >= 1
     now = time.time()
     for certificate in ("core", "root"):

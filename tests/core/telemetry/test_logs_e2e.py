@@ -13,13 +13,13 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from support.clients import approve
 from support.lane import RETRIEVE_METHOD, plugin_state, write_manifest
 from support.processes import CoreProcess, clean_env, core_running, spawn, stop_process
 from support.waiting import until
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.core.telemetry import JsonLogFormatter
 from vivified.sdk import load_manifest
@@ -42,8 +42,9 @@ def parsed_lines(text: str) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def json_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess]:
-    with core_running(tmp_path_factory.mktemp("core") / "data", "--log-format", "json",
-                      "--heartbeat-interval", "1") as core:
+    with core_running(
+        tmp_path_factory.mktemp("core") / "data", "--log-format", "json", "--heartbeat-interval", "1"
+    ) as core:
         yield core
 
 
@@ -53,14 +54,18 @@ async def test_l3_core_and_plugin_log_one_json_object_per_line(json_core: CorePr
     manifest_path = write_manifest(tmp_path, "json-logger", provides=[RETRIEVE_METHOD])
     approval = await approve(json_core, load_manifest(manifest_path), replace=True)
     env = clean_env(
-        VIVIFIED_MANIFEST=str(manifest_path), VIVIFIED_JOIN_TOKEN=approval.join_token,
-        VIVIFIED_CA_FILE=str(json_core.operator_dir / "ca.crt"), VIVIFIED_CORE_ADDRESS=json_core.listen_address,
-        VIVIFIED_BOOTSTRAP_ADDRESS=json_core.bootstrap_address, VIVIFIED_LOG_FORMAT="json",
+        VIVIFIED_MANIFEST=str(manifest_path),
+        VIVIFIED_JOIN_TOKEN=approval.join_token,
+        VIVIFIED_CA_FILE=str(json_core.operator_dir / "ca.crt"),
+        VIVIFIED_CORE_ADDRESS=json_core.listen_address,
+        VIVIFIED_BOOTSTRAP_ADDRESS=json_core.bootstrap_address,
+        VIVIFIED_LOG_FORMAT="json",
         PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
     )
     log = tmp_path / "plugin.log"
     plugin = spawn([sys.executable, "-m", "support.lane_plugin_main"], env, log)
     try:
+
         async def healthy() -> bool:
             state = await plugin_state(json_core, "json-logger")
             return bool(state and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY)

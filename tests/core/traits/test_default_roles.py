@@ -50,7 +50,11 @@ def test_role_assignment_checks() -> None:
 
 
 def _roles(traits: list[str], name: str = "broken") -> dict[str, object]:
-    return {"version": 1, "mfa_required_traits": ["admin"], "roles": [{"name": name, "description": "d", "traits": traits}]}
+    return {
+        "version": 1,
+        "mfa_required_traits": ["admin"],
+        "roles": [{"name": name, "description": "d", "traits": traits}],
+    }
 
 
 @pytest.mark.parametrize(

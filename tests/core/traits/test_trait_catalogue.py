@@ -9,12 +9,20 @@ from typing import Any
 
 import grpc
 import pytest
+
 from vivified.core.errors import InvalidArgument
 from vivified.core.traits import CATEGORIES, InvalidCatalogue, TraitCatalogue
 
 ROLE_AND_CAPABILITY = (
-    "admin", "operator", "viewer", "developer", "config_manager", "plugin_manager",
-    "user_manager", "audit_viewer", "system_monitor",
+    "admin",
+    "operator",
+    "viewer",
+    "developer",
+    "config_manager",
+    "plugin_manager",
+    "user_manager",
+    "audit_viewer",
+    "system_monitor",
 )
 
 
@@ -24,11 +32,18 @@ def _raw_default() -> dict[str, Any]:
     return data
 
 
-def _entry(name: str, requires: list[str] | None = None, conflicts: list[str] | None = None,
-           grantable_to: list[str] | None = None) -> dict[str, Any]:
+def _entry(
+    name: str,
+    requires: list[str] | None = None,
+    conflicts: list[str] | None = None,
+    grantable_to: list[str] | None = None,
+) -> dict[str, Any]:
     return {
-        "name": name, "category": "security", "description": f"{name} trait",
-        "requires": requires or [], "conflicts": conflicts or [],
+        "name": name,
+        "category": "security",
+        "description": f"{name} trait",
+        "requires": requires or [],
+        "conflicts": conflicts or [],
         "grantable_to": ["plugin"] if grantable_to is None else grantable_to,
     }
 
@@ -71,9 +86,7 @@ def test_network_isolated_conflicts_with_external_service(catalogue: TraitCatalo
 
 
 @pytest.mark.parametrize("name", ROLE_AND_CAPABILITY + ("system", "root"))
-def test_role_capability_and_reserved_traits_not_grantable_to_plugins(
-    catalogue: TraitCatalogue, name: str
-) -> None:
+def test_role_capability_and_reserved_traits_not_grantable_to_plugins(catalogue: TraitCatalogue, name: str) -> None:
     assert "plugin" not in catalogue.get(name).grantable_to  # type: ignore[union-attr]
 
 
@@ -83,7 +96,9 @@ def test_dangerous_traits_refused_for_plugins(catalogue: TraitCatalogue, name: s
         catalogue.check_plugin_traits([name])
     err = info.value
     assert (err.code, err.reason, err.domain) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "MANIFEST_INVALID", "vivified.registry"
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MANIFEST_INVALID",
+        "vivified.registry",
     )
     assert repr(name) in err.message and "cannot be granted to a plugin" in err.message
 
@@ -99,9 +114,7 @@ def test_missing_required_trait_refused(catalogue: TraitCatalogue) -> None:
     with pytest.raises(InvalidArgument) as info:
         catalogue.check_plugin_traits(["hipaa_compliant", "handles_phi", "audit_required"])
     assert "'hipaa_compliant' requires 'encryption_required'" in info.value.message
-    catalogue.check_plugin_traits(
-        ["hipaa_compliant", "handles_phi", "audit_required", "encryption_required"]
-    )
+    catalogue.check_plugin_traits(["hipaa_compliant", "handles_phi", "audit_required", "encryption_required"])
 
 
 def test_all_problems_are_reported_together(catalogue: TraitCatalogue) -> None:

@@ -29,6 +29,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.async_api import Page, async_playwright, expect
+
 from support.clients import audit_rows
 from support.lane import COMMUNICATION, RecordingStore, started_plugin, write_manifest
 from support.processes import CoreProcess, run_cli
@@ -44,8 +45,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 DIST = ROOT / "core" / "ui" / "dist"
 SHOTS = ROOT / "build" / "console-screenshots"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ADMIN_PASSWORD = "CANARY-console-admin-pw-51c0e2"
 VIEWER_PASSWORD = "CANARY-console-viewer-pw-a7d93b"
 ADMIN = "/vivified.admin.v1.PluginAdminService/"
@@ -74,7 +83,9 @@ class Console:
             headers = {"Content-Type": "application/json"} if body is not None else {}
             if token:
                 headers["Authorization"] = f"Bearer {token}"
-            connection.request(method, path, body=json.dumps(body).encode() if body is not None else None, headers=headers)
+            connection.request(
+                method, path, body=json.dumps(body).encode() if body is not None else None, headers=headers
+            )
             response = connection.getresponse()
             data = response.read()
             kind = response.getheader("content-type") or ""
@@ -95,8 +106,9 @@ def console(core: CoreProcess, tmp_path_factory: pytest.TempPathFactory) -> Iter
     assert (DIST / "index.html").is_file(), "build the console first: tools/setup.sh runs npm run build in core/ui"
     port = _free_port()
     out = tmp_path_factory.mktemp("rest")
-    made = run_cli(core, "rest", "config", "--listen", f"127.0.0.1:{port}", "--out", str(out),
-                   "--console-dir", str(DIST), "--json")
+    made = run_cli(
+        core, "rest", "config", "--listen", f"127.0.0.1:{port}", "--out", str(out), "--console-dir", str(DIST), "--json"
+    )
     assert made.returncode == 0, made.stderr + made.stdout
     config = json.loads(made.stdout)
     assert config["validated"] and config["console"] == f"https://127.0.0.1:{port}/", config
@@ -106,9 +118,17 @@ def console(core: CoreProcess, tmp_path_factory: pytest.TempPathFactory) -> Iter
     ca_file = core.operator_dir / "ca.crt"
     try:
         leaf = x509.load_pem_x509_certificate(pathlib.Path(config["certificate"]).read_bytes())
-        spki = leaf.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        yield Console(core, envoy, port, ssl.create_default_context(cafile=str(ca_file)), ca_file,
-                      base64.b64encode(hashlib.sha256(spki).digest()).decode())
+        spki = leaf.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        yield Console(
+            core,
+            envoy,
+            port,
+            ssl.create_default_context(cafile=str(ca_file)),
+            ca_file,
+            base64.b64encode(hashlib.sha256(spki).digest()).decode(),
+        )
     finally:
         envoy.stop()
 
@@ -127,14 +147,19 @@ def admin(console: Console, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     assert status == 200, confirmed
     token = confirmed["tokens"]["accessToken"]
     status, created, _ = console.call(
-        "POST", "/v1/users", {"username": "console-viewer", "password": VIEWER_PASSWORD, "roles": ["viewer"]}, token=token
+        "POST",
+        "/v1/users",
+        {"username": "console-viewer", "password": VIEWER_PASSWORD, "roles": ["viewer"]},
+        token=token,
     )
     assert status == 200, created
     return {"secret": enrol["secret"], "token": token, "viewer_id": created["user"]["userId"]}
 
 
 def _viewer_token(console: Console) -> str:
-    status, signed_in, _ = console.call("POST", "/v1/auth:login", {"username": "console-viewer", "password": VIEWER_PASSWORD})
+    status, signed_in, _ = console.call(
+        "POST", "/v1/auth:login", {"username": "console-viewer", "password": VIEWER_PASSWORD}
+    )
     assert status == 200 and signed_in["step"] == "LOGIN_STEP_COMPLETE", signed_in
     return str(signed_in["tokens"]["accessToken"])
 
@@ -144,7 +169,7 @@ def test_console_served_with_strict_csp(console: Console) -> None:
     assert status == 200 and '<div id="root"></div>' in page
     assert headers["content-security-policy"] == CONSOLE_CSP and "'unsafe-inline'" not in CONSOLE_CSP
     assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
-    assert "<script>" not in page and "<script type=\"module\" crossorigin src=\"/assets/" in page
+    assert "<script>" not in page and '<script type="module" crossorigin src="/assets/' in page
     script = page.split('src="', 1)[1].split('"', 1)[0]
     status, _, headers = console.call("GET", script)
     assert status == 200 and headers["content-type"].startswith("text/javascript")
@@ -197,19 +222,29 @@ async def test_admin_disables_echo_and_viewer_sees_no_admin_actions(
     runtimes = [echo]
     try:
         caller = await started_plugin(
-            core, write_manifest(tmp_path, "console-caller", calls=[{"plugin_id": "example-echo", "method": SEND}],
-                                 traits=["storage_plugin"]),
+            core,
+            write_manifest(
+                tmp_path,
+                "console-caller",
+                calls=[{"plugin_id": "example-echo", "method": SEND}],
+                traits=["storage_plugin"],
+            ),
             [RecordingStore()],
         )
         runtimes.append(caller)
-        message = communication_pb2.SendMessageRequest(message=communication_pb2.CanonicalMessage(
-            message_id="c-1", to_address="a@example.com", subject="s", content="c"))
+        message = communication_pb2.SendMessageRequest(
+            message=communication_pb2.CanonicalMessage(
+                message_id="c-1", to_address="a@example.com", subject="s", content="c"
+            )
+        )
         assert (await caller.call("example-echo", message)).message_id == "c-1"  # reachable before the disable
         started = time.monotonic()
         async with async_playwright() as driver:
             # Playwright gives each launch a fresh, temporary --user-data-dir itself (it refuses one in args).
             browser = await driver.chromium.launch(
-                executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={console.spki}"])
+                executable_path=CHROMIUM,
+                args=[*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={console.spki}"],
+            )
             try:
                 await _admin_flow(browser, console, admin)
                 await _viewer_flow(browser, console, admin)
@@ -221,7 +256,11 @@ async def test_admin_disables_echo_and_viewer_sees_no_admin_actions(
         # The disable's one audit record: the console's admin, allowed by the user plugin-admin rule.
         rows = audit_rows(core, action=ADMIN + "DisablePlugin")
         assert len(rows) == 1, rows
-        assert (rows[0].decision, rows[0].rule_id, rows[0].resource) == ("allow", "user-plugin-admin", "plugin/example-echo")
+        assert (rows[0].decision, rows[0].rule_id, rows[0].resource) == (
+            "allow",
+            "user-plugin-admin",
+            "plugin/example-echo",
+        )
         assert rows[0].actor.startswith("user:usr_")
         # And a plugin's call to the disabled echo plugin is refused by the core.
         with pytest.raises(UnavailableError) as refused:
@@ -231,8 +270,16 @@ async def test_admin_disables_echo_and_viewer_sees_no_admin_actions(
     finally:
         for runtime in reversed(runtimes):
             await runtime.stop("test over")
-    for name in ("sign-in", "mfa", "dashboard-admin", "plugins", "plugins-disabled", "signed-out", "dashboard-viewer-390",
-                 "idle-signed-out-390"):
+    for name in (
+        "sign-in",
+        "mfa",
+        "dashboard-admin",
+        "plugins",
+        "plugins-disabled",
+        "signed-out",
+        "dashboard-viewer-390",
+        "idle-signed-out-390",
+    ):
         assert (SHOTS / f"{name}.png").stat().st_size > 1000, name
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
+
 from support.email_gateway import (
     GATEWAY_COMMAND,
     GatewayWorld,
@@ -33,7 +34,11 @@ def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer
 async def world(smtp_server: SmtpServer, tmp_path: pathlib.Path) -> AsyncIterator[GatewayWorld]:
     """The gateway process configured for the SMTP server, under a LocalCore."""
     async with LocalCore(
-        bundled_manifest(), None, tmp_path / "local", command=GATEWAY_COMMAND, config=smtp_config(smtp_server),
+        bundled_manifest(),
+        None,
+        tmp_path / "local",
+        command=GATEWAY_COMMAND,
+        config=smtp_config(smtp_server),
         options=gateway_core_options(tmp_path / "core-config", smtp_server),
     ) as local:
         yield GatewayWorld(local, smtp_server)

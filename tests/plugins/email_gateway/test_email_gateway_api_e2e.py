@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 import yaml
+
 from support.clients import audit_rows, operator_channel
 from support.email_gateway import (
     GATEWAY,
@@ -88,26 +89,46 @@ async def world(
     smtp_server: SmtpServer, api: MailApi, api_tls: tuple[Any, pathlib.Path], tmp_path: pathlib.Path
 ) -> AsyncIterator[GatewayWorld]:
     """The gateway process sending over SMTP, with the API configured beside it, under a LocalCore."""
-    config = {**smtp_config(smtp_server), "transport": "smtp",
-              "api_url": f"https://{MAIL_API_HOST}:{api.port}/v3/send", "api_key": API_KEY}
-    options = gateway_core_options(tmp_path / "core-config", smtp_server, egress_for_api(),
-                                   core_env={"SSL_CERT_FILE": str(api_tls[1])})
-    async with LocalCore(edited_manifest(tmp_path / "manifest", api.port), None, tmp_path / "local",
-                         command=GATEWAY_COMMAND, config=config, options=options) as local:
+    config = {
+        **smtp_config(smtp_server),
+        "transport": "smtp",
+        "api_url": f"https://{MAIL_API_HOST}:{api.port}/v3/send",
+        "api_key": API_KEY,
+    }
+    options = gateway_core_options(
+        tmp_path / "core-config", smtp_server, egress_for_api(), core_env={"SSL_CERT_FILE": str(api_tls[1])}
+    )
+    async with LocalCore(
+        edited_manifest(tmp_path / "manifest", api.port),
+        None,
+        tmp_path / "local",
+        command=GATEWAY_COMMAND,
+        config=config,
+        options=options,
+    ) as local:
         yield GatewayWorld(local, smtp_server)
 
 
 async def use_api(world: GatewayWorld) -> None:
     """Switch the running gateway to the API (followed live) and wait until it applied it."""
     await world.set_config("transport", "api")
-    await until(lambda: "configured: transport api" in world.plugin_log.read_text(errors="replace"), 20,
-                "the gateway to follow transport=api")
+    await until(
+        lambda: "configured: transport api" in world.plugin_log.read_text(errors="replace"),
+        20,
+        "the gateway to follow transport=api",
+    )
 
 
 async def request_mail(world: GatewayWorld, message_id: str, recipient: str = "ada@example.com") -> None:
-    await world.caller.publish(MessageSendRequested(
-        message_id=message_id, recipient=recipient, subject="Lab results", body="All clear.\n", template="plain",
-    ))
+    await world.caller.publish(
+        MessageSendRequested(
+            message_id=message_id,
+            recipient=recipient,
+            subject="Lab results",
+            body="All clear.\n",
+            template="plain",
+        )
+    )
 
 
 def everything_audited(core: CoreProcess) -> str:
@@ -136,8 +157,13 @@ async def test_api_transport_sends_with_the_core_injected_key_the_plugin_never_s
     assert (request.method, request.path) == ("POST", "/v3/send")
     assert request.headers["authorization"] == f"Bearer {API_KEY}"  # added by the core
     assert request.headers["content-type"] == "application/json" and request.headers["idempotency-key"] == message_id
-    assert request.body == {"message_id": message_id, "from": SENDER, "to": ["ada@example.com"],
-                            "subject": "Lab results", "text": "All clear.\n"}
+    assert request.body == {
+        "message_id": message_id,
+        "from": SENDER,
+        "to": ["ada@example.com"],
+        "subject": "Lab results",
+        "text": "All clear.\n",
+    }
     assert sent.provider_message_id == "api-1"
     # One audit record of the fetch: host, status, the credential named by header only.
     rows = audit_rows(world.core, action=FETCH, actor=f"plugin:{GATEWAY}")[before:]
@@ -172,14 +198,18 @@ async def test_api_answers_are_typed_temporary_retried_permanent_failed(world: G
 
 def probe_manifest(directory: pathlib.Path, port: int) -> pathlib.Path:
     return write_manifest(
-        directory, "api-probe",
+        directory,
+        "api-probe",
         traits=["storage_plugin", "external_service"],
         security={
-            "allowed_domains": [MAIL_API_HOST, OTHER_HOST], "allowed_ports": [port],
+            "allowed_domains": [MAIL_API_HOST, OTHER_HOST],
+            "allowed_ports": [port],
             "injected_credentials": [{"host": MAIL_API_HOST, "header": "X-Api-Key", "config_key": "api_key"}],
         },
-        config=[{"name": "api_key", "type": "CONFIG_FIELD_TYPE_SECRET"},
-                {"name": "other_secret", "type": "CONFIG_FIELD_TYPE_SECRET"}],
+        config=[
+            {"name": "api_key", "type": "CONFIG_FIELD_TYPE_SECRET"},
+            {"name": "other_secret", "type": "CONFIG_FIELD_TYPE_SECRET"},
+        ],
     )
 
 
@@ -199,15 +229,21 @@ async def test_injected_credential_rules_on_the_wire(world: GatewayWorld, api: M
 
         async with operator_channel(api_core) as channel:
             for key, value in (("api_key", API_KEY), ("other_secret", "readable-by-its-owner")):
-                await config_grpc(channel).SetPluginConfigValue(config_pb2.SetPluginConfigValueRequest(
-                    plugin_id="api-probe", key=key, value=value, reason="probe"), timeout=10)
+                await config_grpc(channel).SetPluginConfigValue(
+                    config_pb2.SetPluginConfigValueRequest(plugin_id="api-probe", key=key, value=value, reason="probe"),
+                    timeout=10,
+                )
         # The owner's own config view: its other secret in clear, the injected one masked.
         config = await probe.config(timeout=10)
         assert config["other_secret"] == "readable-by-its-owner" and config["api_key"] == MASK
 
         # A header of that name sent by the plugin is replaced by the core's.
-        reply = await probe.fetch(FetchRequest(method="GET", url=f"{url}/ping", headers=[
-            HttpHeader(name="x-api-key", value="forged-by-the-plugin")]), timeout=10)
+        reply = await probe.fetch(
+            FetchRequest(
+                method="GET", url=f"{url}/ping", headers=[HttpHeader(name="x-api-key", value="forged-by-the-plugin")]
+            ),
+            timeout=10,
+        )
         assert reply.status_code == 200
         assert api.requests[-1].headers["x-api-key"] == API_KEY
         # A redirect to another (allowlisted) host does not carry it; the exact host only.

@@ -13,15 +13,15 @@ import uuid
 from typing import Any
 
 import pytest
+
 from support.clients import audit_rows, operator_channel
-from vivified.core.storage import object_id
-from vivified.plugins.email_gateway._plugin import archive_name
+from support.email_gateway import GATEWAY, MAX_ATTEMPTS, PASSWORD, SENDER, USERNAME, GatewayWorld
 from support.waiting import until
 from vivified.admin.v1 import event_admin_pb2, event_admin_pb2_grpc
 from vivified.communication.v1 import communication_pb2 as pb
+from vivified.core.storage import object_id
 from vivified.events.v1.canonical_pb2 import EmailFailed, EmailQueued, EmailSent, MessageSendRequested, UserCreated
-
-from support.email_gateway import GATEWAY, MAX_ATTEMPTS, PASSWORD, SENDER, USERNAME, GatewayWorld
+from vivified.plugins.email_gateway._plugin import archive_name
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.e2e, pytest.mark.slow]
 CONNECT = "/vivified.egress.v1.EgressProxyService/Connect"
@@ -44,12 +44,27 @@ def tunnels(world: GatewayWorld) -> list[Any]:
     return audit_rows(world.core, action=CONNECT, actor=f"plugin:{GATEWAY}")
 
 
-async def send(world: GatewayWorld, message_id: str, to: str, subject: str = "Quarterly report",
-               content: str = "The numbers are in.\n") -> pb.SendMessageResponse:
-    reply = await world.caller.call(GATEWAY, pb.SendMessageRequest(message=pb.CanonicalMessage(
-        message_id=message_id, from_address="ignored@vivified.test", to_address=to, subject=subject,
-        content_type="text/plain", content=content,
-    )), timeout=30)
+async def send(
+    world: GatewayWorld,
+    message_id: str,
+    to: str,
+    subject: str = "Quarterly report",
+    content: str = "The numbers are in.\n",
+) -> pb.SendMessageResponse:
+    reply = await world.caller.call(
+        GATEWAY,
+        pb.SendMessageRequest(
+            message=pb.CanonicalMessage(
+                message_id=message_id,
+                from_address="ignored@vivified.test",
+                to_address=to,
+                subject=subject,
+                content_type="text/plain",
+                content=content,
+            )
+        ),
+        timeout=30,
+    )
     assert isinstance(reply, pb.SendMessageResponse)
     return reply
 
@@ -91,8 +106,13 @@ async def test_send_message_through_the_operator_lane_delivers_a_mail(world: Gat
     # Kept, as sent, in the core's encrypted object store: one PII put by the gateway, no plaintext at rest.
     [sent] = world.observer.of(EmailSent, message_id)
     oid = object_id(GATEWAY, archive_name(sent.email_id))
-    puts = await until(lambda: audit_rows(world.core, action="/vivified.storage.v1.ObjectStoreService/PutObject",
-                                          resource=f"object/{GATEWAY}/{oid}"), 10, "the archive's PutObject")
+    puts = await until(
+        lambda: audit_rows(
+            world.core, action="/vivified.storage.v1.ObjectStoreService/PutObject", resource=f"object/{GATEWAY}/{oid}"
+        ),
+        10,
+        "the archive's PutObject",
+    )
     assert len(puts) == 1 and puts[0].actor == f"plugin:{GATEWAY}" and puts[0].outcome == "OK"
     assert json.loads(puts[0].detail)["classification"] == "CLASSIFICATION_PII"
     kept = world.core.data_dir / "objects" / GATEWAY / oid
@@ -102,10 +122,15 @@ async def test_send_message_through_the_operator_lane_delivers_a_mail(world: Gat
 
 async def test_message_send_requested_yields_email_sent_and_the_mail(world: GatewayWorld) -> None:
     message_id = f"evt-{uuid.uuid4().hex[:8]}"
-    await world.caller.publish(MessageSendRequested(
-        message_id=message_id, recipient="grace@example.com", subject="Lab results", body="All clear.\n",
-        template="plain",
-    ))
+    await world.caller.publish(
+        MessageSendRequested(
+            message_id=message_id,
+            recipient="grace@example.com",
+            subject="Lab results",
+            body="All clear.\n",
+            template="plain",
+        )
+    )
     sent = await until(lambda: world.observer.of(EmailSent, message_id), 20, "EmailSent for the event")
     [received] = world.smtp.recorder.by_id(message_id)
     mail = parsed(received.data)
@@ -115,13 +140,24 @@ async def test_message_send_requested_yields_email_sent_and_the_mail(world: Gate
     # UserCreated from a plugin, not the core: no welcome mail (it would carry an activation link).
     # Deliveries are handled in order, so once the next event's mail is out the UserCreated was handled.
     user_id = uuid.uuid4().hex[:8]
-    await world.caller.publish(UserCreated(user_id=user_id, username="ada", email="ada@example.com",
-                                           display_name="Ada L", activation_token="vat_forged"))
+    await world.caller.publish(
+        UserCreated(
+            user_id=user_id,
+            username="ada",
+            email="ada@example.com",
+            display_name="Ada L",
+            activation_token="vat_forged",
+        )
+    )
     after = f"evt-{uuid.uuid4().hex[:8]}"
-    await world.caller.publish(MessageSendRequested(message_id=after, recipient="grace@example.com", subject="s",
-                                                    body="b"))
+    await world.caller.publish(
+        MessageSendRequested(message_id=after, recipient="grace@example.com", subject="s", body="b")
+    )
     await until(lambda: world.observer.of(EmailSent, after), 20, "EmailSent for the event after UserCreated")
-    assert world.smtp.recorder.by_id(f"welcome-{user_id}") == [] and world.observer.of(EmailQueued, f"welcome-{user_id}") == []
+    assert (
+        world.smtp.recorder.by_id(f"welcome-{user_id}") == []
+        and world.observer.of(EmailQueued, f"welcome-{user_id}") == []
+    )
     # (The core's own UserCreated and the welcome mail: tests/plugins/test_onboarding_e2e.py.)
 
 
@@ -129,9 +165,14 @@ async def test_permanent_reject_is_email_failed_with_the_servers_code(world: Gat
     world.smtp.recorder.reject["nobody@example.com"] = "550 5.1.1 No such user"
     message_id = f"rej-{uuid.uuid4().hex[:8]}"
     before = len(tunnels(world))
-    await world.caller.publish(MessageSendRequested(
-        message_id=message_id, recipient="nobody@example.com", subject="s", body="b",
-    ))
+    await world.caller.publish(
+        MessageSendRequested(
+            message_id=message_id,
+            recipient="nobody@example.com",
+            subject="s",
+            body="b",
+        )
+    )
     failed = await until(lambda: world.observer.of(EmailFailed, message_id), 20, "EmailFailed")
     assert failed[0].error_code == "550" and "No such user" in failed[0].error_message
     answer = await status(world, message_id)
@@ -149,9 +190,14 @@ async def test_smtp_down_retries_then_dead_letter_and_email_failed(world: Gatewa
     before = len(tunnels(world))
     world.smtp.stop()
     try:
-        await world.caller.publish(MessageSendRequested(
-            message_id=message_id, recipient="ada@example.com", subject="s", body="b",
-        ))
+        await world.caller.publish(
+            MessageSendRequested(
+                message_id=message_id,
+                recipient="ada@example.com",
+                subject="s",
+                body="b",
+            )
+        )
         failed = await until(lambda: world.observer.of(EmailFailed, message_id), 30, "EmailFailed after retries")
 
         async def dead_letter() -> list[Any]:
@@ -221,13 +267,24 @@ async def test_manifest_is_valid_and_declares_tunnels_and_the_api_host_with_its_
     from vivified.core.manifest import load_manifest_file, validate_manifest
     from vivified.core.traits import TraitCatalogue
 
-    manifest = load_manifest_file(pathlib.Path(str(resources.files("vivified.plugins.email_gateway") / "manifest.yaml")))
+    manifest = load_manifest_file(
+        pathlib.Path(str(resources.files("vivified.plugins.email_gateway") / "manifest.yaml"))
+    )
     validate_manifest(manifest, TraitCatalogue.load_default())
     assert manifest.id == GATEWAY and list(manifest.security.allowed_tunnels)
     # The API transport: one host, whose key the core injects from the api_key secret.
     assert list(manifest.security.allowed_domains) == ["mail-api.example.com"]
     [credential] = manifest.security.injected_credentials
-    assert (credential.host, credential.header, credential.config_key) == ("mail-api.example.com", "Authorization",
-                                                                           "api_key")
-    assert {c.name for c in manifest.config} >= {"smtp_host", "smtp_port", "smtp_sender", "smtp_username",
-                                                  "smtp_password", "smtp_tls"}
+    assert (credential.host, credential.header, credential.config_key) == (
+        "mail-api.example.com",
+        "Authorization",
+        "api_key",
+    )
+    assert {c.name for c in manifest.config} >= {
+        "smtp_host",
+        "smtp_port",
+        "smtp_sender",
+        "smtp_username",
+        "smtp_password",
+        "smtp_tls",
+    }

@@ -13,6 +13,7 @@ from importlib import resources
 
 import grpc
 import pytest
+
 from support.clients import audit_rows
 from support.processes import core_view
 from vivified.communication.v1 import communication_pb2 as pb
@@ -47,10 +48,14 @@ async def test_echo_delivers_and_reports_through_the_core(tmp_path: pathlib.Path
         assert incomplete.value.reason == "INVALID_REQUEST" and "to_address" in incomplete.value.message
 
         # Each call through the operator lane is one audit record of the tester, the refusals included.
-        rows = [r for r in audit_rows(core_view(core), actor=f"plugin:{core.tester.id}")
-                if r.action.startswith(SERVICE)]
+        rows = [
+            r for r in audit_rows(core_view(core), actor=f"plugin:{core.tester.id}") if r.action.startswith(SERVICE)
+        ]
         assert [(r.action.rsplit("/", 1)[1], r.outcome) for r in rows] == [
-            ("SendMessage", "OK"), ("GetMessageStatus", "OK"), ("SendMessage", "OK"),
-            ("GetMessageStatus", "NOT_FOUND"), ("SendMessage", "INVALID_ARGUMENT"),
+            ("SendMessage", "OK"),
+            ("GetMessageStatus", "OK"),
+            ("SendMessage", "OK"),
+            ("GetMessageStatus", "NOT_FOUND"),
+            ("SendMessage", "INVALID_ARGUMENT"),
         ]
         assert core.plugin.running and "delivered message 'm-1'" in core.plugin.log()

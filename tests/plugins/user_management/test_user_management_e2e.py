@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import grpc
 import pytest
 import pytest_asyncio
+
 from support.clients import audit_rows, error_info
 from support.events import Inbox
 from support.lane import RecordingStore, started_plugin, write_manifest
@@ -57,8 +58,9 @@ class Rig:
 @pytest_asyncio.fixture
 async def rig(tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
     """The directory as its own process under a LocalCore, and three plugins beside it."""
-    async with LocalCore(MANIFEST, None, tmp_path / "local", command=COMMAND,
-                         plugin_env={"PYTHONPATH": os.pathsep.join(sys.path)}) as local:
+    async with LocalCore(
+        MANIFEST, None, tmp_path / "local", command=COMMAND, plugin_env={"PYTHONPATH": os.pathsep.join(sys.path)}
+    ) as local:
         async with _beside(local, tmp_path) as running:
             yield running
 
@@ -69,16 +71,23 @@ async def _beside(local: LocalCore, tmp_path: pathlib.Path) -> AsyncIterator[Rig
     calls = [{"plugin_id": PLUGIN, "method": f"{DIRECTORY}/{m}"} for m in ("GetProfile", "GetOnboardingStatus")]
     # No handles_pii, no handles_confidential: sees people with their PII and token cleared.
     reader = await started_plugin(
-        core, write_manifest(tmp_path, "people-reader", calls=calls, subscribes=["vivified.events.v1.UserCreated"]),
+        core,
+        write_manifest(tmp_path, "people-reader", calls=calls, subscribes=["vivified.events.v1.UserCreated"]),
         [RecordingStore()],
     )
     # Both traits (as the email gateway holds them), and it announces welcome mails.
     welcomer = await started_plugin(
         core,
         write_manifest(
-            tmp_path, "welcomer", subscribes=["vivified.events.v1.UserCreated"], publishes=["vivified.events.v1.EmailSent"],
+            tmp_path,
+            "welcomer",
+            subscribes=["vivified.events.v1.UserCreated"],
+            publishes=["vivified.events.v1.EmailSent"],
             traits=["storage_plugin", "handles_pii", "audit_required", "handles_confidential"],
-            compliance={"data_classifications": ["CLASSIFICATION_PII", "CLASSIFICATION_CONFIDENTIAL"], "retention_days": 30},
+            compliance={
+                "data_classifications": ["CLASSIFICATION_PII", "CLASSIFICATION_CONFIDENTIAL"],
+                "retention_days": 30,
+            },
         ),
         [RecordingStore()],
     )
@@ -96,8 +105,19 @@ async def _beside(local: LocalCore, tmp_path: pathlib.Path) -> AsyncIterator[Rig
 
 def _create(core: CoreProcess, username: str) -> dict[str, object]:
     result = run_cli(
-        core, "users", "create", "--username", username, "--email", f"{username}@example.com",
-        "--display-name", f"{username.title()} L", "--role", "viewer", "--json", "--print-activation-token",
+        core,
+        "users",
+        "create",
+        "--username",
+        username,
+        "--email",
+        f"{username}@example.com",
+        "--display-name",
+        f"{username.title()} L",
+        "--role",
+        "viewer",
+        "--json",
+        "--print-activation-token",
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
@@ -140,16 +160,27 @@ async def test_onboarding_moves_the_profile_from_invited_to_welcomed_to_active(r
     assert (full.email, full.display_name, full.activation_token) == ("ada@example.com", "Ada L", token)
     assert full_event.redacted_fields == ()
     event_id = plain_event.event.event_id
-    redactions = [r for r in audit_rows(rig.core, action="event.redact", actor="plugin:people-reader")
-                  if json.loads(r.detail)["event_id"] == event_id]
-    deliveries = [r for r in audit_rows(rig.core, action="event.deliver", actor="plugin:welcomer")
-                  if json.loads(r.detail)["event_id"] == event_id]
+    redactions = [
+        r
+        for r in audit_rows(rig.core, action="event.redact", actor="plugin:people-reader")
+        if json.loads(r.detail)["event_id"] == event_id
+    ]
+    deliveries = [
+        r
+        for r in audit_rows(rig.core, action="event.deliver", actor="plugin:welcomer")
+        if json.loads(r.detail)["event_id"] == event_id
+    ]
     assert len(redactions) == 1 and len(deliveries) == 1
     assert token not in "".join(str(r.detail) for r in audit_rows(rig.core))
     # The core's publish is one audit record under the CreateUser call's trace.
-    published = [r for r in audit_rows(rig.core, action="event.publish", actor="core:core")
-                 if json.loads(r.detail)["event_id"] == event_id]
-    (create_call,) = audit_rows(rig.core, action="/vivified.identity.v1.UserAdminService/CreateUser", resource=f"user/{user_id}")
+    published = [
+        r
+        for r in audit_rows(rig.core, action="event.publish", actor="core:core")
+        if json.loads(r.detail)["event_id"] == event_id
+    ]
+    (create_call,) = audit_rows(
+        rig.core, action="/vivified.identity.v1.UserAdminService/CreateUser", resource=f"user/{user_id}"
+    )
     assert len(published) == 1 and published[0].trace_id == create_call.trace_id
 
     # The welcome mail went out (as the email gateway announces it) → welcomed.
@@ -157,7 +188,9 @@ async def test_onboarding_moves_the_profile_from_invited_to_welcomed_to_active(r
     await until(lambda: _state_is(rig.reader, user_id, dir_pb.ONBOARDING_STATE_WELCOMED), 30, "welcomed")
 
     # Ada activates her account → the core's UserUpdated → active.
-    await auth_call(rig.core, "ActivateAccount", auth_pb.ActivateAccountRequest(activation_token=token, new_password=PASSWORD))
+    await auth_call(
+        rig.core, "ActivateAccount", auth_pb.ActivateAccountRequest(activation_token=token, new_password=PASSWORD)
+    )
     await until(lambda: _state_is(rig.reader, user_id, dir_pb.ONBOARDING_STATE_ACTIVE), 30, "active")
 
     # The profile is durable: a restarted directory (same data dir) still has it.
@@ -172,6 +205,7 @@ async def _state_is(runtime: PluginRuntime, user_id: str, state: int) -> bool:
 async def test_caller_that_does_not_declare_the_call_is_refused(rig: Rig) -> None:
     user_id = str(_create(rig.core, "bob")["user"]["user_id"])  # type: ignore[index]
     await until(lambda: _state(rig.reader, user_id), 30, "the profile to appear")
+
     def stranger_calls() -> list[object]:
         return [r for r in audit_rows(rig.core, actor="plugin:stranger") if r.action == f"/{DIRECTORY}/GetProfile"]
 
@@ -184,23 +218,26 @@ async def test_caller_that_does_not_declare_the_call_is_refused(rig: Rig) -> Non
     with pytest.raises(grpc.aio.AioRpcError) as raw:
         await stub.UpdateProfile(
             dir_pb.UpdateProfileRequest(user_id=user_id, profile=dir_pb.Profile(department="Sales")),
-            metadata=target_metadata(PLUGIN), timeout=10,
+            metadata=target_metadata(PLUGIN),
+            timeout=10,
         )
     assert raw.value.code() == grpc.StatusCode.PERMISSION_DENIED and error_info(raw.value).reason == "POLICY_DENIED"
     rows = stranger_calls()[before:]
     assert [(r.decision, r.reason) for r in rows] == [("deny", "POLICY_DENIED")]  # type: ignore[attr-defined]
-    denied_updates = [r for r in audit_rows(rig.core, actor="plugin:people-reader") if r.action == f"/{DIRECTORY}/UpdateProfile"]
+    denied_updates = [
+        r for r in audit_rows(rig.core, actor="plugin:people-reader") if r.action == f"/{DIRECTORY}/UpdateProfile"
+    ]
     assert [(r.decision, r.reason) for r in denied_updates] == [("deny", "POLICY_DENIED")]
     assert (await _profile(rig.reader, user_id)).department == ""  # nothing reached the directory
 
 
 async def test_the_plugin_refuses_to_start_without_a_data_dir(core: CoreProcess, tmp_path: pathlib.Path) -> None:
     env = clean_env(
-        VIVIFIED_MANIFEST=str(MANIFEST), VIVIFIED_JOIN_TOKEN="unused", VIVIFIED_CA_FILE=str(core.operator_dir / "ca.crt"),
+        VIVIFIED_MANIFEST=str(MANIFEST),
+        VIVIFIED_JOIN_TOKEN="unused",
+        VIVIFIED_CA_FILE=str(core.operator_dir / "ca.crt"),
     )
     log = tmp_path / "no-data-dir.log"
     process = spawn([sys.executable, "-m", "vivified.plugins.user_management"], env, log)
     assert process.wait(30) == 1
     assert "VIVIFIED_DATA_DIR" in log.read_text()
-
-
