@@ -152,7 +152,10 @@ SERVED: tuple[Served, ...] = (
         plugin_admin_pb2_grpc.add_PluginAdminServiceServicer_to_server,
         lambda s: s.plugin_admin,
         ("operator-plugin-admin", "user-plugin-admin"),
-        {m: NAMES_PLUGIN for m in ("ApprovePlugin", "EnablePlugin", "DisablePlugin", "RevokePlugin", "ReportPluginFailure")},
+        {
+            m: NAMES_PLUGIN
+            for m in ("ApprovePlugin", "EnablePlugin", "DisablePlugin", "RevokePlugin", "ReportPluginFailure")
+        },
     ),
     Served(
         "grpc.health.v1.Health",
