@@ -80,6 +80,7 @@ async def _burst_then_kill(core_pid: int, stub: admin_grpc.PluginAdminServiceStu
     await asyncio.gather(*(caller(w) for w in range(32)))
 
 
+@pytest.mark.serial  # needs a clean stop within stop_process's 15 s; under the parallel pass a PostgreSQL core's stop has overrun it
 @pytest.mark.asyncio
 async def test_group_durability_kill_9_under_load_keeps_every_answered_record(
     tmp_path: pathlib.Path, migrated_database_url: str
