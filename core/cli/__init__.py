@@ -61,6 +61,7 @@ from vivified.core.cli._settings import SettingsError, add_core_flags, core_conf
 from vivified.core.cli._up import add_plugin_flag, external_plugins, run_core, run_up
 from vivified.core.db import DatabaseError
 from vivified.core.errors import VivifiedError
+from vivified.core.memory import return_large_frees_to_os
 from vivified.core.policy import PolicyError
 from vivified.core.telemetry import LOG_FORMATS, configure_logging
 
@@ -150,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("up", "core"):
             config = core_config(args, environ)
+            return_large_frees_to_os()
             if args.command == "up":
                 return asyncio.run(run_up(config, environ, extra_plugins=external_plugins(args.plugin)))
             return asyncio.run(run_core(config))
