@@ -32,6 +32,9 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
   if [ ! -d sdk/nodejs/node_modules ] || [ sdk/nodejs/package-lock.json -nt sdk/nodejs/node_modules ]; then
     (cd sdk/nodejs && npm ci --no-audit --no-fund --loglevel=error)
   fi
+  # The registry metadata of the SDK's compiler and Node types, so `create-plugin --lang node`
+  # projects install with `npm install --offline` (tools/sdk_dev_packages.mjs says why).
+  npm cache add --loglevel=error $(node tools/sdk_dev_packages.mjs)
   if [ ! -f sdk/nodejs/dist/src/index.js ] || [ -n "$(find sdk/nodejs/src sdk/nodejs/test sdk/nodejs/tsconfig.json -newer sdk/nodejs/dist/src/index.js -print -quit)" ]; then
     (cd sdk/nodejs && npm run --silent build)
   fi

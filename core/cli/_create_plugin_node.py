@@ -185,7 +185,7 @@ def render(name: str, service: ServiceDescriptor, traits: str, provides: str) ->
         "served": ", ".join(json.dumps(m.name) for m in methods),
         "sdk_path": str(sdk),
         "gen_path": str(sdk.parent.parent / "gen" / "ts"),
-        # The same compiler and Node types the SDK builds with (already in npm's cache after setup).
+        # The same compiler and Node types the SDK builds with (tools/setup_run.sh puts them in npm's cache).
         "typescript": str(dev.get("typescript", "5.9.3")),
         "types_node": str(dev.get("@types/node", "20.19.43")),
     }
