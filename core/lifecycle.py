@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Protocol
 
 _log = logging.getLogger(__name__)
+SLOW_STOP_SECONDS = 1.0
+"""A component taking this long to stop is named in a warning (a slow stop delays the final checkpoint)."""
 
 
 class Component(Protocol):
@@ -73,7 +76,15 @@ class Components:
 
     async def _stop_one(self, name: str, component: Component) -> None:
         self._started.remove(name)
-        await component.stop()
+        began = time.monotonic()
+        try:
+            await component.stop()
+        finally:
+            took = time.monotonic() - began
+            if took >= SLOW_STOP_SECONDS:
+                _log.warning("stopping %s took %.1f s", name, took)
+            else:
+                _log.debug("stopped %s in %.3f s", name, took)
 
     async def stop(self) -> None:
         """Stop every started component, last started first. Idempotent."""
