@@ -206,11 +206,18 @@ def test_viewer_refused_with_403_reason_rule_and_one_record(bridge: Bridge, admi
 
 def test_missing_and_invalid_token(bridge: Bridge) -> None:
     before = len(_rows(bridge.core, action=ADMIN + "ListPlugins", actor="anonymous:127.0.0.1"))
-    # No token: the caller is anonymous, and no rule lets anonymous callers list plugins.
+    # No token: the caller has no identity, and no rule lets anonymous callers list plugins:
+    # 401 from UNAUTHENTICATED (IDENTITY_MISSING), naming the deciding rule, one deny record.
     status, body = bridge.call("GET", "/v1/plugins")
-    assert status == 403 and _error(body) == ("POLICY_DENIED", "default-deny"), body
+    assert status == 401 and body["code"] == 16 and _error(body) == ("IDENTITY_MISSING", "default-deny"), body
     rows = _rows(bridge.core, action=ADMIN + "ListPlugins", actor="anonymous:127.0.0.1")
-    assert len(rows) == before + 1 and (rows[-1].reason, rows[-1].rule_id) == ("POLICY_DENIED", "default-deny")
+    assert len(rows) == before + 1, rows
+    assert (rows[-1].decision, rows[-1].reason, rows[-1].rule_id, rows[-1].outcome) == (
+        "deny",
+        "IDENTITY_MISSING",
+        "default-deny",
+        "UNAUTHENTICATED",
+    )
     # A token that is no token: 401 from UNAUTHENTICATED.
     status, body = bridge.call("GET", "/v1/plugins", token="not-a-token")
     assert status == 401 and body["code"] == 16 and _error(body) == ("TOKEN_INVALID", "authentication"), body
