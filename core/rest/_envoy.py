@@ -277,10 +277,13 @@ def _filters(config: BridgeConfig) -> list[dict[str, Any]]:
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
                 "proto_descriptor": str(config.descriptor_file),
                 "services": list(config.services),
-                "print_options": {"always_print_primitive_fields": True, "always_print_enums_as_ints": False},
-                "convert_grpc_status": True,
                 # A server stream is newline-delimited JSON: one message per line, readable as it comes.
-                "stream_newline_delimited": True,
+                "print_options": {
+                    "always_print_primitive_fields": True,
+                    "always_print_enums_as_ints": False,
+                    "stream_newline_delimited": True,
+                },
+                "convert_grpc_status": True,
                 "request_validation_options": {
                     "reject_unknown_method": True,
                     "reject_unknown_query_parameters": True,

@@ -384,3 +384,59 @@ def test_envoy_verifies_the_core_certificate(bridge: Bridge, tmp_path: pathlib.P
         assert len(_rows(bridge.core)) == before
     finally:
         wrong.stop()
+
+
+WATCH = "/vivified.admin.v1.AuditQueryService/WatchAuditRecords"
+
+
+def test_live_feed_streams_records_as_newline_delimited_json(bridge: Bridge, admin: dict[str, str]) -> None:
+    """A real HTTP client reads the live feed through Envoy line by line while
+    another request happens; the watch is one audit record, the feed's lines
+    are the records of the other calls."""
+    connection = http.client.HTTPSConnection("127.0.0.1", bridge.port, context=bridge.tls, timeout=30)
+    try:
+        prefix = "/vivified.admin.v1."
+        connection.request(
+            "GET",
+            f"/v1/audit/records:watch?actionPrefix={prefix}",
+            headers={"Authorization": f"Bearer {admin['token']}"},
+        )
+        response = connection.getresponse()
+        assert response.status == 200 and response.getheader("content-type", "").startswith("application/json")
+        opened = json.loads(response.readline())
+        assert (opened["record"]["action"], opened["record"]["outcome"]) == (WATCH, "STREAM_OPENED"), opened
+        for _ in range(2):
+            sent = time.monotonic()
+            status, _ = bridge.call("GET", "/v1/plugins", token=admin["token"])
+            assert status == 200
+            line = response.readline()
+            waited = time.monotonic() - sent
+            seen = json.loads(line)["record"]
+            assert (seen["action"], seen["decision"], seen["outcome"]) == (ADMIN + "ListPlugins", "allow", "OK")
+            assert seen["actor"].startswith("user:") and int(seen["seq"]) > int(opened["record"]["seq"])
+            assert waited < 5.0, f"the record came {waited:.2f}s after the call"
+    finally:
+        connection.close()
+    rows = _rows(bridge.core, action=WATCH)
+    assert [(r.decision, r.outcome, r.rule_id) for r in rows] == [("allow", "STREAM_OPENED", "user-audit-query")]
+
+
+def test_live_feed_viewer_refused_403_and_anonymous_401(bridge: Bridge, admin: dict[str, str]) -> None:
+    status, created = bridge.call(
+        "POST",
+        "/v1/users",
+        {"username": "rest-watch-viewer", "password": VIEWER_PASSWORD, "roles": ["viewer"]},
+        token=admin["token"],
+    )
+    assert status == 200, created
+    viewer_id = created["user"]["userId"]
+    status, signed_in = bridge.call(
+        "POST", "/v1/auth:login", {"username": "rest-watch-viewer", "password": VIEWER_PASSWORD}
+    )
+    assert status == 200, signed_in
+    status, body = bridge.call("GET", "/v1/audit/records:watch", token=signed_in["tokens"]["accessToken"])
+    assert status == 403 and body["code"] == 7 and _error(body) == ("POLICY_DENIED", "user-audit-query"), body
+    rows = _rows(bridge.core, action=WATCH, actor=f"user:{viewer_id}")
+    assert [(r.decision, r.reason, r.rule_id) for r in rows] == [("deny", "POLICY_DENIED", "user-audit-query")]
+    status, body = bridge.call("GET", "/v1/audit/records:watch")
+    assert status == 401 and _error(body) == ("IDENTITY_MISSING", "default-deny"), body
