@@ -138,6 +138,9 @@ class AuditQueryService(audit_query_pb2_grpc.AuditQueryServiceServicer):
         async with self._feed.watch(where) as watcher:
             # Recorded once the feed is open: the watcher sees its own record first.
             await self._record_open()
+            # Headers now, not with the first matching record: a client (and Envoy, which answers
+            # HTTP only once it has them) knows the feed is open even while nothing matches.
+            await context.send_initial_metadata(())
             while True:
                 try:
                     record = await watcher.next()

@@ -175,7 +175,7 @@ def test_console_served_with_strict_csp(console: Console) -> None:
     assert status == 200 and headers["content-type"].startswith("text/javascript")
     # The REST routes still reach the core through the transcoder.
     status, body, _ = console.call("GET", "/v1/plugins")
-    assert status == 403 and body["details"][0]["reason"] == "POLICY_DENIED"
+    assert status == 401 and body["details"][0]["reason"] == "IDENTITY_MISSING"
 
 
 def test_whoami_lists_what_the_policy_allows(console: Console, admin: dict[str, str]) -> None:

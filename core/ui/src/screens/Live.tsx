@@ -85,6 +85,7 @@ export function Live({ client, can }: { client: Client; can: Permissions }) {
         </div>
       </form>
       <p role="status" aria-live="polite" data-testid="live-state">{state}</p>
+      <div className="scroll" role="region" aria-label="Live records" tabIndex={0}>
       <table>
         <caption>Newest first (at most {KEPT})</caption>
         <thead>
@@ -105,6 +106,7 @@ export function Live({ client, can }: { client: Client; can: Permissions }) {
           ))}
         </tbody>
       </table>
+      </div>
     </section>
   );
 }
