@@ -486,3 +486,6 @@ def test_live_feed_viewer_refused_403_and_anonymous_401(bridge: Bridge, admin: d
     assert [(r.decision, r.reason, r.rule_id) for r in rows] == [("deny", "POLICY_DENIED", "user-audit-query")]
     status, body = bridge.call("GET", "/v1/audit/records:watch")
     assert status == 401 and _error(body) == ("IDENTITY_MISSING", "default-deny"), body
+    # A bad filter is refused before the feed opens: a plain 400 with the reason, not a stream.
+    status, body = bridge.call("GET", "/v1/audit/records:watch?decision=maybe", token=admin["token"])
+    assert status == 400 and _error(body)[0] == "INVALID_REQUEST", body
