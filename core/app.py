@@ -30,7 +30,15 @@ from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 from grpc_health.v1 import health
 
-from vivified.core.audit import Audit, AuditRecord, Durability, TailCheck, build_audit
+from vivified.core.audit import (
+    Audit,
+    AuditFeed,
+    AuditQueryService,
+    AuditRecord,
+    Durability,
+    TailCheck,
+    build_audit,
+)
 from vivified.core.ca import CAConfig, CertificateAuthority, CoreTLS, new_private_key, write_private_key
 from vivified.core.carotation import CARotationDriver, CertificateExpiry, CoreRekeyer, LeafExpiry
 from vivified.core.chain import (
@@ -519,7 +527,12 @@ class Core:
                 events=events,
                 identity=identity,
                 config=plugin_config.service,
-                audit_query=audit.query,
+                audit_query=AuditQueryService(
+                    engine,
+                    audit_dir,
+                    AuditFeed(engine, lambda: config.audit_watch_buffer),
+                    recorder.record_stream_open,
+                ),
                 access=AccessCatalogueService(catalogue, identity.roles),
             ).bindings(),
             contract_proxy=gateway.contract_proxy,

@@ -77,6 +77,9 @@ class CoreConfig:
     audit_sync_interval: float = default("audit_sync_interval")
     """Group mode's bound (seconds) from commit to fsync: a power loss loses at
     most the records of this window (a kill -9 of the core loses none)."""
+    audit_watch_buffer: int = default("audit_watch_buffer")
+    """Records buffered per live-feed watcher (`WatchAuditRecords`); a watcher
+    that falls this far behind is cut off (SUBSCRIBER_TOO_SLOW)."""
     accept_audit_tampering: int | None = None
     """Start although the audit tail's start-up check names this first bad
     sequence (`--accept-audit-tampering SEQ`, for this run only): the

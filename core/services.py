@@ -229,6 +229,10 @@ SERVED: tuple[Served, ...] = (
         audit_query_pb2_grpc.add_AuditQueryServiceServicer_to_server,
         lambda s: s.audit_query,
         ("operator-audit-query", "user-audit-query"),
+        # the handler checks the filter, then records the watch's open once
+        # (`record_stream_open`), never per record sent; a watcher the core
+        # cuts off (SUBSCRIBER_TOO_SLOW) is recorded at its end
+        {"WatchAuditRecords": DECIDED_BY_HANDLER},
     ),
     Served(
         "vivified.admin.v1.AccessCatalogueService",

@@ -19,6 +19,7 @@ from vivified.core.rest import (
     build_descriptor_set,
     load_descriptor_set,
     render_config,
+    streamed_paths,
     transcoded_services,
 )
 
@@ -27,7 +28,7 @@ TARGET = ROOT / "deploy" / "envoy" / "envoy.yaml"
 ETC = Path("/etc/vivified/rest")
 
 
-def example(services: tuple[str, ...]) -> str:
+def example(services: tuple[str, ...], streamed: tuple[str, ...] = ()) -> str:
     return render_config(
         BridgeConfig(
             listen_host="0.0.0.0",
@@ -42,6 +43,7 @@ def example(services: tuple[str, ...]) -> str:
             descriptor_file=ETC / "vivified.binpb",
             openapi_file=ETC / "openapi.json",
             services=services,
+            streamed_paths=streamed,
         )
     )
 
@@ -49,7 +51,8 @@ def example(services: tuple[str, ...]) -> str:
 def current() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         files = load_descriptor_set(build_descriptor_set(ROOT, Path(tmp) / "vivified.binpb"))
-    return example(transcoded_services(files))
+    services = transcoded_services(files)
+    return example(services, streamed_paths(files, services))
 
 
 def main() -> int:

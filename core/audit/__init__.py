@@ -9,7 +9,8 @@ Ed25519-signed checkpoints kept outside the database.
 - `check_tail` is the start-up check `AuditLog.start` runs: from the last
   checkpoint to the head, refusing (`AuditTailTampered`) records after a clean
   stop's final checkpoint or a broken link.
-- `AuditQueryService` lists (filtered, paged) and verifies the log through a running core.
+- `AuditQueryService` lists (filtered, paged), verifies and watches the log through a running core;
+  `AuditFeed` fans newly committed records out to its watchers (bounded per watcher).
 """
 
 from vivified.core.audit._checkpoint import Checkpoint, CheckpointSigner
@@ -21,6 +22,7 @@ from vivified.core.audit._durability import (
     AuditSyncFailed,
     Durability,
 )
+from vivified.core.audit._feed import AuditFeed, WatchFilter
 from vivified.core.audit._log import AuditLog
 from vivified.core.audit._query import AuditFilter, query
 from vivified.core.audit._query_service import AuditQueryService
@@ -44,6 +46,7 @@ __all__ = [
     "AuditTailTampered",
     "TailCheck",
     "check_tail",
+    "AuditFeed",
     "AuditFilter",
     "AuditLog",
     "AuditQueryService",
@@ -52,6 +55,7 @@ __all__ = [
     "CheckpointSigner",
     "StoredRecord",
     "VerifyResult",
+    "WatchFilter",
     "audit_table",
     "query",
     "tail",

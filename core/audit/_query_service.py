@@ -1,13 +1,17 @@
-"""AuditQueryService: list and verify the audit log through a running core.
+"""AuditQueryService: list, verify and watch the audit log through a running core.
 
 Who may call is policy's decision (operators; users with `audit_viewer`); the
-chain audits every call, so each query leaves its own record."""
+chain audits every call, so each query leaves its own record. A watch is
+audited once, when its filter is checked and the feed opened (`record_open`),
+never per record it sends; a watcher cut off for reading too slowly gets a
+record of that closure too."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +21,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vivified.admin.v1 import audit_query_pb2 as pb
 from vivified.admin.v1 import audit_query_pb2_grpc
+from vivified.core.audit._feed import AuditFeed, WatcherTooSlow, WatchFilter
 from vivified.core.audit._query import AuditFilter, query
 from vivified.core.audit._record import DECISIONS, StoredRecord
 from vivified.core.audit._verify import verify
-from vivified.core.errors import InvalidArgument
+from vivified.core.errors import InvalidArgument, ResourceExhausted
 
 _DOMAIN = "vivified.audit"
 _DEFAULT_PAGE, _MAX_PAGE = 100, 1000
@@ -87,9 +92,17 @@ class AuditQueryService(audit_query_pb2_grpc.AuditQueryServiceServicer):
     """Reads the audit table the core writes, and verifies it with the
     checkpoints in `audit_dir`."""
 
-    def __init__(self, engine: sa.Engine, audit_dir: Path) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        audit_dir: Path,
+        feed: AuditFeed,
+        record_open: Callable[[], Awaitable[None]],
+    ) -> None:
         self._engine = engine
         self._audit_dir = audit_dir
+        self._feed = feed
+        self._record_open = record_open
 
     async def ListAuditRecords(
         self, request: pb.ListAuditRecordsRequest, context: Context
@@ -110,3 +123,31 @@ class AuditQueryService(audit_query_pb2_grpc.AuditQueryServiceServicer):
         return pb.VerifyAuditLogResponse(
             intact=result.ok, record_count=result.count, first_bad_seq=result.first_bad_seq or 0, problem=result.problem
         )
+
+    async def WatchAuditRecords(
+        self, request: pb.WatchAuditRecordsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchAuditRecordsResponse]:
+        if request.decision and request.decision not in DECISIONS:
+            raise _invalid("decision must be 'allow', 'deny' or empty")
+        where = WatchFilter(
+            decision=request.decision,
+            outcome=request.outcome[:64],
+            action_prefix=request.action_prefix[:512],
+            actor=request.actor[:512],
+        )
+        async with self._feed.watch(where) as watcher:
+            # Recorded once the feed is open: the watcher sees its own record first.
+            await self._record_open()
+            # Headers now, not with the first matching record: a client (and Envoy, which answers
+            # HTTP only once it has them) knows the feed is open even while nothing matches.
+            await context.send_initial_metadata(())
+            while True:
+                try:
+                    record = await watcher.next()
+                except WatcherTooSlow as exc:
+                    raise ResourceExhausted(
+                        f"this watcher read too slowly and was cut off ({exc}); subscribe again",
+                        reason="SUBSCRIBER_TOO_SLOW",
+                        domain=_DOMAIN,
+                    ) from None
+                yield pb.WatchAuditRecordsResponse(record=_entry(record))

@@ -1,4 +1,4 @@
-"""Assembles the audit log and its query service for the core."""
+"""Assembles the audit log for the core (its query service is built where the chain's recorder is)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,18 @@ import sqlalchemy as sa
 from vivified.core.audit._checkpoint import CheckpointSigner
 from vivified.core.audit._durability import Durability
 from vivified.core.audit._log import AuditLog
-from vivified.core.audit._query_service import AuditQueryService
 from vivified.core.audit._tail import TailCheck
 from vivified.core.clock import Clock
 
 
 class Audit:
-    """The audit log of one core and the service that lists and verifies it.
+    """The audit log of one core.
     As a component, `start` checks the tail (refusing a tampered one unless
     `accept_tampering` names its first bad seq; the result is `check`) and
     `stop` drains the log and writes the final checkpoint."""
 
-    def __init__(self, log: AuditLog, query: AuditQueryService, accept_tampering: int | None) -> None:
+    def __init__(self, log: AuditLog, accept_tampering: int | None) -> None:
         self.log = log
-        self.query = query
         self._accept_tampering = accept_tampering
         self.check: TailCheck | None = None
 
@@ -60,6 +58,5 @@ def build_audit(
             durability=durability,
             on_failure=on_failure,
         ),
-        query=AuditQueryService(engine, audit_dir),
         accept_tampering=accept_tampering,
     )

@@ -3,7 +3,16 @@
 What a report-only rule would have changed goes into the call's one audit
 record (`report_only`: `would_deny`/`would_allow`, `report_only_rule_id`)
 and to `on_decision` (metrics); the call itself goes as the enforced rules
-decided."""
+decided.
+
+A caller with no identity at all (an anonymous peer on the bootstrap port:
+no client certificate, no bearer token or API key) that the policy refuses
+is answered UNAUTHENTICATED (IDENTITY_MISSING, with the deciding rule's id),
+not PERMISSION_DENIED: what it lacks is an identity, and a credential may be
+all it needs (REST: 401, not 403). It is the same single denial, recorded
+once; a caller with an identity (a certificate, a verified token) that the
+policy refuses stays PERMISSION_DENIED. An evaluation error stays
+PERMISSION_DENIED (POLICY_ERROR) for everyone."""
 
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ import grpc
 
 from vivified.core.chain._call import Call, Proceed
 from vivified.core.chain._outcome import Denied
+from vivified.core.kinds import PrincipalKind
 from vivified.core.policy import Decision, PolicyInput, RuleIndex, evaluate
 
 _log = logging.getLogger(__name__)
@@ -67,6 +77,18 @@ class PolicyLayer:
             call.extra["report_only"] = decision.report_only
             call.extra["report_only_rule_id"] = decision.report_rule_id
         if not decision.allowed:
+            if (
+                principal is not None
+                and principal.kind == PrincipalKind.ANONYMOUS
+                and decision.reason != "POLICY_ERROR"
+            ):
+                raise Denied(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"sign in first: {decision.message}",
+                    reason="IDENTITY_MISSING",
+                    rule_id=decision.rule_id,
+                    domain="vivified.auth",
+                )
             raise Denied(
                 grpc.StatusCode.PERMISSION_DENIED,
                 decision.message,

@@ -9,6 +9,7 @@ Public surface::
     BridgeLimits                            Envoy's own request limits
     openapi_document(files, services)       OpenAPI 3.0 from the same descriptor set
     served_service_names / transcoded_services   what the core serves, and which of it has REST routes
+    streamed_paths                          the live feeds' GET paths (routed without the request timeout)
     find_envoy, validate_config, start_envoy     run the real binary by pid
     PASSED_HEADERS                          the only client headers the core receives as metadata
 
@@ -37,7 +38,7 @@ from vivified.core.rest._envoy import (
 )
 from vivified.core.rest._openapi import openapi_document
 from vivified.core.rest._process import EnvoyProcess, find_envoy, start_envoy, validate_config
-from vivified.core.rest._served import annotated_services, served_service_names, transcoded_services
+from vivified.core.rest._served import annotated_services, served_service_names, streamed_paths, transcoded_services
 
 __all__ = [
     "CONSOLE_CSP",
@@ -61,6 +62,7 @@ __all__ = [
     "served_service_names",
     "split_address",
     "start_envoy",
+    "streamed_paths",
     "strip_headers_lua",
     "transcoded_services",
     "validate_config",

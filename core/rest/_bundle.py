@@ -26,7 +26,7 @@ from vivified.core.errors import FailedPrecondition, InvalidArgument
 from vivified.core.rest._descriptors import build_descriptor_set, checkout_root, load_descriptor_set
 from vivified.core.rest._envoy import MAX_OPENAPI_BYTES, OPENAPI_PATH, BridgeConfig, BridgeLimits, envoy_config
 from vivified.core.rest._openapi import openapi_document
-from vivified.core.rest._served import transcoded_services
+from vivified.core.rest._served import streamed_paths, transcoded_services
 
 _DOMAIN = "vivified.rest"
 DEFAULT_LISTEN = "127.0.0.1:8443"
@@ -177,6 +177,7 @@ def write_bundle(request: BundleRequest, *, clock: Clock | None = None) -> Bundl
         descriptor_file=descriptors,
         openapi_file=openapi,
         services=services,
+        streamed_paths=streamed_paths(files, services),
         limits=request.limits,
         console_dir=request.console_dir.resolve() if request.console_dir is not None else None,
     )

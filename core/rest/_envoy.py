@@ -71,6 +71,11 @@ class BridgeLimits:
     idle_connection_timeout_seconds: int = 300
     max_connections: int = 1024
     max_concurrent_streams: int = 100
+    live_stream_max_seconds: int = 3600
+    """A live feed (a server-streaming GET, e.g. `/v1/audit/records:watch`) is not
+    bound by `request_timeout_seconds`: it lasts at most this (the client subscribes again)."""
+    live_stream_idle_seconds: int = 600
+    """A live feed with nothing to send for this long is closed."""
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -97,6 +102,8 @@ class BridgeConfig:
     openapi_file: Path
     services: tuple[str, ...]
     limits: BridgeLimits = field(default_factory=BridgeLimits)
+    streamed_paths: tuple[str, ...] = ()
+    """GET paths of server-streaming methods (live feeds): routed without the request timeout."""
     console_dir: Path | None = None
     """The built admin console (core/ui/dist): each file is served at its path, `index.html` also at `/`."""
 
@@ -190,6 +197,24 @@ def _console_routes(config: BridgeConfig) -> list[dict[str, Any]]:
     return routes
 
 
+def _streamed_routes(config: BridgeConfig) -> list[dict[str, Any]]:
+    """Live feeds: no per-request timeout, a maximum duration and an idle bound of their own."""
+    limits = config.limits
+    return [
+        {
+            "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+            "route": {
+                "cluster": "core",
+                "timeout": "0s",
+                "idle_timeout": _seconds(limits.live_stream_idle_seconds),
+                "max_stream_duration": {"max_stream_duration": _seconds(limits.live_stream_max_seconds)},
+            },
+            "request_headers_to_remove": list(_ENVOY_SET_HEADERS),
+        }
+        for path in config.streamed_paths
+    ]
+
+
 def _routes(config: BridgeConfig) -> dict[str, Any]:
     return {
         "name": "rest",
@@ -215,6 +240,7 @@ def _routes(config: BridgeConfig) -> dict[str, Any]:
                         "typed_per_filter_config": _NO_TRANSCODER,
                     },
                     *_console_routes(config),
+                    *_streamed_routes(config),
                     {
                         "match": {"prefix": "/"},
                         "route": {"cluster": "core", "timeout": _seconds(config.limits.request_timeout_seconds)},
@@ -251,7 +277,12 @@ def _filters(config: BridgeConfig) -> list[dict[str, Any]]:
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
                 "proto_descriptor": str(config.descriptor_file),
                 "services": list(config.services),
-                "print_options": {"always_print_primitive_fields": True, "always_print_enums_as_ints": False},
+                # A server stream is newline-delimited JSON: one message per line, readable as it comes.
+                "print_options": {
+                    "always_print_primitive_fields": True,
+                    "always_print_enums_as_ints": False,
+                    "stream_newline_delimited": True,
+                },
                 "convert_grpc_status": True,
                 "request_validation_options": {
                     "reject_unknown_method": True,

@@ -43,3 +43,19 @@ def transcoded_services(files: descriptor_pb2.FileDescriptorSet) -> tuple[str, .
     """The served services that have REST annotations, in the order the core serves them."""
     annotated = set(annotated_services(files))
     return tuple(name for name in served_service_names() if name in annotated)
+
+
+def streamed_paths(files: descriptor_pb2.FileDescriptorSet, services: tuple[str, ...]) -> tuple[str, ...]:
+    """The GET paths (without path parameters) of the server-streaming methods
+    of `services`: live feeds, which Envoy's per-request timeout must not cut."""
+    paths = []
+    for file in files.file:
+        for service in file.service:
+            full = f"{file.package}.{service.name}" if file.package else service.name
+            if full not in services:
+                continue
+            for method in service.method:
+                rule = http_rule(method.options)
+                if method.server_streaming and rule is not None and rule.get and "{" not in rule.get:
+                    paths.append(rule.get)
+    return tuple(sorted(paths))

@@ -532,6 +532,20 @@ SETTINGS: tuple[Setting, ...] = (
         group=_AUDIT,
     ),
     Setting(
+        "audit_watch_buffer",
+        "int",
+        256,
+        "audit_watch_buffer",
+        "records buffered per live-feed watcher (WatchAuditRecords); one that falls this far behind is cut off "
+        "(RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW) instead of growing the core's memory",
+        "VIVIFIED_AUDIT_WATCH_BUFFER",
+        "--audit-watch-buffer",
+        "N",
+        low=1,
+        high=100_000,
+        group=_AUDIT,
+    ),
+    Setting(
         "registry_sync_bound_seconds",
         "float",
         1.0,

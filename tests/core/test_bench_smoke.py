@@ -89,3 +89,17 @@ def test_bench_storage_reports_put_and_get_ratios_on_both_backends() -> None:
         f"storage.{b}.{s}.{op}" for b in ("directory", "database") for s in ("1MiB", "64KiB") for op in ("put", "get")
     }
     assert all(isinstance(value, float) and value > 0 for value in ratios.values())
+
+
+def test_bench_rest_reports_the_rest_vs_grpc_list_plugins_ratio() -> None:
+    result = run_vivified("bench", "rest", "--rounds", "1", "--calls", "10", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "bench rest: round 1/1" in result.stderr  # progress on stderr, the report alone on stdout
+    report = json.loads(result.stdout.strip())
+    assert report["scenario"] == "rest"
+    assert set(report["ratios"]) == {"rest.list_plugins.latency_p50"}
+    assert report["ratios"]["rest.list_plugins.latency_p50"] > 0
+    assert [(row["path"], row["calls"]) for row in report["rows"]] == [
+        ("direct gRPC, bootstrap port, bearer token", 10),
+        ("REST through Envoy (grpc_json_transcoder), bearer token", 10),
+    ]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from vivified.bench import run_chain_bench, run_egress_bench
 from vivified.bench._events import run_events_bench
 from vivified.bench._invoke import run_invoke_bench
+from vivified.bench._rest import run_rest_bench
 from vivified.bench._storage import run_storage_bench
 
 
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     storage.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     storage.add_argument("--database-url", help="database backend on this database (default: SQLite in a temp dir)")
     storage.add_argument("--json", action="store_true", help="print one JSON object")
+    rest = scenarios.add_parser(
+        "rest", help="ListPlugins through the REST bridge (the real Envoy) vs direct gRPC to the core, p50"
+    )
+    rest.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    rest.add_argument("--calls", type=int, default=200, help="sequential calls per path per round (default 200)")
+    rest.add_argument("--json", action="store_true", help="print one JSON object")
     return bench
 
 
@@ -79,6 +86,11 @@ def run(args: argparse.Namespace, out: list[str]) -> int:
             out.append("error: --events must be at least 50, --rounds and --concurrency at least 1")
             return 2
         report = asyncio.run(run_events_bench(events=args.events, rounds=args.rounds, concurrency=args.concurrency))
+    elif args.scenario == "rest":
+        if args.rounds < 1 or args.calls < 10:
+            out.append("error: --rounds must be at least 1 and --calls at least 10")
+            return 2
+        report = asyncio.run(run_rest_bench(rounds=args.rounds, calls=args.calls))
     elif args.scenario == "invoke":
         if args.rounds < 1 or args.calls < 10:
             out.append("error: --rounds must be at least 1 and --calls at least 10")

@@ -8,11 +8,12 @@ import { ApiError, Client } from "./api";
 import { IdleTimer } from "./idle";
 import { Permissions } from "./permissions";
 import { routes } from "./routes";
+import { Live } from "./screens/Live";
 
 /** Signed out after this long without input. */
 export const IDLE_LIMIT_MS = 15 * 60 * 1000;
 
-type Screen = "dashboard" | "plugins";
+type Screen = "dashboard" | "plugins" | "live";
 
 /** Moves keyboard focus to the element once it is shown (a new step or form). */
 function useFocus<T extends HTMLElement>(when: unknown) {
@@ -84,12 +85,16 @@ export function App({ client: given }: { client?: Client } = {}) {
             <button type="button" aria-current={screen === "plugins" ? "page" : undefined}
               onClick={() => setScreen("plugins")}>Plugins</button>
           )}
+          {can.can(routes.watchAuditRecords) && (
+            <button type="button" aria-current={screen === "live" ? "page" : undefined}
+              onClick={() => setScreen("live")}>Live activity</button>
+          )}
         </nav>
         <span className="who">{me.username} ({me.roles.join(", ")})</span>
         <button type="button" onClick={() => void signOut("Signed out.")}>Sign out</button>
       </header>
       <main id="main" tabIndex={-1}>
-        {screen === "dashboard"
+        {screen === "live" ? <Live client={client} can={can} /> : screen === "dashboard"
           ? <Dashboard client={client} me={me} can={can} answeredMs={answeredMs} />
           : <Plugins client={client} can={can} />}
       </main>

@@ -76,6 +76,24 @@ export class Client {
     return this.token !== "";
   }
 
+  /** A GET route's server stream: the open response, its body newline-delimited JSON (see feed.ts). */
+  async open<I extends DescMessage, O extends DescMessage>(
+    route: Route<I, O>,
+    init: MessageInitShape<I>,
+    signal: AbortSignal,
+  ): Promise<ReadableStream<Uint8Array>> {
+    const json = toJson(route.input, create(route.input, init)) as Record<string, JsonValue>;
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(json)) if (typeof value === "string" && value) query.set(key, value);
+    const headers: Record<string, string> = { Accept: "application/json" };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    const path = route.path + (query.size ? `?${query.toString()}` : "");
+    const response = await this.fetcher(path, { method: "GET", headers, credentials: "omit", cache: "no-store", signal });
+    if (!response.ok) throw await errorOf(response);
+    if (response.body === null) throw new Error("the stream has no body");
+    return response.body;
+  }
+
   async call<I extends DescMessage, O extends DescMessage>(
     route: Route<I, O>,
     init: MessageInitShape<I>,

@@ -8,6 +8,10 @@ import {
   ListPluginsResponseSchema,
 } from "@gen/vivified/admin/v1/plugin_admin_pb.js";
 import {
+  WatchAuditRecordsRequestSchema,
+  WatchAuditRecordsResponseSchema,
+} from "@gen/vivified/admin/v1/audit_query_pb.js";
+import {
   LoginRequestSchema,
   LoginResponseSchema,
   LogoutRequestSchema,
@@ -22,6 +26,7 @@ import type { Route } from "./api";
 
 const AUTH = "/vivified.identity.v1.AuthService/";
 const PLUGINS = "/vivified.admin.v1.PluginAdminService/";
+const AUDIT = "/vivified.admin.v1.AuditQueryService/";
 
 function route<I extends DescMessage, O extends DescMessage>(
   verb: "GET" | "POST", path: string, input: I, output: O, method: string,
@@ -40,4 +45,7 @@ export const routes = {
     PLUGINS + "DisablePlugin"),
   enablePlugin: route("POST", "/v1/plugins/{plugin_id}:enable", EnablePluginRequestSchema, EnablePluginResponseSchema,
     PLUGINS + "EnablePlugin"),
+  /** A server stream (newline-delimited JSON): read with Client.open and feed.ts. */
+  watchAuditRecords: route("GET", "/v1/audit/records:watch", WatchAuditRecordsRequestSchema,
+    WatchAuditRecordsResponseSchema, AUDIT + "WatchAuditRecords"),
 };

@@ -6,6 +6,7 @@ import { routes } from "../src/routes";
 const PROTO: Record<string, string> = {
   "vivified.identity.v1.AuthService": "../../../proto/vivified/identity/v1/auth.proto",
   "vivified.admin.v1.PluginAdminService": "../../../proto/vivified/admin/v1/plugin_admin.proto",
+  "vivified.admin.v1.AuditQueryService": "../../../proto/vivified/admin/v1/audit_query.proto",
 };
 
 function httpRule(service: string, method: string): [string, string] {

@@ -55,6 +55,8 @@ BOOTSTRAP = {
     # When an audit record is durable: a security and durability setting.
     "audit_durability",
     "audit_sync_interval",
+    # A live-feed watcher's buffer bounds the core's memory per watcher: a resource cap, fixed at start.
+    "audit_watch_buffer",
 }
 
 

@@ -20,6 +20,7 @@ from vivified.core.rest import (
     find_envoy,
     load_descriptor_set,
     served_service_names,
+    streamed_paths,
     transcoded_services,
     validate_config,
     write_bundle,
@@ -179,7 +180,9 @@ def test_deploy_envoy_config_is_current(descriptors: pathlib.Path) -> None:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    fresh = module.example(transcoded_services(load_descriptor_set(descriptors)))
+    files = load_descriptor_set(descriptors)
+    services = transcoded_services(files)
+    fresh = module.example(services, streamed_paths(files, services))
     assert (ROOT / "deploy" / "envoy" / "envoy.yaml").read_text() == fresh, "run tools/envoy_example.py"
 
 

@@ -206,11 +206,18 @@ def test_viewer_refused_with_403_reason_rule_and_one_record(bridge: Bridge, admi
 
 def test_missing_and_invalid_token(bridge: Bridge) -> None:
     before = len(_rows(bridge.core, action=ADMIN + "ListPlugins", actor="anonymous:127.0.0.1"))
-    # No token: the caller is anonymous, and no rule lets anonymous callers list plugins.
+    # No token: the caller has no identity, and no rule lets anonymous callers list plugins:
+    # 401 from UNAUTHENTICATED (IDENTITY_MISSING), naming the deciding rule, one deny record.
     status, body = bridge.call("GET", "/v1/plugins")
-    assert status == 403 and _error(body) == ("POLICY_DENIED", "default-deny"), body
+    assert status == 401 and body["code"] == 16 and _error(body) == ("IDENTITY_MISSING", "default-deny"), body
     rows = _rows(bridge.core, action=ADMIN + "ListPlugins", actor="anonymous:127.0.0.1")
-    assert len(rows) == before + 1 and (rows[-1].reason, rows[-1].rule_id) == ("POLICY_DENIED", "default-deny")
+    assert len(rows) == before + 1, rows
+    assert (rows[-1].decision, rows[-1].reason, rows[-1].rule_id, rows[-1].outcome) == (
+        "deny",
+        "IDENTITY_MISSING",
+        "default-deny",
+        "UNAUTHENTICATED",
+    )
     # A token that is no token: 401 from UNAUTHENTICATED.
     status, body = bridge.call("GET", "/v1/plugins", token="not-a-token")
     assert status == 401 and body["code"] == 16 and _error(body) == ("TOKEN_INVALID", "authentication"), body
@@ -339,6 +346,51 @@ def test_readme_curl_examples(bridge: Bridge, admin: dict[str, str]) -> None:
     assert replies[2]["plugin"]["status"] == "PLUGIN_STATUS_DISABLED", replies[2]
 
 
+def test_readme_live_feed_example(bridge: Bridge, admin: dict[str, str]) -> None:
+    """The README's live-feed curl, as printed there: it streams a refusal made while it runs."""
+    readme = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = readme.split("Live activity, the audit records as they are committed", 1)[1]
+    command = block.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    line = command.replace("$ACCESS", admin["token"]).replace(
+        ".vivified/operator/ca.crt", str(bridge.core.operator_dir / "ca.crt")
+    )
+    args = [a.replace("127.0.0.1:8443", f"127.0.0.1:{bridge.port}") for a in shlex.split(line)]
+    assert args[0] == "curl" and "-sN" in args, args
+    status, created = bridge.call(
+        "POST",
+        "/v1/users",
+        {"username": "rest-readme-viewer", "password": VIEWER_PASSWORD, "roles": ["viewer"]},
+        token=admin["token"],
+    )
+    assert status == 200, created
+    _, signed_in = bridge.call(
+        "POST", "/v1/auth:login", {"username": "rest-readme-viewer", "password": VIEWER_PASSWORD}
+    )
+    watches = len(_rows(bridge.core, action=WATCH))
+    curl = subprocess.Popen([*args, "--max-time", "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 5
+        while len(_rows(bridge.core, action=WATCH)) == watches:
+            assert time.monotonic() < deadline, "the README's watch never opened"
+            time.sleep(0.1)
+        status, _ = bridge.call(
+            "POST",
+            "/v1/plugins/nothing:disable",
+            {"reason": "a viewer tries"},
+            token=signed_in["tokens"]["accessToken"],
+        )
+        assert status == 403
+        out, _ = curl.communicate(timeout=30)
+    finally:
+        if curl.poll() is None:
+            curl.kill()
+            curl.wait()
+    records = [json.loads(line)["record"] for line in out.splitlines() if line.strip()]
+    assert [(r["action"], r["outcome"], r["ruleId"]) for r in records] == [
+        (ADMIN + "DisablePlugin", "PERMISSION_DENIED", "user-plugin-admin")
+    ], out
+
+
 def test_envoy_verifies_the_core_certificate(bridge: Bridge, tmp_path: pathlib.Path) -> None:
     """A bridge told to expect another core identity (trust domain) refuses the real core's certificate:
     nothing reaches the core."""
@@ -377,3 +429,63 @@ def test_envoy_verifies_the_core_certificate(bridge: Bridge, tmp_path: pathlib.P
         assert len(_rows(bridge.core)) == before
     finally:
         wrong.stop()
+
+
+WATCH = "/vivified.admin.v1.AuditQueryService/WatchAuditRecords"
+
+
+def test_live_feed_streams_records_as_newline_delimited_json(bridge: Bridge, admin: dict[str, str]) -> None:
+    """A real HTTP client reads the live feed through Envoy line by line while
+    another request happens; the watch is one audit record, the feed's lines
+    are the records of the other calls."""
+    watches = len(_rows(bridge.core, action=WATCH))
+    connection = http.client.HTTPSConnection("127.0.0.1", bridge.port, context=bridge.tls, timeout=30)
+    try:
+        prefix = "/vivified.admin.v1."
+        connection.request(
+            "GET",
+            f"/v1/audit/records:watch?actionPrefix={prefix}",
+            headers={"Authorization": f"Bearer {admin['token']}"},
+        )
+        response = connection.getresponse()
+        assert response.status == 200 and response.getheader("content-type", "").startswith("application/json")
+        opened = json.loads(response.readline())
+        assert (opened["record"]["action"], opened["record"]["outcome"]) == (WATCH, "STREAM_OPENED"), opened
+        for _ in range(2):
+            sent = time.monotonic()
+            status, _ = bridge.call("GET", "/v1/plugins", token=admin["token"])
+            assert status == 200
+            line = response.readline()
+            waited = time.monotonic() - sent
+            seen = json.loads(line)["record"]
+            assert (seen["action"], seen["decision"], seen["outcome"]) == (ADMIN + "ListPlugins", "allow", "OK")
+            assert seen["actor"].startswith("user:") and int(seen["seq"]) > int(opened["record"]["seq"])
+            assert waited < 5.0, f"the record came {waited:.2f}s after the call"
+    finally:
+        connection.close()
+    rows = _rows(bridge.core, action=WATCH)[watches:]
+    assert [(r.decision, r.outcome, r.rule_id) for r in rows] == [("allow", "STREAM_OPENED", "user-audit-query")]
+
+
+def test_live_feed_viewer_refused_403_and_anonymous_401(bridge: Bridge, admin: dict[str, str]) -> None:
+    status, created = bridge.call(
+        "POST",
+        "/v1/users",
+        {"username": "rest-watch-viewer", "password": VIEWER_PASSWORD, "roles": ["viewer"]},
+        token=admin["token"],
+    )
+    assert status == 200, created
+    viewer_id = created["user"]["userId"]
+    status, signed_in = bridge.call(
+        "POST", "/v1/auth:login", {"username": "rest-watch-viewer", "password": VIEWER_PASSWORD}
+    )
+    assert status == 200, signed_in
+    status, body = bridge.call("GET", "/v1/audit/records:watch", token=signed_in["tokens"]["accessToken"])
+    assert status == 403 and body["code"] == 7 and _error(body) == ("POLICY_DENIED", "user-audit-query"), body
+    rows = _rows(bridge.core, action=WATCH, actor=f"user:{viewer_id}")
+    assert [(r.decision, r.reason, r.rule_id) for r in rows] == [("deny", "POLICY_DENIED", "user-audit-query")]
+    status, body = bridge.call("GET", "/v1/audit/records:watch")
+    assert status == 401 and _error(body) == ("IDENTITY_MISSING", "default-deny"), body
+    # A bad filter is refused before the feed opens: a plain 400 with the reason, not a stream.
+    status, body = bridge.call("GET", "/v1/audit/records:watch?decision=maybe", token=admin["token"])
+    assert status == 400 and _error(body)[0] == "INVALID_REQUEST", body

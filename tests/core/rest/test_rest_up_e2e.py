@@ -72,8 +72,8 @@ async def test_up_starts_envoy_on_8443_and_prints_the_url(tmp_path: pathlib.Path
         response = connection.getresponse()
         body = json.loads(response.read())
         connection.close()
-        # Through the chain like any call: anonymous, refused, one record.
-        assert response.status == 403 and body["details"][0]["reason"] == "POLICY_DENIED", body
+        # Through the chain like any call: anonymous (no identity: 401), refused, one record.
+        assert response.status == 401 and body["details"][0]["reason"] == "IDENTITY_MISSING", body
         rows = audit_rows(core, action="/vivified.admin.v1.PluginAdminService/ListPlugins")
         assert [(r.decision, r.rule_id) for r in rows] == [("deny", "default-deny")]
         # The built console (tools/setup.sh builds core/ui/dist) is served at / on the same listener.

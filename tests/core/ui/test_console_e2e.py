@@ -175,7 +175,7 @@ def test_console_served_with_strict_csp(console: Console) -> None:
     assert status == 200 and headers["content-type"].startswith("text/javascript")
     # The REST routes still reach the core through the transcoder.
     status, body, _ = console.call("GET", "/v1/plugins")
-    assert status == 403 and body["details"][0]["reason"] == "POLICY_DENIED"
+    assert status == 401 and body["details"][0]["reason"] == "IDENTITY_MISSING"
 
 
 def test_whoami_lists_what_the_policy_allows(console: Console, admin: dict[str, str]) -> None:
@@ -186,10 +186,10 @@ def test_whoami_lists_what_the_policy_allows(console: Console, admin: dict[str, 
     assert status == 200 and viewer["roles"] == ["viewer"] and viewer["traits"] == ["viewer"], viewer
     assert WHOAMI in viewer["allowedMethods"]
     assert not [m for m in viewer["allowedMethods"] if m.startswith(ADMIN)], viewer
-    # Anonymous: no rule lets an anonymous caller ask; one deny record.
+    # Anonymous: no rule lets an anonymous caller ask (no identity: 401); one deny record.
     before = len(audit_rows(console.core, action=WHOAMI, actor="anonymous:127.0.0.1"))
     status, body, _ = console.call("GET", "/v1/auth:whoAmI")
-    assert status == 403 and body["details"][0]["reason"] == "POLICY_DENIED", body
+    assert status == 401 and body["details"][0]["reason"] == "IDENTITY_MISSING", body
     assert body["details"][0]["metadata"]["rule_id"] == "default-deny"
     rows = audit_rows(console.core, action=WHOAMI, actor="anonymous:127.0.0.1")
     assert len(rows) == before + 1 and (rows[-1].decision, rows[-1].rule_id) == ("deny", "default-deny")

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#vivified/admin/v1/audit_query.proto\x12\x11vivified.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x02\n\x17ListAuditRecordsRequest\x12\x14\n\x05\x61\x63tor\x18\x01 \x01(\tR\x05\x61\x63tor\x12\x16\n\x06\x61\x63tion\x18\x02 \x01(\tR\x06\x61\x63tion\x12\x1a\n\x08\x64\x65\x63ision\x18\x03 \x01(\tR\x08\x64\x65\x63ision\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x06 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x07 \x01(\tR\tpageToken\x12\x19\n\x08trace_id\x18\x08 \x01(\tR\x07traceId\"\xe2\x02\n\x10\x41uditRecordEntry\x12\x10\n\x03seq\x18\x01 \x01(\x03R\x03seq\x12;\n\x0brecord_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordTime\x12\x14\n\x05\x61\x63tor\x18\x03 \x01(\tR\x05\x61\x63tor\x12\x16\n\x06\x61\x63tion\x18\x04 \x01(\tR\x06\x61\x63tion\x12\x1a\n\x08resource\x18\x05 \x01(\tR\x08resource\x12\x1a\n\x08\x64\x65\x63ision\x18\x06 \x01(\tR\x08\x64\x65\x63ision\x12\x16\n\x06reason\x18\x07 \x01(\tR\x06reason\x12\x17\n\x07rule_id\x18\x08 \x01(\tR\x06ruleId\x12\x18\n\x07outcome\x18\t \x01(\tR\x07outcome\x12\x19\n\x08trace_id\x18\n \x01(\tR\x07traceId\x12\x1f\n\x0b\x64\x65tail_json\x18\x0b \x01(\tR\ndetailJson\x12\x12\n\x04hash\x18\x0c \x01(\tR\x04hash\"\x81\x01\n\x18ListAuditRecordsResponse\x12=\n\x07records\x18\x01 \x03(\x0b\x32#.vivified.admin.v1.AuditRecordEntryR\x07records\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x17\n\x15VerifyAuditLogRequest\"\x91\x01\n\x16VerifyAuditLogResponse\x12\x16\n\x06intact\x18\x01 \x01(\x08R\x06intact\x12!\n\x0crecord_count\x18\x02 \x01(\x03R\x0brecordCount\x12\"\n\rfirst_bad_seq\x18\x03 \x01(\x03R\x0b\x66irstBadSeq\x12\x18\n\x07problem\x18\x04 \x01(\tR\x07problem2\xa4\x02\n\x11\x41uditQueryService\x12\x89\x01\n\x10ListAuditRecords\x12*.vivified.admin.v1.ListAuditRecordsRequest\x1a+.vivified.admin.v1.ListAuditRecordsResponse\"\x1c\x90\x02\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/audit/records\x12\x82\x01\n\x0eVerifyAuditLog\x12(.vivified.admin.v1.VerifyAuditLogRequest\x1a).vivified.admin.v1.VerifyAuditLogResponse\"\x1b\x90\x02\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit:verifyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#vivified/admin/v1/audit_query.proto\x12\x11vivified.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x01\n\x18WatchAuditRecordsRequest\x12\x1a\n\x08\x64\x65\x63ision\x18\x01 \x01(\tR\x08\x64\x65\x63ision\x12\x18\n\x07outcome\x18\x02 \x01(\tR\x07outcome\x12#\n\raction_prefix\x18\x03 \x01(\tR\x0c\x61\x63tionPrefix\x12\x14\n\x05\x61\x63tor\x18\x04 \x01(\tR\x05\x61\x63tor\"X\n\x19WatchAuditRecordsResponse\x12;\n\x06record\x18\x01 \x01(\x0b\x32#.vivified.admin.v1.AuditRecordEntryR\x06record\"\xac\x02\n\x17ListAuditRecordsRequest\x12\x14\n\x05\x61\x63tor\x18\x01 \x01(\tR\x05\x61\x63tor\x12\x16\n\x06\x61\x63tion\x18\x02 \x01(\tR\x06\x61\x63tion\x12\x1a\n\x08\x64\x65\x63ision\x18\x03 \x01(\tR\x08\x64\x65\x63ision\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x06 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x07 \x01(\tR\tpageToken\x12\x19\n\x08trace_id\x18\x08 \x01(\tR\x07traceId\"\xe2\x02\n\x10\x41uditRecordEntry\x12\x10\n\x03seq\x18\x01 \x01(\x03R\x03seq\x12;\n\x0brecord_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordTime\x12\x14\n\x05\x61\x63tor\x18\x03 \x01(\tR\x05\x61\x63tor\x12\x16\n\x06\x61\x63tion\x18\x04 \x01(\tR\x06\x61\x63tion\x12\x1a\n\x08resource\x18\x05 \x01(\tR\x08resource\x12\x1a\n\x08\x64\x65\x63ision\x18\x06 \x01(\tR\x08\x64\x65\x63ision\x12\x16\n\x06reason\x18\x07 \x01(\tR\x06reason\x12\x17\n\x07rule_id\x18\x08 \x01(\tR\x06ruleId\x12\x18\n\x07outcome\x18\t \x01(\tR\x07outcome\x12\x19\n\x08trace_id\x18\n \x01(\tR\x07traceId\x12\x1f\n\x0b\x64\x65tail_json\x18\x0b \x01(\tR\ndetailJson\x12\x12\n\x04hash\x18\x0c \x01(\tR\x04hash\"\x81\x01\n\x18ListAuditRecordsResponse\x12=\n\x07records\x18\x01 \x03(\x0b\x32#.vivified.admin.v1.AuditRecordEntryR\x07records\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x17\n\x15VerifyAuditLogRequest\"\x91\x01\n\x16VerifyAuditLogResponse\x12\x16\n\x06intact\x18\x01 \x01(\x08R\x06intact\x12!\n\x0crecord_count\x18\x02 \x01(\x03R\x0brecordCount\x12\"\n\rfirst_bad_seq\x18\x03 \x01(\x03R\x0b\x66irstBadSeq\x12\x18\n\x07problem\x18\x04 \x01(\tR\x07problem2\xbb\x03\n\x11\x41uditQueryService\x12\x89\x01\n\x10ListAuditRecords\x12*.vivified.admin.v1.ListAuditRecordsRequest\x1a+.vivified.admin.v1.ListAuditRecordsResponse\"\x1c\x90\x02\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/audit/records\x12\x82\x01\n\x0eVerifyAuditLog\x12(.vivified.admin.v1.VerifyAuditLogRequest\x1a).vivified.admin.v1.VerifyAuditLogResponse\"\x1b\x90\x02\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit:verify\x12\x94\x01\n\x11WatchAuditRecords\x12+.vivified.admin.v1.WatchAuditRecordsRequest\x1a,.vivified.admin.v1.WatchAuditRecordsResponse\"\"\x90\x02\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/audit/records:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,16 +37,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITQUERYSERVICE'].methods_by_name['ListAuditRecords']._serialized_options = b'\220\002\001\202\323\344\223\002\023\022\021/v1/audit/records'
   _globals['_AUDITQUERYSERVICE'].methods_by_name['VerifyAuditLog']._loaded_options = None
   _globals['_AUDITQUERYSERVICE'].methods_by_name['VerifyAuditLog']._serialized_options = b'\220\002\001\202\323\344\223\002\022\022\020/v1/audit:verify'
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=122
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=422
-  _globals['_AUDITRECORDENTRY']._serialized_start=425
-  _globals['_AUDITRECORDENTRY']._serialized_end=779
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=782
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=911
-  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=913
-  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=936
-  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_start=939
-  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_end=1084
-  _globals['_AUDITQUERYSERVICE']._serialized_start=1087
-  _globals['_AUDITQUERYSERVICE']._serialized_end=1379
+  _globals['_AUDITQUERYSERVICE'].methods_by_name['WatchAuditRecords']._loaded_options = None
+  _globals['_AUDITQUERYSERVICE'].methods_by_name['WatchAuditRecords']._serialized_options = b'\220\002\001\202\323\344\223\002\031\022\027/v1/audit/records:watch'
+  _globals['_WATCHAUDITRECORDSREQUEST']._serialized_start=122
+  _globals['_WATCHAUDITRECORDSREQUEST']._serialized_end=261
+  _globals['_WATCHAUDITRECORDSRESPONSE']._serialized_start=263
+  _globals['_WATCHAUDITRECORDSRESPONSE']._serialized_end=351
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=354
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=654
+  _globals['_AUDITRECORDENTRY']._serialized_start=657
+  _globals['_AUDITRECORDENTRY']._serialized_end=1011
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=1014
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=1143
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=1145
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=1168
+  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_start=1171
+  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_end=1316
+  _globals['_AUDITQUERYSERVICE']._serialized_start=1319
+  _globals['_AUDITQUERYSERVICE']._serialized_end=1762
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,66 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class WatchAuditRecordsRequest(_message.Message):
+    """WatchAuditRecordsRequest filters the live feed; empty fields do not filter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ACTION_PREFIX_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    decision: _builtins.str
+    """`allow` or `deny`."""
+    outcome: _builtins.str
+    """Records whose outcome (a gRPC status code name, e.g. `PERMISSION_DENIED`,
+    or `STREAM_OPENED`) is exactly this.
+    """
+    action_prefix: _builtins.str
+    """Records whose action starts with this, e.g. `/vivified.admin.v1.PluginAdminService/`."""
+    actor: _builtins.str
+    """Exact actor, e.g. `user:usr_…`."""
+    def __init__(
+        self,
+        *,
+        decision: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        action_prefix: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_prefix", b"action_prefix", "actor", b"actor", "decision", b"decision", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAuditRecordsRequest: _TypeAlias = WatchAuditRecordsRequest  # noqa: Y015
+
+@_typing.final
+class WatchAuditRecordsResponse(_message.Message):
+    """WatchAuditRecordsResponse carries one committed record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def record(self) -> Global___AuditRecordEntry:
+        """The record, as ListAuditRecords returns it."""
+
+    def __init__(
+        self,
+        *,
+        record: Global___AuditRecordEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAuditRecordsResponse: _TypeAlias = WatchAuditRecordsResponse  # noqa: Y015
+
+@_typing.final
 class ListAuditRecordsRequest(_message.Message):
     """ListAuditRecordsRequest filters the log; empty fields do not filter."""
 

@@ -49,6 +49,11 @@ class AuditQueryServiceStub:
                 request_serializer=vivified_dot_admin_dot_v1_dot_audit__query__pb2.VerifyAuditLogRequest.SerializeToString,
                 response_deserializer=vivified_dot_admin_dot_v1_dot_audit__query__pb2.VerifyAuditLogResponse.FromString,
                 _registered_method=True)
+        self.WatchAuditRecords = channel.unary_stream(
+                '/vivified.admin.v1.AuditQueryService/WatchAuditRecords',
+                request_serializer=vivified_dot_admin_dot_v1_dot_audit__query__pb2.WatchAuditRecordsRequest.SerializeToString,
+                response_deserializer=vivified_dot_admin_dot_v1_dot_audit__query__pb2.WatchAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class AuditQueryServiceServicer:
@@ -77,6 +82,21 @@ class AuditQueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchAuditRecords(self, request, context):
+        """WatchAuditRecords streams audit records as they are committed (live
+        activity), oldest first, starting after the newest record at the time
+        of the call; only those matching every given filter are sent. The
+        subscription itself is audited once, when it opens (not per record
+        sent). Each subscriber has a bounded buffer: a reader that falls that
+        far behind is cut off with RESOURCE_EXHAUSTED (SUBSCRIBER_TOO_SLOW, a
+        record of its own) and may subscribe again. Errors: INVALID_ARGUMENT
+        (INVALID_REQUEST: a bad decision filter). Read-only. Through the REST
+        bridge the stream is newline-delimited JSON, one entry per line.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditQueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +109,11 @@ def add_AuditQueryServiceServicer_to_server(servicer, server):
                     servicer.VerifyAuditLog,
                     request_deserializer=vivified_dot_admin_dot_v1_dot_audit__query__pb2.VerifyAuditLogRequest.FromString,
                     response_serializer=vivified_dot_admin_dot_v1_dot_audit__query__pb2.VerifyAuditLogResponse.SerializeToString,
+            ),
+            'WatchAuditRecords': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAuditRecords,
+                    request_deserializer=vivified_dot_admin_dot_v1_dot_audit__query__pb2.WatchAuditRecordsRequest.FromString,
+                    response_serializer=vivified_dot_admin_dot_v1_dot_audit__query__pb2.WatchAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -150,6 +175,33 @@ class AuditQueryService:
             '/vivified.admin.v1.AuditQueryService/VerifyAuditLog',
             vivified_dot_admin_dot_v1_dot_audit__query__pb2.VerifyAuditLogRequest.SerializeToString,
             vivified_dot_admin_dot_v1_dot_audit__query__pb2.VerifyAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vivified.admin.v1.AuditQueryService/WatchAuditRecords',
+            vivified_dot_admin_dot_v1_dot_audit__query__pb2.WatchAuditRecordsRequest.SerializeToString,
+            vivified_dot_admin_dot_v1_dot_audit__query__pb2.WatchAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,17 @@ class AuditQueryServiceStub:
     checkpoint against it, as `vivified audit verify` does offline. A broken
     chain is reported in the response, not as an error. Read-only.
     """
+    WatchAuditRecords: _grpc.UnaryStreamMultiCallable[_audit_query_pb2.WatchAuditRecordsRequest, _audit_query_pb2.WatchAuditRecordsResponse]
+    """WatchAuditRecords streams audit records as they are committed (live
+    activity), oldest first, starting after the newest record at the time
+    of the call; only those matching every given filter are sent. The
+    subscription itself is audited once, when it opens (not per record
+    sent). Each subscriber has a bounded buffer: a reader that falls that
+    far behind is cut off with RESOURCE_EXHAUSTED (SUBSCRIBER_TOO_SLOW, a
+    record of its own) and may subscribe again. Errors: INVALID_ARGUMENT
+    (INVALID_REQUEST: a bad decision filter). Read-only. Through the REST
+    bridge the stream is newline-delimited JSON, one entry per line.
+    """
 
 @_typing.type_check_only
 class AuditQueryServiceAsyncStub(AuditQueryServiceStub):
@@ -68,6 +79,17 @@ class AuditQueryServiceAsyncStub(AuditQueryServiceStub):
     """VerifyAuditLog checks the hash chain of every record and each signed
     checkpoint against it, as `vivified audit verify` does offline. A broken
     chain is reported in the response, not as an error. Read-only.
+    """
+    WatchAuditRecords: _aio.UnaryStreamMultiCallable[_audit_query_pb2.WatchAuditRecordsRequest, _audit_query_pb2.WatchAuditRecordsResponse]  # type: ignore[assignment]
+    """WatchAuditRecords streams audit records as they are committed (live
+    activity), oldest first, starting after the newest record at the time
+    of the call; only those matching every given filter are sent. The
+    subscription itself is audited once, when it opens (not per record
+    sent). Each subscriber has a bounded buffer: a reader that falls that
+    far behind is cut off with RESOURCE_EXHAUSTED (SUBSCRIBER_TOO_SLOW, a
+    record of its own) and may subscribe again. Errors: INVALID_ARGUMENT
+    (INVALID_REQUEST: a bad decision filter). Read-only. Through the REST
+    bridge the stream is newline-delimited JSON, one entry per line.
     """
 
 class AuditQueryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -98,6 +120,23 @@ class AuditQueryServiceServicer(metaclass=_abc_1.ABCMeta):
         """VerifyAuditLog checks the hash chain of every record and each signed
         checkpoint against it, as `vivified audit verify` does offline. A broken
         chain is reported in the response, not as an error. Read-only.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchAuditRecords(
+        self,
+        request: _audit_query_pb2.WatchAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_audit_query_pb2.WatchAuditRecordsResponse], _abc.AsyncIterator[_audit_query_pb2.WatchAuditRecordsResponse]]:
+        """WatchAuditRecords streams audit records as they are committed (live
+        activity), oldest first, starting after the newest record at the time
+        of the call; only those matching every given filter are sent. The
+        subscription itself is audited once, when it opens (not per record
+        sent). Each subscriber has a bounded buffer: a reader that falls that
+        far behind is cut off with RESOURCE_EXHAUSTED (SUBSCRIBER_TOO_SLOW, a
+        record of its own) and may subscribe again. Errors: INVALID_ARGUMENT
+        (INVALID_REQUEST: a bad decision filter). Read-only. Through the REST
+        bridge the stream is newline-delimited JSON, one entry per line.
         """
 
 def add_AuditQueryServiceServicer_to_server(servicer: AuditQueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

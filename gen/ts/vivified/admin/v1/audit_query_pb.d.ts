@@ -12,6 +12,68 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 export declare const file_vivified_admin_v1_audit_query: GenFile;
 
 /**
+ * WatchAuditRecordsRequest filters the live feed; empty fields do not filter.
+ *
+ * @generated from message vivified.admin.v1.WatchAuditRecordsRequest
+ */
+export declare type WatchAuditRecordsRequest = Message<"vivified.admin.v1.WatchAuditRecordsRequest"> & {
+  /**
+   * `allow` or `deny`.
+   *
+   * @generated from field: string decision = 1;
+   */
+  decision: string;
+
+  /**
+   * Records whose outcome (a gRPC status code name, e.g. `PERMISSION_DENIED`,
+   * or `STREAM_OPENED`) is exactly this.
+   *
+   * @generated from field: string outcome = 2;
+   */
+  outcome: string;
+
+  /**
+   * Records whose action starts with this, e.g. `/vivified.admin.v1.PluginAdminService/`.
+   *
+   * @generated from field: string action_prefix = 3;
+   */
+  actionPrefix: string;
+
+  /**
+   * Exact actor, e.g. `user:usr_…`.
+   *
+   * @generated from field: string actor = 4;
+   */
+  actor: string;
+};
+
+/**
+ * Describes the message vivified.admin.v1.WatchAuditRecordsRequest.
+ * Use `create(WatchAuditRecordsRequestSchema)` to create a new message.
+ */
+export declare const WatchAuditRecordsRequestSchema: GenMessage<WatchAuditRecordsRequest>;
+
+/**
+ * WatchAuditRecordsResponse carries one committed record.
+ *
+ * @generated from message vivified.admin.v1.WatchAuditRecordsResponse
+ */
+export declare type WatchAuditRecordsResponse = Message<"vivified.admin.v1.WatchAuditRecordsResponse"> & {
+  /**
+   * The record, as ListAuditRecords returns it.
+   *
+   * @generated from field: vivified.admin.v1.AuditRecordEntry record = 1;
+   */
+  record?: AuditRecordEntry | undefined;
+};
+
+/**
+ * Describes the message vivified.admin.v1.WatchAuditRecordsResponse.
+ * Use `create(WatchAuditRecordsResponseSchema)` to create a new message.
+ */
+export declare const WatchAuditRecordsResponseSchema: GenMessage<WatchAuditRecordsResponse>;
+
+/**
  * ListAuditRecordsRequest filters the log; empty fields do not filter.
  *
  * @generated from message vivified.admin.v1.ListAuditRecordsRequest
@@ -293,6 +355,24 @@ export declare const AuditQueryService: GenService<{
     methodKind: "unary";
     input: typeof VerifyAuditLogRequestSchema;
     output: typeof VerifyAuditLogResponseSchema;
+  },
+  /**
+   * WatchAuditRecords streams audit records as they are committed (live
+   * activity), oldest first, starting after the newest record at the time
+   * of the call; only those matching every given filter are sent. The
+   * subscription itself is audited once, when it opens (not per record
+   * sent). Each subscriber has a bounded buffer: a reader that falls that
+   * far behind is cut off with RESOURCE_EXHAUSTED (SUBSCRIBER_TOO_SLOW, a
+   * record of its own) and may subscribe again. Errors: INVALID_ARGUMENT
+   * (INVALID_REQUEST: a bad decision filter). Read-only. Through the REST
+   * bridge the stream is newline-delimited JSON, one entry per line.
+   *
+   * @generated from rpc vivified.admin.v1.AuditQueryService.WatchAuditRecords
+   */
+  watchAuditRecords: {
+    methodKind: "server_streaming";
+    input: typeof WatchAuditRecordsRequestSchema;
+    output: typeof WatchAuditRecordsResponseSchema;
   },
 }>;
 
