@@ -113,6 +113,7 @@ async def test_j2_streams_capped_per_plugin_across_connections_and_neighbour_p99
         try:
             await publish_latencies(neighbour.publish, 50)  # warm-up
             baseline = await publish_latencies(neighbour.publish, 400)
+            own = metric(core, "vivified_streams_open")  # the neighbour's, before the attack
             stubs = [events_pb2_grpc.EventBusServiceStub(c) for c in channels]
             watchers = [config_grpc.ConfigServiceStub(c) for c in channels]
             opened = await asyncio.gather(
@@ -144,7 +145,9 @@ async def test_j2_streams_capped_per_plugin_across_connections_and_neighbour_p99
             # Cancelling streams gives their slots back at once: as many new ones open.
             for call in held[:50]:
                 call.cancel()
-            await until(lambda: metric(core, "vivified_streams_open") <= 206 + 8, 10, "cancelled slots to free")
+            # Exactly the neighbour's own streams besides the attacker's: a margin here
+            # let the wait end with one cancelled slot not yet freed (49 of 50 reopened).
+            await until(lambda: metric(core, "vivified_streams_open") <= 206 + own, 10, "cancelled slots to free")
             again = await asyncio.gather(*(open_watch(watchers[i % 8]) for i in range(60)))
             assert sum(1 for _, err in again if err is None) == 50
             held = held[50:] + [call for call, err in again if err is None]
@@ -154,7 +157,7 @@ async def test_j2_streams_capped_per_plugin_across_connections_and_neighbour_p99
             for call in held:
                 call.cancel()
             held = []
-            await until(lambda: metric(core, "vivified_streams_open") <= 8, 10, "the attack's streams to close")
+            await until(lambda: metric(core, "vivified_streams_open") <= own, 10, "the attack's streams to close")
             baseline += await publish_latencies(neighbour.publish, 400)
             ratio = p99(under_attack) / p99(baseline)
             print(
