@@ -43,8 +43,10 @@ export async function errorOf(response: Response): Promise<ApiError> {
   );
 }
 
+export type Verb = "GET" | "POST" | "PUT" | "PATCH";
+
 export interface Route<I extends DescMessage, O extends DescMessage> {
-  verb: "GET" | "POST";
+  verb: Verb;
   /** The google.api.http template, e.g. `/v1/plugins/{plugin_id}:disable`. */
   path: string;
   input: I;
@@ -60,6 +62,21 @@ export function expand(path: string, json: Record<string, JsonValue>, protoNames
     if (typeof value !== "string" || value === "") throw new Error(`missing path field ${field}`);
     return encodeURIComponent(value);
   });
+}
+
+/** A GET's remaining fields as query parameters, by their proto names (what the transcoder binds). */
+export function query(json: Record<string, JsonValue>, protoNames: Map<string, string>): string {
+  const byJson = new Map([...protoNames].map(([proto, jsonName]) => [jsonName, proto]));
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(json)) {
+    const name = byJson.get(key) ?? key;
+    for (const item of Array.isArray(value) ? value : [value]) {
+      if (typeof item === "string" || typeof item === "number" || typeof item === "boolean") params.append(name, String(item));
+      else throw new Error(`field ${name} cannot be a query parameter`);
+    }
+  }
+  const text = params.toString();
+  return text ? `?${text}` : "";
 }
 
 export class Client {
@@ -101,11 +118,12 @@ export class Client {
     const message = create(route.input, init);
     const json = toJson(route.input, message) as Record<string, JsonValue>;
     const names = new Map(route.input.fields.map((f) => [f.name, f.jsonName]));
-    const path = expand(route.path, json, names);
+    let path = expand(route.path, json, names);
     const headers: Record<string, string> = { Accept: "application/json" };
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
     const request: RequestInit = { method: route.verb, headers, credentials: "omit", cache: "no-store" };
-    if (route.verb === "POST") {
+    if (route.verb === "GET") path += query(json, names);
+    else {
       headers["Content-Type"] = "application/json";
       request.body = JSON.stringify(json);
     }
