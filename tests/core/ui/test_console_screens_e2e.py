@@ -73,6 +73,8 @@ async def _enrol_and_sign_in(page: Page, console: Console) -> str:
     await expect(page.get_by_test_id("backup-codes").locator("li")).not_to_have_count(0)
     await page.get_by_role("button", name="Continue").click()
     await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    await expect(page.get_by_test_id("recent-denials")).to_be_visible()
+    await expect(page.get_by_test_id("event-backlog")).to_contain_text("undelivered in")
     return secret
 
 
@@ -212,6 +214,7 @@ async def test_admin_drives_every_screen_and_each_write_is_audited(
             await page.get_by_label("Password").fill(VIEWER_PASSWORD)
             await page.keyboard.press("Enter")
             await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+            await expect(page.get_by_role("heading", name="Recent denials")).to_have_count(0)
             for screen in ("Plugins", "Users", "Audit", "Configuration", "Events"):
                 await expect(page.get_by_role("button", name=screen, exact=True)).to_have_count(0)
             assert await page.evaluate("document.documentElement.scrollWidth") <= 390
