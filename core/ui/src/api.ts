@@ -4,7 +4,7 @@
 // shapes cannot drift from proto/; the paths are the google.api.http routes
 // (test/routes.test.ts checks them against proto/).
 import { create, fromJson, toJson } from "@bufbuild/protobuf";
-import type { DescMessage, JsonValue, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import type { DescMessage, JsonValue, MessageInitShape, MessageShape, Registry } from "@bufbuild/protobuf";
 
 export class ApiError extends Error {
   constructor(
@@ -47,6 +47,8 @@ export type Verb = "GET" | "POST" | "PUT" | "PATCH";
 
 export interface Route<I extends DescMessage, O extends DescMessage> {
   verb: Verb;
+  /** Message types a response's google.protobuf.Any fields may hold (an event's payload). */
+  registry?: Registry;
   /** The google.api.http template, e.g. `/v1/plugins/{plugin_id}:disable`. */
   path: string;
   input: I;
@@ -129,6 +131,6 @@ export class Client {
     }
     const response = await this.fetcher(path, request);
     if (!response.ok) throw await errorOf(response);
-    return fromJson(route.output, (await response.json()) as JsonValue, { ignoreUnknownFields: true });
+    return fromJson(route.output, (await response.json()) as JsonValue, { ignoreUnknownFields: true, registry: route.registry });
   }
 }

@@ -75,7 +75,9 @@ import {
   ReplayDeadLettersRequestSchema,
   ReplayDeadLettersResponseSchema,
 } from "@gen/vivified/admin/v1/event_admin_pb.js";
-import type { DescMessage } from "@bufbuild/protobuf";
+import { createRegistry } from "@bufbuild/protobuf";
+import type { DescMessage, Registry } from "@bufbuild/protobuf";
+import { file_vivified_events_v1_canonical } from "@gen/vivified/events/v1/canonical_pb.js";
 import type { Route, Verb } from "./api";
 
 const AUTH = "/vivified.identity.v1.AuthService/";
@@ -87,10 +89,13 @@ const CONFIG = "/vivified.config.v1.ConfigService/";
 const EVENTS = "/vivified.admin.v1.EventAdminService/";
 
 function route<I extends DescMessage, O extends DescMessage>(
-  verb: Verb, path: string, input: I, output: O, method: string,
+  verb: Verb, path: string, input: I, output: O, method: string, registry?: Registry,
 ): Route<I, O> & { method: string } {
-  return { verb, path, input, output, method };
+  return { verb, path, input, output, method, registry };
 }
+
+/** The canonical event types: a dead letter's event payload is a google.protobuf.Any of one of them. */
+const EVENT_TYPES = createRegistry(file_vivified_events_v1_canonical);
 
 /** Each route's gRPC method is what WhoAmI's allowed_methods names. */
 export const routes = {
@@ -154,7 +159,7 @@ export const routes = {
   listSubscriptions: route("GET", "/v1/subscriptions", ListSubscriptionsRequestSchema, ListSubscriptionsResponseSchema,
     EVENTS + "ListSubscriptions"),
   listDeadLetters: route("GET", "/v1/subscriptions/{subscription}/deadLetters", ListDeadLettersRequestSchema, ListDeadLettersResponseSchema,
-    EVENTS + "ListDeadLetters"),
+    EVENTS + "ListDeadLetters", EVENT_TYPES),
   replayDeadLetters: route("POST", "/v1/subscriptions/{subscription}/deadLetters:replay", ReplayDeadLettersRequestSchema, ReplayDeadLettersResponseSchema,
     EVENTS + "ReplayDeadLetters"),
 };

@@ -3,6 +3,8 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { visibleScreens } from "../src/App";
+import { Client } from "../src/api";
+import { routes } from "../src/routes";
 import { Permissions } from "../src/permissions";
 import { parseManifest } from "../src/screens/Plugins";
 import { NAV } from "../src/screens/nav";
@@ -28,5 +30,22 @@ describe("visibleScreens", () => {
     expect(visibleScreens(new Permissions(all)).map((e) => e.id)).toEqual(NAV.map((e) => e.id));
     const users = visibleScreens(new Permissions(["/vivified.identity.v1.UserAdminService/ListUsers"]));
     expect(users.map((e) => e.id)).toEqual(["dashboard", "users"]);
+  });
+});
+
+describe("dead letters", () => {
+  it("decode with the event payload, a google.protobuf.Any of a canonical event type", async () => {
+    const body = {
+      deadLetters: [{
+        deadLetterId: "dl_1", reason: "3 attempts", attempts: 3,
+        event: {
+          eventId: "poison", eventType: "vivified.events.v1.MessageSendRequested",
+          payload: { "@type": "type.googleapis.com/vivified.events.v1.MessageSendRequested", messageId: "poison" },
+        },
+      }],
+    };
+    const client = new Client(async () => new Response(JSON.stringify(body), { status: 200 }));
+    const reply = await client.call(routes.listDeadLetters, { subscription: "dlq-sub/sender" });
+    expect(reply.deadLetters[0].event?.payload?.typeUrl).toBe("type.googleapis.com/vivified.events.v1.MessageSendRequested");
   });
 });

@@ -13,16 +13,22 @@ Screenshots go to build/console-screenshots/."""
 from __future__ import annotations
 
 import hashlib
+import json
 import pathlib
 import re
 import time
+from collections.abc import Iterator
 
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
 from support.clients import audit_rows
 from support.console import CHROMIUM, ROOT, SHOTS, VIEWER_PASSWORD, VIEWER_USERNAME, Console
+from support.events import MESSAGE_SEND_REQUESTED, Inbox, event_plugin
+from support.processes import CoreProcess, core_running, run_cli
 from support.users import code_at, create_admin
+from support.waiting import until
+from vivified.events.v1.canonical_pb2 import MessageSendRequested
 
 pytestmark = [pytest.mark.e2e]
 
@@ -33,8 +39,19 @@ PLUGINS = "/vivified.admin.v1.PluginAdminService/"
 USERS = "/vivified.identity.v1.UserAdminService/"
 KEYS = "/vivified.identity.v1.ApiKeyService/"
 CONFIG = "/vivified.config.v1.ConfigService/"
+EVENTS = "/vivified.admin.v1.EventAdminService/"
+SUBSCRIPTION = "dlq-sub/sender"
 # "<status>: <message> (<REASON>…": what describeError shows for a server refusal.
 REFUSAL = re.compile(r"^\d{3}: .+\([A-Z][A-Z_]+")
+
+
+@pytest.fixture(scope="module")
+def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreProcess]:
+    """This module's core redelivers fast (1 s ack timeout, 3 attempts), so a dead letter is made in seconds."""
+    data_dir = tmp_path_factory.mktemp("core") / "data"
+    flags = ("--heartbeat-interval", "1", "--leaf-ttl", "600", "--event-ack-timeout", "1", "--event-max-attempts", "3")
+    with core_running(data_dir, *flags) as running:
+        yield running
 
 
 def _audited(console: Console, action: str, actor: str, *refusals: str, **match: str) -> None:
@@ -175,24 +192,24 @@ async def _audit_and_events(page: Page) -> None:
     await page.get_by_label("Action (gRPC method)").fill(PLUGINS + "ApprovePlugin")
     await page.get_by_role("button", name="Search").click()
     rows = page.get_by_test_id("audit-records").locator("tbody tr")
-    await expect(rows).to_have_count(2)  # the approval and the refused second one (allowed by policy, then refused)
+    # The console's approval and its refused second one (allowed by policy, then refused by the registry).
     await expect(rows.filter(has_text="plugin/example-echo")).to_have_count(2)
     await page.get_by_role("button", name="Verify the chain").click()
     await expect(page.get_by_test_id("audit-verify")).to_be_visible()
     await page.screenshot(path=SHOTS / "audit.png")
     await page.get_by_role("button", name="Events", exact=True).click()
-    await expect(page.get_by_role("heading", name="Events")).to_be_visible()
-    await expect(page.get_by_role("alert")).to_have_count(0)
+    row = page.locator(f"tr[data-subscription='{SUBSCRIPTION}']")
+    await row.get_by_role("button", name=f"Dead letters of {SUBSCRIPTION}").click()
+    letters = page.get_by_test_id("dead-letters").locator("tbody tr")
+    await expect(letters).to_have_count(1)
+    await expect(letters).to_contain_text(MESSAGE_SEND_REQUESTED)
+    await letters.get_by_role("button", name="Replay").click()
+    await expect(page.get_by_test_id("events-result")).to_have_text(f"Replayed 1 dead letter of {SUBSCRIPTION}.")
+    await expect(page.get_by_test_id("no-dead-letters")).to_be_visible()
     await page.screenshot(path=SHOTS / "events.png")
 
 
-@pytest.mark.asyncio
-async def test_admin_drives_every_screen_and_each_write_is_audited(
-    console: Console, admin: dict[str, str], tmp_path: pathlib.Path
-) -> None:
-    assert pathlib.Path(CHROMIUM).is_file(), "apt-get install -y chromium (tools/setup.sh does)"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    create_admin(console.core, SCREENS_ADMIN, SCREENS_PASSWORD, tmp_path)
+async def _browse(console: Console, tmp_path: pathlib.Path) -> None:
     async with async_playwright() as driver:
         browser = await driver.chromium.launch(executable_path=CHROMIUM, args=console.chromium_args)
         try:
@@ -222,6 +239,37 @@ async def test_admin_drives_every_screen_and_each_write_is_audited(
         finally:
             await browser.close()
 
+
+@pytest.mark.asyncio
+async def test_admin_drives_every_screen_and_each_write_is_audited(
+    console: Console, admin: dict[str, str], tmp_path: pathlib.Path
+) -> None:
+    assert pathlib.Path(CHROMIUM).is_file(), "apt-get install -y chromium (tools/setup.sh does)"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    create_admin(console.core, SCREENS_ADMIN, SCREENS_PASSWORD, tmp_path)
+    # A dead letter to replay: a subscriber whose handler fails every attempt.
+    publisher = await event_plugin(console.core, tmp_path, "dlq-pub", publishes=[MESSAGE_SEND_REQUESTED])
+    subscriber = await event_plugin(console.core, tmp_path, "dlq-sub", subscribes=[MESSAGE_SEND_REQUESTED])
+    try:
+        inbox = Inbox(failing=True)
+        await subscriber.subscribe("sender", {MessageSendRequested: inbox}).opened()
+        await publisher.publish(MessageSendRequested(message_id="poison"), event_id="poison")
+        await until(lambda: len(inbox.received) >= 3, 20, "three failed attempts")
+        inbox.failing = False
+
+        def dead_lettered() -> bool:
+            listed = run_cli(console.core, "events", "--json", "dlq", "list", SUBSCRIPTION)
+            return listed.returncode == 0 and len(json.loads(listed.stdout)["dead_letters"]) == 1
+
+        await until(dead_lettered, 20, "the dead letter")
+        await _browse(console, tmp_path)
+        # The replay reached the subscriber again, as a first attempt.
+        await until(lambda: inbox.event_ids().count("poison") == 4, 20, "the replayed delivery")
+        assert inbox.received[-1][1].attempt == 1
+    finally:
+        await publisher.stop()
+        await subscriber.stop()
+
     # Each write through the console: its one allow record, by the admin who signed in there.
     status, listed, _ = console.call("GET", "/v1/users?page_size=200", token=admin["token"])
     assert status == 200, listed
@@ -232,4 +280,5 @@ async def test_admin_drives_every_screen_and_each_write_is_audited(
     _audited(console, USERS + "DisableUser", me, resource=f"user/{ids['screens-user']}")
     _audited(console, KEYS + "CreateApiKey", me)
     _audited(console, KEYS + "RevokeApiKey", me)
+    _audited(console, EVENTS + "ReplayDeadLetters", me, resource=f"subscription/{SUBSCRIPTION}")
     _audited(console, CONFIG + "SetCoreSetting", me, "CONFIG_INVALID", resource="core-setting/event_max_attempts")
