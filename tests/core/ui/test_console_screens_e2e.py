@@ -3,8 +3,10 @@ the built console and the REST bridge on one origin, Debian's Chromium driven by
 Playwright. A new admin enrols TOTP from the QR screen and signs in; approves the
 echo plugin from its uploaded manifest (the file's sha256 and requested traits
 shown, then the join token once); creates and disables a user; creates an API
-key (shown once) and revokes it; overrides a core setting with a reason; finds
-the approval in the audit view and verifies the chain; opens the events screen.
+key (shown once) and revokes it; sets a plugin setting from the form its config
+schema makes (the secret field write-only) and overrides a core setting, each with
+a reason; finds the approval in the audit view and verifies the chain; replays a
+dead letter from the events screen (the subscriber receives it again).
 Each refusal on the way (a manifest the contract does not know, a duplicate user,
 a mistyped setting) shows the server's ErrorInfo reason and keeps the form. Each
 write has its one audit record. A viewer sees none of these screens.
@@ -22,12 +24,14 @@ from collections.abc import Iterator
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from support.clients import audit_rows
+from support.clients import approve, audit_rows
 from support.console import CHROMIUM, ROOT, SHOTS, VIEWER_PASSWORD, VIEWER_USERNAME, Console
 from support.events import MESSAGE_SEND_REQUESTED, Inbox, event_plugin
+from support.lane import write_manifest
 from support.processes import CoreProcess, core_running, run_cli
 from support.users import code_at, create_admin
 from support.waiting import until
+from vivified.core.manifest import load_manifest_bytes
 from vivified.events.v1.canonical_pb2 import MessageSendRequested
 
 pytestmark = [pytest.mark.e2e]
@@ -171,6 +175,23 @@ async def _api_keys(page: Page) -> None:
 
 async def _config(page: Page) -> None:
     await page.get_by_role("button", name="Configuration", exact=True).click()
+    # A plugin's settings, a form from its manifest's config schema; the secret is write-only.
+    await page.get_by_label("Plugin", exact=True).select_option("cfg-plugin")
+    host = page.locator("form[data-config='host']")
+    await expect(host.get_by_label("host", exact=True)).to_have_value("localhost")
+    secret = page.locator("form[data-config='password']")
+    await expect(secret.get_by_label("password — secret, write-only", exact=True)).to_have_attribute("type", "password")
+    await expect(secret.get_by_label("password — secret, write-only", exact=True)).to_have_value("")
+    await host.get_by_label("host", exact=True).fill("relay.example.com")
+    await host.get_by_label("Reason for host").fill("console test: new relay")
+    await host.get_by_role("button", name="Save host").click()
+    await expect(page.get_by_text("host saved.")).to_be_visible()
+    await expect(page.locator("form[data-config='host']").get_by_label("host", exact=True)).to_have_value(
+        "relay.example.com"
+    )
+    await expect(page.get_by_role("table", name="History of cfg-plugin's settings")).to_contain_text(
+        "console test: new relay"
+    )
     row = page.locator("tr[data-setting='event_max_attempts']")
     await row.get_by_role("button", name="Override event_max_attempts").click()
     await page.get_by_label("Value").fill("many")
@@ -247,6 +268,12 @@ async def test_admin_drives_every_screen_and_each_write_is_audited(
     assert pathlib.Path(CHROMIUM).is_file(), "apt-get install -y chromium (tools/setup.sh does)"
     SHOTS.mkdir(parents=True, exist_ok=True)
     create_admin(console.core, SCREENS_ADMIN, SCREENS_PASSWORD, tmp_path)
+    # A plugin with a config schema, for the configuration screen's plugin settings.
+    config = [
+        {"name": "host", "type": "CONFIG_FIELD_TYPE_STRING", "default_value": "localhost"},
+        {"name": "password", "type": "CONFIG_FIELD_TYPE_SECRET"},
+    ]
+    await approve(console.core, load_manifest_bytes(write_manifest(tmp_path, "cfg-plugin", config=config).read_bytes()))
     # A dead letter to replay: a subscriber whose handler fails every attempt.
     publisher = await event_plugin(console.core, tmp_path, "dlq-pub", publishes=[MESSAGE_SEND_REQUESTED])
     subscriber = await event_plugin(console.core, tmp_path, "dlq-sub", subscribes=[MESSAGE_SEND_REQUESTED])
@@ -281,4 +308,5 @@ async def test_admin_drives_every_screen_and_each_write_is_audited(
     _audited(console, KEYS + "CreateApiKey", me)
     _audited(console, KEYS + "RevokeApiKey", me)
     _audited(console, EVENTS + "ReplayDeadLetters", me, resource=f"subscription/{SUBSCRIPTION}")
+    _audited(console, CONFIG + "SetPluginConfigValue", me, resource="plugin/cfg-plugin")
     _audited(console, CONFIG + "SetCoreSetting", me, "CONFIG_INVALID", resource="core-setting/event_max_attempts")
