@@ -1,4 +1,5 @@
-// The console's build: one hashed script and stylesheet under assets/, no inline
+// The console's build: one hashed script and stylesheet under assets/ (plus the YAML
+// parser's chunk, loaded when a manifest is read), no inline
 // script (the CSP Envoy sends allows 'self' only), the contract types from gen/ts.
 import react from "@vitejs/plugin-react";
 import { defineConfig } from "vitest/config";

@@ -4,7 +4,7 @@
 // shapes cannot drift from proto/; the paths are the google.api.http routes
 // (test/routes.test.ts checks them against proto/).
 import { create, fromJson, toJson } from "@bufbuild/protobuf";
-import type { DescMessage, JsonValue, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import type { DescMessage, JsonValue, MessageInitShape, MessageShape, Registry } from "@bufbuild/protobuf";
 
 export class ApiError extends Error {
   constructor(
@@ -43,8 +43,12 @@ export async function errorOf(response: Response): Promise<ApiError> {
   );
 }
 
+export type Verb = "GET" | "POST" | "PUT" | "PATCH";
+
 export interface Route<I extends DescMessage, O extends DescMessage> {
-  verb: "GET" | "POST";
+  verb: Verb;
+  /** Message types a response's google.protobuf.Any fields may hold (an event's payload). */
+  registry?: Registry;
   /** The google.api.http template, e.g. `/v1/plugins/{plugin_id}:disable`. */
   path: string;
   input: I;
@@ -60,6 +64,21 @@ export function expand(path: string, json: Record<string, JsonValue>, protoNames
     if (typeof value !== "string" || value === "") throw new Error(`missing path field ${field}`);
     return encodeURIComponent(value);
   });
+}
+
+/** A GET's remaining fields as query parameters, by their proto names (what the transcoder binds). */
+export function query(json: Record<string, JsonValue>, protoNames: Map<string, string>): string {
+  const byJson = new Map([...protoNames].map(([proto, jsonName]) => [jsonName, proto]));
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(json)) {
+    const name = byJson.get(key) ?? key;
+    for (const item of Array.isArray(value) ? value : [value]) {
+      if (typeof item === "string" || typeof item === "number" || typeof item === "boolean") params.append(name, String(item));
+      else throw new Error(`field ${name} cannot be a query parameter`);
+    }
+  }
+  const text = params.toString();
+  return text ? `?${text}` : "";
 }
 
 export class Client {
@@ -101,16 +120,17 @@ export class Client {
     const message = create(route.input, init);
     const json = toJson(route.input, message) as Record<string, JsonValue>;
     const names = new Map(route.input.fields.map((f) => [f.name, f.jsonName]));
-    const path = expand(route.path, json, names);
+    let path = expand(route.path, json, names);
     const headers: Record<string, string> = { Accept: "application/json" };
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
     const request: RequestInit = { method: route.verb, headers, credentials: "omit", cache: "no-store" };
-    if (route.verb === "POST") {
+    if (route.verb === "GET") path += query(json, names);
+    else {
       headers["Content-Type"] = "application/json";
       request.body = JSON.stringify(json);
     }
     const response = await this.fetcher(path, request);
     if (!response.ok) throw await errorOf(response);
-    return fromJson(route.output, (await response.json()) as JsonValue, { ignoreUnknownFields: true });
+    return fromJson(route.output, (await response.json()) as JsonValue, { ignoreUnknownFields: true, registry: route.registry });
   }
 }

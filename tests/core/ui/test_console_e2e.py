@@ -11,157 +11,29 @@ go to build/console-screenshots/ (git-ignored)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import http.client
-import json
 import pathlib
 import shutil
-import socket
-import ssl
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from playwright.async_api import Page, async_playwright, expect
 
 from support.clients import audit_rows
+from support.console import ADMIN_PASSWORD, CHROMIUM, ROOT, SHOTS, VIEWER_PASSWORD, Console
 from support.lane import COMMUNICATION, RecordingStore, started_plugin, write_manifest
-from support.processes import CoreProcess, run_cli
-from support.users import code_at, create_admin
+from support.users import code_at
 from vivified.communication.v1 import communication_pb2
-from vivified.core.rest import CONSOLE_CSP, EnvoyProcess, find_envoy, start_envoy
+from vivified.core.rest import CONSOLE_CSP
 from vivified.plugins.example_echo import EchoCommunicationPlugin
 from vivified.sdk import UnavailableError
 
 pytestmark = [pytest.mark.e2e]
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
-DIST = ROOT / "core" / "ui" / "dist"
-SHOTS = ROOT / "build" / "console-screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ADMIN_PASSWORD = "CANARY-console-admin-pw-51c0e2"
-VIEWER_PASSWORD = "CANARY-console-viewer-pw-a7d93b"
 ADMIN = "/vivified.admin.v1.PluginAdminService/"
 WHOAMI = "/vivified.identity.v1.AuthService/WhoAmI"
 SEND = f"{COMMUNICATION}/SendMessage"
-
-
-@dataclass
-class Console:
-    core: CoreProcess
-    envoy: EnvoyProcess
-    port: int
-    tls: ssl.SSLContext
-    ca_file: pathlib.Path
-    spki: str
-    """base64 SHA-256 of the listener certificate's public key: the one certificate Chromium accepts
-    besides its own roots (the core's CA is not in its store)."""
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/"
-
-    def call(self, method: str, path: str, body: object = None, *, token: str = "") -> tuple[int, Any, dict[str, str]]:
-        connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.tls, timeout=30)
-        try:
-            headers = {"Content-Type": "application/json"} if body is not None else {}
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            connection.request(
-                method, path, body=json.dumps(body).encode() if body is not None else None, headers=headers
-            )
-            response = connection.getresponse()
-            data = response.read()
-            kind = response.getheader("content-type") or ""
-            parsed = json.loads(data) if kind.startswith("application/json") else data.decode()
-            return response.status, parsed, {k.lower(): v for k, v in response.getheaders()}
-        finally:
-            connection.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def console(core: CoreProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    assert (DIST / "index.html").is_file(), "build the console first: tools/setup.sh runs npm run build in core/ui"
-    port = _free_port()
-    out = tmp_path_factory.mktemp("rest")
-    made = run_cli(
-        core, "rest", "config", "--listen", f"127.0.0.1:{port}", "--out", str(out), "--console-dir", str(DIST), "--json"
-    )
-    assert made.returncode == 0, made.stderr + made.stdout
-    config = json.loads(made.stdout)
-    assert config["validated"] and config["console"] == f"https://127.0.0.1:{port}/", config
-    envoy_binary = find_envoy()
-    assert envoy_binary is not None
-    envoy = start_envoy(envoy_binary, pathlib.Path(config["config"]), out / "envoy.log", listen=("127.0.0.1", port))
-    ca_file = core.operator_dir / "ca.crt"
-    try:
-        leaf = x509.load_pem_x509_certificate(pathlib.Path(config["certificate"]).read_bytes())
-        spki = leaf.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        yield Console(
-            core,
-            envoy,
-            port,
-            ssl.create_default_context(cafile=str(ca_file)),
-            ca_file,
-            base64.b64encode(hashlib.sha256(spki).digest()).decode(),
-        )
-    finally:
-        envoy.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(console: Console, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """An admin with TOTP enrolled (over REST); the console then signs in with password and a code."""
-    create_admin(console.core, "console-admin", ADMIN_PASSWORD, tmp_path_factory.mktemp("admin"))
-    status, first, _ = console.call("POST", "/v1/auth:login", {"username": "console-admin", "password": ADMIN_PASSWORD})
-    assert status == 200 and first["step"] == "LOGIN_STEP_MFA_ENROLLMENT_REQUIRED", first
-    status, enrol, _ = console.call("POST", "/v1/auth:enrollMfa", {"mfaToken": first["mfaToken"]})
-    assert status == 200, enrol
-    status, confirmed, _ = console.call(
-        "POST", "/v1/auth:confirmMfa", {"mfaToken": first["mfaToken"], "code": code_at(enrol["secret"], time.time())}
-    )
-    assert status == 200, confirmed
-    token = confirmed["tokens"]["accessToken"]
-    status, created, _ = console.call(
-        "POST",
-        "/v1/users",
-        {"username": "console-viewer", "password": VIEWER_PASSWORD, "roles": ["viewer"]},
-        token=token,
-    )
-    assert status == 200, created
-    return {"secret": enrol["secret"], "token": token, "viewer_id": created["user"]["userId"]}
-
-
-def _viewer_token(console: Console) -> str:
-    status, signed_in, _ = console.call(
-        "POST", "/v1/auth:login", {"username": "console-viewer", "password": VIEWER_PASSWORD}
-    )
-    assert status == 200 and signed_in["step"] == "LOGIN_STEP_COMPLETE", signed_in
-    return str(signed_in["tokens"]["accessToken"])
 
 
 def test_console_served_with_strict_csp(console: Console) -> None:
@@ -182,7 +54,7 @@ def test_whoami_lists_what_the_policy_allows(console: Console, admin: dict[str, 
     status, me, _ = console.call("GET", "/v1/auth:whoAmI", token=admin["token"])
     assert status == 200 and me["username"] == "console-admin" and "plugin_manager" in me["traits"], me
     assert {ADMIN + "DisablePlugin", ADMIN + "ListPlugins", WHOAMI} <= set(me["allowedMethods"])
-    status, viewer, _ = console.call("GET", "/v1/auth:whoAmI", token=_viewer_token(console))
+    status, viewer, _ = console.call("GET", "/v1/auth:whoAmI", token=console.viewer_token())
     assert status == 200 and viewer["roles"] == ["viewer"] and viewer["traits"] == ["viewer"], viewer
     assert WHOAMI in viewer["allowedMethods"]
     assert not [m for m in viewer["allowedMethods"] if m.startswith(ADMIN)], viewer
@@ -243,7 +115,7 @@ async def test_admin_disables_echo_and_viewer_sees_no_admin_actions(
             # Playwright gives each launch a fresh, temporary --user-data-dir itself (it refuses one in args).
             browser = await driver.chromium.launch(
                 executable_path=CHROMIUM,
-                args=[*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={console.spki}"],
+                args=console.chromium_args,
             )
             try:
                 await _admin_flow(browser, console, admin)
@@ -344,7 +216,7 @@ async def _viewer_flow(browser: Any, console: Console, admin: dict[str, str]) ->
     await page.screenshot(path=SHOTS / "dashboard-viewer-390.png", full_page=True)
 
     # The viewer crafts the admin request by hand, from the console's own origin: the server refuses it.
-    token = _viewer_token(console)
+    token = console.viewer_token()
     reply = await page.evaluate(
         """async (token) => {
             const r = await fetch('/v1/plugins/example-echo:enable', {method: 'POST',
