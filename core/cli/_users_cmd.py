@@ -1,5 +1,5 @@
 """`vivified users create-admin`: create the first administrator on the data dir
-(`vivified users create|list|roles` ask a running core: `_users_remote`).
+(`vivified users create|list|roles|reset-mfa` ask a running core: `_users_remote`).
 
 It works on the database directly (the core may be stopped), so the first
 admin can exist before anyone can sign in. There is no default password: it

@@ -1,6 +1,10 @@
-"""`vivified users create|list|roles` against a running core, as the local
-operator or, with `VIVIFIED_API_KEY`, as the key's user (`create` and `list`
-need `user_manager`, `roles` needs `viewer`).
+"""`vivified users create|list|roles|reset-mfa` against a running core, as the
+local operator or, with `VIVIFIED_API_KEY`, as the key's user (`create`, `list`
+and `reset-mfa` need `user_manager`, `roles` needs `viewer`).
+
+`reset-mfa` is how an operator recovers a person who lost their authenticator,
+including the last admin, whom no console session can help: it calls
+`ResetUserMfa` with the local operator's client certificate.
 
 `create` without `--password-file` invites the person: the core issues a
 one-time activation token and publishes `UserCreated`, whose CONFIDENTIAL
@@ -28,7 +32,7 @@ from vivified.core.cli._settings import data_dir
 from vivified.identity.v1 import user_admin_pb2 as users_pb
 from vivified.identity.v1 import user_admin_pb2_grpc
 
-REMOTE_VERBS = frozenset({"create", "list", "roles"})
+REMOTE_VERBS = frozenset({"create", "list", "roles", "reset-mfa"})
 _MAX_PASSWORD_FILE = 4096
 
 
@@ -89,6 +93,16 @@ def add_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="print the invited user's activation token (it is a credential: hand it over privately)",
     )
     _remote_flags(create)
+    reset = verbs.add_parser(
+        "reset-mfa",
+        help="remove a user's second factor on a running core (needs user_manager); they enrol again",
+        description="Reset a user's MFA (UserAdminService.ResetUserMfa): the TOTP secret and backup codes are "
+        "removed and the user's sessions end; a user whose roles require MFA must enrol a new authenticator "
+        "at the next sign-in. The reason goes into the audit record.",
+    )
+    reset.add_argument("--user-id", required=True, help="the user's id (usr_...); `vivified users list` shows it")
+    reset.add_argument("--reason", required=True, help="why, for the audit log (e.g. how the person was verified)")
+    _remote_flags(reset)
     for verb, text in (
         ("list", "list users (needs user_manager)"),
         ("roles", "list roles, their traits and whether MFA is required"),
@@ -117,6 +131,10 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
                 # welcome mail, ...) can be found in the audit log: `audit query --trace`.
                 reply = await user_admin_pb2_grpc.UserAdminServiceStub(channel).CreateUser(
                     request, timeout=30, metadata=(("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),)
+                )
+            elif args.verb == "reset-mfa":
+                reply = await user_admin_pb2_grpc.UserAdminServiceStub(channel).ResetUserMfa(
+                    users_pb.ResetUserMfaRequest(user_id=args.user_id, reason=args.reason), timeout=30
                 )
             elif args.verb == "list":
                 stub = user_admin_pb2_grpc.UserAdminServiceStub(channel)
@@ -149,6 +167,12 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: list[st
         if reply.activation_token:
             out.append(f"activation token: {reply.activation_token}")
         out.append(f"trace {trace_id}: vivified audit query --trace {trace_id}")
+    elif isinstance(reply, users_pb.ResetUserMfaResponse):
+        user = reply.user
+        out.append(
+            f"reset MFA of {user.username!r} ({user.user_id}): their sessions ended; "
+            "they must enrol a new authenticator at the next sign-in if their roles require MFA"
+        )
     elif isinstance(reply, users_pb.ListUsersResponse):
         out.append(f"{'USER':28} {'USERNAME':24} {'STATE':9} ROLES")
         out.extend(

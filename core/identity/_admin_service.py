@@ -1,4 +1,5 @@
-"""UserAdminService: create, list, read, change, disable and delete users.
+"""UserAdminService: create, list, read, change, disable and delete users, and
+reset a user's MFA.
 
 Policy lets operators and users holding `user_manager` call everything; any
 signed-in user may call GetUser, and the handler then shows a user without
@@ -9,8 +10,13 @@ the audit record notes `why=not_owner` for the former.
 Creating a user without a password invites them: a one-time activation token
 (256 random bits, kept only as SHA-256, short-lived) is returned and carried
 in the `UserCreated` event the core publishes; `AuthService.ActivateAccount`
-redeems it. Every create, update and disable publishes `UserCreated` /
+redeems it. Every create, update, disable and MFA reset publishes `UserCreated` /
 `UserUpdated` (source `core`) through the event bus's store-and-audit path.
+
+ResetUserMfa clears the second factor (secret, pending enrolment, backup codes,
+MFA lockout) and ends the user's sessions, so the next sign-in of a role that
+requires MFA must enrol a new authenticator. It needs a reason, kept in the
+call's audit record (`change_reason`) with whether MFA was enrolled before.
 A create whose event cannot be stored is undone and fails UNAVAILABLE, so
 no plugin misses a person the core knows.
 """
@@ -44,6 +50,7 @@ MAX_DISPLAY_NAME_CHARS = 128
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
 ACTIVATION_PREFIX = "vat_"
 _UPDATABLE = ("roles", "email", "display_name")
+MAX_REASON_CHARS = 512
 
 
 def _invalid(message: str) -> InvalidArgument:
@@ -126,6 +133,13 @@ def _require_id(user_id: str) -> str:
         raise InvalidArgument("user_id is required", reason="INVALID_REQUEST", domain=_DOMAIN)
     annotate(resource=f"user/{user_id}")
     return user_id
+
+
+def _require_reason(reason: str) -> str:
+    value = reason.strip()
+    if not value or len(value) > MAX_REASON_CHARS or not value.isprintable():
+        raise _invalid(f"reason is required: 1 to {MAX_REASON_CHARS} printable characters")
+    return value
 
 
 class UserAdminService(user_admin_pb2_grpc.UserAdminServiceServicer):
@@ -237,3 +251,18 @@ class UserAdminService(user_admin_pb2_grpc.UserAdminServiceServicer):
         await self._access_changed(user_id, "deleted")
         await self._store.delete(user_id)
         return pb.DeleteUserResponse()
+
+    async def ResetUserMfa(
+        self, request: pb.ResetUserMfaRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ResetUserMfaResponse:
+        user_id = _require_id(request.user_id)
+        reason = _require_reason(request.reason)
+        annotate(change_reason=reason)
+        before = await self._store.require(user_id)
+        user = await self._store.reset_mfa(user_id)
+        # Sessions signed in with the old factor end: whoever holds the lost
+        # authenticator's session must sign in again, and enrol.
+        await self._access_changed(user_id, "mfa_reset")
+        annotate(had_mfa=str(before.mfa_secret is not None).lower())
+        await self._events.updated(user, ["mfa_enrolled"])
+        return pb.ResetUserMfaResponse(user=self._admin.user_message(user))

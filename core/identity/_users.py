@@ -281,6 +281,34 @@ class UserStore:
 
         await self._run(write)
 
+    async def reset_mfa(self, user_id: str) -> UserRecord:
+        """Remove a user's second factor in one transaction: the TOTP secret,
+        any pending enrolment, the backup codes and the MFA counters. The last
+        used step goes too: it belonged to the old secret. NOT_FOUND when the
+        user does not exist."""
+        c = users_table.c
+
+        def write(conn: sa.Connection) -> UserRecord:
+            result = conn.execute(
+                users_table.update()
+                .where(c.user_id == user_id)
+                .values(
+                    mfa_secret=None,
+                    mfa_pending_secret=None,
+                    mfa_last_step=0,
+                    mfa_failures=0,
+                    mfa_locked_until=0,
+                    mfa_lockout_level=0,
+                    updated_at=self.now(),
+                )
+            )
+            if result.rowcount != 1:
+                raise not_found()
+            conn.execute(mfa_backup_codes_table.delete().where(mfa_backup_codes_table.c.user_id == user_id))
+            return UserRecord.from_row(conn.execute(sa.select(users_table).where(c.user_id == user_id)).one())
+
+        return await self._run(write)
+
     async def take_attempt(self, user_id: str, policy: Lockout, *, mfa: bool) -> bool:
         """Count one attempt against the password (or MFA) counter before it is
         checked, in one UPDATE computed from the row's current values; False

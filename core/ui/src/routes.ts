@@ -32,6 +32,8 @@ import {
   DisableUserResponseSchema,
   ListUsersRequestSchema,
   ListUsersResponseSchema,
+  ResetUserMfaRequestSchema,
+  ResetUserMfaResponseSchema,
   UpdateUserRequestSchema,
   UpdateUserResponseSchema,
 } from "@gen/vivified/identity/v1/user_admin_pb.js";
@@ -132,6 +134,8 @@ export const routes = {
     USERS + "UpdateUser"),
   disableUser: route("POST", "/v1/users/{user_id}:disable", DisableUserRequestSchema, DisableUserResponseSchema,
     USERS + "DisableUser"),
+  resetUserMfa: route("POST", "/v1/users/{user_id}:resetMfa", ResetUserMfaRequestSchema, ResetUserMfaResponseSchema,
+    USERS + "ResetUserMfa"),
   listApiKeys: route("GET", "/v1/apiKeys", ListApiKeysRequestSchema, ListApiKeysResponseSchema,
     KEYS + "ListApiKeys"),
   createApiKey: route("POST", "/v1/apiKeys", CreateApiKeyRequestSchema, CreateApiKeyResponseSchema,

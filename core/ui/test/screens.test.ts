@@ -8,6 +8,9 @@ import { routes } from "../src/routes";
 import { Permissions } from "../src/permissions";
 import { parseManifest } from "../src/screens/Plugins";
 import { NAV } from "../src/screens/nav";
+import { verifySummary } from "../src/screens/Audit";
+import { create } from "@bufbuild/protobuf";
+import { VerifyAuditLogResponseSchema } from "@gen/vivified/admin/v1/audit_query_pb.js";
 
 describe("parseManifest", () => {
   it("reads the echo plugin's YAML manifest through the contract's schema", async () => {
@@ -47,5 +50,14 @@ describe("dead letters", () => {
     const client = new Client(async () => new Response(JSON.stringify(body), { status: 200 }));
     const reply = await client.call(routes.listDeadLetters, { subscription: "dlq-sub/sender" });
     expect(reply.deadLetters[0].event?.payload?.typeUrl).toBe("type.googleapis.com/vivified.events.v1.MessageSendRequested");
+  });
+});
+
+describe("verifySummary", () => {
+  it("names the first bad record's seq and the problem when the chain is broken", () => {
+    const broken = create(VerifyAuditLogResponseSchema, { intact: false, recordCount: 41n, firstBadSeq: 42n, problem: "record hash mismatch" });
+    expect(verifySummary(broken)).toBe("Broken: first bad record is seq 42 (record hash mismatch); 41 records checked.");
+    const intact = create(VerifyAuditLogResponseSchema, { intact: true, recordCount: 7n });
+    expect(verifySummary(intact)).toBe("Intact: 7 records verified.");
   });
 });

@@ -204,6 +204,48 @@ def test_viewer_refused_with_403_reason_rule_and_one_record(bridge: Bridge, admi
     assert (rows[0].decision, rows[0].reason, rows[0].rule_id) == ("deny", "POLICY_DENIED", "user-plugin-admin")
 
 
+def test_reset_user_mfa_over_rest(bridge: Bridge, admin: dict[str, str]) -> None:
+    """POST /v1/users/{user_id}:resetMfa: the admin's reset forces enrolment at the next
+    sign-in (one allow record with the reason); a viewer gets 403, an unknown user 404."""
+    users = "/vivified.identity.v1.UserAdminService/ResetUserMfa"
+    made = {}
+    for name, role in (("rest-mfa-user", "phi_handler"), ("rest-mfa-viewer", "viewer")):
+        status, created = bridge.call(
+            "POST", "/v1/users", {"username": name, "password": VIEWER_PASSWORD, "roles": [role]}, token=admin["token"]
+        )
+        assert status == 200, created
+        made[name] = created["user"]["userId"]
+    status, first = bridge.call("POST", "/v1/auth:login", {"username": "rest-mfa-user", "password": VIEWER_PASSWORD})
+    assert first["step"] == "LOGIN_STEP_MFA_ENROLLMENT_REQUIRED", first
+    status, enrol = bridge.call("POST", "/v1/auth:enrollMfa", {"mfaToken": first["mfaToken"]})
+    status, confirmed = bridge.call(
+        "POST", "/v1/auth:confirmMfa", {"mfaToken": first["mfaToken"], "code": code_at(enrol["secret"], time.time())}
+    )
+    assert status == 200, confirmed
+    path = f"/v1/users/{made['rest-mfa-user']}:resetMfa"
+
+    status, signed_in = bridge.call(
+        "POST", "/v1/auth:login", {"username": "rest-mfa-viewer", "password": VIEWER_PASSWORD}
+    )
+    status, body = bridge.call("POST", path, {"reason": "a viewer tries"}, token=signed_in["tokens"]["accessToken"])
+    assert status == 403 and _error(body) == ("POLICY_DENIED", "user-admin"), body
+    denied = _rows(bridge.core, action=users, actor=f"user:{made['rest-mfa-viewer']}")
+    assert [(r.decision, r.reason) for r in denied] == [("deny", "POLICY_DENIED")]
+
+    status, body = bridge.call(
+        "POST", "/v1/users/usr_000000000000000000000000:resetMfa", {"reason": "no one"}, token=admin["token"]
+    )
+    assert status == 404 and _error(body)[0] == "USER_NOT_FOUND", body
+
+    status, reset = bridge.call("POST", path, {"reason": "REST test: lost phone"}, token=admin["token"])
+    assert status == 200 and not reset["user"].get("mfaEnrolled", False), reset
+    ok = _rows(bridge.core, action=users, outcome="OK")
+    assert len(ok) == 1 and ok[0].resource == f"user/{made['rest-mfa-user']}", ok
+    assert json.loads(ok[0].detail)["change_reason"] == "REST test: lost phone"
+    status, again = bridge.call("POST", "/v1/auth:login", {"username": "rest-mfa-user", "password": VIEWER_PASSWORD})
+    assert status == 200 and again["step"] == "LOGIN_STEP_MFA_ENROLLMENT_REQUIRED", again
+
+
 def test_missing_and_invalid_token(bridge: Bridge) -> None:
     before = len(_rows(bridge.core, action=ADMIN + "ListPlugins", actor="anonymous:127.0.0.1"))
     # No token: the caller has no identity, and no rule lets anonymous callers list plugins:

@@ -2,15 +2,18 @@
 the built console and the REST bridge on one origin, Debian's Chromium driven by
 Playwright. A new admin enrols TOTP from the QR screen and signs in; approves the
 echo plugin from its uploaded manifest (the file's sha256 and requested traits
-shown, then the join token once); creates and disables a user; creates an API
+shown, then the join token once); creates and disables a user and resets
+another user's MFA (confirmed with a reason; they must enrol again); creates an API
 key (shown once) and revokes it; sets a plugin setting from the form its config
 schema makes (the secret field write-only) and overrides a core setting, each with
-a reason; finds the approval in the audit view and verifies the chain; replays a
-dead letter from the events screen (the subscriber receives it again).
+a reason; finds the approval in the audit view and verifies the chain (intact,
+then, after the test edits the MFA reset's record in the database under the
+running core, broken with that record's seq named); replays a dead letter from
+the events screen (the subscriber receives it again).
 Each refusal on the way (a manifest the contract does not know, a duplicate user,
 a mistyped setting) shows the server's ErrorInfo reason and keeps the form. Each
 write has its one audit record. A viewer sees none of these screens.
-Screenshots go to build/console-screenshots/."""
+Screenshots of each screen go to build/console-screenshots/ (git-ignored)."""
 
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ from support.lane import write_manifest
 from support.processes import CoreProcess, core_running, run_cli
 from support.users import code_at, create_admin
 from support.waiting import until
+from vivified.core.audit import audit_table
+from vivified.core.db import plain_engine
 from vivified.core.manifest import load_manifest_bytes
 from vivified.events.v1.canonical_pb2 import MessageSendRequested
 
@@ -45,6 +50,8 @@ KEYS = "/vivified.identity.v1.ApiKeyService/"
 CONFIG = "/vivified.config.v1.ConfigService/"
 EVENTS = "/vivified.admin.v1.EventAdminService/"
 SUBSCRIPTION = "dlq-sub/sender"
+MFA_USER = "screens-mfa"
+MFA_RESET_REASON = "lost phone; identity checked by call-back"
 # "<status>: <message> (<REASON>…": what describeError shows for a server refusal.
 REFUSAL = re.compile(r"^\d{3}: .+\([A-Z][A-Z_]+")
 
@@ -67,6 +74,28 @@ def _audited(console: Console, action: str, actor: str, *refusals: str, **match:
     assert sorted(r.reason for r in rows if r.outcome != "OK") == sorted(refusals), (action, shown)
     for key, value in match.items():
         assert getattr(done[0], key) == value, (action, key, shown)
+
+
+def _enrolled_user(console: Console, token: str) -> None:
+    """A phi_handler (its role requires MFA) who enrolled TOTP over REST: the one whose MFA the console resets."""
+    status, created, _ = console.call(
+        "POST", "/v1/users", {"username": MFA_USER, "password": SCREENS_PASSWORD, "roles": ["phi_handler"]}, token=token
+    )
+    assert status == 200, created
+    first = _login(console, MFA_USER)
+    assert first["step"] == "LOGIN_STEP_MFA_ENROLLMENT_REQUIRED", first
+    status, enrol, _ = console.call("POST", "/v1/auth:enrollMfa", {"mfaToken": first["mfaToken"]})
+    assert status == 200, enrol
+    status, confirmed, _ = console.call(
+        "POST", "/v1/auth:confirmMfa", {"mfaToken": first["mfaToken"], "code": code_at(enrol["secret"], time.time())}
+    )
+    assert status == 200, confirmed
+
+
+def _login(console: Console, username: str) -> dict[str, str]:
+    status, body, _ = console.call("POST", "/v1/auth:login", {"username": username, "password": SCREENS_PASSWORD})
+    assert status == 200, body
+    return body  # type: ignore[no-any-return]
 
 
 async def _enrol_and_sign_in(page: Page, console: Console) -> str:
@@ -152,6 +181,24 @@ async def _users(page: Page) -> None:
     await expect(row.get_by_test_id("user-state")).to_have_text("disabled")
     await page.screenshot(path=SHOTS / "users.png")
 
+    # Reset MFA: asked to confirm with a reason; the user's MFA shows none afterwards.
+    mfa_row = page.locator(f"tr[data-user='{MFA_USER}']")
+    await expect(mfa_row.get_by_test_id("user-mfa")).to_have_text("enrolled")
+    # Offered only for enrolled users: the new user has none to reset.
+    await expect(row.get_by_role("button", name="Reset MFA of screens-user")).to_have_count(0)
+    await mfa_row.get_by_role("button", name=f"Reset MFA of {MFA_USER}").click()
+    await expect(page.get_by_role("heading", name=f"Reset MFA of {MFA_USER}")).to_be_visible()
+    await expect(page.get_by_label("Reason (recorded in the audit log)")).to_be_focused()
+    await page.keyboard.type(MFA_RESET_REASON)
+    await page.screenshot(path=SHOTS / "users-reset-mfa-confirm.png")
+    await page.get_by_role("button", name="Reset MFA", exact=True).click()
+    await expect(page.get_by_test_id("users-result")).to_have_text(
+        f"{MFA_USER}'s MFA is reset and their sessions ended."
+    )
+    await expect(mfa_row.get_by_test_id("user-mfa")).to_have_text("none")
+    await expect(page.get_by_role("heading", name=f"Reset MFA of {MFA_USER}")).to_have_count(0)
+    await page.screenshot(path=SHOTS / "users-reset-mfa-done.png")
+
 
 async def _api_keys(page: Page) -> None:
     await page.get_by_role("button", name="API keys", exact=True).click()
@@ -208,7 +255,7 @@ async def _config(page: Page) -> None:
     await page.screenshot(path=SHOTS / "config.png")
 
 
-async def _audit_and_events(page: Page) -> None:
+async def _audit_and_events(page: Page, console: Console) -> None:
     await page.get_by_role("button", name="Audit", exact=True).click()
     await page.get_by_label("Action (gRPC method)").fill(PLUGINS + "ApprovePlugin")
     await page.get_by_role("button", name="Search").click()
@@ -216,8 +263,28 @@ async def _audit_and_events(page: Page) -> None:
     # The console's approval and its refused second one (allowed by policy, then refused by the registry).
     await expect(rows.filter(has_text="plugin/example-echo")).to_have_count(2)
     await page.get_by_role("button", name="Verify the chain").click()
-    await expect(page.get_by_test_id("audit-verify")).to_be_visible()
+    await expect(page.get_by_test_id("audit-verify")).to_have_text(re.compile(r"^Intact: \d+ records verified\.$"))
     await page.screenshot(path=SHOTS / "audit.png")
+
+    # Someone with the database edits the MFA reset's reason under the running core:
+    # verification in the console names that record's seq as the first bad one.
+    [reset] = audit_rows(console.core, action=USERS + "ResetUserMfa", outcome="OK")
+    assert json.loads(reset.detail)["change_reason"] == MFA_RESET_REASON
+    engine = plain_engine(f"sqlite+pysqlite:///{console.core.data_dir / 'vivified.db'}")
+    try:
+        with engine.begin() as conn:
+            edited = json.dumps({**json.loads(reset.detail), "change_reason": "routine"}, separators=(",", ":"))
+            conn.execute(audit_table.update().where(audit_table.c.seq == reset.seq).values(detail=edited))
+    finally:
+        engine.dispose()
+    await page.get_by_role("button", name="Verify the chain").click()
+    await expect(page.get_by_test_id("audit-verify")).to_contain_text(f"Broken: first bad record is seq {reset.seq} (")
+    # The record it names is the one found by its action in the same view.
+    await page.get_by_label("Action (gRPC method)").fill(USERS + "ResetUserMfa")
+    await page.get_by_role("button", name="Search").click()
+    await expect(rows.filter(has_text=reset.resource)).to_have_count(1)
+    await expect(page.locator(f"tr[data-seq='{reset.seq}']")).to_be_visible()
+    await page.screenshot(path=SHOTS / "audit-broken.png")
     await page.get_by_role("button", name="Events", exact=True).click()
     row = page.locator(f"tr[data-subscription='{SUBSCRIPTION}']")
     await row.get_by_role("button", name=f"Dead letters of {SUBSCRIPTION}").click()
@@ -241,7 +308,7 @@ async def _browse(console: Console, tmp_path: pathlib.Path) -> None:
             await _users(page)
             await _api_keys(page)
             await _config(page)
-            await _audit_and_events(page)
+            await _audit_and_events(page, console)
             assert await page.evaluate("[localStorage.length, sessionStorage.length, document.cookie]") == [0, 0, ""]
             await context.close()
 
@@ -274,6 +341,7 @@ async def test_admin_drives_every_screen_and_each_write_is_audited(
         {"name": "password", "type": "CONFIG_FIELD_TYPE_SECRET"},
     ]
     await approve(console.core, load_manifest_bytes(write_manifest(tmp_path, "cfg-plugin", config=config).read_bytes()))
+    _enrolled_user(console, admin["token"])
     # A dead letter to replay: a subscriber whose handler fails every attempt.
     publisher = await event_plugin(console.core, tmp_path, "dlq-pub", publishes=[MESSAGE_SEND_REQUESTED])
     subscriber = await event_plugin(console.core, tmp_path, "dlq-sub", subscribes=[MESSAGE_SEND_REQUESTED])
@@ -305,6 +373,9 @@ async def test_admin_drives_every_screen_and_each_write_is_audited(
     _audited(console, PLUGINS + "ApprovePlugin", me, "PLUGIN_ALREADY_EXISTS", resource="plugin/example-echo")
     _audited(console, USERS + "CreateUser", me, "USER_ALREADY_EXISTS", resource=f"user/{ids['screens-user']}")
     _audited(console, USERS + "DisableUser", me, resource=f"user/{ids['screens-user']}")
+    _audited(console, USERS + "ResetUserMfa", me, resource=f"user/{ids[MFA_USER]}")
+    # The reset user must enrol a new authenticator at the next sign-in.
+    assert _login(console, MFA_USER)["step"] == "LOGIN_STEP_MFA_ENROLLMENT_REQUIRED"
     _audited(console, KEYS + "CreateApiKey", me)
     _audited(console, KEYS + "RevokeApiKey", me)
     _audited(console, EVENTS + "ReplayDeadLetters", me, resource=f"subscription/{SUBSCRIPTION}")

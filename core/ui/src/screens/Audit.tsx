@@ -25,6 +25,13 @@ export function auditRequest(filter: AuditFilter, pageToken: string) {
   };
 }
 
+/** What a verification says: intact, or the first bad record's seq and what is wrong with it. */
+export function verifySummary(verify: VerifyAuditLogResponse): string {
+  return verify.intact
+    ? `Intact: ${verify.recordCount} records verified.`
+    : `Broken: first bad record is seq ${verify.firstBadSeq} (${verify.problem}); ${verify.recordCount} records checked.`;
+}
+
 export function Audit({ client, can }: ScreenProps) {
   const [filter, setFilter] = useState<AuditFilter>({ actor: "", action: "", decision: "", since: "", until: "" });
   const [records, setRecords] = useState<AuditRecordEntry[] | null>(null);
@@ -111,9 +118,7 @@ export function Audit({ client, can }: ScreenProps) {
           <button type="button" onClick={() => void runVerify()}>Verify the chain</button>
           {verify && (
             <p role="status" data-testid="audit-verify">
-              {verify.intact
-                ? `Intact: ${verify.recordCount} records verified.`
-                : `Broken: first bad record is seq ${verify.firstBadSeq} (${verify.problem}); ${verify.recordCount} records checked.`}
+              {verifySummary(verify)}
             </p>
           )}
         </div>

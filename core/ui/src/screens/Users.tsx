@@ -1,9 +1,10 @@
-// Users: list, create (with roles), change roles, disable. Resetting a user's
-// MFA has no RPC in UserAdminService yet, so the console offers none.
+// Users: list, create (with roles), change roles, disable, and reset MFA (with
+// a confirmation and a reason for the audit log) for a user who lost their
+// authenticator. Each action is shown only when WhoAmI allows its method.
 import { useCallback, useState } from "react";
 import type { FormEvent } from "react";
 import { routes } from "../routes";
-import { describeError, useLoad, words } from "../ui";
+import { describeError, useFocus, useLoad, words } from "../ui";
 import type { ScreenProps } from "../ui";
 
 export function Users({ client, can }: ScreenProps) {
@@ -14,6 +15,9 @@ export function Users({ client, can }: ScreenProps) {
   const [roles, setRoles] = useState("viewer");
   const [editing, setEditing] = useState<{ userId: string; roles: string } | null>(null);
   const [result, setResult] = useState("");
+  const [resetting, setResetting] = useState<{ userId: string; username: string } | null>(null);
+  const [reason, setReason] = useState("");
+  const reasonRef = useFocus<HTMLInputElement>(resetting);
 
   const run = async (what: () => Promise<string>) => {
     try {
@@ -44,6 +48,17 @@ export function Users({ client, can }: ScreenProps) {
     });
   };
 
+  const resetMfa = (event: FormEvent) => {
+    event.preventDefault();
+    if (!resetting) return;
+    void run(async () => {
+      await client.call(routes.resetUserMfa, { userId: resetting.userId, reason });
+      setResetting(null);
+      setReason("");
+      return `${resetting.username}'s MFA is reset and their sessions ended.`;
+    });
+  };
+
   return (
     <section aria-labelledby="users-heading">
       <h1 id="users-heading">Users</h1>
@@ -57,7 +72,7 @@ export function Users({ client, can }: ScreenProps) {
             <tr key={u.userId} data-user={u.username}>
               <th scope="row">{u.username}</th>
               <td>{u.roles.join(", ")}</td>
-              <td>{u.mfaEnrolled ? "enrolled" : "none"}</td>
+              <td data-testid="user-mfa">{u.mfaEnrolled ? "enrolled" : "none"}</td>
               <td data-testid="user-state">{u.disabled ? "disabled" : u.invited ? "invited" : "active"}</td>
               <td className="actions">
                 {can.can(routes.updateUser) && (
@@ -70,6 +85,10 @@ export function Users({ client, can }: ScreenProps) {
                     return `${u.username} is disabled.`;
                   })}>Disable<span className="visually-hidden"> {u.username}</span></button>
                 )}
+                {u.mfaEnrolled && can.can(routes.resetUserMfa) && (
+                  <button type="button" onClick={() => { setResetting({ userId: u.userId, username: u.username }); setReason(""); }}>
+                    Reset MFA<span className="visually-hidden"> of {u.username}</span></button>
+                )}
               </td>
             </tr>
           ))}
@@ -81,6 +100,19 @@ export function Users({ client, can }: ScreenProps) {
           <label htmlFor="edit-roles">Roles (space or comma separated)</label>
           <input id="edit-roles" autoFocus value={editing.roles} onChange={(e) => setEditing({ ...editing, roles: e.target.value })} />
           <div className="row"><button type="submit">Save roles</button><button type="button" onClick={() => setEditing(null)}>Cancel</button></div>
+        </form>
+      )}
+      {resetting && (
+        <form className="panel" onSubmit={resetMfa} aria-labelledby="reset-mfa-title">
+          <h2 id="reset-mfa-title">Reset MFA of {resetting.username}</h2>
+          <p>This removes {resetting.username}'s authenticator and backup codes and ends their sessions; if their
+            roles require MFA, their next sign-in enrols a new authenticator. Check who is asking first.</p>
+          <label htmlFor="reset-reason">Reason (recorded in the audit log)</label>
+          <input id="reset-reason" ref={reasonRef} required minLength={3} value={reason} onChange={(e) => setReason(e.target.value)} />
+          <div className="row">
+            <button type="submit">Reset MFA</button>
+            <button type="button" onClick={() => setResetting(null)}>Cancel</button>
+          </div>
         </form>
       )}
       {can.can(routes.createUser) && (

@@ -69,6 +69,11 @@ class UserAdminServiceStub:
                 request_serializer=vivified_dot_identity_dot_v1_dot_user__admin__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=vivified_dot_identity_dot_v1_dot_user__admin__pb2.DeleteUserResponse.FromString,
                 _registered_method=True)
+        self.ResetUserMfa = channel.unary_unary(
+                '/vivified.identity.v1.UserAdminService/ResetUserMfa',
+                request_serializer=vivified_dot_identity_dot_v1_dot_user__admin__pb2.ResetUserMfaRequest.SerializeToString,
+                response_deserializer=vivified_dot_identity_dot_v1_dot_user__admin__pb2.ResetUserMfaResponse.FromString,
+                _registered_method=True)
 
 
 class UserAdminServiceServicer:
@@ -133,6 +138,23 @@ class UserAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetUserMfa(self, request, context):
+        """ResetUserMfa removes a user's second factor, for a person who lost their
+        authenticator: the TOTP secret (and any enrolment in progress), the
+        backup codes and the MFA lockout counters are cleared and every session
+        of the user ends. At the next sign-in a user whose roles require MFA gets
+        LOGIN_STEP_MFA_ENROLLMENT_REQUIRED and must enrol a new authenticator; a
+        user whose roles do not require it signs in with the password and may
+        enrol again. Callable by operators and `user_manager` holders; the reason
+        is kept in the call's audit record. Errors: NOT_FOUND (USER_NOT_FOUND),
+        INVALID_ARGUMENT (INVALID_REQUEST: no user id or reason), PERMISSION_DENIED
+        (POLICY_DENIED). Idempotent: resetting a user without MFA changes nothing
+        but still ends their sessions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +187,11 @@ def add_UserAdminServiceServicer_to_server(servicer, server):
                     servicer.DeleteUser,
                     request_deserializer=vivified_dot_identity_dot_v1_dot_user__admin__pb2.DeleteUserRequest.FromString,
                     response_serializer=vivified_dot_identity_dot_v1_dot_user__admin__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'ResetUserMfa': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetUserMfa,
+                    request_deserializer=vivified_dot_identity_dot_v1_dot_user__admin__pb2.ResetUserMfaRequest.FromString,
+                    response_serializer=vivified_dot_identity_dot_v1_dot_user__admin__pb2.ResetUserMfaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -334,6 +361,33 @@ class UserAdminService:
             '/vivified.identity.v1.UserAdminService/DeleteUser',
             vivified_dot_identity_dot_v1_dot_user__admin__pb2.DeleteUserRequest.SerializeToString,
             vivified_dot_identity_dot_v1_dot_user__admin__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetUserMfa(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.identity.v1.UserAdminService/ResetUserMfa',
+            vivified_dot_identity_dot_v1_dot_user__admin__pb2.ResetUserMfaRequest.SerializeToString,
+            vivified_dot_identity_dot_v1_dot_user__admin__pb2.ResetUserMfaResponse.FromString,
             options,
             channel_credentials,
             insecure,

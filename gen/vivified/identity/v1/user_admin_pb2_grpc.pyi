@@ -66,6 +66,19 @@ class UserAdminServiceStub:
     """DeleteUser removes a user and its sessions. Errors: NOT_FOUND. Idempotent
     in effect (a second call returns NOT_FOUND).
     """
+    ResetUserMfa: _grpc.UnaryUnaryMultiCallable[_user_admin_pb2.ResetUserMfaRequest, _user_admin_pb2.ResetUserMfaResponse]
+    """ResetUserMfa removes a user's second factor, for a person who lost their
+    authenticator: the TOTP secret (and any enrolment in progress), the
+    backup codes and the MFA lockout counters are cleared and every session
+    of the user ends. At the next sign-in a user whose roles require MFA gets
+    LOGIN_STEP_MFA_ENROLLMENT_REQUIRED and must enrol a new authenticator; a
+    user whose roles do not require it signs in with the password and may
+    enrol again. Callable by operators and `user_manager` holders; the reason
+    is kept in the call's audit record. Errors: NOT_FOUND (USER_NOT_FOUND),
+    INVALID_ARGUMENT (INVALID_REQUEST: no user id or reason), PERMISSION_DENIED
+    (POLICY_DENIED). Idempotent: resetting a user without MFA changes nothing
+    but still ends their sessions.
+    """
 
 @_typing.type_check_only
 class UserAdminServiceAsyncStub(UserAdminServiceStub):
@@ -104,6 +117,19 @@ class UserAdminServiceAsyncStub(UserAdminServiceStub):
     DeleteUser: _aio.UnaryUnaryMultiCallable[_user_admin_pb2.DeleteUserRequest, _user_admin_pb2.DeleteUserResponse]  # type: ignore[assignment]
     """DeleteUser removes a user and its sessions. Errors: NOT_FOUND. Idempotent
     in effect (a second call returns NOT_FOUND).
+    """
+    ResetUserMfa: _aio.UnaryUnaryMultiCallable[_user_admin_pb2.ResetUserMfaRequest, _user_admin_pb2.ResetUserMfaResponse]  # type: ignore[assignment]
+    """ResetUserMfa removes a user's second factor, for a person who lost their
+    authenticator: the TOTP secret (and any enrolment in progress), the
+    backup codes and the MFA lockout counters are cleared and every session
+    of the user ends. At the next sign-in a user whose roles require MFA gets
+    LOGIN_STEP_MFA_ENROLLMENT_REQUIRED and must enrol a new authenticator; a
+    user whose roles do not require it signs in with the password and may
+    enrol again. Callable by operators and `user_manager` holders; the reason
+    is kept in the call's audit record. Errors: NOT_FOUND (USER_NOT_FOUND),
+    INVALID_ARGUMENT (INVALID_REQUEST: no user id or reason), PERMISSION_DENIED
+    (POLICY_DENIED). Idempotent: resetting a user without MFA changes nothing
+    but still ends their sessions.
     """
 
 class UserAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -176,6 +202,25 @@ class UserAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_user_admin_pb2.DeleteUserResponse, _abc.Awaitable[_user_admin_pb2.DeleteUserResponse]]:
         """DeleteUser removes a user and its sessions. Errors: NOT_FOUND. Idempotent
         in effect (a second call returns NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def ResetUserMfa(
+        self,
+        request: _user_admin_pb2.ResetUserMfaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_admin_pb2.ResetUserMfaResponse, _abc.Awaitable[_user_admin_pb2.ResetUserMfaResponse]]:
+        """ResetUserMfa removes a user's second factor, for a person who lost their
+        authenticator: the TOTP secret (and any enrolment in progress), the
+        backup codes and the MFA lockout counters are cleared and every session
+        of the user ends. At the next sign-in a user whose roles require MFA gets
+        LOGIN_STEP_MFA_ENROLLMENT_REQUIRED and must enrol a new authenticator; a
+        user whose roles do not require it signs in with the password and may
+        enrol again. Callable by operators and `user_manager` holders; the reason
+        is kept in the call's audit record. Errors: NOT_FOUND (USER_NOT_FOUND),
+        INVALID_ARGUMENT (INVALID_REQUEST: no user id or reason), PERMISSION_DENIED
+        (POLICY_DENIED). Idempotent: resetting a user without MFA changes nothing
+        but still ends their sessions.
         """
 
 def add_UserAdminServiceServicer_to_server(servicer: UserAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

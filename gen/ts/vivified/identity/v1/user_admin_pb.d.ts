@@ -423,6 +423,53 @@ export declare type DeleteUserResponse = Message<"vivified.identity.v1.DeleteUse
 export declare const DeleteUserResponseSchema: GenMessage<DeleteUserResponse>;
 
 /**
+ * ResetUserMfaRequest names the user whose second factor is removed.
+ *
+ * @generated from message vivified.identity.v1.ResetUserMfaRequest
+ */
+export declare type ResetUserMfaRequest = Message<"vivified.identity.v1.ResetUserMfaRequest"> & {
+  /**
+   * The user id.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Why, for the audit log: 1 to 512 printable characters, required.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message vivified.identity.v1.ResetUserMfaRequest.
+ * Use `create(ResetUserMfaRequestSchema)` to create a new message.
+ */
+export declare const ResetUserMfaRequestSchema: GenMessage<ResetUserMfaRequest>;
+
+/**
+ * ResetUserMfaResponse returns the user after the reset.
+ *
+ * @generated from message vivified.identity.v1.ResetUserMfaResponse
+ */
+export declare type ResetUserMfaResponse = Message<"vivified.identity.v1.ResetUserMfaResponse"> & {
+  /**
+   * The user after the change (`mfa_enrolled` is false).
+   *
+   * @generated from field: vivified.identity.v1.User user = 1;
+   */
+  user?: User | undefined;
+};
+
+/**
+ * Describes the message vivified.identity.v1.ResetUserMfaResponse.
+ * Use `create(ResetUserMfaResponseSchema)` to create a new message.
+ */
+export declare const ResetUserMfaResponseSchema: GenMessage<ResetUserMfaResponse>;
+
+/**
  * UserAdminService manages the people who sign in to the core. Callable by
  * operator principals and by users holding the `user_manager` trait; a user
  * without it may only GetUser their own account, and asking for anyone else
@@ -503,6 +550,26 @@ export declare const UserAdminService: GenService<{
     methodKind: "unary";
     input: typeof DeleteUserRequestSchema;
     output: typeof DeleteUserResponseSchema;
+  },
+  /**
+   * ResetUserMfa removes a user's second factor, for a person who lost their
+   * authenticator: the TOTP secret (and any enrolment in progress), the
+   * backup codes and the MFA lockout counters are cleared and every session
+   * of the user ends. At the next sign-in a user whose roles require MFA gets
+   * LOGIN_STEP_MFA_ENROLLMENT_REQUIRED and must enrol a new authenticator; a
+   * user whose roles do not require it signs in with the password and may
+   * enrol again. Callable by operators and `user_manager` holders; the reason
+   * is kept in the call's audit record. Errors: NOT_FOUND (USER_NOT_FOUND),
+   * INVALID_ARGUMENT (INVALID_REQUEST: no user id or reason), PERMISSION_DENIED
+   * (POLICY_DENIED). Idempotent: resetting a user without MFA changes nothing
+   * but still ends their sessions.
+   *
+   * @generated from rpc vivified.identity.v1.UserAdminService.ResetUserMfa
+   */
+  resetUserMfa: {
+    methodKind: "unary";
+    input: typeof ResetUserMfaRequestSchema;
+    output: typeof ResetUserMfaResponseSchema;
   },
 }>;
 
