@@ -44,6 +44,7 @@ its message::
     ├── SchemaNotCurrent      the schema is behind (or ahead of) this release
     └── MigrationFailed       a migration step failed and was rolled back
     AuditSyncFailed       audit: the group sync failed; the log refuses every later append
+    WatcherTooSlow        audit: a live feed watcher's buffer filled (its RPC ends RESOURCE_EXHAUSTED)
     ClientError           cli: an operator command's failed call, with the core's reason
     PluginProjectError    cli: `vivified up` cannot use a plugin project (a ValueError)
     ProbeError            probe: the container health probe could not get SERVING (exit status 1)
