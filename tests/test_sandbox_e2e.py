@@ -18,7 +18,10 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -31,7 +34,7 @@ import pytest_asyncio
 
 from support.clients import audit_rows, operator_channel
 from support.lane import write_manifest
-from support.processes import CoreProcess, core_running
+from support.processes import CoreProcess, clean_env, core_running
 from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
@@ -44,6 +47,7 @@ from vivified.core.config import CoreConfig
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.e2e]
 TESTS = pathlib.Path(__file__).resolve().parent
 FETCH = "/vivified.egress.v1.EgressProxyService/Fetch"
+APPROVE = "/vivified.admin.v1.PluginAdminService/ApprovePlugin"
 BWRAP = shutil.which("bwrap")
 if unavailable_reason() is not None:  # tools/setup.sh installs bubblewrap
     pytest.fail(f"bubblewrap must work here for these tests: {unavailable_reason()}", pytrace=False)
@@ -355,3 +359,91 @@ async def test_production_refuses_an_unsandboxed_plugin_unless_allowed(world: Wo
     )
     with pytest.raises(SandboxRefused, match="bubblewrap is not on PATH.*--allow-unsandboxed"):
         await supervisor.supervise(plugin_project(project(world, "refused-probe")), asyncio.Event())
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vivified.core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or clean_env(),
+        check=False,
+    )
+
+
+async def test_run_plugin_runs_a_project_sandboxed_beside_a_running_core(world: World) -> None:
+    """`vivified run-plugin DIR --data-dir D`: approved, sandboxed, supervised; SIGTERM stops it with exit 0."""
+    plugin_id = "run-plugin-probe"
+    directory = project(world, plugin_id)
+    data = world.core.data_dir
+    targets = {
+        "loopback_port": 9,
+        "host_address": "127.0.0.1",
+        "core_port": int(world.running.listen_address.rpartition(":")[2]),
+        "other_socket": str(world.sockets / "other-plugin" / "plugin.sock"),
+        "core_files": [str(data / "vivified.db")],
+        "other_plugin_file": str(data / "plugins" / "other-plugin" / "secret.txt"),
+        "outside_file": str(directory / "escaped.txt"),
+        "tmp_file": f"/tmp/{plugin_id}-private",
+        "fetch_url": f"http://fetch.example.com:{world.http_port}/hello",
+    }
+    env = clean_env(PYTHONPATH=str(TESTS), PROBE_TARGETS=json.dumps(targets))
+    log = world.tmp / "run-plugin.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vivified.core.cli", "run-plugin", str(directory), "--data-dir", str(data)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        result = data / "plugins" / plugin_id / "probes.json"
+        await until(lambda: result.exists() or process.poll() is not None, 60, f"{plugin_id}'s probes")
+        assert result.exists(), log.read_text()
+        probes = json.loads(result.read_text())
+        assert probes["core_tcp"] != "ok" and probes["read_core_files"][str(data / "vivified.db")] != "ok", probes
+        assert probes["fetch"] == "200 hello from the host", probes
+        assert probes["uid"] == 65534
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    text = log.read_text()
+    assert code == 0, text
+    assert f"running probe_plugin sandboxed beside the core at {world.running.listen_address}" in text
+    # Approved by run-plugin as the operator, recording the artifact's sha256.
+    [approval] = audit_rows(world.core, action=APPROVE, resource=f"plugin/{plugin_id}")
+    assert approval.actor == "operator:admin" and approval.outcome == "OK"
+
+
+async def test_run_plugin_refuses_to_run_unsandboxed_without_the_flag(tmp_path: pathlib.Path) -> None:
+    """A core without plugin sockets: run-plugin refuses before starting anything."""
+    data = tmp_path / "data"
+    (data / "run").mkdir(parents=True)
+    running = RunningCore(
+        pid=os.getpid(),
+        listen_address="127.0.0.1:1",
+        bootstrap_address="127.0.0.1:2",
+        metrics_address="127.0.0.1:3",
+        trust_domain="vivified.local",
+    )
+    (data / "run" / "core.json").write_text(json.dumps(running.__dict__))
+    done = cli("run-plugin", "email-gateway", "--data-dir", str(data))
+    assert done.returncode == 1
+    assert "would run without a sandbox (the core serves no plugin sockets" in done.stderr
+    assert "[PLUGIN_UNSANDBOXED]" in done.stderr
+    assert not (data / "plugins").exists()
+    missing = cli("run-plugin", "no-such-plugin", "--data-dir", str(data))
+    assert missing.returncode == 1 and "neither a plugin project directory nor a bundled plugin" in missing.stderr
+
+
+async def test_up_in_production_refuses_plugins_it_cannot_sandbox(tmp_path: pathlib.Path) -> None:
+    """No bubblewrap on PATH: `up --profile production` refuses before the core starts;
+    the development profile would start them with a warning."""
+    done = cli(
+        "up", "--profile", "production", "--data-dir", str(tmp_path / "data"), env=clean_env(PATH="/nonexistent")
+    )
+    assert done.returncode == 1, done.stderr
+    assert "would run without a sandbox (bubblewrap (`bwrap`, Debian package bubblewrap) is not on PATH)" in done.stderr
+    assert "--allow-unsandboxed" in done.stderr and "[PLUGIN_UNSANDBOXED]" in done.stderr
+    assert not (tmp_path / "data").exists()

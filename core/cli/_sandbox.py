@@ -84,6 +84,12 @@ def unavailable_reason(bwrap: str | None = None) -> str | None:
     return _probe(bwrap)
 
 
+def locate_bwrap() -> tuple[str | None, str | None]:
+    """(bubblewrap's path, None) when plugins can be sandboxed here, else (path or None, why not)."""
+    bwrap = shutil.which("bwrap")
+    return bwrap, unavailable_reason(bwrap)
+
+
 @functools.cache
 def _probe(bwrap: str) -> str | None:
     try:

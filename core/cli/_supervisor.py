@@ -95,6 +95,23 @@ class SandboxRefused(RuntimeError):
     """A plugin that may not run without a sandbox (see `Unsandboxed`)."""
 
 
+def placement(spec: PluginSpec, sandbox: Sandbox | None, unsandboxed: Unsandboxed) -> tuple[Sandbox | None, str]:
+    """The sandbox `spec` runs in, or (None, why it runs without one); raises
+    SandboxRefused when it may not run without one."""
+    if sandbox is not None and not spec.command:
+        return sandbox, ""
+    reason = (
+        "the Node.js SDK does not serve on a Unix socket yet, so Node.js plugins cannot be sandboxed"
+        if sandbox is not None
+        else unsandboxed.reason
+    )
+    if not unsandboxed.allowed:
+        raise SandboxRefused(
+            f"{spec.module} would run without a sandbox ({reason}); refused unless --allow-unsandboxed is given"
+        )
+    return None, reason
+
+
 class OutputSink(Protocol):
     """Receives each line a plugin writes (`stream` is "stdout" or "stderr")."""
 
@@ -267,28 +284,12 @@ class Supervisor:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(spec.path), env.get("PYTHONPATH", "")) if p)
         return env
 
-    def _sandbox_for(self, spec: PluginSpec) -> Sandbox | None:
-        """The sandbox `spec` runs in; None when it runs unsandboxed (said in the log),
-        or SandboxRefused when it may not."""
-        if self._sandbox is not None and not spec.command:
-            return self._sandbox
-        reason = (
-            "the Node.js SDK does not serve on a Unix socket yet, so Node.js plugins cannot be sandboxed"
-            if self._sandbox is not None
-            else self._unsandboxed.reason
-        )
-        if not self._unsandboxed.allowed:
-            raise SandboxRefused(
-                f"{spec.module} would run without a sandbox ({reason}); refused in the production profile "
-                "(--allow-unsandboxed starts it anyway)"
-            )
-        _log.warning("%s runs WITHOUT a sandbox: %s", spec.module, reason)
-        return None
-
     async def supervise(self, spec: PluginSpec, stop: asyncio.Event) -> None:
         """Run `spec` until `stop` is set, it exits cleanly, crash-loops or fails its integrity check."""
         rules = self._supervision
-        sandbox = self._sandbox_for(spec)
+        sandbox, why_not = placement(spec, self._sandbox, self._unsandboxed)
+        if sandbox is None:
+            _log.warning("%s runs WITHOUT a sandbox: %s", spec.module, why_not)
         # The approval `up` makes as the operator records the artifact as it is now;
         # every launch below checks the code against that record.
         plugin_id, first_token = await self._approve(spec, await asyncio.to_thread(artifact_sha256, artifact_of(spec)))
