@@ -39,7 +39,7 @@ from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.core.app import RunningCore
-from vivified.core.cli._sandbox import Sandbox, unavailable_reason
+from vivified.core.cli._sandbox import Sandbox, SandboxLimits, unavailable_reason
 from vivified.core.cli._supervisor import SandboxRefused, SupervisionConfig, Supervisor, Unsandboxed
 from vivified.core.cli._up import plugin_project
 from vivified.core.config import CoreConfig
@@ -55,7 +55,7 @@ if unavailable_reason() is not None:  # tools/setup.sh installs bubblewrap
 # Runs the probes once the core's Init arrived (egress needs a registered plugin),
 # writes probes.json into its own data dir, then keeps serving.
 PLUGIN_MAIN = textwrap.dedent("""
-    import asyncio, json, os, socket, sys
+    import asyncio, json, os, resource, socket, sys
     from vivified.sdk import PluginSettings, run
     from vivified.egress.v1 import egress_pb2
     from support.lane import RecordingStore
@@ -110,6 +110,7 @@ PLUGIN_MAIN = textwrap.dedent("""
                 "write_tmp_is_private": write(targets["tmp_file"]),
                 "write_own": write(os.path.join(data, "own.txt")),
                 "uid": os.getuid(),
+                "rlimits": [resource.getrlimit(getattr(resource, n)) for n in ("RLIMIT_DATA", "RLIMIT_NOFILE", "RLIMIT_NPROC")],
             }
             try:
                 reply = await runtime.fetch(egress_pb2.FetchRequest(method="GET", url=targets["fetch_url"]), timeout=20)
@@ -306,6 +307,8 @@ async def test_s1_sandboxed_plugin_reaches_no_network_but_its_egress_fetch_works
     rows = audit_rows(world.core, actor="plugin:sandboxed-probe", action=FETCH)
     assert [(r.decision, r.outcome) for r in rows] == [("allow", "OK")]
     assert sandboxed["uid"] == 65534
+    limits = SandboxLimits()
+    assert sandboxed["rlimits"] == [[limits.memory_bytes] * 2, [limits.open_files] * 2, [limits.processes] * 2]
 
 
 async def test_s2_sandboxed_plugin_reads_no_core_or_other_plugin_data_and_writes_only_its_own(

@@ -29,11 +29,10 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
-import resource
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from vivified.core.plugin_sockets import (
@@ -63,14 +62,16 @@ class SandboxLimits:
         if self.memory_bytes < 64 << 20 or self.open_files < 64 or self.processes < 16:
             raise ValueError("sandbox limits need memory >= 64 MiB, open files >= 64, processes >= 16")
 
-    def apply(self) -> None:
-        """Set the limits on the calling process (run in the child before exec)."""
-        for which, value in (
-            (resource.RLIMIT_DATA, self.memory_bytes),
-            (resource.RLIMIT_NOFILE, self.open_files),
-            (resource.RLIMIT_NPROC, self.processes),
-        ):
-            resource.setrlimit(which, (value, value))
+    def prlimit_args(self, prlimit: str) -> list[str]:
+        """`prlimit` setting the limits (soft = hard) on the command it runs. A tool, not a
+        preexec function: Python code in a child forked from the threaded supervisor can crash."""
+        return [
+            prlimit,
+            f"--data={self.memory_bytes}",
+            f"--nofile={self.open_files}",
+            f"--nproc={self.processes}",
+            "--",
+        ]
 
 
 def unavailable_reason(bwrap: str | None = None) -> str | None:
@@ -81,6 +82,8 @@ def unavailable_reason(bwrap: str | None = None) -> str | None:
     bwrap = bwrap or shutil.which("bwrap")
     if bwrap is None:
         return "bubblewrap (`bwrap`, Debian package bubblewrap) is not on PATH"
+    if shutil.which("prlimit") is None:
+        return "prlimit (Debian package util-linux), which sets the sandbox's rlimits, is not on PATH"
     return _probe(bwrap)
 
 
@@ -138,6 +141,7 @@ class Sandbox:
         own_sockets = plugin_socket_dir(socket_dir, plugin_id)
         check_socket_path(plugin_socket(socket_dir, plugin_id))
         args = [
+            *self.limits.prlimit_args(shutil.which("prlimit") or "prlimit"),
             self.bwrap,
             "--unshare-all",
             "--unshare-user",
@@ -173,9 +177,6 @@ class Sandbox:
         directory = plugin_socket_dir(self.socket_dir.resolve(), plugin_id)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         return check_socket_path(plugin_socket(self.socket_dir.resolve(), plugin_id))
-
-    def preexec(self) -> Callable[[], None]:
-        return self.limits.apply
 
 
 def interpreter_paths() -> list[pathlib.Path]:

@@ -318,7 +318,6 @@ class Supervisor:
                 env=self._environment(spec, plugin_id, token, listen_socket),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                preexec_fn=sandbox.limits.apply if sandbox is not None else None,
             )
             _log.info("started %s (pid %d%s)", spec.module, proc.pid, ", sandboxed" if sandbox else "")
             pumps = [
