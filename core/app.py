@@ -92,6 +92,8 @@ class RunningCore:
     bootstrap_address: str
     metrics_address: str
     trust_domain: str
+    plugin_socket_dir: str = ""
+    """Where the core also serves its ports as Unix sockets for sandboxed plugins ("" when it does not)."""
 
 
 def _with_port(address: str, port: int) -> str:
@@ -431,6 +433,7 @@ class Core:
             join_token_ttl_seconds=config.join_token_ttl_seconds,
             on_alert=self._publish_alert,
             core_endpoint=lambda: self.running.listen_address if self.running is not None else "",
+            plugin_socket_dir=config.plugin_socket_dir,
             on_heartbeat=self.metrics.on_heartbeat,
         )
         store = registry.store
@@ -572,13 +575,14 @@ class Core:
         await parts.start("config follower", plugin_config)
         await parts.start("runtime settings", Hooks(live.start, live.stop))
 
-        mtls_port, bootstrap_port = server.bound
+        mtls_port, bootstrap_port = server.bound[:2]
         self.running = RunningCore(
             pid=os.getpid(),
             listen_address=_with_port(config.listen_address, mtls_port),
             bootstrap_address=_with_port(config.bootstrap_address, bootstrap_port),
             metrics_address=_with_port(config.metrics_address, metrics.port),
             trust_domain=config.trust_domain,
+            plugin_socket_dir=str(config.plugin_socket_dir.resolve()) if config.plugin_socket_dir else "",
         )
         egress.listening_on([self.running.listen_address, self.running.bootstrap_address, self.running.metrics_address])
         self._write_run_file(self.running)

@@ -40,6 +40,8 @@ class CoreConfig:
     """mTLS port for plugins and operators (client certificate required)."""
     bootstrap_address: str = default("bootstrap_address")
     """Server-authenticated TLS port where plugins register with a join token."""
+    plugin_socket_dir: pathlib.Path | None = default("plugin_socket_dir")
+    """Where the core also serves its two ports as Unix sockets for sandboxed plugins (None: not)."""
     metrics_address: str = default("metrics_address")
     """Prometheus endpoint."""
     trust_domain: str = default("trust_domain")

@@ -47,6 +47,7 @@ its message::
     WatcherTooSlow        audit: a live feed watcher's buffer filled (its RPC ends RESOURCE_EXHAUSTED)
     ClientError           cli: an operator command's failed call, with the core's reason
     PluginProjectError    cli: `vivified up` cannot use a plugin project (a ValueError)
+    SandboxRefused        cli: a plugin that may not run without a sandbox (no --allow-unsandboxed)
     ProbeError            probe: the container health probe could not get SERVING (exit status 1)
 
 Inside the chain only: `vivified.core.chain.Denied`, a layer's refusal, which

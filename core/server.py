@@ -3,7 +3,8 @@ listeners — the mTLS port (client certificate required: plugins, operators)
 and the bootstrap port (server-authenticated TLS: plugins register there, and
 people sign in there and call with `authorization: Bearer <access token>` or
 `x-api-key` metadata). Both ports serve every service; policy decides per
-principal kind."""
+principal kind. With `plugin_socket_dir` set, both are also served as Unix
+sockets for sandboxed plugins, with the same credentials."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from vivified.core.ca import CoreTLS
 from vivified.core.chain import ChainInterceptor
 from vivified.core.config import CoreConfig
 from vivified.core.errors import FailedPrecondition
+from vivified.core.plugin_sockets import bootstrap_socket, core_socket, prepare_socket_dir, unix_target
 
 # TLS 1.2+ with AEAD suites only. gRPC's BoringSSL refuses TLS < 1.2 and its
 # default suite list is AEAD-only; GRPC_SSL_CIPHER_SUITES, which gRPC reads once
@@ -122,7 +124,8 @@ def build_server(
     grace: Callable[[], float],
 ) -> CoreServer:
     """Build the server; `CoreServer.start` binds the mTLS and bootstrap
-    ports (`bound` is then (mtls_port, bootstrap_port))."""
+    ports (`bound` then starts with (mtls_port, bootstrap_port)), and their
+    Unix sockets when `plugin_socket_dir` is set."""
     server = grpc.aio.server(interceptors=[chain], options=list(server_options(config)))
     for binding in bindings:
         binding.add(binding.servicer, server)
@@ -130,8 +133,13 @@ def build_server(
     if config.profile == "development":
         reflection.enable_server_reflection([b.name for b in bindings] + [reflection.SERVICE_NAME], server)
     # Both listeners reload their certificates at run time from `tls` (CA rotation).
-    return CoreServer(
-        server,
-        [(config.listen_address, tls.mtls_credentials()), (config.bootstrap_address, tls.bootstrap_credentials())],
-        grace,
-    )
+    ports = [(config.listen_address, tls.mtls_credentials()), (config.bootstrap_address, tls.bootstrap_credentials())]
+    if config.plugin_socket_dir is not None:
+        # The same two listeners as Unix sockets, for sandboxed plugins (core/plugin_sockets.py).
+        directory = config.plugin_socket_dir.resolve()
+        prepare_socket_dir(directory)
+        ports += [
+            (unix_target(core_socket(directory)), tls.mtls_credentials()),
+            (unix_target(bootstrap_socket(directory)), tls.bootstrap_credentials()),
+        ]
+    return CoreServer(server, ports, grace)

@@ -15,6 +15,7 @@ command -v npm >/dev/null || need_apt+=(nodejs npm)
 # The Redis Streams backend's tests and benchmark start a real redis-server; the
 # PostgreSQL tests start a real PostgreSQL 15 (tests/support/servers.py).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 # tests/core/ui drives the admin console in Debian's Chromium (never `playwright install`).
 command -v chromium >/dev/null || need_apt+=(chromium)
 [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_apt+=(postgresql-15)

@@ -52,13 +52,14 @@ from vivified.core.cli import (
     _policy_cmd,
     _proto_path_cmd,
     _rest_cmd,
+    _run_plugin_cmd,
     _storage_cmd,
     _users_cmd,
 )
 from vivified.core.cli._client import ClientError
 from vivified.core.cli._options import spread_options
 from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
-from vivified.core.cli._up import add_plugin_flag, external_plugins, run_core, run_up
+from vivified.core.cli._up import add_plugin_flag, add_sandbox_flag, external_plugins, run_core, run_up
 from vivified.core.db import DatabaseError
 from vivified.core.errors import VivifiedError
 from vivified.core.memory import return_large_frees_to_os
@@ -84,6 +85,7 @@ def _add_run_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         add_core_flags(cmd)
         if name == "up":
             add_plugin_flag(cmd)
+            add_sandbox_flag(cmd)
 
 
 # Each adds one subcommand (and its verbs) to the `vivified` parser; a new subcommand is one entry.
@@ -105,6 +107,7 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]],
     _rest_cmd.add_parser,
     _proto_path_cmd.add_parser,
     _health_cmd.add_parser,
+    _run_plugin_cmd.add_parser,
 )
 
 
@@ -153,7 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = core_config(args, environ)
             return_large_frees_to_os()
             if args.command == "up":
-                return asyncio.run(run_up(config, environ, extra_plugins=external_plugins(args.plugin)))
+                return asyncio.run(
+                    run_up(
+                        config,
+                        environ,
+                        extra_plugins=external_plugins(args.plugin),
+                        allow_unsandboxed=args.allow_unsandboxed,
+                    )
+                )
             return asyncio.run(run_core(config))
         if args.command == "plugins":
             code = asyncio.run(_plugins_cmd.run(args, environ, out))
@@ -187,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _proto_path_cmd.run(args, out)
         elif args.command == "health":
             code = _health_cmd.run(args, environ, out)
+        elif args.command == "run-plugin":
+            code = _run_plugin_cmd.run(args, environ)
         else:
             code = _users_cmd.run(args, environ, out)
     except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:

@@ -13,6 +13,12 @@
   and restart the supervisor hashes the artifact again and compares it with
   the registry's record. A mismatch refuses to start the plugin and is
   reported as `PLUGIN_ARTIFACT_MISMATCH` (audited and alerted the same way).
+- Sandboxing (`_sandbox`): with a `Sandbox`, each Python plugin runs inside
+  bubblewrap and reaches the core only over the core's Unix sockets, serving
+  its own server on its socket; a plugin that cannot be sandboxed (no
+  sandbox on this machine, or a Node.js plugin) runs without one with a
+  warning naming why, or is refused (`SandboxRefused`) when `Unsandboxed`
+  does not allow it.
 - The plugin's stdout and stderr are collected line by line, each line
   prefixed with the plugin id (`<plugin-id> | <line>`), onto the supervisor's
   stdout and stderr.
@@ -29,7 +35,7 @@ import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -39,8 +45,10 @@ import grpc
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.cli._client import OperatorTarget, describe, open_channel, operator_target
+from vivified.core.cli._sandbox import Sandbox, interpreter_paths
 from vivified.core.config import CoreConfig
 from vivified.core.manifest import load_manifest_file
+from vivified.core.plugin_sockets import bootstrap_socket, core_socket, unix_target
 
 if TYPE_CHECKING:
     from vivified.core.app import RunningCore
@@ -71,6 +79,37 @@ class SupervisionConfig:
             raise ValueError("need 0 < backoff_base <= backoff_max")
         if self.crash_loop_crashes < 1 or self.crash_loop_window <= 0:
             raise ValueError("need crash_loop_crashes >= 1 and crash_loop_window > 0")
+
+
+@dataclass(frozen=True)
+class Unsandboxed:
+    """What to do with a plugin that cannot be sandboxed: `reason` says why
+    (logged); `allowed` False refuses to start it (the production profile
+    without --allow-unsandboxed)."""
+
+    reason: str
+    allowed: bool
+
+
+class SandboxRefused(RuntimeError):
+    """A plugin that may not run without a sandbox (see `Unsandboxed`)."""
+
+
+def placement(spec: PluginSpec, sandbox: Sandbox | None, unsandboxed: Unsandboxed) -> tuple[Sandbox | None, str]:
+    """The sandbox `spec` runs in, or (None, why it runs without one); raises
+    SandboxRefused when it may not run without one."""
+    if sandbox is not None and not spec.command:
+        return sandbox, ""
+    reason = (
+        "the Node.js SDK does not serve on a Unix socket yet, so Node.js plugins cannot be sandboxed"
+        if sandbox is not None
+        else unsandboxed.reason
+    )
+    if not unsandboxed.allowed:
+        raise SandboxRefused(
+            f"{spec.module} would run without a sandbox ({reason}); refused unless --allow-unsandboxed is given"
+        )
+    return None, reason
 
 
 class OutputSink(Protocol):
@@ -141,6 +180,8 @@ class Supervisor:
         supervision: SupervisionConfig | None = None,
         output: OutputSink = print_output,
         monotonic: Callable[[], float] = time.monotonic,
+        sandbox: Sandbox | None = None,
+        unsandboxed: Unsandboxed | None = None,
     ) -> None:
         self._config = config
         self._running = running
@@ -149,6 +190,8 @@ class Supervisor:
         self._supervision = supervision or SupervisionConfig()
         self._output = output
         self._monotonic = monotonic
+        self._sandbox = sandbox
+        self._unsandboxed = unsandboxed or Unsandboxed(reason="sandboxing is off", allowed=True)
 
     def _target(self) -> OperatorTarget:
         return operator_target(self._config.data_dir, self._environ, self._running.listen_address)
@@ -210,13 +253,19 @@ class Supervisor:
         )
         return False
 
-    def _environment(self, spec: PluginSpec, plugin_id: str, token: str) -> dict[str, str]:
-        data = str(self._config.data_dir / "plugins" / plugin_id)
+    def _data_dir(self, plugin_id: str) -> Path:
+        return self._config.data_dir / "plugins" / plugin_id
+
+    def _ca_file(self) -> Path:
+        return self._config.data_dir / "operator" / "ca.crt"
+
+    def _environment(self, spec: PluginSpec, plugin_id: str, token: str, listen_socket: Path | None) -> dict[str, str]:
+        data = str(self._data_dir(plugin_id))
         env = {k: v for k, v in self._environ.items() if not k.startswith("VIVIFIED_")}
         env.update(
             VIVIFIED_MANIFEST=str(spec.manifest),
             VIVIFIED_JOIN_TOKEN=token,
-            VIVIFIED_CA_FILE=str(self._config.data_dir / "operator" / "ca.crt"),
+            VIVIFIED_CA_FILE=str(self._ca_file()),
             VIVIFIED_CORE_ADDRESS=self._running.listen_address,
             VIVIFIED_BOOTSTRAP_ADDRESS=self._running.bootstrap_address,
             VIVIFIED_TRUST_DOMAIN=self._running.trust_domain,
@@ -224,6 +273,13 @@ class Supervisor:
             # The SDK's name for it (PluginSettings.data_dir), which user-management requires.
             VIVIFIED_DATA_DIR=data,
         )
+        if listen_socket is not None:  # sandboxed: the core only over its Unix sockets
+            sockets = Path(self._running.plugin_socket_dir)
+            env.update(
+                VIVIFIED_CORE_ADDRESS=unix_target(core_socket(sockets)),
+                VIVIFIED_BOOTSTRAP_ADDRESS=unix_target(bootstrap_socket(sockets)),
+                VIVIFIED_LISTEN_SOCKET=str(listen_socket),
+            )
         if spec.path is not None:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(spec.path), env.get("PYTHONPATH", "")) if p)
         return env
@@ -231,6 +287,9 @@ class Supervisor:
     async def supervise(self, spec: PluginSpec, stop: asyncio.Event) -> None:
         """Run `spec` until `stop` is set, it exits cleanly, crash-loops or fails its integrity check."""
         rules = self._supervision
+        sandbox, why_not = placement(spec, self._sandbox, self._unsandboxed)
+        if sandbox is None:
+            _log.warning("%s runs WITHOUT a sandbox: %s", spec.module, why_not)
         # The approval `up` makes as the operator records the artifact as it is now;
         # every launch below checks the code against that record.
         plugin_id, first_token = await self._approve(spec, await asyncio.to_thread(artifact_sha256, artifact_of(spec)))
@@ -243,13 +302,24 @@ class Supervisor:
                 # A fresh join token for the restarted process, keeping the approved
                 # artifact's record (just checked against the code on disk).
                 plugin_id, token = await self._approve(spec, await self._recorded_artifact(plugin_id))
+            argv: Sequence[str] = spec.argv()
+            listen_socket = None
+            if sandbox is not None:
+                listen_socket = sandbox.prepare(plugin_id, self._data_dir(plugin_id))
+                argv = sandbox.argv(
+                    plugin_id,
+                    argv,
+                    own_data=self._data_dir(plugin_id),
+                    ca_file=self._ca_file(),
+                    readable=[*interpreter_paths(), artifact_of(spec), spec.manifest.parent],
+                )
             proc = await asyncio.create_subprocess_exec(
-                *spec.argv(),
-                env=self._environment(spec, plugin_id, token),
+                *argv,
+                env=self._environment(spec, plugin_id, token, listen_socket),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
-            _log.info("started %s (pid %d)", spec.module, proc.pid)
+            _log.info("started %s (pid %d%s)", spec.module, proc.pid, ", sandboxed" if sandbox else "")
             pumps = [
                 asyncio.create_task(self._pump(plugin_id, name, stream))
                 for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))

@@ -5,7 +5,9 @@ plugin under `vivified.plugins` that ships a manifest (Python plugins with
 `python -m`, Node.js plugins, a `package.json` beside the manifest, with
 `node`), approving each one
 itself through the admin service (audited like any operator call) and
-supervising it as a subprocess (`_supervisor`: restarted with backoff when it
+supervising it as a subprocess, sandboxed where the machine allows
+(`_sandbox`; else with a warning, or refused in the production profile
+without --allow-unsandboxed) (`_supervisor`: restarted with backoff when it
 crashes, stopped and alerted when it crash-loops or its code no longer matches
 the approved artifact sha256, its output prefixed with its id); a plugin that
 stops cleanly stays stopped. Each plugin gets
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -26,6 +29,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,8 +38,9 @@ from pathlib import Path
 from vivified.core.app import Core, RunningCore
 from vivified.core.cli import _devmail, _rest_up
 from vivified.core.cli._client import operator_target
+from vivified.core.cli._sandbox import Sandbox, locate_bwrap
 from vivified.core.cli._settings import SettingsError
-from vivified.core.cli._supervisor import Supervisor
+from vivified.core.cli._supervisor import SandboxRefused, Supervisor, Unsandboxed, placement
 from vivified.core.config import CoreConfig
 
 _log = logging.getLogger("vivified.up")
@@ -78,6 +83,54 @@ def add_plugin_flag(parser: argparse.ArgumentParser) -> None:
         "[tool.vivified] module in DIR/pyproject.toml (as `vivified create-plugin` writes it); a Node.js project "
         "(DIR/package.json, no pyproject.toml) runs as `node <its main>`",
     )
+
+
+def add_sandbox_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        help="start a plugin that cannot be sandboxed (not Linux, no bubblewrap, user namespaces off, or a "
+        "Node.js plugin) without a sandbox, with a warning; without this flag such a plugin is refused in the "
+        "production profile and by run-plugin (the development profile starts it with the warning)",
+    )
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """How `up` runs its plugins: in `sandbox` (None: unsandboxed, for `unsandboxed.reason`)."""
+
+    config: CoreConfig
+    """The core's config, with the `plugin_socket_dir` the sandboxes use."""
+    sandbox: Sandbox | None
+    unsandboxed: Unsandboxed
+    made_dir: Path | None = None
+    """A socket dir `up` created itself (removed when it stops)."""
+
+
+def plan_sandbox(config: CoreConfig, allow_unsandboxed: bool) -> SandboxPlan:
+    """Sandbox every plugin when this machine can; the socket dir is the
+    configured one or a new private one under the temp dir (short enough for
+    socket paths)."""
+    allowed = allow_unsandboxed or config.profile != "production"
+    bwrap, reason = locate_bwrap()
+    if reason is not None or bwrap is None:
+        return SandboxPlan(config, None, Unsandboxed(reason or "no bubblewrap", allowed))
+    made = None
+    directory = config.plugin_socket_dir
+    if directory is None:
+        made = directory = Path(tempfile.mkdtemp(prefix="vivified-"))
+        config = dataclasses.replace(config, plugin_socket_dir=directory)
+    sandbox = Sandbox(bwrap=bwrap, data_dir=config.data_dir, socket_dir=directory)
+    return SandboxPlan(config, sandbox, Unsandboxed("", allowed), made)
+
+
+def check_placements(specs: Sequence[PluginSpec], plan: SandboxPlan) -> None:
+    """Raise SettingsError (before anything starts) for a plugin that may not run unsandboxed."""
+    for spec in specs:
+        try:
+            placement(spec, plan.sandbox, plan.unsandboxed)
+        except SandboxRefused as refused:
+            raise SettingsError(f"{refused} [PLUGIN_UNSANDBOXED]") from None
 
 
 def plugin_project(directory: Path) -> PluginSpec:
@@ -200,10 +253,27 @@ def _report_failure(spec: PluginSpec, task: asyncio.Task[None]) -> None:
         _log.error("%s is not running: %s", spec.module, error)
 
 
-async def run_up(config: CoreConfig, environ: Mapping[str, str], extra_plugins: Sequence[PluginSpec] = ()) -> int:
+async def run_up(
+    config: CoreConfig,
+    environ: Mapping[str, str],
+    extra_plugins: Sequence[PluginSpec] = (),
+    *,
+    allow_unsandboxed: bool = False,
+) -> int:
+    specs = [*discover_plugins(), *extra_plugins]
+    plan = plan_sandbox(config, allow_unsandboxed)
+    try:
+        check_placements(specs, plan)
+        return await _run_up(plan, environ, specs)
+    finally:
+        if plan.made_dir is not None:
+            shutil.rmtree(plan.made_dir, ignore_errors=True)
+
+
+async def _run_up(plan: SandboxPlan, environ: Mapping[str, str], specs: Sequence[PluginSpec]) -> int:
+    config = plan.config
     stop = asyncio.Event()
     install_stop_signals(stop)
-    specs = [*discover_plugins(), *extra_plugins]
     sink = None
     if config.profile == "development" and any(s.module.endswith(".email_gateway") for s in specs):
         sink, config = await _devmail.start_sink(config)
@@ -220,6 +290,13 @@ async def run_up(config: CoreConfig, environ: Mapping[str, str], extra_plugins: 
         flush=True,
     )
     print(f"plugins: {', '.join(s.module.rsplit('.', 1)[-1] for s in specs) or '(none)'}", flush=True)
+    if plan.sandbox is not None:
+        print(
+            f"plugins are sandboxed (bubblewrap); the core's plugin sockets are in {plan.sandbox.socket_dir}",
+            flush=True,
+        )
+    else:
+        print(f"plugins run WITHOUT a sandbox: {plan.unsandboxed.reason}", flush=True)
     print(f"list the core's services with:\n  {grpcurl_hint(config, running)}", flush=True)
     bridge = await asyncio.to_thread(_rest_up.start_bridge, config, running)
     environ = {**os.environ, **environ}
@@ -234,7 +311,9 @@ async def run_up(config: CoreConfig, environ: Mapping[str, str], extra_plugins: 
                 await _devmail.point_gateway_at_sink(target, port)
 
     print("stop with Ctrl-C", flush=True)
-    supervisor = Supervisor(config, running, environ, after_approval)
+    supervisor = Supervisor(
+        config, running, environ, after_approval, sandbox=plan.sandbox, unsandboxed=plan.unsandboxed
+    )
     tasks = [asyncio.create_task(supervisor.supervise(spec, stop)) for spec in specs]
     for spec, task in zip(specs, tasks, strict=True):
         task.add_done_callback(functools.partial(_report_failure, spec))

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import ipaddress
+import pathlib
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from vivified.core.manifest import (
     reject_unknown_fields,
     validate_manifest,
 )
+from vivified.core.plugin_sockets import UNIX, plugin_socket, unix_target
 from vivified.core.registry._monitor import HealthMonitor
 from vivified.core.registry._store import APPROVED, REVOKED, PluginStore
 from vivified.core.traits import TraitCatalogue
@@ -40,8 +42,24 @@ def _timestamp(epoch: float) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def validate_endpoint(endpoint: str) -> str:
-    """`host:port` with an IP literal or DNS name host and a port in 1..65535."""
+def validate_endpoint(endpoint: str, plugin_id: str, socket_dir: pathlib.Path | None) -> str:
+    """`host:port` with an IP literal or DNS name host and a port in 1..65535,
+    or, when the core serves sandboxed plugins (`socket_dir`), exactly
+    `unix:<socket_dir>/<plugin_id>/plugin.sock`: no other socket path, so a
+    plugin cannot send the core's dials to another socket on the host."""
+    if endpoint.startswith(UNIX):
+        if socket_dir is None or endpoint != unix_target(plugin_socket(socket_dir, plugin_id)):
+            expected = (
+                f"unix:{plugin_socket(socket_dir, plugin_id)}"
+                if socket_dir is not None
+                else "host:port (this core serves no plugin sockets)"
+            )
+            raise InvalidArgument(
+                f"a Unix endpoint must be the plugin's own socket {expected}, got {endpoint[:120]!r}",
+                reason="INVALID_REQUEST",
+                domain=_DOMAIN,
+            )
+        return endpoint
     host, sep, port = endpoint.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     valid_host = False
@@ -72,7 +90,8 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
     Register and Heartbeat reply tells the plugin the interval in force then
     (the SDK adopts it from each reply, so a registered plugin switches at its
     next heartbeat). `core_endpoint` returns the core's bound mTLS address,
-    sent in every RegisterResponse."""
+    sent in every RegisterResponse. `socket_dir` is the core's
+    `plugin_socket_dir` (see `validate_endpoint`)."""
 
     def __init__(
         self,
@@ -87,7 +106,9 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         leaf_ttl: Callable[[], dt.timedelta],
         on_revoked: Callable[[str], Any],
         core_endpoint: Callable[[], str],
+        socket_dir: pathlib.Path | None = None,
     ) -> None:
+        self._socket_dir = socket_dir.resolve() if socket_dir is not None else None
         self._store = store
         self._ca = ca
         self._catalogue = catalogue
@@ -114,7 +135,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         manifest = request.manifest
         reject_unknown_fields(manifest)
         validate_manifest(manifest, self._catalogue)
-        endpoint = validate_endpoint(request.endpoint)
+        endpoint = validate_endpoint(request.endpoint, manifest.id, self._socket_dir)
         digest = manifest_sha256(manifest)
         token_hash = token_sha256(request.join_token)
         await asyncio.to_thread(self._store.check_join_token, manifest.id, token_hash)

@@ -5,6 +5,7 @@ replica follower and the two gRPC services."""
 from __future__ import annotations
 
 import datetime as dt
+import pathlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ def build_registry(
     leaf_ttl: Callable[[], dt.timedelta],
     join_token_ttl_seconds: int,
     core_endpoint: Callable[[], str],
+    plugin_socket_dir: pathlib.Path | None,
     on_heartbeat: Callable[[str], None],
     on_alert: Callable[[SecurityAlert], Awaitable[None]],
 ) -> Registry:
@@ -108,6 +110,7 @@ def build_registry(
             leaf_ttl=leaf_ttl,
             on_revoked=revoked,
             core_endpoint=core_endpoint,
+            socket_dir=plugin_socket_dir,
         ),
         admin=AdminService(
             store=store,

@@ -184,6 +184,19 @@ SETTINGS: tuple[Setting, ...] = (
         "HOST:PORT",
     ),
     Setting(
+        "plugin_socket_dir",
+        "path",
+        None,
+        "plugin_socket_dir",
+        "also serve the mTLS and bootstrap ports as the Unix sockets DIR/core.sock and DIR/bootstrap.sock, "
+        "for sandboxed plugins (each then serves unix:DIR/plugins/<plugin-id>/plugin.sock, the only Unix "
+        "endpoint the registry accepts for it)",
+        "VIVIFIED_PLUGIN_SOCKET_DIR",
+        "--plugin-socket-dir",
+        "DIR",
+        default_text="off",
+    ),
+    Setting(
         "metrics_address",
         "str",
         "127.0.0.1:9464",

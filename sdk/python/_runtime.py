@@ -288,16 +288,24 @@ class PluginRuntime:
         except OSError as exc:
             raise ConfigurationError(f"cannot read the core's CA file {settings.ca_file}: {exc.strerror}") from None
         client = self._client = CoreClient(settings, root_pem, manifest, self._clock)
-        placeholder = reserve_port(settings.listen_host)
-        try:
-            port = placeholder.getsockname()[1]
-            self._endpoint = host_port(settings.dial_host, port)
+        if settings.listen_socket is not None:
+            # A sandboxed plugin: the core dials this socket (its path is the endpoint).
+            self._endpoint = f"unix:{settings.listen_socket}"
             issued, reply = await client.register(self._endpoint)
             self._issued = issued
             self._certificates = ServerCertificates(root_pem, issued)
-            await self._server.start(settings.listen_host, port, self._certificates)
-        finally:
-            placeholder.close()
+            await self._server.start(self._endpoint, self._certificates)
+        else:
+            placeholder = reserve_port(settings.listen_host)
+            try:
+                port = placeholder.getsockname()[1]
+                self._endpoint = host_port(settings.dial_host, port)
+                issued, reply = await client.register(self._endpoint)
+                self._issued = issued
+                self._certificates = ServerCertificates(root_pem, issued)
+                await self._server.start(host_port(settings.listen_host, port), self._certificates, port)
+            finally:
+                placeholder.close()
         client.connect(issued)
         _log.info("registered as %s; serving on %s", client.spiffe_id, self._endpoint)
         interval = float(max(reply.heartbeat_interval_seconds, 1))

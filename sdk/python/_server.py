@@ -13,6 +13,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -94,7 +95,13 @@ class PluginServer:
     def service_names(self) -> list[str]:
         return [contract.service_name for _, contract in self._contracts]
 
-    async def start(self, host: str, port: int, certificates: ServerCertificates) -> None:
+    async def start(self, address: str, certificates: ServerCertificates, port: int | None = None) -> None:
+        """Serve on `address` (`host:port`, with `port` the reserved port it must get, or
+        `unix:<path>`, replacing a socket a previous run left)."""
+        if address.startswith("unix:"):
+            stale = Path(address.removeprefix("unix:"))
+            if stale.is_socket():
+                stale.unlink()
         server = grpc.aio.server(
             interceptors=[CoreOnlyInterceptor(self._trust_domain), TracingInterceptor(self._tracer)],
             options=[("grpc.so_reuseport", 1)],
@@ -105,11 +112,11 @@ class PluginServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self.set_serving(False)
         try:
-            bound = server.add_secure_port(host_port(host, port), certificates.credentials())
+            bound = server.add_secure_port(address, certificates.credentials())
         except RuntimeError:
             bound = 0
-        if bound != port:
-            raise ConfigurationError(f"could not bind the reserved port {host_port(host, port)}")
+        if not bound or (port is not None and bound != port):
+            raise ConfigurationError(f"could not bind {address}")
         await server.start()
         self._server = server
 

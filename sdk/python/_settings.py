@@ -45,6 +45,10 @@ class PluginSettings:
     advertise_host: str | None = None
     """Host the core should dial to reach the plugin, when it differs from `listen_host`
     (for example `listen_host="0.0.0.0"` inside a container). Defaults to `listen_host`."""
+    listen_socket: Path | None = None
+    """Serve on this Unix socket instead of a TCP port (a sandboxed plugin, which has no
+    network: `VIVIFIED_LISTEN_SOCKET`, set by the supervisor); the endpoint sent to the
+    core is then `unix:<listen_socket>`. mTLS runs over it as over TCP."""
     renew_at_fraction: float = 0.66
     """Renew the certificate once this fraction of its lifetime has passed (0 < f < 1)."""
     shutdown_grace_seconds: float = 5.0
@@ -79,7 +83,8 @@ class PluginSettings:
         Optional: `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`,
         `VIVIFIED_DATA_DIR` (the plugin's own state directory), `VIVIFIED_LISTEN_HOST` (the
         interface the plugin serves on, e.g. `0.0.0.0` in a container),
-        `VIVIFIED_ADVERTISE_HOST` (the host the core dials, e.g. the pod IP or the service name)
+        `VIVIFIED_ADVERTISE_HOST` (the host the core dials, e.g. the pod IP or the service name),
+        `VIVIFIED_LISTEN_SOCKET` (serve on this Unix socket instead: a sandboxed plugin)
         `VIVIFIED_CONFORMANCE_CONTROL` (the conformance suite's control file) and
         `VIVIFIED_LOG_FORMAT` (`text` or `json`: one JSON object per log line).
         Change anything else with `dataclasses.replace`.
@@ -110,6 +115,7 @@ class PluginSettings:
             data_dir=Path(environ["VIVIFIED_DATA_DIR"]) if environ.get("VIVIFIED_DATA_DIR") else None,
             conformance_control=environ.get("VIVIFIED_CONFORMANCE_CONTROL", ""),
             listen_host=optional("VIVIFIED_LISTEN_HOST", "127.0.0.1"),
+            listen_socket=Path(environ["VIVIFIED_LISTEN_SOCKET"]) if environ.get("VIVIFIED_LISTEN_SOCKET") else None,
             advertise_host=environ.get("VIVIFIED_ADVERTISE_HOST") or None,
             log_format=log_format(optional("VIVIFIED_LOG_FORMAT", "text")),
         )

@@ -47,12 +47,14 @@ async def core_certificate_problem(address: str, root_pem: bytes, trust_domain: 
     `spiffe://<trust-domain>/core`."""
     context = ssl.create_default_context(cadata=root_pem.decode())
     context.set_alpn_protocols(["h2"])
-    host, _, port = address.rpartition(":")
+    name = core_name(trust_domain)
     try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host.strip("[]"), int(port), ssl=context, server_hostname=core_name(trust_domain)),
-            timeout,
-        )
+        if address.startswith("unix:"):  # a sandboxed plugin reaches the core over its socket
+            connect = asyncio.open_unix_connection(address.removeprefix("unix:"), ssl=context, server_hostname=name)
+        else:
+            host, _, port = address.rpartition(":")
+            connect = asyncio.open_connection(host.strip("[]"), int(port), ssl=context, server_hostname=name)
+        _, writer = await asyncio.wait_for(connect, timeout)
     except (OSError, ValueError, TimeoutError) as failed:
         return f"TLS handshake failed: {failed}"
     try:

@@ -13,6 +13,7 @@ from vivified.bench import run_chain_bench, run_egress_bench
 from vivified.bench._events import run_events_bench
 from vivified.bench._invoke import run_invoke_bench
 from vivified.bench._rest import run_rest_bench
+from vivified.bench._sandbox import run_sandbox_bench
 from vivified.bench._storage import run_storage_bench
 
 
@@ -57,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     rest.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     rest.add_argument("--calls", type=int, default=200, help="sequential calls per path per round (default 200)")
     rest.add_argument("--json", action="store_true", help="print one JSON object")
+    sandbox = scenarios.add_parser(
+        "sandbox",
+        help="brokered call to a sandboxed plugin over its Unix socket vs the same plugin over loopback TCP, p50",
+    )
+    sandbox.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    sandbox.add_argument("--calls", type=int, default=200, help="sequential calls per path per round (default 200)")
+    sandbox.add_argument("--json", action="store_true", help="print one JSON object")
     return bench
 
 
@@ -91,6 +99,11 @@ def run(args: argparse.Namespace, out: list[str]) -> int:
             out.append("error: --rounds must be at least 1 and --calls at least 10")
             return 2
         report = asyncio.run(run_rest_bench(rounds=args.rounds, calls=args.calls))
+    elif args.scenario == "sandbox":
+        if args.rounds < 1 or args.calls < 10:
+            out.append("error: --rounds must be at least 1 and --calls at least 10")
+            return 2
+        report = asyncio.run(run_sandbox_bench(rounds=args.rounds, calls=args.calls))
     elif args.scenario == "invoke":
         if args.rounds < 1 or args.calls < 10:
             out.append("error: --rounds must be at least 1 and --calls at least 10")
