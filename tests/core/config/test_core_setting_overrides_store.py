@@ -34,6 +34,7 @@ BOOTSTRAP = {
     "ca_files",
     "redis_url",
     "secrets_key_file",
+    "plugin_socket_dir",
     "secrets_key",
     "settings_refresh_seconds",
     "registry_sync_bound_seconds",
