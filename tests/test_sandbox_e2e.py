@@ -29,10 +29,19 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
 import pytest
 import pytest_asyncio
 
-from support.clients import audit_rows, operator_channel
+from support.clients import (
+    approve,
+    audit_rows,
+    bootstrap_channel,
+    error_info,
+    manifest_message,
+    new_csr,
+    operator_channel,
+)
 from support.lane import write_manifest
 from support.processes import CoreProcess, clean_env, core_running
 from support.waiting import until
@@ -43,11 +52,14 @@ from vivified.core.cli._sandbox import Sandbox, SandboxLimits, unavailable_reaso
 from vivified.core.cli._supervisor import SandboxRefused, SupervisionConfig, Supervisor, Unsandboxed
 from vivified.core.cli._up import plugin_project
 from vivified.core.config import CoreConfig
+from vivified.registry.v1 import registry_pb2 as reg_pb
+from vivified.registry.v1 import registry_pb2_grpc as reg_grpc
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.e2e]
 TESTS = pathlib.Path(__file__).resolve().parent
 FETCH = "/vivified.egress.v1.EgressProxyService/Fetch"
 APPROVE = "/vivified.admin.v1.PluginAdminService/ApprovePlugin"
+REGISTER = "/vivified.registry.v1.PluginRegistryService/Register"
 BWRAP = shutil.which("bwrap")
 if unavailable_reason() is not None:  # tools/setup.sh installs bubblewrap
     pytest.fail(f"bubblewrap must work here for these tests: {unavailable_reason()}", pytrace=False)
@@ -450,3 +462,26 @@ async def test_up_in_production_refuses_plugins_it_cannot_sandbox(tmp_path: path
     assert "would run without a sandbox (bubblewrap (`bwrap`, Debian package bubblewrap) is not on PATH)" in done.stderr
     assert "--allow-unsandboxed" in done.stderr and "[PLUGIN_UNSANDBOXED]" in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+async def test_registry_refuses_a_unix_endpoint_other_than_the_plugins_own_socket(world: World) -> None:
+    """A plugin cannot send the core's dials to another socket: only DIR/<its id>/plugin.sock
+    is accepted, refused INVALID_ARGUMENT INVALID_REQUEST with one audit record, and not registered."""
+    manifest = manifest_message("socket-thief")
+    approval = await approve(world.core, manifest)
+    other = f"unix:{world.sockets.resolve()}/other-plugin/plugin.sock"
+    async with bootstrap_channel(world.core) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await reg_grpc.PluginRegistryServiceStub(channel).Register(
+                reg_pb.RegisterRequest(
+                    manifest=manifest, csr_pem=new_csr()[0].decode(), join_token=approval.join_token, endpoint=other
+                ),
+                timeout=10,
+            )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(caught.value).reason == "INVALID_REQUEST"
+    assert "socket-thief/plugin.sock" in (caught.value.details() or "")
+    rows = audit_rows(world.core, action=REGISTER, resource="plugin/socket-thief")
+    assert [(r.decision, r.outcome) for r in rows] == [("allow", "INVALID_ARGUMENT")], [
+        (r.decision, r.outcome, r.reason) for r in rows
+    ]

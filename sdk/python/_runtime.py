@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from vivified.egress.v1 import egress_pb2, egress_pb2_grpc
 from vivified.events.v1.events_pb2 import PublishResponse
 from vivified.lifecycle.v1.lifecycle_pb2 import InitRequest
+from vivified.registry.v1 import registry_pb2
 from vivified.sdk._calls import PluginCaller
 from vivified.sdk._config import ConfigClient, PluginConfig
 from vivified.sdk._conformance import control_from
@@ -291,19 +292,15 @@ class PluginRuntime:
         if settings.listen_socket is not None:
             # A sandboxed plugin: the core dials this socket (its path is the endpoint).
             self._endpoint = f"unix:{settings.listen_socket}"
-            issued, reply = await client.register(self._endpoint)
-            self._issued = issued
-            self._certificates = ServerCertificates(root_pem, issued)
-            await self._server.start(self._endpoint, self._certificates)
+            issued, reply = await self._register_and_serve(client, root_pem, self._endpoint)
         else:
             placeholder = reserve_port(settings.listen_host)
             try:
                 port = placeholder.getsockname()[1]
                 self._endpoint = host_port(settings.dial_host, port)
-                issued, reply = await client.register(self._endpoint)
-                self._issued = issued
-                self._certificates = ServerCertificates(root_pem, issued)
-                await self._server.start(host_port(settings.listen_host, port), self._certificates, port)
+                issued, reply = await self._register_and_serve(
+                    client, root_pem, host_port(settings.listen_host, port), port
+                )
             finally:
                 placeholder.close()
         client.connect(issued)
@@ -325,6 +322,16 @@ class PluginRuntime:
                 )
             ),
         ]
+
+    async def _register_and_serve(
+        self, client: CoreClient, root_pem: bytes, address: str, port: int | None = None
+    ) -> tuple[IssuedCertificate, registry_pb2.RegisterResponse]:
+        """Register `self._endpoint` with the core, then serve on `address` with the issued certificate."""
+        issued, reply = await client.register(self._endpoint)
+        self._issued = issued
+        self._certificates = ServerCertificates(root_pem, issued)
+        await self._server.start(address, self._certificates, port)
+        return issued, reply
 
     def _current(self) -> IssuedCertificate:
         if self._issued is None:

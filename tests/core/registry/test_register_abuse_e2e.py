@@ -243,7 +243,8 @@ async def test_i3_csr_abuse_refused_and_token_survives(core: CoreProcess) -> Non
 async def test_endpoint_must_be_host_and_port(core: CoreProcess) -> None:
     manifest = manifest_message("bad-endpoint")
     approval = await approve(core, manifest)
-    for endpoint in ("", "no-port", "127.0.0.1:0", "127.0.0.1:70000", "http://x:1", "a b:1"):
+    # A core without --plugin-socket-dir accepts no Unix endpoint at all.
+    for endpoint in ("", "no-port", "127.0.0.1:0", "127.0.0.1:70000", "http://x:1", "a b:1", "unix:/tmp/x.sock"):
         err = await _register_error(
             core,
             reg_pb.RegisterRequest(
