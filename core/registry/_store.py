@@ -132,6 +132,11 @@ class PluginStore:
         self._version = 0
         self._synced_at: float | None = None
         self._sync_problem = "the registry has not been read yet"
+        # Reads of the database and what they change in the index happen one at a time, and a
+        # writer publishes its record only once no read is in flight: a sync that read a row
+        # before a commit can then never apply it after the committed record (a registration
+        # answered ACTIVE, then overwritten by the older APPROVED row until the next sync).
+        self._reading = asyncio.Lock()
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with the new record after every committed change
@@ -166,12 +171,13 @@ class PluginStore:
             return version, rows, revoked
 
         started = self._clock.monotonic()
-        version, rows, revoked = await asyncio.to_thread(read)
-        for row in rows:
-            self._plugins[row.plugin_id] = _record(row)
-        self._revoked_serials = {int(r.serial, 16) for r in revoked}
-        self._version = version
-        self._synced_at = started
+        async with self._reading:
+            version, rows, revoked = await asyncio.to_thread(read)
+            for row in rows:
+                self._plugins[row.plugin_id] = _record(row)
+            self._revoked_serials = {int(r.serial, 16) for r in revoked}
+            self._version = version
+            self._synced_at = started
 
     @property
     def version(self) -> int:
@@ -232,10 +238,11 @@ class PluginStore:
                 rows, revoked = self._read_subjects(conn, (c.subject for c in changes))
                 return changes[-1].version, rows, revoked
 
-        version, rows, revoked = await asyncio.to_thread(read)
-        if version > self._version:
-            self._apply(rows, revoked)
-            self._version = version
+        async with self._reading:
+            version, rows, revoked = await asyncio.to_thread(read)
+            if version > self._version:
+                self._apply(rows, revoked)
+                self._version = version
         self._synced_at = max(self._synced_at or started, started)
         return len(revoked)
 
@@ -248,9 +255,10 @@ class PluginStore:
             with self._engine.connect() as conn:
                 return self._read_subjects(conn, [subject])
 
-        rows, revoked = await asyncio.to_thread(read)
-        self._apply(rows, revoked)
-        return self._plugins.get(plugin_id)
+        async with self._reading:
+            rows, revoked = await asyncio.to_thread(read)
+            self._apply(rows, revoked)
+            return self._plugins.get(plugin_id)
 
     async def fetch_required(self, plugin_id: str) -> PluginRecord:
         record = await self.fetch(plugin_id)
@@ -363,7 +371,8 @@ class PluginStore:
             version=manifest.version,
             artifact_sha256=artifact_sha256,
         )
-        self._publish(record)
+        async with self._reading:
+            self._publish(record)
         return record
 
     @staticmethod
@@ -520,7 +529,8 @@ class PluginStore:
 
         self._revoked_serials.update(await asyncio.to_thread(write))
         updated = replace(record, status=status, health=UNKNOWN if status == REVOKED else record.health)
-        self._publish(updated)
+        async with self._reading:
+            self._publish(updated)
         return updated
 
     # -- liveness ---------------------------------------------------------------------

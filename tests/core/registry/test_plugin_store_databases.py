@@ -5,7 +5,9 @@ token works exactly once even when two core replicas race for it."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -115,3 +117,39 @@ async def test_expired_or_foreign_join_token_is_refused(engines: list[sa.Engine]
         await store.register("expiring", "f" * 64, DIGEST, "127.0.0.1:9", serial=7, not_after=FAR)
     assert caught.value.reason == "JOIN_TOKEN_INVALID"
     assert store.require("expiring").status == APPROVED
+
+
+async def test_a_sync_read_before_a_registration_never_undoes_it(
+    engines: list[sa.Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A periodic sync that read the APPROVED row just before a registration
+    committed must not apply it after the registration's ACTIVE record (the
+    plugin would be refused as 'approved' until the next sync)."""
+    store = PluginStore(engines[0], ManualClock())
+    await _approved(store, "racing", "a" * 64)
+    read_subjects = store._read_subjects
+    read_done, release = threading.Event(), threading.Event()
+
+    def held_first_read(conn: sa.Connection, subjects: Any) -> Any:
+        rows = read_subjects(conn, subjects)
+        if not read_done.is_set():
+            read_done.set()
+            release.wait(10)
+        return rows
+
+    monkeypatch.setattr(store, "_read_subjects", held_first_read)
+    syncing = asyncio.ensure_future(store.sync())
+    assert await asyncio.to_thread(read_done.wait, 10)  # the sync holds the APPROVED row
+    registering = asyncio.ensure_future(
+        store.register("racing", "a" * 64, DIGEST, "127.0.0.1:9", serial=0x51, not_after=FAR)
+    )
+    for _ in range(200):  # until the registration has committed
+        with engines[1].connect() as conn:
+            status = conn.execute(sa.text("SELECT status FROM plugins WHERE plugin_id = 'racing'")).scalar_one()
+        if status == ACTIVE:
+            break
+        await asyncio.sleep(0.02)
+    assert status == ACTIVE
+    release.set()
+    await asyncio.gather(syncing, registering)
+    assert store.require("racing").status == ACTIVE
