@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import logging
 import os
-import pathlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from vivified.core.chain import (
 from vivified.core.chain import annotate as chain_annotate
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.config import CoreConfig
+from vivified.core.data_dir import run_file
 from vivified.core.db import create_engine_for, sqlite_url, unavailable
 from vivified.core.egress import build_egress
 from vivified.core.errors import Unavailable
@@ -648,7 +648,3 @@ class Core:
         finally:
             self.tracing.shutdown()
             run_file(self.config.data_dir).unlink(missing_ok=True)
-
-
-def run_file(data_dir: pathlib.Path) -> pathlib.Path:
-    return data_dir / "run" / "core.json"

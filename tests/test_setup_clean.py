@@ -1,8 +1,8 @@
 """The README's commands leave the working tree as they found it: the test
 command's own setup (tools/setup.sh, which includes the run command's
 tools/setup_run.sh) run in a fresh copy of this tree — its tracked and
-unignored files, committed into a new repository, nothing installed — exits 0
-and leaves `git status` clean (npm ci from complete lock files, no rewritten
+unignored files, committed into a new repository, nothing installed, after
+the run command's setup alone — exits 0 and leaves `git status` clean (npm ci from complete lock files, no rewritten
 package-lock.json, nothing generated outside ignored paths)."""
 
 from __future__ import annotations
@@ -36,47 +36,30 @@ def _fresh_copy(target: pathlib.Path) -> None:
     _git(target, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "fresh clone")
 
 
-def test_setup_leaves_the_tree_clean(tmp_path: pathlib.Path) -> None:
+def _setup(tree: pathlib.Path, script: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIVIFIED_", "VIRTUAL_ENV"))}
+    return subprocess.run(["bash", "-c", script], cwd=tree, capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_run_setup_installs_only_what_running_needs_and_test_setup_leaves_the_tree_clean(
+    tmp_path: pathlib.Path,
+) -> None:
+    """First tools/up.sh's setup (tools/setup_run.sh): no apt, no dev extras, no buf; `vivified`
+    works and the tree stays clean. Then, in the same copy (as a user who ran the platform and
+    now runs the tests), the test command's setup (tools/setup.sh): it exits 0, brings buf and
+    leaves the tree clean. (One copy for both: a second fresh install cost the suite ~35 s.)"""
+    script = (ROOT / "tools" / "setup_run.sh").read_text()
+    assert "apt-get" not in script and "sudo" not in script
+    assert "source tools/setup_run.sh" in (ROOT / "tools" / "up.sh").read_text()
+    assert "source tools/setup_run.sh" in (ROOT / "tools" / "setup.sh").read_text()
     tree = tmp_path / "tree"
     tree.mkdir()
     _fresh_copy(tree)
     assert _git(tree, "status", "--porcelain") == ""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIVIFIED_", "VIRTUAL_ENV"))}
-    setup = subprocess.run(
-        ["bash", "-c", "source tools/setup.sh && vivified proto-path && buf --version"],
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert setup.returncode == 0, setup.stdout + setup.stderr
-    assert str(tree / "proto") in setup.stdout.splitlines(), setup.stdout
-    assert (tree / "node_modules" / ".bin" / "buf").exists()
-    status = _git(tree, "status", "--porcelain", "--untracked-files=all")
-    assert status == "", f"setup changed the working tree:\n{status}"
 
-
-def test_run_setup_installs_only_what_running_needs(tmp_path: pathlib.Path) -> None:
-    """tools/up.sh's setup (tools/setup_run.sh): no apt, no dev extras, no buf; `vivified` works
-    and the tree stays clean."""
-    script = (ROOT / "tools" / "setup_run.sh").read_text()
-    assert "apt-get" not in script and "sudo" not in script
-    assert "source tools/setup_run.sh" in (ROOT / "tools" / "up.sh").read_text()
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    _fresh_copy(tree)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIVIFIED_", "VIRTUAL_ENV"))}
-    setup = subprocess.run(
-        ["bash", "-c", "source tools/setup_run.sh && vivified proto-path"],
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert setup.returncode == 0, setup.stdout + setup.stderr
-    assert str(tree / "proto") in setup.stdout.splitlines(), setup.stdout
+    run_setup = _setup(tree, "source tools/setup_run.sh && vivified proto-path")
+    assert run_setup.returncode == 0, run_setup.stdout + run_setup.stderr
+    assert str(tree / "proto") in run_setup.stdout.splitlines(), run_setup.stdout
     listed = subprocess.run(
         [str(tree / ".venv" / "bin" / "python"), "-m", "pip", "list", "--format", "freeze"],
         capture_output=True,
@@ -87,7 +70,14 @@ def test_run_setup_installs_only_what_running_needs(tmp_path: pathlib.Path) -> N
         assert dev_only not in listed, f"{dev_only} installed by the run setup"
     assert not (tree / "node_modules").exists(), "the run setup installed the buf toolchain"
     status = _git(tree, "status", "--porcelain", "--untracked-files=all")
-    assert status == "", f"setup changed the working tree:\n{status}"
+    assert status == "", f"the run setup changed the working tree:\n{status}"
+
+    test_setup = _setup(tree, "source tools/setup.sh && vivified proto-path && buf --version")
+    assert test_setup.returncode == 0, test_setup.stdout + test_setup.stderr
+    assert str(tree / "proto") in test_setup.stdout.splitlines(), test_setup.stdout
+    assert (tree / "node_modules" / ".bin" / "buf").exists()
+    status = _git(tree, "status", "--porcelain", "--untracked-files=all")
+    assert status == "", f"the test setup changed the working tree:\n{status}"
 
 
 def test_lock_file_holds_every_platforms_buf() -> None:

@@ -29,86 +29,60 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import importlib.metadata
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from types import ModuleType
 
-from vivified.core.cli import (
-    _audit_cmd,
-    _bench,
-    _ca_cmd,
-    _config_cmd,
-    _core_settings_cmd,
-    _create_plugin,
-    _db_cmd,
-    _events_cmd,
-    _health_cmd,
-    _manifest_cmd,
-    _operators_cmd,
-    _plugin_config_cmd,
-    _plugins_cmd,
-    _policy_cmd,
-    _proto_path_cmd,
-    _rest_cmd,
-    _run_plugin_cmd,
-    _storage_cmd,
-    _users_cmd,
-)
-from vivified.core.cli._client import ClientError
 from vivified.core.cli._options import spread_options
-from vivified.core.cli._settings import SettingsError, add_core_flags, core_config
-from vivified.core.cli._up import add_plugin_flag, add_sandbox_flag, external_plugins, run_core, run_up
-from vivified.core.db import DatabaseError
-from vivified.core.errors import VivifiedError
-from vivified.core.memory import return_large_frees_to_os
-from vivified.core.policy import PolicyError
 from vivified.core.telemetry import LOG_FORMATS, configure_logging
 
+# Each command's module, which adds its parser (`add_parser(sub)`) and runs it; a new command is
+# one entry here and one branch in `_run`. Modules are imported only for the command given (all of
+# them for `vivified --help`): importing every command's dependencies cost each call a second, and
+# several on a loaded machine.
+_COMMANDS: dict[str, str] = {
+    "up": "_run_cmds",
+    "core": "_run_cmds",
+    "plugins": "_plugins_cmd",
+    "operators": "_operators_cmd",
+    "ca": "_ca_cmd",
+    "manifest": "_manifest_cmd",
+    "audit": "_audit_cmd",
+    "events": "_events_cmd",
+    "db": "_db_cmd",
+    "storage": "_storage_cmd",
+    "users": "_users_cmd",
+    "config": "_config_cmd",
+    "policy": "_policy_cmd",
+    "bench": "_bench",
+    "create-plugin": "_create_plugin",
+    "rest": "_rest_cmd",
+    "proto-path": "_proto_path_cmd",
+    "health": "_health_cmd",
+    "run-plugin": "_run_plugin_cmd",
+}
 
-def _add_run_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for name, text in (
-        (
-            "up",
-            "run the core and every bundled plugin (development profile); with Envoy installed, "
-            "also the REST bridge on https://127.0.0.1:8443",
-        ),
-        (
-            "core",
-            "run the core broker alone. REST for scripts and browsers in production: generate "
-            "Envoy's configuration with `vivified rest config` and run `envoy -c` "
-            "(deploy/envoy/README.md)",
-        ),
-    ):
-        cmd = sub.add_parser(name, help=text, description=text)
-        add_core_flags(cmd)
-        if name == "up":
-            add_plugin_flag(cmd)
-            add_sandbox_flag(cmd)
-
-
-# Each adds one subcommand (and its verbs) to the `vivified` parser; a new subcommand is one entry.
-_COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
-    _add_run_commands,
-    _plugins_cmd.add_parser,
-    _operators_cmd.add_parser,
-    _ca_cmd.add_parser,
-    _manifest_cmd.add_parser,
-    _audit_cmd.add_parser,
-    _events_cmd.add_parser,
-    _db_cmd.add_parser,
-    _storage_cmd.add_parser,
-    _users_cmd.add_parser,
-    _config_cmd.add_parser,
-    _policy_cmd.add_parser,
-    _bench.add_parser,
-    _create_plugin.add_parser,
-    _rest_cmd.add_parser,
-    _proto_path_cmd.add_parser,
-    _health_cmd.add_parser,
-    _run_plugin_cmd.add_parser,
+# The errors a command reports as `error: <message>` (exit 1), by the module defining each. A module
+# the command did not import cannot have raised its error, so only imported ones are looked up.
+_REPORTED = (
+    ("vivified.core.errors", "VivifiedError"),
+    ("vivified.core.settings._table", "SettingsError"),
+    ("vivified.core.cli._client", "ClientError"),
+    ("vivified.core.policy._rules", "PolicyError"),
+    ("vivified.core.db._errors", "DatabaseError"),
 )
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"vivified.core.cli.{name}")
+
+
+def _reported(exc: BaseException) -> bool:
+    return any(isinstance(exc, getattr(sys.modules[m], n)) for m, n in _REPORTED if m in sys.modules)
 
 
 def package_version() -> str:
@@ -119,7 +93,9 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `vivified` parser: with `command`, only that command's subparser (its module alone
+    imported); otherwise every command's."""
     parser = argparse.ArgumentParser(
         prog="vivified",
         description="Vivified: a secure plugin platform. The core brokers every plugin interaction over "
@@ -133,78 +109,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help=log_help)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in _COMMANDS:
-        add(sub)
+    names = [command] if command in _COMMANDS else list(_COMMANDS)
+    for module in dict.fromkeys(_COMMANDS[name] for name in names):
+        _module(module).add_parser(sub)
     # Every option of a command group is accepted before or after its verbs.
     spread_options(parser)
     return parser
 
 
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command `argv` names, or None when the whole parser is needed (no command yet,
+    `--help` or `--version` before it, or a word that is not a command)."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-h", "--help", "--version"):
+            return None
+        if word == "--log-format":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in _COMMANDS else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_word(argv))
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":
         # Everything after `bench` (its --help too) belongs to the benchmark's own parser.
-        return _bench.run([*args.rest, *extra])
+        return int(_module("_bench").run([*args.rest, *extra]))
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     environ = dict(os.environ)
     out: list[str] = []
     try:
-        if args.command in ("up", "core"):
-            config = core_config(args, environ)
-            return_large_frees_to_os()
-            if args.command == "up":
-                return asyncio.run(
-                    run_up(
-                        config,
-                        environ,
-                        extra_plugins=external_plugins(args.plugin),
-                        allow_unsandboxed=args.allow_unsandboxed,
-                    )
-                )
-            return asyncio.run(run_core(config))
-        if args.command == "plugins":
-            code = asyncio.run(_plugins_cmd.run(args, environ, out))
-        elif args.command == "operators":
-            code = asyncio.run(_operators_cmd.run(args, environ, out))
-        elif args.command == "ca":
-            code = _ca_cmd.run(args, environ, out)
-        elif args.command == "manifest":
-            code = _manifest_cmd.run(args, out)
-        elif args.command == "events":
-            code = asyncio.run(_events_cmd.run(args, environ, out))
-        elif args.command == "audit":
-            code = _audit_cmd.run(args, environ, out)
-        elif args.command == "storage":
-            code = _storage_cmd.run(args, environ, out)
-        elif args.command == "db":
-            code = _db_cmd.run(args, environ, lambda line: print(line, flush=True))
-        elif args.command == "config" and args.verb == "core":
-            code = asyncio.run(_core_settings_cmd.run(args, environ, out))
-        elif args.command == "config" and args.verb == "plugin":
-            code = asyncio.run(_plugin_config_cmd.run(args, environ, out))
-        elif args.command == "config":
-            code = _config_cmd.show(args, environ, out)
-        elif args.command == "create-plugin":
-            code = _create_plugin.run(args, out)
-        elif args.command == "policy":
-            code = _policy_cmd.run(args, environ, out)
-        elif args.command == "rest":
-            code = _rest_cmd.run(args, environ, out)
-        elif args.command == "proto-path":
-            code = _proto_path_cmd.run(args, out)
-        elif args.command == "health":
-            code = _health_cmd.run(args, environ, out)
-        elif args.command == "run-plugin":
-            code = _run_plugin_cmd.run(args, environ)
-        else:
-            code = _users_cmd.run(args, environ, out)
-    except (SettingsError, ClientError, VivifiedError, PolicyError, DatabaseError) as exc:
+        return _run(args, environ, out)
+    except Exception as exc:
+        if not _reported(exc):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         for line in out:
             print(line)
-    return code
+
+
+def _run(args: argparse.Namespace, environ: dict[str, str], out: list[str]) -> int:
+    command = args.command
+    if command in ("up", "core"):
+        return int(_module("_run_cmds").run(args, environ))
+    if command == "config" and args.verb in ("core", "plugin"):
+        module = _module("_core_settings_cmd" if args.verb == "core" else "_plugin_config_cmd")
+        return int(asyncio.run(module.run(args, environ, out)))
+    module = _module(_COMMANDS[command])
+    if command in ("plugins", "operators", "events"):
+        return int(asyncio.run(module.run(args, environ, out)))
+    if command in ("manifest", "create-plugin", "proto-path"):
+        return int(module.run(args, out))
+    if command == "db":
+        return int(module.run(args, environ, lambda line: print(line, flush=True)))
+    if command == "config":
+        return int(module.show(args, environ, out))
+    if command == "run-plugin":
+        return int(module.run(args, environ))
+    return int(module.run(args, environ, out))

@@ -19,8 +19,7 @@ from google.protobuf import json_format
 from vivified.admin.v1 import audit_query_pb2 as pb
 from vivified.admin.v1 import audit_query_pb2_grpc
 from vivified.core.audit import tail, verify
-from vivified.core.cli._client import ClientError, core_target, describe, open_channel
-from vivified.core.cli._settings import data_dir
+from vivified.core.cli._client import ClientError, core_target, data_dir, describe, open_channel
 from vivified.core.db import plain_engine, sqlite_url, unavailable
 from vivified.core.settings import AUDIT_WRITERS
 

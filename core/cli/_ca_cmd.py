@@ -29,7 +29,7 @@ from vivified.core.ca import (
     read_plan,
 )
 from vivified.core.carotation import HOLDERS_FILE
-from vivified.core.cli._settings import data_dir
+from vivified.core.cli._client import data_dir
 from vivified.core.clock import SystemClock
 
 

@@ -9,6 +9,7 @@ or the data dir; `--core` / `VIVIFIED_CORE_ADDRESS` then name the bootstrap port
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 from collections.abc import Mapping
@@ -16,8 +17,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from vivified.core.app import run_file
-from vivified.core.chain import error_info
+from vivified.core.data_dir import DEFAULT_DATA_DIR, run_file
 
 
 class ClientError(Exception):
@@ -29,6 +29,12 @@ class ClientError(Exception):
 
 
 API_KEY_VARIABLE = "VIVIFIED_API_KEY"
+
+
+def data_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> pathlib.Path:
+    """The data dir of a client command (flag, then variable, then the default)."""
+    value = getattr(args, "data_dir", None) or environ.get("VIVIFIED_DATA_DIR")
+    return pathlib.Path(value) if value else DEFAULT_DATA_DIR
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,8 @@ def open_channel(target: OperatorTarget) -> grpc.aio.Channel:
 
 def describe(err: grpc.aio.AioRpcError) -> ClientError:
     """Turn an RPC error into a message and the core's ErrorInfo reason."""
+    from vivified.core.chain import error_info  # noqa: PLC0415 - only on failure: the chain is slow to import
+
     info = error_info(err)
     reason = info.reason if info is not None else ""
     message = f"{err.code().name}: {err.details()}"

@@ -19,10 +19,10 @@ from vivified.config.v1 import config_pb2_grpc
 from vivified.core.cli._client import (
     ClientError,
     core_target,
+    data_dir,
     describe,
     open_channel,
 )
-from vivified.core.cli._settings import data_dir
 from vivified.core.settings import RUNTIME_KEYS
 
 

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 
-from vivified.core.cli._settings import check_environment, data_dir
+from vivified.core.cli._client import data_dir
+from vivified.core.cli._settings import check_environment
 from vivified.core.db import (
     describe_url,
     grant_app_role,

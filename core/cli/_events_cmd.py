@@ -11,8 +11,7 @@ from google.protobuf.message import Message
 
 from vivified.admin.v1 import event_admin_pb2 as pb
 from vivified.admin.v1 import event_admin_pb2_grpc
-from vivified.core.cli._client import core_target, describe, open_channel
-from vivified.core.cli._settings import data_dir
+from vivified.core.cli._client import core_target, data_dir, describe, open_channel
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,8 +13,7 @@ from google.protobuf import json_format
 
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
-from vivified.core.cli._client import core_target, describe, open_channel
-from vivified.core.cli._settings import data_dir
+from vivified.core.cli._client import core_target, data_dir, describe, open_channel
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

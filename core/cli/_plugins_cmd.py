@@ -18,10 +18,10 @@ from vivified.core.cli._client import (
     ClientError,
     OperatorTarget,
     core_target,
+    data_dir,
     describe,
     open_channel,
 )
-from vivified.core.cli._settings import data_dir
 from vivified.core.errors import VivifiedError
 from vivified.core.manifest import load_manifest_file
 

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vivified.core.cli._settings import data_dir
+from vivified.core.cli._client import data_dir
 from vivified.core.rest import (
     DEFAULT_LISTEN,
     BridgeLimits,

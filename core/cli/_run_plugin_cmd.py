@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from vivified.core.app import RunningCore, run_file
+from vivified.core.app import RunningCore
 from vivified.core.cli._sandbox import Sandbox, locate_bwrap
 from vivified.core.cli._settings import SettingsError
 from vivified.core.cli._supervisor import Supervisor, Unsandboxed
@@ -34,6 +34,7 @@ from vivified.core.cli._up import (
     plugin_project,
 )
 from vivified.core.config import CoreConfig
+from vivified.core.data_dir import run_file
 from vivified.core.settings import DEFAULT_DATA_DIR
 
 

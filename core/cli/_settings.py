@@ -40,7 +40,6 @@ __all__ = [
     "add_setting_flag",
     "check_environment",
     "core_config",
-    "data_dir",
     "resolved_settings",
 ]
 
@@ -93,12 +92,6 @@ def add_core_flags(parser: argparse.ArgumentParser) -> None:
         help="this run only: start although the audit tail check names SEQ as its first bad sequence; "
         "recorded as the first audit record and raised as a SecurityAlert",
     )
-
-
-def data_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> pathlib.Path:
-    """The data dir of a client command (flag, then variable, then the default)."""
-    value = getattr(args, "data_dir", None) or environ.get("VIVIFIED_DATA_DIR")
-    return pathlib.Path(value) if value else DEFAULT_DATA_DIR
 
 
 def resolved_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Resolved]:

@@ -15,7 +15,8 @@ import pathlib
 import sys
 from collections.abc import Mapping
 
-from vivified.core.cli._settings import check_environment, data_dir
+from vivified.core.cli._client import data_dir
+from vivified.core.cli._settings import check_environment
 from vivified.core.db import plain_engine, sqlite_url
 from vivified.core.plugin_config import SecretsKeyring
 from vivified.core.storage import DatabaseBackend, DirectoryBackend, ObjectBackend, RewrapReport, rewrap_all

@@ -15,7 +15,7 @@ import pathlib
 from collections.abc import Mapping
 
 from vivified.core.audit import AuditLog, AuditRecord, CheckpointSigner
-from vivified.core.cli._settings import data_dir
+from vivified.core.cli._client import data_dir
 from vivified.core.cli._users_remote import REMOTE_VERBS, add_verbs, read_password
 from vivified.core.cli._users_remote import run as run_remote
 from vivified.core.clock import SystemClock

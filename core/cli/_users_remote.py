@@ -27,8 +27,7 @@ from google.protobuf.message import Message
 
 from vivified.admin.v1 import access_catalogue_pb2 as access_pb
 from vivified.admin.v1 import access_catalogue_pb2_grpc
-from vivified.core.cli._client import ClientError, core_target, describe, open_channel
-from vivified.core.cli._settings import data_dir
+from vivified.core.cli._client import ClientError, core_target, data_dir, describe, open_channel
 from vivified.identity.v1 import user_admin_pb2 as users_pb
 from vivified.identity.v1 import user_admin_pb2_grpc
 

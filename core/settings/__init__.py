@@ -18,6 +18,7 @@ InvalidArgument SETTING_NOT_OVERRIDABLE / CONFIG_INVALID / INVALID_REQUEST
 (domain `vivified.config`).
 """
 
+from vivified.core.data_dir import DEFAULT_DATA_DIR
 from vivified.core.settings._admin import CoreSettingsAdmin
 from vivified.core.settings._apply import (
     FIELDS,
@@ -40,7 +41,6 @@ from vivified.core.settings._store import (
 from vivified.core.settings._table import (
     AUDIT_WRITERS,
     BY_KEY,
-    DEFAULT_DATA_DIR,
     MAX_LEAF_TTL_SECONDS,
     PROFILES,
     RUNTIME_KEYS,

@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from vivified.core.audit import DURABILITY_MODES, MAX_SYNC_INTERVAL, MIN_SYNC_INTERVAL
+from vivified.core.data_dir import DEFAULT_DATA_DIR
 from vivified.core.egress import load_egress_config
 
 PROFILES = ("development", "production")
 AUDIT_WRITERS = ("single", "shared")
 STORAGE_BACKENDS = ("directory", "database")
 MAX_LEAF_TTL_SECONDS = 24 * 3600
-DEFAULT_DATA_DIR = pathlib.Path(".vivified")
 
 
 class SettingsError(Exception):

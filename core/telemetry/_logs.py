@@ -11,8 +11,6 @@ import logging
 
 from opentelemetry import trace
 
-from vivified.core.chain import current_call
-
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -27,6 +25,9 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        # Imported here: the chain is slow to import and a CLI command that never serves needs none of it.
+        from vivified.core.chain import current_call  # noqa: PLC0415
+
         plugin_id = getattr(record, "plugin_id", "")
         call = current_call()
         if not plugin_id and call is not None and call.principal is not None and call.principal.kind == "plugin":
