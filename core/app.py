@@ -1,5 +1,6 @@
 """The core process: composes the areas (each built by its package's
-`build_*`) and runs their components through one start/stop list
+`build_*`, called by one method of `vivified.core.areas.Areas`) and runs
+their components through one start/stop list
 (`vivified.core.lifecycle.Components`): started in order, stopped in reverse,
 and stopped again in reverse when a later one fails to start.
 
@@ -29,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
-from vivified.core._areas import Areas
+from vivified.core.areas import Areas
 from vivified.core.audit import (
     Audit,
     AuditRecord,
