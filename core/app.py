@@ -1,5 +1,6 @@
 """The core process: composes the areas (each built by its package's
-`build_*`) and runs their components through one start/stop list
+`build_*`, called by one method of `vivified.core.areas.Areas`) and runs
+their components through one start/stop list
 (`vivified.core.lifecycle.Components`): started in order, stopped in reverse,
 and stopped again in reverse when a later one fails to start.
 
@@ -20,64 +21,46 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
-from grpc_health.v1 import health
 
+from vivified.core.areas import Areas
 from vivified.core.audit import (
     Audit,
-    AuditFeed,
-    AuditQueryService,
     AuditRecord,
-    Durability,
     TailCheck,
-    build_audit,
 )
 from vivified.core.ca import CAConfig, CertificateAuthority, CoreTLS, new_private_key, write_private_key
-from vivified.core.carotation import CARotationDriver, CertificateExpiry, CoreRekeyer, LeafExpiry
 from vivified.core.chain import (
     AuditRecorder,
-    ChainDeps,
-    ChainInterceptor,
-    ConcurrencyLimits,
-    Principal,
-    TokenBuckets,
-    build_chain,
 )
-from vivified.core.chain import annotate as chain_annotate
 from vivified.core.clock import Clock, SystemClock
 from vivified.core.config import CoreConfig
 from vivified.core.data_dir import run_file
 from vivified.core.db import create_engine_for, sqlite_url, unavailable
-from vivified.core.egress import build_egress
+from vivified.core.egress import EgressService
 from vivified.core.errors import Unavailable
-from vivified.core.events import EventBus, build_events
-from vivified.core.gateway import PolicySet, build_gateway
-from vivified.core.identity import EMERGENCY_TRAITS, Activation, build_identity
-from vivified.core.kinds import PluginStatus
+from vivified.core.events import EventBus
+from vivified.core.gateway import PolicySet
+from vivified.core.identity import EMERGENCY_TRAITS, Activation
 from vivified.core.lifecycle import Components, Hooks
 from vivified.core.metrics import Metrics
-from vivified.core.plugin_config import build_config
 from vivified.core.policy import Rule, load_default_rules, rules_sha256
-from vivified.core.registry import CoreIdentity, PluginRecord, PluginStore, Registry, build_registry
-from vivified.core.server import CoreServer, build_server, check_cipher_suites
-from vivified.core.services import METHODS, SERVED, Services
+from vivified.core.registry import CoreIdentity, PluginRecord, PluginStore
+from vivified.core.server import CoreServer, check_cipher_suites
 from vivified.core.settings import (
-    CoreSettingsAdmin,
     LiveSettings,
     Override,
     OverrideStore,
     apply_overrides,
     read_overrides,
 )
-from vivified.core.storage import build_object_store
 from vivified.core.telemetry import Tracing, tracing_from_env
-from vivified.core.traits import AccessCatalogueService, TraitCatalogue
 from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SecurityAlert
 
 _log = logging.getLogger(__name__)
@@ -322,6 +305,12 @@ class Core:
                 )
             )
 
+    async def _reissue_operator_identity(
+        self, ca: CertificateAuthority, store: PluginStore, audit: Audit, switched: bool
+    ) -> None:
+        """After a CA trust change: a new operator certificate when the issuing CA switched."""
+        await self._issue_operator_identity(ca, store, audit, (lambda _serial: True) if switched else None)
+
     def _load_policy(self) -> tuple[Sequence[Rule], PolicySet]:
         rules = load_default_rules(self.config.policy_file)
         for rule in rules:
@@ -381,186 +370,55 @@ class Core:
             raise
 
     async def _compose(self, parts: Components) -> RunningCore:
-        """Build each area (its `build_*` in its package) and start it where
-        its place in the list below is; `parts` records what started."""
-        config = self.config
-        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        check_cipher_suites(os.environ.get("GRPC_SSL_CIPHER_SUITES"))
-        engine = create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
+        """Build each area (`Areas`: its package's `build_*`) and start it
+        where its place in this list is; `parts` records what started."""
+        engine = self._open_database()
         await parts.start("database", Hooks(on_stop=engine.dispose))
         config, override_store, live = self._open_settings(engine)
-        audit_dir = config.data_dir / "audit"
-        audit_dir.mkdir(mode=0o700, exist_ok=True)
+        areas = Areas.open(config, self.clock, engine, live, self.metrics, self.tracing)
         rules, policy = self._load_policy()
-        catalogue = TraitCatalogue.load_default()
-        ca = self._load_ca()
-        core_key = new_private_key()
-        core_cert = ca.issue_core_certificate(core_key)
-        self.metrics.on_certificates(core_cert.chain_pem, ca.root_pem)
-        key_pem = _pem_key(core_key)
-
-        audit = self._audit = build_audit(
-            engine=engine,
-            clock=self.clock,
-            audit_dir=audit_dir,
-            checkpoint_every=config.audit_checkpoint_seconds,
-            shared_chain=config.audit_writers == "shared",
-            durability=Durability(config.audit_durability, config.audit_sync_interval),
-            on_commit=self.metrics.on_audit_commit,
-            on_failure=self._audit_failure_hook(asyncio.get_running_loop()),
-            # Refuses (AuditTailTampered) to extend a tail that fails its check,
-            # unless the operator accepted that very first bad seq for this run.
-            accept_tampering=config.accept_audit_tampering,
-        )
+        ca, core_identity, tls = self._core_certificate()
+        audit = self._audit = areas.audit(on_failure=self._audit_failure_hook(asyncio.get_running_loop()))
         await parts.start("audit log", audit)
         await self._audit_opened(audit, live.applied.overrides, rules)
-
-        registry = build_registry(
-            engine=engine,
-            clock=self.clock,
-            ca=ca,
-            catalogue=catalogue,
-            audit=audit.log,
-            core_identity=(
-                core_identity := CoreIdentity(ca.trust_bundle_pem, core_cert.chain_pem, key_pem, config.trust_domain)
-            ),
-            trust_domain=config.trust_domain,
-            sync_bound=config.registry_sync_bound_seconds,
-            heartbeat_interval=lambda: live.current.heartbeat_interval_seconds,
-            heartbeat_misses=config.heartbeat_misses,
-            init_timeout=config.init_timeout_seconds,
-            leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
-            join_token_ttl_seconds=config.join_token_ttl_seconds,
-            on_alert=self._publish_alert,
-            core_endpoint=lambda: self.running.listen_address if self.running is not None else "",
-            plugin_socket_dir=config.plugin_socket_dir,
-            on_heartbeat=self.metrics.on_heartbeat,
+        registry = areas.registry(
+            ca=ca, core_identity=core_identity, audit=audit, on_alert=self._publish_alert, core_endpoint=self._endpoint
         )
         store = registry.store
         await parts.start("plugin store", Hooks(on_start=lambda: self._load_plugins(store, policy)))
         await self._issue_operator_identity(ca, store, audit)
-
-        # Identity: users sign in on the bootstrap port; the chain turns their
-        # bearer tokens into `user` principals. A weak token key stops start-up.
-        identity = build_identity(
-            engine=engine,
-            clock=self.clock,
-            data_dir=config.data_dir,
-            config=config.identity,
-            traits=catalogue,
-            announce_break_glass=self._announce_break_glass,
-            publish=self._publish_core_event,
-            policy_index=policy.index,
-            served_services=tuple(served.name for served in SERVED),
+        identity = areas.identity(
+            policy=policy, announce_break_glass=self._announce_break_glass, publish=self._publish_core_event
         )
-        # Plugin configuration: a missing, weak or exposed secrets key stops
-        # start-up (SECRETS_KEY_INSECURE).
-        plugin_config = build_config(
-            engine=engine,
-            clock=self.clock,
-            secrets_key=config.secrets_key,
-            secrets_key_file=config.secrets_key_file,
-            data_dir=config.data_dir,
-            lookup=store.get,
-            core_settings=CoreSettingsAdmin(override_store, live),
-            follow_interval=config.registry_sync_bound_seconds / 4,
-        )
+        plugin_config = areas.plugin_config(registry=registry, override_store=override_store)
         recorder = AuditRecorder(audit.log)
-        chain = self._chain(registry, identity.principal, policy, recorder, live)
-        gateway = build_gateway(
-            policy=policy,
-            config=lambda: live.current.gateway,
-            lookup=store.get,
-            connector=registry.connector,
-            clock=self.clock,
-            delegations=identity.delegations,
-            on_breaker=self.metrics.on_breaker,
-            tracer=self.tracing.tracer("vivified.core.gateway"),
+        chain = areas.chain(registry=registry, credentials=identity.principal, policy=policy, recorder=recorder)
+        gateway = areas.gateway(policy=policy, registry=registry, identity=identity)
+        egress = areas.egress(registry=registry, plugin_config=plugin_config)
+        object_store = areas.object_store(registry=registry, plugin_config=plugin_config, identity=identity)
+        events = self._events = areas.events(registry=registry, audit=audit, recorder=recorder)
+        await self._start_events(parts, events)
+        services = areas.services(
+            registry=registry,
+            gateway=gateway,
+            egress=egress,
+            object_store=object_store,
+            events=events,
+            identity=identity,
+            plugin_config=plugin_config,
+            recorder=recorder,
         )
-        egress = build_egress(
-            config=config.egress,
-            plugin_lookup=store.get,
-            identify=registry.authenticator.principal,
-            annotate=lambda _context, fields: chain_annotate(**fields),
-            clock=self.clock,
-            own_addresses=[config.listen_address, config.bootstrap_address, config.metrics_address],
-            environ=os.environ,
-            max_message_bytes=config.max_message_bytes,
-            plugin_secret=plugin_config.store.secret,
-            tracer=self.tracing.span_tracer("vivified.core.egress"),
-            on_fetch=self.metrics.on_egress_fetch,
+        server = self._server = areas.server(
+            chain=chain, services=services, gateway=gateway, tls=tls, grace=lambda: self._grace
         )
-        object_store = build_object_store(
-            config=config,
-            engine=engine,
-            keyring=plugin_config.keyring,
-            clock=self.clock,
-            lookup=store.get,
-            identify=registry.authenticator.principal,
-            delegations=identity.delegations,
-        )
-        self.metrics.watch_storage(lambda: [r.plugin_id for r in store.all()], object_store.footprint)
-        events = self._events = build_events(
-            config=lambda: live.current.events,
-            data_dir=config.data_dir,
-            clock=self.clock,
-            lookup=store.get,
-            identify=registry.authenticator.principal,
-            audit=audit.log,
-            record_open=recorder.record_stream_open,
-            metrics=self.metrics,
-            tracer=self.tracing.span_tracer("vivified.core.events"),
-        )
-        try:
-            await parts.start("event bus", events)
-        except Unavailable as exc:
-            raise Unavailable(f"event store: {exc.message}", reason=exc.reason) from None
-        if self._audit_alert is not None:
-            await events.publish_core_event(f"alert-{self._audit_alert.alert_id}", self._audit_alert)
-        server = self._server = build_server(
-            config=config,
-            chain=chain,
-            bindings=Services(
-                registry=registry.service,
-                plugin_admin=registry.admin,
-                health=health.aio.HealthServicer(),
-                gateway=gateway.service,
-                egress=egress,
-                storage=object_store,
-                events=events,
-                identity=identity,
-                config=plugin_config.service,
-                audit_query=AuditQueryService(
-                    engine,
-                    audit_dir,
-                    AuditFeed(engine, lambda: config.audit_watch_buffer),
-                    recorder.record_stream_open,
-                ),
-                access=AccessCatalogueService(catalogue, identity.roles),
-            ).bindings(),
-            contract_proxy=gateway.contract_proxy,
-            tls=(tls := CoreTLS(key_pem, core_cert.chain_pem, ca.trust_bundle_pem)),
-            grace=lambda: self._grace,
-        )
-        # CA rotation (`vivified ca rotate`): steps performed when due, audited; expiry gauges and alerts.
-        ca_rotation = CARotationDriver(
-            ca,
-            leaf_ttl=lambda: dt.timedelta(seconds=live.current.leaf_ttl_seconds),
-            on_trust_change=CoreRekeyer(
-                ca,
-                tls,
-                registry.connector,
-                core_identity,
-                lambda switched: self._issue_operator_identity(
-                    ca, store, audit, (lambda _serial: True) if switched else None
-                ),
-            ),
-            audit=audit.log.append,
+        ca_rotation = areas.ca_rotation(
+            ca=ca,
+            tls=tls,
+            registry=registry,
+            core_identity=core_identity,
+            audit=audit,
+            reissue_operator=lambda switched: self._reissue_operator_identity(ca, store, audit, switched),
             publish_alert=self._publish_alert,
-            expiry=CertificateExpiry(self.metrics.registry),
-            certificates=lambda: store.certificates("plugin/"),
-            leaf_expiry=LeafExpiry(self.metrics.registry),
-            active_plugins=lambda: {r.plugin_id for r in store.all() if r.status == PluginStatus.ACTIVE},
         )
         await parts.start("plugin connections", Hooks(on_stop=registry.connector.close))
         # Read the registry once more right before serving: start-up after the first
@@ -574,7 +432,43 @@ class Core:
         await parts.start("CA rotation", Hooks(ca_rotation.start, ca_rotation.stop))
         await parts.start("config follower", plugin_config)
         await parts.start("runtime settings", Hooks(live.start, live.stop))
+        return self._serving(server, metrics, egress)
 
+    def _open_database(self) -> sa.Engine:
+        """The data dir (mode 0700) and the core's database; refuses a weakened cipher list first."""
+        config = self.config
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_cipher_suites(os.environ.get("GRPC_SSL_CIPHER_SUITES"))
+        return create_engine_for(config.database_url or sqlite_url(config.data_dir / "vivified.db"))
+
+    def _core_certificate(self) -> tuple[CertificateAuthority, CoreIdentity, CoreTLS]:
+        """The CA, and a new key and certificate for this run of the core: as the
+        registry hands it to plugins (`CoreIdentity`) and as the server presents it."""
+        ca = self._load_ca()
+        core_key = new_private_key()
+        core_cert = ca.issue_core_certificate(core_key)
+        self.metrics.on_certificates(core_cert.chain_pem, ca.root_pem)
+        key_pem = _pem_key(core_key)
+        identity = CoreIdentity(ca.trust_bundle_pem, core_cert.chain_pem, key_pem, self.config.trust_domain)
+        return ca, identity, CoreTLS(key_pem, core_cert.chain_pem, ca.trust_bundle_pem)
+
+    def _endpoint(self) -> str:
+        """The mTLS address plugins are told to call back on ("" before the core serves)."""
+        return self.running.listen_address if self.running is not None else ""
+
+    async def _start_events(self, parts: Components, events: EventBus) -> None:
+        """Start the event bus, then publish the alert of a tampered audit tail accepted at start."""
+        try:
+            await parts.start("event bus", events)
+        except Unavailable as exc:
+            raise Unavailable(f"event store: {exc.message}", reason=exc.reason) from None
+        if self._audit_alert is not None:
+            await events.publish_core_event(f"alert-{self._audit_alert.alert_id}", self._audit_alert)
+
+    def _serving(self, server: CoreServer, metrics: _MetricsEndpoint, egress: EgressService) -> RunningCore:
+        """Where the started core listens: told to the egress proxy (its own
+        addresses are never fetched) and written to the run file."""
+        config = self.config
         mtls_port, bootstrap_port = server.bound[:2]
         self.running = RunningCore(
             pid=os.getpid(),
@@ -588,36 +482,6 @@ class Core:
         self._write_run_file(self.running)
         _log.info("core listening: mTLS %s, bootstrap %s", self.running.listen_address, self.running.bootstrap_address)
         return self.running
-
-    def _chain(
-        self,
-        registry: Registry,
-        credentials: Callable[[Mapping[str, str]], Awaitable[Principal]],
-        policy: PolicySet,
-        recorder: AuditRecorder,
-        live: LiveSettings,
-    ) -> ChainInterceptor:
-        """The interceptor chain every call passes (authn, status gate, rate
-        limit, policy, audit), its limits read from the live settings."""
-        limits = ConcurrencyLimits(lambda: live.current.concurrency)
-        self.metrics.watch_concurrency(limits.totals)
-        return build_chain(
-            ChainDeps(
-                audit=recorder,
-                authenticator=registry.authenticator,
-                policy_index=policy.index,
-                methods=METHODS,
-                plugin_lookup=registry.store.get,
-                streams=registry.streams,
-                buckets=TokenBuckets(lambda: live.current.rate_limit, self.clock),
-                concurrency=limits,
-                tracer=self.tracing.tracer("vivified.core"),
-                on_decision=self.metrics.on_decision,
-                on_done=self.metrics.on_call_done,
-                credentials=credentials,
-                registry_stale=registry.store.stale,
-            )
-        )
 
     async def _publish_core_event(self, payload: Message) -> None:
         """The core's own events (identity's UserCreated/UserUpdated) go through the event bus."""

@@ -26,7 +26,7 @@ from vivified.core.chain import Call, InFlight
 from vivified.core.events import SubscriptionLag
 from vivified.core.kinds import PluginStatus
 from vivified.core.policy import Decision
-from vivified.core.registry import PluginRecord
+from vivified.core.registry import UNHEALTHY, PluginRecord
 
 _STATUSES = tuple(PluginStatus)
 # Seconds: a brokered call is ~1 ms; forwarded calls and fetches wait on a plugin or the network.
@@ -180,7 +180,7 @@ class Metrics:
         tally = _Tally(r.status for r in listed)
         for status in _STATUSES:
             self.plugins.labels(status).set(tally.get(status, 0))
-        self.unhealthy.set(sum(1 for r in listed if r.status == PluginStatus.ACTIVE and r.health == "unhealthy"))
+        self.unhealthy.set(sum(1 for r in listed if r.status == PluginStatus.ACTIVE and r.health == UNHEALTHY))
 
     def on_heartbeat(self, plugin_id: str) -> None:
         self.heartbeats.labels(plugin_id).inc()

@@ -47,7 +47,6 @@ from vivified.core.ca._rotation import NEXT_DIR, PREVIOUS_ROOT, RotationPlan, be
 from vivified.core.ca._serving import CoreTLS
 from vivified.core.ca._spiffe import (
     SpiffeIdentity,
-    SpiffeKind,
     core_dns_name,
     core_spiffe_id,
     operator_spiffe_id,
@@ -75,7 +74,6 @@ __all__ = [
     "PeerCertificateParser",
     "SigningKey",
     "SpiffeIdentity",
-    "SpiffeKind",
     "SubjectPublicKey",
     "atomic_write",
     "core_dns_name",

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 from vivified.core.errors import InvalidArgument, Unauthenticated
+from vivified.core.kinds import PrincipalKind
 
-SpiffeKind = Literal["plugin", "operator", "core"]
+NAMED_KINDS = frozenset({PrincipalKind.PLUGIN, PrincipalKind.OPERATOR})
+"""The kinds whose SPIFFE ID has a name segment."""
 
 # One DNS label: a name becomes part of a DNS SAN, so it must be a valid label.
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -34,7 +35,8 @@ _CA_DOMAIN = "vivified.ca"
 class SpiffeIdentity:
     """A parsed SPIFFE ID. `name` is the plugin id or operator name; "" for the core."""
 
-    kind: SpiffeKind
+    kind: PrincipalKind
+    """`plugin`, `operator` (`NAMED_KINDS`) or `core`."""
     name: str
 
 
@@ -102,15 +104,15 @@ def parse_spiffe_id(uri: str, trust_domain: str) -> SpiffeIdentity:
         raise _invalid(uri, f"not a SPIFFE ID of trust domain {trust_domain!r}")
     segments = uri[len(prefix) :].split("/")
     kind = segments[0]
-    if kind == "core":
+    if kind == PrincipalKind.CORE:
         if len(segments) != 1:
             raise _invalid(uri, "the core identity has no further path segments")
-        return SpiffeIdentity(kind="core", name="")
-    if kind not in ("plugin", "operator"):
+        return SpiffeIdentity(kind=PrincipalKind.CORE, name="")
+    if kind not in NAMED_KINDS:
         raise _invalid(uri, "unknown identity kind")
     if len(segments) != 2:
         raise _invalid(uri, f"a {kind} identity has exactly one name segment")
     name = segments[1]
     if not is_valid_name(name):
         raise _invalid(uri, f"invalid {kind} name")
-    return SpiffeIdentity(kind="plugin" if kind == "plugin" else "operator", name=name)
+    return SpiffeIdentity(kind=PrincipalKind(kind), name=name)

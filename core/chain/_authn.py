@@ -40,8 +40,8 @@ class Authenticator:
             _, _, address = (context.peer() or "").partition(":")
             return Principal(kind=PrincipalKind.ANONYMOUS, id=address.rpartition(":")[0] or "unknown")
         peer_cert = self._parser.parse(next(iter(pems)))  # typed as an Iterable, not a list
-        name = peer_cert.identity.name or peer_cert.identity.kind
-        return Principal(kind=PrincipalKind(peer_cert.identity.kind), id=name, cert_serial=peer_cert.serial)
+        name = peer_cert.identity.name or peer_cert.identity.kind.value
+        return Principal(kind=peer_cert.identity.kind, id=name, cert_serial=peer_cert.serial)
 
     def revoked(self, principal: Principal) -> bool:
         return principal.cert_serial is not None and self._is_revoked(principal.cert_serial)

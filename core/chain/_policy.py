@@ -49,7 +49,9 @@ class PolicyLayer:
         self._decided: dict[_Key, Decision] = {}
         self._decided_by: RuleIndex | None = None
 
-    def _decide(self, kind: str, principal_id: str, traits: frozenset[str], service: str, method: str) -> Decision:
+    def _decide(
+        self, kind: PrincipalKind, principal_id: str, traits: frozenset[str], service: str, method: str
+    ) -> Decision:
         index = self._index()
         if index is not self._decided_by:
             self._decided, self._decided_by = {}, index

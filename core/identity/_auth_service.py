@@ -201,7 +201,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     async def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.WhoAmIResponse:
         call = current_call()
         principal = call.principal if call is not None else None
-        if call is None or principal is None or principal.kind != "user":
+        if call is None or principal is None or principal.kind != PrincipalKind.USER:
             raise Unauthenticated("sign in first", reason="IDENTITY_MISSING", domain=_DOMAIN)
         user = await self._store.get(principal.id)
         if user is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from vivified.core.kinds import PrincipalKind
 from vivified.core.policy._rules import RuleIndex
 
 DEFAULT_DENY_RULE = "default-deny"
@@ -13,7 +14,7 @@ DEFAULT_DENY_RULE = "default-deny"
 class PolicyInput:
     """What a decision may look at: who calls what, with which traits."""
 
-    principal_kind: str
+    principal_kind: PrincipalKind
     principal_id: str
     traits: frozenset[str]
     service: str

@@ -54,7 +54,7 @@ class Rule:
 
     id: str
     effect: str
-    principal_kinds: frozenset[str]
+    principal_kinds: frozenset[PrincipalKind]
     methods: frozenset[str] = frozenset()
     services: frozenset[str] = frozenset()
     principal_ids: frozenset[str] = frozenset()
@@ -111,7 +111,7 @@ def _parse_rule(raw: object, position: int) -> Rule:
     return Rule(
         id=rule_id,
         effect=effect,
-        principal_kinds=kinds,
+        principal_kinds=frozenset(PrincipalKind(kind) for kind in kinds),
         methods=methods,
         services=services,
         principal_ids=_strings(raw, "principal_ids", rule_id),
@@ -218,10 +218,10 @@ def load_default_rules(path: pathlib.Path | None = None) -> tuple[Rule, ...]:
 class RuleIndex:
     """Rules indexed by what a call presents, so lookups never scan."""
 
-    by_method: dict[tuple[str, str], list[Rule]] = field(default_factory=dict)
-    by_service: dict[tuple[str, str], list[Rule]] = field(default_factory=dict)
-    by_principal_method: dict[tuple[str, str, str], list[Rule]] = field(default_factory=dict)
-    by_principal_service: dict[tuple[str, str, str], list[Rule]] = field(default_factory=dict)
+    by_method: dict[tuple[PrincipalKind, str], list[Rule]] = field(default_factory=dict)
+    by_service: dict[tuple[PrincipalKind, str], list[Rule]] = field(default_factory=dict)
+    by_principal_method: dict[tuple[PrincipalKind, str, str], list[Rule]] = field(default_factory=dict)
+    by_principal_service: dict[tuple[PrincipalKind, str, str], list[Rule]] = field(default_factory=dict)
     shadow: RuleIndex | None = None
     """Every rule, report-only ones enforced, when there are report-only rules:
     what the policy would decide once they are enforced."""
@@ -255,7 +255,7 @@ class RuleIndex:
                 for service in rule.services:
                     self.by_service.setdefault((kind, service), []).append(rule)
 
-    def candidates(self, kind: str, principal_id: str, service: str, method: str) -> Sequence[Rule]:
+    def candidates(self, kind: PrincipalKind, principal_id: str, service: str, method: str) -> Sequence[Rule]:
         found: list[Rule] = []
         for hit in (
             self.by_method.get((kind, method)),

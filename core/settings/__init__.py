@@ -6,6 +6,7 @@ database, applied by a running core without a restart.
     SETTINGS / resolve      every setting declared once (key, type, default, bounds, help,
                             flag, variable, runtime, CoreConfig field); defaults < config
                             file < environment and flags (the CLI reads them)
+    SettingFields           CoreConfig's fields of the rows, generated (`_generate`)
     field_value / with_fields   where each row's value lives in a CoreConfig (generated)
     OverrideStore           overrides and their history in the database
     apply_overrides         the database layer on top of a built CoreConfig
@@ -30,6 +31,7 @@ from vivified.core.settings._apply import (
     overridable,
     parse_override,
 )
+from vivified.core.settings._config_fields import SettingFields
 from vivified.core.settings._fields import assignments, check_fields, component_defaults, field_value, with_fields
 from vivified.core.settings._live import LiveSettings
 from vivified.core.settings._store import (
@@ -75,6 +77,7 @@ __all__ = [
     "OverrideStore",
     "Resolved",
     "Setting",
+    "SettingFields",
     "SettingsError",
     "apply_overrides",
     "assignments",

@@ -7,10 +7,14 @@ runtime, and the `CoreConfig` field it sets. Everything else is generated
 from the rows: the command-line flags (`vivified.core.cli.add_core_flags`,
 whose help shows the row's default), the environment and config file parsing
 (`resolve`), `vivified config show`, the checks of runtime overrides, the
-getters and setters of each value in a `CoreConfig` (`_fields`), and
-CoreConfig's own defaults and range checks. A new setting is one row here
-plus the `CoreConfig` field the code reads (a test fails on a row whose field
-nothing outside the settings modules reads).
+getters and setters of each value in a `CoreConfig` (`_fields`),
+CoreConfig's own defaults and range checks, and the CoreConfig fields of the
+rows that set a top-level field (`_config_fields.py`, written by `_generate`:
+run `python -m vivified.core.settings._generate` after changing a row; a test
+fails while the file is stale). A new setting is one row here; a row that
+sets a field of a component's config (`events.max_attempts`) names a field of
+that component, which the component declares. A test sets each row through
+its flag and its variable and fails unless the value reaches the row's field.
 
 Precedence, lowest to highest: built-in defaults < config file (`--config` /
 `VIVIFIED_CONFIG_FILE`) < environment (`VIVIFIED_*`) and command-line flags
@@ -110,6 +114,10 @@ class Setting:
     build: Callable[[Any], object] | None = None
     """Turns the value into what the config field holds (a loaded file, a
     CAPaths); `config show` then prints the value as given."""
+    doc: str = ""
+    """The docstring of the CoreConfig field it generates (`help` when empty)."""
+    required: bool = False
+    """CoreConfig has no default for its field: every caller names it (the data dir)."""
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with a typed value (`must be ...`), or None."""
@@ -152,6 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
         "--data-dir",
         "DIR",
         default_text="./.vivified",
+        required=True,
+        doc="Keys, certificates, the SQLite database and audit checkpoints live here.",
     ),
     Setting(
         "profile",
@@ -162,6 +172,7 @@ SETTINGS: tuple[Setting, ...] = (
         "VIVIFIED_PROFILE",
         "--profile",
         choices=PROFILES,
+        doc="`development` serves reflection; `production` does not.",
     ),
     Setting(
         "listen_address",
@@ -172,6 +183,7 @@ SETTINGS: tuple[Setting, ...] = (
         "VIVIFIED_LISTEN_ADDRESS",
         "--listen",
         "HOST:PORT",
+        doc="mTLS port for plugins and operators (client certificate required).",
     ),
     Setting(
         "bootstrap_address",
@@ -182,6 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
         "VIVIFIED_BOOTSTRAP_ADDRESS",
         "--bootstrap",
         "HOST:PORT",
+        doc="Server-authenticated TLS port where plugins register with a join token.",
     ),
     Setting(
         "plugin_socket_dir",
@@ -195,6 +208,7 @@ SETTINGS: tuple[Setting, ...] = (
         "--plugin-socket-dir",
         "DIR",
         default_text="off",
+        doc="Where the core also serves its two ports as Unix sockets for sandboxed plugins (None: not).",
     ),
     Setting(
         "metrics_address",
@@ -205,6 +219,7 @@ SETTINGS: tuple[Setting, ...] = (
         "VIVIFIED_METRICS_ADDRESS",
         "--metrics",
         "HOST:PORT",
+        doc="Prometheus endpoint.",
     ),
     Setting(
         "trust_domain",
@@ -214,6 +229,7 @@ SETTINGS: tuple[Setting, ...] = (
         "SPIFFE trust domain",
         "VIVIFIED_TRUST_DOMAIN",
         "--trust-domain",
+        doc="SPIFFE trust domain of every identity the core issues.",
     ),
     Setting(
         "database_url",
@@ -225,6 +241,7 @@ SETTINGS: tuple[Setting, ...] = (
         "--database-url",
         "URL",
         default_text="SQLite in the data dir",
+        doc="SQLAlchemy URL; default: SQLite file `vivified.db` in the data dir.",
     ),
     Setting(
         "policy_file",
@@ -236,6 +253,7 @@ SETTINGS: tuple[Setting, ...] = (
         "--policy-file",
         "FILE",
         default_text="the packaged rules",
+        doc="Policy rules (JSON) replacing the packaged rules.",
     ),
     Setting(
         "leaf_ttl_seconds",
@@ -250,6 +268,7 @@ SETTINGS: tuple[Setting, ...] = (
         low=10,
         high=MAX_LEAF_TTL_SECONDS,
         runtime=True,
+        doc="Lifetime of a plugin certificate.",
     ),
     Setting(
         "heartbeat_interval_seconds",
@@ -263,6 +282,7 @@ SETTINGS: tuple[Setting, ...] = (
         low=0,
         low_open=True,
         runtime=True,
+        doc="How often plugins must heartbeat.",
     ),
     Setting(
         "egress_config",
@@ -440,6 +460,11 @@ SETTINGS: tuple[Setting, ...] = (
         "--max-connections",
         "N",
         low=1,
+        doc=(
+            "Connections the core's server holds at once, over both ports "
+            "(`grpc.max_allowed_incoming_connections`); one more is closed as it is accepted. Keep it below "
+            "the process's open-file limit (`ulimit -n`)."
+        ),
     ),
     Setting(
         "handshake_timeout_seconds",
@@ -453,6 +478,10 @@ SETTINGS: tuple[Setting, ...] = (
         low=0,
         high=300,
         low_open=True,
+        doc=(
+            "A connection that has not completed its TLS and HTTP/2 handshake by then is closed "
+            "(`grpc.server_handshake_timeout_ms`)."
+        ),
     ),
     Setting(
         "init_timeout_seconds",
@@ -467,6 +496,10 @@ SETTINGS: tuple[Setting, ...] = (
         low=0,
         high=300,
         low_open=True,
+        doc=(
+            "How long one attempt to reach a new plugin's Init keeps trying; after a failed attempt the core "
+            "retries Init with backoff, routing nothing to it."
+        ),
     ),
     Setting(
         "max_call_deadline",
@@ -504,6 +537,11 @@ SETTINGS: tuple[Setting, ...] = (
         _S,
         low=0.1,
         high=300,
+        doc=(
+            "How often a running core re-reads the runtime overrides stored in the database, so a change "
+            "stored through another replica applies here within this long (a change stored through this core "
+            "applies at once)."
+        ),
     ),
     Setting(
         "audit_writers",
@@ -517,6 +555,13 @@ SETTINGS: tuple[Setting, ...] = (
         "--audit-writers",
         choices=AUDIT_WRITERS,
         group=_AUDIT,
+        doc=(
+            "`single`: this core is the only writer of its audit chain, so records after the final checkpoint"
+            " of a clean stop are tampering and stop the next start. `shared`: several core replicas append "
+            "to one chain (one PostgreSQL), each anchoring it in its own checkpoint file, so records after "
+            "this core's final checkpoint may be another replica's: they are chain-checked at start and named"
+            " as unanchored instead."
+        ),
     ),
     Setting(
         "audit_durability",
@@ -530,6 +575,11 @@ SETTINGS: tuple[Setting, ...] = (
         "--audit-durability",
         choices=DURABILITY_MODES,
         group=_AUDIT,
+        doc=(
+            "When an answer may leave relative to its audit record: `group` once the record is committed and "
+            "handed to the OS, fsynced within `audit_sync_interval`; `fsync` once the fsync covering it is "
+            "done."
+        ),
     ),
     Setting(
         "audit_sync_interval",
@@ -543,6 +593,10 @@ SETTINGS: tuple[Setting, ...] = (
         low=MIN_SYNC_INTERVAL,
         high=MAX_SYNC_INTERVAL,
         group=_AUDIT,
+        doc=(
+            "Group mode's bound (seconds) from commit to fsync: a power loss loses at most the records of "
+            "this window (a kill -9 of the core loses none)."
+        ),
     ),
     Setting(
         "audit_watch_buffer",
@@ -557,6 +611,10 @@ SETTINGS: tuple[Setting, ...] = (
         low=1,
         high=100_000,
         group=_AUDIT,
+        doc=(
+            "Records buffered per live-feed watcher (`WatchAuditRecords`); a watcher that falls this far "
+            "behind is cut off (SUBSCRIBER_TOO_SLOW)."
+        ),
     ),
     Setting(
         "registry_sync_bound_seconds",
@@ -570,6 +628,11 @@ SETTINGS: tuple[Setting, ...] = (
         _S,
         low=0.2,
         high=60,
+        doc=(
+            "The longest a replica acts on its registry view (plugin status, health, revoked certificates) "
+            "without having read the changes other replicas committed: changes apply everywhere within it, "
+            "and past it the replica refuses plugin and operator calls (REGISTRY_STALE) until it reads them."
+        ),
     ),
     Setting(
         "storage_backend",
@@ -582,6 +645,10 @@ SETTINGS: tuple[Setting, ...] = (
         "--storage-backend",
         choices=STORAGE_BACKENDS,
         group=_STORAGE,
+        doc=(
+            "Where the object store keeps its (encrypted) objects: `directory` (`<data_dir>/objects`, one "
+            "core) or `database` (the core's database, for several replicas on one PostgreSQL)."
+        ),
     ),
     Setting(
         "storage_max_object_bytes",
@@ -595,6 +662,7 @@ SETTINGS: tuple[Setting, ...] = (
         low=1,
         group=_STORAGE,
         default_text="67108864, 64 MiB",
+        doc="The largest object a plugin may store.",
     ),
     Setting(
         "storage_quota_bytes",
@@ -608,6 +676,7 @@ SETTINGS: tuple[Setting, ...] = (
         low=1,
         group=_STORAGE,
         default_text="1073741824, 1 GiB",
+        doc="The bytes of content each plugin may keep in the object store.",
     ),
     Setting(
         "secrets_key_file",
@@ -619,6 +688,10 @@ SETTINGS: tuple[Setting, ...] = (
         "--secrets-key-file",
         "FILE",
         default_text="<data-dir>/config/secrets.key, created",
+        doc=(
+            "Key-encryption keys for secret plugin config values (one base64 32-byte key per line, first one "
+            "encrypts, mode 0600); default `<data_dir>/config/secrets.key`, created on first start."
+        ),
     ),
     Setting(
         "secrets_key",
@@ -630,6 +703,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         in_file=False,
         default_text="the key file",
+        doc="`VIVIFIED_SECRETS_KEY` (comma-separated base64 keys); wins over the key file.",
     ),
 )
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vivified.core.chain import Principal, annotate
 from vivified.core.errors import PermissionDenied, VivifiedError
+from vivified.core.kinds import PrincipalKind
 from vivified.core.registry import ACTIVE, PluginRecord
 from vivified.core.storage._backend import StoredObject
 from vivified.core.storage._errors import DOMAIN, request_invalid
@@ -87,7 +88,7 @@ class ObjectStoreService(object_store_pb2_grpc.ObjectStoreServiceServicer):
 
     async def _actor(self, context: grpc.aio.ServicerContext[Any, Any]) -> Actor:
         principal = self._identify(context)
-        record = self._lookup(principal.id) if principal.kind == "plugin" else None
+        record = self._lookup(principal.id) if principal.kind == PrincipalKind.PLUGIN else None
         if record is None or record.status != ACTIVE:
             raise PermissionDenied(
                 "only an active plugin may use the object store",

@@ -11,6 +11,8 @@ import logging
 
 from opentelemetry import trace
 
+from vivified.core.kinds import PrincipalKind
+
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -30,7 +32,12 @@ class JsonLogFormatter(logging.Formatter):
 
         plugin_id = getattr(record, "plugin_id", "")
         call = current_call()
-        if not plugin_id and call is not None and call.principal is not None and call.principal.kind == "plugin":
+        if (
+            not plugin_id
+            and call is not None
+            and call.principal is not None
+            and call.principal.kind == PrincipalKind.PLUGIN
+        ):
             plugin_id = call.principal.id  # logged while serving a plugin's call
         if isinstance(plugin_id, str) and plugin_id:
             line["plugin_id"] = plugin_id

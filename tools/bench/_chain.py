@@ -35,7 +35,7 @@ from vivified.core.chain._methods import DEFAULT_FACTS
 from vivified.core.clock import SystemClock
 from vivified.core.db import create_engine_for, sqlite_url
 from vivified.core.harness import chain_deps
-from vivified.core.kinds import PluginStatus
+from vivified.core.kinds import PluginStatus, PrincipalKind
 from vivified.core.policy import (
     PolicyInput,
     Rule,
@@ -123,7 +123,7 @@ def _decision_ns(plugins: int, rules_per_plugin: int, samples: int) -> float:
                 Rule(
                     id=f"plugin-{p}-rule-{r}",
                     effect="allow",
-                    principal_kinds=frozenset({"plugin"}),
+                    principal_kinds=frozenset({PrincipalKind.PLUGIN}),
                     principal_ids=frozenset({f"plugin-{p}"}),
                     methods=frozenset({f"/vivified.bench.v1.BenchService/Op{r}"}),
                     required_traits=frozenset({"communication_plugin"}),
@@ -132,7 +132,7 @@ def _decision_ns(plugins: int, rules_per_plugin: int, samples: int) -> float:
     index = RuleIndex.build(rules)
     inputs = [
         PolicyInput(
-            "plugin",
+            PrincipalKind.PLUGIN,
             f"plugin-{p % plugins}",
             frozenset({"communication_plugin"}),
             "vivified.bench.v1.BenchService",

@@ -1,12 +1,15 @@
 """The settings table is the one declaration of each core setting: every
-row's CoreConfig field is read by the code, and the generated flags, the
-environment variables, `config show`, CoreConfig's defaults and the
-components' own defaults agree with the rows."""
+row's CoreConfig field is read by the code, a value given through the row's
+flag, its variable or (runtime rows) a live override reaches that field,
+CoreConfig's fields of the rows are generated from the table, and the
+generated flags, the environment variables, `config show`, CoreConfig's
+defaults and the components' own defaults agree with the rows."""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import dataclasses
 import pathlib
 import re
@@ -19,7 +22,21 @@ from support.processes import clean_env
 from vivified.core.cli import build_parser
 from vivified.core.cli._settings import CORE_VARIABLES, build_core_config
 from vivified.core.config import CoreConfig
-from vivified.core.settings import SETTINGS, Setting, SettingsError, field_value, flag_origin, resolve
+from vivified.core.settings import (
+    BY_KEY,
+    SETTINGS,
+    LiveSettings,
+    Override,
+    Setting,
+    SettingsError,
+    apply_overrides,
+    burst_for,
+    convert,
+    field_value,
+    flag_origin,
+    resolve,
+)
+from vivified.core.settings._generate import TARGET, generates_field, render
 
 CORE = pathlib.Path(__file__).resolve().parents[3] / "core"
 # The modules that implement the settings themselves: reading a field there is not using it.
@@ -51,12 +68,149 @@ def unread(rows: tuple[Setting, ...], read: set[str]) -> list[str]:
     return [s.key for s in rows if not all(part in read for part in s.field.split("."))]
 
 
-def test_every_row_is_read_by_the_code() -> None:
+def _component_reads(config: CoreConfig) -> dict[str, set[str]]:
+    """For each component config a row sets a field of (`events`, `gateway`, ...): the
+    attribute names read in that component's own package (where its config is defined)."""
+    reads: dict[str, set[str]] = {}
+    for setting in SETTINGS:
+        head, _, rest = setting.field.partition(".")
+        if rest and head not in reads:
+            package = type(getattr(config, head)).__module__.split(".")[2]  # vivified.core.<package>._config
+            reads[head] = _attributes_read(CORE / package)
+    return reads
+
+
+def unread_by_component(rows: tuple[Setting, ...], reads: dict[str, set[str]]) -> list[str]:
+    """Rows setting a component's config field that the component's own package never reads."""
+    return [s.key for s in rows if "." in s.field and s.field.partition(".")[2] not in reads[s.field.partition(".")[0]]]
+
+
+def _non_default(setting: Setting, directory: pathlib.Path) -> list[str]:
+    """Command-line text of a value for the row that is not its default and within its bounds."""
+    if setting.choices:
+        return [next(c for c in setting.choices if c != setting.default)]
+    if setting.kind == "paths3":
+        return [str(directory / name) for name in ("root.crt", "issuing.crt", "issuing.key")]
+    if setting.kind == "path" and setting.build is not None:  # a file the row loads (the egress config)
+        path = directory / f"{setting.key}.json"
+        path.write_text('{"max_redirects": 2}')
+        return [str(path)]
+    if setting.kind == "path":
+        return [str(directory / setting.key)]
+    if setting.kind == "url":
+        return [f"{setting.prefixes[0]}127.0.0.1:6379/0" if setting.prefixes else "postgresql://v@127.0.0.1/v"]
+    if setting.kind == "secret":
+        return ["a-key"]
+    if setting.kind == "str":
+        return ["127.0.0.1:1" if ":" in str(setting.default) else "example.test"]
+    number = int if setting.kind == "int" else float
+    default = setting.default
+    candidates = [default * 2, default + 1, default / 2, (setting.low or 0) + 1, setting.high]
+    value = next(
+        number(v) for v in candidates if v is not None and number(v) != default and setting.problem(number(v)) is None
+    )
+    return [str(value)]
+
+
+class _Stored:
+    """The override store as LiveSettings reads it: these overrides, no history."""
+
+    def __init__(self, overrides: dict[str, Override]) -> None:
+        self.stored = overrides
+
+    async def overrides(self) -> dict[str, Override]:
+        return self.stored
+
+    async def history(self, limit: int, key: str) -> list[object]:
+        return []
+
+
+def _holds(config: CoreConfig, setting: Setting, typed: object, source: str | None) -> bool:
+    """The row's field (and its burst) hold the typed value, recorded as from `source`."""
+    expected = setting.build(typed) if setting.build is not None else typed
+    try:
+        if field_value(config, setting) != expected:
+            return False
+        if setting.burst is not None:
+            burst = field_value(config, dataclasses.replace(setting, field=setting.burst))
+            if burst != burst_for(float(typed)):  # type: ignore[arg-type]
+                return False
+    except AttributeError:  # the row names a field the config does not have
+        return False
+    return source is None or (setting.key, source) in config.setting_sources
+
+
+def _reaches(setting: Setting, directory: pathlib.Path) -> bool:
+    texts = _non_default(setting, directory)
+    typed = convert(setting, texts if setting.kind == "paths3" else texts[0], None)
+    default_config = CoreConfig(data_dir=directory)
+    if _holds(default_config, setting, typed, None):
+        return False  # the sample would prove nothing
+    layers: list[tuple[list[str], dict[str, str], str]] = []
+    if setting.flag is not None:
+        layers.append((["core", setting.flag, *texts], {}, "flag"))
+    if setting.env is not None:
+        layers.append((["core"], {setting.env: texts[0]}, f"env:{setting.env}"))
+    for argv, environ, source in layers:
+        try:
+            config = build_core_config(resolve(build_parser().parse_args(argv), environ, {}, None))
+        except SystemExit:  # the parser has no such flag
+            return False
+        if not _holds(config, setting, typed, source):
+            return False
+    if setting.runtime:
+        override = Override(setting.key, str(typed), "admin", "test", 0)
+        live = LiveSettings(
+            default_config,
+            _Stored({setting.key: override}),  # type: ignore[arg-type]
+            apply_overrides(default_config, {}),
+            interval=1,
+        )
+        if not asyncio.run(live.refresh("admin")) or not _holds(live.current, setting, typed, None):
+            return False
+    return bool(layers)
+
+
+def unwired(rows: tuple[Setting, ...], directory: pathlib.Path) -> list[str]:
+    """Rows a non-default value does not reach through the real paths: the
+    row's flag (parsed by the generated parser), its variable (`resolve`)
+    and, for a runtime row, an override a running core's LiveSettings
+    applies on refresh; each must set the row's CoreConfig field (and its
+    burst) to the typed value, and flag and variable must be recorded as its source."""
+    return [s.key for s in rows if not _reaches(s, directory)]
+
+
+def test_every_row_is_read_by_the_code(tmp_path: pathlib.Path) -> None:
     read = _attributes_read(CORE)
     assert unread(SETTINGS, read) == []
     # The scan can fail: a row whose field nothing reads is named.
     dead = Setting("dead_knob", "int", 1, "events.dead_knob_nobody_reads", "unused", "VIVIFIED_DEAD_KNOB", "--dead")
     assert unread((*SETTINGS, dead), read) == ["dead_knob"]
+    # A component's field is read by that component, not just somewhere.
+    reads = _component_reads(CoreConfig(data_dir=tmp_path))
+    assert unread_by_component(SETTINGS, reads) == []
+    # events reads dedupe_window_seconds (it is a row's field); the gateway does not.
+    elsewhere = dataclasses.replace(dead, field="gateway.dedupe_window_seconds")
+    assert "dedupe_window_seconds" in reads["events"] and "dedupe_window_seconds" not in reads["gateway"]
+    assert unread_by_component((*SETTINGS, elsewhere), reads) == ["dead_knob"]
+    # Each row's value reaches its field through its flag, its variable and (runtime rows) a live override.
+    assert unwired(SETTINGS, tmp_path) == []
+    # That check fails too: a row the flags and variables do not know, or one naming another row's field.
+    misplaced = dataclasses.replace(BY_KEY["event_max_attempts"], field="events.max_backlog")
+    assert unwired((dead, misplaced), tmp_path) == ["dead_knob", "event_max_attempts"]
+
+
+def test_config_fields_are_generated_from_the_table() -> None:
+    """CoreConfig's fields of the rows are `_config_fields.py`, as `_generate` writes it
+    from the table now: a new row is a new field once the file is written again."""
+    assert TARGET.read_text() == render(), "run: python -m vivified.core.settings._generate"
+    generated = {f.name for f in dataclasses.fields(CoreConfig)} & {s.field for s in SETTINGS if generates_field(s)}
+    assert generated == {s.field for s in SETTINGS if generates_field(s)}
+    new = Setting("new_knob_seconds", "float", 2.5, "new_knob_seconds", "a new knob", "VIVIFIED_NEW_KNOB", "--new-knob")
+    assert render((*SETTINGS, new)) != render()
+    assert '    new_knob_seconds: float = default("new_knob_seconds")\n    """a new knob"""\n' in render(
+        (*SETTINGS, new)
+    )
 
 
 def test_profiles_are_defined_once() -> None:
