@@ -184,10 +184,11 @@ class Sandbox:
 def sandboxed_command_pid(bwrap_pid: int) -> int | None:
     """The pid, as the supervisor sees it, of the command a running `bwrap` started, or
     None when it has not started it (yet) or it has exited. bwrap's child is the init of
-    the new PID namespace, and the command is that init's child. bwrap passes no signal
-    on (a SIGTERM to it kills it, and --die-with-parent then kills the plugin), so a
-    graceful stop signals the command itself."""
-    children: dict[int, list[int]] = {}
+    the new PID namespace, and the command is that init's first child (processes the
+    plugin orphans are re-parented to the init too, later). bwrap passes no signal on (a
+    SIGTERM to it kills it, and --die-with-parent then kills the plugin), so a graceful
+    stop signals the command itself."""
+    children: dict[int, list[tuple[int, int]]] = {}
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -195,12 +196,13 @@ def sandboxed_command_pid(bwrap_pid: int) -> int | None:
             stat = (entry / "stat").read_text()
         except OSError:  # gone since the listing
             continue
-        # The command name in parentheses may hold spaces and parentheses itself.
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        # The command name in parentheses may hold spaces and parentheses itself; after it
+        # come state, ppid, ... and the start time (field 22, so the 20th after the name).
+        fields = stat[stat.rindex(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append((int(fields[19]), int(entry.name)))
     inits = children.get(bwrap_pid, [])
-    commands = children.get(inits[0], []) if len(inits) == 1 else []
-    return commands[0] if len(commands) == 1 else None
+    commands = sorted(children.get(inits[0][1], [])) if len(inits) == 1 else []
+    return commands[0][1] if commands else None
 
 
 def node_paths(command: Sequence[str]) -> list[pathlib.Path]:
