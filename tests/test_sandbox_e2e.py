@@ -9,7 +9,9 @@ host's non-loopback address and to the core's TCP port; a connect to another
 plugin's socket; a name lookup; reading the core's data dir (CA key, the
 database, the token key) and another plugin's data dir; writing outside its own
 data dir. Then the same plugin runs unsandboxed, where the loopback probe
-connects, so the probe itself is shown able to succeed."""
+connects, so the probe itself is shown able to succeed. A Node.js plugin on the
+Node.js SDK (its project under the temp dir, the SDK linked in as `npm` links
+a `file:` dependency) runs the same probes in the same sandbox."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -57,6 +59,7 @@ from vivified.registry.v1 import registry_pb2_grpc as reg_grpc
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.e2e]
 TESTS = pathlib.Path(__file__).resolve().parent
+REPO = TESTS.parent
 FETCH = "/vivified.egress.v1.EgressProxyService/Fetch"
 APPROVE = "/vivified.admin.v1.PluginAdminService/ApprovePlugin"
 REGISTER = "/vivified.registry.v1.PluginRegistryService/Register"
@@ -138,6 +141,79 @@ PLUGIN_MAIN = textwrap.dedent("""
 """)
 
 
+# The same probes in Node.js, on the Node.js SDK: run once Init arrived, written to
+# probes.json in its own data dir; "ok" or "<error code>: <message>".
+NODE_PROBE_MAIN = textwrap.dedent("""
+    import { lookup } from "node:dns/promises";
+    import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+    import { connect } from "node:net";
+    import { join } from "node:path";
+    import { PluginRuntime, settingsFromEnv } from "@vivified/sdk";
+
+    const targets = JSON.parse(process.env.PROBE_TARGETS);
+    const data = process.env.VIVIFIED_PLUGIN_DATA_DIR;
+    mkdirSync(data, { recursive: true });  // the supervisor makes it only for a sandbox
+    const attempt = async (action) => {
+      try {
+        await action();
+        return "ok";
+      } catch (error) {
+        return `${error.code ?? error.name}: ${error.message}`;
+      }
+    };
+    const dial = (options) => attempt(() => new Promise((resolve, reject) => {
+      const socket = connect(options);
+      socket.setTimeout(3000, () => socket.destroy(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" })));
+      socket.once("connect", () => { socket.destroy(); resolve(); });
+      socket.once("error", reject);
+    }));
+    const read = (path) => attempt(() => readFileSync(path));
+    const write = (path) => attempt(() => writeFileSync(path, "x"));
+
+    async function probe(runtime) {
+      const coreFiles = {};
+      for (const path of targets.core_files) coreFiles[path] = await read(path);
+      const result = {
+        loopback: await dial({ host: "127.0.0.1", port: targets.loopback_port }),
+        host_address: await dial({ host: targets.host_address, port: targets.loopback_port }),
+        core_tcp: await dial({ host: "127.0.0.1", port: targets.core_port }),
+        other_plugin_socket: await dial({ path: targets.other_socket }),
+        resolve: await attempt(() => lookup("pypi.org")),
+        read_core_files: coreFiles,
+        read_other_plugin: await read(targets.other_plugin_file),
+        write_outside: await write(targets.outside_file),
+        write_tmp_is_private: await write(targets.tmp_file),
+        write_own: await write(join(data, "own.txt")),
+        uid: process.getuid(),
+        limits: readFileSync("/proc/self/limits", "utf8"),
+      };
+      try {
+        const reply = await runtime.fetch({ method: "GET", url: targets.fetch_url, timeoutSeconds: 20 });
+        result.fetch = `${reply.status_code} ${Buffer.from(reply.body).toString()}`;
+      } catch (error) {
+        result.fetch = `${error.name}: ${error.message}`;
+      }
+      writeFileSync(join(data, "probes.json.tmp"), JSON.stringify(result));
+      renameSync(join(data, "probes.json.tmp"), join(data, "probes.json"));
+    }
+
+    const contract = {
+      service: "vivified.communication.v1.CommunicationPluginService",
+      handlers: {
+        SendMessage: (request) => ({ message_id: request.message.message_id, status: "DELIVERY_STATUS_DELIVERED" }),
+        GetMessageStatus: (request) => ({ message_id: request.message_id, status: "DELIVERY_STATUS_DELIVERED" }),
+      },
+    };
+    const runtime = new PluginRuntime([contract], settingsFromEnv(process.env), {
+      onInit: () => void setImmediate(() => void probe(runtime)),
+    });
+    process.on("SIGTERM", () => void runtime.stop("SIGTERM"));
+    await runtime.start();
+    await runtime.waitClosed();
+    process.exit(0);
+""")
+
+
 class _Hello(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
         body = b"hello from the host"
@@ -215,6 +291,24 @@ def project(world: World, plugin_id: str) -> pathlib.Path:
     return directory
 
 
+def node_project(world: World, plugin_id: str) -> pathlib.Path:
+    """A Node.js plugin project on the Node.js SDK, linked in as `npm install` links `file:../sdk/nodejs`."""
+    directory = world.tmp / plugin_id
+    (directory / "node_modules" / "@vivified").mkdir(parents=True)
+    write_manifest(
+        directory,
+        plugin_id,
+        contracts=["vivified.communication.v1.CommunicationPluginService"],
+        traits=["communication_plugin", "external_service"],
+        security={"allowed_domains": ["fetch.example.com"], "allowed_ports": [world.http_port]},
+    ).rename(directory / "manifest.yaml")
+    package = {"name": plugin_id, "type": "module", "main": "main.js", "dependencies": {"@vivified/sdk": "*"}}
+    (directory / "package.json").write_text(json.dumps(package))
+    (directory / "main.js").write_text(NODE_PROBE_MAIN)
+    (directory / "node_modules" / "@vivified" / "sdk").symlink_to(REPO / "sdk" / "nodejs")
+    return directory
+
+
 def host_address() -> str:
     """A non-loopback address of this host (the one a default route would use)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -232,8 +326,10 @@ class Probed:
     """The registry's view of it once it had probed."""
 
 
-async def probe_run(world: World, plugin_id: str, sandbox: Sandbox | None) -> Probed:
-    """Supervise the probe plugin until it has written probes.json and is healthy."""
+async def probe_run(
+    world: World, plugin_id: str, sandbox: Sandbox | None, make: Callable[[World, str], pathlib.Path] | None = None
+) -> Probed:
+    """Supervise the probe plugin (Python, or what `make` writes) until it has written probes.json and is healthy."""
     data = world.core.data_dir
     other = data / "plugins" / "other-plugin"
     other.mkdir(parents=True, exist_ok=True)
@@ -270,7 +366,7 @@ async def probe_run(world: World, plugin_id: str, sandbox: Sandbox | None) -> Pr
     )
     result = data / "plugins" / plugin_id / "probes.json"
     stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.supervise(plugin_project(project(world, plugin_id)), stop))
+    task = asyncio.create_task(supervisor.supervise(plugin_project((make or project)(world, plugin_id)), stop))
     try:
         await until(lambda: result.exists() or task.done(), 60, f"{plugin_id}'s probes")
         assert result.exists(), f"the plugin stopped before probing: {task}"
@@ -343,6 +439,69 @@ async def test_s2_sandboxed_plugin_reads_no_core_or_other_plugin_data_and_writes
     assert sandboxed["write_tmp_is_private"] == "ok" and not pathlib.Path("/tmp/sandboxed-probe-private").exists()
     assert sandboxed["write_own"] == "ok"
     assert (world.core.data_dir / "plugins" / "sandboxed-probe" / "own.txt").read_text() == "x"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def node_sandboxed_run(world: World) -> Probed:
+    return await probe_run(world, "node-probe", sandbox_of(world), node_project)
+
+
+def proc_limits(text: str) -> dict[str, list[str]]:
+    """/proc/<pid>/limits as read inside the sandbox: name -> [soft, hard]."""
+    return {line[:26].strip(): line[26:].split()[:2] for line in text.splitlines()[1:]}
+
+
+async def test_s1_sandboxed_node_plugin_reaches_no_network_but_its_egress_fetch_works(
+    world: World, node_sandboxed_run: Probed
+) -> None:
+    probes = node_sandboxed_run.probes
+    for probe in ("loopback", "host_address", "core_tcp"):
+        assert str(probes[probe]).startswith(("ECONNREFUSED", "ENETUNREACH", "ETIMEDOUT")), (probe, probes[probe])
+    assert str(probes["other_plugin_socket"]).startswith("ENOENT"), probes
+    assert str(probes["resolve"]).startswith(("EAI_AGAIN", "ENOTFOUND")), probes
+    # Its egress fetch went over the core's Unix socket, audited as the plugin.
+    assert probes["fetch"] == "200 hello from the host", probes
+    rows = audit_rows(world.core, actor="plugin:node-probe", action=FETCH)
+    assert [(r.decision, r.outcome) for r in rows] == [("allow", "OK")]
+    assert probes["uid"] == 65534
+    limits, table = SandboxLimits(), proc_limits(str(probes["limits"]))
+    assert table["Max data size"] == [str(limits.memory_bytes)] * 2, table
+    assert table["Max open files"] == [str(limits.open_files)] * 2, table
+    assert table["Max processes"] == [str(limits.processes)] * 2, table
+
+
+async def test_s2_sandboxed_node_plugin_reads_no_core_or_other_plugin_data_and_writes_only_its_own(
+    world: World, node_sandboxed_run: Probed
+) -> None:
+    probes = node_sandboxed_run.probes
+    core_files = probes["read_core_files"]
+    assert isinstance(core_files, dict)
+    assert core_files.pop(str(world.core.data_dir / "operator" / "ca.crt")) == "ok"
+    assert len(core_files) > 5 and all(str(v).startswith("ENOENT") for v in core_files.values()), core_files
+    assert str(probes["read_other_plugin"]).startswith("ENOENT"), probes
+    assert str(probes["write_outside"]).startswith("EROFS"), probes
+    assert not (world.tmp / "node-probe" / "escaped.txt").exists()
+    assert probes["write_tmp_is_private"] == "ok" and not pathlib.Path("/tmp/node-probe-private").exists()
+    assert probes["write_own"] == "ok"
+    assert (world.core.data_dir / "plugins" / "node-probe" / "own.txt").read_text() == "x"
+
+
+async def test_sandboxed_node_plugin_serves_on_its_unix_socket_and_the_core_reaches_it(
+    world: World, node_sandboxed_run: Probed
+) -> None:
+    assert node_sandboxed_run.plugin.endpoint == f"unix:{world.sockets.resolve()}/node-probe/plugin.sock"
+    assert node_sandboxed_run.plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+
+
+async def test_s1_the_node_probes_succeed_without_the_sandbox(world: World) -> None:
+    """The Node.js probes can succeed: unsandboxed, it reaches the loopback listener and the core's files."""
+    plain = (await probe_run(world, "plain-node-probe", None, node_project)).probes
+    pathlib.Path("/tmp/plain-node-probe-private").unlink(missing_ok=True)
+    assert plain["loopback"] == "ok" and plain["core_tcp"] == "ok" and plain["other_plugin_socket"] == "ok", plain
+    core_files = plain["read_core_files"]
+    assert isinstance(core_files, dict) and all(v == "ok" for v in core_files.values()), core_files
+    assert plain["read_other_plugin"] == "ok" and plain["write_outside"] == "ok", plain
+    assert plain["fetch"] == "200 hello from the host"
 
 
 async def test_s1_the_probes_succeed_without_the_sandbox(world: World) -> None:

@@ -1,7 +1,9 @@
 """`vivified up` runs the Node.js plugin under plugins/ beside the Python ones:
 the supervisor finds plugins/webhook_notifier (package.json + manifest), starts
-it with `node`, and it registers, passes Init and heartbeats on a real core;
-a clean stop of `up` stops it (SIGTERM) and the audit chain verifies."""
+it with `node` inside its sandbox (prlimit -> bwrap -> node, in a network
+namespace of its own, serving on its Unix socket), and it registers, passes
+Init and heartbeats on a real core; a clean stop of `up` stops it (SIGTERM)
+and the audit chain verifies."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ import pytest
 
 from support.clients import audit_rows, operator_channel
 from support.processes import CoreProcess, clean_env, spawn, stop_process
+from support.sandboxes import ancestry, descendants, limits, net_namespace
 from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
+from vivified.core.cli._sandbox import SandboxLimits
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.e2e, pytest.mark.slow]
 
@@ -88,11 +92,28 @@ async def test_up_starts_the_node_plugin_with_node_and_it_registers(tmp_path: pa
             core, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin", resource=f"plugin/{PLUGIN}"
         )
         assert [r.actor for r in approvals] == ["operator:admin"]
-        # The process the supervisor started is node running the plugin's main.js.
-        pids = subprocess.run(["pgrep", "-P", str(up.pid), "-a"], capture_output=True, text=True, timeout=10).stdout
-        assert any(
-            line.split()[1].endswith("node") and line.endswith("webhook_notifier/main.js") for line in pids.splitlines()
-        ), pids
+        # node runs the plugin's main.js inside bubblewrap: the supervisor's child was prlimit, which
+        # exec'd bwrap (so that process is bwrap, under the sandbox's rlimits); bwrap's child in
+        # the new PID namespace runs node.
+        below = descendants(up.pid)
+        nodes = [p for p in below if p.program == "node" and p.argv[-1].endswith("webhook_notifier/main.js")]
+        assert len(nodes) == 1, [p.argv for p in below]
+        node = nodes[0]
+        chain = ancestry(node.pid, up.pid)
+        assert [p.program for p in chain] == ["bwrap", "bwrap"], [p.argv for p in chain]
+        assert "--unshare-all" in chain[-1].argv and "--die-with-parent" in chain[-1].argv, chain[-1].argv
+        sandbox = SandboxLimits()
+        for pid in (node.pid, chain[-1].pid):
+            table = limits(pid)
+            assert table["Max data size"] == (str(sandbox.memory_bytes),) * 2, table
+            assert table["Max open files"] == (str(sandbox.open_files),) * 2, table
+            assert table["Max processes"] == (str(sandbox.processes),) * 2, table
+        assert net_namespace(node.pid) != net_namespace(), "node shares the host's network namespace"
+        # It serves on its own socket, which the core dialled to make it healthy.
+        assert plugin.endpoint.startswith("unix:") and plugin.endpoint.endswith(f"/{PLUGIN}/plugin.sock"), (
+            plugin.endpoint
+        )
+        assert "WITHOUT a sandbox" not in log_path.read_text()
         beat = plugin.last_heartbeat_time.ToNanoseconds()
 
         async def beat_after() -> bool:

@@ -1,7 +1,7 @@
 """The sandbox each plugin process runs in (Linux, bubblewrap).
 
-`vivified up` and `vivified run-plugin` start every plugin they can inside
-`bwrap` with:
+`vivified up` and `vivified run-plugin` start every plugin they can (Python
+and Node.js alike) inside `bwrap` with:
 
 - its own network namespace: no interface but a loopback of its own, so no
   TCP or UDP reaches the host, its loopback or anything beyond, and no name
@@ -15,7 +15,8 @@
   plugin's own data dir (writable), its own socket dir (writable), the core's
   two sockets and the CA certificate (read-only); code the plugin needs that
   lives under a hidden directory (a virtualenv in /tmp, a plugin project
-  there) is shown again read-only;
+  there, a Node.js install or the packages a Node.js plugin links to) is
+  shown again read-only (`interpreter_paths`, `node_paths`);
 - rlimits: data segment size (memory), open files and processes.
 
 When the supervisor runs as root the sandbox's uid maps back to root outside
@@ -27,6 +28,7 @@ supervisor (run `vivified up` as an ordinary user in production).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -177,6 +179,80 @@ class Sandbox:
         directory = plugin_socket_dir(self.socket_dir.resolve(), plugin_id)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         return check_socket_path(plugin_socket(self.socket_dir.resolve(), plugin_id))
+
+
+def sandboxed_command_pid(bwrap_pid: int) -> int | None:
+    """The pid, as the supervisor sees it, of the command a running `bwrap` started, or
+    None when it has not started it (yet) or it has exited. bwrap's child is the init of
+    the new PID namespace, and the command is that init's first child (processes the
+    plugin orphans are re-parented to the init too, later). bwrap passes no signal on (a
+    SIGTERM to it kills it, and --die-with-parent then kills the plugin), so a graceful
+    stop signals the command itself."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone since the listing
+            continue
+        # The command name in parentheses may hold spaces and parentheses itself; after it
+        # come state, ppid, ... and the start time (field 22, so the 20th after the name).
+        fields = stat[stat.rindex(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append((int(fields[19]), int(entry.name)))
+    inits = children.get(bwrap_pid, [])
+    commands = sorted(children.get(inits[0][1], [])) if len(inits) == 1 else []
+    return commands[0][1] if commands else None
+
+
+def node_paths(command: Sequence[str]) -> list[pathlib.Path]:
+    """What a Node.js plugin started as `node <main> ...` reads (shown read-only to it):
+    Node.js's install prefix, the main file's directory, every `node_modules` Node
+    searches from there (its own and each parent directory's), the real directories
+    of packages linked into them (an SDK installed from a local path, `file:...`, is a
+    symlink to it), and theirs in turn, and the contracts the Node.js SDK loads at run
+    time (`proto/` beside it in the checkout)."""
+    node, main = pathlib.Path(command[0]).resolve(), pathlib.Path(command[1]).resolve()
+    paths = {node.parent.parent, main.parent}
+    pending, searched = [main.parent], set()
+    while pending:
+        directory = pending.pop()
+        for base in (directory, *directory.parents):
+            modules = base / "node_modules"
+            if modules in searched or not modules.is_dir():
+                continue
+            searched.add(modules)
+            paths.add(modules)
+            for package in _packages(modules):
+                if package.is_symlink():
+                    target = package.resolve()
+                    if target.is_dir() and target not in paths:
+                        paths.add(target)
+                        pending.append(target)
+    protos = _checkout_protos()
+    if protos is not None:
+        paths.add(protos)
+    return sorted(paths)
+
+
+def _packages(modules: pathlib.Path) -> list[pathlib.Path]:
+    """The package entries of a `node_modules` directory (`name` and `@scope/name`; not `.bin` and the like)."""
+    found: list[pathlib.Path] = []
+    for entry in modules.iterdir():
+        if entry.name.startswith("@") and entry.is_dir() and not entry.is_symlink():
+            found.extend(entry.iterdir())
+        elif not entry.name.startswith("."):
+            found.append(entry)
+    return found
+
+
+def _checkout_protos() -> pathlib.Path | None:
+    core = importlib.util.find_spec("vivified.core")
+    for location in (core.submodule_search_locations or []) if core is not None else []:
+        protos = pathlib.Path(location).parent / "proto"
+        if protos.is_dir():
+            return protos.resolve()
+    return None
 
 
 def interpreter_paths() -> list[pathlib.Path]:

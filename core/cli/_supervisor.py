@@ -13,10 +13,10 @@
   and restart the supervisor hashes the artifact again and compares it with
   the registry's record. A mismatch refuses to start the plugin and is
   reported as `PLUGIN_ARTIFACT_MISMATCH` (audited and alerted the same way).
-- Sandboxing (`_sandbox`): with a `Sandbox`, each Python plugin runs inside
-  bubblewrap and reaches the core only over the core's Unix sockets, serving
-  its own server on its socket; a plugin that cannot be sandboxed (no
-  sandbox on this machine, or a Node.js plugin) runs without one with a
+- Sandboxing (`_sandbox`): with a `Sandbox`, each plugin (Python or Node.js)
+  runs inside bubblewrap and reaches the core only over the core's Unix
+  sockets, serving its own server on its socket (`VIVIFIED_LISTEN_SOCKET`);
+  without one (no sandbox on this machine) a plugin runs unsandboxed with a
   warning naming why, or is refused (`SandboxRefused`) when `Unsandboxed`
   does not allow it.
 - The plugin's stdout and stderr are collected line by line, each line
@@ -45,7 +45,7 @@ import grpc
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
 from vivified.core.cli._client import OperatorTarget, describe, open_channel, operator_target
-from vivified.core.cli._sandbox import Sandbox, interpreter_paths
+from vivified.core.cli._sandbox import Sandbox, interpreter_paths, node_paths, sandboxed_command_pid
 from vivified.core.config import CoreConfig
 from vivified.core.manifest import load_manifest_file
 from vivified.core.plugin_sockets import bootstrap_socket, core_socket, unix_target
@@ -98,18 +98,14 @@ class SandboxRefused(RuntimeError):
 def placement(spec: PluginSpec, sandbox: Sandbox | None, unsandboxed: Unsandboxed) -> tuple[Sandbox | None, str]:
     """The sandbox `spec` runs in, or (None, why it runs without one); raises
     SandboxRefused when it may not run without one."""
-    if sandbox is not None and not spec.command:
+    if sandbox is not None:
         return sandbox, ""
-    reason = (
-        "the Node.js SDK does not serve on a Unix socket yet, so Node.js plugins cannot be sandboxed"
-        if sandbox is not None
-        else unsandboxed.reason
-    )
     if not unsandboxed.allowed:
         raise SandboxRefused(
-            f"{spec.module} would run without a sandbox ({reason}); refused unless --allow-unsandboxed is given"
+            f"{spec.module} would run without a sandbox ({unsandboxed.reason}); refused unless --allow-unsandboxed "
+            "is given"
         )
-    return None, reason
+    return None, unsandboxed.reason
 
 
 class OutputSink(Protocol):
@@ -311,7 +307,11 @@ class Supervisor:
                     argv,
                     own_data=self._data_dir(plugin_id),
                     ca_file=self._ca_file(),
-                    readable=[*interpreter_paths(), artifact_of(spec), spec.manifest.parent],
+                    readable=[
+                        *(node_paths(spec.command) if spec.command else interpreter_paths()),
+                        artifact_of(spec),
+                        spec.manifest.parent,
+                    ],
                 )
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -330,7 +330,7 @@ class Supervisor:
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if stop.is_set():
-                await _terminate(proc)
+                await _terminate(proc, sandbox is not None)
                 await asyncio.gather(*pumps, return_exceptions=True)
                 return
             await asyncio.gather(*pumps, return_exceptions=True)
@@ -379,10 +379,19 @@ class Supervisor:
             self._output(plugin_id, name, line.decode("utf-8", "replace").rstrip("\r\n"))
 
 
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
+async def _terminate(proc: asyncio.subprocess.Process, sandboxed: bool) -> None:
+    """SIGTERM the plugin, then SIGKILL it after 10 s. In a sandbox the signal goes to the
+    plugin's own process (bwrap passes none on), so it can stop gracefully and deregister."""
     if proc.returncode is not None:
         return
-    proc.send_signal(signal.SIGTERM)
+    inside = sandboxed_command_pid(proc.pid) if sandboxed else None
+    if inside is not None:
+        try:
+            os.kill(inside, signal.SIGTERM)
+        except ProcessLookupError:  # it exited meanwhile: bwrap follows it
+            pass
+    else:
+        proc.send_signal(signal.SIGTERM)
     try:
         await asyncio.wait_for(proc.wait(), timeout=10)
     except TimeoutError:

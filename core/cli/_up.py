@@ -57,7 +57,8 @@ class PluginSpec:
     manifest: Path
     path: Path | None = None
     command: tuple[str, ...] = ()
-    """The argv that starts a plugin in another language (e.g. `node <dir>/main.js`)."""
+    """The argv that starts a Node.js plugin, `(node, <dir>/main.js)` (the sandbox shows it
+    what `_sandbox.node_paths` finds from there); empty for a Python plugin."""
 
     def argv(self) -> tuple[str, ...]:
         return self.command or (sys.executable, "-m", self.module)
@@ -89,9 +90,9 @@ def add_sandbox_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-unsandboxed",
         action="store_true",
-        help="start a plugin that cannot be sandboxed (not Linux, no bubblewrap, user namespaces off, or a "
-        "Node.js plugin) without a sandbox, with a warning; without this flag such a plugin is refused in the "
-        "production profile and by run-plugin (the development profile starts it with the warning)",
+        help="start plugins that cannot be sandboxed (not Linux, no bubblewrap, user namespaces off) without a "
+        "sandbox, with a warning; without this flag they are refused in the production profile and by run-plugin "
+        "(the development profile starts them with the warning)",
     )
 
 

@@ -143,7 +143,7 @@ export class PluginRuntime {
   get pluginId(): string {
     return this.requireClient().spiffeId.split("/").pop()!;
   }
-  /** `host:port` where the plugin serves (sent to the core in Register). */
+  /** `host:port`, or `unix:<path>` with `listenSocket`, where the plugin serves (sent to the core in Register). */
   get endpoint(): string {
     return this.endpointValue;
   }
@@ -195,9 +195,15 @@ export class PluginRuntime {
       throw new ConfigurationError(`cannot read the core's CA file ${settings.caFile}: ${(error as Error).message}`);
     }
     this.certificates = new MemoryCertificateProvider(rootPem);
-    const port = await this.server.bind(settings.listenHost, this.certificates);
-    const host = settings.advertiseHost || settings.listenHost;
-    this.endpointValue = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    if (settings.listenSocket) {
+      // A sandboxed plugin: the core dials this socket (its path is the endpoint).
+      await this.server.bindSocket(settings.listenSocket, this.certificates);
+      this.endpointValue = `unix:${settings.listenSocket}`;
+    } else {
+      const port = await this.server.bind(settings.listenHost, this.certificates);
+      const host = settings.advertiseHost || settings.listenHost;
+      this.endpointValue = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    }
     const client = (this.client = new CoreClient(settings, rootPem, manifest, this.protos, this.clock));
     const { issued, reply } = await client.register(this.endpointValue);
     this.certificates.install(issued);

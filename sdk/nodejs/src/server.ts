@@ -3,6 +3,8 @@
  * service and `grpc.health.v1.Health`, over mTLS, behind the core-only guard.
  * Health reports NOT_SERVING until the core's Init succeeded.
  */
+import { lstatSync, unlinkSync } from "node:fs";
+
 import * as grpc from "@grpc/grpc-js";
 
 import { ConfigurationError, toStatusObject } from "./errors.js";
@@ -182,6 +184,28 @@ export class PluginServer {
       this.server.bindAsync(address, certificates.credentials(), (err, port) => (err ? reject(err) : resolve(port))),
     );
     return this.port;
+  }
+
+  /**
+   * Bind the Unix socket `path` (a sandboxed plugin's, which the core dials as `unix:<path>`); connections
+   * are dropped until a certificate is installed in `certificates`. A socket left there by a previous run of
+   * the plugin (one killed before it could close its server) is replaced; any other file at `path` is left
+   * alone and refused. Closing the server removes the socket.
+   */
+  async bindSocket(path: string, certificates: MemoryCertificateProvider): Promise<void> {
+    let existing: ReturnType<typeof lstatSync> | undefined;
+    try {
+      existing = lstatSync(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
+    if (existing !== undefined) {
+      if (!existing.isSocket()) throw new ConfigurationError(`${path} exists and is not a socket; refusing to serve there`, "LISTEN_SOCKET_OCCUPIED");
+      unlinkSync(path);
+    }
+    await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(`unix:${path}`, certificates.credentials(), (err, port) => (err ? reject(err) : resolve(port))),
+    );
   }
 
   setServing(serving: boolean): void {

@@ -1,8 +1,12 @@
 /** How a plugin finds and trusts its core, read once from the environment (`settingsFromEnv`). */
+import { isAbsolute } from "node:path";
+
 import { ConfigurationError } from "./errors.js";
 
 export const DEFAULT_BOOTSTRAP_ADDRESS = "127.0.0.1:7444";
 export const DEFAULT_TRUST_DOMAIN = "vivified.local";
+/** The longest Unix socket path Linux binds (`sun_path` holds 108 bytes with its NUL). */
+export const MAX_SOCKET_PATH = 107;
 
 export interface PluginSettings {
   /** The plugin's manifest (YAML or JSON); must be the one the operator approved. */
@@ -11,9 +15,9 @@ export interface PluginSettings {
   readonly joinToken: string;
   /** PEM root of the core's CA: the only root trusted, both for the core's server and for the core calling us. */
   readonly caFile: string;
-  /** The core's bootstrap port (`host:port`), server-authenticated TLS, used once for Register. */
+  /** The core's bootstrap port (`host:port`, or `unix:/abs/path` for its socket), server-authenticated TLS, used once for Register. */
   readonly bootstrapAddress: string;
-  /** The core's mTLS port; "" (default) uses `core_endpoint` from the RegisterResponse. */
+  /** The core's mTLS port (`host:port` or `unix:/abs/path`); "" (default) uses `core_endpoint` from the RegisterResponse. */
   readonly coreAddress: string;
   /** SPIFFE trust domain; the core must present the DNS name `core.<trustDomain>` and the URI `spiffe://<trustDomain>/core`. */
   readonly trustDomain: string;
@@ -21,6 +25,13 @@ export interface PluginSettings {
   readonly listenHost: string;
   /** Host the core should dial, when it differs from `listenHost`. */
   readonly advertiseHost: string;
+  /**
+   * Serve on this Unix socket (an absolute path) instead of a TCP port; "" (default) serves on TCP.
+   * A sandboxed plugin has no network: its supervisor sets `VIVIFIED_LISTEN_SOCKET`, and the endpoint
+   * sent to the core is then `unix:<listenSocket>` (`listenHost` and `advertiseHost` are unused).
+   * mTLS runs over it as over TCP.
+   */
+  readonly listenSocket: string;
   /** Renew once this fraction of the certificate's lifetime has passed (0 < f < 1). */
   readonly renewAtFraction: number;
   /** How long in-flight calls may run on after a stop is requested, in seconds. */
@@ -44,6 +55,7 @@ export function pluginSettings(input: PluginSettingsInput): PluginSettings {
     trustDomain: DEFAULT_TRUST_DOMAIN,
     listenHost: "127.0.0.1",
     advertiseHost: "",
+    listenSocket: "",
     renewAtFraction: 0.66,
     shutdownGraceSeconds: 5,
     connectTimeoutSeconds: 10,
@@ -61,6 +73,17 @@ export function pluginSettings(input: PluginSettingsInput): PluginSettings {
   for (const name of ["manifestPath", "caFile", "bootstrapAddress", "trustDomain", "listenHost"] as const) {
     if (!settings[name]) throw new ConfigurationError(`${name} is empty`);
   }
+  if (settings.listenSocket) {
+    if (!isAbsolute(settings.listenSocket)) throw new ConfigurationError(`listenSocket must be an absolute path, got ${settings.listenSocket}`);
+    if (Buffer.byteLength(settings.listenSocket) > MAX_SOCKET_PATH) {
+      throw new ConfigurationError(`listenSocket ${settings.listenSocket} is longer than ${MAX_SOCKET_PATH} bytes, which Linux cannot bind`, "SOCKET_PATH_TOO_LONG");
+    }
+  }
+  // The core's `core_endpoint` is its TCP port: a plugin that reaches the bootstrap port over a socket
+  // (no network, as in a sandbox) must be told the core's socket too.
+  if (settings.bootstrapAddress.startsWith("unix:") && !settings.coreAddress) {
+    throw new ConfigurationError("bootstrapAddress is a Unix socket but coreAddress is empty: set VIVIFIED_CORE_ADDRESS to the core's socket");
+  }
   return settings;
 }
 
@@ -68,6 +91,7 @@ export function pluginSettings(input: PluginSettingsInput): PluginSettings {
  * Settings from `VIVIFIED_*` variables, the same ones the Python SDK reads.
  * Required: `VIVIFIED_MANIFEST`, `VIVIFIED_JOIN_TOKEN`, `VIVIFIED_CA_FILE`.
  * Optional: `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`, `VIVIFIED_PROTO_DIR`,
+ * `VIVIFIED_LISTEN_SOCKET` (serve on that Unix socket: set by the supervisor of a sandboxed plugin),
  * `VIVIFIED_CONFORMANCE_CONTROL` (the conformance suite's control file).
  *
  *     const settings = settingsFromEnv(process.env);
@@ -86,6 +110,7 @@ export function settingsFromEnv(env: Record<string, string | undefined>, overrid
     coreAddress: env["VIVIFIED_CORE_ADDRESS"] || "",
     trustDomain: env["VIVIFIED_TRUST_DOMAIN"] || DEFAULT_TRUST_DOMAIN,
     protoDir: env["VIVIFIED_PROTO_DIR"] || "",
+    listenSocket: env["VIVIFIED_LISTEN_SOCKET"] || "",
     conformanceControl: env["VIVIFIED_CONFORMANCE_CONTROL"] || "",
     ...overrides,
   });
