@@ -406,7 +406,7 @@ class PluginRuntime:
         if self._identities is None or self._client is None:
             return
         try:
-            self._identities.save(self._client.spiffe_id, issued, self._client.root_pem)
+            self._identities.save(self._client.spiffe_id, issued, self._client.root_pem, self._settings.core_address)
         except OSError as exc:
             # The plugin runs on; only a restart after a crash would then need a new token.
             _log.warning("could not store the identity in %s: %s", self._identities.path, exc)

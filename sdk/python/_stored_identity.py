@@ -7,10 +7,12 @@ temporary file in the same directory and renamed over the old one, so a
 crash leaves the previous or the new identity, never half of one)::
 
     {"format": 1, "spiffe_id": ..., "key_pem": ..., "chain_pem": ...,
-     "roots_pem": ..., "received_at": "<ISO 8601 UTC>"}
+     "roots_pem": ..., "received_at": "<ISO 8601 UTC>", "core_address": ...}
 
 `roots_pem` is the trust bundle in force when it was written (the CA file's,
-or the last renewal's during a CA rotation). The file is written after
+or the last renewal's during a CA rotation); `core_address` the mTLS address
+in use (a plugin told it only by RegisterResponse.core_endpoint needs it to
+resume; readers ignore keys they do not know). The file is written after
 Register and after every renewal, and removed when the plugin stops cleanly
 (which deregisters: the certificate is revoked anyway) and when the core
 refuses to resume with it for good. Its layout is part of the plugin protocol
@@ -50,7 +52,7 @@ class IdentityStore:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / IDENTITY_FILE
 
-    def save(self, spiffe_id: str, issued: IssuedCertificate, roots_pem: bytes) -> None:
+    def save(self, spiffe_id: str, issued: IssuedCertificate, roots_pem: bytes, core_address: str) -> None:
         """Replace the stored identity atomically (mode 0600 from creation)."""
         document = {
             "format": _FORMAT,
@@ -59,6 +61,7 @@ class IdentityStore:
             "chain_pem": issued.chain_pem.decode(),
             "roots_pem": roots_pem.decode(),
             "received_at": issued.received_at.isoformat(),
+            "core_address": core_address,
         }
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # mkstemp creates the file 0600: the key is never readable by others, not even briefly.

@@ -131,16 +131,16 @@ async def test_m3_an_expired_or_foreign_stored_certificate_is_not_offered_and_is
     issued = accept_issued(leaf.chain_pem.decode(), requested, SPIFFE, received)
     store = IdentityStore(tmp_path)
     margin = dt.timedelta(seconds=1)
-    store.save(SPIFFE, issued, ca.root_pem)
+    store.save(SPIFFE, issued, ca.root_pem, "127.0.0.1:7443")
     loaded = store.load(SPIFFE, received, margin)
     assert loaded is not None and loaded.issued.leaf == issued.leaf and loaded.roots_pem == ca.root_pem
     assert loaded.issued.received_at == received
     assert store.load(SPIFFE, issued.not_after - margin / 2, margin) is None  # expires within the margin
     assert not store.path.exists()
-    store.save(SPIFFE, issued, ca.root_pem)
+    store.save(SPIFFE, issued, ca.root_pem, "127.0.0.1:7443")
     assert store.load("spiffe://vivified.local/plugin/another", received, margin) is None
     assert not store.path.exists()
-    store.save(SPIFFE, issued, ca.root_pem)
+    store.save(SPIFFE, issued, ca.root_pem, "127.0.0.1:7443")
     other = new_key_and_csr("example-echo")
     document = json.loads(store.path.read_text())
     document["key_pem"] = other.key_pem.decode()  # a key the certificate does not certify
@@ -165,3 +165,12 @@ async def test_m3_each_renewal_replaces_the_stored_certificate(
             assert runtime.certificate_pem != short.issued[0].cert_pem
         finally:
             await runtime.stop("test over")
+
+
+async def test_m3_the_join_token_is_optional_only_with_a_data_dir() -> None:
+    base = {"VIVIFIED_MANIFEST": "m.yaml", "VIVIFIED_CA_FILE": "ca.crt"}
+    settings = PluginSettings.from_env({**base, "VIVIFIED_DATA_DIR": "/var/lib/plugin"})
+    assert settings.join_token == "" and settings.data_dir == pathlib.Path("/var/lib/plugin")
+    with pytest.raises(ConfigurationError) as missing:
+        PluginSettings.from_env(base)
+    assert missing.value.reason == "SETTING_MISSING" and "VIVIFIED_JOIN_TOKEN" in missing.value.message
