@@ -25,6 +25,7 @@ from support.clients import (
     admitted_plugin,
     approve,
     audit_rows,
+    bootstrap_channel,
     error_info,
     manifest_message,
     operator_channel,
@@ -269,3 +270,30 @@ async def test_m3_resume_validates_the_endpoint_as_register_does(core: CoreProce
         ("allow", "OK", ""),
     ]
     assert (await listed(core, "resume-endpoint")).endpoint == "127.0.0.1:3"  # type: ignore[union-attr]
+
+
+async def test_m3_resume_needs_a_plugin_certificate(core: CoreProcess) -> None:
+    """Default deny: without a certificate (the bootstrap port) or with an
+    operator's, Resume is refused by the policy and audited once each."""
+    request = reg_pb.ResumeRequest(manifest=load_manifest(MANIFEST), endpoint="127.0.0.1:4")
+    before = len(audit_rows(core, action=RESUME))
+    async with bootstrap_channel(core) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await reg_grpc.PluginRegistryServiceStub(channel).Resume(request, timeout=10)
+    async with operator_channel(core) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as operator:
+            await reg_grpc.PluginRegistryServiceStub(channel).Resume(request, timeout=10)
+    # No identity at all is UNAUTHENTICATED; a known identity not allowed is PERMISSION_DENIED.
+    assert (anonymous.value.code(), error_info(anonymous.value).reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "IDENTITY_MISSING",
+    )
+    assert (operator.value.code(), error_info(operator.value).reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "POLICY_DENIED",
+    )
+    rows = audit_rows(core, action=RESUME)[before:]
+    assert [(r.actor.split(":")[0], r.decision, r.reason, r.outcome) for r in rows] == [
+        ("anonymous", "deny", "IDENTITY_MISSING", "UNAUTHENTICATED"),
+        ("operator", "deny", "POLICY_DENIED", "PERMISSION_DENIED"),
+    ]

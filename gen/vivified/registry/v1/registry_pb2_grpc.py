@@ -32,6 +32,8 @@ class PluginRegistryServiceStub:
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     def __init__(self, channel):
@@ -74,6 +76,8 @@ class PluginRegistryServiceServicer:
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     def Register(self, request, context):
@@ -175,6 +179,8 @@ class PluginRegistryService:
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     @staticmethod

@@ -33,6 +33,8 @@ class PluginRegistryServiceStub:
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     @_typing.overload
@@ -84,6 +86,8 @@ class PluginRegistryServiceAsyncStub(PluginRegistryServiceStub):
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -131,6 +135,8 @@ class PluginRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     @_abc_1.abstractmethod

@@ -319,6 +319,8 @@ export declare const ResumeResponseSchema: GenMessage<ResumeResponse>;
  * served on the core's bootstrap port over server-authenticated TLS and is
  * authorised by a one-time join token. Every other RPC requires the plugin's
  * mTLS certificate; the plugin's identity is read from that certificate only.
+ * A plugin process that died without deregistering comes back with `Resume`
+ * and the certificate it kept, without a new token.
  *
  * @generated from service vivified.registry.v1.PluginRegistryService
  */
