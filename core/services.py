@@ -145,7 +145,7 @@ SERVED: tuple[Served, ...] = (
         registry_pb2_grpc.add_PluginRegistryServiceServicer_to_server,
         lambda s: s.registry,
         ("bootstrap-register", "plugin-registry-self"),
-        {"Register": NAMES_PLUGIN, "Heartbeat": LIVENESS},
+        {"Register": NAMES_PLUGIN, "Resume": NAMES_PLUGIN, "Heartbeat": LIVENESS},
     ),
     Served(
         "vivified.admin.v1.PluginAdminService",

@@ -4,7 +4,9 @@ projects): a crash-looping plugin is stopped, marked unhealthy, audited once
 and alerted (S3); one that crashes once is restarted after a backoff; one that
 exits cleanly stays stopped; a plugin whose code changed since its approval is
 refused at its restart (audited once, alerted); every line a plugin writes
-comes out prefixed with its id."""
+comes out prefixed with its id. A crashed plugin restarts from its stored
+certificate without a new approval (M3); one revoked while it was down is
+approved again."""
 
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ from vivified.events.v1.canonical_pb2 import SEVERITY_CRITICAL, SEVERITY_WARNING
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.e2e]
 REPORT = "/vivified.admin.v1.PluginAdminService/ReportPluginFailure"
 APPROVE = "/vivified.admin.v1.PluginAdminService/ApprovePlugin"
+REGISTER = "/vivified.registry.v1.PluginRegistryService/Register"
+RESUME = "/vivified.registry.v1.PluginRegistryService/Resume"
 TESTS = pathlib.Path(__file__).resolve().parent
 
 # The plugin process: a storage plugin that prints its pid, then per SUPERVISED_MODE
@@ -102,7 +106,7 @@ class World:
     alerts: Inbox
     tmp: pathlib.Path
 
-    def supervisor(self, mode: str, output: Output, crashes: int = 3) -> Supervisor:
+    def supervisor(self, mode: str, output: Output, crashes: int = 3, backoff: float = 0.05) -> Supervisor:
         info = json.loads((self.core.data_dir / "run" / "core.json").read_text())
         running = RunningCore(
             pid=info["pid"],
@@ -121,7 +125,10 @@ class World:
             running,
             environ,
             supervision=SupervisionConfig(
-                backoff_base=0.05, backoff_max=0.2, crash_loop_crashes=crashes, crash_loop_window=60
+                backoff_base=backoff,
+                backoff_max=max(backoff, 0.2),
+                crash_loop_crashes=crashes,
+                crash_loop_window=60,
             ),
             output=output,
         )
@@ -199,7 +206,11 @@ async def test_s3_single_crash_restarts_with_backoff_and_clean_exit_stays_stoppe
         stop.set()
         await asyncio.wait_for(task, 30)
     assert audit_rows(world.core, action=REPORT, resource=f"plugin/{plugin_id}") == []
-    assert len(audit_rows(world.core, action=APPROVE, resource=f"plugin/{plugin_id}")) == 2  # a new token per run
+    # The restart resumed from the stored certificate (M3): approved once, registered once.
+    assert len(audit_rows(world.core, action=APPROVE, resource=f"plugin/{plugin_id}")) == 1
+    assert len(audit_rows(world.core, action=REGISTER, resource=f"plugin/{plugin_id}")) == 1
+    resumed = audit_rows(world.core, action=RESUME, actor=f"plugin:{plugin_id}")
+    assert [(r.decision, r.outcome) for r in resumed] == [("allow", "OK")]
 
     clean_id = "clean-exit"
     clean = Output()
@@ -210,6 +221,34 @@ async def test_s3_single_crash_restarts_with_backoff_and_clean_exit_stays_stoppe
     assert (clean_id, "stderr", "leaving cleanly") in clean.lines
     assert audit_rows(world.core, action=REPORT, resource=f"plugin/{clean_id}") == []
     assert world.alerts_about(clean_id) == [] and world.alerts_about(plugin_id) == []
+
+
+async def test_m3_a_plugin_revoked_while_down_is_approved_again_at_its_restart(world: World) -> None:
+    plugin_id = "revoked-while-down"
+    spec = plugin_project(project(world.tmp, plugin_id))
+    output = Output()
+    stop = asyncio.Event()
+    # A long backoff: the plugin is revoked while the supervisor waits to restart it.
+    task = asyncio.create_task(world.supervisor("run", output, backoff=6.0).supervise(spec, stop))
+    try:
+
+        async def healthy(runs: int) -> bool:
+            state = await plugin_state(world.core, plugin_id)
+            return len(output.pids(plugin_id)) == runs and state.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+
+        await until(lambda: healthy(1), 60, f"{plugin_id} to become healthy: {output.lines}")
+        os.kill(output.pids(plugin_id)[0], signal.SIGKILL)
+        async with operator_channel(world.core) as channel:
+            await admin_grpc.PluginAdminServiceStub(channel).RevokePlugin(
+                admin_pb.RevokePluginRequest(plugin_id=plugin_id, reason="revoked while down"), timeout=10
+            )
+        await until(lambda: healthy(2), 60, f"{plugin_id} to be approved again and healthy: {output.lines}")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert len(audit_rows(world.core, action=APPROVE, resource=f"plugin/{plugin_id}")) == 2
+    assert len(audit_rows(world.core, action=REGISTER, resource=f"plugin/{plugin_id}")) == 2
+    assert audit_rows(world.core, action=RESUME, actor=f"plugin:{plugin_id}") == []  # not even tried
 
 
 async def test_changed_plugin_code_is_refused_at_restart_audited_and_alerted(world: World) -> None:

@@ -8,6 +8,7 @@ override a verified certificate."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -42,6 +43,11 @@ class Authenticator:
         peer_cert = self._parser.parse(next(iter(pems)))  # typed as an Iterable, not a list
         name = peer_cert.identity.name or peer_cert.identity.kind.value
         return Principal(kind=peer_cert.identity.kind, id=name, cert_serial=peer_cert.serial)
+
+    def not_after(self, context: grpc.aio.ServicerContext[Any, Any]) -> dt.datetime | None:
+        """When the verified peer's certificate expires (None without one)."""
+        pems = context.auth_context().get("x509_pem_cert")
+        return self._parser.parse(next(iter(pems))).not_after if pems else None
 
     def revoked(self, principal: Principal) -> bool:
         return principal.cert_serial is not None and self._is_revoked(principal.cert_serial)

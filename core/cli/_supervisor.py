@@ -8,6 +8,16 @@
   through the admin service (`ReportPluginFailure`), so the core marks it
   unhealthy, audits the report and raises a `SecurityAlert`.
 - A clean exit (status 0) stays stopped: it is a deliberate stop.
+- Restarts resume: the first start approves the plugin (`--replace`, a new
+  join token); a restart after a crash starts the plugin with no join token
+  when it can resume its registration (`PluginRegistryService/Resume`): the
+  SDK's stored identity in the plugin's data dir
+  (`vivified-identity.json`, docs/plugin-protocol.md §7) holds a certificate
+  valid for at least `RESUME_MARGIN` more and the core lists the plugin
+  active. Otherwise (nothing stored, expired, revoked, deregistered) it is
+  approved again as at the first start. A process whose resume the core
+  refuses anyway (revoked in between) removes its stored identity and exits
+  non-zero; that counts as a crash, and the next restart approves again.
 - Code integrity: the approval records the sha256 of the plugin's artifact
   (`artifact_sha256`: its package or project directory); before every launch
   and restart the supervisor hashes the artifact again and compares it with
@@ -27,7 +37,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -41,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
+from cryptography import x509
 
 from vivified.admin.v1 import plugin_admin_pb2 as pb
 from vivified.admin.v1 import plugin_admin_pb2_grpc
@@ -60,6 +73,22 @@ ARTIFACT_MISMATCH = "PLUGIN_ARTIFACT_MISMATCH"
 # Written by Python or tools beside the code, never part of what was approved.
 _SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"})
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
+STORED_IDENTITY = "vivified-identity.json"
+"""The SDKs' stored key and certificate in a plugin's data dir (docs/plugin-protocol.md §7)."""
+RESUME_MARGIN = dt.timedelta(seconds=30)
+"""A stored certificate with less left than this is not worth a tokenless restart."""
+
+
+def stored_certificate_expiry(data_dir: Path) -> dt.datetime | None:
+    """notAfter of the certificate the SDK stored in a plugin's data dir, or
+    None when there is none or it cannot be read. Only the expiry is read
+    (the key is the plugin's business): whether the core accepts the
+    certificate is the core's decision when the plugin resumes."""
+    try:
+        document = json.loads((data_dir / STORED_IDENTITY).read_text())
+        return x509.load_pem_x509_certificate(document["chain_pem"].encode()).not_valid_after_utc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -176,6 +205,7 @@ class Supervisor:
         supervision: SupervisionConfig | None = None,
         output: OutputSink = print_output,
         monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         sandbox: Sandbox | None = None,
         unsandboxed: Unsandboxed | None = None,
     ) -> None:
@@ -186,6 +216,7 @@ class Supervisor:
         self._supervision = supervision or SupervisionConfig()
         self._output = output
         self._monotonic = monotonic
+        self._now = now
         self._sandbox = sandbox
         self._unsandboxed = unsandboxed or Unsandboxed(reason="sandboxing is off", allowed=True)
 
@@ -203,21 +234,33 @@ class Supervisor:
                 )
             except grpc.aio.AioRpcError as err:
                 raise describe(err) from None
+        # Approving with replace revoked every certificate of the plugin: a stored
+        # one would only be refused (and audited) before the SDK used the token.
+        (self._data_dir(manifest.id) / STORED_IDENTITY).unlink(missing_ok=True)
         if self._after_approval is not None:
             await self._after_approval(manifest.id)
         return manifest.id, reply.join_token
 
-    async def _recorded_artifact(self, plugin_id: str) -> str:
+    async def _listed(self, plugin_id: str) -> pb.Plugin | None:
         async with open_channel(self._target()) as channel:
             stub = plugin_admin_pb2_grpc.PluginAdminServiceStub(channel)
             try:
                 reply = await stub.ListPlugins(pb.ListPluginsRequest(), timeout=30)
             except grpc.aio.AioRpcError as err:
                 raise describe(err) from None
-        for plugin in reply.plugins:
-            if plugin.plugin_id == plugin_id:
-                return plugin.artifact_sha256
-        return ""
+        return next((plugin for plugin in reply.plugins if plugin.plugin_id == plugin_id), None)
+
+    async def _recorded_artifact(self, plugin_id: str) -> str:
+        plugin = await self._listed(plugin_id)
+        return plugin.artifact_sha256 if plugin is not None else ""
+
+    async def _can_resume(self, plugin_id: str) -> bool:
+        """Whether a restart can resume the plugin's registration (see the module docstring)."""
+        expiry = stored_certificate_expiry(self._data_dir(plugin_id))
+        if expiry is None or expiry - RESUME_MARGIN <= self._now():
+            return False
+        plugin = await self._listed(plugin_id)
+        return plugin is not None and plugin.status == pb.PLUGIN_STATUS_ACTIVE
 
     async def report(self, plugin_id: str, kind: str, summary: str, details: Mapping[str, str]) -> None:
         """Tell the core (audited, alerted, marked unhealthy); a failure to tell it is logged."""
@@ -294,7 +337,10 @@ class Supervisor:
         while not stop.is_set():
             if not await self._verified(spec, plugin_id):
                 return
-            if token is None:
+            if token is None and await self._can_resume(plugin_id):
+                _log.info("%s restarts from its stored certificate, without a join token", spec.module)
+                token = ""
+            elif token is None:
                 # A fresh join token for the restarted process, keeping the approved
                 # artifact's record (just checked against the code on disk).
                 plugin_id, token = await self._approve(spec, await self._recorded_artifact(plugin_id))

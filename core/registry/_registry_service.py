@@ -1,5 +1,13 @@
 """PluginRegistryService: Register (bootstrap port), RenewCertificate,
-Heartbeat and Deregister (mTLS port)."""
+Heartbeat, Deregister and Resume (mTLS port).
+
+Resume is Register's counterpart for a restarted process that kept its key
+and certificate: the certificate authenticates it (the chain has already
+refused a revoked serial and a plugin that is not active), so no join token
+is needed; what Register would check of the request is checked again here
+(the manifest is the approved one, the endpoint is valid for this plugin),
+and what Register starts starts again: health from UNKNOWN, then Init, so
+nothing is routed to the new process before its Init succeeded."""
 
 from __future__ import annotations
 
@@ -15,8 +23,8 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from vivified.core.ca import CertificateAuthority
-from vivified.core.chain import Authenticator, StreamTracker
-from vivified.core.errors import InvalidArgument, PermissionDenied
+from vivified.core.chain import Authenticator, StreamTracker, annotate
+from vivified.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from vivified.core.manifest import (
     manifest_sha256,
     reject_unknown_fields,
@@ -24,7 +32,7 @@ from vivified.core.manifest import (
 )
 from vivified.core.plugin_sockets import UNIX, plugin_socket, unix_target
 from vivified.core.registry._monitor import HealthMonitor
-from vivified.core.registry._store import APPROVED, REVOKED, PluginStore
+from vivified.core.registry._store import ACTIVE, APPROVED, DISABLED, REVOKED, PluginRecord, PluginStore
 from vivified.core.traits import TraitCatalogue
 from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
 
@@ -105,6 +113,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         heartbeat_interval: Callable[[], float],
         leaf_ttl: Callable[[], dt.timedelta],
         on_revoked: Callable[[str], Any],
+        on_resumed: Callable[[str], Any],
         core_endpoint: Callable[[], str],
         socket_dir: pathlib.Path | None = None,
     ) -> None:
@@ -118,6 +127,7 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         self._heartbeat_interval = heartbeat_interval
         self._leaf_ttl = leaf_ttl
         self._on_revoked = on_revoked
+        self._on_resumed = on_resumed
         self._core_endpoint = core_endpoint
 
     def _interval(self) -> int:
@@ -199,3 +209,70 @@ class RegistryService(registry_pb2_grpc.PluginRegistryServiceServicer):
         self._streams.close_all(plugin_id)
         await self._on_revoked(plugin_id)
         return registry_pb2.DeregisterResponse()
+
+    async def Resume(
+        self, request: registry_pb2.ResumeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> registry_pb2.ResumeResponse:
+        principal = self._authn.principal(context)
+        plugin_id = principal.id
+        if not request.HasField("manifest"):
+            raise InvalidArgument("manifest is required", reason="MANIFEST_INVALID", domain=_DOMAIN)
+        manifest = request.manifest
+        reject_unknown_fields(manifest)
+        validate_manifest(manifest, self._catalogue)
+        if manifest.id != plugin_id:
+            raise PermissionDenied(
+                f"the manifest names plugin {manifest.id[:80]!r} but the certificate is plugin {plugin_id!r}'s",
+                reason="MANIFEST_NOT_APPROVED",
+                domain=_DOMAIN,
+            )
+        endpoint = validate_endpoint(request.endpoint, plugin_id, self._socket_dir)
+        annotate(endpoint=endpoint)
+        digest = manifest_sha256(manifest)
+        # The database's view now, not the last sync's: a revocation committed
+        # through another replica must not be resumed past.
+        record = await self._store.fetch(plugin_id)
+        if principal.cert_serial is None or self._store.is_revoked_serial(principal.cert_serial):
+            raise Unauthenticated(
+                "this certificate was revoked or superseded", reason="CERTIFICATE_REVOKED", domain="vivified.auth"
+            )
+        self._refuse_unless_active(plugin_id, record)
+        if record is None or record.manifest_sha256 != digest:
+            raise PermissionDenied(
+                "this manifest is not the one the operator approved (sha256 differs); approve it again",
+                reason="MANIFEST_NOT_APPROVED",
+                domain=_DOMAIN,
+                metadata={"manifest_sha256": digest},
+            )
+        await self._monitor.registering(plugin_id)
+        resumed = await self._store.resume(plugin_id, digest, endpoint)
+        if resumed is None:  # revoked, disabled or approved again since the read above
+            self._refuse_unless_active(plugin_id, self._store.get(plugin_id))
+            raise PermissionDenied(
+                "the approval changed while resuming; approve the plugin again",
+                reason="MANIFEST_NOT_APPROVED",
+                domain=_DOMAIN,
+            )
+        # The previous process's channel may be backing off from its address: dial afresh.
+        await self._on_resumed(plugin_id)
+        self._monitor.registered(resumed)
+        not_after = self._authn.not_after(context)
+        return registry_pb2.ResumeResponse(
+            expire_time=_timestamp(not_after.timestamp() if not_after else 0),
+            heartbeat_interval_seconds=self._interval(),
+            core_endpoint=self._core_endpoint(),
+            ca_bundle_pem=self._ca.trust_bundle_pem.decode(),
+        )
+
+    @staticmethod
+    def _refuse_unless_active(plugin_id: str, record: PluginRecord | None) -> None:
+        if record is not None and record.status == ACTIVE:
+            return
+        status = str(record.status) if record is not None else "unknown"
+        reasons: dict[str, str] = {REVOKED: "PLUGIN_REVOKED", DISABLED: "PLUGIN_DISABLED"}
+        reason = reasons.get(status, "PLUGIN_UNKNOWN")
+        raise PermissionDenied(
+            f"plugin {plugin_id!r} is {status}: only an active registration can be resumed",
+            reason=reason,
+            domain=_DOMAIN,
+        )

@@ -450,6 +450,37 @@ class PluginStore:
         record = await self.fetch_required(plugin_id)
         return record
 
+    async def resume(self, plugin_id: str, manifest_sha256: str, endpoint: str) -> PluginRecord | None:
+        """Re-admit an active plugin at `endpoint` after its process restarted:
+        the endpoint is stored and its health starts over (UNKNOWN, no
+        heartbeat), as after Register, so nothing is routed to it before its
+        next Init. Conditional on the plugin still being active under the
+        approval `manifest_sha256` (a revocation, a disable or a new approval
+        committed meanwhile wins); returns None when it no longer is."""
+        now = self._epoch()
+        subject = f"plugin/{plugin_id}"
+
+        def write() -> bool:
+            with self._engine.begin() as conn:
+                updated = conn.execute(
+                    sa.update(plugins_table)
+                    .where(
+                        plugins_table.c.plugin_id == plugin_id,
+                        plugins_table.c.status == ACTIVE,
+                        plugins_table.c.manifest_sha256 == manifest_sha256,
+                    )
+                    .values(endpoint=endpoint, updated_at=now, health=UNKNOWN, last_heartbeat_ms=None)
+                ).rowcount
+                if updated != 1:
+                    return False
+                self._changed(conn, [subject], now)
+                return True
+
+        if not await asyncio.to_thread(write):
+            await self.fetch(plugin_id)
+            return None
+        return await self.fetch_required(plugin_id)
+
     async def record_certificate(self, subject: str, serial: int, not_after: int) -> None:
         """Remember an issued certificate so it can be listed and revoked later."""
         now = self._epoch()

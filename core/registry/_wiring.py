@@ -109,6 +109,7 @@ def build_registry(
             heartbeat_interval=heartbeat_interval,
             leaf_ttl=leaf_ttl,
             on_revoked=revoked,
+            on_resumed=connector.forget,
             core_endpoint=core_endpoint,
             socket_dir=plugin_socket_dir,
         ),

@@ -1,7 +1,7 @@
 """Calls from the plugin to the core's `PluginRegistryService`, with typed errors.
 
 `Register` goes to the bootstrap port over server-authenticated TLS; the other
-calls go over the mTLS channel, which is replaced (not mutated) when the
+calls (`Resume` after a restart among them) go over the mTLS channel, which is replaced (not mutated) when the
 certificate is renewed: calls already running on the old channel finish
 there, new calls use the new certificate."""
 
@@ -19,6 +19,7 @@ from vivified.registry.v1 import registry_pb2, registry_pb2_grpc
 from vivified.sdk._errors import (
     SDK_DOMAIN,
     CoreUntrustedError,
+    UnauthenticatedError,
     VivifiedSDKError,
     from_rpc_error,
 )
@@ -29,6 +30,7 @@ from vivified.sdk._identity import (
     new_key_and_csr,
 )
 from vivified.sdk._settings import PluginSettings
+from vivified.sdk._stored_identity import StoredIdentity
 from vivified.sdk._transport import bootstrap_channel, core_certificate_problem, core_name, mtls_channel
 
 _log = logging.getLogger("vivified.sdk")
@@ -104,6 +106,43 @@ class CoreClient:
                 domain=SDK_DOMAIN,
             )
         return accept_issued(reply.certificate_chain_pem, requested, self.spiffe_id, self._clock()), reply
+
+    async def resume(self, endpoint: str, stored: StoredIdentity) -> registry_pb2.ResumeResponse:
+        """Resume the registration `stored` belongs to, now serving at
+        `endpoint`; on success the mTLS channel presents `stored.issued`.
+
+        Raises the core's refusal as its typed error (e.g. UnauthenticatedError
+        CERTIFICATE_REVOKED, PermissionDeniedError PLUGIN_REVOKED), an
+        UnauthenticatedError CERTIFICATE_NOT_ACCEPTED when a verified core
+        refused the certificate in the TLS handshake (expired, or from a root
+        it no longer trusts), or CoreUntrustedError when no verified core answered."""
+        previous_root, self._root = self._root, stored.roots_pem
+        self.connect(stored.issued)
+        request = registry_pb2.ResumeRequest(manifest=self._manifest, endpoint=endpoint)
+        try:
+            reply: registry_pb2.ResumeResponse = await registry_pb2_grpc.PluginRegistryServiceStub(self.channel).Resume(
+                request, timeout=self._settings.connect_timeout_seconds
+            )
+        except grpc.aio.AioRpcError as err:
+            await self.close()
+            failed_root, self._root = self._root, previous_root
+            error = from_rpc_error(err)
+            if err.code() == grpc.StatusCode.UNAVAILABLE and not error.reason:
+                address = self._settings.core_address
+                problem = await core_certificate_problem(
+                    address, failed_root, self._settings.trust_domain, self._settings.connect_timeout_seconds
+                )
+                if problem is not None:
+                    raise _untrusted(self._settings, address, problem) from None
+                raise UnauthenticatedError(
+                    f"the core did not accept the stored certificate in the TLS handshake: {err.details()}",
+                    reason="CERTIFICATE_NOT_ACCEPTED",
+                    domain=SDK_DOMAIN,
+                ) from None
+            raise error from None
+        if reply.ca_bundle_pem:
+            self._root = reply.ca_bundle_pem.encode()
+        return reply
 
     def connect(self, issued: IssuedCertificate) -> None:
         """Use `issued` for every call from now on; the previous channel closes

@@ -84,15 +84,32 @@ def accept_issued(chain_pem: str, requested: KeyAndCsr, spiffe_id: str, received
 
     A mismatch means the response cannot be used (for instance a certificate for
     another key), so it is refused rather than served."""
+    return _checked(chain_pem.encode(), requested.key, requested.key_pem, spiffe_id, received_at)
+
+
+def load_issued(chain_pem: bytes, key_pem: bytes, spiffe_id: str, received_at: dt.datetime) -> IssuedCertificate:
+    """A stored key and certificate, held to the same checks as a fresh one
+    (`accept_issued`): the leaf certifies the key and names exactly `spiffe_id`.
+    Raises VivifiedSDKError (ISSUED_CERTIFICATE_INVALID) otherwise."""
     try:
-        leaf = x509.load_pem_x509_certificate(chain_pem.encode())
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise _invalid("the stored private key cannot be read") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise _invalid("the stored private key is not an EC key")
+    return _checked(chain_pem, key, key_pem, spiffe_id, received_at)
+
+
+def _checked(
+    chain_pem: bytes, key: ec.EllipticCurvePrivateKey, key_pem: bytes, spiffe_id: str, received_at: dt.datetime
+) -> IssuedCertificate:
+    try:
+        leaf = x509.load_pem_x509_certificate(chain_pem)
     except ValueError:
         raise _invalid("not a PEM certificate chain") from None
     if leaf.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) != requested.key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ):
+    ) != key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
         raise _invalid("it certifies another public key")
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -101,9 +118,7 @@ def accept_issued(chain_pem: str, requested: KeyAndCsr, spiffe_id: str, received
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if uris != [spiffe_id]:
         raise _invalid(f"expected the single URI SAN {spiffe_id}, found {uris}")
-    return IssuedCertificate(
-        chain_pem=chain_pem.encode(), key_pem=requested.key_pem, leaf=leaf, received_at=received_at
-    )
+    return IssuedCertificate(chain_pem=chain_pem, key_pem=key_pem, leaf=leaf, received_at=received_at)
 
 
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH

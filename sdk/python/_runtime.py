@@ -1,4 +1,15 @@
-"""`PluginRuntime`: register, serve, heartbeat, renew, stop."""
+"""`PluginRuntime`: register (or resume), serve, heartbeat, renew, stop.
+
+Resuming: with a data dir (`PluginSettings.data_dir`), the runtime keeps its
+key and certificate there (`_stored_identity`) after Register and every
+renewal. A process that starts and finds a usable stored identity resumes
+the registration with it (`Resume`, no join token); if the core refuses that
+for good (revoked, deregistered, approved again, unknown, or the certificate
+not accepted), the stored identity is removed and the runtime registers with
+the join token when it has one, or fails with the core's typed refusal when
+it has none. A stop (SIGTERM, the core's Shutdown, a failure) deregisters and
+removes the stored identity, so only a process that died without stopping
+(a crash, SIGKILL) can be resumed."""
 
 from __future__ import annotations
 
@@ -20,7 +31,14 @@ from vivified.sdk._calls import PluginCaller
 from vivified.sdk._config import ConfigClient, PluginConfig
 from vivified.sdk._conformance import control_from
 from vivified.sdk._core_client import CoreClient
-from vivified.sdk._errors import SDK_DOMAIN, ConfigurationError, VivifiedSDKError, from_rpc_error
+from vivified.sdk._errors import (
+    SDK_DOMAIN,
+    ConfigurationError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    VivifiedSDKError,
+    from_rpc_error,
+)
 from vivified.sdk._events import EventClient, Handler, PublishStream, Subscription
 from vivified.sdk._identity import IssuedCertificate
 from vivified.sdk._lifecycle import LifecycleServicer
@@ -29,6 +47,7 @@ from vivified.sdk._manifest import load_manifest
 from vivified.sdk._server import PluginServer, host_port, reserve_port
 from vivified.sdk._settings import PluginSettings
 from vivified.sdk._storage import ObjectStoreClient
+from vivified.sdk._stored_identity import IdentityStore
 from vivified.sdk._telemetry import PluginTracing, tracing_from_env
 from vivified.sdk._transport import ServerCertificates
 from vivified.sdk._tunnel import Tunnel, open_tunnel
@@ -38,6 +57,18 @@ _log = logging.getLogger("vivified.sdk")
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+_RESUME_MARGIN = dt.timedelta(seconds=1)
+"""A stored certificate with less than this left is not offered to the core."""
+
+
+def _refused_for_good(error: VivifiedSDKError) -> bool:
+    """Whether the core's refusal of a resume means the stored identity can
+    never be resumed (a disabled plugin may be enabled again: not final)."""
+    if isinstance(error, UnauthenticatedError):
+        return True
+    return isinstance(error, PermissionDeniedError) and error.reason != "PLUGIN_DISABLED"
 
 
 ServicerFactory = Callable[["PluginRuntime"], Sequence[object]]
@@ -58,7 +89,8 @@ class PluginRuntime:
     """Runs one plugin process's servicers against the core.
 
     `start()` loads the manifest, registers with the core (one-time join token,
-    fresh key and CSR), serves the servicers over mTLS accepting only the core,
+    fresh key and CSR) or, after a crash, resumes with the key and certificate
+    kept in `settings.data_dir` (see the module docstring), serves the servicers over mTLS accepting only the core,
     then heartbeats and renews the certificate in the background. `stop()`
     ends all of it gracefully and deregisters. The core calls `Init` (which runs
     `on_init`) once it has admitted the plugin, and may call `Shutdown`.
@@ -112,12 +144,16 @@ class PluginRuntime:
         self._certificates: ServerCertificates | None = None
         self._issued: IssuedCertificate | None = None
         self._endpoint = ""
+        self._identities = IdentityStore(settings.data_dir) if settings.data_dir is not None else None
+        self._admitted = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._started = False
         self.renewals = 0
         """How many times the certificate was renewed."""
+        self.resumed = False
+        """Whether this start resumed a stored registration (True) or registered (False)."""
         self.failure: VivifiedSDKError | None = None
         """Why the runtime stopped on its own with an error (e.g. the certificate expired), else None."""
 
@@ -292,20 +328,18 @@ class PluginRuntime:
         if settings.listen_socket is not None:
             # A sandboxed plugin: the core dials this socket (its path is the endpoint).
             self._endpoint = f"unix:{settings.listen_socket}"
-            issued, reply = await self._register_and_serve(client, root_pem, self._endpoint)
+            interval = await self._admit_and_serve(client, self._endpoint)
         else:
             placeholder = reserve_port(settings.listen_host)
             try:
                 port = placeholder.getsockname()[1]
                 self._endpoint = host_port(settings.dial_host, port)
-                issued, reply = await self._register_and_serve(
-                    client, root_pem, host_port(settings.listen_host, port), port
-                )
+                interval = await self._admit_and_serve(client, host_port(settings.listen_host, port), port)
             finally:
                 placeholder.close()
-        client.connect(issued)
-        _log.info("registered as %s; serving on %s", client.spiffe_id, self._endpoint)
-        interval = float(max(reply.heartbeat_interval_seconds, 1))
+        _log.info(
+            "%s as %s; serving on %s", "resumed" if self.resumed else "registered", client.spiffe_id, self._endpoint
+        )
         self._tasks = [
             asyncio.create_task(
                 heartbeat_forever(client, interval, sleep=self._sleep, request_stop=self._request_stop)
@@ -323,15 +357,59 @@ class PluginRuntime:
             ),
         ]
 
-    async def _register_and_serve(
-        self, client: CoreClient, root_pem: bytes, address: str, port: int | None = None
-    ) -> tuple[IssuedCertificate, registry_pb2.RegisterResponse]:
-        """Register `self._endpoint` with the core, then serve on `address` with the issued certificate."""
-        issued, reply = await client.register(self._endpoint)
+    async def _admit_and_serve(self, client: CoreClient, address: str, port: int | None = None) -> float:
+        """Resume or register `self._endpoint` with the core, then serve on
+        `address` with the certificate; returns the heartbeat interval."""
+        issued, interval = await self._admit(client)
         self._issued = issued
-        self._certificates = ServerCertificates(root_pem, issued)
+        self._admitted = True
+        self._store_identity(issued)
+        self._certificates = ServerCertificates(client.root_pem, issued)
         await self._server.start(address, self._certificates, port)
-        return issued, reply
+        return float(max(interval, 1))
+
+    async def _admit(self, client: CoreClient) -> tuple[IssuedCertificate, int]:
+        """(certificate, heartbeat interval) of a resumed or new registration."""
+        token = self._settings.join_token
+        stored = self._identities.load(client.spiffe_id, self._clock(), _RESUME_MARGIN) if self._identities else None
+        if stored is not None and self._identities is not None:
+            try:
+                resumed: registry_pb2.ResumeResponse = await client.resume(self._endpoint, stored)
+            except VivifiedSDKError as error:
+                if not _refused_for_good(error):
+                    raise
+                self._identities.discard()
+                if not token:
+                    raise type(error)(
+                        f"the core refused to resume the stored registration ({error.message}) and no join token"
+                        " is set (VIVIFIED_JOIN_TOKEN): approve the plugin again for a new one",
+                        reason=error.reason,
+                        domain=error.domain,
+                        metadata=error.metadata,
+                        code=error.code,
+                    ) from None
+                _log.warning("the core refused to resume the stored registration (%s); registering", error)
+            else:
+                self.resumed = True
+                return stored.issued, resumed.heartbeat_interval_seconds
+        if not token:
+            where = self._identities.path if self._identities else "no data dir (VIVIFIED_DATA_DIR) is set"
+            raise ConfigurationError(
+                f"no join token (VIVIFIED_JOIN_TOKEN) and no stored registration to resume ({where})",
+                reason="SETTING_MISSING",
+            )
+        issued, registered = await client.register(self._endpoint)
+        client.connect(issued)
+        return issued, registered.heartbeat_interval_seconds
+
+    def _store_identity(self, issued: IssuedCertificate) -> None:
+        if self._identities is None or self._client is None:
+            return
+        try:
+            self._identities.save(self._client.spiffe_id, issued, self._client.root_pem, self._settings.core_address)
+        except OSError as exc:
+            # The plugin runs on; only a restart after a crash would then need a new token.
+            _log.warning("could not store the identity in %s: %s", self._identities.path, exc)
 
     def _current(self) -> IssuedCertificate:
         if self._issued is None:
@@ -344,6 +422,7 @@ class PluginRuntime:
         self._issued = issued
         self._certificates.install(issued, self._client.root_pem)
         self._client.connect(issued)
+        self._store_identity(issued)
         self.renewals += 1
 
     async def _init(self, request: InitRequest) -> None:
@@ -421,6 +500,9 @@ class PluginRuntime:
                     await self._client.deregister(reason)
                 except VivifiedSDKError as error:
                     _log.info("deregistration not acknowledged: %s", error)
+            if self._admitted and self._identities is not None:
+                # Deregistered (or meant to be): nothing to resume from.
+                self._identities.discard()
             if self._client is not None:
                 await self._client.close()
             _log.info("plugin stopped: %s", reason)

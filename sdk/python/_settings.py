@@ -29,8 +29,10 @@ class PluginSettings:
 
     manifest_path: Path
     """The plugin's manifest (YAML or JSON); must be the one the operator approved."""
-    join_token: str = field(repr=False)
-    """The one-time token printed by `vivified plugins approve`. Kept out of `repr` so it is never logged."""
+    join_token: str = field(default="", repr=False)
+    """The one-time token printed by `vivified plugins approve`. Kept out of `repr` so it is never logged.
+    May be empty when `data_dir` is set: the plugin then only resumes the registration whose key and
+    certificate it stored there (after a crash), and fails to start when there is none."""
     ca_file: Path
     """PEM root certificate of the core's CA: the only root the plugin trusts, both to
     verify the core's server certificate and to verify the core when it calls the plugin."""
@@ -57,7 +59,9 @@ class PluginSettings:
     """Deadline of each call the SDK makes to the core (`Register`, heartbeats, renewal)."""
     data_dir: Path | None = None
     """The plugin's own directory for durable state (e.g. its SQLite file); None when
-    the plugin keeps nothing. Use `require_data_dir()` to get it or a clear error."""
+    the plugin keeps nothing. Use `require_data_dir()` to get it or a clear error.
+    The SDK keeps the plugin's key and certificate there (`vivified-identity.json`,
+    mode 0600), so a process restarted after a crash resumes without a new join token."""
     conformance_control: str = ""
     log_format: str = "text"
     """`text`: `run` leaves logging as the plugin set it up; `json`: `run` writes one JSON object per line."""
@@ -65,8 +69,8 @@ class PluginSettings:
     hook off. Set only by the suite: see docs/plugin-protocol.md, "Conformance control hook"."""
 
     def __post_init__(self) -> None:
-        if not self.join_token:
-            raise ConfigurationError("join_token is empty")
+        if not self.join_token and self.data_dir is None:
+            raise ConfigurationError("join_token is empty (and no data_dir could hold a registration to resume)")
         if not 0.0 < self.renew_at_fraction < 1.0:
             raise ConfigurationError(f"renew_at_fraction must be between 0 and 1, got {self.renew_at_fraction}")
         if self.shutdown_grace_seconds < 0 or self.connect_timeout_seconds <= 0:
@@ -79,7 +83,8 @@ class PluginSettings:
     def from_env(cls, environ: Mapping[str, str]) -> PluginSettings:
         """Settings from `VIVIFIED_*` variables, read once at the plugin's edge.
 
-        Required: `VIVIFIED_MANIFEST`, `VIVIFIED_JOIN_TOKEN`, `VIVIFIED_CA_FILE`.
+        Required: `VIVIFIED_MANIFEST`, `VIVIFIED_CA_FILE`, and `VIVIFIED_JOIN_TOKEN` unless
+        `VIVIFIED_DATA_DIR` is set (a restart then resumes from the identity stored there).
         Optional: `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`,
         `VIVIFIED_DATA_DIR` (the plugin's own state directory), `VIVIFIED_LISTEN_HOST` (the
         interface the plugin serves on, e.g. `0.0.0.0` in a container),
@@ -107,7 +112,10 @@ class PluginSettings:
 
         return cls(
             manifest_path=Path(required("VIVIFIED_MANIFEST", "the path of the plugin's manifest")),
-            join_token=required("VIVIFIED_JOIN_TOKEN", "the one-time join token from `vivified plugins approve`"),
+            # Optional with a data dir: a restarted plugin resumes from the identity stored there.
+            join_token=environ.get("VIVIFIED_JOIN_TOKEN", "")
+            if environ.get("VIVIFIED_DATA_DIR")
+            else required("VIVIFIED_JOIN_TOKEN", "the one-time join token from `vivified plugins approve`"),
             ca_file=Path(required("VIVIFIED_CA_FILE", "the path of the core's root CA certificate")),
             core_address=optional("VIVIFIED_CORE_ADDRESS", DEFAULT_CORE_ADDRESS),
             bootstrap_address=optional("VIVIFIED_BOOTSTRAP_ADDRESS", DEFAULT_BOOTSTRAP_ADDRESS),

@@ -9,7 +9,7 @@ import asyncio
 import json
 import pathlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -61,6 +61,8 @@ class RunningPlugin:
     token: str
     control_path: pathlib.Path
     """The conformance control hook's file (VIVIFIED_CONFORMANCE_CONTROL, docs/plugin-protocol.md)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """The environment its process was started with."""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -109,7 +111,7 @@ async def start_plugin(
     )
     log_path = log_dir / f"{spec.name}.log"
     process = spawn(spec.command, env, log_path)
-    running = RunningPlugin(spec, core, process, log_path, approval.join_token, control_path)
+    running = RunningPlugin(spec, core, process, log_path, approval.join_token, control_path, env)
     if hold_init:
         await until(lambda: running.control("init"), 30, f"{spec.name} to register and be sent Init:\n{running.log()}")
         return running
@@ -119,6 +121,14 @@ async def start_plugin(
         f"{spec.name} to register and pass Init:\n{running.log()}\n{core.log()[-3000:]}",
     )
     return running
+
+
+def restart_without_token(running: RunningPlugin) -> RunningPlugin:
+    """Start the plugin's command again with the same environment but no
+    join token (its data dir, and whatever the plugin stored there, kept)."""
+    env = {k: v for k, v in running.env.items() if k != "VIVIFIED_JOIN_TOKEN"}
+    process = spawn(running.spec.command, env, running.log_path)
+    return RunningPlugin(running.spec, running.core, process, running.log_path, "", running.control_path, env)
 
 
 @pytest_asyncio.fixture

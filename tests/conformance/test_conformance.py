@@ -1,7 +1,9 @@
 """The plugin conformance suite (docs/plugin-protocol.md), run against every
 plugin under `plugins/` through a real core process: registration with a
 one-time token, Init and health, core-only serving (M2), Shutdown and
-SIGTERM, certificate renewal under a short TTL with calls in flight (M3)."""
+SIGTERM, certificate renewal under a short TTL with calls in flight, and a
+restart after SIGKILL from the stored key and certificate with no new join
+token (M3)."""
 
 from __future__ import annotations
 
@@ -20,15 +22,19 @@ from conformance.conftest import (
     SYNC_BOUND,
     RunningPlugin,
     core_credentials,
+    healthy,
     listed,
     plugin_target,
+    restart_without_token,
     start_plugin,
     wait_exit,
 )
 from conformance.plugins import PluginUnderTest
-from support.clients import admitted_plugin, audit_rows, bootstrap_channel, error_info, new_csr
+from support.clients import admitted_plugin, audit_rows, bootstrap_channel, error_info, new_csr, operator_channel
 from support.processes import CoreProcess, core_running, stop_process
+from support.waiting import until
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
+from vivified.admin.v1 import plugin_admin_pb2_grpc as admin_grpc
 from vivified.core.manifest import load_manifest_file
 from vivified.lifecycle.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from vivified.registry.v1 import registry_pb2 as reg_pb
@@ -186,3 +192,64 @@ async def test_m3_renews_its_certificate_under_a_short_ttl_with_no_failed_call(
         assert running.process.poll() is None  # type: ignore[attr-defined]
     finally:
         stop_process(running.process)  # type: ignore[arg-type]
+
+
+async def test_m3_restarts_after_sigkill_from_its_stored_certificate_without_a_new_token(plugin: RunningPlugin) -> None:
+    core, plugin_id = plugin.core, plugin.spec.plugin_id
+    probe = plugin.spec.probe
+    caller = await admitted_plugin(
+        core, "conformance-restart-caller", calls=[{"plugin_id": plugin_id, "method": probe}]
+    )
+    credentials = grpc.ssl_channel_credentials(core.ca_pem, caller.key_pem, caller.chain_pem)
+    options = [("grpc.ssl_target_name_override", f"core.{core.trust_domain}")]
+
+    async def answer() -> str:
+        async with grpc.aio.secure_channel(core.listen_address, credentials, options=options) as channel:
+            try:
+                await channel.unary_unary(f"/{probe}")(b"", metadata=(("x-vivified-target", plugin_id),), timeout=10)
+            except grpc.aio.AioRpcError as err:
+                return f"{err.code().name}/{error_info(err).reason}"
+        return "OK"
+
+    before = await answer()
+    assert not before.startswith(("UNAVAILABLE", "PERMISSION_DENIED/POLICY")), before
+    registrations = len(audit_rows(core, action=f"{REGISTRY}/Register", resource=f"plugin/{plugin_id}"))
+    resumes = lambda: audit_rows(core, actor=f"plugin:{plugin_id}", action=f"{REGISTRY}/Resume")  # noqa: E731
+    resumed_before = len(resumes())
+    os.kill(plugin.process.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    assert await wait_exit(plugin.process, 10) is not None
+    restarted = restart_without_token(plugin)
+    try:
+        await until(lambda: len(resumes()) > resumed_before, 30, f"{plugin_id} to resume:\n{restarted.log()}")
+        await until(lambda: healthy(core, plugin_id), 30, f"{plugin_id} to pass Init again:\n{restarted.log()}")
+        rows = resumes()[resumed_before:]
+        assert [(r.decision, r.outcome) for r in rows] == [("allow", "OK")], restarted.log()
+        assert len(audit_rows(core, action=f"{REGISTRY}/Register", resource=f"plugin/{plugin_id}")) == registrations
+        assert await answer() == before  # served through the core again, by the restarted process
+        assert restarted.process.poll() is None  # type: ignore[attr-defined]
+    finally:
+        stop_process(restarted.process)  # type: ignore[arg-type]
+
+
+async def test_m3_a_revoked_plugin_restarted_without_a_token_is_refused_and_exits(plugin: RunningPlugin) -> None:
+    core, plugin_id = plugin.core, plugin.spec.plugin_id
+    os.kill(plugin.process.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    assert await wait_exit(plugin.process, 10) is not None
+    async with operator_channel(core) as channel:
+        await admin_grpc.PluginAdminServiceStub(channel).RevokePlugin(
+            admin_pb.RevokePluginRequest(plugin_id=plugin_id, reason="conformance"), timeout=10
+        )
+    resumes = lambda: audit_rows(core, actor=f"plugin:{plugin_id}", action=f"{REGISTRY}/Resume")  # noqa: E731
+    before = len(resumes())
+    restarted = restart_without_token(plugin)
+    try:
+        code = await wait_exit(restarted.process, 30)
+        assert code not in (None, 0), restarted.log()
+    finally:
+        stop_process(restarted.process)  # type: ignore[arg-type]
+    rows = resumes()[before:]
+    assert [(r.decision, r.outcome, r.reason) for r in rows] == [("deny", "UNAUTHENTICATED", "CERTIFICATE_REVOKED")]
+    assert "CERTIFICATE_REVOKED" in restarted.log()
+    data_dir = pathlib.Path(plugin.env["VIVIFIED_DATA_DIR"])
+    assert not (data_dir / "vivified-identity.json").exists()  # refused for good: the stored identity is gone
+    assert (await listed(core, plugin_id)).status == admin_pb.PLUGIN_STATUS_REVOKED  # type: ignore[union-attr]

@@ -131,3 +131,29 @@ async def test_servicers_get_the_runtime_at_init_and_fetch_through_egress(tmp_pa
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.asyncio
+async def test_m3_a_killed_plugin_process_resumes_behind_local_core_without_a_new_approval(
+    tmp_path: pathlib.Path,
+) -> None:
+    command = (sys.executable, "-m", "vivified.plugins.example_echo")
+    async with LocalCore(ECHO, None, tmp_path, command=command) as core:
+        plugin = core.plugin
+        assert plugin is not None
+        process = CoreProcess(data_dir=core.data_dir, process=None)  # type: ignore[arg-type]
+        approvals = len(audit_rows(process, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin"))
+        await plugin.kill()
+        await plugin.resume()
+        resumed = audit_rows(process, action="/vivified.registry.v1.PluginRegistryService/Resume")
+        assert [(r.actor, r.decision, r.outcome) for r in resumed] == [("plugin:example-echo", "allow", "OK")]
+        assert len(audit_rows(process, action="/vivified.admin.v1.PluginAdminService/ApprovePlugin")) == approvals
+        reply = await core.call(
+            pb.SendMessageRequest(
+                message=pb.CanonicalMessage(message_id="m-2", to_address="a@example.com", content="hi")
+            )
+        )
+        assert isinstance(reply, pb.SendMessageResponse) and reply.status == pb.DELIVERY_STATUS_DELIVERED
+        # A restart (a clean stop, then a start) approves again and registers afresh; no refused Resume first.
+        await plugin.restart()
+        assert len(audit_rows(process, action="/vivified.registry.v1.PluginRegistryService/Resume")) == 1

@@ -2,7 +2,7 @@
  * The plugin's side of `PluginRegistryService`, with typed errors.
  *
  * Register goes to the bootstrap port over server-authenticated TLS; the
- * other calls go over the mTLS channel, which is replaced (not mutated) on
+ * other calls (Resume after a restart among them) go over the mTLS channel, which is replaced (not mutated) on
  * renewal: calls already running on the old one finish there.
  */
 import * as grpc from "@grpc/grpc-js";
@@ -11,6 +11,7 @@ import { CoreUntrustedError, SDK_DOMAIN, VivifiedError, fromServiceError } from 
 import { IssuedCertificate, acceptIssued, newKeyAndCsr } from "./identity.js";
 import type { Message, Protos } from "./protos.js";
 import type { PluginSettings } from "./settings.js";
+import type { StoredIdentity } from "./stored-identity.js";
 import { bootstrapCredentials, channelOptions, coreName, mtlsCredentials } from "./transport.js";
 
 const REGISTRY = "vivified.registry.v1.PluginRegistryService";
@@ -81,6 +82,43 @@ export class CoreClient {
     }
     if (!this.coreAddress) this.coreAddress = dialable(reply["core_endpoint"], this.settings.bootstrapAddress);
     return { issued: acceptIssued(reply["certificate_chain_pem"], requested, this.spiffeId, this.clock()), reply };
+  }
+
+  /**
+   * Resume the registration `stored` belongs to, now serving at `endpoint`
+   * (after a crash: no join token); on success the mTLS channel presents
+   * `stored.issued`. Throws the core's typed refusal (e.g. CERTIFICATE_REVOKED,
+   * PLUGIN_REVOKED), or CoreUntrustedError when no verified core answered.
+   */
+  async resume(endpoint: string, stored: StoredIdentity): Promise<Message> {
+    const previous = { root: this.rootPem, address: this.coreAddress };
+    this.rootPem = stored.rootsPem;
+    this.coreAddress = this.settings.coreAddress || stored.coreAddress;
+    if (!this.coreAddress) {
+      throw new VivifiedError("the stored identity does not say where the core's mTLS port is; set VIVIFIED_CORE_ADDRESS", {
+        reason: "CORE_ENDPOINT_MISSING",
+        domain: SDK_DOMAIN,
+      });
+    }
+    this.connect(stored.issued);
+    try {
+      const reply = await unary(this.client(REGISTRY), "Resume", { manifest: this.manifest, endpoint }, this.protos, {
+        timeoutSeconds: this.settings.connectTimeoutSeconds,
+      });
+      const bundle = reply["ca_bundle_pem"];
+      if (typeof bundle === "string" && bundle.length > 0) this.rootPem = Buffer.from(bundle);
+      return reply;
+    } catch (error) {
+      this.close();
+      this.issued = null;
+      const address = this.coreAddress;
+      this.rootPem = previous.root;
+      this.coreAddress = previous.address;
+      if (error instanceof VivifiedError && error.code === grpc.status.UNAVAILABLE && !error.reason) {
+        throw new CoreUntrustedError(`could not reach a trusted core at ${address} to resume: ${error.message}`);
+      }
+      throw error;
+    }
   }
 
   /** Use `issued` for every call from now on; the previous channel closes after the shutdown grace. */

@@ -7,7 +7,7 @@
  * the core's policy, so the SDK checks what came back instead of asking.
  */
 import "reflect-metadata";
-import { webcrypto } from "node:crypto";
+import { createPrivateKey, createPublicKey, webcrypto } from "node:crypto";
 
 import * as x509 from "@peculiar/x509";
 
@@ -91,16 +91,31 @@ function invalid(why: string): VivifiedError {
 
 /** Check that the issued leaf certifies our key and names exactly `spiffeId`; refuse it otherwise. */
 export function acceptIssued(chainPem: string, requested: KeyAndCsr, spiffeId: string, receivedAt: Date): IssuedCertificate {
+  return checked(chainPem, requested.keyPem, requested.spki, spiffeId, receivedAt);
+}
+
+/** A stored key and certificate, held to the same checks as a fresh one (`acceptIssued`). */
+export function loadIssued(chainPem: string, keyPem: string, spiffeId: string, receivedAt: Date): IssuedCertificate {
+  let spki: Buffer;
+  try {
+    spki = createPublicKey(createPrivateKey(keyPem)).export({ type: "spki", format: "der" });
+  } catch {
+    throw invalid("the stored private key cannot be read");
+  }
+  return checked(chainPem, keyPem, spki, spiffeId, receivedAt);
+}
+
+function checked(chainPem: string, keyPem: string, spki: Buffer, spiffeId: string, receivedAt: Date): IssuedCertificate {
   let leaf: x509.X509Certificate;
   try {
     leaf = new x509.X509Certificate(chainPem.slice(0, chainPem.indexOf("-----END CERTIFICATE-----") + 25));
   } catch {
     throw invalid("not a PEM certificate chain");
   }
-  if (!Buffer.from(leaf.publicKey.rawData).equals(requested.spki)) throw invalid("it certifies another public key");
+  if (!Buffer.from(leaf.publicKey.rawData).equals(spki)) throw invalid("it certifies another public key");
   const uris = uriSans(Buffer.from(leaf.rawData));
   if (uris.length !== 1 || uris[0] !== spiffeId) {
     throw invalid(`expected the single URI SAN ${spiffeId}, found ${JSON.stringify(uris)}`);
   }
-  return new IssuedCertificate(chainPem, requested.keyPem, leaf, receivedAt);
+  return new IssuedCertificate(chainPem, keyPem, leaf, receivedAt);
 }

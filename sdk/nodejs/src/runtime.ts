@@ -8,9 +8,13 @@
  *
  * `start()` loads the manifest, binds the plugin's server (refusing
  * connections until it has a certificate), registers with the core (one-time
- * join token, fresh key and CSR), installs the certificate, then heartbeats
- * and renews in the background. The core calls Init (running `onInit`) once
- * it admitted the plugin; health turns SERVING only then.
+ * join token, fresh key and CSR) or, with a `dataDir` holding the key and
+ * certificate of a process that crashed, resumes that registration (no
+ * token; a final refusal removes them and registers with the token if there
+ * is one), installs the certificate, then heartbeats and renews in the
+ * background. A stop deregisters and removes the stored identity. The core
+ * calls Init (running `onInit`) once it admitted the plugin; health turns
+ * SERVING only then.
  */
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -27,6 +31,7 @@ import { loadManifest } from "./manifest.js";
 import { type Message, type Protos, protosFor } from "./protos.js";
 import { type Contract, PluginServer } from "./server.js";
 import type { PluginSettings } from "./settings.js";
+import { IdentityStore } from "./stored-identity.js";
 import { MemoryCertificateProvider } from "./transport.js";
 import { methodCodec, packMessage } from "./typed.js";
 
@@ -34,6 +39,14 @@ import { methodCodec, packMessage } from "./typed.js";
 export const FINAL_REASONS = new Set(["PLUGIN_REVOKED", "CERTIFICATE_REVOKED"]);
 const MAX_RETRY_MS = 30_000;
 const MIN_RENEW_MS = 500;
+/** A stored certificate with less than this left is not offered to the core. */
+const RESUME_MARGIN_MS = 1000;
+
+/** Whether a refused resume means the stored identity can never be resumed (a disabled plugin may be enabled again). */
+function refusedForGood(error: unknown): error is VivifiedError {
+  if (!(error instanceof VivifiedError) || error.domain === SDK_DOMAIN) return false;
+  return error.code === grpc.status.UNAUTHENTICATED || (error.code === grpc.status.PERMISSION_DENIED && error.reason !== "PLUGIN_DISABLED");
+}
 
 export const TARGET_HEADER = "x-vivified-target";
 export const IDEMPOTENCY_HEADER = "x-vivified-idempotency-key";
@@ -105,8 +118,12 @@ export class PluginRuntime {
   private isClosed = false;
   private isInitialised = false;
   private endpointValue = "";
+  private identities: IdentityStore | null = null;
+  private admitted = false;
   /** How many times the certificate was renewed. */
   renewals = 0;
+  /** Whether this start resumed a stored registration (true) or registered (false). */
+  resumed = false;
   /** Why the runtime stopped on its own with an error (e.g. the certificate expired), else null. */
   failure: VivifiedError | null = null;
 
@@ -205,12 +222,57 @@ export class PluginRuntime {
       this.endpointValue = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
     }
     const client = (this.client = new CoreClient(settings, rootPem, manifest, this.protos, this.clock));
-    const { issued, reply } = await client.register(this.endpointValue);
-    this.certificates.install(issued);
-    client.connect(issued);
-    this.log(`registered as ${client.spiffeId}; serving on ${this.endpointValue}; core at ${client.coreAddress}`);
+    if (settings.dataDir) this.identities = new IdentityStore(settings.dataDir, this.log);
+    const { issued, reply } = await this.admit(client);
+    this.admitted = true;
+    this.storeIdentity(issued);
+    this.certificates.install(issued, client.trustedRoots);
+    this.log(`${this.resumed ? "resumed" : "registered"} as ${client.spiffeId}; serving on ${this.endpointValue}; core at ${client.coreAddress}`);
     const interval = Math.max(Number(reply["heartbeat_interval_seconds"]) || 1, 1);
     this.loops.push(this.heartbeatForever(interval), this.renewForever());
+  }
+
+  /** Resume the stored registration or register with the join token (see the class comment); the client is connected after. */
+  private async admit(client: CoreClient): Promise<{ issued: IssuedCertificate; reply: Message }> {
+    const token = this.settings.joinToken;
+    const stored = this.identities?.load(client.spiffeId, this.clock(), RESUME_MARGIN_MS);
+    if (stored !== undefined && this.identities !== null) {
+      try {
+        const reply = await client.resume(this.endpointValue, stored);
+        this.resumed = true;
+        return { issued: stored.issued, reply };
+      } catch (error) {
+        if (!refusedForGood(error)) throw error;
+        this.identities.discard();
+        if (!token) {
+          const Refusal = error.constructor as new (message: string, fields: object) => VivifiedError;
+          throw new Refusal(
+            `the core refused to resume the stored registration (${error.message}) and no join token is set (VIVIFIED_JOIN_TOKEN): approve the plugin again for a new one`,
+            { reason: error.reason, domain: error.domain, metadata: error.metadata, code: error.code },
+          );
+        }
+        this.log(`the core refused to resume the stored registration (${error}); registering`);
+      }
+    }
+    if (!token) {
+      throw new ConfigurationError(
+        `no join token (VIVIFIED_JOIN_TOKEN) and no stored registration to resume (${this.identities?.path ?? "no data dir (VIVIFIED_DATA_DIR) is set"})`,
+        "SETTING_MISSING",
+      );
+    }
+    const registered = await client.register(this.endpointValue);
+    client.connect(registered.issued);
+    return registered;
+  }
+
+  private storeIdentity(issued: IssuedCertificate): void {
+    if (this.identities === null || this.client === null) return;
+    try {
+      this.identities.save(this.client.spiffeId, issued, this.client.trustedRoots, this.client.coreAddress);
+    } catch (error) {
+      // The plugin runs on; only a restart after a crash would then need a new token.
+      this.log(`could not store the identity in ${this.identities.path}: ${(error as Error).message}`);
+    }
   }
 
   private async heartbeatForever(intervalSeconds: number): Promise<void> {
@@ -275,6 +337,7 @@ export class PluginRuntime {
         // New connections (both ways) use the new certificate; open ones keep theirs until they end.
         this.certificates!.install(issued, this.requireClient().trustedRoots);
         this.requireClient().connect(issued);
+        this.storeIdentity(issued);
         this.renewals += 1;
         this.log(`certificate renewed; valid until ${issued.notAfter.toISOString()}`);
         break;
@@ -443,6 +506,8 @@ export class PluginRuntime {
           this.log(`deregistration not acknowledged: ${error}`);
         }
       }
+      // Deregistered (or meant to be): nothing to resume from.
+      if (this.admitted) this.identities?.discard();
       this.client?.close();
       this.log(`plugin stopped: ${reason}`);
     } finally {

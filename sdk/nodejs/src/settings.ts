@@ -11,8 +11,10 @@ export const MAX_SOCKET_PATH = 107;
 export interface PluginSettings {
   /** The plugin's manifest (YAML or JSON); must be the one the operator approved. */
   readonly manifestPath: string;
-  /** The one-time token printed by `vivified plugins approve`. Never log it. */
+  /** The one-time token printed by `vivified plugins approve`. Never log it. "" is allowed with a `dataDir`: the plugin then only resumes. */
   readonly joinToken: string;
+  /** The plugin's own state directory (`VIVIFIED_DATA_DIR`); the SDK keeps its key and certificate there to resume after a crash. "" for none. */
+  readonly dataDir: string;
   /** PEM root of the core's CA: the only root trusted, both for the core's server and for the core calling us. */
   readonly caFile: string;
   /** The core's bootstrap port (`host:port`, or `unix:/abs/path` for its socket), server-authenticated TLS, used once for Register. */
@@ -44,8 +46,8 @@ export interface PluginSettings {
   readonly conformanceControl: string;
 }
 
-export type PluginSettingsInput = Pick<PluginSettings, "manifestPath" | "joinToken" | "caFile"> &
-  Partial<Omit<PluginSettings, "manifestPath" | "joinToken" | "caFile">>;
+export type PluginSettingsInput = Pick<PluginSettings, "manifestPath" | "caFile"> &
+  Partial<Omit<PluginSettings, "manifestPath" | "caFile">>;
 
 /** Settings with defaults filled in, checked; throws `ConfigurationError`. */
 export function pluginSettings(input: PluginSettingsInput): PluginSettings {
@@ -61,9 +63,11 @@ export function pluginSettings(input: PluginSettingsInput): PluginSettings {
     connectTimeoutSeconds: 10,
     protoDir: "",
     conformanceControl: "",
+    joinToken: "",
+    dataDir: "",
     ...input,
   });
-  if (!settings.joinToken) throw new ConfigurationError("joinToken is empty");
+  if (!settings.joinToken && !settings.dataDir) throw new ConfigurationError("joinToken is empty (and no dataDir could hold a registration to resume)");
   if (!(settings.renewAtFraction > 0 && settings.renewAtFraction < 1)) {
     throw new ConfigurationError(`renewAtFraction must be between 0 and 1, got ${settings.renewAtFraction}`);
   }
@@ -89,8 +93,8 @@ export function pluginSettings(input: PluginSettingsInput): PluginSettings {
 
 /**
  * Settings from `VIVIFIED_*` variables, the same ones the Python SDK reads.
- * Required: `VIVIFIED_MANIFEST`, `VIVIFIED_JOIN_TOKEN`, `VIVIFIED_CA_FILE`.
- * Optional: `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`, `VIVIFIED_PROTO_DIR`,
+ * Required: `VIVIFIED_MANIFEST`, `VIVIFIED_CA_FILE`, and `VIVIFIED_JOIN_TOKEN` unless `VIVIFIED_DATA_DIR` is set.
+ * Optional: `VIVIFIED_DATA_DIR`, `VIVIFIED_BOOTSTRAP_ADDRESS`, `VIVIFIED_CORE_ADDRESS`, `VIVIFIED_TRUST_DOMAIN`, `VIVIFIED_PROTO_DIR`,
  * `VIVIFIED_LISTEN_SOCKET` (serve on that Unix socket: set by the supervisor of a sandboxed plugin),
  * `VIVIFIED_CONFORMANCE_CONTROL` (the conformance suite's control file).
  *
@@ -104,7 +108,11 @@ export function settingsFromEnv(env: Record<string, string | undefined>, overrid
   };
   return pluginSettings({
     manifestPath: required("VIVIFIED_MANIFEST", "the path of the plugin's manifest"),
-    joinToken: required("VIVIFIED_JOIN_TOKEN", "the one-time join token from `vivified plugins approve`"),
+    // Optional with a data dir: a restarted plugin resumes from the identity stored there.
+    joinToken: env["VIVIFIED_DATA_DIR"]
+      ? env["VIVIFIED_JOIN_TOKEN"] ?? ""
+      : required("VIVIFIED_JOIN_TOKEN", "the one-time join token from `vivified plugins approve`"),
+    dataDir: env["VIVIFIED_DATA_DIR"] || "",
     caFile: required("VIVIFIED_CA_FILE", "the path of the core's root CA certificate"),
     bootstrapAddress: env["VIVIFIED_BOOTSTRAP_ADDRESS"] || DEFAULT_BOOTSTRAP_ADDRESS,
     coreAddress: env["VIVIFIED_CORE_ADDRESS"] || "",

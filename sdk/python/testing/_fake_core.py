@@ -5,8 +5,8 @@ It speaks the real protocol over real TLS on loopback: a bootstrap port
 `LocalCA` root required), `Register` signing the CSR's public key with the
 plugin's names, then `Init` and a health check on the plugin's endpoint with
 the core's own client certificate, exactly as the core does. It records every
-call so a test can assert on them, and can be told to refuse heartbeats or
-renewals with a given status and reason."""
+call so a test can assert on them, and can be told to refuse heartbeats, renewals or
+resumes with a given status and reason."""
 
 from __future__ import annotations
 
@@ -110,6 +110,18 @@ class _Registry(registry_pb2_grpc.PluginRegistryServiceServicer):
         self._core.heartbeats.append(peer)
         return registry_pb2.HeartbeatResponse(heartbeat_interval_seconds=self._core.heartbeat_interval)
 
+    async def Resume(
+        self, request: registry_pb2.ResumeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> registry_pb2.ResumeResponse:
+        """Accepts any certificate from the CA unless `resume_refusal` is set,
+        then sends Init to the new endpoint, as the core does."""
+        peer = await self._caller(context, self._core.resume_refusal)
+        core = self._core
+        core.resumes.append((peer, request.endpoint))
+        if core.call_init:
+            core._schedule_init(peer.rsplit("/", 1)[1], request.endpoint)
+        return registry_pb2.ResumeResponse(heartbeat_interval_seconds=core.heartbeat_interval)
+
     async def Deregister(
         self, request: registry_pb2.DeregisterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> registry_pb2.DeregisterResponse:
@@ -159,13 +171,16 @@ class FakeCore:
         self.call_init = call_init
         self.heartbeat_refusal: Refusal | None = None
         self.renew_refusal: Refusal | None = None
+        self.resume_refusal: Refusal | None = None
         self.registrations: list[registry_pb2.RegisterRequest] = []
         self.issued: list[Leaf] = []
         self.heartbeats: list[str] = []
         self.renewals: list[str] = []
         self.deregistrations: list[tuple[str, str]] = []
+        self.resumes: list[tuple[str, str]] = []
+        """(SPIFFE id, endpoint) of every accepted Resume."""
         self.refused: list[str] = []
-        """The reason of every call refused because of `heartbeat_refusal` or `renew_refusal`."""
+        """The reason of every call refused because of `heartbeat_refusal`, `renew_refusal` or `resume_refusal`."""
         self.peer_serials: list[int] = []
         """Serial of the client certificate of every accepted mTLS call, in order."""
         self.init_results: list[bool] = []

@@ -18,7 +18,8 @@ would.
 The plugin under test can instead run as its own process (`command=`, e.g.
 `python -m my_plugin`, given the `VIVIFIED_*` environment the SDK's
 `PluginSettings.from_env` reads and its own data dir), which is how the
-reference plugins are tested; `core.plugin` then stops and restarts it.
+reference plugins are tested; `core.plugin` then stops and restarts it, or
+kills it and resumes it (no new approval or token: docs/plugin-protocol.md §7).
 `add_plugin` runs further plugin processes beside it (each approved the same
 way), `options.extra_flags` and `options.core_env` pass flags and
 environment to the core (an egress config, a trust store).
@@ -38,6 +39,8 @@ Example (pytest with pytest-asyncio)::
         async with LocalCore(Path("manifest.yaml"), None, tmp_path, command=command) as core:
             await core.publish(MessageSendRequested(...))
             await core.plugin.restart()                                 # a new process, same data dir
+            await core.plugin.kill()                                    # a crash: still registered
+            await core.plugin.resume()                                  # back, with no new join token
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ from vivified.sdk._events import EventClient, ReceivedEvent, Subscription
 from vivified.sdk._manifest import load_manifest
 from vivified.sdk._runtime import PluginRuntime, ServicerFactory
 from vivified.sdk._settings import PluginSettings
+from vivified.sdk._stored_identity import IDENTITY_FILE
 
 TESTER_SUFFIX = "-tester"
 _UNUSED_ENDPOINT = "127.0.0.1:9"  # the tester serves nothing; the core's Init to it just fails
@@ -161,15 +165,27 @@ class LocalPlugin:
     async def start(self) -> None:
         """Approve (again: a join token is used once), set the config, spawn, wait until ready."""
         token = await self._core._approve(self.manifest)
+        # The approval revoked every earlier certificate: a stored one would only be refused.
+        (self.data_dir / IDENTITY_FILE).unlink(missing_ok=True)
         for key, value in self._config.items():
             await self._core.set_config(key, value, plugin_id=self.plugin_id)
         self._config.clear()  # set once; later changes are the test's own
+        await self._spawn(token)
+
+    async def resume(self) -> None:
+        """Spawn the plugin again without approving it and without a join token,
+        as a supervisor restarts a crashed plugin (after `kill`): it resumes its
+        registration from the key and certificate the SDK kept in `data_dir`."""
+        listed = await self._core._listed(self.plugin_id)
+        await self._spawn("", moved_from=listed.endpoint if listed is not None else "")
+
+    async def _spawn(self, token: str, moved_from: str = "") -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         info = self._core._info
         env = {
             **_clean_environ(),
             "VIVIFIED_MANIFEST": str(self.manifest_path),
-            "VIVIFIED_JOIN_TOKEN": token,
+            **({"VIVIFIED_JOIN_TOKEN": token} if token else {}),
             "VIVIFIED_CA_FILE": str(self._core.data_dir / "operator" / "ca.crt"),
             "VIVIFIED_CORE_ADDRESS": info["listen_address"],
             "VIVIFIED_BOOTSTRAP_ADDRESS": info["bootstrap_address"],
@@ -182,7 +198,9 @@ class LocalPlugin:
                 *self._command, stdout=log, stderr=asyncio.subprocess.STDOUT, env=env
             )
         deadline = time.monotonic() + self._core._options.start_timeout_seconds
-        await self._core._wait_healthy(self.plugin_id, deadline, alive=lambda: self.running, log=self.log)
+        await self._core._wait_healthy(
+            self.plugin_id, deadline, alive=lambda: self.running, log=self.log, moved_from=moved_from
+        )
         if self.manifest.subscribes:
             await self._core._wait_subscribed(self.plugin_id, deadline, alive=lambda: self.running, log=self.log)
 
@@ -508,16 +526,32 @@ class LocalCore:
                     raise
             await asyncio.sleep(0.2)
 
+    async def _listed(self, plugin_id: str) -> admin_pb.Plugin | None:
+        async with self.operator_channel() as channel:
+            listed = await admin_grpc.PluginAdminServiceStub(channel).ListPlugins(
+                admin_pb.ListPluginsRequest(), timeout=10
+            )
+        return next((p for p in listed.plugins if p.plugin_id == plugin_id), None)
+
     async def _wait_healthy(
-        self, plugin_id: str, deadline: float, *, alive: Callable[[], bool], log: Callable[[], str]
+        self,
+        plugin_id: str,
+        deadline: float,
+        *,
+        alive: Callable[[], bool],
+        log: Callable[[], str],
+        moved_from: str = "",
     ) -> None:
+        """Until the plugin is healthy (at an endpoint other than `moved_from`,
+        when given: a killed process's registration stays healthy until its
+        heartbeats are missed, so only the new endpoint tells the restart apart)."""
         while True:
-            async with self.operator_channel() as channel:
-                listed = await admin_grpc.PluginAdminServiceStub(channel).ListPlugins(
-                    admin_pb.ListPluginsRequest(), timeout=10
-                )
-            plugin = next((p for p in listed.plugins if p.plugin_id == plugin_id), None)
-            if plugin is not None and plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY:
+            plugin = await self._listed(plugin_id)
+            if (
+                plugin is not None
+                and plugin.health == admin_pb.PLUGIN_HEALTH_HEALTHY
+                and not (moved_from and plugin.endpoint == moved_from)
+            ):
                 return
             if not alive() or time.monotonic() > deadline:
                 state = "not listed" if plugin is None else admin_pb.PluginHealth.Name(plugin.health)

@@ -32,6 +32,7 @@ from support.clients import (
     admitted_plugin,
     approve,
     error_info,
+    manifest_message,
     operator_channel,
     plugin_channel,
     target_override,
@@ -774,3 +775,40 @@ async def test_kill_9_of_one_replica_under_load_loses_no_acknowledged_call_or_ev
             "shared",
         )
         assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+async def test_m3_a5_a_plugin_revoked_through_a_cannot_resume_through_b_even_before_b_synced(
+    postgres: PostgresServer, postgres_database: str, tmp_path: pathlib.Path
+) -> None:
+    """Resume decides on the database's view, not the replica's last sync: a
+    revocation committed through A is never resumed past on B, however soon
+    after it the call comes; a plugin registered through A resumes through B."""
+    with _replicas(tmp_path, postgres, postgres_database) as r:
+        plugin = await admitted_plugin(r.a, "resume-across")
+        manifest = manifest_message("resume-across")
+        async with plugin_channel(r.b, plugin) as channel:
+            await until(lambda: _served(channel), BOUND + 1, "B serving the plugin")
+            reply = await registry_pb2_grpc.PluginRegistryServiceStub(channel).Resume(
+                registry_pb2.ResumeRequest(manifest=manifest, endpoint="127.0.0.1:5"), timeout=10
+            )
+            assert reply.heartbeat_interval_seconds == 1
+        listed = await _admin(r.a, "ListPlugins", admin_pb.ListPluginsRequest())
+        assert {p.plugin_id: p.endpoint for p in listed.plugins}["resume-across"] == "127.0.0.1:5"  # type: ignore[attr-defined]
+        for n in range(SAMPLES):
+            victim = await admitted_plugin(r.a, f"revoked-resume-{n}")
+            async with plugin_channel(r.b, victim) as channel:
+                await until(lambda: _served(channel), BOUND + 1, "B serving the plugin")
+                await _admin(r.a, "RevokePlugin", admin_pb.RevokePluginRequest(plugin_id=victim.plugin_id))
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await registry_pb2_grpc.PluginRegistryServiceStub(channel).Resume(
+                        registry_pb2.ResumeRequest(manifest=manifest_message(victim.plugin_id), endpoint="127.0.0.1:6"),
+                        timeout=10,
+                    )
+            assert (refused.value.code(), error_info(refused.value).reason) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "CERTIFICATE_REVOKED",
+            )
+            rows = r.audit(
+                actor=f"plugin:{victim.plugin_id}", action="/vivified.registry.v1.PluginRegistryService/Resume"
+            )
+            assert [(x.decision, x.reason) for x in rows] == [("deny", "CERTIFICATE_REVOKED")]

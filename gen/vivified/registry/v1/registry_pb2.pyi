@@ -242,3 +242,74 @@ class DeregisterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeregisterResponse: _TypeAlias = DeregisterResponse  # noqa: Y015
+
+@_typing.final
+class ResumeRequest(_message.Message):
+    """ResumeRequest carries what changed across the plugin's restart."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANIFEST_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    endpoint: _builtins.str
+    """Address (`host:port`, or the plugin's own `unix:` socket) where the
+    restarted plugin now serves its contracts over mTLS; the same rules as
+    `RegisterRequest.endpoint`.
+    """
+    @_builtins.property
+    def manifest(self) -> _manifest_pb2.PluginManifest:
+        """The plugin's manifest; must match the approved manifest exactly and name
+        the plugin the calling certificate identifies.
+        """
+
+    def __init__(
+        self,
+        *,
+        manifest: _manifest_pb2.PluginManifest | None = ...,
+        endpoint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "manifest", b"manifest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeRequest: _TypeAlias = ResumeRequest  # noqa: Y015
+
+@_typing.final
+class ResumeResponse(_message.Message):
+    """ResumeResponse confirms the plugin is admitted again (Init follows)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    CORE_ENDPOINT_FIELD_NUMBER: _builtins.int
+    CA_BUNDLE_PEM_FIELD_NUMBER: _builtins.int
+    heartbeat_interval_seconds: _builtins.int
+    """How often the core expects a heartbeat, in seconds."""
+    core_endpoint: _builtins.str
+    """The core's mTLS endpoint, as in `RegisterResponse.core_endpoint`."""
+    ca_bundle_pem: _builtins.str
+    """PEM bundle of every root certificate the core trusts right now, as in
+    `RenewCertificateResponse.ca_bundle_pem`.
+    """
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the certificate the plugin called with expires; renew before then."""
+
+    def __init__(
+        self,
+        *,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        heartbeat_interval_seconds: _builtins.int = ...,
+        core_endpoint: _builtins.str = ...,
+        ca_bundle_pem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_bundle_pem", b"ca_bundle_pem", "core_endpoint", b"core_endpoint", "expire_time", b"expire_time", "heartbeat_interval_seconds", b"heartbeat_interval_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeResponse: _TypeAlias = ResumeResponse  # noqa: Y015

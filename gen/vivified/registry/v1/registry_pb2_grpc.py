@@ -32,6 +32,8 @@ class PluginRegistryServiceStub:
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     def __init__(self, channel):
@@ -60,6 +62,11 @@ class PluginRegistryServiceStub:
                 request_serializer=vivified_dot_registry_dot_v1_dot_registry__pb2.DeregisterRequest.SerializeToString,
                 response_deserializer=vivified_dot_registry_dot_v1_dot_registry__pb2.DeregisterResponse.FromString,
                 _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/vivified.registry.v1.PluginRegistryService/Resume',
+                request_serializer=vivified_dot_registry_dot_v1_dot_registry__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=vivified_dot_registry_dot_v1_dot_registry__pb2.ResumeResponse.FromString,
+                _registered_method=True)
 
 
 class PluginRegistryServiceServicer:
@@ -69,6 +76,8 @@ class PluginRegistryServiceServicer:
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     def Register(self, request, context):
@@ -108,6 +117,25 @@ class PluginRegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Resume(self, request, context):
+        """Resume re-admits the calling plugin after its process restarted (a crash
+        or a kill), with the key and certificate it kept from Register or its
+        last renewal instead of a new join token. Served on the mTLS port only:
+        the caller is the plugin its certificate names, which must be unexpired,
+        not revoked, and the plugin active (a clean stop deregisters, which
+        revokes, so only an unclean stop can be resumed). The manifest must be
+        the approved one and name that same plugin. The core records the new
+        endpoint (validated as in Register), resets the plugin's health and
+        calls Init again before it routes anything to it, as after Register.
+        Errors: INVALID_ARGUMENT (MANIFEST_INVALID, INVALID_REQUEST),
+        UNAUTHENTICATED (CERTIFICATE_REVOKED), PERMISSION_DENIED
+        (MANIFEST_NOT_APPROVED, PLUGIN_REVOKED, PLUGIN_DISABLED, PLUGIN_UNKNOWN).
+        Idempotent in effect: resuming twice with one endpoint sends Init again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PluginRegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +159,11 @@ def add_PluginRegistryServiceServicer_to_server(servicer, server):
                     request_deserializer=vivified_dot_registry_dot_v1_dot_registry__pb2.DeregisterRequest.FromString,
                     response_serializer=vivified_dot_registry_dot_v1_dot_registry__pb2.DeregisterResponse.SerializeToString,
             ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=vivified_dot_registry_dot_v1_dot_registry__pb2.ResumeRequest.FromString,
+                    response_serializer=vivified_dot_registry_dot_v1_dot_registry__pb2.ResumeResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'vivified.registry.v1.PluginRegistryService', rpc_method_handlers)
@@ -146,6 +179,8 @@ class PluginRegistryService:
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     @staticmethod
@@ -246,6 +281,33 @@ class PluginRegistryService:
             '/vivified.registry.v1.PluginRegistryService/Deregister',
             vivified_dot_registry_dot_v1_dot_registry__pb2.DeregisterRequest.SerializeToString,
             vivified_dot_registry_dot_v1_dot_registry__pb2.DeregisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vivified.registry.v1.PluginRegistryService/Resume',
+            vivified_dot_registry_dot_v1_dot_registry__pb2.ResumeRequest.SerializeToString,
+            vivified_dot_registry_dot_v1_dot_registry__pb2.ResumeResponse.FromString,
             options,
             channel_credentials,
             insecure,

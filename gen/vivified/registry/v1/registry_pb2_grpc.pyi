@@ -33,6 +33,8 @@ class PluginRegistryServiceStub:
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     @_typing.overload
@@ -60,6 +62,21 @@ class PluginRegistryServiceStub:
     """Deregister ends the calling plugin's registration: its certificates stop
     working and its open streams are closed. Idempotent in effect.
     """
+    Resume: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ResumeRequest, _registry_pb2.ResumeResponse]
+    """Resume re-admits the calling plugin after its process restarted (a crash
+    or a kill), with the key and certificate it kept from Register or its
+    last renewal instead of a new join token. Served on the mTLS port only:
+    the caller is the plugin its certificate names, which must be unexpired,
+    not revoked, and the plugin active (a clean stop deregisters, which
+    revokes, so only an unclean stop can be resumed). The manifest must be
+    the approved one and name that same plugin. The core records the new
+    endpoint (validated as in Register), resets the plugin's health and
+    calls Init again before it routes anything to it, as after Register.
+    Errors: INVALID_ARGUMENT (MANIFEST_INVALID, INVALID_REQUEST),
+    UNAUTHENTICATED (CERTIFICATE_REVOKED), PERMISSION_DENIED
+    (MANIFEST_NOT_APPROVED, PLUGIN_REVOKED, PLUGIN_DISABLED, PLUGIN_UNKNOWN).
+    Idempotent in effect: resuming twice with one endpoint sends Init again.
+    """
 
 @_typing.type_check_only
 class PluginRegistryServiceAsyncStub(PluginRegistryServiceStub):
@@ -69,6 +86,8 @@ class PluginRegistryServiceAsyncStub(PluginRegistryServiceStub):
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -93,6 +112,21 @@ class PluginRegistryServiceAsyncStub(PluginRegistryServiceStub):
     """Deregister ends the calling plugin's registration: its certificates stop
     working and its open streams are closed. Idempotent in effect.
     """
+    Resume: _aio.UnaryUnaryMultiCallable[_registry_pb2.ResumeRequest, _registry_pb2.ResumeResponse]  # type: ignore[assignment]
+    """Resume re-admits the calling plugin after its process restarted (a crash
+    or a kill), with the key and certificate it kept from Register or its
+    last renewal instead of a new join token. Served on the mTLS port only:
+    the caller is the plugin its certificate names, which must be unexpired,
+    not revoked, and the plugin active (a clean stop deregisters, which
+    revokes, so only an unclean stop can be resumed). The manifest must be
+    the approved one and name that same plugin. The core records the new
+    endpoint (validated as in Register), resets the plugin's health and
+    calls Init again before it routes anything to it, as after Register.
+    Errors: INVALID_ARGUMENT (MANIFEST_INVALID, INVALID_REQUEST),
+    UNAUTHENTICATED (CERTIFICATE_REVOKED), PERMISSION_DENIED
+    (MANIFEST_NOT_APPROVED, PLUGIN_REVOKED, PLUGIN_DISABLED, PLUGIN_UNKNOWN).
+    Idempotent in effect: resuming twice with one endpoint sends Init again.
+    """
 
 class PluginRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """PluginRegistryService is how a plugin joins the platform and stays in it.
@@ -101,6 +135,8 @@ class PluginRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     served on the core's bootstrap port over server-authenticated TLS and is
     authorised by a one-time join token. Every other RPC requires the plugin's
     mTLS certificate; the plugin's identity is read from that certificate only.
+    A plugin process that died without deregistering comes back with `Resume`
+    and the certificate it kept, without a new token.
     """
 
     @_abc_1.abstractmethod
@@ -146,6 +182,27 @@ class PluginRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.DeregisterResponse, _abc.Awaitable[_registry_pb2.DeregisterResponse]]:
         """Deregister ends the calling plugin's registration: its certificates stop
         working and its open streams are closed. Idempotent in effect.
+        """
+
+    @_abc_1.abstractmethod
+    def Resume(
+        self,
+        request: _registry_pb2.ResumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ResumeResponse, _abc.Awaitable[_registry_pb2.ResumeResponse]]:
+        """Resume re-admits the calling plugin after its process restarted (a crash
+        or a kill), with the key and certificate it kept from Register or its
+        last renewal instead of a new join token. Served on the mTLS port only:
+        the caller is the plugin its certificate names, which must be unexpired,
+        not revoked, and the plugin active (a clean stop deregisters, which
+        revokes, so only an unclean stop can be resumed). The manifest must be
+        the approved one and name that same plugin. The core records the new
+        endpoint (validated as in Register), resets the plugin's health and
+        calls Init again before it routes anything to it, as after Register.
+        Errors: INVALID_ARGUMENT (MANIFEST_INVALID, INVALID_REQUEST),
+        UNAUTHENTICATED (CERTIFICATE_REVOKED), PERMISSION_DENIED
+        (MANIFEST_NOT_APPROVED, PLUGIN_REVOKED, PLUGIN_DISABLED, PLUGIN_UNKNOWN).
+        Idempotent in effect: resuming twice with one endpoint sends Init again.
         """
 
 def add_PluginRegistryServiceServicer_to_server(servicer: PluginRegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

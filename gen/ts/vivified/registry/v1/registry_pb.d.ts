@@ -241,12 +241,86 @@ export declare type DeregisterResponse = Message<"vivified.registry.v1.Deregiste
 export declare const DeregisterResponseSchema: GenMessage<DeregisterResponse>;
 
 /**
+ * ResumeRequest carries what changed across the plugin's restart.
+ *
+ * @generated from message vivified.registry.v1.ResumeRequest
+ */
+export declare type ResumeRequest = Message<"vivified.registry.v1.ResumeRequest"> & {
+  /**
+   * The plugin's manifest; must match the approved manifest exactly and name
+   * the plugin the calling certificate identifies.
+   *
+   * @generated from field: vivified.manifest.v1.PluginManifest manifest = 1;
+   */
+  manifest?: PluginManifest | undefined;
+
+  /**
+   * Address (`host:port`, or the plugin's own `unix:` socket) where the
+   * restarted plugin now serves its contracts over mTLS; the same rules as
+   * `RegisterRequest.endpoint`.
+   *
+   * @generated from field: string endpoint = 2;
+   */
+  endpoint: string;
+};
+
+/**
+ * Describes the message vivified.registry.v1.ResumeRequest.
+ * Use `create(ResumeRequestSchema)` to create a new message.
+ */
+export declare const ResumeRequestSchema: GenMessage<ResumeRequest>;
+
+/**
+ * ResumeResponse confirms the plugin is admitted again (Init follows).
+ *
+ * @generated from message vivified.registry.v1.ResumeResponse
+ */
+export declare type ResumeResponse = Message<"vivified.registry.v1.ResumeResponse"> & {
+  /**
+   * When the certificate the plugin called with expires; renew before then.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 1;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * How often the core expects a heartbeat, in seconds.
+   *
+   * @generated from field: int32 heartbeat_interval_seconds = 2;
+   */
+  heartbeatIntervalSeconds: number;
+
+  /**
+   * The core's mTLS endpoint, as in `RegisterResponse.core_endpoint`.
+   *
+   * @generated from field: string core_endpoint = 3;
+   */
+  coreEndpoint: string;
+
+  /**
+   * PEM bundle of every root certificate the core trusts right now, as in
+   * `RenewCertificateResponse.ca_bundle_pem`.
+   *
+   * @generated from field: string ca_bundle_pem = 4;
+   */
+  caBundlePem: string;
+};
+
+/**
+ * Describes the message vivified.registry.v1.ResumeResponse.
+ * Use `create(ResumeResponseSchema)` to create a new message.
+ */
+export declare const ResumeResponseSchema: GenMessage<ResumeResponse>;
+
+/**
  * PluginRegistryService is how a plugin joins the platform and stays in it.
  *
  * `Register` is the only RPC reachable without a client certificate: it is
  * served on the core's bootstrap port over server-authenticated TLS and is
  * authorised by a one-time join token. Every other RPC requires the plugin's
  * mTLS certificate; the plugin's identity is read from that certificate only.
+ * A plugin process that died without deregistering comes back with `Resume`
+ * and the certificate it kept, without a new token.
  *
  * @generated from service vivified.registry.v1.PluginRegistryService
  */
@@ -299,6 +373,28 @@ export declare const PluginRegistryService: GenService<{
     methodKind: "unary";
     input: typeof DeregisterRequestSchema;
     output: typeof DeregisterResponseSchema;
+  },
+  /**
+   * Resume re-admits the calling plugin after its process restarted (a crash
+   * or a kill), with the key and certificate it kept from Register or its
+   * last renewal instead of a new join token. Served on the mTLS port only:
+   * the caller is the plugin its certificate names, which must be unexpired,
+   * not revoked, and the plugin active (a clean stop deregisters, which
+   * revokes, so only an unclean stop can be resumed). The manifest must be
+   * the approved one and name that same plugin. The core records the new
+   * endpoint (validated as in Register), resets the plugin's health and
+   * calls Init again before it routes anything to it, as after Register.
+   * Errors: INVALID_ARGUMENT (MANIFEST_INVALID, INVALID_REQUEST),
+   * UNAUTHENTICATED (CERTIFICATE_REVOKED), PERMISSION_DENIED
+   * (MANIFEST_NOT_APPROVED, PLUGIN_REVOKED, PLUGIN_DISABLED, PLUGIN_UNKNOWN).
+   * Idempotent in effect: resuming twice with one endpoint sends Init again.
+   *
+   * @generated from rpc vivified.registry.v1.PluginRegistryService.Resume
+   */
+  resume: {
+    methodKind: "unary";
+    input: typeof ResumeRequestSchema;
+    output: typeof ResumeResponseSchema;
   },
 }>;
 
