@@ -13,6 +13,10 @@ from vivified.admin.v1 import event_admin_pb2 as pb
 from vivified.admin.v1 import event_admin_pb2_grpc
 from vivified.core.cli._client import core_target, data_dir, describe, open_channel
 
+# A dead letter's payload is an Any holding a canonical event: json_format prints it only with
+# the event types in the descriptor pool, which importing their module puts there.
+from vivified.events.v1 import canonical_pb2  # noqa: F401
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events = sub.add_parser(

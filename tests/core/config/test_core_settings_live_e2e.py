@@ -116,7 +116,9 @@ async def test_call_rate_and_event_attempts_change_live_and_unset_restores(tmp_p
             await until(lambda: inbox.event_ids().count("twice") >= 2, 15, "two attempts")
             await asyncio.sleep(2.5)  # past the ack timeout twice: no third attempt
             assert inbox.event_ids().count("twice") == 2
-            letters = json.loads(run_cli(core, "events", "--json", "dlq", "list", "live-sub/sender").stdout)
+            listed = run_cli(core, "events", "--json", "dlq", "list", "live-sub/sender")
+            assert listed.returncode == 0, listed.stderr
+            letters = json.loads(listed.stdout)
             assert [(d["event"]["event_id"], d["attempts"]) for d in letters["dead_letters"]] == [("twice", 2)]
 
             answer = await _call(
