@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from vivified.core.cli._client import data_dir
+from vivified.core.data_dir import run_file
 from vivified.core.rest import (
     DEFAULT_LISTEN,
     BridgeLimits,
@@ -101,9 +102,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def request_for(args: argparse.Namespace, environ: dict[str, str]) -> BundleRequest:
     directory = data_dir(args, environ)
     run: dict[str, str] = {}
-    run_file = directory / "run" / "core.json"
-    if run_file.is_file():
-        run = json.loads(run_file.read_text())
+    described = run_file(directory)
+    if described.is_file():
+        run = json.loads(described.read_text())
     core_address = args.core_address or run.get("bootstrap_address")
     if not core_address:
         raise ValueError(f"no --core-address and no running core in {directory} (run/core.json)")

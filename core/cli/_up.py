@@ -320,9 +320,11 @@ async def _run_up(plan: SandboxPlan, environ: Mapping[str, str], specs: Sequence
         task.add_done_callback(functools.partial(_report_failure, spec))
     try:
         await stop.wait()
+        # The REST bridge first: nothing new comes in from outside while the plugins stop.
+        await asyncio.to_thread(_rest_up.stop_bridge, bridge)
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
-        _rest_up.stop_bridge(bridge)
+        _rest_up.stop_bridge(bridge)  # (already stopped, unless stopping the plugins failed)
         await core.stop()
         if sink is not None:
             await sink.stop()
