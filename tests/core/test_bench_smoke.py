@@ -39,13 +39,22 @@ def test_bench_chain_reports_p2_and_p8() -> None:
 def test_bench_invoke_reports_p1() -> None:
     report = _report("invoke", "--rounds", "1", "--calls", "20")
     ratios = report["ratios"]
-    assert isinstance(ratios, dict) and set(ratios) >= {"P1.latency_p50", "P1.throughput", "P14.latency_p50"}
-    assert [row["path"] for row in report["rows"]] == [  # type: ignore[index, union-attr]
+    assert isinstance(ratios, dict) and set(ratios) >= {
+        "P1.latency_p50",
+        "P1.throughput",
+        "P14.latency_p50",
+        "tracing.latency_p50",
+        "tracing.throughput",
+    }
+    rows = report["rows"]
+    assert [row["path"] for row in rows] == [  # type: ignore[index, union-attr]
         "direct mTLS to plugin",
         "brokered Invoke",
         "brokered typed call",
         "brokered Invoke, audit_durability=fsync",
+        "brokered Invoke, traced (always_on, OTLP export)",
     ]
+    assert rows[-1]["spans_received"] > 0  # type: ignore[index]  # the traced core really exported
 
 
 def test_bench_events_reports_p3_to_p6_p12_and_p13() -> None:

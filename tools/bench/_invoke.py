@@ -1,8 +1,11 @@
 """`vivified bench invoke` (docs/performance.md P1): a brokered operator-lane call
 — mTLS, authentication, status gate, rate limit, policy, audit, forwarding —
 against a direct mTLS call from the same client to the same plugin,
-interleaved round by round in one run; and (P14) the same brokered call
-through a second core started with `--audit-durability fsync`, beside it.
+interleaved round by round in one run; (P14) the same brokered call
+through a second core started with `--audit-durability fsync`, beside it; and
+the cost of tracing: the same call through a third core whose tracing is on
+(`OTEL_TRACES_SAMPLER=always_on`, core and echo plugin both exporting every
+span over OTLP/gRPC to a sink process on loopback, `vivified.bench._otlp`).
 
 It starts real cores (default `audit_durability=group`, and `fsync`) each
 with the example echo plugin as processes on loopback,
@@ -25,7 +28,8 @@ import grpc
 from google.protobuf import json_format
 
 from vivified.admin.v1 import plugin_admin_pb2 as admin_pb
-from vivified.bench._platform import Platform, RunningCore, credentials, pem
+from vivified.bench._otlp import exporter_env, spans_received
+from vivified.bench._platform import Platform, RunningCore, credentials, pem, wait_for_file
 from vivified.bench._report import BenchReport
 from vivified.communication.v1 import communication_pb2, communication_pb2_grpc
 from vivified.core.ca import CAConfig, CertificateAuthority, new_private_key
@@ -37,6 +41,7 @@ from vivified.manifest.v1.manifest_pb2 import PluginManifest
 SEND = "vivified.communication.v1.CommunicationPluginService/SendMessage"
 Call = Callable[[], Awaitable[object]]
 FSYNC_PATH = "brokered Invoke, audit_durability=fsync"
+TRACED_PATH = "brokered Invoke, traced (always_on, OTLP export)"
 
 
 def _progress(text: str) -> None:
@@ -142,6 +147,13 @@ async def _measure(
     core, echo, endpoint, brokered = await _brokered(platform, "data", env)
     _progress("starting a core with --audit-durability fsync and its echo plugin")
     _, _, _, brokered_fsync = await _brokered(platform, "data-fsync", env, "--audit-durability", "fsync")
+    _progress("starting a span sink, then a core and echo plugin tracing every call to it")
+    sink = platform.dir / "otlp"
+    sink.mkdir()
+    sink_process = platform.spawn([sys.executable, "-m", "vivified.bench._otlp", str(sink)], env)
+    port = int((await wait_for_file(sink / "otlp.json", sink_process, 30))["port"])
+    traced_env = {**env, **exporter_env(port)}
+    _, _, _, brokered_traced = await _brokered(platform, "data-traced", traced_env)
     info, data, root = core.info, core.data, core.root
     ca = CertificateAuthority.load_or_create(data / "ca", CAConfig(trust_domain=info["trust_domain"]), SystemClock())
     core_key = new_private_key()
@@ -162,12 +174,14 @@ async def _measure(
     typed_stub = communication_pb2_grpc.CommunicationPluginServiceStub(brokered)
     gateway = gateway_pb2_grpc.OperatorGatewayServiceStub(brokered)
     gateway_fsync = gateway_pb2_grpc.OperatorGatewayServiceStub(brokered_fsync)
+    gateway_traced = gateway_pb2_grpc.OperatorGatewayServiceStub(brokered_traced)
     target_md = (("x-vivified-target", echo.id),)
     paths: dict[str, Call] = {
         "direct mTLS to plugin": lambda: direct_stub.SendMessage(request),
         "brokered Invoke": lambda: gateway.Invoke(invoke_request),
         "brokered typed call": lambda: typed_stub.SendMessage(request, metadata=target_md),
         FSYNC_PATH: lambda: gateway_fsync.Invoke(invoke_request),
+        TRACED_PATH: lambda: gateway_traced.Invoke(invoke_request),
     }
     latencies: dict[str, list[float]] = {name: [] for name in paths}
     rates: dict[str, list[float]] = {name: [] for name in paths}
@@ -178,7 +192,7 @@ async def _measure(
             _progress(f"round {n + 1} of {rounds}: {name}")
             latencies[name].extend(await _latency(call, latency_calls))
             rates[name].append(await _throughput(call, concurrency, per_worker))
-    for channel in (brokered, brokered_fsync, direct):
+    for channel in (brokered, brokered_fsync, brokered_traced, direct):
         await channel.close()
 
     report = BenchReport("invoke")
@@ -199,4 +213,13 @@ async def _measure(
     report.ratios["P1.typed_throughput"] = round(statistics.median(rates["brokered typed call"]) / base_rate, 3)
     report.ratios["P14.latency_p50"] = round(statistics.median(latencies[FSYNC_PATH]) / base_p50, 3)
     report.ratios["P14.throughput"] = round(statistics.median(rates[FSYNC_PATH]) / base_rate, 3)
+    # Tracing's cost: traced against untraced brokered Invoke (not a docs/performance.md goal).
+    untraced_p50, untraced_rate = (
+        statistics.median(latencies["brokered Invoke"]),
+        statistics.median(rates["brokered Invoke"]),
+    )
+    report.ratios["tracing.latency_p50"] = round(statistics.median(latencies[TRACED_PATH]) / untraced_p50, 3)
+    report.ratios["tracing.throughput"] = round(statistics.median(rates[TRACED_PATH]) / untraced_rate, 3)
+    await asyncio.sleep(1.0)  # the batch span processors' last exports (5 s schedule: most are in already)
+    report.rows[-1]["spans_received"] = spans_received(sink)
     return report
