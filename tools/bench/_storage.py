@@ -27,7 +27,7 @@ from google.protobuf import json_format
 from vivified.bench._platform import Platform, RunningCore
 from vivified.bench._report import BenchReport
 from vivified.bench._storage_local import SIZES, Run, file_paths, mib_s, run_in_process, seconds
-from vivified.core.db import create_engine_for, upgrade
+from vivified.core.db import plain_engine, upgrade
 from vivified.manifest.v1.manifest_pb2 import PluginManifest
 from vivified.sdk import ObjectStoreClient
 
@@ -84,7 +84,7 @@ async def _through_cores(
         "database": ("--storage-backend", "database"),
     }
     if database_url:
-        engine = create_engine_for(database_url)
+        engine = plain_engine(database_url)
         try:
             upgrade(engine)  # as `vivified db upgrade` would; the core refuses an old schema
         finally:
