@@ -5,7 +5,9 @@ status, applies policy (rule `plugin-object-store`) and writes the call's one
 audit record; `PutObject` and `GetObject` are recorded when they end, once the
 handler has named the object. The handler adds the object id, owner,
 classification and size to that record (`annotate`) — never the name or any
-content.
+content — and, when the plugin acts for a user (a delegation token in
+`x-vivified-delegation`), `on_behalf_of: user:<id>`. A read the object's
+classification refuses (OBJECT_TRAIT_REQUIRED) names the object as well.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ CHUNK_BYTES = 256 * 1024
 DRAIN_SECONDS = 1.0
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
 DELEGATION_HEADER = "x-vivified-delegation"
-VerifyDelegation = Callable[[str, str], Awaitable[frozenset[str]]]
-"""(token, plugin id) → the traits of the user the plugin acts for (or raises)."""
+VerifyDelegation = Callable[[str, str], Awaitable[tuple[str, frozenset[str]]]]
+"""(token, plugin id) → (user id, traits) of the user the plugin acts for (or raises)."""
 
 
 def metadata_of(obj: StoredObject) -> pb.ObjectMetadata:
@@ -98,7 +100,10 @@ class ObjectStoreService(object_store_pb2_grpc.ObjectStoreServiceServicer):
             )
         declared = record.manifest.storage
         token = dict(context.invocation_metadata() or ()).get(DELEGATION_HEADER)
-        user_traits = await self._verify_delegation(str(token), record.plugin_id) if token else None
+        user_traits = None
+        if token:
+            user_id, user_traits = await self._verify_delegation(str(token), record.plugin_id)
+            annotate(on_behalf_of=f"user:{user_id}")
         return Actor(
             record.plugin_id,
             record.granted_traits,
@@ -141,8 +146,10 @@ class ObjectStoreService(object_store_pb2_grpc.ObjectStoreServiceServicer):
     async def GetObject(
         self, request: pb.GetObjectRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.GetObjectResponse]:
-        obj = await self._store.find(await self._actor(context), request.name, request.owner_plugin)
-        _annotate(obj)
+        actor = await self._actor(context)
+        obj = await self._store.locate(actor, request.name, request.owner_plugin)
+        _annotate(obj)  # a refusal for the classification names the object too
+        self._store.admit(actor, obj)
         first = True
         pending = bytearray()
         async for part in self._store.read(obj):
@@ -162,8 +169,10 @@ class ObjectStoreService(object_store_pb2_grpc.ObjectStoreServiceServicer):
     async def HeadObject(
         self, request: pb.HeadObjectRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HeadObjectResponse:
-        obj = await self._store.find(await self._actor(context), request.name, request.owner_plugin)
-        _annotate(obj)
+        actor = await self._actor(context)
+        obj = await self._store.locate(actor, request.name, request.owner_plugin)
+        _annotate(obj)  # a refusal for the classification names the object too
+        self._store.admit(actor, obj)
         return pb.HeadObjectResponse(metadata=metadata_of(obj))
 
     async def ListObjects(

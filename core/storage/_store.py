@@ -214,6 +214,20 @@ class ObjectStore:
     async def find(self, actor: Actor, name: str, owner: str = "") -> StoredObject:
         """The object `actor` asked for, if it may see it (else OBJECT_NOT_FOUND)
         and hold its classification (else OBJECT_TRAIT_REQUIRED)."""
+        obj = await self.locate(actor, name, owner)
+        self.admit(actor, obj)
+        return obj
+
+    @staticmethod
+    def admit(actor: Actor, obj: StoredObject) -> None:
+        """Raise OBJECT_TRAIT_REQUIRED unless `actor` — the plugin and the user it
+        acts for, if any — holds the trait the object's classification needs."""
+        _require(actor, obj.classification)
+
+    async def locate(self, actor: Actor, name: str, owner: str = "") -> StoredObject:
+        """The object `actor` asked for, if it may see it (else OBJECT_NOT_FOUND),
+        not yet checked against its classification (`admit`): the service names
+        the object in the call's audit record before that check can refuse."""
         name = check_name(name)
         owner = check_owner(owner or actor.plugin_id)
         obj = await _thread(lambda: self._backend.head(owner, object_id(owner, name)))
@@ -225,7 +239,6 @@ class ObjectStore:
             and self._share_allowed(owner, actor.plugin_id)
         ):
             raise not_found()
-        _require(actor, obj.classification)
         return obj
 
     def _opened(self, obj: StoredObject) -> Iterator[bytes]:

@@ -40,8 +40,9 @@ def build_object_store(
         record = lookup(owner)
         return record is not None and record.status == ACTIVE and reader in record.manifest.storage.share_with
 
-    async def user_traits(token: str, plugin_id: str) -> frozenset[str]:
-        return (await delegations.verify(token, plugin_id)).traits
+    async def delegated_user(token: str, plugin_id: str) -> tuple[str, frozenset[str]]:
+        user = await delegations.verify(token, plugin_id)
+        return user.user_id, user.traits
 
     store = ObjectStore(
         open_backend(config, engine),
@@ -50,4 +51,4 @@ def build_object_store(
         limits=StorageLimits(max_object_bytes=config.storage_max_object_bytes, quota_bytes=config.storage_quota_bytes),
         share_allowed=share_allowed,
     )
-    return ObjectStoreService(store, plugin_lookup=lookup, identify=identify, verify_delegation=user_traits)
+    return ObjectStoreService(store, plugin_lookup=lookup, identify=identify, verify_delegation=delegated_user)

@@ -72,6 +72,7 @@ from vivified.sdk._run import run, serve
 from vivified.sdk._runtime import PluginRuntime, RuntimeAware, ServicerFactory
 from vivified.sdk._settings import PluginSettings
 from vivified.sdk._status import abort
+from vivified.sdk._storage import ObjectStoreClient
 from vivified.sdk._tunnel import Tunnel
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",
+    "ObjectStoreClient",
     "PermissionDeniedError",
     "PluginCaller",
     "PluginConfig",

@@ -90,14 +90,27 @@ def test_bench_rejects_tiny_runs() -> None:
     assert result.returncode == 2 and "at least 50" in result.stdout
 
 
-def test_bench_storage_reports_put_and_get_ratios_on_both_backends() -> None:
-    report = _report("storage", "--objects", "3", "--rounds", "1")
+def test_bench_storage_reports_core_and_in_process_ratios_on_both_backends() -> None:
+    report = _report("storage", "--objects", "2", "--rounds", "1")
+    assert report["scenario"] == "storage"
     ratios = report["ratios"]
     assert isinstance(ratios, dict)
-    assert set(ratios) == {
-        f"storage.{b}.{s}.{op}" for b in ("directory", "database") for s in ("1MiB", "64KiB") for op in ("put", "get")
-    }
+    cases = [(b, s) for b in ("directory", "database") for s in ("1MiB", "64KiB")]
+    assert set(ratios) == (
+        {"P10.throughput", "P10.database_throughput"}
+        | {f"storage.{b}.{s}.{op}" for b, s in cases for op in ("put", "get", "put_get")}
+        | {f"storage.in_process.{b}.{s}.{op}" for b, s in cases for op in ("put", "get")}
+    )
     assert all(isinstance(value, float) and value > 0 for value in ratios.values())
+    assert ratios["P10.throughput"] == ratios["storage.directory.1MiB.put_get"]
+    rows = report["rows"]
+    assert isinstance(rows, list)
+    through_core = [r for r in rows if r["section"].startswith("through a core")]
+    assert [(r["backend"], r["size"], r["objects"]) for r in through_core] == [(b, s, 2) for b, s in cases]
+    assert all(
+        r[f"{who}_{op}_mib_s"] > 0 for r in through_core for who in ("core", "file") for op in ("put", "get", "put_get")
+    )
+    assert [(r["backend"], r["size"]) for r in rows if r["section"].startswith("in process")] == cases
 
 
 def test_bench_rest_reports_the_rest_vs_grpc_list_plugins_ratio() -> None:

@@ -46,11 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     egress.add_argument("--https", action="store_true", help="use a local HTTPS server")
     egress.add_argument("--json", action="store_true", help="print one JSON object")
     storage = scenarios.add_parser(
-        "storage", help="object store put/get throughput, 1 MiB and 64 KiB objects, vs a plain file, both backends"
+        "storage",
+        help="object put/get through a core, 1 MiB and 64 KiB objects, vs a plain file, both backends (P10)",
     )
     storage.add_argument("--objects", type=int, default=40, help="objects per size per round (default 40)")
     storage.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     storage.add_argument("--database-url", help="database backend on this database (default: SQLite in a temp dir)")
+    storage.add_argument(
+        "--no-in-process", action="store_true", help="skip the store layer measured in process (no core)"
+    )
     storage.add_argument("--json", action="store_true", help="print one JSON object")
     rest = scenarios.add_parser(
         "rest", help="ListPlugins through the REST bridge (the real Envoy) vs direct gRPC to the core, p50"
@@ -83,7 +87,14 @@ def run(args: argparse.Namespace, out: list[str]) -> int:
         if args.objects < 1 or args.rounds < 1:
             out.append("error: --objects and --rounds must be at least 1")
             return 2
-        report = asyncio.run(run_storage_bench(count=args.objects, rounds=args.rounds, database_url=args.database_url))
+        report = asyncio.run(
+            run_storage_bench(
+                count=args.objects,
+                rounds=args.rounds,
+                database_url=args.database_url,
+                in_process=not args.no_in_process,
+            )
+        )
     elif args.scenario == "egress":
         if args.rounds < 10:
             out.append("error: --rounds must be at least 10")

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -146,6 +147,11 @@ class Platform:
         )
         self._channels.append(channel)
         return RunningCore(data=data, info=info, operator=channel, pid=process.pid)
+
+    def own(self, channel: grpc.aio.Channel) -> Callable[[], grpc.aio.Channel]:
+        """Close `channel` with the platform; returns it as the SDK's channel getter."""
+        self._channels.append(channel)
+        return lambda: channel
 
     async def start_redis(self) -> str | None:
         """A redis-server on a free loopback port, every write fsynced (AOF,

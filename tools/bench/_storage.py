@@ -1,13 +1,15 @@
-"""`vivified bench storage`: the object store's put and get throughput for
-1 MiB and 64 KiB objects against writing (temp file, fsync, rename) and
-reading the same bytes as a plain file, interleaved round by round in one run.
+"""`vivified bench storage` (docs/performance.md P10): object put and get
+throughput for 1 MiB and 64 KiB objects against writing (temp file, fsync,
+rename) and reading the same bytes as a plain file, interleaved round by
+round in one run, on both backends.
 
-In process, on each backend: the store layer the core serves
-(`vivified.core.storage.ObjectStore`: checks, AES-256-GCM under a fresh data
-key per object, the data key wrapped by the keyring, the backend's atomic
-write) over the directory backend and the database backend (SQLite in a
-temporary directory, or `--database-url`). The gRPC hop and the chain are not
-in these figures (`bench invoke` measures that hop)."""
+The measured path is the real one: a `vivified core` process per backend
+(`--storage-backend directory`, and `--storage-backend database` on SQLite in
+its data dir or on `--database-url`), and a registered plugin identity putting
+and getting through `ObjectStoreService` over mTLS with the SDK's storage
+client — authentication, status gate, rate limit, policy, one audit record per
+call, encryption, the backend's durable write. The store layer alone, in
+process, is measured after it as a separate section (`--no-in-process` skips it)."""
 
 from __future__ import annotations
 
@@ -15,117 +17,149 @@ import asyncio
 import os
 import pathlib
 import secrets
+import statistics
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 
+import grpc
+from google.protobuf import json_format
+
+from vivified.bench._platform import Platform, RunningCore
 from vivified.bench._report import BenchReport
-from vivified.core.clock import SystemClock
-from vivified.core.db import create_engine_for, sqlite_url, upgrade
-from vivified.core.plugin_config import SecretsKeyring
-from vivified.core.storage import (
-    Actor,
-    DatabaseBackend,
-    DirectoryBackend,
-    ObjectBackend,
-    ObjectStore,
-    PutHeader,
-    StorageLimits,
-)
-from vivified.options.v1 import options_pb2
+from vivified.bench._storage_local import SIZES, Run, file_paths, mib_s, run_in_process, seconds
+from vivified.core.db import plain_engine, upgrade
+from vivified.manifest.v1.manifest_pb2 import PluginManifest
+from vivified.sdk import ObjectStoreClient
 
-SIZES = {"1MiB": 1024 * 1024, "64KiB": 64 * 1024}
-ACTOR = Actor("bench-storer", frozenset(), frozenset(), frozenset())
-CHUNK = 256 * 1024
+STORER = "bench-object-storer"
+SECTION = "through a core (gRPC, mTLS, chain, audit)"
+PATHS = ("file_put", "core_put", "file_get", "core_get")
 
 
-def _direct_put(directory: pathlib.Path, name: str, data: bytes) -> None:
-    tmp, final = directory / f".{name}.tmp", directory / name
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+def _progress(text: str) -> None:
+    print(f"bench storage: {text}", file=sys.stderr, flush=True)
 
 
-async def _chunks(data: bytes) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), CHUNK):
-        yield data[start : start + CHUNK]
-
-
-async def _rate(count: int, size: int, run: Callable[[int], Awaitable[None]]) -> float:
-    """MiB/s of `count` awaited calls of `run(i)`."""
-    started = time.perf_counter()
-    for i in range(count):
-        await run(i)
-    return count * size / (1024 * 1024) / (time.perf_counter() - started)
-
-
-async def _measure(
-    store: ObjectStore, directory: pathlib.Path, label: str, size: int, count: int, rounds: int
-) -> dict[str, float]:
-    data = secrets.token_bytes(size)
-
-    def header(i: int) -> PutHeader:
-        return PutHeader(
-            f"{label}/{i}", "application/octet-stream", size, options_pb2.CLASSIFICATION_INTERNAL, None, ()
-        )
-
-    totals = {"store_put": 0.0, "file_put": 0.0, "store_get": 0.0, "file_get": 0.0}
-    for round_ in range(rounds):
-
-        async def store_put(i: int) -> None:
-            await store.put(ACTOR, header(i), _chunks(data))
-
-        async def file_put(i: int) -> None:
-            await asyncio.to_thread(_direct_put, directory, f"{label}-{i}", data)
-
-        async def store_get(i: int) -> None:
-            found = await store.find(ACTOR, f"{label}/{i}")
-            async for _part in store.read(found):
-                pass
-
-        async def file_get(i: int) -> None:
-            await asyncio.to_thread((directory / f"{label}-{i}").read_bytes)
-
-        totals["store_put"] += await _rate(count, size, store_put)
-        totals["file_put"] += await _rate(count, size, file_put)
-        totals["store_get"] += await _rate(count, size, store_get)
-        totals["file_get"] += await _rate(count, size, file_get)
-        print(f"  {label}: round {round_ + 1}/{rounds} done", file=sys.stderr, flush=True)
-    return {k: v / rounds for k, v in totals.items()}
-
-
-async def run_storage_bench(*, count: int, rounds: int, database_url: str | None) -> BenchReport:
-    report = BenchReport("storage")
-    keyring = SecretsKeyring([secrets.token_bytes(32)])
-    limits = StorageLimits(max_object_bytes=2 * 1024 * 1024, quota_bytes=1 << 40)
-    with tempfile.TemporaryDirectory(prefix="vivified-bench-storage-") as tmp:
-        root = pathlib.Path(tmp)
-        engine = create_engine_for(database_url or sqlite_url(root / "bench.db"))
-        upgrade(engine)
-        backends: dict[str, ObjectBackend] = {
-            "directory": DirectoryBackend(root / "objects"),
-            "database": DatabaseBackend(engine),
-        }
-        direct = root / "direct"
-        direct.mkdir()
+async def _storer(core: RunningCore) -> grpc.aio.Channel:
+    """The storer plugin approved and registered (hence active) with `core`."""
+    manifest = json_format.ParseDict(
+        {
+            "id": STORER,
+            "name": "bench object storer",
+            "version": "0.1.0",
+            "contracts": ["vivified.storage.v1.StoragePluginService"],
+            "traits": ["storage_plugin"],
+        },
+        PluginManifest(),
+    )
+    for attempt in range(100):
         try:
-            for backend_name, backend in backends.items():
-                store = ObjectStore(backend, keyring, SystemClock(), limits=limits, share_allowed=lambda _o, _r: False)
-                for label, size in SIZES.items():
-                    print(f"storage bench: {backend_name} backend, {label} objects", file=sys.stderr, flush=True)
-                    rates = await _measure(store, direct, f"{backend_name}-{label}", size, count, rounds)
-                    report.rows.append(
-                        {
-                            "backend": backend_name,
-                            "size": label,
-                            **{f"{k}_mib_s": round(v, 1) for k, v in rates.items()},
-                        }
-                    )
-                    report.ratios[f"storage.{backend_name}.{label}.put"] = rates["store_put"] / rates["file_put"]
-                    report.ratios[f"storage.{backend_name}.{label}.get"] = rates["store_get"] / rates["file_get"]
+            return await core.register(manifest)
+        except grpc.aio.AioRpcError as err:
+            # A core just started on a busy machine may refuse calls until its
+            # registry view is first refreshed (REGISTRY_STALE); setup waits.
+            if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == 99:
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
+def _core_paths(client: ObjectStoreClient, label: str, data: bytes) -> tuple[Run, Run]:
+    async def put(i: int) -> None:
+        await client.put(f"{label}/{i}", data, timeout=60)
+
+    async def get(i: int) -> None:
+        if len(await client.get(f"{label}/{i}", timeout=60)) != len(data):
+            raise RuntimeError(f"object {label}/{i} came back short")
+
+    return put, get
+
+
+async def _through_cores(
+    platform: Platform, directory: pathlib.Path, *, count: int, rounds: int, database_url: str | None
+) -> tuple[list[dict[str, object]], dict[str, float]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIVIFIED_")}
+    flags: dict[str, tuple[str, ...]] = {
+        "directory": ("--storage-backend", "directory"),
+        "database": ("--storage-backend", "database"),
+    }
+    if database_url:
+        engine = plain_engine(database_url)
+        try:
+            upgrade(engine)  # as `vivified db upgrade` would; the core refuses an old schema
         finally:
             engine.dispose()
+        flags["database"] += ("--database-url", database_url)
+    clients: dict[str, ObjectStoreClient] = {}
+    for backend, backend_flags in flags.items():
+        _progress(f"starting a core with the {backend} backend")
+        # The rate limit still runs on every call; its limit is set above what
+        # this machine reaches so the run measures the store, not the limit.
+        core = await platform.start_core(f"core-{backend}", env, "--call-rate", "1000000", *backend_flags)
+        clients[backend] = ObjectStoreClient(platform.own(await _storer(core)))
+
+    cases = [(backend, label, size) for backend in clients for label, size in SIZES.items()]
+    paths: dict[tuple[str, str], dict[str, Run]] = {}
+    for backend, label, size in cases:
+        data = secrets.token_bytes(size)
+        plain_put, plain_get = file_paths(directory, f"{backend}-{label}", data)
+        core_put, core_get = _core_paths(clients[backend], label, data)
+        paths[backend, label] = {
+            "file_put": plain_put,
+            "core_put": core_put,
+            "file_get": plain_get,
+            "core_get": core_get,
+        }
+        await core_put(0)  # warm the channel, the chain's caches and the backend
+        await core_get(0)
+    elapsed: dict[tuple[str, str], dict[str, list[float]]] = {case: {p: [] for p in PATHS} for case in paths}
+    for n in range(rounds):
+        for backend, label, _size in cases:
+            _progress(f"round {n + 1}/{rounds}: {backend} backend, {label}, plain file and core put, then get")
+            for name in PATHS:
+                elapsed[backend, label][name].append(await seconds(count, paths[backend, label][name]))
+
+    rows: list[dict[str, object]] = []
+    ratios: dict[str, float] = {}
+    for backend, label, size in cases:
+        times = elapsed[backend, label]
+        rate = {name: statistics.median(mib_s(count, size, t) for t in times[name]) for name in PATHS}
+        for who in ("file", "core"):
+            both = [2 * mib_s(count, size, p + g) for p, g in zip(times[f"{who}_put"], times[f"{who}_get"])]
+            rate[f"{who}_put_get"] = statistics.median(both)
+        rows.append(
+            {
+                "section": SECTION,
+                "backend": backend,
+                "size": label,
+                "objects": count * rounds,
+                **{f"{k}_mib_s": round(v, 1) for k, v in rate.items()},
+            }
+        )
+        for op in ("put", "get", "put_get"):
+            ratios[f"storage.{backend}.{label}.{op}"] = round(rate[f"core_{op}"] / rate[f"file_{op}"], 3)
+    ratios["P10.throughput"] = ratios["storage.directory.1MiB.put_get"]
+    ratios["P10.database_throughput"] = ratios["storage.database.1MiB.put_get"]
+    return rows, ratios
+
+
+async def run_storage_bench(
+    *, count: int, rounds: int, database_url: str | None, in_process: bool = True
+) -> BenchReport:
+    report = BenchReport("storage")
+    with tempfile.TemporaryDirectory(prefix="vivified-bench-storage-") as tmp:
+        root = pathlib.Path(tmp)
+        direct = root / "files"
+        direct.mkdir()
+        platform = Platform(root)
+        try:
+            rows, ratios = await _through_cores(platform, direct, count=count, rounds=rounds, database_url=database_url)
+        finally:
+            await platform.close()
+        report.rows += rows
+        report.ratios |= ratios
+        if in_process:
+            rows, ratios = await run_in_process(root, count=count, rounds=rounds, database_url=database_url)
+            report.rows += rows
+            report.ratios |= ratios
     return report
