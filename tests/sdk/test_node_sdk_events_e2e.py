@@ -12,6 +12,7 @@ the core's audit log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pathlib
 import shutil
@@ -86,12 +87,11 @@ async def scenario(events_core: CoreProcess, tmp_path_factory: pytest.TempPathFa
         log = lambda: f"{running.log()}\n{out.read_text() if out.exists() else ''}"  # noqa: E731
         await until(lambda: any(r["step"] in ("opened", "failed") for r in _records(out)), 15, f"opened:\n{log()}")
         await python.publish(UserCreated(user_id="u-nack", username="nack-then-ack"), event_id="py-user-1")
-        await until(
-            lambda: [r["attempt"] for r in _records(out) if r["step"] == "delivery"] == [1, 2] or None,
-            15,
-            f"the nacked event redelivered to the Node plugin:\n{log()}",
-        )
-        await until(lambda: len(inbox.received) >= 1 + len(STREAMED), 10, "the Node plugin's events in Python")
+        # Not fatal here: each test below judges (and names) what did not arrive.
+        with contextlib.suppress(AssertionError):
+            await until(lambda: len([r for r in _records(out) if r["step"] == "delivery"]) >= 2, 15)
+        with contextlib.suppress(AssertionError):
+            await until(lambda: len(inbox.received) >= 1 + len(STREAMED), 10)
         # Past the ack timeout: an unacknowledged delivery on either side would be back by now.
         await asyncio.sleep(1.5)
         yield Scenario(core, _records(out), inbox, running.log())
