@@ -43,6 +43,8 @@ export class PublishStream {
   private readonly call: grpc.ClientDuplexStream<Message, Message>;
   private readonly waiting: { resolve: (reply: Message) => void; reject: (error: VivifiedError) => void }[] = [];
   private firstError: VivifiedError | null = null;
+  /** Why the stream ended, once it has: a later `send` is refused with it instead of waiting for an answer that cannot come. */
+  private endedWith: VivifiedError | null = null;
   private readonly ended: Promise<void>;
 
   constructor(client: grpc.Client, private readonly protos: Protos) {
@@ -70,6 +72,7 @@ export class PublishStream {
   }
 
   private fail(error: VivifiedError): void {
+    this.endedWith ??= error;
     while (this.waiting.length > 0) {
       this.firstError ??= error;
       this.waiting.shift()!.reject(error);
@@ -78,6 +81,11 @@ export class PublishStream {
 
   send(eventType: string, payload: Message, eventId?: string): Promise<Message> {
     return new Promise((resolve, reject) => {
+      if (this.endedWith !== null) {
+        this.firstError ??= this.endedWith;
+        reject(this.endedWith);
+        return;
+      }
       this.waiting.push({ resolve, reject });
       this.call.write({ event: envelope(this.protos, eventType, payload, eventId) });
     });
