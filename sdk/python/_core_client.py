@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -53,8 +53,10 @@ class CoreClient:
         root_pem: bytes,
         manifest: PluginManifest,
         clock: Callable[[], dt.datetime],
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self._settings = settings
+        self._interceptors = tuple(interceptors)
         self._clock = clock
         self._root = root_pem
         self._manifest = manifest
@@ -148,7 +150,9 @@ class CoreClient:
         """Use `issued` for every call from now on; the previous channel closes
         once its in-flight calls finish (at most the shutdown grace)."""
         previous = self._channel
-        self._channel = mtls_channel(self._settings.core_address, self._root, self._settings.trust_domain, issued)
+        self._channel = mtls_channel(
+            self._settings.core_address, self._root, self._settings.trust_domain, issued, self._interceptors
+        )
         if previous is not None:
             task = asyncio.create_task(previous.close(grace=self._settings.shutdown_grace_seconds))
             self._closing.add(task)

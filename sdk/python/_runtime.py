@@ -44,11 +44,12 @@ from vivified.sdk._identity import IssuedCertificate
 from vivified.sdk._lifecycle import LifecycleServicer
 from vivified.sdk._maintenance import heartbeat_forever, renew_forever
 from vivified.sdk._manifest import load_manifest
+from vivified.sdk._metrics import PluginMetrics, metrics_from_env
 from vivified.sdk._server import PluginServer, host_port, reserve_port
 from vivified.sdk._settings import PluginSettings
 from vivified.sdk._storage import ObjectStoreClient
 from vivified.sdk._stored_identity import IdentityStore
-from vivified.sdk._telemetry import PluginTracing, tracing_from_env
+from vivified.sdk._telemetry import PluginTracing, plugin_resource, tracing_from_env
 from vivified.sdk._transport import ServerCertificates
 from vivified.sdk._tunnel import Tunnel, open_tunnel
 
@@ -121,10 +122,14 @@ class PluginRuntime:
         clock: Callable[[], dt.datetime] = _utcnow,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         tracing: PluginTracing | None = None,
+        metrics: PluginMetrics | None = None,
     ) -> None:
         self._settings = settings
-        # OTLP trace export when the standard OTEL_* variables configure it; else no spans.
+        # OTLP trace and metric export when the standard OTEL_* variables configure it; else none.
         self.tracing = tracing or tracing_from_env(os.environ, lambda: load_manifest(settings.manifest_path).id)
+        self.metrics = metrics or metrics_from_env(
+            os.environ, lambda: plugin_resource(os.environ, load_manifest(settings.manifest_path).id)
+        )
         self._control = control_from(settings.conformance_control)
         self._on_shutdown = on_shutdown
         self._clock = clock
@@ -140,7 +145,9 @@ class PluginRuntime:
         self._lifecycle = LifecycleServicer(
             on_init=self._init, on_ready=self._ready, on_shutdown_requested=self._request_stop_soon
         )
-        self._server = PluginServer(servicers, self._lifecycle, settings.trust_domain, self.tracing.tracer)
+        self._server = PluginServer(
+            servicers, self._lifecycle, settings.trust_domain, self.tracing.tracer, self.metrics
+        )
         self._certificates: ServerCertificates | None = None
         self._issued: IssuedCertificate | None = None
         self._endpoint = ""
@@ -324,7 +331,9 @@ class PluginRuntime:
             root_pem = settings.ca_file.read_bytes()
         except OSError as exc:
             raise ConfigurationError(f"cannot read the core's CA file {settings.ca_file}: {exc.strerror}") from None
-        client = self._client = CoreClient(settings, root_pem, manifest, self._clock)
+        client = self._client = CoreClient(
+            settings, root_pem, manifest, self._clock, self.metrics.client_interceptors()
+        )
         if settings.listen_socket is not None:
             # A sandboxed plugin: the core dials this socket (its path is the endpoint).
             self._endpoint = f"unix:{settings.listen_socket}"
@@ -508,6 +517,7 @@ class PluginRuntime:
             _log.info("plugin stopped: %s", reason)
         finally:
             self.tracing.shutdown()
+            self.metrics.shutdown()
             self._closed.set()
 
     async def wait_closed(self) -> None:

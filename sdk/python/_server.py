@@ -23,6 +23,7 @@ from opentelemetry import trace
 from vivified.lifecycle.v1 import lifecycle_pb2_grpc
 from vivified.sdk._errors import ConfigurationError
 from vivified.sdk._guard import CoreOnlyInterceptor
+from vivified.sdk._metrics import PluginMetrics
 from vivified.sdk._server_trace import TracingInterceptor
 from vivified.sdk._transport import ServerCertificates
 
@@ -83,8 +84,10 @@ class PluginServer:
         lifecycle: lifecycle_pb2_grpc.PluginLifecycleServiceServicer,
         trust_domain: str,
         tracer: trace.Tracer | None = None,
+        metrics: PluginMetrics | None = None,
     ) -> None:
         self._tracer = tracer or trace.NoOpTracer()
+        self._metrics = metrics or PluginMetrics()
         self._contracts = [(servicer, contract) for servicer in servicers for contract in contracts_of(servicer)]
         self._lifecycle = lifecycle
         self._trust_domain = trust_domain
@@ -103,7 +106,7 @@ class PluginServer:
             if stale.is_socket():
                 stale.unlink()
         server = grpc.aio.server(
-            interceptors=[CoreOnlyInterceptor(self._trust_domain), TracingInterceptor(self._tracer)],
+            interceptors=self._interceptors(),
             options=[("grpc.so_reuseport", 1)],
         )
         for servicer, contract in self._contracts:
@@ -119,6 +122,16 @@ class PluginServer:
             raise ConfigurationError(f"could not bind {address}")
         await server.start()
         self._server = server
+
+    def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """The server's chain, outermost first: the duration histogram (when on;
+        first, so calls the next one refuses are timed too), the core-only
+        check, the server span."""
+        return [
+            *self._metrics.server_interceptors(),
+            CoreOnlyInterceptor(self._trust_domain),
+            TracingInterceptor(self._tracer),
+        ]
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING

@@ -5,7 +5,8 @@ and the SDK read the other `OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_SAMPLER(_ARG)`,
 `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_BSP_*` themselves); `OTEL_SERVICE_NAME`
 defaults to the plugin id. Without an endpoint, or with `OTEL_SDK_DISABLED=true`
 or `OTEL_TRACES_EXPORTER=none`, no span is recorded and the SDK only passes the
-trace context on (`vivified.sdk._trace`)."""
+trace context on (`vivified.sdk._trace`). RPC duration histograms go the same
+way (`vivified.sdk._metrics`)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,19 @@ class PluginTracing:
             self.provider.shutdown()
 
 
+def plugin_resource(environ: Mapping[str, str], plugin_id: str) -> Resource:
+    """What every span and metric of the plugin is exported with: its service
+    name (the plugin id unless `OTEL_SERVICE_NAME`), plugin id and pid
+    (plus `OTEL_RESOURCE_ATTRIBUTES`, merged in by the SDK)."""
+    return Resource.create(
+        {
+            "service.name": environ.get("OTEL_SERVICE_NAME") or plugin_id,
+            "vivified.plugin_id": plugin_id,
+            "process.pid": os.getpid(),
+        }
+    )
+
+
 def tracing_from_env(environ: Mapping[str, str], plugin_id: Callable[[], str]) -> PluginTracing:
     """The tracing the standard `OTEL_*` variables in `environ` describe (off unless configured)."""
     if not otlp_configured(environ):
@@ -48,14 +62,8 @@ def tracing_from_env(environ: Mapping[str, str], plugin_id: Callable[[], str]) -
     # Imported only when used: the exporter pulls in the OTLP protos.
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    name = plugin_id()
-    resource = Resource.create(
-        {
-            "service.name": environ.get("OTEL_SERVICE_NAME") or name,
-            "vivified.plugin_id": name,
-            "process.pid": os.getpid(),
-        }
-    )
-    provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER (default parentbased_always_on)
+    provider = TracerProvider(
+        resource=plugin_resource(environ, plugin_id())
+    )  # sampler from OTEL_TRACES_SAMPLER (default parentbased_always_on)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return PluginTracing(provider.get_tracer("vivified.sdk"), provider)

@@ -1,5 +1,6 @@
-"""A real OTLP/gRPC trace receiver on loopback: the collector's TraceService
-from opentelemetry-proto, keeping every exported span with its resource."""
+"""A real OTLP/gRPC receiver on loopback: the collector's TraceService and
+MetricsService from opentelemetry-proto on one port, as a collector serves
+them, keeping every exported span and histogram data point with its resource."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -67,26 +69,81 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
             return list(self.spans)
 
 
+@dataclass(frozen=True)
+class ReceivedHistogramPoint:
+    """One histogram data point of one export (cumulative by default: the
+    running totals since the exporter started)."""
+
+    name: str
+    unit: str
+    attributes: dict[str, Any]
+    count: int
+    sum: float
+    resource: dict[str, Any]
+
+
+@dataclass
+class OtlpMetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
+    points: list[ReceivedHistogramPoint] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
+    """Every export request as received (for greps over everything exported)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def Export(  # noqa: N802 - the generated servicer's name
+        self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: Any
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        received = []
+        for resource_metrics in request.resource_metrics:
+            resource = {a.key: _value(a.value) for a in resource_metrics.resource.attributes}
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.WhichOneof("data") != "histogram":
+                        continue
+                    for point in metric.histogram.data_points:
+                        received.append(
+                            ReceivedHistogramPoint(
+                                name=metric.name,
+                                unit=metric.unit,
+                                attributes={a.key: _value(a.value) for a in point.attributes},
+                                count=point.count,
+                                sum=point.sum,
+                                resource=resource,
+                            )
+                        )
+        with self._lock:
+            self.points.extend(received)
+            self.raw.append(request.SerializeToString())
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    def snapshot(self) -> list[ReceivedHistogramPoint]:
+        with self._lock:
+            return list(self.points)
+
+
 @dataclass
 class RunningReceiver:
     receiver: OtlpReceiver
     server: grpc.Server
     port: int
+    metrics: OtlpMetricsReceiver = field(default_factory=OtlpMetricsReceiver)
 
     @property
     def env(self) -> dict[str, str]:
-        """The standard variables pointing an exporter here (flushing every 100 ms)."""
+        """The standard variables pointing an exporter here (flushing spans every
+        100 ms, metrics every 200 ms)."""
         return {
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}",
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "200",
         }
 
 
 def start_receiver() -> RunningReceiver:
-    receiver = OtlpReceiver()
+    receiver, metrics = OtlpReceiver(), OtlpMetricsReceiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(metrics, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    return RunningReceiver(receiver, server, port)
+    return RunningReceiver(receiver, server, port, metrics)

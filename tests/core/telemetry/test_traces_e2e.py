@@ -331,9 +331,11 @@ async def test_l2_canary_values_never_reach_logs_spans_or_metrics(
         "subscriber log": (tmp_path / "sub.log").read_bytes(),
         "this process's log": caplog.text.encode(),
         "exported spans and resources": b"".join(receiver.receiver.raw),
+        "exported SDK metrics": b"".join(receiver.metrics.raw),
         "metrics": metrics,
     }
     assert len(receiver.receiver.raw) > 3 and b"trace-target" in places["exported spans and resources"]
+    assert b"rpc.server.duration" in places["exported SDK metrics"]
     leaks = [(secret, where) for secret in secrets for where, data in places.items() if secret.encode() in data]
     assert leaks == []
     # The publish-to-delivery latency of the UserCreated delivery was observed.
